@@ -1,0 +1,58 @@
+// Package ca is ATR's certificate policy, built over any crypto.Signer.
+//
+// It knows nothing of HTTP, SQL or PKCS#11: the signer may be a key on a
+// token (package hsm) or, in tests, a software key. Everything that goes into
+// or comes out of a certificate passes through here:
+//
+//   - Names. NormalizeAgentName turns a requested agent name into its one
+//     canonical form (NFC, lowercase, DNS-label rules, ASCII only) or refuses
+//     it with a *PolicyError. AgentURI builds the SPIFFE ID
+//     spiffe://<trust-domain>/agent/<name>; AgentName reads it back from a
+//     certificate, requiring exactly one URI SAN in the trust domain.
+//
+//   - Untrusted input. ParseCSR and ParseCertificatesPEM are strict (one PEM
+//     block of the expected type, no headers, nothing but whitespace around,
+//     size and count caps). ParseCSR checks the CSR's self-signature (proof of
+//     possession) and the key policy of CheckPublicKey: ECDSA P-256/P-384,
+//     Ed25519, RSA 2048/3072/4096 with exponent 65537. Refusals are
+//     *PolicyError values, which callers map to "400 invalid request".
+//
+//   - Issuance. An Issuer holds the issuing certificate, its signer and a
+//     leaf Profile. Prepare builds the leaf template from the profile alone (a
+//     CSR contributes only its public key: never its subject or extensions),
+//     signs it with a throwaway "lint issuer" key that has the same algorithm,
+//     subject and key identifier as the real issuer, and lints the result with
+//     zlint and ATR's own agent lints (see lint.go for the exact lint
+//     selection). Because the lint issuer mirrors the real one, the lint
+//     certificate's TBSCertificate is byte-identical to the one the real
+//     signer will sign; Prepared.TBS returns it so that the caller can record
+//     it durably before the real signature. Sign then signs through the issuer
+//     signer and refuses the result unless its TBSCertificate equals
+//     Prepared.TBS and its signature verifies under the issuing certificate.
+//
+//   - Leaf profile (SPIFFE X.509-SVID compatible): empty subject, exactly one
+//     URI SAN (marked critical, as RFC 5280 requires for an empty subject; Go
+//     does this automatically), cA=false, KeyUsage digitalSignature only
+//     (critical), EKU clientAuth (+ serverAuth when Profile.ServerAuth),
+//     SubjectKeyId, AuthorityKeyId, CRL distribution point and OCSP AIA from
+//     the profile, 128-bit random serial, default lifetime 24 h (at most
+//     30 days), backdated 30 s by default (at most 1 minute).
+//
+//   - Ceremony templates. RootTemplate, IntermediateTemplate (pathLen 0,
+//     critical name constraints limiting URI SANs to the trust domain,
+//     lifetime at most 2 years) and ServerTemplate (the registry's own TLS
+//     certificate); CreateCertificate signs a template and checks the result.
+//
+//   - Revocation. Issuer.SignCRL and Issuer.SignOCSP sign CRLs and OCSP
+//     responses with the issuing key; ReasonCode and ReasonName map RFC 5280
+//     reason names (certificateHold and removeFromCRL are refused: revocation
+//     in ATR is terminal).
+//
+//   - Verification. A Verifier builds chains cryptographically with
+//     x509.Certificate.Verify to the roots it was given (from the token) —
+//     never by comparing subject or issuer names — and reports failures as a
+//     *VerifyError with a stable Reason.
+//
+// Nothing in this package holds mutable package-level state; an Issuer and a
+// Verifier are safe for concurrent use.
+package ca

@@ -1,0 +1,390 @@
+package ca
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/zmap/zlint/v3/lint"
+)
+
+// Issuer issues agent certificates under one issuing (intermediate)
+// certificate whose private key is behind signer. It is safe for concurrent
+// use.
+type Issuer struct {
+	signer  crypto.Signer
+	cert    *x509.Certificate
+	chain   []*x509.Certificate
+	profile Profile
+
+	// The lint issuer: a throwaway key of the same algorithm and size as the
+	// issuing key, generated once per Issuer and never persisted, and a
+	// self-signed certificate with the issuing certificate's exact subject
+	// and subject key identifier. Leaves signed by it have the same
+	// TBSCertificate as leaves signed by the real issuer.
+	lintSigner crypto.Signer
+	lintCert   *x509.Certificate
+	lints      lint.Registry
+}
+
+// NewIssuer returns an Issuer signing with signer under cert, for leaves of
+// profile p. chain holds the certificates above cert, nearest first (its
+// issuer, that one's issuer, …); it may end with the root or stop before it.
+//
+// NewIssuer checks that signer's public key is cert's, that cert is a CA
+// allowed to sign certificates and CRLs and has a subject key identifier,
+// that each certificate of chain signed the one before it, that cert's name
+// constraints (if any) permit the trust domain, and then issues one
+// self-test leaf through the lint path so that a profile zlint or ATR's own
+// lints would refuse fails here, at start-up, rather than on the first
+// request. It generates the throwaway lint key, which for RSA-4096 takes a
+// moment.
+func NewIssuer(signer crypto.Signer, cert *x509.Certificate, chain []*x509.Certificate, p Profile) (*Issuer, error) {
+	if signer == nil || cert == nil {
+		return nil, errors.New("ca: new issuer: nil signer or certificate")
+	}
+	p, err := p.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return nil, errors.New("ca: new issuer: signer's public key does not match the issuing certificate")
+	}
+	if !cert.BasicConstraintsValid || !cert.IsCA {
+		return nil, errors.New("ca: new issuer: issuing certificate is not a CA")
+	}
+	if cert.KeyUsage&x509.KeyUsageCertSign == 0 || cert.KeyUsage&x509.KeyUsageCRLSign == 0 {
+		return nil, errors.New("ca: new issuer: issuing certificate lacks keyCertSign or cRLSign key usage")
+	}
+	if len(cert.SubjectKeyId) == 0 {
+		return nil, errors.New("ca: new issuer: issuing certificate has no subject key identifier")
+	}
+	if err := checkPermitsTrustDomain(cert, p.TrustDomain); err != nil {
+		return nil, fmt.Errorf("ca: new issuer: %w", err)
+	}
+	child := cert
+	for k, c := range chain {
+		if c == nil {
+			return nil, fmt.Errorf("ca: new issuer: chain[%d] is nil", k)
+		}
+		if err := child.CheckSignatureFrom(c); err != nil {
+			return nil, fmt.Errorf("ca: new issuer: chain[%d] did not sign the certificate below it: %w", k, err)
+		}
+		child = c
+	}
+	i := &Issuer{
+		signer:  signer,
+		cert:    cert,
+		chain:   append([]*x509.Certificate(nil), chain...),
+		profile: p,
+	}
+	if i.lintSigner, err = newLintKey(cert.PublicKey); err != nil {
+		return nil, fmt.Errorf("ca: new issuer: %w", err)
+	}
+	if i.lintCert, err = newLintIssuerCert(cert, i.lintSigner); err != nil {
+		return nil, fmt.Errorf("ca: new issuer: %w", err)
+	}
+	if i.lints, err = newLintRegistry(); err != nil {
+		return nil, fmt.Errorf("ca: new issuer: %w", err)
+	}
+	if err := i.selfTest(); err != nil {
+		return nil, fmt.Errorf("ca: new issuer: self-test issuance: %w", err)
+	}
+	return i, nil
+}
+
+// Certificate returns the issuing certificate.
+func (i *Issuer) Certificate() *x509.Certificate { return i.cert }
+
+// Chain returns what a client needs after its leaf: the issuing certificate
+// followed by the chain given to NewIssuer. The slice is a copy.
+func (i *Issuer) Chain() []*x509.Certificate {
+	return append([]*x509.Certificate{i.cert}, i.chain...)
+}
+
+// Profile returns the leaf profile with defaults applied.
+func (i *Issuer) Profile() Profile { return i.profile }
+
+// Prepared is a leaf certificate that passed pre-issuance linting and waits
+// for its real signature. Record TBS (and Serial) durably before calling
+// Issuer.Sign.
+type Prepared struct {
+	tmpl *x509.Certificate
+	pub  crypto.PublicKey
+	tbs  []byte
+	name string
+}
+
+// TBS returns the DER TBSCertificate that Sign will have the issuer sign.
+func (p *Prepared) TBS() []byte { return append([]byte(nil), p.tbs...) }
+
+// Serial returns the certificate's serial number.
+func (p *Prepared) Serial() *big.Int { return new(big.Int).Set(p.tmpl.SerialNumber) }
+
+// NotBefore returns the start of the certificate's validity.
+func (p *Prepared) NotBefore() time.Time { return p.tmpl.NotBefore }
+
+// NotAfter returns the end of the certificate's validity.
+func (p *Prepared) NotAfter() time.Time { return p.tmpl.NotAfter }
+
+// AgentName returns the agent name the certificate will carry.
+func (p *Prepared) AgentName() string { return p.name }
+
+// Prepare builds the leaf certificate for agentName (which must already be
+// normalized: NormalizeAgentName(agentName) == agentName) over csr's public
+// key, with the given serial (from NewSerial), issued at now. Of the CSR only
+// the public key is used, after checking it again against CheckPublicKey and
+// the CSR's self-signature. The template is signed with the throwaway lint
+// key and linted; any error or fatal finding is a *LintError. Policy
+// refusals (name, key, CSR) are *PolicyError. Prepare refuses to issue a
+// leaf that would outlive the issuing certificate or predate it.
+func (i *Issuer) Prepare(csr *x509.CertificateRequest, agentName string, serial *big.Int, now time.Time) (*Prepared, error) {
+	if csr == nil {
+		return nil, policyErr("csr", "missing")
+	}
+	if err := CheckPublicKey(csr.PublicKey); err != nil {
+		return nil, err
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, policyErr("csr", "self-signature does not verify (no proof of possession)")
+	}
+	return i.prepare(csr.PublicKey, agentName, serial, now)
+}
+
+func (i *Issuer) prepare(pub crypto.PublicKey, agentName string, serial *big.Int, now time.Time) (*Prepared, error) {
+	if n, err := NormalizeAgentName(agentName); err != nil {
+		return nil, err
+	} else if n != agentName {
+		return nil, policyErr("name", "not normalized")
+	}
+	if err := checkSerial(serial); err != nil {
+		return nil, fmt.Errorf("ca: prepare: %w", err)
+	}
+	if serial.BitLen() < minSerialBits {
+		return nil, fmt.Errorf("ca: prepare: serial has fewer than %d bits", minSerialBits)
+	}
+	tmpl, err := i.leafTemplate(pub, agentName, serial, now)
+	if err != nil {
+		return nil, err
+	}
+	lintDER, err := i.lintTemplate(tmpl, pub, agentName)
+	if err != nil {
+		return nil, err
+	}
+	lc, err := x509.ParseCertificate(lintDER)
+	if err != nil {
+		return nil, fmt.Errorf("ca: prepare: parsing lint certificate: %w", err)
+	}
+	return &Prepared{tmpl: tmpl, pub: pub, tbs: lc.RawTBSCertificate, name: agentName}, nil
+}
+
+// leafTemplate builds the agent certificate template from the profile. The
+// only inputs from the requester are the public key and the (normalized)
+// name.
+func (i *Issuer) leafTemplate(pub crypto.PublicKey, name string, serial *big.Int, now time.Time) (*x509.Certificate, error) {
+	now = now.UTC().Truncate(time.Second)
+	notBefore := now.Add(-i.profile.Backdate)
+	notAfter := now.Add(i.profile.Lifetime)
+	if now.Before(i.cert.NotBefore) {
+		return nil, fmt.Errorf("ca: prepare: issuing certificate is not valid until %v", i.cert.NotBefore)
+	}
+	if notBefore.Before(i.cert.NotBefore) {
+		notBefore = i.cert.NotBefore.UTC()
+	}
+	if notAfter.After(i.cert.NotAfter) {
+		return nil, fmt.Errorf("ca: prepare: issuing certificate expires at %v, before the leaf would (%v); rotate the intermediate", i.cert.NotAfter, notAfter)
+	}
+	skid, err := subjectKeyID(pub)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(AgentURI(i.profile.TrustDomain, name))
+	if err != nil {
+		return nil, fmt.Errorf("ca: prepare: building SPIFFE ID: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		URIs:                  []*url.URL{u},
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           i.leafEKUs(),
+		BasicConstraintsValid: true,
+		IsCA:                  false,
+		SubjectKeyId:          skid,
+	}
+	if i.profile.CRLURL != "" {
+		tmpl.CRLDistributionPoints = []string{i.profile.CRLURL}
+	}
+	if i.profile.OCSPURL != "" {
+		tmpl.OCSPServer = []string{i.profile.OCSPURL}
+	}
+	return tmpl, nil
+}
+
+func (i *Issuer) leafEKUs() []x509.ExtKeyUsage {
+	if i.profile.ServerAuth {
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
+	}
+	return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+}
+
+// Sign has the issuer's signer sign the prepared certificate and returns it.
+// It refuses the result unless its TBSCertificate is byte-identical to
+// p.TBS() (what was linted and recorded) and its signature verifies under the
+// issuing certificate — the signer is checked, not trusted.
+func (i *Issuer) Sign(p *Prepared) (*x509.Certificate, error) {
+	if p == nil || p.tmpl == nil {
+		return nil, errors.New("ca: sign: nil prepared certificate")
+	}
+	der, err := x509.CreateCertificate(rand.Reader, p.tmpl, i.cert, p.pub, i.signer)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign: %w", err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign: parsing signed certificate: %w", err)
+	}
+	if !bytes.Equal(c.RawTBSCertificate, p.tbs) {
+		return nil, errors.New("ca: sign: signed TBSCertificate differs from the linted one")
+	}
+	if err := c.CheckSignatureFrom(i.cert); err != nil {
+		return nil, fmt.Errorf("ca: sign: signature does not verify under the issuing certificate: %w", err)
+	}
+	return c, nil
+}
+
+// selfTest runs one throwaway issuance through the lint path with a fresh
+// P-256 key, at the start of the issuing certificate's validity.
+func (i *Issuer) selfTest() error {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generating self-test key: %w", err)
+	}
+	serial, err := NewSerial(rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := i.cert.NotBefore.Add(i.profile.Backdate)
+	_, err = i.prepare(k.Public(), "atr-self-test", serial, now)
+	return err
+}
+
+// newLintKey generates a throwaway key with the same algorithm and size as
+// pub, so that the lint certificate's signature algorithm (part of the TBS)
+// matches the real issuer's.
+func newLintKey(pub crypto.PublicKey) (crypto.Signer, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		s, err := ecdsa.GenerateKey(k.Curve, rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("generating lint key: %w", err)
+		}
+		return s, nil
+	case *rsa.PublicKey:
+		s, err := rsa.GenerateKey(rand.Reader, k.N.BitLen())
+		if err != nil {
+			return nil, fmt.Errorf("generating lint key: %w", err)
+		}
+		return s, nil
+	case ed25519.PublicKey:
+		_, s, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("generating lint key: %w", err)
+		}
+		return s, nil
+	default:
+		return nil, fmt.Errorf("issuing key type %T not supported", pub)
+	}
+}
+
+// newLintIssuerCert self-signs, with the lint key, a CA certificate with the
+// issuing certificate's exact subject (RawSubject) and subject key
+// identifier.
+func newLintIssuerCert(issuer *x509.Certificate, lintKey crypto.Signer) (*x509.Certificate, error) {
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		RawSubject:            issuer.RawSubject,
+		SubjectKeyId:          issuer.SubjectKeyId,
+		NotBefore:             issuer.NotBefore,
+		NotAfter:              issuer.NotAfter,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, lintKey.Public(), lintKey)
+	if err != nil {
+		return nil, fmt.Errorf("creating lint issuer certificate: %w", err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("parsing lint issuer certificate: %w", err)
+	}
+	if !bytes.Equal(c.RawSubject, issuer.RawSubject) || !bytes.Equal(c.SubjectKeyId, issuer.SubjectKeyId) {
+		return nil, errors.New("lint issuer certificate does not mirror the issuing certificate")
+	}
+	return c, nil
+}
+
+// subjectKeyID computes the key identifier of RFC 7093 section 2 method 1:
+// the leftmost 160 bits of the SHA-256 hash of the subjectPublicKey BIT
+// STRING value.
+func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("ca: marshalling public key: %w", err)
+	}
+	var info struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if rest, err := asn1.Unmarshal(spki, &info); err != nil || len(rest) != 0 {
+		return nil, errors.New("ca: parsing marshalled public key")
+	}
+	sum := sha256.Sum256(info.PublicKey.Bytes)
+	return sum[:20], nil
+}
+
+// checkPermitsTrustDomain checks that cert's URI name constraints, if any,
+// permit spiffe://td.
+func checkPermitsTrustDomain(cert *x509.Certificate, td string) error {
+	for _, ex := range cert.ExcludedURIDomains {
+		if uriDomainMatches(ex, td) {
+			return fmt.Errorf("issuing certificate excludes URI domain %q", td)
+		}
+	}
+	if len(cert.PermittedURIDomains) == 0 {
+		return nil
+	}
+	for _, p := range cert.PermittedURIDomains {
+		if uriDomainMatches(p, td) {
+			return nil
+		}
+	}
+	return fmt.Errorf("issuing certificate's name constraints do not permit URI domain %q", td)
+}
+
+// uriDomainMatches applies RFC 5280's URI constraint rule: a constraint
+// starting with "." matches subdomains, otherwise the host exactly.
+func uriDomainMatches(constraint, host string) bool {
+	constraint = strings.ToLower(constraint)
+	if len(constraint) > 0 && constraint[0] == '.' {
+		return len(host) > len(constraint) && host[len(host)-len(constraint):] == constraint
+	}
+	return constraint == host
+}

@@ -1,0 +1,205 @@
+package ca
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"slices"
+	"sort"
+
+	zx509 "github.com/zmap/zcrypto/x509"
+	"github.com/zmap/zlint/v3"
+	"github.com/zmap/zlint/v3/lint"
+)
+
+// Lint selection. ATR's leaves are SPIFFE client certificates in a private
+// PKI, not Web PKI TLS server certificates, so we run the zlint lints whose
+// source is an IETF RFC that governs every X.509 certificate (RFC 5280 and
+// the algorithm RFCs 3279, 5480 and 8813, and RFC 5891 for IDNs) plus the
+// community lints (weak keys, Fermat-factorable RSA, validity sanity,
+// malformed names). The CA/Browser Forum (TLS, S/MIME, code signing, EV),
+// Mozilla, Apple, Chrome and ETSI lints are excluded: they encode root-store
+// policies for publicly trusted certificates (e.g. "subscriber certificates
+// must have a subject", "must contain a certificate policy", "must have an
+// AIA caIssuers URL") that do not apply to a private SPIFFE CA. RFC 6962
+// (CT) and RFC 6960 lints do not apply to leaves we issue.
+//
+// lintExcludeNames lists lints from the included sources that do not fit
+// the profile, with the reason; keep it short and justified.
+func lintIncludeSources() lint.SourceList {
+	return lint.SourceList{lint.RFC5280, lint.RFC3279, lint.RFC5480, lint.RFC8813, lint.RFC5891, lint.Community}
+}
+
+func lintExcludeNames() []string {
+	return []string{
+		// Checks each certificate's signature against the keys of a
+		// compromised public CA (eMudhra): an ECDSA verification per lint
+		// run (most of Prepare's cost) that cannot apply to a certificate
+		// signed by our own lint key.
+		"e_cert_issued_by_compromised_emudhra_ca",
+	}
+}
+
+// newLintRegistry returns the filtered zlint registry ATR lints with.
+func newLintRegistry() (lint.Registry, error) {
+	opts := lint.FilterOptions{IncludeSources: lintIncludeSources()}
+	if ex := lintExcludeNames(); len(ex) > 0 {
+		opts.ExcludeNames = ex
+	}
+	r, err := lint.GlobalRegistry().Filter(opts)
+	if err != nil {
+		return nil, fmt.Errorf("building zlint registry: %w", err)
+	}
+	return r, nil
+}
+
+// lintTemplate signs tmpl over pub with the throwaway lint key under the
+// lint issuer, then runs zlint and the agent lints on the result. It
+// returns the lint certificate's DER, or a *LintError.
+func (i *Issuer) lintTemplate(tmpl *x509.Certificate, pub crypto.PublicKey, name string) ([]byte, error) {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, i.lintCert, pub, i.lintSigner)
+	if err != nil {
+		return nil, fmt.Errorf("ca: lint: signing with the lint key: %w", err)
+	}
+	findings, err := i.lintDER(der, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(findings) > 0 {
+		return nil, &LintError{Findings: findings}
+	}
+	return der, nil
+}
+
+// lintDER runs zlint and the agent lints on a DER certificate and returns
+// the error and fatal findings, sorted by lint name.
+func (i *Issuer) lintDER(der []byte, name string) ([]Finding, error) {
+	zc, err := zx509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("ca: lint: zcrypto cannot parse the certificate: %w", err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("ca: lint: crypto/x509 cannot parse the certificate: %w", err)
+	}
+	var findings []Finding
+	rs := zlint.LintCertificateEx(zc, i.lints)
+	for lintName, r := range rs.Results {
+		switch r.Status {
+		case lint.Error, lint.Fatal:
+			findings = append(findings, Finding{Lint: lintName, Status: r.Status.String(), Details: r.Details})
+		}
+	}
+	findings = append(findings, i.agentLints(c, name)...)
+	sort.Slice(findings, func(a, b int) bool { return findings[a].Lint < findings[b].Lint })
+	return findings, nil
+}
+
+// Extension OIDs an agent certificate may carry; anything else (notably
+// anything a CSR might have asked for) is a lint error.
+const (
+	oidExtKeyUsage         = "2.5.29.15"
+	oidExtExtKeyUsage      = "2.5.29.37"
+	oidExtBasicConstraints = "2.5.29.19"
+	oidExtSubjectKeyID     = "2.5.29.14"
+	oidExtAuthorityKeyID   = "2.5.29.35"
+	oidExtSAN              = "2.5.29.17"
+	oidExtCRLDP            = "2.5.29.31"
+	oidExtAIA              = "1.3.6.1.5.5.7.1.1"
+)
+
+// agentLints are ATR's own lints of the agent profile, over the certificate
+// as crypto/x509 parses it. Names start with "e_atr_".
+func (i *Issuer) agentLints(c *x509.Certificate, name string) []Finding {
+	var out []Finding
+	fail := func(lintName, format string, args ...any) {
+		out = append(out, Finding{Lint: lintName, Status: "error", Details: fmt.Sprintf(format, args...)})
+	}
+	p := i.profile
+
+	// Identity: exactly one URI SAN, the agent's SPIFFE ID; no other names.
+	if len(c.URIs) != 1 {
+		fail("e_atr_one_uri_san", "%d URI SANs, want 1", len(c.URIs))
+	} else if got, err := AgentName(c, p.TrustDomain); err != nil || got != name {
+		fail("e_atr_one_uri_san", "URI SAN %q is not %q", c.URIs[0].String(), AgentURI(p.TrustDomain, name))
+	}
+	if len(c.DNSNames)+len(c.EmailAddresses)+len(c.IPAddresses) > 0 {
+		fail("e_atr_no_other_sans", "DNS, email or IP SANs present")
+	}
+	if !bytes.Equal(c.RawSubject, []byte{0x30, 0x00}) { // empty RDNSequence
+		fail("e_atr_empty_subject", "subject is %q, want empty", c.Subject.String())
+	}
+
+	// Not a CA, signing only.
+	if !c.BasicConstraintsValid || c.IsCA {
+		fail("e_atr_not_ca", "basicConstraints missing or cA=true")
+	}
+	if c.KeyUsage != x509.KeyUsageDigitalSignature {
+		fail("e_atr_key_usage", "key usage %#x, want digitalSignature only", c.KeyUsage)
+	}
+	want := i.leafEKUs()
+	if !slices.Equal(c.ExtKeyUsage, want) || len(c.UnknownExtKeyUsage) > 0 {
+		fail("e_atr_ext_key_usage", "extended key usage %v (+%d unknown), want %v", c.ExtKeyUsage, len(c.UnknownExtKeyUsage), want)
+	}
+
+	// Validity within the profile and the issuer.
+	if d := c.NotAfter.Sub(c.NotBefore); d <= 0 || d > p.Lifetime+p.Backdate || d > MaxLeafLifetime+MaxBackdate {
+		fail("e_atr_lifetime", "validity %v exceeds profile lifetime %v + backdate %v", d, p.Lifetime, p.Backdate)
+	}
+	if c.NotBefore.Before(i.cert.NotBefore) || c.NotAfter.After(i.cert.NotAfter) {
+		fail("e_atr_within_issuer_validity", "validity not inside the issuing certificate's")
+	}
+
+	// Serial and key.
+	if err := checkSerial(c.SerialNumber); err != nil || c.SerialNumber.BitLen() < minSerialBits {
+		fail("e_atr_serial", "serial must be positive, at least %d bits and at most 20 octets", minSerialBits)
+	}
+	if err := CheckPublicKey(c.PublicKey); err != nil {
+		fail("e_atr_key_policy", "%v", err)
+	}
+
+	// Key identifiers and revocation pointers.
+	if len(c.SubjectKeyId) == 0 {
+		fail("e_atr_subject_key_id", "missing subject key identifier")
+	}
+	if !bytes.Equal(c.AuthorityKeyId, i.cert.SubjectKeyId) {
+		fail("e_atr_authority_key_id", "authority key identifier is not the issuer's subject key identifier")
+	}
+	if !slices.Equal(c.CRLDistributionPoints, nonEmpty(p.CRLURL)) {
+		fail("e_atr_crl_distribution_point", "CRL distribution points %q, want %q", c.CRLDistributionPoints, nonEmpty(p.CRLURL))
+	}
+	if !slices.Equal(c.OCSPServer, nonEmpty(p.OCSPURL)) || len(c.IssuingCertificateURL) > 0 {
+		fail("e_atr_ocsp_aia", "OCSP servers %q (+%d caIssuers), want %q", c.OCSPServer, len(c.IssuingCertificateURL), nonEmpty(p.OCSPURL))
+	}
+
+	// Only the extensions of the profile, each once.
+	allowed := []string{oidExtKeyUsage, oidExtExtKeyUsage, oidExtBasicConstraints,
+		oidExtSubjectKeyID, oidExtAuthorityKeyID, oidExtSAN, oidExtCRLDP, oidExtAIA}
+	seen := map[string]bool{}
+	for _, e := range c.Extensions {
+		id := e.Id.String()
+		if !slices.Contains(allowed, id) {
+			fail("e_atr_extensions_allowed", "extension %v not in the agent profile", e.Id)
+		}
+		if seen[id] {
+			fail("e_atr_extensions_allowed", "extension %v repeated", e.Id)
+		}
+		seen[id] = true
+		if id == oidExtKeyUsage && !e.Critical {
+			fail("e_atr_key_usage", "key usage extension not critical")
+		}
+	}
+	if !seen[oidExtKeyUsage] {
+		fail("e_atr_key_usage", "key usage extension missing")
+	}
+	return out
+}
+
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
+}

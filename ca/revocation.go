@@ -1,0 +1,144 @@
+package ca
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
+)
+
+// RFC 5280 section 5.3.1 reason codes, by their ASN.1 names.
+func reasonNames() []string {
+	return []string{
+		0:  "unspecified",
+		1:  "keyCompromise",
+		2:  "cACompromise",
+		3:  "affiliationChanged",
+		4:  "superseded",
+		5:  "cessationOfOperation",
+		6:  "certificateHold",
+		8:  "removeFromCRL",
+		9:  "privilegeWithdrawn",
+		10: "aACompromise",
+	}
+}
+
+// ReasonCode maps an RFC 5280 revocation reason name ("keyCompromise",
+// matched case-insensitively, so "keycompromise" works too) to its code.
+// certificateHold and removeFromCRL are refused with a *PolicyError: in ATR
+// revocation is terminal. Unknown names are a *PolicyError too.
+func ReasonCode(name string) (int, error) {
+	for code, n := range reasonNames() {
+		if n == "" || !strings.EqualFold(n, name) {
+			continue
+		}
+		if code == ocsp.CertificateHold || code == ocsp.RemoveFromCRL {
+			return 0, policyErr("reason", "%s is not supported: revocation is terminal", n)
+		}
+		return code, nil
+	}
+	return 0, policyErr("reason", "unknown revocation reason (want an RFC 5280 reason name such as keyCompromise)")
+}
+
+// ReasonName returns the RFC 5280 name of a reason code, or "" for codes
+// ATR never uses (certificateHold, removeFromCRL, unassigned values).
+func ReasonName(code int) string {
+	names := reasonNames()
+	if code < 0 || code >= len(names) || code == ocsp.CertificateHold || code == ocsp.RemoveFromCRL {
+		return ""
+	}
+	return names[code]
+}
+
+// SignCRL signs a complete CRL with the issuing key: CRL number number
+// (positive, at most 20 octets; keeping it monotonic is the caller's job),
+// thisUpdate and nextUpdate (after thisUpdate), and the revoked entries
+// (SerialNumber, RevocationTime and ReasonCode; reason codes are checked
+// with ReasonName, and unspecified (0) is omitted from the encoding as RFC
+// 5280 recommends). It returns the DER CRL after parsing it back and
+// checking its signature under the issuing certificate.
+func (i *Issuer) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, revoked []x509.RevocationListEntry) ([]byte, error) {
+	if err := checkSerial(number); err != nil {
+		return nil, fmt.Errorf("ca: sign CRL: CRL number: %w", err)
+	}
+	if !nextUpdate.After(thisUpdate) {
+		return nil, errors.New("ca: sign CRL: nextUpdate must be after thisUpdate")
+	}
+	entries := make([]x509.RevocationListEntry, len(revoked))
+	for k, e := range revoked {
+		if err := checkSerial(e.SerialNumber); err != nil {
+			return nil, fmt.Errorf("ca: sign CRL: entry %d: %w", k, err)
+		}
+		if ReasonName(e.ReasonCode) == "" {
+			return nil, fmt.Errorf("ca: sign CRL: entry %d: reason code %d not allowed", k, e.ReasonCode)
+		}
+		if e.RevocationTime.IsZero() {
+			return nil, fmt.Errorf("ca: sign CRL: entry %d: missing revocation time", k)
+		}
+		entries[k] = x509.RevocationListEntry{
+			SerialNumber:   e.SerialNumber,
+			RevocationTime: e.RevocationTime.UTC(),
+			ReasonCode:     e.ReasonCode,
+		}
+	}
+	tmpl := &x509.RevocationList{
+		Number:                    number,
+		ThisUpdate:                thisUpdate.UTC(),
+		NextUpdate:                nextUpdate.UTC(),
+		RevokedCertificateEntries: entries,
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, i.cert, i.signer)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign CRL: %w", err)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign CRL: parsing result: %w", err)
+	}
+	if err := crl.CheckSignatureFrom(i.cert); err != nil {
+		return nil, fmt.Errorf("ca: sign CRL: signature does not verify under the issuing certificate: %w", err)
+	}
+	return der, nil
+}
+
+// SignOCSP signs an OCSP response with the issuing key (the issuing CA is
+// its own responder; the certificate is not embedded). tmpl must set
+// SerialNumber, Status (ocsp.Good, ocsp.Revoked or ocsp.Unknown), ThisUpdate
+// and NextUpdate (after ThisUpdate); a revoked status needs RevokedAt and a
+// RevocationReason accepted by ReasonName. IssuerHash defaults to SHA-1 (what
+// most clients send; callers answering a request should copy its hash
+// algorithm). The response is parsed back and its signature checked.
+func (i *Issuer) SignOCSP(tmpl ocsp.Response) ([]byte, error) {
+	if err := checkSerial(tmpl.SerialNumber); err != nil {
+		return nil, fmt.Errorf("ca: sign OCSP: serial: %w", err)
+	}
+	switch tmpl.Status {
+	case ocsp.Good, ocsp.Unknown:
+	case ocsp.Revoked:
+		if tmpl.RevokedAt.IsZero() {
+			return nil, errors.New("ca: sign OCSP: revoked status without revocation time")
+		}
+		if ReasonName(tmpl.RevocationReason) == "" {
+			return nil, fmt.Errorf("ca: sign OCSP: revocation reason %d not allowed", tmpl.RevocationReason)
+		}
+	default:
+		return nil, fmt.Errorf("ca: sign OCSP: status %d not allowed", tmpl.Status)
+	}
+	if tmpl.ThisUpdate.IsZero() || !tmpl.NextUpdate.After(tmpl.ThisUpdate) {
+		return nil, errors.New("ca: sign OCSP: need thisUpdate and a later nextUpdate")
+	}
+	tmpl.Certificate = nil
+	der, err := ocsp.CreateResponse(i.cert, i.cert, tmpl, i.signer)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign OCSP: %w", err)
+	}
+	if _, err := ocsp.ParseResponse(der, i.cert); err != nil {
+		return nil, fmt.Errorf("ca: sign OCSP: parsing result: %w", err)
+	}
+	return der, nil
+}

@@ -1,0 +1,103 @@
+package ca
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/asn1"
+	"errors"
+	"math/big"
+	"testing"
+	"testing/iotest"
+)
+
+func TestNewSerialEntropy(t *testing.T) {
+	const n = 1000
+	seen := make(map[string]bool, n)
+	bitLens := map[int]int{}
+	var ones [SerialBits]int
+	for range n {
+		s, err := NewSerial(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Sign() <= 0 {
+			t.Fatalf("serial %v not positive", s)
+		}
+		der, err := asn1.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l := len(der) - 2; l > 20 { // minus tag and length octets
+			t.Fatalf("serial %v encodes to %d octets, want <= 20", s, l)
+		}
+		if seen[s.String()] {
+			t.Fatalf("duplicate serial %v", s)
+		}
+		seen[s.String()] = true
+		bitLens[s.BitLen()]++
+		for b := range SerialBits {
+			ones[b] += int(s.Bit(b))
+		}
+	}
+	// About half the serials have the top bit set; the rest are shorter.
+	if got := bitLens[SerialBits]; got < 400 || got > 600 {
+		t.Errorf("%d of %d serials have %d bits, want about half", got, n, SerialBits)
+	}
+	if len(bitLens) < 4 {
+		t.Errorf("bit lengths %v not spread", bitLens)
+	}
+	// Every bit position is set in roughly half of the serials (a stuck
+	// bit would show as 0 or n; the bounds are > 6 sigma).
+	for b, c := range ones {
+		if c < 400 || c > 600 {
+			t.Errorf("bit %d set in %d of %d serials", b, c, n)
+		}
+	}
+}
+
+func TestNewSerialBrokenReader(t *testing.T) {
+	tests := []struct {
+		name string
+		r    func() *bytes.Reader
+	}{
+		{"short read", func() *bytes.Reader { return bytes.NewReader(make([]byte, 8)) }},
+		{"all zeros", func() *bytes.Reader { return bytes.NewReader(make([]byte, 16)) }},
+		{"mostly zeros", func() *bytes.Reader { return bytes.NewReader(append(make([]byte, 15), 1)) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if s, err := NewSerial(tt.r()); err == nil {
+				t.Fatalf("NewSerial = %v, nil; want error", s)
+			}
+		})
+	}
+	if _, err := NewSerial(iotest.ErrReader(errors.New("boom"))); err == nil {
+		t.Fatal("NewSerial with failing reader succeeded")
+	}
+	if _, err := NewSerial(nil); err == nil {
+		t.Fatal("NewSerial(nil) succeeded")
+	}
+}
+
+func TestCheckSerial(t *testing.T) {
+	max := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 159), big.NewInt(1)) // 20 octets
+	tests := []struct {
+		name string
+		n    *big.Int
+		ok   bool
+	}{
+		{"one", big.NewInt(1), true},
+		{"20 octets", max, true},
+		{"21 octets", new(big.Int).Lsh(big.NewInt(1), 159), false},
+		{"zero", big.NewInt(0), false},
+		{"negative", big.NewInt(-5), false},
+		{"nil", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := checkSerial(tt.n); (err == nil) != tt.ok {
+				t.Fatalf("checkSerial(%v) = %v; want ok=%v", tt.n, err, tt.ok)
+			}
+		})
+	}
+}

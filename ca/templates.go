@@ -1,0 +1,198 @@
+package ca
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Ceremony and server certificate limits.
+const (
+	DefaultRootLifetime         = 10 * 365 * 24 * time.Hour
+	MaxRootLifetime             = 25 * 365 * 24 * time.Hour
+	DefaultIntermediateLifetime = 365 * 24 * time.Hour
+	MaxIntermediateLifetime     = 2 * 365 * 24 * time.Hour
+	DefaultServerLifetime       = 30 * 24 * time.Hour
+	MaxServerLifetime           = 90 * 24 * time.Hour
+	// caBackdate is how far CA and server templates are backdated.
+	caBackdate = time.Minute
+)
+
+func caValidity(lifetime, def, max time.Duration, now time.Time) (time.Time, time.Time, error) {
+	if lifetime == 0 {
+		lifetime = def
+	}
+	if lifetime < time.Hour || lifetime > max {
+		return time.Time{}, time.Time{}, fmt.Errorf("lifetime %v outside [1h, %v]", lifetime, max)
+	}
+	now = now.UTC().Truncate(time.Second)
+	return now.Add(-caBackdate), now.Add(lifetime), nil
+}
+
+func checkCN(cn string) error {
+	if cn == "" || len(cn) > 64 {
+		return errors.New("common name must be 1-64 characters")
+	}
+	for i := 0; i < len(cn); i++ {
+		if cn[i] < 0x20 || cn[i] >= 0x7f {
+			return errors.New("common name must be printable ASCII")
+		}
+	}
+	return nil
+}
+
+// RootTemplate returns the template of a self-signed root CA certificate
+// with subject CN=cn: pathLen 1 (root → issuing CA → leaf), key usage
+// keyCertSign|cRLSign (critical), a random 128-bit serial, backdated one
+// minute. lifetime 0 means DefaultRootLifetime; at most MaxRootLifetime.
+// Sign it with CreateCertificate(tmpl, tmpl, pub, signer).
+func RootTemplate(cn string, lifetime time.Duration, now time.Time) (*x509.Certificate, error) {
+	if err := checkCN(cn); err != nil {
+		return nil, fmt.Errorf("ca: root template: %w", err)
+	}
+	nb, na, err := caValidity(lifetime, DefaultRootLifetime, MaxRootLifetime, now)
+	if err != nil {
+		return nil, fmt.Errorf("ca: root template: %w", err)
+	}
+	serial, err := NewSerial(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             nb,
+		NotAfter:              na,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            1,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}, nil
+}
+
+// IntermediateTemplate returns the template of the issuing CA certificate
+// with subject CN=cn: pathLen 0 (it may only issue leaves), key usage
+// keyCertSign|cRLSign|digitalSignature (the last for signing OCSP responses
+// directly), and critical name constraints permitting only URI SANs whose
+// host is trustDomain (so it cannot certify an agent outside the trust
+// domain; other name types are not constrained, which lets it issue the
+// registry's TLS server certificate). lifetime 0 means
+// DefaultIntermediateLifetime; at most MaxIntermediateLifetime (2 years).
+func IntermediateTemplate(cn, trustDomain string, lifetime time.Duration, now time.Time) (*x509.Certificate, error) {
+	if err := checkCN(cn); err != nil {
+		return nil, fmt.Errorf("ca: intermediate template: %w", err)
+	}
+	if err := validTrustDomain(trustDomain); err != nil {
+		return nil, fmt.Errorf("ca: intermediate template: %w", err)
+	}
+	nb, na, err := caValidity(lifetime, DefaultIntermediateLifetime, MaxIntermediateLifetime, now)
+	if err != nil {
+		return nil, fmt.Errorf("ca: intermediate template: %w", err)
+	}
+	serial, err := NewSerial(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             nb,
+		NotAfter:              na,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		PermittedURIDomains:   []string{trustDomain},
+		// Go marks the whole name constraints extension critical with this.
+		PermittedDNSDomainsCritical: true,
+	}, nil
+}
+
+// ServerTemplate returns the template of a TLS server certificate for the
+// registry itself: the given DNS and IP SANs (at least one), subject CN = the
+// first DNS name (or empty with a critical SAN when there is none), EKU
+// serverAuth, key usage digitalSignature, a random serial. lifetime 0 means
+// DefaultServerLifetime; at most MaxServerLifetime.
+func ServerTemplate(dnsNames []string, ips []net.IP, lifetime time.Duration, now time.Time) (*x509.Certificate, error) {
+	if len(dnsNames)+len(ips) == 0 {
+		return nil, errors.New("ca: server template: no DNS names or IP addresses")
+	}
+	for _, d := range dnsNames {
+		n, err := NormalizeAgentName(d) // same DNS-label rules
+		if err != nil || n != d {
+			return nil, fmt.Errorf("ca: server template: DNS name %q is not a lowercase DNS name", d)
+		}
+	}
+	for _, ip := range ips {
+		if ip.To16() == nil {
+			return nil, errors.New("ca: server template: malformed IP address")
+		}
+	}
+	nb, na, err := caValidity(lifetime, DefaultServerLifetime, MaxServerLifetime, now)
+	if err != nil {
+		return nil, fmt.Errorf("ca: server template: %w", err)
+	}
+	serial, err := NewSerial(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	t := &x509.Certificate{
+		SerialNumber:          serial,
+		NotBefore:             nb,
+		NotAfter:              na,
+		DNSNames:              append([]string(nil), dnsNames...),
+		IPAddresses:           append([]net.IP(nil), ips...),
+		BasicConstraintsValid: true,
+		IsCA:                  false,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if len(dnsNames) > 0 {
+		t.Subject = pkix.Name{CommonName: dnsNames[0]}
+	}
+	return t, nil
+}
+
+// CreateCertificate signs tmpl with signer as parent (pass tmpl as parent for
+// a self-signed certificate) for the subject key pub, parses the result and
+// checks its signature against parent's public key — or, when self-signed,
+// against its own — so that a misbehaving signer is caught. For a
+// self-signed certificate pub must be signer's public key.
+func CreateCertificate(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) (*x509.Certificate, error) {
+	if tmpl == nil || parent == nil || pub == nil || signer == nil {
+		return nil, errors.New("ca: create certificate: nil argument")
+	}
+	selfSigned := tmpl == parent
+	if selfSigned {
+		sp, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+		if !ok || !sp.Equal(pub) {
+			return nil, errors.New("ca: create certificate: self-signed certificate's key is not the signer's")
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		return nil, fmt.Errorf("ca: create certificate: %w", err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("ca: create certificate: parsing result: %w", err)
+	}
+	issuer := parent
+	if selfSigned {
+		issuer = c
+	}
+	if err := c.CheckSignatureFrom(issuer); err != nil {
+		return nil, fmt.Errorf("ca: create certificate: signature does not verify: %w", err)
+	}
+	if !selfSigned && len(parent.Raw) > 0 && !bytes.Equal(c.RawIssuer, parent.RawSubject) {
+		return nil, errors.New("ca: create certificate: issuer name does not match parent's subject")
+	}
+	return c, nil
+}

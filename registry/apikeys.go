@@ -1,0 +1,326 @@
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/registry/translog"
+)
+
+// API key format: "atr_" + 16 lowercase hex digits of id + "_" + 64 lowercase
+// hex digits of secret (256 random bits). Only SHA-256(key) is stored.
+const (
+	apiKeyPrefix      = "atr_"
+	apiKeyIDBytes     = 8
+	apiKeySecBytes    = 32
+	apiKeyLen         = len(apiKeyPrefix) + 2*apiKeyIDBytes + 1 + 2*apiKeySecBytes
+	lastUsedPrecision = time.Minute
+	maxOwnerLen       = 128
+)
+
+// ParseAPIKeyID returns the id part of a well-formed API key (safe to log).
+func ParseAPIKeyID(key string) (string, bool) {
+	if len(key) != apiKeyLen || !strings.HasPrefix(key, apiKeyPrefix) || key[len(apiKeyPrefix)+2*apiKeyIDBytes] != '_' {
+		return "", false
+	}
+	id := key[len(apiKeyPrefix) : len(apiKeyPrefix)+2*apiKeyIDBytes]
+	if !isLowerHex(id) || !isLowerHex(key[len(apiKeyPrefix)+2*apiKeyIDBytes+1:]) {
+		return "", false
+	}
+	return id, true
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func hashAPIKey(key string) []byte {
+	h := sha256.Sum256([]byte(key))
+	return h[:]
+}
+
+// newAPIKey returns a fresh id and key from r.
+func newAPIKey(r io.Reader) (id, key string, err error) {
+	b := make([]byte, apiKeyIDBytes+apiKeySecBytes)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", "", fmt.Errorf("registry: generating api key: %w", err)
+	}
+	id = hex.EncodeToString(b[:apiKeyIDBytes])
+	return id, apiKeyPrefix + id + "_" + hex.EncodeToString(b[apiKeyIDBytes:]), nil
+}
+
+type apiKeyRow struct {
+	ID             string     `db:"id"`
+	Hash           []byte     `db:"hash"`
+	Owner          string     `db:"owner"`
+	Namespace      string     `db:"namespace"`
+	Scopes         string     `db:"scopes"`
+	CreatedAt      time.Time  `db:"created_at"`
+	ExpiresAt      *time.Time `db:"expires_at"`
+	RevokedAt      *time.Time `db:"revoked_at"`
+	LastUsedAt     *time.Time `db:"last_used_at"`
+	FailedAttempts int        `db:"failed_attempts"`
+	LockedUntil    *time.Time `db:"locked_until"`
+}
+
+func (row apiKeyRow) apiKey() (*APIKey, error) {
+	k := &APIKey{ID: row.ID, Owner: row.Owner, Namespace: row.Namespace, CreatedAt: row.CreatedAt.UTC(),
+		ExpiresAt: utcPtr(row.ExpiresAt), RevokedAt: utcPtr(row.RevokedAt), LastUsedAt: utcPtr(row.LastUsedAt)}
+	if err := json.Unmarshal([]byte(row.Scopes), &k.Scopes); err != nil {
+		return nil, fmt.Errorf("registry: api key %s: decoding scopes: %v", row.ID, err)
+	}
+	return k, nil
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+const apiKeyColumns = `id, hash, owner, namespace, scopes, created_at, expires_at, revoked_at, last_used_at, failed_attempts, locked_until`
+
+// dummyHash is compared against when the key id is unknown, so that unknown
+// and known ids cost the same.
+var dummyHash = make([]byte, sha256.Size) // read-only
+
+// Authenticate checks a presented API key and returns its Actor (without IP
+// and RequestID, which the caller adds). Every failure — malformed, unknown
+// id, wrong secret, expired, revoked, locked out — is the same
+// ErrUnauthenticated. The secret is compared in constant time against the
+// stored SHA-256. MaxAuthFailures wrong secrets in a row lock the key for
+// AuthLockout (SEC-023). last_used_at is updated at most once a minute.
+func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Actor, error) {
+	fail := func(id, why string) (*Actor, error) {
+		r.log.WithField("key_id", id).WithField("reason", why).Warn("api key authentication failed")
+		return nil, fmt.Errorf("registry: authenticate: %w", ErrUnauthenticated)
+	}
+	presented := hashAPIKey(presentedKey)
+	id, ok := ParseAPIKeyID(presentedKey)
+	if !ok {
+		subtle.ConstantTimeCompare(presented, dummyHash)
+		return fail("", "malformed key")
+	}
+	var row apiKeyRow
+	err := r.store.db.GetContext(ctx, &row, r.store.db.Rebind(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`), id)
+	if err != nil {
+		subtle.ConstantTimeCompare(presented, dummyHash)
+		if err := dbErr("authenticate", err); !errors.Is(err, ErrNotFound) {
+			return nil, err // database down: not the caller's fault
+		}
+		return fail(id, "unknown key id")
+	}
+	now := r.now()
+	match := subtle.ConstantTimeCompare(presented, row.Hash) == 1
+	switch {
+	case row.LockedUntil != nil && now.Before(*row.LockedUntil):
+		return fail(id, "locked out")
+	case !match:
+		r.recordAuthFailure(ctx, row, now)
+		return fail(id, "wrong secret")
+	case row.RevokedAt != nil:
+		return fail(id, "revoked")
+	case row.ExpiresAt != nil && !now.Before(*row.ExpiresAt):
+		return fail(id, "expired")
+	}
+	if row.FailedAttempts > 0 || row.LastUsedAt == nil || now.Sub(*row.LastUsedAt) >= lastUsedPrecision {
+		if _, err := r.store.db.ExecContext(ctx, r.store.db.Rebind(
+			`UPDATE api_keys SET last_used_at = ?, failed_attempts = 0, locked_until = NULL WHERE id = ?`), dbTime(now), id); err != nil {
+			r.log.WithError(dbErr("authenticate: last used", err)).WithField("key_id", id).Warn("updating api key last use")
+		}
+	}
+	k, err := row.apiKey()
+	if err != nil {
+		return nil, err
+	}
+	return &Actor{KeyID: k.ID, Owner: k.Owner, Namespace: k.Namespace, Scopes: k.Scopes}, nil
+}
+
+func (r *Registry) recordAuthFailure(ctx context.Context, row apiKeyRow, now time.Time) {
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	if row.FailedAttempts+1 >= r.cfg.MaxAuthFailures {
+		_, err = r.store.db.ExecContext(ctx, r.store.db.Rebind(
+			`UPDATE api_keys SET failed_attempts = 0, locked_until = ? WHERE id = ?`), dbTime(now.Add(r.cfg.AuthLockout)), row.ID)
+		r.log.WithField("key_id", row.ID).Warn("api key locked out after repeated failures")
+	} else {
+		_, err = r.store.db.ExecContext(ctx, r.store.db.Rebind(
+			`UPDATE api_keys SET failed_attempts = failed_attempts + 1 WHERE id = ?`), row.ID)
+	}
+	if err != nil {
+		r.log.WithError(dbErr("authenticate: failure count", err)).WithField("key_id", row.ID).Warn("recording api key failure")
+	}
+}
+
+// validOwner: 1–128 characters from [A-Za-z0-9._@:-].
+func validOwner(s string) bool {
+	if s == "" || len(s) > maxOwnerLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._@:-", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func normalizeScopes(scopes []string) ([]string, error) {
+	if len(scopes) == 0 {
+		return nil, invalid("at least one scope is required", nil)
+	}
+	out := make([]string, 0, len(scopes))
+	for _, s := range scopes {
+		switch s {
+		case ScopeAgentsRead, ScopeAgentsWrite, ScopeAdmin:
+		default:
+			return nil, invalid(fmt.Sprintf("unknown scope %q", clip(s)), nil)
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// CreateAPIKey creates an API key for owner, limited to names inside
+// namespace and to scopes, expiring after expiresIn (0 → 90 days, at most two
+// years). Only admins (or SystemActor) may call it. An empty namespace is
+// allowed only for admin keys and covers every name. The key is returned once
+// and only its hash is stored. The creation is audited and logged.
+func (r *Registry) CreateAPIKey(ctx context.Context, a Actor, owner, namespace string, scopes []string, expiresIn time.Duration) (*APIKey, string, error) {
+	if !a.IsAdmin() {
+		return nil, "", r.deny(ctx, a, ActionAPIKeyCreate, owner, fmt.Errorf("registry: create api key: %w", ErrForbidden))
+	}
+	if !validOwner(owner) {
+		return nil, "", invalid("owner must be 1-128 characters of [A-Za-z0-9._@:-]", nil)
+	}
+	scopes, err := normalizeScopes(scopes)
+	if err != nil {
+		return nil, "", err
+	}
+	if namespace == "" {
+		if !slices.Contains(scopes, ScopeAdmin) {
+			return nil, "", invalid("namespace is required for non-admin keys", nil)
+		}
+	} else if namespace, err = ca.NormalizeAgentName(namespace); err != nil {
+		return nil, "", invalid("namespace", err)
+	}
+	switch {
+	case expiresIn == 0:
+		expiresIn = DefaultAPIKeyLifetime
+	case expiresIn < 0 || expiresIn > MaxAPIKeyLifetime:
+		return nil, "", invalid("expires_in must be between 0 and two years", nil)
+	}
+	id, key, err := newAPIKey(r.rand)
+	if err != nil {
+		return nil, "", err
+	}
+	now := r.now()
+	expires := dbTime(now.Add(expiresIn))
+	scopesJSON, _ := json.Marshal(scopes)
+	err = r.store.inTx(ctx, "create api key", func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO api_keys
+			(id, hash, owner, namespace, scopes, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+			id, hashAPIKey(key), owner, namespace, string(scopesJSON), a.label(), dbTime(now), expires); err != nil {
+			return dbErr("create api key: insert", err)
+		}
+		idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{Type: translog.EventAPIKeyCreate, Time: now, Actor: a.label(), KeyID: id})
+		if err != nil {
+			return dbErr("create api key: log", err)
+		}
+		return r.writeAudit(ctx, tx, a, ActionAPIKeyCreate, id, ResultSuccess, map[string]string{
+			"owner": owner, "namespace": namespace, "scopes": strings.Join(scopes, " "), "expires_at": expires.Format(time.RFC3339),
+		}, &idx)
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	r.log.WithFields(map[string]any{"key_id": id, "owner": owner, "actor": a.label(), "request_id": a.RequestID}).Info("api key created")
+	return &APIKey{ID: id, Owner: owner, Namespace: namespace, Scopes: scopes, CreatedAt: dbTime(now), ExpiresAt: &expires}, key, nil
+}
+
+// RevokeAPIKey revokes the key with the given id (admin only). Revoking a
+// revoked key is a no-op; an unknown id is ErrNotFound.
+func (r *Registry) RevokeAPIKey(ctx context.Context, a Actor, id string) error {
+	if !a.IsAdmin() {
+		return r.deny(ctx, a, ActionAPIKeyRevoke, id, fmt.Errorf("registry: revoke api key: %w", ErrForbidden))
+	}
+	if len(id) != 2*apiKeyIDBytes || !isLowerHex(id) {
+		return fmt.Errorf("registry: revoke api key: %w", ErrNotFound)
+	}
+	now := r.now()
+	noop := false
+	err := r.store.inTx(ctx, "revoke api key", func(tx *sqlx.Tx) error {
+		var revoked []sql.NullTime
+		if err := tx.SelectContext(ctx, &revoked, tx.Rebind(`SELECT revoked_at FROM api_keys WHERE id = ?`+forUpdate(r.store.dialect)), id); err != nil {
+			return dbErr("revoke api key: read", err)
+		}
+		if len(revoked) == 0 {
+			return fmt.Errorf("registry: revoke api key: %w", ErrNotFound)
+		}
+		if revoked[0].Valid {
+			noop = true
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE api_keys SET revoked_at = ? WHERE id = ?`), dbTime(now), id); err != nil {
+			return dbErr("revoke api key: update", err)
+		}
+		idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{Type: translog.EventAPIKeyRevoke, Time: now, Actor: a.label(), KeyID: id})
+		if err != nil {
+			return dbErr("revoke api key: log", err)
+		}
+		return r.writeAudit(ctx, tx, a, ActionAPIKeyRevoke, id, ResultSuccess, nil, &idx)
+	})
+	if err != nil {
+		return err
+	}
+	if noop {
+		r.auditBestEffort(ctx, a, ActionAPIKeyRevoke, id, ResultNoop, nil)
+	}
+	return nil
+}
+
+// GetAPIKey returns the key with the given id (admin only).
+func (r *Registry) GetAPIKey(ctx context.Context, a Actor, id string) (*APIKey, error) {
+	if !a.IsAdmin() {
+		return nil, r.deny(ctx, a, "apikey.get", id, fmt.Errorf("registry: get api key: %w", ErrForbidden))
+	}
+	var row apiKeyRow
+	if err := r.store.db.GetContext(ctx, &row, r.store.db.Rebind(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`), id); err != nil {
+		return nil, dbErr("get api key", err)
+	}
+	return row.apiKey()
+}
+
+// forUpdate is " FOR UPDATE" on PostgreSQL (row lock until commit); SQLite's
+// BEGIN IMMEDIATE already serializes writers.
+func forUpdate(d Dialect) string {
+	if d == Postgres {
+		return " FOR UPDATE"
+	}
+	return ""
+}

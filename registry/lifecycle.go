@@ -1,0 +1,360 @@
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/registry/redact"
+	"github.com/agent-trust-registry/atr/registry/translog"
+)
+
+// Limits on what a registration may carry.
+const (
+	maxCapabilities  = 32
+	maxCapabilityLen = 64
+	maxMetadata      = 32
+	maxMetaKeyLen    = 64
+	maxMetaValueLen  = 1024
+)
+
+// Pending issuance states.
+const (
+	pendingPending   = "pending"
+	pendingIssued    = "issued"
+	pendingAbandoned = "abandoned"
+)
+
+// Register registers a new agent for the actor's owner and issues its first
+// certificate. The steps, in the order DESIGN.md fixes:
+//
+//  1. Authorize: agents:write; the owner is the actor's, never the
+//     request's; the normalized name must lie inside the key's namespace
+//     (else ErrForbidden); an existing name is ErrConflict.
+//  2. Parse the CSR strictly (ca.ParseCSR: self-signature, key policy).
+//  3. Draw a random serial and build + lint the TBS (Issuer.Prepare).
+//  4. Record serial and TBS as pending and commit (durable) — before signing.
+//  5. Sign through the token.
+//  6. In one transaction: agent and certificate rows, pending → issued,
+//     transparency log entry, audit event carrying the log index.
+//  7. Return certificate, chain and log index (only after the commit, so a
+//     client never holds a certificate the registry does not know).
+func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (*Issued, error) {
+	// Step 1: authorize.
+	if !a.can(ScopeAgentsWrite) || a.Owner == "" {
+		return nil, r.deny(ctx, a, ActionRegister, req.Name, fmt.Errorf("registry: register: %w", ErrForbidden))
+	}
+	name, err := ca.NormalizeAgentName(req.Name)
+	if err != nil {
+		return nil, invalid("name", err)
+	}
+	if !inNamespace(name, a.Namespace, a.IsAdmin()) {
+		return nil, r.deny(ctx, a, ActionRegister, name, fmt.Errorf("registry: register: name outside the key's namespace: %w", ErrForbidden))
+	}
+	caps, md, err := checkAttributes(req.Capabilities, req.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	var n int
+	if err := r.store.db.GetContext(ctx, &n, r.store.db.Rebind(`SELECT COUNT(*) FROM agents WHERE name = ?`), name); err != nil {
+		return nil, dbErr("register: checking name", err)
+	}
+	if n > 0 {
+		return nil, fmt.Errorf("registry: register: agent %s: %w", name, ErrConflict)
+	}
+	// Step 2: parse the CSR.
+	csr, err := ca.ParseCSR(req.CSR)
+	if err != nil {
+		return nil, invalid("csr", err)
+	}
+	capsJSON, _ := json.Marshal(caps)
+	mdJSON, _ := json.Marshal(md)
+	var agent Agent
+	cert, rec, err := r.issue(ctx, a, ActionRegister, name, a.Owner, "register", csr, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
+		idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{Type: translog.EventRegister, Time: now, Agent: name,
+			Serial: rec.Serial, Fingerprint: rec.FingerprintSHA256, Certificate: cert.Raw, Actor: a.label()})
+		if err != nil {
+			return dbErr("register: log", err)
+		}
+		rec.LogIndex = idx
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO agents
+			(name, owner, status, capabilities, metadata, current_serial, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+			name, a.Owner, AgentActive, string(capsJSON), string(mdJSON), rec.Serial, dbTime(now), dbTime(now)); err != nil {
+			return dbErr("register: insert agent", err)
+		}
+		if err := insertCertificate(ctx, tx, name, rec, now); err != nil {
+			return err
+		}
+		agent = Agent{Name: name, Owner: a.Owner, Status: AgentActive, Capabilities: caps, Metadata: md,
+			CurrentSerial: rec.Serial, CreatedAt: dbTime(now), UpdatedAt: dbTime(now)}
+		return r.writeAudit(ctx, tx, a, ActionRegister, name, ResultSuccess, map[string]string{
+			"serial": rec.Serial, "fingerprint_sha256": rec.FingerprintSHA256}, &idx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.log.WithFields(map[string]any{"agent": name, "serial": rec.Serial, "actor": a.label(), "request_id": a.RequestID}).Info("agent registered")
+	return r.issued(agent, cert, *rec), nil
+}
+
+// Rotate issues a new certificate for an existing, active agent from a new
+// CSR. The caller is the agent's owner (agents:write), an admin, or the agent
+// itself (Actor.AgentName == name, over mTLS). The previous certificate
+// becomes superseded and keeps verifying until now + RotationGrace. The log
+// entry names the previous fingerprint. Other owners' agents are
+// ErrNotFound; a revoked agent is ErrConflict.
+func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []byte) (*Issued, error) {
+	norm, err := ca.NormalizeAgentName(name)
+	if err != nil {
+		return nil, invalid("name", err)
+	}
+	name = norm
+	agent, err := r.authorizeAgent(ctx, a, ActionRotate, name, true)
+	if err != nil {
+		return nil, err
+	}
+	if agent.Status != AgentActive {
+		return nil, fmt.Errorf("registry: rotate: agent %s is revoked: %w", name, ErrConflict)
+	}
+	csr, err := ca.ParseCSR(csrPEM)
+	if err != nil {
+		return nil, invalid("csr", err)
+	}
+	oldSerial := agent.CurrentSerial
+	cert, rec, err := r.issue(ctx, a, ActionRotate, name, agent.Owner, "rotate", csr, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
+		var cur struct {
+			Status string  `db:"status"`
+			Serial *string `db:"current_serial"`
+		}
+		if err := tx.GetContext(ctx, &cur, tx.Rebind(`SELECT status, current_serial FROM agents WHERE name = ?`+forUpdate(r.store.dialect)), name); err != nil {
+			return dbErr("rotate: reading agent", err)
+		}
+		if cur.Status != AgentActive || cur.Serial == nil || *cur.Serial != oldSerial {
+			return fmt.Errorf("registry: rotate: agent %s changed concurrently: %w", name, ErrConflict)
+		}
+		var oldFP string
+		if err := tx.GetContext(ctx, &oldFP, tx.Rebind(`SELECT fingerprint_sha256 FROM certificates WHERE serial = ?`), oldSerial); err != nil {
+			return dbErr("rotate: reading previous certificate", err)
+		}
+		idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{Type: translog.EventRotate, Time: now, Agent: name,
+			Serial: rec.Serial, Fingerprint: rec.FingerprintSHA256, Certificate: cert.Raw, Actor: a.label(), Previous: oldFP})
+		if err != nil {
+			return dbErr("rotate: log", err)
+		}
+		rec.LogIndex = idx
+		rec.Predecessor = oldSerial
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE certificates SET status = ?, successor_serial = ?, grace_until = ?
+			WHERE serial = ? AND status = ?`), CertSuperseded, rec.Serial, dbTime(now.Add(r.cfg.RotationGrace)), oldSerial, CertIssued); err != nil {
+			return dbErr("rotate: superseding", err)
+		}
+		if err := insertCertificate(ctx, tx, name, rec, now); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE agents SET current_serial = ?, updated_at = ? WHERE name = ?`),
+			rec.Serial, dbTime(now), name); err != nil {
+			return dbErr("rotate: updating agent", err)
+		}
+		agent.CurrentSerial, agent.UpdatedAt = rec.Serial, dbTime(now)
+		return r.writeAudit(ctx, tx, a, ActionRotate, name, ResultSuccess, map[string]string{
+			"serial": rec.Serial, "fingerprint_sha256": rec.FingerprintSHA256, "previous_serial": oldSerial}, &idx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.log.WithFields(map[string]any{"agent": name, "serial": rec.Serial, "actor": a.label(), "request_id": a.RequestID}).Info("agent rotated")
+	return r.issued(*agent, cert, *rec), nil
+}
+
+// commitFunc stores a freshly signed certificate inside the issuance
+// transaction. It fills rec.LogIndex (and Predecessor for rotations).
+type commitFunc func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error
+
+// issue runs steps 3–6 of the issuance ordering for an authorized request.
+func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind string, csr *x509.CertificateRequest, commit commitFunc) (*x509.Certificate, *CertificateRecord, error) {
+	if r.issuer == nil {
+		return nil, nil, fmt.Errorf("registry: %s: no issuer configured: %w", kind, ErrUnavailable)
+	}
+	// Step 3: serial and linted TBS.
+	serial, err := ca.NewSerial(r.rand)
+	if err != nil {
+		return nil, nil, fmt.Errorf("registry: %s: serial: %w: %v", kind, ErrUnavailable, err)
+	}
+	now := r.now()
+	prep, err := r.issuer.Prepare(csr, name, serial, now)
+	if err != nil {
+		var pe *ca.PolicyError
+		if errors.As(err, &pe) {
+			return nil, nil, invalid("certificate request", err)
+		}
+		r.log.WithError(err).WithField("agent", name).Error("pre-issuance lint refused the certificate")
+		return nil, nil, fmt.Errorf("registry: %s: preparing certificate: %v", kind, err)
+	}
+	serialHex := serial.Text(16)
+	// Step 4: record before sign.
+	if err := r.store.inTx(ctx, kind+": recording pending issuance", func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO pending_issuances
+			(serial, agent_name, owner, kind, tbs, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+			serialHex, name, owner, kind, prep.TBS(), pendingPending, dbTime(now), dbTime(now))
+		if err := dbErr(kind+": pending", err); errors.Is(err, ErrConflict) {
+			return fmt.Errorf("registry: %s: another issuance for %s is in progress: %w", kind, name, ErrConflict)
+		} else {
+			return err
+		}
+	}); err != nil {
+		return nil, nil, err
+	}
+	// Step 5: the real signature, through the token.
+	cert, err := r.issuer.Sign(prep)
+	if err != nil {
+		r.abandon(ctx, a, action, name, serialHex, "signing failed")
+		r.log.WithError(err).WithFields(map[string]any{"agent": name, "serial": serialHex, "request_id": a.RequestID}).Error("signing failed")
+		return nil, nil, fmt.Errorf("registry: %s: signing: %w: %v", kind, ErrUnavailable, err)
+	}
+	fp := sha256.Sum256(cert.Raw)
+	rec := &CertificateRecord{Serial: serialHex, FingerprintSHA256: hex.EncodeToString(fp[:]), Status: CertIssued,
+		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), DER: cert.Raw}
+	// Step 6: one transaction for everything the issuance changes.
+	err = r.store.inTx(ctx, kind+": storing certificate", func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE pending_issuances SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`),
+			pendingIssued, dbTime(now), serialHex, pendingPending)
+		if err != nil {
+			return dbErr(kind+": marking issued", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			// Reconcile abandoned it meanwhile (signing outlasted
+			// PendingTimeout): the certificate must never be handed out.
+			return fmt.Errorf("registry: %s: pending issuance %s was reconciled before it completed: %w", kind, serialHex, ErrUnavailable)
+		}
+		return commit(tx, cert, rec, now)
+	})
+	if err != nil {
+		r.abandon(ctx, a, action, name, serialHex, errCode(err))
+		return nil, nil, err
+	}
+	return cert, rec, nil
+}
+
+// abandon marks a pending issuance abandoned (the certificate, if signed, was
+// never returned) and audits it. Best effort: Reconcile catches what this
+// misses.
+func (r *Registry) abandon(ctx context.Context, a Actor, action, name, serial, why string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	res, err := r.store.db.ExecContext(ctx, r.store.db.Rebind(`UPDATE pending_issuances SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`),
+		pendingAbandoned, dbTime(r.now()), serial, pendingPending)
+	if err != nil {
+		r.log.WithError(dbErr("abandon", err)).WithField("serial", serial).Error("marking pending issuance abandoned")
+		return
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		r.auditBestEffort(ctx, a, action, name, ResultError, map[string]string{"serial": serial, "pending": pendingAbandoned, "error": why})
+	}
+}
+
+func insertCertificate(ctx context.Context, tx *sqlx.Tx, name string, rec *CertificateRecord, now time.Time) error {
+	var pred *string
+	if rec.Predecessor != "" {
+		pred = &rec.Predecessor
+	}
+	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO certificates
+		(serial, agent_name, fingerprint_sha256, status, predecessor_serial, der, log_index, not_before, not_after, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		rec.Serial, name, rec.FingerprintSHA256, CertIssued, pred, rec.DER, rec.LogIndex, dbTime(rec.NotBefore), dbTime(rec.NotAfter), dbTime(now))
+	return dbErr("inserting certificate", err)
+}
+
+func (r *Registry) issued(agent Agent, cert *x509.Certificate, rec CertificateRecord) *Issued {
+	var chain strings.Builder
+	for _, c := range r.issuer.Chain() {
+		chain.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+	}
+	return &Issued{Agent: agent, Certificate: rec, LogIndex: rec.LogIndex,
+		CertificatePEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})), ChainPEM: chain.String()}
+}
+
+// authorizeAgent loads an agent and checks that a may act on it: admin, the
+// owner with agents:write (agents:read when write is false), or — when
+// agentSelf — the agent itself. Agents of other owners are ErrNotFound so
+// that their existence is not revealed; the refusal is audited.
+func (r *Registry) authorizeAgent(ctx context.Context, a Actor, action, name string, agentSelf bool) (*Agent, error) {
+	scope := ScopeAgentsWrite
+	if action == ActionGetAgent {
+		scope = ScopeAgentsRead
+	}
+	switch {
+	case a.AgentName != "":
+		if !agentSelf || a.AgentName != name {
+			return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: %w", action, ErrForbidden))
+		}
+	case !a.can(scope) || (!a.IsAdmin() && a.Owner == ""):
+		return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: %w", action, ErrForbidden))
+	}
+	agent, err := r.loadAgent(ctx, r.store.db, name, false)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) && !a.IsAdmin() {
+			r.auditBestEffort(ctx, a, action, name, ResultDenied, map[string]string{"error": "not_found"})
+		}
+		return nil, err
+	}
+	if a.AgentName == "" && !a.IsAdmin() && agent.Owner != a.Owner {
+		return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: agent %s: %w", action, name, ErrNotFound))
+	}
+	if a.AgentName != "" && agent.Status != AgentActive {
+		return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: %w", action, ErrForbidden))
+	}
+	return agent, nil
+}
+
+// checkAttributes validates capabilities and metadata; metadata values that
+// contain a secret (a private key, an API key, a token) are refused outright.
+func checkAttributes(caps []string, md map[string]string) ([]string, map[string]string, error) {
+	if len(caps) > maxCapabilities {
+		return nil, nil, invalid(fmt.Sprintf("at most %d capabilities", maxCapabilities), nil)
+	}
+	outCaps := make([]string, 0, len(caps))
+	for _, c := range caps {
+		if c == "" || len(c) > maxCapabilityLen || !isToken(c, ":._/-") {
+			return nil, nil, invalid(fmt.Sprintf("capability must be 1-%d characters of [A-Za-z0-9:._/-]", maxCapabilityLen), nil)
+		}
+		outCaps = append(outCaps, c)
+	}
+	if len(md) > maxMetadata {
+		return nil, nil, invalid(fmt.Sprintf("at most %d metadata entries", maxMetadata), nil)
+	}
+	outMD := make(map[string]string, len(md))
+	for k, v := range md {
+		if k == "" || len(k) > maxMetaKeyLen || !isToken(k, "._-") {
+			return nil, nil, invalid(fmt.Sprintf("metadata key must be 1-%d characters of [A-Za-z0-9._-]", maxMetaKeyLen), nil)
+		}
+		if len(v) > maxMetaValueLen || !utf8.ValidString(v) || strings.IndexFunc(v, unicode.IsControl) >= 0 {
+			return nil, nil, invalid(fmt.Sprintf("metadata value must be at most %d bytes of printable UTF-8", maxMetaValueLen), nil)
+		}
+		if redact.SensitiveKey(k) || redact.Redact(v) != v {
+			return nil, nil, invalid("metadata must not contain secrets", nil)
+		}
+		outMD[k] = v
+	}
+	return outCaps, outMD, nil
+}
+
+func isToken(s, extra string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(extra, c) >= 0) {
+			return false
+		}
+	}
+	return true
+}

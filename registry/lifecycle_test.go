@@ -1,0 +1,209 @@
+package registry_test
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/agent-trust-registry/atr/registry"
+	"github.com/agent-trust-registry/atr/registry/registrytest"
+)
+
+// eachDB runs fn on a fresh fixture per database.
+func eachDB(t *testing.T, fn func(t *testing.T, f *registrytest.Fixture), opts ...registrytest.Option) {
+	for _, db := range registrytest.Databases() {
+		t.Run(db, func(t *testing.T) {
+			f := registrytest.NewFixture(t, append([]registrytest.Option{registrytest.WithDatabase(db)}, opts...)...)
+			fn(t, f)
+		})
+	}
+}
+
+func register(t *testing.T, f *registrytest.Fixture, a registry.Actor, name string) *registry.Issued {
+	t.Helper()
+	csr, _ := f.NewCSR()
+	iss, err := f.Registry.Register(context.Background(), a, registry.RegisterRequest{Name: name, CSR: csr})
+	if err != nil {
+		t.Fatalf("Register(%q): %v", name, err)
+	}
+	return iss
+}
+
+func verifyPEM(t *testing.T, f *registrytest.Fixture, certPEM string) *registry.VerifyResult {
+	t.Helper()
+	res, err := f.Registry.Verify(context.Background(), []byte(certPEM), nil)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	return res
+}
+
+func wantReason(t *testing.T, what string, res *registry.VerifyResult, want string) {
+	t.Helper()
+	if want == "" {
+		if !res.Verified || res.Reason != "" {
+			t.Errorf("%s: verified=%v reason=%q; want verified", what, res.Verified, res.Reason)
+		}
+		return
+	}
+	if res.Verified || res.Reason != want {
+		t.Errorf("%s: verified=%v reason=%q; want not verified, reason %q", what, res.Verified, res.Reason, want)
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		owner := f.Owner("acme", "acme")
+		csr, _ := f.NewCSR()
+		iss, err := f.Registry.Register(ctx, owner, registry.RegisterRequest{
+			Name: "billing-bot.acme", CSR: csr, Capabilities: []string{"invoices:read"}, Metadata: map[string]string{"team": "billing"},
+		})
+		if err != nil {
+			t.Fatalf("Register: %v", err)
+		}
+		if iss.Agent.Owner != "acme" || iss.Agent.Status != registry.AgentActive || iss.Agent.Name != "billing-bot.acme" {
+			t.Errorf("Register agent = %+v; want owner acme, active, billing-bot.acme", iss.Agent)
+		}
+		if iss.Certificate.Serial == "" || len(iss.Certificate.FingerprintSHA256) != 64 || iss.ChainPEM == "" {
+			t.Errorf("Register certificate record incomplete: %+v", iss.Certificate)
+		}
+		leaf := f.ParseCertificate(iss.CertificatePEM)
+		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://"+registrytest.TrustDomain+"/agent/billing-bot.acme" {
+			t.Errorf("leaf URIs = %v", leaf.URIs)
+		}
+		res := verifyPEM(t, f, iss.CertificatePEM)
+		wantReason(t, "fresh certificate", res, "")
+		if res.Agent != "billing-bot.acme" || res.Status != registry.CertIssued || res.LogIndex == nil || *res.LogIndex != iss.LogIndex {
+			t.Errorf("Verify = %+v; want agent, status issued, log index %d", res, iss.LogIndex)
+		}
+		if res, err := f.Registry.Verify(ctx, []byte(iss.CertificatePEM), []byte(iss.ChainPEM)); err != nil || !res.Verified {
+			t.Errorf("Verify with chain = %+v, %v; want verified", res, err)
+		}
+
+		// Rotate: old certificate superseded, verifies during the grace period only.
+		csr2, _ := f.NewCSR()
+		rot, err := f.Registry.Rotate(ctx, owner, "billing-bot.acme", csr2)
+		if err != nil {
+			t.Fatalf("Rotate: %v", err)
+		}
+		if rot.LogIndex <= iss.LogIndex || rot.Certificate.Predecessor != iss.Certificate.Serial {
+			t.Errorf("Rotate = log %d predecessor %q; want log > %d, predecessor %s", rot.LogIndex, rot.Certificate.Predecessor, iss.LogIndex, iss.Certificate.Serial)
+		}
+		res = verifyPEM(t, f, iss.CertificatePEM)
+		wantReason(t, "superseded in grace", res, "")
+		if res.Status != registry.CertSuperseded {
+			t.Errorf("superseded status = %q", res.Status)
+		}
+		f.Clock.Advance(registry.DefaultRotationGrace + time.Second)
+		wantReason(t, "superseded after grace", verifyPEM(t, f, iss.CertificatePEM), registry.ReasonSuperseded)
+		wantReason(t, "rotated certificate", verifyPEM(t, f, rot.CertificatePEM), "")
+
+		d, err := f.Registry.GetAgent(ctx, owner, "billing-bot.acme")
+		if err != nil {
+			t.Fatalf("GetAgent: %v", err)
+		}
+		if len(d.Certificates) != 2 || d.CurrentSerial != rot.Certificate.Serial ||
+			d.Certificates[0].Successor != rot.Certificate.Serial || d.Certificates[0].Status != registry.CertSuperseded ||
+			d.Certificates[0].GraceUntil == nil || d.Certificates[1].Predecessor != iss.Certificate.Serial {
+			t.Errorf("GetAgent history: current %s, %d certificates: %+v", d.CurrentSerial, len(d.Certificates), d.Certificates[0].Status)
+		}
+		if d.Metadata["team"] != "billing" || len(d.Capabilities) != 1 {
+			t.Errorf("GetAgent attributes = %v %v", d.Metadata, d.Capabilities)
+		}
+		cur, err := f.Registry.CurrentCertificate(ctx, owner, "billing-bot.acme")
+		if err != nil || cur != rot.CertificatePEM {
+			t.Errorf("CurrentCertificate = %v; want the rotated certificate", err)
+		}
+
+		// Revoke: terminal and idempotent.
+		ag, err := f.Registry.Revoke(ctx, owner, "billing-bot.acme", "keyCompromise")
+		if err != nil || ag.Status != registry.AgentRevoked {
+			t.Fatalf("Revoke = %+v, %v", ag, err)
+		}
+		wantReason(t, "revoked", verifyPEM(t, f, rot.CertificatePEM), registry.ReasonRevoked)
+		if _, err := f.Registry.Revoke(ctx, owner, "billing-bot.acme", "unspecified"); err != nil {
+			t.Errorf("second Revoke: %v; want idempotent success", err)
+		}
+		d, _ = f.Registry.GetAgent(ctx, owner, "billing-bot.acme")
+		if got := d.Certificates[1]; got.Status != registry.CertRevoked || got.RevocationReason != "keyCompromise" || got.RevokedAt == nil {
+			t.Errorf("revoked record = %s %q %v; want revoked keyCompromise with time", got.Status, got.RevocationReason, got.RevokedAt)
+		}
+		csr3, _ := f.NewCSR()
+		if _, err := f.Registry.Rotate(ctx, owner, "billing-bot.acme", csr3); !errors.Is(err, registry.ErrConflict) {
+			t.Errorf("Rotate after revoke: %v; want ErrConflict", err)
+		}
+		if _, err := f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: "billing-bot.acme", CSR: csr3}); !errors.Is(err, registry.ErrConflict) {
+			t.Errorf("re-Register revoked name: %v; want ErrConflict", err)
+		}
+		for _, bad := range []string{"certificateHold", "removeFromCRL", "bogus"} {
+			if _, err := f.Registry.Revoke(ctx, owner, "billing-bot.acme", bad); !errors.Is(err, registry.ErrInvalid) {
+				t.Errorf("Revoke reason %q: %v; want ErrInvalid", bad, err)
+			}
+		}
+	})
+}
+
+// TestRevokeInGraceCertificates: revocation also revokes superseded
+// certificates still in their grace period.
+func TestRevokeInGraceCertificates(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		owner := f.Owner("acme", "acme")
+		first := register(t, f, owner, "bot.acme")
+		csr, _ := f.NewCSR()
+		if _, err := f.Registry.Rotate(ctx, owner, "bot.acme", csr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Registry.Revoke(ctx, owner, "bot.acme", "keyCompromise"); err != nil {
+			t.Fatal(err)
+		}
+		wantReason(t, "superseded-in-grace after revoke", verifyPEM(t, f, first.CertificatePEM), registry.ReasonRevoked)
+	})
+}
+
+func TestAgentSelfRotation(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		owner := f.Owner("acme", "acme")
+		iss := register(t, f, owner, "bot.acme")
+		other := register(t, f, owner, "other.acme")
+		chain := []*x509.Certificate{f.ParseCertificate(iss.CertificatePEM), f.Intermediate}
+		agent, err := f.Registry.AuthenticateAgent(ctx, chain)
+		if err != nil || agent.AgentName != "bot.acme" || agent.KeyID != "" || len(agent.Scopes) != 0 {
+			t.Fatalf("AuthenticateAgent = %+v, %v; want agent bot.acme without scopes", agent, err)
+		}
+		csr, _ := f.NewCSR()
+		if _, err := f.Registry.Rotate(ctx, *agent, "other.acme", csr); !errors.Is(err, registry.ErrForbidden) {
+			t.Errorf("agent rotating another agent: %v; want ErrForbidden", err)
+		}
+		if _, err := f.Registry.Revoke(ctx, *agent, "bot.acme", ""); !errors.Is(err, registry.ErrForbidden) {
+			t.Errorf("agent revoking: %v; want ErrForbidden", err)
+		}
+		if _, err := f.Registry.GetAgent(ctx, *agent, "bot.acme"); !errors.Is(err, registry.ErrForbidden) {
+			t.Errorf("agent reading: %v; want ErrForbidden", err)
+		}
+		rot, err := f.Registry.Rotate(ctx, *agent, "bot.acme", csr)
+		if err != nil {
+			t.Fatalf("agent self-rotation: %v", err)
+		}
+		// The superseded certificate no longer authenticates, even in grace.
+		if _, err := f.Registry.AuthenticateAgent(ctx, chain); !errors.Is(err, registry.ErrUnauthenticated) {
+			t.Errorf("AuthenticateAgent with superseded cert: %v; want ErrUnauthenticated", err)
+		}
+		if _, err := f.Registry.AuthenticateAgent(ctx, []*x509.Certificate{f.ParseCertificate(rot.CertificatePEM)}); err != nil {
+			t.Errorf("AuthenticateAgent with new cert: %v", err)
+		}
+		if _, err := f.Registry.Revoke(ctx, owner, "other.acme", ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Registry.AuthenticateAgent(ctx, []*x509.Certificate{f.ParseCertificate(other.CertificatePEM)}); !errors.Is(err, registry.ErrUnauthenticated) {
+			t.Errorf("AuthenticateAgent with revoked cert: %v; want ErrUnauthenticated", err)
+		}
+		if _, err := f.Registry.AuthenticateAgent(ctx, nil); !errors.Is(err, registry.ErrUnauthenticated) {
+			t.Errorf("AuthenticateAgent(nil): %v; want ErrUnauthenticated", err)
+		}
+	})
+}

@@ -1,0 +1,425 @@
+package registry
+
+// The transparency log in the database: tables log_entries, log_hashes
+// (tlog stored hashes), log_head (one row: size and root, locked by every
+// append) and log_checkpoints (signed notes), created by the migrations.
+// The Merkle logic lives in registry/translog; this file only stores it.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/agent-trust-registry/atr/registry/translog"
+)
+
+// maxLogEntriesPerRead bounds entries().
+const maxLogEntriesPerRead = 1000
+
+// checkpointInterval is the minimum time between two checkpoint signatures
+// by one process (the HSM is not to be flooded by checkpoint requests).
+const checkpointInterval = time.Second
+
+// transparencyLog appends entries inside the caller's transaction and serves
+// checkpoints, entries, proofs and tiles. It is safe for concurrent use, and
+// several replicas may share one database: appends are sequenced by the
+// log_head row lock, checkpoints deduplicated by their size.
+type transparencyLog struct {
+	db       *sqlx.DB
+	signer   note.Signer
+	verifier note.Verifier
+	origin   string
+	log      *logrus.Entry
+	now      func() time.Time // time.Now; tests may replace it
+
+	group      singleflight.Group
+	mu         sync.Mutex // guards lastSigned
+	lastSigned time.Time
+}
+
+func newTransparencyLog(db *sqlx.DB, signer note.Signer, verifier note.Verifier, origin string, log *logrus.Entry) *transparencyLog {
+	return &transparencyLog{db: db, signer: signer, verifier: verifier, origin: origin, log: log, now: time.Now}
+}
+
+// sqlRunner is what both *sqlx.DB and *sqlx.Tx offer.
+type sqlRunner interface {
+	sqlx.QueryerContext
+	sqlx.ExecerContext
+	Rebind(string) string
+}
+
+// hashStore is translog.HashStore over log_hashes, within a transaction or
+// directly on the database (reads only: stored hashes are immutable).
+type hashStore struct{ q sqlRunner }
+
+func (s hashStore) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
+	if len(indexes) == 0 {
+		return nil, nil
+	}
+	query, args, err := sqlx.In(`SELECT idx, hash FROM log_hashes WHERE idx IN (?)`, indexes)
+	if err != nil {
+		return nil, fmt.Errorf("registry: log: building hash query: %v", err)
+	}
+	rows, err := s.q.QueryxContext(ctx, s.q.Rebind(query), args...)
+	if err != nil {
+		return nil, dbErr("log: reading hashes", err)
+	}
+	defer rows.Close()
+	found := make(map[int64]tlog.Hash, len(indexes))
+	for rows.Next() {
+		var (
+			idx int64
+			raw []byte
+		)
+		if err := rows.Scan(&idx, &raw); err != nil {
+			return nil, dbErr("log: reading hashes", err)
+		}
+		if len(raw) != tlog.HashSize {
+			return nil, fmt.Errorf("registry: log: stored hash %d has %d bytes", idx, len(raw))
+		}
+		found[idx] = tlog.Hash(raw)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbErr("log: reading hashes", err)
+	}
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		h, ok := found[idx]
+		if !ok {
+			return nil, fmt.Errorf("registry: log: stored hash %d is missing", idx)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+func (s hashStore) WriteHashes(ctx context.Context, start int64, hashes []tlog.Hash) error {
+	if len(hashes) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString(`INSERT INTO log_hashes (idx, hash) VALUES `)
+	args := make([]any, 0, 2*len(hashes))
+	for i, h := range hashes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?)")
+		args = append(args, start+int64(i), h[:])
+	}
+	if _, err := s.q.ExecContext(ctx, s.q.Rebind(b.String()), args...); err != nil {
+		return dbErr("log: writing hashes", err)
+	}
+	return nil
+}
+
+// entryStore is translog.EntryReader over log_entries.
+type entryStore struct{ q sqlRunner }
+
+func (s entryStore) ReadEntries(ctx context.Context, start, end int64) ([][]byte, error) {
+	rows, err := s.q.QueryxContext(ctx, s.q.Rebind(`SELECT idx, data FROM log_entries WHERE idx >= ? AND idx < ? ORDER BY idx`), start, end)
+	if err != nil {
+		return nil, dbErr("log: reading entries", err)
+	}
+	defer rows.Close()
+	out := make([][]byte, 0, end-start)
+	for rows.Next() {
+		var (
+			idx  int64
+			data []byte
+		)
+		if err := rows.Scan(&idx, &data); err != nil {
+			return nil, dbErr("log: reading entries", err)
+		}
+		if want := start + int64(len(out)); idx != want {
+			return nil, fmt.Errorf("registry: log: entry %d is missing", want)
+		}
+		out = append(out, data)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbErr("log: reading entries", err)
+	}
+	if int64(len(out)) != end-start {
+		return nil, fmt.Errorf("registry: log: entry %d is missing", start+int64(len(out)))
+	}
+	return out, nil
+}
+
+// logErr maps translog's sentinels onto the registry's.
+func logErr(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, translog.ErrNotFound):
+		return fmt.Errorf("registry: %s: %w: %v", op, ErrNotFound, err)
+	case errors.Is(err, translog.ErrInvalid):
+		return fmt.Errorf("registry: %s: %w", op, invalid(err.Error(), nil))
+	}
+	return dbErr(op, err)
+}
+
+type logHead struct {
+	Size int64  `db:"size"`
+	Root []byte `db:"root"`
+}
+
+// appendTx appends e to the log inside tx and returns its index. It locks
+// the log_head row first (SELECT … FOR UPDATE on PostgreSQL; an SQLite
+// transaction already holds the write lock from BEGIN IMMEDIATE), so
+// concurrent appenders, in this process or other replicas, are serialized
+// and the log stays gap-free: the entry, its stored hashes and the new head
+// commit or roll back together with the caller's state change.
+//
+// Before extending the tree it checks that the head's root matches the
+// stored hashes, so a damaged log is never extended.
+func (l *transparencyLog) appendTx(ctx context.Context, tx *sqlx.Tx, e translog.Entry) (int64, error) {
+	data, err := e.Marshal()
+	if err != nil {
+		return 0, logErr("log: encoding entry", err)
+	}
+	q := `SELECT size, root FROM log_head WHERE id = 1`
+	if tx.DriverName() == "postgres" {
+		q += ` FOR UPDATE`
+	}
+	var head logHead
+	if err := tx.GetContext(ctx, &head, q); err != nil {
+		return 0, dbErr("log: locking head", err)
+	}
+	hs := hashStore{tx}
+	if head.Size > 0 {
+		root, err := translog.RootHash(ctx, hs, head.Size)
+		if err != nil {
+			return 0, logErr("log: checking head", err)
+		}
+		if string(root[:]) != string(head.Root) {
+			l.log.WithField("tree_size", head.Size).Error("transparency log head does not match stored hashes; refusing to append")
+			return 0, fmt.Errorf("registry: log: head root does not match stored hashes at size %d", head.Size)
+		}
+	}
+	idx := head.Size
+	if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO log_entries (idx, data, created_at) VALUES (?, ?, ?)`),
+		idx, data, dbTime(l.now())); err != nil {
+		return 0, dbErr("log: inserting entry", err)
+	}
+	if err := translog.Append(ctx, hs, idx, data); err != nil {
+		return 0, logErr("log: appending", err)
+	}
+	root, err := translog.RootHash(ctx, hs, idx+1)
+	if err != nil {
+		return 0, logErr("log: computing root", err)
+	}
+	res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE log_head SET size = ?, root = ? WHERE id = 1 AND size = ?`), idx+1, root[:], idx)
+	if err != nil {
+		return 0, dbErr("log: updating head", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return 0, fmt.Errorf("registry: log: head moved during append: %w", ErrConflict)
+	}
+	return idx, nil
+}
+
+// head reads the current tree head.
+func (l *transparencyLog) head(ctx context.Context) (logHead, error) {
+	var h logHead
+	if err := l.db.GetContext(ctx, &h, `SELECT size, root FROM log_head WHERE id = 1`); err != nil {
+		return logHead{}, dbErr("log: reading head", err)
+	}
+	return h, nil
+}
+
+type storedCheckpoint struct {
+	Size int64  `db:"size"`
+	Note string `db:"note"`
+}
+
+func (l *transparencyLog) latestCheckpoint(ctx context.Context) (*storedCheckpoint, error) {
+	var c storedCheckpoint
+	err := l.db.GetContext(ctx, &c, `SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1`)
+	if err != nil {
+		if e := dbErr("", err); errors.Is(e, ErrNotFound) {
+			return nil, nil
+		}
+		return nil, dbErr("log: reading checkpoint", err)
+	}
+	return &c, nil
+}
+
+// checkpoint returns the latest signed checkpoint (a C2SP signed note). If
+// the log has grown since the latest stored checkpoint it signs a new one,
+// at most once per checkpointInterval per process and once at a time
+// (singleflight); within the interval the previous checkpoint is returned.
+// Before signing it recomputes the root from the stored hashes, checks it
+// against log_head, and checks consistency with the previous checkpoint, so
+// the log never signs a tree inconsistent with one it signed before.
+func (l *transparencyLog) checkpoint(ctx context.Context) ([]byte, error) {
+	head, err := l.head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	latest, err := l.latestCheckpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if latest != nil && latest.Size >= head.Size {
+		return []byte(latest.Note), nil
+	}
+	if latest != nil {
+		l.mu.Lock()
+		recent := l.now().Sub(l.lastSigned) < checkpointInterval
+		l.mu.Unlock()
+		if recent {
+			return []byte(latest.Note), nil
+		}
+	}
+	v, err, _ := l.group.Do("checkpoint", func() (any, error) {
+		// Detached from the caller: other callers share this result.
+		return l.signCheckpoint(context.WithoutCancel(ctx))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]byte), nil
+}
+
+func (l *transparencyLog) signCheckpoint(ctx context.Context) ([]byte, error) {
+	if l.signer == nil || l.verifier == nil {
+		return nil, fmt.Errorf("registry: log: no checkpoint signer configured: %w", ErrUnavailable)
+	}
+	head, err := l.head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	latest, err := l.latestCheckpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if latest != nil && latest.Size >= head.Size {
+		return []byte(latest.Note), nil // another caller or replica was faster
+	}
+	hs := hashStore{l.db}
+	root, err := translog.RootHash(ctx, hs, head.Size)
+	if err != nil {
+		return nil, logErr("log: computing root", err)
+	}
+	if head.Size > 0 && string(root[:]) != string(head.Root) {
+		l.log.WithField("tree_size", head.Size).Error("transparency log head does not match stored hashes; refusing to sign")
+		return nil, fmt.Errorf("registry: log: head root does not match stored hashes at size %d", head.Size)
+	}
+	if latest != nil && latest.Size > 0 {
+		prev, err := translog.OpenCheckpoint([]byte(latest.Note), l.verifier)
+		if err != nil {
+			return nil, fmt.Errorf("registry: log: stored checkpoint %d does not verify: %v", latest.Size, err)
+		}
+		proof, err := translog.ConsistencyProof(ctx, hs, prev.Size, head.Size)
+		if err != nil {
+			return nil, logErr("log: proving consistency", err)
+		}
+		if err := translog.CheckConsistency(proof, head.Size, root, prev.Size, prev.Hash); err != nil {
+			l.log.WithField("tree_size", head.Size).Error("transparency log is inconsistent with its last checkpoint; refusing to sign")
+			return nil, fmt.Errorf("registry: log: tree %d is inconsistent with checkpoint %d: %v", head.Size, prev.Size, err)
+		}
+	}
+	msg, err := translog.SignCheckpoint(translog.Checkpoint{Origin: l.origin, Size: head.Size, Hash: root}, l.signer)
+	if err != nil {
+		return nil, fmt.Errorf("registry: log: signing checkpoint: %w: %v", ErrUnavailable, err)
+	}
+	l.mu.Lock()
+	l.lastSigned = l.now()
+	l.mu.Unlock()
+	if _, err := l.db.ExecContext(ctx, l.db.Rebind(`INSERT INTO log_checkpoints (size, note, created_at) VALUES (?, ?, ?) ON CONFLICT (size) DO NOTHING`),
+		head.Size, string(msg), dbTime(l.now())); err != nil {
+		return nil, dbErr("log: storing checkpoint", err)
+	}
+	// If another replica stored a checkpoint of this size first, serve that
+	// one, so that all replicas agree on the note for a size.
+	var stored string
+	if err := l.db.GetContext(ctx, &stored, l.db.Rebind(`SELECT note FROM log_checkpoints WHERE size = ?`), head.Size); err != nil {
+		return nil, dbErr("log: reading checkpoint", err)
+	}
+	l.log.WithField("tree_size", head.Size).Info("signed transparency log checkpoint")
+	return []byte(stored), nil
+}
+
+// entries returns the raw entries [start, end), end clamped to the tree size;
+// at most maxLogEntriesPerRead. start beyond the tree is ErrNotFound.
+func (l *transparencyLog) entries(ctx context.Context, start, end int64) ([][]byte, error) {
+	if start < 0 || end <= start {
+		return nil, invalid("log entries: want 0 ≤ start < end", nil)
+	}
+	if end-start > maxLogEntriesPerRead {
+		return nil, invalid(fmt.Sprintf("log entries: at most %d per request", maxLogEntriesPerRead), nil)
+	}
+	head, err := l.head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if start >= head.Size {
+		return nil, fmt.Errorf("registry: log entries: start %d beyond tree size %d: %w", start, head.Size, ErrNotFound)
+	}
+	end = min(end, head.Size)
+	return entryStore{l.db}.ReadEntries(ctx, start, end)
+}
+
+// inclusionProof returns the proof that entry index is in the tree of the
+// given size (0 ≤ index < size ≤ current size).
+func (l *transparencyLog) inclusionProof(ctx context.Context, index, size int64) ([]tlog.Hash, error) {
+	if index < 0 || index >= size {
+		return nil, invalid("log inclusion proof: want 0 ≤ index < tree_size", nil)
+	}
+	head, err := l.head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if size > head.Size {
+		return nil, fmt.Errorf("registry: log inclusion proof: tree size %d beyond %d: %w", size, head.Size, ErrNotFound)
+	}
+	p, err := translog.InclusionProof(ctx, hashStore{l.db}, index, size)
+	if err != nil {
+		return nil, logErr("log: inclusion proof", err)
+	}
+	return p, nil
+}
+
+// consistencyProof returns the proof that the tree of newSize extends the
+// tree of oldSize (1 ≤ oldSize ≤ newSize ≤ current size).
+func (l *transparencyLog) consistencyProof(ctx context.Context, oldSize, newSize int64) ([]tlog.Hash, error) {
+	if oldSize < 1 || oldSize > newSize {
+		return nil, invalid("log consistency proof: want 1 ≤ old ≤ new", nil)
+	}
+	head, err := l.head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if newSize > head.Size {
+		return nil, fmt.Errorf("registry: log consistency proof: tree size %d beyond %d: %w", newSize, head.Size, ErrNotFound)
+	}
+	p, err := translog.ConsistencyProof(ctx, hashStore{l.db}, oldSize, newSize)
+	if err != nil {
+		return nil, logErr("log: consistency proof", err)
+	}
+	return p, nil
+}
+
+// tile serves a C2SP tlog-tiles resource ("tile/<L>/<N>[.p/<W>]" or
+// "tile/entries/<N>[.p/<W>]", see translog.ReadTile) from the current tree.
+// A malformed path is ErrInvalid, a tile beyond the tree ErrNotFound.
+func (l *transparencyLog) tile(ctx context.Context, path string) ([]byte, error) {
+	head, err := l.head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, err := translog.ReadTile(ctx, hashStore{l.db}, entryStore{l.db}, head.Size, path)
+	if err != nil {
+		return nil, logErr("log: tile", err)
+	}
+	return b, nil
+}

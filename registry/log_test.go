@@ -1,0 +1,447 @@
+package registry
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/agent-trust-registry/atr/registry/internal/testdb"
+	"github.com/agent-trust-registry/atr/registry/translog"
+)
+
+const logTestOrigin = "atr.test/log"
+
+// countingSigner counts checkpoint signatures.
+type countingSigner struct {
+	note.Signer
+	n atomic.Int64
+}
+
+func (s *countingSigner) Sign(msg []byte) ([]byte, error) {
+	s.n.Add(1)
+	return s.Signer.Sign(msg)
+}
+
+// fakeClock is a settable clock for the checkpoint rate limit.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type logFixture struct {
+	url      string
+	stores   []*Store // two "replicas" on one database
+	logs     []*transparencyLog
+	signer   *countingSigner
+	verifier note.Verifier
+	clock    *fakeClock
+}
+
+func newLogFixture(t *testing.T, dbName string) *logFixture {
+	t.Helper()
+	ctx := context.Background()
+	d := sha256.Sum256([]byte("atr registry log test key"))
+	key, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := translog.NewNoteSigner(logTestOrigin, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nv, err := translog.NewNoteVerifier(logTestOrigin, key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	f := &logFixture{url: testdb.URL(t, dbName), signer: &countingSigner{Signer: ns}, verifier: nv,
+		clock: &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}}
+	for i := range 2 {
+		s, err := Open(ctx, f.url, logrus.NewEntry(l))
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if _, err := s.Migrate(ctx); err != nil {
+			t.Fatalf("Migrate: %v", err)
+		}
+		tl := newTransparencyLog(s.db, f.signer, nv, logTestOrigin, logrus.NewEntry(l).WithField("replica", i))
+		tl.now = f.clock.now
+		f.stores = append(f.stores, s)
+		f.logs = append(f.logs, tl)
+	}
+	return f
+}
+
+func (f *logFixture) appendOne(ctx context.Context, replica int, keyID string) (int64, error) {
+	var idx int64
+	err := f.stores[replica].inTx(ctx, "test append", func(tx *sqlx.Tx) error {
+		var err error
+		idx, err = f.logs[replica].appendTx(ctx, tx, translog.Entry{Type: translog.EventAPIKeyCreate,
+			Time: f.clock.now(), Actor: "test", KeyID: keyID})
+		return err
+	})
+	return idx, err
+}
+
+func (f *logFixture) openCheckpoint(t *testing.T, replica int) translog.Checkpoint {
+	t.Helper()
+	msg, err := f.logs[replica].checkpoint(context.Background())
+	if err != nil {
+		t.Fatalf("checkpoint: %v", err)
+	}
+	c, err := translog.OpenCheckpoint(msg, f.verifier)
+	if err != nil {
+		t.Fatalf("OpenCheckpoint: %v\n%s", err, msg)
+	}
+	return c
+}
+
+// rfc6962Root is an independent RFC 6962 MTH over raw leaves.
+func rfc6962Root(leaves [][]byte) tlog.Hash {
+	switch len(leaves) {
+	case 0:
+		return sha256.Sum256(nil)
+	case 1:
+		return sha256.Sum256(append([]byte{0}, leaves[0]...))
+	}
+	k := 1
+	for k*2 < len(leaves) {
+		k *= 2
+	}
+	l, r := rfc6962Root(leaves[:k]), rfc6962Root(leaves[k:])
+	return sha256.Sum256(slices.Concat([]byte{1}, l[:], r[:]))
+}
+
+func (f *logFixture) allEntries(t *testing.T, size int64) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for start := int64(0); start < size; start += maxLogEntriesPerRead {
+		es, err := f.logs[0].entries(context.Background(), start, min(start+maxLogEntriesPerRead, size))
+		if err != nil {
+			t.Fatalf("entries(%d): %v", start, err)
+		}
+		out = append(out, es...)
+	}
+	return out
+}
+
+// TestLogConcurrentAppends: many goroutines on two replicas append at once;
+// the log holds every event exactly once with no gaps, its root equals an
+// independent RFC 6962 computation, and proofs served from the database
+// verify against the signed checkpoints.
+func TestLogConcurrentAppends(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, dbName)
+			empty := f.openCheckpoint(t, 0)
+			if empty.Size != 0 || empty.Hash != tlog.Hash(sha256.Sum256(nil)) {
+				t.Fatalf("empty checkpoint = %+v", empty)
+			}
+
+			const goroutines, perG = 8, 20
+			run := func(round int) {
+				var wg sync.WaitGroup
+				errs := make(chan error, goroutines*perG)
+				for g := range goroutines {
+					wg.Go(func() {
+						for j := range perG {
+							if _, err := f.appendOne(ctx, g%2, fmt.Sprintf("r%d-g%d-%d", round, g, j)); err != nil {
+								errs <- err
+							}
+						}
+					})
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Fatalf("concurrent append: %v", err)
+				}
+			}
+
+			run(0)
+			c1 := f.openCheckpoint(t, 1)
+			if c1.Size != goroutines*perG {
+				t.Fatalf("checkpoint size = %d, want %d", c1.Size, goroutines*perG)
+			}
+			run(1)
+			// Within the interval the old checkpoint is served...
+			if c := f.openCheckpoint(t, 1); c.Size != c1.Size {
+				t.Fatalf("checkpoint re-signed within %v: size %d", checkpointInterval, c.Size)
+			}
+			f.clock.advance(2 * checkpointInterval)
+			c2 := f.openCheckpoint(t, 1)
+			if c2.Size != 2*goroutines*perG {
+				t.Fatalf("checkpoint size = %d, want %d", c2.Size, 2*goroutines*perG)
+			}
+
+			// Every event exactly once, in a gap-free log.
+			leaves := f.allEntries(t, c2.Size)
+			if int64(len(leaves)) != c2.Size {
+				t.Fatalf("read %d entries, want %d", len(leaves), c2.Size)
+			}
+			seen := map[string]bool{}
+			for i, data := range leaves {
+				e, err := translog.ParseEntry(data)
+				if err != nil {
+					t.Fatalf("entry %d: %v", i, err)
+				}
+				if seen[e.KeyID] {
+					t.Fatalf("event %s logged twice", e.KeyID)
+				}
+				seen[e.KeyID] = true
+			}
+			if len(seen) != 2*goroutines*perG {
+				t.Fatalf("%d distinct events, want %d", len(seen), 2*goroutines*perG)
+			}
+
+			// Roots agree with an independent computation.
+			if got, want := c1.Hash, rfc6962Root(leaves[:c1.Size]); got != want {
+				t.Errorf("checkpoint 1 root %x, independent %x", got, want)
+			}
+			if got, want := c2.Hash, rfc6962Root(leaves); got != want {
+				t.Errorf("checkpoint 2 root %x, independent %x", got, want)
+			}
+
+			// Consistency between the signed checkpoints.
+			cp, err := f.logs[0].consistencyProof(ctx, c1.Size, c2.Size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := translog.CheckConsistency(cp, c2.Size, c2.Hash, c1.Size, c1.Hash); err != nil {
+				t.Errorf("consistency proof from the database: %v", err)
+			}
+			// Inclusion of every entry in the latest checkpoint.
+			for i, data := range leaves {
+				p, err := f.logs[i%2].inclusionProof(ctx, int64(i), c2.Size)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := translog.CheckInclusion(p, c2.Size, c2.Hash, int64(i), translog.LeafHash(data)); err != nil {
+					t.Fatalf("inclusion of %d: %v", i, err)
+				}
+			}
+
+			// Tiles: level 0 holds the leaf hashes, bundles the entries.
+			tile, err := f.logs[0].tile(ctx, "tile/0/000.p/100")
+			if err != nil {
+				t.Fatal(err)
+			}
+			bundle, err := f.logs[0].tile(ctx, "tile/entries/000.p/100")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := translog.ParseEntryBundle(bundle)
+			if err != nil || len(got) != 100 {
+				t.Fatalf("bundle: %d entries, %v", len(got), err)
+			}
+			for i := range 100 {
+				h := translog.LeafHash(leaves[i])
+				if string(tile[i*32:(i+1)*32]) != string(h[:]) || string(got[i]) != string(leaves[i]) {
+					t.Fatalf("tile/bundle entry %d differs", i)
+				}
+			}
+			if _, err := f.logs[0].tile(ctx, "tile/0/001"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("tile beyond the tree: %v, want ErrNotFound", err)
+			}
+			if _, err := f.logs[0].tile(ctx, "tile/0/1"); !errors.Is(err, ErrInvalid) {
+				t.Errorf("malformed tile path: %v, want ErrInvalid", err)
+			}
+			if n := f.signer.n.Load(); n != 3 {
+				t.Errorf("%d checkpoint signatures, want 3 (sizes 0, %d, %d)", n, c1.Size, c2.Size)
+			}
+		})
+	}
+}
+
+// TestLogCheckpointSingleflight: a burst of checkpoint requests from many
+// goroutines yields one signature and one stored note.
+func TestLogCheckpointSingleflight(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, dbName)
+			if _, err := f.appendOne(ctx, 0, "k"); err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			notes := make([][]byte, 16)
+			for i := range notes {
+				wg.Go(func() {
+					msg, err := f.logs[0].checkpoint(ctx)
+					if err != nil {
+						t.Errorf("checkpoint: %v", err)
+					}
+					notes[i] = msg
+				})
+			}
+			wg.Wait()
+			for _, n := range notes[1:] {
+				if string(n) != string(notes[0]) {
+					t.Fatalf("different notes for one size:\n%s\n%s", n, notes[0])
+				}
+			}
+			if n := f.signer.n.Load(); n != 1 {
+				t.Errorf("%d signatures, want 1", n)
+			}
+			var rows int
+			if err := f.stores[0].db.GetContext(ctx, &rows, `SELECT COUNT(*) FROM log_checkpoints`); err != nil || rows != 1 {
+				t.Errorf("log_checkpoints rows = %d, %v; want 1", rows, err)
+			}
+		})
+	}
+}
+
+// TestLogTamperDetected replays an attacker with write access to the
+// database: a changed log_entries row or log_hashes row makes proof
+// verification against the signed checkpoint fail, and a damaged tree is
+// neither extended nor signed.
+func TestLogTamperDetected(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, dbName)
+			const n = 13
+			for i := range n {
+				if _, err := f.appendOne(ctx, 0, fmt.Sprintf("k%d", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := f.openCheckpoint(t, 0)
+			db := f.stores[0].db
+			verifyEntry := func(i int64) error {
+				es, err := f.logs[0].entries(ctx, i, i+1)
+				if err != nil {
+					return err
+				}
+				p, err := f.logs[0].inclusionProof(ctx, i, c.Size)
+				if err != nil {
+					return err
+				}
+				return translog.CheckInclusion(p, c.Size, c.Hash, i, translog.LeafHash(es[0]))
+			}
+			for i := range int64(n) {
+				if err := verifyEntry(i); err != nil {
+					t.Fatalf("untampered entry %d: %v", i, err)
+				}
+			}
+
+			// 1. A rewritten entry no longer proves inclusion.
+			forged, _ := translog.Entry{Type: translog.EventAPIKeyCreate, Time: f.clock.now(), Actor: "attacker", KeyID: "k5"}.Marshal()
+			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_entries SET data = ? WHERE idx = ?`), forged, 5); err != nil {
+				t.Fatal(err)
+			}
+			if err := verifyEntry(5); err == nil {
+				t.Error("tampered log_entries row 5 still verifies")
+			}
+
+			// 2. A rewritten leaf hash breaks its neighbour's inclusion proof.
+			var bad [32]byte
+			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_hashes SET hash = ? WHERE idx = ?`), bad[:], tlog.StoredHashIndex(0, 3)); err != nil {
+				t.Fatal(err)
+			}
+			if err := verifyEntry(2); err == nil {
+				t.Error("inclusion of entry 2 verifies although the stored hash of leaf 3 was changed")
+			}
+
+			// 3. A rewritten subtree hash on the right edge breaks
+			// consistency proofs, and the log refuses to extend or sign it.
+			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_hashes SET hash = ? WHERE idx = ?`), bad[:], tlog.StoredHashIndex(2, 2)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.appendOne(ctx, 0, "after tamper"); err == nil {
+				t.Error("appendTx extended a tree whose stored hashes do not match the head")
+			}
+			var size int64
+			if err := db.GetContext(ctx, &size, `SELECT size FROM log_head WHERE id = 1`); err != nil || size != n {
+				t.Errorf("log_head size = %d, %v; want %d (failed append rolled back)", size, err, n)
+			}
+			// Force the head forward as an attacker would, and ask for a
+			// new checkpoint: the log will not sign.
+			if _, err := db.ExecContext(ctx, db.Rebind(`INSERT INTO log_entries (idx, data, created_at) VALUES (?, ?, ?)`), n, forged, f.clock.now()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_head SET size = ? WHERE id = 1`), n+1); err != nil {
+				t.Fatal(err)
+			}
+			f.clock.advance(2 * checkpointInterval)
+			before := f.signer.n.Load()
+			if _, err := f.logs[0].checkpoint(ctx); err == nil {
+				t.Error("checkpoint signed a tree whose stored hashes do not match")
+			}
+			if f.signer.n.Load() != before {
+				t.Error("the signer was called for a damaged tree")
+			}
+		})
+	}
+}
+
+func TestLogBounds(t *testing.T) {
+	ctx := context.Background()
+	f := newLogFixture(t, "sqlite")
+	for i := range 3 {
+		if _, err := f.appendOne(ctx, 0, fmt.Sprintf("k%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := f.logs[0]
+	if es, err := l.entries(ctx, 1, 100); err != nil || len(es) != 2 {
+		t.Errorf("entries(1, 100) = %d entries, %v; want 2 (clamped)", len(es), err)
+	}
+	tests := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"entries too many", func() error { _, err := l.entries(ctx, 0, maxLogEntriesPerRead+1); return err }(), ErrInvalid},
+		{"entries negative", func() error { _, err := l.entries(ctx, -1, 2); return err }(), ErrInvalid},
+		{"entries empty range", func() error { _, err := l.entries(ctx, 2, 2); return err }(), ErrInvalid},
+		{"entries beyond", func() error { _, err := l.entries(ctx, 3, 4); return err }(), ErrNotFound},
+		{"inclusion index = size", func() error { _, err := l.inclusionProof(ctx, 3, 3); return err }(), ErrInvalid},
+		{"inclusion size beyond", func() error { _, err := l.inclusionProof(ctx, 0, 4); return err }(), ErrNotFound},
+		{"consistency old 0", func() error { _, err := l.consistencyProof(ctx, 0, 3); return err }(), ErrInvalid},
+		{"consistency old > new", func() error { _, err := l.consistencyProof(ctx, 3, 2); return err }(), ErrInvalid},
+		{"consistency beyond", func() error { _, err := l.consistencyProof(ctx, 1, 4); return err }(), ErrNotFound},
+		{"invalid entry", func() error {
+			return f.stores[0].inTx(ctx, "t", func(tx *sqlx.Tx) error {
+				_, err := l.appendTx(ctx, tx, translog.Entry{Type: "bogus"})
+				return err
+			})
+		}(), ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !errors.Is(tt.err, tt.want) {
+				t.Errorf("error = %v, want %v", tt.err, tt.want)
+			}
+		})
+	}
+	// An unsigned log (no signer) fails closed.
+	unsigned := newTransparencyLog(f.stores[0].db, nil, nil, logTestOrigin, l.log)
+	if _, err := unsigned.checkpoint(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("checkpoint without signer: %v, want ErrUnavailable", err)
+	}
+}

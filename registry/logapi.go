@@ -1,0 +1,59 @@
+package registry
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Checkpoint returns the latest signed checkpoint of the transparency log as a
+// C2SP signed note. A new checkpoint is signed on the token only when the log
+// has grown since the last one, at most once a second per replica.
+func (r *Registry) Checkpoint(ctx context.Context) ([]byte, error) {
+	return r.tlog.checkpoint(ctx)
+}
+
+// LogKeyPEM returns the log's public key (PKIX, PEM) or nil when the registry
+// has no log key configured.
+func (r *Registry) LogKeyPEM() []byte {
+	if r.cfg.LogPublicKey == nil {
+		return nil
+	}
+	der, err := x509.MarshalPKIXPublicKey(r.cfg.LogPublicKey)
+	if err != nil {
+		r.log.WithError(err).Error("registry: marshaling log public key")
+		return nil
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+// LogEntries returns the encoded log entries [start, end), at most 1000, cut
+// at the current tree size.
+func (r *Registry) LogEntries(ctx context.Context, start, end int64) ([][]byte, error) {
+	return r.tlog.entries(ctx, start, end)
+}
+
+// InclusionProof proves that entry index is in the tree of the given size.
+func (r *Registry) InclusionProof(ctx context.Context, index, size int64) ([]tlog.Hash, error) {
+	return r.tlog.inclusionProof(ctx, index, size)
+}
+
+// ConsistencyProof proves that the tree of size oldSize is a prefix of the
+// tree of size newSize.
+func (r *Registry) ConsistencyProof(ctx context.Context, oldSize, newSize int64) ([]tlog.Hash, error) {
+	return r.tlog.consistencyProof(ctx, oldSize, newSize)
+}
+
+// Tile returns a C2SP tlog-tiles resource (a hash tile or an entry bundle)
+// for a path below the log's tile prefix, e.g. "tile/0/000" or
+// "tile/entries/x001/234.p/7".
+func (r *Registry) Tile(ctx context.Context, path string) ([]byte, error) {
+	b, err := r.tlog.tile(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("registry: tile %q: %w", path, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,194 @@
+package registry
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/agent-trust-registry/atr/ca"
+)
+
+type agentRow struct {
+	Name          string    `db:"name"`
+	Owner         string    `db:"owner"`
+	Status        string    `db:"status"`
+	Capabilities  string    `db:"capabilities"`
+	Metadata      string    `db:"metadata"`
+	CurrentSerial *string   `db:"current_serial"`
+	CreatedAt     time.Time `db:"created_at"`
+	UpdatedAt     time.Time `db:"updated_at"`
+}
+
+const agentColumns = `name, owner, status, capabilities, metadata, current_serial, created_at, updated_at`
+
+func (row agentRow) agent() (*Agent, error) {
+	a := &Agent{Name: row.Name, Owner: row.Owner, Status: row.Status, CreatedAt: row.CreatedAt.UTC(), UpdatedAt: row.UpdatedAt.UTC()}
+	if row.CurrentSerial != nil {
+		a.CurrentSerial = *row.CurrentSerial
+	}
+	if err := json.Unmarshal([]byte(row.Capabilities), &a.Capabilities); err != nil {
+		return nil, fmt.Errorf("registry: agent %s: decoding capabilities: %v", row.Name, err)
+	}
+	if err := json.Unmarshal([]byte(row.Metadata), &a.Metadata); err != nil {
+		return nil, fmt.Errorf("registry: agent %s: decoding metadata: %v", row.Name, err)
+	}
+	return a, nil
+}
+
+// loadAgent reads one agent (locking its row on PostgreSQL when lock).
+func (r *Registry) loadAgent(ctx context.Context, q sqlx.ExtContext, name string, lock bool) (*Agent, error) {
+	query := `SELECT ` + agentColumns + ` FROM agents WHERE name = ?`
+	if lock {
+		query += forUpdate(r.store.dialect)
+	}
+	var row agentRow
+	if err := sqlx.GetContext(ctx, q, &row, q.Rebind(query), name); err != nil {
+		return nil, dbErr("agent "+name, err)
+	}
+	return row.agent()
+}
+
+type certRow struct {
+	Serial            string     `db:"serial"`
+	Fingerprint       string     `db:"fingerprint_sha256"`
+	Agent             string     `db:"agent_name"`
+	Status            string     `db:"status"`
+	RevocationReason  *string    `db:"revocation_reason"`
+	RevokedAt         *time.Time `db:"revoked_at"`
+	PredecessorSerial *string    `db:"predecessor_serial"`
+	SuccessorSerial   *string    `db:"successor_serial"`
+	DER               []byte     `db:"der"`
+	LogIndex          *int64     `db:"log_index"`
+	NotBefore         time.Time  `db:"not_before"`
+	NotAfter          time.Time  `db:"not_after"`
+	GraceUntil        *time.Time `db:"grace_until"`
+}
+
+const certColumns = `serial, fingerprint_sha256, agent_name, status, revocation_reason, revoked_at, predecessor_serial,
+	successor_serial, der, log_index, not_before, not_after, grace_until`
+
+func (row certRow) record() CertificateRecord {
+	c := CertificateRecord{Serial: row.Serial, FingerprintSHA256: row.Fingerprint, Status: row.Status,
+		NotBefore: row.NotBefore.UTC(), NotAfter: row.NotAfter.UTC(), RevokedAt: utcPtr(row.RevokedAt),
+		GraceUntil: utcPtr(row.GraceUntil), DER: row.DER}
+	if row.RevocationReason != nil {
+		c.RevocationReason = *row.RevocationReason
+	}
+	if row.PredecessorSerial != nil {
+		c.Predecessor = *row.PredecessorSerial
+	}
+	if row.SuccessorSerial != nil {
+		c.Successor = *row.SuccessorSerial
+	}
+	if row.LogIndex != nil {
+		c.LogIndex = *row.LogIndex
+	}
+	return c
+}
+
+// ListAgents lists agents by name: the actor's own (agents:read), or all for
+// an admin (SEC-021, SEC-026). cursor is the opaque value a previous call
+// returned ("" to start); an invalid cursor is ErrInvalid. limit defaults to
+// 50 and is capped at 100 (SEC-027). The second result is the next cursor,
+// "" after the last page.
+func (r *Registry) ListAgents(ctx context.Context, a Actor, cursor string, limit int) ([]Agent, string, error) {
+	if !a.can(ScopeAgentsRead) || (!a.IsAdmin() && a.Owner == "") {
+		return nil, "", r.deny(ctx, a, ActionListAgents, "", fmt.Errorf("registry: list agents: %w", ErrForbidden))
+	}
+	limit, err := pageLimit(limit)
+	if err != nil {
+		return nil, "", err
+	}
+	after := ""
+	if cursor != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(cursor)
+		if err != nil {
+			return nil, "", invalid("cursor", nil)
+		}
+		if after, err = ca.NormalizeAgentName(string(raw)); err != nil || after != string(raw) {
+			return nil, "", invalid("cursor", nil)
+		}
+	}
+	q := `SELECT ` + agentColumns + ` FROM agents WHERE name > ?`
+	args := []any{after}
+	if !a.IsAdmin() {
+		q += ` AND owner = ?`
+		args = append(args, a.Owner)
+	}
+	q += ` ORDER BY name LIMIT ?`
+	args = append(args, limit+1)
+	var rows []agentRow
+	if err := r.store.db.SelectContext(ctx, &rows, r.store.db.Rebind(q), args...); err != nil {
+		return nil, "", dbErr("list agents", err)
+	}
+	next := ""
+	if len(rows) > limit {
+		rows = rows[:limit]
+		next = base64.RawURLEncoding.EncodeToString([]byte(rows[len(rows)-1].Name))
+	}
+	out := make([]Agent, 0, len(rows))
+	for _, row := range rows {
+		ag, err := row.agent()
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, *ag)
+	}
+	return out, next, nil
+}
+
+// GetAgent returns an agent with its certificate history (oldest first).
+// Owner (agents:read) or admin; an agent of another owner is ErrNotFound,
+// exactly like a missing one (SEC-010).
+func (r *Registry) GetAgent(ctx context.Context, a Actor, name string) (*AgentDetail, error) {
+	norm, err := ca.NormalizeAgentName(name)
+	if err != nil {
+		return nil, fmt.Errorf("registry: get agent: %w", ErrNotFound)
+	}
+	agent, err := r.authorizeAgent(ctx, a, ActionGetAgent, norm, false)
+	if err != nil {
+		return nil, err
+	}
+	var rows []certRow
+	if err := r.store.db.SelectContext(ctx, &rows, r.store.db.Rebind(`SELECT `+certColumns+` FROM certificates
+		WHERE agent_name = ? ORDER BY created_at, log_index, serial`), norm); err != nil {
+		return nil, dbErr("get agent: certificates", err)
+	}
+	d := &AgentDetail{Agent: *agent}
+	for _, row := range rows {
+		d.Certificates = append(d.Certificates, row.record())
+	}
+	return d, nil
+}
+
+// CurrentCertificate returns the PEM of an agent's current certificate, with
+// the same authorization as GetAgent.
+func (r *Registry) CurrentCertificate(ctx context.Context, a Actor, name string) (string, error) {
+	norm, err := ca.NormalizeAgentName(name)
+	if err != nil {
+		return "", fmt.Errorf("registry: current certificate: %w", ErrNotFound)
+	}
+	agent, err := r.authorizeAgent(ctx, a, ActionGetAgent, norm, false)
+	if err != nil {
+		return "", err
+	}
+	var der []byte
+	if err := r.store.db.GetContext(ctx, &der, r.store.db.Rebind(`SELECT der FROM certificates WHERE serial = ?`), agent.CurrentSerial); err != nil {
+		return "", dbErr("current certificate", err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), nil
+}
+
+// certificateByFingerprint reads a certificate row by SHA-256 fingerprint.
+func (r *Registry) certificateByFingerprint(ctx context.Context, fp string) (*certRow, error) {
+	var row certRow
+	if err := r.store.db.GetContext(ctx, &row, r.store.db.Rebind(`SELECT `+certColumns+` FROM certificates WHERE fingerprint_sha256 = ?`), fp); err != nil {
+		return nil, dbErr("certificate by fingerprint", err)
+	}
+	return &row, nil
+}

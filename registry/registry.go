@@ -1,0 +1,333 @@
+package registry
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/agent-trust-registry/atr/ca"
+)
+
+// Scopes an API key may hold.
+const (
+	ScopeAgentsRead  = "agents:read"  // list and read own agents and their certificates
+	ScopeAgentsWrite = "agents:write" // register, rotate, revoke own agents (implies agents:read)
+	ScopeAdmin       = "admin"        // everything, all owners; API keys; audit trail
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultRotationGrace   = 5 * time.Minute
+	DefaultPendingTimeout  = 30 * time.Second
+	DefaultAPIKeyLifetime  = 90 * 24 * time.Hour
+	MaxAPIKeyLifetime      = 2 * 365 * 24 * time.Hour
+	DefaultMaxAuthFailures = 10
+	DefaultAuthLockout     = 15 * time.Minute
+	// MaxPEMSize caps every PEM document Verify accepts (SEC-006).
+	MaxPEMSize = 64 << 10
+)
+
+// Config holds a Registry's dependencies. Store, TrustDomain and Log are
+// required; the rest is optional.
+type Config struct {
+	// Store is the migrated database.
+	Store *Store
+	// Issuer signs agent certificates through the token. Without it Register
+	// and Rotate fail with ErrUnavailable (e.g. `atr apikey create`).
+	Issuer *ca.Issuer
+	// Verifier builds chains to the token-held roots. Without it Verify and
+	// AuthenticateAgent fail with ErrUnavailable.
+	Verifier *ca.Verifier
+	// TrustDomain is the SPIFFE trust domain of agent certificates.
+	TrustDomain string
+	// RotationGrace is how long a superseded certificate keeps verifying
+	// after a rotation. Zero means DefaultRotationGrace; negative means none.
+	RotationGrace time.Duration
+	// PendingTimeout is how old a pending issuance must be before Reconcile
+	// settles it; it must exceed the longest signing time of any replica.
+	// Zero means DefaultPendingTimeout.
+	PendingTimeout time.Duration
+	// MaxAuthFailures bad secrets in a row lock an API key for AuthLockout.
+	// Zero means the defaults.
+	MaxAuthFailures int
+	AuthLockout     time.Duration
+	// LogSigner and LogVerifier sign and check transparency log checkpoints
+	// (a C2SP note key on the token); LogOrigin is the checkpoint origin line
+	// (default "<trust domain>/log"); LogPublicKey is published by LogKeyPEM.
+	LogSigner    note.Signer
+	LogVerifier  note.Verifier
+	LogOrigin    string
+	LogPublicKey crypto.PublicKey
+	// Token reports token health for Ready. Optional.
+	Token interface {
+		Healthy(ctx context.Context) error
+	}
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Rand is the randomness for serials and API keys. Default crypto/rand.
+	Rand io.Reader
+	// Log receives operational logs (audit events go to the database).
+	Log *logrus.Entry
+}
+
+// Registry is the agent lifecycle over a Store and an Issuer. Its methods are
+// what the api package calls; each takes the authenticated caller (Actor)
+// where authorization applies. A Registry is safe for concurrent use.
+type Registry struct {
+	cfg    Config
+	store  *Store
+	issuer *ca.Issuer
+	verify *ca.Verifier
+	tlog   *transparencyLog
+	now    func() time.Time
+	rand   io.Reader
+	log    *logrus.Entry
+}
+
+// New checks cfg and returns a Registry.
+func New(cfg Config) (*Registry, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("registry: new: nil Store")
+	}
+	if cfg.Log == nil {
+		return nil, errors.New("registry: new: nil Log")
+	}
+	if cfg.TrustDomain == "" {
+		return nil, errors.New("registry: new: empty TrustDomain")
+	}
+	if cfg.RotationGrace == 0 {
+		cfg.RotationGrace = DefaultRotationGrace
+	} else if cfg.RotationGrace < 0 {
+		cfg.RotationGrace = 0
+	}
+	if cfg.PendingTimeout <= 0 {
+		cfg.PendingTimeout = DefaultPendingTimeout
+	}
+	if cfg.MaxAuthFailures <= 0 {
+		cfg.MaxAuthFailures = DefaultMaxAuthFailures
+	}
+	if cfg.AuthLockout <= 0 {
+		cfg.AuthLockout = DefaultAuthLockout
+	}
+	if cfg.LogOrigin == "" {
+		cfg.LogOrigin = cfg.TrustDomain + "/log"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	log := cfg.Log.WithField("component", "registry")
+	r := &Registry{
+		cfg:    cfg,
+		store:  cfg.Store,
+		issuer: cfg.Issuer,
+		verify: cfg.Verifier,
+		now:    func() time.Time { return cfg.Now().UTC() },
+		rand:   cfg.Rand,
+		log:    log,
+	}
+	r.tlog = newTransparencyLog(cfg.Store.db, cfg.LogSigner, cfg.LogVerifier, cfg.LogOrigin, log.WithField("component", "translog"))
+	return r, nil
+}
+
+// Actor is the authenticated caller of a lifecycle method. The api package
+// builds it from a verified API key (Authenticate) or an mTLS agent
+// certificate (AuthenticateAgent); it is trusted input.
+type Actor struct {
+	KeyID, Owner, Namespace string   // from the API key; Namespace is the name suffix it may use
+	Scopes                  []string // ScopeAgentsRead, ScopeAgentsWrite, ScopeAdmin
+	AgentName               string   // set instead of KeyID when the caller is an agent over mTLS
+	IP, RequestID           string
+}
+
+// SystemActor is the actor of local administrative commands (`atr apikey
+// create`, reconciliation): admin scope, recorded as "system" in the audit
+// trail. Never hand it to request handlers.
+func SystemActor() Actor {
+	return Actor{KeyID: "system", Owner: "system", Scopes: []string{ScopeAdmin}}
+}
+
+// IsAdmin reports whether a holds the admin scope (agents never do).
+func (a Actor) IsAdmin() bool {
+	return a.AgentName == "" && a.KeyID != "" && slices.Contains(a.Scopes, ScopeAdmin)
+}
+
+// can reports whether an API key actor holds scope (admin implies every
+// scope, agents:write implies agents:read). Agent actors hold no scopes.
+func (a Actor) can(scope string) bool {
+	if a.AgentName != "" || a.KeyID == "" {
+		return false
+	}
+	if a.IsAdmin() || slices.Contains(a.Scopes, scope) {
+		return true
+	}
+	return scope == ScopeAgentsRead && slices.Contains(a.Scopes, ScopeAgentsWrite)
+}
+
+// label is how the actor appears in audit events and log entries.
+func (a Actor) label() string {
+	switch {
+	case a.AgentName != "":
+		return "agent:" + a.AgentName
+	case a.KeyID == "system":
+		return "system"
+	case a.KeyID != "":
+		return "key:" + a.KeyID
+	}
+	return "anonymous"
+}
+
+// inNamespace reports whether name lies in ns: name == ns or ends in "."+ns.
+// An empty namespace (admin keys only) covers every name.
+func inNamespace(name, ns string, admin bool) bool {
+	if ns == "" {
+		return admin
+	}
+	return name == ns || (len(name) > len(ns)+1 && name[len(name)-len(ns)-1] == '.' && name[len(name)-len(ns):] == ns)
+}
+
+// Agent statuses.
+const (
+	AgentActive  = "active"
+	AgentRevoked = "revoked"
+)
+
+// Certificate statuses.
+const (
+	CertIssued     = "issued"
+	CertSuperseded = "superseded"
+	CertRevoked    = "revoked"
+)
+
+// RegisterRequest is what an owner sends to register an agent. The owner is
+// never part of it: it comes from the Actor.
+type RegisterRequest struct {
+	Name         string
+	CSR          []byte
+	Capabilities []string
+	Metadata     map[string]string
+}
+
+// Agent is a registered agent.
+type Agent struct {
+	Name, Owner, Status  string
+	Capabilities         []string
+	Metadata             map[string]string
+	CurrentSerial        string
+	CreatedAt, UpdatedAt time.Time
+}
+
+// CertificateRecord is one certificate of an agent. Serial is lowercase hex
+// (big.Int.Text(16)); FingerprintSHA256 is 64 lowercase hex digits.
+type CertificateRecord struct {
+	Serial, FingerprintSHA256, Status, RevocationReason string
+	NotBefore, NotAfter                                 time.Time
+	RevokedAt                                           *time.Time
+	GraceUntil                                          *time.Time // superseded: verifies until then
+	Predecessor, Successor                              string
+	LogIndex                                            int64
+	DER                                                 []byte
+}
+
+// Issued is the result of Register and Rotate.
+type Issued struct {
+	Agent                    Agent
+	Certificate              CertificateRecord
+	CertificatePEM, ChainPEM string
+	LogIndex                 int64
+}
+
+// AgentDetail is an agent with its certificate history, oldest first.
+type AgentDetail struct {
+	Agent
+	Certificates []CertificateRecord
+}
+
+// VerifyResult answers "is this certificate genuine, current and not
+// revoked?". Reason is empty when Verified, else one of the Reason* values.
+type VerifyResult struct {
+	Verified                                         bool
+	Agent, Status, Serial, FingerprintSHA256, Reason string
+	NotAfter                                         time.Time
+	LogIndex                                         *int64
+}
+
+// Verification failure reasons (a fixed set; safe to show to clients).
+const (
+	ReasonUntrustedChain     = "untrusted_chain"
+	ReasonExpired            = "expired"
+	ReasonNotYetValid        = "not_yet_valid"
+	ReasonRevoked            = "revoked"
+	ReasonSuperseded         = "superseded"
+	ReasonUnknownCertificate = "unknown_certificate"
+	ReasonWrongUsage         = "wrong_usage"
+)
+
+// APIKey describes an API key; the secret is never part of it.
+type APIKey struct {
+	ID, Owner, Namespace             string
+	Scopes                           []string
+	CreatedAt                        time.Time
+	ExpiresAt, RevokedAt, LastUsedAt *time.Time
+}
+
+// AuditEvent is one entry of the audit trail. Actor is "key:<id>",
+// "agent:<name>", "system" or "anonymous"; Result is "success", "denied",
+// "error", "noop" or "abandoned".
+type AuditEvent struct {
+	ID                                                       int64
+	Time                                                     time.Time
+	Actor, ActorOwner, RequestID, IP, Action, Target, Result string
+	Metadata                                                 map[string]string
+	LogIndex                                                 *int64
+}
+
+// Bundle returns the PEM CA bundle: the issuing certificate and the chain
+// above it, then the verifier's intermediates and roots, without duplicates.
+func (r *Registry) Bundle() []byte {
+	var certs [][]byte
+	if r.issuer != nil {
+		for _, c := range r.issuer.Chain() {
+			certs = append(certs, c.Raw)
+		}
+	}
+	if r.verify != nil {
+		for _, c := range append(r.verify.Intermediates(), r.verify.Roots()...) {
+			certs = append(certs, c.Raw)
+		}
+	}
+	var out []byte
+	seen := map[string]bool{}
+	for _, der := range certs {
+		if seen[string(der)] {
+			continue
+		}
+		seen[string(der)] = true
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	return out
+}
+
+// Ready reports whether the database answers and the token is healthy.
+func (r *Registry) Ready(ctx context.Context) error {
+	if err := r.store.Ping(ctx); err != nil {
+		return err
+	}
+	if r.cfg.Token != nil {
+		if err := r.cfg.Token.Healthy(ctx); err != nil {
+			return fmt.Errorf("registry: token: %w: %v", ErrUnavailable, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,190 @@
+package registry
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/registry/translog"
+)
+
+// normalizeReason maps an RFC 5280 reason name (case-insensitive; "" →
+// "unspecified") to its canonical spelling through ca's mapping, which refuses
+// certificateHold and removeFromCRL (revocation is terminal).
+func normalizeReason(reason string) (string, error) {
+	if reason == "" {
+		return "unspecified", nil
+	}
+	code, err := ca.ReasonCode(reason)
+	if err != nil {
+		return "", invalid("reason", err)
+	}
+	return ca.ReasonName(code), nil
+}
+
+// Revoke revokes an agent: its current certificate and every superseded one
+// still in its grace period become revoked with reason, each with its own log
+// entry, and the agent becomes revoked for good (no rotation afterwards).
+// Owner (agents:write) or admin only; other owners' agents are ErrNotFound.
+// Revoking a revoked agent changes nothing and returns it.
+func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*Agent, error) {
+	norm, err := ca.NormalizeAgentName(name)
+	if err != nil {
+		return nil, invalid("name", err)
+	}
+	name = norm
+	reason, err = normalizeReason(reason)
+	if err != nil {
+		return nil, err
+	}
+	agent, err := r.authorizeAgent(ctx, a, ActionRevoke, name, false)
+	if err != nil {
+		return nil, err
+	}
+	now := r.now()
+	noop := false
+	var revoked []string
+	err = r.store.inTx(ctx, "revoke", func(tx *sqlx.Tx) error {
+		cur, err := r.loadAgent(ctx, tx, name, true)
+		if err != nil {
+			return err
+		}
+		if cur.Status == AgentRevoked {
+			noop = true
+			*agent = *cur
+			return nil
+		}
+		var certs []struct {
+			Serial      string `db:"serial"`
+			Fingerprint string `db:"fingerprint_sha256"`
+		}
+		if err := tx.SelectContext(ctx, &certs, tx.Rebind(`SELECT serial, fingerprint_sha256 FROM certificates
+			WHERE agent_name = ? AND (status = ? OR (status = ? AND grace_until > ?)) ORDER BY created_at DESC, log_index DESC`),
+			name, CertIssued, CertSuperseded, dbTime(now)); err != nil {
+			return dbErr("revoke: reading certificates", err)
+		}
+		var first *int64
+		for _, c := range certs {
+			idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{Type: translog.EventRevoke, Time: now, Agent: name,
+				Serial: c.Serial, Fingerprint: c.Fingerprint, Actor: a.label(), Reason: reason})
+			if err != nil {
+				return dbErr("revoke: log", err)
+			}
+			if first == nil || c.Serial == cur.CurrentSerial {
+				first = &idx
+			}
+			if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE certificates SET status = ?, revocation_reason = ?, revoked_at = ? WHERE serial = ?`),
+				CertRevoked, reason, dbTime(now), c.Serial); err != nil {
+				return dbErr("revoke: updating certificate", err)
+			}
+			revoked = append(revoked, c.Serial)
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE agents SET status = ?, updated_at = ? WHERE name = ?`),
+			AgentRevoked, dbTime(now), name); err != nil {
+			return dbErr("revoke: updating agent", err)
+		}
+		cur.Status, cur.UpdatedAt = AgentRevoked, dbTime(now)
+		*agent = *cur
+		return r.writeAudit(ctx, tx, a, ActionRevoke, name, ResultSuccess, map[string]string{
+			"reason": reason, "serials": strings.Join(revoked, " ")}, first)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if noop {
+		r.auditBestEffort(ctx, a, ActionRevoke, name, ResultNoop, map[string]string{"reason": reason})
+		return agent, nil
+	}
+	r.log.WithFields(map[string]any{"agent": name, "reason": reason, "actor": a.label(), "request_id": a.RequestID}).Info("agent revoked")
+	return agent, nil
+}
+
+// Reconcile settles pending issuances older than PendingTimeout, left by a
+// crash (or a failure) between "pending" and "issued": a row whose
+// certificate is stored becomes issued; any other row becomes abandoned and
+// is audited. Nothing is ever re-signed, and an abandoned certificate never
+// reached a client (responses are sent only after the issuing transaction
+// commits). Safe to run from several replicas at once. It returns the number
+// of rows settled.
+func (r *Registry) Reconcile(ctx context.Context) (int, error) {
+	cutoff := dbTime(r.now().Add(-r.cfg.PendingTimeout))
+	var rows []struct {
+		Serial string `db:"serial"`
+		Agent  string `db:"agent_name"`
+		Owner  string `db:"owner"`
+		Kind   string `db:"kind"`
+	}
+	if err := r.store.db.SelectContext(ctx, &rows, r.store.db.Rebind(`SELECT serial, agent_name, owner, kind FROM pending_issuances
+		WHERE state = ? AND created_at < ? ORDER BY created_at`), pendingPending, cutoff); err != nil {
+		return 0, dbErr("reconcile: reading pending issuances", err)
+	}
+	settled := 0
+	sys := SystemActor()
+	for _, p := range rows {
+		did := false
+		err := r.store.inTx(ctx, "reconcile", func(tx *sqlx.Tx) error {
+			var n int
+			if err := tx.GetContext(ctx, &n, tx.Rebind(`SELECT COUNT(*) FROM certificates WHERE serial = ?`), p.Serial); err != nil {
+				return dbErr("reconcile: looking up certificate", err)
+			}
+			state := pendingAbandoned
+			if n > 0 {
+				state = pendingIssued
+			}
+			res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE pending_issuances SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`),
+				state, dbTime(r.now()), p.Serial, pendingPending)
+			if err != nil {
+				return dbErr("reconcile: updating", err)
+			}
+			if k, _ := res.RowsAffected(); k != 1 {
+				return nil // settled by someone else
+			}
+			did = true
+			result := ResultAbandoned
+			if state == pendingIssued {
+				result = ResultSuccess
+			}
+			return r.writeAudit(ctx, tx, sys, ActionReconcile, p.Agent, result, map[string]string{
+				"serial": p.Serial, "kind": p.Kind, "owner": p.Owner, "state": state}, nil)
+		})
+		if err != nil {
+			return settled, err
+		}
+		if did {
+			settled++
+			r.log.WithFields(map[string]any{"serial": p.Serial, "agent": p.Agent}).Warn("reconciled pending issuance")
+		}
+	}
+	return settled, nil
+}
+
+// PendingIssuance is a row of pending_issuances, for operators and tests.
+type PendingIssuance struct {
+	Serial, Agent, Owner, Kind, State string
+	TBS                               []byte
+	CreatedAt                         time.Time
+}
+
+// PendingIssuances lists issuance records (all states), oldest first.
+func (s *Store) PendingIssuances(ctx context.Context) ([]PendingIssuance, error) {
+	var rows []struct {
+		Serial    string    `db:"serial"`
+		Agent     string    `db:"agent_name"`
+		Owner     string    `db:"owner"`
+		Kind      string    `db:"kind"`
+		State     string    `db:"state"`
+		TBS       []byte    `db:"tbs"`
+		CreatedAt time.Time `db:"created_at"`
+	}
+	if err := s.db.SelectContext(ctx, &rows, `SELECT serial, agent_name, owner, kind, state, tbs, created_at FROM pending_issuances ORDER BY created_at, serial`); err != nil {
+		return nil, dbErr("pending issuances", err)
+	}
+	out := make([]PendingIssuance, len(rows))
+	for i, p := range rows {
+		out[i] = PendingIssuance{Serial: p.Serial, Agent: p.Agent, Owner: p.Owner, Kind: p.Kind, State: p.State, TBS: p.TBS, CreatedAt: p.CreatedAt.UTC()}
+	}
+	return out, nil
+}

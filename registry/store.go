@@ -1,0 +1,200 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq"           // PostgreSQL driver "postgres"
+	_ "github.com/mattn/go-sqlite3" // SQLite driver "sqlite3"
+	"github.com/sirupsen/logrus"
+)
+
+// Dialect names the SQL dialect of a Store.
+type Dialect string
+
+// The supported dialects.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// DefaultSQLitePath is the database used when Open is given an empty URL. It
+// matches the default data directory (ATR_DATA_DIR=./var).
+const DefaultSQLitePath = "var/atr.db"
+
+// sqliteParams are appended to every SQLite DSN: write-ahead logging, fully
+// synchronous commits (a committed pending row survives power loss), foreign
+// keys enforced, a busy timeout instead of immediate SQLITE_BUSY, and
+// BEGIN IMMEDIATE so that a transaction takes the write lock up front (no
+// lock-upgrade deadlocks between concurrent writers).
+const sqliteParams = "_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=5000&_txlock=immediate"
+
+// Store is durable state over sqlx: one code path for SQLite and PostgreSQL.
+// Queries are written with '?' placeholders and rebound for the driver.
+// A Store is safe for concurrent use.
+type Store struct {
+	db      *sqlx.DB
+	dialect Dialect
+	log     *logrus.Entry
+}
+
+// Open connects to the database named by databaseURL and checks that it
+// answers. It does not migrate; call Migrate.
+//
+//   - "" → SQLite at DefaultSQLitePath
+//   - "sqlite:///abs/path", "sqlite://rel/path", "file:path?…", or a plain path → SQLite
+//   - "postgres://…" or "postgresql://…" → PostgreSQL (lib/pq)
+//
+// The connection pool is bounded (SetMaxOpenConns) and connections are
+// recycled. A database that does not answer yields ErrUnavailable.
+func Open(ctx context.Context, databaseURL string, log *logrus.Entry) (*Store, error) {
+	if log == nil {
+		return nil, errors.New("registry: open: nil logger")
+	}
+	var (
+		s   = &Store{log: log.WithField("component", "store")}
+		err error
+	)
+	switch {
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		s.dialect = Postgres
+		s.db, err = sqlx.Open("postgres", databaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("registry: open postgres: %w", invalid("database url", nil))
+		}
+		s.db.SetMaxOpenConns(16)
+		s.db.SetMaxIdleConns(4)
+		s.db.SetConnMaxLifetime(30 * time.Minute)
+		s.db.SetConnMaxIdleTime(5 * time.Minute)
+	default:
+		dsn, err := sqliteDSN(databaseURL)
+		if err != nil {
+			return nil, err
+		}
+		s.dialect = SQLite
+		s.db, err = sqlx.Open("sqlite3", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("registry: open sqlite: %w", invalid("database url", nil))
+		}
+		// WAL allows concurrent readers; writers are serialized by
+		// BEGIN IMMEDIATE and wait up to the busy timeout.
+		s.db.SetMaxOpenConns(8)
+		s.db.SetMaxIdleConns(8)
+		s.db.SetConnMaxLifetime(time.Hour)
+		s.db.SetConnMaxIdleTime(10 * time.Minute)
+	}
+	if err := s.db.PingContext(ctx); err != nil {
+		s.db.Close()
+		return nil, dbErr("open: ping", withUnavailable(err))
+	}
+	return s, nil
+}
+
+// withUnavailable marks connection-time failures as ErrUnavailable unless they
+// are already classified.
+func withUnavailable(err error) error {
+	e := dbErr("", err)
+	if errors.Is(e, ErrUnavailable) || errors.Is(e, context.Canceled) || errors.Is(e, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+}
+
+// sqliteDSN turns the accepted SQLite spellings into a mattn/go-sqlite3 DSN
+// with our parameters. The database file is created 0600 and its directory
+// 0700 if they do not exist.
+func sqliteDSN(databaseURL string) (string, error) {
+	var path, query string
+	switch {
+	case databaseURL == "":
+		path = DefaultSQLitePath
+	case strings.HasPrefix(databaseURL, "sqlite://"):
+		path = strings.TrimPrefix(databaseURL, "sqlite://")
+	case strings.HasPrefix(databaseURL, "sqlite:"):
+		path = strings.TrimPrefix(databaseURL, "sqlite:")
+	case strings.HasPrefix(databaseURL, "file:"):
+		path = strings.TrimPrefix(databaseURL, "file:")
+	case strings.Contains(databaseURL, "://"):
+		return "", fmt.Errorf("registry: open: unsupported database url scheme: %w", invalid("database url", nil))
+	default:
+		path = databaseURL
+	}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path, query = path[:i], path[i+1:]
+	}
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, ":memory:") {
+		return "", fmt.Errorf("registry: open: in-memory SQLite is not durable: %w", invalid("database url", nil))
+	}
+	if query != "" {
+		if _, err := url.ParseQuery(query); err != nil {
+			return "", fmt.Errorf("registry: open: %w", invalid("database url query", nil))
+		}
+		query += "&"
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("registry: open: creating database directory: %w", ErrUnavailable)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("registry: open: creating database file: %w", ErrUnavailable)
+	}
+	f.Close()
+	return "file:" + path + "?" + query + sqliteParams, nil
+}
+
+// Dialect reports which database the Store talks to.
+func (s *Store) Dialect() Dialect { return s.dialect }
+
+// Close closes the connection pool.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return dbErr("close", err)
+	}
+	return nil
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return dbErr("ping", withUnavailable(err))
+	}
+	return nil
+}
+
+// inTx runs fn in a transaction (BEGIN IMMEDIATE on SQLite) and commits if fn
+// returns nil. Errors from fn are returned as they are (fn converts driver
+// errors with dbErr); begin/commit errors are converted here.
+func (s *Store) inTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return dbErr(op+": begin", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return dbErr(op+": commit", err)
+	}
+	return nil
+}
+
+// dbTime normalizes a time for storage: UTC, microsecond precision (what
+// PostgreSQL keeps), so that values read back compare equal on both drivers.
+func dbTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// dbTimePtr is dbTime for optional values.
+func dbTimePtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := dbTime(*t)
+	return &u
+}
