@@ -1,0 +1,85 @@
+package api
+
+import (
+	"crypto/x509"
+	"fmt"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/agent-trust-registry/atr/api/client"
+	"github.com/agent-trust-registry/atr/registry"
+)
+
+// Conversions from registry types to the wire types of api/client.
+
+func certificateBody(iss *registry.Issued) client.Certificate {
+	return client.Certificate{
+		Name:              iss.Agent.Name,
+		Owner:             iss.Agent.Owner,
+		Status:            iss.Agent.Status,
+		Serial:            iss.Certificate.Serial,
+		FingerprintSHA256: iss.Certificate.FingerprintSHA256,
+		NotBefore:         iss.Certificate.NotBefore.UTC(),
+		NotAfter:          iss.Certificate.NotAfter.UTC(),
+		Certificate:       iss.CertificatePEM,
+		Chain:             iss.ChainPEM,
+		LogIndex:          iss.LogIndex,
+	}
+}
+
+func agentBody(a *registry.Agent) client.Agent {
+	caps := a.Capabilities
+	if caps == nil {
+		caps = []string{}
+	}
+	meta := a.Metadata
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	return client.Agent{
+		Name: a.Name, Owner: a.Owner, Status: a.Status, Capabilities: caps, Metadata: meta,
+		CurrentSerial: a.CurrentSerial, CreatedAt: a.CreatedAt.UTC(), UpdatedAt: a.UpdatedAt.UTC(),
+	}
+}
+
+func recordBody(c *registry.CertificateRecord) client.CertificateRecord {
+	return client.CertificateRecord{
+		Serial: c.Serial, FingerprintSHA256: c.FingerprintSHA256, Status: c.Status,
+		RevocationReason: c.RevocationReason, NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(),
+		RevokedAt: utcPtr(c.RevokedAt), Predecessor: c.Predecessor, Successor: c.Successor, LogIndex: c.LogIndex,
+	}
+}
+
+func apiKeyBody(k *registry.APIKey) client.APIKey {
+	scopes := k.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return client.APIKey{
+		ID: k.ID, Owner: k.Owner, Namespace: k.Namespace, Scopes: scopes, CreatedAt: k.CreatedAt.UTC(),
+		ExpiresAt: utcPtr(k.ExpiresAt), RevokedAt: utcPtr(k.RevokedAt), LastUsedAt: utcPtr(k.LastUsedAt),
+	}
+}
+
+func auditBody(e *registry.AuditEvent) client.AuditEvent {
+	return client.AuditEvent{
+		ID: e.ID, Time: e.Time.UTC(), Actor: e.Actor, ActorOwner: e.ActorOwner, RequestID: e.RequestID,
+		IP: e.IP, Action: e.Action, Target: e.Target, Result: e.Result, Metadata: e.Metadata, LogIndex: e.LogIndex,
+	}
+}
+
+func hashes(hs []tlog.Hash) [][]byte {
+	out := make([][]byte, len(hs))
+	for i := range hs {
+		out[i] = append([]byte(nil), hs[i][:]...)
+	}
+	return out
+}
+
+func parseCert(der []byte) (*x509.Certificate, error) {
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("parsing CA certificate: %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,188 @@
+// Package ratelimit holds the rate limiters of the ATR HTTP layer.
+//
+// A Limiter answers one question: may the caller identified by key spend one unit of
+// limit now? Two backends implement it with the same GCRA (generic cell rate algorithm,
+// a token bucket without a refill timer):
+//
+//   - Local: in-process, for a single node. State is a bounded map; when it is full,
+//     expired entries are swept and, if still full, arbitrary entries are evicted.
+//   - Redis: shared by every replica through github.com/go-redis/redis_rate/v10 (the same
+//     GCRA as a Lua script on the Redis server, so replicas enforce one global limit).
+//
+// A Limiter returns an error only when it cannot decide (Redis unreachable). What to do
+// then is the caller's policy: the api package fails closed for privileged endpoints and
+// falls back to a Local limiter for public ones.
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+)
+
+// Limit is Rate events per Period with bursts of up to Burst events.
+// A Limit with Rate ≤ 0, Period ≤ 0 or Burst ≤ 0 is invalid; limiters refuse it with an
+// error rather than treating it as "unlimited".
+type Limit struct {
+	Rate   int
+	Period time.Duration
+	Burst  int
+}
+
+// PerMinute returns n events per minute with a burst of n.
+func PerMinute(n int) Limit { return Limit{Rate: n, Period: time.Minute, Burst: n} }
+
+// PerHour returns n events per hour with a burst of n.
+func PerHour(n int) Limit { return Limit{Rate: n, Period: time.Hour, Burst: n} }
+
+// Validate reports whether l is a usable limit.
+func (l Limit) Validate() error {
+	if l.Rate <= 0 || l.Period <= 0 || l.Burst <= 0 {
+		return fmt.Errorf("ratelimit: invalid limit %d/%s burst %d: rate, period and burst must be positive", l.Rate, l.Period, l.Burst)
+	}
+	return nil
+}
+
+// interval is the emission interval: the time one event "costs".
+func (l Limit) interval() time.Duration {
+	return time.Duration(int64(l.Period) / int64(l.Rate))
+}
+
+// Result is the outcome of one decision.
+type Result struct {
+	Allowed    bool
+	Limit      Limit
+	Remaining  int           // events still allowed right now after this one
+	RetryAfter time.Duration // when not allowed: wait at least this long
+	ResetAfter time.Duration // time until the bucket is full again
+}
+
+// Limiter decides whether an event for key is allowed under limit.
+//
+// Allow consumes one event when it is allowed. Check reports whether one event would be
+// allowed now without consuming anything (used for lockouts: a locked-out key is refused
+// before the credential is even looked at). Both return an error only when the backend
+// cannot decide; the Result is then meaningless.
+type Limiter interface {
+	Allow(ctx context.Context, key string, limit Limit) (Result, error)
+	Check(ctx context.Context, key string, limit Limit) (Result, error)
+}
+
+// ErrInvalidLimit is returned for a Limit that fails Validate.
+var ErrInvalidLimit = errors.New("ratelimit: invalid limit")
+
+// DefaultMaxKeys is the default bound on the number of keys a Local limiter tracks.
+const DefaultMaxKeys = 100_000
+
+// Local is an in-process GCRA limiter with a bounded key map. It is safe for concurrent
+// use. The zero value is not usable; call NewLocal.
+type Local struct {
+	mu      sync.Mutex
+	tat     map[string]time.Time // theoretical arrival time per key
+	maxKeys int
+	now     func() time.Time
+}
+
+// NewLocal returns a Local limiter tracking at most maxKeys keys (DefaultMaxKeys when
+// maxKeys ≤ 0). now is the clock (time.Now when nil).
+func NewLocal(maxKeys int, now func() time.Time) *Local {
+	if maxKeys <= 0 {
+		maxKeys = DefaultMaxKeys
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Local{tat: make(map[string]time.Time), maxKeys: maxKeys, now: now}
+}
+
+// Allow implements Limiter.
+func (l *Local) Allow(_ context.Context, key string, limit Limit) (Result, error) {
+	return l.decide(key, limit, 1)
+}
+
+// Check implements Limiter.
+func (l *Local) Check(_ context.Context, key string, limit Limit) (Result, error) {
+	return l.decide(key, limit, 0)
+}
+
+// Len reports the number of keys currently tracked.
+func (l *Local) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.tat)
+}
+
+func (l *Local) decide(key string, limit Limit, cost int) (Result, error) {
+	if err := limit.Validate(); err != nil {
+		return Result{}, fmt.Errorf("%w: %v", ErrInvalidLimit, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	tat, ok := l.tat[key]
+	if !ok || tat.Before(now) {
+		tat = now
+	}
+	res := gcra(now, tat, limit, cost)
+	if res.Allowed && cost > 0 {
+		if !ok {
+			l.makeRoom(now)
+		}
+		l.tat[key] = tat.Add(time.Duration(cost) * limit.interval())
+	}
+	return res, nil
+}
+
+// gcra computes the decision for spending cost events at now, given the stored
+// theoretical arrival time tat (already clamped to ≥ now).
+func gcra(now, tat time.Time, limit Limit, cost int) Result {
+	t := limit.interval()
+	burstOffset := time.Duration(limit.Burst) * t
+	newTAT := tat.Add(time.Duration(cost) * t)
+	allowAt := newTAT.Add(-burstOffset)
+	diff := now.Sub(allowAt)
+	res := Result{Limit: limit}
+	if cost == 0 {
+		// Would one more event be allowed?
+		remaining := math.Floor(float64(diff) / float64(t))
+		res.Allowed = remaining >= 1
+		if res.Allowed {
+			res.Remaining = int(remaining) - 1
+		} else {
+			res.RetryAfter = t - diff
+		}
+		res.ResetAfter = tat.Sub(now)
+		return res
+	}
+	if diff < 0 {
+		res.RetryAfter = -diff
+		res.ResetAfter = tat.Sub(now)
+		return res
+	}
+	res.Allowed = true
+	res.Remaining = int(math.Floor(float64(diff) / float64(t)))
+	res.ResetAfter = newTAT.Sub(now)
+	return res
+}
+
+// makeRoom keeps the map under maxKeys: first drop entries whose bucket is full again
+// (they carry no information), then arbitrary ones. Called with mu held.
+func (l *Local) makeRoom(now time.Time) {
+	if len(l.tat) < l.maxKeys {
+		return
+	}
+	for k, tat := range l.tat {
+		if !tat.After(now) {
+			delete(l.tat, k)
+		}
+	}
+	for k := range l.tat {
+		if len(l.tat) < l.maxKeys {
+			break
+		}
+		delete(l.tat, k)
+	}
+}
