@@ -1,0 +1,430 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Config is the configuration shared by every atr command that touches the
+// token, the database or the network. Each field has a command-line flag and
+// an ATR_* environment twin; a flag given on the command line wins over the
+// environment, which wins over the default. Secrets (the token PINs) are read
+// only from a file or from the environment, never from the command line.
+//
+// Fields marked "derived" are filled from other fields by Complete when they
+// are left empty.
+type Config struct {
+	// DataDir holds the development layout: softhsm2.conf, tokens/, pin,
+	// admin.apikey, ca/*.pem, ceremonies/ and the SQLite database.
+	// Flag --data-dir, env ATR_DATA_DIR, default ./var.
+	DataDir string
+
+	// Listen is the host:port the server listens on and healthcheck calls.
+	// Flag --listen, env ATR_LISTEN, default 127.0.0.1:8443.
+	Listen string
+
+	// DatabaseURL selects the database: "sqlite:<path>" (or a bare path) for
+	// the embedded default, "postgres://…" for PostgreSQL.
+	// Flag --database-url, env ATR_DATABASE_URL, derived default
+	// sqlite:<DataDir>/atr.db.
+	DatabaseURL string
+
+	// TrustDomain is the SPIFFE trust domain of agent identities
+	// (spiffe://<TrustDomain>/agent/<name>). Flag --trust-domain, env
+	// ATR_TRUST_DOMAIN, default atr.local.
+	TrustDomain string
+
+	// PKCS11Module is the PKCS#11 module (.so) to load.
+	// Flag --pkcs11-module, env ATR_PKCS11_MODULE, default
+	// /usr/lib/softhsm/libsofthsm2.so.
+	PKCS11Module string
+
+	// PKCS11Token is the label of the online (issuing) token, the only token
+	// the server logs into. Flag --pkcs11-token, env ATR_PKCS11_TOKEN,
+	// default atr-issuing.
+	PKCS11Token string
+
+	// PKCS11PINFile is a file holding the issuing token's user PIN.
+	// Flag --pkcs11-pin-file, env ATR_PKCS11_PIN_FILE. When neither it nor
+	// ATR_PKCS11_PIN is set, <DataDir>/pin is used (development layout).
+	PKCS11PINFile string
+
+	// PKCS11PIN is the issuing token's user PIN from env ATR_PKCS11_PIN
+	// (there is deliberately no flag). The file wins when both are set.
+	PKCS11PIN string
+
+	// RootToken is the label of the offline root token, used only by
+	// ceremonies. Flag --root-token, env ATR_PKCS11_ROOT_TOKEN, default
+	// atr-root.
+	RootToken string
+
+	// RootPINFile is a file holding the root token's user PIN.
+	// Flag --root-pin-file, env ATR_PKCS11_ROOT_PIN_FILE; when neither it nor
+	// ATR_PKCS11_ROOT_PIN is set, the issuing token's PIN source is used.
+	RootPINFile string
+
+	// RootPIN is the root token's user PIN from env ATR_PKCS11_ROOT_PIN.
+	RootPIN string
+
+	// IssuingKey is the RFC 7512 pkcs11: URI of the issuing key. Flag
+	// --issuing-key, env ATR_ISSUING_KEY; default: the newest issuing CA
+	// certificate on the token that has a matching private key.
+	IssuingKey string
+
+	// LogKey is the pkcs11: URI of the transparency-log signing key. Flag
+	// --log-key, env ATR_LOG_KEY, derived default
+	// pkcs11:token=<PKCS11Token>;object=atr-log.
+	LogKey string
+
+	// PublicURL is the base URL relying parties use to reach this registry;
+	// the CRL distribution point and OCSP URL in certificates point under it.
+	// Flag --public-url, env ATR_PUBLIC_URL, derived default
+	// https://<Listen> (http:// with InsecureHTTP).
+	PublicURL string
+
+	// InsecureHTTP serves plain HTTP, for deployments behind a
+	// TLS-terminating proxy only. Flag --insecure-http, env
+	// ATR_INSECURE_HTTP, default false.
+	InsecureHTTP bool
+
+	// TLSCert and TLSKey are an operator-supplied server certificate chain
+	// and key (PEM files, reloaded when they change). When empty the server
+	// issues its own certificate from the intermediate at start-up and renews
+	// it before expiry. Flags --tls-cert/--tls-key, env ATR_TLS_CERT/ATR_TLS_KEY.
+	TLSCert, TLSKey string
+
+	// TLSNames are extra DNS names or IP addresses for the self-issued
+	// server certificate (comma-separated). Flag --tls-names, env
+	// ATR_TLS_NAMES.
+	TLSNames []string
+
+	// RedisURL is the shared rate-limit store for several replicas
+	// (redis://…). Env ATR_REDIS_URL only (it may carry a password); empty
+	// means in-process limits (one replica).
+	RedisURL string
+
+	// TrustedProxies are the CIDRs of reverse proxies whose X-Forwarded-For /
+	// Forwarded headers are believed (comma-separated). Flag
+	// --trusted-proxies, env ATR_TRUSTED_PROXIES; default none.
+	TrustedProxies []string
+
+	// CORSOrigins are the exact origins allowed to make cross-origin requests
+	// (comma-separated; "*" is refused). Flag --cors-origins, env
+	// ATR_CORS_ORIGINS; default none.
+	CORSOrigins []string
+
+	// LogLevel is the logrus level (debug, info, warn, error). Flag
+	// --log-level, env ATR_LOG_LEVEL, default info.
+	LogLevel string
+}
+
+// Defaults used by DefaultConfig; documented on the fields above.
+const (
+	defaultDataDir     = "./var"
+	defaultListen      = "127.0.0.1:8443"
+	defaultTrustDomain = "atr.local"
+	defaultModule      = "/usr/lib/softhsm/libsofthsm2.so"
+	defaultToken       = "atr-issuing"
+	defaultRootToken   = "atr-root"
+	defaultLogKeyLabel = "atr-log"
+)
+
+// DefaultConfig returns the configuration with every default applied and the
+// derived fields left empty.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:      defaultDataDir,
+		Listen:       defaultListen,
+		TrustDomain:  defaultTrustDomain,
+		PKCS11Module: defaultModule,
+		PKCS11Token:  defaultToken,
+		RootToken:    defaultRootToken,
+		LogLevel:     "info",
+	}
+}
+
+// option groups: each subcommand registers only the options it uses.
+type optGroup int
+
+const (
+	optCommon   optGroup = 1 << iota // data dir, log level
+	optToken                         // issuing token
+	optRoot                          // root token (ceremonies)
+	optDatabase                      // database URL
+	optServe                         // listen, trust domain, keys, TLS, public URL
+	optListen                        // listen + insecure-http only (healthcheck)
+	optTrust                         // trust domain only (ceremonies)
+)
+
+// option describes one configuration field: its flag, environment twin and
+// where it lives in Config.
+type option struct {
+	group  optGroup
+	flag   string
+	env    string
+	usage  string
+	str    func(c *Config) *string
+	boolP  func(c *Config) *bool
+	list   func(c *Config) *[]string
+	noFlag bool // secret: environment only
+}
+
+func options() []option {
+	return []option{
+		{group: optCommon, flag: "data-dir", env: "ATR_DATA_DIR", usage: "data directory (tokens, ca/, ceremonies/, SQLite database)", str: func(c *Config) *string { return &c.DataDir }},
+		{group: optCommon, flag: "log-level", env: "ATR_LOG_LEVEL", usage: "log level: debug, info, warn, error", str: func(c *Config) *string { return &c.LogLevel }},
+		{group: optServe | optListen, flag: "listen", env: "ATR_LISTEN", usage: "host:port to listen on", str: func(c *Config) *string { return &c.Listen }},
+		{group: optServe | optListen, flag: "insecure-http", env: "ATR_INSECURE_HTTP", usage: "serve plain HTTP (only behind a TLS-terminating proxy)", boolP: func(c *Config) *bool { return &c.InsecureHTTP }},
+		{group: optDatabase, flag: "database-url", env: "ATR_DATABASE_URL", usage: "database: sqlite:PATH or postgres://… (default sqlite:DATA_DIR/atr.db)", str: func(c *Config) *string { return &c.DatabaseURL }},
+		{group: optServe | optTrust, flag: "trust-domain", env: "ATR_TRUST_DOMAIN", usage: "SPIFFE trust domain of agent identities", str: func(c *Config) *string { return &c.TrustDomain }},
+		{group: optToken | optRoot, flag: "pkcs11-module", env: "ATR_PKCS11_MODULE", usage: "PKCS#11 module path", str: func(c *Config) *string { return &c.PKCS11Module }},
+		{group: optToken, flag: "pkcs11-token", env: "ATR_PKCS11_TOKEN", usage: "label of the online (issuing) token", str: func(c *Config) *string { return &c.PKCS11Token }},
+		{group: optToken, flag: "pkcs11-pin-file", env: "ATR_PKCS11_PIN_FILE", usage: "file holding the issuing token PIN (or env ATR_PKCS11_PIN; default DATA_DIR/pin)", str: func(c *Config) *string { return &c.PKCS11PINFile }},
+		{group: optToken, env: "ATR_PKCS11_PIN", noFlag: true, str: func(c *Config) *string { return &c.PKCS11PIN }},
+		{group: optRoot, flag: "root-token", env: "ATR_PKCS11_ROOT_TOKEN", usage: "label of the offline root token", str: func(c *Config) *string { return &c.RootToken }},
+		{group: optRoot, flag: "root-pin-file", env: "ATR_PKCS11_ROOT_PIN_FILE", usage: "file holding the root token PIN (or env ATR_PKCS11_ROOT_PIN; default: the issuing token's PIN source)", str: func(c *Config) *string { return &c.RootPINFile }},
+		{group: optRoot, env: "ATR_PKCS11_ROOT_PIN", noFlag: true, str: func(c *Config) *string { return &c.RootPIN }},
+		{group: optServe, flag: "issuing-key", env: "ATR_ISSUING_KEY", usage: "pkcs11: URI of the issuing key (default: newest issuing certificate on the token with a matching key)", str: func(c *Config) *string { return &c.IssuingKey }},
+		{group: optServe, flag: "log-key", env: "ATR_LOG_KEY", usage: "pkcs11: URI of the transparency-log key (default pkcs11:token=TOKEN;object=atr-log)", str: func(c *Config) *string { return &c.LogKey }},
+		{group: optServe, flag: "public-url", env: "ATR_PUBLIC_URL", usage: "public base URL for CRL/OCSP URLs in certificates (default https://LISTEN)", str: func(c *Config) *string { return &c.PublicURL }},
+		{group: optServe, flag: "tls-cert", env: "ATR_TLS_CERT", usage: "operator-supplied server certificate chain (PEM); default: self-issued from the intermediate", str: func(c *Config) *string { return &c.TLSCert }},
+		{group: optServe, flag: "tls-key", env: "ATR_TLS_KEY", usage: "operator-supplied server private key (PEM, mode 0600)", str: func(c *Config) *string { return &c.TLSKey }},
+		{group: optServe, env: "ATR_REDIS_URL", noFlag: true, str: func(c *Config) *string { return &c.RedisURL }},
+		{group: optServe, flag: "trusted-proxies", env: "ATR_TRUSTED_PROXIES", usage: "comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed", list: func(c *Config) *[]string { return &c.TrustedProxies }},
+		{group: optServe, flag: "cors-origins", env: "ATR_CORS_ORIGINS", usage: "comma-separated origins allowed for CORS (none by default; never *)", list: func(c *Config) *[]string { return &c.CORSOrigins }},
+		{group: optServe, flag: "tls-names", env: "ATR_TLS_NAMES", usage: "extra comma-separated DNS names/IPs for the self-issued server certificate", list: func(c *Config) *[]string { return &c.TLSNames }},
+	}
+}
+
+// bind applies the environment (through lookupEnv) to c and registers the
+// flags of the given groups on fs, so that a later fs.Parse overrides the
+// environment. It returns an error for a malformed environment value.
+func (c *Config) bind(fs *flag.FlagSet, groups optGroup, lookupEnv func(string) (string, bool)) error {
+	for _, o := range options() {
+		if o.group&groups == 0 {
+			continue
+		}
+		v, ok := lookupEnv(o.env)
+		switch {
+		case o.str != nil:
+			p := o.str(c)
+			if ok {
+				*p = v
+			}
+			if !o.noFlag {
+				fs.StringVar(p, o.flag, *p, o.usage+" (env "+o.env+")")
+			}
+		case o.boolP != nil:
+			p := o.boolP(c)
+			if ok && v != "" {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("config: %s=%q: not a boolean", o.env, v)
+				}
+				*p = b
+			}
+			fs.BoolVar(p, o.flag, *p, o.usage+" (env "+o.env+")")
+		case o.list != nil:
+			p := o.list(c)
+			if ok {
+				*p = splitList(v)
+			}
+			fs.Func(o.flag, o.usage+" (env "+o.env+")", func(s string) error {
+				*p = splitList(s)
+				return nil
+			})
+		}
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Complete fills the derived fields (DatabaseURL, LogKey, PublicURL, the PIN
+// file default) from the others. It does not validate.
+func (c *Config) Complete() {
+	if c.DatabaseURL == "" && c.DataDir != "" {
+		c.DatabaseURL = "sqlite:" + filepath.Join(c.DataDir, "atr.db")
+	}
+	if c.LogKey == "" && c.PKCS11Token != "" {
+		c.LogKey = "pkcs11:token=" + c.PKCS11Token + ";object=" + defaultLogKeyLabel
+	}
+	if c.PublicURL == "" && c.Listen != "" {
+		scheme := "https"
+		if c.InsecureHTTP {
+			scheme = "http"
+		}
+		c.PublicURL = scheme + "://" + c.Listen
+	}
+	if c.PKCS11PINFile == "" && c.PKCS11PIN == "" && c.DataDir != "" {
+		c.PKCS11PINFile = filepath.Join(c.DataDir, "pin")
+	}
+	if c.RootPINFile == "" && c.RootPIN == "" {
+		c.RootPINFile, c.RootPIN = c.PKCS11PINFile, c.PKCS11PIN
+	}
+}
+
+// Validate reports every problem with c at once. Call Complete first.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("config: "+format, args...)) }
+
+	if c.DataDir == "" {
+		bad("data dir (ATR_DATA_DIR) must not be empty")
+	}
+	if host, port, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen address (ATR_LISTEN) %q: %v", c.Listen, err)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		bad("listen address (ATR_LISTEN) %q: bad port", c.Listen)
+	} else if strings.ContainsAny(host, "/?#@ ") {
+		bad("listen address (ATR_LISTEN) %q: bad host", c.Listen)
+	}
+	if err := checkDatabaseURL(c.DatabaseURL); err != nil {
+		bad("database URL (ATR_DATABASE_URL): %v", err)
+	}
+	if err := checkTrustDomain(c.TrustDomain); err != nil {
+		bad("trust domain (ATR_TRUST_DOMAIN) %q: %v", c.TrustDomain, err)
+	}
+	if c.PKCS11Module == "" {
+		bad("PKCS#11 module (ATR_PKCS11_MODULE) must not be empty")
+	}
+	for _, t := range []struct{ name, env, v string }{
+		{"issuing token", "ATR_PKCS11_TOKEN", c.PKCS11Token},
+		{"root token", "ATR_PKCS11_ROOT_TOKEN", c.RootToken},
+	} {
+		if t.v == "" || len(t.v) > 32 {
+			bad("%s label (%s) %q: must be 1 to 32 characters", t.name, t.env, t.v)
+		}
+	}
+	if c.PKCS11Token != "" && c.PKCS11Token == c.RootToken {
+		bad("the root token and the issuing token must be different tokens (both %q)", c.RootToken)
+	}
+	for _, k := range []struct{ name, env, v string }{
+		{"issuing key", "ATR_ISSUING_KEY", c.IssuingKey},
+		{"log key", "ATR_LOG_KEY", c.LogKey},
+	} {
+		if k.v == "" {
+			continue
+		}
+		if err := checkKeyURI(k.v, c.PKCS11Token); err != nil {
+			bad("%s (%s): %v", k.name, k.env, err)
+		}
+	}
+	if c.PublicURL != "" {
+		if err := checkPublicURL(c.PublicURL, c.InsecureHTTP); err != nil {
+			bad("public URL (ATR_PUBLIC_URL) %q: %v", c.PublicURL, err)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("--tls-cert (ATR_TLS_CERT) and --tls-key (ATR_TLS_KEY) must be given together")
+	}
+	if c.InsecureHTTP && c.TLSCert != "" {
+		bad("--insecure-http (ATR_INSECURE_HTTP) conflicts with --tls-cert")
+	}
+	for _, n := range c.TLSNames {
+		if net.ParseIP(n) == nil && checkTrustDomain(n) != nil {
+			bad("TLS name (ATR_TLS_NAMES) %q is neither an IP address nor a DNS name", n)
+		}
+	}
+	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
+		bad("ATR_REDIS_URL must be a redis:// or rediss:// URL")
+	}
+	for _, p := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			bad("trusted proxy (ATR_TRUSTED_PROXIES) %q is not a CIDR", p)
+		}
+	}
+	for _, o := range c.CORSOrigins {
+		if u, err := url.Parse(o); o == "*" || err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || u.Path != "" {
+			bad("CORS origin (ATR_CORS_ORIGINS) %q must be an exact origin such as https://console.example.org", o)
+		}
+	}
+	if _, err := parseLogLevel(c.LogLevel); err != nil {
+		bad("log level (ATR_LOG_LEVEL): %v", err)
+	}
+	return errors.Join(errs...)
+}
+
+func checkDatabaseURL(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case strings.HasPrefix(s, "postgres://"), strings.HasPrefix(s, "postgresql://"):
+		u, err := url.Parse(s)
+		if err != nil {
+			return errors.New("not a valid postgres:// URL")
+		}
+		if u.Host == "" {
+			return errors.New("postgres URL has no host")
+		}
+		return nil
+	case strings.HasPrefix(s, "sqlite:"), strings.HasPrefix(s, "file:"):
+		p := strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(s, "sqlite:"), "file:"), "//")
+		if p == "" || strings.HasPrefix(p, ":memory:") {
+			return errors.New("SQLite URL needs a file path (in-memory is not durable)")
+		}
+		return nil
+	case strings.Contains(s, "://"):
+		return errors.New("unsupported scheme (use sqlite:PATH or postgres://…)")
+	}
+	return nil // a bare path is an SQLite file
+}
+
+// checkTrustDomain applies the SPIFFE trust-domain rules: lowercase letters,
+// digits, dots, dashes and underscores, at most 255 characters.
+func checkTrustDomain(s string) error {
+	if s == "" || len(s) > 255 {
+		return errors.New("must be 1 to 255 characters")
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':
+		default:
+			return fmt.Errorf("character %q not allowed (lowercase letters, digits, '.', '-', '_')", r)
+		}
+	}
+	if strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
+		return errors.New("empty label")
+	}
+	return nil
+}
+
+func checkPublicURL(s string, insecure bool) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	switch {
+	case u.Scheme != "https" && !(insecure && u.Scheme == "http"):
+		return errors.New("scheme must be https (http only with --insecure-http)")
+	case u.Host == "":
+		return errors.New("no host")
+	case u.User != nil, u.RawQuery != "", u.Fragment != "":
+		return errors.New("must not contain user info, query or fragment")
+	}
+	return nil
+}
+
+// BehindTLSProxy reports whether clients reach a plain-HTTP server over
+// HTTPS through a TLS-terminating proxy (the public URL is https).
+func (c *Config) BehindTLSProxy() bool {
+	return c.InsecureHTTP && strings.HasPrefix(c.PublicURL, "https://")
+}
+
+// publicBase is PublicURL without a trailing slash.
+func (c *Config) publicBase() string { return strings.TrimRight(c.PublicURL, "/") }

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"strings"
+	"testing"
+)
+
+func envFrom(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want func(c Config) (got, want string)
+	}{
+		{"default data dir", nil, nil, func(c Config) (string, string) { return c.DataDir, "./var" }},
+		{"default listen", nil, nil, func(c Config) (string, string) { return c.Listen, "127.0.0.1:8443" }},
+		{"default token", nil, nil, func(c Config) (string, string) { return c.PKCS11Token, "atr-issuing" }},
+		{"default trust domain", nil, nil, func(c Config) (string, string) { return c.TrustDomain, "atr.local" }},
+		{"default module", nil, nil, func(c Config) (string, string) { return c.PKCS11Module, "/usr/lib/softhsm/libsofthsm2.so" }},
+		{"derived database", map[string]string{"ATR_DATA_DIR": "/d"}, nil, func(c Config) (string, string) { return c.DatabaseURL, "sqlite:/d/atr.db" }},
+		{"derived pin file", map[string]string{"ATR_DATA_DIR": "/d"}, nil, func(c Config) (string, string) { return c.PKCS11PINFile, "/d/pin" }},
+		{"pin env suppresses the pin file default", map[string]string{"ATR_PKCS11_PIN": "1234"}, nil, func(c Config) (string, string) { return c.PKCS11PINFile, "" }},
+		{"root pin follows issuing pin", map[string]string{"ATR_PKCS11_PIN_FILE": "/p"}, nil, func(c Config) (string, string) { return c.RootPINFile, "/p" }},
+		{"derived log key", map[string]string{"ATR_PKCS11_TOKEN": "tok"}, nil, func(c Config) (string, string) { return c.LogKey, "pkcs11:token=tok;object=atr-log" }},
+		{"derived public URL", map[string]string{"ATR_LISTEN": "example.org:443"}, nil, func(c Config) (string, string) { return c.PublicURL, "https://example.org:443" }},
+		{"derived public URL, insecure", map[string]string{"ATR_INSECURE_HTTP": "true"}, nil, func(c Config) (string, string) { return c.PublicURL, "http://127.0.0.1:8443" }},
+		{"env over default", map[string]string{"ATR_LISTEN": "0.0.0.0:9000"}, nil, func(c Config) (string, string) { return c.Listen, "0.0.0.0:9000" }},
+		{"flag over env", map[string]string{"ATR_LISTEN": "0.0.0.0:9000"}, []string{"--listen", "127.0.0.1:1"}, func(c Config) (string, string) { return c.Listen, "127.0.0.1:1" }},
+		{"flag over env, database", map[string]string{"ATR_DATABASE_URL": "sqlite:/a.db"}, []string{"--database-url=postgres://h/db"}, func(c Config) (string, string) { return c.DatabaseURL, "postgres://h/db" }},
+		{"tls names list", map[string]string{"ATR_TLS_NAMES": "a.example, 10.0.0.1 ,"}, nil, func(c Config) (string, string) { return strings.Join(c.TLSNames, "|"), "a.example|10.0.0.1" }},
+		{"tls names flag over env", map[string]string{"ATR_TLS_NAMES": "a.example"}, []string{"--tls-names", "b.example"}, func(c Config) (string, string) { return strings.Join(c.TLSNames, "|"), "b.example" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			c := DefaultConfig()
+			if err := c.bind(fs, optCommon|optToken|optRoot|optDatabase|optServe, envFrom(tt.env)); err != nil {
+				t.Fatalf("bind: %v", err)
+			}
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			c.Complete()
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if got, want := tt.want(c); got != want {
+				t.Errorf("got %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestConfigNoPINFlag(t *testing.T) {
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c := DefaultConfig()
+	if err := c.bind(fs, optCommon|optToken|optRoot|optDatabase|optServe, envFrom(nil)); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"pin", "pkcs11-pin", "root-pin", "pkcs11-root-pin"} {
+		if fs.Lookup(name) != nil {
+			t.Errorf("flag --%s exists: PINs must never come from the command line", name)
+		}
+	}
+	if err := fs.Parse([]string{"--pkcs11-pin", "1234"}); err == nil {
+		t.Error("--pkcs11-pin 1234 was accepted")
+	}
+}
+
+func TestConfigBadEnvBool(t *testing.T) {
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	c := DefaultConfig()
+	if err := c.bind(fs, optServe, envFrom(map[string]string{"ATR_INSECURE_HTTP": "maybe"})); err == nil {
+		t.Fatal("ATR_INSECURE_HTTP=maybe accepted")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(c *Config)
+		wantErr string // "" = valid
+	}{
+		{"defaults", func(c *Config) {}, ""},
+		{"postgres", func(c *Config) { c.DatabaseURL = "postgres://atr@127.0.0.1:5432/atr?sslmode=disable" }, ""},
+		{"bare sqlite path", func(c *Config) { c.DatabaseURL = "/var/lib/atr/atr.db" }, ""},
+		{"issuing key URI", func(c *Config) { c.IssuingKey = "pkcs11:token=atr-issuing;object=atr-issuing-1" }, ""},
+		{"empty data dir", func(c *Config) { c.DataDir = "" }, "data dir"},
+		{"listen without port", func(c *Config) { c.Listen = "127.0.0.1" }, "listen"},
+		{"listen bad port", func(c *Config) { c.Listen = "127.0.0.1:http" }, "listen"},
+		{"listen port out of range", func(c *Config) { c.Listen = "127.0.0.1:70000" }, "listen"},
+		{"in-memory sqlite", func(c *Config) { c.DatabaseURL = "sqlite::memory:" }, "in-memory"},
+		{"unknown database scheme", func(c *Config) { c.DatabaseURL = "mysql://h/db" }, "unsupported scheme"},
+		{"postgres without host", func(c *Config) { c.DatabaseURL = "postgres:///db" }, "no host"},
+		{"upper-case trust domain", func(c *Config) { c.TrustDomain = "Example.org" }, "trust domain"},
+		{"trust domain with path", func(c *Config) { c.TrustDomain = "example.org/x" }, "trust domain"},
+		{"trust domain empty label", func(c *Config) { c.TrustDomain = "example..org" }, "trust domain"},
+		{"empty module", func(c *Config) { c.PKCS11Module = "" }, "module"},
+		{"long token label", func(c *Config) { c.PKCS11Token = strings.Repeat("x", 33) }, "issuing token"},
+		{"same root and issuing token", func(c *Config) { c.RootToken = c.PKCS11Token }, "different tokens"},
+		{"issuing key not a URI", func(c *Config) { c.IssuingKey = "atr-issuing-1" }, "issuing key"},
+		{"issuing key with pin-value", func(c *Config) { c.IssuingKey = "pkcs11:object=k?pin-value=1234" }, "issuing key"},
+		{"issuing key on another token", func(c *Config) { c.IssuingKey = "pkcs11:token=other;object=k" }, "other"},
+		{"log key slot-id", func(c *Config) { c.LogKey = "pkcs11:slot-id=0;object=atr-log" }, "log key"},
+		{"public URL http without insecure", func(c *Config) { c.PublicURL = "http://atr.example" }, "scheme"},
+		{"public URL with query", func(c *Config) { c.PublicURL = "https://atr.example/?x=1" }, "query"},
+		{"tls cert without key", func(c *Config) { c.TLSCert = "/c.pem" }, "together"},
+		{"insecure with tls cert", func(c *Config) { c.InsecureHTTP, c.TLSCert, c.TLSKey = true, "/c", "/k" }, "conflicts"},
+		{"bad tls name", func(c *Config) { c.TLSNames = []string{"bad name"} }, "TLS name"},
+		{"bad log level", func(c *Config) { c.LogLevel = "loud" }, "log level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.Complete()
+			tt.mutate(&c)
+			err := c.Validate()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Validate() = %v, want nil", err)
+			case tt.wantErr != "" && err == nil:
+				t.Fatalf("Validate() = nil, want an error containing %q", tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestRedactArgs(t *testing.T) {
+	got := redactArgs([]string{"atr", "--issuing-key", "pkcs11:object=k?pin-value=1234&module-path=/x", "PIN-VALUE=99"})
+	want := []string{"atr", "--issuing-key", "pkcs11:object=k?pin-value=REDACTED&module-path=/x", "PIN-VALUE=REDACTED"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("redactArgs = %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+
+	"github.com/agent-trust-registry/atr/api"
+	"github.com/agent-trust-registry/atr/api/ratelimit"
+	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/hsm"
+	"github.com/agent-trust-registry/atr/registry"
+	"github.com/agent-trust-registry/atr/registry/translog"
+)
+
+// newStdLogger adapts logrus for http.Server.ErrorLog.
+func newStdLogger(e *logrus.Entry) *log.Logger {
+	return log.New(e.WriterLevel(logrus.InfoLevel), "", 0)
+}
+
+// buildHandler wires the CA, the registry and the API over the open online
+// token. The returned func releases what it opened (database, Redis).
+func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial, now func() time.Time, log *logrus.Entry) (http.Handler, func(), error) {
+	// Step 1: the CA. NewIssuer self-tests one issuance through the lint path.
+	base := cfg.publicBase()
+	issuer, err := ca.NewIssuer(m.signer, m.issuing.Cert, m.chain, ca.Profile{
+		TrustDomain: cfg.TrustDomain,
+		CRLURL:      base + "/v1/crl",
+		OCSPURL:     base + "/v1/ocsp",
+		ServerAuth:  true,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("building the issuer: %w", err)
+	}
+	verifier, err := ca.NewVerifier(m.roots, m.intermediates, cfg.TrustDomain)
+	if err != nil {
+		return nil, nil, fmt.Errorf("building the verifier: %w", err)
+	}
+
+	// Step 2: the transparency-log key, which must exist at start-up.
+	logURI, err := hsm.ParseURI(cfg.LogKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log key: %w", err)
+	}
+	if logURI.Token == "" {
+		logURI.Token = cfg.PKCS11Token
+	}
+	logKey, err := tok.Signer(ctx, logURI)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log key %s: %w (run scripts/ceremony or 'atr ceremony log-key')", logURI, err)
+	}
+	origin := cfg.TrustDomain + "/log"
+	noteSigner, err := translog.NewNoteSigner(origin, logKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log key: %w", err)
+	}
+	noteVerifier, err := translog.NewNoteVerifier(origin, logKey.Public())
+	if err != nil {
+		return nil, nil, fmt.Errorf("log key: %w", err)
+	}
+
+	// Step 3: the database, migrated, and the registry; settle issuances a
+	// crash left pending before taking requests.
+	store, err := registry.Open(ctx, cfg.DatabaseURL, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening the database: %w", err)
+	}
+	closers := []func(){func() { store.Close() }}
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	fail := func(err error) (http.Handler, func(), error) { closeAll(); return nil, nil, err }
+	if n, err := store.Migrate(ctx); err != nil {
+		return fail(fmt.Errorf("migrating the database: %w", err))
+	} else if n > 0 {
+		log.WithField("applied", n).Info("database migrated")
+	}
+	reg, err := registry.New(registry.Config{
+		Store:        store,
+		Issuer:       issuer,
+		Verifier:     verifier,
+		TrustDomain:  cfg.TrustDomain,
+		LogSigner:    noteSigner,
+		LogVerifier:  noteVerifier,
+		LogOrigin:    origin,
+		LogPublicKey: logKey.Public(),
+		Token:        tok,
+		Now:          now,
+		Log:          log,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("building the registry: %w", err))
+	}
+	if n, err := reg.Reconcile(ctx); err != nil {
+		return fail(fmt.Errorf("reconciling pending issuances: %w", err))
+	} else if n > 0 {
+		log.WithField("reconciled", n).Warn("reconciled issuances left pending by a crash")
+	}
+
+	// Step 4: the API.
+	deps := api.Deps{Lifecycle: reg, Auth: reg, Admin: reg, Now: now}
+	if l, ok := any(reg).(api.TransparencyLog); ok {
+		deps.Log = l
+	}
+	if r, ok := any(reg).(api.Revocation); ok {
+		deps.Revocation = r
+	}
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return fail(fmt.Errorf("ATR_REDIS_URL: not a valid redis:// URL"))
+		}
+		client := redis.NewClient(opts)
+		closers = append(closers, func() { client.Close() })
+		deps.Limiter = ratelimit.NewRedis(client, "atr:ratelimit:")
+		log.WithField("redis", opts.Addr).Info("rate limits shared through Redis")
+	}
+	srv, err := api.New(api.Config{
+		TrustDomain:    cfg.TrustDomain,
+		TLS:            !cfg.InsecureHTTP || cfg.BehindTLSProxy(),
+		CORSOrigins:    cfg.CORSOrigins,
+		TrustedProxies: cfg.TrustedProxies,
+	}, deps, log)
+	if err != nil {
+		return fail(fmt.Errorf("building the API: %w", err))
+	}
+	return srv.Handler(), closeAll, nil
+}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agent-trust-registry/atr/hsm"
+	"github.com/agent-trust-registry/atr/hsm/hsmtest"
+)
+
+// ceremonies runs root, intermediate and log-key on fresh tokens.
+func ceremonies(t *testing.T) *devTokens {
+	t.Helper()
+	d := newDevTokens(t)
+	for _, c := range []string{"root", "intermediate", "log-key"} {
+		d.mustAtr(t, "ceremony", c, "--operator", "tester")
+	}
+	return d
+}
+
+// startServe runs `atr serve` in-process on a free port and returns its
+// address and a stop function that cancels it and returns its exit status.
+func startServe(t *testing.T, d *devTokens, extra ...string) (string, func() int) {
+	t.Helper()
+	a, _, errb := testApp(d.env)
+	ready := make(chan string, 1)
+	a.ready = ready
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- a.run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0"}, extra...)) }()
+	select {
+	case addr := <-ready:
+		var once sync.Once
+		code := 0
+		stop := func() int {
+			once.Do(func() { cancel(); code = <-done })
+			return code
+		}
+		t.Cleanup(func() { stop() })
+		return addr, stop
+	case code := <-done:
+		cancel()
+		t.Fatalf("serve exited with %d before listening: %s", code, errb)
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatalf("serve did not start: %s", errb)
+	}
+	return "", nil
+}
+
+func TestServe(t *testing.T) {
+	d := ceremonies(t)
+	addr, stop := startServe(t, d)
+	root, err := os.ReadFile(filepath.Join(d.dir, "ca", "root.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(root)
+
+	t.Run("healthcheck", func(t *testing.T) {
+		code, out, errb := d.atr(t, "healthcheck", "--listen", addr)
+		if code != 0 || !strings.Contains(out, "healthy") {
+			t.Fatalf("healthcheck: exit %d, stdout %q, stderr %q", code, out, errb)
+		}
+	})
+	t.Run("healthcheck fails against a dead port", func(t *testing.T) {
+		if code, _, _ := d.atr(t, "healthcheck", "--listen", "127.0.0.1:1", "--timeout", "2s"); code != 1 {
+			t.Errorf("healthcheck of a closed port: exit %d, want 1", code)
+		}
+	})
+	t.Run("served chain verifies against the root for localhost and 127.0.0.1", func(t *testing.T) {
+		for _, name := range []string{"localhost", "127.0.0.1"} {
+			conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: name})
+			if err != nil {
+				t.Fatalf("TLS to %s as %s: %v", addr, name, err)
+			}
+			st := conn.ConnectionState()
+			conn.Close()
+			if st.Version != tls.VersionTLS13 {
+				t.Errorf("negotiated %x, want TLS 1.3", st.Version)
+			}
+			leaf := st.PeerCertificates[0]
+			if leaf.NotAfter.Sub(leaf.NotBefore) > 25*time.Hour {
+				t.Errorf("server certificate lifetime %v, want about a day", leaf.NotAfter.Sub(leaf.NotBefore))
+			}
+		}
+	})
+	t.Run("TLS 1.2 accepted, TLS 1.1 refused", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost", MaxVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatalf("TLS 1.2: %v", err)
+		}
+		conn.Close()
+		if conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}); err == nil {
+			conn.Close()
+			t.Error("TLS 1.1 handshake succeeded")
+		}
+	})
+	t.Run("client certificate from another CA is refused", func(t *testing.T) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "forged"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			URIs: []*url.URL{{Scheme: "spiffe", Host: "atr.local", Path: "/agent/forged"}}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// GetClientCertificate sends it even though the server asks for other CAs.
+		forged := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost",
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return forged, nil }})
+		if err == nil {
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			_, err = conn.Write([]byte("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+			if err == nil {
+				_, err = conn.Read(make([]byte, 1))
+			}
+			conn.Close()
+		}
+		if err == nil {
+			t.Error("the server accepted a client certificate that does not chain to the token's roots")
+		}
+	})
+	t.Run("bundle", func(t *testing.T) {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+		resp, err := c.Get("https://" + addr + "/v1/ca/bundle")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("GET /v1/ca/bundle: %s", resp.Status)
+		}
+	})
+	if code := stop(); code != 0 {
+		t.Errorf("serve exited with %d after cancellation, want 0", code)
+	}
+}
+
+func TestServeRefusesWithoutLogKey(t *testing.T) {
+	d := newDevTokens(t)
+	d.mustAtr(t, "ceremony", "root", "--operator", "tester")
+	d.mustAtr(t, "ceremony", "intermediate", "--operator", "tester")
+	code, _, errb := d.atr(t, "serve", "--listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(errb, "log-key") {
+		t.Errorf("serve without a log key: exit %d, stderr %s; want 1 and a hint to run the log-key ceremony", code, errb)
+	}
+}
+
+func TestServeRefusesWithoutIntermediate(t *testing.T) {
+	d := newDevTokens(t)
+	d.mustAtr(t, "ceremony", "root", "--operator", "tester")
+	code, _, errb := d.atr(t, "serve", "--listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(errb, "root certificate") {
+		t.Errorf("serve on a token without CA certificates: exit %d, stderr %s", code, errb)
+	}
+}
+
+// TestServerCertRenewal replays the clock past two thirds of the server
+// certificate's life: the next handshake gets a fresh certificate, no restart.
+func TestServerCertRenewal(t *testing.T) {
+	d := ceremonies(t)
+	tok := hsmtest.Open(t, d.issuing)
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	m, err := loadCA(context.Background(), Config{PKCS11Token: d.issuing.TokenLabel}, tok, clock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newSelfIssued(m.signer, m.issuing.Cert, []string{"localhost"}, nil, clock, hsmtest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := s.GetCertificate(nil)
+	again, _ := s.GetCertificate(nil)
+	if first != again {
+		t.Error("a second handshake within the lifetime got a new certificate")
+	}
+	mu.Lock()
+	now = now.Add(serverCertLifetime*2/3 + time.Minute)
+	mu.Unlock()
+	renewed, err := s.GetCertificate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 {
+		t.Fatal("the certificate was not renewed after two thirds of its life")
+	}
+	if !renewed.Leaf.NotAfter.After(first.Leaf.NotAfter) {
+		t.Errorf("renewed NotAfter %v not after %v", renewed.Leaf.NotAfter, first.Leaf.NotAfter)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(m.roots[0])
+	inter := x509.NewCertPool()
+	inter.AddCert(m.issuing.Cert)
+	if _, err := renewed.Leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: "localhost", CurrentTime: clock()}); err != nil {
+		t.Errorf("renewed certificate does not verify: %v", err)
+	}
+}
+
+// TestIssuingKeyURI selects the issuing key by URI and refuses a URI that
+// names a key without an intermediate certificate (the log key).
+func TestIssuingKeyURI(t *testing.T) {
+	d := ceremonies(t)
+	tok := hsmtest.Open(t, d.issuing)
+	ctx := context.Background()
+	u := hsm.URI{Token: d.issuing.TokenLabel, Object: defaultIssuingLabel}
+	m, err := loadCA(ctx, Config{PKCS11Token: d.issuing.TokenLabel, IssuingKey: u.String()}, tok, time.Now())
+	if err != nil || m.issuing.Label != defaultIssuingLabel {
+		t.Fatalf("loadCA by URI: %v, label %q", err, m.issuing.Label)
+	}
+	u.Object = defaultLogKeyLabel
+	if _, err := loadCA(ctx, Config{PKCS11Token: d.issuing.TokenLabel, IssuingKey: u.String()}, tok, time.Now()); err == nil {
+		t.Error("loadCA accepted the log key as the issuing key")
+	}
+}
