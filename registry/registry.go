@@ -77,6 +77,9 @@ type Config struct {
 	Rand io.Reader
 	// Log receives operational logs (audit events go to the database).
 	Log *logrus.Entry
+	// Revocation tunes CRL/OCSP validity, the OCSP cache size and the
+	// signing rate for unknown serials. Zero values mean the defaults.
+	Revocation RevocationConfig
 }
 
 // Registry is the agent lifecycle over a Store and an Issuer. Its methods are
@@ -91,6 +94,8 @@ type Registry struct {
 	now    func() time.Time
 	rand   io.Reader
 	log    *logrus.Entry
+	// revocation serves CRL and OCSP; nil without an Issuer.
+	revocation *revocationService
 }
 
 // New checks cfg and returns a Registry.
@@ -138,6 +143,9 @@ func New(cfg Config) (*Registry, error) {
 		log:    log,
 	}
 	r.tlog = newTransparencyLog(cfg.Store.db, cfg.LogSigner, cfg.LogVerifier, cfg.LogOrigin, log.WithField("component", "translog"))
+	if cfg.Issuer != nil {
+		r.revocation = newRevocationService(cfg.Store, cfg.Issuer, cfg.Revocation, r.now, log.WithField("component", "revocation"))
+	}
 	return r, nil
 }
 

@@ -1,0 +1,774 @@
+package registry
+
+// Revocation channels: the full CRL (RFC 5280) and OCSP (RFC 6960), both
+// signed through the token by the issuing CA.
+//
+// # Freshness across replicas
+//
+// Every change to a certificate's status, revocation reason, revocation time
+// or grace period bumps revocation_state.seq in the same transaction (SQL
+// triggers of migration 002, so no code path can forget it). A CRL fetch
+// costs one read of that counter: the stored CRL is served while it was made
+// at the current seq, before 2/3 of its validity, and before the next end of
+// a rotation grace period (when a superseded certificate enters the list);
+// otherwise it is regenerated under the crl_state row lock (FOR UPDATE on
+// PostgreSQL, BEGIN IMMEDIATE on SQLite), which also serializes CRL numbers
+// across replicas. A revocation committed on any replica is therefore in the
+// very next CRL fetched from any replica.
+//
+// An OCSP query costs one primary-key read of the certificate's row. The
+// answer is a pre-signed response from a bounded in-process cache or from
+// the shared ocsp_responses table, served only while the status it states
+// still equals the row just read and it is younger than 2/3 of its
+// validity; otherwise it is signed again, at most once at a time per
+// (serial, hash algorithm, status) thanks to singleflight. So a flood of
+// queries is a flood of cheap reads, not of HSM signatures, and a revocation
+// made anywhere is answered at the next query.
+
+import (
+	"container/list"
+	"context"
+	"crypto"
+	"crypto/sha1" //nolint:gosec // OCSP CertID hashes: SHA-1 is what most clients send (RFC 6960 4.1.1)
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/subtle"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash"
+	"math/big"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/crypto/ocsp"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
+
+	"github.com/agent-trust-registry/atr/ca"
+)
+
+// Defaults for RevocationConfig fields left zero.
+const (
+	DefaultCRLValidity      = 24 * time.Hour
+	DefaultOCSPValidity     = time.Hour
+	DefaultOCSPCacheSize    = 10000
+	DefaultUnknownSignRate  = 10
+	MaxOCSPRequestSize      = 4 << 10 // bytes of DER; requests are ~100 bytes
+	maxOCSPGetPathSize      = (MaxOCSPRequestSize*4)/3 + 3*8
+	revocationFlightTimeout = 30 * time.Second
+)
+
+// RevocationConfig tunes the CRL and OCSP channels.
+type RevocationConfig struct {
+	// CRLValidity is nextUpdate − thisUpdate of every CRL. A CRL is
+	// regenerated when 2/3 of it has passed (or at once after a revocation).
+	// Zero means DefaultCRLValidity (24 h).
+	CRLValidity time.Duration
+	// OCSPValidity is nextUpdate − thisUpdate of every OCSP response (RFC
+	// 6960 4.2.2.1): how long a relying party may keep using a response it
+	// fetched. A response is re-signed once 2/3 of it has passed, or at once
+	// when the status changes. A "good" response of a superseded certificate
+	// never outlives its grace period. Zero means DefaultOCSPValidity (1 h).
+	OCSPValidity time.Duration
+	// OCSPCacheSize bounds the in-process cache of signed responses
+	// (entries, least recently used evicted; ~0.5 KiB each). Zero means
+	// DefaultOCSPCacheSize.
+	OCSPCacheSize int
+	// UnknownSignRate bounds the "unknown" responses signed per second (for
+	// serials the registry never issued, which clients choose freely, so
+	// they cannot be pre-signed); beyond it the answer is the unsigned
+	// "unauthorized" (RFC 5019 2.2.3). Zero means DefaultUnknownSignRate;
+	// negative means never sign them (always "unauthorized").
+	UnknownSignRate int
+}
+
+func (c RevocationConfig) withDefaults() RevocationConfig {
+	if c.CRLValidity <= 0 {
+		c.CRLValidity = DefaultCRLValidity
+	}
+	if c.OCSPValidity <= 0 {
+		c.OCSPValidity = DefaultOCSPValidity
+	}
+	if c.OCSPCacheSize <= 0 {
+		c.OCSPCacheSize = DefaultOCSPCacheSize
+	}
+	if c.UnknownSignRate == 0 {
+		c.UnknownSignRate = DefaultUnknownSignRate
+	}
+	return c
+}
+
+// refreshPoint is 2/3 of the way from this to next.
+func refreshPoint(this, next time.Time) time.Time {
+	return this.Add(next.Sub(this) * 2 / 3)
+}
+
+// revocationService produces CRLs and OCSP responses. Safe for concurrent
+// use; every replica has its own and they share state through the database.
+type revocationService struct {
+	store   *Store
+	db      *sqlx.DB
+	dialect Dialect
+	issuer  *ca.Issuer
+	cfg     RevocationConfig
+	now     func() time.Time
+	log     *logrus.Entry
+
+	hashes  map[crypto.Hash]issuerHashes // the issuing CA's CertID hashes
+	flight  singleflight.Group
+	unknown *rate.Limiter // nil: never sign "unknown"
+	cache   *ocspCache
+
+	mu      sync.Mutex // guards lastCRL
+	lastCRL *storedCRL
+}
+
+// newRevocationService returns the revocation channels of the issuing CA of
+// issuer over store. now is the clock (UTC).
+func newRevocationService(store *Store, issuer *ca.Issuer, cfg RevocationConfig, now func() time.Time, log *logrus.Entry) *revocationService {
+	cfg = cfg.withDefaults()
+	s := &revocationService{
+		store:   store,
+		db:      store.db,
+		dialect: store.dialect,
+		issuer:  issuer,
+		cfg:     cfg,
+		now:     func() time.Time { return now().UTC() },
+		log:     log,
+		cache:   newOCSPCache(cfg.OCSPCacheSize),
+	}
+	if cfg.UnknownSignRate > 0 {
+		s.unknown = rate.NewLimiter(rate.Limit(cfg.UnknownSignRate), cfg.UnknownSignRate)
+	}
+	hashes, err := certIDHashes(issuer.Certificate())
+	if err != nil {
+		// Cannot happen for a parsed certificate; every request is then
+		// answered "unauthorized", which is safe.
+		log.WithError(err).Error("computing OCSP issuer hashes")
+	}
+	s.hashes = hashes
+	return s
+}
+
+// ---------------------------------------------------------------------------
+// CRL
+
+// storedCRL is the crl_state row.
+type storedCRL struct {
+	Number     int64      `db:"number"`
+	Seq        int64      `db:"seq"`
+	DER        []byte     `db:"der"`
+	ThisUpdate *time.Time `db:"this_update"`
+	NextUpdate *time.Time `db:"next_update"`
+	StaleAt    *time.Time `db:"stale_at"`
+}
+
+// fresh reports whether c may be served at revision seq and time now.
+func (c *storedCRL) fresh(seq int64, now time.Time) bool {
+	if c == nil || len(c.DER) == 0 || c.ThisUpdate == nil || c.NextUpdate == nil || c.Seq != seq {
+		return false
+	}
+	if c.StaleAt != nil && !now.Before(*c.StaleAt) {
+		return false
+	}
+	return now.Before(refreshPoint(*c.ThisUpdate, *c.NextUpdate))
+}
+
+// crl returns the current full CRL (DER) and its nextUpdate, regenerating it
+// when it is stale (see the comment at the top of this file).
+func (s *revocationService) crl(ctx context.Context) ([]byte, time.Time, error) {
+	seq, err := s.revocationSeq(ctx, s.db)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	s.mu.Lock()
+	cur := s.lastCRL
+	s.mu.Unlock()
+	if cur.fresh(seq, s.now()) {
+		return cur.DER, cur.NextUpdate.UTC(), nil
+	}
+	// The revision is part of the key: a fetch that saw a newer revision
+	// never joins a regeneration that started before it.
+	v, err, _ := s.flight.Do(fmt.Sprintf("crl|%d", seq), func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revocationFlightTimeout)
+		defer cancel()
+		return s.loadOrMakeCRL(fctx)
+	})
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	c := v.(*storedCRL)
+	return c.DER, c.NextUpdate.UTC(), nil
+}
+
+// refresh is for a background ticker (every few seconds to a minute): it
+// regenerates the CRL when a revocation happened or 2/3 of its validity has
+// passed, so that the CRL is renewed even when nobody fetches it, and prunes
+// stored OCSP responses of expired certificates.
+func (s *revocationService) refresh(ctx context.Context) error {
+	_, _, crlErr := s.crl(ctx)
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM ocsp_responses WHERE not_after < ?`), dbTime(s.now()))
+	return errors.Join(crlErr, dbErr("revocation: pruning OCSP responses", err))
+}
+
+func (s *revocationService) revocationSeq(ctx context.Context, q sqlx.QueryerContext) (int64, error) {
+	var seq int64
+	if err := sqlx.GetContext(ctx, q, &seq, `SELECT seq FROM revocation_state WHERE id = 1`); err != nil {
+		return 0, dbErr("revocation: reading revision", err)
+	}
+	return seq, nil
+}
+
+// loadOrMakeCRL adopts the stored CRL if another replica made a fresh one,
+// else regenerates it under the crl_state row lock.
+func (s *revocationService) loadOrMakeCRL(ctx context.Context) (*storedCRL, error) {
+	const sel = `SELECT number, seq, der, this_update, next_update, stale_at FROM crl_state WHERE id = 1`
+	var row storedCRL
+	if err := s.db.GetContext(ctx, &row, sel); err != nil {
+		return nil, dbErr("crl: reading state", err)
+	}
+	seq, err := s.revocationSeq(ctx, s.db)
+	if err != nil {
+		return nil, err
+	}
+	if row.fresh(seq, s.now()) && s.signedByIssuer(row.DER) {
+		s.setCRL(&row)
+		return &row, nil
+	}
+	var out *storedCRL
+	err = s.store.inTx(ctx, "crl: regenerating", func(tx *sqlx.Tx) error {
+		var locked storedCRL
+		if err := tx.GetContext(ctx, &locked, sel+forUpdate(s.dialect)); err != nil {
+			return dbErr("crl: locking state", err)
+		}
+		// The revision is read before the entries, so the CRL reflects at
+		// least every change up to seq (a later one only makes it stale
+		// early).
+		seq, err := s.revocationSeq(ctx, tx)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		if locked.fresh(seq, now) && s.signedByIssuer(locked.DER) {
+			out = &locked // another replica won the lock and made it
+			return nil
+		}
+		made, n, err := s.makeCRL(ctx, tx, locked.Number+1, seq, now)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE crl_state SET number = ?, seq = ?, der = ?, this_update = ?, next_update = ?, stale_at = ? WHERE id = 1`),
+			made.Number, made.Seq, made.DER, made.ThisUpdate, made.NextUpdate, made.StaleAt); err != nil {
+			return dbErr("crl: storing", err)
+		}
+		s.log.WithFields(logrus.Fields{"crl_number": made.Number, "entries": n, "revision": seq}).Info("CRL regenerated")
+		out = made
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.setCRL(out)
+	return out, nil
+}
+
+func (s *revocationService) setCRL(c *storedCRL) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastCRL == nil || c.Number >= s.lastCRL.Number {
+		s.lastCRL = c
+	}
+}
+
+// signedByIssuer reports whether der is a CRL of the current issuing CA
+// (after an intermediate rotation the stored one is not).
+func (s *revocationService) signedByIssuer(der []byte) bool {
+	crl, err := x509.ParseRevocationList(der)
+	return err == nil && crl.CheckSignatureFrom(s.issuer.Certificate()) == nil
+}
+
+// crlRow is a certificate that belongs on the CRL.
+type crlRow struct {
+	Serial     string     `db:"serial"`
+	Status     string     `db:"status"`
+	Reason     *string    `db:"revocation_reason"`
+	RevokedAt  *time.Time `db:"revoked_at"`
+	GraceUntil *time.Time `db:"grace_until"`
+	NotBefore  time.Time  `db:"not_before"`
+}
+
+// makeCRL signs CRL number number: every unexpired revoked certificate with
+// its reason and time, and every unexpired superseded one whose grace period
+// ended, as superseded at the end of its grace period.
+func (s *revocationService) makeCRL(ctx context.Context, tx *sqlx.Tx, number, seq int64, now time.Time) (*storedCRL, int, error) {
+	var rows []crlRow
+	if err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT serial, status, revocation_reason, revoked_at, grace_until, not_before
+		FROM certificates
+		WHERE not_after > ? AND (status = ? OR (status = ? AND (grace_until IS NULL OR grace_until <= ?)))
+		ORDER BY serial`), dbTime(now), CertRevoked, CertSuperseded, dbTime(now)); err != nil {
+		return nil, 0, dbErr("crl: reading revoked certificates", err)
+	}
+	var staleAt []time.Time
+	if err := tx.SelectContext(ctx, &staleAt, tx.Rebind(`SELECT grace_until FROM certificates
+		WHERE status = ? AND grace_until > ? ORDER BY grace_until LIMIT 1`), CertSuperseded, dbTime(now)); err != nil {
+		return nil, 0, dbErr("crl: reading next grace end", err)
+	}
+	entries := make([]x509.RevocationListEntry, 0, len(rows))
+	for _, r := range rows {
+		serial, ok := new(big.Int).SetString(r.Serial, 16)
+		if !ok {
+			s.log.WithField("serial", r.Serial).Error("crl: unparsable serial in certificates; skipped")
+			continue
+		}
+		st := effectiveStatus(r.Status, r.Reason, r.RevokedAt, r.GraceUntil, r.NotBefore, now, s.log)
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: st.revokedAt, ReasonCode: st.reason})
+	}
+	this := now.Truncate(time.Second)
+	next := this.Add(s.cfg.CRLValidity)
+	der, err := s.issuer.SignCRL(big.NewInt(number), this, next, entries)
+	if err != nil {
+		return nil, 0, fmt.Errorf("registry: crl: signing: %w: %v", ErrUnavailable, err)
+	}
+	c := &storedCRL{Number: number, Seq: seq, DER: der, ThisUpdate: &this, NextUpdate: &next}
+	if len(staleAt) > 0 {
+		t := dbTime(staleAt[0])
+		c.StaleAt = &t
+	}
+	return c, len(entries), nil
+}
+
+// ---------------------------------------------------------------------------
+// Certificate status
+
+// certState is what an OCSP response states about a certificate, computed
+// from its row at a given time.
+type certState struct {
+	status    int       // ocsp.Good, ocsp.Revoked or ocsp.Unknown
+	reason    int       // RFC 5280 reason code when revoked
+	revokedAt time.Time // when revoked
+	goodUntil time.Time // superseded inside its grace period: the grace end; else zero
+	notAfter  time.Time // the certificate's
+}
+
+// same reports whether a response signed for a still states b.
+func (a certState) same(b certState) bool {
+	return a.status == b.status && a.reason == b.reason && a.revokedAt.Equal(b.revokedAt) && a.goodUntil.Equal(b.goodUntil)
+}
+
+func (a certState) flightKey() string {
+	return fmt.Sprintf("%d|%d|%d|%d", a.status, a.reason, a.revokedAt.UnixMicro(), a.goodUntil.UnixMicro())
+}
+
+// effectiveStatus maps a certificate row to what CRL and OCSP state at now:
+// issued → good; superseded → good until its grace period ends (the same
+// rule as Verify), then revoked with reason superseded at the grace end;
+// revoked → revoked with its reason and time.
+func effectiveStatus(status string, reason *string, revokedAt, graceUntil *time.Time, notBefore, now time.Time, log *logrus.Entry) certState {
+	switch status {
+	case CertIssued:
+		return certState{status: ocsp.Good}
+	case CertSuperseded:
+		if graceUntil != nil && now.Before(*graceUntil) {
+			return certState{status: ocsp.Good, goodUntil: graceUntil.UTC()}
+		}
+		at := notBefore // a superseded row without grace end: never verified after rotation
+		if graceUntil != nil {
+			at = *graceUntil
+		}
+		return certState{status: ocsp.Revoked, reason: ocsp.Superseded, revokedAt: at.UTC()}
+	}
+	st := certState{status: ocsp.Revoked, reason: ocsp.Unspecified, revokedAt: notBefore.UTC()}
+	if status != CertRevoked {
+		log.WithField("status", status).Error("unexpected certificate status; treated as revoked")
+	}
+	if revokedAt != nil {
+		st.revokedAt = revokedAt.UTC()
+	}
+	if reason != nil {
+		code, err := ca.ReasonCode(*reason)
+		if err != nil {
+			log.WithField("reason", *reason).Error("unexpected revocation reason; published as unspecified")
+		} else {
+			st.reason = code
+		}
+	}
+	return st
+}
+
+// certificateState reads one certificate's row by serial (primary key) and
+// returns its state at now; unknown serials have status ocsp.Unknown.
+func (s *revocationService) certificateState(ctx context.Context, serial string, now time.Time) (certState, error) {
+	var row struct {
+		Status     string     `db:"status"`
+		Reason     *string    `db:"revocation_reason"`
+		RevokedAt  *time.Time `db:"revoked_at"`
+		GraceUntil *time.Time `db:"grace_until"`
+		NotBefore  time.Time  `db:"not_before"`
+		NotAfter   time.Time  `db:"not_after"`
+	}
+	err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT status, revocation_reason, revoked_at, grace_until, not_before, not_after
+		FROM certificates WHERE serial = ?`), serial)
+	if err != nil {
+		if err = dbErr("ocsp: reading certificate status", err); errors.Is(err, ErrNotFound) {
+			return certState{status: ocsp.Unknown}, nil
+		}
+		return certState{}, err
+	}
+	st := effectiveStatus(row.Status, row.Reason, row.RevokedAt, row.GraceUntil, row.NotBefore, now, s.log)
+	st.notAfter = row.NotAfter.UTC()
+	return st, nil
+}
+
+// ---------------------------------------------------------------------------
+// OCSP
+
+// issuerHashes are the CertID hashes (RFC 6960 4.1.1) of the issuing CA.
+type issuerHashes struct{ name, key []byte }
+
+// certIDHashAlgs are the request hash algorithms golang.org/x/crypto/ocsp
+// parses.
+func certIDHashAlgs() []crypto.Hash {
+	return []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512}
+}
+
+// hashName is how ocsp_responses.hash_alg names h.
+func hashName(h crypto.Hash) string {
+	switch h {
+	case crypto.SHA1:
+		return "sha1"
+	case crypto.SHA256:
+		return "sha256"
+	case crypto.SHA384:
+		return "sha384"
+	case crypto.SHA512:
+		return "sha512"
+	}
+	return h.String()
+}
+
+func newHash(h crypto.Hash) hash.Hash {
+	switch h {
+	case crypto.SHA1:
+		return sha1.New() //nolint:gosec // CertID hash, see import
+	case crypto.SHA256:
+		return sha256.New()
+	case crypto.SHA384:
+		return sha512.New384()
+	case crypto.SHA512:
+		return sha512.New()
+	}
+	return nil
+}
+
+// certIDHashes computes issuerNameHash (over the DER subject) and
+// issuerKeyHash (over the subjectPublicKey BIT STRING value) of issuer.
+func certIDHashes(issuer *x509.Certificate) (map[crypto.Hash]issuerHashes, error) {
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(issuer.RawSubjectPublicKeyInfo, &spki); err != nil {
+		return nil, fmt.Errorf("registry: ocsp: parsing issuer public key: %w", err)
+	}
+	out := map[crypto.Hash]issuerHashes{}
+	for _, h := range certIDHashAlgs() {
+		n, k := newHash(h), newHash(h)
+		n.Write(issuer.RawSubject)
+		k.Write(spki.PublicKey.RightAlign())
+		out[h] = issuerHashes{name: n.Sum(nil), key: k.Sum(nil)}
+	}
+	return out, nil
+}
+
+// ocspVerdict is the outcome of checking a request before any lookup.
+type ocspVerdict int
+
+const (
+	ocspOK           ocspVerdict = iota
+	ocspMalformed                // unparsable, or a serial RFC 5280 forbids
+	ocspUnauthorized             // a CA other than ours
+)
+
+// parseOCSPRequest parses an untrusted DER request and checks that it asks
+// about a certificate of our issuing CA. It never fails otherwise.
+func parseOCSPRequest(raw []byte, hashes map[crypto.Hash]issuerHashes) (*ocsp.Request, ocspVerdict) {
+	if len(raw) == 0 || len(raw) > MaxOCSPRequestSize {
+		return nil, ocspMalformed
+	}
+	req, err := ocsp.ParseRequest(raw)
+	if err != nil || req == nil || req.SerialNumber == nil {
+		return nil, ocspMalformed
+	}
+	if req.SerialNumber.Sign() <= 0 || len(req.SerialNumber.Bytes()) > 20 {
+		return nil, ocspMalformed
+	}
+	want, ok := hashes[req.HashAlgorithm]
+	if !ok || subtle.ConstantTimeCompare(req.IssuerNameHash, want.name) != 1 || subtle.ConstantTimeCompare(req.IssuerKeyHash, want.key) != 1 {
+		return nil, ocspUnauthorized
+	}
+	return req, ocspOK
+}
+
+// ocsp answers a DER OCSP request with a DER OCSP response: good, revoked
+// (reason and time; superseded certificates after their grace period as
+// revoked/superseded) or, for serials never issued, unknown. A malformed
+// request gets malformedRequest and a request for another CA unauthorized
+// (both unsigned, RFC 6960 2.3); neither is an error. The error is only for
+// a database or token failure (ErrUnavailable and friends). The returned
+// slice may be shared with other callers: do not modify it.
+func (s *revocationService) ocsp(ctx context.Context, raw []byte) ([]byte, error) {
+	req, verdict := parseOCSPRequest(raw, s.hashes)
+	switch verdict {
+	case ocspMalformed:
+		return slices.Clone(ocsp.MalformedRequestErrorResponse), nil
+	case ocspUnauthorized:
+		return slices.Clone(ocsp.UnauthorizedErrorResponse), nil
+	}
+	serial := req.SerialNumber.Text(16)
+	now := s.now()
+	st, err := s.certificateState(ctx, serial, now)
+	if err != nil {
+		return nil, err
+	}
+	key := ocspKey{serial: serial, alg: req.HashAlgorithm}
+	if e := s.cache.get(key); e != nil && e.state.same(st) && now.Before(e.refreshAt) {
+		return e.der, nil
+	}
+	v, err, _ := s.flight.Do("ocsp|"+serial+"|"+hashName(req.HashAlgorithm)+"|"+st.flightKey(), func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revocationFlightTimeout)
+		defer cancel()
+		return s.ocspResponse(fctx, key, req.SerialNumber, st)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]byte), nil
+}
+
+// ocspResponse returns a response stating st for key: from the cache, from
+// ocsp_responses, or freshly signed (and then stored and cached).
+func (s *revocationService) ocspResponse(ctx context.Context, key ocspKey, serial *big.Int, st certState) ([]byte, error) {
+	now := s.now()
+	if e := s.cache.get(key); e != nil && e.state.same(st) && now.Before(e.refreshAt) {
+		return e.der, nil // a flight that ended just before ours cached it
+	}
+	algName := hashName(key.alg)
+	if st.status == ocsp.Unknown {
+		if s.unknown == nil || !s.unknown.Allow() {
+			return slices.Clone(ocsp.UnauthorizedErrorResponse), nil
+		}
+	} else {
+		var row struct {
+			Status     string     `db:"status"`
+			Reason     int        `db:"reason"`
+			RevokedAt  *time.Time `db:"revoked_at"`
+			GraceUntil *time.Time `db:"grace_until"`
+			DER        []byte     `db:"der"`
+			ThisUpdate time.Time  `db:"this_update"`
+			NextUpdate time.Time  `db:"next_update"`
+		}
+		err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT status, reason, revoked_at, grace_until, der, this_update, next_update
+			FROM ocsp_responses WHERE serial = ? AND hash_alg = ?`), key.serial, algName)
+		if err = dbErr("ocsp: reading stored response", err); err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		if err == nil {
+			stored := certState{status: ocsp.Good, reason: row.Reason, notAfter: st.notAfter}
+			if row.Status == "revoked" {
+				stored.status = ocsp.Revoked
+			}
+			if row.RevokedAt != nil {
+				stored.revokedAt = row.RevokedAt.UTC()
+			}
+			if row.GraceUntil != nil {
+				stored.goodUntil = row.GraceUntil.UTC()
+			}
+			e := &ocspEntry{key: key, state: stored, der: row.DER, refreshAt: refreshPoint(row.ThisUpdate, row.NextUpdate)}
+			if stored.same(st) && now.Before(e.refreshAt) {
+				s.cache.put(e)
+				return e.der, nil
+			}
+		}
+	}
+	// Sign a new response.
+	this := now.Truncate(time.Second)
+	next := this.Add(s.cfg.OCSPValidity)
+	if !st.goodUntil.IsZero() && next.After(st.goodUntil) {
+		// Never vouch for a superseded certificate past its grace end.
+		next = st.goodUntil.Truncate(time.Second)
+		if !next.After(this) {
+			next = this.Add(time.Second)
+		}
+	}
+	tmpl := ocsp.Response{Status: st.status, SerialNumber: serial, IssuerHash: key.alg, ThisUpdate: this, NextUpdate: next}
+	if st.status == ocsp.Revoked {
+		tmpl.RevokedAt, tmpl.RevocationReason = st.revokedAt, st.reason
+	}
+	der, err := s.issuer.SignOCSP(tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("registry: ocsp: signing: %w: %v", ErrUnavailable, err)
+	}
+	e := &ocspEntry{key: key, state: st, der: der, refreshAt: refreshPoint(this, next)}
+	if st.status != ocsp.Unknown {
+		status := "good"
+		if st.status == ocsp.Revoked {
+			status = "revoked"
+		}
+		var revokedAt, goodUntil *time.Time
+		if !st.revokedAt.IsZero() {
+			t := dbTime(st.revokedAt)
+			revokedAt = &t
+		}
+		if !st.goodUntil.IsZero() {
+			t := dbTime(st.goodUntil)
+			goodUntil = &t
+		}
+		if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO ocsp_responses
+			(serial, hash_alg, status, reason, revoked_at, grace_until, der, this_update, next_update, not_after)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (serial, hash_alg) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+				revoked_at = excluded.revoked_at, grace_until = excluded.grace_until, der = excluded.der,
+				this_update = excluded.this_update, next_update = excluded.next_update, not_after = excluded.not_after`),
+			key.serial, algName, status, st.reason, revokedAt, goodUntil, der, dbTime(this), dbTime(next), dbTime(st.notAfter)); err != nil {
+			// The response is valid; other replicas will sign their own.
+			s.log.WithError(dbErr("ocsp: storing response", err)).WithField("serial", key.serial).Warn("storing OCSP response")
+		}
+	}
+	s.cache.put(e)
+	return der, nil
+}
+
+// DecodeOCSPGet decodes the {req} path element of GET /v1/ocsp/{req} (RFC
+// 6960 appendix A.1: the URL-encoding of the base64 of the DER request) into
+// the DER request. It accepts the element still URL-encoded or already
+// decoded, standard base64 with or without padding, and '+' mangled into ' '
+// by form decoding. Errors wrap ErrInvalid; the api layer then answers what
+// OCSP(ctx, nil) returns (malformedRequest).
+func DecodeOCSPGet(path string) ([]byte, error) {
+	return decodeOCSPGet(path)
+}
+
+func decodeOCSPGet(path string) ([]byte, error) {
+	if path == "" || len(path) > maxOCSPGetPathSize {
+		return nil, invalid("ocsp request path empty or too long", nil)
+	}
+	p, err := url.PathUnescape(path)
+	if err != nil {
+		return nil, invalid("ocsp request path is not URL-encoded", nil)
+	}
+	p = strings.ReplaceAll(p, " ", "+")
+	der, err := base64.StdEncoding.DecodeString(p)
+	if err != nil {
+		der, err = base64.RawStdEncoding.DecodeString(p)
+	}
+	if err != nil || len(der) == 0 || len(der) > MaxOCSPRequestSize {
+		return nil, invalid("ocsp request path is not base64 of a request", nil)
+	}
+	return der, nil
+}
+
+// ---------------------------------------------------------------------------
+// The bounded in-process cache of signed OCSP responses.
+
+type ocspKey struct {
+	serial string
+	alg    crypto.Hash
+}
+
+type ocspEntry struct {
+	key       ocspKey
+	state     certState
+	der       []byte // shared, never modified
+	refreshAt time.Time
+}
+
+// ocspCache is an LRU map of at most max entries.
+type ocspCache struct {
+	mu  sync.Mutex
+	max int
+	ll  *list.List // of *ocspEntry, most recent first
+	m   map[ocspKey]*list.Element
+}
+
+func newOCSPCache(max int) *ocspCache {
+	return &ocspCache{max: max, ll: list.New(), m: make(map[ocspKey]*list.Element)}
+}
+
+func (c *ocspCache) get(k ocspKey) *ocspEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.m[k]
+	if !ok {
+		return nil
+	}
+	c.ll.MoveToFront(el)
+	return el.Value.(*ocspEntry)
+}
+
+func (c *ocspCache) put(e *ocspEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.m[e.key]; ok {
+		el.Value = e
+		c.ll.MoveToFront(el)
+		return
+	}
+	c.m[e.key] = c.ll.PushFront(e)
+	for c.ll.Len() > c.max {
+		last := c.ll.Back()
+		c.ll.Remove(last)
+		delete(c.m, last.Value.(*ocspEntry).key)
+	}
+}
+
+func (c *ocspCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ll.Len()
+}
+
+// CRL returns the current full CRL of the issuing CA (DER, for GET /v1/crl
+// as application/pkix-crl) and its nextUpdate. A revocation committed on any
+// replica is in the very next CRL returned by any replica, so HTTP caches
+// must not keep it long: serve it with a short max-age (≤ 1 s) or an ETag,
+// and nextUpdate as Expires. ErrUnavailable without an issuer or when the
+// database or token fails.
+func (r *Registry) CRL(ctx context.Context) ([]byte, time.Time, error) {
+	if r.revocation == nil {
+		return nil, time.Time{}, fmt.Errorf("registry: crl: no issuer configured: %w", ErrUnavailable)
+	}
+	return r.revocation.crl(ctx)
+}
+
+// OCSP answers a DER OCSP request (POST body, or DecodeOCSPGet of the GET
+// path; at most MaxOCSPRequestSize bytes) with a DER OCSP response
+// (application/ocsp-response, HTTP 200): good, revoked with reason and time,
+// or unknown, pre-signed and cached; malformedRequest and unauthorized are
+// responses too, not errors. The error is only for a database or token
+// failure (ErrUnavailable), never for client input.
+func (r *Registry) OCSP(ctx context.Context, req []byte) ([]byte, error) {
+	if r.revocation == nil {
+		return nil, fmt.Errorf("registry: ocsp: no issuer configured: %w", ErrUnavailable)
+	}
+	return r.revocation.ocsp(ctx, req)
+}
+
+// RefreshRevocation renews the CRL when a revocation happened or 2/3 of its
+// validity passed, and prunes stored OCSP responses of expired
+// certificates. Call it from a ticker (every 10–60 s) in `atr serve`; safe
+// on every replica at once.
+func (r *Registry) RefreshRevocation(ctx context.Context) error {
+	if r.revocation == nil {
+		return nil
+	}
+	return r.revocation.refresh(ctx)
+}
