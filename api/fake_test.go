@@ -266,6 +266,12 @@ func (fakeLog) InclusionProof(context.Context, int64, int64) ([]tlog.Hash, error
 func (fakeLog) ConsistencyProof(context.Context, int64, int64) ([]tlog.Hash, error) {
 	return []tlog.Hash{{2}}, nil
 }
+func (fakeLog) Tile(_ context.Context, path string) ([]byte, error) {
+	if path != "tile/0/000.p/1" {
+		return nil, registry.ErrNotFound
+	}
+	return make([]byte, 32), nil
+}
 func (fakeLog) CRL(context.Context) ([]byte, time.Time, error) {
 	return []byte{0x30, 0x00}, time.Now().Add(time.Hour), nil
 }

@@ -355,6 +355,22 @@ func (s *Server) handleLogKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// handleTile serves the log as C2SP tlog-tiles below /v1/log/ (hash tiles and
+// entry bundles), so standard tlog tooling can audit it. A tile's content never
+// changes once served, so it is cacheable; a partial tile is a different path.
+func (s *Server) handleTile(w http.ResponseWriter, r *http.Request) error {
+	if s.deps.Log == nil {
+		return errNotImplemented
+	}
+	b, err := s.deps.Log.Tile(r.Context(), "tile/"+mux.Vars(r)["tile"])
+	if err != nil {
+		return err
+	}
+	s.cacheable(w, s.cfg.BundleMaxAge)
+	writeBytes(w, "application/octet-stream", b)
+	return nil
+}
+
 func (s *Server) handleLogEntries(w http.ResponseWriter, r *http.Request) error {
 	if s.deps.Log == nil {
 		return errNotImplemented

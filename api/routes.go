@@ -72,6 +72,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/v1/log/checkpoint", public: true, h: s.handleCheckpoint},
 		{method: "GET", path: "/v1/log/key", public: true, h: s.handleLogKey},
 		{method: "GET", path: "/v1/log/entries", public: true, h: s.handleLogEntries},
+		{method: "GET", path: "/v1/log/tile/{tile:.+}", public: true, h: s.handleTile},
 		{method: "GET", path: "/v1/log/proof/inclusion", public: true, h: s.handleInclusionProof},
 		{method: "GET", path: "/v1/log/proof/consistency", public: true, h: s.handleConsistencyProof},
 		{method: "POST", path: "/v1/admin/apikeys", auth: authKey, scope: ScopeAdmin, h: s.handleCreateAPIKey},

@@ -52,6 +52,9 @@ type TransparencyLog interface {
 	LogEntries(ctx context.Context, start, end int64) ([][]byte, error)
 	InclusionProof(ctx context.Context, index, size int64) ([]tlog.Hash, error)
 	ConsistencyProof(ctx context.Context, oldSize, newSize int64) ([]tlog.Hash, error)
+	// Tile returns a C2SP tlog-tiles resource for a path such as
+	// "tile/0/000" or "tile/entries/000.p/5".
+	Tile(ctx context.Context, path string) ([]byte, error)
 }
 
 // Revocation serves /v1/crl and /v1/ocsp.

@@ -105,13 +105,8 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	}
 
 	// Step 4: the API.
-	deps := api.Deps{Lifecycle: reg, Auth: reg, Admin: reg, Now: now}
-	if l, ok := any(reg).(api.TransparencyLog); ok {
-		deps.Log = l
-	}
-	if r, ok := any(reg).(api.Revocation); ok {
-		deps.Revocation = r
-	}
+	go maintain(ctx, reg, log.WithField("component", "maintenance"))
+	deps := api.Deps{Lifecycle: reg, Auth: reg, Admin: reg, Log: reg, Revocation: reg, Now: now}
 	if cfg.RedisURL != "" {
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
@@ -132,4 +127,31 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		return fail(fmt.Errorf("building the API: %w", err))
 	}
 	return srv.Handler(), closeAll, nil
+}
+
+// maintenanceInterval is how often serve settles stale pending issuances and
+// renews the CRL and stored OCSP responses when nobody asked for them.
+const maintenanceInterval = 30 * time.Second
+
+// maintain runs the registry's periodic work until ctx ends: Reconcile (a
+// replica that crashed mid-issuance leaves pending rows other replicas
+// settle) and RefreshRevocation (CRL before 2/3 of its validity, OCSP clean-up).
+func maintain(ctx context.Context, reg *registry.Registry, log *logrus.Entry) {
+	t := time.NewTicker(maintenanceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := reg.Reconcile(ctx); err != nil {
+			log.WithError(err).Warn("reconciling pending issuances")
+		} else if n > 0 {
+			log.WithField("reconciled", n).Warn("reconciled stale pending issuances")
+		}
+		if err := reg.RefreshRevocation(ctx); err != nil {
+			log.WithError(err).Warn("refreshing CRL and OCSP responses")
+		}
+	}
 }
