@@ -98,6 +98,9 @@ grep -q "^HTTP/1.1 200" <<<"$resp" || fail "GET /v1/ca/bundle: $resp"
 grep -q "BEGIN CERTIFICATE" <<<"$resp" || fail "GET /v1/ca/bundle has no certificate"
 echo "smoke: TLS chain, TLS 1.1 refusal and /v1/ca/bundle ok" >&2
 
+# The agent lifecycle with openssl, curl and jq (issues 3 and 4).
+scripts/smoke-flow.sh "$data" "$ATR_LISTEN" || fail "agent lifecycle (scripts/smoke-flow.sh)"
+
 # The keys on both tokens.
 export SOFTHSM2_CONF="$data/softhsm2.conf"
 for token in atr-root atr-issuing; do
