@@ -60,6 +60,18 @@ for i in $(seq 1 30); do
 	sleep 1
 done
 
+step "repository hygiene"
+# No build output, database or large blob may be committed: the repository
+# holds source, docs and tiny fixtures only.
+if git rev-parse --git-dir >/dev/null 2>&1; then
+	big=$(git ls-files -z | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$1 > 1048576 {print}')
+	if [ -n "$big" ]; then
+		echo "tracked files over 1 MiB:" >&2
+		echo "$big" >&2
+		exit 1
+	fi
+fi
+
 step "gofmt"
 unformatted=$(find . -name '*.go' -not -path './var/*' -not -path './.git/*' -print0 | xargs -0 gofmt -l)
 if [ -n "$unformatted" ]; then
