@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/url"
@@ -151,6 +152,9 @@ func sqliteDSN(databaseURL string) (string, error) {
 
 // Dialect reports which database the Store talks to.
 func (s *Store) Dialect() Dialect { return s.dialect }
+
+// Stats reports the connection pool's statistics (for metrics).
+func (s *Store) Stats() sql.DBStats { return s.db.Stats() }
 
 // Close closes the connection pool.
 func (s *Store) Close() error {

@@ -88,6 +88,10 @@ grep -q "Verify return code: 0 (ok)" <<<"$out" || fail "served TLS chain does no
 awk '/-----BEGIN CERTIFICATE-----/{n++} n==1{print} /-----END CERTIFICATE-----/{if(n==1)n=99}' <<<"$out" >"$tmp/server.pem"
 openssl verify -CAfile "$data/ca/root.pem" -untrusted "$data/ca/intermediate.pem" "$tmp/server.pem" >/dev/null ||
 	fail "openssl verify of the server certificate"
+for v in tls1_2 tls1_3; do
+	openssl s_client -connect "$ATR_LISTEN" -servername localhost -CAfile "$data/ca/root.pem" -verify_return_error \
+		-"$v" </dev/null >/dev/null 2>&1 || fail "openssl s_client -$v was refused"
+done
 if openssl s_client -connect "$ATR_LISTEN" -tls1_1 </dev/null >/dev/null 2>&1; then
 	fail "TLS 1.1 was accepted"
 fi
@@ -96,7 +100,7 @@ resp=$(printf 'GET /v1/ca/bundle HTTP/1.1\r\nHost: localhost\r\nConnection: clos
 	fail "GET /v1/ca/bundle"
 grep -q "^HTTP/1.1 200" <<<"$resp" || fail "GET /v1/ca/bundle: $resp"
 grep -q "BEGIN CERTIFICATE" <<<"$resp" || fail "GET /v1/ca/bundle has no certificate"
-echo "smoke: TLS chain, TLS 1.1 refusal and /v1/ca/bundle ok" >&2
+echo "smoke: TLS chain, TLS 1.2 and 1.3, TLS 1.1 refusal and /v1/ca/bundle ok" >&2
 
 # The agent lifecycle with openssl, curl and jq (issues 3 and 4).
 scripts/smoke-flow.sh "$data" "$ATR_LISTEN" || fail "agent lifecycle (scripts/smoke-flow.sh)"

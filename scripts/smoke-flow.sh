@@ -9,7 +9,8 @@
 # `openssl verify` and POST /v1/verify, OCSP answers good (`openssl ocsp`),
 # it is rotated, revoked, then refused by verify; OCSP answers revoked; the
 # CRL passes `openssl crl -verify` and lists the serial with its reason; the
-# transparency log's checkpoint carries every event.
+# transparency log's checkpoint carries every event; /metrics has the
+# operator's families.
 set -euo pipefail
 
 data=${1:?usage: smoke-flow.sh DATA_DIR LISTEN}
@@ -105,4 +106,13 @@ size=$(sed -n 2p <<<"$cp")
 [ "$size" -ge 5 ] || fail "checkpoint size $size is too small: $cp"
 grep -q '^— ' <<<"$cp" || fail "checkpoint carries no signature line: $cp"
 say "log checkpoint at size $size"
+
+# 8. Metrics: the families an operator alerts on.
+metrics=$(curl -sS --cacert "$data/ca/bundle.pem" "$base/metrics") || fail "GET /metrics"
+for family in atr_http_requests_total atr_http_request_duration_seconds atr_issuance_total atr_revocations_total \
+	atr_verify_total atr_hsm_operation_duration_seconds atr_db_open_connections; do
+	grep -q "^$family" <<<"$metrics" || fail "/metrics lacks $family"
+done
+grep -q '^atr_token_healthy 1$' <<<"$metrics" || fail "/metrics does not report a healthy token"
+say "metrics ok"
 say "OK"

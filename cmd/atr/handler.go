@@ -28,7 +28,8 @@ func newStdLogger(e *logrus.Entry) *log.Logger {
 func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial, now func() time.Time, log *logrus.Entry) (http.Handler, func(), error) {
 	// Step 1: the CA. NewIssuer self-tests one issuance through the lint path.
 	base := cfg.publicBase()
-	issuer, err := ca.NewIssuer(m.signer, m.issuing.Cert, m.chain, ca.Profile{
+	hsmm := newHSMMetrics()
+	issuer, err := ca.NewIssuer(hsmm.signer("issuing", m.signer), m.issuing.Cert, m.chain, ca.Profile{
 		TrustDomain: cfg.TrustDomain,
 		CRLURL:      base + "/v1/crl",
 		OCSPURL:     base + "/v1/ocsp",
@@ -55,7 +56,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		return nil, nil, fmt.Errorf("log key %s: %w (run scripts/ceremony or 'atr ceremony log-key')", logURI, err)
 	}
 	origin := cfg.TrustDomain + "/log"
-	noteSigner, err := translog.NewNoteSigner(origin, logKey)
+	noteSigner, err := translog.NewNoteSigner(origin, hsmm.signer("log", logKey))
 	if err != nil {
 		return nil, nil, fmt.Errorf("log key: %w", err)
 	}
@@ -106,7 +107,8 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 
 	// Step 4: the API.
 	go maintain(ctx, reg, log.WithField("component", "maintenance"))
-	deps := api.Deps{Lifecycle: reg, Auth: reg, Admin: reg, Log: reg, Revocation: reg, Now: now}
+	deps := api.Deps{Lifecycle: reg, Auth: reg, Admin: reg, Log: reg, Revocation: reg, Now: now,
+		Collectors: append(hsmm.collectors(), tokenHealthGauge(tok.Healthy), newDBStatsCollector(store.Stats))}
 	if cfg.RedisURL != "" {
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
