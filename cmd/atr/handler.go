@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log"
 	"net/http"
@@ -106,6 +107,13 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	}
 
 	// Step 4: the API.
+	// Every CA certificate the server trusts or issues under is in the log
+	// once (the ceremonies, an intermediate rotation included).
+	if n, err := reg.RecordCACertificates(ctx, append(append([]*x509.Certificate{}, m.roots...), m.intermediates...)); err != nil {
+		return fail(fmt.Errorf("recording the CA certificates in the transparency log: %w", err))
+	} else if n > 0 {
+		log.WithField("recorded", n).Info("new CA certificates recorded in the transparency log")
+	}
 	go maintain(ctx, reg, log.WithField("component", "maintenance"))
 	deps := api.Deps{Lifecycle: reg, Auth: reg, Admin: reg, Log: reg, Revocation: reg, Now: now,
 		Collectors: append(hsmm.collectors(), tokenHealthGauge(tok.Healthy), newDBStatsCollector(store.Stats))}
