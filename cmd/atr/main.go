@@ -12,6 +12,9 @@
 //	atr apikey create              bootstrap an API key directly in the database
 //	atr migrate                    apply the database migrations
 //	atr healthcheck                GET /healthz of the local server (exit 0 or 1)
+//	atr agent keygen|register|renew|status|revoke   the agent client (key stays local)
+//	atr verify CERT.pem            relying party: is this agent certificate valid?
+//	atr log verify                 audit the transparency log against a pinned key
 //	atr version                    print the build version
 //
 // Every command has --help with an example. Configuration comes from flags
@@ -58,6 +61,8 @@ type app struct {
 	// ready, when set, receives the listening address once serve accepts
 	// connections (tests).
 	ready chan<- string
+	// readHeaderTimeout, when set, replaces serve's header timeout (tests).
+	readHeaderTimeout time.Duration
 }
 
 // command is one subcommand.
@@ -74,6 +79,9 @@ func commands() []command {
 		{"apikey", "API keys: create", runAPIKey},
 		{"migrate", "apply the database migrations", runMigrate},
 		{"healthcheck", "check the local server's /healthz (exit 0 when healthy)", runHealthcheck},
+		{"agent", "agent client: keygen, register, renew (--watch), status, revoke", runAgent},
+		{"verify", "verify an agent certificate (registry or offline with CRL); exit 0 only when valid", runVerify},
+		{"log", "transparency log: verify (checkpoint signature, consistency, inclusion)", runLog},
 		{"version", "print the version", runVersion},
 	}
 }

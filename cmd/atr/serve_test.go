@@ -36,7 +36,16 @@ func ceremonies(t *testing.T) *devTokens {
 // address and a stop function that cancels it and returns its exit status.
 func startServe(t *testing.T, d *devTokens, extra ...string) (string, func() int) {
 	t.Helper()
+	return startServeWith(t, d, nil, extra...)
+}
+
+// startServeWith is startServe with a hook that adjusts the app first.
+func startServeWith(t *testing.T, d *devTokens, adjust func(*app), extra ...string) (string, func() int) {
+	t.Helper()
 	a, _, errb := testApp(d.env)
+	if adjust != nil {
+		adjust(a)
+	}
 	ready := make(chan string, 1)
 	a.ready = ready
 	ctx, cancel := context.WithCancel(context.Background())
