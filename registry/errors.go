@@ -6,8 +6,10 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"syscall"
 
 	"github.com/lib/pq"
 	"github.com/mattn/go-sqlite3"
@@ -63,7 +65,10 @@ func dbErr(op string, err error) error {
 		return fmt.Errorf("registry: %s: %w", op, err)
 	case errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("registry: %s: %w", op, ErrNotFound)
-	case errors.Is(err, sql.ErrConnDone), errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrTxDone):
+	case errors.Is(err, sql.ErrConnDone), errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrTxDone),
+		// A connection cut under the driver: lib/pq returns the raw read error.
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
 		return fmt.Errorf("registry: %s: %w: %v", op, ErrUnavailable, err)
 	}
 	var se sqlite3.Error

@@ -2,13 +2,19 @@ package registry
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
 	"github.com/sirupsen/logrus"
 
 	"github.com/agent-trust-registry/atr/registry/internal/testdb"
@@ -197,5 +203,24 @@ func TestDriverErrorsMapped(t *testing.T) {
 				t.Errorf("closed store Ping → %v; want ErrUnavailable", err)
 			}
 		})
+	}
+}
+
+// TestDBErrConnectionLoss: a connection cut under the driver (lib/pq hands
+// back the raw read error) is "unavailable" (503), never an internal error.
+func TestDBErrConnectionLoss(t *testing.T) {
+	for _, err := range []error{
+		io.EOF, io.ErrUnexpectedEOF, syscall.ECONNRESET, syscall.ECONNREFUSED, syscall.EPIPE, net.ErrClosed,
+		fmt.Errorf("read tcp: %w", syscall.ECONNRESET),
+		&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED},
+		driver.ErrBadConn,
+		&pq.Error{Code: "57P01"}, // admin_shutdown
+	} {
+		if got := dbErr("op", err); !errors.Is(got, ErrUnavailable) {
+			t.Errorf("dbErr(%v) = %v; want ErrUnavailable", err, got)
+		}
+	}
+	if got := dbErr("op", errors.New("syntax error")); errors.Is(got, ErrUnavailable) {
+		t.Errorf("dbErr(syntax error) = %v; want an internal error", got)
 	}
 }

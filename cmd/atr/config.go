@@ -10,6 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/agent-trust-registry/atr/api"
+	"github.com/agent-trust-registry/atr/ca"
 )
 
 // Config is the configuration shared by every atr command that touches the
@@ -123,6 +127,27 @@ type Config struct {
 	// LogLevel is the logrus level (debug, info, warn, error). Flag
 	// --log-level, env ATR_LOG_LEVEL, default info.
 	LogLevel string
+
+	// LeafLifetime is the validity of agent certificates (Go duration, 1m to
+	// 720h). Flag --leaf-lifetime, env ATR_LEAF_LIFETIME, default 24h.
+	LeafLifetime string
+
+	// RotationGrace is how long a superseded certificate keeps verifying
+	// after a rotation. Flag --rotation-grace, env ATR_ROTATION_GRACE,
+	// default 5m.
+	RotationGrace string
+
+	// PendingTimeout is how old a pending issuance must be before a replica
+	// reconciles it (longer than any signature takes). Flag
+	// --pending-timeout, env ATR_PENDING_TIMEOUT, default 30s.
+	PendingTimeout string
+
+	// RateLimits raise or lower individual rate limits, as comma-separated
+	// CLASS=RATE/PERIOD[:BURST] items (classes per-ip, public, per-key, list,
+	// rotate, revoke, register, auth-failure), e.g. "register=600/h:100".
+	// Limits cannot be switched off and cannot exceed 100× their default.
+	// Flag --rate-limits, env ATR_RATE_LIMITS; default: the built-in limits.
+	RateLimits []string
 }
 
 // Defaults used by DefaultConfig; documented on the fields above.
@@ -199,6 +224,10 @@ func options() []option {
 		{group: optServe, env: "ATR_REDIS_URL", noFlag: true, str: func(c *Config) *string { return &c.RedisURL }},
 		{group: optServe, flag: "trusted-proxies", env: "ATR_TRUSTED_PROXIES", usage: "comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed", list: func(c *Config) *[]string { return &c.TrustedProxies }},
 		{group: optServe, flag: "cors-origins", env: "ATR_CORS_ORIGINS", usage: "comma-separated origins allowed for CORS (none by default; never *)", list: func(c *Config) *[]string { return &c.CORSOrigins }},
+		{group: optServe, flag: "leaf-lifetime", env: "ATR_LEAF_LIFETIME", usage: "validity of agent certificates, 1m to 720h (default 24h)", str: func(c *Config) *string { return &c.LeafLifetime }},
+		{group: optServe, flag: "rotation-grace", env: "ATR_ROTATION_GRACE", usage: "how long a superseded certificate keeps verifying (default 5m)", str: func(c *Config) *string { return &c.RotationGrace }},
+		{group: optServe, flag: "pending-timeout", env: "ATR_PENDING_TIMEOUT", usage: "age after which a pending issuance is reconciled (default 30s)", str: func(c *Config) *string { return &c.PendingTimeout }},
+		{group: optServe, flag: "rate-limits", env: "ATR_RATE_LIMITS", usage: "comma-separated CLASS=RATE/PERIOD[:BURST] overrides, e.g. register=600/h:100 (never off; at most 100x the default)", list: func(c *Config) *[]string { return &c.RateLimits }},
 		{group: optServe, flag: "tls-names", env: "ATR_TLS_NAMES", usage: "extra comma-separated DNS names/IPs for the self-issued server certificate", list: func(c *Config) *[]string { return &c.TLSNames }},
 	}
 }
@@ -356,6 +385,24 @@ func (c *Config) Validate() error {
 	}
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
 		bad("log level (ATR_LOG_LEVEL): %v", err)
+	}
+	if d, err := optionalDuration("leaf lifetime (ATR_LEAF_LIFETIME)", c.LeafLifetime); err != nil {
+		bad("%v", err)
+	} else if d != 0 && (d < time.Minute || d > ca.MaxLeafLifetime) {
+		bad("leaf lifetime (ATR_LEAF_LIFETIME) %v outside [1m, %v]", d, ca.MaxLeafLifetime)
+	}
+	for _, s := range []struct{ name, v string }{
+		{"rotation grace (ATR_ROTATION_GRACE)", c.RotationGrace},
+		{"pending timeout (ATR_PENDING_TIMEOUT)", c.PendingTimeout},
+	} {
+		if _, err := optionalDuration(s.name, s.v); err != nil {
+			bad("%v", err)
+		}
+	}
+	if rl, err := parseRateLimits(c.RateLimits); err != nil {
+		bad("ATR_RATE_LIMITS: %v", err)
+	} else if err := (api.Config{TrustDomain: "atr.local", RateLimits: rl}).Validate(); err != nil {
+		bad("ATR_RATE_LIMITS: %v", err)
 	}
 	return errors.Join(errs...)
 }

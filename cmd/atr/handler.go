@@ -30,8 +30,17 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	// Step 1: the CA. NewIssuer self-tests one issuance through the lint path.
 	base := cfg.publicBase()
 	hsmm := newHSMMetrics()
+	// Durations and limits were checked by Config.Validate.
+	leafLifetime, _ := optionalDuration("leaf lifetime", cfg.LeafLifetime)
+	rotationGrace, _ := optionalDuration("rotation grace", cfg.RotationGrace)
+	pendingTimeout, _ := optionalDuration("pending timeout", cfg.PendingTimeout)
+	rateLimits, err := parseRateLimits(cfg.RateLimits)
+	if err != nil {
+		return nil, nil, err
+	}
 	issuer, err := ca.NewIssuer(hsmm.signer("issuing", m.signer), m.issuing.Cert, m.chain, ca.Profile{
 		TrustDomain: cfg.TrustDomain,
+		Lifetime:    leafLifetime,
 		CRLURL:      base + "/v1/crl",
 		OCSPURL:     base + "/v1/ocsp",
 		ServerAuth:  true,
@@ -85,17 +94,19 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		log.WithField("applied", n).Info("database migrated")
 	}
 	reg, err := registry.New(registry.Config{
-		Store:        store,
-		Issuer:       issuer,
-		Verifier:     verifier,
-		TrustDomain:  cfg.TrustDomain,
-		LogSigner:    noteSigner,
-		LogVerifier:  noteVerifier,
-		LogOrigin:    origin,
-		LogPublicKey: logKey.Public(),
-		Token:        tok,
-		Now:          now,
-		Log:          log,
+		Store:          store,
+		Issuer:         issuer,
+		Verifier:       verifier,
+		TrustDomain:    cfg.TrustDomain,
+		RotationGrace:  rotationGrace,
+		PendingTimeout: pendingTimeout,
+		LogSigner:      noteSigner,
+		LogVerifier:    noteVerifier,
+		LogOrigin:      origin,
+		LogPublicKey:   logKey.Public(),
+		Token:          tok,
+		Now:            now,
+		Log:            log,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("building the registry: %w", err))
@@ -132,6 +143,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		TLS:            !cfg.InsecureHTTP || cfg.BehindTLSProxy(),
 		CORSOrigins:    cfg.CORSOrigins,
 		TrustedProxies: cfg.TrustedProxies,
+		RateLimits:     rateLimits,
 	}, deps, log)
 	if err != nil {
 		return fail(fmt.Errorf("building the API: %w", err))

@@ -1,0 +1,217 @@
+package faults
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agent-trust-registry/atr/api/client"
+	"github.com/agent-trust-registry/atr/registry"
+)
+
+// pendingTimeout is registry.DefaultPendingTimeout: serve has no flag to
+// change it, and reconciles only at start-up.
+const pendingTimeout = registry.DefaultPendingTimeout
+
+// TestCrashConsistency kills `atr serve` with SIGKILL under concurrent
+// registrations, rotations and revocations and checks, after every restart,
+// that nothing acknowledged was lost, duplicated or left unreconciled, and
+// that the transparency log never forked or shrank.
+func TestCrashConsistency(t *testing.T) {
+	kills := 12 // per database: 24 per CI run
+	if Soak() {
+		kills = 100
+	}
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) { crashRun(t, db == "postgres", kills) })
+	}
+}
+
+// crashSite is a server under test with its checkers.
+type crashSite struct {
+	env     *Env
+	srv     *Server
+	ledger  *Ledger
+	watcher *LogWatcher
+	checker []*client.Client // public clients, each from its own address
+	poller  *client.Client
+	checked int // agents already verified through the API
+}
+
+func newCrashSite(t *testing.T, e *Env, srv *Server, ips []net.IP) *crashSite {
+	t.Helper()
+	key, err := e.Get(t.Context(), srv.URL()+"/v1/log/key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewLogWatcher(key, e.TrustDomain+"/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &crashSite{env: e, srv: srv, ledger: NewLedger(), watcher: w, poller: e.Client(t, srv.URL(), "", ips[0])}
+	for _, ip := range ips[1:] {
+		s.checker = append(s.checker, e.Client(t, srv.URL(), "", ip))
+	}
+	return s
+}
+
+// check runs every invariant against the running server. full verifies
+// every acknowledged certificate through the API (else only the new ones
+// and a sample).
+func (s *crashSite) check(t *testing.T, full bool) {
+	t.Helper()
+	ctx := t.Context()
+	db := s.env.OpenDB(t)
+	defer db.Close()
+	agents := s.ledger.Agents()
+	st, err := ReadDB(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := CheckLedgerDB(st, agents)
+	errs = append(errs, CheckPendingSettled(st, s.srv.Started.Add(-pendingTimeout-2*time.Second))...)
+	if _, err := s.watcher.Check(ctx, s.checker[0]); err != nil {
+		t.Fatalf("transparency log: %v", err)
+	}
+	entries, err := s.watcher.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs = append(errs, CheckLogEvents(entries, st, agents, s.ledger.APIKeys())...)
+	sample := Sample(agents, s.checked, 10)
+	if full {
+		sample = agents
+	}
+	// Spread verify calls over the checker addresses (public per-IP limit).
+	const perClient = 40
+	for i := 0; i < len(sample); i += perClient {
+		c := s.checker[(i/perClient)%len(s.checker)]
+		errs = append(errs, CheckVerify(ctx, c, sample[i:min(i+perClient, len(sample))])...)
+	}
+	s.checked = len(agents)
+	for _, err := range errs[:min(len(errs), 20)] {
+		t.Error(err)
+	}
+	if len(errs) > 0 {
+		t.Fatalf("%d invariant violations after restart", len(errs))
+	}
+}
+
+// load runs the workers and the checkpoint poller until the returned stop
+// is called; stop waits for them and returns the poller's error.
+func (s *crashSite) load(workers []*Worker) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Go(func() { w.Run(ctx) })
+	}
+	perr := make(chan error, 1)
+	go func() { perr <- s.watcher.Poll(ctx, s.poller, 30*time.Millisecond) }()
+	return func() error {
+		cancel()
+		wg.Wait()
+		return <-perr
+	}
+}
+
+func crashRun(t *testing.T, pg bool, kills int) {
+	e := NewEnv(t, EnvOptions{Postgres: pg})
+	srv := e.NewServer(t, FreeAddr(t))
+	srv.Start(t)
+	const nWorkers = 5
+	ips := SourceIPs(nWorkers + 6)
+	site := newCrashSite(t, e, srv, ips[nWorkers+1:])
+	admin := e.Client(t, srv.URL(), e.AdminKey, ips[nWorkers])
+	workers, err := NewWorkers(t.Context(), nWorkers, admin, site.ledger, func(i int, key string) []*client.Client {
+		return []*client.Client{e.Client(t, srv.URL(), key, ips[i])}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	site.check(t, false)
+
+	for k := range kills {
+		stop := site.load(workers)
+		time.Sleep(randDuration(200*time.Millisecond, 1500*time.Millisecond))
+		srv.Kill(t)
+		if err := stop(); err != nil {
+			t.Fatalf("kill %d: checkpoint poller: %v", k+1, err)
+		}
+		srv.Start(t)
+		site.check(t, false)
+	}
+
+	site.finish(t, workers, fmt.Sprintf("%s: kills survived %d", e.Dialect, kills))
+}
+
+// finish stops the server, settles every pending issuance with the
+// registry's own Reconcile (start-up reconciliation leaves rows younger than
+// the 30 s pending timeout), restarts, checks everything once more with
+// every acknowledged certificate verified through the API, and logs the
+// figures.
+func (s *crashSite) finish(t *testing.T, workers []*Worker, label string) {
+	t.Helper()
+	s.srv.Kill(t)
+	reconcileAll(t, s.env)
+	s.srv.Start(t)
+	s.check(t, true)
+	db := s.env.OpenDB(t)
+	defer db.Close()
+	st, err := ReadDB(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	abandoned := 0
+	for _, p := range st.Pending {
+		if p.State == "pending" {
+			t.Errorf("pending issuance %s still pending after a full reconcile", p.Serial)
+		}
+		if p.State == "abandoned" {
+			abandoned++
+		}
+	}
+	certs, revokes, doubts := s.ledger.Stats()
+	var served int
+	errs := map[int]int{}
+	var maxLat time.Duration
+	for _, w := range workers {
+		ok, es, lat := w.Snapshot()
+		served += ok
+		maxLat = max(maxLat, lat)
+		for k, v := range es {
+			errs[k] += v
+		}
+	}
+	t.Logf("FIGURES %s; acknowledged certificates %d, revocations %d; answers lost %d; "+
+		"abandoned pending issuances %d; certificates stored %d; log size %d; checkpoints proved consistent %d; "+
+		"ok requests %d, errors by status %v (0: transport); slowest request %s",
+		label, certs, revokes, doubts, abandoned, len(st.Certs), len(s.watcher.leaves), s.watcher.Checked(), served, errs, maxLat.Round(time.Millisecond))
+	if certs == 0 {
+		t.Fatal("no certificate was acknowledged: the load did not run")
+	}
+}
+
+// reconcileAll runs the registry's Reconcile over the database with a tiny
+// pending timeout (the server must be stopped).
+func reconcileAll(t *testing.T, e *Env) {
+	t.Helper()
+	log := quietLogger()
+	store, err := registry.Open(t.Context(), e.DirectURL, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	reg, err := registry.New(registry.Config{Store: store, TrustDomain: e.TrustDomain, Log: log, PendingTimeout: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := reg.Reconcile(t.Context())
+	if err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("reconcile: %v", err)
+	}
+	t.Logf("final reconcile settled %d pending issuances", n)
+}
