@@ -1,0 +1,368 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/agent-trust-registry/atr/api/client"
+	"github.com/agent-trust-registry/atr/registry/translog"
+)
+
+// memHashes is an in-memory translog.HashStore.
+type memHashes struct{ h []tlog.Hash }
+
+func (m *memHashes) ReadHashes(_ context.Context, idx []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(idx))
+	for i, x := range idx {
+		if x >= int64(len(m.h)) {
+			return nil, fmt.Errorf("missing hash %d", x)
+		}
+		out[i] = m.h[x]
+	}
+	return out, nil
+}
+
+func (m *memHashes) WriteHashes(_ context.Context, start int64, hs []tlog.Hash) error {
+	if start != int64(len(m.h)) {
+		return fmt.Errorf("write at %d, have %d", start, len(m.h))
+	}
+	m.h = append(m.h, hs...)
+	return nil
+}
+
+// fakeLog is a transparency log built with translog, signed with a software
+// P-256 key, served like the registry serves it.
+type fakeLog struct {
+	t       *testing.T
+	origin  string
+	signer  note.Signer
+	entries [][]byte
+	hashes  *memHashes
+
+	mu sync.Mutex
+	// served is the tree size the checkpoint advertises (default: all).
+	served int64
+	// checkpoint, when set, is served instead of a freshly signed one.
+	checkpoint []byte
+	// tamper maps entry indexes to the bytes served instead.
+	tamper map[int64][]byte
+}
+
+func newFakeLog(t *testing.T, origin string, key *ecdsa.PrivateKey) *fakeLog {
+	t.Helper()
+	s, err := translog.NewNoteSigner(origin, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fakeLog{t: t, origin: origin, signer: s, hashes: &memHashes{}, served: -1, tamper: map[int64][]byte{}}
+}
+
+// entry makes a canonical register entry; cert may be nil.
+func testEntry(t *testing.T, i int, cert *x509.Certificate) []byte {
+	t.Helper()
+	e := translog.Entry{Type: translog.EventRegister, Time: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC),
+		Agent: fmt.Sprintf("bot-%d.acme", i), Serial: fmt.Sprintf("%x", 0x1000+i), Fingerprint: fmt.Sprintf("%064x", i+1), Actor: "key:test"}
+	if cert != nil {
+		e.Agent, e.Serial, e.Fingerprint = "bot.acme", cert.SerialNumber.Text(16), certFingerprint(cert)
+	}
+	data, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func (l *fakeLog) append(data ...[]byte) {
+	l.t.Helper()
+	for _, d := range data {
+		if err := translog.Append(context.Background(), l.hashes, int64(len(l.entries)), d); err != nil {
+			l.t.Fatal(err)
+		}
+		l.entries = append(l.entries, d)
+	}
+}
+
+func (l *fakeLog) size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.served >= 0 {
+		return l.served
+	}
+	return int64(len(l.entries))
+}
+
+func (l *fakeLog) signed(size int64) []byte {
+	l.t.Helper()
+	root, err := translog.RootHash(context.Background(), l.hashes, size)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	msg, err := translog.SignCheckpoint(translog.Checkpoint{Origin: l.origin, Size: size, Hash: root}, l.signer)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return msg
+}
+
+func (l *fakeLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	num := func(k string) int64 { n, _ := strconv.ParseInt(q.Get(k), 10, 64); return n }
+	js := func(v any) { w.Header().Set("Content-Type", "application/json"); json.NewEncoder(w).Encode(v) }
+	size := l.size()
+	switch r.URL.Path {
+	case "/v1/log/checkpoint":
+		l.mu.Lock()
+		cp := l.checkpoint
+		l.mu.Unlock()
+		if cp == nil {
+			cp = l.signed(size)
+		}
+		w.Write(cp)
+	case "/v1/log/entries":
+		start, end := num("start"), min(num("end"), size, num("start")+3) // small pages
+		var out [][]byte
+		for i := start; i < end; i++ {
+			d := l.entries[i]
+			l.mu.Lock()
+			if td, ok := l.tamper[i]; ok {
+				d = td
+			}
+			l.mu.Unlock()
+			out = append(out, d)
+		}
+		js(client.LogEntries{Start: start, Entries: out})
+	case "/v1/log/proof/inclusion":
+		p, err := translog.InclusionProof(ctx, l.hashes, num("index"), num("size"))
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		js(client.InclusionProof{Index: num("index"), Size: num("size"), Proof: rawHashes(p)})
+	case "/v1/log/proof/consistency":
+		p, err := translog.ConsistencyProof(ctx, l.hashes, num("old"), num("new"))
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		js(client.ConsistencyProof{Old: num("old"), New: num("new"), Proof: rawHashes(p)})
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func rawHashes(hs []tlog.Hash) [][]byte {
+	out := make([][]byte, len(hs))
+	for i, h := range hs {
+		out[i] = append([]byte(nil), h[:]...)
+	}
+	return out
+}
+
+func pubPEM(t *testing.T, k *ecdsa.PrivateKey) []byte {
+	der, err := x509.MarshalPKIXPublicKey(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+func TestLogVerify(t *testing.T) {
+	const origin = "test.local/log"
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	dir := t.TempDir()
+	keyFile := writeTestFile(t, filepath.Join(dir, "log-key.pem"), pubPEM(t, key), 0o644)
+	otherKeyFile := writeTestFile(t, filepath.Join(dir, "other-key.pem"), pubPEM(t, otherKey), 0o644)
+	vkey, err := translog.VerifierKey(origin, key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkeyFile := writeTestFile(t, filepath.Join(dir, "log.vkey"), []byte(vkey+"\n"), 0o644)
+
+	c := newTestCA(t, "test.local")
+	agentKey, _ := generateAgentKey("p256")
+	leaf := c.issue(t, agentKey, "bot.acme")
+	certFile := writeTestFile(t, filepath.Join(dir, "agent.pem"), pemOrNil([]*x509.Certificate{leaf}), 0o644)
+	strangerKey, _ := generateAgentKey("p256")
+	stranger := writeTestFile(t, filepath.Join(dir, "stranger.pem"), pemOrNil([]*x509.Certificate{c.issue(t, strangerKey, "bot.acme")}), 0o644)
+
+	l := newFakeLog(t, origin, key)
+	for i := range 4 {
+		l.append(testEntry(t, i, nil))
+	}
+	l.append(testEntry(t, 4, leaf))
+	for i := 5; i < 9; i++ {
+		l.append(testEntry(t, i, nil))
+	}
+	srv := httptest.NewServer(l)
+	defer srv.Close()
+
+	run := func(t *testing.T, args ...string) (int, string, string) {
+		t.Helper()
+		a, out, errb := testApp(nil)
+		code := runAtr(a, append([]string{"log", "verify", "--server", srv.URL}, args...))
+		return code, out.String(), errb.String()
+	}
+	expect := func(t *testing.T, wantCode int, want string, args ...string) {
+		t.Helper()
+		code, out, errb := run(t, args...)
+		if code != wantCode {
+			t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, wantCode, out, errb)
+		}
+		if !strings.Contains(out+errb, want) {
+			t.Errorf("output lacks %q\nstdout: %s\nstderr: %s", want, out, errb)
+		}
+	}
+	setServed := func(n int64) { l.mu.Lock(); l.served = n; l.mu.Unlock() }
+	setCheckpoint := func(cp []byte) { l.mu.Lock(); l.checkpoint = cp; l.mu.Unlock() }
+
+	state := filepath.Join(dir, "state")
+	t.Run("good: first run creates the state file", func(t *testing.T) {
+		setServed(3)
+		defer setServed(-1)
+		expect(t, 0, "first checkpoint seen", "--log-key", keyFile, "--state", state)
+		got, err := os.ReadFile(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, l.signed(3)) && !strings.HasPrefix(string(got), origin+"\n3\n") {
+			t.Errorf("state file holds %q", got)
+		}
+	})
+	t.Run("good: grown tree is consistent, certificate included, full recompute", func(t *testing.T) {
+		expect(t, 0, "issuance included at index 4", "--log-key", keyFile, "--state", state, "--cert", certFile, "--full")
+		got, _ := os.ReadFile(state)
+		if !strings.HasPrefix(string(got), origin+"\n9\n") {
+			t.Errorf("state not advanced to 9: %q", got)
+		}
+		if left := tempFiles(t, dir); len(left) != 0 {
+			t.Errorf("leftover files: %v", left)
+		}
+	})
+	t.Run("good: same checkpoint again, vkey form, cert without --full", func(t *testing.T) {
+		expect(t, 0, "consistent with the checkpoint seen before (size 9)", "--log-key", vkeyFile, "--state", state, "--cert", certFile)
+	})
+	t.Run("good: environment twins", func(t *testing.T) {
+		a, out, errb := testApp(map[string]string{"ATR_SERVER": srv.URL, "ATR_LOG_KEY_FILE": keyFile, "ATR_LOG_STATE": state})
+		if code := runAtr(a, []string{"log", "verify"}); code != 0 {
+			t.Fatalf("exit %d\n%s\n%s", code, out, errb)
+		}
+	})
+
+	stateBefore, _ := os.ReadFile(state)
+	keepState := func(t *testing.T) {
+		t.Helper()
+		if got, _ := os.ReadFile(state); !bytes.Equal(got, stateBefore) {
+			t.Errorf("a failed check changed the state file:\n%s", got)
+		}
+	}
+	t.Run("tampered signature", func(t *testing.T) {
+		cp := l.signed(9)
+		i := bytes.LastIndex(cp, []byte(" ")) + 10
+		cp = append([]byte(nil), cp...)
+		cp[i] ^= 'A' ^ 'B'
+		setCheckpoint(cp)
+		defer setCheckpoint(nil)
+		expect(t, 1, "does not verify with the pinned log key", "--log-key", keyFile, "--state", state)
+		keepState(t)
+	})
+	t.Run("tampered checkpoint text", func(t *testing.T) {
+		cp := bytes.Replace(l.signed(9), []byte("\n9\n"), []byte("\n8\n"), 1)
+		setCheckpoint(cp)
+		defer setCheckpoint(nil)
+		expect(t, 1, "does not verify", "--log-key", keyFile, "--state", state)
+		keepState(t)
+	})
+	t.Run("signed by another key", func(t *testing.T) {
+		expect(t, 1, "does not verify with the pinned log key", "--log-key", otherKeyFile)
+	})
+	t.Run("wrong origin pinned", func(t *testing.T) {
+		expect(t, 1, "does not verify", "--log-key", keyFile, "--origin", "evil.local/log")
+	})
+	t.Run("rollback", func(t *testing.T) {
+		setServed(5)
+		defer setServed(-1)
+		expect(t, 1, "rollback", "--log-key", keyFile, "--state", state)
+		keepState(t)
+	})
+	t.Run("inconsistent tree (fork with the same prefix size)", func(t *testing.T) {
+		// A second log with a different entry 1, signed by the same key.
+		fork := newFakeLog(t, origin, key)
+		for i := range 12 {
+			if i == 1 {
+				fork.append(testEntry(t, 100, nil))
+				continue
+			}
+			fork.append(testEntry(t, i, nil))
+		}
+		fsrv := httptest.NewServer(fork)
+		defer fsrv.Close()
+		a, out, errb := testApp(nil)
+		code := runAtr(a, []string{"log", "verify", "--server", fsrv.URL, "--log-key", keyFile, "--state", state})
+		if code != 1 || !strings.Contains(errb.String(), "does not extend") {
+			t.Fatalf("exit %d, want 1 with a consistency failure\nstdout: %s\nstderr: %s", code, out, errb)
+		}
+		keepState(t)
+
+		fork.mu.Lock()
+		fork.served = 9
+		fork.mu.Unlock()
+		a, out, errb = testApp(nil)
+		code = runAtr(a, []string{"log", "verify", "--server", fsrv.URL, "--log-key", keyFile, "--state", state})
+		if code != 1 || !strings.Contains(errb.String(), "fork") {
+			t.Fatalf("same size, other root: exit %d, want 1 with a fork\nstdout: %s\nstderr: %s", code, out, errb)
+		}
+		keepState(t)
+	})
+	t.Run("tampered entry row", func(t *testing.T) {
+		bad := bytes.Replace(l.entries[4], []byte(`"actor":"key:test"`), []byte(`"actor":"key:evil"`), 1)
+		l.mu.Lock()
+		l.tamper[4] = bad
+		l.mu.Unlock()
+		defer func() { l.mu.Lock(); delete(l.tamper, 4); l.mu.Unlock() }()
+		expect(t, 1, "not included", "--log-key", keyFile, "--cert", certFile)
+		expect(t, 1, "hash to root", "--log-key", keyFile, "--full")
+	})
+	t.Run("non-canonical entry", func(t *testing.T) {
+		l.mu.Lock()
+		l.tamper[2] = append([]byte(" "), l.entries[2]...)
+		l.mu.Unlock()
+		defer func() { l.mu.Lock(); delete(l.tamper, 2); l.mu.Unlock() }()
+		expect(t, 1, "not a canonical log entry", "--log-key", keyFile, "--full")
+	})
+	t.Run("certificate not in the log", func(t *testing.T) {
+		expect(t, 1, "no issuance entry", "--log-key", keyFile, "--cert", stranger)
+	})
+	t.Run("state file not signed by the pinned key", func(t *testing.T) {
+		forged := filepath.Join(dir, "forged-state")
+		ol := newFakeLog(t, origin, otherKey)
+		ol.append(testEntry(t, 0, nil))
+		writeTestFile(t, forged, ol.signed(1), 0o644)
+		expect(t, 1, "state file", "--log-key", keyFile, "--state", forged)
+	})
+	t.Run("usage", func(t *testing.T) {
+		if code, _, _ := run(t); code != 2 {
+			t.Errorf("without --log-key: exit %d, want 2", code)
+		}
+	})
+}

@@ -1,0 +1,327 @@
+package main
+
+// verify.go is `atr verify` for relying parties: is this certificate a
+// genuine, current, unrevoked ATR agent certificate? Online it asks the
+// registry (POST /v1/verify); offline it builds the chain to a CA bundle with
+// x509.Verify and checks a CRL signed by the issuing CA.
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/agent-trust-registry/atr/ca"
+)
+
+// errNotVerified marks a certificate that did not verify: exit status 1.
+var errNotVerified = errors.New("certificate NOT verified")
+
+// parseWithArgs parses flags that may come before or after positional
+// arguments and returns the positional ones (everything after "--" is
+// positional).
+func (a *app) parseWithArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	for _, arg := range args {
+		if arg == "--" {
+			break
+		}
+		if arg == "-h" || arg == "-help" || arg == "--help" || arg == "--h" {
+			fs.SetOutput(a.stdout)
+			fs.Usage()
+			return nil, flag.ErrHelp
+		}
+	}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, &usageError{err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		// fs.Parse stops at the first positional argument, or after "--".
+		if len(args) > 0 && args[0] != "" && !strings.HasPrefix(args[0], "-") {
+			pos = append(pos, args[0])
+			args = args[1:]
+			continue
+		}
+		return append(pos, args...), nil
+	}
+}
+
+type verifyOutput struct {
+	Verified          bool       `json:"verified"`
+	Mode              string     `json:"mode"` // "online" or "offline"
+	Agent             string     `json:"agent,omitempty"`
+	Status            string     `json:"status,omitempty"`
+	Serial            string     `json:"serial,omitempty"`
+	FingerprintSHA256 string     `json:"fingerprint_sha256,omitempty"`
+	NotAfter          *time.Time `json:"not_after,omitempty"`
+	Reason            string     `json:"reason,omitempty"`
+	LogIndex          *int64     `json:"log_index,omitempty"`
+	CRLNumber         string     `json:"crl_number,omitempty"`
+	CRLNextUpdate     *time.Time `json:"crl_next_update,omitempty"`
+}
+
+func runVerify(ctx context.Context, a *app, args []string) error {
+	fs := a.newFlagSet("verify", "verify CERT.pem [--chain FILE] (--server URL | --offline --bundle FILE --crl FILE)",
+		`Check that CERT.pem (an agent certificate as presented; intermediates may
+follow it in the file or be given with --chain) is a genuine, current,
+unrevoked ATR agent certificate.
+
+Online (default): asks the registry, POST /v1/verify, which builds the chain
+to the roots on its token and looks up the status by SHA-256 fingerprint.
+
+Offline (--offline): no registry call. The chain is built with x509.Verify
+to the self-signed roots in --bundle (its other certificates serve as
+intermediates); every certificate must be valid now, the leaf must allow
+digitalSignature and clientAuth and carry exactly one URI SAN
+spiffe://<trust-domain>/agent/<name> (--trust-domain pins the domain; default:
+the certificate's own, which the issuing CA's name constraints bound). Then
+--crl (DER or PEM, from GET /v1/crl) must be signed by the certificate's
+issuing CA, be current (thisUpdate ≤ now < nextUpdate) and must not list the
+serial (revoked and superseded certificates are listed).
+
+Exit status: 0 only when the certificate verified; 1 when it did not, or on
+any error (a server error shows its code and request ID); 2 a usage error.`,
+		`atr verify agent.pem --chain agent.chain.pem --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.pem
+curl -s --cacert ./var/ca/bundle.pem https://127.0.0.1:8443/v1/crl -o atr.crl
+atr verify agent.pem --chain agent.chain.pem --offline --bundle ./var/ca/bundle.pem --crl atr.crl`)
+	var o agentOpts
+	o.bind(fs, a.lookupEnv, afServer|afCABundle)
+	var chainFile, bundle, crlFile, trustDomain string
+	fs.StringVar(&chainFile, "chain", "", "PEM intermediates presented with the certificate")
+	offline := fs.Bool("offline", false, "verify locally against --bundle and --crl, without the registry")
+	envString(fs, a.lookupEnv, &bundle, "bundle", "ATR_BUNDLE", "", "offline: PEM CA bundle (roots and intermediates, GET /v1/ca/bundle)")
+	envString(fs, a.lookupEnv, &crlFile, "crl", "ATR_CRL", "", "offline: the CRL (DER or PEM, GET /v1/crl)")
+	envString(fs, a.lookupEnv, &trustDomain, "trust-domain", "ATR_TRUST_DOMAIN", "", "offline: required SPIFFE trust domain (default: the certificate's)")
+	jsonOut := fs.Bool("json", false, "print the result as JSON")
+	pos, err := a.parseWithArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one certificate file, got %d arguments", len(pos))
+	}
+	leaf, extra, err := loadAgentCert(pos[0], chainFile)
+	if err != nil {
+		return err
+	}
+	var out verifyOutput
+	if *offline {
+		if bundle == "" || crlFile == "" {
+			return usagef("--offline needs --bundle and --crl")
+		}
+		out, err = verifyOffline(leaf, extra, bundle, crlFile, trustDomain, a.now())
+		if err != nil {
+			return err
+		}
+	} else {
+		c, err := o.newClient("", nil)
+		if err != nil {
+			return err
+		}
+		res, err := c.Verify(ctx, ca.EncodeCertificatesPEM(leaf), pemOrNil(extra))
+		if err != nil {
+			return explain("verifying", err)
+		}
+		out = verifyOutput{Verified: res.Verified, Mode: "online", Agent: res.Agent, Status: res.Status, Serial: res.Serial,
+			FingerprintSHA256: res.FingerprintSHA256, NotAfter: res.NotAfter, Reason: res.Reason, LogIndex: res.LogIndex}
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		a.printVerify(out)
+	}
+	if !out.Verified {
+		return fmt.Errorf("%w: %s", errNotVerified, out.Reason)
+	}
+	return nil
+}
+
+func pemOrNil(certs []*x509.Certificate) []byte {
+	if len(certs) == 0 {
+		return nil
+	}
+	return ca.EncodeCertificatesPEM(certs...)
+}
+
+func (a *app) printVerify(o verifyOutput) {
+	if o.Verified {
+		fmt.Fprintf(a.stdout, "VERIFIED (%s)\n", o.Mode)
+	} else {
+		fmt.Fprintf(a.stdout, "NOT VERIFIED (%s): %s\n", o.Mode, o.Reason)
+	}
+	line := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(a.stdout, "%s: %s\n", k, v)
+		}
+	}
+	line("agent", o.Agent)
+	line("status", o.Status)
+	line("serial", o.Serial)
+	line("fingerprint SHA-256", o.FingerprintSHA256)
+	if o.NotAfter != nil {
+		line("not after", o.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if o.LogIndex != nil {
+		line("log index", fmt.Sprint(*o.LogIndex))
+	}
+	line("CRL number", o.CRLNumber)
+	if o.CRLNextUpdate != nil {
+		line("CRL next update", o.CRLNextUpdate.UTC().Format(time.RFC3339))
+	}
+}
+
+// verifyOffline checks leaf against the bundle and the CRL at now. A
+// certificate that does not verify is a result with Verified false; an
+// unusable bundle or CRL is an error.
+func verifyOffline(leaf *x509.Certificate, extra []*x509.Certificate, bundleFile, crlFile, trustDomain string, now time.Time) (verifyOutput, error) {
+	na := leaf.NotAfter
+	out := verifyOutput{Mode: "offline", Serial: leaf.SerialNumber.Text(16), FingerprintSHA256: certFingerprint(leaf), NotAfter: &na}
+	data, err := readFileCapped(bundleFile, agentMaxCertFile)
+	if err != nil {
+		return out, fmt.Errorf("reading the CA bundle: %w", err)
+	}
+	bundle, err := parseCertsPEM(data)
+	if err != nil {
+		return out, fmt.Errorf("CA bundle %s: %w", bundleFile, err)
+	}
+	var roots, intermediates []*x509.Certificate
+	for _, c := range bundle {
+		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
+			roots = append(roots, c)
+		} else {
+			intermediates = append(intermediates, c)
+		}
+	}
+	if len(roots) == 0 {
+		return out, fmt.Errorf("CA bundle %s holds no self-signed root", bundleFile)
+	}
+	if trustDomain == "" {
+		_, td, err := agentNameFromCert(leaf)
+		if err != nil {
+			out.Reason = string(ca.ReasonNotAgent)
+			return out, nil
+		}
+		trustDomain = td
+	}
+	v, err := ca.NewVerifier(roots, intermediates, trustDomain)
+	if err != nil {
+		return out, fmt.Errorf("CA bundle %s: %w", bundleFile, err)
+	}
+	if err := v.Verify(leaf, extra, now); err != nil {
+		var ve *ca.VerifyError
+		if errors.As(err, &ve) {
+			out.Reason = string(ve.Reason)
+			return out, nil
+		}
+		return out, err
+	}
+	name, err := ca.AgentName(leaf, trustDomain)
+	if err != nil {
+		out.Reason = string(ca.ReasonNotAgent)
+		return out, nil
+	}
+	out.Agent = name
+
+	// The issuing CA: the verified parent of the leaf.
+	var issuer *x509.Certificate
+	for _, c := range append(append(append([]*x509.Certificate{}, extra...), intermediates...), roots...) {
+		if bytes.Equal(c.RawSubject, leaf.RawIssuer) && leaf.CheckSignatureFrom(c) == nil {
+			issuer = c
+			break
+		}
+	}
+	if issuer == nil {
+		return out, errors.New("the certificate's issuing CA is not in the bundle or chain")
+	}
+	crl, err := loadCRL(crlFile)
+	if err != nil {
+		return out, err
+	}
+	if err := checkCRL(crl, issuer, now); err != nil {
+		return out, fmt.Errorf("CRL %s: %w", crlFile, err)
+	}
+	if crl.Number != nil {
+		out.CRLNumber = crl.Number.String()
+	}
+	nu := crl.NextUpdate
+	out.CRLNextUpdate = &nu
+	if e := crlEntry(crl, leaf.SerialNumber); e != nil {
+		out.Status = "revoked"
+		out.Reason = "revoked"
+		if r := ca.ReasonName(e.ReasonCode); r == "superseded" {
+			out.Status, out.Reason = "superseded", "superseded"
+		} else if r != "" {
+			out.Reason = "revoked (" + r + ")"
+		}
+		return out, nil
+	}
+	out.Verified, out.Status = true, "valid"
+	return out, nil
+}
+
+// loadCRL reads a DER or PEM ("X509 CRL") CRL.
+func loadCRL(path string) (*x509.RevocationList, error) {
+	data, err := readFileCapped(path, 16<<20)
+	if err != nil {
+		return nil, fmt.Errorf("reading the CRL: %w", err)
+	}
+	if b, rest := pem.Decode(data); b != nil {
+		if b.Type != "X509 CRL" || len(bytes.TrimSpace(rest)) != 0 {
+			return nil, fmt.Errorf("CRL %s: want one PEM \"X509 CRL\" block or DER", path)
+		}
+		data = b.Bytes
+	}
+	crl, err := x509.ParseRevocationList(data)
+	if err != nil {
+		return nil, fmt.Errorf("CRL %s: %w", path, err)
+	}
+	return crl, nil
+}
+
+// checkCRL checks that issuer signed crl, names it as issuer, and that crl is
+// current at now.
+func checkCRL(crl *x509.RevocationList, issuer *x509.Certificate, now time.Time) error {
+	if !bytes.Equal(crl.RawIssuer, issuer.RawSubject) {
+		return errors.New("not issued by the certificate's issuing CA")
+	}
+	if len(crl.AuthorityKeyId) > 0 && len(issuer.SubjectKeyId) > 0 && !bytes.Equal(crl.AuthorityKeyId, issuer.SubjectKeyId) {
+		return errors.New("authority key identifier does not match the issuing CA")
+	}
+	if err := crl.CheckSignatureFrom(issuer); err != nil {
+		return fmt.Errorf("signature does not verify under the issuing CA: %w", err)
+	}
+	if now.Before(crl.ThisUpdate) {
+		return fmt.Errorf("not valid before %s", crl.ThisUpdate.UTC().Format(time.RFC3339))
+	}
+	if crl.NextUpdate.IsZero() {
+		return errors.New("no nextUpdate: cannot tell whether it is current")
+	}
+	if !now.Before(crl.NextUpdate) {
+		return fmt.Errorf("stale: nextUpdate %s has passed (fetch a fresh CRL)", crl.NextUpdate.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+func crlEntry(crl *x509.RevocationList, serial *big.Int) *x509.RevocationListEntry {
+	for i := range crl.RevokedCertificateEntries {
+		if crl.RevokedCertificateEntries[i].SerialNumber.Cmp(serial) == 0 {
+			return &crl.RevokedCertificateEntries[i]
+		}
+	}
+	return nil
+}
