@@ -346,3 +346,48 @@ func redact(out []byte, secrets ...string) string {
 	}
 	return s
 }
+
+// Saboteur breaks a token under the feet of the code being tested, the way
+// a real HSM fails: it holds a second PKCS#11 handle to the same module in
+// this process (SoftHSM2 sessions and logins are per process), so packages
+// other than hsm can replay token trouble without importing PKCS#11.
+type Saboteur struct {
+	p    *pkcs11.Ctx
+	slot uint
+}
+
+// NewSaboteur opens the module and finds the token labelled label.
+func NewSaboteur(tb testing.TB, label string) *Saboteur {
+	tb.Helper()
+	p := pkcs11.New(Module())
+	if p == nil {
+		tb.Fatalf("hsmtest: loading %s failed", Module())
+	}
+	if err := p.Initialize(); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+		tb.Fatalf("hsmtest: C_Initialize: %v", err)
+	}
+	tb.Cleanup(p.Destroy)
+	slot, err := findSlot(p, func(ti pkcs11.TokenInfo) bool { return ti.Label == label })
+	if err != nil {
+		tb.Fatalf("hsmtest: token %q: %v", label, err)
+	}
+	return &Saboteur{p: p, slot: slot}
+}
+
+// CloseAllSessions closes every session of this process on the token,
+// including the logged-in ones: the token forgets the login.
+func (s *Saboteur) CloseAllSessions(tb testing.TB) {
+	tb.Helper()
+	if err := s.p.CloseAllSessions(s.slot); err != nil {
+		tb.Fatalf("hsmtest: C_CloseAllSessions: %v", err)
+	}
+}
+
+// Finalize finalizes the module for the whole process (C_Finalize), as a
+// crashed or restarted HSM client library would.
+func (s *Saboteur) Finalize(tb testing.TB) {
+	tb.Helper()
+	if err := s.p.Finalize(); err != nil {
+		tb.Fatalf("hsmtest: C_Finalize: %v", err)
+	}
+}

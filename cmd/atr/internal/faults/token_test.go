@@ -2,12 +2,9 @@ package faults
 
 import (
 	"context"
-	"errors"
 	"net/http/httptest"
 	"testing"
 	"time"
-
-	"github.com/miekg/pkcs11"
 
 	"github.com/agent-trust-registry/atr/api"
 	"github.com/agent-trust-registry/atr/api/client"
@@ -20,7 +17,7 @@ import (
 // a restart. cmd/atr's serve cannot be started from this package (package
 // main), so the server is api.New over a registrytest fixture in-process —
 // the same wiring serve does, with the token's sessions pulled out by a
-// second PKCS#11 handle in this process (SoftHSM2 sessions are per process).
+// second PKCS#11 handle in this process (hsmtest.Saboteur; SoftHSM2 sessions are per process).
 func TestTokenTrouble(t *testing.T) {
 	f := registrytest.NewFixture(t)
 	srv, err := api.New(api.Config{TrustDomain: registrytest.TrustDomain},
@@ -34,15 +31,7 @@ func TestTokenTrouble(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := pkcs11.New(hsmtest.Module())
-	if p == nil {
-		t.Fatal("pkcs11.New failed")
-	}
-	if err := p.Initialize(); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Destroy)
-	slot := findSlot(t, p, f.IssuingKey.URI().Token)
+	sab := hsmtest.NewSaboteur(t, f.IssuingKey.URI().Token)
 
 	register := func(ctx context.Context, name string) (*client.Certificate, error) {
 		csr, err := NewCSR()
@@ -56,18 +45,10 @@ func TestTokenTrouble(t *testing.T) {
 	}
 	troubles := []struct {
 		name    string
-		inflict func(t *testing.T)
+		inflict func(tb testing.TB)
 	}{
-		{"sessions closed", func(t *testing.T) {
-			if err := p.CloseAllSessions(slot); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{"module finalized", func(t *testing.T) {
-			if err := p.Finalize(); err != nil {
-				t.Fatal(err)
-			}
-		}},
+		{"sessions closed", sab.CloseAllSessions},
+		{"module finalized", sab.Finalize},
 	}
 	for i, tr := range troubles {
 		t.Run(tr.name, func(t *testing.T) {
@@ -102,19 +83,4 @@ func TestTokenTrouble(t *testing.T) {
 		}
 		t.Logf("pending issuance %s of %s left %s by the failed signature", pi.Serial, pi.Agent, pi.State)
 	}
-}
-
-func findSlot(t *testing.T, p *pkcs11.Ctx, label string) uint {
-	t.Helper()
-	slots, err := p.GetSlotList(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range slots {
-		if ti, err := p.GetTokenInfo(s); err == nil && ti.Label == label {
-			return s
-		}
-	}
-	t.Fatalf("token %q not found", label)
-	return 0
 }
