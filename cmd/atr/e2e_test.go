@@ -13,6 +13,7 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -20,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +31,7 @@ import (
 
 	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
+	_ "github.com/mattn/go-sqlite3" // the dev server's database, tampered with in e2eTamperedLog
 )
 
 // e2eEnv is a running development registry.
@@ -238,6 +241,59 @@ func TestE2E(t *testing.T) {
 	e := newE2E(t)
 	t.Run("lifecycle", func(t *testing.T) { e2eLifecycle(t, e) })
 	t.Run("watch", func(t *testing.T) { e2eWatch(t, e) })
+	// Last: it corrupts the log.
+	t.Run("tampered log row", func(t *testing.T) { e2eTamperedLog(t, e) })
+}
+
+// e2eTamperedLog replays an insider with write access to the database: one
+// stored log entry is rewritten behind the registry's back (a revocation
+// turned into something else, say). `atr log verify --full` recomputes the
+// tree from the served entries and must refuse it against the signed
+// checkpoint, even for an auditor with no earlier state.
+func e2eTamperedLog(t *testing.T, e *e2eEnv) {
+	logKey := filepath.Join(e.dataDir, "ca", "log-key.pem")
+	e.must(t, "log", "verify", "--log-key", logKey, "--state", filepath.Join(t.TempDir(), "before.state"), "--full")
+
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(e.dataDir, "atr.db")+"?_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// The first revocation entry gets an earlier date: still a canonical
+	// entry, so only the Merkle root can tell.
+	var idx int64
+	var data []byte
+	if err := db.QueryRow(`SELECT idx, data FROM log_entries WHERE CAST(data AS TEXT) LIKE '%"type":"revoke"%' ORDER BY idx LIMIT 1`).Scan(&idx, &data); err != nil {
+		t.Fatalf("finding a revoke entry: %v", err)
+	}
+	// Tamper only with an entry a signed checkpoint already covers (the log
+	// signs at most one new checkpoint a second).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		raw, err := e.apiClient(t).Checkpoint(t.Context())
+		if err != nil {
+			t.Fatalf("fetching the checkpoint: %v", err)
+		}
+		if lines := strings.SplitN(string(raw), "\n", 3); len(lines) == 3 {
+			if size, err := strconv.ParseInt(lines[1], 10, 64); err == nil && size > idx {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint covers entry %d: %s", idx, raw)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	forged := bytes.Replace(data, []byte(`"time":"2`), []byte(`"time":"1`), 1)
+	if bytes.Equal(forged, data) {
+		t.Fatalf("entry %d has no time to forge: %s", idx, data)
+	}
+	if _, err := db.Exec(`UPDATE log_entries SET data = ? WHERE idx = ?`, forged, idx); err != nil {
+		t.Fatalf("tampering with log entry %d: %v", idx, err)
+	}
+	t.Logf("forged log entry %d: %s", idx, forged)
+	out := e.expectFail(t, 1, "log", "verify", "--log-key", logKey, "--state", filepath.Join(t.TempDir(), "after.state"), "--full")
+	t.Logf("log verify on the tampered log: %s", strings.TrimSpace(out))
 }
 
 func e2eLifecycle(t *testing.T, e *e2eEnv) {
