@@ -74,7 +74,7 @@ func Open(ctx context.Context, cfg Config, log *logrus.Entry) (*Token, error) {
 		return nil, errors.New("hsm: opening token: nil logger")
 	}
 	cfg = cfg.withDefaults()
-	st, err := connect(cfg)
+	st, err := connectRetrying(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("hsm: opening %s: %w", cfg.tokenName(), err)
 	}
@@ -92,6 +92,36 @@ func Open(ctx context.Context, cfg Config, log *logrus.Entry) (*Token, error) {
 	go t.run(runCtx)
 	t.log.WithField("serial", st.serial).Info("hsm: token open")
 	return t, nil
+}
+
+// openAttempts bounds connectRetrying; the waits between attempts double
+// from openBackoff.
+const (
+	openAttempts = 5
+	openBackoff  = 100 * time.Millisecond
+)
+
+// connectRetrying is connect with a few retries for transient device errors
+// at start-up: SoftHSM2 answers CKR_GENERAL_ERROR while another process
+// rewrites a token file it is reading (replicas starting together on one
+// token directory), and network HSMs report CKR_DEVICE_ERROR while a
+// connection is being set up. Anything else — a wrong PIN above all, which
+// must never be retried into a lockout — fails at once.
+func connectRetrying(ctx context.Context, cfg Config) (*tokenState, error) {
+	wait := openBackoff
+	for attempt := 1; ; attempt++ {
+		st, err := connect(cfg)
+		if err == nil || attempt == openAttempts ||
+			!(isP11(err, pkcs11.CKR_GENERAL_ERROR) || isP11(err, pkcs11.CKR_DEVICE_ERROR)) {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (after: %v)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }
 
 // connect builds one tokenState. It never logs and its errors never contain
