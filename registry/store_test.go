@@ -224,3 +224,33 @@ func TestDBErrConnectionLoss(t *testing.T) {
 		t.Errorf("dbErr(syntax error) = %v; want an internal error", got)
 	}
 }
+
+// TestPoolBounded (SEC-020): the connection pool is bounded on both
+// databases, and a burst of concurrent queries larger than the bound waits
+// for a connection instead of opening more.
+func TestPoolBounded(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			s := openMigratedStore(t, dbName)
+			max := s.Stats().MaxOpenConnections
+			if max <= 0 || max > 64 {
+				t.Fatalf("MaxOpenConnections = %d; want a bound in 1..64", max)
+			}
+			ctx := context.Background()
+			errc := make(chan error, 4*max)
+			for range 4 * max {
+				go func() {
+					errc <- s.Ping(ctx)
+				}()
+			}
+			for range 4 * max {
+				if err := <-errc; err != nil {
+					t.Fatalf("Ping: %v", err)
+				}
+			}
+			if open := s.Stats().OpenConnections; open > max {
+				t.Errorf("OpenConnections = %d after a burst; want ≤ %d", open, max)
+			}
+		})
+	}
+}
