@@ -28,11 +28,14 @@ var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{7,63}$`)
 // reqInfo is the per-request state shared by the middleware layers. It is created by
 // the outermost layer and filled in as the request goes down.
 type reqInfo struct {
-	id    string
-	ip    netip.Addr
-	route string // mux path template; "unmatched" for 404/405
-	actor *registry.Actor
-	start time.Time
+	id string // always generated here: the audit trail's request IDs are ours
+	// clientID is a well-formed X-Request-ID the client sent, logged beside
+	// id for correlation with the client's own logs; never trusted as id.
+	clientID string
+	ip       netip.Addr
+	route    string // mux path template; "unmatched" for 404/405
+	actor    *registry.Actor
+	start    time.Time
 }
 
 type ctxKey struct{}
@@ -47,6 +50,9 @@ func infoFrom(ctx context.Context) *reqInfo {
 // logger returns base with the request's fixed fields.
 func (ri *reqInfo) logger(base *logrus.Entry) *logrus.Entry {
 	f := logrus.Fields{"request_id": ri.id, "client_ip": ri.ip.String(), "route": ri.route}
+	if ri.clientID != "" {
+		f["client_request_id"] = ri.clientID
+	}
 	if ri.actor != nil {
 		if ri.actor.AgentName != "" {
 			f["actor"] = "agent:" + ri.actor.AgentName
@@ -91,11 +97,9 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 // → CORS → body cap → the router.
 func (s *Server) outer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ri := &reqInfo{start: s.now(), route: "unmatched"}
+		ri := &reqInfo{start: s.now(), route: "unmatched", id: newRequestID()}
 		if id := r.Header.Get("X-Request-ID"); requestIDPattern.MatchString(id) {
-			ri.id = id
-		} else {
-			ri.id = newRequestID()
+			ri.clientID = id
 		}
 		ri.ip = s.clientIP(r)
 		w.Header().Set("X-Request-ID", ri.id)
@@ -108,10 +112,11 @@ func (s *Server) outer(next http.Handler) http.Handler {
 		defer func() {
 			d := s.now().Sub(ri.start)
 			status := strconv.Itoa(rec.status)
-			s.metrics.requests.WithLabelValues(ri.route, r.Method, status).Inc()
-			s.metrics.latency.WithLabelValues(ri.route, r.Method).Observe(d.Seconds())
+			method := methodLabel(r.Method)
+			s.metrics.requests.WithLabelValues(ri.route, method, status).Inc()
+			s.metrics.latency.WithLabelValues(ri.route, method).Observe(d.Seconds())
 			ri.logger(s.log).WithFields(logrus.Fields{
-				"method":      r.Method,
+				"method":      method,
 				"status":      rec.status,
 				"duration_ms": float64(d.Microseconds()) / 1000,
 				"bytes_in":    r.ContentLength,
@@ -119,6 +124,18 @@ func (s *Server) outer(next http.Handler) http.Handler {
 		}()
 		s.recoverer(s.headers(s.cors(s.bodyCap(next)))).ServeHTTP(rec, r)
 	})
+}
+
+// methodLabel maps the request method to a fixed set for metric labels and
+// logs: Go's server accepts any token as a method, and a label per distinct
+// client-chosen string would grow memory without bound.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 // recoverer turns a panic into the standard 500 body. The panic value and stack go to
@@ -198,7 +215,7 @@ func (s *Server) bodyCap(next http.Handler) http.Handler {
 }
 
 // clientIP is the socket peer, unless the peer is a trusted proxy: then the right-most
-// address of X-Forwarded-For (or Forwarded) that is not itself a trusted proxy.
+// address of X-Forwarded-For that is not itself a trusted proxy (Forwarded is ignored).
 func (s *Server) clientIP(r *http.Request) netip.Addr {
 	peer := parseHostAddr(r.RemoteAddr)
 	if !s.trusted(peer) {
@@ -245,24 +262,13 @@ func parseHostAddr(hostport string) netip.Addr {
 	return a.Unmap()
 }
 
-// forwardedFor returns the hop addresses, left to right, from RFC 7239 Forwarded if
-// present, else from X-Forwarded-For. Ports and brackets are removed.
+// forwardedFor returns the hop addresses, left to right, from
+// X-Forwarded-For; ports and brackets are removed. The RFC 7239 Forwarded
+// header is ignored on purpose: common proxies (nginx, cloud load balancers)
+// append to X-Forwarded-For and pass a client's own Forwarded header through
+// untouched, so believing it would let any client choose its address.
 func forwardedFor(h http.Header) []string {
 	var hops []string
-	if fw := h.Values("Forwarded"); len(fw) > 0 {
-		for _, line := range fw {
-			for _, elem := range strings.Split(line, ",") {
-				for _, pair := range strings.Split(elem, ";") {
-					k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
-					if !ok || !strings.EqualFold(k, "for") {
-						continue
-					}
-					hops = append(hops, stripPort(strings.Trim(v, `"`)))
-				}
-			}
-		}
-		return hops
-	}
 	for _, line := range h.Values("X-Forwarded-For") {
 		for _, v := range strings.Split(line, ",") {
 			if v = strings.TrimSpace(v); v != "" {

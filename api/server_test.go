@@ -525,9 +525,11 @@ func TestSEC029RequestIDEverywhere(t *testing.T) {
 			}
 		})
 	}
+	// A client cannot choose the request ID that lands in the audit trail
+	// (forensics); a well-formed one is logged beside ours for correlation.
 	for _, c := range []struct {
-		in   string
-		keep bool
+		in     string
+		logged bool
 	}{
 		{"abcdef0123456789", true},
 		{"trace-1234.abcd_EF", true},
@@ -539,11 +541,36 @@ func TestSEC029RequestIDEverywhere(t *testing.T) {
 	} {
 		r := h.do("GET", "/healthz", "", nil, "X-Request-ID", c.in)
 		got := r.header.Get("X-Request-ID")
-		if c.keep && got != c.in {
-			t.Errorf("inbound %q: got %q, want it kept", c.in, got)
+		if got == c.in || !hexID.MatchString(got) {
+			t.Errorf("inbound %q: got %q, want a fresh server-side id", c.in, got)
 		}
-		if !c.keep && (got == c.in || !hexID.MatchString(got)) {
-			t.Errorf("inbound %q: got %q, want a fresh id", c.in, got)
+		if logged := strings.Contains(h.logs.String(), `"client_request_id":"`+c.in+`"`); logged != c.logged {
+			t.Errorf("inbound %q: logged as client_request_id = %v, want %v", c.in, logged, c.logged)
+		}
+	}
+}
+
+// Go's server accepts any token as an HTTP method; metric labels must stay a
+// fixed set, or each new method string is a new series held forever.
+func TestMethodLabelsBounded(t *testing.T) {
+	h := newHarness(t, nil)
+	for i := range 50 {
+		h.do(fmt.Sprintf("X%dMETHOD", i), "/nope", "", nil)
+	}
+	mfs, err := h.s.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "atr_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "method" && strings.HasPrefix(l.GetValue(), "X") {
+					t.Fatalf("client-chosen method %q became a metric label", l.GetValue())
+				}
+			}
 		}
 	}
 }
@@ -821,7 +848,10 @@ func TestClientIP(t *testing.T) {
 		{"right-most untrusted", "10.1.1.1:80", "6.6.6.6, 1.2.3.4, 10.2.2.2", "", "1.2.3.4"},
 		{"all trusted", "10.1.1.1:80", "10.3.3.3, 192.0.2.1", "", "10.3.3.3"},
 		{"garbage hop", "10.1.1.1:80", "1.2.3.4, garbage", "", "10.1.1.1"},
-		{"forwarded", "10.1.1.1:80", "9.9.9.9", `for=192.0.2.60;proto=http, for="[2001:db8::1]:4711"`, "2001:db8::1"},
+		// A client's own Forwarded header passes through common proxies untouched:
+		// it must never choose the address (only X-Forwarded-For counts).
+		{"forwarded ignored", "10.1.1.1:80", "9.9.9.9", `for=192.0.2.60;proto=http, for="[2001:db8::1]:4711"`, "9.9.9.9"},
+		{"forwarded alone ignored", "10.1.1.1:80", "", `for=192.0.2.60`, "10.1.1.1"},
 		{"ipv6 peer", "[2001:db8::2]:443", "1.2.3.4", "", "2001:db8::2"},
 		{"mapped peer", "[::ffff:10.1.1.1]:80", "1.2.3.4", "", "1.2.3.4"},
 	}

@@ -228,3 +228,49 @@ func TestInvalidWrapsPolicyError(t *testing.T) {
 		t.Errorf("Register(bad name) = %v; want ErrInvalid wrapping a *ca.PolicyError for name", err)
 	}
 }
+
+// TestNamespaceIsolationWithinOwner: one owner holding two keys granted
+// different namespaces (team-a.acme, team-b.acme). The team-a key can
+// register only under its namespace, and cannot list, read, fetch the
+// certificate of, rotate or revoke team-b's agent — it looks absent.
+func TestNamespaceIsolationWithinOwner(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		teamA := f.Owner("acme", "team-a.acme")
+		teamB := f.Owner("acme", "team-b.acme")
+		csr, _ := f.NewCSR()
+		if _, err := f.Registry.Register(ctx, teamB, registry.RegisterRequest{Name: "db.team-b.acme", CSR: csr}); err != nil {
+			t.Fatalf("team-b registering its agent: %v", err)
+		}
+		csrA, _ := f.NewCSR()
+		if _, err := f.Registry.Register(ctx, teamA, registry.RegisterRequest{Name: "web.team-a.acme", CSR: csrA}); err != nil {
+			t.Fatalf("team-a registering its agent: %v", err)
+		}
+		if _, err := f.Registry.Register(ctx, teamA, registry.RegisterRequest{Name: "x.team-b.acme", CSR: csrA}); !errors.Is(err, registry.ErrForbidden) {
+			t.Errorf("team-a registering under team-b: %v; want ErrForbidden", err)
+		}
+		if _, err := f.Registry.GetAgent(ctx, teamA, "db.team-b.acme"); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("team-a reading team-b's agent: %v; want ErrNotFound", err)
+		}
+		if _, err := f.Registry.CurrentCertificate(ctx, teamA, "db.team-b.acme"); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("team-a fetching team-b's certificate: %v; want ErrNotFound", err)
+		}
+		csr2, _ := f.NewCSR()
+		if _, err := f.Registry.Rotate(ctx, teamA, "db.team-b.acme", csr2); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("team-a rotating team-b's agent: %v; want ErrNotFound", err)
+		}
+		if _, err := f.Registry.Revoke(ctx, teamA, "db.team-b.acme", "keyCompromise"); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("team-a revoking team-b's agent: %v; want ErrNotFound", err)
+		}
+		agents, _, err := f.Registry.ListAgents(ctx, teamA, "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(agents) != 1 || agents[0].Name != "web.team-a.acme" {
+			t.Errorf("team-a's list = %+v; want only web.team-a.acme", agents)
+		}
+		if d, err := f.Registry.GetAgent(ctx, teamB, "db.team-b.acme"); err != nil || d.Status != registry.AgentActive {
+			t.Errorf("team-b's agent after team-a's attempts: %+v, %v; want it active", d, err)
+		}
+	})
+}

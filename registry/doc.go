@@ -43,8 +43,10 @@
 //
 // Keys are atr_<16 hex id>_<64 hex secret> (256 random bits), shown once,
 // stored as SHA-256 and compared in constant time. Any failure of
-// Authenticate is the same ErrUnauthenticated; Config.MaxAuthFailures wrong
-// secrets in a row lock the key for Config.AuthLockout.
+// Authenticate is the same ErrUnauthenticated. Wrong secrets are counted and
+// every Config.MaxAuthFailures of them reported in the log, but a key is
+// never locked: key IDs are public, so a lockout would be a denial of
+// service; brute force is stopped per client IP by the api layer.
 //
 // # Verification
 //

@@ -308,7 +308,9 @@ func (r *Registry) authorizeAgent(ctx context.Context, a Actor, action, name str
 		}
 		return nil, err
 	}
-	if a.AgentName == "" && !a.IsAdmin() && agent.Owner != a.Owner {
+	// An owner key reaches only its owner's agents inside its namespace: two
+	// keys of one owner granted different namespaces stay apart.
+	if a.AgentName == "" && !a.IsAdmin() && (agent.Owner != a.Owner || !inNamespace(name, a.Namespace, false)) {
 		return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: agent %s: %w", action, name, ErrNotFound))
 	}
 	if a.AgentName != "" && agent.Status != AgentActive {

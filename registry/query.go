@@ -117,8 +117,10 @@ func (r *Registry) ListAgents(ctx context.Context, a Actor, cursor string, limit
 	q := `SELECT ` + agentColumns + ` FROM agents WHERE name > ?`
 	args := []any{after}
 	if !a.IsAdmin() {
-		q += ` AND owner = ?`
-		args = append(args, a.Owner)
+		// The owner's agents inside the key's namespace (names are
+		// [a-z0-9.-], so the namespace holds no LIKE metacharacters).
+		q += ` AND owner = ? AND (name = ? OR name LIKE ?)`
+		args = append(args, a.Owner, a.Namespace, "%."+a.Namespace)
 	}
 	q += ` ORDER BY name LIMIT ?`
 	args = append(args, limit+1)

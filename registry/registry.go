@@ -31,7 +31,6 @@ const (
 	DefaultAPIKeyLifetime  = 90 * 24 * time.Hour
 	MaxAPIKeyLifetime      = 2 * 365 * 24 * time.Hour
 	DefaultMaxAuthFailures = 10
-	DefaultAuthLockout     = 15 * time.Minute
 	// MaxPEMSize caps every PEM document Verify accepts (SEC-006).
 	MaxPEMSize = 64 << 10
 )
@@ -56,10 +55,10 @@ type Config struct {
 	// settles it; it must exceed the longest signing time of any replica.
 	// Zero means DefaultPendingTimeout.
 	PendingTimeout time.Duration
-	// MaxAuthFailures bad secrets in a row lock an API key for AuthLockout.
+	// MaxAuthFailures: every this many wrong secrets for one API key are
+	// reported in the log (a key is never locked; see Authenticate).
 	// Zero means the defaults.
 	MaxAuthFailures int
-	AuthLockout     time.Duration
 	// LogSigner and LogVerifier sign and check transparency log checkpoints
 	// (a C2SP note key on the token); LogOrigin is the checkpoint origin line
 	// (default "<trust domain>/log"); LogPublicKey is published by LogKeyPEM.
@@ -119,9 +118,6 @@ func New(cfg Config) (*Registry, error) {
 	}
 	if cfg.MaxAuthFailures <= 0 {
 		cfg.MaxAuthFailures = DefaultMaxAuthFailures
-	}
-	if cfg.AuthLockout <= 0 {
-		cfg.AuthLockout = DefaultAuthLockout
 	}
 	if cfg.LogOrigin == "" {
 		cfg.LogOrigin = cfg.TrustDomain + "/log"
