@@ -4,8 +4,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -274,14 +276,25 @@ func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("api: crl: %w", err)
 	}
-	maxAge := s.cfg.BundleMaxAge
-	if until := nextUpdate.Sub(s.now()); !nextUpdate.IsZero() && until < maxAge {
-		maxAge = max(until, 0)
+	// A revocation must reach relying parties within a second, so caches may
+	// keep the CRL for one second only; the ETag makes revalidation cheap.
+	sum := sha256.Sum256(der)
+	etag := `"` + hex.EncodeToString(sum[:16]) + `"`
+	w.Header().Set("ETag", etag)
+	s.cacheable(w, crlMaxAge)
+	if !nextUpdate.IsZero() {
+		w.Header().Set("Expires", nextUpdate.UTC().Format(http.TimeFormat))
 	}
-	s.cacheable(w, maxAge)
+	if inm := r.Header.Get("If-None-Match"); inm != "" && inm == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
 	writeBytes(w, "application/pkix-crl", der)
 	return nil
 }
+
+// crlMaxAge is how long shared caches may serve a CRL without revalidating.
+const crlMaxAge = time.Second
 
 func (s *Server) handleOCSPPost(w http.ResponseWriter, r *http.Request) error {
 	if s.deps.Revocation == nil {

@@ -292,3 +292,16 @@ func stripPort(v string) string {
 	}
 	return v
 }
+
+// limitKey is the rate-limit identity of a client address: the address for
+// IPv4, its /64 for IPv6 — one subscriber usually holds a whole /64, and
+// keying on /128 would hand an attacker 2^64 fresh budgets and lockouts to
+// step around. Logs and audit keep the full address.
+func limitKey(a netip.Addr) string {
+	if a.Is6() && !a.Is4In6() {
+		if p, err := a.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return a.String()
+}

@@ -134,7 +134,7 @@ func (s *Server) wrap(rt route) http.Handler {
 func (s *Server) policy(w http.ResponseWriter, r *http.Request, rt route) error {
 	ctx := r.Context()
 	ri := infoFrom(ctx)
-	ip := ri.ip.String()
+	ip := limitKey(ri.ip)
 	rl := s.cfg.RateLimits
 	if rt.public {
 		if err := s.allow(w, r, "public", "pub:"+ip, rl.Public, true); err != nil {
@@ -305,7 +305,7 @@ func bearer(h string) (string, bool) {
 // checkLockout refuses a client IP that is over the failed-authentication limit or in
 // lockout, without spending anything.
 func (s *Server) checkLockout(w http.ResponseWriter, r *http.Request) error {
-	ip := infoFrom(r.Context()).ip.String()
+	ip := limitKey(infoFrom(r.Context()).ip)
 	rl := s.cfg.RateLimits
 	for _, c := range []struct {
 		key string
@@ -328,12 +328,12 @@ func (s *Server) checkLockout(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) authFailed(r *http.Request, method, reason string, count bool) {
 	ri := infoFrom(r.Context())
 	s.metrics.authFailures.WithLabelValues(method, reason).Inc()
-	entry := ri.logger(s.log).WithFields(map[string]any{"auth_method": method, "reason": reason, "method": r.Method})
+	entry := ri.logger(s.log).WithFields(map[string]any{"auth_method": method, "reason": reason, "method": methodLabel(r.Method)})
 	entry.Warn("authentication failed")
 	if !count {
 		return
 	}
-	ip := ri.ip.String()
+	ip := limitKey(ri.ip)
 	rl := s.cfg.RateLimits
 	for _, c := range []struct {
 		key string

@@ -974,6 +974,14 @@ func TestPublicEndpoints(t *testing.T) {
 			t.Errorf("%s: got %d %q, want %d %q", c.path, r.status, r.header.Get("Content-Type"), c.want, c.ctype)
 		}
 	}
+	// The CRL may be cached for one second only (a revocation must reach
+	// relying parties that fast) and revalidates cheaply by ETag.
+	r = h.do("GET", "/v1/crl", "", nil)
+	if cc, etag := r.header.Get("Cache-Control"), r.header.Get("ETag"); cc != "public, max-age=1" || etag == "" {
+		t.Errorf("crl caching: Cache-Control %q, ETag %q; want max-age=1 and an ETag", cc, etag)
+	} else if r2 := h.do("GET", "/v1/crl", "", nil, "If-None-Match", etag); r2.status != 304 || len(r2.body) != 0 {
+		t.Errorf("crl revalidation: %d with %d bytes; want 304 and no body", r2.status, len(r2.body))
+	}
 	r = h.do("POST", "/v1/ocsp", "", []byte{0x30, 0x00}, "Content-Type", "application/ocsp-request")
 	if r.status != 200 || r.header.Get("Content-Type") != "application/ocsp-response" {
 		t.Errorf("ocsp post: %d %q", r.status, r.header.Get("Content-Type"))
@@ -1039,5 +1047,41 @@ func TestMTLSRotate(t *testing.T) {
 				t.Errorf("got %d, want %d", got, c.want)
 			}
 		})
+	}
+}
+
+// IPv6 clients are limited per /64: rotating through addresses of one /64
+// (2^64 of them) must not buy fresh per-IP budgets or escape a lockout.
+func TestIPv6LimitedPerSlash64(t *testing.T) {
+	h := newHarness(t, func(c *Config, _ *Deps) {
+		c.TrustedProxies = []string{"127.0.0.1/32"}
+		c.RateLimits.AuthFailure = ratelimit.PerMinute(3)
+	})
+	locked := false
+	for i := range 20 {
+		src := fmt.Sprintf("2001:db8:1:2::%x", i+1) // one /64, a new address each time
+		r := h.do("GET", "/v1/agents", "atr_0123456789abcdef_"+strings.Repeat("0", 64), nil, "X-Forwarded-For", src)
+		if r.status == 429 {
+			locked = true
+			break
+		}
+	}
+	if !locked {
+		t.Fatal("20 failed authentications from one /64 were never rate-limited")
+	}
+	// Another /64 is another client.
+	r := h.do("GET", "/v1/agents", keyAlice, nil, "X-Forwarded-For", "2001:db8:1:3::1")
+	if r.status != 200 {
+		t.Errorf("a client in another /64: HTTP %d %s; want 200", r.status, r.body)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"2001:db8:1:2::1", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"},
+		{"192.0.2.7", "192.0.2.7"},
+		{"::ffff:192.0.2.7", "::ffff:192.0.2.7"},
+	} {
+		if got := limitKey(netip.MustParseAddr(tc.in)); got != tc.want {
+			t.Errorf("limitKey(%s) = %s; want %s", tc.in, got, tc.want)
+		}
 	}
 }

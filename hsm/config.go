@@ -96,6 +96,16 @@ func ReadPIN(file, env string) (string, error) {
 			return "", fmt.Errorf("hsm: reading PIN file: %w", err)
 		}
 		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return "", fmt.Errorf("hsm: reading PIN file: %w", err)
+		}
+		// Any local user reading the PIN could log into the token; a
+		// group-writable file could be swapped. Group read stays allowed
+		// (secret mounts shared with a service group, e.g. 0440).
+		if perm := fi.Mode().Perm(); perm&0o027 != 0 {
+			return "", fmt.Errorf("hsm: PIN file %s has mode %#o: it must not be readable by others or writable by the group (chmod 600)", file, perm)
+		}
 		b, err := io.ReadAll(io.LimitReader(f, maxPINFileSize+1))
 		if err != nil {
 			return "", fmt.Errorf("hsm: reading PIN file %s: %w", file, err)

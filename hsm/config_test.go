@@ -18,9 +18,20 @@ func TestReadPIN(t *testing.T) {
 		}
 		return p
 	}
+	writeMode := func(name string, mode os.FileMode) string {
+		p := write(name, "1234\n")
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	tests := []struct {
 		name, file, env, want, wantErr string
 	}{
+		{name: "world-readable file refused", file: writeMode("m1", 0o644), wantErr: "must not be readable by others"},
+		{name: "group-writable file refused", file: writeMode("m2", 0o660), wantErr: "must not be readable by others"},
+		{name: "group-readable file allowed", file: writeMode("m3", 0o640), want: "1234"},
+		{name: "owner-only file allowed", file: writeMode("m4", 0o400), want: "1234"},
 		{name: "file", file: write("a", "1234\n"), want: "1234"},
 		{name: "file crlf", file: write("b", "1234\r\n"), want: "1234"},
 		{name: "file no newline", file: write("c", "s3cret"), want: "s3cret"},

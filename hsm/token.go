@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,8 +112,7 @@ func connectRetrying(ctx context.Context, cfg Config) (*tokenState, error) {
 	wait := openBackoff
 	for attempt := 1; ; attempt++ {
 		st, err := connect(cfg)
-		if err == nil || attempt == openAttempts ||
-			!(isP11(err, pkcs11.CKR_GENERAL_ERROR) || isP11(err, pkcs11.CKR_DEVICE_ERROR)) {
+		if err == nil || attempt == openAttempts || !transientOpenError(err) {
 			return st, err
 		}
 		select {
@@ -122,6 +122,16 @@ func connectRetrying(ctx context.Context, cfg Config) (*tokenState, error) {
 		}
 		wait *= 2
 	}
+}
+
+// transientOpenError reports whether an error opening the token may go
+// away by itself. Besides device errors, SoftHSM2 briefly lists no token
+// at all while another process rewrites the token directory; crypto11 then
+// says it "could not find PKCS#11 token" (an unexported error, matched by
+// its text) or the slot reports CKR_TOKEN_NOT_PRESENT.
+func transientOpenError(err error) bool {
+	return isP11(err, pkcs11.CKR_GENERAL_ERROR) || isP11(err, pkcs11.CKR_DEVICE_ERROR) ||
+		isP11(err, pkcs11.CKR_TOKEN_NOT_PRESENT) || strings.Contains(err.Error(), "could not find PKCS#11 token")
 }
 
 // connect builds one tokenState. It never logs and its errors never contain

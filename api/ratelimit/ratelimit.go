@@ -128,8 +128,11 @@ func (l *Local) decide(key string, limit Limit, cost int) (Result, error) {
 	}
 	res := gcra(now, tat, limit, cost)
 	if res.Allowed && cost > 0 {
-		if !ok {
-			l.makeRoom(now)
+		if !ok && !l.makeRoom(now) {
+			// Full of live buckets: refuse the new key rather than forget
+			// another client's state (a lockout, a rotate budget), which a
+			// flood of fresh keys could otherwise wipe on purpose.
+			return Result{Limit: res.Limit, RetryAfter: time.Second, ResetAfter: time.Second}, nil
 		}
 		l.tat[key] = tat.Add(time.Duration(cost) * limit.interval())
 	}
@@ -168,21 +171,26 @@ func gcra(now, tat time.Time, limit Limit, cost int) Result {
 	return res
 }
 
-// makeRoom keeps the map under maxKeys: first drop entries whose bucket is full again
-// (they carry no information), then arbitrary ones. Called with mu held.
-func (l *Local) makeRoom(now time.Time) {
+// evictScan bounds the work makeRoom does for one new key.
+const evictScan = 16
+
+// makeRoom reports whether the map has room for one more key. When it is
+// full, it drops expired entries (buckets full again carry no information)
+// among at most evictScan entries — Go starts each map iteration at a random
+// place — so a full map costs bounded work per request. Live entries are
+// never dropped. Called with mu held.
+func (l *Local) makeRoom(now time.Time) bool {
 	if len(l.tat) < l.maxKeys {
-		return
+		return true
 	}
+	seen := 0
 	for k, tat := range l.tat {
 		if !tat.After(now) {
 			delete(l.tat, k)
 		}
-	}
-	for k := range l.tat {
-		if len(l.tat) < l.maxKeys {
+		if seen++; seen == evictScan {
 			break
 		}
-		delete(l.tat, k)
 	}
+	return len(l.tat) < l.maxKeys
 }

@@ -85,14 +85,37 @@ func TestLocalInvalidLimit(t *testing.T) {
 
 func TestLocalBounded(t *testing.T) {
 	ctx := context.Background()
-	l := NewLocal(100, nil)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := NewLocal(100, func() time.Time { return now })
+	// A victim's lockout-like state: its bucket is empty.
+	for range 5 {
+		l.Allow(ctx, "victim", PerHour(5))
+	}
+	// A flood of fresh keys (e.g. random IPv6 sources) cannot grow the map
+	// past its bound, and cannot push the victim's state out of it.
+	refused := 0
 	for i := 0; i < 10_000; i++ {
-		if _, err := l.Allow(ctx, hex.EncodeToString([]byte{byte(i >> 8), byte(i)}), PerHour(5)); err != nil {
+		res, err := l.Allow(ctx, hex.EncodeToString([]byte{byte(i >> 8), byte(i)}), PerHour(5))
+		if err != nil {
 			t.Fatal(err)
+		}
+		if !res.Allowed {
+			refused++
 		}
 	}
 	if n := l.Len(); n > 100 {
 		t.Errorf("tracking %d keys, want ≤ 100", n)
+	}
+	if refused == 0 {
+		t.Error("a full map of live buckets admitted every new key")
+	}
+	if res, _ := l.Allow(ctx, "victim", PerHour(5)); res.Allowed {
+		t.Error("the flood wiped the victim's exhausted bucket")
+	}
+	// Once buckets refill, expired entries make room again.
+	now = now.Add(2 * time.Hour)
+	if res, _ := l.Allow(ctx, "newcomer", PerHour(5)); !res.Allowed {
+		t.Error("no room after every bucket expired")
 	}
 }
 
