@@ -1,20 +1,10 @@
 package hsm_test
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
 	"github.com/agent-trust-registry/atr/hsm/hsmtest"
 )
 
-func TestMain(m *testing.M) {
-	cleanup, err := hsmtest.Setup()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(hsmtest.Main(m)) }

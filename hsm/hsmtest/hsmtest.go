@@ -391,3 +391,16 @@ func (s *Saboteur) Finalize(tb testing.TB) {
 		tb.Fatalf("hsmtest: C_Finalize: %v", err)
 	}
 }
+
+// Main is the body of a TestMain for packages whose tests use tokens: it
+// sets SoftHSM2 up once for the test binary, runs the tests and cleans up.
+// It returns the exit code, for `func TestMain(m *testing.M) { os.Exit(hsmtest.Main(m)) }`.
+func Main(m *testing.M) int {
+	cleanup, err := Setup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer cleanup()
+	return m.Run()
+}

@@ -11,16 +11,7 @@ import (
 	"github.com/agent-trust-registry/atr/hsm/hsmtest"
 )
 
-func TestMain(m *testing.M) {
-	cleanup, err := hsmtest.Setup()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(hsmtest.Main(m)) }
 
 func TestNewToken(t *testing.T) {
 	a := hsmtest.NewToken(t, "atr-issuing")
