@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/agent-trust-registry/atr/api/client"
+)
+
+// Per-client budgets under the server's built-in rate limits (api.DefaultRateLimits):
+// each simulated client (one API key, one source address) stays inside the
+// burst of every bucket it touches, so no request is refused and no limit is
+// switched off. atr serve has no setting to raise its limits (reported in
+// docs/performance.md), so load is spread over many clients instead.
+const (
+	registerPerClient = 15  // Register: burst 20 per key; PerIP: burst 60
+	publicPerClient   = 150 // Public (verify, OCSP, CRL): burst 200 per IP
+	listPerClient     = 8   // List: 10/min, burst 10 per key
+)
+
+// addrs hands out loopback source addresses 127.0.0.2, 127.0.0.3, ... so that
+// each simulated client has its own per-IP rate-limit buckets. Off loopback
+// (target mode against another host) it hands out nil: the system chooses.
+type addrs struct {
+	mu       sync.Mutex
+	n        int
+	loopback bool
+}
+
+func (a *addrs) next() net.IP {
+	if !a.loopback {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for {
+		a.n++
+		ip := net.IPv4(127, byte(a.n>>16), byte(a.n>>8), byte(a.n))
+		if last := byte(a.n); last != 0 && last != 255 && a.n > 1 {
+			return ip
+		}
+	}
+}
+
+// benchClient is one simulated client: a source address, an HTTP client
+// with keep-alive connections and, for owner calls, an API key.
+type benchClient struct {
+	hc  *http.Client
+	api *client.Client
+}
+
+type clientFactory struct {
+	base  string
+	roots *x509.CertPool
+	addrs *addrs
+}
+
+func newClientFactory(base string, roots *x509.CertPool) (*clientFactory, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	ip := net.ParseIP(u.Hostname())
+	return &clientFactory{base: base, roots: roots, addrs: &addrs{loopback: ip != nil && ip.IsLoopback()}}, nil
+}
+
+// client returns a new simulated client with the given API key ("" for
+// public calls only).
+func (f *clientFactory) client(key string) (*benchClient, error) {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	if ip := f.addrs.next(); ip != nil {
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	hc := &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{
+		DialContext:         d.DialContext,
+		TLSClientConfig:     &tls.Config{RootCAs: f.roots, MinVersion: tls.VersionTLS12},
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     60 * time.Second,
+	}}
+	opts := []client.Option{client.WithHTTPClient(hc), client.WithUserAgent("atr-bench")}
+	if key != "" {
+		opts = append(opts, client.WithAPIKey(key))
+	}
+	c, err := client.New(f.base, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &benchClient{hc: hc, api: c}, nil
+}
+
+// clients returns n public clients.
+func (f *clientFactory) clients(n int) ([]*benchClient, error) {
+	out := make([]*benchClient, n)
+	for i := range out {
+		c, err := f.client("")
+		if err != nil {
+			return nil, err
+		}
+		out[i] = c
+	}
+	return out, nil
+}
+
+func (c *benchClient) close() { c.hc.CloseIdleConnections() }
+
+// statusError is a non-2xx answer to a raw request.
+type statusError struct {
+	status int
+	body   string
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.body) }
+
+// do sends a raw request and returns the body of a 2xx answer.
+func (c *benchClient) do(ctx context.Context, method, u, ctype string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	req.Header.Set("User-Agent", "atr-bench")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		if len(b) > 200 {
+			b = b[:200]
+		}
+		return nil, &statusError{status: resp.StatusCode, body: string(bytes.TrimSpace(b))}
+	}
+	return b, nil
+}

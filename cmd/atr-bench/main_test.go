@@ -1,0 +1,285 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/agent-trust-registry/atr/hsm/hsmtest"
+	"github.com/agent-trust-registry/atr/registry/translog"
+)
+
+func TestMain(m *testing.M) {
+	// The profile benchmarks (profile_test.go) need SoftHSM2 tokens; the
+	// pure tests below do not touch them.
+	cleanup, err := hsmtest.Setup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+func durs(ms ...int) []time.Duration {
+	out := make([]time.Duration, len(ms))
+	for i, v := range ms {
+		out[i] = time.Duration(v) * time.Millisecond
+	}
+	return out
+}
+
+func TestPercentile(t *testing.T) {
+	hundred := make([]time.Duration, 100)
+	for i := range hundred {
+		hundred[i] = time.Duration(i+1) * time.Millisecond
+	}
+	tests := []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{"empty", nil, 50, 0},
+		{"one value", durs(7), 99, 7 * time.Millisecond},
+		{"p0 is the minimum", durs(1, 2, 3), 0, time.Millisecond},
+		{"median of odd", durs(1, 2, 3), 50, 2 * time.Millisecond},
+		{"median of even is the lower (nearest rank)", durs(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{"p100 is the maximum", durs(1, 2, 3, 4), 100, 4 * time.Millisecond},
+		{"p95 of 1..100", hundred, 95, 95 * time.Millisecond},
+		{"p99 of 1..100", hundred, 99, 99 * time.Millisecond},
+		{"p99.9 of 1..100 rounds up", hundred, 99.9, 100 * time.Millisecond},
+		{"p above 100 is clamped", durs(1, 2), 150, 2 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Percentile(tt.sorted, tt.p); got != tt.want {
+				t.Errorf("Percentile(%v, %v) = %v, want %v", tt.sorted, tt.p, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	s := summarize(durs(5, 1, 4, 2, 3), 1, 2*time.Second, errors.New("boom"))
+	if s.N != 6 || s.Errors != 1 {
+		t.Errorf("N, Errors = %d, %d, want 6, 1", s.N, s.Errors)
+	}
+	if s.P50 != 3*time.Millisecond || s.P99 != 5*time.Millisecond || s.Mean != 3*time.Millisecond {
+		t.Errorf("p50 %v p99 %v mean %v, want 3ms 5ms 3ms", s.P50, s.P99, s.Mean)
+	}
+	if got, want := s.Rate(), 2.5; got != want {
+		t.Errorf("Rate() = %v, want %v (5 successes in 2 s)", got, want)
+	}
+	if got := (Stats{}).Rate(); got != 0 {
+		t.Errorf("zero Stats Rate() = %v, want 0", got)
+	}
+}
+
+func TestRunNRunsEachIndexOnce(t *testing.T) {
+	for _, conc := range []int{1, 3, 50} {
+		t.Run(fmt.Sprint("conc ", conc), func(t *testing.T) {
+			var seen [20]atomic.Int32
+			s := runN(context.Background(), len(seen), conc, func(_ context.Context, i int) error {
+				seen[i].Add(1)
+				if i == 7 {
+					return errors.New("seven")
+				}
+				return nil
+			})
+			for i := range seen {
+				if got := seen[i].Load(); got != 1 {
+					t.Errorf("index %d ran %d times, want 1", i, got)
+				}
+			}
+			if s.N != 20 || s.Errors != 1 || s.FirstErr == nil {
+				t.Errorf("N %d Errors %d FirstErr %v, want 20, 1, non-nil", s.N, s.Errors, s.FirstErr)
+			}
+		})
+	}
+}
+
+func TestRunPacedStartsEveryOp(t *testing.T) {
+	var n atomic.Int32
+	s := runPaced(context.Background(), 10, 1000, func(context.Context, int) error { n.Add(1); return nil })
+	if n.Load() != 10 || s.N != 10 {
+		t.Errorf("ran %d, N %d, want 10, 10", n.Load(), s.N)
+	}
+}
+
+func TestWithRatio(t *testing.T) {
+	tests := []struct {
+		name      string
+		num, den  float64
+		target    string
+		wantRatio float64
+		wantMet   *bool
+	}{
+		{"meets >=", 3, 2, ">=1.5", 1.5, ptr(true)},
+		{"misses >=", 1, 2, ">=1.5", 0.5, ptr(false)},
+		{"meets <=", 1, 1, "<=1.5", 1, ptr(true)},
+		{"misses <=", 4, 2, "<=1.5", 2, ptr(false)},
+		{"no target", 1, 4, "", 0.25, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := Row{Value: tt.num}.withRatio(tt.num, tt.den, "base", tt.target)
+			if r.Ratio == nil || *r.Ratio != tt.wantRatio {
+				t.Fatalf("ratio = %v, want %v", r.Ratio, tt.wantRatio)
+			}
+			if (r.Met == nil) != (tt.wantMet == nil) || (r.Met != nil && *r.Met != *tt.wantMet) {
+				t.Errorf("met = %v, want %v", deref(r.Met), deref(tt.wantMet))
+			}
+		})
+	}
+	if r := (Row{}).withRatio(1, 0, "base", ">=1"); r.Ratio != nil {
+		t.Errorf("zero baseline: ratio %v, want none", *r.Ratio)
+	}
+	if r := unavailable("g", "n", "why").withRatio(1, 1, "base", ">=1"); r.Ratio != nil {
+		t.Errorf("unavailable row got a ratio")
+	}
+}
+
+func ptr(b bool) *bool { return &b }
+
+func deref(b *bool) any {
+	if b == nil {
+		return nil
+	}
+	return *b
+}
+
+func sampleReport() *Report {
+	rep := &Report{Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Duration: 42, Mode: "quick",
+		Database: "sqlite", Cores: 2, GoVersion: "go1.26"}
+	s := summarize(durs(1, 2, 3, 4), 0, time.Second, nil)
+	rep.add(rateRow("baseline", "sign", s),
+		rateRow("verify", "valid", s).withRatio(4, 2, "sign", ">=1.5"),
+		unavailable("ocsp", "responses", "POST /v1/ocsp answers 501 on this build"))
+	rep.Notes = []string{"noisy"}
+	return rep
+}
+
+func TestWriteTable(t *testing.T) {
+	var buf bytes.Buffer
+	if err := sampleReport().WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{"atr-bench quick run on sqlite, 2 cores", "group", "verify", "2", ">=1.5 met",
+		"unavailable", "answers 501", "note: noisy"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if got := strings.Count(out, "\n"); got != 6 {
+		t.Errorf("table has %d lines, want 6 (title, header, 3 rows, 1 note):\n%s", got, out)
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	var buf bytes.Buffer
+	if err := sampleReport().WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Mode string `json:"mode"`
+		Rows []struct {
+			Group, Name string
+			Value       float64
+			P99         float64 `json:"p99_ms"`
+			Ratio       *float64
+			Met         *bool
+			Unavailable bool
+		} `json:"rows"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, buf.String())
+	}
+	if got.Mode != "quick" || len(got.Rows) != 3 {
+		t.Fatalf("mode %q, %d rows; want quick, 3", got.Mode, len(got.Rows))
+	}
+	if r := got.Rows[1]; r.Ratio == nil || *r.Ratio != 2 || r.Met == nil || !*r.Met || r.P99 != 4 {
+		t.Errorf("verify row = %+v, want ratio 2, met, p99 4 ms", r)
+	}
+	if !got.Rows[2].Unavailable {
+		t.Errorf("ocsp row should be unavailable")
+	}
+}
+
+func TestParseProcStatus(t *testing.T) {
+	cur, peak, err := parseProcStatus("Name:\tatr\nVmHWM:\t  53800 kB\nVmRSS:\t   47400 kB\nThreads:\t9\n")
+	if err != nil || cur != 47400 || peak != 53800 {
+		t.Errorf("got %d, %d, %v; want 47400, 53800, nil", cur, peak, err)
+	}
+	if _, _, err := parseProcStatus("Name:\tatr\n"); err == nil {
+		t.Error("no VmRSS: want an error")
+	}
+}
+
+func TestHumanCount(t *testing.T) {
+	for n, want := range map[int64]string{1000: "1k", 100_000: "100k", 1_000_000: "1M", 1500: "1500", 20_000: "20k"} {
+		if got := humanCount(n); got != want {
+			t.Errorf("humanCount(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestAddrsSkipsNetworkAndBroadcast(t *testing.T) {
+	a := &addrs{loopback: true}
+	seen := map[string]bool{}
+	for range 600 {
+		ip := a.next()
+		if last := ip.To4()[3]; last == 0 || last == 255 {
+			t.Fatalf("handed out %v", ip)
+		}
+		if !ip.IsLoopback() || seen[ip.String()] {
+			t.Fatalf("handed out %v twice or off loopback", ip)
+		}
+		seen[ip.String()] = true
+	}
+	if ip := (&addrs{}).next(); ip != nil {
+		t.Errorf("off loopback: got %v, want nil", ip)
+	}
+}
+
+func TestMemHashesProofsVerify(t *testing.T) {
+	ctx := context.Background()
+	m := &memHashes{}
+	for n := range int64(100) {
+		if err := translog.Append(ctx, m, n, leafFor(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := translog.RootHash(ctx, m, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proof, err := translog.InclusionProof(ctx, m, 37, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := translog.CheckInclusion(proof, 100, root, 37, tlog.RecordHash(leafFor(37))); err != nil {
+		t.Errorf("inclusion proof from memHashes does not verify: %v", err)
+	}
+}
+
+func TestMeasureMemLog(t *testing.T) {
+	pts, err := measureMemLog(context.Background(), []int64{10, 100}, 5, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) != 2 || pts[1].proofs.Errors != 0 || pts[1].proofs.N != 20 {
+		t.Errorf("points %+v", pts)
+	}
+}
