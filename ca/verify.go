@@ -1,9 +1,11 @@
 package ca
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -25,6 +27,7 @@ type Verifier struct {
 	rootList      []*x509.Certificate
 	interList     []*x509.Certificate
 	trustDomain   string
+	cache         *chainCache
 }
 
 // NewVerifier returns a Verifier trusting roots (at least one), knowing the
@@ -36,7 +39,8 @@ func NewVerifier(roots, intermediates []*x509.Certificate, trustDomain string) (
 	if err := validTrustDomain(trustDomain); err != nil {
 		return nil, fmt.Errorf("ca: new verifier: %w", err)
 	}
-	v := &Verifier{roots: x509.NewCertPool(), intermediates: x509.NewCertPool(), trustDomain: trustDomain}
+	v := &Verifier{roots: x509.NewCertPool(), intermediates: x509.NewCertPool(), trustDomain: trustDomain,
+		cache: newChainCache(DefaultChainCacheSize)}
 	for k, r := range roots {
 		if r == nil || !r.BasicConstraintsValid || !r.IsCA {
 			return nil, fmt.Errorf("ca: new verifier: root %d is not a CA certificate", k)
@@ -82,6 +86,15 @@ func (v *Verifier) Verify(leaf *x509.Certificate, extra []*x509.Certificate, now
 	if len(extra) > MaxExtraIntermediates {
 		return &VerifyError{Reason: ReasonUntrustedChain, Err: fmt.Errorf("%d supplied intermediates, at most %d", len(extra), MaxExtraIntermediates)}
 	}
+	// A certificate's bytes never change and the roots are fixed for the
+	// Verifier's life, so a chain that verified once verifies again at any
+	// time inside the validity windows of the chain it was built on; only
+	// the time is re-checked for a cached chain. Status (revocation) is the
+	// caller's and is never cached here.
+	key := chainKey(leaf, extra)
+	if v.cache.valid(key, now) {
+		return nil
+	}
 	inter := v.intermediates
 	if len(extra) > 0 {
 		inter = v.intermediates.Clone()
@@ -97,7 +110,7 @@ func (v *Verifier) Verify(leaf *x509.Certificate, extra []*x509.Certificate, now
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	_, err := v.chains(leaf, opts)
+	chains, err := v.chains(leaf, opts)
 	if err != nil {
 		var cie x509.CertificateInvalidError
 		if errors.As(err, &cie) && cie.Reason == x509.Expired {
@@ -114,7 +127,69 @@ func (v *Verifier) Verify(leaf *x509.Certificate, extra []*x509.Certificate, now
 	if _, err := AgentName(leaf, v.trustDomain); err != nil {
 		return &VerifyError{Reason: ReasonNotAgent, Err: err}
 	}
+	v.cache.add(key, chains[0])
 	return nil
+}
+
+// DefaultChainCacheSize bounds the verified-chain cache of a Verifier.
+const DefaultChainCacheSize = 1 << 16
+
+// chainCache remembers chains that verified, keyed by the digest of the leaf
+// and the supplied intermediates, with the window in which every certificate
+// of the chain is valid. It is bounded; when full, an arbitrary entry goes
+// (it is only a cache: a miss costs one chain verification).
+type chainCache struct {
+	mu  sync.Mutex
+	m   map[[sha256.Size]byte]window
+	max int
+}
+
+type window struct{ notBefore, notAfter time.Time }
+
+func newChainCache(max int) *chainCache {
+	return &chainCache{m: make(map[[sha256.Size]byte]window), max: max}
+}
+
+func chainKey(leaf *x509.Certificate, extra []*x509.Certificate) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(leaf.Raw)
+	for _, c := range extra {
+		if c != nil {
+			d := sha256.Sum256(c.Raw)
+			h.Write(d[:])
+		}
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func (c *chainCache) valid(key [sha256.Size]byte, now time.Time) bool {
+	c.mu.Lock()
+	w, ok := c.m[key]
+	c.mu.Unlock()
+	return ok && !now.Before(w.notBefore) && !now.After(w.notAfter)
+}
+
+func (c *chainCache) add(key [sha256.Size]byte, chain []*x509.Certificate) {
+	w := window{notBefore: chain[0].NotBefore, notAfter: chain[0].NotAfter}
+	for _, cert := range chain[1:] {
+		if cert.NotBefore.After(w.notBefore) {
+			w.notBefore = cert.NotBefore
+		}
+		if cert.NotAfter.Before(w.notAfter) {
+			w.notAfter = cert.NotAfter
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[key]; !ok && len(c.m) >= c.max {
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[key] = w
 }
 
 // chains runs x509 verification and enforces MaxChainLength.

@@ -167,3 +167,70 @@ func TestNewVerifierChecks(t *testing.T) {
 		t.Error("bad trust domain accepted")
 	}
 }
+
+// TestVerifyCache: a verified chain is remembered, but only for the window
+// in which every certificate of the chain is valid — a cached success must
+// never turn an expired or not-yet-valid leaf (or an expired intermediate)
+// into a valid one — and only for the same leaf with the same supplied
+// intermediates.
+func TestVerifyCache(t *testing.T) {
+	ca := newTestCA(t, "p256")
+	leaf := ca.mustIssue(t)
+	for range 3 {
+		if err := ca.verifier.Verify(leaf, nil, testNow); err != nil {
+			t.Fatalf("Verify: %v", err)
+		}
+	}
+	if n := len(ca.verifier.cache.m); n != 1 {
+		t.Fatalf("cache holds %d entries after verifying one leaf; want 1", n)
+	}
+	for _, tc := range []struct {
+		name string
+		at   time.Time
+		want Reason
+	}{
+		{"after the leaf expired", leaf.NotAfter.Add(time.Second), ReasonExpired},
+		{"before the leaf is valid", leaf.NotBefore.Add(-time.Second), ReasonNotYetValid},
+	} {
+		err := ca.verifier.Verify(leaf, nil, tc.at)
+		var ve *VerifyError
+		if !errors.As(err, &ve) || ve.Reason != tc.want {
+			t.Errorf("%s: Verify = %v; want %s despite the cached chain", tc.name, err, tc.want)
+		}
+	}
+	// The window is the intersection over the chain: an intermediate
+	// expiring before the leaf bounds it.
+	w := ca.verifier.cache.m[chainKey(leaf, nil)]
+	for _, c := range []*x509.Certificate{leaf, ca.inter, ca.root} {
+		if w.notBefore.Before(c.NotBefore) || w.notAfter.After(c.NotAfter) {
+			t.Errorf("cached window [%v, %v] exceeds %s's [%v, %v]", w.notBefore, w.notAfter, c.Subject, c.NotBefore, c.NotAfter)
+		}
+	}
+	// Other supplied intermediates make another key: nothing verified with
+	// one set is assumed for another.
+	if chainKey(leaf, nil) == chainKey(leaf, []*x509.Certificate{ca.inter}) {
+		t.Error("the cache key ignores the supplied intermediates")
+	}
+	// Failures are not cached: a certificate from another CA stays refused.
+	other := newTestCA(t, "p256").mustIssue(t)
+	for range 2 {
+		if err := ca.verifier.Verify(other, nil, testNow); err == nil {
+			t.Fatal("a foreign certificate verified")
+		}
+	}
+	if n := len(ca.verifier.cache.m); n != 1 {
+		t.Errorf("cache holds %d entries; want 1 (failures are never cached)", n)
+	}
+}
+
+func TestChainCacheBounded(t *testing.T) {
+	c := newChainCache(4)
+	ca := newTestCA(t, "p256")
+	for range 10 {
+		leaf := ca.mustIssue(t)
+		c.add(chainKey(leaf, nil), []*x509.Certificate{leaf, ca.inter, ca.root})
+	}
+	if len(c.m) > 4 {
+		t.Errorf("cache holds %d entries; want ≤ 4", len(c.m))
+	}
+}
