@@ -35,8 +35,9 @@ type Config struct {
 	BodyLimit int64
 
 	// TrustedProxies lists the CIDRs ("10.0.0.0/8") of reverse proxies whose
-	// X-Forwarded-For / Forwarded headers are believed. Empty: the socket peer is the
-	// client. The client is the right-most address that is not a trusted proxy.
+	// X-Forwarded-For header is believed (RFC 7239 Forwarded is always ignored).
+	// Empty: the socket peer is the client. The client is the right-most address
+	// that is not a trusted proxy.
 	TrustedProxies []string
 
 	// RateLimits tunes the limits; zero fields take the defaults. Limits cannot be

@@ -115,7 +115,7 @@ func TestAPIKeys(t *testing.T) {
 	}
 }
 
-func TestAPIKeyRevocationAndLockout(t *testing.T) {
+func TestAPIKeyRevocationNoKeyLockout(t *testing.T) {
 	for _, dbName := range testdb.Names() {
 		t.Run(dbName, func(t *testing.T) {
 			ctx := context.Background()

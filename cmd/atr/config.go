@@ -114,8 +114,8 @@ type Config struct {
 	// means in-process limits (one replica).
 	RedisURL string
 
-	// TrustedProxies are the CIDRs of reverse proxies whose X-Forwarded-For /
-	// Forwarded headers are believed (comma-separated). Flag
+	// TrustedProxies are the CIDRs of reverse proxies whose X-Forwarded-For
+	// header is believed (comma-separated; Forwarded is ignored). Flag
 	// --trusted-proxies, env ATR_TRUSTED_PROXIES; default none.
 	TrustedProxies []string
 

@@ -116,6 +116,19 @@ func TestConfigValidate(t *testing.T) {
 		{"insecure with tls cert", func(c *Config) { c.InsecureHTTP, c.TLSCert, c.TLSKey = true, "/c", "/k" }, "conflicts"},
 		{"bad tls name", func(c *Config) { c.TLSNames = []string{"bad name"} }, "TLS name"},
 		{"bad log level", func(c *Config) { c.LogLevel = "loud" }, "log level"},
+		{"leaf lifetime", func(c *Config) { c.LeafLifetime = "1h" }, ""},
+		{"leaf lifetime too short", func(c *Config) { c.LeafLifetime = "30s" }, "leaf lifetime"},
+		{"leaf lifetime over 30 days", func(c *Config) { c.LeafLifetime = "721h" }, "leaf lifetime"},
+		{"leaf lifetime not a duration", func(c *Config) { c.LeafLifetime = "a day" }, "leaf lifetime"},
+		{"rotation grace", func(c *Config) { c.RotationGrace = "90s" }, ""},
+		{"negative rotation grace", func(c *Config) { c.RotationGrace = "-1m" }, "rotation grace"},
+		{"pending timeout garbage", func(c *Config) { c.PendingTimeout = "soon" }, "pending timeout"},
+		{"rate limits raised", func(c *Config) { c.RateLimits = []string{"register=600/h:100", "public=10000/m", "rotate=20/1h"} }, ""},
+		{"rate limit unknown class", func(c *Config) { c.RateLimits = []string{"everything=1/s"} }, "CLASS"},
+		{"rate limit zero rate (off)", func(c *Config) { c.RateLimits = []string{"register=0/h"} }, "positive"},
+		{"rate limit without period", func(c *Config) { c.RateLimits = []string{"register=600"} }, "RATE/PERIOD"},
+		{"rate limit bad burst", func(c *Config) { c.RateLimits = []string{"register=600/h:-1"} }, "burst"},
+		{"rate limit above the ceiling", func(c *Config) { c.RateLimits = []string{"rotate=100000/h"} }, "ceiling"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,7 +27,8 @@
 // a missing SoftHSM2, PostgreSQL or Redis fails the tests instead of
 // skipping them.
 //
-// Rate limits: `atr serve` has no flag to tune them, so the harness never
-// changes them; load is spread over several API keys and several loopback
-// source addresses (127.x.y.z), as distinct clients would be.
+// Rate limits: the harness keeps the server's defaults (it could raise them
+// with ATR_RATE_LIMITS, never switch them off); load is spread over several
+// API keys and several loopback source addresses (127.x.y.z), as distinct
+// clients would be.
 package faults
