@@ -170,6 +170,10 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		return r.writeAudit(ctx, tx, a, ActionRotate, name, ResultSuccess, map[string]string{
 			"serial": rec.Serial, "fingerprint_sha256": rec.FingerprintSHA256, "previous_serial": oldSerial}, &idx)
 	})
+	// The predecessor's status changed (or may have: the commit error could
+	// be a lost acknowledgement): this replica's Verify must not answer from
+	// the old status.
+	r.status.clear()
 	if err != nil {
 		return nil, err
 	}

@@ -79,6 +79,12 @@ type Config struct {
 	// Revocation tunes CRL/OCSP validity, the OCSP cache size and the
 	// signing rate for unknown serials. Zero values mean the defaults.
 	Revocation RevocationConfig
+	// StatusCacheTTL is how long Verify may answer from a certificate
+	// status this replica read earlier (see statuscache.go). Zero means
+	// DefaultStatusCacheTTL, negative disables the cache; at most
+	// MaxStatusCacheTTL, so a revocation on another replica shows within a
+	// second.
+	StatusCacheTTL time.Duration
 }
 
 // Registry is the agent lifecycle over a Store and an Issuer. Its methods are
@@ -95,6 +101,8 @@ type Registry struct {
 	log    *logrus.Entry
 	// revocation serves CRL and OCSP; nil without an Issuer.
 	revocation *revocationService
+	// status caches Verify's status lookups for a short while.
+	status *statusCache
 }
 
 // New checks cfg and returns a Registry.
@@ -112,6 +120,12 @@ func New(cfg Config) (*Registry, error) {
 		cfg.RotationGrace = DefaultRotationGrace
 	} else if cfg.RotationGrace < 0 {
 		cfg.RotationGrace = 0
+	}
+	switch {
+	case cfg.StatusCacheTTL == 0:
+		cfg.StatusCacheTTL = DefaultStatusCacheTTL
+	case cfg.StatusCacheTTL > MaxStatusCacheTTL:
+		return nil, fmt.Errorf("registry: new: StatusCacheTTL %v exceeds %v", cfg.StatusCacheTTL, MaxStatusCacheTTL)
 	}
 	if cfg.PendingTimeout <= 0 {
 		cfg.PendingTimeout = DefaultPendingTimeout
@@ -138,6 +152,7 @@ func New(cfg Config) (*Registry, error) {
 		rand:   cfg.Rand,
 		log:    log,
 	}
+	r.status = newStatusCache(cfg.StatusCacheTTL)
 	r.tlog = newTransparencyLog(cfg.Store.db, cfg.LogSigner, cfg.LogVerifier, cfg.LogOrigin, log.WithField("component", "translog"))
 	if cfg.Issuer != nil {
 		r.revocation = newRevocationService(cfg.Store, cfg.Issuer, cfg.Revocation, r.now, log.WithField("component", "revocation"))

@@ -91,6 +91,7 @@ func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*A
 		return r.writeAudit(ctx, tx, a, ActionRevoke, name, ResultSuccess, map[string]string{
 			"reason": reason, "serials": strings.Join(revoked, " ")}, first)
 	})
+	r.status.clear() // this replica's Verify reflects the revocation at once
 	if err != nil {
 		return nil, err
 	}

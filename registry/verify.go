@@ -49,7 +49,7 @@ func (r *Registry) Verify(ctx context.Context, leafPEM, chainPEM []byte) (*Verif
 		res.Reason = verifyReason(err)
 		return res, nil
 	}
-	row, err := r.certificateByFingerprint(ctx, res.FingerprintSHA256)
+	row, err := r.verifyStatus(ctx, res.FingerprintSHA256)
 	if errors.Is(err, ErrNotFound) {
 		res.Reason = ReasonUnknownCertificate
 		return res, nil

@@ -618,7 +618,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 	}
 	rep.Notes = append(rep.Notes,
 		"the load generator runs on the same cores as the server (shared machine): absolute figures are noisy; compare ratios",
-		"load is spread over many API keys and loopback source addresses, each inside the server's default rate-limit bursts (atr serve has no rate-limit settings)")
+		"load is spread over many API keys and loopback source addresses, each inside the server's default rate-limit bursts (limits are never raised or switched off for the benchmark)")
 	return rep, nil
 }
 

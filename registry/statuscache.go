@@ -1,0 +1,102 @@
+package registry
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Verify status cache. Relying parties verify the same agent certificates
+// again and again (an agent presents its certificate on every connection),
+// and the status lookup by fingerprint is the one database read of Verify.
+// The contract is that a revocation is reflected by verify within one second
+// on every replica: a replica answers from a short-lived per-process cache,
+// and a replica that itself revokes or rotates drops its cache at once, so
+// its own answers are never stale. The mTLS renewal path never uses it.
+const (
+	// DefaultStatusCacheTTL is how long a replica may answer Verify from a
+	// status it read earlier.
+	DefaultStatusCacheTTL = 500 * time.Millisecond
+	// MaxStatusCacheTTL keeps the cache inside the one-second contract.
+	MaxStatusCacheTTL = time.Second
+	// statusCacheSize bounds the number of cached statuses.
+	statusCacheSize = 1 << 16
+)
+
+type statusCache struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[string]statusEntry
+	gen uint64 // bumped by clear: a read that began before a local change is not stored
+}
+
+type statusEntry struct {
+	row certRow // without DER
+	at  time.Time
+}
+
+func newStatusCache(ttl time.Duration) *statusCache {
+	return &statusCache{ttl: ttl, m: make(map[string]statusEntry)}
+}
+
+// get returns a fresh cached row and, on a miss, the generation to pass to put.
+func (c *statusCache) get(fp string, now time.Time) (*certRow, uint64) {
+	if c.ttl <= 0 {
+		return nil, 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[fp]; ok && now.Sub(e.at) < c.ttl && !now.Before(e.at) {
+		row := e.row
+		return &row, c.gen
+	}
+	return nil, c.gen
+}
+
+func (c *statusCache) put(fp string, row *certRow, at time.Time, gen uint64) {
+	if c.ttl <= 0 {
+		return
+	}
+	r := *row
+	r.DER = nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return // a local revocation or rotation committed meanwhile
+	}
+	if _, ok := c.m[fp]; !ok && len(c.m) >= statusCacheSize {
+		for k, e := range c.m {
+			if at.Sub(e.at) >= c.ttl {
+				delete(c.m, k)
+			}
+		}
+		if len(c.m) >= statusCacheSize {
+			return
+		}
+	}
+	c.m[fp] = statusEntry{row: r, at: at}
+}
+
+// clear forgets every cached status; called after this replica commits a
+// change of certificate status.
+func (c *statusCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	clear(c.m)
+}
+
+// verifyStatus is certificateByFingerprint through the status cache.
+func (r *Registry) verifyStatus(ctx context.Context, fp string) (*certRow, error) {
+	now := r.now()
+	cached, gen := r.status.get(fp, now)
+	if cached != nil {
+		return cached, nil
+	}
+	row, err := r.certificateByFingerprint(ctx, fp)
+	if err != nil {
+		return nil, err
+	}
+	r.status.put(fp, row, now, gen)
+	return row, nil
+}
