@@ -130,8 +130,21 @@ func connectRetrying(ctx context.Context, cfg Config) (*tokenState, error) {
 // says it "could not find PKCS#11 token" (an unexported error, matched by
 // its text) or the slot reports CKR_TOKEN_NOT_PRESENT.
 func transientOpenError(err error) bool {
-	return isP11(err, pkcs11.CKR_GENERAL_ERROR) || isP11(err, pkcs11.CKR_DEVICE_ERROR) ||
-		isP11(err, pkcs11.CKR_TOKEN_NOT_PRESENT) || strings.Contains(err.Error(), "could not find PKCS#11 token")
+	return isP11(err, pkcs11.CKR_GENERAL_ERROR) || isP11(err, pkcs11.CKR_DEVICE_ERROR) || tokenMissing(err)
+}
+
+// tokenMissing reports whether err says the selected token is not there.
+func tokenMissing(err error) bool {
+	return isP11(err, pkcs11.CKR_TOKEN_NOT_PRESENT) || strings.Contains(err.Error(), "could not find PKCS#11 token")
+}
+
+// finalizeModule finalizes the module through a handle of our own (the
+// library is shared with crypto11).
+func finalizeModule(module string) {
+	if r := pkcs11.New(module); r != nil {
+		_ = r.Finalize()
+		r.Destroy()
+	}
 }
 
 // connect builds one tokenState. It never logs and its errors never contain
@@ -334,6 +347,14 @@ func (t *Token) rebuild() bool {
 			t.fatal = err
 			t.log.WithError(err).Error("hsm: token login refused while recovering; not retrying (a retry could lock the token)")
 			return true
+		}
+		if tokenMissing(err) {
+			// The module lists no such token: its configuration (the token
+			// directory, the HSM partition) changed under it. A module reads
+			// its configuration at C_Initialize, so finalize it; the next
+			// attempt initializes it afresh and sees the token once it is
+			// back. Other contexts in this process recover the same way.
+			finalizeModule(t.cfg.Module)
 		}
 		t.log.WithError(err).Warn("hsm: rebuilding the PKCS#11 context failed; retrying")
 		return false

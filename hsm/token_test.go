@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -245,6 +246,45 @@ func TestSessionLossAndRecovery(t *testing.T) {
 		// Other operations recover too.
 		if _, err := tok.Objects(t.Context()); err != nil {
 			t.Fatalf("Objects after recovery: %v", err)
+		}
+	})
+	t.Run("token removed from the config and restored", func(t *testing.T) {
+		conf := os.Getenv("SOFTHSM2_CONF")
+		orig, err := os.ReadFile(conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		restore := func() {
+			if err := os.WriteFile(conf, orig, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Cleanup(restore)
+		// The operator points the module at a token directory without our
+		// token; the module is re-initialized (as after a library restart).
+		empty := t.TempDir()
+		if err := os.WriteFile(conf, []byte("directories.tokendir = "+empty+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.p.Finalize(); err != nil {
+			t.Fatalf("Finalize: %v", err)
+		}
+		if _, err := signOnce(t, s); !errors.Is(err, hsm.ErrUnavailable) {
+			t.Fatalf("Sign with the token gone: error = %v; want ErrUnavailable", err)
+		}
+		// It stays unavailable (fails closed) while the token is gone: the
+		// rebuilds keep failing instead of signing with anything else.
+		time.Sleep(500 * time.Millisecond)
+		if err := tok.Healthy(t.Context()); !errors.Is(err, hsm.ErrUnavailable) {
+			t.Fatalf("Healthy with the token gone = %v; want ErrUnavailable", err)
+		}
+		if _, err := signOnce(t, s); !errors.Is(err, hsm.ErrUnavailable) {
+			t.Fatalf("Sign with the token gone: error = %v; want ErrUnavailable", err)
+		}
+		restore()
+		waitHealthy(t, tok)
+		if _, err := signOnce(t, s); err != nil {
+			t.Fatalf("Sign after the token came back: %v", err)
 		}
 	})
 	t.Run("closed token fails closed", func(t *testing.T) {
