@@ -564,20 +564,50 @@ func TestLeafHash(t *testing.T) {
 
 // BenchmarkRootHash measures RootHash at 1,000 and 1,000,000 entries
 // (O(log n): at most 1+log₂ n stored hashes read and combined).
+// benchStore is an in-memory tree of size leaves, built once per benchmark.
+func benchStore(b *testing.B, size int) *memStore {
+	b.Helper()
+	ctx := context.Background()
+	m := &memStore{base: make([]tlog.Hash, 0, tlog.StoredHashCount(int64(size)))}
+	var leaf [8]byte
+	for i := range size {
+		leaf[0], leaf[1], leaf[2] = byte(i), byte(i>>8), byte(i>>16)
+		if err := Append(ctx, m, int64(i), leaf[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return m
+}
+
 func BenchmarkRootHash(b *testing.B) {
 	for _, size := range []int{1_000, 1_000_000} {
 		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
-			ctx := context.Background()
-			m := &memStore{base: make([]tlog.Hash, 0, tlog.StoredHashCount(int64(size)))}
-			var leaf [8]byte
-			for i := range size {
-				leaf[0], leaf[1], leaf[2] = byte(i), byte(i>>8), byte(i>>16)
-				if err := Append(ctx, m, int64(i), leaf[:]); err != nil {
+			m := benchStore(b, size)
+			for b.Loop() {
+				if _, err := RootHash(context.Background(), m, int64(size)); err != nil {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkProofs: inclusion and consistency proofs read O(log n) hashes,
+// so their cost at 1M entries stays close to their cost at 1k.
+func BenchmarkProofs(b *testing.B) {
+	for _, size := range []int{1_000, 1_000_000} {
+		m := benchStore(b, size)
+		n := int64(size)
+		b.Run(fmt.Sprintf("inclusion/size=%d", size), func(b *testing.B) {
 			for b.Loop() {
-				if _, err := RootHash(ctx, m, int64(size)); err != nil {
+				if _, err := InclusionProof(context.Background(), m, n/3, n); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("consistency/size=%d", size), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := ConsistencyProof(context.Background(), m, n/3, n); err != nil {
 					b.Fatal(err)
 				}
 			}
