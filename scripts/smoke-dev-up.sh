@@ -79,6 +79,11 @@ for f in pin admin.apikey; do
 	[ "$(stat -c %a "$data/$f")" = 600 ] || fail "$f is not 0600"
 done
 ls "$data"/ceremonies/*-root.json "$data"/ceremonies/*-intermediate.json >/dev/null || fail "ceremony transcripts missing"
+# SEC-004/SEC-015: no private key anywhere in the data dir — CA keys live only
+# inside the tokens (SoftHSM2's own encrypted object files).
+if keyfiles=$(grep -rlE -- '-----BEGIN ([A-Z]+ )?PRIVATE KEY-----' "$data" --exclude-dir=tokens --exclude-dir=bin); then
+	fail "private key material on disk: $keyfiles"
+fi
 
 # The chain.
 openssl verify -CAfile "$data/ca/root.pem" "$data/ca/intermediate.pem" >/dev/null || fail "openssl verify of the intermediate"
