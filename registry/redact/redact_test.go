@@ -142,15 +142,19 @@ func FuzzRedact(f *testing.F) {
 		}
 		// Separate the planted secret from fuzzed neighbours so that it is
 		// a token of its own.
-		for _, planted := range []string{
-			"atr_0123456789abcdef_" + sec,
-			"Bearer " + sec,
-			"pin=" + sec,
-			"-----BEGIN EC PRIVATE KEY-----\n" + sec + "\n-----END EC PRIVATE KEY-----",
+		// kept is what Redact rightly leaves of each planted secret (the
+		// public key ID, the scheme, the PEM frame): the secret counts as
+		// surviving only beyond its occurrences in the neighbours and there.
+		for _, p := range []struct{ kept, planted string }{
+			{"atr_0123456789abcdef_", "atr_0123456789abcdef_" + sec},
+			{"Bearer ", "Bearer " + sec},
+			{"pin=", "pin=" + sec},
+			{"-----BEGIN EC PRIVATE KEY-----\n\n-----END EC PRIVATE KEY-----",
+				"-----BEGIN EC PRIVATE KEY-----\n" + sec + "\n-----END EC PRIVATE KEY-----"},
 		} {
-			in := before + " " + planted + " " + after
+			in := before + " " + p.planted + " " + after
 			got := Redact(in)
-			if strings.Count(got, sec) > strings.Count(before+" "+after, sec) {
+			if strings.Count(got, sec) > strings.Count(before+" "+p.kept+" "+after, sec) {
 				t.Fatalf("secret survived: Redact(%q) = %q", in, got)
 			}
 		}
