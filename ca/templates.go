@@ -53,12 +53,25 @@ func checkCN(cn string) error {
 // minute. lifetime 0 means DefaultRootLifetime; at most MaxRootLifetime.
 // Sign it with CreateCertificate(tmpl, tmpl, pub, signer).
 func RootTemplate(cn string, lifetime time.Duration, now time.Time) (*x509.Certificate, error) {
-	if err := checkCN(cn); err != nil {
-		return nil, fmt.Errorf("ca: root template: %w", err)
-	}
-	nb, na, err := caValidity(lifetime, DefaultRootLifetime, MaxRootLifetime, now)
+	t, err := caTemplate(cn, lifetime, DefaultRootLifetime, MaxRootLifetime, now)
 	if err != nil {
 		return nil, fmt.Errorf("ca: root template: %w", err)
+	}
+	t.MaxPathLen = 1
+	t.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+	return t, nil
+}
+
+// caTemplate is what root and issuing CA templates share: subject CN=cn, a
+// random serial, the validity window (lifetime 0 means def, at most max),
+// and the CA basic constraints.
+func caTemplate(cn string, lifetime, def, max time.Duration, now time.Time) (*x509.Certificate, error) {
+	if err := checkCN(cn); err != nil {
+		return nil, err
+	}
+	nb, na, err := caValidity(lifetime, def, max, now)
+	if err != nil {
+		return nil, err
 	}
 	serial, err := NewSerial(rand.Reader)
 	if err != nil {
@@ -71,8 +84,6 @@ func RootTemplate(cn string, lifetime time.Duration, now time.Time) (*x509.Certi
 		NotAfter:              na,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLen:            1,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}, nil
 }
 
@@ -85,34 +96,19 @@ func RootTemplate(cn string, lifetime time.Duration, now time.Time) (*x509.Certi
 // registry's TLS server certificate). lifetime 0 means
 // DefaultIntermediateLifetime; at most MaxIntermediateLifetime (2 years).
 func IntermediateTemplate(cn, trustDomain string, lifetime time.Duration, now time.Time) (*x509.Certificate, error) {
-	if err := checkCN(cn); err != nil {
-		return nil, fmt.Errorf("ca: intermediate template: %w", err)
-	}
 	if err := validTrustDomain(trustDomain); err != nil {
 		return nil, fmt.Errorf("ca: intermediate template: %w", err)
 	}
-	nb, na, err := caValidity(lifetime, DefaultIntermediateLifetime, MaxIntermediateLifetime, now)
+	t, err := caTemplate(cn, lifetime, DefaultIntermediateLifetime, MaxIntermediateLifetime, now)
 	if err != nil {
 		return nil, fmt.Errorf("ca: intermediate template: %w", err)
 	}
-	serial, err := NewSerial(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	return &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             nb,
-		NotAfter:              na,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            0,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		PermittedURIDomains:   []string{trustDomain},
-		// Go marks the whole name constraints extension critical with this.
-		PermittedDNSDomainsCritical: true,
-	}, nil
+	t.MaxPathLen, t.MaxPathLenZero = 0, true
+	t.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	t.PermittedURIDomains = []string{trustDomain}
+	// Go marks the whole name constraints extension critical with this.
+	t.PermittedDNSDomainsCritical = true
+	return t, nil
 }
 
 // ServerTemplate returns the template of a TLS server certificate for the
