@@ -64,6 +64,13 @@ func decodeStrict(data []byte, v any) error {
 	if !utf8.Valid(data) {
 		return errInvalid("the body must be UTF-8")
 	}
+	if err := checkUnambiguous(data, v); err != nil {
+		msg := "the body is not valid JSON for this endpoint"
+		if errors.Is(err, errAmbiguousJSON) {
+			msg = "the body has a duplicate or case-variant key"
+		}
+		return &apiError{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: msg, cause: err}
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
