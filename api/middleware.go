@@ -103,6 +103,13 @@ func (s *Server) outer(next http.Handler) http.Handler {
 		}
 		ri.ip = s.clientIP(r)
 		w.Header().Set("X-Request-ID", ri.id)
+		if len(r.TransferEncoding) > 0 {
+			// RFC 9112 §6.1: a request with both Content-Length and Transfer-Encoding
+			// may be a smuggling attempt; it is processed by Transfer-Encoding and the
+			// connection MUST then be closed. Go's server drops Content-Length before a
+			// handler runs, so every request with a Transfer-Encoding closes it.
+			w.Header().Set("Connection", "close")
+		}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri))
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandlerTimeout)
 		defer cancel()
