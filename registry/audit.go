@@ -149,10 +149,19 @@ func (r *Registry) ListAudit(ctx context.Context, a Actor, cursor string, limit 
 			return nil, "", invalid("cursor", nil)
 		}
 	}
+	// No "? < 0" trick: PostgreSQL would type that parameter from the literal as
+	// int4 and refuse a cursor of 2^31 or more (issue 11 item 4).
 	q := `SELECT id, occurred_at, actor, actor_owner, request_id, ip, action, target, result, metadata, log_index
-		FROM audit_events WHERE (? < 0 OR id < ?) ORDER BY id DESC LIMIT ?`
+		FROM audit_events`
+	args := []any{}
+	if before > 0 {
+		q += ` WHERE id < ?`
+		args = append(args, before)
+	}
+	q += ` ORDER BY id DESC LIMIT ?`
+	args = append(args, limit+1)
 	var rows []auditRow
-	if err := r.store.db.SelectContext(ctx, &rows, r.store.db.Rebind(q), before, before, limit+1); err != nil {
+	if err := r.store.db.SelectContext(ctx, &rows, r.store.db.Rebind(q), args...); err != nil {
 		return nil, "", dbErr("list audit", err)
 	}
 	next := ""
