@@ -39,10 +39,11 @@ type fakeRegistry struct {
 }
 
 const (
-	keyAlice = "atr_alice_0123456789abcdef0123456789abcdef"
-	keyBob   = "atr_bob_0123456789abcdef0123456789abcdef00"
-	keyRead  = "atr_reader_0123456789abcdef0123456789abcd"
-	keyAdmin = "atr_admin_0123456789abcdef0123456789abcde"
+	// Well-formed (atr_<16 hex>_<64 hex>): the client refuses to send anything else.
+	keyAlice = "atr_a11ce00000000000_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	keyBob   = "atr_b0b0000000000000_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	keyRead  = "atr_5ead000000000000_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	keyAdmin = "atr_ad00000000000000_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 )
 
 func newFake(t testing.TB) *fakeRegistry {

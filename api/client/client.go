@@ -99,12 +99,15 @@ func WithClientCertificate(cert tls.Certificate) Option {
 	return func(o *options) error { o.cert, o.tlsChanged = &cert, true; return nil }
 }
 
-// WithAPIKey sends key as "Authorization: Bearer <key>".
+// WithAPIKey sends key as "Authorization: Bearer <key>". Surrounding white space (the
+// newline of a key file) is ignored. A key that is not of the form ParseAPIKey accepts
+// (for example "null" from a failed jq) is refused here, before anything is sent: the
+// server would count it as a failed authentication against the caller's address.
 func WithAPIKey(key string) Option {
 	return func(o *options) error {
 		key = strings.TrimSpace(key)
-		if key == "" || strings.ContainsAny(key, " \r\n\t") {
-			return errors.New("client: malformed API key")
+		if _, err := ParseAPIKey(key); err != nil {
+			return err
 		}
 		o.apiKey = key
 		return nil
@@ -301,6 +304,17 @@ func (c *Client) ConsistencyProof(ctx context.Context, oldSize, newSize int64) (
 func (c *Client) CreateAPIKey(ctx context.Context, req CreateAPIKeyRequest) (*CreatedAPIKey, error) {
 	var out CreatedAPIKey
 	if err := c.doJSON(ctx, http.MethodPost, "/v1/admin/apikeys", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListAPIKeys returns one page of the API keys (admin), ordered by id; pass the previous
+// page's NextCursor to continue. limit ≤ 0 means the server default (50); the server caps
+// it at 100. Neither secrets nor their hashes are ever returned.
+func (c *Client) ListAPIKeys(ctx context.Context, cursor string, limit int) (*APIKeyPage, error) {
+	var out APIKeyPage
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/admin/apikeys", pageQuery(cursor, limit), nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

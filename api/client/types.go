@@ -118,6 +118,12 @@ type APIKey struct {
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
 
+// APIKeyPage is one page of GET /v1/admin/apikeys. NextCursor is empty on the last page.
+type APIKeyPage struct {
+	APIKeys    []APIKey `json:"api_keys"`
+	NextCursor string   `json:"next_cursor,omitempty"`
+}
+
 // CreatedAPIKey is the answer of POST /v1/admin/apikeys: Key is the secret, shown once.
 type CreatedAPIKey struct {
 	APIKey
