@@ -87,15 +87,40 @@ func caTemplate(cn string, lifetime, def, max time.Duration, now time.Time) (*x5
 	}, nil
 }
 
+// IntermediateOptions are the choices of the issuing CA profile.
+type IntermediateOptions struct {
+	// URINameConstraint adds a critical name constraints extension
+	// permitting only URI SANs whose host is the trust domain, so that
+	// relying parties which process it (Go's crypto/x509, OpenSSL,
+	// go-spiffe) refuse a leaf outside the trust domain even if the issuing
+	// key were misused. pyca/cryptography's X.509 verifier (43 and later,
+	// the Python relying parties) does not support URI name constraints and
+	// rejects every chain through such an intermediate, critical or not.
+	// Without it the trust domain is enforced by ATR itself: issuance builds
+	// the only URI SAN from the profile's trust domain, the e_atr_one_uri_san
+	// lint refuses any other before the issuing key signs, and Verifier
+	// refuses a leaf outside the trust domain (ReasonNotAgent).
+	URINameConstraint bool
+}
+
 // IntermediateTemplate returns the template of the issuing CA certificate
-// with subject CN=cn: pathLen 0 (it may only issue leaves), key usage
-// keyCertSign|cRLSign|digitalSignature (the last for signing OCSP responses
-// directly), and critical name constraints permitting only URI SANs whose
-// host is trustDomain (so it cannot certify an agent outside the trust
-// domain; other name types are not constrained, which lets it issue the
-// registry's TLS server certificate). lifetime 0 means
-// DefaultIntermediateLifetime; at most MaxIntermediateLifetime (2 years).
+// with subject CN=cn, with the URI name constraint (IntermediateOptions
+// URINameConstraint: true); see IntermediateTemplateWithOptions. The key
+// ceremony chooses the options itself (atr ceremony intermediate
+// --uri-name-constraint).
 func IntermediateTemplate(cn, trustDomain string, lifetime time.Duration, now time.Time) (*x509.Certificate, error) {
+	return IntermediateTemplateWithOptions(cn, trustDomain, lifetime, now, IntermediateOptions{URINameConstraint: true})
+}
+
+// IntermediateTemplateWithOptions returns the template of the issuing CA
+// certificate with subject CN=cn: pathLen 0 (it may only issue leaves), key
+// usage keyCertSign|cRLSign|digitalSignature (the last for signing OCSP
+// responses directly), and, with opts.URINameConstraint, critical name
+// constraints permitting only URI SANs whose host is trustDomain (other name
+// types are not constrained, which lets it issue the registry's TLS server
+// certificate). lifetime 0 means DefaultIntermediateLifetime; at most
+// MaxIntermediateLifetime (2 years).
+func IntermediateTemplateWithOptions(cn, trustDomain string, lifetime time.Duration, now time.Time, opts IntermediateOptions) (*x509.Certificate, error) {
 	if err := validTrustDomain(trustDomain); err != nil {
 		return nil, fmt.Errorf("ca: intermediate template: %w", err)
 	}
@@ -105,9 +130,11 @@ func IntermediateTemplate(cn, trustDomain string, lifetime time.Duration, now ti
 	}
 	t.MaxPathLen, t.MaxPathLenZero = 0, true
 	t.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
-	t.PermittedURIDomains = []string{trustDomain}
-	// Go marks the whole name constraints extension critical with this.
-	t.PermittedDNSDomainsCritical = true
+	if opts.URINameConstraint {
+		t.PermittedURIDomains = []string{trustDomain}
+		// Go marks the whole name constraints extension critical with this.
+		t.PermittedDNSDomainsCritical = true
+	}
 	return t, nil
 }
 

@@ -2,7 +2,10 @@ package ca
 
 import (
 	"crypto/x509"
+	"errors"
 	"net"
+	"net/url"
+	"slices"
 	"testing"
 	"time"
 )
@@ -98,5 +101,120 @@ func TestCreateCertificateChecks(t *testing.T) {
 	}
 	if _, err := CreateCertificate(nil, root, ik.Public(), k); err == nil {
 		t.Error("nil template accepted")
+	}
+}
+
+// TestIntermediateURINameConstraintOption (issue 11, item 5): the issuing CA
+// profile carries the critical URI name constraint only when asked, since
+// pyca/cryptography rejects every chain through it; without it the trust
+// domain is still enforced by ATR: issuance puts the trust domain's SPIFFE ID
+// in the leaf, the issuance lint refuses a foreign one before the issuing key
+// signs, and Verifier refuses a foreign leaf the issuing key signed anyway.
+func TestIntermediateURINameConstraintOption(t *testing.T) {
+	nb := testNow.Add(-time.Hour)
+	tests := []struct {
+		name         string
+		template     func() (*x509.Certificate, error)
+		wantNC       bool // a critical name constraints extension
+		wantPermitTD bool // ... permitting the trust domain's URIs
+	}{
+		{"IntermediateTemplate", func() (*x509.Certificate, error) { return IntermediateTemplate("I", testTD, 0, nb) }, true, true},
+		{"without the URI name constraint", func() (*x509.Certificate, error) {
+			return IntermediateTemplateWithOptions("I", testTD, 0, nb, IntermediateOptions{})
+		}, false, false},
+		{"with the URI name constraint", func() (*x509.Certificate, error) {
+			return IntermediateTemplateWithOptions("I", testTD, 0, nb, IntermediateOptions{URINameConstraint: true})
+		}, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rootKey, interKey := newKey(t, "p384"), newKey(t, "p256")
+			rt, err := RootTemplate("R", 0, nb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			root, err := CreateCertificate(rt, rt, rootKey.Public(), rootKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			it, err := tt.template()
+			if err != nil {
+				t.Fatal(err)
+			}
+			inter, err := CreateCertificate(it, root, interKey.Public(), rootKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !inter.IsCA || inter.MaxPathLen != 0 || !inter.MaxPathLenZero {
+				t.Errorf("intermediate: cA %v pathLen %d (zero %v); want a CA with pathLen 0", inter.IsCA, inter.MaxPathLen, inter.MaxPathLenZero)
+			}
+			gotNC := false
+			for _, e := range inter.Extensions {
+				if e.Id.String() == "2.5.29.30" {
+					gotNC = e.Critical
+				}
+			}
+			if gotNC != tt.wantNC {
+				t.Errorf("critical name constraints extension: got %v, want %v", gotNC, tt.wantNC)
+			}
+			if got := slices.Contains(inter.PermittedURIDomains, testTD); got != tt.wantPermitTD {
+				t.Errorf("permitted URI domains %q: contains %s = %v, want %v", inter.PermittedURIDomains, testTD, got, tt.wantPermitTD)
+			}
+
+			iss, err := NewIssuer(interKey, inter, []*x509.Certificate{root}, testProfile())
+			if err != nil {
+				t.Fatalf("NewIssuer: %v", err)
+			}
+			ver, err := NewVerifier([]*x509.Certificate{root}, []*x509.Certificate{inter}, testTD)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := newKey(t, "p256")
+			p, err := iss.Prepare(newCSR(t, k), "billing-bot.acme", testSerial(t), testNow)
+			if err != nil {
+				t.Fatalf("Prepare: %v", err)
+			}
+			leaf, err := iss.Sign(p)
+			if err != nil {
+				t.Fatalf("Sign: %v", err)
+			}
+			if err := ver.Verify(leaf, nil, testNow); err != nil {
+				t.Errorf("Verify(issued leaf) = %v, want nil", err)
+			}
+			if got, want := leaf.URIs[0].String(), AgentURI(testTD, "billing-bot.acme"); got != want {
+				t.Errorf("leaf URI SAN %s, want %s", got, want)
+			}
+
+			// The issuance lint refuses a foreign trust domain before the
+			// real signature, with or without the constraint.
+			tmpl, err := iss.leafTemplate(k.Public(), "billing-bot.acme", testSerial(t), testNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			foreign, err := url.Parse(AgentURI("evil.example.org", "billing-bot.acme"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl.URIs = []*url.URL{foreign}
+			_, err = iss.lintTemplate(tmpl, k.Public(), "billing-bot.acme")
+			var le *LintError
+			if !errors.As(err, &le) || !slices.Contains(le.Lints(), "e_atr_one_uri_san") {
+				t.Errorf("lint of a foreign-domain leaf: %v; want e_atr_one_uri_san", err)
+			}
+
+			// A foreign leaf signed by the issuing key itself (a misused
+			// key, bypassing the pipeline) is refused by Verifier: as an
+			// untrusted chain when the constraint is there, as not an agent
+			// when it is not.
+			forged := signLeaf(t, agentTemplate(t, AgentURI("evil.example.org", "a")), inter, newKey(t, "p256").Public(), interKey)
+			wantReason := ReasonNotAgent
+			if tt.wantNC {
+				wantReason = ReasonUntrustedChain
+			}
+			var ve *VerifyError
+			if err := ver.Verify(forged, nil, testNow); !errors.As(err, &ve) || ve.Reason != wantReason {
+				t.Errorf("Verify(foreign leaf signed by the issuing key) = %v; want %s", err, wantReason)
+			}
+		})
 	}
 }
