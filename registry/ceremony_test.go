@@ -27,7 +27,7 @@ func TestRecordCACertificates(t *testing.T) {
 		if n, err := f.Registry.RecordCACertificates(ctx, cas); err != nil || n != 0 {
 			t.Fatalf("second RecordCACertificates = %d, %v; want 0, nil (idempotent)", n, err)
 		}
-		entries, err := f.Registry.LogEntries(ctx, 0, 1000)
+		entries, err := f.Registry.LogEntries(ctx, 0, int64(len(cas)))
 		if err != nil {
 			t.Fatalf("LogEntries: %v", err)
 		}

@@ -362,10 +362,11 @@ func (l *transparencyLog) entries(ctx context.Context, start, end int64) ([][]by
 	if err != nil {
 		return nil, err
 	}
-	if start >= head.Size {
-		return nil, fmt.Errorf("registry: log entries: start %d beyond tree size %d: %w", start, head.Size, ErrNotFound)
+	if end > head.Size {
+		// A range past the tree is refused, never cut short: a caller must not
+		// mistake a short answer for the end of the log (issue 11 item 7).
+		return nil, fmt.Errorf("registry: log entries: [%d, %d) runs past tree size %d: %w", start, end, head.Size, ErrNotFound)
 	}
-	end = min(end, head.Size)
 	return entryStore{l.db}.ReadEntries(ctx, start, end)
 }
 

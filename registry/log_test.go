@@ -408,8 +408,8 @@ func TestLogBounds(t *testing.T) {
 		}
 	}
 	l := f.logs[0]
-	if es, err := l.entries(ctx, 1, 100); err != nil || len(es) != 2 {
-		t.Errorf("entries(1, 100) = %d entries, %v; want 2 (clamped)", len(es), err)
+	if es, err := l.entries(ctx, 1, 3); err != nil || len(es) != 2 {
+		t.Errorf("entries(1, 3) = %d entries, %v; want 2", len(es), err)
 	}
 	tests := []struct {
 		name string
@@ -420,6 +420,7 @@ func TestLogBounds(t *testing.T) {
 		{"entries negative", func() error { _, err := l.entries(ctx, -1, 2); return err }(), ErrInvalid},
 		{"entries empty range", func() error { _, err := l.entries(ctx, 2, 2); return err }(), ErrInvalid},
 		{"entries beyond", func() error { _, err := l.entries(ctx, 3, 4); return err }(), ErrNotFound},
+		{"entries end past the tree is not cut short", func() error { _, err := l.entries(ctx, 1, 100); return err }(), ErrNotFound},
 		{"inclusion index = size", func() error { _, err := l.inclusionProof(ctx, 3, 3); return err }(), ErrInvalid},
 		{"inclusion size beyond", func() error { _, err := l.inclusionProof(ctx, 0, 4); return err }(), ErrNotFound},
 		{"consistency old 0", func() error { _, err := l.consistencyProof(ctx, 0, 3); return err }(), ErrInvalid},

@@ -30,8 +30,8 @@ func (r *Registry) LogKeyPEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }
 
-// LogEntries returns the encoded log entries [start, end), at most 1000, cut
-// at the current tree size.
+// LogEntries returns the encoded log entries [start, end), at most 1000. A
+// range that runs past the current tree size is ErrNotFound.
 func (r *Registry) LogEntries(ctx context.Context, start, end int64) ([][]byte, error) {
 	return r.tlog.entries(ctx, start, end)
 }
