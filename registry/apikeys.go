@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,31 +17,26 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
-// API key format: "atr_" + 16 lowercase hex digits of id + "_" + 64 lowercase
-// hex digits of secret (256 random bits). Only SHA-256(key) is stored.
+// API key format (owned by api/client, the wire protocol: client.ParseAPIKey):
+// "atr_" + 16 lowercase hex digits of id + "_" + 64 lowercase hex digits of
+// secret (256 random bits). Only SHA-256(key) is stored.
 const (
-	apiKeyPrefix      = "atr_"
-	apiKeyIDBytes     = 8
-	apiKeySecBytes    = 32
-	apiKeyLen         = len(apiKeyPrefix) + 2*apiKeyIDBytes + 1 + 2*apiKeySecBytes
+	apiKeyPrefix      = client.APIKeyPrefix
+	apiKeyIDBytes     = client.APIKeyIDLen / 2
+	apiKeySecBytes    = client.APIKeySecretLen / 2
 	lastUsedPrecision = time.Minute
 	maxOwnerLen       = 128
 )
 
 // ParseAPIKeyID returns the id part of a well-formed API key (safe to log).
 func ParseAPIKeyID(key string) (string, bool) {
-	if len(key) != apiKeyLen || !strings.HasPrefix(key, apiKeyPrefix) || key[len(apiKeyPrefix)+2*apiKeyIDBytes] != '_' {
-		return "", false
-	}
-	id := key[len(apiKeyPrefix) : len(apiKeyPrefix)+2*apiKeyIDBytes]
-	if !isLowerHex(id) || !isLowerHex(key[len(apiKeyPrefix)+2*apiKeyIDBytes+1:]) {
-		return "", false
-	}
-	return id, true
+	id, err := client.ParseAPIKey(key)
+	return id, err == nil
 }
 
 func isLowerHex(s string) bool {
@@ -305,6 +301,9 @@ func (r *Registry) RevokeAPIKey(ctx context.Context, a Actor, id string) error {
 	return nil
 }
 
+// ActionAPIKeyList is the audit action of a refused ListAPIKeys.
+const ActionAPIKeyList = "apikey.list"
+
 // GetAPIKey returns the key with the given id (admin only).
 func (r *Registry) GetAPIKey(ctx context.Context, a Actor, id string) (*APIKey, error) {
 	if !a.IsAdmin() {
@@ -315,6 +314,47 @@ func (r *Registry) GetAPIKey(ctx context.Context, a Actor, id string) (*APIKey, 
 		return nil, dbErr("get api key", err)
 	}
 	return row.apiKey()
+}
+
+// ListAPIKeys returns one page of API keys (admin only), ordered by id, and the
+// cursor of the next page ("" on the last). cursor is the previous page's
+// next cursor ("" for the first page); limit follows the paging rules (0 → 50,
+// at most 100). Secrets are never stored and hashes are never returned.
+func (r *Registry) ListAPIKeys(ctx context.Context, a Actor, cursor string, limit int) ([]APIKey, string, error) {
+	if !a.IsAdmin() {
+		return nil, "", r.deny(ctx, a, ActionAPIKeyList, "", fmt.Errorf("registry: list api keys: %w", ErrForbidden))
+	}
+	limit, err := pageLimit(limit)
+	if err != nil {
+		return nil, "", err
+	}
+	after := ""
+	if cursor != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(cursor)
+		if err != nil || len(raw) != 2*apiKeyIDBytes || !isLowerHex(string(raw)) {
+			return nil, "", invalid("cursor", nil)
+		}
+		after = string(raw)
+	}
+	var rows []apiKeyRow
+	if err := r.store.db.SelectContext(ctx, &rows, r.store.db.Rebind(
+		`SELECT `+apiKeyColumns+` FROM api_keys WHERE id > ? ORDER BY id LIMIT ?`), after, limit+1); err != nil {
+		return nil, "", dbErr("list api keys", err)
+	}
+	next := ""
+	if len(rows) > limit {
+		rows = rows[:limit]
+		next = base64.RawURLEncoding.EncodeToString([]byte(rows[len(rows)-1].ID))
+	}
+	out := make([]APIKey, 0, len(rows))
+	for _, row := range rows {
+		k, err := row.apiKey()
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, *k)
+	}
+	return out, next, nil
 }
 
 // forUpdate is " FOR UPDATE" on PostgreSQL (row lock until commit); SQLite's

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -316,4 +318,113 @@ func TestReconcileSettlesPending(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestListAPIKeys (issue 11 item 13): admins page through every key, ordered
+// by id, without secrets or hashes; others are refused; a bad cursor is
+// ErrInvalid, never a database error.
+func TestListAPIKeys(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			r, _ := newKeyRegistry(t, dbName)
+			admin := SystemActor()
+			secrets := map[string]string{} // id → key
+			for i := range 5 {
+				k, key, err := r.CreateAPIKey(ctx, admin, "acme", "acme", []string{ScopeAgentsRead}, time.Hour)
+				if err != nil {
+					t.Fatalf("CreateAPIKey %d: %v", i, err)
+				}
+				secrets[k.ID] = key
+			}
+			if err := r.RevokeAPIKey(ctx, admin, firstKey(secrets)); err != nil {
+				t.Fatal(err)
+			}
+			var got []APIKey
+			cursor, pages := "", 0
+			for {
+				page, next, err := r.ListAPIKeys(ctx, admin, cursor, 2)
+				if err != nil {
+					t.Fatalf("ListAPIKeys(%q): %v", cursor, err)
+				}
+				if len(page) > 2 {
+					t.Fatalf("page of %d keys, want at most 2", len(page))
+				}
+				got = append(got, page...)
+				pages++
+				if next == "" {
+					break
+				}
+				cursor = next
+			}
+			if len(got) != len(secrets) || pages != 3 {
+				t.Fatalf("got %d keys in %d pages, want %d in 3", len(got), pages, len(secrets))
+			}
+			revoked := 0
+			for i, k := range got {
+				if i > 0 && got[i-1].ID >= k.ID {
+					t.Errorf("keys out of order: %s then %s", got[i-1].ID, k.ID)
+				}
+				key, ok := secrets[k.ID]
+				if !ok {
+					t.Errorf("unknown key %s listed", k.ID)
+				}
+				if k.Owner != "acme" || k.Namespace != "acme" || len(k.Scopes) != 1 || k.ExpiresAt == nil {
+					t.Errorf("key %+v: want owner, namespace, scopes and expiry", k)
+				}
+				if k.RevokedAt != nil {
+					revoked++
+				}
+				dump := fmt.Sprintf("%+v", k)
+				h := sha256.Sum256([]byte(key))
+				if strings.Contains(dump, key[len("atr_")+17:]) || strings.Contains(dump, fmt.Sprintf("%x", h[:])) {
+					t.Errorf("listing reveals the secret or its hash: %s", dump)
+				}
+			}
+			if revoked != 1 {
+				t.Errorf("%d revoked keys listed, want 1", revoked)
+			}
+
+			owner, err := r.Authenticate(ctx, secrets[lastKey(secrets)])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tc := range []struct {
+				name   string
+				actor  Actor
+				cursor string
+				limit  int
+				want   error
+			}{
+				{"owner refused", *owner, "", 0, ErrForbidden},
+				{"cursor not base64", admin, "!!", 0, ErrInvalid},
+				{"cursor not an id", admin, "MjE0NzQ4MzY0OA", 0, ErrInvalid},
+				{"negative limit", admin, "", -1, ErrInvalid},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					if _, _, err := r.ListAPIKeys(ctx, tc.actor, tc.cursor, tc.limit); !errors.Is(err, tc.want) {
+						t.Errorf("ListAPIKeys = %v, want %v", err, tc.want)
+					}
+				})
+			}
+		})
+	}
+}
+
+func firstKey(m map[string]string) string {
+	var ids []string
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids[0]
+}
+
+func lastKey(m map[string]string) string {
+	var ids []string
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids[len(ids)-1]
 }
