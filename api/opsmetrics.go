@@ -1,0 +1,103 @@
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"regexp"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// muxVarPattern matches a gorilla/mux variable with a regexp, "{req:.+}".
+var muxVarPattern = regexp.MustCompile(`\{([A-Za-z0-9_]+):[^}]*\}`)
+
+// routeLabel turns a mux path template into the route label of logs and metrics:
+// "/v1/ocsp/{req:.+}" becomes "/v1/ocsp/{req}", the spelling of the OpenAPI document.
+func routeLabel(tpl string) string { return muxVarPattern.ReplaceAllString(tpl, "{$1}") }
+
+// Descriptions of the families an operator alerts on. The timestamps are Unix seconds,
+// so an alert reads `atr_ca_certificate_not_after_timestamp_seconds - time() < 30*86400`.
+var (
+	caNotAfterDesc = prometheus.NewDesc("atr_ca_certificate_not_after_timestamp_seconds",
+		"NotAfter of each CA certificate in the served bundle (Unix seconds), by role (root or intermediate), subject and serial.",
+		[]string{"role", "subject", "serial"}, nil)
+	crlNextUpdateDesc = prometheus.NewDesc("atr_crl_next_update_timestamp_seconds",
+		"nextUpdate of the CRL currently served at /v1/crl (Unix seconds); absent while no CRL can be produced.",
+		nil, nil)
+)
+
+// opsCollector reads the CA bundle and the current CRL at scrape time.
+type opsCollector struct{ s *Server }
+
+func (c opsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- caNotAfterDesc
+	ch <- crlNextUpdateDesc
+}
+
+func (c opsCollector) Collect(ch chan<- prometheus.Metric) {
+	rest := c.s.deps.Lifecycle.Bundle()
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil || b.Type != "CERTIFICATE" {
+			continue
+		}
+		role := "intermediate"
+		if cert.CheckSignatureFrom(cert) == nil {
+			role = "root"
+		}
+		ch <- prometheus.MustNewConstMetric(caNotAfterDesc, prometheus.GaugeValue, float64(cert.NotAfter.Unix()),
+			role, cert.Subject.String(), hex.EncodeToString(cert.SerialNumber.Bytes()))
+	}
+	if c.s.deps.Revocation == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, next, err := c.s.deps.Revocation.CRL(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(crlNextUpdateDesc, prometheus.GaugeValue, float64(next.Unix()))
+	} else {
+		c.s.log.WithError(err).Warn("metrics: reading the current CRL")
+	}
+}
+
+// buildInfo is atr_build_info: constant 1, labelled with what the binary was built from.
+func buildInfo() prometheus.Collector {
+	version, revision, goVersion := "(devel)", "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, kv := range bi.Settings {
+			if kv.Key == "vcs.revision" {
+				revision = kv.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "atr_build_info",
+		Help:        "Constant 1, labelled with the version, VCS revision and Go version atr was built from.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	g.Set(1)
+	return g
+}
+
+// registerOpsMetrics adds atr_build_info and the expiry gauges to the Server's registry.
+func (s *Server) registerOpsMetrics() error {
+	for _, c := range []prometheus.Collector{buildInfo(), opsCollector{s}} {
+		if err := s.metrics.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

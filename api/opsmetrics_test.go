@@ -1,0 +1,49 @@
+package api
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestMetricsOperatorFamilies replays issue 11 item 8: route labels carried mux regexes
+// ("/v1/ocsp/{req:.+}"), and there was no atr_build_info nor any gauge for the expiry of
+// CA certificates and the CRL, which is what an operator alerts on.
+func TestMetricsOperatorFamilies(t *testing.T) {
+	h := newHarness(t, nil)
+	h.do("GET", "/v1/ocsp/MAM=", "", nil)
+	h.do("GET", "/v1/log/tile/0/000.p/1", "", nil)
+	r := h.do("GET", "/metrics", "", nil)
+	if r.status != 200 {
+		t.Fatalf("GET /metrics: %d", r.status)
+	}
+	body := string(r.body)
+	for _, want := range []string{
+		`route="/v1/ocsp/{req}"`,
+		`route="/v1/log/tile/{tile}"`,
+		"atr_build_info{goversion=",
+		`atr_ca_certificate_not_after_timestamp_seconds{role="root"`,
+		"atr_crl_next_update_timestamp_seconds ",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if strings.Contains(line, `route="`) && strings.Contains(line, ":.") {
+			t.Errorf("route label with a mux regex: %s", line)
+		}
+	}
+}
+
+func TestRouteLabel(t *testing.T) {
+	for in, want := range map[string]string{
+		"/v1/ocsp/{req:.+}":         "/v1/ocsp/{req}",
+		"/v1/log/tile/{tile:.+}":    "/v1/log/tile/{tile}",
+		"/v1/agents/{name}/rotate":  "/v1/agents/{name}/rotate",
+		"/v1/admin/apikeys/{id:.*}": "/v1/admin/apikeys/{id}",
+	} {
+		if got := routeLabel(in); got != want {
+			t.Errorf("routeLabel(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
