@@ -93,20 +93,23 @@ type ceremony struct {
 
 // transcript is the JSON record a ceremony leaves under DATA_DIR/ceremonies.
 type transcript struct {
-	Version      int                     `json:"version"`
-	Ceremony     string                  `json:"ceremony"`
-	Time         time.Time               `json:"time"`
-	Finished     time.Time               `json:"finished"`
-	Operator     string                  `json:"operator"`
-	Host         string                  `json:"host"`
-	Command      []string                `json:"command"`
-	ATRVersion   string                  `json:"atr_version"`
-	Module       string                  `json:"pkcs11_module"`
-	TrustDomain  string                  `json:"trust_domain,omitempty"`
-	Keys         []transcriptKey         `json:"keys"`
-	Certificates []transcriptCert        `json:"certificates"`
-	Outputs      []transcriptOutput      `json:"outputs"`
-	Tokens       map[string][]objectJSON `json:"tokens"`
+	Version     int       `json:"version"`
+	Ceremony    string    `json:"ceremony"`
+	Time        time.Time `json:"time"`
+	Finished    time.Time `json:"finished"`
+	Operator    string    `json:"operator"`
+	Host        string    `json:"host"`
+	Command     []string  `json:"command"`
+	ATRVersion  string    `json:"atr_version"`
+	Module      string    `json:"pkcs11_module"`
+	TrustDomain string    `json:"trust_domain,omitempty"`
+	// URINameConstraint records, for the intermediate ceremonies, whether
+	// the new issuing CA certificate carries the URI name constraint.
+	URINameConstraint *bool                   `json:"uri_name_constraint,omitempty"`
+	Keys              []transcriptKey         `json:"keys"`
+	Certificates      []transcriptCert        `json:"certificates"`
+	Outputs           []transcriptOutput      `json:"outputs"`
+	Tokens            map[string][]objectJSON `json:"tokens"`
 }
 
 type transcriptKey struct {
@@ -408,7 +411,18 @@ type intermediateOpts struct {
 	label, cn, alg, rootLabel string
 	lifetime                  time.Duration
 	rotate                    bool
+	// uriNameConstraint adds the critical URI name constraint to the
+	// intermediate (ca.IntermediateOptions); off by default because
+	// pyca/cryptography rejects every chain through it (docs/operator.md).
+	uriNameConstraint bool
 }
+
+// uriNameConstraintUsage is the help of --uri-name-constraint.
+const uriNameConstraintUsage = `add critical name constraints limiting URI SANs to the trust domain
+(Go, OpenSSL and go-spiffe enforce them; pyca/cryptography, the Python
+relying parties, rejects every chain through such an intermediate). Off by
+default: ATR's issuance policy, lints and verify enforce the trust domain
+either way; see docs/operator.md`
 
 func runCeremonyIntermediate(ctx context.Context, a *app, args []string) error {
 	return ceremonyIntermediate(ctx, a, args, false)
@@ -435,11 +449,14 @@ Rewrites DATA_DIR/ca/intermediate.pem and bundle.pem; writes a transcript.`,
 	} else {
 		fs = a.newFlagSet("ceremony intermediate", "ceremony intermediate [flags]",
 			`Generate the issuing (intermediate) key on the online token, certify it with
-the root key from the root token (pathLen 0, URI name constraints to the trust
-domain), import the intermediate and root certificates onto the online token
-and write DATA_DIR/ca/intermediate.pem and DATA_DIR/ca/bundle.pem. Refuses to
-run over an existing key. A transcript is written to DATA_DIR/ceremonies/.`,
-			`atr ceremony intermediate --data-dir ./var --trust-domain example.org --operator alice`)
+the root key from the root token (pathLen 0; with --uri-name-constraint also
+critical name constraints limiting URI SANs to the trust domain), import the
+intermediate and root certificates onto the online token and write
+DATA_DIR/ca/intermediate.pem and DATA_DIR/ca/bundle.pem. Refuses to run over
+an existing key. A transcript is written to DATA_DIR/ceremonies/.`,
+			`atr ceremony intermediate --data-dir ./var --trust-domain example.org --operator alice
+# only if no Python (pyca/cryptography) relying party must verify the chain:
+atr ceremony intermediate --data-dir ./var --trust-domain example.org --uri-name-constraint`)
 	}
 	var (
 		opts ceremonyOpts
@@ -451,6 +468,7 @@ run over an existing key. A transcript is written to DATA_DIR/ceremonies/.`,
 	fs.DurationVar(&iopt.lifetime, "lifetime", defaultIssuingLife, "intermediate certificate lifetime (at most 2 years)")
 	fs.StringVar(&iopt.alg, "algorithm", defaultIssuingAlgo, "key algorithm: ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096")
 	fs.StringVar(&iopt.rootLabel, "root-label", "", "label of the root on the root token (default: the newest valid root with a key)")
+	fs.BoolVar(&iopt.uriNameConstraint, "uri-name-constraint", false, uriNameConstraintUsage)
 	opts.bind(fs, !rotate)
 	cfg, err := a.loadConfig(fs, optCommon|optToken|optRoot|optTrust, args)
 	if err != nil {
@@ -471,6 +489,7 @@ run over an existing key. A transcript is written to DATA_DIR/ceremonies/.`,
 		return err
 	}
 	c.t.TrustDomain = cfg.TrustDomain
+	c.t.URINameConstraint = &iopt.uriNameConstraint
 	return c.intermediate(ctx, iopt)
 }
 
@@ -496,6 +515,7 @@ func (c *ceremony) intermediate(ctx context.Context, o intermediateOpts) error {
 		for _, tc := range existing {
 			if tc.Label == o.label {
 				c.log.WithField("label", o.label).Info("issuing key and certificate already on the token; nothing to do (--if-missing)")
+				c.warnConstraintMismatch(tc.Cert, o)
 				return c.writeBundle(ctx, issuing, tc.Cert, false)
 			}
 		}
@@ -535,7 +555,8 @@ func (c *ceremony) intermediate(ctx context.Context, o intermediateOpts) error {
 	}
 
 	// Step 3: certify it with the root; the intermediate must not outlive it.
-	tmpl, err := ca.IntermediateTemplate(o.cn, cfg.TrustDomain, o.lifetime, now)
+	tmpl, err := ca.IntermediateTemplateWithOptions(o.cn, cfg.TrustDomain, o.lifetime, now,
+		ca.IntermediateOptions{URINameConstraint: o.uriNameConstraint})
 	if err != nil {
 		return fmt.Errorf("building the intermediate template: %w", err)
 	}
@@ -583,6 +604,16 @@ func (c *ceremony) intermediate(ctx context.Context, o intermediateOpts) error {
 		return err
 	}
 	return c.finish()
+}
+
+// warnConstraintMismatch warns when an existing intermediate (kept by
+// --if-missing) differs from what --uri-name-constraint asked for: only a
+// rotation changes it.
+func (c *ceremony) warnConstraintMismatch(cert *x509.Certificate, o intermediateOpts) {
+	if has := len(cert.PermittedURIDomains) > 0; has != o.uriNameConstraint {
+		c.log.WithFields(logrus.Fields{"label": o.label, "uri_name_constraint": has}).
+			Warn("the existing intermediate differs from --uri-name-constraint; run 'atr ceremony rotate-intermediate' to change it")
+	}
 }
 
 // importRootIfMissing puts the root certificate onto the online token, where
