@@ -45,6 +45,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# pyca/cryptography's X.509 verifier (the Python relying party; Debian 13's
+# python3-cryptography unpacked into a cache, the system is not changed).
+scripts/install-pyca.sh
 
 step "PostgreSQL and Redis"
 if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
