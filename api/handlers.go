@@ -368,6 +368,21 @@ func (s *Server) handleLogKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// handleLogVerifierKey serves the log's C2SP signed-note verifier key as one line of text,
+// the form note verifiers and witnesses are configured with.
+func (s *Server) handleLogVerifierKey(w http.ResponseWriter, r *http.Request) error {
+	if s.deps.Log == nil {
+		return errNotImplemented
+	}
+	vkey := s.deps.Log.LogVerifierKey()
+	if vkey == "" {
+		return errNotImplemented
+	}
+	s.cacheable(w, s.cfg.BundleMaxAge)
+	writeBytes(w, "text/plain; charset=utf-8", []byte(vkey+"\n"))
+	return nil
+}
+
 // handleTile serves the log as C2SP tlog-tiles below /v1/log/ (hash tiles and
 // entry bundles), so standard tlog tooling can audit it. A tile's content never
 // changes once served, so it is cacheable; a partial tile is a different path.

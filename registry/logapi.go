@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"github.com/agent-trust-registry/atr/registry/translog"
 
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -28,6 +29,23 @@ func (r *Registry) LogKeyPEM() []byte {
 		return nil
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+// LogVerifierKey returns the C2SP signed-note verifier key of the log,
+// "<origin>+<8 hex digits key ID>+<base64(0x02 || SPKI DER)>", or "" when the
+// log key is not configured. Verifiers that know signature type 0x02 (ECDSA
+// P-256) read it, e.g. transparency-dev/formats/note.NewVerifier;
+// golang.org/x/mod/sumdb/note knows only Ed25519 and refuses it.
+func (r *Registry) LogVerifierKey() string {
+	if r.cfg.LogPublicKey == nil {
+		return ""
+	}
+	vkey, err := translog.VerifierKey(r.cfg.LogOrigin, r.cfg.LogPublicKey)
+	if err != nil {
+		r.log.WithError(err).Error("registry: log verifier key")
+		return ""
+	}
+	return vkey
 }
 
 // LogEntries returns the encoded log entries [start, end), at most 1000. A
