@@ -65,12 +65,16 @@ func TestPycaVerifiesCeremonyChain(t *testing.T) {
 	tests := []struct {
 		name       string
 		flags      []string // extra flags of 'atr ceremony intermediate'
+		rotate     bool     // then 'atr ceremony rotate-intermediate' without flags
 		wantPyca   bool
 		wantReason string // in pyca's rejection
 	}{
-		{"default intermediate", nil, true, ""},
-		{"--uri-name-constraint=false", []string{"--uri-name-constraint=false"}, true, ""},
-		{"--uri-name-constraint", []string{"--uri-name-constraint"}, false, "unsupported name constraint"},
+		{"default intermediate", nil, false, true, ""},
+		{"--uri-name-constraint=false", []string{"--uri-name-constraint=false"}, false, true, ""},
+		{"--uri-name-constraint", []string{"--uri-name-constraint"}, false, false, "unsupported name constraint"},
+		// An existing deployment: the bundle still holds the constrained
+		// intermediate; leaves of the new one verify.
+		{"rotated away from --uri-name-constraint", []string{"--uri-name-constraint"}, true, true, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,9 +84,16 @@ func TestPycaVerifiesCeremonyChain(t *testing.T) {
 			caDir := filepath.Join(d.dir, "ca")
 			rootPEM, bundlePEM := filepath.Join(caDir, "root.pem"), filepath.Join(caDir, "bundle.pem")
 
-			it := d.transcripts(t, "intermediate")
+			ceremony, cfg := "intermediate", Config{PKCS11Token: d.issuing.TokenLabel}
+			if tt.rotate {
+				// Both intermediates start in the same second: name the new one.
+				cfg.IssuingKey = "pkcs11:object=atr-issuing-2"
+				d.mustAtr(t, "ceremony", "rotate-intermediate", "--operator", "tester", "--trust-domain", trustDomain, "--label", "atr-issuing-2")
+				ceremony = "rotate-intermediate"
+			}
+			it := d.transcripts(t, ceremony)
 			if len(it) != 1 {
-				t.Fatalf("intermediate transcripts: %v", it)
+				t.Fatalf("%s transcripts: %v", ceremony, it)
 			}
 			tr := readTranscript(t, it[0])
 			wantNC := !tt.wantPyca
@@ -93,7 +104,7 @@ func TestPycaVerifiesCeremonyChain(t *testing.T) {
 			// A leaf issued by the server's code path under the token's key.
 			now := time.Now()
 			tok := hsmtest.Open(t, d.issuing)
-			m, err := loadCA(context.Background(), Config{PKCS11Token: d.issuing.TokenLabel}, tok, now)
+			m, err := loadCA(context.Background(), cfg, tok, now)
 			if err != nil {
 				t.Fatalf("loadCA: %v", err)
 			}
@@ -170,6 +181,34 @@ func TestPycaVerifiesCeremonyChain(t *testing.T) {
 				}
 			default:
 				t.Fatalf("pyca-verify.py: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestIntermediateIfMissingConstraintWarning: an idempotent rerun keeps the
+// existing intermediate and warns when --uri-name-constraint asks for the
+// other profile (only a rotation changes it).
+func TestIntermediateIfMissingConstraintWarning(t *testing.T) {
+	d := newDevTokens(t)
+	d.mustAtr(t, "ceremony", "root", "--operator", "tester")
+	d.mustAtr(t, "ceremony", "intermediate", "--operator", "tester")
+	tests := []struct {
+		name     string
+		flags    []string
+		wantWarn bool
+	}{
+		{"same profile", nil, false},
+		{"other profile", []string{"--uri-name-constraint"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errb := d.atr(t, append([]string{"ceremony", "intermediate", "--operator", "tester", "--if-missing"}, tt.flags...)...)
+			if code != 0 {
+				t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errb)
+			}
+			if got := strings.Contains(errb, "differs from --uri-name-constraint"); got != tt.wantWarn {
+				t.Errorf("warning about the constraint: %v, want %v; stderr: %s", got, tt.wantWarn, errb)
 			}
 		})
 	}
