@@ -38,10 +38,12 @@
 //     the profile, 128-bit random serial, default lifetime 24 h (at most
 //     30 days), backdated 30 s by default (at most 1 minute).
 //
-//   - Ceremony templates. RootTemplate, IntermediateTemplate (pathLen 0,
-//     critical name constraints limiting URI SANs to the trust domain,
-//     lifetime at most 2 years) and ServerTemplate (the registry's own TLS
-//     certificate); CreateCertificate signs a template and checks the result.
+//   - Ceremony templates. RootTemplate, IntermediateTemplateWithOptions
+//     (pathLen 0, lifetime at most 2 years, and optionally critical name
+//     constraints limiting URI SANs to the trust domain, which
+//     pyca/cryptography rejects; IntermediateTemplate always adds them) and
+//     ServerTemplate (the registry's own TLS certificate);
+//     CreateCertificate signs a template and checks the result.
 //
 //   - Revocation. Issuer.SignCRL and Issuer.SignOCSP sign CRLs and OCSP
 //     responses with the issuing key; ReasonCode and ReasonName map RFC 5280

@@ -85,7 +85,8 @@ to the self-signed roots in --bundle (its other certificates serve as
 intermediates); every certificate must be valid now, the leaf must allow
 digitalSignature and clientAuth and carry exactly one URI SAN
 spiffe://<trust-domain>/agent/<name> (--trust-domain pins the domain; default:
-the certificate's own, which the issuing CA's name constraints bound). Then
+the certificate's own, bounded by the issuing CA's URI name constraint only
+if it has one, see 'ceremony intermediate --uri-name-constraint'). Then
 --crl (DER or PEM, from GET /v1/crl) must be signed by the certificate's
 issuing CA, be current (thisUpdate ≤ now < nextUpdate) and must not list the
 serial (revoked and superseded certificates are listed).
@@ -190,7 +191,7 @@ func (a *app) printVerify(o verifyOutput) {
 // unusable bundle or CRL is an error.
 func verifyOffline(leaf *x509.Certificate, extra []*x509.Certificate, bundleFile, crlFile, trustDomain string, now time.Time) (verifyOutput, error) {
 	na := leaf.NotAfter
-	out := verifyOutput{Mode: "offline", Serial: leaf.SerialNumber.Text(16), FingerprintSHA256: certFingerprint(leaf), NotAfter: &na}
+	out := verifyOutput{Mode: "offline", Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: certFingerprint(leaf), NotAfter: &na}
 	data, err := readFileCapped(bundleFile, agentMaxCertFile)
 	if err != nil {
 		return out, fmt.Errorf("reading the CA bundle: %w", err)
