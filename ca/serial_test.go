@@ -6,6 +6,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"math/big"
+	"strings"
 	"testing"
 	"testing/iotest"
 )
@@ -100,4 +101,67 @@ func TestCheckSerial(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSerialSpellings: FormatSerial is openssl's spelling in lower case (two digits per
+// byte), and ParseSerial accepts every spelling ATR used or openssl prints (issue 11 item 6).
+func TestSerialSpellings(t *testing.T) {
+	tests := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"0a1b", "0a1b", true},
+		{"a1b", "0a1b", true},    // ATR's spelling before issue 11
+		{"0A1B", "0a1b", true},   // openssl x509 -serial
+		{"0A:1B", "0a1b", true},  // openssl x509 -text
+		{"0x0a1b", "0a1b", true}, // Go's %#x
+		{"00a1b", "0a1b", true},  // extra leading zeros
+		{"ff", "ff", true},       // top bit set: no DER "00" octet in the spelling
+		{strings.Repeat("7f", 20), strings.Repeat("7f", 20), true},
+		{strings.Repeat("ff", 20), "", false}, // 21 DER octets
+		{"0", "", false},
+		{"", "", false},
+		{"-1", "", false},
+		{"0g", "", false},
+		{"0a 1b", "", false},
+		{strings.Repeat("1", 43), "", false},
+	}
+	for _, tt := range tests {
+		got, err := CanonicalSerial(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("CanonicalSerial(%q) = %q, %v; want %q, ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+		if err != nil && !errors.Is(err, ErrBadSerial) {
+			t.Errorf("CanonicalSerial(%q): error %v does not wrap ErrBadSerial", tt.in, err)
+		}
+	}
+	for _, n := range []*big.Int{big.NewInt(1), big.NewInt(0xabc), new(big.Int).Lsh(big.NewInt(1), 127)} {
+		s := FormatSerial(n)
+		if len(s)%2 != 0 {
+			t.Errorf("FormatSerial(%v) = %q: odd length", n, s)
+		}
+		back, err := ParseSerial(s)
+		if err != nil || back.Cmp(n) != 0 {
+			t.Errorf("ParseSerial(FormatSerial(%v)) = %v, %v", n, back, err)
+		}
+	}
+	if FormatSerial(nil) != "" || FormatSerial(big.NewInt(-5)) != "" || FormatSerial(new(big.Int)) != "" {
+		t.Error("FormatSerial of nil, negative or zero is not empty")
+	}
+}
+
+func FuzzParseSerial(f *testing.F) {
+	for _, s := range []string{"0a1b", "A:B", "0x", "::", strings.Repeat("f", 40)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseSerial(s)
+		if err != nil {
+			return
+		}
+		c := FormatSerial(n)
+		if again, err := CanonicalSerial(c); err != nil || again != c {
+			t.Fatalf("canonical %q does not round-trip: %q, %v", c, again, err)
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
@@ -69,7 +70,7 @@ func (r *Registry) recordCA(ctx context.Context, c *x509.Certificate) (bool, err
 		idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{
 			Type:        translog.EventCeremony,
 			Time:        now,
-			Serial:      c.SerialNumber.Text(16),
+			Serial:      ca.FormatSerial(c.SerialNumber),
 			Fingerprint: fp,
 			Certificate: c.Raw,
 			Actor:       ceremonyActor,

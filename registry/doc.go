@@ -55,6 +55,7 @@
 // superseded certificate verifies until its grace period (Config.RotationGrace,
 // default 5 minutes) ends.
 //
-// Serials are stored as lowercase hex (big.Int.Text(16)), fingerprints as 64
-// lowercase hex digits.
+// Serials are stored in the canonical spelling of ca.FormatSerial (lowercase
+// hex, two digits per byte; migration 004 rewrote older odd-length rows),
+// fingerprints as 64 lowercase hex digits.
 package registry

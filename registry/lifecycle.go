@@ -205,7 +205,7 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 		r.log.WithError(err).WithField("agent", name).Error("pre-issuance lint refused the certificate")
 		return nil, nil, fmt.Errorf("registry: %s: preparing certificate: %v", kind, err)
 	}
-	serialHex := serial.Text(16)
+	serialHex := ca.FormatSerial(serial)
 	// Step 4: record before sign.
 	if err := r.store.inTx(ctx, kind+": recording pending issuance", func(tx *sqlx.Tx) error {
 		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO pending_issuances

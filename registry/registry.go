@@ -247,8 +247,9 @@ type Agent struct {
 	CreatedAt, UpdatedAt time.Time
 }
 
-// CertificateRecord is one certificate of an agent. Serial is lowercase hex
-// (big.Int.Text(16)); FingerprintSHA256 is 64 lowercase hex digits.
+// CertificateRecord is one certificate of an agent. Serial is in the
+// canonical spelling of ca.FormatSerial (even-length lowercase hex);
+// FingerprintSHA256 is 64 lowercase hex digits.
 type CertificateRecord struct {
 	Serial, FingerprintSHA256, Status, RevocationReason string
 	NotBefore, NotAfter                                 time.Time

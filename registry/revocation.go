@@ -533,7 +533,7 @@ func (s *revocationService) ocsp(ctx context.Context, raw []byte) ([]byte, error
 	case ocspUnauthorized:
 		return slices.Clone(ocsp.UnauthorizedErrorResponse), nil
 	}
-	serial := req.SerialNumber.Text(16)
+	serial := ca.FormatSerial(req.SerialNumber) // "" (unknown) for a zero or negative serial
 	now := s.now()
 	st, err := s.certificateState(ctx, serial, now)
 	if err != nil {

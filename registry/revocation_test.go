@@ -371,7 +371,7 @@ func (r *replica) certificate(t *testing.T, c *x509.Certificate) CertificateReco
 		GraceUntil *time.Time `db:"grace_until"`
 		RevokedAt  *time.Time `db:"revoked_at"`
 	}
-	if err := r.store.db.Get(&row, r.store.db.Rebind(`SELECT grace_until, revoked_at FROM certificates WHERE serial = ?`), c.SerialNumber.Text(16)); err != nil {
+	if err := r.store.db.Get(&row, r.store.db.Rebind(`SELECT grace_until, revoked_at FROM certificates WHERE serial = ?`), ca.FormatSerial(c.SerialNumber)); err != nil {
 		t.Fatalf("reading certificate row: %v", err)
 	}
 	return CertificateRecord{GraceUntil: row.GraceUntil, RevokedAt: row.RevokedAt}

@@ -43,7 +43,7 @@ func (r *Registry) Verify(ctx context.Context, leafPEM, chainPEM []byte) (*Verif
 		extra = append(extra, more...)
 	}
 	fp := sha256.Sum256(leaf.Raw)
-	res := &VerifyResult{Serial: leaf.SerialNumber.Text(16), FingerprintSHA256: hex.EncodeToString(fp[:]), NotAfter: leaf.NotAfter.UTC()}
+	res := &VerifyResult{Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: hex.EncodeToString(fp[:]), NotAfter: leaf.NotAfter.UTC()}
 	now := r.now()
 	if err := r.verify.Verify(leaf, extra, now); err != nil {
 		res.Reason = verifyReason(err)

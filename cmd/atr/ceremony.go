@@ -208,7 +208,7 @@ func (c *ceremony) recordKey(token string, s *hsm.Signer, alg string) error {
 func (c *ceremony) recordCert(token, label string, cert *x509.Certificate) {
 	c.t.Certificates = append(c.t.Certificates, transcriptCert{
 		Token: token, Label: label, Subject: cert.Subject.String(), Issuer: cert.Issuer.String(),
-		Serial: cert.SerialNumber.Text(16), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), SHA256: sha256Hex(cert.Raw),
+		Serial: ca.FormatSerial(cert.SerialNumber), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), SHA256: sha256Hex(cert.Raw),
 	})
 }
 

@@ -514,8 +514,8 @@ func e2eWatch(t *testing.T, e *e2eEnv) {
 		}
 	}
 	last := f.checkPair(t)
-	if got := readLines(t, hookLog); !strings.HasSuffix(got[len(got)-1], " "+last.SerialNumber.Text(16)) {
-		t.Errorf("the last hook ran for %q, the certificate on disk is %s", got[len(got)-1], last.SerialNumber.Text(16))
+	if got := readLines(t, hookLog); !strings.HasSuffix(got[len(got)-1], " "+ca.FormatSerial(last.SerialNumber)) {
+		t.Errorf("the last hook ran for %q, the certificate on disk is %s", got[len(got)-1], ca.FormatSerial(last.SerialNumber))
 	}
 	if left := tempFiles(t, dir); len(left) != 0 {
 		t.Errorf("leftover files: %v", left)

@@ -79,7 +79,7 @@ func (s *selfIssued) get() (*tls.Certificate, error) {
 	s.current = c
 	life := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)
 	s.renewAt = c.Leaf.NotBefore.Add(life * 2 / 3)
-	s.log.WithFields(logrus.Fields{"serial": c.Leaf.SerialNumber.Text(16), "not_after": c.Leaf.NotAfter.UTC().Format(time.RFC3339), "dns": s.dns, "ips": fmt.Sprint(s.ips)}).Info("issued the server TLS certificate")
+	s.log.WithFields(logrus.Fields{"serial": ca.FormatSerial(c.Leaf.SerialNumber), "not_after": c.Leaf.NotAfter.UTC().Format(time.RFC3339), "dns": s.dns, "ips": fmt.Sprint(s.ips)}).Info("issued the server TLS certificate")
 	return c, nil
 }
 
