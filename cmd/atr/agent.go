@@ -158,18 +158,30 @@ func chainPath(cert, override string) string {
 
 func (o *agentOpts) chainFile() string { return chainPath(o.cert, o.chain) }
 
-// readAPIKey returns the API key from --api-key-file, else ATR_API_KEY, else "".
+// readAPIKey returns the API key from --api-key-file, else ATR_API_KEY, else
+// "". A key that is not of the API key format (client.ParseAPIKey; "null"
+// written by a failed jq, say) is refused with an error naming where it came
+// from, and is never sent: the server would count it against this machine's
+// address as a failed authentication.
 func (o *agentOpts) readAPIKey() (string, error) {
+	var k, source string
 	if o.apiKeyFile == "" {
-		return strings.TrimSpace(o.apiKey), nil
+		k, source = strings.TrimSpace(o.apiKey), "ATR_API_KEY"
+		if k == "" {
+			return "", nil
+		}
+	} else {
+		data, err := readSecretFile(o.apiKeyFile, agentMaxAPIKey)
+		if err != nil {
+			return "", fmt.Errorf("reading the API key: %w", err)
+		}
+		k, source = strings.TrimSpace(string(data)), o.apiKeyFile+" (--api-key-file / ATR_API_KEY_FILE)"
+		if k == "" {
+			return "", fmt.Errorf("reading the API key: %s is empty", o.apiKeyFile)
+		}
 	}
-	data, err := readSecretFile(o.apiKeyFile, agentMaxAPIKey)
-	if err != nil {
-		return "", fmt.Errorf("reading the API key: %w", err)
-	}
-	k := strings.TrimSpace(string(data))
-	if k == "" {
-		return "", fmt.Errorf("reading the API key: %s is empty", o.apiKeyFile)
+	if _, err := client.ParseAPIKey(k); err != nil {
+		return "", fmt.Errorf("the API key in %s is not an ATR API key, so it was not sent: %w", source, err)
 	}
 	return k, nil
 }
@@ -244,6 +256,28 @@ type serverError struct {
 
 func (e *serverError) Error() string { return e.msg }
 func (e *serverError) Unwrap() error { return e.err }
+
+// showSerial spells a serial number from the server canonically
+// (ca.FormatSerial), or as given when it is not one.
+func showSerial(s string) string {
+	if c, err := ca.CanonicalSerial(s); err == nil {
+		return c
+	}
+	return s
+}
+
+// revocationReasons lists the reason names ca.ReasonCode accepts, in code order.
+func revocationReasons() []string {
+	var out []string
+	for code := 0; code <= 10; code++ {
+		if n := ca.ReasonName(code); n != "" {
+			if _, err := ca.ReasonCode(n); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
 
 // ---- files -----------------------------------------------------------------
 
@@ -695,16 +729,18 @@ atr agent register --name billing-bot.acme --server https://127.0.0.1:8443 \
 		return err
 	}
 	fmt.Fprintf(a.stdout, "registered agent %s (owner %s)\nserial: %s\nlog index: %d\nvalid: %s to %s\ncertificate: %s\nchain: %s\n",
-		name, issued.Owner, issued.Serial, issued.LogIndex,
+		name, issued.Owner, showSerial(issued.Serial), issued.LogIndex,
 		leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339), o.cert, o.chainFile())
 	return nil
 }
 
 // ---- renew -----------------------------------------------------------------
 
-// rotator is what renewal needs of the API: one call.
+// rotator is what renewal needs of the API: the rotation, and the public
+// status check that explains a refusal.
 type rotator interface {
 	Rotate(ctx context.Context, name string, csrPEM []byte) (*client.Certificate, error)
+	Verify(ctx context.Context, certPEM, chainPEM []byte) (*client.VerifyResult, error)
 }
 
 // renewer renews one agent's certificate in place.
@@ -838,7 +874,7 @@ func (r *renewer) renewOnce(ctx context.Context) (*x509.Certificate, error) {
 	}
 	issued, err := c.Rotate(ctx, name, csr)
 	if err != nil {
-		return nil, explain("renewing "+name, err)
+		return nil, explainRenewal(ctx, c, name, leaf, chain, err)
 	}
 	newLeaf, leafPEM, chainPEM, err := issuedFiles(newKey, issued, name)
 	if err != nil {
@@ -854,13 +890,45 @@ func (r *renewer) renewOnce(ctx context.Context) (*x509.Certificate, error) {
 	if err := renameDurable(staged, r.keyFile); err != nil {
 		return nil, err
 	}
-	r.log.WithFields(logrus.Fields{"agent": name, "serial": issued.Serial, "not_after": newLeaf.NotAfter.UTC().Format(time.RFC3339), "log_index": issued.LogIndex}).Info("certificate renewed")
+	r.log.WithFields(logrus.Fields{"agent": name, "serial": showSerial(issued.Serial), "not_after": newLeaf.NotAfter.UTC().Format(time.RFC3339), "log_index": issued.LogIndex}).Info("certificate renewed")
 	for _, h := range r.hooks {
 		if err := h(ctx, newLeaf); err != nil {
 			r.log.WithError(err).Warn("reload hook failed")
 		}
 	}
 	return newLeaf, nil
+}
+
+// explainRenewal renders a refused renewal. The server answers any
+// certificate it will not accept for mTLS with the same 401, so on a 401 the
+// certificate's status is asked through the public verify endpoint (which
+// tells anyone who holds the certificate): a revoked or superseded
+// certificate is named as such rather than "unauthenticated".
+func explainRenewal(ctx context.Context, c rotator, name string, leaf *x509.Certificate, chain []*x509.Certificate, err error) error {
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusUnauthorized {
+		return explain("renewing "+name, err)
+	}
+	res, verr := c.Verify(ctx, ca.EncodeCertificatesPEM(leaf), ca.EncodeCertificatesPEM(chain...))
+	if verr != nil || res.Verified {
+		return explain("renewing "+name, err)
+	}
+	serial := ca.FormatSerial(leaf.SerialNumber)
+	var msg string
+	switch res.Reason {
+	case "revoked":
+		msg = fmt.Sprintf("renewing %s: the certificate (serial %s) is revoked; a revoked certificate cannot be renewed: register the agent again with an API key", name, serial)
+	case "superseded":
+		msg = fmt.Sprintf("renewing %s: the certificate (serial %s) was superseded by a newer one; renew with the agent's current certificate", name, serial)
+	case "unknown_certificate", "untrusted_chain":
+		msg = fmt.Sprintf("renewing %s: this registry does not know the certificate (serial %s): check --server and --ca-bundle", name, serial)
+	default:
+		return explain("renewing "+name, err)
+	}
+	if ce.RequestID != "" {
+		msg += " [request ID " + ce.RequestID + "]"
+	}
+	return &serverError{msg: msg, err: ce}
 }
 
 // renewalDelay is how long to wait at now before renewing a certificate valid
@@ -917,7 +985,7 @@ func (r *renewer) watch(ctx context.Context, maxBackoff time.Duration, sleep fun
 			return err
 		}
 		d := renewalDelay(leaf.NotBefore, leaf.NotAfter, r.now(), mrand.Float64(), r.renewBefore)
-		r.log.WithFields(logrus.Fields{"serial": leaf.SerialNumber.Text(16), "not_after": leaf.NotAfter.UTC().Format(time.RFC3339), "renew_in": d.Round(time.Second).String()}).Info("next renewal scheduled")
+		r.log.WithFields(logrus.Fields{"serial": ca.FormatSerial(leaf.SerialNumber), "not_after": leaf.NotAfter.UTC().Format(time.RFC3339), "renew_in": d.Round(time.Second).String()}).Info("next renewal scheduled")
 		if err := sleep(ctx, d); err != nil {
 			return nil // cancelled
 		}
@@ -1069,7 +1137,8 @@ atr agent renew --watch --key agent.key --cert agent.pem \
 	typ := fs.String("type", "", "type of the new keys: "+keyTypes+" (default: the current key's type)")
 	maxBackoff := fs.Duration("max-backoff", 5*time.Minute, "cap of the retry backoff with --watch")
 	renewBefore := fs.Duration("renew-before", 0, "with --watch: renew when this much validity is left (default: at 2/3 of the lifetime)")
-	logLevel := fs.String("log-level", "info", "log level of --watch: debug, info, warn, error")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "text", "log lines on stderr: text (human-readable) or json (then errors are JSON lines too)")
 	if err := a.parse(fs, args); err != nil {
 		return err
 	}
@@ -1093,6 +1162,14 @@ atr agent renew --watch --key agent.key --cert agent.pem \
 	if _, err := parseLogLevel(*logLevel); err != nil {
 		return usagef("--log-level: %v", err)
 	}
+	newLog := newTextLogger
+	switch *logFormat {
+	case "text":
+	case "json":
+		newLog = newLogger
+	default:
+		return usagef("--log-format %q: want text or json", *logFormat)
+	}
 	var targets []signalTarget
 	for _, s := range signals {
 		t, err := parseSignalTarget(s)
@@ -1111,7 +1188,7 @@ atr agent renew --watch --key agent.key --cert agent.pem \
 	}
 	r := &renewer{
 		keyFile: o.key, certFile: o.cert, chainFile: o.chainFile(), name: name, keyType: *typ,
-		log: newLogger(a.stderr, *logLevel).WithField("component", "agent-renew"),
+		log: newLog(a.stderr, *logLevel).WithField("component", "agent-renew"),
 		now: a.now, renewBefore: *renewBefore,
 		dial: func(cert tls.Certificate) (rotator, error) {
 			return o.newClient("", &cert)
@@ -1122,7 +1199,7 @@ atr agent renew --watch --key agent.key --cert agent.pem \
 		r.hooks = append(r.hooks, func(ctx context.Context, leaf *x509.Certificate) error {
 			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
 			cmd.Env = append(os.Environ(), "ATR_AGENT_CERT="+r.certFile, "ATR_AGENT_KEY="+r.keyFile,
-				"ATR_AGENT_CHAIN="+r.chainFile, "ATR_AGENT_SERIAL="+leaf.SerialNumber.Text(16))
+				"ATR_AGENT_CHAIN="+r.chainFile, "ATR_AGENT_SERIAL="+ca.FormatSerial(leaf.SerialNumber))
 			cmd.Stdout, cmd.Stderr = a.stderr, a.stderr
 			if err := cmd.Run(); err != nil {
 				return fmt.Errorf("--exec %q: %w", cmdline, err)
@@ -1141,7 +1218,7 @@ atr agent renew --watch --key agent.key --cert agent.pem \
 		return err
 	}
 	fmt.Fprintf(a.stdout, "renewed: serial %s, valid until %s\ncertificate: %s\nkey: %s\nchain: %s\n",
-		leaf.SerialNumber.Text(16), leaf.NotAfter.UTC().Format(time.RFC3339), r.certFile, r.keyFile, r.chainFile)
+		ca.FormatSerial(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339), r.certFile, r.keyFile, r.chainFile)
 	return nil
 }
 
@@ -1213,12 +1290,12 @@ atr agent status --name billing-bot.acme --server https://127.0.0.1:8443 --api-k
 	if err != nil {
 		return explain("getting "+name, err)
 	}
-	fmt.Fprintf(a.stdout, "agent: %s\nowner: %s\nstatus: %s\ncurrent serial: %s\n", d.Name, d.Owner, d.Status, d.CurrentSerial)
+	fmt.Fprintf(a.stdout, "agent: %s\nowner: %s\nstatus: %s\ncurrent serial: %s\n", d.Name, d.Owner, d.Status, showSerial(d.CurrentSerial))
 	if len(d.Capabilities) > 0 {
 		fmt.Fprintf(a.stdout, "capabilities: %s\n", strings.Join(d.Capabilities, ", "))
 	}
 	for _, c := range d.Certificates {
-		line := fmt.Sprintf("  %s %-10s %s → %s log %d", c.Serial, c.Status, c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), c.LogIndex)
+		line := fmt.Sprintf("  %s %-10s %s → %s log %d", showSerial(c.Serial), c.Status, c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), c.LogIndex)
 		if c.RevocationReason != "" {
 			line += " (" + c.RevocationReason + ")"
 		}
@@ -1242,7 +1319,7 @@ func (a *app) printLocalCert(certFile, chainFile string) error {
 		id = leaf.URIs[0].String()
 	}
 	fmt.Fprintf(a.stdout, "certificate: %s\nidentity: %s\nserial: %s\nfingerprint SHA-256: %s\nnot before: %s\nnot after: %s\nintermediates: %d\n",
-		certFile, id, leaf.SerialNumber.Text(16), certFingerprint(leaf),
+		certFile, id, ca.FormatSerial(leaf.SerialNumber), certFingerprint(leaf),
 		leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339), len(chain))
 	switch {
 	case now.Before(leaf.NotBefore):
@@ -1262,9 +1339,9 @@ func (a *app) printLocalCert(certFile, chainFile string) error {
 func runAgentRevoke(ctx context.Context, a *app, args []string) error {
 	fs := a.newFlagSet("agent revoke", "agent revoke --reason REASON --server URL --api-key-file FILE (--name NAME | --cert CERT)",
 		`Revoke the agent's certificate with the owner's API key. REASON is an RFC
-5280 reason name: unspecified, keyCompromise, affiliationChanged,
-superseded, cessationOfOperation, privilegeWithdrawn. Revocation is final:
-the agent can no longer renew, and 'atr verify' fails for its certificates.
+5280 reason name: `+strings.Join(revocationReasons(), ", ")+`.
+Revocation is final: the agent can no longer renew, and 'atr verify' fails
+for its certificates.
 
 `+exitStatusHelp,
 		`atr agent revoke --name billing-bot.acme --reason keyCompromise \

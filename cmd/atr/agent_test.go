@@ -516,11 +516,21 @@ func (f agentFiles) checkPair(t *testing.T) *x509.Certificate {
 
 // fakeRotator issues through a testCA and records what it was shown.
 type fakeRotator struct {
-	c     *testCA
-	mu    sync.Mutex
-	seen  []*x509.Certificate // client certificates presented
-	fail  error
-	calls int
+	c      *testCA
+	mu     sync.Mutex
+	seen   []*x509.Certificate // client certificates presented
+	fail   error
+	calls  int
+	status *client.VerifyResult // what Verify answers (default: verified)
+}
+
+func (f *fakeRotator) Verify(context.Context, []byte, []byte) (*client.VerifyResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.status != nil {
+		return f.status, nil
+	}
+	return &client.VerifyResult{Verified: true}, nil
 }
 
 func (f *fakeRotator) dial(cert tls.Certificate) (rotator, error) {
@@ -652,6 +662,10 @@ func TestRenewOnce(t *testing.T) {
 
 // evilRotator answers with a certificate for a key the agent does not hold.
 type evilRotator struct{ c *testCA }
+
+func (e *evilRotator) Verify(context.Context, []byte, []byte) (*client.VerifyResult, error) {
+	return &client.VerifyResult{Verified: true}, nil
+}
 
 func (e *evilRotator) Rotate(_ context.Context, name string, _ []byte) (*client.Certificate, error) {
 	k, _ := generateAgentKey("p256")

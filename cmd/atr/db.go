@@ -53,8 +53,12 @@ func openStore(ctx context.Context, cfg Config, a *app) (*registry.Store, error)
 func runAPIKey(ctx context.Context, a *app, args []string) error {
 	return a.subcommand(ctx, "apikey", map[string]func(context.Context, *app, []string) error{
 		"create": runAPIKeyCreate,
+		"list":   runAPIKeyList,
+		"revoke": runAPIKeyRevoke,
 	}, map[string]string{
 		"create": "create an API key directly in the database (bootstrap); prints it once",
+		"list":   "list the API keys over the API (admin API key); never their secrets",
+		"revoke": "revoke an API key by ID over the API (admin API key)",
 	}, args)
 }
 

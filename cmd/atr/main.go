@@ -10,16 +10,21 @@
 //	atr ceremony log-key           generate the transparency-log key
 //	atr ceremony show              list the objects on a token (read-only)
 //	atr apikey create              bootstrap an API key directly in the database
+//	atr apikey list|revoke         list or revoke API keys over the API (admin key)
 //	atr migrate                    apply the database migrations
 //	atr healthcheck                GET /healthz of the local server (exit 0 or 1)
 //	atr agent keygen|register|renew|status|revoke   the agent client (key stays local)
+//	atr agents list                list the agents an API key may see
+//	atr audit                      read the audit trail (admin key)
 //	atr verify CERT.pem            relying party: is this agent certificate valid?
 //	atr log verify                 audit the transparency log against a pinned key
 //	atr version                    print the build version
 //
 // Every command has --help with an example. Configuration comes from flags
 // and their ATR_* environment twins (see Config); secrets never come from
-// the command line.
+// the command line. Human output and JSON log lines never interleave on
+// stderr (see stderrSink): client commands write human text, and once a
+// command has written a JSON log line, the rest of its stderr is JSON too.
 package main
 
 import (
@@ -76,10 +81,12 @@ func commands() []command {
 	return []command{
 		{"serve", "run the registry server", runServe},
 		{"ceremony", "key ceremonies: root, intermediate, rotate-intermediate, log-key, show", runCeremony},
-		{"apikey", "API keys: create", runAPIKey},
+		{"apikey", "API keys: create (in the database), list, revoke (admin API key)", runAPIKey},
 		{"migrate", "apply the database migrations", runMigrate},
 		{"healthcheck", "check the local server's /healthz (exit 0 when healthy)", runHealthcheck},
 		{"agent", "agent client: keygen, register, renew (--watch), status, revoke", runAgent},
+		{"agents", "agents: list (API key)", runAgents},
+		{"audit", "read the audit trail (admin API key)", runAudit},
 		{"verify", "verify an agent certificate (registry or offline with CRL); exit 0 only when valid", runVerify},
 		{"log", "transparency log: verify (checkpoint signature, consistency, inclusion)", runLog},
 		{"version", "print the version", runVersion},
@@ -92,6 +99,16 @@ type usageError struct{ msg string }
 func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// subcommandError is an error of a second-level command ("agent register"):
+// the message names that command, not its parent.
+type subcommandError struct {
+	name string
+	err  error
+}
+
+func (e *subcommandError) Error() string { return e.err.Error() }
+func (e *subcommandError) Unwrap() error { return e.err }
 
 // run dispatches args and returns the exit status.
 func (a *app) run(ctx context.Context, args []string) int {
@@ -106,18 +123,28 @@ func (a *app) run(ctx context.Context, args []string) int {
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(ctx, a, args[1:])
+		sink := newStderrSink(a.stderr)
+		cmd := *a
+		cmd.stderr = sink
+		err := c.run(ctx, &cmd, args[1:])
+		name := c.name
+		var se *subcommandError
+		if errors.As(err, &se) {
+			name = se.name
+		}
 		var ue *usageError
 		switch {
 		case err == nil:
+			sink.flush()
 			return 0
 		case errors.Is(err, flag.ErrHelp):
+			sink.flush()
 			return 0
 		case errors.As(err, &ue):
-			fmt.Fprintf(a.stderr, "atr %s: %v\nRun 'atr %s --help' for usage.\n", c.name, err, c.name)
+			sink.fail(name, err, 2, fmt.Sprintf("atr %s: %v\nRun 'atr %s --help' for usage.\n", name, err, name))
 			return 2
 		default:
-			fmt.Fprintf(a.stderr, "atr %s: %v\n", c.name, err)
+			sink.fail(name, err, 1, fmt.Sprintf("atr %s: %v\n", name, err))
 			return 1
 		}
 	}
@@ -181,9 +208,26 @@ func (a *app) parse(fs *flag.FlagSet, args []string) error {
 // loadConfig binds the option groups to fs, parses args and returns the
 // completed, validated configuration.
 func (a *app) loadConfig(fs *flag.FlagSet, groups optGroup, args []string) (Config, error) {
+	return a.loadConfigUsage(fs, groups, nil, args)
+}
+
+// loadConfigUsage is loadConfig with some flags' usage text replaced, for a
+// command that uses a server option differently (healthcheck's --listen is
+// the address it calls, not one to listen on).
+func (a *app) loadConfigUsage(fs *flag.FlagSet, groups optGroup, usage map[string]string, args []string) (Config, error) {
 	cfg := DefaultConfig()
 	if err := cfg.bind(fs, groups, a.lookupEnv); err != nil {
 		return cfg, err
+	}
+	for name, u := range usage {
+		f := fs.Lookup(name)
+		if f == nil {
+			return cfg, fmt.Errorf("no flag --%s to describe", name)
+		}
+		if _, env, ok := strings.Cut(f.Usage, " (env "); ok {
+			u += " (env " + env
+		}
+		f.Usage = u
 	}
 	if err := a.parse(fs, args); err != nil {
 		return cfg, err
@@ -254,5 +298,8 @@ func (a *app) subcommand(ctx context.Context, parent string, subs map[string]fun
 		usage(a.stderr)
 		return usagef("unknown command %q", args[0])
 	}
-	return f(ctx, a, args[1:])
+	if err := f(ctx, a, args[1:]); err != nil {
+		return &subcommandError{name: parent + " " + args[0], err: err}
+	}
+	return nil
 }
