@@ -1121,7 +1121,11 @@ expiry), retrying failures with
 exponential backoff capped at --max-backoff (and honouring Retry-After). It
 stops on SIGINT/SIGTERM (exit 0), or with exit 1 when the server refuses the
 renewal for good (for example: the agent was revoked) or the certificate
-expired before it could be renewed.
+expired before it could be renewed. A refused renewal says why: a revoked or
+superseded certificate is named as such.
+
+Log lines go to stderr as human-readable text; --log-format json writes JSON
+lines for a log collector (the final error included), never both.
 
 `+exitStatusHelp,
 		`atr agent renew --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.pem \
