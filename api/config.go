@@ -76,13 +76,54 @@ type RateLimits struct {
 	Revoke ratelimit.Limit
 	// Register applies per API key to POST /v1/agents. Default 60/hour, burst 20.
 	Register ratelimit.Limit
-	// AuthFailure counts failed authentications per client IP. Default 5/min.
+	// AuthFailure counts failed authentications per client IP in a short window.
+	// Default 5/min. While it is spent, every request presenting credentials from that
+	// IP gets 429, valid or not.
 	AuthFailure ratelimit.Limit
 	// LockoutThreshold is the number of failed authentications after which a client IP
 	// is locked out for LockoutDuration. Defaults 10 and 30 minutes. While locked out,
 	// every request presenting credentials from that IP gets 429, valid or not.
+	// Lockout state is created only when an IP spends its AuthFailure budget (it then
+	// counts as min(AuthFailure.Burst, LockoutThreshold) failures, and every later
+	// failure while the state lasts counts one): failures slower than AuthFailure leave
+	// nothing behind once the short window passes, so failed logins from many addresses
+	// cannot fill memory with long-lived entries.
 	LockoutThreshold int
 	LockoutDuration  time.Duration
+}
+
+// Rate-limit class names: the CLASS of ATR_RATE_LIMITS (--rate-limits) and the class
+// label of atr_ratelimit_rejections_total are the same words. ClassLockout is only a
+// label: the lockout is tuned by LockoutThreshold and LockoutDuration.
+const (
+	ClassPerIP       = "per-ip"
+	ClassPublic      = "public"
+	ClassPerKey      = "per-key"
+	ClassList        = "list"
+	ClassRotate      = "rotate"
+	ClassRevoke      = "revoke"
+	ClassRegister    = "register"
+	ClassAuthFailure = "auth-failure"
+	ClassLockout     = "lockout"
+)
+
+// RateLimitClassNames lists the settable classes, in the order of the documentation.
+func RateLimitClassNames() []string {
+	return []string{ClassPerIP, ClassPublic, ClassPerKey, ClassList, ClassRotate, ClassRevoke, ClassRegister, ClassAuthFailure}
+}
+
+// Classes maps each settable class name to its field of rl.
+func (rl *RateLimits) Classes() map[string]*ratelimit.Limit {
+	return map[string]*ratelimit.Limit{
+		ClassPerIP:       &rl.PerIP,
+		ClassPublic:      &rl.Public,
+		ClassPerKey:      &rl.PerKey,
+		ClassList:        &rl.List,
+		ClassRotate:      &rl.Rotate,
+		ClassRevoke:      &rl.Revoke,
+		ClassRegister:    &rl.Register,
+		ClassAuthFailure: &rl.AuthFailure,
+	}
 }
 
 // Ceiling bounds how far a configured limit can be raised above its default rate (per
@@ -203,14 +244,10 @@ func (rl RateLimits) validate() error {
 			errs = append(errs, fmt.Errorf("rate limit %s: %d/%s burst %d exceeds the ceiling (%d× the default)", name, v.Rate, v.Period, v.Burst, Ceiling))
 		}
 	}
-	check("per_ip", rl.PerIP, d.PerIP)
-	check("public", rl.Public, d.Public)
-	check("per_key", rl.PerKey, d.PerKey)
-	check("list", rl.List, d.List)
-	check("rotate", rl.Rotate, d.Rotate)
-	check("revoke", rl.Revoke, d.Revoke)
-	check("register", rl.Register, d.Register)
-	check("auth_failure", rl.AuthFailure, d.AuthFailure)
+	got, defs := rl.Classes(), d.Classes()
+	for _, name := range RateLimitClassNames() {
+		check(name, *got[name], *defs[name])
+	}
 	if rl.LockoutThreshold < 1 || rl.LockoutThreshold > 1000 {
 		errs = append(errs, fmt.Errorf("lockout threshold %d outside [1, 1000]", rl.LockoutThreshold))
 	}

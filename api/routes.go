@@ -137,10 +137,10 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request, rt route) error 
 	ip := limitKey(ri.ip)
 	rl := s.cfg.RateLimits
 	if rt.public {
-		if err := s.allow(w, r, "public", "pub:"+ip, rl.Public, true); err != nil {
+		if err := s.allow(w, r, s.limits.client, ClassPublic, "pub:"+ip, rl.Public, true); err != nil {
 			return err
 		}
-	} else if err := s.allow(w, r, "ip", "ip:"+ip, rl.PerIP, false); err != nil {
+	} else if err := s.allow(w, r, s.limits.client, ClassPerIP, "ip:"+ip, rl.PerIP, false); err != nil {
 		return err
 	}
 	if rt.auth == authNone {
@@ -158,27 +158,28 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request, rt route) error 
 	} else if !hasScope(actor, rt.scope) {
 		return &apiError{Status: http.StatusForbidden, Code: CodeForbidden, Message: "the API key lacks the required scope"}
 	}
-	if err := s.allow(w, r, "key", "principal:"+principal, rl.PerKey, false); err != nil {
+	pt := s.limits.principal
+	if err := s.allow(w, r, pt, ClassPerKey, "principal:"+principal, rl.PerKey, false); err != nil {
 		return err
 	}
 	switch rt.class {
 	case limitList:
-		return s.allow(w, r, "list", "list:"+principal, rl.List, false)
+		return s.allow(w, r, pt, ClassList, "list:"+principal, rl.List, false)
 	case limitRegister:
-		return s.allow(w, r, "register", "register:"+principal, rl.Register, false)
+		return s.allow(w, r, pt, ClassRegister, "register:"+principal, rl.Register, false)
 	case limitRotate, limitRevoke:
 		// Per agent and per action. The bucket is also keyed by who asks (the owner, or
 		// the agent itself), so a caller refused by authorization cannot drain the
 		// budget of the agent's real owner.
-		action, lim := "rotate", rl.Rotate
+		action, lim := ClassRotate, rl.Rotate
 		if rt.class == limitRevoke {
-			action, lim = "revoke", rl.Revoke
+			action, lim = ClassRevoke, rl.Revoke
 		}
 		who := "owner:" + actor.Owner
 		if actor.AgentName != "" {
 			who = "self"
 		}
-		return s.allow(w, r, action, action+":"+limitName(mux.Vars(r)["name"])+":"+who, lim, false)
+		return s.allow(w, r, pt, action, action+":"+limitName(mux.Vars(r)["name"])+":"+who, lim, false)
 	}
 	return nil
 }
@@ -202,17 +203,28 @@ func hasScope(a *registry.Actor, scope string) bool {
 	return scope == ScopeAgentsRead && slices.Contains(a.Scopes, ScopeAgentsWrite)
 }
 
-// allow spends one unit of limit for key. With public set, a failing shared backend is
-// replaced by the in-process limiter; otherwise it fails closed with 503.
-func (s *Server) allow(w http.ResponseWriter, r *http.Request, class, key string, limit ratelimit.Limit, public bool) error {
-	res, err := s.limiter.Allow(r.Context(), key, limit)
-	if err != nil && public && s.limiter != ratelimit.Limiter(s.local) {
+// allow spends one unit of limit for key in table t; class is the label of a refusal.
+// With public set, a failing shared backend is replaced by the in-process fallback;
+// otherwise it fails closed with 503. A table too full to take a new key is counted in
+// atr_ratelimit_table_full_total, and its refusal (a 503, the caller is not over any
+// limit) is not a rejection of class.
+func (s *Server) allow(w http.ResponseWriter, r *http.Request, t limitTable, class, key string, limit ratelimit.Limit, public bool) error {
+	res, err := t.lim.Allow(r.Context(), key, limit)
+	if err != nil && public && s.limits.fallback != nil {
 		infoFrom(r.Context()).logger(s.log).WithError(err).Warn("shared rate limiter unavailable; using local limits")
-		res, err = s.local.Allow(r.Context(), key, limit)
+		res, err = s.limits.fallback.Allow(r.Context(), key, limit)
 	}
 	if err != nil {
 		return &apiError{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			Message: "service temporarily unavailable", cause: fmt.Errorf("rate limiter: %w", err)}
+	}
+	if res.TableFull {
+		s.metrics.tableFull.WithLabelValues(t.name).Inc()
+		if !res.Allowed {
+			w.Header().Set("Retry-After", "1")
+			return &apiError{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+				Message: "service temporarily unavailable", cause: fmt.Errorf("rate limiter: %s table full", t.name)}
+		}
 	}
 	if !res.Allowed {
 		return &rateLimitedError{class: class, res: res}
@@ -302,22 +314,26 @@ func bearer(h string) (string, bool) {
 	return tok, true
 }
 
-// checkLockout refuses a client IP that is over the failed-authentication limit or in
-// lockout, without spending anything.
-func (s *Server) checkLockout(w http.ResponseWriter, r *http.Request) error {
+// checkLockout refuses a client IP that has spent its failed-authentication budget
+// (class auth-failure) or is locked out (class lockout), without spending anything.
+func (s *Server) checkLockout(_ http.ResponseWriter, r *http.Request) error {
 	ip := limitKey(infoFrom(r.Context()).ip)
 	rl := s.cfg.RateLimits
 	for _, c := range []struct {
-		key string
-		lim ratelimit.Limit
-	}{{"authfail:" + ip, rl.AuthFailure}, {"lockout:" + ip, rl.lockoutLimit()}} {
-		res, err := s.limiter.Check(r.Context(), c.key, c.lim)
+		t          limitTable
+		class, key string
+		lim        ratelimit.Limit
+	}{
+		{s.limits.authFailure, ClassAuthFailure, "authfail:" + ip, rl.AuthFailure},
+		{s.limits.lockout, ClassLockout, "lockout:" + ip, rl.lockoutLimit()},
+	} {
+		res, err := c.t.lim.Check(r.Context(), c.key, c.lim)
 		if err != nil {
 			return &apiError{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 				Message: "service temporarily unavailable", cause: fmt.Errorf("rate limiter: %w", err)}
 		}
 		if !res.Allowed {
-			return &rateLimitedError{class: "auth_lockout", res: res}
+			return &rateLimitedError{class: c.class, res: res}
 		}
 	}
 	return nil
@@ -333,16 +349,51 @@ func (s *Server) authFailed(r *http.Request, method, reason string, count bool) 
 	if !count {
 		return
 	}
-	ip := limitKey(ri.ip)
-	rl := s.cfg.RateLimits
-	for _, c := range []struct {
-		key string
-		lim ratelimit.Limit
-	}{{"authfail:" + ip, rl.AuthFailure}, {"lockout:" + ip, rl.lockoutLimit()}} {
-		if _, err := s.limiter.Allow(r.Context(), c.key, c.lim); err != nil {
-			entry.WithError(err).Error("recording failed authentication")
-		}
+	if err := s.countAuthFailure(r, limitKey(ri.ip)); err != nil {
+		entry.WithError(err).Error("recording failed authentication")
 	}
+}
+
+// countAuthFailure spends one failure of ip. The failure goes to the short window
+// (AuthFailure) first; lockout state, which lives for up to LockoutThreshold ×
+// LockoutDuration, is created only when that budget is spent — charged as
+// min(AuthFailure.Burst, LockoutThreshold) failures, the ones the window held — and
+// while it exists every failure is charged one. One failure from each of many
+// addresses thus leaves only short-lived entries behind.
+func (s *Server) countAuthFailure(r *http.Request, ip string) error {
+	ctx := r.Context()
+	rl := s.cfg.RateLimits
+	af, lk := s.limits.authFailure, s.limits.lockout
+	res, err := af.lim.Allow(ctx, "authfail:"+ip, rl.AuthFailure)
+	if err != nil {
+		return fmt.Errorf("api: auth-failure window: %w", err)
+	}
+	if res.TableFull {
+		s.metrics.tableFull.WithLabelValues(af.name).Inc()
+	}
+	lockKey, lockLim := "lockout:"+ip, rl.lockoutLimit()
+	held, err := lk.lim.Check(ctx, lockKey, lockLim)
+	if err != nil {
+		return fmt.Errorf("api: lockout: %w", err)
+	}
+	cost := 0
+	switch {
+	case held.ResetAfter > 0:
+		cost = 1
+	case !res.Allowed || res.Remaining == 0:
+		cost = min(rl.AuthFailure.Burst, rl.LockoutThreshold)
+	default:
+		return nil
+	}
+	res, err = lk.lim.AllowN(ctx, lockKey, lockLim, cost)
+	if err != nil {
+		return fmt.Errorf("api: lockout: %w", err)
+	}
+	if res.TableFull {
+		// The address is not locked out; its short window still limits it.
+		s.metrics.tableFull.WithLabelValues(lk.name).Inc()
+	}
+	return nil
 }
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {

@@ -91,8 +91,7 @@ type Server struct {
 	log     *logrus.Entry
 	now     func() time.Time
 	proxies []netip.Prefix
-	local   *ratelimit.Local // fallback and default backend
-	limiter ratelimit.Limiter
+	limits  limiters
 	metrics *metrics
 	router  *mux.Router
 	handler http.Handler
@@ -118,11 +117,7 @@ func New(cfg Config, deps Deps, log *logrus.Entry) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.local = ratelimit.NewLocal(0, s.now)
-	s.limiter = deps.Limiter
-	if s.limiter == nil {
-		s.limiter = s.local
-	}
+	s.limits = newLimiters(deps.Limiter, s.now)
 	if s.metrics, err = newMetrics(deps.Collectors); err != nil {
 		return nil, err
 	}

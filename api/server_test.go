@@ -787,7 +787,7 @@ func TestSEC023Lockout(t *testing.T) {
 	if !strings.Contains(string(m.body), `atr_auth_failures_total{method="apikey",reason="invalid"} 10`) {
 		t.Errorf("metrics lack 10 auth failures:\n%s", grep(string(m.body), "atr_auth_failures_total"))
 	}
-	if !strings.Contains(string(m.body), `atr_ratelimit_rejections_total{class="auth_lockout"}`) {
+	if !strings.Contains(string(m.body), `atr_ratelimit_rejections_total{class="lockout"}`) {
 		t.Error("metrics lack the lockout rejections")
 	}
 }

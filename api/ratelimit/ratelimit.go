@@ -4,8 +4,11 @@
 // limit now? Two backends implement it with the same GCRA (generic cell rate algorithm,
 // a token bucket without a refill timer):
 //
-//   - Local: in-process, for a single node. State is a bounded map; when it is full,
-//     expired entries are swept and, if still full, arbitrary entries are evicted.
+//   - Local: in-process, for a single node. State is a bounded map (a table); when it is
+//     full of live buckets, a new key is either refused or admitted by forgetting the live
+//     bucket nearest to full again, as chosen at construction (WhenFull), and the Result
+//     says so (TableFull). Callers keep one table per kind of state, so that one kind
+//     filling memory never refuses another.
 //   - Redis: shared by every replica through github.com/go-redis/redis_rate/v10 (the same
 //     GCRA as a Lua script on the Redis server, so replicas enforce one global limit).
 //
@@ -57,17 +60,26 @@ type Result struct {
 	Limit      Limit
 	Remaining  int           // events still allowed right now after this one
 	RetryAfter time.Duration // when not allowed: wait at least this long
-	ResetAfter time.Duration // time until the bucket is full again
+	// ResetAfter is the time until the bucket is full again; zero means the key holds
+	// no state (Check on a key never spent, or spent long enough ago).
+	ResetAfter time.Duration
+	// TableFull reports that a Local table was full of live buckets when a new key
+	// spent an event: under RefuseNew the event was refused and nothing was stored
+	// (Allowed is false); under EvictNearest another key's bucket was forgotten to make
+	// room. A shared backend never sets it.
+	TableFull bool
 }
 
 // Limiter decides whether an event for key is allowed under limit.
 //
-// Allow consumes one event when it is allowed. Check reports whether one event would be
+// Allow consumes one event when it is allowed; AllowN consumes n events, all or none.
+// Check reports whether one event would be
 // allowed now without consuming anything (used for lockouts: a locked-out key is refused
 // before the credential is even looked at). Both return an error only when the backend
 // cannot decide; the Result is then meaningless.
 type Limiter interface {
 	Allow(ctx context.Context, key string, limit Limit) (Result, error)
+	AllowN(ctx context.Context, key string, limit Limit, n int) (Result, error)
 	Check(ctx context.Context, key string, limit Limit) (Result, error)
 }
 
@@ -77,30 +89,56 @@ var ErrInvalidLimit = errors.New("ratelimit: invalid limit")
 // DefaultMaxKeys is the default bound on the number of keys a Local limiter tracks.
 const DefaultMaxKeys = 100_000
 
+// WhenFull is what a Local limiter does with an event of a new key while its table is
+// full of live buckets (expired ones are always dropped first).
+type WhenFull int
+
+const (
+	// RefuseNew refuses the event and forgets nothing, for state a flood of fresh keys
+	// must not wipe (a lockout, a rotate budget). A table of this kind must only hold
+	// keys an attacker cannot mint at will, or refusing newcomers is a denial of service.
+	RefuseNew WhenFull = iota
+	// EvictNearest forgets, among a small random sample, the live bucket nearest to full
+	// again (the one that carries least information) and admits the new key. For
+	// per-client buckets, where the worst a flood achieves is a fresh budget for a few
+	// sampled clients, while refusing newcomers would deny service to everyone.
+	EvictNearest
+)
+
 // Local is an in-process GCRA limiter with a bounded key map. It is safe for concurrent
 // use. The zero value is not usable; call NewLocal.
 type Local struct {
-	mu      sync.Mutex
-	tat     map[string]time.Time // theoretical arrival time per key
-	maxKeys int
-	now     func() time.Time
+	mu       sync.Mutex
+	tat      map[string]time.Time // theoretical arrival time per key
+	maxKeys  int
+	whenFull WhenFull
+	now      func() time.Time
 }
 
 // NewLocal returns a Local limiter tracking at most maxKeys keys (DefaultMaxKeys when
-// maxKeys ≤ 0). now is the clock (time.Now when nil).
-func NewLocal(maxKeys int, now func() time.Time) *Local {
+// maxKeys ≤ 0) that handles a full table as whenFull says. now is the clock (time.Now
+// when nil).
+func NewLocal(maxKeys int, whenFull WhenFull, now func() time.Time) *Local {
 	if maxKeys <= 0 {
 		maxKeys = DefaultMaxKeys
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Local{tat: make(map[string]time.Time), maxKeys: maxKeys, now: now}
+	return &Local{tat: make(map[string]time.Time), maxKeys: maxKeys, whenFull: whenFull, now: now}
 }
 
 // Allow implements Limiter.
 func (l *Local) Allow(_ context.Context, key string, limit Limit) (Result, error) {
 	return l.decide(key, limit, 1)
+}
+
+// AllowN implements Limiter. n must be positive.
+func (l *Local) AllowN(_ context.Context, key string, limit Limit, n int) (Result, error) {
+	if n <= 0 {
+		return Result{}, fmt.Errorf("ratelimit: AllowN: n = %d, want > 0", n)
+	}
+	return l.decide(key, limit, n)
 }
 
 // Check implements Limiter.
@@ -129,10 +167,14 @@ func (l *Local) decide(key string, limit Limit, cost int) (Result, error) {
 	res := gcra(now, tat, limit, cost)
 	if res.Allowed && cost > 0 {
 		if !ok && !l.makeRoom(now) {
-			// Full of live buckets: refuse the new key rather than forget
-			// another client's state (a lockout, a rotate budget), which a
-			// flood of fresh keys could otherwise wipe on purpose.
-			return Result{Limit: res.Limit, RetryAfter: time.Second, ResetAfter: time.Second}, nil
+			res.TableFull = true
+			if l.whenFull == RefuseNew {
+				// Refuse the new key rather than forget another key's state
+				// (a lockout, a rotate budget), which a flood of fresh keys
+				// could otherwise wipe on purpose.
+				return Result{Limit: res.Limit, RetryAfter: time.Second, ResetAfter: time.Second, TableFull: true}, nil
+			}
+			l.evictNearest()
 		}
 		l.tat[key] = tat.Add(time.Duration(cost) * limit.interval())
 	}
@@ -193,4 +235,24 @@ func (l *Local) makeRoom(now time.Time) bool {
 		}
 	}
 	return len(l.tat) < l.maxKeys
+}
+
+// evictNearest forgets the live bucket with the earliest theoretical arrival time
+// (nearest to full again) among at most evictScan entries. Called with mu held on a
+// non-empty map.
+func (l *Local) evictNearest() {
+	var (
+		victim string
+		first  time.Time
+		seen   int
+	)
+	for k, tat := range l.tat {
+		if seen == 0 || tat.Before(first) {
+			victim, first = k, tat
+		}
+		if seen++; seen == evictScan {
+			break
+		}
+	}
+	delete(l.tat, victim)
 }

@@ -27,7 +27,7 @@ func (c *clock) add(d time.Duration) {
 func TestLocalGCRA(t *testing.T) {
 	ctx := context.Background()
 	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	l := NewLocal(0, c.now)
+	l := NewLocal(0, RefuseNew, c.now)
 	lim := PerHour(10)
 	for i := 0; i < 10; i++ {
 		res, err := l.Allow(ctx, "k", lim)
@@ -62,7 +62,7 @@ func TestLocalGCRA(t *testing.T) {
 
 func TestLocalCheckDoesNotSpend(t *testing.T) {
 	ctx := context.Background()
-	l := NewLocal(0, nil)
+	l := NewLocal(0, RefuseNew, nil)
 	lim := PerMinute(2)
 	for i := 0; i < 100; i++ {
 		if res, _ := l.Check(ctx, "k", lim); !res.Allowed {
@@ -75,7 +75,7 @@ func TestLocalCheckDoesNotSpend(t *testing.T) {
 }
 
 func TestLocalInvalidLimit(t *testing.T) {
-	l := NewLocal(0, nil)
+	l := NewLocal(0, RefuseNew, nil)
 	for _, lim := range []Limit{{}, {Rate: 1, Period: time.Second}, {Rate: -1, Period: time.Second, Burst: 1}} {
 		if _, err := l.Allow(context.Background(), "k", lim); err == nil {
 			t.Errorf("limit %+v accepted: an invalid limit must not mean unlimited", lim)
@@ -86,7 +86,7 @@ func TestLocalInvalidLimit(t *testing.T) {
 func TestLocalBounded(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := NewLocal(100, func() time.Time { return now })
+	l := NewLocal(100, RefuseNew, func() time.Time { return now })
 	// A victim's lockout-like state: its bucket is empty.
 	for range 5 {
 		l.Allow(ctx, "victim", PerHour(5))
@@ -121,7 +121,7 @@ func TestLocalBounded(t *testing.T) {
 
 func TestLocalConcurrent(t *testing.T) {
 	ctx := context.Background()
-	l := NewLocal(0, nil)
+	l := NewLocal(0, RefuseNew, nil)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	allowed := 0
@@ -213,10 +213,148 @@ func TestRedisUnreachable(t *testing.T) {
 }
 
 func BenchmarkLocalAllow(b *testing.B) {
-	l := NewLocal(0, nil)
+	l := NewLocal(0, RefuseNew, nil)
 	ctx := context.Background()
 	lim := PerMinute(1_000_000)
 	for i := 0; b.Loop(); i++ {
 		_, _ = l.Allow(ctx, "k", lim)
 	}
+}
+
+// A table full of live buckets: RefuseNew refuses newcomers and keeps every bucket;
+// EvictNearest admits every newcomer by forgetting the bucket nearest to full, so the
+// most spent bucket (the victim's) survives either way. Both report TableFull.
+func TestLocalWhenFull(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		whenFull    WhenFull
+		wantRefused bool
+	}{
+		{"refuse-new", RefuseNew, true},
+		{"evict-nearest", EvictNearest, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			l := NewLocal(100, tc.whenFull, func() time.Time { return now })
+			for range 5 {
+				l.Allow(ctx, "victim", PerHour(5))
+			}
+			refused, full := 0, 0
+			for i := 0; i < 10_000; i++ {
+				res, err := l.Allow(ctx, hex.EncodeToString([]byte{byte(i >> 8), byte(i)}), PerHour(5))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !res.Allowed {
+					refused++
+				}
+				if res.TableFull {
+					full++
+				}
+			}
+			if n := l.Len(); n > 100 {
+				t.Errorf("tracking %d keys, want ≤ 100", n)
+			}
+			if got := refused > 0; got != tc.wantRefused {
+				t.Errorf("refused %d newcomers; want refusals: %v", refused, tc.wantRefused)
+			}
+			if got, want := full, 10_000-99; got != want {
+				t.Errorf("TableFull on %d decisions, want %d", got, want)
+			}
+			if res, _ := l.Allow(ctx, "victim", PerHour(5)); res.Allowed {
+				t.Error("the flood wiped the victim's exhausted bucket")
+			}
+		})
+	}
+}
+
+// backends returns a Local and, when Redis is up, a Redis limiter.
+func backends(t *testing.T) map[string]Limiter {
+	t.Helper()
+	return map[string]Limiter{
+		"local": NewLocal(0, RefuseNew, nil),
+		"redis": NewRedis(redisClient(t), testPrefix(t)),
+	}
+}
+
+func TestAllowN(t *testing.T) {
+	ctx := context.Background()
+	lim := PerHour(5)
+	for name, l := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			steps := []struct {
+				n           int
+				wantAllowed bool
+				wantRemain  int
+			}{
+				{3, true, 2},
+				{3, false, 0}, // all or none: nothing spent
+				{2, true, 0},
+				{1, false, 0},
+			}
+			for i, st := range steps {
+				res, err := l.AllowN(ctx, "k", lim, st.n)
+				if err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				if res.Allowed != st.wantAllowed || res.Remaining != st.wantRemain {
+					t.Errorf("step %d AllowN(%d): got allowed %v remaining %d; want %v %d", i, st.n, res.Allowed, res.Remaining, st.wantAllowed, st.wantRemain)
+				}
+			}
+			for _, n := range []int{0, -1} {
+				if _, err := l.AllowN(ctx, "k", lim, n); err == nil {
+					t.Errorf("AllowN(%d) accepted", n)
+				}
+			}
+		})
+	}
+}
+
+// Check on a key without state reports ResetAfter 0 and stores nothing; after a spend
+// it reports the time until the bucket is full again. The api tells "this address has
+// lockout state" by it.
+func TestCheckResetAfter(t *testing.T) {
+	ctx := context.Background()
+	lim := PerHour(10)
+	for name, l := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			res, err := l.Check(ctx, "k", lim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Allowed || res.ResetAfter != 0 {
+				t.Errorf("fresh key: got allowed %v reset %s; want true 0", res.Allowed, res.ResetAfter)
+			}
+			if _, err := l.Allow(ctx, "k", lim); err != nil {
+				t.Fatal(err)
+			}
+			res, err = l.Check(ctx, "k", lim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ResetAfter < 5*time.Minute || res.ResetAfter > 6*time.Minute {
+				t.Errorf("after one spend: reset %s, want about 6m", res.ResetAfter)
+			}
+		})
+	}
+	t.Run("redis stores nothing on Check", func(t *testing.T) {
+		c := redisClient(t)
+		prefix := testPrefix(t)
+		if _, err := NewRedis(c, prefix).Check(ctx, "fresh", lim); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.Exists(ctx, "rate:"+prefix+"fresh").Result(); err != nil || n != 0 {
+			t.Errorf("Check of a fresh key: %d keys stored (%v), want 0", n, err)
+		}
+	})
+	t.Run("local stores nothing on Check", func(t *testing.T) {
+		l := NewLocal(0, RefuseNew, nil)
+		if _, err := l.Check(ctx, "fresh", lim); err != nil {
+			t.Fatal(err)
+		}
+		if got := l.Len(); got != 0 {
+			t.Errorf("Check of a fresh key: %d keys stored, want 0", got)
+		}
+	})
 }

@@ -10,6 +10,13 @@ import (
 
 // Redis is a Limiter shared by every replica that uses the same Redis server. Keys are
 // stored under "rate:<prefix><key>".
+//
+// Every key is written with a TTL equal to the time until its bucket is full again, and
+// Check writes nothing for a key without state, so Redis holds only live buckets: the
+// memory a flood of fresh keys costs is its rate times the lifetime of one bucket, which
+// the caller keeps short by creating long-lived state (lockouts) only for keys that have
+// already spent a short budget. Redis has no key bound of its own (that is maxmemory's
+// job); Result.TableFull is never set.
 type Redis struct {
 	lim    *redis_rate.Limiter
 	prefix string
@@ -24,6 +31,14 @@ func NewRedis(client *redis.Client, prefix string) *Redis {
 // Allow implements Limiter.
 func (r *Redis) Allow(ctx context.Context, key string, limit Limit) (Result, error) {
 	return r.decide(ctx, key, limit, 1)
+}
+
+// AllowN implements Limiter. n must be positive.
+func (r *Redis) AllowN(ctx context.Context, key string, limit Limit, n int) (Result, error) {
+	if n <= 0 {
+		return Result{}, fmt.Errorf("ratelimit: AllowN: n = %d, want > 0", n)
+	}
+	return r.decide(ctx, key, limit, n)
 }
 
 // Check implements Limiter.

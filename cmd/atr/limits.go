@@ -11,18 +11,10 @@ import (
 )
 
 // rateLimitClasses maps the names accepted by --rate-limits (ATR_RATE_LIMITS)
-// to the api's limit classes.
+// to the api's limit classes; the api owns the names, which are also the class
+// label of atr_ratelimit_rejections_total.
 func rateLimitClasses(rl *api.RateLimits) map[string]*ratelimit.Limit {
-	return map[string]*ratelimit.Limit{
-		"per-ip":       &rl.PerIP,
-		"public":       &rl.Public,
-		"per-key":      &rl.PerKey,
-		"list":         &rl.List,
-		"rotate":       &rl.Rotate,
-		"revoke":       &rl.Revoke,
-		"register":     &rl.Register,
-		"auth-failure": &rl.AuthFailure,
-	}
+	return rl.Classes()
 }
 
 // parseRateLimits reads "class=RATE/PERIOD[:BURST]" items, e.g.
@@ -47,9 +39,7 @@ func parseRateLimits(items []string) (api.RateLimits, error) {
 	return rl, nil
 }
 
-func rateLimitClassNames() []string {
-	return []string{"per-ip", "public", "per-key", "list", "rotate", "revoke", "register", "auth-failure"}
-}
+func rateLimitClassNames() []string { return api.RateLimitClassNames() }
 
 func parseLimit(spec string) (ratelimit.Limit, error) {
 	rateS, rest, ok := strings.Cut(spec, "/")

@@ -1,0 +1,217 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/agent-trust-registry/atr/api/ratelimit"
+)
+
+// floodAddrs is the number of distinct client addresses of the failed-login flood
+// (issue 11, item 1: ~100,000 used to fill the in-process table).
+const floodAddrs = 150_000
+
+// floodAddr is the i-th flood address: a distinct IPv6 /64 each.
+func floodAddr(i int) string {
+	return fmt.Sprintf("[2001:db8:%x:%x::1]:4711", i>>16, i&0xffff)
+}
+
+// serve sends one request straight into the handler from remote.
+func serve(h http.Handler, method, path, remote, key string, body any) *httptest.ResponseRecorder {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req := httptest.NewRequest(method, path, rd)
+	req.RemoteAddr = remote
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// Issue 11, item 1: one failed authentication from each of 150,000 addresses used to
+// fill the in-process limiter with 30-minute lockout entries, after which every new
+// client got 429 on every route. Now every flood request is a plain 401, the flood
+// leaves no lockout state, and a new client's /healthz, verify and authenticated
+// requests succeed — with the in-process tables (on a frozen clock, so that nothing
+// the flood left expires) and with Redis.
+func TestFailedAuthFloodDoesNotDenyService(t *testing.T) {
+	type backend struct {
+		limiter ratelimit.Limiter
+		// lockouts counts the lockout entries the backend holds.
+		lockouts func(t *testing.T, s *Server) int
+	}
+	for _, tc := range []struct {
+		name    string
+		workers int // Redis round trips overlap
+		backend func(t *testing.T) backend
+	}{
+		{"local", 2, func(*testing.T) backend {
+			return backend{lockouts: func(t *testing.T, s *Server) int {
+				return s.limits.lockout.lim.(*ratelimit.Local).Len()
+			}}
+		}},
+		{"redis", 16, func(t *testing.T) backend {
+			rc, prefix := testRedis(t), testPrefixAPI()
+			return backend{limiter: ratelimit.NewRedis(rc, prefix), lockouts: func(t *testing.T, _ *Server) int {
+				keys, err := rc.Keys(t.Context(), "rate:"+prefix+"lockout:*").Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(keys)
+			}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := tc.backend(t)
+			clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			fake := newFake(t)
+			log := logrus.New()
+			log.SetOutput(io.Discard)
+			log.SetLevel(logrus.ErrorLevel)
+			s, err := New(Config{TrustDomain: "example.org"}, Deps{
+				Lifecycle: fake, Auth: fake, Admin: fake, Log: fakeLog{}, Revocation: fakeLog{},
+				Limiter: be.limiter, Now: clk.Now,
+			}, logrus.NewEntry(log))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := s.Handler()
+
+			workers := tc.workers
+			var (
+				mu     sync.Mutex
+				status = map[int]int{}
+				wg     sync.WaitGroup
+			)
+			for w := range workers {
+				wg.Go(func() {
+					got := map[int]int{}
+					for i := w; i < floodAddrs; i += workers {
+						rec := serve(h, "GET", "/v1/agents", floodAddr(i), fmt.Sprintf("atr_guess_%032d", i), nil)
+						got[rec.Code]++
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					for c, n := range got {
+						status[c] += n
+					}
+				})
+			}
+			wg.Wait()
+			if status[http.StatusUnauthorized] != floodAddrs {
+				t.Errorf("flood answers by status: %v; want all %d to be 401", status, floodAddrs)
+			}
+
+			newcomer := "203.0.113.7:5555"
+			for _, c := range []struct {
+				name, method, path, key string
+				body                    any
+			}{
+				{"healthz", "GET", "/healthz", "", nil},
+				{"verify", "POST", "/v1/verify", "", map[string]string{"certificate": string(fake.bundle)}},
+				{"authenticated", "GET", "/v1/agents", keyAlice, nil},
+			} {
+				if rec := serve(h, c.method, c.path, newcomer, c.key, c.body); rec.Code != http.StatusOK {
+					t.Errorf("new client %s: got %d %s, want 200", c.name, rec.Code, rec.Body)
+				}
+			}
+
+			// A flood address keeps its own short window: it is not locked out, and its
+			// valid key still works.
+			if rec := serve(h, "GET", "/v1/agents", floodAddr(7), keyBob, nil); rec.Code != http.StatusOK {
+				t.Errorf("flood address with a valid key: got %d %s, want 200", rec.Code, rec.Body)
+			}
+
+			m := serve(h, "GET", "/metrics", newcomer, "", nil).Body.String()
+			if got := grep(m, "atr_ratelimit_rejections_total{"); got != "" {
+				t.Errorf("the flood caused rate-limit rejections:\n%s", got)
+			}
+			if got := grep(m, `atr_ratelimit_table_full_total{table="lockout"}`); got != "" {
+				t.Errorf("the flood filled the lockout table:\n%s", got)
+			}
+			if n := be.lockouts(t, s); n != 0 {
+				t.Errorf("one failure per address left %d lockout entries, want 0", n)
+			}
+		})
+	}
+}
+
+// testPrefixAPI returns a fresh Redis key prefix so that test runs never share buckets.
+func testPrefixAPI() string {
+	return fmt.Sprintf("atrtest:flood:%d:", time.Now().UnixNano())
+}
+
+// Issue 11, item 8: the class label of atr_ratelimit_rejections_total is the class name
+// of ATR_RATE_LIMITS (per-ip, not ip; per-key, not key; auth-failure and lockout, not
+// auth_lockout). Each case lowers one limit to 1 and trips it.
+func TestRateLimitRejectionClassLabels(t *testing.T) {
+	once := ratelimit.Limit{Rate: 1, Period: time.Hour, Burst: 1}
+	bad := "atr_guess_00000000000000000000000000000000"
+	type req struct{ method, path, key string }
+	for _, tc := range []struct {
+		class string
+		set   func(*RateLimits)
+		reqs  []req // the last one must be refused with 429
+		wait  time.Duration
+	}{
+		{ClassPerIP, func(rl *RateLimits) { rl.PerIP = once }, []req{{"GET", "/v1/agents/x.alice", keyAlice}, {"GET", "/v1/agents/x.alice", keyAlice}}, 0},
+		{ClassPublic, func(rl *RateLimits) { rl.Public = once }, []req{{"GET", "/healthz", ""}, {"GET", "/healthz", ""}}, 0},
+		{ClassPerKey, func(rl *RateLimits) { rl.PerKey = once }, []req{{"GET", "/v1/agents/x.alice", keyAlice}, {"GET", "/v1/agents/x.alice", keyAlice}}, 0},
+		{ClassList, func(rl *RateLimits) { rl.List = once }, []req{{"GET", "/v1/agents", keyAlice}, {"GET", "/v1/agents", keyAlice}}, 0},
+		{ClassRegister, func(rl *RateLimits) { rl.Register = once }, []req{{"POST", "/v1/agents", keyAlice}, {"POST", "/v1/agents", keyAlice}}, 0},
+		{ClassRotate, func(rl *RateLimits) { rl.Rotate = once }, []req{{"POST", "/v1/agents/x.alice/rotate", keyAlice}, {"POST", "/v1/agents/x.alice/rotate", keyAlice}}, 0},
+		{ClassRevoke, func(rl *RateLimits) { rl.Revoke = once }, []req{{"POST", "/v1/agents/x.alice/revoke", keyAlice}, {"POST", "/v1/agents/x.alice/revoke", keyAlice}}, 0},
+		{ClassAuthFailure, func(rl *RateLimits) { rl.AuthFailure = once }, []req{{"GET", "/v1/agents", bad}, {"GET", "/v1/agents", keyAlice}}, 0},
+		// One failure spends a one-per-minute window and, with a threshold of 1, locks
+		// out; a minute later the window is back and the lockout refuses.
+		{ClassLockout, func(rl *RateLimits) {
+			rl.AuthFailure, rl.LockoutThreshold = ratelimit.PerMinute(1), 1
+		}, []req{{"GET", "/v1/agents", bad}, {"GET", "/v1/agents", keyAlice}}, 61 * time.Second},
+	} {
+		t.Run(tc.class, func(t *testing.T) {
+			clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			h := newHarness(t, func(c *Config, d *Deps) { tc.set(&c.RateLimits); d.Now = clk.Now })
+			var last reply
+			for i, r := range tc.reqs {
+				if i == len(tc.reqs)-1 {
+					clk.Advance(tc.wait)
+				}
+				last = h.do(r.method, r.path, r.key, map[string]string{})
+			}
+			if last.status != http.StatusTooManyRequests {
+				t.Fatalf("last request: got %d %s, want 429", last.status, last.body)
+			}
+			rec := httptest.NewRecorder() // not through /metrics: it is rate limited too
+			h.s.metrics.handler.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+			got := grep(rec.Body.String(), "atr_ratelimit_rejections_total{")
+			want := fmt.Sprintf(`atr_ratelimit_rejections_total{class=%q} 1`, tc.class)
+			if got != want {
+				t.Errorf("rejection series:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+	// Every label is a class of ATR_RATE_LIMITS, or lockout.
+	for _, c := range []string{ClassPerIP, ClassPublic, ClassPerKey, ClassList, ClassRegister, ClassRotate, ClassRevoke, ClassAuthFailure} {
+		if !slices.Contains(RateLimitClassNames(), c) {
+			t.Errorf("class %q is not a name of ATR_RATE_LIMITS", c)
+		}
+	}
+}
