@@ -28,9 +28,9 @@ func TestRenewRefusalExplained(t *testing.T) {
 		want    []string
 		notWant string
 	}{
-		{"revoked", unauth, &client.VerifyResult{Reason: "revoked"}, []string{"is revoked", "register the agent again", "r7"}, "unauthenticated"},
+		{"revoked", unauth, &client.VerifyResult{Reason: "revoked"}, []string{"refused", "is revoked", "register the agent again", "r7"}, "unauthenticated"},
 		{"superseded", unauth, &client.VerifyResult{Reason: "superseded"}, []string{"superseded", "current certificate", "r7"}, "unauthenticated"},
-		{"unknown", unauth, &client.VerifyResult{Reason: "unknown_certificate"}, []string{"does not know the certificate"}, "unauthenticated"},
+		{"unknown", unauth, &client.VerifyResult{Reason: "unknown_certificate"}, []string{"refused", "does not know the certificate"}, "unauthenticated"},
 		{"still valid: the server's answer as is", unauth, &client.VerifyResult{Verified: true}, []string{"unauthenticated (HTTP 401)", "r7"}, "revoked"},
 		{"other refusals unchanged", &client.Error{Status: 403, Code: "forbidden", RequestID: "r8"}, &client.VerifyResult{Reason: "revoked"}, []string{"forbidden (HTTP 403)"}, "is revoked"},
 	}
