@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -213,5 +214,76 @@ func TestRateLimitRejectionClassLabels(t *testing.T) {
 		if !slices.Contains(RateLimitClassNames(), c) {
 			t.Errorf("class %q is not a name of ATR_RATE_LIMITS", c)
 		}
+	}
+}
+
+// A full in-process table is counted under atr_ratelimit_table_full_total{table}, never
+// as a rejection, and only the table that is full is affected: a full client table
+// admits a new address, a full principal table answers 503 (not 429), a full lockout
+// table leaves a new address to its auth-failure window.
+func TestRateLimitTableFull(t *testing.T) {
+	type step struct {
+		ip, key    string
+		wantStatus int
+	}
+	bad := "atr_guess_00000000000000000000000000000000"
+	for _, tc := range []struct {
+		table string
+		set   func(*RateLimits)
+		steps []step
+	}{
+		{tableClient, nil, []step{
+			{"192.0.2.1", "", 200}, {"192.0.2.2", "", 200}, {"192.0.2.3", "", 200},
+		}},
+		// 404 (there is no agent x.alice): past every limit.
+		{tablePrincipal, nil, []step{
+			{"192.0.2.1", keyAlice, 404}, {"192.0.2.1", keyBob, 503}, {"192.0.2.1", keyAlice, 404},
+		}},
+		// A one-failure window: every failure spends it.
+		{tableLockout, func(rl *RateLimits) { rl.AuthFailure = ratelimit.PerMinute(1) }, []step{
+			{"192.0.2.1", bad, 401}, {"192.0.2.2", bad, 401}, {"192.0.2.2", keyBob, 429},
+		}},
+	} {
+		t.Run(tc.table, func(t *testing.T) {
+			clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			h := newHarness(t, func(c *Config, d *Deps) {
+				if tc.set != nil {
+					tc.set(&c.RateLimits)
+				}
+				d.Now = clk.Now
+			})
+			tiny := limitTable{tc.table, ratelimit.NewLocal(1, ratelimit.EvictNearest, clk.Now)}
+			switch tc.table {
+			case tableClient:
+				h.s.limits.client = tiny
+			case tablePrincipal:
+				tiny.lim = ratelimit.NewLocal(1, ratelimit.RefuseNew, clk.Now)
+				h.s.limits.principal = tiny
+			case tableLockout:
+				tiny.lim = ratelimit.NewLocal(1, ratelimit.RefuseNew, clk.Now)
+				h.s.limits.lockout = tiny
+			}
+			for i, st := range tc.steps {
+				path := "/healthz"
+				if st.key != "" {
+					path = "/v1/agents/x.alice"
+				}
+				rec := serve(h.s.Handler(), "GET", path, st.ip+":1234", st.key, nil)
+				if rec.Code != st.wantStatus {
+					t.Errorf("step %d (%s): got %d %s, want %d", i, st.ip, rec.Code, rec.Body, st.wantStatus)
+				}
+			}
+			rec := httptest.NewRecorder()
+			h.s.metrics.handler.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+			m := rec.Body.String()
+			if !strings.Contains(m, fmt.Sprintf("atr_ratelimit_table_full_total{table=%q}", tc.table)) {
+				t.Errorf("no table-full count for %s:\n%s", tc.table, grep(m, "atr_ratelimit_"))
+			}
+			if tc.table != tableLockout {
+				if got := grep(m, "atr_ratelimit_rejections_total{"); got != "" {
+					t.Errorf("a full table counted as a rejection:\n%s", got)
+				}
+			}
+		})
 	}
 }
