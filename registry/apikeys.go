@@ -17,36 +17,26 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/registry/apikey"
 	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
-// API key format (owned by api/client, the wire protocol: client.ParseAPIKey):
-// "atr_" + 16 lowercase hex digits of id + "_" + 64 lowercase hex digits of
-// secret (256 random bits). Only SHA-256(key) is stored.
+// API key format (package registry/apikey owns it): "atr_" + 16 lowercase hex
+// digits of id + "_" + 64 lowercase hex digits of secret (256 random bits).
+// Only SHA-256(key) is stored.
 const (
-	apiKeyPrefix      = client.APIKeyPrefix
-	apiKeyIDBytes     = client.APIKeyIDLen / 2
-	apiKeySecBytes    = client.APIKeySecretLen / 2
+	apiKeyPrefix      = apikey.Prefix
+	apiKeyIDBytes     = apikey.IDLen / 2
+	apiKeySecBytes    = apikey.SecretLen / 2
 	lastUsedPrecision = time.Minute
 	maxOwnerLen       = 128
 )
 
 // ParseAPIKeyID returns the id part of a well-formed API key (safe to log).
 func ParseAPIKeyID(key string) (string, bool) {
-	id, err := client.ParseAPIKey(key)
+	id, err := apikey.Parse(key)
 	return id, err == nil
-}
-
-func isLowerHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return s != ""
 }
 
 func hashAPIKey(key string) []byte {
@@ -266,7 +256,7 @@ func (r *Registry) RevokeAPIKey(ctx context.Context, a Actor, id string) error {
 	if !a.IsAdmin() {
 		return r.deny(ctx, a, ActionAPIKeyRevoke, id, fmt.Errorf("registry: revoke api key: %w", ErrForbidden))
 	}
-	if len(id) != 2*apiKeyIDBytes || !isLowerHex(id) {
+	if !apikey.ValidID(id) {
 		return fmt.Errorf("registry: revoke api key: %w", ErrNotFound)
 	}
 	now := r.now()
@@ -331,7 +321,7 @@ func (r *Registry) ListAPIKeys(ctx context.Context, a Actor, cursor string, limi
 	after := ""
 	if cursor != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(cursor)
-		if err != nil || len(raw) != 2*apiKeyIDBytes || !isLowerHex(string(raw)) {
+		if err != nil || !apikey.ValidID(string(raw)) {
 			return nil, "", invalid("cursor", nil)
 		}
 		after = string(raw)

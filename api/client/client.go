@@ -30,6 +30,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agent-trust-registry/atr/registry/apikey"
 )
 
 // maxResponse caps how much of a response body the client reads.
@@ -100,13 +102,13 @@ func WithClientCertificate(cert tls.Certificate) Option {
 }
 
 // WithAPIKey sends key as "Authorization: Bearer <key>". Surrounding white space (the
-// newline of a key file) is ignored. A key that is not of the form ParseAPIKey accepts
+// newline of a key file) is ignored. A key that is not of the form apikey.Parse accepts
 // (for example "null" from a failed jq) is refused here, before anything is sent: the
 // server would count it as a failed authentication against the caller's address.
 func WithAPIKey(key string) Option {
 	return func(o *options) error {
 		key = strings.TrimSpace(key)
-		if _, err := ParseAPIKey(key); err != nil {
+		if _, err := apikey.Parse(key); err != nil {
 			return err
 		}
 		o.apiKey = key

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/agent-trust-registry/atr/api/client"
+	"github.com/agent-trust-registry/atr/registry/apikey"
 )
 
 // adminPageSize is how many items a listing asks for per request (the
@@ -317,8 +318,8 @@ succeeds. The revocation is audited and written to the transparency log.
 	if err != nil {
 		return err
 	}
-	if len(id) != client.APIKeyIDLen || !isHexID(id) {
-		return usagef("API key ID %q: want the %d lowercase hex digits after \"atr_\" (see 'atr apikey list')", id, client.APIKeyIDLen)
+	if !apikey.ValidID(id) {
+		return usagef("API key ID %q: want the %d lowercase hex digits after \"atr_\" (see 'atr apikey list')", id, apikey.IDLen)
 	}
 	c, err := o.client()
 	if err != nil {
@@ -360,13 +361,4 @@ func (a *app) parseWithArg(fs *flag.FlagSet, args []string) (string, error) {
 		return pos[0], nil
 	}
 	return "", usagef("unexpected argument %q", pos[1])
-}
-
-func isHexID(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }

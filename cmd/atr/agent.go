@@ -48,6 +48,7 @@ import (
 
 	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/registry/apikey"
 )
 
 // Agent file limits and modes.
@@ -159,7 +160,7 @@ func chainPath(cert, override string) string {
 func (o *agentOpts) chainFile() string { return chainPath(o.cert, o.chain) }
 
 // readAPIKey returns the API key from --api-key-file, else ATR_API_KEY, else
-// "". A key that is not of the API key format (client.ParseAPIKey; "null"
+// "". A key that is not of the API key format (apikey.Parse; "null"
 // written by a failed jq, say) is refused with an error naming where it came
 // from, and is never sent: the server would count it against this machine's
 // address as a failed authentication.
@@ -180,7 +181,7 @@ func (o *agentOpts) readAPIKey() (string, error) {
 			return "", fmt.Errorf("reading the API key: %s is empty", o.apiKeyFile)
 		}
 	}
-	if _, err := client.ParseAPIKey(k); err != nil {
+	if _, err := apikey.Parse(k); err != nil {
 		return "", fmt.Errorf("the API key in %s is not an ATR API key, so it was not sent: %w", source, err)
 	}
 	return k, nil
