@@ -71,6 +71,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/v1/ocsp/{req:.+}", public: true, h: s.handleOCSPGet},
 		{method: "GET", path: "/v1/log/checkpoint", public: true, h: s.handleCheckpoint},
 		{method: "GET", path: "/v1/log/key", public: true, h: s.handleLogKey},
+		{method: "GET", path: "/v1/log/vkey", public: true, h: s.handleLogVerifierKey},
 		{method: "GET", path: "/v1/log/entries", public: true, h: s.handleLogEntries},
 		{method: "GET", path: "/v1/log/tile/{tile:.+}", public: true, h: s.handleTile},
 		{method: "GET", path: "/v1/log/proof/inclusion", public: true, h: s.handleInclusionProof},
@@ -92,7 +93,11 @@ func (s *Server) routes() *mux.Router {
 	// OCSP GET paths may contain "//").
 	m.SkipClean(true)
 	for _, rt := range s.routeTable() {
-		m.Handle(rt.path, s.wrap(rt)).Methods(rt.method)
+		methods := []string{rt.method}
+		if rt.method == http.MethodGet {
+			methods = append(methods, http.MethodHead) // RFC 9110 §9.3.2; net/http drops the body
+		}
+		m.Handle(rt.path, s.wrap(rt)).Methods(methods...)
 	}
 	m.NotFoundHandler = s.wrap(route{h: func(http.ResponseWriter, *http.Request) error {
 		return &apiError{Status: http.StatusNotFound, Code: CodeNotFound, Message: "not found"}
@@ -111,7 +116,7 @@ func (s *Server) wrap(rt route) http.Handler {
 		ri := infoFrom(r.Context())
 		if cr := mux.CurrentRoute(r); cr != nil {
 			if tpl, err := cr.GetPathTemplate(); err == nil {
-				ri.route = tpl
+				ri.route = routeLabel(tpl)
 			}
 		}
 		if rt.bodyLimit > 0 {

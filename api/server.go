@@ -49,6 +49,8 @@ type Admin interface {
 type TransparencyLog interface {
 	Checkpoint(ctx context.Context) ([]byte, error)
 	LogKeyPEM() []byte
+	// LogVerifierKey is the C2SP signed-note verifier key string of the log.
+	LogVerifierKey() string
 	LogEntries(ctx context.Context, start, end int64) ([][]byte, error)
 	InclusionProof(ctx context.Context, index, size int64) ([]tlog.Hash, error)
 	ConsistencyProof(ctx context.Context, oldSize, newSize int64) ([]tlog.Hash, error)
@@ -120,6 +122,9 @@ func New(cfg Config, deps Deps, log *logrus.Entry) (*Server, error) {
 	s.limits = newLimiters(deps.Limiter, s.now)
 	if s.metrics, err = newMetrics(deps.Collectors); err != nil {
 		return nil, err
+	}
+	if err := s.registerOpsMetrics(); err != nil {
+		return nil, fmt.Errorf("api: registering metrics: %w", err)
 	}
 	s.router = s.routes()
 	s.handler = s.outer(s.router)
