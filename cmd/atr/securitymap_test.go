@@ -15,9 +15,12 @@ const securityMapPath = "../../docs/security.md"
 
 // Numbers of seed findings (SEC-001 … SEC-029) and threat-model abuse cases
 // (AC-01 … AC-11) in ../shared/seed/002_17e92704ee144e09.txt.
+// externalFindings are the findings of the outside attack and third-party
+// client review (issue 11), EXT-01 … EXT-14 in the same order as the issue.
 const (
-	seedFindings   = 29
-	seedAbuseCases = 11
+	seedFindings     = 29
+	seedAbuseCases   = 11
+	externalFindings = 14
 )
 
 // noTestYet lists rows allowed to name no test, each with the reason. Keep
@@ -28,8 +31,9 @@ func noTestYet() map[string]string {
 }
 
 var (
-	// rowID matches the ID cell of a mapped row: "SEC-001", "**SEC-001**", "AC-01".
-	rowID = regexp.MustCompile(`^\**((?:SEC-\d{3})|(?:AC-\d{2}))\**$`)
+	// rowID matches the ID cell of a mapped row: "SEC-001", "**SEC-001**", "AC-01",
+	// "EXT-01".
+	rowID = regexp.MustCompile(`^\**((?:SEC-\d{3})|(?:AC-\d{2})|(?:EXT-\d{2}))\**$`)
 	// testRef matches a test named in backticks: `pkg/path.TestName` or
 	// `pkg/path.FuzzName` (Go package directory relative to the module root).
 	testRef = regexp.MustCompile("`([a-z0-9_]+(?:/[a-z0-9_]+)*)\\.((?:Test|Fuzz)[A-Za-z0-9_]*)`")
@@ -86,6 +90,9 @@ func requiredIDs() []string {
 	}
 	for i := 1; i <= seedAbuseCases; i++ {
 		ids = append(ids, fmt.Sprintf("AC-%02d", i))
+	}
+	for i := 1; i <= externalFindings; i++ {
+		ids = append(ids, fmt.Sprintf("EXT-%02d", i))
 	}
 	return ids
 }
