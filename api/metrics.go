@@ -19,7 +19,7 @@ type metrics struct {
 	revocations  *prometheus.CounterVec   // outcome
 	verify       *prometheus.CounterVec   // result (verified or the reason), outcome
 	rateLimited  *prometheus.CounterVec   // class (ATR_RATE_LIMITS names, or lockout)
-	tableFull    *prometheus.CounterVec   // table (client|principal|auth-failure|lockout)
+	tableFull    *prometheus.CounterVec   // table (client|principal|action|auth-failure|lockout)
 	authFailures *prometheus.CounterVec   // method (apikey|mtls), reason
 }
 
@@ -46,7 +46,7 @@ func newMetrics(extra []prometheus.Collector) (*metrics, error) {
 			Name: "atr_ratelimit_rejections_total", Help: "Requests refused by a rate limit, by limit class (the class names of ATR_RATE_LIMITS, or lockout).",
 		}, []string{"class"}),
 		tableFull: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "atr_ratelimit_table_full_total", Help: "Rate-limit decisions that found an in-process table full of live entries, by table (client and auth-failure: another entry was evicted; principal: the request got 503; lockout: the address was not locked out).",
+			Name: "atr_ratelimit_table_full_total", Help: "Rate-limit decisions that found an in-process table full of live entries, by table (client, action and auth-failure: another entry was evicted; principal: the request got 503; lockout: the address was not locked out).",
 		}, []string{"table"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "atr_auth_failures_total", Help: "Failed authentications by method and reason.",

@@ -9,7 +9,8 @@ import (
 // Names of the rate-limit tables: the table label of atr_ratelimit_table_full_total.
 const (
 	tableClient      = "client"       // per-ip and public buckets, keyed by client address
-	tablePrincipal   = "principal"    // per-key, list, register, rotate, revoke
+	tablePrincipal   = "principal"    // per-key, list, register
+	tableAction      = "action"       // rotate and revoke, per agent name and caller
 	tableAuthFailure = "auth-failure" // the short window of failed authentications
 	tableLockout     = "lockout"      // lockouts of client addresses
 )
@@ -23,13 +24,14 @@ type limitTable struct {
 // limiters are the Server's rate-limit tables. Each kind of state has its own table, so
 // that one kind filling memory never refuses another: a flood of failed logins from
 // fresh addresses fills at most the auth-failure table, never the client buckets every
-// request needs. In process, the tables that hold per-address state an attacker can mint
-// at will (client, auth-failure) evict when full; the others (principal: keys only an
-// authenticated caller creates; lockout: created only once an address has spent its
-// auth-failure budget) refuse new keys rather than forget state. With a shared backend
-// every table is that backend, keys told apart by prefix.
+// request needs. In process, the tables whose keys a caller can mint at will evict when
+// full: client and auth-failure (keyed by address), action (keyed by the agent name in
+// the URL). The others refuse new keys rather than forget state: principal (one key per
+// API key or agent identity, which only an administrator or an issuance creates) and
+// lockout (created only once an address has spent its auth-failure budget). With a
+// shared backend every table is that backend, keys told apart by prefix.
 type limiters struct {
-	client, principal, authFailure, lockout limitTable
+	client, principal, action, authFailure, lockout limitTable
 	// fallback serves the public buckets when the shared backend fails; nil without one.
 	fallback *ratelimit.Local
 }
@@ -40,6 +42,7 @@ func newLimiters(shared ratelimit.Limiter, now func() time.Time) limiters {
 		return limiters{
 			client:      limitTable{tableClient, ratelimit.NewLocal(0, ratelimit.EvictNearest, now)},
 			principal:   limitTable{tablePrincipal, ratelimit.NewLocal(0, ratelimit.RefuseNew, now)},
+			action:      limitTable{tableAction, ratelimit.NewLocal(0, ratelimit.EvictNearest, now)},
 			authFailure: limitTable{tableAuthFailure, ratelimit.NewLocal(0, ratelimit.EvictNearest, now)},
 			lockout:     limitTable{tableLockout, ratelimit.NewLocal(0, ratelimit.RefuseNew, now)},
 		}
@@ -47,6 +50,7 @@ func newLimiters(shared ratelimit.Limiter, now func() time.Time) limiters {
 	return limiters{
 		client:      limitTable{tableClient, shared},
 		principal:   limitTable{tablePrincipal, shared},
+		action:      limitTable{tableAction, shared},
 		authFailure: limitTable{tableAuthFailure, shared},
 		lockout:     limitTable{tableLockout, shared},
 		fallback:    ratelimit.NewLocal(0, ratelimit.EvictNearest, now),

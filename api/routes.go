@@ -185,7 +185,15 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request, rt route) error 
 		if actor.AgentName != "" {
 			who = "self"
 		}
-		return s.allow(w, r, pt, action, action+":"+limitName(mux.Vars(r)["name"])+":"+who, lim, false)
+		// The name comes from the URL, so the caller chooses it: it is validated before
+		// any state is created for it, and these buckets live in their own table, which
+		// evicts when full, so inventing names can neither grow memory nor refuse
+		// anyone else's requests.
+		name, err := pathName(r)
+		if err != nil {
+			return err
+		}
+		return s.allow(w, r, s.limits.action, action, action+":"+limitName(name)+":"+who, lim, false)
 	}
 	return nil
 }

@@ -415,8 +415,10 @@ func (s *revocationService) certificateState(ctx context.Context, serial string,
 		NotBefore  time.Time  `db:"not_before"`
 		NotAfter   time.Time  `db:"not_after"`
 	}
+	// Both spellings: a replica older than migration 004, still running during a
+	// rolling upgrade, writes serials without their leading zero nibble.
 	err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT status, revocation_reason, revoked_at, grace_until, not_before, not_after
-		FROM certificates WHERE serial = ?`), serial)
+		FROM certificates WHERE serial IN (?, ?)`), serial, strings.TrimPrefix(serial, "0"))
 	if err != nil {
 		if err = dbErr("ocsp: reading certificate status", err); errors.Is(err, ErrNotFound) {
 			return certState{status: ocsp.Unknown}, nil

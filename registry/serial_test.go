@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/jmoiron/sqlx"
+	"golang.org/x/crypto/ocsp"
 
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry"
@@ -84,6 +85,29 @@ func TestSerialSpellingMatchesOpenSSL(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// A replica older than migration 004, still running during a rolling upgrade,
+		// writes that spelling: OCSP on a new replica must still find the certificate
+		// (security review of EXT-06).
+		certs, err := ca.ParseCertificatesPEM([]byte(iss.CertificatePEM), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := ocsp.CreateRequest(certs[0], f.Intermediate, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := f.Registry.OCSP(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := ocsp.ParseResponseForCert(der, certs[0], f.Intermediate)
+		if err != nil {
+			t.Fatalf("OCSP response: %v", err)
+		}
+		if resp.Status != ocsp.Good {
+			t.Errorf("OCSP for a row in the old spelling: status %d, want good (%d)", resp.Status, ocsp.Good)
+		}
+
 		migs, err := registry.Migrations(f.Store.Dialect())
 		if err != nil {
 			t.Fatal(err)

@@ -63,9 +63,14 @@ fi
 
 # A private apt: nothing of the system's sources, lists or status is used
 # or changed. The system's apt.conf.d (proxies) still applies.
-tmp=$(mktemp -d "$dir/.apt.XXXXXX")
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/atr-pyca-apt.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/state/lists/partial" "$tmp/cache/archives/partial" "$tmp/etc/sources.list.d" "$tmp/etc/preferences.d" "$tmp/deb"
+# As root, apt downloads as its unprivileged _apt user: let it reach the private dirs.
+if [ "$(id -u)" -eq 0 ] && id _apt >/dev/null 2>&1; then
+	chmod 0755 "$tmp"
+	chown -R _apt "$tmp/state/lists" "$tmp/cache/archives" "$tmp/deb"
+fi
 arch=$(dpkg --print-architecture)
 echo "deb [arch=$arch signed-by=$keyring] $mirror $suite main" >"$tmp/etc/sources.list"
 apt_opts=(
@@ -78,7 +83,6 @@ apt_opts=(
 	-o "Dir::Etc::PreferencesParts=$tmp/etc/preferences.d"
 	-o "APT::Architecture=$arch"
 	-o "APT::Architectures=$arch"
-	-o "APT::Sandbox::User=$(id -un)"
 	-o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
 	-o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false"
 	-o "Acquire::IndexTargets::deb::DEP-11-icons-hidpi::DefaultEnabled=false"
@@ -86,6 +90,9 @@ apt_opts=(
 	-o "Acquire::Languages=none"
 	-o "Debug::NoLocking=1"
 )
+# As root, apt drops to its _apt sandbox user for downloads (the default); a non-root
+# user cannot switch users, so apt downloads as that user.
+[ "$(id -u)" -eq 0 ] || apt_opts+=(-o "APT::Sandbox::User=$(id -un)")
 say "fetching python3-cryptography from Debian $suite"
 apt-get "${apt_opts[@]}" -qq update
 version=$(apt-cache "${apt_opts[@]}" show --no-all-versions python3-cryptography | sed -n 's/^Version: //p' | head -1)

@@ -318,8 +318,14 @@ succeeds. The revocation is audited and written to the transparency log.
 	if err != nil {
 		return err
 	}
+	if kid, err := apikey.Parse(id); err == nil {
+		// A whole key pasted by mistake: never echo it (the secret would land in
+		// terminal scrollback and CI logs); name its id instead.
+		return usagef("that is a whole API key, secret included; pass only its ID: atr apikey revoke %s", kid)
+	}
 	if !apikey.ValidID(id) {
-		return usagef("API key ID %q: want the %d lowercase hex digits after \"atr_\" (see 'atr apikey list')", id, apikey.IDLen)
+		// Not echoed either: a malformed argument may still hold part of a secret.
+		return usagef("the API key ID must be the %d lowercase hex digits after \"atr_\" (see 'atr apikey list')", apikey.IDLen)
 	}
 	c, err := o.client()
 	if err != nil {

@@ -169,6 +169,9 @@ func columnStarts(header string) []int {
 	return starts
 }
 
+// pastedSecret is the secret half of a key a user might paste into apikey revoke.
+const pastedSecret = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2"
+
 func TestAPIKeyRevokeCommand(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -183,6 +186,9 @@ func TestAPIKeyRevokeCommand(t *testing.T) {
 		{"not an id", []string{"apikey", "revoke", "atr_0123"}, 2, "", false},
 		{"no id", []string{"apikey", "revoke"}, 2, "", false},
 		{"two ids", []string{"apikey", "revoke", "0123456789abcdef", "0123456789abcdee"}, 2, "", false},
+		// A whole key pasted by mistake is refused without echoing its secret (security review).
+		{"whole key", []string{"apikey", "revoke", "atr_0123456789abcdef_" + pastedSecret}, 2, "", false},
+		{"part of a secret", []string{"apikey", "revoke", pastedSecret[:40]}, 2, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -198,6 +204,12 @@ func TestAPIKeyRevokeCommand(t *testing.T) {
 			}
 			if got := len(api.requests) > 0; got != tt.wantCall {
 				t.Errorf("server called: %v, want %v", got, tt.wantCall)
+			}
+			if strings.Contains(errb.String(), pastedSecret[:16]) {
+				t.Errorf("stderr echoes the secret: %s", errb)
+			}
+			if tt.name == "whole key" && !strings.Contains(errb.String(), "atr apikey revoke 0123456789abcdef") {
+				t.Errorf("stderr %q does not name the key's ID", errb)
 			}
 			if tt.code == 1 && !strings.Contains(errb.String(), "r404") {
 				t.Errorf("stderr %q lacks the request ID", errb)
