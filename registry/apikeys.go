@@ -331,20 +331,7 @@ func (r *Registry) ListAPIKeys(ctx context.Context, a Actor, cursor string, limi
 		`SELECT `+apiKeyColumns+` FROM api_keys WHERE id > ? ORDER BY id LIMIT ?`), after, limit+1); err != nil {
 		return nil, "", dbErr("list api keys", err)
 	}
-	next := ""
-	if len(rows) > limit {
-		rows = rows[:limit]
-		next = base64.RawURLEncoding.EncodeToString([]byte(rows[len(rows)-1].ID))
-	}
-	out := make([]APIKey, 0, len(rows))
-	for _, row := range rows {
-		k, err := row.apiKey()
-		if err != nil {
-			return nil, "", err
-		}
-		out = append(out, *k)
-	}
-	return out, next, nil
+	return page(rows, limit, func(row apiKeyRow) string { return row.ID }, apiKeyRow.apiKey)
 }
 
 // forUpdate is " FOR UPDATE" on PostgreSQL (row lock until commit); SQLite's

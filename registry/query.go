@@ -128,18 +128,24 @@ func (r *Registry) ListAgents(ctx context.Context, a Actor, cursor string, limit
 	if err := r.store.db.SelectContext(ctx, &rows, r.store.db.Rebind(q), args...); err != nil {
 		return nil, "", dbErr("list agents", err)
 	}
+	return page(rows, limit, func(row agentRow) string { return row.Name }, agentRow.agent)
+}
+
+// page cuts rows read with LIMIT limit+1 to one page: the items conv makes of them and
+// the opaque cursor after the last one, from key ("" when there is no further page).
+func page[R, T any](rows []R, limit int, key func(R) string, conv func(R) (*T, error)) ([]T, string, error) {
 	next := ""
 	if len(rows) > limit {
 		rows = rows[:limit]
-		next = base64.RawURLEncoding.EncodeToString([]byte(rows[len(rows)-1].Name))
+		next = base64.RawURLEncoding.EncodeToString([]byte(key(rows[len(rows)-1])))
 	}
-	out := make([]Agent, 0, len(rows))
+	out := make([]T, 0, len(rows))
 	for _, row := range rows {
-		ag, err := row.agent()
+		v, err := conv(row)
 		if err != nil {
 			return nil, "", err
 		}
-		out = append(out, *ag)
+		out = append(out, *v)
 	}
 	return out, next, nil
 }

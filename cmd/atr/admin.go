@@ -33,10 +33,10 @@ type adminOpts struct {
 	limit int
 }
 
-func (o *adminOpts) bind(fs *flag.FlagSet, a *app, listing bool) {
+func (o *adminOpts) bind(fs *flag.FlagSet, a *app, paged bool) {
 	o.agentOpts.bind(fs, a.lookupEnv, afServer|afCABundle|afAPIKey)
 	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
-	if listing {
+	if paged {
 		fs.IntVar(&o.limit, "limit", 0, "print at most this many items (default: all, following every page)")
 	}
 }
@@ -125,6 +125,46 @@ func timeCell(t *time.Time) string {
 const adminExitStatus = `Exit status: 0 success; 1 an error (server errors show the error code and
 request ID); 2 a usage error.`
 
+// listing is what differs between the listing commands (agents list, audit, apikey
+// list): how to fetch a page and how to show an item as a table row.
+type listing[T any] struct {
+	what    string // for errors: "listing agents"
+	page    func(ctx context.Context, c *client.Client, cursor string, n int) ([]T, string, error)
+	headers []string
+	row     func(T) []string
+}
+
+// run parses the common flags, fetches every page (or --limit items), and prints
+// them as one JSON array (--json) or as an aligned table.
+func (l listing[T]) run(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+	var o adminOpts
+	o.bind(fs, a, true)
+	if err := a.parse(fs, args); err != nil {
+		return err
+	}
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	items, err := collect(ctx, o.limit, func(ctx context.Context, cursor string, n int) ([]T, string, error) {
+		return l.page(ctx, c, cursor, n)
+	})
+	if err != nil {
+		return explain(l.what, err)
+	}
+	if o.json {
+		if items == nil {
+			items = []T{}
+		}
+		return printJSON(a.stdout, items)
+	}
+	rows := make([][]string, 0, len(items))
+	for _, it := range items {
+		rows = append(rows, l.row(it))
+	}
+	return printTable(a.stdout, l.headers, rows)
+}
+
 // ---- agents ----------------------------------------------------------------
 
 func runAgents(ctx context.Context, a *app, args []string) error {
@@ -146,37 +186,20 @@ one JSON array.
 `+adminExitStatus,
 		`atr agents list --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.pem --api-key-file team.apikey
 atr agents list --api-key-file ./var/admin.apikey --json | jq -r '.[] | select(.status == "revoked") | .name'`)
-	var o adminOpts
-	o.bind(fs, a, true)
-	if err := a.parse(fs, args); err != nil {
-		return err
-	}
-	c, err := o.client()
-	if err != nil {
-		return err
-	}
-	agents, err := collect(ctx, o.limit, func(ctx context.Context, cursor string, n int) ([]client.Agent, string, error) {
-		p, err := c.List(ctx, cursor, n)
-		if err != nil {
-			return nil, "", err
-		}
-		return p.Agents, p.NextCursor, nil
-	})
-	if err != nil {
-		return explain("listing agents", err)
-	}
-	if o.json {
-		if agents == nil {
-			agents = []client.Agent{}
-		}
-		return printJSON(a.stdout, agents)
-	}
-	rows := make([][]string, 0, len(agents))
-	for _, ag := range agents {
-		u := ag.UpdatedAt
-		rows = append(rows, []string{ag.Name, ag.Owner, ag.Status, showSerial(ag.CurrentSerial), timeCell(&u)})
-	}
-	return printTable(a.stdout, []string{"NAME", "OWNER", "STATUS", "SERIAL", "UPDATED"}, rows)
+	return listing[client.Agent]{
+		what: "listing agents",
+		page: func(ctx context.Context, c *client.Client, cursor string, n int) ([]client.Agent, string, error) {
+			p, err := c.List(ctx, cursor, n)
+			if err != nil {
+				return nil, "", err
+			}
+			return p.Agents, p.NextCursor, nil
+		},
+		headers: []string{"NAME", "OWNER", "STATUS", "SERIAL", "UPDATED"},
+		row: func(ag client.Agent) []string {
+			return []string{ag.Name, ag.Owner, ag.Status, showSerial(ag.CurrentSerial), timeCell(&ag.UpdatedAt)}
+		},
+	}.run(ctx, a, fs, args)
 }
 
 // ---- audit -----------------------------------------------------------------
@@ -192,41 +215,24 @@ event objects as one JSON array.
 `+adminExitStatus,
 		`atr audit --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.pem --api-key-file ./var/admin.apikey --limit 20
 atr audit --api-key-file ./var/admin.apikey --json | jq '.[] | select(.result == "denied")'`)
-	var o adminOpts
-	o.bind(fs, a, true)
-	if err := a.parse(fs, args); err != nil {
-		return err
-	}
-	c, err := o.client()
-	if err != nil {
-		return err
-	}
-	events, err := collect(ctx, o.limit, func(ctx context.Context, cursor string, n int) ([]client.AuditEvent, string, error) {
-		p, err := c.Audit(ctx, cursor, n)
-		if err != nil {
-			return nil, "", err
-		}
-		return p.Events, p.NextCursor, nil
-	})
-	if err != nil {
-		return explain("reading the audit trail", err)
-	}
-	if o.json {
-		if events == nil {
-			events = []client.AuditEvent{}
-		}
-		return printJSON(a.stdout, events)
-	}
-	rows := make([][]string, 0, len(events))
-	for _, e := range events {
-		t := e.Time
-		logIndex := ""
-		if e.LogIndex != nil {
-			logIndex = strconv.FormatInt(*e.LogIndex, 10)
-		}
-		rows = append(rows, []string{strconv.FormatInt(e.ID, 10), timeCell(&t), e.Actor, e.IP, e.Action, e.Target, e.Result, logIndex, metadataCell(e.Metadata)})
-	}
-	return printTable(a.stdout, []string{"ID", "TIME", "ACTOR", "IP", "ACTION", "TARGET", "RESULT", "LOG", "DETAILS"}, rows)
+	return listing[client.AuditEvent]{
+		what: "reading the audit trail",
+		page: func(ctx context.Context, c *client.Client, cursor string, n int) ([]client.AuditEvent, string, error) {
+			p, err := c.Audit(ctx, cursor, n)
+			if err != nil {
+				return nil, "", err
+			}
+			return p.Events, p.NextCursor, nil
+		},
+		headers: []string{"ID", "TIME", "ACTOR", "IP", "ACTION", "TARGET", "RESULT", "LOG", "DETAILS"},
+		row: func(e client.AuditEvent) []string {
+			logIndex := ""
+			if e.LogIndex != nil {
+				logIndex = strconv.FormatInt(*e.LogIndex, 10)
+			}
+			return []string{strconv.FormatInt(e.ID, 10), timeCell(&e.Time), e.Actor, e.IP, e.Action, e.Target, e.Result, logIndex, metadataCell(e.Metadata)}
+		},
+	}.run(ctx, a, fs, args)
 }
 
 // metadataCell renders an event's metadata as k=v pairs in key order.
@@ -267,39 +273,22 @@ and never returns those. Follows the pages to the end unless --limit.
 `+adminExitStatus,
 		`atr apikey list --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.pem --api-key-file ./var/admin.apikey
 atr apikey list --api-key-file ./var/admin.apikey --json | jq -r '.[] | select(.revoked_at == null) | .id'`)
-	var o adminOpts
-	o.bind(fs, a, true)
-	if err := a.parse(fs, args); err != nil {
-		return err
-	}
-	c, err := o.client()
-	if err != nil {
-		return err
-	}
-	keys, err := collect(ctx, o.limit, func(ctx context.Context, cursor string, n int) ([]client.APIKey, string, error) {
-		p, err := c.ListAPIKeys(ctx, cursor, n)
-		if err != nil {
-			return nil, "", err
-		}
-		return p.APIKeys, p.NextCursor, nil
-	})
-	if err != nil {
-		return explain("listing API keys", err)
-	}
-	if o.json {
-		if keys == nil {
-			keys = []client.APIKey{}
-		}
-		return printJSON(a.stdout, keys)
-	}
 	now := a.now()
-	rows := make([][]string, 0, len(keys))
-	for _, k := range keys {
-		created := k.CreatedAt
-		rows = append(rows, []string{k.ID, k.Owner, k.Namespace, strings.Join(k.Scopes, ","), apiKeyStatus(k, now),
-			timeCell(&created), timeCell(k.ExpiresAt), timeCell(k.LastUsedAt)})
-	}
-	return printTable(a.stdout, []string{"ID", "OWNER", "NAMESPACE", "SCOPES", "STATUS", "CREATED", "EXPIRES", "LAST USED"}, rows)
+	return listing[client.APIKey]{
+		what: "listing API keys",
+		page: func(ctx context.Context, c *client.Client, cursor string, n int) ([]client.APIKey, string, error) {
+			p, err := c.ListAPIKeys(ctx, cursor, n)
+			if err != nil {
+				return nil, "", err
+			}
+			return p.APIKeys, p.NextCursor, nil
+		},
+		headers: []string{"ID", "OWNER", "NAMESPACE", "SCOPES", "STATUS", "CREATED", "EXPIRES", "LAST USED"},
+		row: func(k client.APIKey) []string {
+			return []string{k.ID, k.Owner, k.Namespace, strings.Join(k.Scopes, ","), apiKeyStatus(k, now),
+				timeCell(&k.CreatedAt), timeCell(k.ExpiresAt), timeCell(k.LastUsedAt)}
+		},
+	}.run(ctx, a, fs, args)
 }
 
 func runAPIKeyRevoke(ctx context.Context, a *app, args []string) error {
