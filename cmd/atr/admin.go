@@ -208,8 +208,10 @@ func runAudit(ctx context.Context, a *app, args []string) error {
 	fs := a.newFlagSet("audit", "audit --server URL --api-key-file ADMIN_KEY [--json] [--limit N]",
 		`Print the audit trail (GET /v1/admin/audit, admin API key), newest first:
 every registration, rotation, revocation, API key change and refused
-request, with who did it, from where, the result and the transparency log
-index. Follows the pages to the end unless --limit. --json prints the API's
+authorization (a valid key asking for what it may not), with who did it,
+from where, the result and the transparency log index. Failed
+authentications (a wrong or revoked key or certificate) are not audit
+events: they are in the server log and atr_auth_failures_total. Follows the pages to the end unless --limit. --json prints the API's
 event objects as one JSON array.
 
 `+adminExitStatus,

@@ -136,7 +136,7 @@ func (o *agentOpts) bind(fs *flag.FlagSet, lookupEnv func(string) (string, bool)
 		envString(fs, lookupEnv, &o.chain, "chain", "ATR_AGENT_CHAIN", "", "the intermediates file (default: CERT with .pem replaced by .chain.pem)")
 	}
 	if which&afAPIKey != 0 {
-		envString(fs, lookupEnv, &o.apiKeyFile, "api-key-file", "ATR_API_KEY_FILE", "", "file holding the owner's API key, mode 0600 (or env ATR_API_KEY)")
+		envString(fs, lookupEnv, &o.apiKeyFile, "api-key-file", "ATR_API_KEY_FILE", "", "file holding the API key, mode 0600 (the owner's key; the admin key for admin commands); ATR_API_KEY may hold the key itself")
 		if v, ok := lookupEnv("ATR_API_KEY"); ok {
 			o.apiKey = v
 		}
