@@ -21,6 +21,10 @@ const (
 	ECDSAP384 KeyAlgorithm = "ecdsa-p384"
 	RSA3072   KeyAlgorithm = "rsa-3072"
 	RSA4096   KeyAlgorithm = "rsa-4096"
+	// Ed25519 keys are made by GenerateEd25519Key and used through
+	// Ed25519Signer (crypto11 has no Ed25519); GenerateKey refuses it and
+	// KeyAlgorithms does not list it.
+	Ed25519 KeyAlgorithm = "ed25519"
 )
 
 // KeyAlgorithms lists the supported algorithms, in the order a usage message
@@ -72,6 +76,8 @@ func (t *Token) GenerateKey(ctx context.Context, label string, alg KeyAlgorithm)
 		bits = 3072
 	case RSA4096:
 		bits = 4096
+	case Ed25519:
+		return nil, fmt.Errorf("hsm: generating %s key %q: use GenerateEd25519Key", alg, label)
 	default:
 		_, err := ParseKeyAlgorithm(string(alg))
 		return nil, err

@@ -299,6 +299,8 @@ func (st *tokenState) keyType(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (s
 			return fmt.Sprintf("RSA %d", len(bytes.TrimLeft(m, "\x00"))*8), nil
 		}
 		return "RSA", nil
+	case ckkECEdwards:
+		return "Ed25519", nil
 	case pkcs11.CKK_AES:
 		return "AES", nil
 	default:
