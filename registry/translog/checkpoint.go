@@ -159,17 +159,22 @@ func parseCanonicalHash(s string) (tlog.Hash, error) {
 	return h, nil
 }
 
-// SignCheckpoint returns the signed note for c, signed by s. The signer's
-// key name must equal the checkpoint origin.
-func SignCheckpoint(c Checkpoint, s note.Signer) ([]byte, error) {
-	if s.Name() != c.Origin {
-		return nil, fmt.Errorf("%w: signer name %q is not the checkpoint origin %q", ErrInvalid, s.Name(), c.Origin)
+// SignCheckpoint returns the signed note for c, signed by s and then by
+// each of more (e.g. the log's ECDSA key and its Ed25519 key for
+// witnesses), one signature line each, in that order. Every signer's key
+// name must equal the checkpoint origin.
+func SignCheckpoint(c Checkpoint, s note.Signer, more ...note.Signer) ([]byte, error) {
+	signers := append([]note.Signer{s}, more...)
+	for _, s := range signers {
+		if s.Name() != c.Origin {
+			return nil, fmt.Errorf("%w: signer name %q is not the checkpoint origin %q", ErrInvalid, s.Name(), c.Origin)
+		}
 	}
 	text, err := c.Marshal()
 	if err != nil {
 		return nil, err
 	}
-	msg, err := note.Sign(&note.Note{Text: string(text)}, s)
+	msg, err := note.Sign(&note.Note{Text: string(text)}, signers...)
 	if err != nil {
 		return nil, fmt.Errorf("translog: signing checkpoint: %w", err)
 	}
