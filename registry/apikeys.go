@@ -19,7 +19,6 @@ import (
 
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry/apikey"
-	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
 // API key format (package registry/apikey owns it): "atr_" + 16 lowercase hex
@@ -235,13 +234,11 @@ func (r *Registry) CreateAPIKey(ctx context.Context, a Actor, owner, namespace s
 			id, hashAPIKey(key), owner, namespace, string(scopesJSON), a.label(), dbTime(now), expires); err != nil {
 			return dbErr("create api key: insert", err)
 		}
-		idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{Type: translog.EventAPIKeyCreate, Time: now, Actor: a.label(), KeyID: id})
-		if err != nil {
-			return dbErr("create api key: log", err)
-		}
+		// Not a log event: a public leaf naming key IDs and owners would tell an
+		// anonymous reader who has keys (issue 12); the audit trail records it.
 		return r.writeAudit(ctx, tx, a, ActionAPIKeyCreate, id, ResultSuccess, map[string]string{
 			"owner": owner, "namespace": namespace, "scopes": strings.Join(scopes, " "), "expires_at": expires.Format(time.RFC3339),
-		}, &idx)
+		}, nil)
 	})
 	if err != nil {
 		return nil, "", err
@@ -276,11 +273,7 @@ func (r *Registry) RevokeAPIKey(ctx context.Context, a Actor, id string) error {
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE api_keys SET revoked_at = ? WHERE id = ?`), dbTime(now), id); err != nil {
 			return dbErr("revoke api key: update", err)
 		}
-		idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{Type: translog.EventAPIKeyRevoke, Time: now, Actor: a.label(), KeyID: id})
-		if err != nil {
-			return dbErr("revoke api key: log", err)
-		}
-		return r.writeAudit(ctx, tx, a, ActionAPIKeyRevoke, id, ResultSuccess, nil, &idx)
+		return r.writeAudit(ctx, tx, a, ActionAPIKeyRevoke, id, ResultSuccess, nil, nil)
 	})
 	if err != nil {
 		return err

@@ -207,17 +207,19 @@ func TestAPIKeyRevocationNoKeyLockout(t *testing.T) {
 			for _, e := range events {
 				switch {
 				case e.Action == ActionAPIKeyCreate && e.Target == k.ID:
-					created = e.LogIndex != nil && e.Actor == "system" && e.Metadata["owner"] == "acme"
+					created = e.LogIndex == nil && e.Actor == "system" && e.Metadata["owner"] == "acme"
 				case e.Action == ActionAPIKeyRevoke && e.Target == k.ID && e.Result == ResultSuccess:
-					revoked = e.LogIndex != nil
+					revoked = e.LogIndex == nil
 				}
 			}
 			if !created || !revoked {
-				t.Errorf("audit: created %v revoked %v; want both with log index", created, revoked)
+				t.Errorf("audit: created %v revoked %v; want both audited, without a log index", created, revoked)
 			}
+			// API key events are not public log events (issue 12: the public log names
+			// no key ID and no owner).
 			var logged int
-			if err := r.store.db.GetContext(ctx, &logged, `SELECT COUNT(*) FROM log_entries`); err != nil || logged != 2 {
-				t.Errorf("log entries = %d, %v; want 2 (create, revoke)", logged, err)
+			if err := r.store.db.GetContext(ctx, &logged, `SELECT COUNT(*) FROM log_entries`); err != nil || logged != 0 {
+				t.Errorf("log entries = %d, %v; want 0", logged, err)
 			}
 		})
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
@@ -67,13 +66,17 @@ func (r *Registry) recordCA(ctx context.Context, c *x509.Certificate) (bool, err
 			fp, c.Subject.String(), isRoot, dbTime(c.NotAfter), dbTime(now)); err != nil {
 			return dbErr("record CA certificate: insert", err)
 		}
+		issuerKeyID := c.AuthorityKeyId
+		if isRoot || len(issuerKeyID) == 0 {
+			issuerKeyID = c.SubjectKeyId
+		}
 		idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{
+			Version:     translog.EntryVersion,
 			Type:        translog.EventCeremony,
 			Time:        now,
-			Serial:      ca.FormatSerial(c.SerialNumber),
 			Fingerprint: fp,
+			IssuerKeyID: hex.EncodeToString(issuerKeyID),
 			Certificate: c.Raw,
-			Actor:       ceremonyActor,
 		})
 		if err != nil {
 			return dbErr("record CA certificate: log", err)

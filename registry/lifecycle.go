@@ -81,10 +81,13 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 	}
 	capsJSON, _ := json.Marshal(caps)
 	mdJSON, _ := json.Marshal(md)
+	proofs, err := r.nameProofs(name) // on the token: before any transaction
+	if err != nil {
+		return nil, err
+	}
 	var agent Agent
 	cert, rec, err := r.issue(ctx, a, ActionRegister, name, a.Owner, "register", csr, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
-		idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{Type: translog.EventRegister, Time: now, Agent: name,
-			Serial: rec.Serial, Fingerprint: rec.FingerprintSHA256, Certificate: cert.Raw, Actor: a.label()})
+		idx, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRegister, time: now, name: name, cert: cert, proofs: proofs})
 		if err != nil {
 			return dbErr("register: log", err)
 		}
@@ -133,6 +136,10 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		return nil, invalid("csr", err)
 	}
 	oldSerial := agent.CurrentSerial
+	proofs, err := r.nameProofs(name) // on the token: before any transaction
+	if err != nil {
+		return nil, err
+	}
 	cert, rec, err := r.issue(ctx, a, ActionRotate, name, agent.Owner, "rotate", csr, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
 		var cur struct {
 			Status string  `db:"status"`
@@ -148,8 +155,7 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		if err := tx.GetContext(ctx, &oldFP, tx.Rebind(`SELECT fingerprint_sha256 FROM certificates WHERE serial = ?`), oldSerial); err != nil {
 			return dbErr("rotate: reading previous certificate", err)
 		}
-		idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{Type: translog.EventRotate, Time: now, Agent: name,
-			Serial: rec.Serial, Fingerprint: rec.FingerprintSHA256, Certificate: cert.Raw, Actor: a.label(), Previous: oldFP})
+		idx, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRotate, time: now, name: name, cert: cert, proofs: proofs, previous: oldFP})
 		if err != nil {
 			return dbErr("rotate: log", err)
 		}

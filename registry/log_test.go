@@ -99,7 +99,7 @@ func (f *logFixture) appendOne(ctx context.Context, replica int, keyID string) (
 	var idx int64
 	err := f.stores[replica].inTx(ctx, "test append", func(tx *sqlx.Tx) error {
 		var err error
-		idx, err = f.logs[replica].appendTx(ctx, tx, translog.Entry{Type: translog.EventAPIKeyCreate,
+		idx, err = f.logs[replica].appendTx(ctx, tx, translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate,
 			Time: f.clock.now(), Actor: "test", KeyID: keyID})
 		return err
 	})
@@ -350,7 +350,7 @@ func TestLogTamperDetected(t *testing.T) {
 			}
 
 			// 1. A rewritten entry no longer proves inclusion.
-			forged, _ := translog.Entry{Type: translog.EventAPIKeyCreate, Time: f.clock.now(), Actor: "attacker", KeyID: "k5"}.Marshal()
+			forged, _ := translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate, Time: f.clock.now(), Actor: "attacker", KeyID: "k5"}.Marshal()
 			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_entries SET data = ? WHERE idx = ?`), forged, 5); err != nil {
 				t.Fatal(err)
 			}

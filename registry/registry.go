@@ -15,6 +15,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
 // Scopes an API key may hold.
@@ -66,6 +67,15 @@ type Config struct {
 	LogVerifier  note.Verifier
 	LogOrigin    string
 	LogPublicKey crypto.PublicKey
+	// LogSignerEd25519, optional, is the log's Ed25519 key (signed-note type
+	// 0x01, the one type every C2SP witness verifies) under the same key name
+	// LogOrigin: when set, every checkpoint is signed by LogSigner and then by
+	// it. LogPublicKeyEd25519 is its public key, published by LogVerifierKey.
+	LogSignerEd25519    note.Signer
+	LogPublicKeyEd25519 crypto.PublicKey
+	// VRFSigner is the RSA key on the token that computes the name indexes of
+	// log leaves (translog.VRFProve). Required for agent events.
+	VRFSigner crypto.Signer
 	// Token reports token health for Ready. Optional.
 	Token interface {
 		Healthy(ctx context.Context) error
@@ -103,6 +113,8 @@ type Registry struct {
 	revocation *revocationService
 	// status caches Verify's status lookups for a short while.
 	status *statusCache
+	// vrf caches the VRF proofs of agent names (logentry.go).
+	vrf vrfCache
 }
 
 // New checks cfg and returns a Registry.
@@ -136,6 +148,14 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.LogOrigin == "" {
 		cfg.LogOrigin = cfg.TrustDomain + "/log"
 	}
+	if cfg.LogSigner != nil && cfg.VRFSigner == nil {
+		return nil, errors.New("registry: new: LogSigner without VRFSigner")
+	}
+	if cfg.VRFSigner != nil {
+		if _, err := translog.CheckVRFKey(cfg.VRFSigner.Public()); err != nil {
+			return nil, fmt.Errorf("registry: new: VRFSigner: %w", err)
+		}
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -154,6 +174,12 @@ func New(cfg Config) (*Registry, error) {
 	}
 	r.status = newStatusCache(cfg.StatusCacheTTL)
 	r.tlog = newTransparencyLog(cfg.Store.db, cfg.LogSigner, cfg.LogVerifier, cfg.LogOrigin, log.WithField("component", "translog"))
+	if cfg.LogSignerEd25519 != nil {
+		if cfg.LogSignerEd25519.Name() != cfg.LogOrigin {
+			return nil, fmt.Errorf("registry: new: LogSignerEd25519 key name %q is not the log origin %q", cfg.LogSignerEd25519.Name(), cfg.LogOrigin)
+		}
+		r.tlog.signerEd25519 = cfg.LogSignerEd25519
+	}
 	if cfg.Issuer != nil {
 		r.revocation = newRevocationService(cfg.Store, cfg.Issuer, cfg.Revocation, r.now, log.WithField("component", "revocation"))
 	}

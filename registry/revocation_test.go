@@ -167,7 +167,7 @@ func (e *revEnv) replica(cfg RevocationConfig) *replica {
 	if grace == 0 {
 		grace = -1
 	}
-	reg, err := New(Config{Store: st, Issuer: e.regIssuer, TrustDomain: revTrustDomain, RotationGrace: grace, Now: e.clock.Now, Log: e.log})
+	reg, err := New(Config{Store: st, Issuer: e.regIssuer, TrustDomain: revTrustDomain, RotationGrace: grace, Now: e.clock.Now, Log: e.log, VRFSigner: testVRFSigner(e.t)})
 	if err != nil {
 		e.t.Fatalf("registry.New: %v", err)
 	}

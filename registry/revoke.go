@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"crypto/x509"
+	"fmt"
 	"strings"
 	"time"
 
@@ -44,6 +46,10 @@ func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*A
 	if err != nil {
 		return nil, err
 	}
+	proofs, err := r.nameProofs(name) // on the token: before any transaction
+	if err != nil {
+		return nil, err
+	}
 	now := r.now()
 	noop := false
 	var revoked []string
@@ -60,16 +66,20 @@ func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*A
 		var certs []struct {
 			Serial      string `db:"serial"`
 			Fingerprint string `db:"fingerprint_sha256"`
+			DER         []byte `db:"der"`
 		}
-		if err := tx.SelectContext(ctx, &certs, tx.Rebind(`SELECT serial, fingerprint_sha256 FROM certificates
+		if err := tx.SelectContext(ctx, &certs, tx.Rebind(`SELECT serial, fingerprint_sha256, der FROM certificates
 			WHERE agent_name = ? AND (status = ? OR (status = ? AND grace_until > ?)) ORDER BY created_at DESC, log_index DESC`),
 			name, CertIssued, CertSuperseded, dbTime(now)); err != nil {
 			return dbErr("revoke: reading certificates", err)
 		}
 		var first *int64
 		for _, c := range certs {
-			idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{Type: translog.EventRevoke, Time: now, Agent: name,
-				Serial: c.Serial, Fingerprint: c.Fingerprint, Actor: a.label(), Reason: reason})
+			cert, err := x509.ParseCertificate(c.DER)
+			if err != nil {
+				return fmt.Errorf("registry: revoke: stored certificate %s: %v", c.Serial, err)
+			}
+			idx, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRevoke, time: now, name: name, cert: cert, proofs: proofs, reason: reason})
 			if err != nil {
 				return dbErr("revoke: log", err)
 			}

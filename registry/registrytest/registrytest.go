@@ -35,6 +35,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -77,13 +78,20 @@ type Fixture struct {
 	RootToken, IssuingToken *hsm.Token
 	RootKey, IssuingKey     *hsm.Signer
 	LogKey                  *hsm.Signer
-	Issuer                  *ca.Issuer
-	Verifier                *ca.Verifier
-	NoteSigner              note.Signer
-	NoteVerifier            note.Verifier
-	LogOrigin               string
-	Clock                   *Clock
-	Log                     *logrus.Entry
+	LogKeyEd25519           *hsm.Ed25519Signer // the log's second key, for witnesses
+	NoteSignerEd25519       note.Signer        // type 0x01 note signer over LogKeyEd25519
+	// VRFKey computes the log's name indexes. It is a software RSA-3072 key
+	// shared by every fixture of the test binary: generating one on SoftHSM2
+	// takes seconds, and the token-backed VRF is tested in registry/translog
+	// and end to end in cmd/atr.
+	VRFKey       crypto.Signer
+	Issuer       *ca.Issuer
+	Verifier     *ca.Verifier
+	NoteSigner   note.Signer
+	NoteVerifier note.Verifier
+	LogOrigin    string
+	Clock        *Clock
+	Log          *logrus.Entry
 
 	signer *FaultySigner
 }
@@ -141,6 +149,12 @@ func NewFixture(t testing.TB, opts ...Option) *Fixture {
 	if f.LogKey, err = f.IssuingToken.GenerateKey(ctx, "log", hsm.ECDSAP256); err != nil {
 		t.Fatalf("registrytest: generating log key: %v", err)
 	}
+	if f.LogKeyEd25519, err = f.IssuingToken.GenerateEd25519Key(ctx, "log-ed25519"); err != nil {
+		t.Fatalf("registrytest: generating Ed25519 log key: %v", err)
+	}
+	if f.NoteSignerEd25519, err = translog.NewEd25519NoteSigner(f.LogOrigin, f.LogKeyEd25519); err != nil {
+		t.Fatalf("registrytest: Ed25519 note signer: %v", err)
+	}
 
 	// Ceremony: self-signed root, intermediate certified by the root. The
 	// CA certificates start an hour before the clock so that tests may move
@@ -183,8 +197,11 @@ func NewFixture(t testing.TB, opts ...Option) *Fixture {
 		t.Fatalf("registrytest: note verifier: %v", err)
 	}
 
+	f.VRFKey = vrfKey(t)
+
 	f.DatabaseURL = testdb.URL(t, o.database)
 	f.Config = registry.Config{
+		VRFSigner:      f.VRFKey,
 		Issuer:         f.Issuer,
 		Verifier:       f.Verifier,
 		TrustDomain:    TrustDomain,
@@ -198,6 +215,9 @@ func NewFixture(t testing.TB, opts ...Option) *Fixture {
 		Now:            f.Clock.Now,
 		Log:            f.Log,
 	}
+	// Checkpoints carry both log signatures, as in production.
+	f.Config.LogSignerEd25519 = f.NoteSignerEd25519
+	f.Config.LogPublicKeyEd25519 = f.LogKeyEd25519.Public()
 	f.open()
 	return f
 }
@@ -385,4 +405,16 @@ type tbWriter struct{ t testing.TB }
 func (w tbWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
+}
+
+// sharedVRFKey is generated once per test binary (see Fixture.VRFKey).
+var sharedVRFKey = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 3072) })
+
+func vrfKey(t testing.TB) crypto.Signer {
+	t.Helper()
+	k, err := sharedVRFKey()
+	if err != nil {
+		t.Fatalf("registrytest: VRF key: %v", err)
+	}
+	return k
 }

@@ -13,14 +13,59 @@ var (
 	testTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 )
 
+var (
+	testSKI = strings.Repeat("5a", 20)
+	testIx  = []string{strings.Repeat("01", 32), strings.Repeat("02", 32)}
+)
+
+// validEntries are version 1 entries (the format before version 2) and version 2
+// entries, keyed "v1 …" and "v2 …".
 func validEntries() map[string]Entry {
 	return map[string]Entry{
-		"register":      {Type: EventRegister, Time: testTime, Agent: "billing-bot.acme", Serial: "0a1b", Fingerprint: testFP, Certificate: []byte{0x30, 0x03, 0x02, 0x01, 0x01}, Actor: "key:k1"},
-		"rotate":        {Type: EventRotate, Time: testTime, Agent: "billing-bot.acme", Serial: "0a1c", Fingerprint: testFP, Actor: "agent:billing-bot.acme", Previous: testPrev},
-		"revoke":        {Type: EventRevoke, Time: testTime.Add(123456789 * time.Nanosecond), Agent: "billing-bot.acme", Serial: "0a1c", Fingerprint: testFP, Actor: "key:k1", Reason: "keyCompromise"},
-		"apikey_create": {Type: EventAPIKeyCreate, Time: testTime, Actor: "key:admin", KeyID: "k2"},
-		"apikey_revoke": {Type: EventAPIKeyRevoke, Time: testTime, Actor: "key:admin", KeyID: "k2", Reason: "superseded"},
-		"ceremony":      {Type: EventCeremony, Time: testTime, Actor: "ceremony", Fingerprint: testFP, Previous: testPrev},
+		"v1 register":      {Version: EntryVersion1, Type: EventRegister, Time: testTime, Agent: "billing-bot.acme", Serial: "0a1b", Fingerprint: testFP, Certificate: []byte{0x30, 0x03, 0x02, 0x01, 0x01}, Actor: "key:k1"},
+		"v1 rotate":        {Version: EntryVersion1, Type: EventRotate, Time: testTime, Agent: "billing-bot.acme", Serial: "0a1c", Fingerprint: testFP, Actor: "agent:billing-bot.acme", Previous: testPrev},
+		"v1 revoke":        {Version: EntryVersion1, Type: EventRevoke, Time: testTime.Add(123456789 * time.Nanosecond), Agent: "billing-bot.acme", Serial: "0a1c", Fingerprint: testFP, Actor: "key:k1", Reason: "keyCompromise"},
+		"v1 apikey_create": {Version: EntryVersion1, Type: EventAPIKeyCreate, Time: testTime, Actor: "key:admin", KeyID: "k2"},
+		"v1 apikey_revoke": {Version: EntryVersion1, Type: EventAPIKeyRevoke, Time: testTime, Actor: "key:admin", KeyID: "k2", Reason: "superseded"},
+		"v1 ceremony":      {Version: EntryVersion1, Type: EventCeremony, Time: testTime, Actor: "ceremony", Fingerprint: testFP, Previous: testPrev},
+		"v2 register":      {Version: EntryVersion, Type: EventRegister, Time: testTime, Fingerprint: testFP, IssuerKeyID: testSKI, NameIndexes: testIx},
+		"v2 rotate":        {Version: EntryVersion, Type: EventRotate, Time: testTime, Fingerprint: testFP, IssuerKeyID: testSKI, NameIndexes: testIx, Previous: testPrev},
+		"v2 revoke":        {Version: EntryVersion, Type: EventRevoke, Time: testTime.Add(123456789 * time.Nanosecond), Fingerprint: testFP, IssuerKeyID: testSKI, NameIndexes: testIx[:1], Reason: "keyCompromise"},
+		"v2 ceremony":      {Version: EntryVersion, Type: EventCeremony, Time: testTime, Fingerprint: testFP, IssuerKeyID: testSKI, Certificate: []byte{0x30, 0x03, 0x02, 0x01, 0x01}},
+		"v2 ceremony rot":  {Version: EntryVersion, Type: EventCeremony, Time: testTime, Fingerprint: testFP, IssuerKeyID: testSKI, Certificate: []byte{0x30, 0x03, 0x02, 0x01, 0x01}, Previous: testPrev},
+	}
+}
+
+// TestEntryV2CarriesNoTenantPlaintext: a version 2 entry refuses every field that
+// names a tenant (issue 12: the public log reveals no agent name, owner, certificate or
+// key ID), and its encoding holds none of them.
+func TestEntryV2CarriesNoTenantPlaintext(t *testing.T) {
+	base := validEntries()["v2 register"]
+	for name, mutate := range map[string]func(e *Entry){
+		"agent":       func(e *Entry) { e.Agent = "billing-bot.acme" },
+		"serial":      func(e *Entry) { e.Serial = "0a1b" },
+		"actor":       func(e *Entry) { e.Actor = "key:k1" },
+		"key id":      func(e *Entry) { e.KeyID = "k1" },
+		"certificate": func(e *Entry) { e.Certificate = []byte{0x30, 0x00} },
+		"api key event": func(e *Entry) {
+			e.Type, e.NameIndexes = EventAPIKeyCreate, nil
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := base
+			mutate(&e)
+			if b, err := e.Marshal(); !errors.Is(err, ErrInvalid) {
+				t.Errorf("Marshal = %s, %v; want ErrInvalid", b, err)
+			}
+		})
+	}
+	b, err := base.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"v":2,"type":"register","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"` + testFP + `","issuer_key_id":"` + testSKI + `","name_indexes":["` + testIx[0] + `","` + testIx[1] + `"]}`
+	if string(b) != want {
+		t.Errorf("Marshal =\n%s\nwant\n%s", b, want)
 	}
 }
 
@@ -39,7 +84,11 @@ func TestEntryRoundTrip(t *testing.T) {
 			if err != nil || string(b2) != string(b) {
 				t.Fatalf("re-Marshal = %s, %v; want %s", b2, err, b)
 			}
-			if got.Version != EntryVersion || !got.Time.Equal(e.Time) || got.Type != e.Type || got.Fingerprint != e.Fingerprint {
+			wantV := e.Version
+			if wantV == 0 {
+				wantV = EntryVersion
+			}
+			if got.Version != wantV || !got.Time.Equal(e.Time) || got.Type != e.Type || got.Fingerprint != e.Fingerprint {
 				t.Errorf("ParseEntry = %+v, want %+v", got, e)
 			}
 		})
@@ -47,7 +96,7 @@ func TestEntryRoundTrip(t *testing.T) {
 }
 
 func TestEntryCanonicalEncoding(t *testing.T) {
-	e := validEntries()["rotate"]
+	e := validEntries()["v1 rotate"]
 	e.Time = time.Date(2026, 1, 2, 4, 4, 5, 0, time.FixedZone("CET", 3600)) // same instant as testTime+0
 	b, err := e.Marshal()
 	if err != nil {
@@ -66,7 +115,14 @@ func TestParseEntryRefuses(t *testing.T) {
 	}
 	tests := []struct{ name, in string }{
 		{"unknown field", `{"v":1,"type":"apikey_create","time":"2026-01-02T03:04:05Z","actor":"key:admin","key_id":"k2","extra":1}`},
-		{"version 2", strings.Replace(good, `"v":1`, `"v":2`, 1)},
+		{"version 2 with v1 fields", strings.Replace(good, `"v":1`, `"v":2`, 1)},
+		{"version 3", strings.Replace(good, `"v":1`, `"v":3`, 1)},
+		{"v2 name index uppercase", `{"v":2,"type":"register","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"` + testFP + `","issuer_key_id":"` + testSKI + `","name_indexes":["` + strings.ToUpper(testFP) + `"]}`},
+		{"v2 no name indexes", `{"v":2,"type":"register","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"` + testFP + `","issuer_key_id":"` + testSKI + `"}`},
+		{"v2 empty name indexes", `{"v":2,"type":"register","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"` + testFP + `","issuer_key_id":"` + testSKI + `","name_indexes":[]}`},
+		{"v2 agent name", `{"v":2,"type":"register","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"` + testFP + `","issuer_key_id":"` + testSKI + `","name_indexes":["` + testIx[0] + `"],"agent":"a"}`},
+		{"v2 no issuer", `{"v":2,"type":"register","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"` + testFP + `","name_indexes":["` + testIx[0] + `"]}`},
+		{"v2 odd issuer", `{"v":2,"type":"register","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"` + testFP + `","issuer_key_id":"abc","name_indexes":["` + testIx[0] + `"]}`},
 		{"version missing", strings.Replace(good, `"v":1,`, ``, 1)},
 		{"unknown type", strings.Replace(good, `apikey_create`, `apikey_steal`, 1)},
 		{"field order", `{"type":"apikey_create","v":1,"time":"2026-01-02T03:04:05Z","actor":"key:admin","key_id":"k2"}`},
@@ -102,11 +158,13 @@ func TestParseEntryRefuses(t *testing.T) {
 }
 
 func TestMarshalRefuses(t *testing.T) {
-	base := validEntries()["register"]
+	base := validEntries()["v1 register"]
 	tests := map[string]func(e *Entry){
 		"zero time":     func(e *Entry) { e.Time = time.Time{} },
 		"unknown type":  func(e *Entry) { e.Type = "other" },
 		"version 2":     func(e *Entry) { e.Version = 2 },
+		"version 3":     func(e *Entry) { e.Version = 3 },
+		"v2 fields":     func(e *Entry) { e.NameIndexes = testIx },
 		"no agent":      func(e *Entry) { e.Agent = "" },
 		"no serial":     func(e *Entry) { e.Serial = "" },
 		"no actor":      func(e *Entry) { e.Actor = "" },

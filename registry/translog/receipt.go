@@ -1,0 +1,203 @@
+package translog
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// OpenedVersion is the encoding version of an opened entry.
+const OpenedVersion = 1
+
+// ReceiptFormat names the receipt encoding this package writes and reads.
+const ReceiptFormat = "atr-receipt/v1"
+
+// MaxReceiptSize bounds a receipt ParseReceipt accepts: a leaf, a
+// certificate, up to MaxNameIndexes VRF proofs, a proof of at most 64
+// hashes and a checkpoint with cosignatures fit well within it.
+const MaxReceiptSize = 256 << 10
+
+// ErrOpening is wrapped by every refusal of Opened.Check: the opening does
+// not match the leaf.
+var ErrOpening = errors.New("translog: the opened entry does not match the leaf")
+
+// Opened is the opening of a version 2 leaf of an agent event: the agent name
+// and the certificate behind the leaf's fingerprint and name indexes, with the
+// VRF proof of each index (docs/transparency.md, "Opened entries"). Only the
+// agent and its owner receive it.
+type Opened struct {
+	LeafIndex   int64
+	Name        string
+	Certificate []byte   // DER
+	VRFProofs   [][]byte // one per NameSuffixes(Name), in that order
+}
+
+type wireOpened struct {
+	V           int      `json:"v"`
+	LeafIndex   int64    `json:"leaf_index"`
+	Name        string   `json:"name"`
+	Certificate []byte   `json:"certificate"`
+	VRFProofs   [][]byte `json:"vrf_proofs"`
+}
+
+// Marshal encodes o as canonical JSON.
+func (o Opened) Marshal() ([]byte, error) {
+	if o.LeafIndex < 0 || o.Name == "" || len(o.Certificate) == 0 || len(o.VRFProofs) == 0 || len(o.VRFProofs) > MaxNameIndexes {
+		return nil, fmt.Errorf("%w: opened entry: leaf index, name, certificate and 1 to %d proofs are required", ErrInvalid, MaxNameIndexes)
+	}
+	return json.Marshal(wireOpened{V: OpenedVersion, LeafIndex: o.LeafIndex, Name: o.Name, Certificate: o.Certificate, VRFProofs: o.VRFProofs})
+}
+
+// ParseOpened decodes what Marshal writes, strictly: unknown fields, another
+// version or a non-canonical encoding are ErrInvalid.
+func ParseOpened(data []byte) (Opened, error) {
+	var w wireOpened
+	if err := strictDecode(data, &w); err != nil {
+		return Opened{}, fmt.Errorf("%w: opened entry: %v", ErrInvalid, err)
+	}
+	if w.V != OpenedVersion {
+		return Opened{}, fmt.Errorf("%w: opened entry: version %d, want %d", ErrInvalid, w.V, OpenedVersion)
+	}
+	o := Opened{LeafIndex: w.LeafIndex, Name: w.Name, Certificate: w.Certificate, VRFProofs: w.VRFProofs}
+	canon, err := o.Marshal()
+	if err != nil {
+		return Opened{}, err
+	}
+	if !bytes.Equal(canon, data) {
+		return Opened{}, fmt.Errorf("%w: opened entry is not in canonical encoding", ErrInvalid)
+	}
+	return o, nil
+}
+
+// Check reports whether o opens e, a version 2 agent entry of the log of trust
+// domain td whose names are indexed with the VRF key vrfKey: the certificate's
+// SHA-256 is e's fingerprint, its only URI SAN is spiffe://td/agent/<o.Name>, and
+// each proof verifies for the matching suffix of the name and gives the matching
+// index. It returns the parsed certificate. Errors wrap ErrOpening.
+func (o Opened) Check(e Entry, vrfKey crypto.PublicKey, td string) (*x509.Certificate, error) {
+	if e.Version != EntryVersion || e.Type == EventCeremony {
+		return nil, fmt.Errorf("%w: not a version 2 agent entry", ErrOpening)
+	}
+	fp := sha256.Sum256(o.Certificate)
+	if hex.EncodeToString(fp[:]) != e.Fingerprint {
+		return nil, fmt.Errorf("%w: the certificate's fingerprint differs", ErrOpening)
+	}
+	cert, err := x509.ParseCertificate(o.Certificate)
+	if err != nil {
+		return nil, fmt.Errorf("%w: certificate: %v", ErrOpening, err)
+	}
+	want := "spiffe://" + td + "/agent/" + o.Name
+	if len(cert.URIs) != 1 || cert.URIs[0].String() != want {
+		return nil, fmt.Errorf("%w: the certificate's SPIFFE ID is not %s", ErrOpening, want)
+	}
+	suffixes := NameSuffixes(o.Name)
+	if len(suffixes) != len(e.NameIndexes) || len(o.VRFProofs) != len(suffixes) {
+		return nil, fmt.Errorf("%w: %d names, %d indexes, %d proofs", ErrOpening, len(suffixes), len(e.NameIndexes), len(o.VRFProofs))
+	}
+	for i, name := range suffixes {
+		ix, err := VRFVerify(vrfKey, td, name, o.VRFProofs[i])
+		if err != nil {
+			return nil, fmt.Errorf("%w: VRF proof of %s: %v", ErrOpening, name, err)
+		}
+		if hex.EncodeToString(ix[:]) != e.NameIndexes[i] {
+			return nil, fmt.Errorf("%w: the index of %s differs", ErrOpening, name)
+		}
+	}
+	return cert, nil
+}
+
+// Receipt is what lets a relying party verify, offline, that a certificate is
+// in the log (docs/transparency.md, "Receipts"). Witnessed is informational:
+// verifiers count cosignatures on Checkpoint themselves.
+type Receipt struct {
+	LeafIndex      int64
+	Leaf           []byte
+	Opened         Opened
+	InclusionProof []tlog.Hash
+	Checkpoint     []byte // signed note text, with cosignature lines
+	Witnessed      bool
+}
+
+type wireReceipt struct {
+	Format         string          `json:"format"`
+	LeafIndex      int64           `json:"leaf_index"`
+	Leaf           []byte          `json:"leaf"`
+	Opened         json.RawMessage `json:"opened"`
+	InclusionProof [][]byte        `json:"inclusion_proof"`
+	Checkpoint     string          `json:"checkpoint"`
+	Witnessed      bool            `json:"witnessed"`
+}
+
+// Marshal encodes r as canonical JSON.
+func (r Receipt) Marshal() ([]byte, error) {
+	opened, err := r.Opened.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if r.LeafIndex != r.Opened.LeafIndex || len(r.Leaf) == 0 || len(r.Checkpoint) == 0 {
+		return nil, fmt.Errorf("%w: receipt: leaf, checkpoint and matching leaf indexes are required", ErrInvalid)
+	}
+	proof := make([][]byte, len(r.InclusionProof))
+	for i := range r.InclusionProof {
+		proof[i] = r.InclusionProof[i][:]
+	}
+	return json.Marshal(wireReceipt{Format: ReceiptFormat, LeafIndex: r.LeafIndex, Leaf: r.Leaf, Opened: opened,
+		InclusionProof: proof, Checkpoint: string(r.Checkpoint), Witnessed: r.Witnessed})
+}
+
+// ParseReceipt decodes what Marshal writes, strictly. It checks the form, not
+// the content: see rp.VerifyReceipt.
+func ParseReceipt(data []byte) (Receipt, error) {
+	if len(data) > MaxReceiptSize {
+		return Receipt{}, fmt.Errorf("%w: receipt of %d bytes, max %d", ErrInvalid, len(data), MaxReceiptSize)
+	}
+	var w wireReceipt
+	if err := strictDecode(data, &w); err != nil {
+		return Receipt{}, fmt.Errorf("%w: receipt: %v", ErrInvalid, err)
+	}
+	if w.Format != ReceiptFormat {
+		return Receipt{}, fmt.Errorf("%w: receipt format %q, want %q", ErrInvalid, w.Format, ReceiptFormat)
+	}
+	opened, err := ParseOpened(w.Opened)
+	if err != nil {
+		return Receipt{}, err
+	}
+	r := Receipt{LeafIndex: w.LeafIndex, Leaf: w.Leaf, Opened: opened, Checkpoint: []byte(w.Checkpoint), Witnessed: w.Witnessed}
+	if len(w.InclusionProof) > 64 {
+		return Receipt{}, fmt.Errorf("%w: receipt: inclusion proof of %d hashes", ErrInvalid, len(w.InclusionProof))
+	}
+	for _, h := range w.InclusionProof {
+		if len(h) != len(tlog.Hash{}) {
+			return Receipt{}, fmt.Errorf("%w: receipt: a proof hash of %d bytes", ErrInvalid, len(h))
+		}
+		r.InclusionProof = append(r.InclusionProof, tlog.Hash(h))
+	}
+	canon, err := r.Marshal()
+	if err != nil {
+		return Receipt{}, err
+	}
+	if !bytes.Equal(canon, data) {
+		return Receipt{}, fmt.Errorf("%w: receipt is not in canonical encoding", ErrInvalid)
+	}
+	return r, nil
+}
+
+// strictDecode decodes exactly one JSON value into v with no unknown fields.
+func strictDecode(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("data after the object")
+	}
+	return nil
+}
