@@ -48,9 +48,16 @@ func TestLogVerifierKeyInterop(t *testing.T) {
 	if ct := hdr.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("Content-Type %q, want text/plain", ct)
 	}
-	vkey := strings.TrimSuffix(body, "\n")
-	if strings.ContainsAny(vkey, "\n ") || !strings.HasPrefix(vkey, f.LogOrigin+"+") {
-		t.Fatalf("vkey %q: want one line starting with the origin %q", body, f.LogOrigin)
+	// Two lines: the ECDSA key first, then the Ed25519 key witnesses verify.
+	vkeys := strings.Split(strings.TrimSuffix(body, "\n"), "\n")
+	if len(vkeys) != 2 {
+		t.Fatalf("vkey body %q: want two lines (ECDSA, Ed25519)", body)
+	}
+	vkey := vkeys[0]
+	for _, k := range vkeys {
+		if strings.Contains(k, " ") || !strings.HasPrefix(k, f.LogOrigin+"+") {
+			t.Fatalf("vkey line %q: want one key starting with the origin %q", k, f.LogOrigin)
+		}
 	}
 	cp, _ := get("/v1/log/checkpoint")
 
@@ -67,5 +74,13 @@ func TestLogVerifierKeyInterop(t *testing.T) {
 	}
 	if _, err := note.NewVerifier(vkey); err == nil {
 		t.Errorf("x/mod/sumdb/note read an ECDSA (0x02) key; update docs/api.md, which says it cannot")
+	}
+	// The second line is for Ed25519-only verifiers (sumdb/note, witnesses).
+	edV, err := note.NewVerifier(vkeys[1])
+	if err != nil {
+		t.Fatalf("x/mod/sumdb/note cannot read the Ed25519 vkey line: %v", err)
+	}
+	if _, err := note.Open([]byte(cp), note.VerifierList(edV)); err != nil {
+		t.Errorf("checkpoint does not verify with the Ed25519 key and sumdb/note: %v", err)
 	}
 }

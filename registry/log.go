@@ -41,6 +41,10 @@ type transparencyLog struct {
 	log      *logrus.Entry
 	now      func() time.Time // time.Now; tests may replace it
 
+	// signerEd25519, when set, signs each checkpoint after signer (for
+	// witnesses, which verify Ed25519 only; see witnesslog.go).
+	signerEd25519 note.Signer
+
 	group      singleflight.Group
 	mu         sync.Mutex // guards lastSigned
 	lastSigned time.Time
@@ -328,7 +332,11 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) ([]byte, error) {
 			return nil, fmt.Errorf("registry: log: tree %d is inconsistent with checkpoint %d: %v", head.Size, prev.Size, err)
 		}
 	}
-	msg, err := translog.SignCheckpoint(translog.Checkpoint{Origin: l.origin, Size: head.Size, Hash: root}, l.signer)
+	var more []note.Signer
+	if l.signerEd25519 != nil {
+		more = append(more, l.signerEd25519)
+	}
+	msg, err := translog.SignCheckpoint(translog.Checkpoint{Origin: l.origin, Size: head.Size, Hash: root}, l.signer, more...)
 	if err != nil {
 		return nil, fmt.Errorf("registry: log: signing checkpoint: %w: %v", ErrUnavailable, err)
 	}

@@ -14,7 +14,13 @@ import (
 // C2SP signed note. A new checkpoint is signed on the token only when the log
 // has grown since the last one, at most once a second per replica.
 func (r *Registry) Checkpoint(ctx context.Context) ([]byte, error) {
-	return r.tlog.checkpoint(ctx)
+	signed, err := r.tlog.checkpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// The witness cosignatures stored for it follow the log's signatures
+	// (witnesslog.go); a checkpoint no witness has cosigned yet has none.
+	return r.withCosignatures(ctx, signed)
 }
 
 // LogKeyPEM returns the log's public key (PKIX, PEM) or nil when the registry
@@ -31,7 +37,9 @@ func (r *Registry) LogKeyPEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }
 
-// LogVerifierKey returns the C2SP signed-note verifier key of the log,
+// LogVerifierKey returns the C2SP signed-note verifier key of the log
+// (followed, when the log also has an Ed25519 key, by a newline and that
+// key's "<origin>+<key ID>+<base64(0x01 || key)>"),
 // "<origin>+<8 hex digits key ID>+<base64(0x02 || SPKI DER)>", or "" when the
 // log key is not configured. Verifiers that know signature type 0x02 (ECDSA
 // P-256) read it, e.g. transparency-dev/formats/note.NewVerifier;
@@ -45,7 +53,17 @@ func (r *Registry) LogVerifierKey() string {
 		r.log.WithError(err).Error("registry: log verifier key")
 		return ""
 	}
-	return vkey
+	if r.cfg.LogPublicKeyEd25519 == nil {
+		return vkey
+	}
+	// The Ed25519 key (type 0x01) that witnesses verify follows on a second
+	// line.
+	ed, err := translog.Ed25519VerifierKey(r.cfg.LogOrigin, r.cfg.LogPublicKeyEd25519)
+	if err != nil {
+		r.log.WithError(err).Error("registry: log Ed25519 verifier key")
+		return vkey
+	}
+	return vkey + "\n" + ed
 }
 
 // LogEntries returns the encoded log entries [start, end), at most 1000. A
