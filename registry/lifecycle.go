@@ -109,7 +109,7 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 		return nil, err
 	}
 	r.log.WithFields(map[string]any{"agent": name, "serial": rec.Serial, "actor": a.label(), "request_id": a.RequestID}).Info("agent registered")
-	return r.issued(agent, cert, *rec), nil
+	return r.withReceipt(ctx, r.issued(agent, cert, *rec)), nil
 }
 
 // Rotate issues a new certificate for an existing, active agent from a new
@@ -184,7 +184,7 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		return nil, err
 	}
 	r.log.WithFields(map[string]any{"agent": name, "serial": rec.Serial, "actor": a.label(), "request_id": a.RequestID}).Info("agent rotated")
-	return r.issued(*agent, cert, *rec), nil
+	return r.withReceipt(ctx, r.issued(*agent, cert, *rec)), nil
 }
 
 // commitFunc stores a freshly signed certificate inside the issuance

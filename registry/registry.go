@@ -292,6 +292,10 @@ type Issued struct {
 	Certificate              CertificateRecord
 	CertificatePEM, ChainPEM string
 	LogIndex                 int64
+	// Opened is the leaf's opening with every VRF proof (translog.Opened,
+	// JSON), and Receipt its receipt (translog.Receipt, JSON); Receipt is nil
+	// when one could not be made (the issuance stands; OpenedEntries retries).
+	Opened, Receipt []byte
 }
 
 // AgentDetail is an agent with its certificate history, oldest first.
@@ -307,6 +311,9 @@ type VerifyResult struct {
 	Agent, Status, Serial, FingerprintSHA256, Reason string
 	NotAfter                                         time.Time
 	LogIndex                                         *int64
+	// Receipt is the certificate's log receipt (translog.Receipt, JSON), set
+	// by VerifyWithReceipt only.
+	Receipt []byte
 }
 
 // Verification failure reasons (a fixed set; safe to show to clients).

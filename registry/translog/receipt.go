@@ -78,9 +78,13 @@ func ParseOpened(data []byte) (Opened, error) {
 
 // Check reports whether o opens e, a version 2 agent entry of the log of trust
 // domain td whose names are indexed with the VRF key vrfKey: the certificate's
-// SHA-256 is e's fingerprint, its only URI SAN is spiffe://td/agent/<o.Name>, and
-// each proof verifies for the matching suffix of the name and gives the matching
-// index. It returns the parsed certificate. Errors wrap ErrOpening.
+// SHA-256 is e's fingerprint, its only URI SAN is spiffe://td/agent/<o.Name>, e
+// has one index per suffix of the name, and each proof present verifies for the
+// matching suffix and gives the matching index. An opening has at least the
+// proof of the full name; a receipt carries only that one (the proofs of parent
+// suffixes would let any holder of one certificate watch its whole namespace),
+// an owner's opening all of them. It returns the parsed certificate. Errors wrap
+// ErrOpening.
 func (o Opened) Check(e Entry, vrfKey crypto.PublicKey, td string) (*x509.Certificate, error) {
 	if e.Version != EntryVersion || e.Type == EventCeremony {
 		return nil, fmt.Errorf("%w: not a version 2 agent entry", ErrOpening)
@@ -98,10 +102,10 @@ func (o Opened) Check(e Entry, vrfKey crypto.PublicKey, td string) (*x509.Certif
 		return nil, fmt.Errorf("%w: the certificate's SPIFFE ID is not %s", ErrOpening, want)
 	}
 	suffixes := NameSuffixes(o.Name)
-	if len(suffixes) != len(e.NameIndexes) || len(o.VRFProofs) != len(suffixes) {
+	if len(suffixes) != len(e.NameIndexes) || len(o.VRFProofs) == 0 || len(o.VRFProofs) > len(suffixes) {
 		return nil, fmt.Errorf("%w: %d names, %d indexes, %d proofs", ErrOpening, len(suffixes), len(e.NameIndexes), len(o.VRFProofs))
 	}
-	for i, name := range suffixes {
+	for i, name := range suffixes[:len(o.VRFProofs)] {
 		ix, err := VRFVerify(vrfKey, td, name, o.VRFProofs[i])
 		if err != nil {
 			return nil, fmt.Errorf("%w: VRF proof of %s: %v", ErrOpening, name, err)

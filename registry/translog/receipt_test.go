@@ -80,6 +80,11 @@ func TestOpenedCheck(t *testing.T) {
 	if _, err := o.Check(e, key.Public(), receiptTD); err != nil {
 		t.Fatalf("Check of a genuine opening: %v", err)
 	}
+	fullOnly := o
+	fullOnly.VRFProofs = o.VRFProofs[:1]
+	if _, err := fullOnly.Check(e, key.Public(), receiptTD); err != nil {
+		t.Fatalf("Check of a receipt's opening (full-name proof only): %v", err)
+	}
 	other, _ := openedFor(t, key, "bot.payroll.acme", 3)
 	otherKey, err := rsa.GenerateKey(rand.Reader, 3072)
 	if err != nil {
@@ -104,9 +109,14 @@ func TestOpenedCheck(t *testing.T) {
 			o2.VRFProofs = [][]byte{o.VRFProofs[1], o.VRFProofs[0], o.VRFProofs[2]}
 			return e, o2, key.Public(), receiptTD
 		},
-		"a proof missing": func() (Entry, Opened, crypto.PublicKey, string) {
+		"no proof": func() (Entry, Opened, crypto.PublicKey, string) {
 			o2 := o
-			o2.VRFProofs = o.VRFProofs[:2]
+			o2.VRFProofs = nil
+			return e, o2, key.Public(), receiptTD
+		},
+		"a proof too many": func() (Entry, Opened, crypto.PublicKey, string) {
+			o2 := o
+			o2.VRFProofs = append(append([][]byte(nil), o.VRFProofs...), o.VRFProofs[0])
 			return e, o2, key.Public(), receiptTD
 		},
 		"an index altered": func() (Entry, Opened, crypto.PublicKey, string) {

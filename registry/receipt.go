@@ -1,0 +1,141 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/agent-trust-registry/atr/registry/translog"
+)
+
+// OpenedEntry is one of an agent's log leaves, opened for its owner: the
+// opening with every VRF proof, and a receipt (which carries only the
+// full-name proof, see translog.Opened.Check).
+type OpenedEntry struct {
+	LeafIndex int64
+	Opened    []byte // translog.Opened, JSON
+	Receipt   []byte // translog.Receipt, JSON
+}
+
+// opening reads the stored opening of leaf idx; ErrNotFound for a leaf
+// without one (a ceremony entry, or a version 1 leaf).
+func (r *Registry) opening(ctx context.Context, idx int64) (string, translog.Opened, error) {
+	var row struct {
+		Agent  string `db:"agent_name"`
+		Opened string `db:"opened"`
+	}
+	if err := r.store.db.GetContext(ctx, &row, r.store.db.Rebind(`SELECT agent_name, opened FROM log_openings WHERE idx = ?`), idx); err != nil {
+		return "", translog.Opened{}, dbErr("log: reading an opening", err)
+	}
+	o, err := translog.ParseOpened([]byte(row.Opened))
+	if err != nil {
+		return "", translog.Opened{}, fmt.Errorf("registry: log: stored opening of leaf %d: %v", idx, err)
+	}
+	return row.Agent, o, nil
+}
+
+// receipt builds the receipt of leaf idx (docs/transparency.md): the leaf, its
+// opening with the full-name proof only, the newest checkpoint covering it
+// (with witness cosignatures when any witness has cosigned one; signed now if
+// the log has grown past the latest) and the inclusion proof for that
+// checkpoint's size.
+func (r *Registry) receipt(ctx context.Context, idx int64) ([]byte, error) {
+	_, o, err := r.opening(ctx, idx)
+	if err != nil {
+		return nil, err
+	}
+	o.VRFProofs = o.VRFProofs[:1]
+	leaves, err := r.tlog.entries(ctx, idx, idx+1)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := r.CosignedCheckpoint(ctx, idx+1)
+	if err != nil {
+		return nil, err
+	}
+	n, err := note.Open(cp, note.VerifierList(r.cfg.LogVerifier))
+	if err != nil {
+		return nil, fmt.Errorf("registry: receipt: own checkpoint does not open: %v", err)
+	}
+	c, err := translog.ParseCheckpoint([]byte(n.Text))
+	if err != nil {
+		return nil, fmt.Errorf("registry: receipt: own checkpoint: %v", err)
+	}
+	proof, err := r.tlog.inclusionProof(ctx, idx, c.Size)
+	if err != nil {
+		return nil, err
+	}
+	return translog.Receipt{LeafIndex: idx, Leaf: leaves[0], Opened: o, InclusionProof: proof,
+		Checkpoint: cp, Witnessed: len(n.UnverifiedSigs) > 0}.Marshal()
+}
+
+// receiptOrNil is receipt for answers where a receipt is a bonus (issuance,
+// verify): a failure is logged, never returned.
+func (r *Registry) receiptOrNil(ctx context.Context, idx *int64) []byte {
+	if idx == nil {
+		return nil
+	}
+	b, err := r.receipt(ctx, *idx)
+	if err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			r.log.WithError(err).WithField("log_index", *idx).Warn("no receipt for this answer")
+		}
+		return nil
+	}
+	return b
+}
+
+// OpenedEntries returns every log leaf of the agent name, oldest first, opened,
+// each with a fresh receipt. The caller is the agent's owner (agents:read) or an
+// admin; other owners' agents are ErrNotFound, like missing ones.
+func (r *Registry) OpenedEntries(ctx context.Context, a Actor, name string) ([]OpenedEntry, error) {
+	agent, err := r.authorizeAgent(ctx, a, ActionGetAgent, name, false)
+	if err != nil {
+		return nil, err
+	}
+	var idxs []int64
+	if err := r.store.db.SelectContext(ctx, &idxs, r.store.db.Rebind(`SELECT idx FROM log_openings WHERE agent_name = ? ORDER BY idx`), agent.Name); err != nil {
+		return nil, dbErr("log: listing openings", err)
+	}
+	out := make([]OpenedEntry, 0, len(idxs))
+	for _, idx := range idxs {
+		_, o, err := r.opening(ctx, idx)
+		if err != nil {
+			return nil, err
+		}
+		opened, err := o.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		rc, err := r.receipt(ctx, idx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, OpenedEntry{LeafIndex: idx, Opened: opened, Receipt: rc})
+	}
+	return out, nil
+}
+
+// VerifyWithReceipt is Verify, and when the certificate is one the registry
+// issued and logged as a version 2 leaf, the result carries that leaf's receipt
+// (with the full-name proof only). The caller holds the certificate, so the
+// receipt tells it nothing the certificate does not.
+func (r *Registry) VerifyWithReceipt(ctx context.Context, leafPEM, chainPEM []byte) (*VerifyResult, error) {
+	res, err := r.Verify(ctx, leafPEM, chainPEM)
+	if err != nil || res.Agent == "" {
+		return res, err
+	}
+	res.Receipt = r.receiptOrNil(ctx, res.LogIndex)
+	return res, nil
+}
+
+// withReceipt adds the opening and receipt of a fresh issuance.
+func (r *Registry) withReceipt(ctx context.Context, iss *Issued) *Issued {
+	if _, o, err := r.opening(ctx, iss.LogIndex); err == nil {
+		iss.Opened, _ = o.Marshal()
+	}
+	iss.Receipt = r.receiptOrNil(ctx, &iss.LogIndex)
+	return iss
+}
