@@ -256,6 +256,7 @@ type fakeLog struct{}
 func (fakeLog) Checkpoint(context.Context) ([]byte, error) { return []byte("atr\n1\nAAAA\n"), nil }
 func (fakeLog) LogKeyPEM() []byte                          { return []byte("-----BEGIN PUBLIC KEY-----\n") }
 func (fakeLog) LogVerifierKey() string                     { return "example.org/log+01020304+AgAA" }
+func (fakeLog) VRFPublicKeyPEM() []byte                    { return []byte("-----BEGIN PUBLIC KEY-----\nvrf\n") }
 func (fakeLog) LogEntries(_ context.Context, s, e int64) ([][]byte, error) {
 	if e > 2 {
 		return nil, registry.ErrNotFound

@@ -49,6 +49,9 @@ type Admin interface {
 type TransparencyLog interface {
 	Checkpoint(ctx context.Context) ([]byte, error)
 	LogKeyPEM() []byte
+	// VRFPublicKeyPEM is the public name-index VRF key (PKIX, PEM), nil when
+	// there is none (GET /v1/log/vrf-key answers 501 then).
+	VRFPublicKeyPEM() []byte
 	// LogVerifierKey is the C2SP signed-note verifier key string of the log.
 	LogVerifierKey() string
 	LogEntries(ctx context.Context, start, end int64) ([][]byte, error)
