@@ -7,7 +7,7 @@
 #
 # Steps: install SoftHSM2/OpenSC if missing, build the atr binary into
 # $ATR_DATA_DIR/bin, create the two dev tokens (atr-root, atr-issuing),
-# run the ceremonies (root, intermediate, log key) with --if-missing, create
+# run the ceremonies (root, intermediate, log key, VRF key) with --if-missing, create
 # an admin API key in $ATR_DATA_DIR/admin.apikey, then exec `atr serve` in the
 # foreground (HTTPS, certificate chaining to the dev root).
 set -euo pipefail
@@ -82,6 +82,7 @@ export ATR_PKCS11_ROOT_PIN_FILE="$DATA_DIR/pin"
 "$atr" ceremony root --if-missing --operator "${USER:-dev}"
 "$atr" ceremony intermediate --if-missing --operator "${USER:-dev}"
 "$atr" ceremony log-key --if-missing --operator "${USER:-dev}"
+"$atr" ceremony vrf-key --if-missing --operator "${USER:-dev}"
 
 # 5. Admin API key, shown nowhere but the 0600 file.
 if [ ! -s "$DATA_DIR/admin.apikey" ]; then

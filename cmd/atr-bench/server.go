@@ -165,9 +165,9 @@ func (e *benchEnv) atr(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// ceremonies runs the three ceremonies dev-up.sh runs.
+// ceremonies runs the ceremonies dev-up.sh runs.
 func (e *benchEnv) ceremonies(ctx context.Context) error {
-	for _, c := range []string{"root", "intermediate", "log-key"} {
+	for _, c := range []string{"root", "intermediate", "log-key", "vrf-key"} {
 		if err := e.atr(ctx, "ceremony", c, "--if-missing", "--operator", "atr-bench", "--log-level", "error"); err != nil {
 			return err
 		}

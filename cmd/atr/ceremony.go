@@ -19,6 +19,7 @@ import (
 
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/hsm"
+	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
 // Default labels and lifetimes of the ceremonies.
@@ -38,6 +39,7 @@ const (
 	intermediatePEMName   = "intermediate.pem"
 	bundlePEMName         = "bundle.pem"
 	logKeyPEMName         = "log-key.pem"
+	vrfKeyPEMName         = "vrf-key.pem"
 	defaultRootAlgorithm  = "ecdsa-p384"
 	defaultIssuingAlgo    = "ecdsa-p256"
 	ceremonyDirMode       = 0o700
@@ -48,6 +50,7 @@ const (
 	ceremonyIntSummary    = "generate the issuing key on the online token and certify it with the root"
 	ceremonyRotateSummary = "generate a new issuing key (new label), certified by the root"
 	ceremonyLogSummary    = "generate the transparency-log key (ECDSA P-256) on the online token"
+	ceremonyVRFSummary    = "generate the name-index VRF key (RSA-3072) on the online token"
 	ceremonyShowSummary   = "list the objects on a token with their attributes (read-only)"
 )
 
@@ -57,12 +60,14 @@ func runCeremony(ctx context.Context, a *app, args []string) error {
 		"intermediate":        runCeremonyIntermediate,
 		"rotate-intermediate": runCeremonyRotate,
 		"log-key":             runCeremonyLogKey,
+		"vrf-key":             runCeremonyVRFKey,
 		"show":                runCeremonyShow,
 	}, map[string]string{
 		"root":                ceremonyRootSummary,
 		"intermediate":        ceremonyIntSummary,
 		"rotate-intermediate": ceremonyRotateSummary,
 		"log-key":             ceremonyLogSummary,
+		"vrf-key":             ceremonyVRFSummary,
 		"show":                ceremonyShowSummary,
 	}, args)
 }
@@ -707,6 +712,71 @@ DATA_DIR/ca/log-key.pem for auditors. Refuses to run over an existing key.`,
 		return err
 	}
 	if err := c.output(logKeyPEMName, pub); err != nil {
+		return err
+	}
+	if err := c.listToken(ctx, cfg.PKCS11Token, tok); err != nil {
+		return err
+	}
+	return c.finish()
+}
+
+func runCeremonyVRFKey(ctx context.Context, a *app, args []string) error {
+	fs := a.newFlagSet("ceremony vrf-key", "ceremony vrf-key [flags]",
+		`Generate the name-index VRF key (RSA-3072, exponent 65537, sensitive,
+never extractable, sign-only) on the online token and write its public key
+to DATA_DIR/ca/vrf-key.pem for owners and relying parties, who check the
+log's name indexes with it (docs/transparency.md). Refuses to run over an
+existing key.`,
+		`atr ceremony vrf-key --data-dir ./var --operator alice`)
+	var opts ceremonyOpts
+	label := fs.String("label", defaultVRFKeyLabel, "label of the VRF key on the online token")
+	opts.bind(fs, true)
+	cfg, err := a.loadConfig(fs, optCommon|optToken, args)
+	if err != nil {
+		return err
+	}
+	c, err := a.newCeremony("vrf-key", cfg, opts)
+	if err != nil {
+		return err
+	}
+	tok, err := openIssuingToken(ctx, cfg, c.log)
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	signer, err := tok.GenerateKey(ctx, *label, hsm.RSA3072)
+	if errors.Is(err, hsm.ErrExists) {
+		if _, err := c.existingKey(ctx, tok, cfg.PKCS11Token, *label, false); err != nil {
+			return err
+		}
+		s, err := tok.Signer(ctx, hsm.URI{Token: cfg.PKCS11Token, Object: *label})
+		if err != nil {
+			return fmt.Errorf("opening the existing VRF key: %w", err)
+		}
+		if _, err := translog.CheckVRFKey(s.Public()); err != nil {
+			return fmt.Errorf("the existing key %q cannot be the VRF key: %w", *label, err)
+		}
+		pub, err := publicKeyPEM(s)
+		if err != nil {
+			return err
+		}
+		c.log.WithField("label", *label).Info("VRF key already on the token; nothing to do (--if-missing)")
+		return c.ensureFile(vrfKeyPEMName, pub)
+	}
+	if err != nil {
+		return fmt.Errorf("generating the VRF key: %w", err)
+	}
+	if _, err := translog.CheckVRFKey(signer.Public()); err != nil {
+		return fmt.Errorf("the token generated an unusable VRF key %q: %w", *label, err)
+	}
+	if err := c.recordKey(cfg.PKCS11Token, signer, string(hsm.RSA3072)); err != nil {
+		return err
+	}
+	pub, err := publicKeyPEM(signer)
+	if err != nil {
+		return err
+	}
+	if err := c.output(vrfKeyPEMName, pub); err != nil {
 		return err
 	}
 	if err := c.listToken(ctx, cfg.PKCS11Token, tok); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/agent-trust-registry/atr/hsm"
 	"github.com/agent-trust-registry/atr/hsm/hsmtest"
+	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
 func TestMain(m *testing.M) { os.Exit(hsmtest.Main(m)) }
@@ -230,10 +232,41 @@ func TestCeremonies(t *testing.T) {
 		t.Errorf("second log-key ceremony: exit %d, stderr %s", code, errb)
 	}
 
+	d.mustAtr(t, "ceremony", "vrf-key", "--operator", "tester")
+	if vt := d.transcripts(t, "vrf-key"); len(vt) != 1 {
+		t.Fatalf("vrf-key transcripts: %v", vt)
+	} else if tr := d.checkTranscript(t, vt[0], "vrf-key", d.issuing.TokenLabel); len(tr.Keys) != 1 || tr.Keys[0].Algorithm != "rsa-3072" || tr.Keys[0].Label != defaultVRFKeyLabel {
+		t.Errorf("vrf-key transcript keys %+v, want one rsa-3072 key %q", tr.Keys, defaultVRFKeyLabel)
+	}
+	t.Run("vrf-key", func(t *testing.T) {
+		vrfPEM := filepath.Join(d.dir, "ca", vrfKeyPEMName)
+		data, err := os.ReadFile(vrfPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := translog.ParseVRFPublicKeyPEM(data); err != nil {
+			t.Errorf("%s: %v", vrfKeyPEMName, err)
+		}
+		if code, _, errb := d.atr(t, "ceremony", "vrf-key", "--operator", "tester"); code != 1 || !strings.Contains(errb, "refusing to overwrite") {
+			t.Errorf("second vrf-key ceremony: exit %d, stderr %s", code, errb)
+		}
+		d.mustAtr(t, "ceremony", "vrf-key", "--operator", "tester", "--if-missing")
+		if again, _ := os.ReadFile(vrfPEM); !bytes.Equal(again, data) {
+			t.Error("vrf-key.pem changed on --if-missing")
+		}
+		if vt := d.transcripts(t, "vrf-key"); len(vt) != 1 {
+			t.Errorf("vrf-key transcripts after --if-missing: %v, want still 1", vt)
+		}
+		// An existing key that is not an acceptable VRF key is never adopted.
+		if code, _, errb := d.atr(t, "ceremony", "vrf-key", "--operator", "tester", "--if-missing", "--label", defaultLogKeyLabel); code != 1 || !strings.Contains(errb, "cannot be the VRF key") {
+			t.Errorf("vrf-key --if-missing over the ECDSA log key: exit %d, stderr %s", code, errb)
+		}
+	})
+
 	t.Run("show is read-only", func(t *testing.T) {
 		out1 := d.mustAtr(t, "ceremony", "show")
 		out2 := d.mustAtr(t, "ceremony", "show", "--root")
-		for _, want := range []string{defaultIssuingLabel, defaultLogKeyLabel, `"never_extractable": true`} {
+		for _, want := range []string{defaultIssuingLabel, defaultLogKeyLabel, defaultVRFKeyLabel, `"never_extractable": true`} {
 			if !strings.Contains(out1, want) {
 				t.Errorf("show lacks %q:\n%s", want, out1)
 			}

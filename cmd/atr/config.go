@@ -87,6 +87,11 @@ type Config struct {
 	// pkcs11:token=<PKCS11Token>;object=atr-log.
 	LogKey string
 
+	// VRFKey is the pkcs11: URI of the name-index VRF key (RSA-3072,
+	// docs/transparency.md). Flag --vrf-key, env ATR_VRF_KEY, derived
+	// default pkcs11:token=<PKCS11Token>;object=atr-vrf.
+	VRFKey string
+
 	// PublicURL is the base URL relying parties use to reach this registry;
 	// the CRL distribution point and OCSP URL in certificates point under it.
 	// Flag --public-url, env ATR_PUBLIC_URL, derived default
@@ -159,6 +164,7 @@ const (
 	defaultToken       = "atr-issuing"
 	defaultRootToken   = "atr-root"
 	defaultLogKeyLabel = "atr-log"
+	defaultVRFKeyLabel = "atr-vrf"
 )
 
 // DefaultConfig returns the configuration with every default applied and the
@@ -218,6 +224,7 @@ func options() []option {
 		{group: optRoot, env: "ATR_PKCS11_ROOT_PIN", noFlag: true, str: func(c *Config) *string { return &c.RootPIN }},
 		{group: optServe, flag: "issuing-key", env: "ATR_ISSUING_KEY", usage: "pkcs11: URI of the issuing key (default: newest issuing certificate on the token with a matching key)", str: func(c *Config) *string { return &c.IssuingKey }},
 		{group: optServe, flag: "log-key", env: "ATR_LOG_KEY", usage: "pkcs11: URI of the transparency-log key (default pkcs11:token=TOKEN;object=atr-log)", str: func(c *Config) *string { return &c.LogKey }},
+		{group: optServe, flag: "vrf-key", env: "ATR_VRF_KEY", usage: "pkcs11: URI of the name-index VRF key (default pkcs11:token=TOKEN;object=atr-vrf)", str: func(c *Config) *string { return &c.VRFKey }},
 		{group: optServe, flag: "public-url", env: "ATR_PUBLIC_URL", usage: "public base URL for CRL/OCSP URLs in certificates (default https://LISTEN)", str: func(c *Config) *string { return &c.PublicURL }},
 		{group: optServe, flag: "tls-cert", env: "ATR_TLS_CERT", usage: "operator-supplied server certificate chain (PEM); default: self-issued from the intermediate", str: func(c *Config) *string { return &c.TLSCert }},
 		{group: optServe, flag: "tls-key", env: "ATR_TLS_KEY", usage: "operator-supplied server private key (PEM, mode 0600)", str: func(c *Config) *string { return &c.TLSKey }},
@@ -284,7 +291,7 @@ func splitList(s string) []string {
 	return out
 }
 
-// Complete fills the derived fields (DatabaseURL, LogKey, PublicURL, the PIN
+// Complete fills the derived fields (DatabaseURL, LogKey, VRFKey, PublicURL, the PIN
 // file default) from the others. It does not validate.
 func (c *Config) Complete() {
 	if c.DatabaseURL == "" && c.DataDir != "" {
@@ -292,6 +299,9 @@ func (c *Config) Complete() {
 	}
 	if c.LogKey == "" && c.PKCS11Token != "" {
 		c.LogKey = "pkcs11:token=" + c.PKCS11Token + ";object=" + defaultLogKeyLabel
+	}
+	if c.VRFKey == "" && c.PKCS11Token != "" {
+		c.VRFKey = "pkcs11:token=" + c.PKCS11Token + ";object=" + defaultVRFKeyLabel
 	}
 	if c.PublicURL == "" && c.Listen != "" {
 		scheme := "https"
@@ -346,6 +356,7 @@ func (c *Config) Validate() error {
 	for _, k := range []struct{ name, env, v string }{
 		{"issuing key", "ATR_ISSUING_KEY", c.IssuingKey},
 		{"log key", "ATR_LOG_KEY", c.LogKey},
+		{"VRF key", "ATR_VRF_KEY", c.VRFKey},
 	} {
 		if k.v == "" {
 			continue

@@ -74,6 +74,21 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	if err != nil {
 		return nil, nil, fmt.Errorf("log key: %w", err)
 	}
+	// The name-index VRF key, which must exist at start-up too.
+	vrfURI, err := hsm.ParseURI(cfg.VRFKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("VRF key: %w", err)
+	}
+	if vrfURI.Token == "" {
+		vrfURI.Token = cfg.PKCS11Token
+	}
+	vrfKey, err := tok.Signer(ctx, vrfURI)
+	if err != nil {
+		return nil, nil, fmt.Errorf("VRF key %s: %w (run scripts/ceremony/vrf-key.sh or 'atr ceremony vrf-key')", vrfURI, err)
+	}
+	if _, err := translog.CheckVRFKey(vrfKey.Public()); err != nil {
+		return nil, nil, fmt.Errorf("VRF key %s: %w", vrfURI, err)
+	}
 
 	// Step 3: the database, migrated, and the registry; settle issuances a
 	// crash left pending before taking requests.
@@ -104,6 +119,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		LogVerifier:    noteVerifier,
 		LogOrigin:      origin,
 		LogPublicKey:   logKey.Public(),
+		VRFSigner:      hsmm.signer("vrf", vrfKey),
 		Token:          tok,
 		Now:            now,
 		Log:            log,

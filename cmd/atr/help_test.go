@@ -21,7 +21,7 @@ func testApp(env map[string]string) (*app, *bytes.Buffer, *bytes.Buffer) {
 func TestHelpHasExample(t *testing.T) {
 	cmds := [][]string{
 		{"serve"}, {"ceremony"}, {"ceremony", "root"}, {"ceremony", "intermediate"},
-		{"ceremony", "rotate-intermediate"}, {"ceremony", "log-key"}, {"ceremony", "show"},
+		{"ceremony", "rotate-intermediate"}, {"ceremony", "log-key"}, {"ceremony", "vrf-key"}, {"ceremony", "show"},
 		{"apikey"}, {"apikey", "create"}, {"apikey", "list"}, {"apikey", "revoke"}, {"migrate"}, {"healthcheck"}, {"version"},
 		{"agents"}, {"agents", "list"}, {"audit"},
 	}

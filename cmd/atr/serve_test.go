@@ -22,11 +22,11 @@ import (
 	"github.com/agent-trust-registry/atr/hsm/hsmtest"
 )
 
-// ceremonies runs root, intermediate and log-key on fresh tokens.
+// ceremonies runs root, intermediate, log-key and vrf-key on fresh tokens.
 func ceremonies(t *testing.T) *devTokens {
 	t.Helper()
 	d := newDevTokens(t)
-	for _, c := range []string{"root", "intermediate", "log-key"} {
+	for _, c := range []string{"root", "intermediate", "log-key", "vrf-key"} {
 		d.mustAtr(t, "ceremony", c, "--operator", "tester")
 	}
 	return d
@@ -172,6 +172,23 @@ func TestServeRefusesWithoutLogKey(t *testing.T) {
 	code, _, errb := d.atr(t, "serve", "--listen", "127.0.0.1:0")
 	if code != 1 || !strings.Contains(errb, "log-key") {
 		t.Errorf("serve without a log key: exit %d, stderr %s; want 1 and a hint to run the log-key ceremony", code, errb)
+	}
+}
+
+func TestServeRefusesWithoutVRFKey(t *testing.T) {
+	d := newDevTokens(t)
+	for _, c := range []string{"root", "intermediate", "log-key"} {
+		d.mustAtr(t, "ceremony", c, "--operator", "tester")
+	}
+	code, _, errb := d.atr(t, "serve", "--listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(errb, "vrf-key") {
+		t.Errorf("serve without a VRF key: exit %d, stderr %s; want 1 and a hint to run the vrf-key ceremony", code, errb)
+	}
+	// A key under the VRF label that is not an acceptable VRF key (the
+	// ECDSA log key) is refused too.
+	code, _, errb = d.atr(t, "serve", "--listen", "127.0.0.1:0", "--vrf-key", "pkcs11:token="+d.issuing.TokenLabel+";object="+defaultLogKeyLabel)
+	if code != 1 || !strings.Contains(errb, "VRF key") {
+		t.Errorf("serve with the log key as VRF key: exit %d, stderr %s; want 1 and a VRF key error", code, errb)
 	}
 }
 
