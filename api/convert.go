@@ -24,6 +24,8 @@ func certificateBody(iss *registry.Issued) client.Certificate {
 		Certificate:       iss.CertificatePEM,
 		Chain:             iss.ChainPEM,
 		LogIndex:          iss.LogIndex,
+		Opened:            iss.Opened,
+		Receipt:           iss.Receipt,
 	}
 }
 

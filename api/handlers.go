@@ -165,14 +165,18 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) error {
 	if req.Chain != "" {
 		chain = []byte(req.Chain)
 	}
-	res, err := s.deps.Lifecycle.Verify(r.Context(), []byte(req.Certificate), chain)
+	verify := s.deps.Lifecycle.Verify
+	if rv, ok := s.deps.Lifecycle.(ReceiptVerifier); ok && (req.Receipt == nil || *req.Receipt) {
+		verify = rv.VerifyWithReceipt
+	}
+	res, err := verify(r.Context(), []byte(req.Certificate), chain)
 	if err != nil {
 		s.metrics.verify.WithLabelValues("error").Inc()
 		return fmt.Errorf("api: verify: %w", err)
 	}
 	out := client.VerifyResult{
 		Verified: res.Verified, Agent: res.Agent, Status: res.Status, Serial: res.Serial,
-		FingerprintSHA256: res.FingerprintSHA256, Reason: res.Reason, LogIndex: res.LogIndex,
+		FingerprintSHA256: res.FingerprintSHA256, Reason: res.Reason, LogIndex: res.LogIndex, Receipt: res.Receipt,
 	}
 	if !res.NotAfter.IsZero() {
 		t := res.NotAfter.UTC()

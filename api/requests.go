@@ -155,6 +155,8 @@ func (q *revokeRequest) Validate() error {
 type verifyRequest struct {
 	Certificate string `json:"certificate"`
 	Chain       string `json:"chain"`
+	// Receipt asks for the certificate's log receipt; default true.
+	Receipt *bool `json:"receipt"`
 }
 
 func (q *verifyRequest) Validate() error {

@@ -61,6 +61,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/v1/agents", auth: authKey, scope: ScopeAgentsRead, class: limitList, h: s.handleList},
 		{method: "GET", path: "/v1/agents/{name}", auth: authKey, scope: ScopeAgentsRead, h: s.handleGet},
 		{method: "GET", path: "/v1/agents/{name}/certificate", auth: authKey, scope: ScopeAgentsRead, h: s.handleCertificate},
+		{method: "GET", path: "/v1/agents/{name}/log", auth: authKey, scope: ScopeAgentsRead, class: limitList, h: s.handleAgentLog},
 		{method: "POST", path: "/v1/agents/{name}/rotate", auth: authKeyOrAgentTLS, scope: ScopeAgentsWrite, class: limitRotate, h: s.handleRotate},
 		{method: "POST", path: "/v1/agents/{name}/revoke", auth: authKey, scope: ScopeAgentsWrite, class: limitRevoke, h: s.handleRevoke},
 		{method: "POST", path: "/v1/verify", public: true, bodyLimit: verifyBodyLimit, h: s.handleVerify},

@@ -1,6 +1,9 @@
 package client
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // The types below are the JSON wire format of the ATR REST API (see /openapi.json). The
 // server encodes its responses with them, so client and server cannot drift apart.
@@ -52,6 +55,25 @@ type Certificate struct {
 	Certificate       string    `json:"certificate"` // PEM leaf
 	Chain             string    `json:"chain"`       // PEM intermediates
 	LogIndex          int64     `json:"log_index"`
+	// Opened is the log leaf's opening with every VRF proof, and Receipt the
+	// receipt a relying party verifies offline (docs/transparency.md). Receipt
+	// is absent when the registry could not make one at issuance; fetch it
+	// later with AgentLog.
+	Opened  json.RawMessage `json:"opened,omitempty"`
+	Receipt json.RawMessage `json:"receipt,omitempty"`
+}
+
+// AgentLog is the answer of GET /v1/agents/{name}/log: every log leaf of the
+// agent, oldest first, opened for its owner, each with a fresh receipt.
+type AgentLog struct {
+	Entries []OpenedEntry `json:"entries"`
+}
+
+// OpenedEntry is one opened leaf of an agent.
+type OpenedEntry struct {
+	LeafIndex int64           `json:"leaf_index"`
+	Opened    json.RawMessage `json:"opened"`
+	Receipt   json.RawMessage `json:"receipt"`
 }
 
 // Agent is one registered agent.
@@ -104,6 +126,9 @@ type VerifyResult struct {
 	NotAfter          *time.Time `json:"not_after,omitempty"`
 	Reason            string     `json:"reason,omitempty"`
 	LogIndex          *int64     `json:"log_index,omitempty"`
+	// Receipt is the certificate's log receipt when the registry logged it
+	// (docs/transparency.md); verify it offline with rp or `atr verify --receipt`.
+	Receipt json.RawMessage `json:"receipt,omitempty"`
 }
 
 // APIKey describes an API key (never its secret).
