@@ -48,6 +48,7 @@ fi
 # pyca/cryptography's X.509 verifier (the Python relying party; Debian 13's
 # python3-cryptography unpacked into a cache, the system is not changed).
 scripts/install-pyca.sh
+scripts/install-litewitness.sh # torchwood's litewitness, the third-party witness (Go, built into a cache)
 
 step "PostgreSQL and Redis"
 if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
