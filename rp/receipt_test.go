@@ -270,7 +270,12 @@ func TestReceiptVerify(t *testing.T) {
 		r.Leaf = parseReceipt(t, rotated.Receipt).Leaf
 	})
 	add("leaf index +1", rp.ReasonInclusion, func(r *translog.Receipt) { r.LeafIndex++; r.Opened.LeafIndex++ })
-	add("leaf index -1", rp.ReasonInclusion, func(r *translog.Receipt) { r.LeafIndex--; r.Opened.LeafIndex-- })
+	for bit := range 4 {
+		add(fmt.Sprintf("leaf index bit %d", bit), rp.ReasonInclusion, func(r *translog.Receipt) {
+			r.LeafIndex ^= 1 << bit
+			r.Opened.LeafIndex = r.LeafIndex
+		})
+	}
 	add("leaf index past the tree", rp.ReasonInclusion, func(r *translog.Receipt) { r.LeafIndex += 1000; r.Opened.LeafIndex += 1000 })
 	for h := range base.InclusionProof {
 		for i := range len(base.InclusionProof[h]) {
