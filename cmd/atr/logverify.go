@@ -200,10 +200,14 @@ func verifyLog(ctx context.Context, api logAPI, key logKey, o logVerifyOpts) (*l
 	}
 	if o.full {
 		var stored []tlog.Hash
+		var order entryOrder
 		err := scanEntries(ctx, api, cp.Size, func(i int64, data []byte) error {
 			e, err := translog.ParseEntry(data)
 			if err != nil {
 				return logCheckf("entry %d is not a canonical log entry: %v", i, err)
+			}
+			if err := order.check(i, e); err != nil {
+				return err
 			}
 			hs, err := tlog.StoredHashes(i, data, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
 				out := make([]tlog.Hash, len(idx))
@@ -252,8 +256,14 @@ func verifyLog(ctx context.Context, api logAPI, key logKey, o logVerifyOpts) (*l
 	}
 	if res.certIndex < 0 && !o.full {
 		errFound := errors.New("found")
+		var order entryOrder
 		err := scanEntries(ctx, api, cp.Size, func(i int64, data []byte) error {
 			e, err := translog.ParseEntry(data)
+			if err == nil {
+				if err := order.check(i, e); err != nil {
+					return err
+				}
+			}
 			if err == nil && e.Fingerprint == fp && (e.Type == translog.EventRegister || e.Type == translog.EventRotate) {
 				res.certIndex = i
 				return errFound
@@ -297,6 +307,24 @@ func verifyLog(ctx context.Context, api logAPI, key logKey, o logVerifyOpts) (*l
 		return nil, logCheckf("entry %d is not included in the signed tree of size %d: %v", res.certIndex, cp.Size, err)
 	}
 	return res, nil
+}
+
+// entryOrder enforces the cut-over from entry version 1 to version 2
+// (docs/transparency.md, "The log before version 2"): version 1 leaves are
+// accepted only before the first version 2 leaf.
+type entryOrder struct {
+	firstV2 int64 // index of the first version 2 leaf, when seen
+	seen    bool
+}
+
+func (o *entryOrder) check(i int64, e translog.Entry) error {
+	switch {
+	case e.Version == translog.EntryVersion && !o.seen:
+		o.firstV2, o.seen = i, true
+	case e.Version == translog.EntryVersion1 && o.seen:
+		return logCheckf("entry %d is a version 1 entry after the first version 2 entry (%d): the log went back to publishing names", i, o.firstV2)
+	}
+	return nil
 }
 
 // scanEntries calls f for every entry [0, size) in order, fetching pages and
@@ -344,10 +372,13 @@ func runLogVerify(ctx context.Context, a *app, args []string) error {
      (GET /v1/log/proof/consistency) — then save the new checkpoint there
      atomically (the file is created on the first run);
   3. with --full: fetch every entry, check each is a canonical log entry and
-     that together they hash to the signed root (detects a tampered row);
+     that together they hash to the signed root (detects a tampered row),
+     and that no version 1 entry (names in clear, before the upgrade)
+     follows the first version 2 entry (blinded);
   4. with --cert: find the register/rotate entry holding the certificate's
-     SHA-256 fingerprint and check its inclusion proof against the signed
-     root (GET /v1/log/proof/inclusion).
+     SHA-256 fingerprint (version 2 entries carry no name or certificate:
+     the fingerprint is how an entry is found) and check its inclusion
+     proof against the signed root (GET /v1/log/proof/inclusion).
 The origin of a PEM key is --origin, else the state file's, else the
 checkpoint's own first line (the key, not the name, is what is pinned).
 

@@ -76,10 +76,27 @@ func newFakeLog(t *testing.T, origin string, key *ecdsa.PrivateKey) *fakeLog {
 	return &fakeLog{t: t, origin: origin, signer: s, hashes: &memHashes{}, served: -1, tamper: map[int64][]byte{}}
 }
 
-// entry makes a canonical register entry; cert may be nil.
+// testEntry makes a canonical version 2 register entry; cert may be nil.
 func testEntry(t *testing.T, i int, cert *x509.Certificate) []byte {
 	t.Helper()
 	e := translog.Entry{Type: translog.EventRegister, Time: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC),
+		Fingerprint: fmt.Sprintf("%064x", i+1), IssuerKeyID: "abcd",
+		NameIndexes: []string{fmt.Sprintf("%064x", 1000+i), fmt.Sprintf("%064x", 999)}}
+	if cert != nil {
+		e.Fingerprint = certFingerprint(cert)
+	}
+	data, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// testEntryV1 makes a canonical version 1 register entry (names in clear,
+// the format before the upgrade); cert may be nil.
+func testEntryV1(t *testing.T, i int, cert *x509.Certificate) []byte {
+	t.Helper()
+	e := translog.Entry{Version: translog.EntryVersion1, Type: translog.EventRegister, Time: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC),
 		Agent: fmt.Sprintf("bot-%d.acme", i), Serial: fmt.Sprintf("%x", 0x1000+i), Fingerprint: fmt.Sprintf("%064x", i+1), Actor: "key:test"}
 	if cert != nil {
 		e.Agent, e.Serial, e.Fingerprint = "bot.acme", cert.SerialNumber.Text(16), certFingerprint(cert)
@@ -206,9 +223,10 @@ func TestLogVerify(t *testing.T) {
 	strangerKey, _ := generateAgentKey("p256")
 	stranger := writeTestFile(t, filepath.Join(dir, "stranger.pem"), pemOrNil([]*x509.Certificate{c.issue(t, strangerKey, "bot.acme")}), 0o644)
 
+	// Entries 0-3 are version 1 (before the upgrade), 4-8 version 2.
 	l := newFakeLog(t, origin, key)
 	for i := range 4 {
-		l.append(testEntry(t, i, nil))
+		l.append(testEntryV1(t, i, nil))
 	}
 	l.append(testEntry(t, 4, leaf))
 	for i := 5; i < 9; i++ {
@@ -335,7 +353,10 @@ func TestLogVerify(t *testing.T) {
 		keepState(t)
 	})
 	t.Run("tampered entry row", func(t *testing.T) {
-		bad := bytes.Replace(l.entries[4], []byte(`"actor":"key:test"`), []byte(`"actor":"key:evil"`), 1)
+		bad := bytes.Replace(l.entries[4], []byte(`"issuer_key_id":"abcd"`), []byte(`"issuer_key_id":"abce"`), 1)
+		if bytes.Equal(bad, l.entries[4]) {
+			t.Fatal("entry 4 not altered")
+		}
 		l.mu.Lock()
 		l.tamper[4] = bad
 		l.mu.Unlock()
@@ -349,6 +370,46 @@ func TestLogVerify(t *testing.T) {
 		l.mu.Unlock()
 		defer func() { l.mu.Lock(); delete(l.tamper, 2); l.mu.Unlock() }()
 		expect(t, 1, "not a canonical log entry", "--log-key", keyFile, "--full")
+	})
+	t.Run("entry versions", func(t *testing.T) {
+		for _, tt := range []struct {
+			name     string
+			versions string // one digit per entry
+			args     []string
+			wantCode int
+			want     string
+		}{
+			{"v1 only (a log not yet upgraded)", "1111", []string{"--full"}, 0, "all 4 entries canonical"},
+			{"v1 then v2", "11222", []string{"--full"}, 0, "all 5 entries canonical"},
+			{"v2 only", "222", []string{"--full"}, 0, "all 3 entries canonical"},
+			{"v1 after v2", "12212", []string{"--full"}, 1, "entry 3 is a version 1 entry after the first version 2 entry (1)"},
+			{"v1 after v2, found while looking for --cert", "1212c", []string{"--cert", certFile}, 1, "entry 2 is a version 1 entry"},
+			{"v1 certificate entry before v2", "1C22", []string{"--cert", certFile, "--full"}, 0, "issuance included at index 1"},
+			{"v2 certificate entry after v1", "112c2", []string{"--cert", certFile}, 0, "issuance included at index 3"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				vl := newFakeLog(t, origin, key)
+				for i, c := range tt.versions {
+					switch c {
+					case '1':
+						vl.append(testEntryV1(t, i, nil))
+					case '2':
+						vl.append(testEntry(t, i, nil))
+					case 'C':
+						vl.append(testEntryV1(t, i, leaf))
+					case 'c':
+						vl.append(testEntry(t, i, leaf))
+					}
+				}
+				vsrv := httptest.NewServer(vl)
+				defer vsrv.Close()
+				a, out, errb := testApp(nil)
+				code := runAtr(a, append([]string{"log", "verify", "--server", vsrv.URL, "--log-key", keyFile}, tt.args...))
+				if code != tt.wantCode || !strings.Contains(out.String()+errb.String(), tt.want) {
+					t.Errorf("exit %d, want %d with %q\nstdout: %s\nstderr: %s", code, tt.wantCode, tt.want, out, errb)
+				}
+			})
+		}
 	})
 	t.Run("certificate not in the log", func(t *testing.T) {
 		expect(t, 1, "no issuance entry", "--log-key", keyFile, "--cert", stranger)
