@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/agent-trust-registry/atr/registry"
@@ -150,4 +152,34 @@ func TestVRFConfig(t *testing.T) {
 	if _, _, err := r.VRFIndex(context.Background(), f.Admin(), "acme"); !errors.Is(err, registry.ErrUnavailable) {
 		t.Errorf("VRFIndex without a VRF key: got %v, want ErrUnavailable", err)
 	}
+}
+
+// TestVRFIndexMatchesLogLeaves: the index an owner obtains for a name or a
+// parent namespace is exactly what the public leaf of a registration
+// carries, so a monitor finds the entry by it.
+func TestVRFIndexMatchesLogLeaves(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		owner := f.Owner("alice", "acme")
+		iss := register(t, f, owner, "a.b.acme")
+		leaves, err := f.Registry.LogEntries(ctx, iss.LogIndex, iss.LogIndex+1)
+		if err != nil || len(leaves) != 1 {
+			t.Fatalf("LogEntries(%d): %d leaves, %v", iss.LogIndex, len(leaves), err)
+		}
+		e, err := translog.ParseEntry(leaves[0])
+		if err != nil {
+			t.Fatalf("ParseEntry: %v", err)
+		}
+		var want []string
+		for _, n := range translog.NameSuffixes("a.b.acme") {
+			idx, _, err := f.Registry.VRFIndex(ctx, owner, n)
+			if err != nil {
+				t.Fatalf("VRFIndex(%q): %v", n, err)
+			}
+			want = append(want, hex.EncodeToString(idx[:]))
+		}
+		if !slices.Equal(e.NameIndexes, want) {
+			t.Errorf("leaf name_indexes %q, want the owner's VRF indexes %q", e.NameIndexes, want)
+		}
+	})
 }
