@@ -304,72 +304,90 @@ func CheckPendingSettled(st *DBState, cutoff time.Time) []error {
 	return errs
 }
 
-// CheckLogEvents checks the parsed log against the ledger and the database:
-// every certificate (acknowledged or not) has exactly one issuance entry and
-// every stored certificate is in the log, every revoked certificate exactly
-// one revoke entry, every acknowledged event is there exactly once with the
-// right fields, and every acknowledged API key has its apikey_create entry.
-func CheckLogEvents(entries []translog.Entry, st *DBState, agents []AgentRecord, apiKeys []string) []error {
+// CheckLogEvents checks the parsed log against the ledger and the database.
+// Version 2 leaves carry no name or serial: an entry is tied to a
+// certificate by its fingerprint, and to an agent through the certificate
+// row that holds that fingerprint. It checks that every agent entry is
+// version 2 with name indexes; every stored certificate has exactly one
+// issuance (register or rotate) entry and every issuance entry a stored
+// certificate (no duplicates, nothing unknown); every revoked certificate
+// exactly one revoke entry and no other certificate any; and every
+// acknowledged event is there exactly once with the right type, agent and
+// previous fingerprint. API keys are not log events any more: they are
+// not checked here.
+func CheckLogEvents(entries []translog.Entry, st *DBState, agents []AgentRecord) []error {
 	var errs []error
+	byFP := make(map[string]certRow, len(st.Certs))
+	for _, row := range st.Certs {
+		byFP[row.Fingerprint] = row
+	}
 	issued := map[string][]translog.Entry{}
 	revoked := map[string]int{}
-	keys := map[string]int{}
-	for _, e := range entries {
+	for i, e := range entries {
+		switch e.Type {
+		case translog.EventRegister, translog.EventRotate, translog.EventRevoke:
+			if e.Version != translog.EntryVersion || len(e.NameIndexes) == 0 {
+				errs = append(errs, fmt.Errorf("log entry %d (%s): version %d with %d name indexes, want version %d with at least one",
+					i, e.Type, e.Version, len(e.NameIndexes), translog.EntryVersion))
+			}
+		case translog.EventCeremony:
+		default:
+			errs = append(errs, fmt.Errorf("log entry %d: type %s is not a log event any more", i, e.Type))
+		}
 		switch e.Type {
 		case translog.EventRegister, translog.EventRotate:
-			issued[e.Serial] = append(issued[e.Serial], e)
+			issued[e.Fingerprint] = append(issued[e.Fingerprint], e)
 		case translog.EventRevoke:
-			revoked[e.Serial]++
-		case translog.EventAPIKeyCreate:
-			keys[e.KeyID]++
+			revoked[e.Fingerprint]++
 		}
 	}
-	for s, es := range issued {
+	for fp, es := range issued {
 		if len(es) != 1 {
-			errs = append(errs, fmt.Errorf("serial %s has %d issuance entries in the log", s, len(es)))
+			errs = append(errs, fmt.Errorf("fingerprint %s has %d issuance entries in the log", fp, len(es)))
 		}
-		if _, ok := st.Certs[s]; !ok {
-			errs = append(errs, fmt.Errorf("log issuance entry for serial %s has no certificate in the registry", s))
+		if _, ok := byFP[fp]; !ok {
+			errs = append(errs, fmt.Errorf("log issuance entry for fingerprint %s has no certificate in the registry", fp))
 		}
 	}
-	for s, n := range revoked {
+	for fp, n := range revoked {
 		if n != 1 {
-			errs = append(errs, fmt.Errorf("serial %s has %d revoke entries in the log", s, n))
+			errs = append(errs, fmt.Errorf("fingerprint %s has %d revoke entries in the log", fp, n))
+		}
+		if _, ok := byFP[fp]; !ok {
+			errs = append(errs, fmt.Errorf("log revoke entry for fingerprint %s has no certificate in the registry", fp))
 		}
 	}
 	for s, row := range st.Certs {
-		if len(issued[s]) == 0 {
+		if len(issued[row.Fingerprint]) == 0 {
 			errs = append(errs, fmt.Errorf("certificate %s of %s is stored but not in the log", s, row.Agent))
 		}
-		if (row.Status == StatusRevoked) != (revoked[s] > 0) {
-			errs = append(errs, fmt.Errorf("certificate %s: status %s but %d revoke entries", s, row.Status, revoked[s]))
+		if (row.Status == StatusRevoked) != (revoked[row.Fingerprint] > 0) {
+			errs = append(errs, fmt.Errorf("certificate %s: status %s but %d revoke entries", s, row.Status, revoked[row.Fingerprint]))
 		}
 	}
 	for _, a := range agents {
 		for i, c := range a.Certs {
-			es := issued[c.Serial]
+			es := issued[c.Fingerprint]
 			want := translog.EventRegister
 			if i > 0 {
 				want = translog.EventRotate
 			}
+			row, stored := byFP[c.Fingerprint]
 			switch {
 			case len(es) != 1:
 				errs = append(errs, fmt.Errorf("acknowledged certificate %s: %d issuance entries, want 1", c.Serial, len(es)))
-			case es[0].Type != want || es[0].Agent != a.Name || es[0].Fingerprint != c.Fingerprint:
-				errs = append(errs, fmt.Errorf("acknowledged certificate %s: log entry %s/%s/%s, want %s/%s/%s", c.Serial, es[0].Type, es[0].Agent, es[0].Fingerprint, want, a.Name, c.Fingerprint))
+			case !stored || row.Agent != a.Name || row.Serial != c.Serial:
+				errs = append(errs, fmt.Errorf("acknowledged certificate %s of %s: the log's fingerprint %s belongs to certificate row %+v", c.Serial, a.Name, c.Fingerprint, row))
+			case es[0].Type != want:
+				errs = append(errs, fmt.Errorf("acknowledged certificate %s: log entry type %s, want %s", c.Serial, es[0].Type, want))
 			case i > 0 && es[0].Previous != a.Certs[i-1].Fingerprint:
 				errs = append(errs, fmt.Errorf("acknowledged rotation %s: previous %s, want %s", c.Serial, es[0].Previous, a.Certs[i-1].Fingerprint))
 			}
 		}
 		if a.Revoked {
-			if last := a.Certs[len(a.Certs)-1]; revoked[last.Serial] != 1 {
-				errs = append(errs, fmt.Errorf("acknowledged revocation of %s: %d revoke entries for %s, want 1", a.Name, revoked[last.Serial], last.Serial))
+			if last := a.Certs[len(a.Certs)-1]; revoked[last.Fingerprint] != 1 {
+				errs = append(errs, fmt.Errorf("acknowledged revocation of %s: %d revoke entries for %s, want 1", a.Name, revoked[last.Fingerprint], last.Serial))
 			}
-		}
-	}
-	for _, k := range apiKeys {
-		if keys[k] != 1 {
-			errs = append(errs, fmt.Errorf("acknowledged API key %s: %d apikey_create entries, want 1", k, keys[k]))
 		}
 	}
 	return errs

@@ -81,7 +81,7 @@ func (s *crashSite) check(t *testing.T, full bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs = append(errs, CheckLogEvents(entries, st, agents, s.ledger.APIKeys())...)
+	errs = append(errs, CheckLogEvents(entries, st, agents)...)
 	sample := Sample(agents, s.checked, 10)
 	if full {
 		sample = agents
