@@ -167,7 +167,7 @@ func (e *benchEnv) atr(ctx context.Context, args ...string) error {
 
 // ceremonies runs the ceremonies dev-up.sh runs.
 func (e *benchEnv) ceremonies(ctx context.Context) error {
-	for _, c := range []string{"root", "intermediate", "log-key", "vrf-key"} {
+	for _, c := range []string{"root", "intermediate", "log-key", "log-key-ed25519", "vrf-key"} {
 		if err := e.atr(ctx, "ceremony", c, "--if-missing", "--operator", "atr-bench", "--log-level", "error"); err != nil {
 			return err
 		}

@@ -60,6 +60,7 @@ func runCeremony(ctx context.Context, a *app, args []string) error {
 		"intermediate":        runCeremonyIntermediate,
 		"rotate-intermediate": runCeremonyRotate,
 		"log-key":             runCeremonyLogKey,
+		"log-key-ed25519":     runCeremonyLogKeyEd25519,
 		"vrf-key":             runCeremonyVRFKey,
 		"show":                runCeremonyShow,
 	}, map[string]string{
@@ -67,6 +68,7 @@ func runCeremony(ctx context.Context, a *app, args []string) error {
 		"intermediate":        ceremonyIntSummary,
 		"rotate-intermediate": ceremonyRotateSummary,
 		"log-key":             ceremonyLogSummary,
+		"log-key-ed25519":     ceremonyLogEd25519Summary,
 		"vrf-key":             ceremonyVRFSummary,
 		"show":                ceremonyShowSummary,
 	}, args)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/agent-trust-registry/atr/api"
 	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/registry/witness"
 )
 
 // Config is the configuration shared by every atr command that touches the
@@ -86,6 +87,25 @@ type Config struct {
 	// --log-key, env ATR_LOG_KEY, derived default
 	// pkcs11:token=<PKCS11Token>;object=atr-log.
 	LogKey string
+
+	// LogKeyEd25519 is the pkcs11: URI of the log's Ed25519 key, which
+	// signs every checkpoint after LogKey, for witnesses (they verify
+	// Ed25519 only). Flag --log-key-ed25519, env ATR_LOG_KEY_ED25519,
+	// derived default pkcs11:token=<PKCS11Token>;object=atr-log-ed25519.
+	// Made by `atr ceremony log-key-ed25519`. Required when Witnesses are
+	// configured or the URI is given explicitly; otherwise a missing key
+	// leaves checkpoints with the ECDSA signature only (with a warning).
+	LogKeyEd25519 string
+
+	// Witnesses are the C2SP tlog-witness witnesses each new checkpoint is
+	// submitted to, each "name=URL=vkey" (name: a label; URL: the witness's
+	// submission prefix, http(s) without a query; vkey: its cosigner
+	// verifier key). Flag --witness, env ATR_WITNESSES, comma-separated.
+	Witnesses []string
+
+	// WitnessTimeout bounds each request to a witness (Go duration, 1s to
+	// 5m; default 10s). Flag --witness-timeout, env ATR_WITNESS_TIMEOUT.
+	WitnessTimeout string
 
 	// VRFKey is the pkcs11: URI of the name-index VRF key (RSA-3072,
 	// docs/transparency.md). Flag --vrf-key, env ATR_VRF_KEY, derived
@@ -165,6 +185,9 @@ const (
 	defaultRootToken   = "atr-root"
 	defaultLogKeyLabel = "atr-log"
 	defaultVRFKeyLabel = "atr-vrf"
+
+	// defaultLogEd25519Label is the label of the log's Ed25519 key.
+	defaultLogEd25519Label = "atr-log-ed25519"
 )
 
 // DefaultConfig returns the configuration with every default applied and the
@@ -224,6 +247,9 @@ func options() []option {
 		{group: optRoot, env: "ATR_PKCS11_ROOT_PIN", noFlag: true, str: func(c *Config) *string { return &c.RootPIN }},
 		{group: optServe, flag: "issuing-key", env: "ATR_ISSUING_KEY", usage: "pkcs11: URI of the issuing key (default: newest issuing certificate on the token with a matching key)", str: func(c *Config) *string { return &c.IssuingKey }},
 		{group: optServe, flag: "log-key", env: "ATR_LOG_KEY", usage: "pkcs11: URI of the transparency-log key (default pkcs11:token=TOKEN;object=atr-log)", str: func(c *Config) *string { return &c.LogKey }},
+		{group: optServe, flag: "log-key-ed25519", env: "ATR_LOG_KEY_ED25519", usage: "pkcs11: URI of the log's Ed25519 key for witnesses (default pkcs11:token=TOKEN;object=atr-log-ed25519)", str: func(c *Config) *string { return &c.LogKeyEd25519 }},
+		{group: optServe, flag: "witness", env: "ATR_WITNESSES", usage: "comma-separated C2SP witnesses, each name=URL=vkey (docs/operator.md, Witnesses)", list: func(c *Config) *[]string { return &c.Witnesses }},
+		{group: optServe, flag: "witness-timeout", env: "ATR_WITNESS_TIMEOUT", usage: "timeout of each request to a witness, 1s to 5m (default 10s)", str: func(c *Config) *string { return &c.WitnessTimeout }},
 		{group: optServe, flag: "vrf-key", env: "ATR_VRF_KEY", usage: "pkcs11: URI of the name-index VRF key (default pkcs11:token=TOKEN;object=atr-vrf)", str: func(c *Config) *string { return &c.VRFKey }},
 		{group: optServe, flag: "public-url", env: "ATR_PUBLIC_URL", usage: "public base URL for CRL/OCSP URLs in certificates (default https://LISTEN)", str: func(c *Config) *string { return &c.PublicURL }},
 		{group: optServe, flag: "tls-cert", env: "ATR_TLS_CERT", usage: "operator-supplied server certificate chain (PEM); default: self-issued from the intermediate", str: func(c *Config) *string { return &c.TLSCert }},
@@ -299,6 +325,9 @@ func (c *Config) Complete() {
 	}
 	if c.LogKey == "" && c.PKCS11Token != "" {
 		c.LogKey = "pkcs11:token=" + c.PKCS11Token + ";object=" + defaultLogKeyLabel
+	}
+	if c.LogKeyEd25519 == "" && c.PKCS11Token != "" {
+		c.LogKeyEd25519 = "pkcs11:token=" + c.PKCS11Token + ";object=" + defaultLogEd25519Label
 	}
 	if c.VRFKey == "" && c.PKCS11Token != "" {
 		c.VRFKey = "pkcs11:token=" + c.PKCS11Token + ";object=" + defaultVRFKeyLabel
@@ -409,6 +438,19 @@ func (c *Config) Validate() error {
 		if _, err := optionalDuration(s.name, s.v); err != nil {
 			bad("%v", err)
 		}
+	}
+	if c.LogKeyEd25519 != "" {
+		if err := checkKeyURI(c.LogKeyEd25519, c.PKCS11Token); err != nil {
+			bad("log Ed25519 key (ATR_LOG_KEY_ED25519): %v", err)
+		}
+	}
+	if _, err := witness.ParseWitnesses(strings.Join(c.Witnesses, ",")); err != nil {
+		bad("witnesses (ATR_WITNESSES): %v", err)
+	}
+	if d, err := optionalDuration("witness timeout (ATR_WITNESS_TIMEOUT)", c.WitnessTimeout); err != nil {
+		bad("%v", err)
+	} else if d != 0 && (d < time.Second || d > 5*time.Minute) {
+		bad("witness timeout (ATR_WITNESS_TIMEOUT) %v outside [1s, 5m]", d)
 	}
 	if rl, err := parseRateLimits(c.RateLimits); err != nil {
 		bad("ATR_RATE_LIMITS: %v", err)

@@ -114,7 +114,7 @@ func newE2E(t *testing.T) *e2eEnv {
 		e.shortLifetime = true
 		e.env = append(e.env, "ATR_LEAF_LIFETIME=1m")
 	}
-	for _, c := range []string{"root", "intermediate", "log-key", "vrf-key"} {
+	for _, c := range []string{"root", "intermediate", "log-key", "log-key-ed25519", "vrf-key"} {
 		e.must(t, "ceremony", c, "--if-missing", "--operator", "e2e")
 	}
 	e.must(t, "apikey", "create", "--owner", "billing-team", "--namespace", "acme", "--scopes", "agents:read,agents:write",

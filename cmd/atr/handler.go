@@ -74,6 +74,11 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	if err != nil {
 		return nil, nil, fmt.Errorf("log key: %w", err)
 	}
+	// The log's Ed25519 key for witnesses (witness.go).
+	logEdSigner, logEdPub, err := loadLogKeyEd25519(ctx, cfg, tok, hsmm, origin, log)
+	if err != nil {
+		return nil, nil, err
+	}
 	// The name-index VRF key, which must exist at start-up too.
 	vrfURI, err := hsm.ParseURI(cfg.VRFKey)
 	if err != nil {
@@ -108,7 +113,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	} else if n > 0 {
 		log.WithField("applied", n).Info("database migrated")
 	}
-	reg, err := registry.New(registry.Config{
+	reg, err := registry.New(withLogEd25519(registry.Config{
 		Store:          store,
 		Issuer:         issuer,
 		Verifier:       verifier,
@@ -123,7 +128,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		Token:          tok,
 		Now:            now,
 		Log:            log,
-	})
+	}, logEdSigner, logEdPub))
 	if err != nil {
 		return fail(fmt.Errorf("building the registry: %w", err))
 	}
@@ -144,6 +149,12 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	go maintain(ctx, reg, log.WithField("component", "maintenance"))
 	deps := api.Deps{Lifecycle: reg, Auth: reg, Admin: reg, Log: reg, Revocation: reg, Now: now,
 		Collectors: append(hsmm.collectors(), tokenHealthGauge(tok.Healthy), newDBStatsCollector(store.Stats))}
+	// Witnesses cosign checkpoints in the background; never in a request.
+	witnessCollectors, err := startWitnesses(ctx, cfg, reg, log)
+	if err != nil {
+		return fail(fmt.Errorf("witnesses: %w", err))
+	}
+	deps.Collectors = append(deps.Collectors, witnessCollectors...)
 	if cfg.RedisURL != "" {
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {

@@ -22,6 +22,7 @@ func TestHelpHasExample(t *testing.T) {
 	cmds := [][]string{
 		{"serve"}, {"ceremony"}, {"ceremony", "root"}, {"ceremony", "intermediate"},
 		{"ceremony", "rotate-intermediate"}, {"ceremony", "log-key"}, {"ceremony", "vrf-key"}, {"ceremony", "show"},
+		{"ceremony", "log-key-ed25519"},
 		{"apikey"}, {"apikey", "create"}, {"apikey", "list"}, {"apikey", "revoke"}, {"migrate"}, {"healthcheck"}, {"version"},
 		{"agents"}, {"agents", "list"}, {"audit"},
 	}

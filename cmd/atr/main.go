@@ -8,6 +8,7 @@
 //	atr ceremony intermediate      generate the issuing key and certify it with the root
 //	atr ceremony rotate-intermediate   a new issuing key, certified by the root
 //	atr ceremony log-key           generate the transparency-log key
+//	atr ceremony log-key-ed25519   generate the log's Ed25519 key (for witnesses)
 //	atr ceremony vrf-key           generate the name-index VRF key
 //	atr ceremony show              list the objects on a token (read-only)
 //	atr apikey create              bootstrap an API key directly in the database
@@ -81,7 +82,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the registry server", runServe},
-		{"ceremony", "key ceremonies: root, intermediate, rotate-intermediate, log-key, vrf-key, show", runCeremony},
+		{"ceremony", "key ceremonies: root, intermediate, rotate-intermediate, log-key, log-key-ed25519, vrf-key, show", runCeremony},
 		{"apikey", "API keys: create (in the database), list, revoke (admin API key)", runAPIKey},
 		{"migrate", "apply the database migrations", runMigrate},
 		{"healthcheck", "check the local server's /healthz (exit 0 when healthy)", runHealthcheck},

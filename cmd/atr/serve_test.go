@@ -22,11 +22,11 @@ import (
 	"github.com/agent-trust-registry/atr/hsm/hsmtest"
 )
 
-// ceremonies runs root, intermediate, log-key and vrf-key on fresh tokens.
+// ceremonies runs root, intermediate, log-key, log-key-ed25519 and vrf-key on fresh tokens.
 func ceremonies(t *testing.T) *devTokens {
 	t.Helper()
 	d := newDevTokens(t)
-	for _, c := range []string{"root", "intermediate", "log-key", "vrf-key"} {
+	for _, c := range []string{"root", "intermediate", "log-key", "log-key-ed25519", "vrf-key"} {
 		d.mustAtr(t, "ceremony", c, "--operator", "tester")
 	}
 	return d

@@ -4,7 +4,7 @@
 // The tests run the real `atr` binary, built once by TestMain (or taken from
 // ATR_FAULTS_BIN), set up like scripts/dev-up.sh: SoftHSM2 tokens made by
 // softhsm/init-tokens.sh in a temporary data dir, the root, intermediate,
-// log-key and vrf-key ceremonies run by the binary, an admin API key from `atr apikey
+// log-key, log-key-ed25519 and vrf-key ceremonies run by the binary, an admin API key from `atr apikey
 // create`, then `atr serve` over HTTPS on a free 127.0.0.1 port.
 //
 //   - TestCrashConsistency: concurrent registrations, rotations and

@@ -145,7 +145,7 @@ func NewEnv(t testing.TB, o EnvOptions) *Env {
 	if b, err := init.CombinedOutput(); err != nil {
 		t.Fatalf("faults: init-tokens.sh: %v\n%s", err, b)
 	}
-	for _, c := range []string{"root", "intermediate", "log-key", "vrf-key"} {
+	for _, c := range []string{"root", "intermediate", "log-key", "log-key-ed25519", "vrf-key"} {
 		e.Atr(t, "ceremony", c, "--operator", "faults")
 	}
 	keyFile := filepath.Join(dir, "admin.apikey")
