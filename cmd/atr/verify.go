@@ -3,11 +3,14 @@ package main
 // verify.go is `atr verify` for relying parties: is this certificate a
 // genuine, current, unrevoked ATR agent certificate? Online it asks the
 // registry (POST /v1/verify); offline it builds the chain to a CA bundle with
-// x509.Verify and checks a CRL signed by the issuing CA.
+// x509.Verify and checks a CRL signed by the issuing CA; with --receipt it
+// checks the certificate's log receipt with rp.ReceiptVerifier, offline.
 
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -15,10 +18,16 @@ import (
 	"flag"
 	"fmt"
 	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/registry/translog"
+	"github.com/agent-trust-registry/atr/rp"
 )
 
 // errNotVerified marks a certificate that did not verify: exit status 1.
@@ -69,10 +78,12 @@ type verifyOutput struct {
 	LogIndex          *int64     `json:"log_index,omitempty"`
 	CRLNumber         string     `json:"crl_number,omitempty"`
 	CRLNextUpdate     *time.Time `json:"crl_next_update,omitempty"`
+	TreeSize          *int64     `json:"tree_size,omitempty"`         // receipt: the checkpoint's
+	Witnesses         *int       `json:"witness_threshold,omitempty"` // receipt: cosignatures required
 }
 
 func runVerify(ctx context.Context, a *app, args []string) error {
-	fs := a.newFlagSet("verify", "verify CERT.pem [--chain FILE] (--server URL | --offline --bundle FILE --crl FILE)",
+	fs := a.newFlagSet("verify", "verify CERT.pem [--chain FILE] (--server URL | --offline --bundle FILE --crl FILE | --receipt FILE)",
 		`Check that CERT.pem (an agent certificate as presented; intermediates may
 follow it in the file or be given with --chain) is a genuine, current,
 unrevoked ATR agent certificate.
@@ -91,11 +102,27 @@ if it has one, see 'ceremony intermediate --uri-name-constraint'). Then
 issuing CA, be current (thisUpdate ≤ now < nextUpdate) and must not list the
 serial (revoked and superseded certificates are listed).
 
+Receipt (--receipt FILE, the "receipt" of a register, rotate or verify
+answer; docs/transparency.md, "Receipts"): no network. The certificate must
+chain to the roots of --bundle (else --ca-bundle, else
+DATA_DIR/ca/bundle.pem) as offline; the receipt's opened entry must be this
+certificate and open its log leaf (fingerprint, SPIFFE name, the VRF proof of
+the name under --vrf-key); the checkpoint must be signed by --log-key (PEM
+public key, ECDSA or Ed25519, or verifier key strings as GET /v1/log/vkey
+serves them) and cosigned by at least --witness-threshold of the --witness
+keys (C2SP cosignature/v1 verifier keys; repeatable; a value naming a file
+reads one key per line); the inclusion proof must prove the leaf in that
+checkpoint's tree. A threshold of 0 (the default without --witness) trusts
+the log's signature alone. A receipt proves the certificate was logged, not
+that it is unrevoked: combine with --offline's CRL or the online check.
+
 Exit status: 0 only when the certificate verified; 1 when it did not, or on
 any error (a server error shows its code and request ID); 2 a usage error.`,
 		`atr verify agent.pem --chain agent.chain.pem --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.pem
 curl -s --cacert ./var/ca/bundle.pem https://127.0.0.1:8443/v1/crl -o atr.crl
-atr verify agent.pem --chain agent.chain.pem --offline --bundle ./var/ca/bundle.pem --crl atr.crl`)
+atr verify agent.pem --chain agent.chain.pem --offline --bundle ./var/ca/bundle.pem --crl atr.crl
+atr verify agent.pem --receipt agent.receipt.json --bundle bundle.pem --log-key log.vkey --vrf-key vrf-key.pem \
+    --witness 'witness.example+6b1e0f3a+AXd…' --witness-threshold 1`)
 	var o agentOpts
 	o.bind(fs, a.lookupEnv, afServer|afCABundle)
 	var chainFile, bundle, crlFile, trustDomain string
@@ -104,6 +131,16 @@ atr verify agent.pem --chain agent.chain.pem --offline --bundle ./var/ca/bundle.
 	envString(fs, a.lookupEnv, &bundle, "bundle", "ATR_BUNDLE", "", "offline: PEM CA bundle (roots and intermediates, GET /v1/ca/bundle)")
 	envString(fs, a.lookupEnv, &crlFile, "crl", "ATR_CRL", "", "offline: the CRL (DER or PEM, GET /v1/crl)")
 	envString(fs, a.lookupEnv, &trustDomain, "trust-domain", "ATR_TRUST_DOMAIN", "", "offline: required SPIFFE trust domain (default: the certificate's)")
+	var ro receiptOpts
+	fs.StringVar(&ro.receipt, "receipt", "", "verify offline with this log receipt (JSON)")
+	envString(fs, a.lookupEnv, &ro.dataDir, "data-dir", "ATR_DATA_DIR", "./var", "receipt: where the default --log-key, --vrf-key and bundle live")
+	fs.StringVar(&ro.logKey, "log-key", "", "receipt: the log's public key, PEM or verifier key strings (default DATA_DIR/ca/log-key.pem)")
+	fs.StringVar(&ro.vrfKey, "vrf-key", "", "receipt: the log's VRF public key, PEM (default DATA_DIR/ca/vrf-key.pem)")
+	fs.Func("witness", "receipt: a witness's cosignature verifier key, or a file of them (repeatable)", func(v string) error {
+		ro.witnesses = append(ro.witnesses, v)
+		return nil
+	})
+	fs.IntVar(&ro.threshold, "witness-threshold", -1, "receipt: how many --witness keys must have cosigned (default: all of them)")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
 	pos, err := a.parseWithArgs(fs, args)
 	if err != nil {
@@ -117,7 +154,21 @@ atr verify agent.pem --chain agent.chain.pem --offline --bundle ./var/ca/bundle.
 		return err
 	}
 	var out verifyOutput
-	if *offline {
+	if ro.receipt != "" {
+		if *offline {
+			return usagef("--receipt and --offline are two different checks; run them one after the other")
+		}
+		if bundle == "" {
+			bundle = o.caBundle
+		}
+		if bundle == "" {
+			bundle = filepath.Join(ro.dataDir, "ca", "bundle.pem")
+		}
+		out, err = verifyReceiptFile(leaf, extra, bundle, trustDomain, ro, a.now())
+		if err != nil {
+			return err
+		}
+	} else if *offline {
 		if bundle == "" || crlFile == "" {
 			return usagef("--offline needs --bundle and --crl")
 		}
@@ -180,6 +231,12 @@ func (a *app) printVerify(o verifyOutput) {
 	if o.LogIndex != nil {
 		line("log index", fmt.Sprint(*o.LogIndex))
 	}
+	if o.TreeSize != nil {
+		line("included in tree of size", fmt.Sprint(*o.TreeSize))
+	}
+	if o.Witnesses != nil {
+		line("witness cosignatures required", fmt.Sprint(*o.Witnesses))
+	}
 	line("CRL number", o.CRLNumber)
 	if o.CRLNextUpdate != nil {
 		line("CRL next update", o.CRLNextUpdate.UTC().Format(time.RFC3339))
@@ -192,24 +249,9 @@ func (a *app) printVerify(o verifyOutput) {
 func verifyOffline(leaf *x509.Certificate, extra []*x509.Certificate, bundleFile, crlFile, trustDomain string, now time.Time) (verifyOutput, error) {
 	na := leaf.NotAfter
 	out := verifyOutput{Mode: "offline", Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: certFingerprint(leaf), NotAfter: &na}
-	data, err := readFileCapped(bundleFile, agentMaxCertFile)
+	roots, intermediates, err := loadCABundle(bundleFile)
 	if err != nil {
-		return out, fmt.Errorf("reading the CA bundle: %w", err)
-	}
-	bundle, err := parseCertsPEM(data)
-	if err != nil {
-		return out, fmt.Errorf("CA bundle %s: %w", bundleFile, err)
-	}
-	var roots, intermediates []*x509.Certificate
-	for _, c := range bundle {
-		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
-			roots = append(roots, c)
-		} else {
-			intermediates = append(intermediates, c)
-		}
-	}
-	if len(roots) == 0 {
-		return out, fmt.Errorf("CA bundle %s holds no self-signed root", bundleFile)
+		return out, err
 	}
 	if trustDomain == "" {
 		_, td, err := agentNameFromCert(leaf)
@@ -272,6 +314,175 @@ func verifyOffline(leaf *x509.Certificate, extra []*x509.Certificate, bundleFile
 		return out, nil
 	}
 	out.Verified, out.Status = true, "valid"
+	return out, nil
+}
+
+// receiptOpts are the flags of `atr verify --receipt`.
+type receiptOpts struct {
+	receipt, dataDir, logKey, vrfKey string
+	witnesses                        []string
+	threshold                        int // -1: all the witnesses
+}
+
+// splitBundle separates self-signed roots from the other certificates.
+func splitBundle(bundle []*x509.Certificate) (roots, intermediates []*x509.Certificate) {
+	for _, c := range bundle {
+		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
+			roots = append(roots, c)
+		} else {
+			intermediates = append(intermediates, c)
+		}
+	}
+	return roots, intermediates
+}
+
+// loadCABundle reads a PEM CA bundle and splits it; at least one root.
+func loadCABundle(path string) (roots, intermediates []*x509.Certificate, err error) {
+	data, err := readFileCapped(path, agentMaxCertFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the CA bundle: %w", err)
+	}
+	certs, err := parseCertsPEM(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA bundle %s: %w", path, err)
+	}
+	roots, intermediates = splitBundle(certs)
+	if len(roots) == 0 {
+		return nil, nil, fmt.Errorf("CA bundle %s holds no self-signed root", path)
+	}
+	return roots, intermediates, nil
+}
+
+// loadLogVerifiers reads the pinned log key: a PEM public key (ECDSA P-256
+// or Ed25519; its key name is origin) or verifier key strings.
+func loadLogVerifiers(path, origin string) (note.Verifiers, error) {
+	data, err := readFileCapped(path, 64<<10)
+	if err != nil {
+		return nil, fmt.Errorf("reading the log key: %w", err)
+	}
+	b, rest := pem.Decode(data)
+	if b == nil {
+		return rp.ParseLogVerifiers(string(data))
+	}
+	if b.Type != "PUBLIC KEY" || len(bytes.TrimSpace(rest)) != 0 {
+		return nil, fmt.Errorf("log key %s: want one PEM \"PUBLIC KEY\" block or verifier key strings", path)
+	}
+	pub, err := x509.ParsePKIXPublicKey(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("log key %s: %w", path, err)
+	}
+	var v note.Verifier
+	if _, ok := pub.(ed25519.PublicKey); ok {
+		v, err = translog.NewEd25519NoteVerifier(origin, pub)
+	} else {
+		v, err = translog.NewNoteVerifier(origin, pub)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("log key %s: %w", path, err)
+	}
+	return note.VerifierList(v), nil
+}
+
+// loadVRFKey reads the VRF public key PEM.
+func loadVRFKey(path string) (*rsa.PublicKey, error) {
+	data, err := readFileCapped(path, 64<<10)
+	if err != nil {
+		return nil, fmt.Errorf("reading the VRF key: %w", err)
+	}
+	k, err := translog.ParseVRFPublicKeyPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("VRF key %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// witnessPolicy builds the policy from --witness values (a key, or a file
+// of keys one per line) and --witness-threshold (-1: all of them).
+func witnessPolicy(values []string, threshold int) (rp.WitnessPolicy, error) {
+	var p rp.WitnessPolicy
+	for _, v := range values {
+		if st, err := os.Stat(v); err == nil && st.Mode().IsRegular() {
+			data, err := readFileCapped(v, 64<<10)
+			if err != nil {
+				return p, fmt.Errorf("reading witness keys: %w", err)
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+					p.Keys = append(p.Keys, line)
+				}
+			}
+			continue
+		}
+		p.Keys = append(p.Keys, strings.TrimSpace(v))
+	}
+	p.Threshold = threshold
+	if threshold < 0 {
+		p.Threshold = len(p.Keys)
+	}
+	if err := p.Validate(); err != nil {
+		return p, &usageError{err.Error()}
+	}
+	return p, nil
+}
+
+// verifyReceiptFile checks leaf with the receipt of ro, offline. A refused
+// receipt is a result with Verified false; unusable inputs are errors.
+func verifyReceiptFile(leaf *x509.Certificate, extra []*x509.Certificate, bundleFile, trustDomain string, ro receiptOpts, now time.Time) (verifyOutput, error) {
+	na := leaf.NotAfter
+	out := verifyOutput{Mode: "receipt", Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: certFingerprint(leaf), NotAfter: &na}
+	receipt, err := readFileCapped(ro.receipt, translog.MaxReceiptSize)
+	if err != nil {
+		return out, fmt.Errorf("reading the receipt: %w", err)
+	}
+	roots, intermediates, err := loadCABundle(bundleFile)
+	if err != nil {
+		return out, err
+	}
+	if trustDomain == "" {
+		_, td, err := agentNameFromCert(leaf)
+		if err != nil {
+			out.Reason = string(rp.ReasonChain) + ": " + string(ca.ReasonNotAgent)
+			return out, nil
+		}
+		trustDomain = td
+	}
+	if ro.logKey == "" {
+		ro.logKey = filepath.Join(ro.dataDir, "ca", "log-key.pem")
+	}
+	if ro.vrfKey == "" {
+		ro.vrfKey = filepath.Join(ro.dataDir, "ca", "vrf-key.pem")
+	}
+	// A PEM log key is named by the checkpoint's origin: the key is pinned.
+	r, err := translog.ParseReceipt(receipt)
+	if err != nil {
+		out.Reason = string(rp.ReasonMalformed) + ": " + err.Error()
+		return out, nil
+	}
+	logVerifiers, err := loadLogVerifiers(ro.logKey, noteOrigin(r.Checkpoint))
+	if err != nil {
+		return out, err
+	}
+	vrfKey, err := loadVRFKey(ro.vrfKey)
+	if err != nil {
+		return out, err
+	}
+	policy, err := witnessPolicy(ro.witnesses, ro.threshold)
+	if err != nil {
+		return out, err
+	}
+	v := rp.ReceiptVerifier{Roots: roots, Intermediates: append(intermediates, extra...), TrustDomain: trustDomain,
+		LogVerifiers: logVerifiers, VRFKey: vrfKey, Witnesses: policy}
+	got, err := v.Verify(leaf.Raw, receipt, now)
+	var re *rp.ReceiptError
+	switch {
+	case errors.As(err, &re):
+		out.Reason = strings.TrimPrefix(re.Error(), "rp: receipt refused: ")
+		return out, nil
+	case err != nil:
+		return out, err
+	}
+	size, k := got.Checkpoint.Size, policy.Threshold
+	out.Verified, out.Agent, out.LogIndex, out.TreeSize, out.Witnesses = true, got.Name, &got.LeafIndex, &size, &k
 	return out, nil
 }
 
