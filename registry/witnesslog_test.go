@@ -172,3 +172,31 @@ func TestCheckpointsDualSignedAndCosigned(t *testing.T) {
 		})
 	}
 }
+
+func TestNewRefusesEd25519SignerForAnotherOrigin(t *testing.T) {
+	f := registrytest.NewFixture(t)
+	other, err := translog.NewEd25519NoteSigner("other.example/log", f.LogKeyEd25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		signer  note.Signer
+		wantErr bool
+	}{
+		{"same origin", f.NoteSignerEd25519, false},
+		{"no Ed25519 signer", nil, false},
+		{"another origin", other, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := f.Config
+			cfg.Store = f.Store
+			cfg.LogSignerEd25519 = tt.signer
+			_, err := registry.New(cfg)
+			if got := err != nil; got != tt.wantErr {
+				t.Errorf("registry.New = %v; want error %t", err, tt.wantErr)
+			}
+		})
+	}
+}
