@@ -65,6 +65,14 @@
 // start-up check: the key matches its certificate, is sensitive, was never
 // extractable and may only sign.
 //
+// GenerateEd25519Key and Ed25519Signer do the same for Ed25519 keys (the
+// log's key for witnesses) with raw PKCS#11 calls, since crypto11 has no
+// Ed25519: CKM_EC_EDWARDS_KEY_PAIR_GEN with CKA_EC_PARAMS id-Ed25519, and
+// CKM_EDDSA over the whole message; an Ed25519Signer is a crypto.Signer
+// (crypto.Hash(0)) that checks each signature with ed25519.Verify, finds
+// its key again after a token recovery, and has CheckPolicy for the
+// attribute policy.
+//
 // The package holds no package-level mutable state; every Token owns its
 // goroutine, which Close stops. Tests use package hsmtest, which creates
 // real SoftHSM2 tokens in a temporary directory.
