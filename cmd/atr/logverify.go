@@ -69,7 +69,10 @@ func loadLogKey(path string) (logKey, error) {
 		}
 		return logKey{pub: pub}, nil
 	}
-	v, err := translog.ParseVerifierKey(strings.TrimSpace(string(data)))
+	// GET /v1/log/vkey serves the ECDSA key on the first line (then the
+	// Ed25519 key for witnesses, which checkpoints also carry).
+	first, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
+	v, err := translog.ParseVerifierKey(strings.TrimSpace(first))
 	if err != nil {
 		return logKey{}, fmt.Errorf("log key %s: neither PEM nor a verifier key: %w", path, err)
 	}

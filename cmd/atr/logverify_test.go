@@ -214,7 +214,12 @@ func TestLogVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vkeyFile := writeTestFile(t, filepath.Join(dir, "log.vkey"), []byte(vkey+"\n"), 0o644)
+	// As GET /v1/log/vkey serves it: the ECDSA key, then the Ed25519 key.
+	_, edVKey, err := note.GenerateKey(rand.Reader, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkeyFile := writeTestFile(t, filepath.Join(dir, "log.vkey"), []byte(vkey+"\n"+edVKey+"\n"), 0o644)
 
 	c := newTestCA(t, "test.local")
 	agentKey, _ := generateAgentKey("p256")
