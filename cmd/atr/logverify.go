@@ -31,9 +31,11 @@ func logCheckf(format string, args ...any) error {
 
 func runLog(ctx context.Context, a *app, args []string) error {
 	return a.subcommand(ctx, "log", map[string]func(context.Context, *app, []string) error{
-		"verify": runLogVerify,
+		"verify":  runLogVerify,
+		"monitor": runLogMonitor,
 	}, map[string]string{
-		"verify": "check the log's signed checkpoint, its consistency with the last one seen, and a certificate's inclusion",
+		"verify":  "check the log's signed checkpoint, its consistency with the last one seen, and a certificate's inclusion",
+		"monitor": "find certificates issued under your names that you did not request (incremental, from a state file)",
 	}, args)
 }
 

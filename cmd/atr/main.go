@@ -18,8 +18,9 @@
 //	atr agent keygen|register|renew|status|revoke   the agent client (key stays local)
 //	atr agents list                list the agents an API key may see
 //	atr audit                      read the audit trail (admin key)
-//	atr verify CERT.pem            relying party: is this agent certificate valid?
+//	atr verify CERT.pem            relying party: is this agent certificate valid? (--receipt: offline, with its log receipt)
 //	atr log verify                 audit the transparency log against a pinned key
+//	atr log monitor                owner: find certificates issued under your names that you did not request
 //	atr version                    print the build version
 //
 // Every command has --help with an example. Configuration comes from flags
@@ -90,7 +91,7 @@ func commands() []command {
 		{"agents", "agents: list (API key)", runAgents},
 		{"audit", "read the audit trail (admin API key)", runAudit},
 		{"verify", "verify an agent certificate (registry or offline with CRL); exit 0 only when valid", runVerify},
-		{"log", "transparency log: verify (checkpoint signature, consistency, inclusion)", runLog},
+		{"log", "transparency log: verify (checkpoint signature, consistency, inclusion), monitor (your names)", runLog},
 		{"version", "print the version", runVersion},
 	}
 }
