@@ -1,8 +1,11 @@
 // Package rp is what a relying party embeds to check ATR's statements
 // without trusting ATR: checkpoints of the transparency log, signed by the
 // log key and cosigned by witnesses under a k-of-n WitnessPolicy
-// (VerifyCheckpoint, c2sp.org/tlog-cosignature).
+// (VerifyCheckpoint, c2sp.org/tlog-cosignature); a certificate with its log
+// receipt, offline (ReceiptVerifier); and, for owners, a log monitor that
+// finds every certificate issued under watched names (Monitor).
 //
-// It imports only the log package (registry/translog) and the note
-// libraries; it makes no network calls.
+// It imports only ca, the log package (registry/translog) and the note
+// libraries; it makes no network calls (Monitor reads the log through the
+// LogSource its caller provides, and verifies everything it reads).
 package rp
