@@ -12,7 +12,7 @@ import (
 
 // TestAgentLogAndReceipts: register and rotate answers carry a receipt; the owner reads
 // every leaf of its agent opened (all VRF proofs) with receipts; another owner gets 404;
-// verify answers with the receipt (full-name proof only) unless asked not to.
+// verify answers with the receipt.
 func TestAgentLogAndReceipts(t *testing.T) {
 	ctx := context.Background()
 	rs := newRealServer(t, "sqlite")
@@ -34,8 +34,8 @@ func TestAgentLogAndReceipts(t *testing.T) {
 		if err != nil {
 			t.Fatalf("receipt of leaf %d: %v", c.LogIndex, err)
 		}
-		if r.LeafIndex != c.LogIndex || len(r.Opened.VRFProofs) != 1 {
-			t.Errorf("receipt: leaf %d with %d proofs; want leaf %d with the full-name proof only", r.LeafIndex, len(r.Opened.VRFProofs), c.LogIndex)
+		if r.LeafIndex != c.LogIndex || len(r.Opened.VRFProofs) != 3 {
+			t.Errorf("receipt: leaf %d with %d proofs; want leaf %d with every proof", r.LeafIndex, len(r.Opened.VRFProofs), c.LogIndex)
 		}
 		o, err := translog.ParseOpened(c.Opened)
 		if err != nil || len(o.VRFProofs) != 3 {
@@ -75,7 +75,7 @@ func TestAgentLogAndReceipts(t *testing.T) {
 	if err != nil || !res.Verified {
 		t.Fatalf("verify: %+v, %v", res, err)
 	}
-	if r, err := translog.ParseReceipt(res.Receipt); err != nil || r.LeafIndex != rot.LogIndex || len(r.Opened.VRFProofs) != 1 {
-		t.Errorf("verify receipt: %v (leaf %d); want the rotate leaf's receipt with one proof", err, r.LeafIndex)
+	if r, err := translog.ParseReceipt(res.Receipt); err != nil || r.LeafIndex != rot.LogIndex || len(r.Opened.VRFProofs) != 3 {
+		t.Errorf("verify receipt: %v (leaf %d); want the rotate leaf's receipt with every proof", err, r.LeafIndex)
 	}
 }

@@ -323,6 +323,21 @@ func (t *Token) CheckKey(ctx context.Context, s *Signer, c *x509.Certificate) er
 		return fmt.Errorf("hsm: checking key %s: public key does not match certificate %q: %w",
 			s.uri.String(), c.Subject.String(), ErrKeyPolicy)
 	}
+	return t.CheckKeyPolicy(ctx, s)
+}
+
+// CheckKeyPolicy is CheckKey for a key without a certificate (the log and
+// VRF keys): the private key on the token must be sensitive, always have
+// been sensitive, not extractable, never have been extractable, allowed to
+// sign and not allowed to decrypt, unwrap or derive. Violations wrap
+// ErrKeyPolicy.
+func (t *Token) CheckKeyPolicy(ctx context.Context, s *Signer) error {
+	if s == nil {
+		return errors.New("hsm: checking key: nil signer")
+	}
+	if s.t != t {
+		return fmt.Errorf("hsm: checking key %s: signer belongs to another token", s.uri.String())
+	}
 	what := "checking key " + s.uri.String()
 	return t.use(ctx, what, func(st *tokenState, gen uint64) error {
 		key, err := s.keyFor(st, gen)

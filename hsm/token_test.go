@@ -573,6 +573,12 @@ func TestCheckKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Signer(weak): %v", err)
 	}
+	if err := tok.CheckKeyPolicy(t.Context(), good); err != nil {
+		t.Errorf("CheckKeyPolicy(good) = %v", err)
+	}
+	if err := tok.CheckKeyPolicy(t.Context(), weak); !errors.Is(err, hsm.ErrKeyPolicy) {
+		t.Errorf("CheckKeyPolicy(weak) = %v; want ErrKeyPolicy (a log or VRF key made outside ATR)", err)
+	}
 	err = tok.CheckKey(t.Context(), weak, selfSigned(t, weak, "weak"))
 	if !errors.Is(err, hsm.ErrKeyPolicy) {
 		t.Fatalf("CheckKey(weak) = %v; want ErrKeyPolicy", err)

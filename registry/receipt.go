@@ -11,8 +11,7 @@ import (
 )
 
 // OpenedEntry is one of an agent's log leaves, opened for its owner: the
-// opening with every VRF proof, and a receipt (which carries only the
-// full-name proof, see translog.Opened.Check).
+// opening, and a receipt.
 type OpenedEntry struct {
 	LeafIndex int64
 	Opened    []byte // translog.Opened, JSON
@@ -37,7 +36,7 @@ func (r *Registry) opening(ctx context.Context, idx int64) (string, translog.Ope
 }
 
 // receipt builds the receipt of leaf idx (docs/transparency.md): the leaf, its
-// opening with the full-name proof only, the newest checkpoint covering it
+// opening (every VRF proof), the newest checkpoint covering it
 // (with witness cosignatures when any witness has cosigned one; signed now if
 // the log has grown past the latest) and the inclusion proof for that
 // checkpoint's size.
@@ -46,7 +45,6 @@ func (r *Registry) receipt(ctx context.Context, idx int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	o.VRFProofs = o.VRFProofs[:1]
 	leaves, err := r.tlog.entries(ctx, idx, idx+1)
 	if err != nil {
 		return nil, err
@@ -119,9 +117,10 @@ func (r *Registry) OpenedEntries(ctx context.Context, a Actor, name string) ([]O
 }
 
 // VerifyWithReceipt is Verify, and when the certificate is one the registry
-// issued and logged as a version 2 leaf, the result carries that leaf's receipt
-// (with the full-name proof only). The caller holds the certificate, so the
-// receipt tells it nothing the certificate does not.
+// issued and logged as a version 2 leaf, the result carries that leaf's
+// receipt. The caller holds the certificate, and from it alone can find its
+// public leaf (by fingerprint) and so the same name indexes: the receipt's
+// proofs add the name, which the certificate already holds.
 func (r *Registry) VerifyWithReceipt(ctx context.Context, leafPEM, chainPEM []byte) (*VerifyResult, error) {
 	res, err := r.Verify(ctx, leafPEM, chainPEM)
 	if err != nil || res.Agent == "" {

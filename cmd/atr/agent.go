@@ -159,6 +159,25 @@ func chainPath(cert, override string) string {
 
 func (o *agentOpts) chainFile() string { return chainPath(o.cert, o.chain) }
 
+// receiptPath is where the log receipt of the certificate in cert is kept: CERT
+// with ".pem" replaced by ".receipt.json" (agent.pem → agent.receipt.json).
+func receiptPath(cert string) string {
+	return strings.TrimSuffix(cert, ".pem") + ".receipt.json"
+}
+
+// writeReceipt keeps the receipt of a fresh certificate beside it (for
+// `atr verify --receipt`); an answer without one removes a stale file.
+func writeReceipt(cert string, receipt []byte) error {
+	path := receiptPath(cert)
+	if len(receipt) == 0 {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	return writeAtomic(path, append(append([]byte(nil), receipt...), '\n'), agentCertMode, true)
+}
+
 // readAPIKey returns the API key from --api-key-file, else ATR_API_KEY, else
 // "". A key that is not of the API key format (apikey.Parse; "null"
 // written by a failed jq, say) is refused with an error naming where it came
@@ -729,9 +748,15 @@ atr agent register --name billing-bot.acme --server https://127.0.0.1:8443 \
 	if err := writeAtomic(o.cert, leafPEM, agentCertMode, *force); err != nil {
 		return err
 	}
+	if err := writeReceipt(o.cert, issued.Receipt); err != nil {
+		return err
+	}
 	fmt.Fprintf(a.stdout, "registered agent %s (owner %s)\nserial: %s\nlog index: %d\nvalid: %s to %s\ncertificate: %s\nchain: %s\n",
 		name, issued.Owner, showSerial(issued.Serial), issued.LogIndex,
 		leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339), o.cert, o.chainFile())
+	if len(issued.Receipt) > 0 {
+		fmt.Fprintf(a.stdout, "log receipt: %s\n", receiptPath(o.cert))
+	}
 	return nil
 }
 
@@ -888,6 +913,9 @@ func (r *renewer) renewOnce(ctx context.Context) (*x509.Certificate, error) {
 		return nil, err
 	}
 	committed = true // from here on recover() completes the renewal
+	if err := writeReceipt(r.certFile, issued.Receipt); err != nil {
+		r.log.WithError(err).Warn("could not keep the log receipt beside the certificate")
+	}
 	if err := renameDurable(staged, r.keyFile); err != nil {
 		return nil, err
 	}

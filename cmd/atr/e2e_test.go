@@ -342,6 +342,22 @@ func e2eLifecycle(t *testing.T, e *e2eEnv) {
 	t.Logf("renew: %s", strings.TrimSpace(out))
 
 	e.must(t, "verify", f.cert, "--chain", f.chain)
+	t.Run("the receipt kept beside the certificate verifies offline; an altered one does not", func(t *testing.T) {
+		receipt := receiptPath(f.cert)
+		e.must(t, "verify", f.cert, "--receipt", receipt)
+		data, err := os.ReadFile(receipt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := bytes.Index(data, []byte(`"leaf":"`)) + len(`"leaf":"`) + 10
+		altered := append([]byte(nil), data...)
+		altered[i] ^= 0x01 // a base64 character of the leaf
+		bad := filepath.Join(dir, "altered.receipt.json")
+		if err := os.WriteFile(bad, altered, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e.expectFail(t, 1, "verify", f.cert, "--receipt", bad)
+	})
 	if out := e.must(t, "agent", "status", "--api-key-file", e.apiKey(), "--cert", f.cert); !strings.Contains(out, "status: active") {
 		t.Errorf("status output:\n%s", out)
 	}

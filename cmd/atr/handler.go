@@ -65,6 +65,9 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	if err != nil {
 		return nil, nil, fmt.Errorf("log key %s: %w (run scripts/ceremony or 'atr ceremony log-key')", logURI, err)
 	}
+	if err := tok.CheckKeyPolicy(ctx, logKey); err != nil {
+		return nil, nil, fmt.Errorf("log key: %w", err)
+	}
 	origin := cfg.TrustDomain + "/log"
 	noteSigner, err := translog.NewNoteSigner(origin, hsmm.signer("log", logKey))
 	if err != nil {
@@ -93,6 +96,10 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	}
 	if _, err := translog.CheckVRFKey(vrfKey.Public()); err != nil {
 		return nil, nil, fmt.Errorf("VRF key %s: %w", vrfURI, err)
+	}
+	// Its secrecy is what keeps names unguessable: sensitive, never extractable.
+	if err := tok.CheckKeyPolicy(ctx, vrfKey); err != nil {
+		return nil, nil, fmt.Errorf("VRF key: %w", err)
 	}
 
 	// Step 3: the database, migrated, and the registry; settle issuances a

@@ -79,12 +79,10 @@ func ParseOpened(data []byte) (Opened, error) {
 // Check reports whether o opens e, a version 2 agent entry of the log of trust
 // domain td whose names are indexed with the VRF key vrfKey: the certificate's
 // SHA-256 is e's fingerprint, its only URI SAN is spiffe://td/agent/<o.Name>, e
-// has one index per suffix of the name, and each proof present verifies for the
-// matching suffix and gives the matching index. An opening has at least the
-// proof of the full name; a receipt carries only that one (the proofs of parent
-// suffixes would let any holder of one certificate watch its whole namespace),
-// an owner's opening all of them. It returns the parsed certificate. Errors wrap
-// ErrOpening.
+// has one index per suffix of the name, and there is one proof per index, each
+// verifying for its suffix and giving that index. Every index is checked: a leaf
+// whose namespace index were wrong would be invisible to the namespace owner's
+// monitor. It returns the parsed certificate. Errors wrap ErrOpening.
 func (o Opened) Check(e Entry, vrfKey crypto.PublicKey, td string) (*x509.Certificate, error) {
 	if e.Version != EntryVersion || e.Type == EventCeremony {
 		return nil, fmt.Errorf("%w: not a version 2 agent entry", ErrOpening)
@@ -102,10 +100,10 @@ func (o Opened) Check(e Entry, vrfKey crypto.PublicKey, td string) (*x509.Certif
 		return nil, fmt.Errorf("%w: the certificate's SPIFFE ID is not %s", ErrOpening, want)
 	}
 	suffixes := NameSuffixes(o.Name)
-	if len(suffixes) != len(e.NameIndexes) || len(o.VRFProofs) == 0 || len(o.VRFProofs) > len(suffixes) {
+	if len(suffixes) != len(e.NameIndexes) || len(o.VRFProofs) != len(suffixes) {
 		return nil, fmt.Errorf("%w: %d names, %d indexes, %d proofs", ErrOpening, len(suffixes), len(e.NameIndexes), len(o.VRFProofs))
 	}
-	for i, name := range suffixes[:len(o.VRFProofs)] {
+	for i, name := range suffixes {
 		ix, err := VRFVerify(vrfKey, td, name, o.VRFProofs[i])
 		if err != nil {
 			return nil, fmt.Errorf("%w: VRF proof of %s: %v", ErrOpening, name, err)
@@ -156,9 +154,11 @@ func (r Receipt) Marshal() ([]byte, error) {
 		InclusionProof: proof, Checkpoint: string(r.Checkpoint), Witnessed: r.Witnessed})
 }
 
-// ParseReceipt decodes what Marshal writes, strictly. It checks the form, not
-// the content: see rp.VerifyReceipt.
+// ParseReceipt decodes what Marshal writes, strictly (white space around the
+// object, such as a file's final newline, is ignored). It checks the form, not
+// the content: see rp.ReceiptVerifier.
 func ParseReceipt(data []byte) (Receipt, error) {
+	data = bytes.TrimSpace(data)
 	if len(data) > MaxReceiptSize {
 		return Receipt{}, fmt.Errorf("%w: receipt of %d bytes, max %d", ErrInvalid, len(data), MaxReceiptSize)
 	}
