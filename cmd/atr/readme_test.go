@@ -55,6 +55,7 @@ func TestReadmeTourLeavesRepositoryClean(t *testing.T) {
 				files[f+agentStagedSuffix] = true // a renewal's staged key
 			case strings.HasPrefix(m[0], "--cert"):
 				files[chainPath(f, "")] = true
+				files[receiptPath(f)] = true
 				files["."+filepath.Base(f)+".tmp-123"] = true // writeAtomic's temporary file
 			}
 		}
