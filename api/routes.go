@@ -74,7 +74,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/v1/log/key", public: true, h: s.handleLogKey},
 		{method: "GET", path: "/v1/log/vkey", public: true, h: s.handleLogVerifierKey},
 		{method: "GET", path: "/v1/log/vrf-key", public: true, h: s.handleVRFKey},
-		{method: "POST", path: "/v1/log/vrf", auth: authKey, scope: ScopeAgentsRead, h: s.handleVRFIndex},
+		{method: "POST", path: "/v1/log/vrf", auth: authKey, scope: ScopeAgentsRead, class: limitList, h: s.handleVRFIndex},
 		{method: "GET", path: "/v1/log/entries", public: true, h: s.handleLogEntries},
 		{method: "GET", path: "/v1/log/tile/{tile:.+}", public: true, h: s.handleTile},
 		{method: "GET", path: "/v1/log/proof/inclusion", public: true, h: s.handleInclusionProof},

@@ -27,39 +27,57 @@ type nameProofs struct {
 	proofs  [][]byte
 }
 
-// vrfCache remembers nameProofs per name: a VRF output never changes for a
-// key, and each costs one RSA signature on the token per suffix.
-type vrfCache struct {
-	mu    sync.Mutex
-	names map[string]nameProofs
+// vrfOutput is the VRF of one name.
+type vrfOutput struct {
+	index [32]byte
+	proof []byte
 }
 
-// nameProofs computes (or recalls) the VRF proofs of name. It calls the
-// token, so callers compute them before opening a transaction.
-func (r *Registry) nameProofs(name string) (nameProofs, error) {
+// vrfCache remembers the VRF of each name and suffix it has computed: the
+// output never changes for a key, each costs an RSA signature on the token,
+// and sibling names (x1.team.acme, x2.team.acme) share their suffixes.
+type vrfCache struct {
+	mu    sync.Mutex
+	names map[string]vrfOutput
+}
+
+// vrfOf computes (or recalls) the VRF of one normalized name. It calls the
+// token, so callers compute it before opening a transaction.
+func (r *Registry) vrfOf(name string) (vrfOutput, error) {
 	if r.cfg.VRFSigner == nil {
-		return nameProofs{}, fmt.Errorf("registry: no VRF key configured: %w", ErrUnavailable)
+		return vrfOutput{}, fmt.Errorf("registry: no VRF key configured: %w", ErrUnavailable)
 	}
 	r.vrf.mu.Lock()
-	np, ok := r.vrf.names[name]
+	out, ok := r.vrf.names[name]
 	r.vrf.mu.Unlock()
 	if ok {
-		return np, nil
+		return out, nil
 	}
-	for _, n := range translog.NameSuffixes(name) {
-		ix, proof, err := translog.VRFProve(r.cfg.VRFSigner, r.cfg.TrustDomain, n)
-		if err != nil {
-			return nameProofs{}, fmt.Errorf("registry: VRF of %s: %v: %w", n, err, ErrUnavailable)
-		}
-		np.indexes = append(np.indexes, hex.EncodeToString(ix[:]))
-		np.proofs = append(np.proofs, proof)
+	ix, proof, err := translog.VRFProve(r.cfg.VRFSigner, r.cfg.TrustDomain, name)
+	if err != nil {
+		return vrfOutput{}, fmt.Errorf("registry: VRF of %s: %v: %w", name, err, ErrUnavailable)
 	}
+	out = vrfOutput{index: ix, proof: proof}
 	r.vrf.mu.Lock()
 	if r.vrf.names == nil || len(r.vrf.names) >= maxCachedNames {
-		r.vrf.names = make(map[string]nameProofs)
+		r.vrf.names = make(map[string]vrfOutput)
 	}
-	r.vrf.names[name] = np
+	r.vrf.names[name] = out
 	r.vrf.mu.Unlock()
+	return out, nil
+}
+
+// nameProofs computes (or recalls) the VRF proofs of name and its suffixes.
+func (r *Registry) nameProofs(name string) (nameProofs, error) {
+	var np nameProofs
+	for _, n := range translog.NameSuffixes(name) {
+		out, err := r.vrfOf(n)
+		if err != nil {
+			return nameProofs{}, err
+		}
+		np.indexes = append(np.indexes, hex.EncodeToString(out.index[:]))
+		np.proofs = append(np.proofs, out.proof)
+	}
 	return np, nil
 }
 

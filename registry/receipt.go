@@ -41,6 +41,40 @@ func (r *Registry) opening(ctx context.Context, idx int64) (string, translog.Ope
 // the log has grown past the latest) and the inclusion proof for that
 // checkpoint's size.
 func (r *Registry) receipt(ctx context.Context, idx int64) ([]byte, error) {
+	cp, err := r.checkpointFor(ctx, idx+1)
+	if err != nil {
+		return nil, err
+	}
+	return r.receiptAt(ctx, idx, cp)
+}
+
+// receiptCheckpoint is a checkpoint a receipt is made against.
+type receiptCheckpoint struct {
+	note      []byte // with cosignature lines
+	size      int64
+	witnessed bool
+}
+
+// checkpointFor returns the newest checkpoint of size ≥ minSize, cosigned when
+// any witness has cosigned one.
+func (r *Registry) checkpointFor(ctx context.Context, minSize int64) (receiptCheckpoint, error) {
+	cp, err := r.CosignedCheckpoint(ctx, minSize)
+	if err != nil {
+		return receiptCheckpoint{}, err
+	}
+	n, err := note.Open(cp, note.VerifierList(r.cfg.LogVerifier))
+	if err != nil {
+		return receiptCheckpoint{}, fmt.Errorf("registry: receipt: own checkpoint does not open: %v", err)
+	}
+	c, err := translog.ParseCheckpoint([]byte(n.Text))
+	if err != nil {
+		return receiptCheckpoint{}, fmt.Errorf("registry: receipt: own checkpoint: %v", err)
+	}
+	return receiptCheckpoint{note: cp, size: c.Size, witnessed: len(n.UnverifiedSigs) > 0}, nil
+}
+
+// receiptAt builds the receipt of leaf idx against checkpoint cp (idx < cp.size).
+func (r *Registry) receiptAt(ctx context.Context, idx int64, cp receiptCheckpoint) ([]byte, error) {
 	_, o, err := r.opening(ctx, idx)
 	if err != nil {
 		return nil, err
@@ -49,24 +83,12 @@ func (r *Registry) receipt(ctx context.Context, idx int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp, err := r.CosignedCheckpoint(ctx, idx+1)
-	if err != nil {
-		return nil, err
-	}
-	n, err := note.Open(cp, note.VerifierList(r.cfg.LogVerifier))
-	if err != nil {
-		return nil, fmt.Errorf("registry: receipt: own checkpoint does not open: %v", err)
-	}
-	c, err := translog.ParseCheckpoint([]byte(n.Text))
-	if err != nil {
-		return nil, fmt.Errorf("registry: receipt: own checkpoint: %v", err)
-	}
-	proof, err := r.tlog.inclusionProof(ctx, idx, c.Size)
+	proof, err := r.tlog.inclusionProof(ctx, idx, cp.size)
 	if err != nil {
 		return nil, err
 	}
 	return translog.Receipt{LeafIndex: idx, Leaf: leaves[0], Opened: o, InclusionProof: proof,
-		Checkpoint: cp, Witnessed: len(n.UnverifiedSigs) > 0}.Marshal()
+		Checkpoint: cp.note, Witnessed: cp.witnessed}.Marshal()
 }
 
 // receiptOrNil is receipt for answers where a receipt is a bonus (issuance,
@@ -98,6 +120,13 @@ func (r *Registry) OpenedEntries(ctx context.Context, a Actor, name string) ([]O
 		return nil, dbErr("log: listing openings", err)
 	}
 	out := make([]OpenedEntry, 0, len(idxs))
+	if len(idxs) == 0 {
+		return out, nil
+	}
+	cp, err := r.checkpointFor(ctx, idxs[len(idxs)-1]+1) // one checkpoint for the whole answer
+	if err != nil {
+		return nil, err
+	}
 	for _, idx := range idxs {
 		_, o, err := r.opening(ctx, idx)
 		if err != nil {
@@ -107,7 +136,7 @@ func (r *Registry) OpenedEntries(ctx context.Context, a Actor, name string) ([]O
 		if err != nil {
 			return nil, err
 		}
-		rc, err := r.receipt(ctx, idx)
+		rc, err := r.receiptAt(ctx, idx, cp)
 		if err != nil {
 			return nil, err
 		}

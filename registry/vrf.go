@@ -7,7 +7,6 @@ import (
 	"fmt"
 
 	"github.com/agent-trust-registry/atr/ca"
-	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
 // ActionVRFIndex is the audit action of a VRFIndex request (refusals are
@@ -51,12 +50,9 @@ func (r *Registry) VRFIndex(ctx context.Context, a Actor, name string) (index [3
 	if !a.IsAdmin() && !inNamespace(norm, a.Namespace, false) {
 		return index, nil, r.deny(ctx, a, ActionVRFIndex, norm, fmt.Errorf("registry: vrf index: name outside the key's namespace: %w", ErrForbidden))
 	}
-	if r.cfg.VRFSigner == nil {
-		return index, nil, fmt.Errorf("registry: vrf index: no VRF key configured: %w", ErrUnavailable)
-	}
-	index, proof, err = translog.VRFProve(r.cfg.VRFSigner, r.cfg.TrustDomain, norm)
+	out, err := r.vrfOf(norm) // cached: repeated asks cost no signature
 	if err != nil {
-		return index, nil, fmt.Errorf("registry: vrf index: %w: %v", ErrUnavailable, err)
+		return index, nil, fmt.Errorf("registry: vrf index: %w", err)
 	}
-	return index, proof, nil
+	return out.index, out.proof, nil
 }

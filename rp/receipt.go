@@ -96,6 +96,10 @@ type ReceiptVerifier struct {
 	// the log chose to show this verifier. Set a Threshold to be protected
 	// from a split view.
 	Witnesses WitnessPolicy
+	// Origin is the log's checkpoint origin; "" means "<TrustDomain>/log",
+	// the registry's default. A checkpoint of another origin is refused, even
+	// if a listed key signed it.
+	Origin string
 }
 
 // VerifiedReceipt is what a receipt proved.
@@ -193,6 +197,13 @@ func (v ReceiptVerifier) Verify(certDER []byte, receipt []byte, now time.Time) (
 		return nil, &ReceiptError{Reason: ReasonWitnessPolicy, Err: err}
 	case err != nil:
 		return nil, &ReceiptError{Reason: ReasonLogSignature, Err: err}
+	}
+	origin := v.Origin
+	if origin == "" {
+		origin = v.TrustDomain + "/log"
+	}
+	if cp.Origin != origin {
+		return nil, refuse(ReasonLogSignature, "checkpoint of log %q, want %q", cp.Origin, origin)
 	}
 
 	// Step 6: the leaf is in the checkpoint's tree.

@@ -195,6 +195,18 @@ func TestReceiptVerify(t *testing.T) {
 		}
 	})
 
+	t.Run("a checkpoint of another log origin is refused", func(t *testing.T) {
+		// The same key could sign for another origin; the receipt must be this log's
+		// (security review of issue 12).
+		other := v
+		other.Origin = "other.example/log"
+		_, err := other.Verify(der(first), first.Receipt, now)
+		var re *rp.ReceiptError
+		if !errors.As(err, &re) || re.Reason != rp.ReasonLogSignature {
+			t.Errorf("Verify with origin %s = %v; want a log_signature refusal", other.Origin, err)
+		}
+	})
+
 	// The base for the alterations: a fresh receipt of the first certificate
 	// (a tree larger than one leaf, so the proof has several hashes),
 	// cosigned by the witness, with the Ed25519 log line removed so that

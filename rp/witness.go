@@ -1,6 +1,7 @@
 package rp
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -47,8 +48,10 @@ func (p WitnessPolicy) verifiers() (map[keyID]note.Verifier, error) {
 		return nil, fmt.Errorf("rp: witness policy: threshold %d of %d keys", p.Threshold, len(p.Keys))
 	}
 	out := make(map[keyID]note.Verifier, len(p.Keys))
+	raw := make(map[string]bool, len(p.Keys)) // public keys: one key under two names counts once
 	for _, k := range p.Keys {
-		v, err := fnote.NewVerifierForCosignatureV1(strings.TrimSpace(k))
+		k = strings.TrimSpace(k)
+		v, err := fnote.NewVerifierForCosignatureV1(k)
 		if err != nil {
 			return nil, fmt.Errorf("rp: witness policy: key %q: %v", k, err)
 		}
@@ -56,6 +59,20 @@ func (p WitnessPolicy) verifiers() (map[keyID]note.Verifier, error) {
 		if _, dup := out[id]; dup {
 			return nil, fmt.Errorf("rp: witness policy: key %s+%08x listed twice", id.name, id.hash)
 		}
+		// cosignature/v1 does not sign the witness name, so one witness's line
+		// relabelled under a second name would verify twice: refuse a public key
+		// listed under two names (whatever its type byte).
+		var pub string
+		if parts := strings.SplitN(k, "+", 3); len(parts) == 3 {
+			pub = parts[2]
+			if b, err := base64.StdEncoding.DecodeString(pub); err == nil && len(b) > 1 {
+				pub = string(b[1:])
+			}
+		}
+		if raw[pub] {
+			return nil, fmt.Errorf("rp: witness policy: the public key of %s is listed under another name too", v.Name())
+		}
+		raw[pub] = true
 		out[id] = v
 	}
 	return out, nil

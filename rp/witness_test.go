@@ -5,7 +5,11 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -159,6 +163,8 @@ func TestWitnessPolicyValidate(t *testing.T) {
 		{"negative threshold", rp.WitnessPolicy{Keys: []string{w.vkey}, Threshold: -1}, true},
 		{"same key twice", rp.WitnessPolicy{Keys: []string{w.vkey, w.vkey}, Threshold: 2}, true},
 		{"garbage key", rp.WitnessPolicy{Keys: []string{"not a key"}, Threshold: 1}, true},
+		// cosignature/v1 does not sign the name: one key under two names would count twice.
+		{"one key under two names", rp.WitnessPolicy{Keys: []string{w.vkey, renamedVKey(t, w.vkey, "w2.example/witness")}, Threshold: 2}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,5 +173,29 @@ func TestWitnessPolicyValidate(t *testing.T) {
 				t.Errorf("Validate() = %v; want error %t", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// renamedVKey is vkey's public key under another name (with the key ID that name gives).
+func renamedVKey(t *testing.T, vkey, name string) string {
+	t.Helper()
+	b64 := strings.SplitN(vkey, "+", 3)[2]
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(append([]byte(name+"\n"), key...))
+	return fmt.Sprintf("%s+%08x+%s", name, binary.BigEndian.Uint32(h[:4]), b64)
+}
+
+func TestWitnessPolicyOneKeyTwoNames(t *testing.T) {
+	w := newWitness(t, "w1.example/witness")
+	renamed := renamedVKey(t, w.vkey, "w2.example/witness")
+	if err := (rp.WitnessPolicy{Keys: []string{renamed}, Threshold: 1}).Validate(); err != nil {
+		t.Fatalf("the renamed key alone is a valid key: %v", err)
+	}
+	err := (rp.WitnessPolicy{Keys: []string{w.vkey, renamed}, Threshold: 2}).Validate()
+	if err == nil || !strings.Contains(err.Error(), "under another name") {
+		t.Errorf("Validate of one key under two names = %v; want a refusal", err)
 	}
 }
