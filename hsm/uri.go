@@ -120,6 +120,11 @@ func ParseURI(s string) (URI, error) {
 	if u.Object == "" && len(u.ID) == 0 {
 		return URI{}, errors.New("hsm: parsing PKCS#11 URI: ambiguous: names neither object nor id")
 	}
+	// The canonical form percent-encodes what the input may have spelled
+	// plainly (an id byte "0" becomes "%30"): it must stay parseable too.
+	if len(u.String()) > maxURILength {
+		return URI{}, fmt.Errorf("hsm: parsing PKCS#11 URI: canonical form longer than %d bytes", maxURILength)
+	}
 	return u, nil
 }
 
