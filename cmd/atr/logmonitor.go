@@ -191,7 +191,7 @@ usage error.`,
 	var stateFile, knownPath, trustDomain string
 	var watch []string
 	envString(fs, a.lookupEnv, &ro.dataDir, "data-dir", "ATR_DATA_DIR", "./var", "where the default --log-key and --vrf-key live")
-	envString(fs, a.lookupEnv, &trustDomain, "trust-domain", "ATR_TRUST_DOMAIN", "", "the SPIFFE trust domain of the agents (required)")
+	envString(fs, a.lookupEnv, &trustDomain, "trust-domain", "ATR_TRUST_DOMAIN", defaultTrustDomain, "the SPIFFE trust domain of the agents (as the server's --trust-domain)")
 	fs.StringVar(&ro.logKey, "log-key", "", "the log's public key, PEM or verifier key strings (default DATA_DIR/ca/log-key.pem)")
 	fs.StringVar(&ro.vrfKey, "vrf-key", "", "the log's VRF public key, PEM (default DATA_DIR/ca/vrf-key.pem)")
 	fs.Func("witness", "a witness's cosignature verifier key, or a file of them (repeatable)", func(v string) error {
@@ -214,7 +214,7 @@ usage error.`,
 	case len(watch) == 0:
 		return usagef("at least one --watch NAME is required")
 	case trustDomain == "":
-		return usagef("--trust-domain (ATR_TRUST_DOMAIN) is required")
+		return usagef("--trust-domain (ATR_TRUST_DOMAIN) must not be empty")
 	}
 	if ro.logKey == "" {
 		ro.logKey = filepath.Join(ro.dataDir, "ca", "log-key.pem")
