@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
@@ -671,55 +672,9 @@ func runCeremonyLogKey(ctx context.Context, a *app, args []string) error {
 extractable) on the online token and write its public key to
 DATA_DIR/ca/log-key.pem for auditors. Refuses to run over an existing key.`,
 		`atr ceremony log-key --data-dir ./var --operator alice`)
-	var opts ceremonyOpts
-	label := fs.String("label", defaultLogKeyLabel, "label of the log key on the online token")
-	opts.bind(fs, true)
-	cfg, err := a.loadConfig(fs, optCommon|optToken, args)
-	if err != nil {
-		return err
-	}
-	c, err := a.newCeremony("log-key", cfg, opts)
-	if err != nil {
-		return err
-	}
-	tok, err := openIssuingToken(ctx, cfg, c.log)
-	if err != nil {
-		return err
-	}
-	defer tok.Close()
-	signer, err := tok.GenerateKey(ctx, *label, "ecdsa-p256")
-	if errors.Is(err, hsm.ErrExists) {
-		if _, err := c.existingKey(ctx, tok, cfg.PKCS11Token, *label, false); err != nil {
-			return err
-		}
-		s, err := tok.Signer(ctx, hsm.URI{Token: cfg.PKCS11Token, Object: *label})
-		if err != nil {
-			return fmt.Errorf("opening the existing log key: %w", err)
-		}
-		pub, err := publicKeyPEM(s)
-		if err != nil {
-			return err
-		}
-		c.log.WithField("label", *label).Info("log key already on the token; nothing to do (--if-missing)")
-		return c.ensureFile(logKeyPEMName, pub)
-	}
-	if err != nil {
-		return fmt.Errorf("generating the log key: %w", err)
-	}
-	if err := c.recordKey(cfg.PKCS11Token, signer, "ecdsa-p256"); err != nil {
-		return err
-	}
-	pub, err := publicKeyPEM(signer)
-	if err != nil {
-		return err
-	}
-	if err := c.output(logKeyPEMName, pub); err != nil {
-		return err
-	}
-	if err := c.listToken(ctx, cfg.PKCS11Token, tok); err != nil {
-		return err
-	}
-	return c.finish()
+	return runOnlineKeyCeremony(ctx, a, fs, args, onlineKey{
+		ceremony: "log-key", what: "log key", defaultLabel: defaultLogKeyLabel, alg: hsm.ECDSAP256, pemName: logKeyPEMName,
+	})
 }
 
 func runCeremonyVRFKey(ctx context.Context, a *app, args []string) error {
@@ -730,14 +685,33 @@ to DATA_DIR/ca/vrf-key.pem for owners and relying parties, who check the
 log's name indexes with it (docs/transparency.md). Refuses to run over an
 existing key.`,
 		`atr ceremony vrf-key --data-dir ./var --operator alice`)
+	return runOnlineKeyCeremony(ctx, a, fs, args, onlineKey{
+		ceremony: "vrf-key", what: "VRF key", defaultLabel: defaultVRFKeyLabel, alg: hsm.RSA3072, pemName: vrfKeyPEMName,
+		check: func(pub crypto.PublicKey) error { _, err := translog.CheckVRFKey(pub); return err },
+	})
+}
+
+// onlineKey describes a key ceremony for a key on the online token that has
+// no certificate (the log key, the VRF key).
+type onlineKey struct {
+	ceremony, what, defaultLabel string
+	alg                          hsm.KeyAlgorithm
+	pemName                      string                       // public key file in DATA_DIR/ca
+	check                        func(crypto.PublicKey) error // extra check of the public key, or nil
+}
+
+// runOnlineKeyCeremony generates k on the online token, records it in the
+// transcript and writes its public key; with --if-missing an existing key
+// is checked (attribute policy, and k.check) and its public key written.
+func runOnlineKeyCeremony(ctx context.Context, a *app, fs *flag.FlagSet, args []string, k onlineKey) error {
 	var opts ceremonyOpts
-	label := fs.String("label", defaultVRFKeyLabel, "label of the VRF key on the online token")
+	label := fs.String("label", k.defaultLabel, "label of the "+k.what+" on the online token")
 	opts.bind(fs, true)
 	cfg, err := a.loadConfig(fs, optCommon|optToken, args)
 	if err != nil {
 		return err
 	}
-	c, err := a.newCeremony("vrf-key", cfg, opts)
+	c, err := a.newCeremony(k.ceremony, cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -746,39 +720,48 @@ existing key.`,
 		return err
 	}
 	defer tok.Close()
-	signer, err := tok.GenerateKey(ctx, *label, hsm.RSA3072)
+	check := func(s *hsm.Signer) error {
+		if k.check == nil {
+			return nil
+		}
+		return k.check(s.Public())
+	}
+	signer, err := tok.GenerateKey(ctx, *label, k.alg)
 	if errors.Is(err, hsm.ErrExists) {
 		if _, err := c.existingKey(ctx, tok, cfg.PKCS11Token, *label, false); err != nil {
 			return err
 		}
 		s, err := tok.Signer(ctx, hsm.URI{Token: cfg.PKCS11Token, Object: *label})
 		if err != nil {
-			return fmt.Errorf("opening the existing VRF key: %w", err)
+			return fmt.Errorf("opening the existing %s: %w", k.what, err)
 		}
-		if _, err := translog.CheckVRFKey(s.Public()); err != nil {
-			return fmt.Errorf("the existing key %q cannot be the VRF key: %w", *label, err)
+		if err := check(s); err != nil {
+			return fmt.Errorf("the existing key %q cannot be the %s: %w", *label, k.what, err)
+		}
+		if err := tok.CheckKeyPolicy(ctx, s); err != nil {
+			return fmt.Errorf("the existing key %q cannot be the %s: %w", *label, k.what, err)
 		}
 		pub, err := publicKeyPEM(s)
 		if err != nil {
 			return err
 		}
-		c.log.WithField("label", *label).Info("VRF key already on the token; nothing to do (--if-missing)")
-		return c.ensureFile(vrfKeyPEMName, pub)
+		c.log.WithField("label", *label).Info(k.what + " already on the token; nothing to do (--if-missing)")
+		return c.ensureFile(k.pemName, pub)
 	}
 	if err != nil {
-		return fmt.Errorf("generating the VRF key: %w", err)
+		return fmt.Errorf("generating the %s: %w", k.what, err)
 	}
-	if _, err := translog.CheckVRFKey(signer.Public()); err != nil {
-		return fmt.Errorf("the token generated an unusable VRF key %q: %w", *label, err)
+	if err := check(signer); err != nil {
+		return fmt.Errorf("the token generated an unusable %s %q: %w", k.what, *label, err)
 	}
-	if err := c.recordKey(cfg.PKCS11Token, signer, string(hsm.RSA3072)); err != nil {
+	if err := c.recordKey(cfg.PKCS11Token, signer, string(k.alg)); err != nil {
 		return err
 	}
 	pub, err := publicKeyPEM(signer)
 	if err != nil {
 		return err
 	}
-	if err := c.output(vrfKeyPEMName, pub); err != nil {
+	if err := c.output(k.pemName, pub); err != nil {
 		return err
 	}
 	if err := c.listToken(ctx, cfg.PKCS11Token, tok); err != nil {
