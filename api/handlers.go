@@ -311,7 +311,7 @@ func (s *Server) handleOCSPPost(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return s.ocsp(w, r, body)
+	return s.ocsp(w, r, body, false)
 }
 
 func (s *Server) handleOCSPGet(w http.ResponseWriter, r *http.Request) error {
@@ -328,10 +328,13 @@ func (s *Server) handleOCSPGet(w http.ResponseWriter, r *http.Request) error {
 			return s.ocspMalformed(w)
 		}
 	}
-	return s.ocsp(w, r, der)
+	return s.ocsp(w, r, der, true)
 }
 
-func (s *Server) ocsp(w http.ResponseWriter, r *http.Request, req []byte) error {
+// ocsp answers req. With cache (GET only: RFC 5019 §5 makes POST answers
+// uncacheable) a successful response carries caching headers until its nextUpdate,
+// and a matching If-None-Match gets 304.
+func (s *Server) ocsp(w http.ResponseWriter, r *http.Request, req []byte, cache bool) error {
 	resp, err := s.deps.Revocation.OCSP(r.Context(), req)
 	if errors.Is(err, registry.ErrInvalid) || errors.Is(err, registry.ErrNotFound) {
 		infoFrom(r.Context()).logger(s.log).WithError(err).Info("ocsp request refused")
@@ -339,6 +342,10 @@ func (s *Server) ocsp(w http.ResponseWriter, r *http.Request, req []byte) error 
 	}
 	if err != nil {
 		return fmt.Errorf("api: ocsp: %w", err)
+	}
+	if cache && s.ocspCaching(w, r, resp) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
 	}
 	writeBytes(w, "application/ocsp-response", resp)
 	return nil

@@ -94,8 +94,9 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 
 // outer is the middleware every request passes, matched route or not, in this order:
 // request ID and client IP → access log and metrics → panic recovery → security headers
-// → CORS → body cap → the router.
-func (s *Server) outer(next http.Handler) http.Handler {
+// → CORS → body cap → the router. hsts says whether the security headers include
+// Strict-Transport-Security (never on the plain-http distribution listener).
+func (s *Server) outer(next http.Handler, hsts bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ri := &reqInfo{start: s.now(), route: "unmatched", id: newRequestID()}
 		if id := r.Header.Get("X-Request-ID"); requestIDPattern.MatchString(id) {
@@ -129,7 +130,7 @@ func (s *Server) outer(next http.Handler) http.Handler {
 				"bytes_in":    r.ContentLength,
 			}).Info("request")
 		}()
-		s.recoverer(s.headers(s.cors(s.bodyCap(next)))).ServeHTTP(rec, r)
+		s.recoverer(s.headers(s.cors(s.bodyCap(next)), hsts)).ServeHTTP(rec, r)
 	})
 }
 
@@ -164,7 +165,7 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 }
 
 // headers sets the security headers of every response.
-func (s *Server) headers(next http.Handler) http.Handler {
+func (s *Server) headers(next http.Handler, withHSTS bool) http.Handler {
 	hsts := fmt.Sprintf("max-age=%d; includeSubDomains", int(s.cfg.HSTSMaxAge/time.Second))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -173,7 +174,7 @@ func (s *Server) headers(next http.Handler) http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-		if s.cfg.TLS {
+		if withHSTS {
 			h.Set("Strict-Transport-Security", hsts)
 		}
 		next.ServeHTTP(w, r)

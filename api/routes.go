@@ -90,12 +90,15 @@ func (s *Server) routeTable() []route {
 	}
 }
 
-func (s *Server) routes() *mux.Router {
+func (s *Server) routes() *mux.Router { return s.newRouter(s.routeTable()) }
+
+// newRouter serves table; any other path is a 404, another method a 405.
+func (s *Server) newRouter(table []route) *mux.Router {
 	m := mux.NewRouter()
 	// No path cleaning: a non-canonical path is a 404, never a redirect (and base64 in
 	// OCSP GET paths may contain "//").
 	m.SkipClean(true)
-	for _, rt := range s.routeTable() {
+	for _, rt := range table {
 		methods := []string{rt.method}
 		if rt.method == http.MethodGet {
 			methods = append(methods, http.MethodHead) // RFC 9110 §9.3.2; net/http drops the body

@@ -100,6 +100,8 @@ type Server struct {
 	metrics *metrics
 	router  *mux.Router
 	handler http.Handler
+	// distribution serves the plain-http channels (distribution.go).
+	distribution http.Handler
 }
 
 // New checks cfg and deps and builds the Server.
@@ -130,7 +132,8 @@ func New(cfg Config, deps Deps, log *logrus.Entry) (*Server, error) {
 		return nil, fmt.Errorf("api: registering metrics: %w", err)
 	}
 	s.router = s.routes()
-	s.handler = s.outer(s.router)
+	s.handler = s.outer(s.router, cfg.TLS)
+	s.distribution = s.outer(s.distributionRoutes(), false)
 	return s, nil
 }
 
