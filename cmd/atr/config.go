@@ -118,6 +118,18 @@ type Config struct {
 	// https://<Listen> (http:// with InsecureHTTP).
 	PublicURL string
 
+	// HTTPListen is the address of the plain-http distribution listener,
+	// which serves only the CRL, OCSP and the CA bundle (RFC 5280 §4.2.1.13
+	// and RFC 5019 practice: relying parties fetch them over http). When set,
+	// new certificates name HTTPPublicURL in their CRL distribution point and
+	// OCSP AIA. Flag --http-listen, env ATR_HTTP_LISTEN, default empty (off).
+	HTTPListen string
+
+	// HTTPPublicURL is the http base URL named in certificates for the CRL and
+	// OCSP when HTTPListen is set. Flag --http-public-url, env
+	// ATR_HTTP_PUBLIC_URL, derived default http://<HTTPListen>.
+	HTTPPublicURL string
+
 	// InsecureHTTP serves plain HTTP, for deployments behind a
 	// TLS-terminating proxy only. Flag --insecure-http, env
 	// ATR_INSECURE_HTTP, default false.
@@ -252,6 +264,8 @@ func options() []option {
 		{group: optServe, flag: "witness-timeout", env: "ATR_WITNESS_TIMEOUT", usage: "timeout of each request to a witness, 1s to 5m (default 10s)", str: func(c *Config) *string { return &c.WitnessTimeout }},
 		{group: optServe, flag: "vrf-key", env: "ATR_VRF_KEY", usage: "pkcs11: URI of the name-index VRF key (default pkcs11:token=TOKEN;object=atr-vrf)", str: func(c *Config) *string { return &c.VRFKey }},
 		{group: optServe, flag: "public-url", env: "ATR_PUBLIC_URL", usage: "public base URL for CRL/OCSP URLs in certificates (default https://LISTEN)", str: func(c *Config) *string { return &c.PublicURL }},
+		{group: optServe, flag: "http-listen", env: "ATR_HTTP_LISTEN", usage: "address of a plain-http listener serving only CRL, OCSP and the CA bundle, named in new certificates (default: off)", str: func(c *Config) *string { return &c.HTTPListen }},
+		{group: optServe, flag: "http-public-url", env: "ATR_HTTP_PUBLIC_URL", usage: "http base URL for the CRL/OCSP URLs in certificates when --http-listen is set (default http://HTTP_LISTEN)", str: func(c *Config) *string { return &c.HTTPPublicURL }},
 		{group: optServe, flag: "tls-cert", env: "ATR_TLS_CERT", usage: "operator-supplied server certificate chain (PEM); default: self-issued from the intermediate", str: func(c *Config) *string { return &c.TLSCert }},
 		{group: optServe, flag: "tls-key", env: "ATR_TLS_KEY", usage: "operator-supplied server private key (PEM, mode 0600)", str: func(c *Config) *string { return &c.TLSKey }},
 		{group: optServe, env: "ATR_REDIS_URL", noFlag: true, str: func(c *Config) *string { return &c.RedisURL }},
@@ -339,6 +353,9 @@ func (c *Config) Complete() {
 		}
 		c.PublicURL = scheme + "://" + c.Listen
 	}
+	if c.HTTPPublicURL == "" && c.HTTPListen != "" {
+		c.HTTPPublicURL = "http://" + c.HTTPListen
+	}
 	if c.PKCS11PINFile == "" && c.PKCS11PIN == "" && c.DataDir != "" {
 		c.PKCS11PINFile = filepath.Join(c.DataDir, "pin")
 	}
@@ -355,12 +372,22 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		bad("data dir (ATR_DATA_DIR) must not be empty")
 	}
-	if host, port, err := net.SplitHostPort(c.Listen); err != nil {
+	if err := checkListen(c.Listen); err != nil {
 		bad("listen address (ATR_LISTEN) %q: %v", c.Listen, err)
-	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		bad("listen address (ATR_LISTEN) %q: bad port", c.Listen)
-	} else if strings.ContainsAny(host, "/?#@ ") {
-		bad("listen address (ATR_LISTEN) %q: bad host", c.Listen)
+	}
+	if c.HTTPListen != "" {
+		if err := checkListen(c.HTTPListen); err != nil {
+			bad("http listen address (ATR_HTTP_LISTEN) %q: %v", c.HTTPListen, err)
+		} else if c.HTTPListen == c.Listen {
+			bad("http listen address (ATR_HTTP_LISTEN) %q is also the listen address (ATR_LISTEN)", c.HTTPListen)
+		}
+	}
+	if c.HTTPPublicURL != "" {
+		if c.HTTPListen == "" {
+			bad("http public URL (ATR_HTTP_PUBLIC_URL) needs an http listen address (ATR_HTTP_LISTEN)")
+		} else if err := checkHTTPPublicURL(c.HTTPPublicURL); err != nil {
+			bad("http public URL (ATR_HTTP_PUBLIC_URL) %q: %v", c.HTTPPublicURL, err)
+		}
 	}
 	if err := checkDatabaseURL(c.DatabaseURL); err != nil {
 		bad("database URL (ATR_DATABASE_URL): %v", err)
@@ -504,6 +531,38 @@ func checkTrustDomain(s string) error {
 	return nil
 }
 
+// checkListen checks a host:port listen address.
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return errors.New("bad port")
+	}
+	if strings.ContainsAny(host, "/?#@ ") {
+		return errors.New("bad host")
+	}
+	return nil
+}
+
+// checkHTTPPublicURL checks the base URL of the distribution listener: plain
+// http, as relying parties fetching a CRL or asking OCSP expect.
+func checkHTTPPublicURL(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return errors.New("not a URL")
+	case u.Scheme != "http":
+		return errors.New("scheme must be http")
+	case u.Host == "":
+		return errors.New("no host")
+	case u.User != nil, u.RawQuery != "", u.Fragment != "":
+		return errors.New("must not contain user info, query or fragment")
+	}
+	return nil
+}
+
 func checkPublicURL(s string, insecure bool) error {
 	u, err := url.Parse(s)
 	if err != nil {
@@ -528,3 +587,13 @@ func (c *Config) BehindTLSProxy() bool {
 
 // publicBase is PublicURL without a trailing slash.
 func (c *Config) publicBase() string { return strings.TrimRight(c.PublicURL, "/") }
+
+// revocationBase is the base URL of the CRL and OCSP URLs in new
+// certificates: HTTPPublicURL when the http distribution listener is on,
+// else PublicURL; without a trailing slash.
+func (c *Config) revocationBase() string {
+	if c.HTTPListen != "" && c.HTTPPublicURL != "" {
+		return strings.TrimRight(c.HTTPPublicURL, "/")
+	}
+	return c.publicBase()
+}

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log"
-	"net/http"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -26,9 +25,10 @@ func newStdLogger(e *logrus.Entry) *log.Logger {
 
 // buildHandler wires the CA, the registry and the API over the open online
 // token. The returned func releases what it opened (database, Redis).
-func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial, now func() time.Time, log *logrus.Entry) (http.Handler, func(), error) {
+func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial, now func() time.Time, log *logrus.Entry) (*api.Server, func(), error) {
 	// Step 1: the CA. NewIssuer self-tests one issuance through the lint path.
-	base := cfg.publicBase()
+	// The CRL and OCSP URLs are the http distribution listener's when it is on.
+	base := cfg.revocationBase()
 	hsmm := newHSMMetrics()
 	// Durations and limits were checked by Config.Validate.
 	leafLifetime, _ := optionalDuration("leaf lifetime", cfg.LeafLifetime)
@@ -114,7 +114,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 			closers[i]()
 		}
 	}
-	fail := func(err error) (http.Handler, func(), error) { closeAll(); return nil, nil, err }
+	fail := func(err error) (*api.Server, func(), error) { closeAll(); return nil, nil, err }
 	if n, err := store.Migrate(ctx); err != nil {
 		return fail(fmt.Errorf("migrating the database: %w", err))
 	} else if n > 0 {
@@ -182,7 +182,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	if err != nil {
 		return fail(fmt.Errorf("building the API: %w", err))
 	}
-	return srv.Handler(), closeAll, nil
+	return srv, closeAll, nil
 }
 
 // maintenanceInterval is how often serve settles stale pending issuances and

@@ -108,6 +108,8 @@ extractable), migrates the database, reconciles issuances left pending by a
 crash, and serves the REST API over HTTPS (TLS 1.2+) with a server
 certificate issued by the intermediate and renewed without a restart (or the
 operator's --tls-cert/--tls-key). Plain HTTP only with --insecure-http.
+With --http-listen, a second, plain-http listener serves only the CRL, OCSP
+and the CA bundle, and new certificates name its URLs (--http-public-url).
 Stops gracefully on SIGTERM or SIGINT.`,
 		`ATR_DATA_DIR=./var ATR_LISTEN=127.0.0.1:8443 atr serve
 atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.example.org --listen :8443`)
@@ -134,22 +136,25 @@ atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.exa
 		log.WithError(err).Warn("could not write the CA bundle file for healthcheck")
 	}
 
-	handler, closeHandler, err := buildHandler(ctx, cfg, tok, m, a.now, log)
+	apiSrv, closeHandler, err := buildHandler(ctx, cfg, tok, m, a.now, log)
 	if err != nil {
 		return err
 	}
 	defer closeHandler()
 
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: cmp.Or(a.readHeaderTimeout, readHeaderTimeout),
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          newStdLogger(log.WithField("component", "http")),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: cmp.Or(a.readHeaderTimeout, readHeaderTimeout),
+			ReadTimeout:       readTimeout,
+			WriteTimeout:      writeTimeout,
+			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
+			ErrorLog:          newStdLogger(log.WithField("component", "http")),
+			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		}
 	}
+	srv := newServer(apiSrv.Handler())
 	if !cfg.InsecureHTTP {
 		var certs certSource
 		if cfg.TLSCert != "" {
@@ -173,7 +178,18 @@ atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.exa
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
-	errc := make(chan error, 1)
+	// The plain-http distribution listener (CRL, OCSP, CA bundle), when configured.
+	var distSrv *http.Server
+	var distLn net.Listener
+	if cfg.HTTPListen != "" {
+		if distLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listening on %s (http distribution): %w", cfg.HTTPListen, err)
+		}
+		distSrv = newServer(apiSrv.DistributionHandler())
+	}
+	servers := []*http.Server{srv}
+	errc := make(chan error, 2)
 	go func() {
 		if srv.TLSConfig != nil {
 			errc <- srv.ServeTLS(ln, "", "")
@@ -185,6 +201,11 @@ atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.exa
 	if cfg.InsecureHTTP {
 		scheme = "http"
 	}
+	if distSrv != nil {
+		servers = append(servers, distSrv)
+		go func() { errc <- distSrv.Serve(distLn) }()
+		log.WithFields(logrus.Fields{"listen": distLn.Addr().String(), "scheme": "http", "public_url": cfg.HTTPPublicURL}).Info("atr serving CRL, OCSP and CA certificates over http")
+	}
 	log.WithFields(logrus.Fields{"listen": ln.Addr().String(), "scheme": scheme, "public_url": cfg.PublicURL}).Info("atr serving")
 	if a.ready != nil {
 		a.ready <- ln.Addr().String()
@@ -192,17 +213,28 @@ atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.exa
 
 	select {
 	case err := <-errc:
+		for _, s := range servers {
+			s.Close()
+		}
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: draining in-flight requests")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutting down: %w", err)
+	var shutdownErr error
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil && shutdownErr == nil {
+			shutdownErr = fmt.Errorf("shutting down: %w", err)
+		}
 	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving: %w", err)
+	if shutdownErr != nil {
+		return shutdownErr
+	}
+	for range servers {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving: %w", err)
+		}
 	}
 	log.Info("stopped")
 	return nil
