@@ -20,19 +20,16 @@ type OpenedEntry struct {
 
 // opening reads the stored opening of leaf idx; ErrNotFound for a leaf
 // without one (a ceremony entry, or a version 1 leaf).
-func (r *Registry) opening(ctx context.Context, idx int64) (string, translog.Opened, error) {
-	var row struct {
-		Agent  string `db:"agent_name"`
-		Opened string `db:"opened"`
+func (r *Registry) opening(ctx context.Context, idx int64) (translog.Opened, error) {
+	var opened string
+	if err := r.store.db.GetContext(ctx, &opened, r.store.db.Rebind(`SELECT opened FROM log_openings WHERE idx = ?`), idx); err != nil {
+		return translog.Opened{}, dbErr("log: reading an opening", err)
 	}
-	if err := r.store.db.GetContext(ctx, &row, r.store.db.Rebind(`SELECT agent_name, opened FROM log_openings WHERE idx = ?`), idx); err != nil {
-		return "", translog.Opened{}, dbErr("log: reading an opening", err)
-	}
-	o, err := translog.ParseOpened([]byte(row.Opened))
+	o, err := translog.ParseOpened([]byte(opened))
 	if err != nil {
-		return "", translog.Opened{}, fmt.Errorf("registry: log: stored opening of leaf %d: %v", idx, err)
+		return translog.Opened{}, fmt.Errorf("registry: log: stored opening of leaf %d: %v", idx, err)
 	}
-	return row.Agent, o, nil
+	return o, nil
 }
 
 // receipt builds the receipt of leaf idx (docs/transparency.md): the leaf, its
@@ -75,7 +72,7 @@ func (r *Registry) checkpointFor(ctx context.Context, minSize int64) (receiptChe
 
 // receiptAt builds the receipt of leaf idx against checkpoint cp (idx < cp.size).
 func (r *Registry) receiptAt(ctx context.Context, idx int64, cp receiptCheckpoint) ([]byte, error) {
-	_, o, err := r.opening(ctx, idx)
+	o, err := r.opening(ctx, idx)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +125,7 @@ func (r *Registry) OpenedEntries(ctx context.Context, a Actor, name string) ([]O
 		return nil, err
 	}
 	for _, idx := range idxs {
-		_, o, err := r.opening(ctx, idx)
+		o, err := r.opening(ctx, idx)
 		if err != nil {
 			return nil, err
 		}
@@ -161,7 +158,7 @@ func (r *Registry) VerifyWithReceipt(ctx context.Context, leafPEM, chainPEM []by
 
 // withReceipt adds the opening and receipt of a fresh issuance.
 func (r *Registry) withReceipt(ctx context.Context, iss *Issued) *Issued {
-	if _, o, err := r.opening(ctx, iss.LogIndex); err == nil {
+	if o, err := r.opening(ctx, iss.LogIndex); err == nil {
 		iss.Opened, _ = o.Marshal()
 	}
 	iss.Receipt = r.receiptOrNil(ctx, &iss.LogIndex)
