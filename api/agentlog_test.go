@@ -37,6 +37,11 @@ func TestAgentLogAndReceipts(t *testing.T) {
 		if r.LeafIndex != c.LogIndex || len(r.Opened.VRFProofs) != 3 {
 			t.Errorf("receipt: leaf %d with %d proofs; want leaf %d with every proof", r.LeafIndex, len(r.Opened.VRFProofs), c.LogIndex)
 		}
+		// No witness is configured: the log's own Ed25519 signature is not a
+		// cosignature (a newcomer found "witnessed": true here).
+		if r.Witnessed {
+			t.Errorf("receipt of leaf %d says witnessed with no witness configured", r.LeafIndex)
+		}
 		o, err := translog.ParseOpened(c.Opened)
 		if err != nil || len(o.VRFProofs) != 3 {
 			t.Errorf("opened: %d proofs, %v; want 3 (bot.team.alice, team.alice, alice)", len(o.VRFProofs), err)

@@ -67,7 +67,15 @@ func (r *Registry) checkpointFor(ctx context.Context, minSize int64) (receiptChe
 	if err != nil {
 		return receiptCheckpoint{}, fmt.Errorf("registry: receipt: own checkpoint: %v", err)
 	}
-	return receiptCheckpoint{note: cp, size: c.Size, witnessed: len(n.UnverifiedSigs) > 0}, nil
+	// Cosignatures are the signatures of other names: the log's own second
+	// signature (its Ed25519 key, under the origin) is not a witness.
+	witnessed := false
+	for _, sig := range n.UnverifiedSigs {
+		if sig.Name != c.Origin {
+			witnessed = true
+		}
+	}
+	return receiptCheckpoint{note: cp, size: c.Size, witnessed: witnessed}, nil
 }
 
 // receiptAt builds the receipt of leaf idx against checkpoint cp (idx < cp.size).

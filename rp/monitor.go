@@ -331,7 +331,11 @@ func (m Monitor) Scan(ctx context.Context, state MonitorState, watched []Watched
 			}
 			if name, ok := m.watches(e, byIndex, watched); ok {
 				res.Matched++
-				if !m.Known[e.Fingerprint] {
+				// Only issuances put a certificate in someone's hands; a revocation
+				// names a certificate whose issuance leaf was (or will be) examined,
+				// so the owner need not list every certificate it has since replaced.
+				issuance := e.Type == translog.EventRegister || e.Type == translog.EventRotate
+				if issuance && !m.Known[e.Fingerprint] {
 					res.Unknown = append(res.Unknown, Finding{Index: next, Entry: e, Watched: name})
 				}
 			}

@@ -384,3 +384,44 @@ func TestMonitorVersion1Leaves(t *testing.T) {
 		t.Errorf("found %v (matched %d, v2 from %d), want %v (matched 4, v2 from 5)", got, res.Matched, st.V2From, want)
 	}
 }
+
+// TestMonitorReportsIssuancesOnly replays a newcomer's false alarm: after renew and
+// revoke, the revoke leaf of the owner's own replaced certificate (no longer in --known)
+// was reported as an unknown certificate. Only issuance leaves name certificates the
+// owner must have asked for.
+func TestMonitorReportsIssuancesOnly(t *testing.T) {
+	ctx := context.Background()
+	k := newMonitorKeys(t)
+	acme := k.watched(t, "acme")
+	l := newMemLog(t, k.signer)
+	leaf := func(i int, typ translog.EventType, fp string) []byte {
+		e := translog.Entry{Type: typ, Time: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC), Fingerprint: fp, IssuerKeyID: "abcd", NameIndexes: []string{acme.Index}}
+		switch typ {
+		case translog.EventRotate:
+			e.Previous = fpOf(100)
+		case translog.EventRevoke:
+			e.Reason = "keyCompromise"
+		}
+		b, err := e.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	l.append(leaf(0, translog.EventRotate, fpOf(101)))   // the owner's current certificate
+	l.append(leaf(1, translog.EventRevoke, fpOf(100)))   // its replaced predecessor, revoked
+	l.append(leaf(2, translog.EventRevoke, fpOf(101)))   // the current one, revoked
+	l.append(leaf(3, translog.EventRegister, fpOf(102))) // someone else's issuance
+	l.size = 4
+	m := rp.Monitor{Log: l, LogVerifiers: k.verifier, VRFKey: &k.vrf.PublicKey, TrustDomain: monitorTD, Known: map[string]bool{fpOf(101): true}}
+	res, _, err := m.Scan(ctx, rp.MonitorState{}, []rp.Watched{acme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := foundIndexes(res); !slices.Equal(got, []int64{3}) {
+		t.Errorf("found %v, want only the unknown issuance at leaf 3", got)
+	}
+	if res.Matched != 4 {
+		t.Errorf("matched %d leaves, want 4 (every leaf under acme is examined)", res.Matched)
+	}
+}

@@ -676,8 +676,11 @@ func runAgentRegister(ctx context.Context, a *app, args []string) error {
 machine), send it with the owner's API key, check that the certificate
 returned certifies this key and names this agent, and write the certificate
 (CERT, leaf only) and its intermediates (--chain; default CERT with .pem
-replaced by .chain.pem) atomically. Prints the serial and the transparency
-log index. Refuses to overwrite an existing CERT unless --force.
+replaced by .chain.pem) atomically, and the certificate's transparency-log
+receipt to CERT with .pem replaced by .receipt.json (check it offline with
+'atr verify CERT --receipt'). Prints the serial, the SHA-256 fingerprint
+(keep it for 'atr log monitor --known') and the log index. Refuses to
+overwrite an existing CERT unless --force.
 
 `+exitStatusHelp,
 		`atr agent keygen --key agent.key
@@ -751,8 +754,8 @@ atr agent register --name billing-bot.acme --server https://127.0.0.1:8443 \
 	if err := writeReceipt(o.cert, issued.Receipt); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "registered agent %s (owner %s)\nserial: %s\nlog index: %d\nvalid: %s to %s\ncertificate: %s\nchain: %s\n",
-		name, issued.Owner, showSerial(issued.Serial), issued.LogIndex,
+	fmt.Fprintf(a.stdout, "registered agent %s (owner %s)\nserial: %s\nfingerprint SHA-256: %s\nlog index: %d\nvalid: %s to %s\ncertificate: %s\nchain: %s\n",
+		name, issued.Owner, showSerial(issued.Serial), certFingerprint(leaf), issued.LogIndex,
 		leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339), o.cert, o.chainFile())
 	if len(issued.Receipt) > 0 {
 		fmt.Fprintf(a.stdout, "log receipt: %s\n", receiptPath(o.cert))
@@ -1250,8 +1253,11 @@ atr agent renew --watch --key agent.key --cert agent.pem \
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "renewed: serial %s, valid until %s\ncertificate: %s\nkey: %s\nchain: %s\n",
-		ca.FormatSerial(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339), r.certFile, r.keyFile, r.chainFile)
+	fmt.Fprintf(a.stdout, "renewed: serial %s, valid until %s\nfingerprint SHA-256: %s\ncertificate: %s\nkey: %s\nchain: %s\n",
+		ca.FormatSerial(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339), certFingerprint(leaf), r.certFile, r.keyFile, r.chainFile)
+	if _, err := os.Stat(receiptPath(r.certFile)); err == nil {
+		fmt.Fprintf(a.stdout, "log receipt: %s\n", receiptPath(r.certFile))
+	}
 	return nil
 }
 
