@@ -198,7 +198,7 @@ usage error.`,
 		ro.witnesses = append(ro.witnesses, v)
 		return nil
 	})
-	fs.IntVar(&ro.threshold, "witness-threshold", -1, "how many --witness keys must have cosigned (default: all of them)")
+	fs.IntVar(&ro.threshold, "witness-threshold", -1, "how many --witness keys must have cosigned; -1: all of them")
 	envString(fs, a.lookupEnv, &stateFile, "state", "ATR_MONITOR_STATE", "", "the monitor's state file, JSON (created on the first run; required)")
 	fs.Func("watch", "an agent name or namespace to watch (repeatable; at least one)", func(v string) error {
 		watch = append(watch, v)

@@ -140,7 +140,7 @@ atr verify agent.pem --receipt agent.receipt.json --bundle bundle.pem --log-key 
 		ro.witnesses = append(ro.witnesses, v)
 		return nil
 	})
-	fs.IntVar(&ro.threshold, "witness-threshold", -1, "receipt: how many --witness keys must have cosigned (default: all of them)")
+	fs.IntVar(&ro.threshold, "witness-threshold", -1, "receipt: how many --witness keys must have cosigned; -1: all of them")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
 	pos, err := a.parseWithArgs(fs, args)
 	if err != nil {
