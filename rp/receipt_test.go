@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -24,40 +23,6 @@ import (
 	"github.com/agent-trust-registry/atr/registry/translog"
 	"github.com/agent-trust-registry/atr/rp"
 )
-
-// receiptWitness is a C2SP cosignature/v1 witness made for the test.
-type receiptWitness struct {
-	vkey   string
-	signer note.Signer
-}
-
-func newReceiptWitness(t *testing.T, name string) receiptWitness {
-	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := fnote.NewSignerForCosignatureV1(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return receiptWitness{vkey: vkey, signer: s}
-}
-
-// cosignNote appends w's cosignature line to the signed note msg.
-func cosignNote(t *testing.T, msg []byte, w receiptWitness) []byte {
-	t.Helper()
-	text, _, ok := strings.Cut(string(msg), "\n\n")
-	if !ok {
-		t.Fatalf("not a signed note: %q", msg)
-	}
-	signed, err := note.Sign(&note.Note{Text: text + "\n"}, w.signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, line, _ := strings.Cut(string(signed), "\n\n")
-	return append(append([]byte{}, msg...), line...)
-}
 
 // sigLines splits a signed note into its text (with the blank line) and its
 // signature lines (each with its newline).
@@ -160,7 +125,7 @@ func TestReceiptVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newReceiptWitness(t, "witness.test")
+	w := newWitness(t, "witness.test")
 	v := rp.ReceiptVerifier{
 		Roots: []*x509.Certificate{f.Root}, Intermediates: []*x509.Certificate{f.Intermediate},
 		TrustDomain:  registrytest.TrustDomain,
@@ -229,7 +194,7 @@ func TestReceiptVerify(t *testing.T) {
 	if len(kept) != 1 || len(lines) != 2 {
 		t.Fatalf("checkpoint signature lines %q; want an ECDSA and an Ed25519 one", lines)
 	}
-	base.Checkpoint = cosignNote(t, []byte(text+kept[0]), w)
+	base.Checkpoint = cosign(t, []byte(text+kept[0]), w)
 	baseBytes := marshalReceipt(t, base)
 	cert := der(first)
 	policy := rp.WitnessPolicy{Keys: []string{w.vkey}, Threshold: 1}
@@ -322,7 +287,7 @@ func TestReceiptVerify(t *testing.T) {
 	})
 	add("cosignature line removed", rp.ReasonWitnessPolicy, func(r *translog.Receipt) { r.Checkpoint = []byte(text + kept[0]) })
 	add("checkpoint of another tree size", rp.ReasonInclusion, func(r *translog.Receipt) {
-		r.Checkpoint = cosignNote(t, parseReceipt(t, first.Receipt).Checkpoint, w)
+		r.Checkpoint = cosign(t, parseReceipt(t, first.Receipt).Checkpoint, w)
 	})
 	add("opened name: the namespace", rp.ReasonOpening, func(r *translog.Receipt) { r.Opened.Name = "team.acme" })
 	add("opened name: another agent", rp.ReasonOpening, func(r *translog.Receipt) { r.Opened.Name = "other.acme" })
