@@ -55,15 +55,32 @@ func newLintRegistry() (lint.Registry, error) {
 	return r, nil
 }
 
+// profileLints are ATR's own lints of one certificate profile: agentLints
+// for agent leaves, serverLints (server.go) for the registry's TLS server
+// certificate. Each profile's certificates are linted with its own lints
+// only: an agent lint such as e_atr_one_uri_san never applies to a server
+// certificate, nor a server lint to an agent leaf.
+type profileLints func(c *x509.Certificate) []Finding
+
+// agentProfile returns the agent lints for the leaf of agent name.
+func (i *Issuer) agentProfile(name string) profileLints {
+	return func(c *x509.Certificate) []Finding { return i.agentLints(c, name) }
+}
+
 // lintTemplate signs tmpl over pub with the throwaway lint key under the
 // lint issuer, then runs zlint and the agent lints on the result. It
 // returns the lint certificate's DER, or a *LintError.
 func (i *Issuer) lintTemplate(tmpl *x509.Certificate, pub crypto.PublicKey, name string) ([]byte, error) {
+	return i.lintTemplateAs(tmpl, pub, i.agentProfile(name))
+}
+
+// lintTemplateAs is lintTemplate with the profile lints atr.
+func (i *Issuer) lintTemplateAs(tmpl *x509.Certificate, pub crypto.PublicKey, atr profileLints) ([]byte, error) {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, i.lintCert, pub, i.lintSigner)
 	if err != nil {
 		return nil, fmt.Errorf("ca: lint: signing with the lint key: %w", err)
 	}
-	findings, err := i.lintDER(der, name)
+	findings, err := i.lintDERAs(der, atr)
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +93,11 @@ func (i *Issuer) lintTemplate(tmpl *x509.Certificate, pub crypto.PublicKey, name
 // lintDER runs zlint and the agent lints on a DER certificate and returns
 // the error and fatal findings, sorted by lint name.
 func (i *Issuer) lintDER(der []byte, name string) ([]Finding, error) {
+	return i.lintDERAs(der, i.agentProfile(name))
+}
+
+// lintDERAs is lintDER with the profile lints atr.
+func (i *Issuer) lintDERAs(der []byte, atr profileLints) ([]Finding, error) {
 	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("ca: lint: zcrypto cannot parse the certificate: %w", err)
@@ -92,7 +114,7 @@ func (i *Issuer) lintDER(der []byte, name string) ([]Finding, error) {
 			findings = append(findings, Finding{Lint: lintName, Status: r.Status.String(), Details: r.Details})
 		}
 	}
-	findings = append(findings, i.agentLints(c, name)...)
+	findings = append(findings, atr(c)...)
 	sort.Slice(findings, func(a, b int) bool { return findings[a].Lint < findings[b].Lint })
 	return findings, nil
 }
@@ -111,7 +133,8 @@ const (
 )
 
 // agentLints are ATR's own lints of the agent profile, over the certificate
-// as crypto/x509 parses it. Names start with "e_atr_".
+// as crypto/x509 parses it: the agent identity, extended key usage and
+// lifetime, then leafLints. Names start with "e_atr_".
 func (i *Issuer) agentLints(c *x509.Certificate, name string) []Finding {
 	var out []Finding
 	fail := func(lintName, format string, args ...any) {
@@ -128,6 +151,28 @@ func (i *Issuer) agentLints(c *x509.Certificate, name string) []Finding {
 	if len(c.DNSNames)+len(c.EmailAddresses)+len(c.IPAddresses) > 0 {
 		fail("e_atr_no_other_sans", "DNS, email or IP SANs present")
 	}
+	want := i.leafEKUs()
+	if !slices.Equal(c.ExtKeyUsage, want) || len(c.UnknownExtKeyUsage) > 0 {
+		fail("e_atr_ext_key_usage", "extended key usage %v (+%d unknown), want %v", c.ExtKeyUsage, len(c.UnknownExtKeyUsage), want)
+	}
+	if d := c.NotAfter.Sub(c.NotBefore); d <= 0 || d > p.Lifetime+p.Backdate || d > MaxLeafLifetime+MaxBackdate {
+		fail("e_atr_lifetime", "validity %v exceeds profile lifetime %v + backdate %v", d, p.Lifetime, p.Backdate)
+	}
+	return append(out, i.leafLints(c)...)
+}
+
+// leafLints are ATR's lints every end-entity certificate of the issuer
+// passes, agent leaf or server certificate: empty subject, not a CA,
+// digitalSignature only, validity inside the issuer's, serial, key policy,
+// key identifiers, the profile's CRL and OCSP URLs, and only the profile's
+// extensions.
+func (i *Issuer) leafLints(c *x509.Certificate) []Finding {
+	var out []Finding
+	fail := func(lintName, format string, args ...any) {
+		out = append(out, Finding{Lint: lintName, Status: "error", Details: fmt.Sprintf(format, args...)})
+	}
+	p := i.profile
+
 	if !bytes.Equal(c.RawSubject, []byte{0x30, 0x00}) { // empty RDNSequence
 		fail("e_atr_empty_subject", "subject is %q, want empty", c.Subject.String())
 	}
@@ -139,15 +184,8 @@ func (i *Issuer) agentLints(c *x509.Certificate, name string) []Finding {
 	if c.KeyUsage != x509.KeyUsageDigitalSignature {
 		fail("e_atr_key_usage", "key usage %#x, want digitalSignature only", c.KeyUsage)
 	}
-	want := i.leafEKUs()
-	if !slices.Equal(c.ExtKeyUsage, want) || len(c.UnknownExtKeyUsage) > 0 {
-		fail("e_atr_ext_key_usage", "extended key usage %v (+%d unknown), want %v", c.ExtKeyUsage, len(c.UnknownExtKeyUsage), want)
-	}
 
-	// Validity within the profile and the issuer.
-	if d := c.NotAfter.Sub(c.NotBefore); d <= 0 || d > p.Lifetime+p.Backdate || d > MaxLeafLifetime+MaxBackdate {
-		fail("e_atr_lifetime", "validity %v exceeds profile lifetime %v + backdate %v", d, p.Lifetime, p.Backdate)
-	}
+	// Validity within the issuer.
 	if c.NotBefore.Before(i.cert.NotBefore) || c.NotAfter.After(i.cert.NotAfter) {
 		fail("e_atr_within_issuer_validity", "validity not inside the issuing certificate's")
 	}
@@ -181,7 +219,7 @@ func (i *Issuer) agentLints(c *x509.Certificate, name string) []Finding {
 	for _, e := range c.Extensions {
 		id := e.Id.String()
 		if !slices.Contains(allowed, id) {
-			fail("e_atr_extensions_allowed", "extension %v not in the agent profile", e.Id)
+			fail("e_atr_extensions_allowed", "extension %v not in the leaf profile", e.Id)
 		}
 		if seen[id] {
 			fail("e_atr_extensions_allowed", "extension %v repeated", e.Id)
