@@ -20,6 +20,7 @@ import (
 // revoked). Everything they serve is signed or public.
 var distributionPaths = []string{
 	"/v1/crl",
+	"/v1/crl/{keyid}",
 	"/v1/ocsp",
 	"/v1/ocsp/{req:.+}",
 	"/v1/ca/bundle",

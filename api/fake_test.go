@@ -278,6 +278,12 @@ func (fakeLog) Tile(_ context.Context, path string) ([]byte, error) {
 func (fakeLog) CRL(context.Context) ([]byte, time.Time, error) {
 	return []byte{0x30, 0x00}, time.Now().Add(time.Hour), nil
 }
+func (fakeLog) CRLOf(_ context.Context, keyID string) ([]byte, time.Time, error) {
+	if keyID != "0a0b" {
+		return nil, time.Time{}, fmt.Errorf("fake: crl %s: %w", keyID, registry.ErrNotFound)
+	}
+	return []byte{0x30, 0x00}, time.Now().Add(time.Hour), nil
+}
 func (fakeLog) OCSP(_ context.Context, req []byte) ([]byte, error) {
 	if len(req) == 0 {
 		return nil, errors.New("fake: empty")

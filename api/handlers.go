@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -280,6 +281,29 @@ func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("api: crl: %w", err)
 	}
+	return s.writeCRL(w, r, der, nextUpdate)
+}
+
+// handleCRLOf serves GET /v1/crl/{key id}: the CRL of one CA, named by its
+// subject key identifier in lowercase hex, the URL in the CRL distribution
+// point of the certificates it issued (leaves: their intermediate's CRL;
+// intermediates: their root's ceremony-signed CRL).
+func (s *Server) handleCRLOf(w http.ResponseWriter, r *http.Request) error {
+	if s.deps.Revocation == nil {
+		return errNotImplemented
+	}
+	keyID := mux.Vars(r)["keyid"]
+	if len(keyID) < 2 || len(keyID) > 128 || len(keyID)%2 != 0 || strings.Trim(keyID, "0123456789abcdef") != "" {
+		return &apiError{Status: http.StatusNotFound, Code: CodeNotFound, Message: "no CRL: the path names a CA by its subject key identifier in lowercase hex"}
+	}
+	der, nextUpdate, err := s.deps.Revocation.CRLOf(r.Context(), keyID)
+	if err != nil {
+		return fmt.Errorf("api: crl: %w", err)
+	}
+	return s.writeCRL(w, r, der, nextUpdate)
+}
+
+func (s *Server) writeCRL(w http.ResponseWriter, r *http.Request, der []byte, nextUpdate time.Time) error {
 	// A revocation must reach relying parties within a second, so caches may
 	// keep the CRL for one second only; the ETag makes revalidation cheap.
 	sum := sha256.Sum256(der)

@@ -68,6 +68,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/v1/ca/bundle", public: true, h: s.handleBundle},
 		{method: "GET", path: "/v1/ca/spiffe-bundle", public: true, h: s.handleSPIFFEBundle},
 		{method: "GET", path: "/v1/crl", public: true, h: s.handleCRL},
+		{method: "GET", path: "/v1/crl/{keyid}", public: true, h: s.handleCRLOf},
 		{method: "POST", path: "/v1/ocsp", public: true, bodyLimit: ocspBodyLimit, h: s.handleOCSPPost},
 		{method: "GET", path: "/v1/ocsp/{req:.+}", public: true, h: s.handleOCSPGet},
 		{method: "GET", path: "/v1/log/checkpoint", public: true, h: s.handleCheckpoint},

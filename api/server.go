@@ -64,7 +64,11 @@ type TransparencyLog interface {
 
 // Revocation serves /v1/crl and /v1/ocsp.
 type Revocation interface {
+	// CRL is the issuing CA's CRL; CRLOf the CRL of the CA with a given
+	// subject key identifier (hex): an issuing CA, current or earlier, or a
+	// root (its ceremony-signed CRL of intermediates).
 	CRL(ctx context.Context) ([]byte, time.Time, error)
+	CRLOf(ctx context.Context, keyID string) ([]byte, time.Time, error)
 	OCSP(ctx context.Context, req []byte) ([]byte, error)
 }
 

@@ -1,8 +1,10 @@
 package ca
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -55,14 +57,70 @@ func ReasonName(code int) string {
 	return names[code]
 }
 
-// SignCRL signs a complete CRL with the issuing key: CRL number number
+// Responder signs the revocation information (CRLs, OCSP responses) of one
+// CA through that CA's key on the token. Every issuing CA is one (see
+// Issuer.Responder); so is an older intermediate whose leaves are still
+// valid after a rotation, and the root when a ceremony signs its CRL of
+// revoked intermediates. It is safe for concurrent use.
+type Responder struct {
+	signer crypto.Signer
+	cert   *x509.Certificate
+}
+
+// NewResponder returns a Responder signing with signer for the CA of cert.
+// It checks that signer's public key is cert's and that cert is a CA allowed
+// to sign CRLs, with a subject key identifier (which names its CRL).
+func NewResponder(signer crypto.Signer, cert *x509.Certificate) (*Responder, error) {
+	if signer == nil || cert == nil {
+		return nil, errors.New("ca: new responder: nil signer or certificate")
+	}
+	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return nil, errors.New("ca: new responder: signer's public key does not match the CA certificate")
+	}
+	if !cert.BasicConstraintsValid || !cert.IsCA || cert.KeyUsage&x509.KeyUsageCRLSign == 0 {
+		return nil, errors.New("ca: new responder: certificate is not a CA allowed to sign CRLs")
+	}
+	if len(cert.SubjectKeyId) == 0 {
+		return nil, errors.New("ca: new responder: CA certificate has no subject key identifier")
+	}
+	return &Responder{signer: signer, cert: cert}, nil
+}
+
+// Responder returns the responder of the issuing CA (same key, same
+// certificate).
+func (i *Issuer) Responder() *Responder { return &Responder{signer: i.signer, cert: i.cert} }
+
+// Certificate returns the CA certificate the responder answers for.
+func (r *Responder) Certificate() *x509.Certificate { return r.cert }
+
+// KeyID returns the CA's subject key identifier as lowercase hex: what the
+// authority key identifier of every certificate it issued holds, and the
+// name of its CRL (/v1/crl/{key id}).
+func (r *Responder) KeyID() string { return KeyID(r.cert) }
+
+// KeyID returns c's subject key identifier as lowercase hex.
+func KeyID(c *x509.Certificate) string { return hex.EncodeToString(c.SubjectKeyId) }
+
+// SignCRL signs a complete CRL with the issuing key; see Responder.SignCRL.
+func (i *Issuer) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, revoked []x509.RevocationListEntry) ([]byte, error) {
+	return i.Responder().SignCRL(number, thisUpdate, nextUpdate, revoked)
+}
+
+// SignOCSP signs an OCSP response with the issuing key; see
+// Responder.SignOCSP.
+func (i *Issuer) SignOCSP(tmpl ocsp.Response) ([]byte, error) {
+	return i.Responder().SignOCSP(tmpl)
+}
+
+// SignCRL signs a complete CRL with the CA's key: CRL number number
 // (positive, at most 20 octets; keeping it monotonic is the caller's job),
 // thisUpdate and nextUpdate (after thisUpdate), and the revoked entries
 // (SerialNumber, RevocationTime and ReasonCode; reason codes are checked
 // with ReasonName, and unspecified (0) is omitted from the encoding as RFC
 // 5280 recommends). It returns the DER CRL after parsing it back and
 // checking its signature under the issuing certificate.
-func (i *Issuer) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, revoked []x509.RevocationListEntry) ([]byte, error) {
+func (r *Responder) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, revoked []x509.RevocationListEntry) ([]byte, error) {
 	if err := checkSerial(number); err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: CRL number: %w", err)
 	}
@@ -92,7 +150,7 @@ func (i *Issuer) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, revo
 		NextUpdate:                nextUpdate.UTC(),
 		RevokedCertificateEntries: entries,
 	}
-	der, err := x509.CreateRevocationList(rand.Reader, tmpl, i.cert, i.signer)
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, r.cert, r.signer)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: %w", err)
 	}
@@ -100,8 +158,8 @@ func (i *Issuer) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, revo
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: parsing result: %w", err)
 	}
-	if err := crl.CheckSignatureFrom(i.cert); err != nil {
-		return nil, fmt.Errorf("ca: sign CRL: signature does not verify under the issuing certificate: %w", err)
+	if err := crl.CheckSignatureFrom(r.cert); err != nil {
+		return nil, fmt.Errorf("ca: sign CRL: signature does not verify under the CA certificate: %w", err)
 	}
 	return der, nil
 }
@@ -113,7 +171,7 @@ func (i *Issuer) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, revo
 // RevocationReason accepted by ReasonName. IssuerHash defaults to SHA-1 (what
 // most clients send; callers answering a request should copy its hash
 // algorithm). The response is parsed back and its signature checked.
-func (i *Issuer) SignOCSP(tmpl ocsp.Response) ([]byte, error) {
+func (r *Responder) SignOCSP(tmpl ocsp.Response) ([]byte, error) {
 	if err := checkSerial(tmpl.SerialNumber); err != nil {
 		return nil, fmt.Errorf("ca: sign OCSP: serial: %w", err)
 	}
@@ -133,11 +191,11 @@ func (i *Issuer) SignOCSP(tmpl ocsp.Response) ([]byte, error) {
 		return nil, errors.New("ca: sign OCSP: need thisUpdate and a later nextUpdate")
 	}
 	tmpl.Certificate = nil
-	der, err := ocsp.CreateResponse(i.cert, i.cert, tmpl, i.signer)
+	der, err := ocsp.CreateResponse(r.cert, r.cert, tmpl, r.signer)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign OCSP: %w", err)
 	}
-	if _, err := ocsp.ParseResponse(der, i.cert); err != nil {
+	if _, err := ocsp.ParseResponse(der, r.cert); err != nil {
 		return nil, fmt.Errorf("ca: sign OCSP: parsing result: %w", err)
 	}
 	return der, nil

@@ -196,6 +196,12 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 	if r.issuer == nil {
 		return nil, nil, fmt.Errorf("registry: %s: no issuer configured: %w", kind, ErrUnavailable)
 	}
+	if revoked, err := r.issuerRevoked(ctx, ca.KeyID(r.issuer.Certificate())); err != nil {
+		return nil, nil, err
+	} else if revoked {
+		r.log.Error("the issuing CA was revoked by its root: issuance refused until a new intermediate is in service (scripts/ceremony/rotate-intermediate.sh, then restart)")
+		return nil, nil, fmt.Errorf("registry: %s: the issuing CA was revoked by its root: %w", kind, ErrUnavailable)
+	}
 	// Step 3: serial and linted TBS.
 	serial, err := ca.NewSerial(r.rand)
 	if err != nil {
@@ -234,7 +240,7 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 	}
 	fp := sha256.Sum256(cert.Raw)
 	rec := &CertificateRecord{Serial: serialHex, FingerprintSHA256: hex.EncodeToString(fp[:]), Status: CertIssued,
-		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), DER: cert.Raw}
+		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), DER: cert.Raw, IssuerKeyID: hex.EncodeToString(cert.AuthorityKeyId)}
 	// Step 6: one transaction for everything the issuance changes.
 	err = r.store.inTx(ctx, kind+": storing certificate", func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE pending_issuances SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`),
@@ -278,10 +284,14 @@ func insertCertificate(ctx context.Context, tx *sqlx.Tx, name string, rec *Certi
 	if rec.Predecessor != "" {
 		pred = &rec.Predecessor
 	}
+	var issuer *string
+	if rec.IssuerKeyID != "" {
+		issuer = &rec.IssuerKeyID
+	}
 	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO certificates
-		(serial, agent_name, fingerprint_sha256, status, predecessor_serial, der, log_index, not_before, not_after, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		rec.Serial, name, rec.FingerprintSHA256, CertIssued, pred, rec.DER, rec.LogIndex, dbTime(rec.NotBefore), dbTime(rec.NotAfter), dbTime(now))
+		(serial, agent_name, fingerprint_sha256, status, predecessor_serial, der, log_index, not_before, not_after, created_at, issuer_key_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		rec.Serial, name, rec.FingerprintSHA256, CertIssued, pred, rec.DER, rec.LogIndex, dbTime(rec.NotBefore), dbTime(rec.NotAfter), dbTime(now), issuer)
 	return dbErr("inserting certificate", err)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -44,6 +45,11 @@ type Config struct {
 	// Issuer signs agent certificates through the token. Without it Register
 	// and Rotate fail with ErrUnavailable (e.g. `atr apikey create`).
 	Issuer *ca.Issuer
+	// Responders are the revocation responders of earlier issuing CAs whose
+	// leaves may still be valid (intermediates replaced by a rotation, keys
+	// still on the token): each keeps its own CRL and OCSP answers. The
+	// Issuer's own responder is always there.
+	Responders []*ca.Responder
 	// Verifier builds chains to the token-held roots. Without it Verify and
 	// AuthenticateAgent fail with ErrUnavailable.
 	Verifier *ca.Verifier
@@ -181,7 +187,15 @@ func New(cfg Config) (*Registry, error) {
 		r.tlog.signerEd25519 = cfg.LogSignerEd25519
 	}
 	if cfg.Issuer != nil {
-		r.revocation = newRevocationService(cfg.Store, cfg.Issuer, cfg.Revocation, r.now, log.WithField("component", "revocation"))
+		r.revocation = newRevocationService(cfg.Store, cfg.Issuer, cfg.Revocation, r.now, log.WithField("component", "revocation"), cfg.Responders...)
+		roots, inters := cfg.Issuer.Chain()[1:], []*x509.Certificate{cfg.Issuer.Certificate()}
+		for _, resp := range cfg.Responders {
+			inters = append(inters, resp.Certificate())
+		}
+		if cfg.Verifier != nil {
+			roots, inters = append(roots, cfg.Verifier.Roots()...), append(inters, cfg.Verifier.Intermediates()...)
+		}
+		r.revocation.arl.setCAs(roots, inters)
 	}
 	return r, nil
 }
@@ -284,6 +298,9 @@ type CertificateRecord struct {
 	Predecessor, Successor                              string
 	LogIndex                                            int64
 	DER                                                 []byte
+	// IssuerKeyID is the issuing CA's subject key identifier (lowercase
+	// hex), set on certificates this process issues.
+	IssuerKeyID string
 }
 
 // Issued is the result of Register and Rotate.
@@ -325,6 +342,9 @@ const (
 	ReasonSuperseded         = "superseded"
 	ReasonUnknownCertificate = "unknown_certificate"
 	ReasonWrongUsage         = "wrong_usage"
+	// ReasonIssuerRevoked: the issuing intermediate was revoked by its root
+	// (a root CRL from `atr ceremony root-crl`).
+	ReasonIssuerRevoked = "issuer_revoked"
 )
 
 // APIKey describes an API key; the secret is never part of it.
@@ -347,7 +367,9 @@ type AuditEvent struct {
 }
 
 // Bundle returns the PEM CA bundle: the issuing certificate and the chain
-// above it, then the verifier's intermediates and roots, without duplicates.
+// above it, then the verifier's intermediates and roots, without duplicates
+// and without the intermediates a root CRL revoked (as of the last revision
+// this replica saw; every CRL, OCSP or verify request syncs it).
 func (r *Registry) Bundle() []byte {
 	var certs [][]byte
 	if r.issuer != nil {
@@ -363,7 +385,7 @@ func (r *Registry) Bundle() []byte {
 	var out []byte
 	seen := map[string]bool{}
 	for _, der := range certs {
-		if seen[string(der)] {
+		if seen[string(der)] || r.revokedByRoot(der) {
 			continue
 		}
 		seen[string(der)] = true

@@ -1,7 +1,25 @@
 package registry
 
 // Revocation channels: the full CRL (RFC 5280) and OCSP (RFC 6960), both
-// signed through the token by the issuing CA.
+// signed through the token, one responder per issuing CA.
+//
+// # One responder per issuer
+//
+// Every certificate row names its issuing CA (issuer_key_id, the leaf's
+// authority key identifier). After an intermediate rotation the previous
+// intermediate keeps a responder for as long as it is valid (its leaves
+// cannot outlive it): its own CRL at /v1/crl/{its key id} (the URL in its
+// leaves' CDP) with its own monotonic CRL numbers (crl_issuers), and OCSP
+// answers for requests whose CertID issuer hashes are its own. A request
+// naming one CA for a serial another CA issued is answered "unknown".
+//
+// # Revoked intermediates
+//
+// A root revokes an intermediate in a key ceremony (atr ceremony root-crl):
+// a root-signed CRL stored in root_crls (arl.go). From then on that CA's
+// leaves are revoked (reason cACompromise, at the intermediate's revocation
+// time, unless revoked earlier for their own reason) on its CRL and in OCSP,
+// Verify refuses them, and the bundles drop the intermediate.
 //
 // # Freshness across replicas
 //
@@ -123,39 +141,70 @@ type revocationService struct {
 	now     func() time.Time
 	log     *logrus.Entry
 
-	hashes  map[crypto.Hash]issuerHashes // the issuing CA's CertID hashes
-	flight  singleflight.Group
-	unknown *rate.Limiter // nil: never sign "unknown"
-	cache   *ocspCache
+	current    *responder            // the issuing CA: GET /v1/crl
+	responders map[string]*responder // by issuer key id: current and earlier issuing CAs
+	flight     singleflight.Group
+	unknown    *rate.Limiter // nil: never sign "unknown"
+	cache      *ocspCache
+	arl        *arlState // root CRLs and the intermediates they revoke
+}
+
+// responder is one issuing CA's revocation channel.
+type responder struct {
+	ca     *ca.Responder
+	keyID  string
+	hashes map[crypto.Hash]issuerHashes // its CertID hashes
 
 	mu      sync.Mutex // guards lastCRL
 	lastCRL *storedCRL
 }
 
+func newResponder(r *ca.Responder) (*responder, error) {
+	hashes, err := certIDHashes(r.Certificate())
+	if err != nil {
+		return nil, err
+	}
+	return &responder{ca: r, keyID: r.KeyID(), hashes: hashes}, nil
+}
+
 // newRevocationService returns the revocation channels of the issuing CA of
-// issuer over store. now is the clock (UTC).
-func newRevocationService(store *Store, issuer *ca.Issuer, cfg RevocationConfig, now func() time.Time, log *logrus.Entry) *revocationService {
+// issuer and of the earlier issuing CAs others over store. now is the clock
+// (UTC). Root CRLs are checked against the roots given to setCAs.
+func newRevocationService(store *Store, issuer *ca.Issuer, cfg RevocationConfig, now func() time.Time, log *logrus.Entry, others ...*ca.Responder) *revocationService {
 	cfg = cfg.withDefaults()
 	s := &revocationService{
-		store:   store,
-		db:      store.db,
-		dialect: store.dialect,
-		issuer:  issuer,
-		cfg:     cfg,
-		now:     func() time.Time { return now().UTC() },
-		log:     log,
-		cache:   newOCSPCache(cfg.OCSPCacheSize),
+		store:      store,
+		db:         store.db,
+		dialect:    store.dialect,
+		issuer:     issuer,
+		cfg:        cfg,
+		now:        func() time.Time { return now().UTC() },
+		log:        log,
+		cache:      newOCSPCache(cfg.OCSPCacheSize),
+		responders: map[string]*responder{},
+		arl:        newARLState(log),
 	}
 	if cfg.UnknownSignRate > 0 {
 		s.unknown = rate.NewLimiter(rate.Limit(cfg.UnknownSignRate), cfg.UnknownSignRate)
 	}
-	hashes, err := certIDHashes(issuer.Certificate())
-	if err != nil {
-		// Cannot happen for a parsed certificate; every request is then
-		// answered "unauthorized", which is safe.
-		log.WithError(err).Error("computing OCSP issuer hashes")
+	for k, r := range append([]*ca.Responder{issuer.Responder()}, others...) {
+		resp, err := newResponder(r)
+		if err != nil {
+			// Cannot happen for a parsed certificate; requests for that CA
+			// are then answered "unauthorized", which is safe.
+			log.WithError(err).WithField("issuer", r.KeyID()).Error("computing OCSP issuer hashes")
+			continue
+		}
+		if k == 0 {
+			s.current = resp
+		}
+		if _, dup := s.responders[resp.keyID]; !dup {
+			s.responders[resp.keyID] = resp
+		}
 	}
-	s.hashes = hashes
+	if s.current == nil {
+		s.current = &responder{ca: issuer.Responder(), keyID: issuer.Responder().KeyID()}
+	}
 	return s
 }
 
@@ -183,25 +232,31 @@ func (c *storedCRL) fresh(seq int64, now time.Time) bool {
 	return now.Before(refreshPoint(*c.ThisUpdate, *c.NextUpdate))
 }
 
-// crl returns the current full CRL (DER) and its nextUpdate, regenerating it
-// when it is stale (see the comment at the top of this file).
+// crl returns the issuing CA's current full CRL (DER) and its nextUpdate.
 func (s *revocationService) crl(ctx context.Context) ([]byte, time.Time, error) {
-	seq, err := s.revocationSeq(ctx, s.db)
+	return s.crlOf(ctx, s.current)
+}
+
+// crlOf returns the current full CRL (DER) of one issuing CA and its
+// nextUpdate, regenerating it when it is stale (see the comment at the top
+// of this file).
+func (s *revocationService) crlOf(ctx context.Context, r *responder) ([]byte, time.Time, error) {
+	seq, err := s.sync(ctx)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	s.mu.Lock()
-	cur := s.lastCRL
-	s.mu.Unlock()
+	r.mu.Lock()
+	cur := r.lastCRL
+	r.mu.Unlock()
 	if cur.fresh(seq, s.now()) {
 		return cur.DER, cur.NextUpdate.UTC(), nil
 	}
 	// The revision is part of the key: a fetch that saw a newer revision
 	// never joins a regeneration that started before it.
-	v, err, _ := s.flight.Do(fmt.Sprintf("crl|%d", seq), func() (any, error) {
+	v, err, _ := s.flight.Do(fmt.Sprintf("crl|%s|%d", r.keyID, seq), func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revocationFlightTimeout)
 		defer cancel()
-		return s.loadOrMakeCRL(fctx)
+		return s.loadOrMakeCRL(fctx, r)
 	})
 	if err != nil {
 		return nil, time.Time{}, err
@@ -215,9 +270,30 @@ func (s *revocationService) crl(ctx context.Context) ([]byte, time.Time, error) 
 // passed, so that the CRL is renewed even when nobody fetches it, and prunes
 // stored OCSP responses of expired certificates.
 func (s *revocationService) refresh(ctx context.Context) error {
-	_, _, crlErr := s.crl(ctx)
+	var errs []error
+	for _, r := range s.responders {
+		if !s.now().Before(r.ca.Certificate().NotAfter) {
+			continue // expired: so are all its leaves
+		}
+		if _, _, err := s.crlOf(ctx, r); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM ocsp_responses WHERE not_after < ?`), dbTime(s.now()))
-	return errors.Join(crlErr, dbErr("revocation: pruning OCSP responses", err))
+	return errors.Join(append(errs, dbErr("revocation: pruning OCSP responses", err))...)
+}
+
+// sync returns the current revocation revision, reloading the root CRLs
+// when it changed since they were last read (a new one bumps it).
+func (s *revocationService) sync(ctx context.Context) (int64, error) {
+	seq, err := s.revocationSeq(ctx, s.db)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.arl.syncAt(ctx, s.db, seq); err != nil {
+		return 0, err
+	}
+	return seq, nil
 }
 
 func (s *revocationService) revocationSeq(ctx context.Context, q sqlx.QueryerContext) (int64, error) {
@@ -228,26 +304,32 @@ func (s *revocationService) revocationSeq(ctx context.Context, q sqlx.QueryerCon
 	return seq, nil
 }
 
-// loadOrMakeCRL adopts the stored CRL if another replica made a fresh one,
-// else regenerates it under the crl_state row lock.
-func (s *revocationService) loadOrMakeCRL(ctx context.Context) (*storedCRL, error) {
-	const sel = `SELECT number, seq, der, this_update, next_update, stale_at FROM crl_state WHERE id = 1`
+// loadOrMakeCRL adopts the stored CRL of r if another replica made a fresh
+// one, else regenerates it under r's crl_issuers row lock.
+func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*storedCRL, error) {
+	const sel = `SELECT number, seq, der, this_update, next_update, stale_at FROM crl_issuers WHERE issuer_key_id = ?`
+	// A CA's first row continues the numbers of the single CRL of
+	// migration 002 (see migration 007).
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO crl_issuers (issuer_key_id, number, seq)
+		SELECT ?, number, -1 FROM crl_state WHERE id = 1 ON CONFLICT (issuer_key_id) DO NOTHING`), r.keyID); err != nil {
+		return nil, dbErr("crl: creating state", err)
+	}
 	var row storedCRL
-	if err := s.db.GetContext(ctx, &row, sel); err != nil {
+	if err := s.db.GetContext(ctx, &row, s.db.Rebind(sel), r.keyID); err != nil {
 		return nil, dbErr("crl: reading state", err)
 	}
 	seq, err := s.revocationSeq(ctx, s.db)
 	if err != nil {
 		return nil, err
 	}
-	if row.fresh(seq, s.now()) && s.signedByIssuer(row.DER) {
-		s.setCRL(&row)
+	if row.fresh(seq, s.now()) && signedBy(row.DER, r.ca.Certificate()) {
+		r.setCRL(&row)
 		return &row, nil
 	}
 	var out *storedCRL
 	err = s.store.inTx(ctx, "crl: regenerating", func(tx *sqlx.Tx) error {
 		var locked storedCRL
-		if err := tx.GetContext(ctx, &locked, sel+forUpdate(s.dialect)); err != nil {
+		if err := tx.GetContext(ctx, &locked, tx.Rebind(sel+forUpdate(s.dialect)), r.keyID); err != nil {
 			return dbErr("crl: locking state", err)
 		}
 		// The revision is read before the entries, so the CRL reflects at
@@ -258,42 +340,41 @@ func (s *revocationService) loadOrMakeCRL(ctx context.Context) (*storedCRL, erro
 			return err
 		}
 		now := s.now()
-		if locked.fresh(seq, now) && s.signedByIssuer(locked.DER) {
+		if locked.fresh(seq, now) && signedBy(locked.DER, r.ca.Certificate()) {
 			out = &locked // another replica won the lock and made it
 			return nil
 		}
-		made, n, err := s.makeCRL(ctx, tx, locked.Number+1, seq, now)
+		made, n, err := s.makeCRL(ctx, tx, r, locked.Number+1, seq, now)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE crl_state SET number = ?, seq = ?, der = ?, this_update = ?, next_update = ?, stale_at = ? WHERE id = 1`),
-			made.Number, made.Seq, made.DER, made.ThisUpdate, made.NextUpdate, made.StaleAt); err != nil {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE crl_issuers SET number = ?, seq = ?, der = ?, this_update = ?, next_update = ?, stale_at = ? WHERE issuer_key_id = ?`),
+			made.Number, made.Seq, made.DER, made.ThisUpdate, made.NextUpdate, made.StaleAt, r.keyID); err != nil {
 			return dbErr("crl: storing", err)
 		}
-		s.log.WithFields(logrus.Fields{"crl_number": made.Number, "entries": n, "revision": seq}).Info("CRL regenerated")
+		s.log.WithFields(logrus.Fields{"issuer": r.keyID, "crl_number": made.Number, "entries": n, "revision": seq}).Info("CRL regenerated")
 		out = made
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.setCRL(out)
+	r.setCRL(out)
 	return out, nil
 }
 
-func (s *revocationService) setCRL(c *storedCRL) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lastCRL == nil || c.Number >= s.lastCRL.Number {
-		s.lastCRL = c
+func (r *responder) setCRL(c *storedCRL) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lastCRL == nil || c.Number >= r.lastCRL.Number {
+		r.lastCRL = c
 	}
 }
 
-// signedByIssuer reports whether der is a CRL of the current issuing CA
-// (after an intermediate rotation the stored one is not).
-func (s *revocationService) signedByIssuer(der []byte) bool {
+// signedBy reports whether der is a CRL signed by the CA of cert.
+func signedBy(der []byte, cert *x509.Certificate) bool {
 	crl, err := x509.ParseRevocationList(der)
-	return err == nil && crl.CheckSignatureFrom(s.issuer.Certificate()) == nil
+	return err == nil && crl.CheckSignatureFrom(cert) == nil
 }
 
 // crlRow is a certificate that belongs on the CRL.
@@ -306,35 +387,48 @@ type crlRow struct {
 	NotBefore  time.Time  `db:"not_before"`
 }
 
-// makeCRL signs CRL number number: every unexpired revoked certificate with
-// its reason and time, and every unexpired superseded one whose grace period
-// ended, as superseded at the end of its grace period.
-func (s *revocationService) makeCRL(ctx context.Context, tx *sqlx.Tx, number, seq int64, now time.Time) (*storedCRL, int, error) {
+// makeCRL signs r's CRL number number: every unexpired certificate of r
+// that is revoked, with its reason and time, and every unexpired superseded
+// one whose grace period ended, as superseded at the end of its grace
+// period. When a root CRL revoked r, every unexpired certificate of r is on
+// it (revokedByCA).
+func (s *revocationService) makeCRL(ctx context.Context, tx *sqlx.Tx, r *responder, number, seq int64, now time.Time) (*storedCRL, int, error) {
+	revokedCA, caRevoked := s.arl.revoked(r.keyID)
 	var rows []crlRow
-	if err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT serial, status, revocation_reason, revoked_at, grace_until, not_before
+	q := `SELECT serial, status, revocation_reason, revoked_at, grace_until, not_before
 		FROM certificates
-		WHERE not_after > ? AND (status = ? OR (status = ? AND (grace_until IS NULL OR grace_until <= ?)))
-		ORDER BY serial`), dbTime(now), CertRevoked, CertSuperseded, dbTime(now)); err != nil {
+		WHERE issuer_key_id = ? AND not_after > ? AND (status = ? OR (status = ? AND (grace_until IS NULL OR grace_until <= ?)))
+		ORDER BY serial`
+	args := []any{r.keyID, dbTime(now), CertRevoked, CertSuperseded, dbTime(now)}
+	if caRevoked {
+		q = `SELECT serial, status, revocation_reason, revoked_at, grace_until, not_before
+			FROM certificates WHERE issuer_key_id = ? AND not_after > ? ORDER BY serial`
+		args = args[:2]
+	}
+	if err := tx.SelectContext(ctx, &rows, tx.Rebind(q), args...); err != nil {
 		return nil, 0, dbErr("crl: reading revoked certificates", err)
 	}
 	var staleAt []time.Time
 	if err := tx.SelectContext(ctx, &staleAt, tx.Rebind(`SELECT grace_until FROM certificates
-		WHERE status = ? AND grace_until > ? ORDER BY grace_until LIMIT 1`), CertSuperseded, dbTime(now)); err != nil {
+		WHERE status = ? AND grace_until > ? AND issuer_key_id = ? ORDER BY grace_until LIMIT 1`), CertSuperseded, dbTime(now), r.keyID); err != nil {
 		return nil, 0, dbErr("crl: reading next grace end", err)
 	}
 	entries := make([]x509.RevocationListEntry, 0, len(rows))
-	for _, r := range rows {
-		serial, ok := new(big.Int).SetString(r.Serial, 16)
+	for _, row := range rows {
+		serial, ok := new(big.Int).SetString(row.Serial, 16)
 		if !ok {
-			s.log.WithField("serial", r.Serial).Error("crl: unparsable serial in certificates; skipped")
+			s.log.WithField("serial", row.Serial).Error("crl: unparsable serial in certificates; skipped")
 			continue
 		}
-		st := effectiveStatus(r.Status, r.Reason, r.RevokedAt, r.GraceUntil, r.NotBefore, now, s.log)
+		st := effectiveStatus(row.Status, row.Reason, row.RevokedAt, row.GraceUntil, row.NotBefore, now, s.log)
+		if caRevoked {
+			st = revokedCA.overrides(st)
+		}
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: st.revokedAt, ReasonCode: st.reason})
 	}
 	this := now.Truncate(time.Second)
 	next := this.Add(s.cfg.CRLValidity)
-	der, err := s.issuer.SignCRL(big.NewInt(number), this, next, entries)
+	der, err := r.ca.SignCRL(big.NewInt(number), this, next, entries)
 	if err != nil {
 		return nil, 0, fmt.Errorf("registry: crl: signing: %w: %v", ErrUnavailable, err)
 	}
@@ -405,19 +499,22 @@ func effectiveStatus(status string, reason *string, revokedAt, graceUntil *time.
 }
 
 // certificateState reads one certificate's row by serial (primary key) and
-// returns its state at now; unknown serials have status ocsp.Unknown.
-func (s *revocationService) certificateState(ctx context.Context, serial string, now time.Time) (certState, error) {
+// returns its state at now as r states it; serials r never issued have
+// status ocsp.Unknown.
+func (s *revocationService) certificateState(ctx context.Context, r *responder, serial string, now time.Time) (certState, error) {
 	var row struct {
+		Serial     string     `db:"serial"`
 		Status     string     `db:"status"`
 		Reason     *string    `db:"revocation_reason"`
 		RevokedAt  *time.Time `db:"revoked_at"`
 		GraceUntil *time.Time `db:"grace_until"`
 		NotBefore  time.Time  `db:"not_before"`
 		NotAfter   time.Time  `db:"not_after"`
+		Issuer     *string    `db:"issuer_key_id"`
 	}
 	// Both spellings: a replica older than migration 004, still running during a
 	// rolling upgrade, writes serials without their leading zero nibble.
-	err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT status, revocation_reason, revoked_at, grace_until, not_before, not_after
+	err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT serial, status, revocation_reason, revoked_at, grace_until, not_before, not_after, issuer_key_id
 		FROM certificates WHERE serial IN (?, ?)`), serial, strings.TrimPrefix(serial, "0"))
 	if err != nil {
 		if err = dbErr("ocsp: reading certificate status", err); errors.Is(err, ErrNotFound) {
@@ -425,7 +522,19 @@ func (s *revocationService) certificateState(ctx context.Context, serial string,
 		}
 		return certState{}, err
 	}
+	issuer := ""
+	if row.Issuer != nil {
+		issuer = *row.Issuer
+	} else if issuer, err = s.store.issuerOf(ctx, row.Serial); err != nil {
+		return certState{}, err // a row from a replica older than migration 007
+	}
+	if issuer != r.keyID {
+		return certState{status: ocsp.Unknown}, nil // another CA's serial
+	}
 	st := effectiveStatus(row.Status, row.Reason, row.RevokedAt, row.GraceUntil, row.NotBefore, now, s.log)
+	if ca, revoked := s.arl.revoked(r.keyID); revoked {
+		st = ca.overrides(st)
+	}
 	st.notAfter = row.NotAfter.UTC()
 	return st, nil
 }
@@ -501,8 +610,35 @@ const (
 )
 
 // parseOCSPRequest parses an untrusted DER request and checks that it asks
-// about a certificate of our issuing CA. It never fails otherwise.
+// about a certificate of the CA with the given CertID hashes. It never fails
+// otherwise.
 func parseOCSPRequest(raw []byte, hashes map[crypto.Hash]issuerHashes) (*ocsp.Request, ocspVerdict) {
+	req, verdict := parseOCSPRequestOnly(raw)
+	if verdict != ocspOK {
+		return nil, verdict
+	}
+	if !hashesMatch(req, hashes) {
+		return nil, ocspUnauthorized
+	}
+	return req, ocspOK
+}
+
+// matchOCSPRequest parses an untrusted DER request and picks the responder
+// whose CertID hashes it names.
+func matchOCSPRequest(raw []byte, rs map[string]*responder) (*ocsp.Request, *responder, ocspVerdict) {
+	req, verdict := parseOCSPRequestOnly(raw)
+	if verdict != ocspOK {
+		return nil, nil, verdict
+	}
+	for _, r := range rs {
+		if hashesMatch(req, r.hashes) {
+			return req, r, ocspOK
+		}
+	}
+	return nil, nil, ocspUnauthorized
+}
+
+func parseOCSPRequestOnly(raw []byte) (*ocsp.Request, ocspVerdict) {
 	if len(raw) == 0 || len(raw) > MaxOCSPRequestSize {
 		return nil, ocspMalformed
 	}
@@ -513,11 +649,12 @@ func parseOCSPRequest(raw []byte, hashes map[crypto.Hash]issuerHashes) (*ocsp.Re
 	if req.SerialNumber.Sign() <= 0 || len(req.SerialNumber.Bytes()) > 20 {
 		return nil, ocspMalformed
 	}
-	want, ok := hashes[req.HashAlgorithm]
-	if !ok || subtle.ConstantTimeCompare(req.IssuerNameHash, want.name) != 1 || subtle.ConstantTimeCompare(req.IssuerKeyHash, want.key) != 1 {
-		return nil, ocspUnauthorized
-	}
 	return req, ocspOK
+}
+
+func hashesMatch(req *ocsp.Request, hashes map[crypto.Hash]issuerHashes) bool {
+	want, ok := hashes[req.HashAlgorithm]
+	return ok && subtle.ConstantTimeCompare(req.IssuerNameHash, want.name) == 1 && subtle.ConstantTimeCompare(req.IssuerKeyHash, want.key) == 1
 }
 
 // ocsp answers a DER OCSP request with a DER OCSP response: good, revoked
@@ -528,7 +665,7 @@ func parseOCSPRequest(raw []byte, hashes map[crypto.Hash]issuerHashes) (*ocsp.Re
 // a database or token failure (ErrUnavailable and friends). The returned
 // slice may be shared with other callers: do not modify it.
 func (s *revocationService) ocsp(ctx context.Context, raw []byte) ([]byte, error) {
-	req, verdict := parseOCSPRequest(raw, s.hashes)
+	req, r, verdict := matchOCSPRequest(raw, s.responders)
 	switch verdict {
 	case ocspMalformed:
 		return slices.Clone(ocsp.MalformedRequestErrorResponse), nil
@@ -537,18 +674,21 @@ func (s *revocationService) ocsp(ctx context.Context, raw []byte) ([]byte, error
 	}
 	serial := ca.FormatSerial(req.SerialNumber) // "" (unknown) for a zero or negative serial
 	now := s.now()
-	st, err := s.certificateState(ctx, serial, now)
+	if _, err := s.sync(ctx); err != nil {
+		return nil, err
+	}
+	st, err := s.certificateState(ctx, r, serial, now)
 	if err != nil {
 		return nil, err
 	}
-	key := ocspKey{serial: serial, alg: req.HashAlgorithm}
+	key := ocspKey{issuer: r.keyID, serial: serial, alg: req.HashAlgorithm}
 	if e := s.cache.get(key); e != nil && e.state.same(st) && now.Before(e.refreshAt) {
 		return e.der, nil
 	}
-	v, err, _ := s.flight.Do("ocsp|"+serial+"|"+hashName(req.HashAlgorithm)+"|"+st.flightKey(), func() (any, error) {
+	v, err, _ := s.flight.Do("ocsp|"+r.keyID+"|"+serial+"|"+hashName(req.HashAlgorithm)+"|"+st.flightKey(), func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revocationFlightTimeout)
 		defer cancel()
-		return s.ocspResponse(fctx, key, req.SerialNumber, st)
+		return s.ocspResponse(fctx, r, key, req.SerialNumber, st)
 	})
 	if err != nil {
 		return nil, err
@@ -558,7 +698,7 @@ func (s *revocationService) ocsp(ctx context.Context, raw []byte) ([]byte, error
 
 // ocspResponse returns a response stating st for key: from the cache, from
 // ocsp_responses, or freshly signed (and then stored and cached).
-func (s *revocationService) ocspResponse(ctx context.Context, key ocspKey, serial *big.Int, st certState) ([]byte, error) {
+func (s *revocationService) ocspResponse(ctx context.Context, r *responder, key ocspKey, serial *big.Int, st certState) ([]byte, error) {
 	now := s.now()
 	if e := s.cache.get(key); e != nil && e.state.same(st) && now.Before(e.refreshAt) {
 		return e.der, nil // a flight that ended just before ours cached it
@@ -615,7 +755,7 @@ func (s *revocationService) ocspResponse(ctx context.Context, key ocspKey, seria
 	if st.status == ocsp.Revoked {
 		tmpl.RevokedAt, tmpl.RevocationReason = st.revokedAt, st.reason
 	}
-	der, err := s.issuer.SignOCSP(tmpl)
+	der, err := r.ca.SignOCSP(tmpl)
 	if err != nil {
 		return nil, fmt.Errorf("registry: ocsp: signing: %w: %v", ErrUnavailable, err)
 	}
@@ -682,6 +822,7 @@ func decodeOCSPGet(path string) ([]byte, error) {
 // The bounded in-process cache of signed OCSP responses.
 
 type ocspKey struct {
+	issuer string // the responder's key id
 	serial string
 	alg    crypto.Hash
 }

@@ -49,6 +49,12 @@ func (r *Registry) Verify(ctx context.Context, leafPEM, chainPEM []byte) (*Verif
 		res.Reason = verifyReason(err)
 		return res, nil
 	}
+	if revoked, err := r.issuerRevoked(ctx, hex.EncodeToString(leaf.AuthorityKeyId)); err != nil {
+		return nil, err
+	} else if revoked {
+		res.Reason = ReasonIssuerRevoked
+		return res, nil
+	}
 	row, err := r.verifyStatus(ctx, res.FingerprintSHA256)
 	if errors.Is(err, ErrNotFound) {
 		res.Reason = ReasonUnknownCertificate
@@ -113,6 +119,11 @@ func (r *Registry) AuthenticateAgent(ctx context.Context, chain []*x509.Certific
 	}
 	if err := r.verify.Verify(chain[0], chain[1:], r.now()); err != nil {
 		return fail(verifyReason(err))
+	}
+	if revoked, err := r.issuerRevoked(ctx, hex.EncodeToString(chain[0].AuthorityKeyId)); err != nil {
+		return nil, err
+	} else if revoked {
+		return fail(ReasonIssuerRevoked)
 	}
 	name, err := ca.AgentName(chain[0], r.cfg.TrustDomain)
 	if err != nil {

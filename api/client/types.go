@@ -116,7 +116,7 @@ type AgentList struct {
 
 // VerifyResult is the answer of POST /v1/verify. Reason is set when Verified is false and
 // is one of untrusted_chain, expired, not_yet_valid, revoked, superseded,
-// unknown_certificate, wrong_usage.
+// unknown_certificate, wrong_usage, issuer_revoked.
 type VerifyResult struct {
 	Verified          bool       `json:"verified"`
 	Agent             string     `json:"agent,omitempty"`

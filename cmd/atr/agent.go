@@ -952,6 +952,8 @@ func explainRenewal(ctx context.Context, c rotator, name string, leaf *x509.Cert
 		msg = fmt.Sprintf("renewing %s: the server refused: the certificate (serial %s) is revoked; a revoked certificate cannot be renewed: register the agent again with an API key", name, serial)
 	case "superseded":
 		msg = fmt.Sprintf("renewing %s: the server refused: the certificate (serial %s) was superseded by a newer one; renew with the agent's current certificate", name, serial)
+	case "issuer_revoked":
+		msg = fmt.Sprintf("renewing %s: the server refused: the intermediate CA that issued the certificate (serial %s) was revoked by its root; register the agent again with an API key", name, serial)
 	case "unknown_certificate", "untrusted_chain":
 		msg = fmt.Sprintf("renewing %s: the server refused: it does not know the certificate (serial %s): check --server and --ca-bundle", name, serial)
 	default:

@@ -1,0 +1,323 @@
+package registry
+
+// Root CRLs (ARLs): CRLs signed by a root in a key ceremony (`atr ceremony
+// root-crl`), listing the intermediates that root revoked. They are stored
+// in root_crls (migration 007), served at /v1/crl/{root key id} (the URL in
+// the intermediates' CRL distribution point) and applied by every replica:
+// a revoked intermediate's leaves are revoked on its CRL and in OCSP,
+// Verify refuses them, issuance under it stops and the bundles drop it.
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/crypto/ocsp"
+
+	"github.com/agent-trust-registry/atr/ca"
+)
+
+// revokedCA is an intermediate a root CRL lists.
+type revokedCA struct {
+	keyID  string // the intermediate's subject key identifier, hex
+	serial string
+	at     time.Time
+	reason int // the root CRL's reason code for the intermediate
+}
+
+// overrides returns what OCSP and the CRL state about a leaf of the revoked
+// CA whose own state is st: revoked at the CA's revocation time, with reason
+// cACompromise (or the root CRL's own reason when it is a benign one such as
+// superseded or cessationOfOperation), unless the leaf was revoked earlier
+// for its own reason.
+func (c revokedCA) overrides(st certState) certState {
+	if st.status == ocsp.Revoked && !st.revokedAt.After(c.at) {
+		return st
+	}
+	reason := ocsp.CACompromise
+	switch c.reason {
+	case ocsp.Superseded, ocsp.CessationOfOperation, ocsp.AffiliationChanged, ocsp.PrivilegeWithdrawn:
+		reason = c.reason
+	}
+	return certState{status: ocsp.Revoked, reason: reason, revokedAt: c.at.UTC(), notAfter: st.notAfter}
+}
+
+// rootCRL is the newest stored CRL of one root.
+type rootCRL struct {
+	der        []byte
+	number     *big.Int
+	nextUpdate time.Time
+}
+
+// arlState is what this replica knows of the root CRLs, reloaded whenever
+// the revocation revision changes (a new root CRL bumps it).
+type arlState struct {
+	log *logrus.Entry
+
+	mu         sync.RWMutex
+	seq        int64                        // revision loaded at; -1: never
+	roots      map[string]*x509.Certificate // trust anchors by key id
+	inters     []*x509.Certificate          // every known intermediate
+	crls       map[string]rootCRL           // by root key id
+	revokedCAs map[string]revokedCA         // by intermediate key id
+}
+
+func newARLState(log *logrus.Entry) *arlState {
+	return &arlState{log: log, seq: -1, roots: map[string]*x509.Certificate{}, crls: map[string]rootCRL{}, revokedCAs: map[string]revokedCA{}}
+}
+
+// setCAs gives the roots whose CRLs count and the intermediates they may
+// revoke, and forces a reload.
+func (a *arlState) setCAs(roots, intermediates []*x509.Certificate) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range roots {
+		a.roots[ca.KeyID(r)] = r
+	}
+	a.inters = append(a.inters, intermediates...)
+	a.seq = -1
+}
+
+// revoked reports whether a root CRL revoked the intermediate with key id
+// keyID, as of the last sync.
+func (a *arlState) revoked(keyID string) (revokedCA, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	c, ok := a.revokedCAs[keyID]
+	return c, ok
+}
+
+// rootCRL returns the newest CRL of the root with key id keyID.
+func (a *arlState) rootCRL(keyID string) (rootCRL, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	c, ok := a.crls[keyID]
+	return c, ok
+}
+
+// syncAt reloads the root CRLs unless they were loaded at revision seq.
+func (a *arlState) syncAt(ctx context.Context, q sqlx.QueryerContext, seq int64) error {
+	a.mu.RLock()
+	loaded := a.seq
+	a.mu.RUnlock()
+	if loaded == seq {
+		return nil
+	}
+	rows, err := latestRootCRLs(ctx, q)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	crls := map[string]rootCRL{}
+	revoked := map[string]revokedCA{}
+	for _, row := range rows {
+		root := a.roots[row.Root]
+		crl, err := checkRootCRL(row.DER, root)
+		if err != nil {
+			// Only PublishRootCRL writes the table, after the same check.
+			a.log.WithError(err).WithField("root", row.Root).Error("stored root CRL does not verify; ignored")
+			continue
+		}
+		crls[row.Root] = rootCRL{der: row.DER, number: crl.Number, nextUpdate: crl.NextUpdate.UTC()}
+		for _, e := range crl.RevokedCertificateEntries {
+			for _, in := range a.inters {
+				if in.SerialNumber.Cmp(e.SerialNumber) == 0 && bytes.Equal(in.AuthorityKeyId, root.SubjectKeyId) {
+					revoked[ca.KeyID(in)] = revokedCA{keyID: ca.KeyID(in), serial: ca.FormatSerial(in.SerialNumber), at: e.RevocationTime.UTC(), reason: e.ReasonCode}
+				}
+			}
+		}
+	}
+	for k, c := range revoked {
+		if _, was := a.revokedCAs[k]; !was {
+			a.log.WithFields(logrus.Fields{"intermediate": k, "serial": c.serial, "revoked_at": c.at.Format(time.RFC3339)}).Warn("intermediate revoked by its root: its leaves are no longer trusted")
+		}
+	}
+	a.crls, a.revokedCAs, a.seq = crls, revoked, seq
+	return nil
+}
+
+type rootCRLRow struct {
+	Root string `db:"root_key_id"`
+	DER  []byte `db:"der"`
+}
+
+func latestRootCRLs(ctx context.Context, q sqlx.QueryerContext) ([]rootCRLRow, error) {
+	var rows []rootCRLRow
+	err := sqlx.SelectContext(ctx, q, &rows, `SELECT c.root_key_id, c.der FROM root_crls c
+		JOIN (SELECT root_key_id, MAX(number) AS n FROM root_crls GROUP BY root_key_id) m
+		ON c.root_key_id = m.root_key_id AND c.number = m.n`)
+	return rows, dbErr("root CRL: reading", err)
+}
+
+// checkRootCRL parses der and checks that root signed it.
+func checkRootCRL(der []byte, root *x509.Certificate) (*x509.RevocationList, error) {
+	if root == nil {
+		return nil, errors.New("not signed by a known root")
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, fmt.Errorf("parsing: %w", err)
+	}
+	if err := crl.CheckSignatureFrom(root); err != nil {
+		return nil, fmt.Errorf("signature: %w", err)
+	}
+	if crl.Number == nil || crl.Number.Sign() <= 0 {
+		return nil, errors.New("no positive CRL number")
+	}
+	return crl, nil
+}
+
+// PublishRootCRL stores der, a CRL signed by one of roots (a root key
+// ceremony's output), as that root's current CRL. It refuses (ErrInvalid) a
+// CRL no root signed, one without a CRL number, and (ErrConflict) one whose
+// number is not above every stored CRL of that root, so numbers stay
+// monotonic and an older list can never replace a newer one. It returns the
+// root's key id. Every replica applies it at its next revision.
+func (s *Store) PublishRootCRL(ctx context.Context, der []byte, roots []*x509.Certificate) (string, error) {
+	var root *x509.Certificate
+	var crl *x509.RevocationList
+	for _, r := range roots {
+		if c, err := checkRootCRL(der, r); err == nil {
+			root, crl = r, c
+			break
+		}
+	}
+	if root == nil {
+		return "", invalid("root CRL: not a CRL signed by a trusted root", nil)
+	}
+	keyID := ca.KeyID(root)
+	if !crl.Number.IsInt64() {
+		return "", invalid("root CRL: CRL number too large", nil)
+	}
+	number := crl.Number.Int64()
+	err := s.inTx(ctx, "root CRL: publishing", func(tx *sqlx.Tx) error {
+		var max []int64
+		if err := tx.SelectContext(ctx, &max, tx.Rebind(`SELECT number FROM root_crls WHERE root_key_id = ? ORDER BY number DESC LIMIT 1`+forUpdate(s.dialect)), keyID); err != nil {
+			return dbErr("root CRL: reading", err)
+		}
+		if len(max) > 0 && number <= max[0] {
+			return fmt.Errorf("registry: root CRL: number %d is not above the published %d: %w", number, max[0], ErrConflict)
+		}
+		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO root_crls (root_key_id, number, der, this_update, next_update, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
+			keyID, number, der, dbTime(crl.ThisUpdate), dbTime(crl.NextUpdate), dbTime(time.Now()))
+		return dbErr("root CRL: storing", err)
+	})
+	if err != nil {
+		return "", err
+	}
+	return keyID, nil
+}
+
+// LatestRootCRL returns the published CRL of the root with key id keyID
+// (DER), or ErrNotFound.
+func (s *Store) LatestRootCRL(ctx context.Context, keyID string) ([]byte, error) {
+	var der []byte
+	err := s.db.GetContext(ctx, &der, s.db.Rebind(`SELECT der FROM root_crls WHERE root_key_id = ? ORDER BY number DESC LIMIT 1`), keyID)
+	return der, dbErr("root CRL: reading", err)
+}
+
+// issuerOf returns the issuer key id of the certificate with serial, from
+// its DER, and stores it in the row (a row written before migration 007).
+func (s *Store) issuerOf(ctx context.Context, serial string) (string, error) {
+	var der []byte
+	if err := s.db.GetContext(ctx, &der, s.db.Rebind(`SELECT der FROM certificates WHERE serial = ?`), serial); err != nil {
+		return "", dbErr("reading certificate", err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return "", fmt.Errorf("registry: certificate %s: stored DER does not parse: %v", serial, err)
+	}
+	id := hex.EncodeToString(c.AuthorityKeyId)
+	_, err = s.db.ExecContext(ctx, s.db.Rebind(`UPDATE certificates SET issuer_key_id = ? WHERE serial = ? AND issuer_key_id IS NULL`), id, serial)
+	return id, dbErr("recording certificate issuer", err)
+}
+
+// BackfillIssuers fills the issuer key id of certificate rows that have none
+// (written before migration 007, or by an older replica during a rolling
+// upgrade) from their DER, and returns how many it filled. serve runs it at
+// start-up and on every maintenance tick.
+func (r *Registry) BackfillIssuers(ctx context.Context) (int, error) {
+	n := 0
+	for {
+		var serials []string
+		if err := r.store.db.SelectContext(ctx, &serials, `SELECT serial FROM certificates WHERE issuer_key_id IS NULL LIMIT 500`); err != nil {
+			return n, dbErr("backfilling issuers", err)
+		}
+		if len(serials) == 0 {
+			return n, nil
+		}
+		for _, s := range serials {
+			if _, err := r.store.issuerOf(ctx, s); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+}
+
+// rootCRL returns the published CRL of the root with key id keyID (DER)
+// and its nextUpdate, as of the last revision this replica saw; ErrNotFound
+// when that root published none.
+func (r *Registry) rootCRL(ctx context.Context, keyID string) ([]byte, time.Time, error) {
+	if r.revocation == nil {
+		return nil, time.Time{}, fmt.Errorf("registry: crl: no issuer configured: %w", ErrUnavailable)
+	}
+	if _, err := r.revocation.sync(ctx); err != nil {
+		return nil, time.Time{}, err
+	}
+	c, ok := r.revocation.arl.rootCRL(keyID)
+	if !ok {
+		return nil, time.Time{}, fmt.Errorf("registry: crl: no CRL for %q: %w", keyID, ErrNotFound)
+	}
+	return c.der, c.nextUpdate, nil
+}
+
+// CRLOf returns the current CRL (DER) of the CA with subject key identifier
+// keyID (lowercase hex) and its nextUpdate: an issuing CA's CRL of agent
+// certificates (made per issuer, for the current and every earlier issuing
+// CA still valid), or a root's published CRL of intermediates. ErrNotFound
+// for any other key id.
+func (r *Registry) CRLOf(ctx context.Context, keyID string) ([]byte, time.Time, error) {
+	if r.revocation == nil {
+		return nil, time.Time{}, fmt.Errorf("registry: crl: no issuer configured: %w", ErrUnavailable)
+	}
+	if resp, ok := r.revocation.responders[keyID]; ok {
+		return r.revocation.crlOf(ctx, resp)
+	}
+	return r.rootCRL(ctx, keyID)
+}
+
+// issuerRevoked reports whether a root CRL revoked the CA with key id keyID,
+// after syncing with the current revision.
+func (r *Registry) issuerRevoked(ctx context.Context, keyID string) (bool, error) {
+	if r.revocation == nil {
+		return false, nil
+	}
+	if _, err := r.revocation.sync(ctx); err != nil {
+		return false, err
+	}
+	_, revoked := r.revocation.arl.revoked(keyID)
+	return revoked, nil
+}
+
+// revokedByRoot reports whether der is an intermediate a root CRL revoked.
+func (r *Registry) revokedByRoot(der []byte) bool {
+	if r.revocation == nil {
+		return false
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return false
+	}
+	_, revoked := r.revocation.arl.revoked(ca.KeyID(c))
+	return revoked
+}
