@@ -31,6 +31,7 @@ const (
 	EventAPIKeyCreate EventType = "apikey_create" // API key KeyID created
 	EventAPIKeyRevoke EventType = "apikey_revoke" // API key KeyID revoked
 	EventCeremony     EventType = "ceremony"      // CA ceremony (e.g. intermediate rotation)
+	EventServerCert   EventType = "server_cert"   // the registry's own TLS server certificate issued (version 2 only)
 )
 
 func (t EventType) valid() bool {
@@ -55,6 +56,12 @@ func (t EventType) valid() bool {
 //	{"v":2,"type":"rotate","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"…",
 //	 "issuer_key_id":"…","name_indexes":["…","…"],"previous_fingerprint_sha256":"…"}
 //
+// A version 2 server_cert entry (the registry's own TLS server certificate,
+// which is public):
+//
+//	{"v":2,"type":"server_cert","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"…",
+//	 "issuer_key_id":"…","certificate":"MIIB…"}
+//
 // Version 1 (before the upgrade; names in clear):
 //
 //	{"v":1,"type":"rotate","time":"2026-01-02T03:04:05Z","agent":"billing-bot.acme",
@@ -71,8 +78,10 @@ type Entry struct {
 	// intermediate rotation ceremony) replaces.
 	Previous string
 	Reason   string // RFC 5280 reason name (revoke; v1: apikey_revoke)
-	// Certificate is the certificate DER: v2 only for ceremony entries (CA
-	// certificates are public); v1 optional for every type.
+	// Certificate is the certificate DER: v2 only for ceremony and
+	// server_cert entries (CA certificates and the registry's TLS server
+	// certificate are public, and carry no tenant data); v1 optional for
+	// every type.
 	Certificate []byte
 
 	// Version 2 only.
@@ -171,10 +180,13 @@ func (e Entry) Validate() error {
 }
 
 // validateV2 checks a version 2 entry: no tenant plaintext at all, the fields
-// each type needs, nothing else.
+// each type needs, nothing else. Agent entries (register, rotate, revoke)
+// carry name indexes and never a certificate; ceremony and server_cert
+// entries carry the (public) certificate and no name indexes; server_cert
+// entries carry neither a previous fingerprint nor a reason.
 func (e Entry) validateV2() error {
 	switch e.Type {
-	case EventRegister, EventRotate, EventRevoke, EventCeremony:
+	case EventRegister, EventRotate, EventRevoke, EventCeremony, EventServerCert:
 	default:
 		return fmt.Errorf("%w: entry v2: type %q", ErrInvalid, e.Type)
 	}
@@ -193,12 +205,12 @@ func (e Entry) validateV2() error {
 	if !isLowerHex(e.IssuerKeyID) || len(e.IssuerKeyID)%2 != 0 || len(e.IssuerKeyID) > 128 {
 		return fmt.Errorf("%w: entry v2: issuer_key_id must be lowercase hex of at most 64 bytes", ErrInvalid)
 	}
-	agentEvent := e.Type != EventCeremony
+	agentEvent := e.Type != EventCeremony && e.Type != EventServerCert
 	switch {
 	case agentEvent && (len(e.NameIndexes) == 0 || len(e.NameIndexes) > MaxNameIndexes):
 		return fmt.Errorf("%w: entry v2: %s needs 1 to %d name_indexes", ErrInvalid, e.Type, MaxNameIndexes)
 	case !agentEvent && len(e.NameIndexes) > 0:
-		return fmt.Errorf("%w: entry v2: ceremony entries have no name_indexes", ErrInvalid)
+		return fmt.Errorf("%w: entry v2: %s entries have no name_indexes", ErrInvalid, e.Type)
 	}
 	for _, ix := range e.NameIndexes {
 		if !isHexFingerprint(ix) {
@@ -220,8 +232,8 @@ func (e Entry) validateV2() error {
 	if err := validText("reason", e.Reason, false); err != nil {
 		return err
 	}
-	if (e.Type == EventCeremony) != (len(e.Certificate) > 0) {
-		return fmt.Errorf("%w: entry v2: a certificate is carried by ceremony entries only, and always", ErrInvalid)
+	if agentEvent == (len(e.Certificate) > 0) {
+		return fmt.Errorf("%w: entry v2: a certificate is carried by ceremony and server_cert entries only, and always", ErrInvalid)
 	}
 	return nil
 }

@@ -33,6 +33,7 @@ func validEntries() map[string]Entry {
 		"v2 revoke":        {Version: EntryVersion, Type: EventRevoke, Time: testTime.Add(123456789 * time.Nanosecond), Fingerprint: testFP, IssuerKeyID: testSKI, NameIndexes: testIx[:1], Reason: "keyCompromise"},
 		"v2 ceremony":      {Version: EntryVersion, Type: EventCeremony, Time: testTime, Fingerprint: testFP, IssuerKeyID: testSKI, Certificate: []byte{0x30, 0x03, 0x02, 0x01, 0x01}},
 		"v2 ceremony rot":  {Version: EntryVersion, Type: EventCeremony, Time: testTime, Fingerprint: testFP, IssuerKeyID: testSKI, Certificate: []byte{0x30, 0x03, 0x02, 0x01, 0x01}, Previous: testPrev},
+		"v2 server_cert":   {Version: EntryVersion, Type: EventServerCert, Time: testTime, Fingerprint: testFP, IssuerKeyID: testSKI, Certificate: []byte{0x30, 0x03, 0x02, 0x01, 0x01}},
 	}
 }
 
@@ -179,6 +180,52 @@ func TestMarshalRefuses(t *testing.T) {
 			mutate(&e)
 			if _, err := e.Marshal(); !errors.Is(err, ErrInvalid) {
 				t.Errorf("Marshal error = %v, want ErrInvalid", err)
+			}
+		})
+	}
+}
+
+// TestEntryServerCert: a server_cert entry (the registry's own TLS server
+// certificate) is version 2 only, carries the certificate DER, the
+// fingerprint and the issuer key ID, and nothing an agent entry carries.
+func TestEntryServerCert(t *testing.T) {
+	base := validEntries()["v2 server_cert"]
+	b, err := base.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"v":2,"type":"server_cert","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"` + testFP + `","issuer_key_id":"` + testSKI + `","certificate":"MAMCAQE="}`
+	if string(b) != want {
+		t.Errorf("Marshal =\n%s\nwant\n%s", b, want)
+	}
+	for name, mutate := range map[string]func(e *Entry){
+		"name indexes":   func(e *Entry) { e.NameIndexes = testIx },
+		"no certificate": func(e *Entry) { e.Certificate = nil },
+		"previous":       func(e *Entry) { e.Previous = testPrev },
+		"reason":         func(e *Entry) { e.Reason = "superseded" },
+		"agent":          func(e *Entry) { e.Agent = "billing-bot.acme" },
+		"serial":         func(e *Entry) { e.Serial = "0a1b" },
+		"actor":          func(e *Entry) { e.Actor = "system" },
+		"no issuer":      func(e *Entry) { e.IssuerKeyID = "" },
+		"no fingerprint": func(e *Entry) { e.Fingerprint = "" },
+		"version 1":      func(e *Entry) { e.Version, e.IssuerKeyID, e.Actor = EntryVersion1, "", "system" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := base
+			mutate(&e)
+			if b, err := e.Marshal(); !errors.Is(err, ErrInvalid) {
+				t.Errorf("Marshal = %s, %v; want ErrInvalid", b, err)
+			}
+		})
+	}
+	for name, in := range map[string]string{
+		"v1 server_cert":           `{"v":1,"type":"server_cert","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"` + testFP + `","certificate":"MAMCAQE=","actor":"system"}`,
+		"v2 server_cert no cert":   `{"v":2,"type":"server_cert","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"` + testFP + `","issuer_key_id":"` + testSKI + `"}`,
+		"v2 server_cert with name": `{"v":2,"type":"server_cert","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"` + testFP + `","issuer_key_id":"` + testSKI + `","name_indexes":["` + testIx[0] + `"],"certificate":"MAMCAQE="}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := ParseEntry([]byte(in)); !errors.Is(err, ErrInvalid) {
+				t.Errorf("ParseEntry(%s) = %v; want ErrInvalid", in, err)
 			}
 		})
 	}
