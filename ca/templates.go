@@ -89,6 +89,10 @@ func caTemplate(cn string, lifetime, def, max time.Duration, now time.Time) (*x5
 
 // IntermediateOptions are the choices of the issuing CA profile.
 type IntermediateOptions struct {
+	// CRLURL, when set, is the intermediate's CRL distribution point: where
+	// its root publishes the CRL of revoked intermediates (an http URL, RFC
+	// 5280 4.2.1.13).
+	CRLURL string
 	// URINameConstraint adds a critical name constraints extension
 	// permitting only URI SANs whose host is the trust domain, so that
 	// relying parties which process it (Go's crypto/x509, OpenSSL,
@@ -130,6 +134,9 @@ func IntermediateTemplateWithOptions(cn, trustDomain string, lifetime time.Durat
 	}
 	t.MaxPathLen, t.MaxPathLenZero = 0, true
 	t.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	if opts.CRLURL != "" {
+		t.CRLDistributionPoints = []string{opts.CRLURL}
+	}
 	if opts.URINameConstraint {
 		t.PermittedURIDomains = []string{trustDomain}
 		// Go marks the whole name constraints extension critical with this.

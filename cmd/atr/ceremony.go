@@ -63,6 +63,7 @@ func runCeremony(ctx context.Context, a *app, args []string) error {
 		"log-key":             runCeremonyLogKey,
 		"log-key-ed25519":     runCeremonyLogKeyEd25519,
 		"vrf-key":             runCeremonyVRFKey,
+		"root-crl":            runCeremonyRootCRL,
 		"show":                runCeremonyShow,
 	}, map[string]string{
 		"root":                ceremonyRootSummary,
@@ -71,6 +72,7 @@ func runCeremony(ctx context.Context, a *app, args []string) error {
 		"log-key":             ceremonyLogSummary,
 		"log-key-ed25519":     ceremonyLogEd25519Summary,
 		"vrf-key":             ceremonyVRFSummary,
+		"root-crl":            ceremonyRootCRLSummary,
 		"show":                ceremonyShowSummary,
 	}, args)
 }
@@ -423,6 +425,9 @@ type intermediateOpts struct {
 	// intermediate (ca.IntermediateOptions); off by default because
 	// pyca/cryptography rejects every chain through it (docs/operator.md).
 	uriNameConstraint bool
+	// crlBaseURL, when set, names the root's CRL in the intermediate's CRL
+	// distribution point.
+	crlBaseURL string
 }
 
 // uriNameConstraintUsage is the help of --uri-name-constraint.
@@ -477,6 +482,8 @@ atr ceremony intermediate --data-dir ./var --trust-domain example.org --uri-name
 	fs.StringVar(&iopt.alg, "algorithm", defaultIssuingAlgo, "key algorithm: ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096")
 	fs.StringVar(&iopt.rootLabel, "root-label", "", "label of the root on the root token (default: the newest valid root with a key)")
 	fs.BoolVar(&iopt.uriNameConstraint, "uri-name-constraint", false, uriNameConstraintUsage)
+	crlBase, _ := a.lookupEnv("ATR_HTTP_PUBLIC_URL")
+	fs.StringVar(&iopt.crlBaseURL, "crl-base-url", crlBase, "base URL of the registry's CRLs (the http distribution listener, ATR_HTTP_PUBLIC_URL): the intermediate's CRL distribution point becomes URL/v1/crl/<root key id>, where the root's CRL of revoked intermediates is published (atr ceremony root-crl)")
 	opts.bind(fs, !rotate)
 	cfg, err := a.loadConfig(fs, optCommon|optToken|optRoot|optTrust, args)
 	if err != nil {
@@ -487,6 +494,11 @@ atr ceremony intermediate --data-dir ./var --trust-domain example.org --uri-name
 	}
 	if iopt.lifetime <= 0 || iopt.lifetime > maxIssuingLifetime {
 		return usagef("--lifetime %v: must be positive and at most 2 years", iopt.lifetime)
+	}
+	if iopt.crlBaseURL != "" {
+		if err := checkHTTPPublicURL(iopt.crlBaseURL); err != nil {
+			return usagef("--crl-base-url %q: %v", iopt.crlBaseURL, err)
+		}
 	}
 	name := "intermediate"
 	if rotate {
@@ -563,8 +575,11 @@ func (c *ceremony) intermediate(ctx context.Context, o intermediateOpts) error {
 	}
 
 	// Step 3: certify it with the root; the intermediate must not outlive it.
-	tmpl, err := ca.IntermediateTemplateWithOptions(o.cn, cfg.TrustDomain, o.lifetime, now,
-		ca.IntermediateOptions{URINameConstraint: o.uriNameConstraint})
+	iopts := ca.IntermediateOptions{URINameConstraint: o.uriNameConstraint}
+	if o.crlBaseURL != "" {
+		iopts.CRLURL = strings.TrimSuffix(o.crlBaseURL, "/") + "/v1/crl/" + ca.KeyID(rootTC.Cert)
+	}
+	tmpl, err := ca.IntermediateTemplateWithOptions(o.cn, cfg.TrustDomain, o.lifetime, now, iopts)
 	if err != nil {
 		return fmt.Errorf("building the intermediate template: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"io"
 	"maps"
@@ -137,9 +138,6 @@ func TestServeHTTPDistribution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := leaf.CRLDistributionPoints, []string{base + "/v1/crl"}; !slices.Equal(got, want) {
-		t.Fatalf("CRL distribution points %q, want %q", got, want)
-	}
 	if got, want := leaf.OCSPServer, []string{base + "/v1/ocsp"}; !slices.Equal(got, want) {
 		t.Fatalf("OCSP AIA %q, want %q", got, want)
 	}
@@ -156,6 +154,10 @@ func TestServeHTTPDistribution(t *testing.T) {
 	}
 	if err := leaf.CheckSignatureFrom(issuer); err != nil {
 		t.Fatalf("the leaf is not signed by %s: %v", issuerPath, err)
+	}
+	// The CRL of the leaf's own issuer, named by its subject key identifier.
+	if got, want := leaf.CRLDistributionPoints, []string{base + "/v1/crl/" + hex.EncodeToString(issuer.SubjectKeyId)}; !slices.Equal(got, want) {
+		t.Fatalf("CRL distribution points %q, want %q", got, want)
 	}
 
 	ocspCheck := func(t *testing.T, want string) {

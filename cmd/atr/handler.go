@@ -38,15 +38,25 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	if err != nil {
 		return nil, nil, err
 	}
+	// Each leaf's CRL distribution point names its own issuer's CRL, so it
+	// stays right after the intermediate is rotated.
 	issuer, err := ca.NewIssuer(hsmm.signer("issuing", m.signer), m.issuing.Cert, m.chain, ca.Profile{
 		TrustDomain: cfg.TrustDomain,
 		Lifetime:    leafLifetime,
-		CRLURL:      base + "/v1/crl",
+		CRLURL:      base + "/v1/crl/" + ca.KeyID(m.issuing.Cert),
 		OCSPURL:     base + "/v1/ocsp",
 		ServerAuth:  true,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("building the issuer: %w", err)
+	}
+	var responders []*ca.Responder
+	for _, p := range m.previous {
+		r, err := ca.NewResponder(hsmm.signer("issuing", p.signer), p.cert)
+		if err != nil {
+			return nil, nil, fmt.Errorf("earlier intermediate %s: %w", p.cert.Subject, err)
+		}
+		responders = append(responders, r)
 	}
 	verifier, err := ca.NewVerifier(m.roots, m.intermediates, cfg.TrustDomain)
 	if err != nil {
@@ -123,6 +133,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	reg, err := registry.New(withLogEd25519(registry.Config{
 		Store:          store,
 		Issuer:         issuer,
+		Responders:     responders,
 		Verifier:       verifier,
 		TrustDomain:    cfg.TrustDomain,
 		RotationGrace:  rotationGrace,
@@ -138,6 +149,11 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	}, logEdSigner, logEdPub))
 	if err != nil {
 		return fail(fmt.Errorf("building the registry: %w", err))
+	}
+	if n, err := reg.BackfillIssuers(ctx); err != nil {
+		return fail(fmt.Errorf("recording the issuers of earlier certificates: %w", err))
+	} else if n > 0 {
+		log.WithField("certificates", n).Info("recorded the issuing CA of certificates issued before the upgrade")
 	}
 	if n, err := reg.Reconcile(ctx); err != nil {
 		return fail(fmt.Errorf("reconciling pending issuances: %w", err))
@@ -205,6 +221,9 @@ func maintain(ctx context.Context, reg *registry.Registry, log *logrus.Entry) {
 			log.WithError(err).Warn("reconciling pending issuances")
 		} else if n > 0 {
 			log.WithField("reconciled", n).Warn("reconciled stale pending issuances")
+		}
+		if _, err := reg.BackfillIssuers(ctx); err != nil {
+			log.WithError(err).Warn("recording the issuers of certificates written by older replicas")
 		}
 		if err := reg.RefreshRevocation(ctx); err != nil {
 			log.WithError(err).Warn("refreshing CRL and OCSP responses")

@@ -34,6 +34,15 @@ type caMaterial struct {
 	roots         []*x509.Certificate // self-signed certificates on the token: the trust anchors
 	intermediates []*x509.Certificate // every intermediate on the token, newest first
 	chain         []*x509.Certificate // above the issuing certificate: its root
+	// previous are the earlier issuing CAs still valid whose keys are on the
+	// token: each keeps answering CRL and OCSP for the leaves it issued.
+	previous []previousCA
+}
+
+// previousCA is an intermediate replaced by a rotation, with its key.
+type previousCA struct {
+	signer *hsm.Signer
+	cert   *x509.Certificate
 }
 
 // loadCA finds the issuing key and certificates on the online token: the
@@ -89,7 +98,37 @@ func loadCA(ctx context.Context, cfg Config, tok *hsm.Token, now time.Time) (*ca
 	if m.chain == nil {
 		return nil, fmt.Errorf("the issuing certificate %q was not signed by any root on token %q", m.issuing.Label, cfg.PKCS11Token)
 	}
+	if m.previous, err = previousCAs(ctx, cfg, tok, intermediates, m.issuing, now); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// previousCAs finds, among the intermediates on the token other than the
+// issuing one, those still valid at now whose private key is on the token:
+// their leaves may still be valid, so their CRLs and OCSP answers go on.
+func previousCAs(ctx context.Context, cfg Config, tok *hsm.Token, intermediates []hsm.TokenCertificate, issuing hsm.TokenCertificate, now time.Time) ([]previousCA, error) {
+	var out []previousCA
+	for _, c := range intermediates {
+		if c.Cert.Equal(issuing.Cert) || now.After(c.Cert.NotAfter) || now.Before(c.Cert.NotBefore) {
+			continue
+		}
+		s, err := tok.Signer(ctx, hsm.URI{Token: cfg.PKCS11Token, Object: c.Label, ID: c.ID})
+		if errors.Is(err, hsm.ErrKeyNotFound) {
+			continue // its key was destroyed: nothing can sign for it
+		}
+		if err != nil {
+			return nil, fmt.Errorf("finding the key of the earlier intermediate %q: %w", c.Label, err)
+		}
+		if !samePublicKey(s.Public(), c.Cert.PublicKey) {
+			continue
+		}
+		if err := tok.CheckKey(ctx, s, c.Cert); err != nil {
+			return nil, fmt.Errorf("checking the key of the earlier intermediate %q: %w", c.Label, err)
+		}
+		out = append(out, previousCA{signer: s, cert: c.Cert})
+	}
+	return out, nil
 }
 
 func (m *caMaterial) rootPool() *x509.CertPool {
