@@ -78,6 +78,8 @@ type revEnv struct {
 	db, url     string
 	root, inter *x509.Certificate
 	issuingKey  crypto.Signer
+	rootKey     crypto.Signer
+	tok         *hsm.Token
 	regIssuer   *ca.Issuer // issuance (not counted)
 	clock       *revClock
 	log         *logrus.Entry
@@ -100,7 +102,7 @@ func newRevEnv(t testing.TB, db string, grace time.Duration) *revEnv {
 	if err != nil {
 		t.Fatalf("generating issuing key: %v", err)
 	}
-	e.issuingKey = issKey
+	e.issuingKey, e.rootKey, e.tok = issKey, rootKey, tok
 	caNow := e.clock.Now().Add(-time.Hour)
 	rootTmpl, err := ca.RootTemplate("ATR Revocation Test Root", 0, caNow)
 	if err != nil {
