@@ -3,6 +3,7 @@ package ca
 import (
 	"crypto"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"math/big"
 	"testing"
@@ -188,4 +189,43 @@ func withStatus(r ocsp.Response, status, reason int) ocsp.Response {
 		r.RevocationReason = reason
 	}
 	return r
+}
+
+func TestNewResponder(t *testing.T) {
+	tc := newTestCA(t, "p256")
+	leaf, leafKey := tc.issue(t, "bot.acme", "p256")
+	tests := []struct {
+		name   string
+		signer crypto.Signer
+		cert   *x509.Certificate
+		ok     bool
+	}{
+		{"intermediate", tc.interKey, tc.inter, true},
+		{"root (its CRL of intermediates)", tc.rootKey, tc.root, true},
+		{"key of another CA", tc.rootKey, tc.inter, false},
+		{"a leaf is no CA", leafKey, leaf, false},
+		{"nil signer", nil, tc.inter, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := NewResponder(tt.signer, tt.cert)
+			if (err == nil) != tt.ok {
+				t.Fatalf("NewResponder: %v, want ok=%v", err, tt.ok)
+			}
+			if !tt.ok {
+				return
+			}
+			if r.KeyID() != hex.EncodeToString(tt.cert.SubjectKeyId) {
+				t.Errorf("KeyID %s", r.KeyID())
+			}
+			der, err := r.SignCRL(big.NewInt(1), testNow, testNow.Add(time.Hour), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			crl, err := x509.ParseRevocationList(der)
+			if err != nil || crl.CheckSignatureFrom(tt.cert) != nil {
+				t.Errorf("CRL does not verify under %s: %v", tt.cert.Subject, err)
+			}
+		})
+	}
 }
