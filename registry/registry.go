@@ -121,6 +121,9 @@ type Registry struct {
 	status *statusCache
 	// vrf caches the VRF proofs of agent names (logentry.go).
 	vrf vrfCache
+	// notify tells of log growth and revocation changes on any replica
+	// (notify.go); running between Start and Close.
+	notify *notifier
 }
 
 // New checks cfg and returns a Registry.
@@ -179,6 +182,7 @@ func New(cfg Config) (*Registry, error) {
 		log:    log,
 	}
 	r.status = newStatusCache(cfg.StatusCacheTTL)
+	r.notify = newNotifier(cfg.Store, log.WithField("component", "notify"))
 	r.tlog = newTransparencyLog(cfg.Store.db, cfg.LogSigner, cfg.LogVerifier, cfg.LogOrigin, log.WithField("component", "translog"))
 	if cfg.LogSignerEd25519 != nil {
 		if cfg.LogSignerEd25519.Name() != cfg.LogOrigin {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -44,6 +45,12 @@ type Store struct {
 	db      *sqlx.DB
 	dialect Dialect
 	log     *logrus.Entry
+	// url is the PostgreSQL connection URL, for the notifier's LISTEN
+	// connection (notify.go); empty on SQLite.
+	url string
+	// onCommit, when set, runs after every committed transaction (the
+	// SQLite notifier's in-process wake-up, notify.go).
+	onCommit atomic.Pointer[func()]
 }
 
 // Open connects to the database named by databaseURL and checks that it
@@ -65,7 +72,7 @@ func Open(ctx context.Context, databaseURL string, log *logrus.Entry) (*Store, e
 	)
 	switch {
 	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
-		s.dialect = Postgres
+		s.dialect, s.url = Postgres, databaseURL
 		s.db, err = sqlx.Open("postgres", databaseURL)
 		if err != nil {
 			return nil, fmt.Errorf("registry: open postgres: %w", invalid("database url", nil))
@@ -186,6 +193,9 @@ func (s *Store) inTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) error)
 	}
 	if err := tx.Commit(); err != nil {
 		return dbErr(op+": commit", err)
+	}
+	if f := s.onCommit.Load(); f != nil {
+		(*f)()
 	}
 	return nil
 }

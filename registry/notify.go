@@ -1,0 +1,498 @@
+package registry
+
+// Change notification between replicas (issue 13): the notifier tells the
+// code of this process, within moments, that the transparency log grew
+// (log_head.size) or that a revocation-relevant change committed
+// (revocation_state.seq, which triggers bump in the same transaction as
+// every change to a certificate's status, reason, revocation time or grace
+// end: migrations 002), whichever replica made it.
+//
+//   - PostgreSQL: triggers (migration 009) NOTIFY atr_log and
+//     atr_revocation with the new value when the transaction commits; a
+//     dedicated lib/pq Listener connection per replica receives them. The
+//     Listener reconnects by itself; after every (re)connection both values
+//     are read again, so a notification lost while disconnected delays a
+//     change, never hides it. A safety read every notifyPollPostgres and a
+//     Ping every notifyPingInterval catch a connection that died silently.
+//   - SQLite: no NOTIFY. A transaction committed through this process's
+//     Store wakes the notifier at once (Store.onCommit), and one small query
+//     every notifyPollSQLite sees the commits of other processes on the
+//     same file.
+//
+// The API for the rest of the package is small:
+//
+//	r.notify.logSize()            latest known tree size
+//	r.notify.revocationSeq()      latest known revocation seq, and whether it is live
+//	r.notify.changed()            a channel closed at the next change of either
+//	r.notify.waitLogSize(ctx, n)  blocks until the tree size exceeds n
+//	r.notify.waitRevocationSeq(ctx, s) blocks until the seq differs from s
+//
+// A cache of revocation answers (OCSP, Verify) may skip its database read
+// while revocationSeq() reports live and the seq it read with is unchanged:
+// every revocation-relevant commit changes the seq, and the notifier learns
+// of it within one notification (PostgreSQL), one commit (SQLite, same
+// process) or notifyPollSQLite (SQLite, another process). When live is
+// false (notifier not started, stopped, or its connection lost and not yet
+// re-read) the cache must read.
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/sirupsen/logrus"
+)
+
+// The PostgreSQL notification channels of migration 009; the payload is
+// the new value in decimal.
+const (
+	notifyChannelLog        = "atr_log"
+	notifyChannelRevocation = "atr_revocation"
+)
+
+const (
+	// notifyPollSQLite is how often the SQLite notifier reads both values:
+	// the delay with which it sees a commit of another process.
+	notifyPollSQLite = 250 * time.Millisecond
+	// notifyPollPostgres is the PostgreSQL notifier's safety read.
+	notifyPollPostgres = 5 * time.Second
+	// notifyPingInterval is how often the LISTEN connection is pinged
+	// (lib/pq's advice: a silently dead connection is found only by use).
+	notifyPingInterval = 30 * time.Second
+	// notifyConnectTimeout bounds Start's wait for the LISTEN connection.
+	notifyConnectTimeout = 10 * time.Second
+	// Reconnection back-off of the LISTEN connection.
+	notifyMinReconnect = 100 * time.Millisecond
+	notifyMaxReconnect = 10 * time.Second
+)
+
+// errNotifierStopped is returned by the wait methods of a notifier that is
+// not running.
+var errNotifierStopped = fmt.Errorf("registry: change notification is not running: %w", ErrUnavailable)
+
+// notifier tracks log_head.size and revocation_state.seq of its Store and
+// wakes waiters when either changes. The zero values before start are 0
+// and not live. It is safe for concurrent use.
+type notifier struct {
+	store *Store
+	log   *logrus.Entry
+
+	size, seq atomic.Int64
+	// live: the values are current within the notification delay (see the
+	// file comment); false before start, after stop, after a failed read,
+	// and on PostgreSQL from the loss of the LISTEN connection until the
+	// first read after it is back.
+	live atomic.Bool
+
+	mu      sync.Mutex
+	gen     chan struct{} // closed and replaced at every change, and at stop
+	running bool
+	// up: the LISTEN connection is up and listening (always true on
+	// SQLite); epoch counts its losses, so that a read that overlapped one
+	// does not make the values live.
+	up     bool
+	epoch  uint64
+	cancel context.CancelFunc
+	done   chan struct{} // closed when run has returned
+
+	kick   chan struct{} // buffered(1): read both values now
+	events chan pq.ListenerEventType
+	hook   *func() // installed as Store.onCommit (SQLite)
+	// poll overrides the periodic read's interval (tests); zero means
+	// notifyPollSQLite or notifyPollPostgres.
+	poll time.Duration
+}
+
+func newNotifier(s *Store, log *logrus.Entry) *notifier {
+	return &notifier{store: s, log: log, gen: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+// logSize returns the latest known tree size (log_head.size).
+func (n *notifier) logSize() int64 { return n.size.Load() }
+
+// revocationSeq returns the latest known revocation_state.seq and whether
+// it is live (see the file comment for what a cache may conclude from it).
+func (n *notifier) revocationSeq() (seq int64, live bool) {
+	// live first: a value read after a true live flag is at least as new as
+	// the read that set it.
+	live = n.live.Load()
+	return n.seq.Load(), live
+}
+
+// changed returns a channel that is closed at the next change of the tree
+// size or of the revocation seq, or when the notifier stops. Take it
+// before checking the values, then wait on it:
+//
+//	ch := n.changed()
+//	if n.logSize() > have { … }
+//	<-ch
+func (n *notifier) changed() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.gen
+}
+
+// isRunning reports whether the notifier is started and not stopped.
+func (n *notifier) isRunning() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.running
+}
+
+// waitLogSize blocks until the tree size exceeds have, and returns it. It
+// fails when ctx ends or the notifier is not running.
+func (n *notifier) waitLogSize(ctx context.Context, have int64) (int64, error) {
+	return n.wait(ctx, func() (int64, bool) { s := n.size.Load(); return s, s > have })
+}
+
+// waitRevocationSeq blocks until the revocation seq differs from have, and
+// returns it. It fails when ctx ends or the notifier is not running.
+func (n *notifier) waitRevocationSeq(ctx context.Context, have int64) (int64, error) {
+	return n.wait(ctx, func() (int64, bool) { s := n.seq.Load(); return s, s != have })
+}
+
+func (n *notifier) wait(ctx context.Context, cond func() (int64, bool)) (int64, error) {
+	for {
+		n.mu.Lock()
+		ch, running := n.gen, n.running
+		n.mu.Unlock()
+		if !running {
+			return 0, errNotifierStopped
+		}
+		if v, ok := cond(); ok {
+			return v, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("registry: waiting for a change: %w", ctx.Err())
+		}
+	}
+}
+
+// broadcastLocked wakes every waiter. n.mu must be held.
+func (n *notifier) broadcastLocked() {
+	close(n.gen)
+	n.gen = make(chan struct{})
+}
+
+// set records values read from the database (they are the truth, even
+// if lower than what a notification said) and wakes waiters on a change.
+func (n *notifier) set(size, seq int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.size.Load() == size && n.seq.Load() == seq {
+		return
+	}
+	n.size.Store(size)
+	n.seq.Store(seq)
+	n.broadcastLocked()
+}
+
+// raise records a notified value: both only ever grow, and notifications
+// of one transaction or of several may arrive in any order relative to a
+// read, so only a larger value is taken.
+func (n *notifier) raise(v *atomic.Int64, to int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if to <= v.Load() {
+		return
+	}
+	v.Store(to)
+	n.broadcastLocked()
+}
+
+// read reads both values with one query and records them. The values
+// become live when the read worked and, on PostgreSQL, the LISTEN
+// connection was up for the whole read (a read that starts after LISTEN
+// sees every change whose notification could have been missed).
+func (n *notifier) read(ctx context.Context) error {
+	n.mu.Lock()
+	epoch, up := n.epoch, n.up
+	n.mu.Unlock()
+	var row struct {
+		Size int64 `db:"size"`
+		Seq  int64 `db:"seq"`
+	}
+	err := n.store.db.GetContext(ctx, &row,
+		`SELECT (SELECT size FROM log_head WHERE id = 1) AS size, (SELECT seq FROM revocation_state WHERE id = 1) AS seq`)
+	if err != nil {
+		n.live.Store(false)
+		return dbErr("notify: reading log size and revocation seq", err)
+	}
+	n.set(row.Size, row.Seq)
+	n.mu.Lock()
+	n.live.Store(up && n.up && epoch == n.epoch && n.running)
+	n.mu.Unlock()
+	return nil
+}
+
+// connection records a state change of the LISTEN connection.
+func (n *notifier) connection(up bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !up && n.up {
+		n.epoch++
+		n.live.Store(false)
+	}
+	n.up = up
+}
+
+// isUp reports whether the LISTEN connection is up (always on SQLite).
+func (n *notifier) isUp() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.up
+}
+
+// wake asks run to read both values now; it never blocks.
+func (n *notifier) wake() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// start reads both values, connects the LISTEN connection (PostgreSQL) or
+// installs the commit hook (SQLite), and runs until ctx ends or stop.
+func (n *notifier) start(ctx context.Context) error {
+	n.mu.Lock()
+	if n.running || n.done != nil {
+		n.mu.Unlock()
+		return errors.New("registry: change notification: already started")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	n.running, n.cancel, n.done = true, cancel, make(chan struct{})
+	n.up = n.store.dialect != Postgres
+	n.mu.Unlock()
+
+	var listener *pq.Listener
+	if n.store.dialect == Postgres {
+		var err error
+		if listener, err = n.listen(ctx); err != nil {
+			n.finish(nil)
+			return err
+		}
+	} else {
+		n.hook = new(func())
+		*n.hook = n.wake
+		n.store.onCommit.CompareAndSwap(nil, n.hook) // a second notifier on the Store polls only
+	}
+	// The first read, after LISTEN: nothing committed after it goes unseen.
+	if err := n.read(ctx); err != nil {
+		n.finish(listener)
+		return fmt.Errorf("registry: starting change notification: %w", err)
+	}
+	go n.run(ctx, listener)
+	return nil
+}
+
+// listen opens the LISTEN connection and waits until it listens on both
+// channels.
+func (n *notifier) listen(ctx context.Context) (*pq.Listener, error) {
+	n.events = make(chan pq.ListenerEventType, 8)
+	l := pq.NewListener(listenerURL(n.store.url), notifyMinReconnect, notifyMaxReconnect, func(ev pq.ListenerEventType, _ error) {
+		// Called on lib/pq's goroutine: record and pass on, never block.
+		switch ev {
+		case pq.ListenerEventConnected, pq.ListenerEventReconnected:
+			n.connection(true)
+		case pq.ListenerEventDisconnected:
+			n.connection(false)
+		}
+		select {
+		case n.events <- ev:
+		default:
+		}
+	})
+	tctx, cancel := context.WithTimeout(ctx, notifyConnectTimeout)
+	defer cancel()
+	for !n.isUp() {
+		select {
+		case ev := <-n.events:
+			if ev == pq.ListenerEventConnectionAttemptFailed {
+				l.Close()
+				return nil, fmt.Errorf("registry: change notification: connecting: %w", ErrUnavailable)
+			}
+		case <-tctx.Done():
+			l.Close()
+			return nil, fmt.Errorf("registry: change notification: connecting: %w: %v", ErrUnavailable, tctx.Err())
+		}
+	}
+	for _, ch := range []string{notifyChannelLog, notifyChannelRevocation} {
+		// lib/pq registers the channel before it waits for a connection and
+		// LISTENs again after every reconnection; net.ErrClosed without
+		// Close means it was registered while the connection was down.
+		if err := l.Listen(ch); err != nil && !errors.Is(err, pq.ErrChannelAlreadyOpen) && !errors.Is(err, net.ErrClosed) {
+			l.Close()
+			return nil, dbErr("notify: listen "+ch, err)
+		}
+	}
+	return l, nil
+}
+
+// notifyApplicationName names the LISTEN connection in pg_stat_activity.
+const notifyApplicationName = "atr-notify"
+
+// listenerURL is the database URL with application_name set to
+// notifyApplicationName, unless the operator chose one.
+func listenerURL(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return dsn // Open accepted it; lib/pq will say what is wrong
+	}
+	q := u.Query()
+	if q.Get("application_name") != "" {
+		return dsn
+	}
+	q.Set("application_name", notifyApplicationName)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// run is the notifier's loop: notifications, wake-ups, periodic reads and
+// pings, until ctx ends.
+func (n *notifier) run(ctx context.Context, l *pq.Listener) {
+	defer n.finish(l)
+	poll := cmp.Or(n.poll, notifyPollSQLite)
+	var notes <-chan *pq.Notification
+	var ping <-chan time.Time
+	if l != nil {
+		poll, notes = cmp.Or(n.poll, notifyPollPostgres), l.NotificationChannel()
+		t := time.NewTicker(notifyPingInterval)
+		defer t.Stop()
+		ping = t.C
+	}
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	readNow := func() {
+		if err := n.read(ctx); err != nil && ctx.Err() == nil {
+			n.log.WithError(err).Warn("change notification: reading log size and revocation seq")
+		}
+	}
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case note, ok := <-notes:
+			switch {
+			case !ok:
+				return // the Listener was closed
+			case note == nil:
+				// lib/pq: reconnected; anything may have been missed.
+				readNow()
+			default:
+				n.notified(note)
+			}
+		case ev := <-n.events:
+			switch ev {
+			case pq.ListenerEventDisconnected:
+				n.log.Warn("change notification: LISTEN connection lost; reconnecting")
+			case pq.ListenerEventReconnected:
+				n.log.Info("change notification: LISTEN connection back")
+				readNow()
+			}
+		case <-n.kick:
+			readNow()
+		case <-tick.C:
+			err := n.read(ctx)
+			switch {
+			case err != nil && !failing && ctx.Err() == nil:
+				failing = true
+				n.log.WithError(err).Warn("change notification: reading log size and revocation seq")
+			case err == nil && failing:
+				failing = false
+				n.log.Info("change notification: reading again")
+			}
+		case <-ping:
+			go func() {
+				if err := l.Ping(); err != nil && ctx.Err() == nil {
+					n.log.WithError(err).Debug("change notification: ping of the LISTEN connection failed")
+				}
+			}()
+		}
+	}
+}
+
+// notified applies one PostgreSQL notification.
+func (n *notifier) notified(note *pq.Notification) {
+	v, err := strconv.ParseInt(note.Extra, 10, 64)
+	if err != nil {
+		n.log.WithField("channel", note.Channel).Warn("change notification: malformed payload; reading instead")
+		n.wake()
+		return
+	}
+	switch note.Channel {
+	case notifyChannelLog:
+		n.raise(&n.size, v)
+	case notifyChannelRevocation:
+		n.raise(&n.seq, v)
+	}
+}
+
+// finish releases what start took and wakes every waiter for good.
+func (n *notifier) finish(l *pq.Listener) {
+	if n.hook != nil {
+		n.store.onCommit.CompareAndSwap(n.hook, nil)
+	}
+	if l != nil {
+		l.Close()
+		// Let lib/pq's goroutine run to its end (it may be about to hand over
+		// a notification).
+		go func() {
+			for range l.NotificationChannel() {
+			}
+		}()
+	}
+	n.mu.Lock()
+	n.running, n.up = false, false
+	n.live.Store(false)
+	n.broadcastLocked()
+	done := n.done
+	n.mu.Unlock()
+	select {
+	case <-done:
+	default:
+		close(done)
+	}
+}
+
+// stop ends the notifier and waits until its loop has returned.
+func (n *notifier) stop() {
+	n.mu.Lock()
+	cancel, done := n.cancel, n.done
+	n.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	<-done
+}
+
+// Start runs the registry's change notification (see notify.go) until ctx
+// ends or Close: it is what LogEvents waits on, and what tells this
+// replica of the log growing and of revocations made by any replica. It
+// reads the current values first; a database that cannot be read or
+// listened to is ErrUnavailable. A Registry is started at most once.
+func (r *Registry) Start(ctx context.Context) error {
+	if err := r.notify.start(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Close stops what Start started and waits for it; the Store stays open
+// (its owner closes it). It is safe to call more than once, or without
+// Start.
+func (r *Registry) Close() error {
+	r.notify.stop()
+	return nil
+}

@@ -1,0 +1,31 @@
+package registry
+
+import (
+	"context"
+	"time"
+)
+
+// Exported for the tests of package registry_test (this binary only).
+
+// NotifyState reports what the change notifier knows: the tree size, the
+// revocation seq and whether the seq is live.
+func (r *Registry) NotifyState() (size, seq int64, live bool) {
+	seq, live = r.notify.revocationSeq()
+	return r.notify.logSize(), seq, live
+}
+
+// WaitLogSize is notifier.waitLogSize.
+func (r *Registry) WaitLogSize(ctx context.Context, have int64) (int64, error) {
+	return r.notify.waitLogSize(ctx, have)
+}
+
+// WaitRevocationSeq is notifier.waitRevocationSeq.
+func (r *Registry) WaitRevocationSeq(ctx context.Context, have int64) (int64, error) {
+	return r.notify.waitRevocationSeq(ctx, have)
+}
+
+// SetNotifyPoll sets the notifier's periodic read interval; before Start.
+func (r *Registry) SetNotifyPoll(d time.Duration) { r.notify.poll = d }
+
+// NotifyApplicationName is the application_name of the LISTEN connection.
+const NotifyApplicationName = notifyApplicationName
