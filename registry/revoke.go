@@ -116,7 +116,8 @@ func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*A
 // Reconcile settles pending issuances older than PendingTimeout, left by a
 // crash (or a failure) between "pending" and "issued": a row whose
 // certificate is stored becomes issued; any other row becomes abandoned and
-// is audited. Nothing is ever re-signed, and an abandoned certificate never
+// is audited. Pending server certificates (servercert.go) are abandoned the
+// same way. Nothing is ever re-signed, and an abandoned certificate never
 // reached a client (responses are sent only after the issuing transaction
 // commits). Safe to run from several replicas at once. It returns the number
 // of rows settled.
@@ -169,7 +170,8 @@ func (r *Registry) Reconcile(ctx context.Context) (int, error) {
 			r.log.WithFields(map[string]any{"serial": p.Serial, "agent": p.Agent}).Warn("reconciled pending issuance")
 		}
 	}
-	return settled, nil
+	n, err := r.reconcileServerCerts(ctx) // the server's own TLS certificates (servercert.go)
+	return settled + n, err
 }
 
 // PendingIssuance is a row of pending_issuances, for operators and tests.
