@@ -45,7 +45,8 @@ The new CRL lists every intermediate of the previous one plus those named by
 token, or a PEM file). Without --revoke it re-signs the same list with a new
 number: run it before nextUpdate (--validity, default 30 days; schedule it
 weekly) so that relying parties never hold an expired root CRL. Writes
-DATA_DIR/ca/root-<key id>.crl and a transcript.`,
+DATA_DIR/ca/root-<key id>.crl and a transcript. With --if-missing and no
+--revoke it does nothing when the root already published a CRL.`,
 		`# first publication (no revoked intermediate), then weekly:
 atr ceremony root-crl --operator alice
 # revoke a compromised intermediate (after rotating to a new one):
@@ -58,7 +59,7 @@ atr ceremony root-crl --revoke atr-issuing-1 --reason keyCompromise --operator a
 		rootLabel = fs.String("root-label", "", "label of the root on the root token (default: the newest valid root with a key)")
 	)
 	fs.Var(&revoke, "revoke", "intermediate to revoke: label or SHA-256 fingerprint on the online token, or a PEM file (repeatable)")
-	opts.bind(fs, false)
+	opts.bind(fs, true)
 	cfg, err := a.loadConfig(fs, optCommon|optToken|optRoot|optDatabase, args)
 	if err != nil {
 		return err
@@ -130,6 +131,9 @@ func (c *ceremony) rootCRL(ctx context.Context, revoke []string, reason int, val
 	case errors.Is(err, registry.ErrNotFound):
 	case err != nil:
 		return err
+	case c.opts.ifMissing && len(targets) == 0:
+		c.log.WithField("root", responder.KeyID()).Info("the root already published a CRL; nothing to do (--if-missing)")
+		return nil
 	default:
 		crl, err := x509.ParseRevocationList(prev)
 		if err != nil || crl.CheckSignatureFrom(rootTC.Cert) != nil || crl.Number == nil {
