@@ -80,6 +80,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/v1/log/tile/{tile:.+}", public: true, h: s.handleTile},
 		{method: "GET", path: "/v1/log/proof/inclusion", public: true, h: s.handleInclusionProof},
 		{method: "GET", path: "/v1/log/proof/consistency", public: true, h: s.handleConsistencyProof},
+		{method: "GET", path: "/v1/log/events", public: true, h: s.handleLogEvents},
 		{method: "GET", path: "/v1/admin/apikeys", auth: authKey, scope: ScopeAdmin, class: limitList, h: s.handleListAPIKeys},
 		{method: "POST", path: "/v1/admin/apikeys", auth: authKey, scope: ScopeAdmin, h: s.handleCreateAPIKey},
 		{method: "DELETE", path: "/v1/admin/apikeys/{id}", auth: authKey, scope: ScopeAdmin, h: s.handleRevokeAPIKey},

@@ -106,6 +106,8 @@ type Server struct {
 	handler http.Handler
 	// distribution serves the plain-http channels (distribution.go).
 	distribution http.Handler
+	// events counts the open GET /v1/log/events streams (handlers_events.go).
+	events eventStreams
 }
 
 // New checks cfg and deps and builds the Server.
