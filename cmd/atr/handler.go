@@ -169,6 +169,13 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	} else if n > 0 {
 		log.WithField("recorded", n).Info("new CA certificates recorded in the transparency log")
 	}
+	// Change notification (the log growing, revocations, on any replica):
+	// what GET /v1/log/events waits on. It stops with ctx, so open event
+	// streams end when serve shuts down.
+	if err := reg.Start(ctx); err != nil {
+		return fail(fmt.Errorf("starting change notification: %w", err))
+	}
+	closers = append(closers, func() { reg.Close() })
 	go maintain(ctx, reg, log.WithField("component", "maintenance"))
 	deps := api.Deps{Lifecycle: reg, Auth: reg, Admin: reg, Log: reg, Revocation: reg, Now: now,
 		Collectors: append(hsmm.collectors(), tokenHealthGauge(tok.Healthy), newDBStatsCollector(store.Stats))}
