@@ -180,6 +180,7 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 	// be a lost acknowledgement): this replica's Verify must not answer from
 	// the old status.
 	r.status.clear()
+	r.notify.ownChange()
 	if err != nil {
 		return nil, err
 	}

@@ -235,6 +235,19 @@ func (n *notifier) read(ctx context.Context) error {
 	return nil
 }
 
+// ownChange is called by this process right after it committed a
+// revocation-relevant change (a revocation, a rotation): until the next read
+// the values are not live, so no cache answers from the seq it had before —
+// not even for the microseconds before the notification arrives — and a read
+// that overlapped the commit cannot make them live again.
+func (n *notifier) ownChange() {
+	n.mu.Lock()
+	n.epoch++
+	n.live.Store(false)
+	n.mu.Unlock()
+	n.wake()
+}
+
 // connection records a state change of the LISTEN connection.
 func (n *notifier) connection(up bool) {
 	n.mu.Lock()

@@ -192,6 +192,7 @@ func New(cfg Config) (*Registry, error) {
 	}
 	if cfg.Issuer != nil {
 		r.revocation = newRevocationService(cfg.Store, cfg.Issuer, cfg.Revocation, r.now, log.WithField("component", "revocation"), cfg.Responders...)
+		r.revocation.notify = r.notify
 		roots, inters := cfg.Issuer.Chain()[1:], []*x509.Certificate{cfg.Issuer.Certificate()}
 		for _, resp := range cfg.Responders {
 			inters = append(inters, resp.Certificate())

@@ -147,6 +147,9 @@ type revocationService struct {
 	unknown    *rate.Limiter // nil: never sign "unknown"
 	cache      *ocspCache
 	arl        *arlState // root CRLs and the intermediates they revoke
+	// notify, when running, tells the current revocation revision without a
+	// database read (notify.go); nil or not live: read it.
+	notify *notifier
 }
 
 // responder is one issuing CA's revocation channel.
@@ -286,7 +289,7 @@ func (s *revocationService) refresh(ctx context.Context) error {
 // sync returns the current revocation revision, reloading the root CRLs
 // when it changed since they were last read (a new one bumps it).
 func (s *revocationService) sync(ctx context.Context) (int64, error) {
-	seq, err := s.revocationSeq(ctx, s.db)
+	seq, _, err := s.currentSeq(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -294,6 +297,19 @@ func (s *revocationService) sync(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	return seq, nil
+}
+
+// currentSeq returns the current revocation revision: the notifier's when it
+// is live (no database read; live reports that), else read from the
+// database.
+func (s *revocationService) currentSeq(ctx context.Context) (seq int64, live bool, err error) {
+	if s.notify != nil {
+		if seq, live := s.notify.revocationSeq(); live {
+			return seq, true, nil
+		}
+	}
+	seq, err = s.revocationSeq(ctx, s.db)
+	return seq, false, err
 }
 
 func (s *revocationService) revocationSeq(ctx context.Context, q sqlx.QueryerContext) (int64, error) {
@@ -674,21 +690,33 @@ func (s *revocationService) ocsp(ctx context.Context, raw []byte) ([]byte, error
 	}
 	serial := ca.FormatSerial(req.SerialNumber) // "" (unknown) for a zero or negative serial
 	now := s.now()
-	if _, err := s.sync(ctx); err != nil {
+	// The revision is read before the row: a cached answer tagged with it
+	// is as new as the row read (a later change moves the revision).
+	seq, live, err := s.currentSeq(ctx)
+	if err != nil {
 		return nil, err
+	}
+	if err := s.arl.syncAt(ctx, s.db, seq); err != nil {
+		return nil, err
+	}
+	key := ocspKey{issuer: r.keyID, serial: serial, alg: req.HashAlgorithm}
+	if e := s.cache.get(key); live && e != nil && e.seq == seq && e.state.status != ocsp.Unknown && now.Before(e.refreshAt) {
+		return e.der, nil // nothing changed anywhere since it was checked: no database read
 	}
 	st, err := s.certificateState(ctx, r, serial, now)
 	if err != nil {
 		return nil, err
 	}
-	key := ocspKey{issuer: r.keyID, serial: serial, alg: req.HashAlgorithm}
 	if e := s.cache.get(key); e != nil && e.state.same(st) && now.Before(e.refreshAt) {
+		if e.seq != seq {
+			s.cache.put(&ocspEntry{key: e.key, state: e.state, der: e.der, refreshAt: e.refreshAt, seq: seq})
+		}
 		return e.der, nil
 	}
 	v, err, _ := s.flight.Do("ocsp|"+r.keyID+"|"+serial+"|"+hashName(req.HashAlgorithm)+"|"+st.flightKey(), func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revocationFlightTimeout)
 		defer cancel()
-		return s.ocspResponse(fctx, r, key, req.SerialNumber, st)
+		return s.ocspResponse(fctx, r, key, req.SerialNumber, st, seq)
 	})
 	if err != nil {
 		return nil, err
@@ -698,7 +726,7 @@ func (s *revocationService) ocsp(ctx context.Context, raw []byte) ([]byte, error
 
 // ocspResponse returns a response stating st for key: from the cache, from
 // ocsp_responses, or freshly signed (and then stored and cached).
-func (s *revocationService) ocspResponse(ctx context.Context, r *responder, key ocspKey, serial *big.Int, st certState) ([]byte, error) {
+func (s *revocationService) ocspResponse(ctx context.Context, r *responder, key ocspKey, serial *big.Int, st certState, seq int64) ([]byte, error) {
 	now := s.now()
 	if e := s.cache.get(key); e != nil && e.state.same(st) && now.Before(e.refreshAt) {
 		return e.der, nil // a flight that ended just before ours cached it
@@ -734,7 +762,7 @@ func (s *revocationService) ocspResponse(ctx context.Context, r *responder, key 
 			if row.GraceUntil != nil {
 				stored.goodUntil = row.GraceUntil.UTC()
 			}
-			e := &ocspEntry{key: key, state: stored, der: row.DER, refreshAt: refreshPoint(row.ThisUpdate, row.NextUpdate)}
+			e := &ocspEntry{key: key, state: stored, der: row.DER, refreshAt: refreshPoint(row.ThisUpdate, row.NextUpdate), seq: seq}
 			if stored.same(st) && now.Before(e.refreshAt) {
 				s.cache.put(e)
 				return e.der, nil
@@ -759,7 +787,7 @@ func (s *revocationService) ocspResponse(ctx context.Context, r *responder, key 
 	if err != nil {
 		return nil, fmt.Errorf("registry: ocsp: signing: %w: %v", ErrUnavailable, err)
 	}
-	e := &ocspEntry{key: key, state: st, der: der, refreshAt: refreshPoint(this, next)}
+	e := &ocspEntry{key: key, state: st, der: der, refreshAt: refreshPoint(this, next), seq: seq}
 	if st.status != ocsp.Unknown {
 		status := "good"
 		if st.status == ocsp.Revoked {
@@ -832,6 +860,7 @@ type ocspEntry struct {
 	state     certState
 	der       []byte // shared, never modified
 	refreshAt time.Time
+	seq       int64 // the revocation revision read before the row that state came from
 }
 
 // ocspCache is an LRU map of at most max entries.

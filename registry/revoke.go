@@ -102,6 +102,7 @@ func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*A
 			"reason": reason, "serials": strings.Join(revoked, " ")}, first)
 	})
 	r.status.clear() // this replica's Verify reflects the revocation at once
+	r.notify.ownChange()
 	if err != nil {
 		return nil, err
 	}

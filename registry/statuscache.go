@@ -10,9 +10,14 @@ import (
 // again and again (an agent presents its certificate on every connection),
 // and the status lookup by fingerprint is the one database read of Verify.
 // The contract is that a revocation is reflected by verify within one second
-// on every replica: a replica answers from a short-lived per-process cache,
-// and a replica that itself revokes or rotates drops its cache at once, so
-// its own answers are never stale. The mTLS renewal path never uses it.
+// on every replica, and that a verify reads nothing when nothing changed.
+// Each entry is tagged with the revocation revision read before its row.
+// While the change notifier is live (notify.go), an entry is served exactly
+// as long as the revision has not moved — on any replica — with no age
+// limit and no database read; when it is not live (not started, or its
+// connection lost) an entry is served for at most the TTL. A replica that
+// itself revokes or rotates drops its cache at once, so its own answers are
+// never stale. The mTLS renewal path never uses it.
 const (
 	// DefaultStatusCacheTTL is how long a replica may answer Verify from a
 	// status it read earlier.
@@ -33,27 +38,35 @@ type statusCache struct {
 type statusEntry struct {
 	row certRow // without DER
 	at  time.Time
+	seq int64 // the revocation revision read before the row
 }
 
 func newStatusCache(ttl time.Duration) *statusCache {
 	return &statusCache{ttl: ttl, m: make(map[string]statusEntry)}
 }
 
-// get returns a fresh cached row and, on a miss, the generation to pass to put.
-func (c *statusCache) get(fp string, now time.Time) (*certRow, uint64) {
+// get returns a fresh cached row and, on a miss, the generation to pass to
+// put. seq and live are the notifier's revision: with live, an entry of the
+// same revision is fresh at any age and one of another revision never is.
+func (c *statusCache) get(fp string, now time.Time, seq int64, live bool) (*certRow, uint64) {
 	if c.ttl <= 0 {
 		return nil, 0
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.m[fp]; ok && now.Sub(e.at) < c.ttl && !now.Before(e.at) {
+	e, ok := c.m[fp]
+	if ok && live && e.seq == seq {
+		row := e.row
+		return &row, c.gen
+	}
+	if ok && !live && now.Sub(e.at) < c.ttl && !now.Before(e.at) {
 		row := e.row
 		return &row, c.gen
 	}
 	return nil, c.gen
 }
 
-func (c *statusCache) put(fp string, row *certRow, at time.Time, gen uint64) {
+func (c *statusCache) put(fp string, row *certRow, at time.Time, gen uint64, seq int64) {
 	if c.ttl <= 0 {
 		return
 	}
@@ -74,7 +87,7 @@ func (c *statusCache) put(fp string, row *certRow, at time.Time, gen uint64) {
 			return
 		}
 	}
-	c.m[fp] = statusEntry{row: r, at: at}
+	c.m[fp] = statusEntry{row: r, at: at, seq: seq}
 }
 
 // clear forgets every cached status; called after this replica commits a
@@ -89,7 +102,8 @@ func (c *statusCache) clear() {
 // verifyStatus is certificateByFingerprint through the status cache.
 func (r *Registry) verifyStatus(ctx context.Context, fp string) (*certRow, error) {
 	now := r.now()
-	cached, gen := r.status.get(fp, now)
+	seq, live := r.notify.revocationSeq() // before the row: see statusEntry.seq
+	cached, gen := r.status.get(fp, now, seq, live)
 	if cached != nil {
 		return cached, nil
 	}
@@ -97,6 +111,6 @@ func (r *Registry) verifyStatus(ctx context.Context, fp string) (*certRow, error
 	if err != nil {
 		return nil, err
 	}
-	r.status.put(fp, row, now, gen)
+	r.status.put(fp, row, now, gen, seq)
 	return row, nil
 }
