@@ -3,6 +3,9 @@ package registry
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"math/big"
@@ -287,6 +290,31 @@ func TestBackfillIssuers(t *testing.T) {
 			var got string
 			if err := e.store.db.GetContext(ctx, &got, e.store.db.Rebind(`SELECT issuer_key_id FROM certificates WHERE serial = ?`), ca.FormatSerial(a1.SerialNumber)); err != nil || got != ca.KeyID(e.inter) {
 				t.Errorf("issuer_key_id %q (%v), want %s", got, err, ca.KeyID(e.inter))
+			}
+		})
+	}
+}
+
+// TestOCSPServerCertificate: the registry's own TLS certificate (issued
+// through the pipeline, servercert.go) is "good" in OCSP from its issuer,
+// like any certificate it names an OCSP URL in.
+func TestOCSPServerCertificate(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			e := newRotatedEnv(t, db)
+			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc, err := e.cur.IssueServerCertificate(context.Background(), key.Public(), []string{"localhost"}, nil, time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := e.ocspFor(t, sc.Certificate, e.inter2); r.Status != ocsp.Good {
+				t.Errorf("OCSP for the server certificate: status %d, want good", r.Status)
+			}
+			if r := e.ocspFor(t, sc.Certificate, e.inter); r.Status != ocsp.Unknown {
+				t.Errorf("OCSP naming the other intermediate: status %d, want unknown", r.Status)
 			}
 		})
 	}

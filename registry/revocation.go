@@ -534,7 +534,7 @@ func (s *revocationService) certificateState(ctx context.Context, r *responder, 
 		FROM certificates WHERE serial IN (?, ?)`), serial, strings.TrimPrefix(serial, "0"))
 	if err != nil {
 		if err = dbErr("ocsp: reading certificate status", err); errors.Is(err, ErrNotFound) {
-			return certState{status: ocsp.Unknown}, nil
+			return s.serverCertificateState(ctx, r, serial, now)
 		}
 		return certState{}, err
 	}
@@ -552,6 +552,30 @@ func (s *revocationService) certificateState(ctx context.Context, r *responder, 
 		st = ca.overrides(st)
 	}
 	st.notAfter = row.NotAfter.UTC()
+	return st, nil
+}
+
+// serverCertificateState is certificateState for the registry's own TLS
+// server certificates (servercert.go): an issued one is good until it
+// expires (they are never revoked; a new one replaces it), unless its issuer
+// was revoked by its root; anything else is unknown, as for agent serials.
+func (s *revocationService) serverCertificateState(ctx context.Context, r *responder, serial string, now time.Time) (certState, error) {
+	var row struct {
+		Issuer    string    `db:"issuer_key_id"`
+		NotBefore time.Time `db:"not_before"`
+		NotAfter  time.Time `db:"not_after"`
+	}
+	err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT issuer_key_id, not_before, not_after FROM server_certificates
+		WHERE serial IN (?, ?) AND state = 'issued'`), serial, strings.TrimPrefix(serial, "0"))
+	if err = dbErr("ocsp: reading server certificate status", err); errors.Is(err, ErrNotFound) || (err == nil && row.Issuer != r.keyID) {
+		return certState{status: ocsp.Unknown}, nil
+	} else if err != nil {
+		return certState{}, err
+	}
+	st := certState{status: ocsp.Good, notAfter: row.NotAfter.UTC()}
+	if ca, revoked := s.arl.revoked(r.keyID); revoked {
+		st = ca.overrides(st)
+	}
 	return st, nil
 }
 
