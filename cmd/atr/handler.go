@@ -24,8 +24,9 @@ func newStdLogger(e *logrus.Entry) *log.Logger {
 }
 
 // buildHandler wires the CA, the registry and the API over the open online
-// token. The returned func releases what it opened (database, Redis).
-func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial, now func() time.Time, log *logrus.Entry) (*api.Server, func(), error) {
+// token. It returns the registry too (serve has it issue the server's TLS
+// certificate). The returned func releases what it opened (database, Redis).
+func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial, now func() time.Time, log *logrus.Entry) (*api.Server, *registry.Registry, func(), error) {
 	// Step 1: the CA. NewIssuer self-tests one issuance through the lint path.
 	// The CRL and OCSP URLs are the http distribution listener's when it is on.
 	base := cfg.revocationBase()
@@ -36,7 +37,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	pendingTimeout, _ := optionalDuration("pending timeout", cfg.PendingTimeout)
 	rateLimits, err := parseRateLimits(cfg.RateLimits)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// Each leaf's CRL distribution point names its own issuer's CRL, so it
 	// stays right after the intermediate is rotated.
@@ -48,75 +49,75 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		ServerAuth:  true,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("building the issuer: %w", err)
+		return nil, nil, nil, fmt.Errorf("building the issuer: %w", err)
 	}
 	var responders []*ca.Responder
 	for _, p := range m.previous {
 		r, err := ca.NewResponder(hsmm.signer("issuing", p.signer), p.cert)
 		if err != nil {
-			return nil, nil, fmt.Errorf("earlier intermediate %s: %w", p.cert.Subject, err)
+			return nil, nil, nil, fmt.Errorf("earlier intermediate %s: %w", p.cert.Subject, err)
 		}
 		responders = append(responders, r)
 	}
 	verifier, err := ca.NewVerifier(m.roots, m.intermediates, cfg.TrustDomain)
 	if err != nil {
-		return nil, nil, fmt.Errorf("building the verifier: %w", err)
+		return nil, nil, nil, fmt.Errorf("building the verifier: %w", err)
 	}
 
 	// Step 2: the transparency-log key, which must exist at start-up.
 	logURI, err := hsm.ParseURI(cfg.LogKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("log key: %w", err)
+		return nil, nil, nil, fmt.Errorf("log key: %w", err)
 	}
 	if logURI.Token == "" {
 		logURI.Token = cfg.PKCS11Token
 	}
 	logKey, err := tok.Signer(ctx, logURI)
 	if err != nil {
-		return nil, nil, fmt.Errorf("log key %s: %w (run scripts/ceremony or 'atr ceremony log-key')", logURI, err)
+		return nil, nil, nil, fmt.Errorf("log key %s: %w (run scripts/ceremony or 'atr ceremony log-key')", logURI, err)
 	}
 	if err := tok.CheckKeyPolicy(ctx, logKey); err != nil {
-		return nil, nil, fmt.Errorf("log key: %w", err)
+		return nil, nil, nil, fmt.Errorf("log key: %w", err)
 	}
 	origin := cfg.TrustDomain + "/log"
 	noteSigner, err := translog.NewNoteSigner(origin, hsmm.signer("log", logKey))
 	if err != nil {
-		return nil, nil, fmt.Errorf("log key: %w", err)
+		return nil, nil, nil, fmt.Errorf("log key: %w", err)
 	}
 	noteVerifier, err := translog.NewNoteVerifier(origin, logKey.Public())
 	if err != nil {
-		return nil, nil, fmt.Errorf("log key: %w", err)
+		return nil, nil, nil, fmt.Errorf("log key: %w", err)
 	}
 	// The log's Ed25519 key for witnesses (witness.go).
 	logEdSigner, logEdPub, err := loadLogKeyEd25519(ctx, cfg, tok, hsmm, origin, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// The name-index VRF key, which must exist at start-up too.
 	vrfURI, err := hsm.ParseURI(cfg.VRFKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("VRF key: %w", err)
+		return nil, nil, nil, fmt.Errorf("VRF key: %w", err)
 	}
 	if vrfURI.Token == "" {
 		vrfURI.Token = cfg.PKCS11Token
 	}
 	vrfKey, err := tok.Signer(ctx, vrfURI)
 	if err != nil {
-		return nil, nil, fmt.Errorf("VRF key %s: %w (run scripts/ceremony/vrf-key.sh or 'atr ceremony vrf-key')", vrfURI, err)
+		return nil, nil, nil, fmt.Errorf("VRF key %s: %w (run scripts/ceremony/vrf-key.sh or 'atr ceremony vrf-key')", vrfURI, err)
 	}
 	if _, err := translog.CheckVRFKey(vrfKey.Public()); err != nil {
-		return nil, nil, fmt.Errorf("VRF key %s: %w", vrfURI, err)
+		return nil, nil, nil, fmt.Errorf("VRF key %s: %w", vrfURI, err)
 	}
 	// Its secrecy is what keeps names unguessable: sensitive, never extractable.
 	if err := tok.CheckKeyPolicy(ctx, vrfKey); err != nil {
-		return nil, nil, fmt.Errorf("VRF key: %w", err)
+		return nil, nil, nil, fmt.Errorf("VRF key: %w", err)
 	}
 
 	// Step 3: the database, migrated, and the registry; settle issuances a
 	// crash left pending before taking requests.
 	store, err := registry.Open(ctx, cfg.DatabaseURL, log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("opening the database: %w", err)
+		return nil, nil, nil, fmt.Errorf("opening the database: %w", err)
 	}
 	closers := []func(){func() { store.Close() }}
 	closeAll := func() {
@@ -124,7 +125,10 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 			closers[i]()
 		}
 	}
-	fail := func(err error) (*api.Server, func(), error) { closeAll(); return nil, nil, err }
+	fail := func(err error) (*api.Server, *registry.Registry, func(), error) {
+		closeAll()
+		return nil, nil, nil, err
+	}
 	if n, err := store.Migrate(ctx); err != nil {
 		return fail(fmt.Errorf("migrating the database: %w", err))
 	} else if n > 0 {
@@ -205,7 +209,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	if err != nil {
 		return fail(fmt.Errorf("building the API: %w", err))
 	}
-	return srv, closeAll, nil
+	return srv, reg, closeAll, nil
 }
 
 // maintenanceInterval is how often serve settles stale pending issuances and

@@ -175,7 +175,7 @@ atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.exa
 		log.WithError(err).Warn("could not write the CA bundle file for healthcheck")
 	}
 
-	apiSrv, closeHandler, err := buildHandler(ctx, cfg, tok, m, a.now, log)
+	apiSrv, reg, closeHandler, err := buildHandler(ctx, cfg, tok, m, a.now, log)
 	if err != nil {
 		return err
 	}
@@ -203,7 +203,7 @@ atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.exa
 			if nerr != nil {
 				return nerr
 			}
-			certs, err = newSelfIssued(m.signer, m.issuing.Cert, dns, ips, a.now, log.WithField("component", "tls"))
+			certs, err = newSelfIssued(ctx, reg, dns, ips, a.now, log.WithField("component", "tls"))
 		}
 		if err != nil {
 			return err

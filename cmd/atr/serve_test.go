@@ -20,6 +20,7 @@ import (
 
 	"github.com/agent-trust-registry/atr/hsm"
 	"github.com/agent-trust-registry/atr/hsm/hsmtest"
+	"github.com/agent-trust-registry/atr/registry/registrytest"
 )
 
 // ceremonies runs root, intermediate, log-key, log-key-ed25519 and vrf-key on fresh tokens.
@@ -204,16 +205,9 @@ func TestServeRefusesWithoutIntermediate(t *testing.T) {
 // TestServerCertRenewal replays the clock past two thirds of the server
 // certificate's life: the next handshake gets a fresh certificate, no restart.
 func TestServerCertRenewal(t *testing.T) {
-	d := ceremonies(t)
-	tok := hsmtest.Open(t, d.issuing)
-	now := time.Now()
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	m, err := loadCA(context.Background(), Config{PKCS11Token: d.issuing.TokenLabel}, tok, clock())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := newSelfIssued(m.signer, m.issuing.Cert, []string{"localhost"}, nil, clock, hsmtest.Logger(t))
+	f := registrytest.NewFixture(t) // the issuance pipeline over a SoftHSM2 CA, with a fake clock
+	clock := f.Clock.Now
+	s, err := newSelfIssued(context.Background(), f.Registry, []string{"localhost"}, nil, clock, hsmtest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,9 +216,7 @@ func TestServerCertRenewal(t *testing.T) {
 	if first != again {
 		t.Error("a second handshake within the lifetime got a new certificate")
 	}
-	mu.Lock()
-	now = now.Add(serverCertLifetime*2/3 + time.Minute)
-	mu.Unlock()
+	f.Clock.Advance(serverCertLifetime*2/3 + time.Minute)
 	renewed, err := s.GetCertificate(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -236,9 +228,9 @@ func TestServerCertRenewal(t *testing.T) {
 		t.Errorf("renewed NotAfter %v not after %v", renewed.Leaf.NotAfter, first.Leaf.NotAfter)
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(m.roots[0])
+	pool.AddCert(f.Root)
 	inter := x509.NewCertPool()
-	inter.AddCert(m.issuing.Cert)
+	inter.AddCert(f.Intermediate)
 	if _, err := renewed.Leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: "localhost", CurrentTime: clock()}); err != nil {
 		t.Errorf("renewed certificate does not verify: %v", err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,7 +18,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/registry"
 )
 
 // Server certificate policy: the server's own TLS certificate is issued by
@@ -26,6 +27,9 @@ import (
 const (
 	serverCertLifetime  = 24 * time.Hour
 	operatorReloadEvery = time.Minute
+	// serverCertTimeout bounds one issuance of the server certificate (the
+	// token signs, the database commits twice); handshakes wait meanwhile.
+	serverCertTimeout = 15 * time.Second
 )
 
 // certSource is what tls.Config.GetCertificate calls.
@@ -33,13 +37,20 @@ type certSource interface {
 	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
-// selfIssued issues the server's TLS certificate from the intermediate and
-// renews it before it expires. The TLS private key is an in-memory ECDSA
-// P-256 key, regenerated on every renewal; the CA key stays on the token.
+// serverCertIssuer issues the server's TLS certificate through the issuance
+// pipeline: *registry.Registry (record before sign, lint, transparency log,
+// audit). Nothing in cmd/atr signs with the issuing key itself.
+type serverCertIssuer interface {
+	IssueServerCertificate(ctx context.Context, pub crypto.PublicKey, dns []string, ips []net.IP, lifetime time.Duration) (*registry.ServerCertificate, error)
+}
+
+// selfIssued serves the server's TLS certificate, issued by the registry
+// (IssueServerCertificate) under the intermediate, and renews it once two
+// thirds of its life have passed. The TLS private key is an in-memory ECDSA
+// P-256 key, regenerated on every renewal; only its public key goes to the
+// registry, and the CA key stays on the token.
 type selfIssued struct {
-	signer crypto.Signer     // the issuing key on the token
-	issuer *x509.Certificate // the intermediate
-	chain  [][]byte          // DER of the intermediate (what clients need after the leaf)
+	issuer serverCertIssuer
 	dns    []string
 	ips    []net.IP
 	now    func() time.Time
@@ -50,24 +61,36 @@ type selfIssued struct {
 	renewAt time.Time
 }
 
-func newSelfIssued(signer crypto.Signer, issuer *x509.Certificate, dns []string, ips []net.IP, now func() time.Time, log *logrus.Entry) (*selfIssued, error) {
-	s := &selfIssued{signer: signer, issuer: issuer, chain: [][]byte{issuer.Raw}, dns: dns, ips: ips, now: now, log: log}
-	if _, err := s.get(); err != nil { // fail at start-up, not on the first handshake
+// newSelfIssued issues the first certificate (on ctx) so that serve fails
+// at start-up, not on the first handshake.
+func newSelfIssued(ctx context.Context, issuer serverCertIssuer, dns []string, ips []net.IP, now func() time.Time, log *logrus.Entry) (*selfIssued, error) {
+	s := &selfIssued{issuer: issuer, dns: dns, ips: ips, now: now, log: log}
+	if _, err := s.get(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *selfIssued) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.get() }
+// GetCertificate returns the current certificate, renewing it first when it
+// is due. The renewal is the server's work, not the client's: it runs on
+// the handshake's context without its cancellation (bounded by
+// serverCertTimeout), so a client that hangs up does not abandon it.
+func (s *selfIssued) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	ctx := context.Background() // tests call it without a ClientHelloInfo; crypto/tls never does
+	if hello != nil {
+		ctx = context.WithoutCancel(hello.Context())
+	}
+	return s.get(ctx)
+}
 
-func (s *selfIssued) get() (*tls.Certificate, error) {
+func (s *selfIssued) get(ctx context.Context) (*tls.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	if s.current != nil && now.Before(s.renewAt) {
 		return s.current, nil
 	}
-	c, err := s.issue(now)
+	c, sc, err := s.issue(ctx)
 	if err != nil {
 		if s.current != nil && now.Before(s.current.Leaf.NotAfter) {
 			s.log.WithError(err).Warn("renewing the server certificate failed; serving the current one")
@@ -79,38 +102,28 @@ func (s *selfIssued) get() (*tls.Certificate, error) {
 	s.current = c
 	life := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)
 	s.renewAt = c.Leaf.NotBefore.Add(life * 2 / 3)
-	s.log.WithFields(logrus.Fields{"serial": ca.FormatSerial(c.Leaf.SerialNumber), "not_after": c.Leaf.NotAfter.UTC().Format(time.RFC3339), "dns": s.dns, "ips": fmt.Sprint(s.ips)}).Info("issued the server TLS certificate")
+	s.log.WithFields(logrus.Fields{"serial": sc.Serial, "fingerprint": sc.FingerprintSHA256, "log_index": sc.LogIndex,
+		"not_after": c.Leaf.NotAfter.UTC().Format(time.RFC3339), "dns": s.dns, "ips": fmt.Sprint(s.ips)}).Info("issued the server TLS certificate")
 	return c, nil
 }
 
-func (s *selfIssued) issue(now time.Time) (*tls.Certificate, error) {
+// issue generates a fresh key and has the registry issue its certificate.
+func (s *selfIssued) issue(ctx context.Context) (*tls.Certificate, *registry.ServerCertificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("generating the server TLS key: %w", err)
+		return nil, nil, fmt.Errorf("generating the server TLS key: %w", err)
 	}
-	life := serverCertLifetime
-	if until := s.issuer.NotAfter.Sub(now); until < life {
-		life = until - time.Minute
-	}
-	if life < 10*time.Minute {
-		return nil, fmt.Errorf("the intermediate expires at %s: too soon to issue a server certificate (rotate the intermediate)", s.issuer.NotAfter.UTC().Format(time.RFC3339))
-	}
-	tmpl, err := ca.ServerTemplate(s.dns, s.ips, life, now)
+	ctx, cancel := context.WithTimeout(ctx, serverCertTimeout)
+	defer cancel()
+	sc, err := s.issuer.IssueServerCertificate(ctx, key.Public(), s.dns, s.ips, serverCertLifetime)
 	if err != nil {
-		return nil, fmt.Errorf("building the server certificate template: %w", err)
+		return nil, nil, fmt.Errorf("issuing the server certificate: %w", err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.issuer, key.Public(), s.signer)
-	if err != nil {
-		return nil, fmt.Errorf("signing the server certificate: %w", err)
+	chain := [][]byte{sc.Certificate.Raw}
+	for _, c := range sc.Chain {
+		chain = append(chain, c.Raw)
 	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("parsing the server certificate: %w", err)
-	}
-	if err := leaf.CheckSignatureFrom(s.issuer); err != nil {
-		return nil, fmt.Errorf("the token produced a bad server certificate signature: %w", err)
-	}
-	return &tls.Certificate{Certificate: append([][]byte{der}, s.chain...), PrivateKey: key, Leaf: leaf}, nil
+	return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: sc.Certificate}, sc, nil
 }
 
 // operatorFiles serves an operator-supplied certificate and key, reloading

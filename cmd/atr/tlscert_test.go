@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/agent-trust-registry/atr/api/client"
+	"github.com/agent-trust-registry/atr/hsm/hsmtest"
+	"github.com/agent-trust-registry/atr/registry"
+	"github.com/agent-trust-registry/atr/registry/registrytest"
+	"github.com/agent-trust-registry/atr/registry/translog"
+)
+
+// TestSelfIssuedThroughRegistry: every server certificate selfIssued serves
+// was issued by the registry (a row marked issued, a server_cert log entry
+// with its fingerprint); a renewal the token refuses keeps the current
+// certificate (the refused one is abandoned, never served) until it
+// expires, and a certificate is issued again once the token is back.
+func TestSelfIssuedThroughRegistry(t *testing.T) {
+	f := registrytest.NewFixture(t)
+	ctx := context.Background()
+	s, err := newSelfIssued(ctx, f.Registry, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, f.Clock.Now, hsmtest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := func(c *tls.Certificate) registry.ServerCertificateRecord {
+		t.Helper()
+		rows, err := f.Store.ServerCertificates(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, row := range rows {
+			if bytes.Equal(row.DER, c.Leaf.Raw) {
+				return row
+			}
+		}
+		t.Fatalf("served certificate %s is not in server_certificates (%d rows)", leafFingerprint(c), len(rows))
+		return registry.ServerCertificateRecord{}
+	}
+	first, err := s.GetCertificate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := recorded(first)
+	if row.State != "issued" || row.LogIndex == nil {
+		t.Fatalf("row of the served certificate = %+v; want issued with a log index", row)
+	}
+	raw, err := f.Registry.LogEntries(ctx, *row.LogIndex, *row.LogIndex+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := translog.ParseEntry(raw[0])
+	if err != nil || e.Type != translog.EventServerCert || e.Fingerprint != leafFingerprint(first) {
+		t.Fatalf("log entry %d = %+v, %v; want server_cert with fingerprint %s", *row.LogIndex, e, err, leafFingerprint(first))
+	}
+	if len(first.Certificate) != 2 || !bytes.Equal(first.Certificate[1], f.Intermediate.Raw) {
+		t.Errorf("served chain has %d certificates; want the leaf and the intermediate", len(first.Certificate))
+	}
+
+	// A renewal the token refuses: the current certificate stays.
+	f.FailSigning(true)
+	f.Clock.Advance(serverCertLifetime*2/3 + time.Minute)
+	kept, err := s.GetCertificate(nil)
+	if err != nil || kept != first {
+		t.Fatalf("GetCertificate with a failing token = %v; want the current certificate", err)
+	}
+	rows, err := f.Store.ServerCertificates(ctx)
+	if err != nil || len(rows) != 2 || rows[1].State != "abandoned" {
+		t.Fatalf("rows after the refused renewal = %+v, %v; want the new one abandoned", rows, err)
+	}
+	// Past its end nothing is served.
+	f.Clock.Advance(serverCertLifetime)
+	if c, err := s.GetCertificate(nil); err == nil {
+		t.Fatalf("GetCertificate after the certificate expired with a failing token = %s; want an error", leafFingerprint(c))
+	}
+	f.FailSigning(false)
+	renewed, err := s.GetCertificate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row := recorded(renewed); row.State != "issued" || renewed.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 {
+		t.Errorf("certificate after the token recovered: row %+v; want a new, issued one", row)
+	}
+}
+
+// leafFingerprint returns the SHA-256 fingerprint of c's leaf, lowercase hex.
+func leafFingerprint(c *tls.Certificate) string {
+	sum := sha256.Sum256(c.Leaf.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// TestServeTLSCertificateInLog: the TLS certificate `atr serve` presents is
+// in its transparency log, as a server_cert entry with its fingerprint and
+// DER (a CA records everything it signs, its own server certificate
+// included).
+func TestServeTLSCertificateInLog(t *testing.T) {
+	d := ceremonies(t)
+	addr, _ := startServe(t, d)
+	root, err := os.ReadFile(filepath.Join(d.dir, "ca", "root.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(root)
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	if err != nil {
+		t.Fatalf("TLS to %s: %v", addr, err)
+	}
+	leaf := conn.ConnectionState().PeerCertificates[0]
+	conn.Close()
+	sum := sha256.Sum256(leaf.Raw)
+	fp := hex.EncodeToString(sum[:])
+	if len(leaf.URIs) != 0 {
+		t.Errorf("the server certificate carries URI SANs %v; want none", leaf.URIs)
+	}
+
+	c, err := client.New("https://"+addr, client.WithRootCAs(pool))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// A checkpoint is signed at most once a second: wait for one that
+	// covers the server certificate's entry.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		signed, err := c.Checkpoint(ctx)
+		if err != nil {
+			t.Fatalf("GET /v1/log/checkpoint: %v", err)
+		}
+		text, _, ok := bytes.Cut(signed, []byte("\n\n"))
+		if !ok {
+			t.Fatalf("checkpoint %q is not a signed note", signed)
+		}
+		cp, err := translog.ParseCheckpoint(append(text, '\n'))
+		if err != nil {
+			t.Fatalf("checkpoint: %v", err)
+		}
+		var found []int64
+		for start := int64(0); start < cp.Size; {
+			page, err := c.LogEntries(ctx, start, cp.Size)
+			if err != nil {
+				t.Fatalf("GET /v1/log/entries: %v", err)
+			}
+			if len(page.Entries) == 0 {
+				t.Fatalf("GET /v1/log/entries?start=%d returned nothing", start)
+			}
+			for i, raw := range page.Entries {
+				e, err := translog.ParseEntry(raw)
+				if err != nil {
+					t.Fatalf("entry %d: %v", page.Start+int64(i), err)
+				}
+				if e.Fingerprint == fp {
+					if e.Type != translog.EventServerCert || !bytes.Equal(e.Certificate, leaf.Raw) {
+						t.Errorf("entry %d with the server certificate's fingerprint = %+v; want server_cert with its DER", page.Start+int64(i), e)
+					}
+					found = append(found, page.Start+int64(i))
+				}
+			}
+			start += int64(len(page.Entries))
+		}
+		if len(found) == 1 {
+			return
+		}
+		if len(found) > 1 {
+			t.Fatalf("the server certificate is in the log %d times (%v); want once", len(found), found)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server certificate (SHA-256 %s) is not in the log of size %d", fp, cp.Size)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
