@@ -330,7 +330,7 @@ func CheckLogEvents(entries []translog.Entry, st *DBState, agents []AgentRecord)
 				errs = append(errs, fmt.Errorf("log entry %d (%s): version %d with %d name indexes, want version %d with at least one",
 					i, e.Type, e.Version, len(e.NameIndexes), translog.EntryVersion))
 			}
-		case translog.EventCeremony:
+		case translog.EventCeremony, translog.EventServerCert: // CA certificates; the servers' own TLS certificates
 		default:
 			errs = append(errs, fmt.Errorf("log entry %d: type %s is not a log event any more", i, e.Type))
 		}
