@@ -278,6 +278,7 @@ func (fakeLog) Tile(_ context.Context, path string) ([]byte, error) {
 func (fakeLog) CRL(context.Context) ([]byte, time.Time, error) {
 	return []byte{0x30, 0x00}, time.Now().Add(time.Hour), nil
 }
+func (fakeLog) CRLKeyIDs() (issuers, roots []string) { return []string{"0a0b"}, nil }
 func (fakeLog) CRLOf(_ context.Context, keyID string) ([]byte, time.Time, error) {
 	if keyID != "0a0b" {
 		return nil, time.Time{}, fmt.Errorf("fake: crl %s: %w", keyID, registry.ErrNotFound)

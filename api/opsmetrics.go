@@ -28,7 +28,17 @@ var (
 	crlNextUpdateDesc = prometheus.NewDesc("atr_crl_next_update_timestamp_seconds",
 		"nextUpdate of the CRL currently served at /v1/crl (Unix seconds); absent while no CRL can be produced.",
 		nil, nil)
+	caCRLNextUpdateDesc = prometheus.NewDesc("atr_ca_crl_next_update_timestamp_seconds",
+		"nextUpdate of each CA's CRL served at /v1/crl/{key id} (Unix seconds), by the CA's subject key identifier and kind: issuer (a CRL the registry signs, current or earlier intermediate) or root (signed in the root-crl ceremony; re-sign it before this).",
+		[]string{"key_id", "kind"}, nil)
 )
+
+// crlLister is implemented by a Revocation that serves several CRLs
+// (*registry.Registry): the key ids of its issuing CAs and of the roots that
+// published one.
+type crlLister interface {
+	CRLKeyIDs() (issuers, roots []string)
+}
 
 // opsCollector reads the CA bundle and the current CRL at scrape time.
 type opsCollector struct{ s *Server }
@@ -36,6 +46,7 @@ type opsCollector struct{ s *Server }
 func (c opsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- caNotAfterDesc
 	ch <- crlNextUpdateDesc
+	ch <- caCRLNextUpdateDesc
 }
 
 func (c opsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -66,6 +77,20 @@ func (c opsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(crlNextUpdateDesc, prometheus.GaugeValue, float64(next.Unix()))
 	} else {
 		c.s.log.WithError(err).Warn("metrics: reading the current CRL")
+	}
+	l, ok := c.s.deps.Revocation.(crlLister)
+	if !ok {
+		return
+	}
+	issuers, roots := l.CRLKeyIDs()
+	for kind, ids := range map[string][]string{"issuer": issuers, "root": roots} {
+		for _, id := range ids {
+			if _, next, err := c.s.deps.Revocation.CRLOf(ctx, id); err == nil {
+				ch <- prometheus.MustNewConstMetric(caCRLNextUpdateDesc, prometheus.GaugeValue, float64(next.Unix()), id, kind)
+			} else {
+				c.s.log.WithError(err).WithField("key_id", id).Warn("metrics: reading a CRL")
+			}
+		}
 	}
 }
 

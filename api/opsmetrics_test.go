@@ -23,6 +23,7 @@ func TestMetricsOperatorFamilies(t *testing.T) {
 		"atr_build_info{goversion=",
 		`atr_ca_certificate_not_after_timestamp_seconds{role="root"`,
 		"atr_crl_next_update_timestamp_seconds ",
+		`atr_ca_crl_next_update_timestamp_seconds{key_id="0a0b",kind="issuer"}`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)

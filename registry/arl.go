@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"sync"
 	"time"
 
@@ -320,4 +321,27 @@ func (r *Registry) revokedByRoot(der []byte) bool {
 	}
 	_, revoked := r.revocation.arl.revoked(ca.KeyID(c))
 	return revoked
+}
+
+// CRLKeyIDs returns the subject key identifiers (lowercase hex) of the CRLs
+// this replica serves at /v1/crl/{key id}: its issuing CAs still valid, and
+// the roots that published a CRL (as of the last revision it saw).
+func (r *Registry) CRLKeyIDs() (issuers, roots []string) {
+	if r.revocation == nil {
+		return nil, nil
+	}
+	now := r.now()
+	for id, resp := range r.revocation.responders {
+		if now.Before(resp.ca.Certificate().NotAfter) {
+			issuers = append(issuers, id)
+		}
+	}
+	r.revocation.arl.mu.RLock()
+	for id := range r.revocation.arl.crls {
+		roots = append(roots, id)
+	}
+	r.revocation.arl.mu.RUnlock()
+	slices.Sort(issuers)
+	slices.Sort(roots)
+	return issuers, roots
 }

@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
@@ -352,6 +353,20 @@ func revocationAcrossRotation(t *testing.T, e *revE2E) {
 		if !strings.Contains(out, "1 revoked intermediate") {
 			t.Errorf("root-crl output: %s", out)
 		}
+		// The ceremony is another process: the replicas learn of the new root
+		// CRL by notification (PostgreSQL) or their next read of the
+		// revision (SQLite, every 250 ms).
+		start := time.Now()
+		for deadline := start.Add(15 * time.Second); ; { // hang guard, not a timing assertion
+			if out, _ := verifyOut(t, e, old2); strings.Contains(out, "issuer_revoked") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the registry never applied the root CRL")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("the registry applied the root CRL %v after the ceremony ended", time.Since(start))
 		// /v1/verify refuses intermediate 1's leaves, accepts intermediate 2's.
 		for _, c := range []struct {
 			a    *revAgent
@@ -381,11 +396,41 @@ func revocationAcrossRotation(t *testing.T, e *revE2E) {
 		if line := rp.ocsp(t, old2); !strings.HasSuffix(line, ": revoked") {
 			t.Errorf("OCSP for a leaf of the revoked intermediate: %q, want revoked", line)
 		}
+		// The root CRL's nextUpdate is a gauge an operator alerts on.
+		metrics := e.metrics(t)
+		for _, want := range []string{
+			`atr_ca_crl_next_update_timestamp_seconds{key_id="` + hex.EncodeToString(int1.AuthorityKeyId) + `",kind="root"}`,
+			`atr_ca_crl_next_update_timestamp_seconds{key_id="` + hex.EncodeToString(int2.SubjectKeyId) + `",kind="issuer"}`,
+		} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
 		rp2 := e.relyingParty(t, good, int2)
 		if out, ok := rp2.verify(t, good, true); !ok {
 			t.Errorf("openssl verify -crl_check_all of a leaf under intermediate 2:\n%s", out)
 		}
 	})
+}
+
+// metrics returns the /metrics text of the https listener.
+func (e *revE2E) metrics(t *testing.T) string {
+	t.Helper()
+	pool, err := loadCertPool(e.bundle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := c.Get("https://" + e.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 // verifyOut runs `atr verify` on an agent's certificate.
