@@ -541,22 +541,12 @@ func (c *ceremony) intermediate(ctx context.Context, o intermediateOpts) error {
 		}
 	}
 
-	root, err := openRootToken(ctx, cfg, c.log)
+	// Step 1: the root key and certificate, from the root token.
+	root, rootSigner, rootTC, err := c.rootKey(ctx, o.rootLabel, now)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-
-	// Step 1: the root key and certificate, from the root token.
-	rootCerts, err := root.Certificates(ctx)
-	if err != nil {
-		return fmt.Errorf("listing certificates on token %q: %w", cfg.RootToken, err)
-	}
-	roots, _ := splitCAs(rootCerts)
-	rootSigner, rootTC, err := findCAKey(ctx, root, cfg.RootToken, o.rootLabel, roots, now)
-	if err != nil {
-		return fmt.Errorf("finding the root: %w (run 'atr ceremony root' first)", err)
-	}
 
 	// Step 2: the new issuing key on the online token.
 	signer, err := issuing.GenerateKey(ctx, o.label, hsm.KeyAlgorithm(o.alg))
@@ -627,6 +617,28 @@ func (c *ceremony) intermediate(ctx context.Context, o intermediateOpts) error {
 		return err
 	}
 	return c.finish()
+}
+
+// rootKey logs into the root token and finds the root's key and certificate
+// (the one labelled label, or the newest valid root with a key). The caller
+// closes the token.
+func (c *ceremony) rootKey(ctx context.Context, label string, now time.Time) (*hsm.Token, *hsm.Signer, hsm.TokenCertificate, error) {
+	root, err := openRootToken(ctx, c.cfg, c.log)
+	if err != nil {
+		return nil, nil, hsm.TokenCertificate{}, err
+	}
+	rootCerts, err := root.Certificates(ctx)
+	if err != nil {
+		root.Close()
+		return nil, nil, hsm.TokenCertificate{}, fmt.Errorf("listing certificates on token %q: %w", c.cfg.RootToken, err)
+	}
+	roots, _ := splitCAs(rootCerts)
+	signer, tc, err := findCAKey(ctx, root, c.cfg.RootToken, label, roots, now)
+	if err != nil {
+		root.Close()
+		return nil, nil, hsm.TokenCertificate{}, fmt.Errorf("finding the root: %w (run 'atr ceremony root' first)", err)
+	}
+	return root, signer, tc, nil
 }
 
 // warnConstraintMismatch warns when an existing intermediate (kept by

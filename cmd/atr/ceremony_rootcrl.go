@@ -91,20 +91,11 @@ func (c *ceremony) rootCRL(ctx context.Context, revoke []string, reason int, val
 	}
 
 	// Step 2: the root key and certificate.
-	root, err := openRootToken(ctx, cfg, c.log)
+	root, rootSigner, rootTC, err := c.rootKey(ctx, rootLabel, now)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-	rootCerts, err := root.Certificates(ctx)
-	if err != nil {
-		return fmt.Errorf("listing certificates on token %q: %w", cfg.RootToken, err)
-	}
-	roots, _ := splitCAs(rootCerts)
-	rootSigner, rootTC, err := findCAKey(ctx, root, cfg.RootToken, rootLabel, roots, now)
-	if err != nil {
-		return fmt.Errorf("finding the root: %w", err)
-	}
 	responder, err := ca.NewResponder(rootSigner, rootTC.Cert)
 	if err != nil {
 		return err

@@ -81,6 +81,15 @@ func freeAddr(t *testing.T) string {
 // API key for namespace "acme", and starts `atr serve`.
 func newE2E(t *testing.T) *e2eEnv {
 	t.Helper()
+	e := setupE2E(t)
+	e.serve(t)
+	return e
+}
+
+// setupE2E is newE2E without starting the server; env entries (KEY=value)
+// are added to the environment of every command.
+func setupE2E(t *testing.T, env ...string) *e2eEnv {
+	t.Helper()
 	requireSoftHSM(t)
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -109,6 +118,7 @@ func newE2E(t *testing.T) *e2eEnv {
 		"ATR_PKCS11_ROOT_PIN_FILE="+filepath.Join(e.dataDir, "pin"),
 		"ATR_LOG_LEVEL=warn",
 	)
+	e.env = append(e.env, env...)
 	// A short leaf lifetime for the watch test, when the server offers one.
 	if _, help, _ := e.atr(t, "serve", "--help"); strings.Contains(help, "ATR_LEAF_LIFETIME") {
 		e.shortLifetime = true
@@ -120,15 +130,15 @@ func newE2E(t *testing.T) *e2eEnv {
 	e.must(t, "apikey", "create", "--owner", "billing-team", "--namespace", "acme", "--scopes", "agents:read,agents:write",
 		"--expires-in", "24h", "--out", filepath.Join(e.dataDir, "team.apikey"))
 	e.env = append(e.env, "ATR_SERVER=https://"+e.addr, "ATR_CA_BUNDLE="+e.bundle())
-	e.serve(t)
 	return e
 }
 
 func (e *e2eEnv) bundle() string { return filepath.Join(e.dataDir, "ca", "bundle.pem") }
 func (e *e2eEnv) apiKey() string { return filepath.Join(e.dataDir, "team.apikey") }
 
-// serve starts `atr serve` and waits until /healthz answers.
-func (e *e2eEnv) serve(t *testing.T) {
+// serve starts `atr serve` and waits until /healthz answers. The returned
+// func stops it (SIGTERM; it also runs at the end of the test).
+func (e *e2eEnv) serve(t *testing.T) (stop func()) {
 	t.Helper()
 	cmd := exec.Command(e.bin, "serve")
 	cmd.Env = e.env
@@ -139,18 +149,22 @@ func (e *e2eEnv) serve(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("atr serve logs:\n%s", logs.String())
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+			if t.Failed() {
+				t.Logf("atr serve logs:\n%s", logs.String())
+			}
+		})
+	}
+	t.Cleanup(stop)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		select {

@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,96 +36,19 @@ type revE2E struct {
 
 func newRevE2E(t *testing.T, databaseURL string) *revE2E {
 	t.Helper()
-	requireSoftHSM(t)
 	requireOpenSSL(t)
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp := t.TempDir()
-	e := &revE2E{e2eEnv: &e2eEnv{bin: filepath.Join(tmp, "atr"), dataDir: filepath.Join(tmp, "var"), addr: freeAddr(t)}, httpAddr: freeAddr(t)}
-	build := exec.Command("go", "build", "-o", e.bin, "./cmd/atr")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(filepath.Join(root, "softhsm", "init-tokens.sh"), e.dataDir, filepath.Join(e.dataDir, "pin")).CombinedOutput(); err != nil {
-		t.Fatalf("init-tokens.sh: %v\n%s", err, out)
-	}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "ATR_") && !strings.HasPrefix(kv, "SOFTHSM2_CONF=") {
-			e.env = append(e.env, kv)
-		}
-	}
-	e.env = append(e.env,
-		"SOFTHSM2_CONF="+filepath.Join(e.dataDir, "softhsm2.conf"),
-		"ATR_DATA_DIR="+e.dataDir,
-		"ATR_LISTEN="+e.addr,
-		"ATR_HTTP_LISTEN="+e.httpAddr,
-		"ATR_HTTP_PUBLIC_URL=http://"+e.httpAddr,
-		"ATR_PKCS11_PIN_FILE="+filepath.Join(e.dataDir, "pin"),
-		"ATR_PKCS11_ROOT_PIN_FILE="+filepath.Join(e.dataDir, "pin"),
-		"ATR_LOG_LEVEL=warn",
-	)
+	httpAddr := freeAddr(t)
+	env := []string{"ATR_HTTP_LISTEN=" + httpAddr, "ATR_HTTP_PUBLIC_URL=http://" + httpAddr}
 	if databaseURL != "" {
-		e.env = append(e.env, "ATR_DATABASE_URL="+databaseURL)
+		env = append(env, "ATR_DATABASE_URL="+databaseURL)
 	}
-	for _, c := range []string{"root", "intermediate", "log-key", "log-key-ed25519", "vrf-key", "root-crl"} {
-		e.must(t, "ceremony", c, "--operator", "e2e")
-	}
-	e.must(t, "apikey", "create", "--owner", "billing-team", "--namespace", "acme", "--scopes", "agents:read,agents:write",
-		"--expires-in", "24h", "--out", e.apiKey())
-	e.env = append(e.env, "ATR_SERVER=https://"+e.addr, "ATR_CA_BUNDLE="+e.bundle())
+	e := &revE2E{e2eEnv: setupE2E(t, env...), httpAddr: httpAddr}
+	e.must(t, "ceremony", "root-crl", "--operator", "e2e")
 	e.start(t)
 	return e
 }
 
-// start runs `atr serve` until stop (or the end of the test).
-func (e *revE2E) start(t *testing.T) {
-	t.Helper()
-	cmd := exec.Command(e.bin, "serve")
-	cmd.Env = e.env
-	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	stopped := false
-	e.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("atr serve logs:\n%s", logs.String())
-		}
-	}
-	t.Cleanup(e.stop)
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		select {
-		case err := <-done:
-			t.Fatalf("atr serve exited early: %v\n%s", err, logs.String())
-		default:
-		}
-		if code, _, _ := e.atr(t, "healthcheck", "--listen", e.addr, "--timeout", "2s"); code == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("atr serve not healthy after 90s:\n%s", logs.String())
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-}
+func (e *revE2E) start(t *testing.T) { e.stop = e.serve(t) }
 
 // revAgent is one registered agent's files and certificate.
 type revAgent struct {
