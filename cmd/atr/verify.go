@@ -4,13 +4,16 @@ package main
 // genuine, current, unrevoked ATR agent certificate? Online it asks the
 // registry (POST /v1/verify); offline it builds the chain to a CA bundle with
 // x509.Verify and checks a CRL signed by the issuing CA; with --receipt it
-// checks the certificate's log receipt with rp.ReceiptVerifier, offline.
+// checks the certificate's log receipt with rp.ReceiptVerifier, offline;
+// with --follow it follows the log's event stream with rp.Follower and
+// prints every verified revocation and rotation.
 
 import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -18,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,7 +87,7 @@ type verifyOutput struct {
 }
 
 func runVerify(ctx context.Context, a *app, args []string) error {
-	fs := a.newFlagSet("verify", "verify CERT.pem [--chain FILE] (--server URL | --offline --bundle FILE --crl FILE | --receipt FILE)",
+	fs := a.newFlagSet("verify", "verify CERT.pem [--chain FILE] (--server URL | --offline --bundle FILE --crl FILE | --receipt FILE) | verify --follow --server URL",
 		`Check that CERT.pem (an agent certificate as presented; intermediates may
 follow it in the file or be given with --chain) is a genuine, current,
 unrevoked ATR agent certificate.
@@ -116,13 +120,27 @@ checkpoint's tree. A threshold of 0 (the default without --witness) trusts
 the log's signature alone. A receipt proves the certificate was logged, not
 that it is unrevoked: combine with --offline's CRL or the online check.
 
-Exit status: 0 only when the certificate verified; 1 when it did not, or on
-any error (a server error shows its code and request ID); 2 a usage error.`,
+Follow (--follow, no certificate): subscribe to the log's event stream (GET
+/v1/log/events on --server) and print every revocation and rotation as soon
+as it is logged (one line each; --json: one JSON object per line), until
+interrupted. Every event is verified first (rp.Follower): its checkpoint is
+signed by --log-key (with --trust-domain, default: the served checkpoint's
+origin) and cosigned as --witness/--witness-threshold require; it is
+consistent with every checkpoint seen before (GET /v1/log/proof/consistency);
+its inclusion proof holds; and the indexes follow one another with no gap or
+repetition. A lost connection is resumed at the next index. --from N starts
+at leaf N (default 0, the whole log).
+
+Exit status: 0 only when the certificate verified (--follow: when
+interrupted); 1 when it did not, when a followed event was refused (the
+evidence is printed on stderr), or on any error (a server error shows its
+code and request ID); 2 a usage error.`,
 		`atr verify agent.pem --chain agent.chain.pem --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.pem
 curl -s --cacert ./var/ca/bundle.pem https://127.0.0.1:8443/v1/crl -o atr.crl
 atr verify agent.pem --chain agent.chain.pem --offline --bundle ./var/ca/bundle.pem --crl atr.crl
 atr verify agent.pem --receipt agent.receipt.json --bundle bundle.pem --log-key log.vkey --vrf-key vrf-key.pem \
-    --witness 'witness.example+6b1e0f3a+AXd…' --witness-threshold 1`)
+    --witness 'witness.example+6b1e0f3a+AXd…' --witness-threshold 1
+atr verify --follow --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.pem --log-key ./var/ca/log-key.pem --json`)
 	var o agentOpts
 	o.bind(fs, a.lookupEnv, afServer|afCABundle)
 	var chainFile, bundle, crlFile, trustDomain string
@@ -142,9 +160,22 @@ atr verify agent.pem --receipt agent.receipt.json --bundle bundle.pem --log-key 
 	})
 	fs.IntVar(&ro.threshold, "witness-threshold", -1, "receipt: how many --witness keys must have cosigned; -1: all of them")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
+	follow := fs.Bool("follow", false, "follow the log's event stream and print each verified revocation and rotation (no certificate)")
+	from := fs.Int64("from", 0, "follow: the first leaf index")
 	pos, err := a.parseWithArgs(fs, args)
 	if err != nil {
 		return err
+	}
+	if *follow {
+		switch {
+		case len(pos) != 0:
+			return usagef("--follow takes no certificate, got %d arguments", len(pos))
+		case ro.receipt != "" || *offline:
+			return usagef("--follow is neither --receipt nor --offline")
+		case *from < 0:
+			return usagef("--from must not be negative")
+		}
+		return a.followLog(ctx, o, ro, trustDomain, *from, *jsonOut)
 	}
 	if len(pos) != 1 {
 		return usagef("want exactly one certificate file, got %d arguments", len(pos))
@@ -532,4 +563,120 @@ func crlEntry(crl *x509.RevocationList, serial *big.Int) *x509.RevocationListEnt
 		}
 	}
 	return nil
+}
+
+// followedEvent is one line of `atr verify --follow --json`.
+type followedEvent struct {
+	Index    int64     `json:"index"`
+	Type     string    `json:"type"`
+	Time     time.Time `json:"time"`
+	TreeSize int64     `json:"tree_size"` // of the verified checkpoint that includes it
+	// FingerprintSHA256 is the certificate revoked, or the new one of a
+	// rotation, which replaced PreviousFingerprintSHA256.
+	FingerprintSHA256         string `json:"fingerprint_sha256"`
+	PreviousFingerprintSHA256 string `json:"previous_fingerprint_sha256,omitempty"`
+	Reason                    string `json:"reason,omitempty"`
+}
+
+// followLog is `atr verify --follow`: rp.Follower on --server, printing the
+// verified revocations and rotations until ctx ends.
+func (a *app) followLog(ctx context.Context, o agentOpts, ro receiptOpts, trustDomain string, from int64, jsonOut bool) error {
+	if o.server == "" {
+		return usagef("--server (ATR_SERVER) is required")
+	}
+	policy, err := witnessPolicy(ro.witnesses, ro.threshold)
+	if err != nil {
+		return err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.caBundle != "" {
+		if tr.TLSClientConfig.RootCAs, err = loadCertPool(o.caBundle); err != nil {
+			return err
+		}
+	}
+	hc := &http.Client{Transport: tr} // no Timeout: the stream lasts
+	origin := ""
+	if trustDomain != "" {
+		origin = trustDomain + "/log"
+	} else {
+		// A PEM log key names no origin: take the served checkpoint's, which
+		// the key must then have signed.
+		c, err := o.newClient("", nil)
+		if err != nil {
+			return err
+		}
+		msg, err := c.Checkpoint(ctx)
+		if err != nil {
+			return explain("fetching the checkpoint", err)
+		}
+		origin = noteOrigin(msg)
+	}
+	if ro.logKey == "" {
+		ro.logKey = filepath.Join(ro.dataDir, "ca", "log-key.pem")
+	}
+	lv, err := loadLogVerifiers(ro.logKey, origin)
+	if err != nil {
+		return err
+	}
+	f, err := rp.NewFollower(rp.FollowerConfig{URL: o.server, Client: hc, LogVerifiers: lv, Origin: origin, Witnesses: policy, From: from,
+		Retried: func(err error) { fmt.Fprintf(a.stderr, "atr verify --follow: %v (reconnecting)\n", err) }})
+	if err != nil {
+		return usagef("%v", err)
+	}
+	fmt.Fprintf(a.stderr, "following %s from leaf %d (log %s)\n", o.server, from, origin)
+	enc := json.NewEncoder(a.stdout)
+	err = f.Run(ctx, func(ev rp.FollowedEvent) error {
+		e := ev.Entry
+		if e.Type != translog.EventRevoke && e.Type != translog.EventRotate {
+			return nil
+		}
+		out := followedEvent{Index: ev.Index, Type: string(e.Type), Time: e.Time, TreeSize: ev.Checkpoint.Size,
+			FingerprintSHA256: e.Fingerprint, PreviousFingerprintSHA256: e.Previous, Reason: e.Reason}
+		if jsonOut {
+			return enc.Encode(out)
+		}
+		ts := e.Time.UTC().Format(time.RFC3339)
+		if e.Type == translog.EventRevoke {
+			_, err := fmt.Fprintf(a.stdout, "REVOKED leaf %d %s fingerprint %s reason %s\n", ev.Index, ts, e.Fingerprint, e.Reason)
+			return err
+		}
+		_, err := fmt.Fprintf(a.stdout, "ROTATED leaf %d %s fingerprint %s replaces %s\n", ev.Index, ts, e.Fingerprint, e.Previous)
+		return err
+	})
+	var fe *rp.FollowError
+	switch {
+	case errors.As(err, &fe):
+		a.printFollowEvidence(fe)
+		return fmt.Errorf("%w: %v", errLogCheck, err)
+	case ctx.Err() != nil:
+		return nil // interrupted: the normal end
+	}
+	return err
+}
+
+// printFollowEvidence writes what a refused event came with to stderr.
+func (a *app) printFollowEvidence(fe *rp.FollowError) {
+	w := a.stderr
+	fmt.Fprintf(w, "EVENT REFUSED: %s at index %d (expected %d)\n", fe.Reason, fe.Index, fe.Want)
+	if fe.Err != nil {
+		fmt.Fprintf(w, "detail: %v\n", fe.Err)
+	}
+	section := func(name string, b []byte) {
+		if len(b) > 0 {
+			fmt.Fprintf(w, "--- %s ---\n%s", name, b)
+			if b[len(b)-1] != '\n' {
+				fmt.Fprintln(w)
+			}
+		}
+	}
+	section("event", fe.Event)
+	section("checkpoint", fe.Checkpoint)
+	section("earlier verified checkpoint", fe.Previous)
+	if len(fe.Proof) > 0 {
+		fmt.Fprintln(w, "--- consistency proof ---")
+		for _, h := range fe.Proof {
+			fmt.Fprintln(w, h.String())
+		}
+	}
 }
