@@ -537,3 +537,86 @@ func TestNewFollowerRefusesBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// roundTripper serves a fixed body for /v1/log/events and 500 for the rest.
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// FuzzFollowerStream feeds arbitrary bytes to a Follower as the event
+// stream (no network): it must never panic, and nothing unsigned may count.
+func FuzzFollowerStream(f *testing.F) {
+	ev := `{"index":0,"type":"register","leaf":"eyJ2IjoyfQ==","checkpoint":"example.org/log\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— example.org/log AAAA\n","inclusion_proof":[]}`
+	f.Add([]byte("id: 0\nevent: register\ndata: " + ev + "\n\n"))
+	f.Add([]byte(": ping\n\nretry: 2000\n\n"))
+	f.Add([]byte("id: 1\nevent: revoke\ndata: {\"index\":1}\n\n"))
+	f.Add([]byte("data: a\ndata: b\n\nid:\n\n"))
+	f.Add([]byte("id: 0\r\nevent: x\r\ndata: {}\r\n\r\n"))
+	_, vkey, err := note.GenerateKey(rand.Reader, "example.org/log")
+	if err != nil {
+		f.Fatal(err)
+	}
+	lv, err := rp.ParseLogVerifiers(vkey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		client := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+			if r.URL.Path != "/v1/log/events" {
+				return &http.Response{StatusCode: 500, Body: io.NopCloser(strings.NewReader("")), Header: http.Header{}, Request: r}, nil
+			}
+			return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader(string(body))),
+				Header: http.Header{"Content-Type": {"text/event-stream"}}, Request: r}, nil
+		})}
+		fl, err := rp.NewFollower(rp.FollowerConfig{URL: "https://example.org", Client: client, LogVerifiers: lv,
+			MaxBackoff: time.Millisecond, Retried: func(error) { cancel() }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = fl.Run(ctx, func(rp.FollowedEvent) error {
+			t.Fatal("an event without a valid signature counted")
+			return nil
+		})
+		var fe *rp.FollowError
+		if err != nil && !errors.As(err, &fe) && !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v, want a FollowError or the end of the context", err)
+		}
+		if fl.LastIndex() != -1 {
+			t.Fatalf("LastIndex %d after an unsigned stream", fl.LastIndex())
+		}
+	})
+}
+
+// ExampleFollower follows a registry's log and checks a certificate's
+// fingerprint against the verified revocations.
+func ExampleFollower() {
+	ctx := context.Background()
+	vkeys := "agents.example.org/log+1a2b3c4d+Ag…" // GET /v1/log/vkey, pinned out of band
+	lv, err := rp.ParseLogVerifiers(vkeys)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	f, err := rp.NewFollower(rp.FollowerConfig{URL: "https://atr.example.org", LogVerifiers: lv, Origin: "agents.example.org/log"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	go func() {
+		// Run returns on a refused event (*rp.FollowError, with the evidence)
+		// or when ctx ends; lost connections are resumed by itself.
+		err := f.Run(ctx, func(ev rp.FollowedEvent) error {
+			if ev.Entry.Type == translog.EventRevoke {
+				fmt.Println("revoked:", ev.Entry.Fingerprint, ev.Entry.Reason)
+			}
+			return nil
+		})
+		fmt.Println("follower stopped:", err)
+	}()
+	// Elsewhere, for a certificate presented to this relying party:
+	if revoked, reason := f.Revoked("3f0c…sha-256 of the certificate DER"); revoked {
+		fmt.Println("refuse the certificate:", reason)
+	}
+}
