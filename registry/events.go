@@ -7,7 +7,9 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -57,6 +59,14 @@ func (r *Registry) LogSize(ctx context.Context) (int64, error) {
 // the interval, else waits for the interval's end. So a leaf is announced
 // within about a second, without flooding the token.
 //
+// The checkpoint is the newest stored one that covers the leaf and carries
+// a witness cosignature, else the newest stored one (checkpoints are
+// cosigned seconds after they are signed: a follower that requires
+// cosignatures gets one when it asks again). The readers of this replica
+// share one cache of it (re-read at most every eventCheckpointTTL) and of
+// the events near the end of the log, so that many open streams cost the
+// database about what one does.
+//
 // A from beyond the log's size is ErrNotFound (the log never shrinks: the
 // caller is following another log). Without Start (or after Close) it
 // fails with ErrUnavailable; when ctx ends, with ctx's error.
@@ -68,37 +78,51 @@ func (r *Registry) LogEvents(ctx context.Context, from int64, limit int) ([]LogE
 	if !r.notify.isRunning() {
 		return nil, fmt.Errorf("registry: log events: %w", errNotifierStopped)
 	}
-	size, err := r.LogSize(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("registry: log events: %w", err)
-	}
-	if from > size {
-		return nil, fmt.Errorf("registry: log events: index %d is beyond the tree size %d: %w", from, size, ErrNotFound)
-	}
-	if size == from {
-		// The notifier's size may lag the read above by a notification, so
-		// it is what is waited on, not what decides.
-		if _, err := r.notify.waitLogSize(ctx, from); err != nil {
+	if from >= r.notify.logSize() {
+		// The notifier may lag the database by a notification: the database
+		// decides whether from is past the end; the notifier tells when the
+		// leaf arrives.
+		size, err := r.LogSize(ctx)
+		if err != nil {
 			return nil, fmt.Errorf("registry: log events: %w", err)
 		}
+		if from > size {
+			return nil, fmt.Errorf("registry: log events: index %d is beyond the tree size %d: %w", from, size, ErrNotFound)
+		}
+		if from == size {
+			if _, err := r.notify.waitLogSize(ctx, from); err != nil {
+				return nil, fmt.Errorf("registry: log events: %w", err)
+			}
+		}
 	}
-	cp, err := r.coveringCheckpoint(ctx, from)
+	cp, note, err := r.eventCheckpoint(ctx, from)
 	if err != nil {
 		return nil, fmt.Errorf("registry: log events: %w", err)
 	}
 	end := min(from+int64(limit), cp.Size)
-	leaves, err := r.tlog.entries(ctx, from, end)
-	if err != nil {
-		return nil, fmt.Errorf("registry: log events: %w", err)
+	out := r.events.cached(note, from, end)
+	if next := from + int64(len(out)); next < end {
+		more, err := r.readEvents(ctx, cp.Size, note, next, end)
+		if err != nil {
+			return nil, fmt.Errorf("registry: log events: %w", err)
+		}
+		r.events.store(cp.Size, note, more)
+		out = append(out, more...)
 	}
-	note, err := r.withCosignatures(ctx, []byte(cp.Note))
+	return out, nil
+}
+
+// readEvents reads leaves [start, end) and their inclusion proofs in the
+// tree of the given size, all under one checkpoint note.
+func (r *Registry) readEvents(ctx context.Context, size int64, note []byte, start, end int64) ([]LogEvent, error) {
+	leaves, err := r.tlog.entries(ctx, start, end)
 	if err != nil {
-		return nil, fmt.Errorf("registry: log events: %w", err)
+		return nil, err
 	}
 	out := make([]LogEvent, 0, len(leaves))
 	for i, leaf := range leaves {
-		idx := from + int64(i)
-		proof, err := translog.InclusionProof(ctx, hashStore{r.store.db}, idx, cp.Size)
+		idx := start + int64(i)
+		proof, err := translog.InclusionProof(ctx, hashStore{r.store.db}, idx, size)
 		if err != nil {
 			return nil, logErr("log events: inclusion proof", err)
 		}
@@ -109,6 +133,114 @@ func (r *Registry) LogEvents(ctx context.Context, from int64, limit int) ([]LogE
 		out = append(out, LogEvent{Index: idx, Type: typ, Leaf: leaf, Checkpoint: note, InclusionProof: proof})
 	}
 	return out, nil
+}
+
+// Shared state of LogEvents.
+const (
+	// eventCheckpointTTL is how long the readers of a replica share one
+	// checkpoint (with its cosignatures) before it is read again.
+	eventCheckpointTTL = time.Second
+	// eventCacheSpan: events within this many leaves of the checkpoint's
+	// size are cached (those the readers at the end of the log all want).
+	eventCacheSpan = 1024
+)
+
+// eventCache is what the LogEvents calls of one replica share: the
+// checkpoint they serve and the events near its end, built under it.
+type eventCache struct {
+	mu     sync.Mutex
+	cp     *storedCheckpoint
+	note   []byte // cp.Note with its cosignatures
+	readAt time.Time
+	events map[int64]LogEvent // under cp
+}
+
+// checkpoint returns the shared checkpoint if it covers index and is fresh.
+func (c *eventCache) checkpoint(index int64, now time.Time) (*storedCheckpoint, []byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cp == nil || c.cp.Size <= index || now.Sub(c.readAt) >= eventCheckpointTTL {
+		return nil, nil, false
+	}
+	return c.cp, c.note, true
+}
+
+// setCheckpoint shares a checkpoint just read; the events cached under
+// another one are dropped.
+func (c *eventCache) setCheckpoint(cp *storedCheckpoint, note []byte, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cp == nil || string(c.note) != string(note) {
+		c.events = nil
+	}
+	c.cp, c.note, c.readAt = cp, note, now
+}
+
+// cached returns the cached events from start on (before end) under the
+// checkpoint note, stopping at the first one missing.
+func (c *eventCache) cached(note []byte, start, end int64) []LogEvent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []LogEvent
+	if c.cp == nil || string(c.note) != string(note) {
+		return nil
+	}
+	for i := start; i < end; i++ {
+		ev, ok := c.events[i]
+		if !ok {
+			break
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// store caches events built under the checkpoint note (of a tree of the
+// given size), if it is still the shared one.
+func (c *eventCache) store(size int64, note []byte, evs []LogEvent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cp == nil || string(c.note) != string(note) {
+		return
+	}
+	for _, ev := range evs {
+		if ev.Index < size-eventCacheSpan {
+			continue
+		}
+		if c.events == nil {
+			c.events = map[int64]LogEvent{}
+		}
+		c.events[ev.Index] = ev
+	}
+}
+
+// eventCheckpoint returns the checkpoint to serve leaf index with (see
+// LogEvents), and its note with cosignatures.
+func (r *Registry) eventCheckpoint(ctx context.Context, index int64) (*storedCheckpoint, []byte, error) {
+	if cp, note, ok := r.events.checkpoint(index, time.Now()); ok {
+		return cp, note, nil
+	}
+	cp, err := r.coveringCheckpoint(ctx, index)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Prefer the newest cosigned checkpoint that covers the leaf.
+	var cosigned storedCheckpoint
+	err = r.store.db.GetContext(ctx, &cosigned, r.store.db.Rebind(`SELECT c.size, c.note FROM log_checkpoints c
+		WHERE c.size > ? AND EXISTS (SELECT 1 FROM witness_cosignatures w WHERE w.size = c.size)
+		ORDER BY c.size DESC LIMIT 1`), index)
+	switch e := dbErr("log events: reading cosigned checkpoint", err); {
+	case err == nil:
+		cp = &cosigned
+	case !errors.Is(e, ErrNotFound):
+		return nil, nil, e
+	}
+	note, err := r.withCosignatures(ctx, []byte(cp.Note))
+	if err != nil {
+		return nil, nil, err
+	}
+	r.events.setCheckpoint(cp, note, time.Now())
+	return cp, note, nil
 }
 
 // coveringCheckpoint returns the newest stored checkpoint once one covers

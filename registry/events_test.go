@@ -9,6 +9,7 @@ import (
 	"github.com/agent-trust-registry/atr/registry"
 	"github.com/agent-trust-registry/atr/registry/registrytest"
 	"github.com/agent-trust-registry/atr/registry/translog"
+	"github.com/agent-trust-registry/atr/rp"
 )
 
 // collectEvents reads events from r from index from until the log's size n,
@@ -125,6 +126,56 @@ func TestLogEvents(t *testing.T) {
 		defer cancelShort()
 		if _, err := other.LogEvents(short, n, 10); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("LogEvents at the end with an expiring context: %v, want DeadlineExceeded", err)
+		}
+	})
+}
+
+// TestLogEventsPreferCosigned: a leaf is served with the newest checkpoint
+// that covers it and carries a witness cosignature, when there is one
+// (a follower with a witness policy then gets what it needs), else with
+// the newest checkpoint.
+func TestLogEventsPreferCosigned(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx, cancel := context.WithTimeout(t.Context(), hangGuard)
+		defer cancel()
+		start(t, f.Registry)
+		owner := f.Owner("acme", "acme")
+		register(t, f, owner, "a.acme")
+		register(t, f, owner, "b.acme")
+		cp2, err := f.Registry.SignedCheckpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := newTestWitness(t, "witness.example")
+		c, err := translog.OpenCheckpoint(cp2, f.NoteVerifier)
+		if err != nil || c.Size != 2 {
+			t.Fatalf("checkpoint %+v, %v; want size 2", c, err)
+		}
+		if _, err := f.Registry.AddCosignatures(ctx, c.Size, w.verifier, w.cosignLines(t, cp2)); err != nil {
+			t.Fatal(err)
+		}
+		register(t, f, owner, "c.acme")
+		if _, err := f.Registry.SignedCheckpoint(ctx); err != nil { // size 3, not cosigned
+			t.Fatal(err)
+		}
+		lv, err := rp.ParseLogVerifiers(f.Registry.LogVerifierKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		policy := rp.WitnessPolicy{Keys: []string{w.vkey}, Threshold: 1}
+		evs := collectEvents(t, ctx, f, f.Registry, 0, 3)
+		for _, ev := range evs {
+			got, err := rp.VerifyCheckpoint(ev.Checkpoint, lv, policy)
+			switch ev.Index {
+			case 0, 1:
+				if err != nil || got.Size != 2 {
+					t.Errorf("event %d: checkpoint of size %d, %v; want the cosigned one of size 2", ev.Index, got.Size, err)
+				}
+			case 2:
+				if !errors.Is(err, rp.ErrWitnessPolicy) {
+					t.Errorf("event 2: %v; want the newest checkpoint, not cosigned yet", err)
+				}
+			}
 		}
 	})
 }

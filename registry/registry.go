@@ -124,6 +124,8 @@ type Registry struct {
 	// notify tells of log growth and revocation changes on any replica
 	// (notify.go); running between Start and Close.
 	notify *notifier
+	// events is what the LogEvents calls share (events.go).
+	events eventCache
 }
 
 // New checks cfg and returns a Registry.
