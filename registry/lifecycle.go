@@ -242,8 +242,10 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 	fp := sha256.Sum256(cert.Raw)
 	rec := &CertificateRecord{Serial: serialHex, FingerprintSHA256: hex.EncodeToString(fp[:]), Status: CertIssued,
 		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), DER: cert.Raw, IssuerKeyID: hex.EncodeToString(cert.AuthorityKeyId)}
-	// Step 6: one transaction for everything the issuance changes.
-	err = r.store.inTx(ctx, kind+": storing certificate", func(tx *sqlx.Tx) error {
+	// Step 6: one transaction for everything the issuance changes, committed
+	// together with the issuances that are ready at the same time
+	// (group commit, writer.go).
+	err = r.store.inTxGrouped(ctx, kind+": storing certificate", func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE pending_issuances SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`),
 			pendingIssued, dbTime(now), serialHex, pendingPending)
 		if err != nil {

@@ -51,6 +51,10 @@ type Store struct {
 	// onCommit, when set, runs after every committed transaction (the
 	// SQLite notifier's in-process wake-up, notify.go).
 	onCommit atomic.Pointer[func()]
+	// w is the writer queue every transaction goes through (SQLite);
+	// grouped the one the issuance commits share (PostgreSQL). See
+	// writer.go.
+	w, grouped *writer
 }
 
 // Open connects to the database named by databaseURL and checks that it
@@ -73,7 +77,7 @@ func Open(ctx context.Context, databaseURL string, log *logrus.Entry) (*Store, e
 	switch {
 	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
 		s.dialect, s.url = Postgres, databaseURL
-		s.db, err = sqlx.Open("postgres", databaseURL)
+		s.db, err = sqlx.Open("postgres", withBinaryParameters(databaseURL))
 		if err != nil {
 			return nil, fmt.Errorf("registry: open postgres: %w", invalid("database url", nil))
 		}
@@ -81,6 +85,7 @@ func Open(ctx context.Context, databaseURL string, log *logrus.Entry) (*Store, e
 		s.db.SetMaxIdleConns(4)
 		s.db.SetConnMaxLifetime(30 * time.Minute)
 		s.db.SetConnMaxIdleTime(5 * time.Minute)
+		s.grouped = newWriter(s)
 	default:
 		dsn, err := sqliteDSN(databaseURL)
 		if err != nil {
@@ -97,12 +102,31 @@ func Open(ctx context.Context, databaseURL string, log *logrus.Entry) (*Store, e
 		s.db.SetMaxIdleConns(8)
 		s.db.SetConnMaxLifetime(time.Hour)
 		s.db.SetConnMaxIdleTime(10 * time.Minute)
+		s.w = newWriter(s)
 	}
 	if err := s.db.PingContext(ctx); err != nil {
-		s.db.Close()
+		s.Close()
 		return nil, dbErr("open: ping", withUnavailable(err))
 	}
 	return s, nil
+}
+
+// withBinaryParameters adds lib/pq's binary_parameters=yes to a PostgreSQL
+// URL that does not set it: each statement with parameters is then one
+// round trip (Parse/Bind/Execute in one go) instead of two (an unnamed
+// prepare first), which is what the issuance transaction is made of.
+func withBinaryParameters(databaseURL string) string {
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		return databaseURL // sqlx.Open reports it
+	}
+	q := u.Query()
+	if q.Has("binary_parameters") {
+		return databaseURL
+	}
+	q.Set("binary_parameters", "yes")
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // withUnavailable marks connection-time failures as ErrUnavailable unless they
@@ -165,6 +189,11 @@ func (s *Store) Stats() sql.DBStats { return s.db.Stats() }
 
 // Close closes the connection pool.
 func (s *Store) Close() error {
+	for _, w := range []*writer{s.w, s.grouped} {
+		if w != nil {
+			w.stop()
+		}
+	}
 	if err := s.db.Close(); err != nil {
 		return dbErr("close", err)
 	}
@@ -181,8 +210,28 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // inTx runs fn in a transaction (BEGIN IMMEDIATE on SQLite) and commits if fn
 // returns nil. Errors from fn are returned as they are (fn converts driver
-// errors with dbErr); begin/commit errors are converted here.
+// errors with dbErr); begin/commit errors are converted here. On SQLite it
+// goes through the process's writer queue and may share its transaction
+// with others, each in its own savepoint (writer.go): fn must not call
+// inTx itself, and its changes are durable when inTx returns nil.
 func (s *Store) inTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
+	if s.w != nil {
+		return s.w.do(ctx, op, fn)
+	}
+	return s.inOwnTx(ctx, op, fn)
+}
+
+// inTxGrouped is inTx for the issuance commits: on PostgreSQL they share
+// batches (writer.go); fn must lock log_head before anything else it locks.
+func (s *Store) inTxGrouped(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
+	if s.grouped != nil {
+		return s.grouped.do(ctx, op, fn)
+	}
+	return s.inTx(ctx, op, fn)
+}
+
+// inOwnTx runs fn in a transaction of its own.
+func (s *Store) inOwnTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return dbErr(op+": begin", err)

@@ -1,0 +1,244 @@
+package registry
+
+// Group commit (issue 14). Transactions that are ready while another one
+// commits are committed together: one BEGIN, one lock of what they share
+// (SQLite's write lock; PostgreSQL's log_head row), one COMMIT and one fsync
+// for the batch. Each transaction runs inside its own SAVEPOINT, so one
+// item's failure (a race on a name, a constraint) rolls back that item only
+// and is returned to its caller alone; the others commit. A batch is
+// whatever queued while the previous one ran — never an artificial delay —
+// so a lone request pays nothing extra (a batch of one runs without
+// savepoints).
+//
+//   - SQLite: every Store.inTx goes through one writer goroutine per
+//     process (one writer queue instead of many goroutines sleeping in
+//     SQLite's busy handler). SQLite has a single write lock, so batching
+//     cannot deadlock.
+//   - PostgreSQL: only the issuance commits (Store.inTxGrouped: log entry,
+//     certificate rows, audit), which all lock log_head first, share a
+//     batch; so batches of several replicas serialize on the head (the log
+//     stays gap-free) and take their locks in one order. Everything else
+//     keeps its own transaction and its own concurrency.
+//
+// The ordering guarantees are unchanged: an item's changes are durable when
+// its call returns nil (the batch committed), never before.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+const (
+	// maxBatch bounds the items of one batch (and so the time one commit
+	// holds the lock).
+	maxBatch = 64
+	// writerQueue is the queue length; callers beyond it wait to enqueue.
+	writerQueue = 1024
+	// batchTimeout bounds one batch's transaction.
+	batchTimeout = 2 * time.Minute
+)
+
+// txItem is one transaction waiting for its batch.
+type txItem struct {
+	ctx  context.Context
+	op   string
+	fn   func(tx *sqlx.Tx) error
+	done chan error
+}
+
+// writer runs batches of transactions on one goroutine.
+type writer struct {
+	s  *Store
+	ch chan *txItem
+
+	// state: do holds it shared while it enqueues, stop exclusively while
+	// it sets stopped, so nothing is enqueued after run drained the queue.
+	state   sync.RWMutex
+	stopped bool
+	quit    chan struct{}
+	exited  chan struct{}
+
+	mu sync.Mutex
+	// batches and items count what ran (tests and metrics).
+	batches, items int64
+}
+
+func newWriter(s *Store) *writer {
+	w := &writer{s: s, ch: make(chan *txItem, writerQueue), quit: make(chan struct{}), exited: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// do runs fn in a batch and returns its outcome: fn's error, or the
+// batch's BEGIN or COMMIT error.
+func (w *writer) do(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
+	it := &txItem{ctx: ctx, op: op, fn: fn, done: make(chan error, 1)}
+	w.state.RLock()
+	if w.stopped {
+		w.state.RUnlock()
+		return fmt.Errorf("registry: %s: store closed: %w", op, ErrUnavailable)
+	}
+	select {
+	case w.ch <- it:
+		w.state.RUnlock()
+	case <-ctx.Done():
+		w.state.RUnlock()
+		return dbErr(op, ctx.Err())
+	}
+	// Once queued the item runs or fails; its caller waits for the outcome
+	// (a caller that left could not learn whether it committed).
+	return <-it.done
+}
+
+// stop ends the writer after the queued items ran.
+func (w *writer) stop() {
+	w.state.Lock()
+	if w.stopped {
+		w.state.Unlock()
+		return
+	}
+	w.stopped = true
+	close(w.quit)
+	w.state.Unlock()
+	<-w.exited
+}
+
+func (w *writer) run() {
+	defer close(w.exited)
+	for {
+		var first *txItem
+		select {
+		case first = <-w.ch:
+		case <-w.quit:
+			// Nothing is enqueued after quit (see state).
+			// Fail what is still queued: nobody will run it.
+			for {
+				select {
+				case it := <-w.ch:
+					it.done <- fmt.Errorf("registry: %s: store closed: %w", it.op, ErrUnavailable)
+				default:
+					return
+				}
+			}
+		}
+		batch := []*txItem{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case it := <-w.ch:
+				batch = append(batch, it)
+			default:
+				break drain
+			}
+		}
+		w.runBatch(batch)
+	}
+}
+
+// runBatch runs the items of one batch in one transaction.
+func (w *writer) runBatch(batch []*txItem) {
+	live := batch[:0]
+	for _, it := range batch {
+		if err := it.ctx.Err(); err != nil {
+			it.done <- dbErr(it.op, err) // never started: nothing to roll back
+			continue
+		}
+		live = append(live, it)
+	}
+	if len(live) == 0 {
+		return
+	}
+	w.mu.Lock()
+	w.batches++
+	w.items += int64(len(live))
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	errs := make([]error, len(live))
+	tx, err := w.s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		for _, it := range live {
+			it.done <- dbErr(it.op+": begin", err)
+		}
+		return
+	}
+	if len(live) == 1 {
+		errs[0] = live[0].fn(tx)
+		if errs[0] != nil {
+			_ = tx.Rollback()
+			live[0].done <- errs[0]
+			return
+		}
+	} else if err := w.runItems(ctx, tx, live, errs); err != nil {
+		// A savepoint could not be rolled back: the transaction is unusable.
+		_ = tx.Rollback()
+		for k, it := range live {
+			if errs[k] == nil {
+				errs[k] = err
+			}
+			it.done <- errs[k]
+		}
+		return
+	}
+	ok := false
+	for _, e := range errs {
+		ok = ok || e == nil
+	}
+	if !ok {
+		_ = tx.Rollback()
+		for k, it := range live {
+			it.done <- errs[k]
+		}
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		for k, it := range live {
+			if errs[k] == nil {
+				errs[k] = dbErr(it.op+": commit", err)
+			}
+			it.done <- errs[k]
+		}
+		return
+	}
+	if f := w.s.onCommit.Load(); f != nil {
+		(*f)()
+	}
+	for k, it := range live {
+		it.done <- errs[k]
+	}
+}
+
+// runItems runs each item inside its own savepoint. It returns an error only
+// when the transaction itself can no longer be used.
+func (w *writer) runItems(ctx context.Context, tx *sqlx.Tx, items []*txItem, errs []error) error {
+	for k, it := range items {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT atr_item`); err != nil {
+			errs[k] = dbErr(it.op+": savepoint", err)
+			return errs[k]
+		}
+		if errs[k] = it.fn(tx); errs[k] != nil {
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT atr_item`); err != nil {
+				return dbErr(it.op+": rollback to savepoint", errors.Join(errs[k], err))
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT atr_item`); err != nil {
+			if errs[k] == nil {
+				errs[k] = dbErr(it.op+": release savepoint", err)
+			}
+			return errs[k]
+		}
+	}
+	return nil
+}
+
+// stats returns how many batches and items the writer ran.
+func (w *writer) stats() (batches, items int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.batches, w.items
+}

@@ -1,0 +1,120 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/agent-trust-registry/atr/registry/internal/testdb"
+)
+
+// TestGroupCommit: concurrent transactions through the writer share
+// batches; an item that fails (its own error, or a constraint) is rolled
+// back alone and its error goes to its caller only; every other item
+// commits, exactly once.
+func TestGroupCommit(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			st, err := Open(ctx, testdb.URL(t, db), testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if _, err := st.db.ExecContext(ctx, `CREATE TABLE gc_items (k TEXT PRIMARY KEY, v INTEGER NOT NULL)`); err != nil {
+				t.Fatal(err)
+			}
+			w := st.w
+			if w == nil {
+				w = st.grouped
+			}
+			const n = 200
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs[i] = w.do(ctx, "gc", func(tx *sqlx.Tx) error {
+						k := fmt.Sprintf("k%03d", i)
+						if i%10 == 3 {
+							k = "dup" // every tenth-and-third races on one key: one wins
+						}
+						if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO gc_items (k, v) VALUES (?, ?)`), k, i); err != nil {
+							return dbErr("gc: insert", err)
+						}
+						if i%10 == 7 {
+							return errors.New("item refused after writing") // its insert must not survive
+						}
+						return nil
+					})
+				}()
+			}
+			wg.Wait()
+			dupWins := 0
+			for i, err := range errs {
+				switch {
+				case i%10 == 7:
+					if err == nil || err.Error() != "item refused after writing" {
+						t.Errorf("item %d: %v, want its own error", i, err)
+					}
+				case i%10 == 3:
+					if err == nil {
+						dupWins++
+					} else if !errors.Is(err, ErrConflict) {
+						t.Errorf("item %d (duplicate key): %v, want ErrConflict", i, err)
+					}
+				case err != nil:
+					t.Errorf("item %d: %v", i, err)
+				}
+			}
+			if dupWins != 1 {
+				t.Errorf("%d inserts of the duplicate key committed, want 1", dupWins)
+			}
+			var rows []string
+			if err := st.db.SelectContext(ctx, &rows, `SELECT k FROM gc_items ORDER BY k`); err != nil {
+				t.Fatal(err)
+			}
+			want := n - n/10 /* refused */ - n/10 /* dup */ + 1
+			if len(rows) != want {
+				t.Errorf("%d rows committed, want %d", len(rows), want)
+			}
+			for _, k := range rows {
+				var i int
+				if _, err := fmt.Sscanf(k, "k%03d", &i); err == nil && i%10 == 7 {
+					t.Errorf("the refused item %d left its row", i)
+				}
+			}
+			batches, items := w.stats()
+			t.Logf("%s: %d items in %d batches", db, items, batches)
+			if items != n || batches >= n {
+				t.Errorf("%d items in %d batches: want %d items and fewer batches than items (group commit)", items, batches, n)
+			}
+		})
+	}
+}
+
+// TestGroupCommitCancelledBeforeRun: an item whose context ended while it
+// was queued never runs.
+func TestGroupCommitCancelledBeforeRun(t *testing.T) {
+	st, err := Open(context.Background(), testdb.URL(t, "sqlite"), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	ran := false
+	err = st.w.do(ctx, "cancelled", func(*sqlx.Tx) error { ran = true; return nil })
+	if err == nil || ran {
+		t.Fatalf("a cancelled item: err %v, ran %v; want an error and no run", err, ran)
+	}
+	st.Close()
+	if err := st.inTx(context.Background(), "after close", func(*sqlx.Tx) error { return nil }); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("inTx after Close: %v, want ErrUnavailable", err)
+	}
+}
