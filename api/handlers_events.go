@@ -193,7 +193,7 @@ func (s *Server) handleLogEvents(w http.ResponseWriter, r *http.Request) error {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, heartbeat)
 		evs, err := src.LogEvents(wctx, from, registry.MaxLogEventsPerRead)
-		idle := wctx.Err() != nil
+		idle := err != nil && wctx.Err() != nil
 		cancel()
 		switch {
 		case ctx.Err() != nil:
