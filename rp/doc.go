@@ -3,9 +3,12 @@
 // log key and cosigned by witnesses under a k-of-n WitnessPolicy
 // (VerifyCheckpoint, c2sp.org/tlog-cosignature); a certificate with its log
 // receipt, offline (ReceiptVerifier); and, for owners, a log monitor that
-// finds every certificate issued under watched names (Monitor).
+// finds every certificate issued under watched names (Monitor); and a
+// follower of the registry's event stream that keeps a verified local
+// revocation set (Follower, GET /v1/log/events).
 //
 // It imports only ca, the log package (registry/translog) and the note
-// libraries; it makes no network calls (Monitor reads the log through the
-// LogSource its caller provides, and verifies everything it reads).
+// libraries. Only Follower makes network calls (to the URL its caller
+// gives); Monitor reads the log through the LogSource its caller provides.
+// Both verify everything they read.
 package rp
