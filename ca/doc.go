@@ -41,12 +41,16 @@
 //   - Ceremony templates. RootTemplate, IntermediateTemplateWithOptions
 //     (pathLen 0, lifetime at most 2 years, and optionally critical name
 //     constraints limiting URI SANs to the trust domain, which
-//     pyca/cryptography rejects; IntermediateTemplate always adds them) and
-//     ServerTemplate (the registry's own TLS certificate);
-//     CreateCertificate signs a template and checks the result.
+//     pyca/cryptography rejects; IntermediateTemplate always adds them);
+//     CreateCertificate signs a template and checks the result. The
+//     registry's own TLS certificate is not a ceremony: it goes through
+//     Issuer.PrepareServer and Issuer.Sign like an agent leaf (ServerTemplate
+//     remains for tests).
 //
-//   - Revocation. Issuer.SignCRL and Issuer.SignOCSP sign CRLs and OCSP
-//     responses with the issuing key; ReasonCode and ReasonName map RFC 5280
+//   - Revocation. A Responder signs the CRLs and OCSP responses of one CA
+//     (Issuer.Responder for the issuing CA, NewResponder for an earlier
+//     intermediate or for the root's CRL of intermediates); Issuer.SignCRL
+//     and Issuer.SignOCSP sign with the issuing key; ReasonCode and ReasonName map RFC 5280
 //     reason names (certificateHold and removeFromCRL are refused: revocation
 //     in ATR is terminal).
 //
