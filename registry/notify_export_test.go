@@ -29,3 +29,10 @@ func (r *Registry) SetNotifyPoll(d time.Duration) { r.notify.poll = d }
 
 // NotifyApplicationName is the application_name of the LISTEN connection.
 const NotifyApplicationName = notifyApplicationName
+
+// Exec runs a statement on the Store's database (tests that hide a table
+// to prove a path reads nothing).
+func (s *Store) Exec(ctx context.Context, query string) error {
+	_, err := s.db.ExecContext(ctx, query)
+	return err
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -160,8 +162,57 @@ func (r *Registry) VerifyWithReceipt(ctx context.Context, leafPEM, chainPEM []by
 	if err != nil || res.Agent == "" {
 		return res, err
 	}
-	res.Receipt = r.receiptOrNil(ctx, res.LogIndex)
+	res.Receipt = r.verifyReceipts.get(r, ctx, res.LogIndex)
 	return res, nil
+}
+
+// Verify's receipts are cached per leaf while the log has not grown (the
+// notifier is live and reports the same size) and for at most
+// verifyReceiptMaxAge, so that a witness cosignature arriving without log
+// growth reaches the next answers soon; a repeated verify then reads
+// nothing from the database. A receipt is evidence, not a status: an older
+// one stays valid.
+const (
+	verifyReceiptMaxAge    = time.Second
+	verifyReceiptCacheSize = 4096
+)
+
+type receiptEntry struct {
+	receipt []byte
+	size    int64
+	at      time.Time
+}
+
+type receiptCache struct {
+	mu sync.Mutex
+	m  map[int64]receiptEntry
+}
+
+func (c *receiptCache) get(r *Registry, ctx context.Context, idx *int64) []byte {
+	if idx == nil {
+		return nil
+	}
+	now := time.Now()
+	size := r.notify.logSize()
+	if _, live := r.notify.revocationSeq(); live {
+		c.mu.Lock()
+		e, ok := c.m[*idx]
+		c.mu.Unlock()
+		if ok && e.size == size && now.Sub(e.at) < verifyReceiptMaxAge {
+			return e.receipt
+		}
+	}
+	b := r.receiptOrNil(ctx, idx)
+	if b == nil {
+		return nil
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= verifyReceiptCacheSize {
+		c.m = map[int64]receiptEntry{}
+	}
+	c.m[*idx] = receiptEntry{receipt: b, size: size, at: now}
+	c.mu.Unlock()
+	return b
 }
 
 // withReceipt adds the opening and receipt of a fresh issuance.

@@ -121,6 +121,8 @@ type Registry struct {
 	status *statusCache
 	// vrf caches the VRF proofs of agent names (logentry.go).
 	vrf vrfCache
+	// verifyReceipts caches the receipts of VerifyWithReceipt (receipt.go).
+	verifyReceipts receiptCache
 	// notify tells of log growth and revocation changes on any replica
 	// (notify.go); running between Start and Close.
 	notify *notifier

@@ -1,0 +1,69 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/agent-trust-registry/atr/registry/registrytest"
+)
+
+// TestVerifyReceiptCached: while the log does not grow, a repeated verify
+// answers with the same receipt without reading the log tables (they are
+// renamed away meanwhile: a read would fail and the receipt would be
+// missing); once the log grows, the next receipt is made against the newer
+// checkpoint.
+func TestVerifyReceiptCached(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		if err := f.Registry.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer f.Registry.Close()
+		owner := f.Owner("acme", "acme")
+		iss := register(t, f, owner, "bot.acme")
+		for deadline := time.Now().Add(15 * time.Second); ; { // hang guard
+			if _, _, live := f.Registry.NotifyState(); live {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("notifier never live")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		verify := func() []byte {
+			t.Helper()
+			res, err := f.Registry.VerifyWithReceipt(ctx, []byte(iss.CertificatePEM), nil)
+			if err != nil || !res.Verified {
+				t.Fatalf("VerifyWithReceipt: %+v, %v", res, err)
+			}
+			return res.Receipt
+		}
+		first := verify()
+		if first == nil {
+			t.Fatal("no receipt")
+		}
+		if err := f.Store.Exec(ctx, `ALTER TABLE log_openings RENAME TO log_openings_hidden`); err != nil {
+			t.Fatal(err)
+		}
+		for range 50 {
+			if got := verify(); !bytes.Equal(got, first) {
+				t.Fatal("the receipt changed (or was read again) while the log did not grow")
+			}
+		}
+		if err := f.Store.Exec(ctx, `ALTER TABLE log_openings_hidden RENAME TO log_openings`); err != nil {
+			t.Fatal(err)
+		}
+		register(t, f, owner, "other.acme") // the log grows
+		for deadline := time.Now().Add(15 * time.Second); ; { // hang guard
+			if got := verify(); !bytes.Equal(got, first) {
+				break // a receipt against the newer checkpoint
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the receipt never followed the log's growth")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
