@@ -250,7 +250,7 @@ func (i *Issuer) leafEKUs() []x509.ExtKeyUsage {
 // issuing certificate — the signer is checked, not trusted. The check is the
 // one x509.CreateCertificate makes under the signer's public key, which
 // NewIssuer required to be the issuing certificate's (so it is not repeated
-// here: one verification per issuance, TestSignRefusesBadSigner).
+// here: one verification per issuance, TestSignCatchesMisbehavingSigner).
 func (i *Issuer) Sign(p *Prepared) (*x509.Certificate, error) {
 	if p == nil || p.tmpl == nil {
 		return nil, errors.New("ca: sign: nil prepared certificate")

@@ -39,38 +39,7 @@ func TestFollowTwoReplicas(t *testing.T) {
 	}
 	requireSoftHSM(t)
 	dbURL := postgresURL(t)
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp := t.TempDir()
-	e := &e2eEnv{bin: filepath.Join(tmp, "atr"), dataDir: filepath.Join(tmp, "var")}
-	build := exec.Command("go", "build", "-o", e.bin, "./cmd/atr")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(filepath.Join(root, "softhsm", "init-tokens.sh"), e.dataDir, filepath.Join(e.dataDir, "pin")).CombinedOutput(); err != nil {
-		t.Fatalf("init-tokens.sh: %v\n%s", err, out)
-	}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "ATR_") && !strings.HasPrefix(kv, "SOFTHSM2_CONF=") {
-			e.env = append(e.env, kv)
-		}
-	}
-	e.env = append(e.env,
-		"SOFTHSM2_CONF="+filepath.Join(e.dataDir, "softhsm2.conf"),
-		"ATR_DATA_DIR="+e.dataDir,
-		"ATR_DATABASE_URL="+dbURL,
-		"ATR_PKCS11_PIN_FILE="+filepath.Join(e.dataDir, "pin"),
-		"ATR_PKCS11_ROOT_PIN_FILE="+filepath.Join(e.dataDir, "pin"),
-		"ATR_LOG_LEVEL=warn",
-	)
-	for _, c := range []string{"root", "intermediate", "log-key", "log-key-ed25519", "vrf-key"} {
-		e.must(t, "ceremony", c, "--if-missing", "--operator", "follow")
-	}
-	e.must(t, "apikey", "create", "--owner", "billing-team", "--namespace", "acme", "--scopes", "agents:read,agents:write",
-		"--expires-in", "24h", "--out", e.apiKey())
+	e := setupE2E(t, "ATR_DATABASE_URL="+dbURL)
 	base := e.env
 	replicaA, replicaB := freeAddr(t), freeAddr(t)
 	for _, addr := range []string{replicaA, replicaB} {
