@@ -187,6 +187,19 @@ func (s *Store) Dialect() Dialect { return s.dialect }
 // Stats reports the connection pool's statistics (for metrics).
 func (s *Store) Stats() sql.DBStats { return s.db.Stats() }
 
+// GroupCommitStats reports how many batches the group commit (writer.go)
+// committed or tried to, and how many transactions they held; items/batches
+// is the mean batch size.
+func (s *Store) GroupCommitStats() (batches, items int64) {
+	for _, w := range []*writer{s.w, s.grouped} {
+		if w != nil {
+			b, i := w.stats()
+			batches, items = batches+b, items+i
+		}
+	}
+	return batches, items
+}
+
 // Close closes the connection pool.
 func (s *Store) Close() error {
 	for _, w := range []*writer{s.w, s.grouped} {

@@ -182,7 +182,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	closers = append(closers, func() { reg.Close() })
 	go maintain(ctx, reg, log.WithField("component", "maintenance"))
 	deps := api.Deps{Lifecycle: reg, Auth: reg, Admin: reg, Log: reg, Revocation: reg, Now: now,
-		Collectors: append(hsmm.collectors(), tokenHealthGauge(tok.Healthy), newDBStatsCollector(store.Stats))}
+		Collectors: append(hsmm.collectors(), tokenHealthGauge(tok.Healthy), newDBStatsCollector(store.Stats), newGroupCommitCollector(store.GroupCommitStats))}
 	// Witnesses cosign checkpoints in the background; never in a request.
 	witnessCollectors, err := startWitnesses(ctx, cfg, reg, log)
 	if err != nil {

@@ -112,3 +112,25 @@ func (c *dbStatsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.waits, prometheus.CounterValue, float64(s.WaitCount))
 	ch <- prometheus.MustNewConstMetric(c.wdur, prometheus.CounterValue, s.WaitDuration.Seconds())
 }
+
+// groupCommitCollector exposes the group commit's counters (registry
+// writer.go): mean batch size = items / batches.
+type groupCommitCollector struct {
+	stats          func() (batches, items int64)
+	batches, items *prometheus.Desc
+}
+
+func newGroupCommitCollector(stats func() (batches, items int64)) *groupCommitCollector {
+	return &groupCommitCollector{stats: stats,
+		batches: prometheus.NewDesc("atr_db_group_commit_batches_total", "Transactions the group commit ran, each holding one or more queued transactions (savepoints).", nil, nil),
+		items:   prometheus.NewDesc("atr_db_group_commit_items_total", "Queued transactions the group commit ran; divided by the batches, the mean batch size.", nil, nil),
+	}
+}
+
+func (c *groupCommitCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.batches; ch <- c.items }
+
+func (c *groupCommitCollector) Collect(ch chan<- prometheus.Metric) {
+	b, i := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(b))
+	ch <- prometheus.MustNewConstMetric(c.items, prometheus.CounterValue, float64(i))
+}
