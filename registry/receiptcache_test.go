@@ -55,7 +55,7 @@ func TestVerifyReceiptCached(t *testing.T) {
 		if err := f.Store.Exec(ctx, `ALTER TABLE log_openings_hidden RENAME TO log_openings`); err != nil {
 			t.Fatal(err)
 		}
-		register(t, f, owner, "other.acme") // the log grows
+		register(t, f, owner, "other.acme")                   // the log grows
 		for deadline := time.Now().Add(15 * time.Second); ; { // hang guard
 			if got := verify(); !bytes.Equal(got, first) {
 				break // a receipt against the newer checkpoint
