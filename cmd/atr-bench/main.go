@@ -491,6 +491,11 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 	verifyBase := measureVerifyBaseline(ctx, leaf, e.roots, append(chainCerts, e.inters...), p.baselineDur)
 	rep.add(rateRow("baseline", "x509.Certificate.Verify agent chain, 1 core", verifyBase))
 	verifyOne := verifyBase.Rate()
+	// The HTTPS floor of this box (issue 14): GET /healthz through the same
+	// clients, right before the verify and OCSP loads.
+	hz := healthzLoad(ctx, cf, e.baseURL, p.ocspN, p.verifyConc)
+	rep.add(hz)
+	var verifyValid float64
 	for _, k := range kinds {
 		s, err := verifyLoad(ctx, cf, k.cert, probe.Chain, p.verifyN, p.verifyConc, k.want)
 		if err != nil {
@@ -502,6 +507,9 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 		}
 		rep.add(rateRow("verify", k.name+fmt.Sprintf(", concurrency %d", p.verifyConc), s).
 			withRatio(s.Rate(), verifyOne, "x509 Verify, 1 core", target))
+		if k.name == "valid" {
+			verifyValid = s.Rate()
+		}
 	}
 
 	// Step 6: OCSP.
@@ -511,6 +519,14 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 	signParRate := signPar2.Rate()
 	or := ocspLoad(ctx, cf, e.baseURL, leaf, chainCerts, p.ocspN, p.verifyConc)
 	rep.add(or.withRatio(or.Value, signParRate, "HSM sign"+par, ">=1"))
+	if !hz.Unavailable {
+		rep.add(Row{Group: "floor", Name: "verify (valid) rate / GET /healthz rate", Value: verifyValid, Unit: "ops/s"}.
+			withRatio(verifyValid, hz.Value, "GET /healthz", ">=0.7"))
+		if !or.Unavailable {
+			rep.add(Row{Group: "floor", Name: "OCSP rate / GET /healthz rate", Value: or.Value, Unit: "ops/s"}.
+				withRatio(or.Value, hz.Value, "GET /healthz", ">=0.7"))
+		}
+	}
 
 	hwm("verify and OCSP")
 
@@ -722,6 +738,27 @@ func verifyLoad(ctx context.Context, cf *clientFactory, cert, chain string, n, c
 		}
 		return nil
 	}), nil
+}
+
+// healthzLoad sends n GET /healthz at concurrency conc: the cheapest
+// request the server answers over the same HTTPS path, so the floor that
+// verify and OCSP are compared with.
+func healthzLoad(ctx context.Context, cf *clientFactory, base string, n, conc int) Row {
+	name := fmt.Sprintf("GET /healthz, concurrency %d", conc)
+	cs, err := cf.clients((n + publicPerClient - 1) / publicPerClient)
+	if err != nil {
+		return unavailable("floor", name, err.Error())
+	}
+	defer func() {
+		for _, c := range cs {
+			c.close()
+		}
+	}()
+	s := runN(ctx, n, conc, func(ctx context.Context, i int) error {
+		_, err := cs[i/publicPerClient].do(ctx, "GET", base+"/healthz", "", nil)
+		return err
+	})
+	return rateRow("floor", name, s)
 }
 
 // ocspLoad posts n OCSP requests for leaf. A 501 answer makes the row
