@@ -81,12 +81,12 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 	}
 	capsJSON, _ := json.Marshal(caps)
 	mdJSON, _ := json.Marshal(md)
-	proofs, err := r.nameProofs(name) // on the token: before any transaction
-	if err != nil {
-		return nil, err
-	}
+	// The name's VRF proofs (on the token) are computed while the
+	// certificate is linted, recorded and signed; the commit waits for them.
+	var proofs nameProofs
+	awaitProofs := r.nameProofsAsync(name, &proofs)
 	var agent Agent
-	cert, rec, err := r.issue(ctx, a, ActionRegister, name, a.Owner, "register", csr, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
+	cert, rec, err := r.issue(ctx, a, ActionRegister, name, a.Owner, "register", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
 		idx, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRegister, time: now, name: name, cert: cert, proofs: proofs})
 		if err != nil {
 			return dbErr("register: log", err)
@@ -136,11 +136,9 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		return nil, invalid("csr", err)
 	}
 	oldSerial := agent.CurrentSerial
-	proofs, err := r.nameProofs(name) // on the token: before any transaction
-	if err != nil {
-		return nil, err
-	}
-	cert, rec, err := r.issue(ctx, a, ActionRotate, name, agent.Owner, "rotate", csr, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
+	var proofs nameProofs
+	awaitProofs := r.nameProofsAsync(name, &proofs) // see Register
+	cert, rec, err := r.issue(ctx, a, ActionRotate, name, agent.Owner, "rotate", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
 		var cur struct {
 			Status string  `db:"status"`
 			Serial *string `db:"current_serial"`
@@ -193,7 +191,9 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 type commitFunc func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error
 
 // issue runs steps 3–6 of the issuance ordering for an authorized request.
-func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind string, csr *x509.CertificateRequest, commit commitFunc) (*x509.Certificate, *CertificateRecord, error) {
+// await, when set, runs after the signature and before the commit (the
+// name's VRF proofs, computed meanwhile); its error abandons the issuance.
+func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind string, csr *x509.CertificateRequest, await func() error, commit commitFunc) (*x509.Certificate, *CertificateRecord, error) {
 	if r.issuer == nil {
 		return nil, nil, fmt.Errorf("registry: %s: no issuer configured: %w", kind, ErrUnavailable)
 	}
@@ -238,6 +238,12 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 		r.abandon(ctx, a, action, name, serialHex, "signing failed")
 		r.log.WithError(err).WithFields(map[string]any{"agent": name, "serial": serialHex, "request_id": a.RequestID}).Error("signing failed")
 		return nil, nil, fmt.Errorf("registry: %s: signing: %w: %v", kind, ErrUnavailable, err)
+	}
+	if await != nil {
+		if err := await(); err != nil {
+			r.abandon(ctx, a, action, name, serialHex, errCode(err))
+			return nil, nil, err
+		}
 	}
 	fp := sha256.Sum256(cert.Raw)
 	rec := &CertificateRecord{Serial: serialHex, FingerprintSHA256: hex.EncodeToString(fp[:]), Status: CertIssued,

@@ -81,6 +81,26 @@ func (r *Registry) nameProofs(name string) (nameProofs, error) {
 	return np, nil
 }
 
+// nameProofsAsync starts nameProofs(name) on its own goroutine and returns
+// the function that waits for it and stores the proofs in out. Call the
+// function before reading out; if it is never called the result is dropped.
+func (r *Registry) nameProofsAsync(name string, out *nameProofs) func() error {
+	type result struct {
+		np  nameProofs
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		np, err := r.nameProofs(name)
+		done <- result{np, err}
+	}()
+	return func() error {
+		res := <-done
+		*out = res.np
+		return res.err
+	}
+}
+
 // agentEvent is one agent event for the log.
 type agentEvent struct {
 	typ      translog.EventType

@@ -235,7 +235,8 @@ func (s *Store) inTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) error)
 }
 
 // inTxGrouped is inTx for the issuance commits: on PostgreSQL they share
-// batches (writer.go); fn must lock log_head before anything else it locks.
+// batches (writer.go); fn may lock only its own issuance's rows besides
+// log_head.
 func (s *Store) inTxGrouped(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
 	if s.grouped != nil {
 		return s.grouped.do(ctx, op, fn)

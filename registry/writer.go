@@ -15,10 +15,16 @@ package registry
 //     SQLite's busy handler). SQLite has a single write lock, so batching
 //     cannot deadlock.
 //   - PostgreSQL: only the issuance commits (Store.inTxGrouped: log entry,
-//     certificate rows, audit), which all lock log_head first, share a
-//     batch; so batches of several replicas serialize on the head (the log
-//     stays gap-free) and take their locks in one order. Everything else
-//     keeps its own transaction and its own concurrency.
+//     certificate rows, audit) share a batch; batches of several replicas
+//     serialize on log_head (the log stays gap-free). Each item locks only
+//     its own issuance's rows (its pending row; a rotation its agent row,
+//     which the one-issuance-in-flight-per-name rule keeps out of any other
+//     batch) before log_head, so batches of different replicas do not wait
+//     on each other's rows. Should PostgreSQL still detect a deadlock (say,
+//     with a concurrent revocation of the same agent on another replica), it
+//     aborts the whole batch and every item fails like any failed commit
+//     (abandoned, never acknowledged). Everything else keeps its own
+//     transaction and its own concurrency.
 //
 // The ordering guarantees are unchanged: an item's changes are durable when
 // its call returns nil (the batch committed), never before.
