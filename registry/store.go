@@ -104,11 +104,35 @@ func Open(ctx context.Context, databaseURL string, log *logrus.Entry) (*Store, e
 		s.db.SetConnMaxIdleTime(10 * time.Minute)
 		s.w = newWriter(s)
 	}
-	if err := s.db.PingContext(ctx); err != nil {
+	if err := s.ping(ctx); err != nil {
 		s.Close()
 		return nil, dbErr("open: ping", withUnavailable(err))
 	}
 	return s, nil
+}
+
+// openBusyWait bounds how long Open waits for a fresh SQLite file that
+// another process or Store is initializing.
+const openBusyWait = 5 * time.Second
+
+// ping checks that the database answers. The first connection to a fresh
+// SQLite file switches it to WAL, which needs the file's exclusive lock and
+// answers "database is locked" at once, without the busy timeout, when
+// several processes (replicas, a ceremony, migrations) open it at the same
+// moment: that is retried for up to openBusyWait.
+func (s *Store) ping(ctx context.Context) error {
+	deadline := time.Now().Add(openBusyWait)
+	for {
+		err := s.db.PingContext(ctx)
+		if err == nil || s.dialect != SQLite || !strings.Contains(err.Error(), "database is locked") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // withBinaryParameters adds lib/pq's binary_parameters=yes to a PostgreSQL
