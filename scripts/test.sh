@@ -9,7 +9,7 @@
 #
 # CI=true (the default here) makes a missing SoftHSM2 or PostgreSQL a test
 # failure instead of a skip. ATR_TEST_PKGS (default ./...) narrows go vet and
-# go test; ATR_FUZZ_TIME (default 30s) sets each fuzz target's run time.
+# go test; ATR_FUZZ_TIME (default 20s) sets each fuzz target's run time.
 set -euo pipefail
 
 quick=0
@@ -25,7 +25,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 export CI="${CI:-true}"
 pkgs="${ATR_TEST_PKGS:-./...}"
-fuzztime="${ATR_FUZZ_TIME:-30s}"
+fuzztime="${ATR_FUZZ_TIME:-20s}"
 
 step() { printf '\n== %s\n' "$*" >&2; }
 sudo=""
