@@ -2,7 +2,7 @@
 # scripts/test.sh — the whole test suite (the README's second command; .ci/run
 # calls it). Installs SoftHSM2/OpenSC/OpenSSL if missing, starts PostgreSQL
 # and Redis if they are down, then runs: gofmt check, go vet, go mod verify,
-# go test -race ./..., the dev-up smoke test, and every fuzz target for 30s.
+# go test -race ./..., the dev-up smoke test, and every fuzz target for 20s.
 #
 #   scripts/test.sh           everything
 #   scripts/test.sh --quick   everything but the fuzz targets
