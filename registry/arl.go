@@ -310,13 +310,9 @@ func (r *Registry) issuerRevoked(ctx context.Context, keyID string) (bool, error
 	return revoked, nil
 }
 
-// revokedByRoot reports whether der is an intermediate a root CRL revoked.
-func (r *Registry) revokedByRoot(der []byte) bool {
-	if r.revocation == nil {
-		return false
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
+// revokedByRoot reports whether c is an intermediate a root CRL revoked.
+func (r *Registry) revokedByRoot(c *x509.Certificate) bool {
+	if r.revocation == nil || !c.IsCA {
 		return false
 	}
 	_, revoked := r.revocation.arl.revoked(ca.KeyID(c))

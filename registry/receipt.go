@@ -162,7 +162,7 @@ func (r *Registry) VerifyWithReceipt(ctx context.Context, leafPEM, chainPEM []by
 	if err != nil || res.Agent == "" {
 		return res, err
 	}
-	res.Receipt = r.verifyReceipts.get(r, ctx, res.LogIndex)
+	res.Receipt = r.cachedReceipt(ctx, res.LogIndex)
 	return res, nil
 }
 
@@ -188,10 +188,12 @@ type receiptCache struct {
 	m  map[int64]receiptEntry
 }
 
-func (c *receiptCache) get(r *Registry, ctx context.Context, idx *int64) []byte {
+// cachedReceipt is receiptOrNil through the verify receipt cache.
+func (r *Registry) cachedReceipt(ctx context.Context, idx *int64) []byte {
 	if idx == nil {
 		return nil
 	}
+	c := &r.verifyReceipts
 	now := time.Now()
 	size := r.notify.logSize()
 	if _, live := r.notify.revocationSeq(); live {

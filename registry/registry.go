@@ -380,25 +380,21 @@ type AuditEvent struct {
 // and without the intermediates a root CRL revoked (as of the last revision
 // this replica saw; every CRL, OCSP or verify request syncs it).
 func (r *Registry) Bundle() []byte {
-	var certs [][]byte
+	var certs []*x509.Certificate
 	if r.issuer != nil {
-		for _, c := range r.issuer.Chain() {
-			certs = append(certs, c.Raw)
-		}
+		certs = append(certs, r.issuer.Chain()...)
 	}
 	if r.verify != nil {
-		for _, c := range append(r.verify.Intermediates(), r.verify.Roots()...) {
-			certs = append(certs, c.Raw)
-		}
+		certs = append(append(certs, r.verify.Intermediates()...), r.verify.Roots()...)
 	}
 	var out []byte
 	seen := map[string]bool{}
-	for _, der := range certs {
-		if seen[string(der)] || r.revokedByRoot(der) {
+	for _, c := range certs {
+		if seen[string(c.Raw)] || r.revokedByRoot(c) {
 			continue
 		}
-		seen[string(der)] = true
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+		seen[string(c.Raw)] = true
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	return out
 }
