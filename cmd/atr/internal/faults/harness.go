@@ -177,6 +177,10 @@ func (e *Env) baseEnv() []string {
 		"ATR_PKCS11_PIN_FILE=" + filepath.Join(e.Dir, "pin"),
 		"ATR_PKCS11_ROOT_PIN_FILE=" + filepath.Join(e.Dir, "pin"),
 		"ATR_LOG_LEVEL=warn",
+		// The checkers expect a superseded certificate to keep verifying
+		// (CheckVerify): a soak run (ATR_SOAK=1) outlasts the default 5-minute
+		// grace period.
+		"ATR_ROTATION_GRACE=2h",
 	}
 }
 
