@@ -98,16 +98,29 @@ func (i *Issuer) lintDER(der []byte, name string) ([]Finding, error) {
 
 // lintDERAs is lintDER with the profile lints atr.
 func (i *Issuer) lintDERAs(der []byte, atr profileLints) ([]Finding, error) {
+	return lintWith(der, i.lints, false, atr)
+}
+
+// lintWith runs the zlint registry reg and the profile lints atr on a DER
+// certificate and returns the error and fatal findings, sorted by lint
+// name. selfSigned tells zlint that the certificate stands for a
+// self-signed one (a root template signed with the throwaway lint key,
+// whose signature does not verify under its own public key, which is how
+// zcrypto would otherwise decide), so that zlint applies its root CA lints.
+func lintWith(der []byte, reg lint.Registry, selfSigned bool, atr profileLints) ([]Finding, error) {
 	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("ca: lint: zcrypto cannot parse the certificate: %w", err)
+	}
+	if selfSigned {
+		zc.SelfSigned = true
 	}
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("ca: lint: crypto/x509 cannot parse the certificate: %w", err)
 	}
 	var findings []Finding
-	rs := zlint.LintCertificateEx(zc, i.lints)
+	rs := zlint.LintCertificateEx(zc, reg)
 	for lintName, r := range rs.Results {
 		switch r.Status {
 		case lint.Error, lint.Fatal:
