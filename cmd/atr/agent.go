@@ -1,44 +1,29 @@
 package main
 
-// agent.go is the agent side of ATR: `atr agent keygen | register | renew |
-// status | revoke`. The private key is generated here and never leaves the
-// machine; only CSRs travel. Every file is written atomically (a temporary
-// file in the same directory, fsync, rename or link, fsync of the
-// directory), so that no reader ever sees a half-written key or certificate.
-//
-// Files an agent keeps (paths are flags, each with an ATR_* twin):
+// agent.go is `atr agent keygen | register | renew | status | revoke`: flags,
+// help texts, printing and wiring. The work (keys, durable files, the
+// renewal order and schedule) is package agent's; see its documentation for
+// the files an agent keeps. Paths are flags, each with an ATR_* twin:
 //
 //	--key   KEY    private key, PKCS#8 PEM, mode 0600 (ATR_AGENT_KEY)
 //	--cert  CERT   the agent's certificate, PEM leaf only (ATR_AGENT_CERT)
 //	--chain CHAIN  the intermediates (ATR_AGENT_CHAIN); default: next to the
 //	               certificate, CERT with ".pem" replaced by ".chain.pem"
 //	               (agent.pem → agent.chain.pem; agent.crt → agent.crt.chain.pem)
-//	KEY.next       the staged key of a renewal in progress (see renewOnce)
+//	KEY.next       the staged key of a renewal in progress (agent.Renewer)
 
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"io/fs"
+	"log/slog"
 	"math"
-	mrand "math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,25 +31,19 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/agent-trust-registry/atr/agent"
 	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry/apikey"
 )
 
-// Agent file limits and modes.
+// Agent file limits and modes (package agent's; the names are kept for the
+// other commands).
 const (
-	agentKeyMode      os.FileMode = 0o600
-	agentCertMode     os.FileMode = 0o644
-	agentMaxKeyFile               = 64 << 10
-	agentMaxCertFile              = 1 << 20
-	agentMaxAPIKey                = 4 << 10
-	agentStagedSuffix             = ".next"
-
-	// Renewal schedule: at renewFraction of the lifetime, ±renewJitter of the
-	// lifetime; retries back off exponentially from retryInitial.
-	renewFraction = 2.0 / 3.0
-	renewJitter   = 0.10
-	retryInitial  = 2 * time.Second
+	agentCertMode     = agent.CertFileMode
+	agentMaxCertFile  = agent.MaxCertFile
+	agentMaxAPIKey    = 4 << 10
+	agentStagedSuffix = agent.StagedSuffix
 )
 
 // exitStatusHelp is appended to every agent/verify/log command description.
@@ -146,37 +125,13 @@ func (o *agentOpts) bind(fs *flag.FlagSet, lookupEnv func(string) (string, bool)
 	}
 }
 
-// chainPath is where the intermediates of cert live.
-func chainPath(cert, override string) string {
-	if override != "" {
-		return override
-	}
-	if strings.HasSuffix(cert, ".pem") {
-		return strings.TrimSuffix(cert, ".pem") + ".chain.pem"
-	}
-	return cert + ".chain.pem"
-}
+// chainPath is where the intermediates of cert live (agent.ChainPath).
+func chainPath(cert, override string) string { return agent.ChainPath(cert, override) }
 
 func (o *agentOpts) chainFile() string { return chainPath(o.cert, o.chain) }
 
-// receiptPath is where the log receipt of the certificate in cert is kept: CERT
-// with ".pem" replaced by ".receipt.json" (agent.pem → agent.receipt.json).
-func receiptPath(cert string) string {
-	return strings.TrimSuffix(cert, ".pem") + ".receipt.json"
-}
-
-// writeReceipt keeps the receipt of a fresh certificate beside it (for
-// `atr verify --receipt`); an answer without one removes a stale file.
-func writeReceipt(cert string, receipt []byte) error {
-	path := receiptPath(cert)
-	if len(receipt) == 0 {
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	return writeAtomic(path, append(append([]byte(nil), receipt...), '\n'), agentCertMode, true)
-}
+// receiptPath is where the log receipt of cert is kept (agent.ReceiptPath).
+func receiptPath(cert string) string { return agent.ReceiptPath(cert) }
 
 // readAPIKey returns the API key from --api-key-file, else ATR_API_KEY, else
 // "". A key that is not of the API key format (apikey.Parse; "null"
@@ -191,7 +146,7 @@ func (o *agentOpts) readAPIKey() (string, error) {
 			return "", nil
 		}
 	} else {
-		data, err := readSecretFile(o.apiKeyFile, agentMaxAPIKey)
+		data, err := agent.ReadSecretFile(o.apiKeyFile, agentMaxAPIKey)
 		if err != nil {
 			return "", fmt.Errorf("reading the API key: %w", err)
 		}
@@ -250,32 +205,16 @@ func loadCertPool(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// explain renders err for the terminal; a server error shows its stable code,
-// HTTP status and request ID so that an operator can find it in the logs.
+// explain renders err for the terminal (agent.Explain); a server error shows
+// its stable code, HTTP status and request ID so that an operator can find it
+// in the logs. Usage errors pass unchanged.
 func explain(what string, err error) error {
-	var ce *client.Error
-	if errors.As(err, &ce) {
-		msg := fmt.Sprintf("%s: the server refused: %s (HTTP %d): %s", what, ce.Code, ce.Status, ce.Message)
-		if ce.RequestID != "" {
-			msg += " [request ID " + ce.RequestID + "]"
-		}
-		return &serverError{msg: msg, err: ce}
-	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return err
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return agent.Explain(what, err)
 }
-
-// serverError is an error answered by the server, already explained.
-type serverError struct {
-	msg string
-	err *client.Error
-}
-
-func (e *serverError) Error() string { return e.msg }
-func (e *serverError) Unwrap() error { return e.err }
 
 // showSerial spells a serial number from the server canonically
 // (ca.FormatSerial), or as given when it is not one.
@@ -299,233 +238,38 @@ func revocationReasons() []string {
 	return out
 }
 
-// ---- files -----------------------------------------------------------------
+// ---- files and keys (package agent; wrappers for the other commands) ------
 
-// readFileCapped reads at most max bytes of path, refusing larger files.
-func readFileCapped(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
-	}
-	return data, nil
+// readFileCapped reads at most max bytes of path (agent.ReadFile).
+func readFileCapped(path string, max int64) ([]byte, error) { return agent.ReadFile(path, max) }
+
+// writeAtomic writes data to path durably and atomically (agent.WriteFile).
+func writeAtomic(path string, data []byte, mode os.FileMode, replace bool) error {
+	return agent.WriteFile(path, data, mode, replace)
 }
-
-// readSecretFile reads a secret (private key, API key), refusing a file that
-// group or others may access, as ssh does.
-func readSecretFile(path string, max int64) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s has mode %04o: a secret must not be accessible by group or others (chmod 600 %s)", path, st.Mode().Perm(), path)
-	}
-	return readFileCapped(path, max)
-}
-
-// writeAtomic writes data to path so that path holds either its old content
-// or all of data, never a part: a temporary file in the same directory is
-// written with mode, fsynced and closed, then renamed over path (replace) or
-// hard-linked to path, which fails if path exists (no replace: refusing to
-// overwrite without a check-then-create race). The directory is fsynced so
-// the new name survives a crash. The temporary file never outlives the call.
-func writeAtomic(path string, data []byte, mode os.FileMode, replace bool) (err error) {
-	if path == "" {
-		return errors.New("writing: empty path")
-	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if rerr := os.Remove(tmp); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
-			err = fmt.Errorf("writing %s: removing the temporary file: %w", path, rerr)
-		}
-	}()
-	werr := f.Chmod(mode)
-	if werr == nil {
-		_, werr = f.Write(data)
-	}
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return fmt.Errorf("writing %s: %w", path, werr)
-	}
-	if replace {
-		if err := os.Rename(tmp, path); err != nil {
-			return fmt.Errorf("writing %s: %w", path, err)
-		}
-	} else if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s already exists; refusing to overwrite it: %w", path, fs.ErrExist)
-		}
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-// renameDurable renames old to new and fsyncs the directory.
-func renameDurable(oldPath, newPath string) error {
-	if err := os.Rename(oldPath, newPath); err != nil {
-		return fmt.Errorf("renaming %s to %s: %w", oldPath, newPath, err)
-	}
-	return syncDir(filepath.Dir(newPath))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	return nil
-}
-
-// ---- keys ------------------------------------------------------------------
 
 // keyTypes lists the key types keygen offers; the server also accepts RSA keys
 // brought along.
 const keyTypes = "p256, p384, ed25519"
 
+// generateAgentKey generates a key of a type keygen offers (agent.GenerateKey);
+// any other type is a usage error.
 func generateAgentKey(typ string) (crypto.Signer, error) {
-	switch typ {
-	case "p256", "":
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "p384":
-		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case "ed25519":
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		return k, err
+	if typ == agent.KeyRSA {
+		return nil, usagef("--type %q: want one of %s", typ, keyTypes)
 	}
-	return nil, usagef("--type %q: want one of %s", typ, keyTypes)
+	k, err := agent.GenerateKey(typ)
+	if errors.Is(err, agent.ErrUnknownKeyType) {
+		return nil, usagef("--type %q: want one of %s", typ, keyTypes)
+	}
+	return k, err
 }
 
-// agentKeyType names k's type as --type does ("rsa" for RSA keys).
-func agentKeyType(k crypto.Signer) string {
-	switch p := k.Public().(type) {
-	case *ecdsa.PublicKey:
-		switch p.Curve {
-		case elliptic.P256():
-			return "p256"
-		case elliptic.P384():
-			return "p384"
-		}
-	case ed25519.PublicKey:
-		return "ed25519"
-	case *rsa.PublicKey:
-		return "rsa"
-	}
-	return "unknown"
-}
+// certFingerprint is agent.Fingerprint.
+func certFingerprint(c *x509.Certificate) string { return agent.Fingerprint(c) }
 
-func marshalAgentKey(k crypto.Signer) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the private key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-// parseAgentKey parses one PEM private key: PKCS#8, SEC 1 ("EC PRIVATE KEY")
-// or PKCS#1 ("RSA PRIVATE KEY"), and applies the server's key policy.
-func parseAgentKey(data []byte) (crypto.Signer, error) {
-	b, rest := pem.Decode(data)
-	if b == nil {
-		return nil, errors.New("no PEM private key found")
-	}
-	if len(strings.TrimSpace(string(rest))) != 0 {
-		return nil, errors.New("trailing data after the private key")
-	}
-	var (
-		k   any
-		err error
-	)
-	switch b.Type {
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(b.Bytes)
-	case "RSA PRIVATE KEY":
-		k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-	default:
-		return nil, fmt.Errorf("PEM block %q is not a private key", b.Type)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("parsing the private key: %w", err)
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("unsupported private key type %T", k)
-	}
-	if err := ca.CheckPublicKey(s.Public()); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-func loadAgentKey(path string) (crypto.Signer, error) {
-	data, err := readSecretFile(path, agentMaxKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("reading the private key: %w", err)
-	}
-	k, err := parseAgentKey(data)
-	if err != nil {
-		return nil, fmt.Errorf("private key %s: %w", path, err)
-	}
-	return k, nil
-}
-
-func spkiFingerprint(pub crypto.PublicKey) string {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "?"
-	}
-	h := sha256.Sum256(der)
-	return hex.EncodeToString(h[:])
-}
-
-func certFingerprint(c *x509.Certificate) string {
-	h := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(h[:])
-}
-
-// keyMatches reports whether cert certifies k's public key.
-func keyMatches(k crypto.Signer, cert *x509.Certificate) bool {
-	pub, ok := k.Public().(interface{ Equal(crypto.PublicKey) bool })
-	return ok && pub.Equal(cert.PublicKey)
-}
-
-// buildCSR returns a PEM CSR over k. It carries no subject and no SANs: the
-// server builds the certificate from its profile and the CSR's key only.
-func buildCSR(k crypto.Signer) ([]byte, error) {
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-	if err != nil {
-		return nil, fmt.Errorf("building the CSR: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
-}
-
-// ---- certificates ----------------------------------------------------------
+// buildCSR is agent.NewCSR.
+func buildCSR(k crypto.Signer) ([]byte, error) { return agent.NewCSR(k) }
 
 // parseCertsPEM parses PEM certificates strictly (ca.ParseCertificatesPEM),
 // allowing long bundles.
@@ -533,79 +277,53 @@ func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 	return ca.ParseCertificatesPEM(data, 100)
 }
 
-// loadAgentCert reads the certificate file (leaf first, possibly followed by
-// intermediates) and the chain file when it exists.
-func loadAgentCert(certFile, chainFile string) (leaf *x509.Certificate, chain []*x509.Certificate, err error) {
-	data, err := readFileCapped(certFile, agentMaxCertFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading the certificate: %w", err)
-	}
-	certs, err := parseCertsPEM(data)
-	if err != nil {
-		return nil, nil, fmt.Errorf("certificate %s: %w", certFile, err)
-	}
-	leaf, chain = certs[0], certs[1:]
-	if chainFile != "" {
-		data, err := readFileCapped(chainFile, agentMaxCertFile)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-		case err != nil:
-			return nil, nil, fmt.Errorf("reading the chain: %w", err)
-		case len(strings.TrimSpace(string(data))) > 0:
-			more, err := parseCertsPEM(data)
-			if err != nil {
-				return nil, nil, fmt.Errorf("chain %s: %w", chainFile, err)
-			}
-			chain = append(chain, more...)
-		}
-	}
-	return leaf, chain, nil
+// loadAgentCert is agent.LoadCertificate.
+func loadAgentCert(certFile, chainFile string) (*x509.Certificate, []*x509.Certificate, error) {
+	return agent.LoadCertificate(certFile, chainFile)
 }
 
-// agentNameFromCert extracts name and trust domain from the certificate's one
-// spiffe://<td>/agent/<name> URI SAN.
+// agentNameFromCert is agent.AgentName.
 func agentNameFromCert(c *x509.Certificate) (name, trustDomain string, err error) {
-	if len(c.URIs) != 1 {
-		return "", "", fmt.Errorf("certificate has %d URI SANs, want exactly one SPIFFE ID", len(c.URIs))
-	}
-	u := c.URIs[0]
-	if u.Scheme != "spiffe" || u.Host == "" || !strings.HasPrefix(u.Path, "/agent/") {
-		return "", "", fmt.Errorf("certificate URI SAN %q is not spiffe://<trust-domain>/agent/<name>", u.String())
-	}
-	name = strings.TrimPrefix(u.Path, "/agent/")
-	if n, err := ca.AgentName(c, u.Host); err != nil || n != name {
-		return "", "", fmt.Errorf("certificate URI SAN %q is not a valid agent identity", u.String())
-	}
-	return name, u.Host, nil
+	return agent.AgentName(c)
 }
 
-// issuedFiles validates an issuance answer against the key it was requested
-// for and returns the PEM to write.
-func issuedFiles(k crypto.Signer, c *client.Certificate, wantName string) (leaf *x509.Certificate, leafPEM, chainPEM []byte, err error) {
-	certs, err := ca.ParseCertificatesPEM([]byte(c.Certificate), 1)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("the server's certificate: %w", err)
+// slogToLogrus is a slog.Handler writing to a logrus entry: package agent
+// logs through log/slog, the command through logrus (text or JSON, with the
+// redaction hook).
+type slogToLogrus struct{ e *logrus.Entry }
+
+func logrusLevel(l slog.Level) logrus.Level {
+	switch {
+	case l >= slog.LevelError:
+		return logrus.ErrorLevel
+	case l >= slog.LevelWarn:
+		return logrus.WarnLevel
+	case l >= slog.LevelInfo:
+		return logrus.InfoLevel
 	}
-	leaf = certs[0]
-	if !keyMatches(k, leaf) {
-		return nil, nil, nil, errors.New("the server returned a certificate for another key")
-	}
-	if name, _, err := agentNameFromCert(leaf); err != nil {
-		return nil, nil, nil, fmt.Errorf("the server's certificate: %w", err)
-	} else if wantName != "" && name != wantName {
-		return nil, nil, nil, fmt.Errorf("the server's certificate names agent %q, want %q", name, wantName)
-	}
-	var chain []*x509.Certificate
-	if strings.TrimSpace(c.Chain) != "" {
-		if chain, err = parseCertsPEM([]byte(c.Chain)); err != nil {
-			return nil, nil, nil, fmt.Errorf("the server's chain: %w", err)
-		}
-		if err := leaf.CheckSignatureFrom(chain[0]); err != nil {
-			return nil, nil, nil, fmt.Errorf("the server's chain does not sign the certificate: %w", err)
-		}
-	}
-	return leaf, ca.EncodeCertificatesPEM(leaf), ca.EncodeCertificatesPEM(chain...), nil
+	return logrus.DebugLevel
 }
+
+func (h slogToLogrus) Enabled(_ context.Context, l slog.Level) bool {
+	return h.e.Logger.IsLevelEnabled(logrusLevel(l))
+}
+
+func (h slogToLogrus) Handle(_ context.Context, r slog.Record) error {
+	f := logrus.Fields{}
+	r.Attrs(func(a slog.Attr) bool { f[a.Key] = a.Value.Any(); return true })
+	h.e.WithFields(f).Log(logrusLevel(r.Level), r.Message)
+	return nil
+}
+
+func (h slogToLogrus) WithAttrs(as []slog.Attr) slog.Handler {
+	f := logrus.Fields{}
+	for _, a := range as {
+		f[a.Key] = a.Value.Any()
+	}
+	return slogToLogrus{h.e.WithFields(f)}
+}
+
+func (h slogToLogrus) WithGroup(string) slog.Handler { return h }
 
 // ---- keygen ----------------------------------------------------------------
 
@@ -632,14 +350,14 @@ atr agent keygen --key ./agent.key --type ed25519`)
 	if err != nil {
 		return err
 	}
-	data, err := marshalAgentKey(k)
+	data, err := agent.MarshalKey(k)
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(o.key, data, agentKeyMode, false); err != nil {
+	if err := agent.WriteFile(o.key, data, agent.KeyFileMode, false); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "wrote %s private key to %s (mode 0600)\npublic key SHA-256: %s\n", agentKeyType(k), o.key, spkiFingerprint(k.Public()))
+	fmt.Fprintf(a.stdout, "wrote %s private key to %s (mode 0600)\npublic key SHA-256: %s\n", agent.KeyType(k), o.key, agent.SPKIFingerprint(k.Public()))
 	return nil
 }
 
@@ -721,7 +439,7 @@ atr agent register --name billing-bot.acme --server https://127.0.0.1:8443 \
 			return fmt.Errorf("%s already exists; refusing to overwrite it (use --force)", o.cert)
 		}
 	}
-	k, err := loadAgentKey(o.key)
+	k, err := agent.LoadKey(o.key)
 	if err != nil {
 		return err
 	}
@@ -729,29 +447,22 @@ atr agent register --name billing-bot.acme --server https://127.0.0.1:8443 \
 	if err != nil {
 		return err
 	}
-	csr, err := buildCSR(k)
-	if err != nil {
-		return err
-	}
 	md2 := map[string]string(md)
 	if len(md2) == 0 {
 		md2 = nil
 	}
-	issued, err := c.Register(ctx, client.RegisterRequest{Name: name, CSR: string(csr), Capabilities: caps, Metadata: md2})
-	if err != nil {
-		return explain("registering "+name, err)
-	}
-	leaf, leafPEM, chainPEM, err := issuedFiles(k, issued, name)
+	iss, err := agent.Register(ctx, c, k, client.RegisterRequest{Name: name, Capabilities: caps, Metadata: md2})
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(o.chainFile(), chainPEM, agentCertMode, true); err != nil {
+	leaf, issued := iss.Leaf, iss.Answer
+	if err := agent.WriteFile(o.chainFile(), iss.ChainPEM, agent.CertFileMode, true); err != nil {
 		return err
 	}
-	if err := writeAtomic(o.cert, leafPEM, agentCertMode, *force); err != nil {
+	if err := agent.WriteFile(o.cert, iss.LeafPEM, agent.CertFileMode, *force); err != nil {
 		return err
 	}
-	if err := writeReceipt(o.cert, issued.Receipt); err != nil {
+	if err := agent.WriteReceipt(o.cert, iss.Receipt); err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "registered agent %s (owner %s)\nserial: %s\nfingerprint SHA-256: %s\nlog index: %d\nvalid: %s to %s\ncertificate: %s\nchain: %s\n",
@@ -764,306 +475,6 @@ atr agent register --name billing-bot.acme --server https://127.0.0.1:8443 \
 }
 
 // ---- renew -----------------------------------------------------------------
-
-// rotator is what renewal needs of the API: the rotation, and the public
-// status check that explains a refusal.
-type rotator interface {
-	Rotate(ctx context.Context, name string, csrPEM []byte) (*client.Certificate, error)
-	Verify(ctx context.Context, certPEM, chainPEM []byte) (*client.VerifyResult, error)
-}
-
-// renewer renews one agent's certificate in place.
-type renewer struct {
-	keyFile, certFile, chainFile string
-	name                         string // "" → from the certificate
-	keyType                      string // "" → same type as the current key
-	// dial returns a client presenting cert (mTLS, no API key).
-	dial  func(cert tls.Certificate) (rotator, error)
-	hooks []func(ctx context.Context, leaf *x509.Certificate) error
-	log   *logrus.Entry
-	now   func() time.Time
-	// renewBefore, when positive, renews that long before expiry instead of
-	// at 2/3 of the lifetime (--renew-before).
-	renewBefore time.Duration
-}
-
-func (r *renewer) stagedKey() string { return r.keyFile + agentStagedSuffix }
-
-// recover finishes or discards a renewal a crash interrupted. A staged key
-// (KEY.next) that the certificate on disk certifies means the crash came
-// after the certificate was written: the key is moved into place. Any other
-// staged key belongs to a renewal that never wrote its certificate and is
-// removed (the key and certificate on disk still match).
-func (r *renewer) recover() error {
-	staged := r.stagedKey()
-	data, err := readSecretFile(staged, agentMaxKeyFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("staged key: %w", err)
-	}
-	k, kerr := parseAgentKey(data)
-	leaf, _, cerr := loadAgentCert(r.certFile, "")
-	if kerr == nil && cerr == nil && keyMatches(k, leaf) {
-		r.log.WithField("key", r.keyFile).Warn("finishing an interrupted renewal: moving the staged key into place")
-		return renameDurable(staged, r.keyFile)
-	}
-	r.log.WithField("staged", staged).Warn("removing the staged key of an interrupted renewal that never wrote its certificate")
-	if err := os.Remove(staged); err != nil {
-		return fmt.Errorf("removing the staged key: %w", err)
-	}
-	return syncDir(filepath.Dir(staged))
-}
-
-// renewOnce rotates the certificate over mTLS with a new key. The order
-// guarantees that a crash never leaves a certificate on disk whose key is
-// lost, and that KEY and CERT match before and after:
-//
-//  1. finish or discard a previous interrupted renewal (recover);
-//  2. load KEY, CERT and CHAIN, which match; they authenticate the request;
-//  3. generate the new key and write it to KEY.next (0600, atomic, fsync);
-//  4. build the CSR and rotate (POST /v1/agents/{name}/rotate over mTLS);
-//     on failure KEY.next is removed and nothing else changed;
-//  5. check the new certificate certifies the new key and names the agent;
-//  6. write CHAIN, then CERT (each atomically: temporary file, fsync, rename);
-//  7. rename KEY.next over KEY and fsync the directory;
-//  8. run the reload hooks (--exec, --signal).
-//
-// Between 6 and 7 (one rename) CERT is new and KEY old; a crash there is
-// repaired by step 1 of the next run, which finds that KEY.next matches CERT.
-// Programs that read the files should reload on the hook, which runs only once
-// both are in place.
-func (r *renewer) renewOnce(ctx context.Context) (*x509.Certificate, error) {
-	if err := r.recover(); err != nil {
-		return nil, err
-	}
-	key, err := loadAgentKey(r.keyFile)
-	if err != nil {
-		return nil, err
-	}
-	leaf, chain, err := loadAgentCert(r.certFile, r.chainFile)
-	if err != nil {
-		return nil, err
-	}
-	if !keyMatches(key, leaf) {
-		return nil, fmt.Errorf("%s does not certify the key in %s", r.certFile, r.keyFile)
-	}
-	name := r.name
-	certName, _, err := agentNameFromCert(leaf)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", r.certFile, err)
-	}
-	if name == "" {
-		name = certName
-	} else if name != certName {
-		return nil, fmt.Errorf("%s is the certificate of agent %q, not %q", r.certFile, certName, name)
-	}
-	if now := r.now(); !now.Before(leaf.NotAfter) {
-		return nil, fmt.Errorf("the certificate expired at %s; renewal over mTLS is impossible: register again with an API key", leaf.NotAfter.UTC().Format(time.RFC3339))
-	}
-	tc := tls.Certificate{PrivateKey: key, Leaf: leaf, Certificate: [][]byte{leaf.Raw}}
-	for _, c := range chain {
-		tc.Certificate = append(tc.Certificate, c.Raw)
-	}
-
-	typ := r.keyType
-	if typ == "" {
-		typ = agentKeyType(key)
-		if typ == "rsa" || typ == "unknown" {
-			typ = "p256"
-		}
-	}
-	newKey, err := generateAgentKey(typ)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := marshalAgentKey(newKey)
-	if err != nil {
-		return nil, err
-	}
-	staged := r.stagedKey()
-	if err := writeAtomic(staged, keyPEM, agentKeyMode, true); err != nil {
-		return nil, err
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			os.Remove(staged)
-		}
-	}()
-
-	csr, err := buildCSR(newKey)
-	if err != nil {
-		return nil, err
-	}
-	c, err := r.dial(tc)
-	if err != nil {
-		return nil, err
-	}
-	issued, err := c.Rotate(ctx, name, csr)
-	if err != nil {
-		return nil, explainRenewal(ctx, c, name, leaf, chain, err)
-	}
-	newLeaf, leafPEM, chainPEM, err := issuedFiles(newKey, issued, name)
-	if err != nil {
-		return nil, err
-	}
-	if err := writeAtomic(r.chainFile, chainPEM, agentCertMode, true); err != nil {
-		return nil, err
-	}
-	if err := writeAtomic(r.certFile, leafPEM, agentCertMode, true); err != nil {
-		return nil, err
-	}
-	committed = true // from here on recover() completes the renewal
-	if err := writeReceipt(r.certFile, issued.Receipt); err != nil {
-		r.log.WithError(err).Warn("could not keep the log receipt beside the certificate")
-	}
-	if err := renameDurable(staged, r.keyFile); err != nil {
-		return nil, err
-	}
-	r.log.WithFields(logrus.Fields{"agent": name, "serial": showSerial(issued.Serial), "not_after": newLeaf.NotAfter.UTC().Format(time.RFC3339), "log_index": issued.LogIndex}).Info("certificate renewed")
-	for _, h := range r.hooks {
-		if err := h(ctx, newLeaf); err != nil {
-			r.log.WithError(err).Warn("reload hook failed")
-		}
-	}
-	return newLeaf, nil
-}
-
-// explainRenewal renders a refused renewal. The server answers any
-// certificate it will not accept for mTLS with the same 401, so on a 401 the
-// certificate's status is asked through the public verify endpoint (which
-// tells anyone who holds the certificate): a revoked or superseded
-// certificate is named as such rather than "unauthenticated".
-func explainRenewal(ctx context.Context, c rotator, name string, leaf *x509.Certificate, chain []*x509.Certificate, err error) error {
-	var ce *client.Error
-	if !errors.As(err, &ce) || ce.Status != http.StatusUnauthorized {
-		return explain("renewing "+name, err)
-	}
-	res, verr := c.Verify(ctx, ca.EncodeCertificatesPEM(leaf), ca.EncodeCertificatesPEM(chain...))
-	if verr != nil || res.Verified {
-		return explain("renewing "+name, err)
-	}
-	serial := ca.FormatSerial(leaf.SerialNumber)
-	var msg string
-	switch res.Reason {
-	case "revoked":
-		msg = fmt.Sprintf("renewing %s: the server refused: the certificate (serial %s) is revoked; a revoked certificate cannot be renewed: register the agent again with an API key", name, serial)
-	case "superseded":
-		msg = fmt.Sprintf("renewing %s: the server refused: the certificate (serial %s) was superseded by a newer one; renew with the agent's current certificate", name, serial)
-	case "issuer_revoked":
-		msg = fmt.Sprintf("renewing %s: the server refused: the intermediate CA that issued the certificate (serial %s) was revoked by its root; register the agent again with an API key", name, serial)
-	case "unknown_certificate", "untrusted_chain":
-		msg = fmt.Sprintf("renewing %s: the server refused: it does not know the certificate (serial %s): check --server and --ca-bundle", name, serial)
-	default:
-		return explain("renewing "+name, err)
-	}
-	if ce.RequestID != "" {
-		msg += " [request ID " + ce.RequestID + "]"
-	}
-	return &serverError{msg: msg, err: ce}
-}
-
-// renewalDelay is how long to wait at now before renewing a certificate valid
-// from notBefore to notAfter, never negative; j in [0, 1) picks the jitter.
-// By default (renewBefore 0) the renewal point is renewFraction (2/3) of the
-// lifetime, moved by up to ±renewJitter (10%) of the lifetime: the latest
-// point, 2/3+1/10, is always before expiry. With renewBefore > 0 the point is
-// notAfter-renewBefore, moved by up to ±10% of the time from notBefore to it,
-// and never later than notAfter.
-func renewalDelay(notBefore, notAfter, now time.Time, j float64, renewBefore time.Duration) time.Duration {
-	life := notAfter.Sub(notBefore)
-	var at time.Time
-	if renewBefore > 0 {
-		point := notAfter.Add(-renewBefore)
-		span := max(point.Sub(notBefore), 0)
-		at = point.Add(time.Duration(math.Round(float64(span) * renewJitter * (2*j - 1))))
-		if at.After(notAfter) {
-			at = notAfter
-		}
-	} else {
-		at = notBefore.Add(time.Duration(math.Round(float64(life) * (renewFraction + renewJitter*(2*j-1)))))
-	}
-	return max(at.Sub(now), 0)
-}
-
-// retryable reports whether a failed renewal may succeed later: transport
-// errors, 408, 409, 429 and 5xx; not refusals such as a revoked agent.
-func retryable(err error) bool {
-	var ce *client.Error
-	if !errors.As(err, &ce) {
-		var ue *usageError
-		return !errors.As(err, &ue)
-	}
-	switch {
-	case ce.Status == http.StatusRequestTimeout, ce.Status == http.StatusConflict, ce.Status == http.StatusTooManyRequests:
-		return true
-	case ce.Status >= 500:
-		return true
-	}
-	return false
-}
-
-// watch renews forever: at about 2/3 of each certificate's lifetime, with
-// jitter, retrying failures with exponential backoff (capped at maxBackoff and
-// by the Retry-After the server sends) until ctx is cancelled (nil) or a
-// renewal is refused for good or the certificate expires (an error).
-func (r *renewer) watch(ctx context.Context, maxBackoff time.Duration, sleep func(context.Context, time.Duration) error) error {
-	if err := r.recover(); err != nil {
-		return err
-	}
-	for {
-		leaf, _, err := loadAgentCert(r.certFile, "")
-		if err != nil {
-			return err
-		}
-		d := renewalDelay(leaf.NotBefore, leaf.NotAfter, r.now(), mrand.Float64(), r.renewBefore)
-		r.log.WithFields(logrus.Fields{"serial": ca.FormatSerial(leaf.SerialNumber), "not_after": leaf.NotAfter.UTC().Format(time.RFC3339), "renew_in": d.Round(time.Second).String()}).Info("next renewal scheduled")
-		if err := sleep(ctx, d); err != nil {
-			return nil // cancelled
-		}
-		backoff := retryInitial
-		for {
-			_, err := r.renewOnce(ctx)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			if !retryable(err) {
-				return err
-			}
-			if !r.now().Before(leaf.NotAfter) {
-				return fmt.Errorf("the certificate expired before it could be renewed (last error: %w)", err)
-			}
-			wait := backoff
-			var ce *client.Error
-			if errors.As(err, &ce) && ce.RetryAfter > wait {
-				wait = ce.RetryAfter
-			}
-			wait = min(wait, maxBackoff, max(leaf.NotAfter.Sub(r.now())/2, time.Second))
-			r.log.WithError(err).WithField("retry_in", wait.String()).Warn("renewal failed; retrying")
-			if err := sleep(ctx, wait); err != nil {
-				return nil
-			}
-			backoff = min(2*backoff, maxBackoff)
-		}
-	}
-}
-
-// sleepCtx waits d or until ctx is done (then it returns ctx.Err()).
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
 
 // signalTarget is a --signal option: a process (by PID or PID file) and a signal.
 type signalTarget struct {
@@ -1224,20 +635,23 @@ atr agent renew --watch --key agent.key --cert agent.pem \
 		}
 		name = n
 	}
-	r := &renewer{
-		keyFile: o.key, certFile: o.cert, chainFile: o.chainFile(), name: name, keyType: *typ,
-		log: newLog(a.stderr, *logLevel).WithField("component", "agent-renew"),
-		now: a.now, renewBefore: *renewBefore,
-		dial: func(cert tls.Certificate) (rotator, error) {
+	if _, err := o.newClient("", nil); err != nil { // a bad --server is a usage error, not a retry
+		return err
+	}
+	r := &agent.Renewer{
+		KeyFile: o.key, CertFile: o.cert, ChainFile: o.chainFile(), Name: name, KeyType: *typ,
+		Logger: slog.New(slogToLogrus{newLog(a.stderr, *logLevel).WithField("component", "agent-renew")}),
+		Now:    a.now, RenewBefore: *renewBefore, MaxBackoff: *maxBackoff,
+		Dial: func(cert tls.Certificate) (agent.Rotator, error) {
 			return o.newClient("", &cert)
 		},
 	}
 	if *execCmd != "" {
 		cmdline := *execCmd
-		r.hooks = append(r.hooks, func(ctx context.Context, leaf *x509.Certificate) error {
+		r.Hooks = append(r.Hooks, func(ctx context.Context, leaf *x509.Certificate) error {
 			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
-			cmd.Env = append(os.Environ(), "ATR_AGENT_CERT="+r.certFile, "ATR_AGENT_KEY="+r.keyFile,
-				"ATR_AGENT_CHAIN="+r.chainFile, "ATR_AGENT_SERIAL="+ca.FormatSerial(leaf.SerialNumber))
+			cmd.Env = append(os.Environ(), "ATR_AGENT_CERT="+r.CertFile, "ATR_AGENT_KEY="+r.KeyFile,
+				"ATR_AGENT_CHAIN="+r.ChainFile, "ATR_AGENT_SERIAL="+ca.FormatSerial(leaf.SerialNumber))
 			cmd.Stdout, cmd.Stderr = a.stderr, a.stderr
 			if err := cmd.Run(); err != nil {
 				return fmt.Errorf("--exec %q: %w", cmdline, err)
@@ -1246,19 +660,19 @@ atr agent renew --watch --key agent.key --cert agent.pem \
 		})
 	}
 	for _, t := range targets {
-		r.hooks = append(r.hooks, func(context.Context, *x509.Certificate) error { return t.send() })
+		r.Hooks = append(r.Hooks, func(context.Context, *x509.Certificate) error { return t.send() })
 	}
 	if *watch {
-		return r.watch(ctx, *maxBackoff, sleepCtx)
+		return r.Watch(ctx)
 	}
-	leaf, err := r.renewOnce(ctx)
+	leaf, err := r.RenewOnce(ctx)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "renewed: serial %s, valid until %s\nfingerprint SHA-256: %s\ncertificate: %s\nkey: %s\nchain: %s\n",
-		ca.FormatSerial(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339), certFingerprint(leaf), r.certFile, r.keyFile, r.chainFile)
-	if _, err := os.Stat(receiptPath(r.certFile)); err == nil {
-		fmt.Fprintf(a.stdout, "log receipt: %s\n", receiptPath(r.certFile))
+		ca.FormatSerial(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339), certFingerprint(leaf), r.CertFile, r.KeyFile, r.ChainFile)
+	if _, err := os.Stat(receiptPath(r.CertFile)); err == nil {
+		fmt.Fprintf(a.stdout, "log receipt: %s\n", receiptPath(r.CertFile))
 	}
 	return nil
 }

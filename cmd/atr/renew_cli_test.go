@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
@@ -11,52 +10,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/agent-trust-registry/atr/agent"
 	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
 )
-
-// TestRenewRefusalExplained replays issue 11 item 12: renewing a revoked
-// agent said "unauthenticated (HTTP 401)". A 401 is explained by the
-// certificate's public status.
-func TestRenewRefusalExplained(t *testing.T) {
-	c := newTestCA(t, "test.local")
-	unauth := &client.Error{Status: 401, Code: "unauthenticated", Message: "authentication required", RequestID: "r7"}
-	tests := []struct {
-		name    string
-		fail    error
-		status  *client.VerifyResult
-		want    []string
-		notWant string
-	}{
-		{"revoked", unauth, &client.VerifyResult{Reason: "revoked"}, []string{"refused", "is revoked", "register the agent again", "r7"}, "unauthenticated"},
-		{"superseded", unauth, &client.VerifyResult{Reason: "superseded"}, []string{"superseded", "current certificate", "r7"}, "unauthenticated"},
-		{"unknown", unauth, &client.VerifyResult{Reason: "unknown_certificate"}, []string{"refused", "does not know the certificate"}, "unauthenticated"},
-		{"still valid: the server's answer as is", unauth, &client.VerifyResult{Verified: true}, []string{"unauthenticated (HTTP 401)", "r7"}, "revoked"},
-		{"other refusals unchanged", &client.Error{Status: 403, Code: "forbidden", RequestID: "r8"}, &client.VerifyResult{Reason: "revoked"}, []string{"forbidden (HTTP 403)"}, "is revoked"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			k0, _ := generateAgentKey("p256")
-			f := newAgentFiles(t, c, "bot.acme", k0)
-			fr := &fakeRotator{c: c, fail: tt.fail, status: tt.status}
-			_, err := newTestRenewer(f, fr).renewOnce(context.Background())
-			if err == nil {
-				t.Fatal("renewal succeeded")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
-			}
-			if strings.Contains(err.Error(), tt.notWant) {
-				t.Errorf("error %q contains %q", err, tt.notWant)
-			}
-			if retryable(err) {
-				t.Errorf("retryable(%v) = true; a refusal is final", err)
-			}
-		})
-	}
-}
 
 // fakeTLSRegistry is an HTTPS server answering rotate with 401 and verify
 // with the given reason, as a registry does for a revoked certificate.
@@ -101,7 +58,7 @@ func TestRenewRevokedCLI(t *testing.T) {
 			k0, _ := generateAgentKey("p256")
 			f := newAgentFiles(t, c, "bot.acme", k0)
 			stale, _ := generateAgentKey("p256")
-			data, _ := marshalAgentKey(stale)
+			data, _ := agent.MarshalKey(stale)
 			writeTestFile(t, f.key+agentStagedSuffix, data, 0o600)
 			a, _, errb := testApp(nil)
 			args := append([]string{"agent", "renew", "--server", url, "--ca-bundle", bundle, "--key", f.key, "--cert", f.cert}, tt.args...)
