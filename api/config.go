@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/agent-trust-registry/atr/api/ratelimit"
+	"github.com/agent-trust-registry/atr/ca"
 )
 
 // Config is the HTTP layer's configuration. The zero value plus a TrustDomain is a safe
@@ -203,8 +205,8 @@ func (rl RateLimits) withDefaults() RateLimits {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	if strings.TrimSpace(c.TrustDomain) == "" {
-		errs = append(errs, errors.New("trust domain is empty"))
+	if err := ca.ValidateTrustDomain(c.TrustDomain); err != nil {
+		errs = append(errs, err)
 	}
 	if c.BodyLimit < 1024 || c.BodyLimit > maxBodyLimit {
 		errs = append(errs, fmt.Errorf("body limit %d outside [1024, %d]", c.BodyLimit, maxBodyLimit))
@@ -214,7 +216,7 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if _, err := parseCIDRs(c.TrustedProxies); err != nil {
+	if _, err := ParseTrustedProxies(c.TrustedProxies); err != nil {
 		errs = append(errs, err)
 	}
 	if c.HSTSMaxAge < 0 || c.SPIFFERefreshHint < 0 || c.BundleMaxAge < 0 || c.HandlerTimeout < 0 {
@@ -276,7 +278,9 @@ func checkOrigin(o string) error {
 	return nil
 }
 
-func parseCIDRs(cidrs []string) ([]netip.Prefix, error) {
+// ParseTrustedProxies reads Config.TrustedProxies: CIDRs ("10.0.0.0/8"); a
+// bare address means that address alone (/32, or /128 for IPv6).
+func ParseTrustedProxies(cidrs []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range cidrs {
 		p, err := netip.ParsePrefix(strings.TrimSpace(s))
@@ -291,4 +295,59 @@ func parseCIDRs(cidrs []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// ParseRateLimits reads rate-limit overrides, each "CLASS=RATE/PERIOD[:BURST]"
+// (e.g. "register=600/h:100"): CLASS one of RateLimitClassNames, PERIOD s, m,
+// h or a Go duration, BURST defaulting to RATE. Classes not named keep their
+// defaults (zero here; Config applies them). Values beyond the ceiling are
+// refused by Validate: limits can be raised, never switched off.
+func ParseRateLimits(items []string) (RateLimits, error) {
+	var rl RateLimits
+	classes := rl.Classes()
+	for _, it := range items {
+		name, spec, ok := strings.Cut(it, "=")
+		p, known := classes[name]
+		if !ok || !known {
+			return rl, fmt.Errorf("rate limit %q: want CLASS=RATE/PERIOD[:BURST] with CLASS one of %s", it, strings.Join(RateLimitClassNames(), ", "))
+		}
+		l, err := parseLimit(spec)
+		if err != nil {
+			return rl, fmt.Errorf("rate limit %q: %w", it, err)
+		}
+		*p = l
+	}
+	return rl, nil
+}
+
+func parseLimit(spec string) (ratelimit.Limit, error) {
+	rateS, rest, ok := strings.Cut(spec, "/")
+	if !ok {
+		return ratelimit.Limit{}, errors.New("want RATE/PERIOD[:BURST]")
+	}
+	periodS, burstS, hasBurst := strings.Cut(rest, ":")
+	rate, err := strconv.Atoi(rateS)
+	if err != nil || rate <= 0 {
+		return ratelimit.Limit{}, fmt.Errorf("rate %q must be a positive integer", rateS)
+	}
+	var period time.Duration
+	switch periodS {
+	case "s":
+		period = time.Second
+	case "m", "min":
+		period = time.Minute
+	case "h":
+		period = time.Hour
+	default:
+		if period, err = time.ParseDuration(periodS); err != nil || period <= 0 {
+			return ratelimit.Limit{}, fmt.Errorf("period %q must be s, m, h or a positive duration", periodS)
+		}
+	}
+	burst := rate
+	if hasBurst {
+		if burst, err = strconv.Atoi(burstS); err != nil || burst <= 0 {
+			return ratelimit.Limit{}, fmt.Errorf("burst %q must be a positive integer", burstS)
+		}
+	}
+	return ratelimit.Limit{Rate: rate, Period: period, Burst: burst}, nil
 }

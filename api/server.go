@@ -122,7 +122,7 @@ func New(cfg Config, deps Deps, log *logrus.Entry) (*Server, error) {
 	if log == nil {
 		return nil, errors.New("api: a logger is required")
 	}
-	proxies, err := parseCIDRs(cfg.TrustedProxies)
+	proxies, err := ParseTrustedProxies(cfg.TrustedProxies)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}

@@ -622,7 +622,7 @@ func TestSEC013CORS(t *testing.T) {
 		}
 	}
 	for _, bad := range [][]string{{"*"}, {"https://*.example.org"}, {"console.example.org"}, {"https://x.org/path"}} {
-		if _, err := New(Config{TrustDomain: "x", CORSOrigins: bad}, Deps{Lifecycle: h.fake, Auth: h.fake, Admin: h.fake}, testLogger(io.Discard)); err == nil {
+		if _, err := New(Config{TrustDomain: "example.org", CORSOrigins: bad}, Deps{Lifecycle: h.fake, Auth: h.fake, Admin: h.fake}, testLogger(io.Discard)); err == nil {
 			t.Errorf("CORSOrigins %q accepted, want refused", bad)
 		}
 	}
@@ -684,7 +684,7 @@ func TestSEC021ListOwnOnlyAndCapped(t *testing.T) {
 func clampedLimit(t *testing.T, v string) int {
 	t.Helper()
 	rec := &limitRecorder{fakeRegistry: newFake(t)}
-	s, err := New(Config{TrustDomain: "x"}, Deps{Lifecycle: rec, Auth: rec, Admin: rec}, testLogger(io.Discard))
+	s, err := New(Config{TrustDomain: "example.org"}, Deps{Lifecycle: rec, Auth: rec, Admin: rec}, testLogger(io.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -836,7 +836,7 @@ func TestPerIPLimitAndTrustedProxies(t *testing.T) {
 func TestClientIP(t *testing.T) {
 	s := &Server{}
 	var err error
-	if s.proxies, err = parseCIDRs([]string{"10.0.0.0/8", "192.0.2.1"}); err != nil {
+	if s.proxies, err = ParseTrustedProxies([]string{"10.0.0.0/8", "192.0.2.1"}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -879,17 +879,20 @@ func TestConfigValidate(t *testing.T) {
 		cfg  Config
 		ok   bool
 	}{
-		{"defaults", Config{TrustDomain: "x"}, true},
+		{"defaults", Config{TrustDomain: "example.org"}, true},
 		{"no trust domain", Config{}, false},
-		{"raised rotate", Config{TrustDomain: "x", RateLimits: RateLimits{Rotate: ratelimit.PerHour(100)}}, true},
-		{"lowered rotate", Config{TrustDomain: "x", RateLimits: RateLimits{Rotate: ratelimit.PerHour(1)}}, true},
-		{"disabled by absurd rate", Config{TrustDomain: "x", RateLimits: RateLimits{Rotate: ratelimit.PerHour(1_000_000)}}, false},
-		{"negative rate", Config{TrustDomain: "x", RateLimits: RateLimits{PerIP: ratelimit.Limit{Rate: -1, Period: time.Second, Burst: 1}}}, false},
-		{"zero burst", Config{TrustDomain: "x", RateLimits: RateLimits{PerIP: ratelimit.Limit{Rate: 1, Period: time.Second}}}, false},
-		{"lockout too short", Config{TrustDomain: "x", RateLimits: RateLimits{LockoutDuration: time.Second}}, false},
-		{"body limit too big", Config{TrustDomain: "x", BodyLimit: 1 << 30}, false},
-		{"bad proxy", Config{TrustDomain: "x", TrustedProxies: []string{"10.0.0.0/33"}}, false},
-		{"wildcard origin", Config{TrustDomain: "x", CORSOrigins: []string{"*"}}, false},
+		{"single-label trust domain", Config{TrustDomain: "localhost"}, false},
+		{"trust domain with underscore", Config{TrustDomain: "my_org.example"}, false},
+		{"bare proxy address", Config{TrustDomain: "example.org", TrustedProxies: []string{"192.0.2.1", "2001:db8::1"}}, true},
+		{"raised rotate", Config{TrustDomain: "example.org", RateLimits: RateLimits{Rotate: ratelimit.PerHour(100)}}, true},
+		{"lowered rotate", Config{TrustDomain: "example.org", RateLimits: RateLimits{Rotate: ratelimit.PerHour(1)}}, true},
+		{"disabled by absurd rate", Config{TrustDomain: "example.org", RateLimits: RateLimits{Rotate: ratelimit.PerHour(1_000_000)}}, false},
+		{"negative rate", Config{TrustDomain: "example.org", RateLimits: RateLimits{PerIP: ratelimit.Limit{Rate: -1, Period: time.Second, Burst: 1}}}, false},
+		{"zero burst", Config{TrustDomain: "example.org", RateLimits: RateLimits{PerIP: ratelimit.Limit{Rate: 1, Period: time.Second}}}, false},
+		{"lockout too short", Config{TrustDomain: "example.org", RateLimits: RateLimits{LockoutDuration: time.Second}}, false},
+		{"body limit too big", Config{TrustDomain: "example.org", BodyLimit: 1 << 30}, false},
+		{"bad proxy", Config{TrustDomain: "example.org", TrustedProxies: []string{"10.0.0.0/33"}}, false},
+		{"wildcard origin", Config{TrustDomain: "example.org", CORSOrigins: []string{"*"}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -928,7 +931,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	// Duplicate collectors are a construction error, not a panic.
-	if _, err := New(Config{TrustDomain: "x"}, Deps{Lifecycle: h.fake, Auth: h.fake, Admin: h.fake,
+	if _, err := New(Config{TrustDomain: "example.org"}, Deps{Lifecycle: h.fake, Auth: h.fake, Admin: h.fake,
 		Collectors: []prometheus.Collector{extra, extra}}, testLogger(io.Discard)); err == nil {
 		t.Error("duplicate collector accepted")
 	}

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -104,8 +103,8 @@ type Config struct {
 	Witnesses []string
 
 	// WitnessTimeout bounds each request to a witness (Go duration, 1s to
-	// 5m; default 10s). Flag --witness-timeout, env ATR_WITNESS_TIMEOUT.
-	WitnessTimeout string
+	// 5m; zero: 10s). Flag --witness-timeout, env ATR_WITNESS_TIMEOUT.
+	WitnessTimeout time.Duration
 
 	// VRFKey is the pkcs11: URI of the name-index VRF key (RSA-3072,
 	// docs/transparency.md). Flag --vrf-key, env ATR_VRF_KEY, derived
@@ -152,7 +151,8 @@ type Config struct {
 	RedisURL string
 
 	// TrustedProxies are the CIDRs of reverse proxies whose X-Forwarded-For
-	// header is believed (comma-separated; Forwarded is ignored). Flag
+	// header is believed (comma-separated; a bare address is a /32 or /128;
+	// Forwarded is ignored; api.ParseTrustedProxies reads them). Flag
 	// --trusted-proxies, env ATR_TRUSTED_PROXIES; default none.
 	TrustedProxies []string
 
@@ -166,24 +166,25 @@ type Config struct {
 	LogLevel string
 
 	// LeafLifetime is the validity of agent certificates (Go duration, 1m to
-	// 720h). Flag --leaf-lifetime, env ATR_LEAF_LIFETIME, default 24h.
-	LeafLifetime string
+	// 720h; zero: 24h). Flag --leaf-lifetime, env ATR_LEAF_LIFETIME.
+	LeafLifetime time.Duration
 
 	// RotationGrace is how long a superseded certificate keeps verifying
-	// after a rotation. Flag --rotation-grace, env ATR_ROTATION_GRACE,
-	// default 5m.
-	RotationGrace string
+	// after a rotation (zero: 5m). Flag --rotation-grace, env
+	// ATR_ROTATION_GRACE.
+	RotationGrace time.Duration
 
 	// PendingTimeout is how old a pending issuance must be before a replica
 	// reconciles it (longer than any signature takes). Flag
-	// --pending-timeout, env ATR_PENDING_TIMEOUT, default 30s.
-	PendingTimeout string
+	// --pending-timeout, env ATR_PENDING_TIMEOUT (zero: 30s).
+	PendingTimeout time.Duration
 
 	// RateLimits raise or lower individual rate limits, as comma-separated
 	// CLASS=RATE/PERIOD[:BURST] items (classes per-ip, public, per-key, list,
 	// rotate, revoke, register, auth-failure), e.g. "register=600/h:100".
 	// Limits cannot be switched off and cannot exceed 100× their default.
 	// Flag --rate-limits, env ATR_RATE_LIMITS; default: the built-in limits.
+	// The api package parses (api.ParseRateLimits) and judges them.
 	RateLimits []string
 }
 
@@ -239,7 +240,8 @@ type option struct {
 	str    func(c *Config) *string
 	boolP  func(c *Config) *bool
 	list   func(c *Config) *[]string
-	noFlag bool // secret: environment only
+	dur    func(c *Config) *time.Duration // a positive Go duration; unset is zero (the consumer's default)
+	noFlag bool                           // secret: environment only
 }
 
 func options() []option {
@@ -261,7 +263,7 @@ func options() []option {
 		{group: optServe, flag: "log-key", env: "ATR_LOG_KEY", usage: "pkcs11: URI of the transparency-log key (default pkcs11:token=TOKEN;object=atr-log)", str: func(c *Config) *string { return &c.LogKey }},
 		{group: optServe, flag: "log-key-ed25519", env: "ATR_LOG_KEY_ED25519", usage: "pkcs11: URI of the log's Ed25519 key for witnesses (default pkcs11:token=TOKEN;object=atr-log-ed25519)", str: func(c *Config) *string { return &c.LogKeyEd25519 }},
 		{group: optServe, flag: "witness", env: "ATR_WITNESSES", usage: "comma-separated C2SP witnesses, each name=URL=vkey (docs/operator.md, Witnesses)", list: func(c *Config) *[]string { return &c.Witnesses }},
-		{group: optServe, flag: "witness-timeout", env: "ATR_WITNESS_TIMEOUT", usage: "timeout of each request to a witness, 1s to 5m (default 10s)", str: func(c *Config) *string { return &c.WitnessTimeout }},
+		{group: optServe, flag: "witness-timeout", env: "ATR_WITNESS_TIMEOUT", usage: "timeout of each request to a witness, 1s to 5m (default 10s)", dur: func(c *Config) *time.Duration { return &c.WitnessTimeout }},
 		{group: optServe, flag: "vrf-key", env: "ATR_VRF_KEY", usage: "pkcs11: URI of the name-index VRF key (default pkcs11:token=TOKEN;object=atr-vrf)", str: func(c *Config) *string { return &c.VRFKey }},
 		{group: optServe, flag: "public-url", env: "ATR_PUBLIC_URL", usage: "public base URL for CRL/OCSP URLs in certificates (default https://LISTEN)", str: func(c *Config) *string { return &c.PublicURL }},
 		{group: optServe, flag: "http-listen", env: "ATR_HTTP_LISTEN", usage: "address of a plain-http listener serving only CRL, OCSP and the CA bundle, named in new certificates (default: off)", str: func(c *Config) *string { return &c.HTTPListen }},
@@ -269,11 +271,11 @@ func options() []option {
 		{group: optServe, flag: "tls-cert", env: "ATR_TLS_CERT", usage: "operator-supplied server certificate chain (PEM); default: self-issued from the intermediate", str: func(c *Config) *string { return &c.TLSCert }},
 		{group: optServe, flag: "tls-key", env: "ATR_TLS_KEY", usage: "operator-supplied server private key (PEM, mode 0600)", str: func(c *Config) *string { return &c.TLSKey }},
 		{group: optServe, env: "ATR_REDIS_URL", noFlag: true, str: func(c *Config) *string { return &c.RedisURL }},
-		{group: optServe, flag: "trusted-proxies", env: "ATR_TRUSTED_PROXIES", usage: "comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed", list: func(c *Config) *[]string { return &c.TrustedProxies }},
+		{group: optServe, flag: "trusted-proxies", env: "ATR_TRUSTED_PROXIES", usage: "comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed (a bare address is a /32 or /128)", list: func(c *Config) *[]string { return &c.TrustedProxies }},
 		{group: optServe, flag: "cors-origins", env: "ATR_CORS_ORIGINS", usage: "comma-separated origins allowed for CORS (none by default; never *)", list: func(c *Config) *[]string { return &c.CORSOrigins }},
-		{group: optServe, flag: "leaf-lifetime", env: "ATR_LEAF_LIFETIME", usage: "validity of agent certificates, 1m to 720h (default 24h)", str: func(c *Config) *string { return &c.LeafLifetime }},
-		{group: optServe, flag: "rotation-grace", env: "ATR_ROTATION_GRACE", usage: "how long a superseded certificate keeps verifying (default 5m)", str: func(c *Config) *string { return &c.RotationGrace }},
-		{group: optServe, flag: "pending-timeout", env: "ATR_PENDING_TIMEOUT", usage: "age after which a pending issuance is reconciled (default 30s)", str: func(c *Config) *string { return &c.PendingTimeout }},
+		{group: optServe, flag: "leaf-lifetime", env: "ATR_LEAF_LIFETIME", usage: "validity of agent certificates, 1m to 720h (default 24h)", dur: func(c *Config) *time.Duration { return &c.LeafLifetime }},
+		{group: optServe, flag: "rotation-grace", env: "ATR_ROTATION_GRACE", usage: "how long a superseded certificate keeps verifying (default 5m)", dur: func(c *Config) *time.Duration { return &c.RotationGrace }},
+		{group: optServe, flag: "pending-timeout", env: "ATR_PENDING_TIMEOUT", usage: "age after which a pending issuance is reconciled (default 30s)", dur: func(c *Config) *time.Duration { return &c.PendingTimeout }},
 		{group: optServe, flag: "rate-limits", env: "ATR_RATE_LIMITS", usage: "comma-separated CLASS=RATE/PERIOD[:BURST] overrides, e.g. register=600/h:100 (never off; at most 100x the default)", list: func(c *Config) *[]string { return &c.RateLimits }},
 		{group: optServe, flag: "tls-names", env: "ATR_TLS_NAMES", usage: "extra comma-separated DNS names/IPs for the self-issued server certificate", list: func(c *Config) *[]string { return &c.TLSNames }},
 	}
@@ -307,6 +309,19 @@ func (c *Config) bind(fs *flag.FlagSet, groups optGroup, lookupEnv func(string) 
 				*p = b
 			}
 			fs.BoolVar(p, o.flag, *p, o.usage+" (env "+o.env+")")
+		case o.dur != nil:
+			p := o.dur(c)
+			if ok && v != "" {
+				d, err := parseDuration(v)
+				if err != nil {
+					return fmt.Errorf("config: %s=%q: %v", o.env, v, err)
+				}
+				*p = d
+			}
+			fs.Func(o.flag, o.usage+" (env "+o.env+")", func(s string) (err error) {
+				*p, err = parseDuration(s)
+				return err
+			})
 		case o.list != nil:
 			p := o.list(c)
 			if ok {
@@ -392,8 +407,8 @@ func (c *Config) Validate() error {
 	if err := checkDatabaseURL(c.DatabaseURL); err != nil {
 		bad("database URL (ATR_DATABASE_URL): %v", err)
 	}
-	if err := checkTrustDomain(c.TrustDomain); err != nil {
-		bad("trust domain (ATR_TRUST_DOMAIN) %q: %v", c.TrustDomain, err)
+	if err := ca.ValidateTrustDomain(c.TrustDomain); err != nil {
+		bad("trust domain (ATR_TRUST_DOMAIN): %v", err)
 	}
 	if c.PKCS11Module == "" {
 		bad("PKCS#11 module (ATR_PKCS11_MODULE) must not be empty")
@@ -433,37 +448,37 @@ func (c *Config) Validate() error {
 		bad("--insecure-http (ATR_INSECURE_HTTP) conflicts with --tls-cert")
 	}
 	for _, n := range c.TLSNames {
-		if net.ParseIP(n) == nil && checkTrustDomain(n) != nil {
-			bad("TLS name (ATR_TLS_NAMES) %q is neither an IP address nor a DNS name", n)
+		ip := net.ParseIP(n)
+		var err error
+		if ip != nil {
+			err = ca.ValidateServerNames(nil, []net.IP{ip})
+		} else {
+			err = ca.ValidateServerNames([]string{n}, nil)
+		}
+		if err != nil {
+			bad("TLS name (ATR_TLS_NAMES) %q is neither an IP address nor a DNS name: %v", n, err)
 		}
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		bad("ATR_REDIS_URL must be a redis:// or rediss:// URL")
 	}
-	for _, p := range c.TrustedProxies {
-		if _, err := netip.ParsePrefix(p); err != nil {
-			bad("trusted proxy (ATR_TRUSTED_PROXIES) %q is not a CIDR", p)
-		}
-	}
-	for _, o := range c.CORSOrigins {
-		if u, err := url.Parse(o); o == "*" || err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || u.Path != "" {
-			bad("CORS origin (ATR_CORS_ORIGINS) %q must be an exact origin such as https://console.example.org", o)
-		}
-	}
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
 		bad("log level (ATR_LOG_LEVEL): %v", err)
 	}
-	if d, err := optionalDuration("leaf lifetime (ATR_LEAF_LIFETIME)", c.LeafLifetime); err != nil {
-		bad("%v", err)
-	} else if d != 0 && (d < time.Minute || d > ca.MaxLeafLifetime) {
-		bad("leaf lifetime (ATR_LEAF_LIFETIME) %v outside [1m, %v]", d, ca.MaxLeafLifetime)
+	// The leaf profile as the issuer will get it (placeholder key ID).
+	if err := c.leafProfile("0").Validate(); err != nil {
+		bad("leaf profile (ATR_LEAF_LIFETIME, ATR_TRUST_DOMAIN, ATR_PUBLIC_URL): %v", err)
 	}
-	for _, s := range []struct{ name, v string }{
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
 		{"rotation grace (ATR_ROTATION_GRACE)", c.RotationGrace},
 		{"pending timeout (ATR_PENDING_TIMEOUT)", c.PendingTimeout},
+		{"leaf lifetime (ATR_LEAF_LIFETIME)", c.LeafLifetime},
 	} {
-		if _, err := optionalDuration(s.name, s.v); err != nil {
-			bad("%v", err)
+		if d.v < 0 {
+			bad("%s %v must not be negative", d.name, d.v)
 		}
 	}
 	if c.LogKeyEd25519 != "" {
@@ -474,17 +489,54 @@ func (c *Config) Validate() error {
 	if _, err := witness.ParseWitnesses(strings.Join(c.Witnesses, ",")); err != nil {
 		bad("witnesses (ATR_WITNESSES): %v", err)
 	}
-	if d, err := optionalDuration("witness timeout (ATR_WITNESS_TIMEOUT)", c.WitnessTimeout); err != nil {
-		bad("%v", err)
-	} else if d != 0 && (d < time.Second || d > 5*time.Minute) {
+	if d := c.WitnessTimeout; d != 0 && (d < time.Second || d > 5*time.Minute) {
 		bad("witness timeout (ATR_WITNESS_TIMEOUT) %v outside [1s, 5m]", d)
 	}
-	if rl, err := parseRateLimits(c.RateLimits); err != nil {
-		bad("ATR_RATE_LIMITS: %v", err)
-	} else if err := (api.Config{TrustDomain: "atr.local", RateLimits: rl}).Validate(); err != nil {
-		bad("ATR_RATE_LIMITS: %v", err)
+	// The API's settings as the server will get them: trusted proxies (a
+	// bare address is a /32 or /128), CORS origins, rate limits.
+	if ac, err := c.apiConfig(); err != nil {
+		bad("rate limits (ATR_RATE_LIMITS): %v", err)
+	} else if err := ac.Validate(); err != nil {
+		bad("ATR_TRUSTED_PROXIES, ATR_CORS_ORIGINS or ATR_RATE_LIMITS: %v", err)
 	}
 	return errors.Join(errs...)
+}
+
+// parseDuration reads a duration setting: a positive Go duration.
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q: want a positive duration such as 24h or 90s", s)
+	}
+	return d, nil
+}
+
+// leafProfile is the agent-certificate profile the issuer gets; keyID is the
+// issuing CA's key ID, which names its CRL.
+func (c *Config) leafProfile(keyID string) ca.Profile {
+	base := c.revocationBase()
+	return ca.Profile{
+		TrustDomain: c.TrustDomain,
+		Lifetime:    c.LeafLifetime,
+		CRLURL:      base + "/v1/crl/" + keyID,
+		OCSPURL:     base + "/v1/ocsp",
+		ServerAuth:  true,
+	}
+}
+
+// apiConfig is the API's configuration (api.Config.Validate judges it).
+func (c *Config) apiConfig() (api.Config, error) {
+	rl, err := api.ParseRateLimits(c.RateLimits)
+	if err != nil {
+		return api.Config{}, err
+	}
+	return api.Config{
+		TrustDomain:    c.TrustDomain,
+		TLS:            !c.InsecureHTTP || c.BehindTLSProxy(),
+		CORSOrigins:    c.CORSOrigins,
+		TrustedProxies: c.TrustedProxies,
+		RateLimits:     rl,
+	}, nil
 }
 
 func checkDatabaseURL(s string) error {
@@ -512,24 +564,9 @@ func checkDatabaseURL(s string) error {
 	return nil // a bare path is an SQLite file
 }
 
-// checkTrustDomain applies the SPIFFE trust-domain rules: lowercase letters,
-// digits, dots, dashes and underscores, at most 255 characters.
-func checkTrustDomain(s string) error {
-	if s == "" || len(s) > 255 {
-		return errors.New("must be 1 to 255 characters")
-	}
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':
-		default:
-			return fmt.Errorf("character %q not allowed (lowercase letters, digits, '.', '-', '_')", r)
-		}
-	}
-	if strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
-		return errors.New("empty label")
-	}
-	return nil
-}
+// checkTrustDomain reports whether n can be a DNS name of the server
+// certificate, by ca's rule (serverNames filters candidate names with it).
+func checkTrustDomain(n string) error { return ca.ValidateServerNames([]string{n}, nil) }
 
 // checkListen checks a host:port listen address.
 func checkListen(addr string) error {

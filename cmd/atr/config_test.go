@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func envFrom(m map[string]string) func(string) (string, bool) {
@@ -119,13 +120,25 @@ func TestConfigValidate(t *testing.T) {
 		{"insecure with tls cert", func(c *Config) { c.InsecureHTTP, c.TLSCert, c.TLSKey = true, "/c", "/k" }, "conflicts"},
 		{"bad tls name", func(c *Config) { c.TLSNames = []string{"bad name"} }, "TLS name"},
 		{"bad log level", func(c *Config) { c.LogLevel = "loud" }, "log level"},
-		{"leaf lifetime", func(c *Config) { c.LeafLifetime = "1h" }, ""},
-		{"leaf lifetime too short", func(c *Config) { c.LeafLifetime = "30s" }, "leaf lifetime"},
-		{"leaf lifetime over 30 days", func(c *Config) { c.LeafLifetime = "721h" }, "leaf lifetime"},
-		{"leaf lifetime not a duration", func(c *Config) { c.LeafLifetime = "a day" }, "leaf lifetime"},
-		{"rotation grace", func(c *Config) { c.RotationGrace = "90s" }, ""},
-		{"negative rotation grace", func(c *Config) { c.RotationGrace = "-1m" }, "rotation grace"},
-		{"pending timeout garbage", func(c *Config) { c.PendingTimeout = "soon" }, "pending timeout"},
+		{"leaf lifetime", func(c *Config) { c.LeafLifetime = time.Hour }, ""},
+		{"leaf lifetime too short", func(c *Config) { c.LeafLifetime = 30 * time.Second }, "ATR_LEAF_LIFETIME"},
+		{"leaf lifetime over 30 days", func(c *Config) { c.LeafLifetime = 721 * time.Hour }, "ATR_LEAF_LIFETIME"},
+		{"rotation grace", func(c *Config) { c.RotationGrace = 90 * time.Second }, ""},
+		{"negative rotation grace", func(c *Config) { c.RotationGrace = -time.Minute }, "rotation grace"},
+		{"negative pending timeout", func(c *Config) { c.PendingTimeout = -time.Second }, "pending timeout"},
+		// The issuer's own rules (ca), not a looser copy: these once passed
+		// Validate and then failed at start-up.
+		{"single-label trust domain", func(c *Config) { c.TrustDomain = "localhost" }, "trust domain"},
+		{"trust domain with underscore", func(c *Config) { c.TrustDomain = "my_org.example" }, "trust domain"},
+		{"tls name with underscore", func(c *Config) { c.TLSNames = []string{"my_host.example"} }, "TLS name"},
+		// The api's rules: a bare proxy address is a /32 (or /128), as the
+		// server treats it; this once failed here and passed there.
+		{"bare trusted proxy address", func(c *Config) { c.TrustedProxies = []string{"192.0.2.1", "2001:db8::1"} }, ""},
+		{"trusted proxy CIDR", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8"} }, ""},
+		{"trusted proxy bad CIDR", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/33"} }, "trusted proxy"},
+		{"trusted proxy not an address", func(c *Config) { c.TrustedProxies = []string{"proxy.example"} }, "trusted proxy"},
+		{"CORS wildcard", func(c *Config) { c.CORSOrigins = []string{"*"} }, "ATR_CORS_ORIGINS"},
+		{"CORS origin with path", func(c *Config) { c.CORSOrigins = []string{"https://console.example/app"} }, "ATR_CORS_ORIGINS"},
 		{"rate limits raised", func(c *Config) { c.RateLimits = []string{"register=600/h:100", "public=10000/m", "rotate=20/1h"} }, ""},
 		{"rate limit unknown class", func(c *Config) { c.RateLimits = []string{"everything=1/s"} }, "CLASS"},
 		{"rate limit zero rate (off)", func(c *Config) { c.RateLimits = []string{"register=0/h"} }, "positive"},
@@ -156,5 +169,52 @@ func TestRedactArgs(t *testing.T) {
 	want := []string{"atr", "--issuing-key", "pkcs11:object=k?pin-value=REDACTED&module-path=/x", "PIN-VALUE=REDACTED"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("redactArgs = %q, want %q", got, want)
+	}
+}
+
+// TestConfigDurations: duration settings are parsed when they are read, from
+// the environment or a flag; garbage, zero and negative values are refused
+// there with the setting's name.
+func TestConfigDurations(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    func(c Config) time.Duration
+		wantVal time.Duration
+		wantErr string
+	}{
+		{"unset is zero (the default applies)", nil, nil, func(c Config) time.Duration { return c.LeafLifetime }, 0, ""},
+		{"env", map[string]string{"ATR_LEAF_LIFETIME": "1h"}, nil, func(c Config) time.Duration { return c.LeafLifetime }, time.Hour, ""},
+		{"flag over env", map[string]string{"ATR_ROTATION_GRACE": "1h"}, []string{"--rotation-grace", "90s"}, func(c Config) time.Duration { return c.RotationGrace }, 90 * time.Second, ""},
+		{"witness timeout", nil, []string{"--witness-timeout=30s"}, func(c Config) time.Duration { return c.WitnessTimeout }, 30 * time.Second, ""},
+		{"env garbage", map[string]string{"ATR_LEAF_LIFETIME": "a day"}, nil, nil, 0, "ATR_LEAF_LIFETIME"},
+		{"env negative", map[string]string{"ATR_PENDING_TIMEOUT": "-1s"}, nil, nil, 0, "ATR_PENDING_TIMEOUT"},
+		{"env zero", map[string]string{"ATR_ROTATION_GRACE": "0s"}, nil, nil, 0, "ATR_ROTATION_GRACE"},
+		{"flag garbage", nil, []string{"--pending-timeout", "soon"}, nil, 0, "pending-timeout"},
+		{"flag negative", nil, []string{"--witness-timeout=-5s"}, nil, 0, "witness-timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			c := DefaultConfig()
+			err := c.bind(fs, optCommon|optServe, envFrom(tt.env))
+			if err == nil {
+				err = fs.Parse(tt.args)
+			}
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one naming %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tt.want(c); got != tt.wantVal {
+				t.Errorf("got %v, want %v", got, tt.wantVal)
+			}
+		})
 	}
 }

@@ -29,25 +29,11 @@ func newStdLogger(e *logrus.Entry) *log.Logger {
 func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial, now func() time.Time, log *logrus.Entry) (*api.Server, *registry.Registry, func(), error) {
 	// Step 1: the CA. NewIssuer self-tests one issuance through the lint path.
 	// The CRL and OCSP URLs are the http distribution listener's when it is on.
-	base := cfg.revocationBase()
 	hsmm := newHSMMetrics()
-	// Durations and limits were checked by Config.Validate.
-	leafLifetime, _ := optionalDuration("leaf lifetime", cfg.LeafLifetime)
-	rotationGrace, _ := optionalDuration("rotation grace", cfg.RotationGrace)
-	pendingTimeout, _ := optionalDuration("pending timeout", cfg.PendingTimeout)
-	rateLimits, err := parseRateLimits(cfg.RateLimits)
-	if err != nil {
-		return nil, nil, nil, err
-	}
 	// Each leaf's CRL distribution point names its own issuer's CRL, so it
-	// stays right after the intermediate is rotated.
-	issuer, err := ca.NewIssuer(hsmm.signer("issuing", m.signer), m.issuing.Cert, m.chain, ca.Profile{
-		TrustDomain: cfg.TrustDomain,
-		Lifetime:    leafLifetime,
-		CRLURL:      base + "/v1/crl/" + ca.KeyID(m.issuing.Cert),
-		OCSPURL:     base + "/v1/ocsp",
-		ServerAuth:  true,
-	})
+	// stays right after the intermediate is rotated. Config.Validate judged
+	// this profile and the API's config with the same functions.
+	issuer, err := ca.NewIssuer(hsmm.signer("issuing", m.signer), m.issuing.Cert, m.chain, cfg.leafProfile(ca.KeyID(m.issuing.Cert)))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("building the issuer: %w", err)
 	}
@@ -140,8 +126,8 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		Responders:     responders,
 		Verifier:       verifier,
 		TrustDomain:    cfg.TrustDomain,
-		RotationGrace:  rotationGrace,
-		PendingTimeout: pendingTimeout,
+		RotationGrace:  cfg.RotationGrace,
+		PendingTimeout: cfg.PendingTimeout,
 		LogSigner:      noteSigner,
 		LogVerifier:    noteVerifier,
 		LogOrigin:      origin,
@@ -199,13 +185,11 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		deps.Limiter = ratelimit.NewRedis(client, "atr:ratelimit:")
 		log.WithField("redis", opts.Addr).Info("rate limits shared through Redis")
 	}
-	srv, err := api.New(api.Config{
-		TrustDomain:    cfg.TrustDomain,
-		TLS:            !cfg.InsecureHTTP || cfg.BehindTLSProxy(),
-		CORSOrigins:    cfg.CORSOrigins,
-		TrustedProxies: cfg.TrustedProxies,
-		RateLimits:     rateLimits,
-	}, deps, log)
+	apiCfg, err := cfg.apiConfig()
+	if err != nil {
+		return fail(err)
+	}
+	srv, err := api.New(apiCfg, deps, log)
 	if err != nil {
 		return fail(fmt.Errorf("building the API: %w", err))
 	}

@@ -70,7 +70,7 @@ func startWitnesses(ctx context.Context, cfg Config, reg *registry.Registry, log
 	if len(ws) == 0 {
 		return nil, nil
 	}
-	timeout, _ := optionalDuration("witness timeout", cfg.WitnessTimeout) // checked by Validate
+	timeout := cfg.WitnessTimeout // bounds checked by Validate
 	s, err := witness.New(reg, witness.Config{Witnesses: ws, Timeout: timeout, Log: log.WithField("component", "witness")})
 	if err != nil {
 		return nil, err

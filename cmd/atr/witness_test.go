@@ -43,10 +43,9 @@ func TestConfigWitnesses(t *testing.T) {
 		{"bad vkey", func(c *Config) { c.Witnesses = []string{"w1=https://w.example=nope"} }, "verifier key"},
 		{"URL with query", func(c *Config) { c.Witnesses = []string{"w1=https://w.example/?a=" + vkey} }, "URL"},
 		{"not http", func(c *Config) { c.Witnesses = []string{"w1=ftp://w.example=" + vkey} }, "URL"},
-		{"timeout", func(c *Config) { c.WitnessTimeout = "30s" }, ""},
-		{"timeout too short", func(c *Config) { c.WitnessTimeout = "10ms" }, "witness timeout"},
-		{"timeout too long", func(c *Config) { c.WitnessTimeout = "1h" }, "witness timeout"},
-		{"timeout garbage", func(c *Config) { c.WitnessTimeout = "soon" }, "witness timeout"},
+		{"timeout", func(c *Config) { c.WitnessTimeout = 30 * time.Second }, ""},
+		{"timeout too short", func(c *Config) { c.WitnessTimeout = 10 * time.Millisecond }, "witness timeout"},
+		{"timeout too long", func(c *Config) { c.WitnessTimeout = time.Hour }, "witness timeout"},
 		{"Ed25519 key slot-id", func(c *Config) { c.LogKeyEd25519 = "pkcs11:slot-id=0;object=atr-log-ed25519" }, "Ed25519"},
 		{"Ed25519 key derived", func(c *Config) {
 			if c.LogKeyEd25519 != "pkcs11:token="+c.PKCS11Token+";object=atr-log-ed25519" {

@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"strings"
@@ -9,7 +9,7 @@ import (
 )
 
 func TestParseRateLimits(t *testing.T) {
-	rl, err := parseRateLimits([]string{"register=600/h:100"})
+	rl, err := ParseRateLimits([]string{"register=600/h:100"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -17,7 +17,7 @@ func TestParseRateLimits(t *testing.T) {
 		t.Errorf("register = %+v; want %+v", rl.Register, want)
 	}
 	if rl.Rotate != (ratelimit.Limit{}) {
-		t.Errorf("rotate = %+v; want zero (the api default applies)", rl.Rotate)
+		t.Errorf("rotate = %+v; want zero (the default applies)", rl.Rotate)
 	}
 	for _, tc := range []struct {
 		in   string
@@ -27,14 +27,18 @@ func TestParseRateLimits(t *testing.T) {
 		{"auth-failure=3/90s:3", ratelimit.Limit{Rate: 3, Period: 90 * time.Second, Burst: 3}},
 		{"public=20/s:200", ratelimit.Limit{Rate: 20, Period: time.Second, Burst: 200}},
 	} {
-		rl, err := parseRateLimits([]string{tc.in})
+		rl, err := ParseRateLimits([]string{tc.in})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.in, err)
 		}
 		class, _, _ := strings.Cut(tc.in, "=")
-		got := *rateLimitClasses(&rl)[class]
-		if got != tc.want {
+		if got := *rl.Classes()[class]; got != tc.want {
 			t.Errorf("%s = %+v; want %+v", tc.in, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"register", "nosuch=1/s", "register=0/s", "register=1", "register=1/fortnight", "register=1/s:0", "register=1/-1s", "register=x/s"} {
+		if _, err := ParseRateLimits([]string{bad}); err == nil {
+			t.Errorf("ParseRateLimits(%q) accepted", bad)
 		}
 	}
 }
