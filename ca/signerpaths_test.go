@@ -71,10 +71,12 @@ func signerAllowList() map[signCall]string {
 		// Throwaway keys of package ca.
 		{"(*atr/ca.Issuer).lintTemplateAs", "crypto/x509.CreateCertificate"}: "the throwaway lint key, before the real signature",
 		{"atr/ca.newLintIssuerCert", "crypto/x509.CreateCertificate"}:        "the throwaway lint key's self-signed issuer",
-		{"atr/ca.CreateCertificate", "crypto/x509.CreateCertificate"}:        "the ceremony helper (root and intermediate certificates, tests); every caller is listed here",
-		// Ceremonies: the ROOT key on the root token.
-		{"atr/cmd/atr.runCeremonyRoot", "crypto/x509.CreateCertificate"}:          "root ceremony: the root key self-signs the root certificate",
-		{"(*atr/cmd/atr.ceremony).intermediate", "crypto/x509.CreateCertificate"}: "intermediate ceremony: the root key certifies the issuing key",
+		{"atr/ca.lintCA", "crypto/x509.CreateCertificate"}:                   "the throwaway lint key signs a ceremony (root or intermediate) template before the real signature",
+		{"atr/ca.CreateCertificate", "crypto/x509.CreateCertificate"}:        "the unlinted helper for tests and fixtures; every caller is listed here",
+		// Ceremonies: the ROOT key on the root token signs only through
+		// ca.CreateRoot and ca.CreateIntermediate (lint, sign, check); cmd/atr
+		// has no signing call of its own.
+		{"atr/ca.signCA", "crypto/x509.CreateCertificate"}: "root and intermediate ceremonies: the root key signs a linted root or intermediate certificate",
 		// Other keys: the transparency log's note keys and its VRF key.
 		{"(*atr/registry/translog.noteSigner).Sign", "Sign on crypto.Signer"}:        "the log's ECDSA checkpoint key",
 		{"(*atr/registry/translog.ed25519NoteSigner).Sign", "Sign on crypto.Signer"}: "the log's Ed25519 checkpoint key",
@@ -84,7 +86,7 @@ func signerAllowList() map[signCall]string {
 		{"(*atr/cmd/atr.instrumentedSigner).Sign", "Sign on crypto.Signer"}:          "metrics wrapper: forwards its own Sign",
 		{"(*atr/registry/registrytest.FaultySigner).Sign", "Sign on crypto.Signer"}:  "test fixture wrapper: forwards its own Sign",
 		// Agents' own keys (CSRs).
-		{"atr/cmd/atr.buildCSR", "crypto/x509.CreateCertificateRequest"}:                        "an agent's CSR, signed by its own key",
+		{"atr/agent.NewCSR", "crypto/x509.CreateCertificateRequest"}:                            "an agent's CSR, signed by its own key (package agent; cmd/atr's buildCSR delegates to it)",
 		{"(*atr/registry/registrytest.Fixture).CSRFor", "crypto/x509.CreateCertificateRequest"}: "test fixture: an agent's CSR",
 		{"atr/cmd/atr/internal/faults.NewCSR", "crypto/x509.CreateCertificateRequest"}:          "fault tests: an agent's CSR",
 		{"atr/cmd/atr-bench.newCSR", "crypto/x509.CreateCertificateRequest"}:                    "benchmark: an agent's CSR",

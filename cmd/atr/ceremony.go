@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -29,9 +28,9 @@ const (
 	defaultIssuingLabel   = "atr-issuing-1"
 	defaultRootCN         = "ATR Root CA"
 	defaultIssuingCN      = "ATR Issuing CA"
-	defaultRootLifetime   = 10 * 365 * 24 * time.Hour
-	defaultIssuingLife    = 365 * 24 * time.Hour
-	maxIssuingLifetime    = 2 * 365 * 24 * time.Hour
+	defaultRootLifetime   = ca.DefaultRootLifetime
+	defaultIssuingLife    = ca.DefaultIntermediateLifetime
+	maxIssuingLifetime    = ca.MaxIntermediateLifetime
 	ceremonyTimeFormat    = "20060102T150405Z"
 	transcriptDirName     = "ceremonies"
 	transcriptFormatVer   = 1
@@ -206,19 +205,26 @@ func redactArgs(argv []string) []string {
 	return out
 }
 
-func (c *ceremony) recordKey(token string, s *hsm.Signer, alg string) error {
-	der, err := x509.MarshalPKIXPublicKey(s.Public())
+func (c *ceremony) recordKey(token string, s keyOnToken, alg string) error {
+	fp, err := ca.PublicKeyFingerprint(s.Public())
 	if err != nil {
-		return fmt.Errorf("encoding the public key: %w", err)
+		return err
 	}
-	c.t.Keys = append(c.t.Keys, transcriptKey{Token: token, Label: s.URI().Object, URI: s.URI().String(), Algorithm: alg, PublicKeySHA256: sha256Hex(der)})
+	c.t.Keys = append(c.t.Keys, transcriptKey{Token: token, Label: s.URI().Object, URI: s.URI().String(), Algorithm: alg, PublicKeySHA256: fp})
 	return nil
+}
+
+// keyOnToken is what a transcript records of a key: *hsm.Signer and
+// *hsm.Ed25519Signer.
+type keyOnToken interface {
+	Public() crypto.PublicKey
+	URI() hsm.URI
 }
 
 func (c *ceremony) recordCert(token, label string, cert *x509.Certificate) {
 	c.t.Certificates = append(c.t.Certificates, transcriptCert{
 		Token: token, Label: label, Subject: cert.Subject.String(), Issuer: cert.Issuer.String(),
-		Serial: ca.FormatSerial(cert.SerialNumber), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), SHA256: sha256Hex(cert.Raw),
+		Serial: ca.FormatSerial(cert.SerialNumber), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), SHA256: ca.Fingerprint(cert),
 	})
 }
 
@@ -369,21 +375,15 @@ A transcript is written to DATA_DIR/ceremonies/.`,
 		return err
 	}
 
-	// Step 2: self-sign with the root profile and check the token's signature.
+	// Step 2: self-sign with the root profile through ca's linted path,
+	// which checks the token's signature.
 	tmpl, err := ca.RootTemplate(*cn, *lifetime, a.now())
 	if err != nil {
 		return fmt.Errorf("building the root template: %w", err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, signer.Public(), signer)
+	root, err := ca.CreateRoot(tmpl, signer)
 	if err != nil {
 		return fmt.Errorf("self-signing the root: %w", err)
-	}
-	root, err := x509.ParseCertificate(der)
-	if err != nil {
-		return fmt.Errorf("parsing the root certificate: %w", err)
-	}
-	if err := root.CheckSignatureFrom(root); err != nil {
-		return fmt.Errorf("the token produced a bad root signature: %w", err)
 	}
 
 	// Step 3: the certificate goes onto the token next to its key.
@@ -564,7 +564,8 @@ func (c *ceremony) intermediate(ctx context.Context, o intermediateOpts) error {
 		return err
 	}
 
-	// Step 3: certify it with the root; the intermediate must not outlive it.
+	// Step 3: certify it with the root through ca's linted path (which
+	// refuses an intermediate outliving the root and checks the chain).
 	iopts := ca.IntermediateOptions{URINameConstraint: o.uriNameConstraint}
 	if o.crlBaseURL != "" {
 		iopts.CRLURL = strings.TrimSuffix(o.crlBaseURL, "/") + "/v1/crl/" + ca.KeyID(rootTC.Cert)
@@ -573,21 +574,9 @@ func (c *ceremony) intermediate(ctx context.Context, o intermediateOpts) error {
 	if err != nil {
 		return fmt.Errorf("building the intermediate template: %w", err)
 	}
-	if tmpl.NotAfter.After(rootTC.Cert.NotAfter) {
-		return fmt.Errorf("the intermediate would outlive the root (root expires %s); use a shorter --lifetime", rootTC.Cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, rootTC.Cert, signer.Public(), rootSigner)
+	cert, err := ca.CreateIntermediate(tmpl, ca.CAKey{Cert: rootTC.Cert, Signer: rootSigner}, signer.Public(), now)
 	if err != nil {
 		return fmt.Errorf("certifying the issuing key with the root: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return fmt.Errorf("parsing the intermediate certificate: %w", err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(rootTC.Cert)
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return fmt.Errorf("the new intermediate does not verify against the root: %w", err)
 	}
 
 	// Step 4: intermediate and root certificates onto the online token.
@@ -633,7 +622,7 @@ func (c *ceremony) rootKey(ctx context.Context, label string, now time.Time) (*h
 		return nil, nil, hsm.TokenCertificate{}, fmt.Errorf("listing certificates on token %q: %w", c.cfg.RootToken, err)
 	}
 	roots, _ := splitCAs(rootCerts)
-	signer, tc, err := findCAKey(ctx, root, c.cfg.RootToken, label, roots, now)
+	signer, tc, err := findRootKey(ctx, root, c.cfg.RootToken, label, roots, now)
 	if err != nil {
 		root.Close()
 		return nil, nil, hsm.TokenCertificate{}, fmt.Errorf("finding the root: %w (run 'atr ceremony root' first)", err)
@@ -675,7 +664,7 @@ func (c *ceremony) writeBundle(ctx context.Context, tok *hsm.Token, intermediate
 		return fmt.Errorf("listing certificates: %w", err)
 	}
 	roots, intermediates := splitCAs(certs)
-	bundle := bundlePEM(certsOf(roots), certsOf(intermediates), c.a.now())
+	bundle := ca.EncodeCertificatesPEM(ca.Bundle(certsOf(roots), certsOf(intermediates), c.a.now())...)
 	if !record {
 		if err := c.ensureFile(intermediatePEMName, pemCert(intermediate)); err != nil {
 			return err

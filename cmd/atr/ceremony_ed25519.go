@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 
@@ -61,12 +60,9 @@ DATA_DIR/ca/log-key-ed25519.vkey: give that line to witness operators
 	if err != nil {
 		return fmt.Errorf("generating the Ed25519 log key: %w", err)
 	}
-	der, err := x509.MarshalPKIXPublicKey(signer.Public())
-	if err != nil {
-		return fmt.Errorf("encoding the public key: %w", err)
+	if err := c.recordKey(cfg.PKCS11Token, signer, string(hsm.Ed25519)); err != nil {
+		return err
 	}
-	c.t.Keys = append(c.t.Keys, transcriptKey{Token: cfg.PKCS11Token, Label: signer.URI().Object, URI: signer.URI().String(),
-		Algorithm: string(hsm.Ed25519), PublicKeySHA256: sha256Hex(der)})
 	vkey, err := translog.Ed25519VerifierKey(origin, signer.Public())
 	if err != nil {
 		return err

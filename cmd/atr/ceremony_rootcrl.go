@@ -198,7 +198,7 @@ func (c *ceremony) findIntermediates(ctx context.Context, names []string) ([]*x5
 		}
 		var found *x509.Certificate
 		for _, tc := range onToken {
-			if tc.Label == n || strings.EqualFold(sha256Hex(tc.Cert.Raw), n) {
+			if tc.Label == n || strings.EqualFold(ca.Fingerprint(tc.Cert), n) {
 				found = tc.Cert
 				break
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/hsm"
 )
 
@@ -46,9 +48,11 @@ type previousCA struct {
 }
 
 // loadCA finds the issuing key and certificates on the online token: the
-// configured ATR_ISSUING_KEY, or the newest valid intermediate whose key is
-// on the token; the key must pass hsm CheckKey (matching public key,
-// sensitive, never extractable).
+// intermediate ca.SelectIssuing chooses (the newest valid one issued by a
+// root on the token whose key is on the token), or, with ATR_ISSUING_KEY,
+// the same choice among the intermediates of that key; the key must pass
+// hsm CheckKey (matching public key, sensitive, never extractable). The
+// earlier intermediates ca.PreviousIssuing keeps answering come with it.
 func loadCA(ctx context.Context, cfg Config, tok *hsm.Token, now time.Time) (*caMaterial, error) {
 	certs, err := tok.Certificates(ctx)
 	if err != nil {
@@ -59,6 +63,9 @@ func loadCA(ctx context.Context, cfg Config, tok *hsm.Token, now time.Time) (*ca
 		return nil, fmt.Errorf("token %q holds no root certificate (run the ceremonies: scripts/ceremony/root.sh, intermediate.sh)", cfg.PKCS11Token)
 	}
 	m := &caMaterial{roots: certsOf(roots), intermediates: certsOf(intermediates)}
+	keys := newTokenKeys(ctx, tok, cfg.PKCS11Token, intermediates)
+	find := keys.find
+	what := "finding the issuing key"
 	if cfg.IssuingKey != "" {
 		u, err := hsm.ParseURI(cfg.IssuingKey)
 		if err != nil {
@@ -71,64 +78,29 @@ func loadCA(ctx context.Context, cfg Config, tok *hsm.Token, now time.Time) (*ca
 		if err != nil {
 			return nil, fmt.Errorf("issuing key %s: %w", u, err)
 		}
-		for _, c := range intermediates {
-			if samePublicKey(s.Public(), c.Cert.PublicKey) {
-				m.signer, m.issuing = s, c
-				break
-			}
-		}
-		if m.signer == nil {
-			return nil, fmt.Errorf("issuing key %s: no intermediate certificate on the token matches it", u)
-		}
-		if err := tok.CheckKey(ctx, s, m.issuing.Cert); err != nil {
-			return nil, fmt.Errorf("issuing key %s: %w", u, err)
-		}
-	} else {
-		m.signer, m.issuing, err = findCAKey(ctx, tok, cfg.PKCS11Token, "", intermediates, now)
+		find = func(*x509.Certificate) (crypto.Signer, error) { return s, nil } // ca keeps only its intermediates
+		what = fmt.Sprintf("issuing key %s", u)
+	}
+	sel, root, err := ca.SelectIssuing(m.roots, m.intermediates, now, find)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (run scripts/ceremony/intermediate.sh)", what, err)
+	}
+	if m.signer, m.issuing, err = keys.checked(sel); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	m.chain = []*x509.Certificate{root}
+	prev, err := ca.PreviousIssuing(m.roots, m.intermediates, sel.Cert, now, keys.find)
+	if err != nil {
+		return nil, fmt.Errorf("finding the keys of earlier intermediates: %w", err)
+	}
+	for _, p := range prev {
+		s, _, err := keys.checked(p)
 		if err != nil {
-			return nil, fmt.Errorf("finding the issuing key: %w (run scripts/ceremony/intermediate.sh)", err)
+			return nil, fmt.Errorf("earlier intermediate: %w", err)
 		}
-	}
-	for _, r := range m.roots {
-		if m.issuing.Cert.CheckSignatureFrom(r) == nil {
-			m.chain = []*x509.Certificate{r}
-			break
-		}
-	}
-	if m.chain == nil {
-		return nil, fmt.Errorf("the issuing certificate %q was not signed by any root on token %q", m.issuing.Label, cfg.PKCS11Token)
-	}
-	if m.previous, err = previousCAs(ctx, cfg, tok, intermediates, m.issuing, now); err != nil {
-		return nil, err
+		m.previous = append(m.previous, previousCA{signer: s, cert: p.Cert})
 	}
 	return m, nil
-}
-
-// previousCAs finds, among the intermediates on the token other than the
-// issuing one, those still valid at now whose private key is on the token:
-// their leaves may still be valid, so their CRLs and OCSP answers go on.
-func previousCAs(ctx context.Context, cfg Config, tok *hsm.Token, intermediates []hsm.TokenCertificate, issuing hsm.TokenCertificate, now time.Time) ([]previousCA, error) {
-	var out []previousCA
-	for _, c := range intermediates {
-		if c.Cert.Equal(issuing.Cert) || now.After(c.Cert.NotAfter) || now.Before(c.Cert.NotBefore) {
-			continue
-		}
-		s, err := tok.Signer(ctx, hsm.URI{Token: cfg.PKCS11Token, Object: c.Label, ID: c.ID})
-		if errors.Is(err, hsm.ErrKeyNotFound) {
-			continue // its key was destroyed: nothing can sign for it
-		}
-		if err != nil {
-			return nil, fmt.Errorf("finding the key of the earlier intermediate %q: %w", c.Label, err)
-		}
-		if !samePublicKey(s.Public(), c.Cert.PublicKey) {
-			continue
-		}
-		if err := tok.CheckKey(ctx, s, c.Cert); err != nil {
-			return nil, fmt.Errorf("checking the key of the earlier intermediate %q: %w", c.Label, err)
-		}
-		out = append(out, previousCA{signer: s, cert: c.Cert})
-	}
-	return out, nil
 }
 
 func (m *caMaterial) rootPool() *x509.CertPool {
@@ -289,5 +261,5 @@ func writeBundleIfMissing(cfg Config, m *caMaterial, now time.Time) error {
 	if err := os.MkdirAll(filepath.Dir(p), publicDirMode); err != nil {
 		return fmt.Errorf("creating %s: %w", filepath.Dir(p), err)
 	}
-	return writeFileAtomic(p, bundlePEM(m.roots, m.intermediates, now), publicFileMode)
+	return writeFileAtomic(p, ca.EncodeCertificatesPEM(ca.Bundle(m.roots, m.intermediates, now)...), publicFileMode)
 }

@@ -1,22 +1,20 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/hsm"
 )
 
@@ -83,35 +81,12 @@ func checkKeyURI(s, token string) error {
 	return nil
 }
 
-func isSelfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
-}
-
 // splitCAs sorts the CA certificates on a token into self-signed roots and
-// intermediates, newest first: latest NotBefore, then latest NotAfter.
+// intermediates, newest first (ca.SplitCAs).
 func splitCAs(certs []hsm.TokenCertificate) (roots, intermediates []hsm.TokenCertificate) {
-	for _, c := range certs {
-		if c.Cert == nil || !c.Cert.IsCA {
-			continue
-		}
-		if isSelfSigned(c.Cert) {
-			roots = append(roots, c)
-		} else {
-			intermediates = append(intermediates, c)
-		}
-	}
-	newest := func(s []hsm.TokenCertificate) {
-		sort.SliceStable(s, func(i, j int) bool {
-			a, b := s[i].Cert, s[j].Cert
-			if !a.NotBefore.Equal(b.NotBefore) {
-				return a.NotBefore.After(b.NotBefore)
-			}
-			return a.NotAfter.After(b.NotAfter)
-		})
-	}
-	newest(roots)
-	newest(intermediates)
-	return roots, intermediates
+	objs := tokenObjects(certs)
+	r, i := ca.SplitCAs(certsOf(certs))
+	return objs.of(r), objs.of(i)
 }
 
 func certsOf(tcs []hsm.TokenCertificate) []*x509.Certificate {
@@ -122,71 +97,96 @@ func certsOf(tcs []hsm.TokenCertificate) []*x509.Certificate {
 	return out
 }
 
-type publicKeyEqualer interface{ Equal(crypto.PublicKey) bool }
+// tokenObjectsMap maps the certificates ca's selection returns back to the
+// token objects they came from.
+type tokenObjectsMap map[*x509.Certificate]hsm.TokenCertificate
 
-func samePublicKey(a, b crypto.PublicKey) bool {
-	e, ok := a.(publicKeyEqualer)
-	return ok && e.Equal(b)
-}
-
-// findCAKey returns the newest certificate among candidates (optionally
-// restricted to label) that is valid at now and whose private key is on the
-// token, with its signer. A key that is on the token but fails CheckKey
-// (extractable, not sensitive) is an error, never skipped.
-func findCAKey(ctx context.Context, tok *hsm.Token, tokenLabel, label string, candidates []hsm.TokenCertificate, now time.Time) (*hsm.Signer, hsm.TokenCertificate, error) {
-	for _, c := range candidates {
-		if label != "" && c.Label != label {
-			continue
-		}
-		if now.After(c.Cert.NotAfter) || now.Before(c.Cert.NotBefore) {
-			continue
-		}
-		s, err := tok.Signer(ctx, hsm.URI{Token: tokenLabel, Object: c.Label, ID: c.ID})
-		if errors.Is(err, hsm.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, hsm.TokenCertificate{}, fmt.Errorf("finding the key of certificate %q: %w", c.Label, err)
-		}
-		if !samePublicKey(s.Public(), c.Cert.PublicKey) {
-			continue
-		}
-		if err := tok.CheckKey(ctx, s, c.Cert); err != nil {
-			return nil, hsm.TokenCertificate{}, fmt.Errorf("checking the key of certificate %q: %w", c.Label, err)
-		}
-		return s, c, nil
-	}
-	what := "a valid CA certificate"
-	if label != "" {
-		what = fmt.Sprintf("a valid CA certificate labelled %q", label)
-	}
-	return nil, hsm.TokenCertificate{}, fmt.Errorf("token %q holds no %s with a matching private key: %w", tokenLabel, what, hsm.ErrKeyNotFound)
-}
-
-func pemCert(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-}
-
-func pemCerts(cs []*x509.Certificate) []byte {
-	var b bytes.Buffer
-	for _, c := range cs {
-		b.Write(pemCert(c))
-	}
-	return b.Bytes()
-}
-
-// bundlePEM is the CA bundle: the unexpired intermediates, newest first,
-// then the roots.
-func bundlePEM(roots, intermediates []*x509.Certificate, now time.Time) []byte {
-	var out []*x509.Certificate
-	for _, c := range intermediates {
-		if now.Before(c.NotAfter) {
-			out = append(out, c)
+func tokenObjects(certs []hsm.TokenCertificate) tokenObjectsMap {
+	m := make(tokenObjectsMap, len(certs))
+	for _, c := range certs {
+		if c.Cert != nil {
+			m[c.Cert] = c
 		}
 	}
-	return pemCerts(append(out, roots...))
+	return m
 }
 
+func (m tokenObjectsMap) of(certs []*x509.Certificate) []hsm.TokenCertificate {
+	out := make([]hsm.TokenCertificate, 0, len(certs))
+	for _, c := range certs {
+		out = append(out, m[c])
+	}
+	return out
+}
+
+// tokenKeys is the token side of ca's CA selection: find is its
+// ca.KeyFinder (the key stored with a certificate's label and ID), checked
+// runs hsm CheckKey on a selected key (matching public key, sensitive,
+// never extractable: a key that fails is an error, never skipped).
+type tokenKeys struct {
+	ctx   context.Context
+	tok   *hsm.Token
+	label string // the token's label
+	objs  tokenObjectsMap
+}
+
+func newTokenKeys(ctx context.Context, tok *hsm.Token, tokenLabel string, certs []hsm.TokenCertificate) *tokenKeys {
+	return &tokenKeys{ctx: ctx, tok: tok, label: tokenLabel, objs: tokenObjects(certs)}
+}
+
+func (k *tokenKeys) find(c *x509.Certificate) (crypto.Signer, error) {
+	o, ok := k.objs[c]
+	if !ok {
+		return nil, nil
+	}
+	s, err := k.tok.Signer(k.ctx, hsm.URI{Token: k.label, Object: o.Label, ID: o.ID})
+	if errors.Is(err, hsm.ErrKeyNotFound) {
+		return nil, nil // its key was destroyed: nothing can sign for it
+	}
+	if err != nil {
+		return nil, fmt.Errorf("finding the key of certificate %q: %w", o.Label, err)
+	}
+	return s, nil
+}
+
+func (k *tokenKeys) checked(sel ca.CAKey) (*hsm.Signer, hsm.TokenCertificate, error) {
+	o := k.objs[sel.Cert]
+	s, ok := sel.Signer.(*hsm.Signer)
+	if !ok {
+		return nil, hsm.TokenCertificate{}, fmt.Errorf("the key of certificate %q is not on token %q", o.Label, k.label)
+	}
+	if err := k.tok.CheckKey(k.ctx, s, sel.Cert); err != nil {
+		return nil, hsm.TokenCertificate{}, fmt.Errorf("checking the key of certificate %q: %w", o.Label, err)
+	}
+	return s, o, nil
+}
+
+// findRootKey returns the root ca.SelectRoot chooses among roots (optionally
+// restricted to label) — the newest valid one whose key is on the token —
+// with its checked signer.
+func findRootKey(ctx context.Context, tok *hsm.Token, tokenLabel, label string, roots []hsm.TokenCertificate, now time.Time) (*hsm.Signer, hsm.TokenCertificate, error) {
+	var candidates []hsm.TokenCertificate
+	for _, c := range roots {
+		if label == "" || c.Label == label {
+			candidates = append(candidates, c)
+		}
+	}
+	keys := newTokenKeys(ctx, tok, tokenLabel, candidates)
+	sel, err := ca.SelectRoot(certsOf(candidates), now, keys.find)
+	if err != nil {
+		what := "root"
+		if label != "" {
+			what = fmt.Sprintf("root labelled %q", label)
+		}
+		return nil, hsm.TokenCertificate{}, fmt.Errorf("token %q: no usable %s: %w", tokenLabel, what, err)
+	}
+	return keys.checked(sel)
+}
+
+// pemCert is ca.EncodeCertificatesPEM of one certificate.
+func pemCert(c *x509.Certificate) []byte { return ca.EncodeCertificatesPEM(c) }
+
+// sha256Hex is the SHA-256 of a file's contents, as transcripts record it.
 func sha256Hex(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
