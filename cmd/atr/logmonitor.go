@@ -5,22 +5,14 @@ package main
 // logic is rp.Monitor; this file wires flags, files and the API client.
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
-	"golang.org/x/mod/sumdb/tlog"
-
 	"github.com/agent-trust-registry/atr/api/client"
-	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/rp"
 )
 
@@ -28,121 +20,19 @@ import (
 // does not know: exit status 1.
 var errUnknownCerts = errors.New("certificates the owner did not request were issued for watched names")
 
-// monitorLog adapts the API client to rp.LogSource.
-type monitorLog struct{ api logAPI }
-
-func (l monitorLog) Checkpoint(ctx context.Context) ([]byte, error) { return l.api.Checkpoint(ctx) }
-
-func (l monitorLog) ConsistencyProof(ctx context.Context, oldSize, newSize int64) (tlog.TreeProof, error) {
-	p, err := l.api.ConsistencyProof(ctx, oldSize, newSize)
-	if err != nil {
-		return nil, explain("fetching the consistency proof", err)
+// vrfIndexer adapts the API client to rp.VRFIndexer.
+type vrfIndexer struct {
+	api interface {
+		VRFIndex(ctx context.Context, name string) (*client.VRFIndexResponse, error)
 	}
-	if p.Old != oldSize || p.New != newSize {
-		return nil, logCheckf("the consistency proof is for sizes %d→%d, asked %d→%d", p.Old, p.New, oldSize, newSize)
-	}
-	hs, err := toHashes(p.Proof)
-	if err != nil {
-		return nil, logCheckf("consistency proof: %v", err)
-	}
-	return tlog.TreeProof(hs), nil
 }
 
-func (l monitorLog) Entries(ctx context.Context, start, end int64) ([][]byte, error) {
-	page, err := l.api.LogEntries(ctx, start, end)
+func (v vrfIndexer) VRFIndex(ctx context.Context, name string) (rp.Watched, error) {
+	res, err := v.api.VRFIndex(ctx, name)
 	if err != nil {
-		return nil, explain(fmt.Sprintf("fetching log entries from %d", start), err)
+		return rp.Watched{}, explain("the server", err)
 	}
-	if page.Start != start {
-		return nil, logCheckf("asked for entries from %d, got them from %d", start, page.Start)
-	}
-	return page.Entries, nil
-}
-
-// vrfIndexer is what the monitor needs of the API to learn a name's index.
-type vrfIndexer interface {
-	VRFIndex(ctx context.Context, name string) (*client.VRFIndexResponse, error)
-}
-
-// loadKnown reads the fingerprints the owner requested: a file of SHA-256
-// fingerprints (hex, one per line, colons and case ignored, # comments), a
-// PEM file of certificates, or a directory of such PEM files (*.pem).
-func loadKnown(path string) (map[string]bool, error) {
-	known := map[string]bool{}
-	if path == "" {
-		return known, nil
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("known certificates: %w", err)
-	}
-	files := []string{path}
-	if st.IsDir() {
-		if files, err = filepath.Glob(filepath.Join(path, "*.pem")); err != nil {
-			return nil, fmt.Errorf("known certificates: %w", err)
-		}
-	}
-	for _, f := range files {
-		data, err := readFileCapped(f, 16<<20)
-		if err != nil {
-			return nil, fmt.Errorf("known certificates: %w", err)
-		}
-		if bytes.Contains(data, []byte("-----BEGIN")) {
-			certs, err := parseCertsPEM(data)
-			if err != nil {
-				return nil, fmt.Errorf("known certificates %s: %w", f, err)
-			}
-			for _, c := range certs {
-				known[certFingerprint(c)] = true
-			}
-			continue
-		}
-		for n, line := range strings.Split(string(data), "\n") {
-			line = strings.TrimSpace(line)
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			fp := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(line, "sha256:"), ":", ""))
-			if b, err := hex.DecodeString(fp); err != nil || len(b) != sha256.Size {
-				return nil, fmt.Errorf("known certificates %s line %d: not a SHA-256 fingerprint", f, n+1)
-			}
-			known[fp] = true
-		}
-	}
-	return known, nil
-}
-
-// watchedNames returns the watched names with their VRF indexes and
-// proofs: from the state when it holds the name, else from the server
-// (POST /v1/log/vrf with the owner's API key). Proofs are checked by
-// rp.Monitor, never trusted.
-func watchedNames(ctx context.Context, api vrfIndexer, names []string, state rp.MonitorState) ([]rp.Watched, error) {
-	var out []rp.Watched
-	for _, raw := range names {
-		name, err := ca.NormalizeAgentName(raw)
-		if err != nil {
-			return nil, usagef("--watch %q: %v", raw, err)
-		}
-		if slices.ContainsFunc(out, func(w rp.Watched) bool { return w.Name == name }) {
-			continue
-		}
-		if i := slices.IndexFunc(state.Watched, func(w rp.Watched) bool { return w.Name == name }); i >= 0 {
-			out = append(out, state.Watched[i])
-			continue
-		}
-		if api == nil {
-			return nil, usagef("--watch %s is not in the state file: an API key (--api-key-file) is needed to get its index", name)
-		}
-		res, err := api.VRFIndex(ctx, name)
-		if err != nil {
-			return nil, explain("getting the VRF index of "+name, err)
-		}
-		if res.Name != name {
-			return nil, logCheckf("asked for the index of %s, the server answered for %s", name, res.Name)
-		}
-		out = append(out, rp.Watched{Name: res.Name, Index: res.Index, Proof: res.Proof})
-	}
-	return out, nil
+	return rp.Watched{Name: res.Name, Index: res.Index, Proof: res.Proof}, nil
 }
 
 func runLogMonitor(ctx context.Context, a *app, args []string) error {
@@ -226,11 +116,11 @@ usage error.`,
 	if err != nil {
 		return err
 	}
-	vrfKey, err := loadVRFKey(ro.vrfKey)
+	vrfKey, err := rp.LoadVRFKey(ro.vrfKey)
 	if err != nil {
 		return err
 	}
-	known, err := loadKnown(knownPath)
+	known, err := rp.LoadKnown(knownPath)
 	if err != nil {
 		return err
 	}
@@ -250,11 +140,11 @@ usage error.`,
 	if err != nil {
 		return err
 	}
-	var indexer vrfIndexer
+	var indexer rp.VRFIndexer
 	if apiKey != "" {
-		indexer = c
+		indexer = vrfIndexer{c}
 	}
-	res, next, err := monitorOnce(ctx, rp.Monitor{Log: monitorLog{c}, Witnesses: policy, VRFKey: vrfKey, TrustDomain: trustDomain, Known: known},
+	res, next, err := monitorOnce(ctx, rp.Monitor{Log: logSource{c}, Witnesses: policy, VRFKey: vrfKey, TrustDomain: trustDomain, Known: known},
 		indexer, ro.logKey, watch, state)
 	if err != nil {
 		return err
@@ -271,22 +161,29 @@ usage error.`,
 
 // monitorOnce completes m (log verifiers for the checkpoint's origin,
 // watched names) and runs one scan.
-func monitorOnce(ctx context.Context, m rp.Monitor, indexer vrfIndexer, logKeyFile string, watch []string, state rp.MonitorState) (*rp.MonitorResult, rp.MonitorState, error) {
+func monitorOnce(ctx context.Context, m rp.Monitor, indexer rp.VRFIndexer, logKeyFile string, watch []string, state rp.MonitorState) (*rp.MonitorResult, rp.MonitorState, error) {
 	origin := state.Origin
 	if origin == "" {
 		msg, err := m.Log.Checkpoint(ctx)
 		if err != nil {
-			return nil, state, explain("fetching the checkpoint", err)
+			return nil, state, fmt.Errorf("fetching the checkpoint: %w", err)
 		}
-		origin = noteOrigin(msg)
+		origin = rp.NoteOrigin(msg)
 	}
-	lv, err := loadLogVerifiers(logKeyFile, origin)
+	lv, err := logVerifiers(logKeyFile, origin)
 	if err != nil {
 		return nil, state, err
 	}
 	m.LogVerifiers = lv
-	watched, err := watchedNames(ctx, indexer, watch, state)
-	if err != nil {
+	watched, err := rp.ResolveWatched(ctx, indexer, watch, state)
+	switch {
+	case errors.Is(err, rp.ErrWatchName):
+		return nil, state, usagef("--watch: %v", err)
+	case errors.Is(err, rp.ErrWatchIndex):
+		return nil, state, usagef("%v: an API key (--api-key-file) is needed to get its index", err)
+	case errors.Is(err, rp.ErrMonitor):
+		return nil, state, fmt.Errorf("%w: %v", errLogCheck, err)
+	case err != nil:
 		return nil, state, err
 	}
 	res, next, err := m.Scan(ctx, state, watched)

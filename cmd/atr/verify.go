@@ -9,26 +9,21 @@ package main
 // prints every verified revocation and rotation.
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
-	"math/big"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry/translog"
 	"github.com/agent-trust-registry/atr/rp"
@@ -203,7 +198,7 @@ atr verify --follow --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.
 		if bundle == "" || crlFile == "" {
 			return usagef("--offline needs --bundle and --crl")
 		}
-		out, err = verifyOffline(leaf, extra, bundle, crlFile, trustDomain, a.now())
+		out, err = verifyOffline(ctx, leaf, extra, bundle, crlFile, trustDomain, a.now())
 		if err != nil {
 			return err
 		}
@@ -212,12 +207,14 @@ atr verify --follow --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.
 		if err != nil {
 			return err
 		}
-		res, err := c.Verify(ctx, ca.EncodeCertificatesPEM(leaf), pemOrNil(extra))
+		v := rp.Verifier{Online: onlineVerifier{c}}
+		res, err := v.Verify(ctx, leaf, extra, a.now())
 		if err != nil {
-			return explain("verifying", err)
+			return err
 		}
-		out = verifyOutput{Verified: res.Verified, Mode: "online", Agent: res.Agent, Status: res.Status, Serial: res.Serial,
-			FingerprintSHA256: res.FingerprintSHA256, NotAfter: res.NotAfter, Reason: res.Reason, LogIndex: res.LogIndex}
+		r := res.Online
+		out = verifyOutput{Verified: r.Verified, Mode: "online", Agent: r.Agent, Status: r.Status, Serial: r.Serial,
+			FingerprintSHA256: r.FingerprintSHA256, NotAfter: r.NotAfter, Reason: r.Reason, LogIndex: r.LogIndex}
 	}
 	if *jsonOut {
 		enc := json.NewEncoder(a.stdout)
@@ -274,78 +271,62 @@ func (a *app) printVerify(o verifyOutput) {
 	}
 }
 
-// verifyOffline checks leaf against the bundle and the CRL at now. A
-// certificate that does not verify is a result with Verified false; an
-// unusable bundle or CRL is an error.
-func verifyOffline(leaf *x509.Certificate, extra []*x509.Certificate, bundleFile, crlFile, trustDomain string, now time.Time) (verifyOutput, error) {
+// verifyOffline checks leaf against the bundle and the CRL at now
+// (rp.Verifier). A certificate that does not verify is a result with
+// Verified false; an unusable bundle or CRL is an error.
+func verifyOffline(ctx context.Context, leaf *x509.Certificate, extra []*x509.Certificate, bundleFile, crlFile, trustDomain string, now time.Time) (verifyOutput, error) {
 	na := leaf.NotAfter
-	out := verifyOutput{Mode: "offline", Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: certFingerprint(leaf), NotAfter: &na}
-	roots, intermediates, err := loadCABundle(bundleFile)
+	out := verifyOutput{Mode: "offline", Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: rp.Fingerprint(leaf), NotAfter: &na}
+	roots, intermediates, err := rp.LoadCABundle(bundleFile)
 	if err != nil {
 		return out, err
 	}
-	if trustDomain == "" {
-		_, td, err := agentNameFromCert(leaf)
-		if err != nil {
-			out.Reason = string(ca.ReasonNotAgent)
-			return out, nil
-		}
-		trustDomain = td
-	}
-	v, err := ca.NewVerifier(roots, intermediates, trustDomain)
+	crl, err := rp.LoadCRL(crlFile)
 	if err != nil {
+		return out, err
+	}
+	v := rp.Verifier{Roots: roots, Intermediates: intermediates, TrustDomain: trustDomain, CRLs: []*x509.RevocationList{crl}}
+	res, err := v.Verify(ctx, leaf, extra, now)
+	switch {
+	case errors.Is(err, rp.ErrStatus):
+		return out, fmt.Errorf("CRL %s: %w", crlFile, err)
+	case err != nil:
 		return out, fmt.Errorf("CA bundle %s: %w", bundleFile, err)
 	}
-	if err := v.Verify(leaf, extra, now); err != nil {
-		var ve *ca.VerifyError
-		if errors.As(err, &ve) {
-			out.Reason = string(ve.Reason)
-			return out, nil
+	out.Agent = res.Agent
+	if res.CRL != nil {
+		if res.CRL.Number != nil {
+			out.CRLNumber = res.CRL.Number.String()
 		}
-		return out, err
+		nu := res.CRL.NextUpdate
+		out.CRLNextUpdate = &nu
 	}
-	name, err := ca.AgentName(leaf, trustDomain)
-	if err != nil {
-		out.Reason = string(ca.ReasonNotAgent)
-		return out, nil
-	}
-	out.Agent = name
-
-	// The issuing CA: the verified parent of the leaf.
-	var issuer *x509.Certificate
-	for _, c := range append(append(append([]*x509.Certificate{}, extra...), intermediates...), roots...) {
-		if bytes.Equal(c.RawSubject, leaf.RawIssuer) && leaf.CheckSignatureFrom(c) == nil {
-			issuer = c
-			break
-		}
-	}
-	if issuer == nil {
-		return out, errors.New("the certificate's issuing CA is not in the bundle or chain")
-	}
-	crl, err := loadCRL(crlFile)
-	if err != nil {
-		return out, err
-	}
-	if err := checkCRL(crl, issuer, now); err != nil {
-		return out, fmt.Errorf("CRL %s: %w", crlFile, err)
-	}
-	if crl.Number != nil {
-		out.CRLNumber = crl.Number.String()
-	}
-	nu := crl.NextUpdate
-	out.CRLNextUpdate = &nu
-	if e := crlEntry(crl, leaf.SerialNumber); e != nil {
-		out.Status = "revoked"
-		out.Reason = "revoked"
-		if r := ca.ReasonName(e.ReasonCode); r == "superseded" {
-			out.Status, out.Reason = "superseded", "superseded"
-		} else if r != "" {
+	switch res.Reason {
+	case "":
+		out.Verified, out.Status = true, "valid"
+	case rp.ReasonRevoked:
+		out.Status, out.Reason = "revoked", "revoked"
+		if r := ca.ReasonName(res.Revocation.ReasonCode); r != "" {
 			out.Reason = "revoked (" + r + ")"
 		}
-		return out, nil
+	case rp.ReasonSuperseded:
+		out.Status, out.Reason = "superseded", "superseded"
+	default:
+		out.Reason = string(res.Reason)
 	}
-	out.Verified, out.Status = true, "valid"
 	return out, nil
+}
+
+// onlineVerifier asks the registry (POST /v1/verify) for rp.Verifier.
+type onlineVerifier struct{ c *client.Client }
+
+func (o onlineVerifier) CheckOnline(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate) (*rp.OnlineStatus, error) {
+	res, err := o.c.Verify(ctx, ca.EncodeCertificatesPEM(leaf), pemOrNil(chain))
+	if err != nil {
+		return nil, explain("verifying", err)
+	}
+	return &rp.OnlineStatus{Verified: res.Verified, Agent: res.Agent, Status: res.Status, Reason: res.Reason, Serial: res.Serial,
+		FingerprintSHA256: res.FingerprintSHA256, NotAfter: res.NotAfter, LogIndex: res.LogIndex}, nil
 }
 
 // receiptOpts are the flags of `atr verify --receipt`.
@@ -355,122 +336,42 @@ type receiptOpts struct {
 	threshold                        int // -1: all the witnesses
 }
 
-// splitBundle separates self-signed roots from the other certificates.
-func splitBundle(bundle []*x509.Certificate) (roots, intermediates []*x509.Certificate) {
-	for _, c := range bundle {
-		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
-			roots = append(roots, c)
-		} else {
-			intermediates = append(intermediates, c)
-		}
+// logVerifiers reads the pinned log key (rp.LoadLogKey) and returns its
+// verifiers for checkpoints of origin.
+func logVerifiers(path, origin string) (note.Verifiers, error) {
+	k, err := rp.LoadLogKey(path)
+	if err != nil {
+		return nil, err
 	}
-	return roots, intermediates
+	return k.Verifiers(origin)
 }
 
-// loadCABundle reads a PEM CA bundle and splits it; at least one root.
-func loadCABundle(path string) (roots, intermediates []*x509.Certificate, err error) {
-	data, err := readFileCapped(path, agentMaxCertFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading the CA bundle: %w", err)
-	}
-	certs, err := parseCertsPEM(data)
-	if err != nil {
-		return nil, nil, fmt.Errorf("CA bundle %s: %w", path, err)
-	}
-	roots, intermediates = splitBundle(certs)
-	if len(roots) == 0 {
-		return nil, nil, fmt.Errorf("CA bundle %s holds no self-signed root", path)
-	}
-	return roots, intermediates, nil
-}
-
-// loadLogVerifiers reads the pinned log key: a PEM public key (ECDSA P-256
-// or Ed25519; its key name is origin) or verifier key strings.
-func loadLogVerifiers(path, origin string) (note.Verifiers, error) {
-	data, err := readFileCapped(path, 64<<10)
-	if err != nil {
-		return nil, fmt.Errorf("reading the log key: %w", err)
-	}
-	b, rest := pem.Decode(data)
-	if b == nil {
-		return rp.ParseLogVerifiers(string(data))
-	}
-	if b.Type != "PUBLIC KEY" || len(bytes.TrimSpace(rest)) != 0 {
-		return nil, fmt.Errorf("log key %s: want one PEM \"PUBLIC KEY\" block or verifier key strings", path)
-	}
-	pub, err := x509.ParsePKIXPublicKey(b.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("log key %s: %w", path, err)
-	}
-	var v note.Verifier
-	if _, ok := pub.(ed25519.PublicKey); ok {
-		v, err = translog.NewEd25519NoteVerifier(origin, pub)
-	} else {
-		v, err = translog.NewNoteVerifier(origin, pub)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("log key %s: %w", path, err)
-	}
-	return note.VerifierList(v), nil
-}
-
-// loadVRFKey reads the VRF public key PEM.
-func loadVRFKey(path string) (*rsa.PublicKey, error) {
-	data, err := readFileCapped(path, 64<<10)
-	if err != nil {
-		return nil, fmt.Errorf("reading the VRF key: %w", err)
-	}
-	k, err := translog.ParseVRFPublicKeyPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("VRF key %s: %w", path, err)
-	}
-	return k, nil
-}
-
-// witnessPolicy builds the policy from --witness values (a key, or a file
-// of keys one per line) and --witness-threshold (-1: all of them).
+// witnessPolicy is rp.LoadWitnessPolicy of the --witness values and
+// --witness-threshold; an invalid policy is a usage error.
 func witnessPolicy(values []string, threshold int) (rp.WitnessPolicy, error) {
-	var p rp.WitnessPolicy
-	for _, v := range values {
-		if st, err := os.Stat(v); err == nil && st.Mode().IsRegular() {
-			data, err := readFileCapped(v, 64<<10)
-			if err != nil {
-				return p, fmt.Errorf("reading witness keys: %w", err)
-			}
-			for _, line := range strings.Split(string(data), "\n") {
-				if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-					p.Keys = append(p.Keys, line)
-				}
-			}
-			continue
-		}
-		p.Keys = append(p.Keys, strings.TrimSpace(v))
-	}
-	p.Threshold = threshold
-	if threshold < 0 {
-		p.Threshold = len(p.Keys)
-	}
-	if err := p.Validate(); err != nil {
+	p, err := rp.LoadWitnessPolicy(values, threshold)
+	var pe *rp.PolicyConfigError
+	if errors.As(err, &pe) {
 		return p, &usageError{err.Error()}
 	}
-	return p, nil
+	return p, err
 }
 
 // verifyReceiptFile checks leaf with the receipt of ro, offline. A refused
 // receipt is a result with Verified false; unusable inputs are errors.
 func verifyReceiptFile(leaf *x509.Certificate, extra []*x509.Certificate, bundleFile, trustDomain string, ro receiptOpts, now time.Time) (verifyOutput, error) {
 	na := leaf.NotAfter
-	out := verifyOutput{Mode: "receipt", Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: certFingerprint(leaf), NotAfter: &na}
+	out := verifyOutput{Mode: "receipt", Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: rp.Fingerprint(leaf), NotAfter: &na}
 	receipt, err := readFileCapped(ro.receipt, translog.MaxReceiptSize)
 	if err != nil {
 		return out, fmt.Errorf("reading the receipt: %w", err)
 	}
-	roots, intermediates, err := loadCABundle(bundleFile)
+	roots, intermediates, err := rp.LoadCABundle(bundleFile)
 	if err != nil {
 		return out, err
 	}
 	if trustDomain == "" {
-		_, td, err := agentNameFromCert(leaf)
+		_, td, err := rp.AgentIdentity(leaf)
 		if err != nil {
 			out.Reason = string(rp.ReasonChain) + ": " + string(ca.ReasonNotAgent)
 			return out, nil
@@ -485,11 +386,11 @@ func verifyReceiptFile(leaf *x509.Certificate, extra []*x509.Certificate, bundle
 	}
 	// A PEM key names no origin: it is pinned to this trust domain's log, the
 	// origin rp.ReceiptVerifier requires too.
-	logVerifiers, err := loadLogVerifiers(ro.logKey, trustDomain+"/log")
+	lv, err := logVerifiers(ro.logKey, trustDomain+"/log")
 	if err != nil {
 		return out, err
 	}
-	vrfKey, err := loadVRFKey(ro.vrfKey)
+	vrfKey, err := rp.LoadVRFKey(ro.vrfKey)
 	if err != nil {
 		return out, err
 	}
@@ -498,7 +399,7 @@ func verifyReceiptFile(leaf *x509.Certificate, extra []*x509.Certificate, bundle
 		return out, err
 	}
 	v := rp.ReceiptVerifier{Roots: roots, Intermediates: append(intermediates, extra...), TrustDomain: trustDomain,
-		LogVerifiers: logVerifiers, VRFKey: vrfKey, Witnesses: policy}
+		LogVerifiers: lv, VRFKey: vrfKey, Witnesses: policy}
 	got, err := v.Verify(leaf.Raw, receipt, now)
 	var re *rp.ReceiptError
 	switch {
@@ -511,58 +412,6 @@ func verifyReceiptFile(leaf *x509.Certificate, extra []*x509.Certificate, bundle
 	size, k := got.Checkpoint.Size, policy.Threshold
 	out.Verified, out.Agent, out.LogIndex, out.TreeSize, out.Witnesses = true, got.Name, &got.LeafIndex, &size, &k
 	return out, nil
-}
-
-// loadCRL reads a DER or PEM ("X509 CRL") CRL.
-func loadCRL(path string) (*x509.RevocationList, error) {
-	data, err := readFileCapped(path, 16<<20)
-	if err != nil {
-		return nil, fmt.Errorf("reading the CRL: %w", err)
-	}
-	if b, rest := pem.Decode(data); b != nil {
-		if b.Type != "X509 CRL" || len(bytes.TrimSpace(rest)) != 0 {
-			return nil, fmt.Errorf("CRL %s: want one PEM \"X509 CRL\" block or DER", path)
-		}
-		data = b.Bytes
-	}
-	crl, err := x509.ParseRevocationList(data)
-	if err != nil {
-		return nil, fmt.Errorf("CRL %s: %w", path, err)
-	}
-	return crl, nil
-}
-
-// checkCRL checks that issuer signed crl, names it as issuer, and that crl is
-// current at now.
-func checkCRL(crl *x509.RevocationList, issuer *x509.Certificate, now time.Time) error {
-	if !bytes.Equal(crl.RawIssuer, issuer.RawSubject) {
-		return errors.New("not issued by the certificate's issuing CA")
-	}
-	if len(crl.AuthorityKeyId) > 0 && len(issuer.SubjectKeyId) > 0 && !bytes.Equal(crl.AuthorityKeyId, issuer.SubjectKeyId) {
-		return errors.New("authority key identifier does not match the issuing CA")
-	}
-	if err := crl.CheckSignatureFrom(issuer); err != nil {
-		return fmt.Errorf("signature does not verify under the issuing CA: %w", err)
-	}
-	if now.Before(crl.ThisUpdate) {
-		return fmt.Errorf("not valid before %s", crl.ThisUpdate.UTC().Format(time.RFC3339))
-	}
-	if crl.NextUpdate.IsZero() {
-		return errors.New("no nextUpdate: cannot tell whether it is current")
-	}
-	if !now.Before(crl.NextUpdate) {
-		return fmt.Errorf("stale: nextUpdate %s has passed (fetch a fresh CRL)", crl.NextUpdate.UTC().Format(time.RFC3339))
-	}
-	return nil
-}
-
-func crlEntry(crl *x509.RevocationList, serial *big.Int) *x509.RevocationListEntry {
-	for i := range crl.RevokedCertificateEntries {
-		if crl.RevokedCertificateEntries[i].SerialNumber.Cmp(serial) == 0 {
-			return &crl.RevokedCertificateEntries[i]
-		}
-	}
-	return nil
 }
 
 // followedEvent is one line of `atr verify --follow --json`.
@@ -610,12 +459,12 @@ func (a *app) followLog(ctx context.Context, o agentOpts, ro receiptOpts, trustD
 		if err != nil {
 			return explain("fetching the checkpoint", err)
 		}
-		origin = noteOrigin(msg)
+		origin = rp.NoteOrigin(msg)
 	}
 	if ro.logKey == "" {
 		ro.logKey = filepath.Join(ro.dataDir, "ca", "log-key.pem")
 	}
-	lv, err := loadLogVerifiers(ro.logKey, origin)
+	lv, err := logVerifiers(ro.logKey, origin)
 	if err != nil {
 		return err
 	}
