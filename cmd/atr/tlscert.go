@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry"
 )
 
@@ -196,7 +196,10 @@ func newestModTime(files ...string) (time.Time, error) {
 
 // serverNames are the names the self-issued certificate covers: the listen
 // host (unless it is a wildcard address), localhost, 127.0.0.1, ::1, the
-// host name, the public URL's host and the operator's extra names.
+// host name, the public URL's host and the operator's extra names. A DNS
+// name is kept in its ca.NormalizeAgentName form (lowercase, DNS-label
+// rules) when it has one, and dropped otherwise; the result passes
+// ca.ValidateServerNames, the rule the registry issues by.
 func serverNames(cfg Config) ([]string, []net.IP, error) {
 	var (
 		dns  []string
@@ -204,18 +207,16 @@ func serverNames(cfg Config) ([]string, []net.IP, error) {
 		seen = map[string]bool{}
 	)
 	add := func(n string) {
-		if n == "" || seen[n] {
-			return
-		}
-		seen[n] = true
 		if ip := net.ParseIP(n); ip != nil {
-			if !ip.IsUnspecified() {
+			if k := ip.String(); !ip.IsUnspecified() && !seen[k] {
+				seen[k] = true
 				ips = append(ips, ip)
 			}
 			return
 		}
-		if checkTrustDomain(n) == nil {
-			dns = append(dns, n)
+		if d, err := ca.NormalizeAgentName(n); err == nil && !seen[d] {
+			seen[d] = true
+			dns = append(dns, d)
 		}
 	}
 	host, _, err := net.SplitHostPort(cfg.Listen)
@@ -227,28 +228,18 @@ func serverNames(cfg Config) ([]string, []net.IP, error) {
 	add("127.0.0.1")
 	add("::1")
 	if h, err := os.Hostname(); err == nil {
-		add(toLowerASCII(h))
+		add(h)
 	}
 	if u, err := url.Parse(cfg.PublicURL); err == nil {
-		add(toLowerASCII(u.Hostname()))
+		add(u.Hostname())
 	}
 	for _, n := range cfg.TLSNames {
-		add(toLowerASCII(n))
+		add(n)
 	}
-	if len(dns) == 0 && len(ips) == 0 {
-		return nil, nil, errors.New("no names for the server certificate")
+	if err := ca.ValidateServerNames(dns, ips); err != nil {
+		return nil, nil, fmt.Errorf("names for the server certificate: %w", err)
 	}
 	return dns, ips, nil
-}
-
-func toLowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // tlsConfig is the server's TLS configuration: TLS 1.2 or later, AEAD

@@ -7,13 +7,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/agent-trust-registry/atr/api/client"
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/hsm/hsmtest"
 	"github.com/agent-trust-registry/atr/registry"
 	"github.com/agent-trust-registry/atr/registry/registrytest"
@@ -177,5 +180,62 @@ func TestServeTLSCertificateInLog(t *testing.T) {
 			t.Fatalf("the server certificate (SHA-256 %s) is not in the log of size %d", fp, cp.Size)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestServerNames: the self-issued certificate's names are normalized the
+// way the registry issues them (ca.NormalizeAgentName), names it would
+// refuse are dropped rather than failing every issuance, and IPs are kept
+// once, never the unspecified address.
+func TestServerNames(t *testing.T) {
+	host, _ := os.Hostname()
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantDNS []string // besides localhost and the host name
+		wantIPs []string
+	}{
+		{"wildcard listen", Config{Listen: "0.0.0.0:8443"}, nil, []string{"127.0.0.1", "::1"}},
+		{"listen IP and public URL", Config{Listen: "10.1.2.3:8443", PublicURL: "https://ATR.Example.org:8443"}, []string{"atr.example.org"}, []string{"10.1.2.3", "127.0.0.1", "::1"}},
+		{"extra names, some unusable", Config{Listen: "127.0.0.1:8443", TLSNames: []string{"Reg.Example.COM", "bad_name.example", "::1", "192.0.2.7", "reg.example.com"}},
+			[]string{"reg.example.com"}, []string{"127.0.0.1", "::1", "192.0.2.7"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dns, ips, err := serverNames(tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]bool{"localhost": true}
+			if h, err := ca.NormalizeAgentName(host); err == nil {
+				want[h] = true
+			}
+			for _, d := range tt.wantDNS {
+				want[d] = true
+			}
+			got := map[string]bool{}
+			for _, d := range dns {
+				if got[d] {
+					t.Errorf("DNS name %q twice", d)
+				}
+				got[d] = true
+			}
+			if !maps.Equal(got, want) {
+				t.Errorf("DNS names %v; want %v", dns, want)
+			}
+			var gotIPs []string
+			for _, ip := range ips {
+				gotIPs = append(gotIPs, ip.String())
+			}
+			if !slices.Equal(gotIPs, tt.wantIPs) {
+				t.Errorf("IPs %v; want %v", gotIPs, tt.wantIPs)
+			}
+			if err := ca.ValidateServerNames(dns, ips); err != nil {
+				t.Errorf("the registry would refuse them: %v", err)
+			}
+		})
+	}
+	if _, _, err := serverNames(Config{Listen: "no-port"}); err == nil {
+		t.Error("a listen address without a port accepted")
 	}
 }
