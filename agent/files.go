@@ -231,6 +231,7 @@ func AgentName(c *x509.Certificate) (name, trustDomain string, err error) {
 // Issued is a certificate the registry issued, checked against the key it
 // was requested for (CheckIssued).
 type Issued struct {
+	Key      crypto.Signer // the key the certificate was requested for
 	Leaf     *x509.Certificate
 	Chain    []*x509.Certificate // intermediates, issuer of Leaf first
 	LeafPEM  []byte              // Leaf alone, to write to the certificate file
@@ -266,6 +267,27 @@ func CheckIssued(k crypto.Signer, c *client.Certificate, wantName string) (*Issu
 			return nil, fmt.Errorf("the server's chain does not sign the certificate: %w", err)
 		}
 	}
-	return &Issued{Leaf: leaf, Chain: chain, LeafPEM: ca.EncodeCertificatesPEM(leaf), ChainPEM: ca.EncodeCertificatesPEM(chain...),
+	return &Issued{Key: k, Leaf: leaf, Chain: chain, LeafPEM: ca.EncodeCertificatesPEM(leaf), ChainPEM: ca.EncodeCertificatesPEM(chain...),
 		Receipt: c.Receipt, Answer: c}, nil
+}
+
+// Identity returns the key, certificate and chain as an Identity (for
+// Config.Identity).
+func (i *Issued) Identity() *Identity {
+	return &Identity{Key: i.Key, Leaf: i.Leaf, Chain: i.Chain}
+}
+
+// LoadBundle reads a PEM file of CA certificates (the ATR trust bundle,
+// var/ca/bundle.pem or GET /v1/ca/bundle), strictly parsed, for
+// Config.Bundle.
+func LoadBundle(path string) ([]*x509.Certificate, error) {
+	data, err := ReadFile(path, MaxCertFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA bundle: %w", err)
+	}
+	certs, err := ca.ParseCertificatesPEM(data, maxBundleCerts)
+	if err != nil {
+		return nil, fmt.Errorf("CA bundle %s: %w", path, err)
+	}
+	return certs, nil
 }

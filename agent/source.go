@@ -137,7 +137,7 @@ func NewSource(ctx context.Context, cfg Config) (*Source, error) {
 
 	s.serverR = cfg.ServerRoots
 	if s.serverR == nil && cfg.Bundle != nil {
-		s.serverR = rootPool(cfg.Bundle)
+		s.serverR = RootPool(cfg.Bundle)
 	}
 	opts := slices.Clone(cfg.ClientOptions)
 	if s.serverR != nil {
@@ -181,8 +181,10 @@ func (s *Source) fetchBundle(ctx context.Context, opts []client.Option) ([]*x509
 	return certs, nil
 }
 
-// rootPool is a pool of the self-signed certificates of bundle.
-func rootPool(bundle []*x509.Certificate) *x509.CertPool {
+// RootPool is a pool of the roots (the self-signed CA certificates) of an
+// ATR trust bundle, for client.WithRootCAs when the registry's TLS
+// certificate chains to the ATR root (as the development server's does).
+func RootPool(bundle []*x509.Certificate) *x509.CertPool {
 	p := x509.NewCertPool()
 	for _, c := range bundle {
 		if isRoot(c) {
@@ -278,8 +280,10 @@ func (s *Source) renew(ctx context.Context) (*Identity, error) {
 		return nil, err
 	}
 	s.set(id)
-	s.cfg.Logger.Info("certificate renewed", "agent", s.name, "serial", ca.FormatSerial(id.Leaf.SerialNumber),
-		"not_after", id.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	if s.renewer == nil { // the Renewer logs its own
+		s.cfg.Logger.Info("certificate renewed", "agent", s.name, "serial", ca.FormatSerial(id.Leaf.SerialNumber),
+			"not_after", id.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
 	if s.cfg.OnRenew != nil {
 		s.cfg.OnRenew(id.Leaf)
 	}

@@ -1,0 +1,162 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+)
+
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "secret.key")
+
+	t.Run("creates with the mode, whatever the umask", func(t *testing.T) {
+		// A restrictive umask (safe for concurrent tests): the certificate
+		// mode must still be exactly 0644 and the key's 0600.
+		old := syscall.Umask(0o077)
+		defer syscall.Umask(old)
+		pub := filepath.Join(dir, "cert.pem")
+		for _, w := range []struct {
+			path string
+			mode os.FileMode
+		}{{p, 0o600}, {pub, 0o644}} {
+			if err := WriteFile(w.path, []byte("one"), w.mode, false); err != nil {
+				t.Fatal(err)
+			}
+			st, err := os.Stat(w.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := st.Mode().Perm(); got != w.mode {
+				t.Errorf("%s: mode %04o, want %04o", w.path, got, w.mode)
+			}
+		}
+	})
+	t.Run("refuses to overwrite and leaves the file intact", func(t *testing.T) {
+		err := WriteFile(p, []byte("two"), 0o600, false)
+		if !errors.Is(err, fs.ErrExist) {
+			t.Fatalf("err %v, want fs.ErrExist", err)
+		}
+		if got, _ := os.ReadFile(p); string(got) != "one" {
+			t.Errorf("content %q, want %q", got, "one")
+		}
+	})
+	t.Run("replaces when asked", func(t *testing.T) {
+		if err := WriteFile(p, []byte("three"), 0o600, true); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(p); string(got) != "three" {
+			t.Errorf("content %q, want three", got)
+		}
+	})
+	t.Run("refuses to write through a symlink target name", func(t *testing.T) {
+		link := filepath.Join(dir, "link.key")
+		if err := os.Symlink(filepath.Join(dir, "elsewhere"), link); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteFile(link, []byte("x"), 0o600, false); !errors.Is(err, fs.ErrExist) {
+			t.Errorf("writing over a dangling symlink: err %v, want fs.ErrExist", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "elsewhere")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("the symlink target was created")
+		}
+	})
+	t.Run("missing directory fails cleanly", func(t *testing.T) {
+		if err := WriteFile(filepath.Join(dir, "nope", "k"), []byte("x"), 0o600, false); err == nil {
+			t.Error("no error writing into a missing directory")
+		}
+	})
+	if left := tempFiles(t, dir); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}
+
+// TestWriteFileNoPartialReads replaces a file many times while readers
+// read it: every read must be one complete version.
+func TestWriteFileNoPartialReads(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "cert.pem")
+	versions := make([][]byte, 8)
+	for i := range versions {
+		versions[i] = bytes.Repeat([]byte{byte('a' + i)}, 64<<10+i)
+	}
+	if err := WriteFile(p, versions[0], 0o644, false); err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				got, err := os.ReadFile(p)
+				if err != nil {
+					bad.Add(1)
+					continue
+				}
+				ok := false
+				for _, v := range versions {
+					if bytes.Equal(got, v) {
+						ok = true
+						break
+					}
+				}
+				if !ok {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	for i := range 200 {
+		if err := WriteFile(p, versions[i%len(versions)], 0o644, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if n := bad.Load(); n != 0 {
+		t.Errorf("%d reads saw a missing or partial file", n)
+	}
+	if left := tempFiles(t, dir); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}
+
+func TestReadSecretFileRefusesOpenModes(t *testing.T) {
+	dir := t.TempDir()
+	k, _ := GenerateKey("p256")
+	data, _ := MarshalKey(k)
+	for _, tt := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{{0o600, true}, {0o400, true}, {0o640, false}, {0o644, false}, {0o606, false}} {
+		t.Run(fmt.Sprintf("%04o", tt.mode), func(t *testing.T) {
+			p := writeTestFile(t, filepath.Join(dir, fmt.Sprintf("k%o", tt.mode)), data, tt.mode)
+			_, err := LoadKey(p)
+			if (err == nil) != tt.ok {
+				t.Errorf("loadAgentKey with mode %04o: err %v, want ok=%v", tt.mode, err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestChainPath(t *testing.T) {
+	for _, tt := range []struct{ cert, override, want string }{
+		{"agent.pem", "", "agent.chain.pem"},
+		{"/etc/atr/agent.crt", "", "/etc/atr/agent.crt.chain.pem"},
+		{"agent.pem", "other.pem", "other.pem"},
+	} {
+		if got := ChainPath(tt.cert, tt.override); got != tt.want {
+			t.Errorf("ChainPath(%q, %q) = %q, want %q", tt.cert, tt.override, got, tt.want)
+		}
+	}
+}
