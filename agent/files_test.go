@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"github.com/agent-trust-registry/atr/ca"
 )
 
 func TestWriteFile(t *testing.T) {
@@ -159,4 +161,84 @@ func TestChainPath(t *testing.T) {
 			t.Errorf("ChainPath(%q, %q) = %q, want %q", tt.cert, tt.override, got, tt.want)
 		}
 	}
+}
+
+func TestReceiptPath(t *testing.T) {
+	for _, tt := range []struct{ cert, want string }{
+		{"agent.pem", "agent.receipt.json"},
+		{"/etc/atr/agent.crt", "/etc/atr/agent.crt.receipt.json"},
+	} {
+		if got := ReceiptPath(tt.cert); got != tt.want {
+			t.Errorf("ReceiptPath(%q) = %q, want %q", tt.cert, got, tt.want)
+		}
+	}
+	cert := filepath.Join(t.TempDir(), "agent.pem")
+	if err := WriteReceipt(cert, []byte(`{"a":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(ReceiptPath(cert)); string(got) != "{\"a\":1}\n" {
+		t.Errorf("receipt file %q", got)
+	}
+	if err := WriteReceipt(cert, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(ReceiptPath(cert)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("an empty receipt left the stale file: %v", err)
+	}
+	if err := WriteReceipt(cert, nil); err != nil {
+		t.Errorf("removing a missing receipt: %v", err)
+	}
+}
+
+func TestLoadCertificate(t *testing.T) {
+	c := newTestCA(t, "test.local")
+	k, _ := GenerateKey(KeyP256)
+	leaf := c.issue(t, k, "bot.acme")
+	dir := t.TempDir()
+	file := func(name string, data []byte) string {
+		return writeTestFile(t, filepath.Join(dir, name), data, 0o644)
+	}
+	leafOnly := file("leaf.pem", ca.EncodeCertificatesPEM(leaf))
+	withChain := file("full.pem", ca.EncodeCertificatesPEM(leaf, c.issuing))
+	chain := file("leaf.chain.pem", ca.EncodeCertificatesPEM(c.issuing))
+	empty := file("empty.pem", []byte("\n"))
+	garbage := file("garbage.pem", []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+	for _, tt := range []struct {
+		name, cert, chain string
+		wantChain         int
+		wantErr           bool
+	}{
+		{"leaf only, no chain file", leafOnly, "", 0, false},
+		{"leaf and chain file", leafOnly, chain, 1, false},
+		{"missing chain file is no intermediates", leafOnly, filepath.Join(dir, "none.pem"), 0, false},
+		{"empty chain file", leafOnly, empty, 0, false},
+		{"intermediates in the certificate file", withChain, "", 1, false},
+		{"both", withChain, chain, 2, false},
+		{"missing certificate", filepath.Join(dir, "none.pem"), "", 0, true},
+		{"empty certificate file", empty, "", 0, true},
+		{"garbage certificate", garbage, "", 0, true},
+		{"garbage chain", leafOnly, garbage, 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ch, err := LoadCertificate(tt.cert, tt.chain)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if !got.Equal(leaf) || len(ch) != tt.wantChain {
+				t.Errorf("leaf equal %v, %d intermediates; want true, %d", got.Equal(leaf), len(ch), tt.wantChain)
+			}
+		})
+	}
+	t.Run("LoadBundle", func(t *testing.T) {
+		b, err := LoadBundle(file("bundle.pem", c.bundlePEM()))
+		if err != nil || len(b) != 2 {
+			t.Fatalf("LoadBundle: %d certificates, %v; want 2", len(b), err)
+		}
+		if _, err := LoadBundle(garbage); err == nil {
+			t.Error("LoadBundle accepted garbage")
+		}
+	})
 }

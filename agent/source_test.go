@@ -342,6 +342,39 @@ func TestSourceRefusals(t *testing.T) {
 		})
 	}
 
+	t.Run("cancelling the context stops the renewals", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		src, err := agent.NewSource(cctx, agent.Config{Server: lr.url, ServerRoots: lr.roots, Identity: lr.register(t, "brief.acme")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		select {
+		case <-src.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("the renewals still run after the context was cancelled")
+		}
+		if err := src.Err(); err != nil {
+			t.Errorf("Err after a cancellation: %v, want nil", err)
+		}
+		if c, _ := src.GetCertificate(nil); c == nil || c.Leaf == nil {
+			t.Error("the last identity is no longer served")
+		}
+	})
+	t.Run("bad configurations are refused", func(t *testing.T) {
+		id := lr.register(t, "conf.acme")
+		for _, cfg := range []agent.Config{
+			{Identity: id},
+			{Server: lr.url, ServerRoots: lr.roots},
+			{Server: lr.url, ServerRoots: lr.roots, Identity: id, KeyFile: "k", CertFile: "c"},
+			{Server: lr.url, ServerRoots: lr.roots, Identity: &agent.Identity{Key: server.Identity().Key, Leaf: id.Leaf}},
+		} {
+			if src, err := agent.NewSource(ctx, cfg); err == nil {
+				src.Close()
+				t.Errorf("NewSource(%+v) succeeded", cfg)
+			}
+		}
+	})
 	t.Run("a revoked agent stops renewing, saying why", func(t *testing.T) {
 		if _, err := lr.owner.Revoke(ctx, "other.acme", "keyCompromise"); err != nil {
 			t.Fatal(err)
