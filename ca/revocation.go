@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"time"
 
@@ -199,4 +201,49 @@ func (r *Responder) SignOCSP(tmpl ocsp.Response) ([]byte, error) {
 		return nil, fmt.Errorf("ca: sign OCSP: parsing result: %w", err)
 	}
 	return der, nil
+}
+
+// NextCRL returns what the CRL of issuer that follows prev lists, for a CA
+// whose CRL is extended rather than rebuilt (the root's CRL of revoked
+// intermediates): prev's CRL number plus one (1 when prev is nil, the
+// first CRL), prev's entries, and one entry for each of revoke that prev
+// does not list yet, revoked at now (truncated to the second) with reason.
+// added are the certificates of revoke that got an entry; the others were
+// listed already and keep their first revocation time and reason. It
+// refuses a prev that does not parse, verify under issuer or carry a CRL
+// number, and a certificate of revoke that issuer did not issue (issuer
+// name and signature). Sign the result with Responder.SignCRL.
+func NextCRL(prev []byte, issuer *x509.Certificate, revoke []*x509.Certificate, reason int, now time.Time) (number *big.Int, entries []x509.RevocationListEntry, added []*x509.Certificate, err error) {
+	if issuer == nil {
+		return nil, nil, nil, errors.New("ca: next CRL: nil issuer")
+	}
+	if ReasonName(reason) == "" {
+		return nil, nil, nil, fmt.Errorf("ca: next CRL: reason code %d not allowed", reason)
+	}
+	for _, c := range revoke {
+		if c == nil || !bytes.Equal(c.RawIssuer, issuer.RawSubject) || c.CheckSignatureFrom(issuer) != nil {
+			name := "<nil>"
+			if c != nil {
+				name = describe(c, "")
+			}
+			return nil, nil, nil, fmt.Errorf("ca: next CRL: %s was not issued by %q", name, issuer.Subject.CommonName)
+		}
+	}
+	number = big.NewInt(1)
+	if prev != nil {
+		crl, err := x509.ParseRevocationList(prev)
+		if err != nil || crl.CheckSignatureFrom(issuer) != nil || crl.Number == nil {
+			return nil, nil, nil, fmt.Errorf("ca: next CRL: the previous CRL does not verify under %q; refusing to extend it", issuer.Subject.CommonName)
+		}
+		number.Add(crl.Number, number)
+		entries = slices.Clone(crl.RevokedCertificateEntries)
+	}
+	for _, c := range revoke {
+		if slices.ContainsFunc(entries, func(e x509.RevocationListEntry) bool { return e.SerialNumber.Cmp(c.SerialNumber) == 0 }) {
+			continue
+		}
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: now.UTC().Truncate(time.Second), ReasonCode: reason})
+		added = append(added, c)
+	}
+	return number, entries, added, nil
 }

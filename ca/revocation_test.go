@@ -229,3 +229,59 @@ func TestNewResponder(t *testing.T) {
 		})
 	}
 }
+
+// TestNextCRL: the root's CRL of revoked intermediates is extended, never
+// rebuilt: the number grows by one, earlier entries keep their time and
+// reason, a certificate already listed is not listed again, and a previous
+// CRL or a certificate of another CA is refused.
+func TestNextCRL(t *testing.T) {
+	c := newTestCA(t, "p256")
+	other := newTestCA(t, "p256")
+	rootResp, err := NewResponder(c.rootKey, c.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := testNow
+	number, entries, added, err := NextCRL(nil, c.root, nil, 2, t0)
+	if err != nil || number.Int64() != 1 || len(entries) != 0 || len(added) != 0 {
+		t.Fatalf("first CRL: %v, %v, %v, %v", number, entries, added, err)
+	}
+	first, err := rootResp.SignCRL(number, t0, t0.Add(time.Hour), entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	number, entries, added, err = NextCRL(first, c.root, []*x509.Certificate{c.inter, c.inter}, 1, t0.Add(time.Minute))
+	if err != nil || number.Int64() != 2 || len(entries) != 1 || len(added) != 1 || entries[0].ReasonCode != 1 {
+		t.Fatalf("second CRL: %v, %+v, %d added, %v", number, entries, len(added), err)
+	}
+	second, err := rootResp.SignCRL(number, t0.Add(time.Minute), t0.Add(time.Hour), entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	number, entries, added, err = NextCRL(second, c.root, []*x509.Certificate{c.inter}, 2, t0.Add(2*time.Minute))
+	if err != nil || number.Int64() != 3 || len(entries) != 1 || len(added) != 0 ||
+		entries[0].ReasonCode != 1 || !entries[0].RevocationTime.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("third CRL: %v, %+v, %d added, %v; want the first revocation kept", number, entries, len(added), err)
+	}
+
+	otherResp, _ := NewResponder(other.rootKey, other.root)
+	foreign, _ := otherResp.SignCRL(big.NewInt(9), t0, t0.Add(time.Hour), nil)
+	bad := []struct {
+		name   string
+		prev   []byte
+		revoke []*x509.Certificate
+		reason int
+	}{
+		{"previous CRL of another root", foreign, nil, 2},
+		{"garbage previous CRL", []byte("not a CRL"), nil, 2},
+		{"intermediate of another root", nil, []*x509.Certificate{other.inter}, 2},
+		{"certificateHold", nil, []*x509.Certificate{c.inter}, 6},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, _, _, err := NextCRL(tt.prev, c.root, tt.revoke, tt.reason, t0); err == nil {
+				t.Error("accepted")
+			}
+		})
+	}
+}

@@ -5,8 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,7 +101,7 @@ func (c *ceremony) rootCRL(ctx context.Context, revoke []string, reason int, val
 		return err
 	}
 	for _, t := range targets {
-		if err := t.CheckSignatureFrom(rootTC.Cert); err != nil {
+		if ca.IssuerOf(t, []*x509.Certificate{rootTC.Cert}, now) == nil {
 			return fmt.Errorf("intermediate %q (serial %s) was not issued by root %q", t.Subject.CommonName, ca.FormatSerial(t.SerialNumber), rootTC.Label)
 		}
 	}
@@ -115,35 +115,26 @@ func (c *ceremony) rootCRL(ctx context.Context, revoke []string, reason int, val
 	if _, err := store.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrating the database: %w", err)
 	}
-	number := big.NewInt(1)
-	var entries []x509.RevocationListEntry
 	prev, err := store.LatestRootCRL(ctx, responder.KeyID())
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
+		prev = nil
 	case err != nil:
 		return err
 	case c.opts.ifMissing && len(targets) == 0:
 		c.log.WithField("root", responder.KeyID()).Info("the root already published a CRL; nothing to do (--if-missing)")
 		return nil
-	default:
-		crl, err := x509.ParseRevocationList(prev)
-		if err != nil || crl.CheckSignatureFrom(rootTC.Cert) != nil || crl.Number == nil {
-			return fmt.Errorf("the published root CRL does not verify under root %q; refusing to extend it", rootTC.Label)
-		}
-		number.Add(crl.Number, big.NewInt(1))
-		entries = crl.RevokedCertificateEntries
+	}
+	number, entries, added, err := ca.NextCRL(prev, rootTC.Cert, targets, reason, now)
+	if err != nil {
+		return fmt.Errorf("root %q: %w", rootTC.Label, err)
 	}
 	for _, t := range targets {
-		dup := false
-		for _, e := range entries {
-			dup = dup || e.SerialNumber.Cmp(t.SerialNumber) == 0
-		}
-		if dup {
+		if slices.Contains(added, t) {
+			c.recordCert(cfg.PKCS11Token, "revoked", t)
+		} else {
 			c.log.WithField("serial", ca.FormatSerial(t.SerialNumber)).Warn("intermediate already revoked; kept with its first revocation time and reason")
-			continue
 		}
-		entries = append(entries, x509.RevocationListEntry{SerialNumber: t.SerialNumber, RevocationTime: now.Truncate(time.Second), ReasonCode: reason})
-		c.recordCert(cfg.PKCS11Token, "revoked", t)
 	}
 
 	// Step 4: sign with the root, publish, write the file and transcript.
