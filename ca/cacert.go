@@ -32,13 +32,16 @@ import (
 
 // CreateRoot signs the root template tmpl (from RootTemplate) with signer,
 // the root's own key, through the linted path above, and returns the
-// self-signed root certificate.
+// self-signed root certificate. A template the lints refuse is a
+// *LintError, and nothing was signed with signer.
 func CreateRoot(tmpl *x509.Certificate, signer crypto.Signer) (*x509.Certificate, error) {
 	if tmpl == nil || signer == nil {
 		return nil, errors.New("ca: create root: nil template or signer")
 	}
 	tbs, err := lintCA(tmpl, nil, signer.Public(), signer.Public(), rootLints)
-	if err != nil {
+	if le := (*LintError)(nil); errors.As(err, &le) {
+		return nil, le
+	} else if err != nil {
 		return nil, fmt.Errorf("ca: create root: %w", err)
 	}
 	c, err := signCA(tmpl, nil, signer.Public(), signer, tbs)
@@ -53,7 +56,8 @@ func CreateRoot(tmpl *x509.Certificate, signer crypto.Signer) (*x509.Certificate
 // IntermediateTemplateWithOptions) through the linted path above. It
 // refuses an intermediate that would outlive the root, and checks that the
 // result verifies to the root at now (x509.Certificate.Verify: validity,
-// name constraints).
+// name constraints). A template the lints refuse is a *LintError, and
+// nothing was signed with the root's key.
 func CreateIntermediate(tmpl *x509.Certificate, root CAKey, pub crypto.PublicKey, now time.Time) (*x509.Certificate, error) {
 	if tmpl == nil || root.Cert == nil || root.Signer == nil || pub == nil {
 		return nil, errors.New("ca: create intermediate: nil argument")
@@ -67,7 +71,9 @@ func CreateIntermediate(tmpl *x509.Certificate, root CAKey, pub crypto.PublicKey
 	}
 	lints := func(c *x509.Certificate) []Finding { return intermediateLints(c, root.Cert) }
 	tbs, err := lintCA(tmpl, root.Cert, pub, root.Signer.Public(), lints)
-	if err != nil {
+	if le := (*LintError)(nil); errors.As(err, &le) {
+		return nil, le
+	} else if err != nil {
 		return nil, fmt.Errorf("ca: create intermediate: %w", err)
 	}
 	c, err := signCA(tmpl, root.Cert, pub, root.Signer, tbs)

@@ -38,18 +38,33 @@
 //     the profile, 128-bit random serial, default lifetime 24 h (at most
 //     30 days), backdated 30 s by default (at most 1 minute).
 //
-//   - Ceremony templates. RootTemplate, IntermediateTemplateWithOptions
+//   - Ceremony certificates. RootTemplate, IntermediateTemplateWithOptions
 //     (pathLen 0, lifetime at most 2 years, and optionally critical name
 //     constraints limiting URI SANs to the trust domain, which
-//     pyca/cryptography rejects; IntermediateTemplate always adds them);
-//     CreateCertificate signs a template and checks the result. The
-//     registry's own TLS certificate is not a ceremony: it goes through
-//     Issuer.PrepareServer and Issuer.Sign like an agent leaf (ServerTemplate
-//     remains for tests).
+//     pyca/cryptography rejects; IntermediateTemplate always adds them).
+//     CreateRoot and CreateIntermediate sign them through the same path as
+//     leaves (cacert.go): a throwaway-key signature of the exact TBS, zlint
+//     and ATR's root or issuing CA lints, then the real signature over the
+//     root key's crypto.Signer, refused unless its TBS is the linted one
+//     and its signature verifies. CreateCertificate signs without linting,
+//     for tests and fixtures only. The registry's own TLS certificate is not
+//     a ceremony: it goes through Issuer.PrepareServer and Issuer.Sign like
+//     an agent leaf (ServerTemplate remains for tests).
+//
+//   - Choosing CAs from a token's certificates (selection.go), as pure
+//     functions over []*x509.Certificate and a KeyFinder that reports the
+//     keys present: SplitCAs (self-signed roots and intermediates, newest
+//     first), SelectRoot (the ceremony root), SelectIssuing (the newest
+//     intermediate valid now, issued by a root valid now, with its key) and
+//     PreviousIssuing (the earlier ones that still answer CRL and OCSP);
+//     IsSelfSigned, SamePublicKey, Fingerprint, PublicKeyFingerprint and
+//     Bundle (the published CA bundle) are the helpers they share with
+//     callers.
 //
 //   - Revocation. A Responder signs the CRLs and OCSP responses of one CA
 //     (Issuer.Responder for the issuing CA, NewResponder for an earlier
-//     intermediate or for the root's CRL of intermediates); Issuer.SignCRL
+//     intermediate or for the root's CRL of intermediates, which NextCRL
+//     extends); Issuer.SignCRL
 //     and Issuer.SignOCSP sign with the issuing key; ReasonCode and ReasonName map RFC 5280
 //     reason names (certificateHold and removeFromCRL are refused: revocation
 //     in ATR is terminal).

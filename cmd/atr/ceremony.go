@@ -283,12 +283,12 @@ func (c *ceremony) finish() error {
 	return nil
 }
 
+// checkAlgorithm checks an --algorithm flag against hsm.KeyAlgorithms.
 func checkAlgorithm(alg string) error {
-	switch alg {
-	case "ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096":
-		return nil
+	if _, err := hsm.ParseKeyAlgorithm(alg); err != nil {
+		return usagef("unknown key algorithm %q (ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096)", alg)
 	}
-	return usagef("unknown key algorithm %q (ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096)", alg)
+	return nil
 }
 
 // certOnToken returns the certificate labelled label on the token, if any.
