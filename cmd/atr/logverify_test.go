@@ -416,6 +416,28 @@ func TestLogVerify(t *testing.T) {
 			})
 		}
 	})
+	t.Run("server certificate (server_cert entry)", func(t *testing.T) {
+		serverKey, _ := generateAgentKey("p256")
+		serverCert := c.issue(t, serverKey, "registry")
+		serverFile := writeTestFile(t, filepath.Join(dir, "server.pem"), pemOrNil([]*x509.Certificate{serverCert}), 0o644)
+		e := translog.Entry{Type: translog.EventServerCert, Time: time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC),
+			Fingerprint: certFingerprint(serverCert), IssuerKeyID: "abcd", Certificate: serverCert.Raw}
+		data, err := e.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sl := newFakeLog(t, origin, key)
+		sl.append(testEntry(t, 0, nil), data, testEntry(t, 2, nil))
+		ssrv := httptest.NewServer(sl)
+		defer ssrv.Close()
+		for _, args := range [][]string{{"--cert", serverFile}, {"--cert", serverFile, "--full"}} {
+			a, out, errb := testApp(nil)
+			code := runAtr(a, append([]string{"log", "verify", "--server", ssrv.URL, "--log-key", keyFile}, args...))
+			if code != 0 || !strings.Contains(out.String(), "issuance included at index 1") {
+				t.Errorf("%q: exit %d\nstdout: %s\nstderr: %s", args, code, out, errb)
+			}
+		}
+	})
 	t.Run("certificate not in the log", func(t *testing.T) {
 		expect(t, 1, "no issuance entry", "--log-key", keyFile, "--cert", stranger)
 	})
