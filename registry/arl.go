@@ -21,7 +21,6 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/crypto/ocsp"
 
 	"github.com/agent-trust-registry/atr/ca"
 )
@@ -32,23 +31,6 @@ type revokedCA struct {
 	serial string
 	at     time.Time
 	reason int // the root CRL's reason code for the intermediate
-}
-
-// overrides returns what OCSP and the CRL state about a leaf of the revoked
-// CA whose own state is st: revoked at the CA's revocation time, with reason
-// cACompromise (or the root CRL's own reason when it is a benign one such as
-// superseded or cessationOfOperation), unless the leaf was revoked earlier
-// for its own reason.
-func (c revokedCA) overrides(st certState) certState {
-	if st.status == ocsp.Revoked && !st.revokedAt.After(c.at) {
-		return st
-	}
-	reason := ocsp.CACompromise
-	switch c.reason {
-	case ocsp.Superseded, ocsp.CessationOfOperation, ocsp.AffiliationChanged, ocsp.PrivilegeWithdrawn:
-		reason = c.reason
-	}
-	return certState{status: ocsp.Revoked, reason: reason, revokedAt: c.at.UTC(), notAfter: st.notAfter}
 }
 
 // rootCRL is the newest stored CRL of one root.
@@ -206,7 +188,7 @@ func (s *Store) PublishRootCRL(ctx context.Context, der []byte, roots []*x509.Ce
 			return dbErr("root CRL: reading", err)
 		}
 		if len(max) > 0 && number <= max[0] {
-			return fmt.Errorf("registry: root CRL: number %d is not above the published %d: %w", number, max[0], ErrConflict)
+			return fmt.Errorf("registry: root CRL: number %d is not above the published %d: %w", number, max[0], bare(ErrConflict))
 		}
 		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO root_crls (root_key_id, number, der, this_update, next_update, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
 			keyID, number, der, dbTime(crl.ThisUpdate), dbTime(crl.NextUpdate), dbTime(time.Now()))
@@ -229,17 +211,16 @@ func (s *Store) LatestRootCRL(ctx context.Context, keyID string) ([]byte, error)
 // issuerOf returns the issuer key id of the certificate with serial, from
 // its DER, and stores it in the row (a row written before migration 007).
 func (s *Store) issuerOf(ctx context.Context, serial string) (string, error) {
-	var der []byte
-	if err := s.db.GetContext(ctx, &der, s.db.Rebind(`SELECT der FROM certificates WHERE serial = ?`), serial); err != nil {
-		return "", dbErr("reading certificate", err)
+	der, err := certs(s.db).DER(ctx, serial)
+	if err != nil {
+		return "", err
 	}
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
 		return "", fmt.Errorf("registry: certificate %s: stored DER does not parse: %v", serial, err)
 	}
 	id := hex.EncodeToString(c.AuthorityKeyId)
-	_, err = s.db.ExecContext(ctx, s.db.Rebind(`UPDATE certificates SET issuer_key_id = ? WHERE serial = ? AND issuer_key_id IS NULL`), id, serial)
-	return id, dbErr("recording certificate issuer", err)
+	return id, certs(s.db).SetIssuer(ctx, serial, id)
 }
 
 // BackfillIssuers fills the issuer key id of certificate rows that have none
@@ -249,16 +230,16 @@ func (s *Store) issuerOf(ctx context.Context, serial string) (string, error) {
 func (r *Registry) BackfillIssuers(ctx context.Context) (int, error) {
 	n := 0
 	for {
-		var serials []string
-		if err := r.store.db.SelectContext(ctx, &serials, `SELECT serial FROM certificates WHERE issuer_key_id IS NULL LIMIT 500`); err != nil {
-			return n, dbErr("backfilling issuers", err)
+		serials, err := certs(r.store.db).WithoutIssuer(ctx, 500)
+		if err != nil {
+			return n, wrap("backfilling issuers", err)
 		}
 		if len(serials) == 0 {
 			return n, nil
 		}
 		for _, s := range serials {
 			if _, err := r.store.issuerOf(ctx, s); err != nil {
-				return n, err
+				return n, wrap("backfilling issuers", err)
 			}
 			n++
 		}
@@ -270,14 +251,14 @@ func (r *Registry) BackfillIssuers(ctx context.Context) (int, error) {
 // when that root published none.
 func (r *Registry) rootCRL(ctx context.Context, keyID string) ([]byte, time.Time, error) {
 	if r.revocation == nil {
-		return nil, time.Time{}, fmt.Errorf("registry: crl: no issuer configured: %w", ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("registry: crl: no issuer configured: %w", bare(ErrUnavailable))
 	}
 	if _, err := r.revocation.sync(ctx); err != nil {
 		return nil, time.Time{}, err
 	}
 	c, ok := r.revocation.arl.rootCRL(keyID)
 	if !ok {
-		return nil, time.Time{}, fmt.Errorf("registry: crl: no CRL for %q: %w", keyID, ErrNotFound)
+		return nil, time.Time{}, fmt.Errorf("registry: crl: no CRL for %q: %w", keyID, bare(ErrNotFound))
 	}
 	return c.der, c.nextUpdate, nil
 }
@@ -289,7 +270,7 @@ func (r *Registry) rootCRL(ctx context.Context, keyID string) ([]byte, time.Time
 // for any other key id.
 func (r *Registry) CRLOf(ctx context.Context, keyID string) ([]byte, time.Time, error) {
 	if r.revocation == nil {
-		return nil, time.Time{}, fmt.Errorf("registry: crl: no issuer configured: %w", ErrUnavailable)
+		return nil, time.Time{}, fmt.Errorf("registry: crl: no issuer configured: %w", bare(ErrUnavailable))
 	}
 	if resp, ok := r.revocation.responders[keyID]; ok {
 		return r.revocation.crlOf(ctx, resp)

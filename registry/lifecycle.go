@@ -54,14 +54,14 @@ const (
 func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (*Issued, error) {
 	// Step 1: authorize.
 	if !a.can(ScopeAgentsWrite) || a.Owner == "" {
-		return nil, r.deny(ctx, a, ActionRegister, req.Name, fmt.Errorf("registry: register: %w", ErrForbidden))
+		return nil, r.deny(ctx, a, ActionRegister, req.Name, fmt.Errorf("registry: register: %w", bare(ErrForbidden)))
 	}
 	name, err := ca.NormalizeAgentName(req.Name)
 	if err != nil {
 		return nil, invalid("name", err)
 	}
 	if !inNamespace(name, a.Namespace, a.IsAdmin()) {
-		return nil, r.deny(ctx, a, ActionRegister, name, fmt.Errorf("registry: register: name outside the key's namespace: %w", ErrForbidden))
+		return nil, r.deny(ctx, a, ActionRegister, name, fmt.Errorf("registry: register: name outside the key's namespace: %w", bare(ErrForbidden)))
 	}
 	caps, md, err := checkAttributes(req.Capabilities, req.Metadata)
 	if err != nil {
@@ -72,7 +72,7 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 		return nil, dbErr("register: checking name", err)
 	}
 	if n > 0 {
-		return nil, fmt.Errorf("registry: register: agent %s: %w", name, ErrConflict)
+		return nil, fmt.Errorf("registry: register: agent %s: %w", name, bare(ErrConflict))
 	}
 	// Step 2: parse the CSR.
 	csr, err := ca.ParseCSR(req.CSR)
@@ -97,8 +97,8 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 			name, a.Owner, AgentActive, string(capsJSON), string(mdJSON), rec.Serial, dbTime(now), dbTime(now)); err != nil {
 			return dbErr("register: insert agent", err)
 		}
-		if err := insertCertificate(ctx, tx, name, rec, now); err != nil {
-			return err
+		if err := certs(tx).Insert(ctx, newCertRow(name, rec, now)); err != nil {
+			return wrap("register", err)
 		}
 		agent = Agent{Name: name, Owner: a.Owner, Status: AgentActive, Capabilities: caps, Metadata: md,
 			CurrentSerial: rec.Serial, CreatedAt: dbTime(now), UpdatedAt: dbTime(now)}
@@ -129,7 +129,7 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		return nil, err
 	}
 	if agent.Status != AgentActive {
-		return nil, fmt.Errorf("registry: rotate: agent %s is revoked: %w", name, ErrConflict)
+		return nil, fmt.Errorf("registry: rotate: agent %s is revoked: %w", name, bare(ErrConflict))
 	}
 	csr, err := ca.ParseCSR(csrPEM)
 	if err != nil {
@@ -147,24 +147,23 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 			return dbErr("rotate: reading agent", err)
 		}
 		if cur.Status != AgentActive || cur.Serial == nil || *cur.Serial != oldSerial {
-			return fmt.Errorf("registry: rotate: agent %s changed concurrently: %w", name, ErrConflict)
+			return fmt.Errorf("registry: rotate: agent %s changed concurrently: %w", name, bare(ErrConflict))
 		}
-		var oldFP string
-		if err := tx.GetContext(ctx, &oldFP, tx.Rebind(`SELECT fingerprint_sha256 FROM certificates WHERE serial = ?`), oldSerial); err != nil {
-			return dbErr("rotate: reading previous certificate", err)
+		old, err := certs(tx).BySerial(ctx, oldSerial)
+		if err != nil {
+			return wrap("rotate: reading previous certificate", err)
 		}
-		idx, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRotate, time: now, name: name, cert: cert, proofs: proofs, previous: oldFP})
+		idx, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRotate, time: now, name: name, cert: cert, proofs: proofs, previous: old.Fingerprint})
 		if err != nil {
 			return dbErr("rotate: log", err)
 		}
 		rec.LogIndex = idx
 		rec.Predecessor = oldSerial
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE certificates SET status = ?, successor_serial = ?, grace_until = ?
-			WHERE serial = ? AND status = ?`), CertSuperseded, rec.Serial, dbTime(now.Add(r.cfg.RotationGrace)), oldSerial, CertIssued); err != nil {
-			return dbErr("rotate: superseding", err)
+		if err := certs(tx).Supersede(ctx, oldSerial, rec.Serial, now.Add(r.cfg.RotationGrace)); err != nil {
+			return wrap("rotate", err)
 		}
-		if err := insertCertificate(ctx, tx, name, rec, now); err != nil {
-			return err
+		if err := certs(tx).Insert(ctx, newCertRow(name, rec, now)); err != nil {
+			return wrap("rotate", err)
 		}
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE agents SET current_serial = ?, updated_at = ? WHERE name = ?`),
 			rec.Serial, dbTime(now), name); err != nil {
@@ -195,18 +194,18 @@ type commitFunc func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord
 // name's VRF proofs, computed meanwhile); its error abandons the issuance.
 func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind string, csr *x509.CertificateRequest, await func() error, commit commitFunc) (*x509.Certificate, *CertificateRecord, error) {
 	if r.issuer == nil {
-		return nil, nil, fmt.Errorf("registry: %s: no issuer configured: %w", kind, ErrUnavailable)
+		return nil, nil, fmt.Errorf("registry: %s: no issuer configured: %w", kind, bare(ErrUnavailable))
 	}
 	if revoked, err := r.issuerRevoked(ctx, ca.KeyID(r.issuer.Certificate())); err != nil {
 		return nil, nil, err
 	} else if revoked {
 		r.log.Error("the issuing CA was revoked by its root: issuance refused until a new intermediate is in service (scripts/ceremony/rotate-intermediate.sh, then restart)")
-		return nil, nil, fmt.Errorf("registry: %s: the issuing CA was revoked by its root: %w", kind, ErrUnavailable)
+		return nil, nil, fmt.Errorf("registry: %s: the issuing CA was revoked by its root: %w", kind, bare(ErrUnavailable))
 	}
 	// Step 3: serial and linted TBS.
 	serial, err := ca.NewSerial(r.rand)
 	if err != nil {
-		return nil, nil, fmt.Errorf("registry: %s: serial: %w: %v", kind, ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("registry: %s: serial: %w: %v", kind, bare(ErrUnavailable), err)
 	}
 	now := r.now()
 	prep, err := r.issuer.Prepare(csr, name, serial, now)
@@ -221,14 +220,11 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 	serialHex := ca.FormatSerial(serial)
 	// Step 4: record before sign.
 	if err := r.store.inTx(ctx, kind+": recording pending issuance", func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO pending_issuances
-			(serial, agent_name, owner, kind, tbs, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-			serialHex, name, owner, kind, prep.TBS(), pendingPending, dbTime(now), dbTime(now))
-		if err := dbErr(kind+": pending", err); errors.Is(err, ErrConflict) {
-			return fmt.Errorf("registry: %s: another issuance for %s is in progress: %w", kind, name, ErrConflict)
-		} else {
-			return err
+		err := certs(tx).InsertPending(ctx, pendingRow{Serial: serialHex, Agent: name, Owner: owner, Kind: kind, TBS: prep.TBS(), CreatedAt: now, UpdatedAt: now})
+		if errors.Is(err, ErrConflict) {
+			return fmt.Errorf("registry: %s: another issuance for %s is in progress: %w", kind, name, bare(ErrConflict))
 		}
+		return wrap(kind, err)
 	}); err != nil {
 		return nil, nil, err
 	}
@@ -237,7 +233,7 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 	if err != nil {
 		r.abandon(ctx, a, action, name, serialHex, "signing failed")
 		r.log.WithError(err).WithFields(map[string]any{"agent": name, "serial": serialHex, "request_id": a.RequestID}).Error("signing failed")
-		return nil, nil, fmt.Errorf("registry: %s: signing: %w: %v", kind, ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("registry: %s: signing: %w: %v", kind, bare(ErrUnavailable), err)
 	}
 	if await != nil {
 		if err := await(); err != nil {
@@ -252,15 +248,12 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 	// together with the issuances that are ready at the same time
 	// (group commit, writer.go).
 	err = r.store.inTxGrouped(ctx, kind+": storing certificate", func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE pending_issuances SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`),
-			pendingIssued, dbTime(now), serialHex, pendingPending)
-		if err != nil {
-			return dbErr(kind+": marking issued", err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n != 1 {
+		if ok, err := certs(tx).MarkIssued(ctx, serialHex, now); err != nil {
+			return wrap(kind, err)
+		} else if !ok {
 			// Reconcile abandoned it meanwhile (signing outlasted
 			// PendingTimeout): the certificate must never be handed out.
-			return fmt.Errorf("registry: %s: pending issuance %s was reconciled before it completed: %w", kind, serialHex, ErrUnavailable)
+			return fmt.Errorf("registry: %s: pending issuance %s was reconciled before it completed: %w", kind, serialHex, bare(ErrUnavailable))
 		}
 		return commit(tx, cert, rec, now)
 	})
@@ -277,31 +270,14 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 func (r *Registry) abandon(ctx context.Context, a Actor, action, name, serial, why string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	res, err := r.store.db.ExecContext(ctx, r.store.db.Rebind(`UPDATE pending_issuances SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`),
-		pendingAbandoned, dbTime(r.now()), serial, pendingPending)
+	ok, err := certs(r.store.db).Abandon(ctx, serial, r.now())
 	if err != nil {
-		r.log.WithError(dbErr("abandon", err)).WithField("serial", serial).Error("marking pending issuance abandoned")
+		r.log.WithError(err).WithField("serial", serial).Error("marking pending issuance abandoned")
 		return
 	}
-	if n, _ := res.RowsAffected(); n == 1 {
+	if ok {
 		r.auditBestEffort(ctx, a, action, name, ResultError, map[string]string{"serial": serial, "pending": pendingAbandoned, "error": why})
 	}
-}
-
-func insertCertificate(ctx context.Context, tx *sqlx.Tx, name string, rec *CertificateRecord, now time.Time) error {
-	var pred *string
-	if rec.Predecessor != "" {
-		pred = &rec.Predecessor
-	}
-	var issuer *string
-	if rec.IssuerKeyID != "" {
-		issuer = &rec.IssuerKeyID
-	}
-	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO certificates
-		(serial, agent_name, fingerprint_sha256, status, predecessor_serial, der, log_index, not_before, not_after, created_at, issuer_key_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		rec.Serial, name, rec.FingerprintSHA256, CertIssued, pred, rec.DER, rec.LogIndex, dbTime(rec.NotBefore), dbTime(rec.NotAfter), dbTime(now), issuer)
-	return dbErr("inserting certificate", err)
 }
 
 func (r *Registry) issued(agent Agent, cert *x509.Certificate, rec CertificateRecord) *Issued {
@@ -325,10 +301,10 @@ func (r *Registry) authorizeAgent(ctx context.Context, a Actor, action, name str
 	switch {
 	case a.AgentName != "":
 		if !agentSelf || a.AgentName != name {
-			return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: %w", action, ErrForbidden))
+			return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: %w", action, bare(ErrForbidden)))
 		}
 	case !a.can(scope) || (!a.IsAdmin() && a.Owner == ""):
-		return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: %w", action, ErrForbidden))
+		return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: %w", action, bare(ErrForbidden)))
 	}
 	agent, err := r.loadAgent(ctx, r.store.db, name, false)
 	if err != nil {
@@ -340,10 +316,10 @@ func (r *Registry) authorizeAgent(ctx context.Context, a Actor, action, name str
 	// An owner key reaches only its owner's agents inside its namespace: two
 	// keys of one owner granted different namespaces stay apart.
 	if a.AgentName == "" && !a.IsAdmin() && (agent.Owner != a.Owner || !inNamespace(name, a.Namespace, false)) {
-		return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: agent %s: %w", action, name, ErrNotFound))
+		return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: agent %s: %w", action, name, bare(ErrNotFound)))
 	}
 	if a.AgentName != "" && agent.Status != AgentActive {
-		return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: %w", action, ErrForbidden))
+		return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: %w", action, bare(ErrForbidden)))
 	}
 	return agent, nil
 }

@@ -53,44 +53,6 @@ func (r *Registry) loadAgent(ctx context.Context, q sqlx.ExtContext, name string
 	return row.agent()
 }
 
-type certRow struct {
-	Serial            string     `db:"serial"`
-	Fingerprint       string     `db:"fingerprint_sha256"`
-	Agent             string     `db:"agent_name"`
-	Status            string     `db:"status"`
-	RevocationReason  *string    `db:"revocation_reason"`
-	RevokedAt         *time.Time `db:"revoked_at"`
-	PredecessorSerial *string    `db:"predecessor_serial"`
-	SuccessorSerial   *string    `db:"successor_serial"`
-	DER               []byte     `db:"der"`
-	LogIndex          *int64     `db:"log_index"`
-	NotBefore         time.Time  `db:"not_before"`
-	NotAfter          time.Time  `db:"not_after"`
-	GraceUntil        *time.Time `db:"grace_until"`
-}
-
-const certColumns = `serial, fingerprint_sha256, agent_name, status, revocation_reason, revoked_at, predecessor_serial,
-	successor_serial, der, log_index, not_before, not_after, grace_until`
-
-func (row certRow) record() CertificateRecord {
-	c := CertificateRecord{Serial: row.Serial, FingerprintSHA256: row.Fingerprint, Status: row.Status,
-		NotBefore: row.NotBefore.UTC(), NotAfter: row.NotAfter.UTC(), RevokedAt: utcPtr(row.RevokedAt),
-		GraceUntil: utcPtr(row.GraceUntil), DER: row.DER}
-	if row.RevocationReason != nil {
-		c.RevocationReason = *row.RevocationReason
-	}
-	if row.PredecessorSerial != nil {
-		c.Predecessor = *row.PredecessorSerial
-	}
-	if row.SuccessorSerial != nil {
-		c.Successor = *row.SuccessorSerial
-	}
-	if row.LogIndex != nil {
-		c.LogIndex = *row.LogIndex
-	}
-	return c
-}
-
 // ListAgents lists agents by name: the actor's own (agents:read), or all for
 // an admin (SEC-021, SEC-026). cursor is the opaque value a previous call
 // returned ("" to start); an invalid cursor is ErrInvalid. limit defaults to
@@ -98,7 +60,7 @@ func (row certRow) record() CertificateRecord {
 // "" after the last page.
 func (r *Registry) ListAgents(ctx context.Context, a Actor, cursor string, limit int) ([]Agent, string, error) {
 	if !a.can(ScopeAgentsRead) || (!a.IsAdmin() && a.Owner == "") {
-		return nil, "", r.deny(ctx, a, ActionListAgents, "", fmt.Errorf("registry: list agents: %w", ErrForbidden))
+		return nil, "", r.deny(ctx, a, ActionListAgents, "", fmt.Errorf("registry: list agents: %w", bare(ErrForbidden)))
 	}
 	limit, err := pageLimit(limit)
 	if err != nil {
@@ -156,16 +118,15 @@ func page[R, T any](rows []R, limit int, key func(R) string, conv func(R) (*T, e
 func (r *Registry) GetAgent(ctx context.Context, a Actor, name string) (*AgentDetail, error) {
 	norm, err := ca.NormalizeAgentName(name)
 	if err != nil {
-		return nil, fmt.Errorf("registry: get agent: %w", ErrNotFound)
+		return nil, fmt.Errorf("registry: get agent: %w", bare(ErrNotFound))
 	}
 	agent, err := r.authorizeAgent(ctx, a, ActionGetAgent, norm, false)
 	if err != nil {
 		return nil, err
 	}
-	var rows []certRow
-	if err := r.store.db.SelectContext(ctx, &rows, r.store.db.Rebind(`SELECT `+certColumns+` FROM certificates
-		WHERE agent_name = ? ORDER BY created_at, log_index, serial`), norm); err != nil {
-		return nil, dbErr("get agent: certificates", err)
+	rows, err := certs(r.store.db).History(ctx, norm)
+	if err != nil {
+		return nil, wrap("get agent", err)
 	}
 	d := &AgentDetail{Agent: *agent}
 	for _, row := range rows {
@@ -179,24 +140,15 @@ func (r *Registry) GetAgent(ctx context.Context, a Actor, name string) (*AgentDe
 func (r *Registry) CurrentCertificate(ctx context.Context, a Actor, name string) (string, error) {
 	norm, err := ca.NormalizeAgentName(name)
 	if err != nil {
-		return "", fmt.Errorf("registry: current certificate: %w", ErrNotFound)
+		return "", fmt.Errorf("registry: current certificate: %w", bare(ErrNotFound))
 	}
 	agent, err := r.authorizeAgent(ctx, a, ActionGetAgent, norm, false)
 	if err != nil {
 		return "", err
 	}
-	var der []byte
-	if err := r.store.db.GetContext(ctx, &der, r.store.db.Rebind(`SELECT der FROM certificates WHERE serial = ?`), agent.CurrentSerial); err != nil {
-		return "", dbErr("current certificate", err)
+	der, err := certs(r.store.db).DER(ctx, agent.CurrentSerial)
+	if err != nil {
+		return "", wrap("current certificate", err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), nil
-}
-
-// certificateByFingerprint reads a certificate row by SHA-256 fingerprint.
-func (r *Registry) certificateByFingerprint(ctx context.Context, fp string) (*certRow, error) {
-	var row certRow
-	if err := r.store.db.GetContext(ctx, &row, r.store.db.Rebind(`SELECT `+certColumns+` FROM certificates WHERE fingerprint_sha256 = ?`), fp); err != nil {
-		return nil, dbErr("certificate by fingerprint", err)
-	}
-	return &row, nil
 }

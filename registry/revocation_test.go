@@ -20,7 +20,6 @@ import (
 	"errors"
 	"io"
 	"math/big"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -692,43 +691,6 @@ func TestRevocationOCSPReplicas(t *testing.T) {
 			resp, _ := mustOCSP(t, rb.svc, req, leaf, e.inter)
 			if resp.Status != ocsp.Revoked || resp.RevocationReason != ocsp.AffiliationChanged {
 				t.Errorf("B after A revoked: status %d reason %d, want revoked affiliationChanged", resp.Status, resp.RevocationReason)
-			}
-		})
-	}
-}
-
-func TestDecodeOCSPGet(t *testing.T) {
-	der := []byte{0x30, 0x51, 0xfb, 0xef, 0xff, 0x00, 0x3e}
-	std := base64.StdEncoding.EncodeToString(der) // contains '+' and '/'
-	if !strings.ContainsAny(std, "+/") {
-		t.Fatalf("test vector %q should contain + or /", std)
-	}
-	tests := []struct {
-		name, path string
-		ok         bool
-	}{
-		{"standard", std, true},
-		{"url-encoded", url.PathEscape(std), true},
-		{"fully escaped", strings.NewReplacer("+", "%2B", "/", "%2F", "=", "%3D").Replace(std), true},
-		{"no padding", strings.TrimRight(std, "="), true},
-		{"plus mangled to space", strings.ReplaceAll(std, "+", " "), true},
-		{"empty", "", false},
-		{"url-safe alphabet", base64.URLEncoding.EncodeToString(der), false},
-		{"bad escape", "%zz", false},
-		{"not base64", "!!!!", false},
-		{"too long", strings.Repeat("A", maxOCSPGetPathSize+1), false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := DecodeOCSPGet(tt.path)
-			if !tt.ok {
-				if !errors.Is(err, ErrInvalid) {
-					t.Fatalf("DecodeOCSPGet(%q) = %x, %v; want ErrInvalid", tt.path, got, err)
-				}
-				return
-			}
-			if err != nil || !bytes.Equal(got, der) {
-				t.Fatalf("DecodeOCSPGet(%q) = %x, %v; want %x", tt.path, got, err, der)
 			}
 		})
 	}

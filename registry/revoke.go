@@ -63,18 +63,12 @@ func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*A
 			*agent = *cur
 			return nil
 		}
-		var certs []struct {
-			Serial      string `db:"serial"`
-			Fingerprint string `db:"fingerprint_sha256"`
-			DER         []byte `db:"der"`
-		}
-		if err := tx.SelectContext(ctx, &certs, tx.Rebind(`SELECT serial, fingerprint_sha256, der FROM certificates
-			WHERE agent_name = ? AND (status = ? OR (status = ? AND grace_until > ?)) ORDER BY created_at DESC, log_index DESC`),
-			name, CertIssued, CertSuperseded, dbTime(now)); err != nil {
-			return dbErr("revoke: reading certificates", err)
+		live, err := certs(tx).Unrevoked(ctx, name, now)
+		if err != nil {
+			return wrap("revoke", err)
 		}
 		var first *int64
-		for _, c := range certs {
+		for _, c := range live {
 			cert, err := x509.ParseCertificate(c.DER)
 			if err != nil {
 				return fmt.Errorf("registry: revoke: stored certificate %s: %v", c.Serial, err)
@@ -86,9 +80,8 @@ func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*A
 			if first == nil || c.Serial == cur.CurrentSerial {
 				first = &idx
 			}
-			if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE certificates SET status = ?, revocation_reason = ?, revoked_at = ? WHERE serial = ?`),
-				CertRevoked, reason, dbTime(now), c.Serial); err != nil {
-				return dbErr("revoke: updating certificate", err)
+			if err := certs(tx).Revoke(ctx, c.Serial, reason, now); err != nil {
+				return wrap("revoke", err)
 			}
 			revoked = append(revoked, c.Serial)
 		}
@@ -124,35 +117,26 @@ func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*A
 // of rows settled.
 func (r *Registry) Reconcile(ctx context.Context) (int, error) {
 	cutoff := dbTime(r.now().Add(-r.cfg.PendingTimeout))
-	var rows []struct {
-		Serial string `db:"serial"`
-		Agent  string `db:"agent_name"`
-		Owner  string `db:"owner"`
-		Kind   string `db:"kind"`
-	}
-	if err := r.store.db.SelectContext(ctx, &rows, r.store.db.Rebind(`SELECT serial, agent_name, owner, kind FROM pending_issuances
-		WHERE state = ? AND created_at < ? ORDER BY created_at`), pendingPending, cutoff); err != nil {
-		return 0, dbErr("reconcile: reading pending issuances", err)
+	rows, err := certs(r.store.db).StalePending(ctx, cutoff)
+	if err != nil {
+		return 0, wrap("reconcile", err)
 	}
 	settled := 0
 	sys := SystemActor()
 	for _, p := range rows {
 		did := false
 		err := r.store.inTx(ctx, "reconcile", func(tx *sqlx.Tx) error {
-			var n int
-			if err := tx.GetContext(ctx, &n, tx.Rebind(`SELECT COUNT(*) FROM certificates WHERE serial = ?`), p.Serial); err != nil {
-				return dbErr("reconcile: looking up certificate", err)
+			stored, err := certs(tx).Exists(ctx, p.Serial)
+			if err != nil {
+				return wrap("reconcile", err)
 			}
 			state := pendingAbandoned
-			if n > 0 {
+			if stored {
 				state = pendingIssued
 			}
-			res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE pending_issuances SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`),
-				state, dbTime(r.now()), p.Serial, pendingPending)
-			if err != nil {
-				return dbErr("reconcile: updating", err)
-			}
-			if k, _ := res.RowsAffected(); k != 1 {
+			if ok, err := certs(tx).SettlePending(ctx, p.Serial, state, r.now()); err != nil {
+				return wrap("reconcile", err)
+			} else if !ok {
 				return nil // settled by someone else
 			}
 			did = true
@@ -184,17 +168,9 @@ type PendingIssuance struct {
 
 // PendingIssuances lists issuance records (all states), oldest first.
 func (s *Store) PendingIssuances(ctx context.Context) ([]PendingIssuance, error) {
-	var rows []struct {
-		Serial    string    `db:"serial"`
-		Agent     string    `db:"agent_name"`
-		Owner     string    `db:"owner"`
-		Kind      string    `db:"kind"`
-		State     string    `db:"state"`
-		TBS       []byte    `db:"tbs"`
-		CreatedAt time.Time `db:"created_at"`
-	}
-	if err := s.db.SelectContext(ctx, &rows, `SELECT serial, agent_name, owner, kind, state, tbs, created_at FROM pending_issuances ORDER BY created_at, serial`); err != nil {
-		return nil, dbErr("pending issuances", err)
+	rows, err := certs(s.db).Pending(ctx)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]PendingIssuance, len(rows))
 	for i, p := range rows {

@@ -71,12 +71,12 @@ type ServerCertificate struct {
 // takes no Actor and must never be reachable from a request.
 func (r *Registry) IssueServerCertificate(ctx context.Context, pub crypto.PublicKey, dns []string, ips []net.IP, lifetime time.Duration) (*ServerCertificate, error) {
 	if r.issuer == nil {
-		return nil, fmt.Errorf("registry: server certificate: no issuer configured: %w", ErrUnavailable)
+		return nil, fmt.Errorf("registry: server certificate: no issuer configured: %w", bare(ErrUnavailable))
 	}
 	// Step 1: serial and linted TBS.
 	serial, err := ca.NewSerial(r.rand)
 	if err != nil {
-		return nil, fmt.Errorf("registry: server certificate: serial: %w: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("registry: server certificate: serial: %w: %v", bare(ErrUnavailable), err)
 	}
 	now := r.now()
 	prep, err := r.issuer.PrepareServer(pub, dns, ips, serial, now, lifetime)
@@ -114,7 +114,7 @@ func (r *Registry) IssueServerCertificate(ctx context.Context, pub crypto.Public
 	if err != nil {
 		r.abandonServerCert(ctx, serialHex, "signing failed")
 		r.log.WithError(err).WithField("serial", serialHex).Error("signing the server certificate failed")
-		return nil, fmt.Errorf("registry: server certificate: signing: %w: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("registry: server certificate: signing: %w: %v", bare(ErrUnavailable), err)
 	}
 	sum := sha256.Sum256(cert.Raw)
 	fp := hex.EncodeToString(sum[:])
@@ -143,7 +143,7 @@ func (r *Registry) IssueServerCertificate(ctx context.Context, pub crypto.Public
 		if n, err := res.RowsAffected(); err != nil || n != 1 {
 			// Reconcile abandoned it meanwhile (signing outlasted
 			// PendingTimeout): the certificate must never be served.
-			return fmt.Errorf("registry: server certificate: pending issuance %s was reconciled before it completed: %w", serialHex, ErrUnavailable)
+			return fmt.Errorf("registry: server certificate: pending issuance %s was reconciled before it completed: %w", serialHex, bare(ErrUnavailable))
 		}
 		return r.writeAudit(ctx, tx, SystemActor(), ActionServerCertIssue, serialHex, ResultSuccess, map[string]string{
 			"serial": serialHex, "fingerprint_sha256": fp, "dns_names": strings.Join(dns, " "), "ip_addresses": strings.Join(ipText, " "),

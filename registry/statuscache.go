@@ -36,7 +36,7 @@ type statusCache struct {
 }
 
 type statusEntry struct {
-	row certRow // without DER
+	row certRow // ByFingerprint's: without DER
 	at  time.Time
 	seq int64 // the revocation revision read before the row
 }
@@ -99,7 +99,8 @@ func (c *statusCache) clear() {
 	clear(c.m)
 }
 
-// verifyStatus is certificateByFingerprint through the status cache.
+// verifyStatus is the certificate store's ByFingerprint through the status
+// cache.
 func (r *Registry) verifyStatus(ctx context.Context, fp string) (*certRow, error) {
 	now := r.now()
 	seq, live := r.notify.revocationSeq() // before the row: see statusEntry.seq
@@ -107,7 +108,7 @@ func (r *Registry) verifyStatus(ctx context.Context, fp string) (*certRow, error
 	if cached != nil {
 		return cached, nil
 	}
-	row, err := r.certificateByFingerprint(ctx, fp)
+	row, err := certs(r.store.db).ByFingerprint(ctx, fp)
 	if err != nil {
 		return nil, err
 	}

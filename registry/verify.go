@@ -25,7 +25,7 @@ import (
 //     period; inside it the result is verified with Status "superseded").
 func (r *Registry) Verify(ctx context.Context, leafPEM, chainPEM []byte) (*VerifyResult, error) {
 	if r.verify == nil {
-		return nil, fmt.Errorf("registry: verify: no verifier configured: %w", ErrUnavailable)
+		return nil, fmt.Errorf("registry: verify: no verifier configured: %w", bare(ErrUnavailable))
 	}
 	if len(leafPEM) > MaxPEMSize || len(chainPEM) > MaxPEMSize {
 		return nil, invalid("certificate larger than 64 KiB", nil)
@@ -63,23 +63,9 @@ func (r *Registry) Verify(ctx context.Context, leafPEM, chainPEM []byte) (*Verif
 	if err != nil {
 		return nil, err
 	}
-	res.Agent, res.Status = row.Agent, row.Status
-	li := row.LogIndex
-	res.LogIndex = li
-	switch row.Status {
-	case CertRevoked:
-		res.Reason = ReasonRevoked
-	case CertSuperseded:
-		if row.GraceUntil == nil || !now.Before(*row.GraceUntil) {
-			res.Reason = ReasonSuperseded
-		} else {
-			res.Verified = true
-		}
-	case CertIssued:
-		res.Verified = true
-	default:
-		res.Reason = ReasonUnknownCertificate
-	}
+	res.Agent, res.Status, res.LogIndex = row.Agent, row.Status, row.LogIndex
+	st := statusAt(*row, now) // the rule CRL and OCSP apply too (status.go)
+	res.Verified, res.Reason = st.good(), st.verifyReason
 	return res, nil
 }
 
@@ -109,10 +95,10 @@ func verifyReason(err error) string {
 func (r *Registry) AuthenticateAgent(ctx context.Context, chain []*x509.Certificate) (*Actor, error) {
 	fail := func(why string) (*Actor, error) {
 		r.log.WithField("reason", why).Warn("agent authentication failed")
-		return nil, fmt.Errorf("registry: authenticate agent: %w", ErrUnauthenticated)
+		return nil, fmt.Errorf("registry: authenticate agent: %w", bare(ErrUnauthenticated))
 	}
 	if r.verify == nil {
-		return nil, fmt.Errorf("registry: authenticate agent: no verifier configured: %w", ErrUnavailable)
+		return nil, fmt.Errorf("registry: authenticate agent: no verifier configured: %w", bare(ErrUnavailable))
 	}
 	if len(chain) == 0 || chain[0] == nil {
 		return fail("no certificate")
@@ -130,7 +116,7 @@ func (r *Registry) AuthenticateAgent(ctx context.Context, chain []*x509.Certific
 		return fail("not an agent certificate")
 	}
 	fp := sha256.Sum256(chain[0].Raw)
-	row, err := r.certificateByFingerprint(ctx, hex.EncodeToString(fp[:]))
+	row, err := certs(r.store.db).ByFingerprint(ctx, hex.EncodeToString(fp[:]))
 	if errors.Is(err, ErrNotFound) {
 		return fail(ReasonUnknownCertificate)
 	}

@@ -1,0 +1,329 @@
+package registry
+
+// The certificate store: the certificates and pending_issuances tables
+// behind typed operations (after Boulder's sa), with one row struct per
+// table. Every SQL statement of the package that reads or writes either
+// table is in this file; the lifecycle (lifecycle.go, revoke.go), Verify,
+// the CRL and OCSP (crl.go, ocsp.go) and the issuer backfill (arl.go) call
+// these operations.
+//
+// An operation runs in the transaction or database it is given (certs(q)):
+// the issuance commit runs inside the group-commit writer's batches
+// (writer.go), so no operation opens, commits or locks a transaction of its
+// own. Driver errors are converted by dbErr.
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// certRow is a row of certificates. Serial is in the canonical spelling of
+// ca.FormatSerial (older replicas wrote some without their leading zero
+// nibble; see Status). DER is only read by the operations that say so.
+type certRow struct {
+	Serial            string     `db:"serial"`
+	Agent             string     `db:"agent_name"`
+	Fingerprint       string     `db:"fingerprint_sha256"`
+	Status            string     `db:"status"` // CertIssued, CertSuperseded or CertRevoked
+	RevocationReason  *string    `db:"revocation_reason"`
+	RevokedAt         *time.Time `db:"revoked_at"`
+	PredecessorSerial *string    `db:"predecessor_serial"`
+	SuccessorSerial   *string    `db:"successor_serial"`
+	DER               []byte     `db:"der"`
+	LogIndex          *int64     `db:"log_index"`
+	NotBefore         time.Time  `db:"not_before"`
+	NotAfter          time.Time  `db:"not_after"`
+	GraceUntil        *time.Time `db:"grace_until"` // superseded: verifies until then
+	CreatedAt         time.Time  `db:"created_at"`
+	IssuerKeyID       *string    `db:"issuer_key_id"` // NULL on rows older than migration 007
+}
+
+// certStatusColumns are the columns of certRow except der: what status
+// lookups read.
+const certStatusColumns = `serial, agent_name, fingerprint_sha256, status, revocation_reason, revoked_at, predecessor_serial,
+	successor_serial, log_index, not_before, not_after, grace_until, created_at, issuer_key_id`
+
+// certColumns are all the columns of certRow.
+const certColumns = certStatusColumns + `, der`
+
+// record is the row as the package's callers see it.
+func (row certRow) record() CertificateRecord {
+	c := CertificateRecord{Serial: row.Serial, FingerprintSHA256: row.Fingerprint, Status: row.Status,
+		NotBefore: row.NotBefore.UTC(), NotAfter: row.NotAfter.UTC(), RevokedAt: utcPtr(row.RevokedAt),
+		GraceUntil: utcPtr(row.GraceUntil), DER: row.DER}
+	if row.RevocationReason != nil {
+		c.RevocationReason = *row.RevocationReason
+	}
+	if row.PredecessorSerial != nil {
+		c.Predecessor = *row.PredecessorSerial
+	}
+	if row.SuccessorSerial != nil {
+		c.Successor = *row.SuccessorSerial
+	}
+	if row.LogIndex != nil {
+		c.LogIndex = *row.LogIndex
+	}
+	if row.IssuerKeyID != nil {
+		c.IssuerKeyID = *row.IssuerKeyID
+	}
+	return c
+}
+
+// newCertRow is the row of a certificate rec of agent just issued at now.
+func newCertRow(agent string, rec *CertificateRecord, now time.Time) certRow {
+	row := certRow{Serial: rec.Serial, Agent: agent, Fingerprint: rec.FingerprintSHA256, Status: CertIssued,
+		DER: rec.DER, LogIndex: &rec.LogIndex, NotBefore: dbTime(rec.NotBefore), NotAfter: dbTime(rec.NotAfter), CreatedAt: dbTime(now)}
+	if rec.Predecessor != "" {
+		row.PredecessorSerial = &rec.Predecessor
+	}
+	if rec.IssuerKeyID != "" {
+		row.IssuerKeyID = &rec.IssuerKeyID
+	}
+	return row
+}
+
+// pendingRow is a row of pending_issuances: the serial and TBS recorded
+// before the token signs (DESIGN.md "Issuance", step 5).
+type pendingRow struct {
+	Serial    string    `db:"serial"`
+	Agent     string    `db:"agent_name"`
+	Owner     string    `db:"owner"`
+	Kind      string    `db:"kind"` // "register" or "rotate"
+	TBS       []byte    `db:"tbs"`
+	State     string    `db:"state"` // pendingPending, pendingIssued or pendingAbandoned
+	CreatedAt time.Time `db:"created_at"`
+	UpdatedAt time.Time `db:"updated_at"`
+}
+
+// certStore is the certificate store bound to the transaction or database
+// its operations run in.
+type certStore struct {
+	q sqlx.ExtContext
+}
+
+// certs returns the certificate store running in q: a *sqlx.Tx (inside
+// Store.inTx or inTxGrouped) or the Store's *sqlx.DB for a lone statement.
+func certs(q sqlx.ExtContext) certStore { return certStore{q: q} }
+
+func (c certStore) get(ctx context.Context, dst any, query string, args ...any) error {
+	return sqlx.GetContext(ctx, c.q, dst, c.q.Rebind(query), args...)
+}
+
+func (c certStore) sel(ctx context.Context, dst any, query string, args ...any) error {
+	return sqlx.SelectContext(ctx, c.q, dst, c.q.Rebind(query), args...)
+}
+
+// exec runs a statement and returns the number of rows it changed.
+func (c certStore) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := c.q.ExecContext(ctx, c.q.Rebind(query), args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// ---------------------------------------------------------------------------
+// pending_issuances
+
+// InsertPending records an issuance before it is signed. A second issuance
+// in flight for the same agent name is ErrConflict (a partial unique index).
+func (c certStore) InsertPending(ctx context.Context, p pendingRow) error {
+	_, err := c.exec(ctx, `INSERT INTO pending_issuances
+		(serial, agent_name, owner, kind, tbs, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		p.Serial, p.Agent, p.Owner, p.Kind, p.TBS, pendingPending, dbTime(p.CreatedAt), dbTime(p.UpdatedAt))
+	return dbErr("recording pending issuance", err)
+}
+
+// MarkIssued moves the pending issuance serial to issued at now. It reports
+// false when the row was no longer pending (Reconcile settled it).
+func (c certStore) MarkIssued(ctx context.Context, serial string, now time.Time) (bool, error) {
+	return c.SettlePending(ctx, serial, pendingIssued, now)
+}
+
+// Abandon moves the pending issuance serial to abandoned at now. It reports
+// false when the row was no longer pending.
+func (c certStore) Abandon(ctx context.Context, serial string, now time.Time) (bool, error) {
+	return c.SettlePending(ctx, serial, pendingAbandoned, now)
+}
+
+// SettlePending moves the pending issuance serial to state at now, if it is
+// still pending; it reports whether it was.
+func (c certStore) SettlePending(ctx context.Context, serial, state string, now time.Time) (bool, error) {
+	n, err := c.exec(ctx, `UPDATE pending_issuances SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`,
+		state, dbTime(now), serial, pendingPending)
+	if err != nil {
+		return false, dbErr("settling pending issuance "+serial, err)
+	}
+	return n == 1, nil
+}
+
+// StalePending lists the issuances still pending that were recorded before
+// cutoff, oldest first, without their TBS.
+func (c certStore) StalePending(ctx context.Context, cutoff time.Time) ([]pendingRow, error) {
+	var rows []pendingRow
+	err := c.sel(ctx, &rows, `SELECT serial, agent_name, owner, kind, state, created_at, updated_at FROM pending_issuances
+		WHERE state = ? AND created_at < ? ORDER BY created_at`, pendingPending, dbTime(cutoff))
+	return rows, dbErr("reading pending issuances", err)
+}
+
+// Pending lists every issuance record (all states), oldest first.
+func (c certStore) Pending(ctx context.Context) ([]pendingRow, error) {
+	var rows []pendingRow
+	err := c.sel(ctx, &rows, `SELECT serial, agent_name, owner, kind, tbs, state, created_at, updated_at
+		FROM pending_issuances ORDER BY created_at, serial`)
+	return rows, dbErr("reading pending issuances", err)
+}
+
+// ---------------------------------------------------------------------------
+// certificates: writes
+
+// Insert stores a freshly issued certificate (row.Status CertIssued).
+func (c certStore) Insert(ctx context.Context, row certRow) error {
+	_, err := c.exec(ctx, `INSERT INTO certificates
+		(serial, agent_name, fingerprint_sha256, status, predecessor_serial, der, log_index, not_before, not_after, created_at, issuer_key_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		row.Serial, row.Agent, row.Fingerprint, row.Status, row.PredecessorSerial, row.DER, row.LogIndex,
+		dbTime(row.NotBefore), dbTime(row.NotAfter), dbTime(row.CreatedAt), row.IssuerKeyID)
+	return dbErr("inserting certificate", err)
+}
+
+// Supersede marks the issued certificate serial superseded by successor;
+// it keeps verifying until graceUntil (statusAt). A certificate that is not
+// issued any more is left alone.
+func (c certStore) Supersede(ctx context.Context, serial, successor string, graceUntil time.Time) error {
+	_, err := c.exec(ctx, `UPDATE certificates SET status = ?, successor_serial = ?, grace_until = ?
+		WHERE serial = ? AND status = ?`, CertSuperseded, successor, dbTime(graceUntil), serial, CertIssued)
+	return dbErr("superseding certificate "+serial, err)
+}
+
+// Revoke marks the certificate serial revoked at at with reason (an RFC
+// 5280 reason name, normalizeReason).
+func (c certStore) Revoke(ctx context.Context, serial, reason string, at time.Time) error {
+	_, err := c.exec(ctx, `UPDATE certificates SET status = ?, revocation_reason = ?, revoked_at = ? WHERE serial = ?`,
+		CertRevoked, reason, dbTime(at), serial)
+	return dbErr("revoking certificate "+serial, err)
+}
+
+// SetIssuer records the issuing CA's key id of a row that has none.
+func (c certStore) SetIssuer(ctx context.Context, serial, keyID string) error {
+	_, err := c.exec(ctx, `UPDATE certificates SET issuer_key_id = ? WHERE serial = ? AND issuer_key_id IS NULL`, keyID, serial)
+	return dbErr("recording certificate issuer", err)
+}
+
+// ---------------------------------------------------------------------------
+// certificates: lookups
+
+// ByFingerprint reads the row (without DER) of the certificate with SHA-256
+// fingerprint fp (64 lowercase hex digits); ErrNotFound if there is none.
+func (c certStore) ByFingerprint(ctx context.Context, fp string) (*certRow, error) {
+	var row certRow
+	if err := c.get(ctx, &row, `SELECT `+certStatusColumns+` FROM certificates WHERE fingerprint_sha256 = ?`, fp); err != nil {
+		return nil, dbErr("certificate by fingerprint", err)
+	}
+	return &row, nil
+}
+
+// BySerial reads the row (without DER) of the certificate with serial;
+// ErrNotFound if there is none.
+func (c certStore) BySerial(ctx context.Context, serial string) (*certRow, error) {
+	var row certRow
+	if err := c.get(ctx, &row, `SELECT `+certStatusColumns+` FROM certificates WHERE serial = ?`, serial); err != nil {
+		return nil, dbErr("certificate "+serial, err)
+	}
+	return &row, nil
+}
+
+// Status reads the row (without DER) of the certificate with serial in
+// either spelling: a replica older than migration 004, still running during
+// a rolling upgrade, writes serials without their leading zero nibble. One
+// primary-key read; ErrNotFound if there is none.
+func (c certStore) Status(ctx context.Context, serial string) (*certRow, error) {
+	var row certRow
+	if err := c.get(ctx, &row, `SELECT `+certStatusColumns+` FROM certificates WHERE serial IN (?, ?)`,
+		serial, strings.TrimPrefix(serial, "0")); err != nil {
+		return nil, dbErr("certificate status", err)
+	}
+	return &row, nil
+}
+
+// DER reads the DER of the certificate with serial; ErrNotFound if there
+// is none.
+func (c certStore) DER(ctx context.Context, serial string) ([]byte, error) {
+	var der []byte
+	if err := c.get(ctx, &der, `SELECT der FROM certificates WHERE serial = ?`, serial); err != nil {
+		return nil, dbErr("certificate "+serial, err)
+	}
+	return der, nil
+}
+
+// Exists reports whether a certificate with serial is stored.
+func (c certStore) Exists(ctx context.Context, serial string) (bool, error) {
+	var n int
+	if err := c.get(ctx, &n, `SELECT COUNT(*) FROM certificates WHERE serial = ?`, serial); err != nil {
+		return false, dbErr("looking up certificate "+serial, err)
+	}
+	return n > 0, nil
+}
+
+// History reads every certificate of agent with its DER, oldest first.
+func (c certStore) History(ctx context.Context, agent string) ([]certRow, error) {
+	var rows []certRow
+	err := c.sel(ctx, &rows, `SELECT `+certColumns+` FROM certificates
+		WHERE agent_name = ? ORDER BY created_at, log_index, serial`, agent)
+	return rows, dbErr("reading certificates of "+agent, err)
+}
+
+// Unrevoked reads, with their DER and newest first, the certificates of
+// agent that still verify at now: the issued one and those superseded whose
+// grace period has not ended (statusAt's good rows). Revoking an agent
+// revokes these.
+func (c certStore) Unrevoked(ctx context.Context, agent string, now time.Time) ([]certRow, error) {
+	var rows []certRow
+	err := c.sel(ctx, &rows, `SELECT `+certColumns+` FROM certificates
+		WHERE agent_name = ? AND (status = ? OR (status = ? AND grace_until > ?)) ORDER BY created_at DESC, log_index DESC`,
+		agent, CertIssued, CertSuperseded, dbTime(now))
+	return rows, dbErr("reading certificates of "+agent, err)
+}
+
+// CRLRows reads (without DER, by serial) the unexpired certificates of the
+// issuing CA issuer that belong on its CRL at now: revoked ones, and
+// superseded ones whose grace period ended (statusAt's revoked rows). With
+// all, every unexpired certificate of issuer (a root CRL revoked it).
+func (c certStore) CRLRows(ctx context.Context, issuer string, now time.Time, all bool) ([]certRow, error) {
+	var rows []certRow
+	var err error
+	if all {
+		err = c.sel(ctx, &rows, `SELECT `+certStatusColumns+` FROM certificates
+			WHERE issuer_key_id = ? AND not_after > ? ORDER BY serial`, issuer, dbTime(now))
+	} else {
+		err = c.sel(ctx, &rows, `SELECT `+certStatusColumns+` FROM certificates
+			WHERE issuer_key_id = ? AND not_after > ? AND (status = ? OR (status = ? AND (grace_until IS NULL OR grace_until <= ?)))
+			ORDER BY serial`, issuer, dbTime(now), CertRevoked, CertSuperseded, dbTime(now))
+	}
+	return rows, dbErr("reading revoked certificates", err)
+}
+
+// NextGraceEnd returns the earliest grace end after now of a superseded
+// certificate of issuer, when its CRL must next change; nil if none.
+func (c certStore) NextGraceEnd(ctx context.Context, issuer string, now time.Time) (*time.Time, error) {
+	var ends []time.Time
+	if err := c.sel(ctx, &ends, `SELECT grace_until FROM certificates
+		WHERE status = ? AND grace_until > ? AND issuer_key_id = ? ORDER BY grace_until LIMIT 1`, CertSuperseded, dbTime(now), issuer); err != nil {
+		return nil, dbErr("reading next grace end", err)
+	}
+	if len(ends) == 0 {
+		return nil, nil
+	}
+	t := dbTime(ends[0])
+	return &t, nil
+}
+
+// WithoutIssuer lists up to limit serials of rows with no issuer key id.
+func (c certStore) WithoutIssuer(ctx context.Context, limit int) ([]string, error) {
+	var serials []string
+	err := c.sel(ctx, &serials, `SELECT serial FROM certificates WHERE issuer_key_id IS NULL LIMIT ?`, limit)
+	return serials, dbErr("reading certificates without issuer", err)
+}

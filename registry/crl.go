@@ -1,0 +1,198 @@
+package registry
+
+// The full CRL of each issuing CA (RFC 5280).
+//
+// A CRL fetch costs one read of the revocation revision
+// (revocation_state.seq, see revocation.go): the stored CRL is served while
+// it was made at the current revision, before 2/3 of its validity, and
+// before the next end of a rotation grace period (when a superseded
+// certificate enters the list); otherwise it is regenerated under the CA's
+// crl_issuers row lock (FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on
+// SQLite), which also serializes CRL numbers across replicas. A revocation
+// committed on any replica is therefore in the very next CRL fetched from
+// any replica.
+
+import (
+	"context" //nolint:gosec // OCSP CertID hashes: SHA-1 is what most clients send (RFC 6960 4.1.1)
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/sirupsen/logrus"
+)
+
+// storedCRL is the crl_state row.
+type storedCRL struct {
+	Number     int64      `db:"number"`
+	Seq        int64      `db:"seq"`
+	DER        []byte     `db:"der"`
+	ThisUpdate *time.Time `db:"this_update"`
+	NextUpdate *time.Time `db:"next_update"`
+	StaleAt    *time.Time `db:"stale_at"`
+}
+
+// fresh reports whether c may be served at revision seq and time now.
+func (c *storedCRL) fresh(seq int64, now time.Time) bool {
+	if c == nil || len(c.DER) == 0 || c.ThisUpdate == nil || c.NextUpdate == nil || c.Seq != seq {
+		return false
+	}
+	if c.StaleAt != nil && !now.Before(*c.StaleAt) {
+		return false
+	}
+	return now.Before(refreshPoint(*c.ThisUpdate, *c.NextUpdate))
+}
+
+// crl returns the issuing CA's current full CRL (DER) and its nextUpdate.
+func (s *revocationService) crl(ctx context.Context) ([]byte, time.Time, error) {
+	return s.crlOf(ctx, s.current)
+}
+
+// crlOf returns the current full CRL (DER) of one issuing CA and its
+// nextUpdate, regenerating it when it is stale (see the comment at the top
+// of this file).
+func (s *revocationService) crlOf(ctx context.Context, r *responder) ([]byte, time.Time, error) {
+	seq, err := s.sync(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	r.mu.Lock()
+	cur := r.lastCRL
+	r.mu.Unlock()
+	if cur.fresh(seq, s.now()) {
+		return cur.DER, cur.NextUpdate.UTC(), nil
+	}
+	// The revision is part of the key: a fetch that saw a newer revision
+	// never joins a regeneration that started before it.
+	v, err, _ := s.flight.Do(fmt.Sprintf("crl|%s|%d", r.keyID, seq), func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revocationFlightTimeout)
+		defer cancel()
+		return s.loadOrMakeCRL(fctx, r)
+	})
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	c := v.(*storedCRL)
+	return c.DER, c.NextUpdate.UTC(), nil
+}
+
+// loadOrMakeCRL adopts the stored CRL of r if another replica made a fresh
+// one, else regenerates it under r's crl_issuers row lock.
+func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*storedCRL, error) {
+	const sel = `SELECT number, seq, der, this_update, next_update, stale_at FROM crl_issuers WHERE issuer_key_id = ?`
+	// A CA's first row continues the numbers of the single CRL of
+	// migration 002 (see migration 007).
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO crl_issuers (issuer_key_id, number, seq)
+		SELECT ?, number, -1 FROM crl_state WHERE id = 1 ON CONFLICT (issuer_key_id) DO NOTHING`), r.keyID); err != nil {
+		return nil, dbErr("crl: creating state", err)
+	}
+	var row storedCRL
+	if err := s.db.GetContext(ctx, &row, s.db.Rebind(sel), r.keyID); err != nil {
+		return nil, dbErr("crl: reading state", err)
+	}
+	seq, err := s.revocationSeq(ctx, s.db)
+	if err != nil {
+		return nil, err
+	}
+	if row.fresh(seq, s.now()) && signedBy(row.DER, r.ca.Certificate()) {
+		r.setCRL(&row)
+		return &row, nil
+	}
+	var out *storedCRL
+	err = s.store.inTx(ctx, "crl: regenerating", func(tx *sqlx.Tx) error {
+		var locked storedCRL
+		if err := tx.GetContext(ctx, &locked, tx.Rebind(sel+forUpdate(s.dialect)), r.keyID); err != nil {
+			return dbErr("crl: locking state", err)
+		}
+		// The revision is read before the entries, so the CRL reflects at
+		// least every change up to seq (a later one only makes it stale
+		// early).
+		seq, err := s.revocationSeq(ctx, tx)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		if locked.fresh(seq, now) && signedBy(locked.DER, r.ca.Certificate()) {
+			out = &locked // another replica won the lock and made it
+			return nil
+		}
+		made, n, err := s.makeCRL(ctx, tx, r, locked.Number+1, seq, now)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE crl_issuers SET number = ?, seq = ?, der = ?, this_update = ?, next_update = ?, stale_at = ? WHERE issuer_key_id = ?`),
+			made.Number, made.Seq, made.DER, made.ThisUpdate, made.NextUpdate, made.StaleAt, r.keyID); err != nil {
+			return dbErr("crl: storing", err)
+		}
+		s.log.WithFields(logrus.Fields{"issuer": r.keyID, "crl_number": made.Number, "entries": n, "revision": seq}).Info("CRL regenerated")
+		out = made
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.setCRL(out)
+	return out, nil
+}
+
+func (r *responder) setCRL(c *storedCRL) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lastCRL == nil || c.Number >= r.lastCRL.Number {
+		r.lastCRL = c
+	}
+}
+
+// signedBy reports whether der is a CRL signed by the CA of cert.
+func signedBy(der []byte, cert *x509.Certificate) bool {
+	crl, err := x509.ParseRevocationList(der)
+	return err == nil && crl.CheckSignatureFrom(cert) == nil
+}
+
+// makeCRL signs r's CRL number number: every unexpired certificate of r
+// that is revoked, with its reason and time, and every unexpired superseded
+// one whose grace period ended, as superseded at the end of its grace
+// period. When a root CRL revoked r, every unexpired certificate of r is on
+// it (revokedByCA).
+func (s *revocationService) makeCRL(ctx context.Context, tx *sqlx.Tx, r *responder, number, seq int64, now time.Time) (*storedCRL, int, error) {
+	_, caRevoked := s.arl.revoked(r.keyID)
+	rows, err := certs(tx).CRLRows(ctx, r.keyID, now, caRevoked)
+	if err != nil {
+		return nil, 0, wrap("crl", err)
+	}
+	staleAt, err := certs(tx).NextGraceEnd(ctx, r.keyID, now)
+	if err != nil {
+		return nil, 0, wrap("crl", err)
+	}
+	entries := make([]x509.RevocationListEntry, 0, len(rows))
+	for _, row := range rows {
+		serial, ok := new(big.Int).SetString(row.Serial, 16)
+		if !ok {
+			s.log.WithField("serial", row.Serial).Error("crl: unparsable serial in certificates; skipped")
+			continue
+		}
+		st := s.stateOf(row, r.keyID, now)
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: st.revokedAt, ReasonCode: st.reason})
+	}
+	this := now.Truncate(time.Second)
+	next := this.Add(s.cfg.CRLValidity)
+	der, err := r.ca.SignCRL(big.NewInt(number), this, next, entries)
+	if err != nil {
+		return nil, 0, fmt.Errorf("registry: crl: signing: %w: %v", bare(ErrUnavailable), err)
+	}
+	return &storedCRL{Number: number, Seq: seq, DER: der, ThisUpdate: &this, NextUpdate: &next, StaleAt: staleAt}, len(entries), nil
+}
+
+// CRL returns the current full CRL of the issuing CA (DER, for GET /v1/crl
+// as application/pkix-crl) and its nextUpdate. A revocation committed on any
+// replica is in the very next CRL returned by any replica, so HTTP caches
+// must not keep it long: serve it with a short max-age (≤ 1 s) or an ETag,
+// and nextUpdate as Expires. ErrUnavailable without an issuer or when the
+// database or token fails.
+func (r *Registry) CRL(ctx context.Context) ([]byte, time.Time, error) {
+	if r.revocation == nil {
+		return nil, time.Time{}, fmt.Errorf("registry: crl: no issuer configured: %w", bare(ErrUnavailable))
+	}
+	return r.revocation.crl(ctx)
+}
