@@ -140,7 +140,7 @@ func (k *tokenKeys) find(c *x509.Certificate) (crypto.Signer, error) {
 		return nil, nil
 	}
 	s, err := k.tok.Signer(k.ctx, hsm.URI{Token: k.label, Object: o.Label, ID: o.ID})
-	if errors.Is(err, hsm.ErrKeyNotFound) {
+	if errors.Is(err, hsm.ErrKeyNotFound) || (err == nil && s == nil) {
 		return nil, nil // its key was destroyed: nothing can sign for it
 	}
 	if err != nil {
