@@ -1,10 +1,11 @@
 package registry
 
-// The certificate store: the certificates and pending_issuances tables
-// behind typed operations (after Boulder's sa), with one row struct per
-// table. Every SQL statement of the package that reads or writes either
-// table is in this file; the lifecycle (lifecycle.go, revoke.go), Verify,
-// the CRL and OCSP (crl.go, ocsp.go) and the issuer backfill (arl.go) call
+// The certificate store: the certificates, pending_issuances and
+// server_certificates tables behind typed operations (after Boulder's sa),
+// with one row struct per table. Every SQL statement of the package that
+// reads or writes these tables is in this file; the lifecycle (lifecycle.go,
+// revoke.go), Verify, the CRL and OCSP (crl.go, ocsp.go), the issuer
+// backfill (arl.go) and the server's own certificates (servercert.go) call
 // these operations.
 //
 // An operation runs in the transaction or database it is given (certs(q)):
@@ -326,4 +327,91 @@ func (c certStore) WithoutIssuer(ctx context.Context, limit int) ([]string, erro
 	var serials []string
 	err := c.sel(ctx, &serials, `SELECT serial FROM certificates WHERE issuer_key_id IS NULL LIMIT ?`, limit)
 	return serials, dbErr("reading certificates without issuer", err)
+}
+
+// ---------------------------------------------------------------------------
+// server_certificates: the registry's own TLS certificates (servercert.go),
+// recorded before they are signed like agent certificates.
+
+// serverCertRow is a row of server_certificates. Fingerprint, DER and
+// LogIndex are set once State is issued.
+type serverCertRow struct {
+	Serial      string    `db:"serial"`
+	State       string    `db:"state"` // pendingPending, pendingIssued or pendingAbandoned
+	IssuerKeyID string    `db:"issuer_key_id"`
+	DNSNames    string    `db:"dns_names"`    // JSON array
+	IPAddresses string    `db:"ip_addresses"` // JSON array
+	TBS         []byte    `db:"tbs"`
+	Fingerprint *string   `db:"fingerprint_sha256"`
+	DER         []byte    `db:"der"`
+	LogIndex    *int64    `db:"log_index"`
+	NotBefore   time.Time `db:"not_before"`
+	NotAfter    time.Time `db:"not_after"`
+	CreatedAt   time.Time `db:"created_at"`
+	UpdatedAt   time.Time `db:"updated_at"`
+}
+
+const serverCertColumns = `serial, state, issuer_key_id, dns_names, ip_addresses, tbs, fingerprint_sha256, der,
+	log_index, not_before, not_after, created_at, updated_at`
+
+// InsertServerPending records a server certificate before it is signed.
+func (c certStore) InsertServerPending(ctx context.Context, p serverCertRow) error {
+	_, err := c.exec(ctx, `INSERT INTO server_certificates
+		(serial, state, issuer_key_id, dns_names, ip_addresses, tbs, not_before, not_after, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		p.Serial, pendingPending, p.IssuerKeyID, p.DNSNames, p.IPAddresses, p.TBS,
+		dbTime(p.NotBefore), dbTime(p.NotAfter), dbTime(p.CreatedAt), dbTime(p.UpdatedAt))
+	return dbErr("recording pending server certificate", err)
+}
+
+// MarkServerIssued stores the signed server certificate serial (its
+// fingerprint, DER and log index) and moves it from pending to issued at
+// now. It reports false when the row was no longer pending.
+func (c certStore) MarkServerIssued(ctx context.Context, serial, fp string, der []byte, logIndex int64, now time.Time) (bool, error) {
+	n, err := c.exec(ctx, `UPDATE server_certificates
+		SET state = ?, fingerprint_sha256 = ?, der = ?, log_index = ?, updated_at = ? WHERE serial = ? AND state = ?`,
+		pendingIssued, fp, der, logIndex, dbTime(now), serial, pendingPending)
+	if err != nil {
+		return false, dbErr("marking server certificate "+serial+" issued", err)
+	}
+	return n == 1, nil
+}
+
+// AbandonServer moves the pending server certificate serial to abandoned
+// at now. It reports false when the row was no longer pending.
+func (c certStore) AbandonServer(ctx context.Context, serial string, now time.Time) (bool, error) {
+	n, err := c.exec(ctx, `UPDATE server_certificates SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`,
+		pendingAbandoned, dbTime(now), serial, pendingPending)
+	if err != nil {
+		return false, dbErr("abandoning server certificate "+serial, err)
+	}
+	return n == 1, nil
+}
+
+// StaleServerPending lists the serials of server certificates still
+// pending that were recorded before cutoff, oldest first.
+func (c certStore) StaleServerPending(ctx context.Context, cutoff time.Time) ([]string, error) {
+	var serials []string
+	err := c.sel(ctx, &serials, `SELECT serial FROM server_certificates
+		WHERE state = ? AND created_at < ? ORDER BY created_at`, pendingPending, dbTime(cutoff))
+	return serials, dbErr("reading pending server certificates", err)
+}
+
+// ServerStatus reads the issued server certificate with serial (either
+// spelling, as Status), without TBS and DER; ErrNotFound if there is none.
+func (c certStore) ServerStatus(ctx context.Context, serial string) (*serverCertRow, error) {
+	var row serverCertRow
+	if err := c.get(ctx, &row, `SELECT serial, state, issuer_key_id, not_before, not_after FROM server_certificates
+		WHERE serial IN (?, ?) AND state = ?`, serial, strings.TrimPrefix(serial, "0"), pendingIssued); err != nil {
+		return nil, dbErr("server certificate status", err)
+	}
+	return &row, nil
+}
+
+// ServerCertificates reads every server certificate row (all states),
+// oldest first.
+func (c certStore) ServerCertificates(ctx context.Context) ([]serverCertRow, error) {
+	var rows []serverCertRow
+	err := c.sel(ctx, &rows, `SELECT `+serverCertColumns+` FROM server_certificates ORDER BY created_at, serial`)
+	return rows, dbErr("reading server certificates", err)
 }

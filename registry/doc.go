@@ -53,7 +53,17 @@
 // Verify parses strictly (64 KiB), builds the chain to the token-held roots
 // with ca.Verifier, then looks the status up by SHA-256 fingerprint; a
 // superseded certificate verifies until its grace period (Config.RotationGrace,
-// default 5 minutes) ends.
+// default 5 minutes) ends. That status rule is coded once (statusAt,
+// status.go) and OCSP and the CRL state the same.
+//
+// # Certificate store
+//
+// The certificates, pending_issuances and server_certificates tables are
+// read and written only through the typed operations of certstore.go
+// (InsertPending, MarkIssued, Insert, Supersede, Revoke, ByFingerprint,
+// Status, …), one row struct per table; each runs in the transaction it is
+// given, so the issuance commit shares the group-commit batches
+// (writer.go).
 //
 // Serials are stored in the canonical spelling of ca.FormatSerial (lowercase
 // hex, two digits per byte; migration 004 rewrote older odd-length rows),

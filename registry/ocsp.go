@@ -68,17 +68,11 @@ func (s *revocationService) certificateState(ctx context.Context, r *responder, 
 // expires (they are never revoked; a new one replaces it), unless its issuer
 // was revoked by its root; anything else is unknown, as for agent serials.
 func (s *revocationService) serverCertificateState(ctx context.Context, r *responder, serial string, now time.Time) (certState, error) {
-	var row struct {
-		Issuer    string    `db:"issuer_key_id"`
-		NotBefore time.Time `db:"not_before"`
-		NotAfter  time.Time `db:"not_after"`
-	}
-	err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT issuer_key_id, not_before, not_after FROM server_certificates
-		WHERE serial IN (?, ?) AND state = 'issued'`), serial, strings.TrimPrefix(serial, "0"))
-	if err = dbErr("ocsp: reading server certificate status", err); errors.Is(err, ErrNotFound) || (err == nil && row.Issuer != r.keyID) {
+	row, err := certs(s.db).ServerStatus(ctx, serial)
+	if errors.Is(err, ErrNotFound) || (err == nil && row.IssuerKeyID != r.keyID) {
 		return certState{status: ocsp.Unknown}, nil
 	} else if err != nil {
-		return certState{}, err
+		return certState{}, wrap("ocsp", err)
 	}
 	st := certState{status: ocsp.Good, notAfter: row.NotAfter.UTC()}
 	if c, revoked := s.arl.revoked(r.keyID); revoked {

@@ -308,7 +308,8 @@ type CertificateRecord struct {
 	LogIndex                                            int64
 	DER                                                 []byte
 	// IssuerKeyID is the issuing CA's subject key identifier (lowercase
-	// hex), set on certificates this process issues.
+	// hex), when recorded (rows older than migration 007 may lack it until
+	// BackfillIssuers ran).
 	IssuerKeyID string
 }
 

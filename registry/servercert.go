@@ -99,12 +99,9 @@ func (r *Registry) IssueServerCertificate(ctx context.Context, pub crypto.Public
 
 	// Step 2: record before sign.
 	if err := r.store.inTx(ctx, "server certificate: recording pending issuance", func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO server_certificates
-			(serial, state, issuer_key_id, dns_names, ip_addresses, tbs, not_before, not_after, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			serialHex, pendingPending, issuerKeyID, string(dnsJSON), string(ipJSON), prep.TBS(),
-			dbTime(prep.NotBefore()), dbTime(prep.NotAfter()), dbTime(now), dbTime(now))
-		return dbErr("server certificate: pending", err)
+		return wrap("server certificate", certs(tx).InsertServerPending(ctx, serverCertRow{Serial: serialHex, IssuerKeyID: issuerKeyID,
+			DNSNames: string(dnsJSON), IPAddresses: string(ipJSON), TBS: prep.TBS(),
+			NotBefore: prep.NotBefore(), NotAfter: prep.NotAfter(), CreatedAt: now, UpdatedAt: now}))
 	}); err != nil {
 		return nil, err
 	}
@@ -134,13 +131,9 @@ func (r *Registry) IssueServerCertificate(ctx context.Context, pub crypto.Public
 		if err != nil {
 			return dbErr("server certificate: log", err)
 		}
-		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE server_certificates
-			SET state = ?, fingerprint_sha256 = ?, der = ?, log_index = ?, updated_at = ? WHERE serial = ? AND state = ?`),
-			pendingIssued, fp, cert.Raw, idx, dbTime(now), serialHex, pendingPending)
-		if err != nil {
-			return dbErr("server certificate: marking issued", err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n != 1 {
+		if ok, err := certs(tx).MarkServerIssued(ctx, serialHex, fp, cert.Raw, idx, now); err != nil {
+			return wrap("server certificate", err)
+		} else if !ok {
 			// Reconcile abandoned it meanwhile (signing outlasted
 			// PendingTimeout): the certificate must never be served.
 			return fmt.Errorf("registry: server certificate: pending issuance %s was reconciled before it completed: %w", serialHex, bare(ErrUnavailable))
@@ -172,13 +165,12 @@ func (r *Registry) IssueServerCertificate(ctx context.Context, pub crypto.Public
 func (r *Registry) abandonServerCert(ctx context.Context, serial, why string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	res, err := r.store.db.ExecContext(ctx, r.store.db.Rebind(`UPDATE server_certificates SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`),
-		pendingAbandoned, dbTime(r.now()), serial, pendingPending)
+	ok, err := certs(r.store.db).AbandonServer(ctx, serial, r.now())
 	if err != nil {
-		r.log.WithError(dbErr("abandon server certificate", err)).WithField("serial", serial).Error("marking pending server certificate abandoned")
+		r.log.WithError(err).WithField("serial", serial).Error("marking pending server certificate abandoned")
 		return
 	}
-	if n, _ := res.RowsAffected(); n == 1 {
+	if ok {
 		r.auditBestEffort(ctx, SystemActor(), ActionServerCertIssue, serial, ResultError, map[string]string{"serial": serial, "pending": pendingAbandoned, "error": why})
 	}
 }
@@ -190,22 +182,17 @@ func (r *Registry) abandonServerCert(ctx context.Context, serial, why string) {
 // certificate only after that commit, so a signed but unrecorded certificate
 // was never served and never will be.
 func (r *Registry) reconcileServerCerts(ctx context.Context) (int, error) {
-	cutoff := dbTime(r.now().Add(-r.cfg.PendingTimeout))
-	var serials []string
-	if err := r.store.db.SelectContext(ctx, &serials, r.store.db.Rebind(`SELECT serial FROM server_certificates
-		WHERE state = ? AND created_at < ? ORDER BY created_at`), pendingPending, cutoff); err != nil {
-		return 0, dbErr("reconcile: reading pending server certificates", err)
+	serials, err := certs(r.store.db).StaleServerPending(ctx, r.now().Add(-r.cfg.PendingTimeout))
+	if err != nil {
+		return 0, wrap("reconcile", err)
 	}
 	settled := 0
 	for _, serial := range serials {
 		did := false
 		err := r.store.inTx(ctx, "reconcile server certificate", func(tx *sqlx.Tx) error {
-			res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE server_certificates SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`),
-				pendingAbandoned, dbTime(r.now()), serial, pendingPending)
-			if err != nil {
-				return dbErr("reconcile: updating server certificate", err)
-			}
-			if k, _ := res.RowsAffected(); k != 1 {
+			if ok, err := certs(tx).AbandonServer(ctx, serial, r.now()); err != nil {
+				return wrap("reconcile", err)
+			} else if !ok {
 				return nil // settled by someone else
 			}
 			did = true
@@ -237,24 +224,9 @@ type ServerCertificateRecord struct {
 // ServerCertificates lists the server certificate records (all states),
 // oldest first.
 func (s *Store) ServerCertificates(ctx context.Context) ([]ServerCertificateRecord, error) {
-	var rows []struct {
-		Serial      string    `db:"serial"`
-		State       string    `db:"state"`
-		IssuerKeyID string    `db:"issuer_key_id"`
-		DNSNames    string    `db:"dns_names"`
-		IPAddresses string    `db:"ip_addresses"`
-		TBS         []byte    `db:"tbs"`
-		Fingerprint *string   `db:"fingerprint_sha256"`
-		DER         []byte    `db:"der"`
-		LogIndex    *int64    `db:"log_index"`
-		NotBefore   time.Time `db:"not_before"`
-		NotAfter    time.Time `db:"not_after"`
-		CreatedAt   time.Time `db:"created_at"`
-		UpdatedAt   time.Time `db:"updated_at"`
-	}
-	if err := s.db.SelectContext(ctx, &rows, `SELECT serial, state, issuer_key_id, dns_names, ip_addresses, tbs, fingerprint_sha256, der,
-		log_index, not_before, not_after, created_at, updated_at FROM server_certificates ORDER BY created_at, serial`); err != nil {
-		return nil, dbErr("server certificates", err)
+	rows, err := certs(s.db).ServerCertificates(ctx)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]ServerCertificateRecord, len(rows))
 	for i, row := range rows {
