@@ -150,6 +150,9 @@ func (id *Identity) Name() (string, error) {
 // at now: the certificate certifies the key, names an agent, and has not
 // expired. It returns the agent name.
 func (id *Identity) check(want string, now time.Time) (string, error) {
+	if id.Key == nil || id.Leaf == nil {
+		return "", errors.New("the identity lacks its key or certificate")
+	}
 	if !KeyMatches(id.Key, id.Leaf) {
 		return "", errors.New("the certificate does not certify the key")
 	}

@@ -154,7 +154,7 @@ func NewSource(ctx context.Context, cfg Config) (*Source, error) {
 			return nil, fmt.Errorf("agent: new source: %w", err)
 		}
 	}
-	if err := s.setTrust(bundle); err != nil {
+	if err := s.setTrust(bundle, id); err != nil {
 		return nil, fmt.Errorf("agent: new source: %w", err)
 	}
 	s.set(id)
@@ -200,7 +200,9 @@ func isRoot(c *x509.Certificate) bool {
 
 // setTrust builds the peer verifier from bundle: its self-signed
 // certificates are the roots, the other CA certificates the intermediates.
-func (s *Source) setTrust(bundle []*x509.Certificate) error {
+// A bundle that does not verify id, the Source's own identity, is refused:
+// it is not the bundle of the registry that issued it.
+func (s *Source) setTrust(bundle []*x509.Certificate, id *Identity) error {
 	var roots, inter []*x509.Certificate
 	for _, c := range bundle {
 		switch {
@@ -213,6 +215,9 @@ func (s *Source) setTrust(bundle []*x509.Certificate) error {
 	v, err := ca.NewVerifier(roots, inter, s.td)
 	if err != nil {
 		return fmt.Errorf("the CA bundle: %w", err)
+	}
+	if err := v.Verify(id.Leaf, id.Chain, s.cfg.Now()); err != nil {
+		return fmt.Errorf("the CA bundle does not verify the agent's own certificate: %w", err)
 	}
 	pool := x509.NewCertPool()
 	for _, r := range roots {
@@ -241,7 +246,7 @@ func (s *Source) run(ctx context.Context, opts []client.Option) {
 		if err == nil && s.cfg.Bundle == nil {
 			if b, berr := s.fetchBundle(ctx, opts); berr != nil {
 				sch.log.Warn("could not refresh the CA bundle; keeping the previous one", "error", berr.Error())
-			} else if berr := s.setTrust(b); berr != nil {
+			} else if berr := s.setTrust(b, s.id.Load()); berr != nil {
 				sch.log.Warn("refusing the refreshed CA bundle; keeping the previous one", "error", berr.Error())
 			}
 		}

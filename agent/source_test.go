@@ -368,6 +368,8 @@ func TestSourceRefusals(t *testing.T) {
 			{Server: lr.url, ServerRoots: lr.roots},
 			{Server: lr.url, ServerRoots: lr.roots, Identity: id, KeyFile: "k", CertFile: "c"},
 			{Server: lr.url, ServerRoots: lr.roots, Identity: &agent.Identity{Key: server.Identity().Key, Leaf: id.Leaf}},
+			{Server: lr.url, ServerRoots: lr.roots, Identity: &agent.Identity{Leaf: id.Leaf}},
+			{Server: lr.url, ServerRoots: lr.roots, Identity: id, Bundle: []*x509.Certificate{foreignRoot(t)}},
 		} {
 			if src, err := agent.NewSource(ctx, cfg); err == nil {
 				src.Close()
@@ -426,4 +428,22 @@ func forgedAgent(t *testing.T, name string) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+}
+
+// foreignRoot is a root CA certificate that issued nothing of the registry's.
+func foreignRoot(t *testing.T) *x509.Certificate {
+	t.Helper()
+	k, err := agent.GenerateKey(agent.KeyP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := ca.RootTemplate("Foreign Root", 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := ca.CreateCertificate(tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
 }
