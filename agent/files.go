@@ -210,24 +210,6 @@ func LoadCertificate(certFile, chainFile string) (leaf *x509.Certificate, chain 
 	return leaf, chain, nil
 }
 
-// AgentName returns the agent name and trust domain of c's one URI SAN,
-// spiffe://<trust-domain>/agent/<name>, checked by ca.AgentName. It checks
-// the form only, not that a CA issued c.
-func AgentName(c *x509.Certificate) (name, trustDomain string, err error) {
-	if len(c.URIs) != 1 {
-		return "", "", fmt.Errorf("certificate has %d URI SANs, want exactly one SPIFFE ID", len(c.URIs))
-	}
-	u := c.URIs[0]
-	if u.Scheme != "spiffe" || u.Host == "" || !strings.HasPrefix(u.Path, "/agent/") {
-		return "", "", fmt.Errorf("certificate URI SAN %q is not spiffe://<trust-domain>/agent/<name>", u.String())
-	}
-	name = strings.TrimPrefix(u.Path, "/agent/")
-	if n, err := ca.AgentName(c, u.Host); err != nil || n != name {
-		return "", "", fmt.Errorf("certificate URI SAN %q is not a valid agent identity", u.String())
-	}
-	return name, u.Host, nil
-}
-
 // Issued is a certificate the registry issued, checked against the key it
 // was requested for (CheckIssued).
 type Issued struct {
@@ -253,7 +235,7 @@ func CheckIssued(k crypto.Signer, c *client.Certificate, wantName string) (*Issu
 	if !KeyMatches(k, leaf) {
 		return nil, errors.New("the server returned a certificate for another key")
 	}
-	if name, _, err := AgentName(leaf); err != nil {
+	if name, _, err := ca.AgentIdentity(leaf); err != nil {
 		return nil, fmt.Errorf("the server's certificate: %w", err)
 	} else if wantName != "" && name != wantName {
 		return nil, fmt.Errorf("the server's certificate names agent %q, want %q", name, wantName)

@@ -7,9 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -131,24 +129,6 @@ func LoadKey(path string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("private key %s: %w", path, err)
 	}
 	return k, nil
-}
-
-// SPKIFingerprint is the lowercase hex SHA-256 of pub's DER
-// SubjectPublicKeyInfo, or "?" for a key x509 cannot encode.
-func SPKIFingerprint(pub crypto.PublicKey) string {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "?"
-	}
-	h := sha256.Sum256(der)
-	return hex.EncodeToString(h[:])
-}
-
-// Fingerprint is the lowercase hex SHA-256 of c's DER encoding: the
-// fingerprint_sha256 the registry reports and looks certificates up by.
-func Fingerprint(c *x509.Certificate) string {
-	h := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(h[:])
 }
 
 // KeyMatches reports whether cert certifies k's public key.

@@ -109,15 +109,12 @@ func TestFingerprintsAndMatch(t *testing.T) {
 	other, _ := GenerateKey(KeyP256)
 	leaf := c.issue(t, k, "bot.acme")
 	h := sha256.Sum256(leaf.Raw)
-	if got, want := Fingerprint(leaf), hex.EncodeToString(h[:]); got != want {
+	if got, want := ca.Fingerprint(leaf), hex.EncodeToString(h[:]); got != want {
 		t.Errorf("Fingerprint = %s, want %s", got, want)
 	}
 	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	if got, want := SPKIFingerprint(k.Public()), hex.EncodeToString(spki[:]); got != want {
-		t.Errorf("SPKIFingerprint = %s, want %s (the certificate's SPKI)", got, want)
-	}
-	if SPKIFingerprint(nil) != "?" {
-		t.Error("SPKIFingerprint(nil) is not ?")
+	if got, err := ca.PublicKeyFingerprint(k.Public()); err != nil || got != hex.EncodeToString(spki[:]) {
+		t.Errorf("PublicKeyFingerprint = %s, %v; want %x (the certificate's SPKI)", got, err, spki)
 	}
 	for _, tt := range []struct {
 		name string
@@ -171,15 +168,15 @@ func TestCheckIssued(t *testing.T) {
 	}
 }
 
-func TestAgentName(t *testing.T) {
+func TestAgentIdentity(t *testing.T) {
 	c := newTestCA(t, "test.local")
 	k, _ := GenerateKey(KeyP256)
 	leaf := c.issue(t, k, "bot.acme")
-	name, td, err := AgentName(leaf)
+	name, td, err := ca.AgentIdentity(leaf)
 	if err != nil || name != "bot.acme" || td != "test.local" {
 		t.Errorf("AgentName = %q, %q, %v; want bot.acme, test.local", name, td, err)
 	}
-	if _, _, err := AgentName(c.issuing); err == nil {
+	if _, _, err := ca.AgentIdentity(c.issuing); err == nil {
 		t.Error("AgentName of a CA certificate without URI SAN succeeded")
 	}
 }

@@ -142,7 +142,7 @@ func (id *Identity) TLSCertificate() tls.Certificate {
 
 // Name returns the agent name in the certificate (AgentName).
 func (id *Identity) Name() (string, error) {
-	n, _, err := AgentName(id.Leaf)
+	n, _, err := ca.AgentIdentity(id.Leaf)
 	return n, err
 }
 

@@ -133,7 +133,7 @@ func NewSource(ctx context.Context, cfg Config) (*Source, error) {
 		return nil, fmt.Errorf("agent: new source: %w", err)
 	}
 	s.name = name
-	_, s.td, _ = AgentName(id.Leaf)
+	_, s.td, _ = ca.AgentIdentity(id.Leaf)
 
 	s.serverR = cfg.ServerRoots
 	if s.serverR == nil && cfg.Bundle != nil {

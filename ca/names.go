@@ -109,6 +109,25 @@ func AgentName(c *x509.Certificate, trustDomain string) (string, error) {
 	return agentNameFromURI(c.URIs[0], trustDomain)
 }
 
+// AgentIdentity reads the agent name and trust domain from c's one URI SAN,
+// spiffe://<trust-domain>/agent/<name>, checked by the rules AgentName
+// applies; for a relying party or an agent that does not know the trust
+// domain in advance.
+func AgentIdentity(c *x509.Certificate) (name, trustDomain string, err error) {
+	if c == nil || len(c.URIs) != 1 {
+		return "", "", policyErr("certificate", "want exactly one URI SAN (a SPIFFE ID)")
+	}
+	u := c.URIs[0]
+	if u.Scheme != "spiffe" || u.Host == "" {
+		return "", "", policyErr("certificate", "URI SAN %q is not spiffe://<trust-domain>/agent/<name>", u.String())
+	}
+	name, err = agentNameFromURI(u, u.Host)
+	if err != nil {
+		return "", "", err
+	}
+	return name, u.Host, nil
+}
+
 func agentNameFromURI(u *url.URL, trustDomain string) (string, error) {
 	const prefix = "/agent/"
 	switch {

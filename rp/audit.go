@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
@@ -228,7 +229,7 @@ func (a Auditor) Entries(ctx context.Context, cc *CheckedCheckpoint, full bool, 
 	res := &Found{Full: full, Index: -1}
 	fp := ""
 	if cert != nil {
-		fp = Fingerprint(cert)
+		fp = ca.Fingerprint(cert)
 	}
 	fail := func(e *AuditError) (*Found, error) {
 		e.Checkpoint = cc.Note

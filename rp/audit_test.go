@@ -14,6 +14,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry/translog"
 	"github.com/agent-trust-registry/atr/rp"
 )
@@ -134,7 +135,7 @@ func v1Entry(t testing.TB, i int) []byte {
 func serverCertEntry(t testing.TB, i int, cert *x509.Certificate) []byte {
 	t.Helper()
 	e := translog.Entry{Type: translog.EventServerCert, Time: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC),
-		Fingerprint: rp.Fingerprint(cert), IssuerKeyID: "abcd", Certificate: cert.Raw}
+		Fingerprint: ca.Fingerprint(cert), IssuerKeyID: "abcd", Certificate: cert.Raw}
 	data, err := e.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -171,9 +172,9 @@ func TestAuditor(t *testing.T) {
 		for i := range 3 {
 			l.append(v1Entry(t, i))
 		}
-		l.append(agentEntry(t, 3, translog.EventRegister, ""), agentEntry(t, 4, translog.EventRegister, rp.Fingerprint(agentCert)),
+		l.append(agentEntry(t, 3, translog.EventRegister, ""), agentEntry(t, 4, translog.EventRegister, ca.Fingerprint(agentCert)),
 			agentEntry(t, 5, translog.EventRotate, ""), serverCertEntry(t, 6, serverCert),
-			agentEntry(t, 7, translog.EventRevoke, rp.Fingerprint(agentCert)), agentEntry(t, 8, translog.EventRegister, ""),
+			agentEntry(t, 7, translog.EventRevoke, ca.Fingerprint(agentCert)), agentEntry(t, 8, translog.EventRegister, ""),
 			agentEntry(t, 9, translog.EventRegister, ""))
 		return l
 	}
@@ -282,7 +283,7 @@ func TestAuditor(t *testing.T) {
 		}, full: true, want: rp.AuditEntryOrder, wantIndex: 2},
 		{name: "version 1 after version 2, looking for a certificate", log: func() *auditLog {
 			l := newAuditLog(t, origin, key)
-			return l.append(agentEntry(t, 1, translog.EventRegister, ""), v1Entry(t, 2), agentEntry(t, 3, translog.EventRegister, rp.Fingerprint(agentCert)))
+			return l.append(agentEntry(t, 1, translog.EventRegister, ""), v1Entry(t, 2), agentEntry(t, 3, translog.EventRegister, ca.Fingerprint(agentCert)))
 		}, cert: agentCert, want: rp.AuditEntryOrder, wantIndex: 1},
 		{name: "server certificate entry carrying another certificate", log: func() *auditLog {
 			l := newAuditLog(t, origin, key)

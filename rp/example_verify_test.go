@@ -107,7 +107,7 @@ func ExampleAuditor() {
 	data, _ := os.ReadFile("testdata/agent.pem")
 	cert, _ := ca.ParseCertificatesPEM(data, 0)
 	l := &exampleLog{key: key}
-	for i, fp := range []string{fmt.Sprintf("%064x", 1), rp.Fingerprint(cert[0]), fmt.Sprintf("%064x", 3)} {
+	for i, fp := range []string{fmt.Sprintf("%064x", 1), ca.Fingerprint(cert[0]), fmt.Sprintf("%064x", 3)} {
 		e := translog.Entry{Type: translog.EventRegister, Time: time.Date(2026, 1, 2, 0, 0, i, 0, time.UTC),
 			Fingerprint: fp, IssuerKeyID: "abcd", NameIndexes: []string{fmt.Sprintf("%064x", 100+i)}}
 		leaf, _ := e.Marshal()

@@ -52,19 +52,12 @@ func readFileCapped(path string, max int64) ([]byte, error) {
 	return data, nil
 }
 
-// Fingerprint is the SHA-256 of c's DER, 64 lowercase hex digits: how the
-// registry, the log and the follower name a certificate.
-func Fingerprint(c *x509.Certificate) string {
-	h := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(h[:])
-}
-
 // SplitBundle separates the self-signed roots of a CA bundle (subject ==
 // issuer and a signature that verifies under its own key) from the other
 // certificates, which serve as intermediates.
 func SplitBundle(bundle []*x509.Certificate) (roots, intermediates []*x509.Certificate) {
 	for _, c := range bundle {
-		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
+		if ca.IsSelfSigned(c) {
 			roots = append(roots, c)
 		} else {
 			intermediates = append(intermediates, c)
@@ -292,7 +285,7 @@ func ParseKnown(data []byte, known map[string]bool) error {
 			return err
 		}
 		for _, c := range certs {
-			known[Fingerprint(c)] = true
+			known[ca.Fingerprint(c)] = true
 		}
 		return nil
 	}

@@ -172,7 +172,7 @@ func TestLoadWitnessPolicy(t *testing.T) {
 func TestLoadKnown(t *testing.T) {
 	p := newTestPKI(t, "Test", "")
 	a, b := p.leaf(t, leafOpts{}), p.leaf(t, leafOpts{})
-	fa, fb := rp.Fingerprint(a), rp.Fingerprint(b)
+	fa, fb := ca.Fingerprint(a), ca.Fingerprint(b)
 	colons := func(s string) string {
 		var parts []string
 		for i := 0; i < len(s); i += 2 {

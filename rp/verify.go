@@ -16,7 +16,6 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"golang.org/x/crypto/ocsp"
@@ -183,7 +182,7 @@ func (v *Verifier) Verify(ctx context.Context, leaf *x509.Certificate, extra []*
 	if leaf == nil {
 		return nil, errors.New("rp: verify: no certificate")
 	}
-	res := &Result{Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: Fingerprint(leaf), NotAfter: leaf.NotAfter}
+	res := &Result{Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: ca.Fingerprint(leaf), NotAfter: leaf.NotAfter}
 	switch {
 	case len(v.Roots) == 0 && v.Online == nil:
 		return nil, errors.New("rp: verify: no roots and no online check")
@@ -230,7 +229,7 @@ func (r *Result) refuse(reason Reason, err error) (bool, error) {
 // verifyChain is step 1: it fills res.Chain, Agent and TrustDomain.
 func (v *Verifier) verifyChain(res *Result, leaf *x509.Certificate, extra []*x509.Certificate, now time.Time) (bool, error) {
 	td := v.TrustDomain
-	ownName, ownTD, ownErr := AgentIdentity(leaf)
+	ownName, ownTD, ownErr := ca.AgentIdentity(leaf)
 	if td == "" {
 		if ownErr != nil {
 			return res.refuse(ReasonNotAgent, ownErr)
@@ -271,24 +270,6 @@ func (v *Verifier) verifyChain(res *Result, leaf *x509.Certificate, extra []*x50
 	}
 	res.Chain = chains[0]
 	return false, nil
-}
-
-// AgentIdentity is the name and trust domain of c's one
-// spiffe://<td>/agent/<name> URI SAN (ca.AgentName under its own trust
-// domain). It proves nothing about c: Verifier.Verify does.
-func AgentIdentity(c *x509.Certificate) (name, trustDomain string, err error) {
-	if len(c.URIs) != 1 {
-		return "", "", fmt.Errorf("certificate has %d URI SANs, want exactly one SPIFFE ID", len(c.URIs))
-	}
-	u := c.URIs[0]
-	if u.Scheme != "spiffe" || u.Host == "" || !strings.HasPrefix(u.Path, "/agent/") {
-		return "", "", fmt.Errorf("certificate URI SAN %q is not spiffe://<trust-domain>/agent/<name>", u.String())
-	}
-	name = strings.TrimPrefix(u.Path, "/agent/")
-	if n, err := ca.AgentName(c, u.Host); err != nil || n != name {
-		return "", "", fmt.Errorf("certificate URI SAN %q is not a valid agent identity", u.String())
-	}
-	return name, u.Host, nil
 }
 
 // checkCRLs is step 2.

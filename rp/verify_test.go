@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ocsp"
 
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/rp"
 )
 
@@ -111,7 +112,7 @@ func TestVerifier(t *testing.T) {
 				if r.Agent != "bot.acme" || r.TrustDomain != "test.local" || r.CRL != good || len(r.Chain) != 3 {
 					t.Errorf("agent %q, trust domain %q, CRL %v, chain of %d", r.Agent, r.TrustDomain, r.CRL == good, len(r.Chain))
 				}
-				if r.FingerprintSHA256 != rp.Fingerprint(leaf) {
+				if r.FingerprintSHA256 != ca.Fingerprint(leaf) {
 					t.Errorf("fingerprint %s", r.FingerprintSHA256)
 				}
 			}},

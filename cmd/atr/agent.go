@@ -37,14 +37,8 @@ import (
 	"github.com/agent-trust-registry/atr/registry/apikey"
 )
 
-// Agent file limits and modes (package agent's; the names are kept for the
-// other commands).
-const (
-	agentCertMode     = agent.CertFileMode
-	agentMaxCertFile  = agent.MaxCertFile
-	agentMaxAPIKey    = 4 << 10
-	agentStagedSuffix = agent.StagedSuffix
-)
+// agentMaxAPIKey bounds an API key file.
+const agentMaxAPIKey = 4 << 10
 
 // exitStatusHelp is appended to every agent/verify/log command description.
 const exitStatusHelp = `Exit status: 0 success; 1 a failed check or an error (server errors show
@@ -125,13 +119,7 @@ func (o *agentOpts) bind(fs *flag.FlagSet, lookupEnv func(string) (string, bool)
 	}
 }
 
-// chainPath is where the intermediates of cert live (agent.ChainPath).
-func chainPath(cert, override string) string { return agent.ChainPath(cert, override) }
-
-func (o *agentOpts) chainFile() string { return chainPath(o.cert, o.chain) }
-
-// receiptPath is where the log receipt of cert is kept (agent.ReceiptPath).
-func receiptPath(cert string) string { return agent.ReceiptPath(cert) }
+func (o *agentOpts) chainFile() string { return agent.ChainPath(o.cert, o.chain) }
 
 // readAPIKey returns the API key from --api-key-file, else ATR_API_KEY, else
 // "". A key that is not of the API key format (apikey.Parse; "null"
@@ -190,7 +178,7 @@ func (o *agentOpts) newClient(apiKey string, cert *tls.Certificate) (*client.Cli
 
 // loadCertPool reads a PEM bundle into a pool.
 func loadCertPool(path string) (*x509.CertPool, error) {
-	data, err := readFileCapped(path, agentMaxCertFile)
+	data, err := agent.ReadFile(path, agent.MaxCertFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading the CA bundle: %w", err)
 	}
@@ -240,17 +228,19 @@ func revocationReasons() []string {
 
 // ---- files and keys (package agent; wrappers for the other commands) ------
 
-// readFileCapped reads at most max bytes of path (agent.ReadFile).
-func readFileCapped(path string, max int64) ([]byte, error) { return agent.ReadFile(path, max) }
-
-// writeAtomic writes data to path durably and atomically (agent.WriteFile).
-func writeAtomic(path string, data []byte, mode os.FileMode, replace bool) error {
-	return agent.WriteFile(path, data, mode, replace)
-}
-
 // keyTypes lists the key types keygen offers; the server also accepts RSA keys
 // brought along.
 const keyTypes = "p256, p384, ed25519"
+
+// publicKeyFingerprint is the SHA-256 of k's SubjectPublicKeyInfo, as
+// keygen prints it.
+func publicKeyFingerprint(k crypto.Signer) string {
+	fp, err := ca.PublicKeyFingerprint(k.Public())
+	if err != nil {
+		return "?"
+	}
+	return fp
+}
 
 // generateAgentKey generates a key of a type keygen offers (agent.GenerateKey);
 // any other type is a usage error.
@@ -265,26 +255,10 @@ func generateAgentKey(typ string) (crypto.Signer, error) {
 	return k, err
 }
 
-// certFingerprint is agent.Fingerprint.
-func certFingerprint(c *x509.Certificate) string { return agent.Fingerprint(c) }
-
-// buildCSR is agent.NewCSR.
-func buildCSR(k crypto.Signer) ([]byte, error) { return agent.NewCSR(k) }
-
 // parseCertsPEM parses PEM certificates strictly (ca.ParseCertificatesPEM),
 // allowing long bundles.
 func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 	return ca.ParseCertificatesPEM(data, 100)
-}
-
-// loadAgentCert is agent.LoadCertificate.
-func loadAgentCert(certFile, chainFile string) (*x509.Certificate, []*x509.Certificate, error) {
-	return agent.LoadCertificate(certFile, chainFile)
-}
-
-// agentNameFromCert is agent.AgentName.
-func agentNameFromCert(c *x509.Certificate) (name, trustDomain string, err error) {
-	return agent.AgentName(c)
 }
 
 // slogToLogrus is a slog.Handler writing to a logrus entry: package agent
@@ -357,7 +331,7 @@ atr agent keygen --key ./agent.key --type ed25519`)
 	if err := agent.WriteFile(o.key, data, agent.KeyFileMode, false); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "wrote %s private key to %s (mode 0600)\npublic key SHA-256: %s\n", agent.KeyType(k), o.key, agent.SPKIFingerprint(k.Public()))
+	fmt.Fprintf(a.stdout, "wrote %s private key to %s (mode 0600)\npublic key SHA-256: %s\n", agent.KeyType(k), o.key, publicKeyFingerprint(k))
 	return nil
 }
 
@@ -466,10 +440,10 @@ atr agent register --name billing-bot.acme --server https://127.0.0.1:8443 \
 		return err
 	}
 	fmt.Fprintf(a.stdout, "registered agent %s (owner %s)\nserial: %s\nfingerprint SHA-256: %s\nlog index: %d\nvalid: %s to %s\ncertificate: %s\nchain: %s\n",
-		name, issued.Owner, showSerial(issued.Serial), certFingerprint(leaf), issued.LogIndex,
+		name, issued.Owner, showSerial(issued.Serial), ca.Fingerprint(leaf), issued.LogIndex,
 		leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339), o.cert, o.chainFile())
 	if len(issued.Receipt) > 0 {
-		fmt.Fprintf(a.stdout, "log receipt: %s\n", receiptPath(o.cert))
+		fmt.Fprintf(a.stdout, "log receipt: %s\n", agent.ReceiptPath(o.cert))
 	}
 	return nil
 }
@@ -531,7 +505,7 @@ func parseSignalTarget(s string) (signalTarget, error) {
 func (t signalTarget) send() error {
 	pid := t.pid
 	if t.pidFile != "" {
-		data, err := readFileCapped(t.pidFile, 64)
+		data, err := agent.ReadFile(t.pidFile, 64)
 		if err != nil {
 			return fmt.Errorf("reading the PID file: %w", err)
 		}
@@ -670,9 +644,9 @@ atr agent renew --watch --key agent.key --cert agent.pem \
 		return err
 	}
 	fmt.Fprintf(a.stdout, "renewed: serial %s, valid until %s\nfingerprint SHA-256: %s\ncertificate: %s\nkey: %s\nchain: %s\n",
-		ca.FormatSerial(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339), certFingerprint(leaf), r.CertFile, r.KeyFile, r.ChainFile)
-	if _, err := os.Stat(receiptPath(r.CertFile)); err == nil {
-		fmt.Fprintf(a.stdout, "log receipt: %s\n", receiptPath(r.CertFile))
+		ca.FormatSerial(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339), ca.Fingerprint(leaf), r.CertFile, r.KeyFile, r.ChainFile)
+	if _, err := os.Stat(agent.ReceiptPath(r.CertFile)); err == nil {
+		fmt.Fprintf(a.stdout, "log receipt: %s\n", agent.ReceiptPath(r.CertFile))
 	}
 	return nil
 }
@@ -691,11 +665,11 @@ func (o *agentOpts) resolveName() (string, error) {
 	if o.cert == "" {
 		return "", usagef("--name (ATR_AGENT_NAME) or --cert (ATR_AGENT_CERT) is required")
 	}
-	leaf, _, err := loadAgentCert(o.cert, "")
+	leaf, _, err := agent.LoadCertificate(o.cert, "")
 	if err != nil {
 		return "", err
 	}
-	n, _, err := agentNameFromCert(leaf)
+	n, _, err := ca.AgentIdentity(leaf)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", o.cert, err)
 	}
@@ -764,7 +738,7 @@ atr agent status --name billing-bot.acme --server https://127.0.0.1:8443 --api-k
 
 // printLocalCert shows the local certificate; an error when it is not valid now.
 func (a *app) printLocalCert(certFile, chainFile string) error {
-	leaf, chain, err := loadAgentCert(certFile, chainFile)
+	leaf, chain, err := agent.LoadCertificate(certFile, chainFile)
 	if err != nil {
 		return err
 	}
@@ -774,7 +748,7 @@ func (a *app) printLocalCert(certFile, chainFile string) error {
 		id = leaf.URIs[0].String()
 	}
 	fmt.Fprintf(a.stdout, "certificate: %s\nidentity: %s\nserial: %s\nfingerprint SHA-256: %s\nnot before: %s\nnot after: %s\nintermediates: %d\n",
-		certFile, id, ca.FormatSerial(leaf.SerialNumber), certFingerprint(leaf),
+		certFile, id, ca.FormatSerial(leaf.SerialNumber), ca.Fingerprint(leaf),
 		leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339), len(chain))
 	switch {
 	case now.Before(leaf.NotBefore):

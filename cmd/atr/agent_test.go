@@ -130,7 +130,7 @@ func tempFiles(t *testing.T, dir string) []string {
 	}
 	var out []string
 	for _, e := range ents {
-		if strings.Contains(e.Name(), ".tmp-") || strings.HasSuffix(e.Name(), agentStagedSuffix) {
+		if strings.Contains(e.Name(), ".tmp-") || strings.HasSuffix(e.Name(), agent.StagedSuffix) {
 			out = append(out, e.Name())
 		}
 	}
@@ -166,7 +166,7 @@ func TestKeygen(t *testing.T) {
 			if got := agent.KeyType(k); got != tt.want {
 				t.Errorf("type %s, want %s", got, tt.want)
 			}
-			if !strings.Contains(out.String(), agent.SPKIFingerprint(k.Public())) {
+			if !strings.Contains(out.String(), publicKeyFingerprint(k)) {
 				t.Errorf("output %q lacks the public key fingerprint", out)
 			}
 			before, _ := os.ReadFile(p)

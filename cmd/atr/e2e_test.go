@@ -29,9 +29,11 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/mattn/go-sqlite3" // the dev server's database, tampered with in e2eTamperedLog
+
+	"github.com/agent-trust-registry/atr/agent"
 	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
-	_ "github.com/mattn/go-sqlite3" // the dev server's database, tampered with in e2eTamperedLog
 )
 
 // e2eEnv is a running development registry.
@@ -313,7 +315,7 @@ func e2eTamperedLog(t *testing.T, e *e2eEnv) {
 func e2eLifecycle(t *testing.T, e *e2eEnv) {
 	dir := t.TempDir()
 	f := agentFiles{dir: dir, key: filepath.Join(dir, "agent.key"), cert: filepath.Join(dir, "agent.pem")}
-	f.chain = chainPath(f.cert, "")
+	f.chain = agent.ChainPath(f.cert, "")
 	const name = "billing-bot.acme"
 
 	e.must(t, "agent", "keygen", "--key", f.key)
@@ -357,7 +359,7 @@ func e2eLifecycle(t *testing.T, e *e2eEnv) {
 
 	e.must(t, "verify", f.cert, "--chain", f.chain)
 	t.Run("the receipt kept beside the certificate verifies offline; an altered one does not", func(t *testing.T) {
-		receipt := receiptPath(f.cert)
+		receipt := agent.ReceiptPath(f.cert)
 		e.must(t, "verify", f.cert, "--receipt", receipt)
 		data, err := os.ReadFile(receipt)
 		if err != nil {
@@ -440,7 +442,7 @@ func e2eWatch(t *testing.T, e *e2eEnv) {
 	const renewals = 3
 	dir := t.TempDir()
 	f := agentFiles{dir: dir, key: filepath.Join(dir, "watch.key"), cert: filepath.Join(dir, "watch.pem")}
-	f.chain = chainPath(f.cert, "")
+	f.chain = agent.ChainPath(f.cert, "")
 	e.must(t, "agent", "keygen", "--key", f.key, "--type", "ed25519")
 	e.must(t, "agent", "register", "--name", "watch-bot.acme", "--api-key-file", e.apiKey(), "--key", f.key, "--cert", f.cert)
 	f.checkPair(t)
@@ -556,7 +558,7 @@ func e2eWatch(t *testing.T, e *e2eEnv) {
 
 func first(t *testing.T, f agentFiles) *x509.Certificate {
 	t.Helper()
-	leaf, _, err := loadAgentCert(f.cert, "")
+	leaf, _, err := agent.LoadCertificate(f.cert, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/agent-trust-registry/atr/agent"
 )
 
 // Issue 11, item 1, against the real server: `atr serve` (SoftHSM2 tokens, SQLite)
@@ -98,7 +100,7 @@ func TestFailedAuthFloodRealServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := buildCSR(k)
+	csr, err := agent.NewCSR(k)
 	if err != nil {
 		t.Fatal(err)
 	}

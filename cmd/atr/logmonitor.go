@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/agent-trust-registry/atr/agent"
 	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/rp"
 )
@@ -124,7 +125,7 @@ usage error.`,
 	if err != nil {
 		return err
 	}
-	stateData, err := readFileCapped(stateFile, 1<<20)
+	stateData, err := agent.ReadFile(stateFile, 1<<20)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("reading the state file: %w", err)
 	}
@@ -153,7 +154,7 @@ usage error.`,
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(stateFile, data, 0o600, true); err != nil {
+	if err := agent.WriteFile(stateFile, data, 0o600, true); err != nil {
 		return fmt.Errorf("saving the state file: %w", err)
 	}
 	return a.printMonitor(res, next)

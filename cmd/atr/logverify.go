@@ -15,7 +15,9 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/agent-trust-registry/atr/agent"
 	"github.com/agent-trust-registry/atr/api/client"
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry/translog"
 	"github.com/agent-trust-registry/atr/rp"
 )
@@ -120,7 +122,7 @@ type logVerifyResult struct {
 func verifyLog(ctx context.Context, api logAPI, key rp.LogKey, o logVerifyOpts) (*logVerifyResult, error) {
 	var state []byte
 	if o.stateFile != "" {
-		data, err := readFileCapped(o.stateFile, translog.MaxCheckpointSize)
+		data, err := agent.ReadFile(o.stateFile, translog.MaxCheckpointSize)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 		case err != nil:
@@ -131,7 +133,7 @@ func verifyLog(ctx context.Context, api logAPI, key rp.LogKey, o logVerifyOpts) 
 	}
 	var cert *x509.Certificate
 	if o.certFile != "" {
-		c, _, err := loadAgentCert(o.certFile, "")
+		c, _, err := agent.LoadCertificate(o.certFile, "")
 		if err != nil {
 			return nil, err
 		}
@@ -147,7 +149,7 @@ func verifyLog(ctx context.Context, api logAPI, key rp.LogKey, o logVerifyOpts) 
 		return nil, logErr(err)
 	}
 	if o.stateFile != "" && !bytes.Equal(state, cc.Note) {
-		if err := writeAtomic(o.stateFile, cc.Note, agentCertMode, true); err != nil {
+		if err := agent.WriteFile(o.stateFile, cc.Note, agent.CertFileMode, true); err != nil {
 			return nil, fmt.Errorf("updating the state file: %w", err)
 		}
 	}
@@ -159,7 +161,7 @@ func verifyLog(ctx context.Context, api logAPI, key rp.LogKey, o logVerifyOpts) 
 	if err != nil {
 		var ae *rp.AuditError
 		if errors.As(err, &ae) && ae.Reason == rp.AuditNotFound {
-			return nil, logCheckf("no issuance entry for certificate %s (SHA-256 %s) in the log of size %d", o.certFile, rp.Fingerprint(cert), cc.Checkpoint.Size)
+			return nil, logCheckf("no issuance entry for certificate %s (SHA-256 %s) in the log of size %d", o.certFile, ca.Fingerprint(cert), cc.Checkpoint.Size)
 		}
 		return nil, logErr(err)
 	}

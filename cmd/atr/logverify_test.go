@@ -24,6 +24,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/agent-trust-registry/atr/api/client"
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
@@ -83,7 +84,7 @@ func testEntry(t *testing.T, i int, cert *x509.Certificate) []byte {
 		Fingerprint: fmt.Sprintf("%064x", i+1), IssuerKeyID: "abcd",
 		NameIndexes: []string{fmt.Sprintf("%064x", 1000+i), fmt.Sprintf("%064x", 999)}}
 	if cert != nil {
-		e.Fingerprint = certFingerprint(cert)
+		e.Fingerprint = ca.Fingerprint(cert)
 	}
 	data, err := e.Marshal()
 	if err != nil {
@@ -99,7 +100,7 @@ func testEntryV1(t *testing.T, i int, cert *x509.Certificate) []byte {
 	e := translog.Entry{Version: translog.EntryVersion1, Type: translog.EventRegister, Time: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC),
 		Agent: fmt.Sprintf("bot-%d.acme", i), Serial: fmt.Sprintf("%x", 0x1000+i), Fingerprint: fmt.Sprintf("%064x", i+1), Actor: "key:test"}
 	if cert != nil {
-		e.Agent, e.Serial, e.Fingerprint = "bot.acme", cert.SerialNumber.Text(16), certFingerprint(cert)
+		e.Agent, e.Serial, e.Fingerprint = "bot.acme", cert.SerialNumber.Text(16), ca.Fingerprint(cert)
 	}
 	data, err := e.Marshal()
 	if err != nil {
@@ -421,7 +422,7 @@ func TestLogVerify(t *testing.T) {
 		serverCert := c.issue(t, serverKey, "registry")
 		serverFile := writeTestFile(t, filepath.Join(dir, "server.pem"), pemOrNil([]*x509.Certificate{serverCert}), 0o644)
 		e := translog.Entry{Type: translog.EventServerCert, Time: time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC),
-			Fingerprint: certFingerprint(serverCert), IssuerKeyID: "abcd", Certificate: serverCert.Raw}
+			Fingerprint: ca.Fingerprint(serverCert), IssuerKeyID: "abcd", Certificate: serverCert.Raw}
 		data, err := e.Marshal()
 		if err != nil {
 			t.Fatal(err)

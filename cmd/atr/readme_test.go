@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/agent-trust-registry/atr/agent"
 )
 
 // tourFileArgs are the options through which the README tour names a file
@@ -52,10 +54,10 @@ func TestReadmeTourLeavesRepositoryClean(t *testing.T) {
 			files[f] = true
 			switch {
 			case strings.HasSuffix(f, ".key"):
-				files[f+agentStagedSuffix] = true // a renewal's staged key
+				files[f+agent.StagedSuffix] = true // a renewal's staged key
 			case strings.HasPrefix(m[0], "--cert"):
-				files[chainPath(f, "")] = true
-				files[receiptPath(f)] = true
+				files[agent.ChainPath(f, "")] = true
+				files[agent.ReceiptPath(f)] = true
 				files["."+filepath.Base(f)+".tmp-123"] = true // writeAtomic's temporary file
 			}
 		}

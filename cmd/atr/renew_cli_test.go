@@ -59,7 +59,7 @@ func TestRenewRevokedCLI(t *testing.T) {
 			f := newAgentFiles(t, c, "bot.acme", k0)
 			stale, _ := generateAgentKey("p256")
 			data, _ := agent.MarshalKey(stale)
-			writeTestFile(t, f.key+agentStagedSuffix, data, 0o600)
+			writeTestFile(t, f.key+agent.StagedSuffix, data, 0o600)
 			a, _, errb := testApp(nil)
 			args := append([]string{"agent", "renew", "--server", url, "--ca-bundle", bundle, "--key", f.key, "--cert", f.cert}, tt.args...)
 			if code := runAtr(a, args); code != 1 {
@@ -143,7 +143,7 @@ func TestAPIKeyFormatCheckedLocally(t *testing.T) {
 func TestSerialSpelling(t *testing.T) {
 	c := newTestCA(t, "test.local")
 	k, _ := generateAgentKey("p256")
-	csrPEM, err := buildCSR(k)
+	csrPEM, err := agent.NewCSR(k)
 	if err != nil {
 		t.Fatal(err)
 	}

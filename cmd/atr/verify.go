@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/agent-trust-registry/atr/agent"
 	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry/translog"
@@ -175,7 +176,7 @@ atr verify --follow --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.
 	if len(pos) != 1 {
 		return usagef("want exactly one certificate file, got %d arguments", len(pos))
 	}
-	leaf, extra, err := loadAgentCert(pos[0], chainFile)
+	leaf, extra, err := agent.LoadCertificate(pos[0], chainFile)
 	if err != nil {
 		return err
 	}
@@ -276,7 +277,7 @@ func (a *app) printVerify(o verifyOutput) {
 // Verified false; an unusable bundle or CRL is an error.
 func verifyOffline(ctx context.Context, leaf *x509.Certificate, extra []*x509.Certificate, bundleFile, crlFile, trustDomain string, now time.Time) (verifyOutput, error) {
 	na := leaf.NotAfter
-	out := verifyOutput{Mode: "offline", Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: rp.Fingerprint(leaf), NotAfter: &na}
+	out := verifyOutput{Mode: "offline", Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: ca.Fingerprint(leaf), NotAfter: &na}
 	roots, intermediates, err := rp.LoadCABundle(bundleFile)
 	if err != nil {
 		return out, err
@@ -361,8 +362,8 @@ func witnessPolicy(values []string, threshold int) (rp.WitnessPolicy, error) {
 // receipt is a result with Verified false; unusable inputs are errors.
 func verifyReceiptFile(leaf *x509.Certificate, extra []*x509.Certificate, bundleFile, trustDomain string, ro receiptOpts, now time.Time) (verifyOutput, error) {
 	na := leaf.NotAfter
-	out := verifyOutput{Mode: "receipt", Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: rp.Fingerprint(leaf), NotAfter: &na}
-	receipt, err := readFileCapped(ro.receipt, translog.MaxReceiptSize)
+	out := verifyOutput{Mode: "receipt", Serial: ca.FormatSerial(leaf.SerialNumber), FingerprintSHA256: ca.Fingerprint(leaf), NotAfter: &na}
+	receipt, err := agent.ReadFile(ro.receipt, translog.MaxReceiptSize)
 	if err != nil {
 		return out, fmt.Errorf("reading the receipt: %w", err)
 	}
@@ -371,7 +372,7 @@ func verifyReceiptFile(leaf *x509.Certificate, extra []*x509.Certificate, bundle
 		return out, err
 	}
 	if trustDomain == "" {
-		_, td, err := rp.AgentIdentity(leaf)
+		_, td, err := ca.AgentIdentity(leaf)
 		if err != nil {
 			out.Reason = string(rp.ReasonChain) + ": " + string(ca.ReasonNotAgent)
 			return out, nil

@@ -22,6 +22,7 @@ import (
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/agent-trust-registry/atr/agent"
 	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry"
@@ -64,7 +65,7 @@ func newOfflineFixture(t *testing.T) offlineFixture {
 	c := newTestCA(t, "test.local")
 	k, _ := generateAgentKey("p256")
 	f := newAgentFiles(t, c, "bot.acme", k)
-	leaf, _, err := loadAgentCert(f.cert, "")
+	leaf, _, err := agent.LoadCertificate(f.cert, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func TestVerifyOffline(t *testing.T) {
 		if err := json.Unmarshal(out.Bytes(), &got); err != nil {
 			t.Fatal(err)
 		}
-		if !got.Verified || got.Agent != "bot.acme" || got.FingerprintSHA256 != certFingerprint(f.leaf) {
+		if !got.Verified || got.Agent != "bot.acme" || got.FingerprintSHA256 != ca.Fingerprint(f.leaf) {
 			t.Errorf("got %+v", got)
 		}
 	})
