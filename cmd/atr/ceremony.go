@@ -17,6 +17,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/agent-trust-registry/atr/agent"
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/hsm"
 	"github.com/agent-trust-registry/atr/registry/translog"
@@ -237,7 +238,7 @@ func (c *ceremony) output(name string, data []byte) error {
 	if old, err := os.ReadFile(p); err == nil && string(old) != string(data) {
 		c.log.WithFields(logrus.Fields{"file": p, "old_sha256": sha256Hex(old)}).Warn("replacing an output file of an earlier ceremony")
 	}
-	if err := writeFileAtomic(p, data, publicFileMode); err != nil {
+	if err := agent.WriteFile(p, data, publicFileMode, true); err != nil {
 		return err
 	}
 	c.t.Outputs = append(c.t.Outputs, transcriptOutput{Path: p, SHA256: sha256Hex(data)})
@@ -269,7 +270,7 @@ func (c *ceremony) finish() error {
 	base := c.t.Time.Format(ceremonyTimeFormat) + "-" + c.t.Ceremony
 	p := filepath.Join(dir, base+".json")
 	for i := 2; ; i++ {
-		err = writeNewFile(p, append(data, '\n'), transcriptFileMode)
+		err = agent.WriteFile(p, append(data, '\n'), transcriptFileMode, false)
 		if !errors.Is(err, os.ErrExist) || i > 99 {
 			break
 		}
@@ -414,7 +415,7 @@ func (c *ceremony) ensureFile(name string, data []byte) error {
 	if err := os.MkdirAll(c.opts.outDir, publicDirMode); err != nil {
 		return fmt.Errorf("creating %s: %w", c.opts.outDir, err)
 	}
-	return writeFileAtomic(p, data, publicFileMode)
+	return agent.WriteFile(p, data, publicFileMode, true)
 }
 
 type intermediateOpts struct {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agent-trust-registry/atr/agent"
 	"github.com/agent-trust-registry/atr/registry"
 )
 
@@ -119,7 +120,7 @@ atr apikey create --owner admin --namespace admin --scopes admin --out ./var/adm
 		exp = key.ExpiresAt.UTC().Format(time.RFC3339)
 	}
 	if *out != "" {
-		if err := writeNewFile(*out, []byte(secret+"\n"), 0o600); err != nil {
+		if err := agent.WriteFile(*out, []byte(secret+"\n"), 0o600, false); err != nil {
 			return err
 		}
 		fmt.Fprintf(a.stdout, "created API key %s (owner %s, namespace %s, scopes %s, expires %s); written to %s\n",

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/agent-trust-registry/atr/agent"
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/hsm"
 )
@@ -261,5 +262,5 @@ func writeBundleIfMissing(cfg Config, m *caMaterial, now time.Time) error {
 	if err := os.MkdirAll(filepath.Dir(p), publicDirMode); err != nil {
 		return fmt.Errorf("creating %s: %w", filepath.Dir(p), err)
 	}
-	return writeFileAtomic(p, ca.EncodeCertificatesPEM(ca.Bundle(m.roots, m.intermediates, now)...), publicFileMode)
+	return agent.WriteFile(p, ca.EncodeCertificatesPEM(ca.Bundle(m.roots, m.intermediates, now)...), publicFileMode, true)
 }
