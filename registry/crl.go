@@ -23,7 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// storedCRL is the crl_state row.
+// storedCRL is an issuing CA's crl_issuers row: its last CRL.
 type storedCRL struct {
 	Number     int64      `db:"number"`
 	Seq        int64      `db:"seq"`

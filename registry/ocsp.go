@@ -40,6 +40,9 @@ import (
 	"github.com/agent-trust-registry/atr/ca"
 )
 
+// ---------------------------------------------------------------------------
+// Certificate status as each responder states it (statusAt, status.go)
+
 // certificateState reads one certificate's row by serial (primary key) and
 // returns its state at now as r states it; serials r never issued have
 // status ocsp.Unknown.
