@@ -342,15 +342,9 @@ func (s *Server) handleOCSPGet(w http.ResponseWriter, r *http.Request) error {
 	if s.deps.Revocation == nil {
 		return errNotImplemented
 	}
-	enc := mux.Vars(r)["req"]
-	if len(enc) > ocspBodyLimit {
-		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: CodeRequestTooLarge, Message: "request too large"}
-	}
-	der, err := base64.StdEncoding.DecodeString(enc)
+	der, err := registry.DecodeOCSPGet(mux.Vars(r)["req"])
 	if err != nil {
-		if der, err = base64.RawURLEncoding.DecodeString(enc); err != nil {
-			return s.ocspMalformed(w)
-		}
+		return s.ocspMalformed(w)
 	}
 	return s.ocsp(w, r, der, true)
 }

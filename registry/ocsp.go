@@ -349,8 +349,9 @@ func (s *revocationService) ocspResponse(ctx context.Context, r *responder, key 
 // DecodeOCSPGet decodes the {req} path element of GET /v1/ocsp/{req} (RFC
 // 6960 appendix A.1: the URL-encoding of the base64 of the DER request) into
 // the DER request. It accepts the element still URL-encoded or already
-// decoded, standard base64 with or without padding, and '+' mangled into ' '
-// by form decoding. Errors wrap ErrInvalid; the api layer then answers what
+// decoded, standard base64 with or without padding, '+' mangled into ' '
+// by form decoding, and the URL-safe alphabet (RFC 4648 §5; some clients
+// send it, and the api always accepted it). Errors wrap ErrInvalid; the api layer then answers what
 // OCSP(ctx, nil) returns (malformedRequest).
 func DecodeOCSPGet(path string) ([]byte, error) {
 	return decodeOCSPGet(path)
@@ -365,9 +366,11 @@ func decodeOCSPGet(path string) ([]byte, error) {
 		return nil, invalid("ocsp request path is not URL-encoded", nil)
 	}
 	p = strings.ReplaceAll(p, " ", "+")
-	der, err := base64.StdEncoding.DecodeString(p)
-	if err != nil {
-		der, err = base64.RawStdEncoding.DecodeString(p)
+	var der []byte
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if der, err = enc.DecodeString(p); err == nil {
+			break
+		}
 	}
 	if err != nil || len(der) == 0 || len(der) > MaxOCSPRequestSize {
 		return nil, invalid("ocsp request path is not base64 of a request", nil)
