@@ -100,7 +100,7 @@ var dummyHash = make([]byte, sha256.Size) // read-only
 func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Actor, error) {
 	fail := func(id, why string) (*Actor, error) {
 		r.log.WithField("key_id", id).WithField("reason", why).Warn("api key authentication failed")
-		return nil, fmt.Errorf("registry: authenticate: %w", ErrUnauthenticated)
+		return nil, wrap("authenticate", ErrUnauthenticated)
 	}
 	presented := hashAPIKey(presentedKey)
 	id, ok := ParseAPIKeyID(presentedKey)
@@ -199,7 +199,7 @@ func normalizeScopes(scopes []string) ([]string, error) {
 // and only its hash is stored. The creation is audited and logged.
 func (r *Registry) CreateAPIKey(ctx context.Context, a Actor, owner, namespace string, scopes []string, expiresIn time.Duration) (*APIKey, string, error) {
 	if !a.IsAdmin() {
-		return nil, "", r.deny(ctx, a, ActionAPIKeyCreate, owner, fmt.Errorf("registry: create api key: %w", ErrForbidden))
+		return nil, "", r.deny(ctx, a, ActionAPIKeyCreate, owner, wrap("create api key", ErrForbidden))
 	}
 	if !validOwner(owner) {
 		return nil, "", invalid("owner must be 1-128 characters of [A-Za-z0-9._@:-]", nil)
@@ -251,10 +251,10 @@ func (r *Registry) CreateAPIKey(ctx context.Context, a Actor, owner, namespace s
 // revoked key is a no-op; an unknown id is ErrNotFound.
 func (r *Registry) RevokeAPIKey(ctx context.Context, a Actor, id string) error {
 	if !a.IsAdmin() {
-		return r.deny(ctx, a, ActionAPIKeyRevoke, id, fmt.Errorf("registry: revoke api key: %w", ErrForbidden))
+		return r.deny(ctx, a, ActionAPIKeyRevoke, id, wrap("revoke api key", ErrForbidden))
 	}
 	if !apikey.ValidID(id) {
-		return fmt.Errorf("registry: revoke api key: %w", ErrNotFound)
+		return wrap("revoke api key", ErrNotFound)
 	}
 	now := r.now()
 	noop := false
@@ -264,7 +264,7 @@ func (r *Registry) RevokeAPIKey(ctx context.Context, a Actor, id string) error {
 			return dbErr("revoke api key: read", err)
 		}
 		if len(revoked) == 0 {
-			return fmt.Errorf("registry: revoke api key: %w", ErrNotFound)
+			return wrap("revoke api key", ErrNotFound)
 		}
 		if revoked[0].Valid {
 			noop = true
@@ -290,7 +290,7 @@ const ActionAPIKeyList = "apikey.list"
 // GetAPIKey returns the key with the given id (admin only).
 func (r *Registry) GetAPIKey(ctx context.Context, a Actor, id string) (*APIKey, error) {
 	if !a.IsAdmin() {
-		return nil, r.deny(ctx, a, "apikey.get", id, fmt.Errorf("registry: get api key: %w", ErrForbidden))
+		return nil, r.deny(ctx, a, "apikey.get", id, wrap("get api key", ErrForbidden))
 	}
 	var row apiKeyRow
 	if err := r.store.db.GetContext(ctx, &row, r.store.db.Rebind(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`), id); err != nil {
@@ -305,7 +305,7 @@ func (r *Registry) GetAPIKey(ctx context.Context, a Actor, id string) (*APIKey, 
 // at most 100). Secrets are never stored and hashes are never returned.
 func (r *Registry) ListAPIKeys(ctx context.Context, a Actor, cursor string, limit int) ([]APIKey, string, error) {
 	if !a.IsAdmin() {
-		return nil, "", r.deny(ctx, a, ActionAPIKeyList, "", fmt.Errorf("registry: list api keys: %w", ErrForbidden))
+		return nil, "", r.deny(ctx, a, ActionAPIKeyList, "", wrap("list api keys", ErrForbidden))
 	}
 	limit, err := pageLimit(limit)
 	if err != nil {

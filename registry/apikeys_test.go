@@ -94,7 +94,7 @@ func TestAPIKeys(t *testing.T) {
 			bad := []string{"", "admin", "test", "Bearer " + key, key + "0", strings.ToUpper(key), string(flip),
 				"atr_ffffffffffffffff_" + secret, "atr_" + other.ID + "_" + secret}
 			for _, b := range bad {
-				if _, err := r.Authenticate(ctx, b); !errors.Is(err, ErrUnauthenticated) || err.Error() != "registry: authenticate: registry: unauthenticated" {
+				if _, err := r.Authenticate(ctx, b); !errors.Is(err, ErrUnauthenticated) || err.Error() != "registry: authenticate: unauthenticated" {
 					t.Errorf("Authenticate(%.30q) = %v; want the one ErrUnauthenticated", b, err)
 				}
 			}

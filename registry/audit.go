@@ -132,7 +132,7 @@ type auditRow struct {
 // defaults to 50 and is capped at 100.
 func (r *Registry) ListAudit(ctx context.Context, a Actor, cursor string, limit int) ([]AuditEvent, string, error) {
 	if !a.IsAdmin() {
-		return nil, "", r.deny(ctx, a, ActionAuditList, "", fmt.Errorf("registry: list audit: %w", ErrForbidden))
+		return nil, "", r.deny(ctx, a, ActionAuditList, "", wrap("list audit", ErrForbidden))
 	}
 	limit, err := pageLimit(limit)
 	if err != nil {

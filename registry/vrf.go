@@ -41,7 +41,7 @@ func (r *Registry) VRFPublicKeyPEM() []byte {
 // did not register). Without a VRF key the result is ErrUnavailable.
 func (r *Registry) VRFIndex(ctx context.Context, a Actor, name string) (index [32]byte, proof []byte, err error) {
 	if !a.can(ScopeAgentsRead) || (!a.IsAdmin() && (a.Owner == "" || a.Namespace == "")) {
-		return index, nil, r.deny(ctx, a, ActionVRFIndex, name, fmt.Errorf("registry: vrf index: %w", ErrForbidden))
+		return index, nil, r.deny(ctx, a, ActionVRFIndex, name, wrap("vrf index", ErrForbidden))
 	}
 	norm, err := ca.NormalizeAgentName(name)
 	if err != nil {
