@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/agent-trust-registry/atr/agent"
+	"github.com/agent-trust-registry/atr/api"
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/hsm"
 )
@@ -168,20 +170,25 @@ atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.exa
 	}
 	srv := newServer(apiSrv.Handler())
 	if !cfg.InsecureHTTP {
-		var certs certSource
+		var getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 		if cfg.TLSCert != "" {
-			certs, err = newOperatorFiles(cfg.TLSCert, cfg.TLSKey, a.now, log.WithField("component", "tls"))
-		} else {
-			dns, ips, nerr := serverNames(cfg)
-			if nerr != nil {
-				return nerr
+			files, err := api.NewCertificateFiles(cfg.TLSCert, cfg.TLSKey, a.now, log.WithField("component", "tls"))
+			if err != nil {
+				return err
 			}
-			certs, err = newSelfIssued(ctx, reg, dns, ips, a.now, log.WithField("component", "tls"))
+			getCert = files.GetCertificate
+		} else {
+			dns, ips, err := serverNames(cfg)
+			if err != nil {
+				return err
+			}
+			self, err := reg.ServerTLS(ctx, dns, ips)
+			if err != nil {
+				return err
+			}
+			getCert = self.GetCertificate
 		}
-		if err != nil {
-			return err
-		}
-		srv.TLSConfig = tlsConfig(certs, m.rootPool())
+		srv.TLSConfig = api.TLSConfig(getCert, m.rootPool())
 	} else {
 		log.Warn("serving plain HTTP (--insecure-http): only behind a TLS-terminating proxy")
 	}

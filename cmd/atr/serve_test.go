@@ -20,7 +20,6 @@ import (
 
 	"github.com/agent-trust-registry/atr/hsm"
 	"github.com/agent-trust-registry/atr/hsm/hsmtest"
-	"github.com/agent-trust-registry/atr/registry/registrytest"
 )
 
 // ceremonies runs root, intermediate, log-key, log-key-ed25519 and vrf-key on fresh tokens.
@@ -199,40 +198,6 @@ func TestServeRefusesWithoutIntermediate(t *testing.T) {
 	code, _, errb := d.atr(t, "serve", "--listen", "127.0.0.1:0")
 	if code != 1 || !strings.Contains(errb, "root certificate") {
 		t.Errorf("serve on a token without CA certificates: exit %d, stderr %s", code, errb)
-	}
-}
-
-// TestServerCertRenewal replays the clock past two thirds of the server
-// certificate's life: the next handshake gets a fresh certificate, no restart.
-func TestServerCertRenewal(t *testing.T) {
-	f := registrytest.NewFixture(t) // the issuance pipeline over a SoftHSM2 CA, with a fake clock
-	clock := f.Clock.Now
-	s, err := newSelfIssued(context.Background(), f.Registry, []string{"localhost"}, nil, clock, hsmtest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, _ := s.GetCertificate(nil)
-	again, _ := s.GetCertificate(nil)
-	if first != again {
-		t.Error("a second handshake within the lifetime got a new certificate")
-	}
-	f.Clock.Advance(serverCertLifetime*2/3 + time.Minute)
-	renewed, err := s.GetCertificate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if renewed.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 {
-		t.Fatal("the certificate was not renewed after two thirds of its life")
-	}
-	if !renewed.Leaf.NotAfter.After(first.Leaf.NotAfter) {
-		t.Errorf("renewed NotAfter %v not after %v", renewed.Leaf.NotAfter, first.Leaf.NotAfter)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(f.Root)
-	inter := x509.NewCertPool()
-	inter.AddCert(f.Intermediate)
-	if _, err := renewed.Leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: "localhost", CurrentTime: clock()}); err != nil {
-		t.Errorf("renewed certificate does not verify: %v", err)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"maps"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,89 +16,8 @@ import (
 
 	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
-	"github.com/agent-trust-registry/atr/hsm/hsmtest"
-	"github.com/agent-trust-registry/atr/registry"
-	"github.com/agent-trust-registry/atr/registry/registrytest"
 	"github.com/agent-trust-registry/atr/registry/translog"
 )
-
-// TestSelfIssuedThroughRegistry: every server certificate selfIssued serves
-// was issued by the registry (a row marked issued, a server_cert log entry
-// with its fingerprint); a renewal the token refuses keeps the current
-// certificate (the refused one is abandoned, never served) until it
-// expires, and a certificate is issued again once the token is back.
-func TestSelfIssuedThroughRegistry(t *testing.T) {
-	f := registrytest.NewFixture(t)
-	ctx := context.Background()
-	s, err := newSelfIssued(ctx, f.Registry, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, f.Clock.Now, hsmtest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recorded := func(c *tls.Certificate) registry.ServerCertificateRecord {
-		t.Helper()
-		rows, err := f.Store.ServerCertificates(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, row := range rows {
-			if bytes.Equal(row.DER, c.Leaf.Raw) {
-				return row
-			}
-		}
-		t.Fatalf("served certificate %s is not in server_certificates (%d rows)", leafFingerprint(c), len(rows))
-		return registry.ServerCertificateRecord{}
-	}
-	first, err := s.GetCertificate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	row := recorded(first)
-	if row.State != "issued" || row.LogIndex == nil {
-		t.Fatalf("row of the served certificate = %+v; want issued with a log index", row)
-	}
-	raw, err := f.Registry.LogEntries(ctx, *row.LogIndex, *row.LogIndex+1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := translog.ParseEntry(raw[0])
-	if err != nil || e.Type != translog.EventServerCert || e.Fingerprint != leafFingerprint(first) {
-		t.Fatalf("log entry %d = %+v, %v; want server_cert with fingerprint %s", *row.LogIndex, e, err, leafFingerprint(first))
-	}
-	if len(first.Certificate) != 2 || !bytes.Equal(first.Certificate[1], f.Intermediate.Raw) {
-		t.Errorf("served chain has %d certificates; want the leaf and the intermediate", len(first.Certificate))
-	}
-
-	// A renewal the token refuses: the current certificate stays.
-	f.FailSigning(true)
-	f.Clock.Advance(serverCertLifetime*2/3 + time.Minute)
-	kept, err := s.GetCertificate(nil)
-	if err != nil || kept != first {
-		t.Fatalf("GetCertificate with a failing token = %v; want the current certificate", err)
-	}
-	rows, err := f.Store.ServerCertificates(ctx)
-	if err != nil || len(rows) != 2 || rows[1].State != "abandoned" {
-		t.Fatalf("rows after the refused renewal = %+v, %v; want the new one abandoned", rows, err)
-	}
-	// Past its end nothing is served.
-	f.Clock.Advance(serverCertLifetime)
-	if c, err := s.GetCertificate(nil); err == nil {
-		t.Fatalf("GetCertificate after the certificate expired with a failing token = %s; want an error", leafFingerprint(c))
-	}
-	f.FailSigning(false)
-	renewed, err := s.GetCertificate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if row := recorded(renewed); row.State != "issued" || renewed.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 {
-		t.Errorf("certificate after the token recovered: row %+v; want a new, issued one", row)
-	}
-}
-
-// leafFingerprint returns the SHA-256 fingerprint of c's leaf, lowercase hex.
-func leafFingerprint(c *tls.Certificate) string {
-	sum := sha256.Sum256(c.Leaf.Raw)
-	return hex.EncodeToString(sum[:])
-}
 
 // TestServeTLSCertificateInLog: the TLS certificate `atr serve` presents is
 // in its transparency log, as a server_cert entry with its fingerprint and
