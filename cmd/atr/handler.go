@@ -29,17 +29,17 @@ func newStdLogger(e *logrus.Entry) *log.Logger {
 func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial, now func() time.Time, log *logrus.Entry) (*api.Server, *registry.Registry, func(), error) {
 	// Step 1: the CA. NewIssuer self-tests one issuance through the lint path.
 	// The CRL and OCSP URLs are the http distribution listener's when it is on.
-	hsmm := newHSMMetrics()
+	hsmm := hsm.NewMetrics()
 	// Each leaf's CRL distribution point names its own issuer's CRL, so it
 	// stays right after the intermediate is rotated. Config.Validate judged
 	// this profile and the API's config with the same functions.
-	issuer, err := ca.NewIssuer(hsmm.signer("issuing", m.signer), m.issuing.Cert, m.chain, cfg.leafProfile(ca.KeyID(m.issuing.Cert)))
+	issuer, err := ca.NewIssuer(hsmm.Signer("issuing", m.signer), m.issuing.Cert, m.chain, cfg.leafProfile(ca.KeyID(m.issuing.Cert)))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("building the issuer: %w", err)
 	}
 	var responders []*ca.Responder
 	for _, p := range m.previous {
-		r, err := ca.NewResponder(hsmm.signer("issuing", p.signer), p.cert)
+		r, err := ca.NewResponder(hsmm.Signer("issuing", p.signer), p.cert)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("earlier intermediate %s: %w", p.cert.Subject, err)
 		}
@@ -66,7 +66,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		return nil, nil, nil, fmt.Errorf("log key: %w", err)
 	}
 	origin := cfg.TrustDomain + "/log"
-	noteSigner, err := translog.NewNoteSigner(origin, hsmm.signer("log", logKey))
+	noteSigner, err := translog.NewNoteSigner(origin, hsmm.Signer("log", logKey))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("log key: %w", err)
 	}
@@ -132,7 +132,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		LogVerifier:    noteVerifier,
 		LogOrigin:      origin,
 		LogPublicKey:   logKey.Public(),
-		VRFSigner:      hsmm.signer("vrf", vrfKey),
+		VRFSigner:      hsmm.Signer("vrf", vrfKey),
 		Token:          tok,
 		Now:            now,
 		Log:            log,
@@ -168,7 +168,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	closers = append(closers, func() { reg.Close() })
 	go maintain(ctx, reg, log.WithField("component", "maintenance"))
 	deps := api.Deps{Lifecycle: reg, Auth: reg, Admin: reg, Log: reg, Revocation: reg, Now: now,
-		Collectors: append(hsmm.collectors(), tokenHealthGauge(tok.Healthy), newDBStatsCollector(store.Stats), newGroupCommitCollector(store.GroupCommitStats))}
+		Collectors: append(append(hsmm.Collectors(), hsm.HealthGauge(tok.Healthy)), store.Collectors()...)}
 	// Witnesses cosign checkpoints in the background; never in a request.
 	witnessCollectors, err := startWitnesses(ctx, cfg, reg, log)
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 // "log-ed25519") and public key. When the key is missing it is an error if
 // witnesses are configured or the URI was given explicitly; otherwise the
 // log keeps signing with its ECDSA key alone and nils are returned.
-func loadLogKeyEd25519(ctx context.Context, cfg Config, tok *hsm.Token, hsmm *hsmMetrics, origin string, log *logrus.Entry) (note.Signer, crypto.PublicKey, error) {
+func loadLogKeyEd25519(ctx context.Context, cfg Config, tok *hsm.Token, hsmm *hsm.Metrics, origin string, log *logrus.Entry) (note.Signer, crypto.PublicKey, error) {
 	if cfg.LogKeyEd25519 == "" {
 		return nil, nil, nil
 	}
@@ -45,7 +45,7 @@ func loadLogKeyEd25519(ctx context.Context, cfg Config, tok *hsm.Token, hsmm *hs
 	if err := key.CheckPolicy(ctx); err != nil {
 		return nil, nil, fmt.Errorf("log Ed25519 key %s: %w", u, err)
 	}
-	s, err := translog.NewEd25519NoteSigner(origin, hsmm.signer("log-ed25519", key))
+	s, err := translog.NewEd25519NoteSigner(origin, hsmm.Signer("log-ed25519", key))
 	if err != nil {
 		return nil, nil, fmt.Errorf("log Ed25519 key: %w", err)
 	}

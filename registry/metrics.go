@@ -1,80 +1,10 @@
-package main
+package registry
 
 import (
-	"context"
-	"crypto"
 	"database/sql"
-	"io"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// The operational metrics that only the wiring can see: token health, HSM
-// operation latency and errors, and the database pool. They join the api
-// server's own families on its /metrics registry.
-
-// hsmMetrics counts and times operations on the token.
-type hsmMetrics struct {
-	latency *prometheus.HistogramVec // key, op
-	errors  *prometheus.CounterVec   // key, op
-}
-
-func newHSMMetrics() *hsmMetrics {
-	return &hsmMetrics{
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "atr_hsm_operation_duration_seconds",
-			Help:    "Latency of operations on the PKCS#11 token, by key and operation.",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
-		}, []string{"key", "op"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "atr_hsm_errors_total",
-			Help: "Failed operations on the PKCS#11 token, by key and operation.",
-		}, []string{"key", "op"}),
-	}
-}
-
-func (m *hsmMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.latency, m.errors}
-}
-
-// signer wraps a token signer so that each signature is timed and each
-// failure counted under the key's role ("issuing", "log").
-func (m *hsmMetrics) signer(role string, s crypto.Signer) crypto.Signer {
-	return &instrumentedSigner{Signer: s, latency: m.latency.WithLabelValues(role, "sign"), errors: m.errors.WithLabelValues(role, "sign")}
-}
-
-type instrumentedSigner struct {
-	crypto.Signer
-	latency prometheus.Observer
-	errors  prometheus.Counter
-}
-
-func (s *instrumentedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	start := time.Now()
-	sig, err := s.Signer.Sign(r, digest, opts)
-	s.latency.Observe(time.Since(start).Seconds())
-	if err != nil {
-		s.errors.Inc()
-	}
-	return sig, err
-}
-
-// tokenHealthGauge is 1 while the token answers and 0 while it is being
-// recovered (the signer fails closed meanwhile).
-func tokenHealthGauge(healthy func(ctx context.Context) error) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "atr_token_healthy",
-		Help: "1 when the online PKCS#11 token is usable, 0 while it is unavailable.",
-	}, func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if healthy(ctx) != nil {
-			return 0
-		}
-		return 1
-	})
-}
 
 // dbStatsCollector exports the connection pool's statistics.
 type dbStatsCollector struct {
@@ -111,6 +41,12 @@ func (c *dbStatsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.max, prometheus.GaugeValue, float64(s.MaxOpenConnections))
 	ch <- prometheus.MustNewConstMetric(c.waits, prometheus.CounterValue, float64(s.WaitCount))
 	ch <- prometheus.MustNewConstMetric(c.wdur, prometheus.CounterValue, s.WaitDuration.Seconds())
+}
+
+// Collectors are the store's metric families (atr_db_*: the connection
+// pool, the group commit), to register on a Prometheus registry.
+func (s *Store) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{newDBStatsCollector(s.Stats), newGroupCommitCollector(s.GroupCommitStats)}
 }
 
 // groupCommitCollector exposes the group commit's counters (registry

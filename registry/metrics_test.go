@@ -1,0 +1,51 @@
+package registry
+
+import (
+	"context"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/agent-trust-registry/atr/registry/internal/testdb"
+)
+
+// TestStoreCollectors: the store's metric families gather, with the group
+// commit's counters following its work.
+func TestStoreCollectors(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, testdb.SQLiteURL(t), logrus.NewEntry(logrus.New()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		m := mf.GetMetric()[0]
+		if c := m.GetCounter(); c != nil {
+			got[mf.GetName()] = c.GetValue()
+		} else {
+			got[mf.GetName()] = m.GetGauge().GetValue()
+		}
+	}
+	for _, name := range []string{"atr_db_open_connections", "atr_db_in_use_connections", "atr_db_idle_connections",
+		"atr_db_max_open_connections", "atr_db_wait_count_total", "atr_db_wait_duration_seconds_total",
+		"atr_db_group_commit_batches_total", "atr_db_group_commit_items_total"} {
+		if _, ok := got[name]; !ok {
+			t.Errorf("%s missing (gathered %v)", name, got)
+		}
+	}
+	if got["atr_db_group_commit_batches_total"] < 1 || got["atr_db_group_commit_items_total"] < got["atr_db_group_commit_batches_total"] {
+		t.Errorf("group commit counters after migrating = %v batches, %v items; want ≥ 1 batch, items ≥ batches",
+			got["atr_db_group_commit_batches_total"], got["atr_db_group_commit_items_total"])
+	}
+}
