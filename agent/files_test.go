@@ -193,14 +193,14 @@ func TestReceiptPath(t *testing.T) {
 func TestLoadCertificate(t *testing.T) {
 	c := newTestCA(t, "test.local")
 	k, _ := GenerateKey(KeyP256)
-	leaf := c.issue(t, k, "bot.acme")
+	leaf := c.Issue(t, k, "bot.acme")
 	dir := t.TempDir()
 	file := func(name string, data []byte) string {
 		return writeTestFile(t, filepath.Join(dir, name), data, 0o644)
 	}
 	leafOnly := file("leaf.pem", ca.EncodeCertificatesPEM(leaf))
-	withChain := file("full.pem", ca.EncodeCertificatesPEM(leaf, c.issuing))
-	chain := file("leaf.chain.pem", ca.EncodeCertificatesPEM(c.issuing))
+	withChain := file("full.pem", ca.EncodeCertificatesPEM(leaf, c.Issuing))
+	chain := file("leaf.chain.pem", ca.EncodeCertificatesPEM(c.Issuing))
 	empty := file("empty.pem", []byte("\n"))
 	garbage := file("garbage.pem", []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
 	for _, tt := range []struct {
@@ -233,7 +233,7 @@ func TestLoadCertificate(t *testing.T) {
 		})
 	}
 	t.Run("LoadBundle", func(t *testing.T) {
-		b, err := LoadBundle(file("bundle.pem", c.bundlePEM()))
+		b, err := LoadBundle(file("bundle.pem", c.BundlePEM()))
 		if err != nil || len(b) != 2 {
 			t.Fatalf("LoadBundle: %d certificates, %v; want 2", len(b), err)
 		}

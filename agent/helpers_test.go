@@ -3,12 +3,8 @@ package agent
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,94 +14,15 @@ import (
 
 	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/ca/catest"
 )
 
 // Helpers of the package's internal tests: a software CA and agent files.
 
-// testCA is a software CA (root → issuing CA → leaves) built with package
-// ca, for tests that need real certificates and CRLs but no token.
-type testCA struct {
-	root, issuing *x509.Certificate
-	issuingKey    crypto.Signer
-	issuer        *ca.Issuer
-	trustDomain   string
-}
+// testCA is catest's software CA.
+type testCA = catest.CA
 
-func newTestCA(t *testing.T, trustDomain string) *testCA {
-	t.Helper()
-	now := time.Now()
-	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := ca.RootTemplate("Test Root "+trustDomain, 0, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := ca.CreateCertificate(rt, rt, rootKey.Public(), rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ik, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	it, err := ca.IntermediateTemplate("Test Issuing "+trustDomain, trustDomain, 0, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ic, err := ca.CreateCertificate(it, root, ik.Public(), rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := ca.NewIssuer(ik, ic, []*x509.Certificate{root}, ca.Profile{TrustDomain: trustDomain, ServerAuth: true,
-		CRLURL: "http://127.0.0.1/v1/crl", OCSPURL: "http://127.0.0.1/v1/ocsp", Lifetime: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{root: root, issuing: ic, issuingKey: ik, issuer: iss, trustDomain: trustDomain}
-}
-
-// issue certifies pub's CSR for agent name.
-func (c *testCA) issue(t *testing.T, k crypto.Signer, name string) *x509.Certificate {
-	t.Helper()
-	csrPEM, err := NewCSR(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := c.issueCSR(csrPEM, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return leaf
-}
-
-func (c *testCA) issueCSR(csrPEM []byte, name string) (*x509.Certificate, error) {
-	csr, err := ca.ParseCSR(csrPEM)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := ca.NewSerial(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	p, err := c.issuer.Prepare(csr, name, serial, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	return c.issuer.Sign(p)
-}
-
-func (c *testCA) bundlePEM() []byte { return ca.EncodeCertificatesPEM(c.issuing, c.root) }
-
-func (c *testCA) crl(t *testing.T, thisUpdate, nextUpdate time.Time, revoked ...x509.RevocationListEntry) []byte {
-	t.Helper()
-	der, err := c.issuer.SignCRL(big.NewInt(time.Now().UnixNano()), thisUpdate, nextUpdate, revoked)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
+func newTestCA(t *testing.T, trustDomain string) *testCA { return catest.New(t, trustDomain) }
 
 func writeTestFile(t *testing.T, path string, data []byte, mode os.FileMode) string {
 	t.Helper()
@@ -149,8 +66,8 @@ func newAgentFiles(t *testing.T, c *testCA, name string, k crypto.Signer) agentF
 		t.Fatal(err)
 	}
 	writeTestFile(t, f.key, data, 0o600)
-	writeTestFile(t, f.cert, ca.EncodeCertificatesPEM(c.issue(t, k, name)), 0o644)
-	writeTestFile(t, f.chain, ca.EncodeCertificatesPEM(c.issuing), 0o644)
+	writeTestFile(t, f.cert, ca.EncodeCertificatesPEM(c.Issue(t, k, name)), 0o644)
+	writeTestFile(t, f.chain, ca.EncodeCertificatesPEM(c.Issuing), 0o644)
 	return f
 }
 
@@ -208,12 +125,12 @@ func (f *fakeRotator) Rotate(_ context.Context, name string, csr []byte) (*clien
 	if fail != nil {
 		return nil, fail
 	}
-	leaf, err := f.c.issueCSR(csr, name)
+	leaf, err := f.c.IssueCSR(csr, name)
 	if err != nil {
 		return nil, err
 	}
 	return &client.Certificate{Name: name, Serial: leaf.SerialNumber.Text(16), Certificate: string(ca.EncodeCertificatesPEM(leaf)),
-		Chain: string(ca.EncodeCertificatesPEM(f.c.issuing)), NotAfter: leaf.NotAfter}, nil
+		Chain: string(ca.EncodeCertificatesPEM(f.c.Issuing)), NotAfter: leaf.NotAfter}, nil
 }
 
 func newTestRenewer(f agentFiles, fr *fakeRotator) *Renewer {

@@ -107,7 +107,7 @@ func TestFingerprintsAndMatch(t *testing.T) {
 	c := newTestCA(t, "test.local")
 	k, _ := GenerateKey(KeyP256)
 	other, _ := GenerateKey(KeyP256)
-	leaf := c.issue(t, k, "bot.acme")
+	leaf := c.Issue(t, k, "bot.acme")
 	h := sha256.Sum256(leaf.Raw)
 	if got, want := ca.Fingerprint(leaf), hex.EncodeToString(h[:]); got != want {
 		t.Errorf("Fingerprint = %s, want %s", got, want)
@@ -132,7 +132,7 @@ func TestCheckIssued(t *testing.T) {
 	other := newTestCA(t, "test.local")
 	k, _ := GenerateKey(KeyP256)
 	stranger, _ := GenerateKey(KeyP256)
-	leaf := c.issue(t, k, "bot.acme")
+	leaf := c.Issue(t, k, "bot.acme")
 	answer := func(leaf *x509.Certificate, chain ...*x509.Certificate) *client.Certificate {
 		return &client.Certificate{Certificate: string(ca.EncodeCertificatesPEM(leaf)), Chain: string(ca.EncodeCertificatesPEM(chain...))}
 	}
@@ -142,12 +142,12 @@ func TestCheckIssued(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{"good", answer(leaf, c.issuing), "bot.acme", ""},
-		{"any name", answer(leaf, c.issuing), "", ""},
+		{"good", answer(leaf, c.Issuing), "bot.acme", ""},
+		{"any name", answer(leaf, c.Issuing), "", ""},
 		{"no chain", answer(leaf), "bot.acme", ""},
-		{"another key", answer(c.issue(t, stranger, "bot.acme"), c.issuing), "bot.acme", "another key"},
-		{"another agent", answer(leaf, c.issuing), "evil.acme", "names agent"},
-		{"a chain that did not sign it", answer(leaf, other.issuing), "bot.acme", "does not sign"},
+		{"another key", answer(c.Issue(t, stranger, "bot.acme"), c.Issuing), "bot.acme", "another key"},
+		{"another agent", answer(leaf, c.Issuing), "evil.acme", "names agent"},
+		{"a chain that did not sign it", answer(leaf, other.Issuing), "bot.acme", "does not sign"},
 		{"garbage", &client.Certificate{Certificate: "nope"}, "bot.acme", "certificate"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,12 +171,12 @@ func TestCheckIssued(t *testing.T) {
 func TestAgentIdentity(t *testing.T) {
 	c := newTestCA(t, "test.local")
 	k, _ := GenerateKey(KeyP256)
-	leaf := c.issue(t, k, "bot.acme")
+	leaf := c.Issue(t, k, "bot.acme")
 	name, td, err := ca.AgentIdentity(leaf)
 	if err != nil || name != "bot.acme" || td != "test.local" {
 		t.Errorf("AgentName = %q, %q, %v; want bot.acme, test.local", name, td, err)
 	}
-	if _, _, err := ca.AgentIdentity(c.issuing); err == nil {
+	if _, _, err := ca.AgentIdentity(c.Issuing); err == nil {
 		t.Error("AgentName of a CA certificate without URI SAN succeeded")
 	}
 }

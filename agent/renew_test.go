@@ -170,11 +170,11 @@ func (e *evilRotator) Verify(context.Context, []byte, []byte) (*client.VerifyRes
 func (e *evilRotator) Rotate(_ context.Context, name string, _ []byte) (*client.Certificate, error) {
 	k, _ := GenerateKey("p256")
 	csr, _ := NewCSR(k)
-	leaf, err := e.c.issueCSR(csr, name)
+	leaf, err := e.c.IssueCSR(csr, name)
 	if err != nil {
 		return nil, err
 	}
-	return &client.Certificate{Certificate: string(ca.EncodeCertificatesPEM(leaf)), Chain: string(ca.EncodeCertificatesPEM(e.c.issuing))}, nil
+	return &client.Certificate{Certificate: string(ca.EncodeCertificatesPEM(leaf)), Chain: string(ca.EncodeCertificatesPEM(e.c.Issuing))}, nil
 }
 
 // TestRenewRecovery replays crashes at each point of the renewal order.
@@ -186,7 +186,7 @@ func TestRenewRecovery(t *testing.T) {
 		k1, _ := GenerateKey("p256")
 		data, _ := MarshalKey(k1)
 		writeTestFile(t, f.key+StagedSuffix, data, 0o600)
-		writeTestFile(t, f.cert, ca.EncodeCertificatesPEM(c.issue(t, k1, "bot.acme")), 0o644)
+		writeTestFile(t, f.cert, ca.EncodeCertificatesPEM(c.Issue(t, k1, "bot.acme")), 0o644)
 		if err := newTestRenewer(f, &fakeRotator{c: c}).Recover(); err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +223,7 @@ func TestRenewRecovery(t *testing.T) {
 		k1, _ := GenerateKey("ed25519")
 		data, _ := MarshalKey(k1)
 		writeTestFile(t, f.key+StagedSuffix, data, 0o600)
-		writeTestFile(t, f.cert, ca.EncodeCertificatesPEM(c.issue(t, k1, "bot.acme")), 0o644)
+		writeTestFile(t, f.cert, ca.EncodeCertificatesPEM(c.Issue(t, k1, "bot.acme")), 0o644)
 		fr := &fakeRotator{c: c}
 		if _, err := newTestRenewer(f, fr).RenewOnce(context.Background()); err != nil {
 			t.Fatal(err)

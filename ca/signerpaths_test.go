@@ -83,11 +83,12 @@ func signerAllowList() map[signCall]string {
 		{"atr/registry/translog.VRFProve", "Sign on crypto.Signer"}:                  "the VRF key (name indexes)",
 		// Signers wrapping signers: each forwards its own Sign.
 		{"(*atr/hsm.Signer).Sign", "Sign on github.com/ThalesGroup/crypto11.Signer"}: "the token signer forwards to crypto11",
-		{"(*atr/cmd/atr.instrumentedSigner).Sign", "Sign on crypto.Signer"}:          "metrics wrapper: forwards its own Sign",
+		{"(*atr/hsm.instrumentedSigner).Sign", "Sign on crypto.Signer"}:              "hsm.Metrics wrapper: forwards its own Sign",
 		{"(*atr/registry/registrytest.FaultySigner).Sign", "Sign on crypto.Signer"}:  "test fixture wrapper: forwards its own Sign",
 		// Agents' own keys (CSRs).
-		{"atr/agent.NewCSR", "crypto/x509.CreateCertificateRequest"}:                            "an agent's CSR, signed by its own key (package agent; cmd/atr's buildCSR delegates to it)",
+		{"atr/agent.NewCSR", "crypto/x509.CreateCertificateRequest"}:                            "an agent's CSR, signed by its own key (package agent; atr agent uses it)",
 		{"(*atr/registry/registrytest.Fixture).CSRFor", "crypto/x509.CreateCertificateRequest"}: "test fixture: an agent's CSR",
+		{"(*atr/ca/catest.CA).Issue", "crypto/x509.CreateCertificateRequest"}:                   "test CA (package catest, in memory): a test agent's CSR, signed by its own key",
 		{"atr/cmd/atr/internal/faults.NewCSR", "crypto/x509.CreateCertificateRequest"}:          "fault tests: an agent's CSR",
 		{"atr/cmd/atr-bench.newCSR", "crypto/x509.CreateCertificateRequest"}:                    "benchmark: an agent's CSR",
 		// Test and benchmark CAs: keys of their own.

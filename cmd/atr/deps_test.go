@@ -76,6 +76,7 @@ var ourImports = map[string][]string{
 	"hsm":                      {},
 	"hsm/hsmtest":              {"hsm"},
 	"ca":                       {},
+	"ca/catest":                {"ca"},
 	"registry/apikey":          {},
 	"registry/redact":          {},
 	"registry/translog":        {},
@@ -86,7 +87,7 @@ var ourImports = map[string][]string{
 	"api/ratelimit":            {},
 	"api/client":               {"registry/apikey"},
 	"api":                      {"api/client", "api/ratelimit", "ca", "registry", "registry/apikey", "registry/redact", "registry/translog", "registry/witness"},
-	"agent":                    {"api/client", "ca", "registry/apikey"},
+	"agent":                    {"api/client", "ca"},
 	"rp":                       {"ca", "registry/translog"},
 }
 

@@ -224,10 +224,10 @@ func TestLogVerify(t *testing.T) {
 
 	c := newTestCA(t, "test.local")
 	agentKey, _ := generateAgentKey("p256")
-	leaf := c.issue(t, agentKey, "bot.acme")
+	leaf := c.Issue(t, agentKey, "bot.acme")
 	certFile := writeTestFile(t, filepath.Join(dir, "agent.pem"), pemOrNil([]*x509.Certificate{leaf}), 0o644)
 	strangerKey, _ := generateAgentKey("p256")
-	stranger := writeTestFile(t, filepath.Join(dir, "stranger.pem"), pemOrNil([]*x509.Certificate{c.issue(t, strangerKey, "bot.acme")}), 0o644)
+	stranger := writeTestFile(t, filepath.Join(dir, "stranger.pem"), pemOrNil([]*x509.Certificate{c.Issue(t, strangerKey, "bot.acme")}), 0o644)
 
 	// Entries 0-3 are version 1 (before the upgrade), 4-8 version 2.
 	l := newFakeLog(t, origin, key)
@@ -419,7 +419,7 @@ func TestLogVerify(t *testing.T) {
 	})
 	t.Run("server certificate (server_cert entry)", func(t *testing.T) {
 		serverKey, _ := generateAgentKey("p256")
-		serverCert := c.issue(t, serverKey, "registry")
+		serverCert := c.Issue(t, serverKey, "registry")
 		serverFile := writeTestFile(t, filepath.Join(dir, "server.pem"), pemOrNil([]*x509.Certificate{serverCert}), 0o644)
 		e := translog.Entry{Type: translog.EventServerCert, Time: time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC),
 			Fingerprint: ca.Fingerprint(serverCert), IssuerKeyID: "abcd", Certificate: serverCert.Raw}

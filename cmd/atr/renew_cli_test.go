@@ -158,11 +158,11 @@ func TestSerialSpelling(t *testing.T) {
 	b := serial.Bytes()
 	b[0] = 0x0a
 	serial.SetBytes(b)
-	p, err := c.issuer.Prepare(csr, "bot.acme", serial, c.root.NotBefore.Add(ca.DefaultBackdate))
+	p, err := c.Issuer.Prepare(csr, "bot.acme", serial, c.Root.NotBefore.Add(ca.DefaultBackdate))
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := c.issuer.Sign(p)
+	leaf, err := c.Issuer.Sign(p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func newOfflineFixture(t *testing.T) offlineFixture {
 		t.Fatal(err)
 	}
 	return offlineFixture{c: c, dir: f.dir, leaf: leaf, cert: f.cert, chain: f.chain,
-		bundle: writeTestFile(t, filepath.Join(f.dir, "bundle.pem"), ca.EncodeCertificatesPEM(c.root), 0o644)}
+		bundle: writeTestFile(t, filepath.Join(f.dir, "bundle.pem"), ca.EncodeCertificatesPEM(c.Root), 0o644)}
 }
 
 func (f offlineFixture) crlFile(t *testing.T, name string, der []byte) string {
@@ -80,23 +80,23 @@ func (f offlineFixture) crlFile(t *testing.T, name string, der []byte) string {
 func TestVerifyOffline(t *testing.T) {
 	f := newOfflineFixture(t)
 	now := time.Now()
-	good := f.crlFile(t, "good.crl", f.c.crl(t, now.Add(-time.Minute), now.Add(time.Hour),
+	good := f.crlFile(t, "good.crl", f.c.CRL(t, now.Add(-time.Minute), now.Add(time.Hour),
 		x509.RevocationListEntry{SerialNumber: big.NewInt(12345), RevocationTime: now, ReasonCode: 1}))
-	goodPEM := f.crlFile(t, "good.crl.pem", pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: f.c.crl(t, now.Add(-time.Minute), now.Add(time.Hour))}))
-	revoked := f.crlFile(t, "revoked.crl", f.c.crl(t, now.Add(-time.Minute), now.Add(time.Hour),
+	goodPEM := f.crlFile(t, "good.crl.pem", pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: f.c.CRL(t, now.Add(-time.Minute), now.Add(time.Hour))}))
+	revoked := f.crlFile(t, "revoked.crl", f.c.CRL(t, now.Add(-time.Minute), now.Add(time.Hour),
 		x509.RevocationListEntry{SerialNumber: f.leaf.SerialNumber, RevocationTime: now, ReasonCode: 1}))
-	superseded := f.crlFile(t, "superseded.crl", f.c.crl(t, now.Add(-time.Minute), now.Add(time.Hour),
+	superseded := f.crlFile(t, "superseded.crl", f.c.CRL(t, now.Add(-time.Minute), now.Add(time.Hour),
 		x509.RevocationListEntry{SerialNumber: f.leaf.SerialNumber, RevocationTime: now, ReasonCode: 4}))
-	stale := f.crlFile(t, "stale.crl", f.c.crl(t, now.Add(-2*time.Hour), now.Add(-time.Hour)))
+	stale := f.crlFile(t, "stale.crl", f.c.CRL(t, now.Add(-2*time.Hour), now.Add(-time.Hour)))
 	other := newTestCA(t, "test.local")
 	// other's issuing CA has the same subject as the real one: only the
 	// signature tells the CRLs apart.
-	foreign := f.crlFile(t, "foreign.crl", other.crl(t, now.Add(-time.Minute), now.Add(time.Hour)))
+	foreign := f.crlFile(t, "foreign.crl", other.CRL(t, now.Add(-time.Minute), now.Add(time.Hour)))
 	garbage := f.crlFile(t, "garbage.crl", []byte("not a crl"))
 
 	otherKey, _ := generateAgentKey("p256")
-	otherLeaf := other.issue(t, otherKey, "bot.acme")
-	otherCert := writeTestFile(t, filepath.Join(f.dir, "other.pem"), ca.EncodeCertificatesPEM(otherLeaf, other.issuing), 0o644)
+	otherLeaf := other.Issue(t, otherKey, "bot.acme")
+	otherCert := writeTestFile(t, filepath.Join(f.dir, "other.pem"), ca.EncodeCertificatesPEM(otherLeaf, other.Issuing), 0o644)
 
 	for _, tt := range []struct {
 		name     string
@@ -132,7 +132,7 @@ func TestVerifyOffline(t *testing.T) {
 	t.Run("expired certificate", func(t *testing.T) {
 		a, out, _ := testApp(nil)
 		a.now = func() time.Time { return f.leaf.NotAfter.Add(time.Minute) }
-		crl := f.crlFile(t, "future.crl", f.c.crl(t, f.leaf.NotAfter, f.leaf.NotAfter.Add(time.Hour)))
+		crl := f.crlFile(t, "future.crl", f.c.CRL(t, f.leaf.NotAfter, f.leaf.NotAfter.Add(time.Hour)))
 		if code := runAtr(a, []string{"verify", f.cert, "--chain", f.chain, "--offline", "--bundle", f.bundle, "--crl", crl}); code != 1 {
 			t.Fatalf("exit %d, want 1", code)
 		}
@@ -213,7 +213,7 @@ func TestVerifyOnline(t *testing.T) {
 	}
 	t.Run("leaf and chain sent separately", func(t *testing.T) {
 		mode = "verified"
-		both := writeTestFile(t, filepath.Join(f.dir, "both.pem"), ca.EncodeCertificatesPEM(f.leaf, f.c.issuing), 0o644)
+		both := writeTestFile(t, filepath.Join(f.dir, "both.pem"), ca.EncodeCertificatesPEM(f.leaf, f.c.Issuing), 0o644)
 		a, _, errb := testApp(nil)
 		if code := runAtr(a, []string{"verify", "--server", srv.URL, both}); code != 0 {
 			t.Fatalf("exit %d: %s", code, errb)
