@@ -82,6 +82,15 @@ type Config struct {
 	// VRFSigner is the RSA key on the token that computes the name indexes of
 	// log leaves (translog.VRFProve). Required for agent events.
 	VRFSigner crypto.Signer
+	// JWTSigner is the ECDSA P-256 key on the token that signs JWT-SVIDs
+	// (ES256). Optional: while nil, no JWT-SVIDs are issued.
+	// JWTPreviousKeys are the public keys of earlier JWT-SVID keys, still
+	// published (JWKS, SPIFFE bundle) after a rotation but never signing.
+	JWTSigner       crypto.Signer
+	JWTPreviousKeys []crypto.PublicKey
+	// CardSigner is the ECDSA P-256 key on the token that signs A2A agent
+	// cards (ES256). Optional: while nil, no cards are signed.
+	CardSigner crypto.Signer
 	// Token reports token health for Ready. Optional.
 	Token interface {
 		Healthy(ctx context.Context) error

@@ -84,6 +84,8 @@ export ATR_PKCS11_ROOT_PIN_FILE="$DATA_DIR/pin"
 "$atr" ceremony log-key --if-missing --operator "${USER:-dev}"
 "$atr" ceremony log-key-ed25519 --if-missing --operator "${USER:-dev}"
 "$atr" ceremony vrf-key --if-missing --operator "${USER:-dev}"
+"$atr" ceremony jwt-key --if-missing --operator "${USER:-dev}"
+"$atr" ceremony card-key --if-missing --operator "${USER:-dev}"
 "$atr" ceremony root-crl --if-missing --operator "${USER:-dev}"
 
 # 5. Admin API key, shown nowhere but the 0600 file.

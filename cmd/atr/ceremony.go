@@ -41,6 +41,8 @@ const (
 	bundlePEMName         = "bundle.pem"
 	logKeyPEMName         = "log-key.pem"
 	vrfKeyPEMName         = "vrf-key.pem"
+	jwtKeyPEMName         = "jwt-key.pem"
+	cardKeyPEMName        = "card-key.pem"
 	defaultRootAlgorithm  = "ecdsa-p384"
 	defaultIssuingAlgo    = "ecdsa-p256"
 	ceremonyDirMode       = 0o700
@@ -53,6 +55,8 @@ const (
 	ceremonyLogSummary    = "generate the transparency-log key (ECDSA P-256) on the online token"
 	ceremonyVRFSummary    = "generate the name-index VRF key (RSA-3072) on the online token"
 	ceremonyShowSummary   = "list the objects on a token with their attributes (read-only)"
+	ceremonyJWTSummary    = "generate the JWT-SVID signing key (ECDSA P-256) on the online token"
+	ceremonyCardSummary   = "generate the A2A agent-card signing key (ECDSA P-256) on the online token"
 )
 
 func runCeremony(ctx context.Context, a *app, args []string) error {
@@ -63,6 +67,8 @@ func runCeremony(ctx context.Context, a *app, args []string) error {
 		"log-key":             runCeremonyLogKey,
 		"log-key-ed25519":     runCeremonyLogKeyEd25519,
 		"vrf-key":             runCeremonyVRFKey,
+		"jwt-key":             runCeremonyJWTKey,
+		"card-key":            runCeremonyCardKey,
 		"root-crl":            runCeremonyRootCRL,
 		"show":                runCeremonyShow,
 	}, map[string]string{
@@ -72,6 +78,8 @@ func runCeremony(ctx context.Context, a *app, args []string) error {
 		"log-key":             ceremonyLogSummary,
 		"log-key-ed25519":     ceremonyLogEd25519Summary,
 		"vrf-key":             ceremonyVRFSummary,
+		"jwt-key":             ceremonyJWTSummary,
+		"card-key":            ceremonyCardSummary,
 		"root-crl":            ceremonyRootCRLSummary,
 		"show":                ceremonyShowSummary,
 	}, args)
@@ -705,6 +713,34 @@ existing key.`,
 	return runOnlineKeyCeremony(ctx, a, fs, args, onlineKey{
 		ceremony: "vrf-key", what: "VRF key", defaultLabel: defaultVRFKeyLabel, alg: hsm.RSA3072, pemName: vrfKeyPEMName,
 		check: func(pub crypto.PublicKey) error { _, err := translog.CheckVRFKey(pub); return err },
+	})
+}
+
+func runCeremonyJWTKey(ctx context.Context, a *app, args []string) error {
+	fs := a.newFlagSet("ceremony jwt-key", "ceremony jwt-key [flags]",
+		`Generate a JWT-SVID signing key (ECDSA P-256, ES256; sensitive, never
+extractable, sign-only) on the online token and write its public key to
+DATA_DIR/ca/jwt-key.pem. JWT-SVIDs are signed by the key --jwt-key names
+(default label atr-jwt); to rotate, generate a key under a new --label,
+serve with --jwt-key naming it and --jwt-previous-keys naming the old one
+until every token it signed has expired (at most 5 minutes). Refuses to run
+over an existing key.`,
+		`atr ceremony jwt-key --data-dir ./var --operator alice
+  atr ceremony jwt-key --label atr-jwt-2 --operator alice    # rotation`)
+	return runOnlineKeyCeremony(ctx, a, fs, args, onlineKey{
+		ceremony: "jwt-key", what: "JWT-SVID key", defaultLabel: defaultJWTKeyLabel, alg: hsm.ECDSAP256, pemName: jwtKeyPEMName,
+	})
+}
+
+func runCeremonyCardKey(ctx context.Context, a *app, args []string) error {
+	fs := a.newFlagSet("ceremony card-key", "ceremony card-key [flags]",
+		`Generate the A2A agent-card signing key (ECDSA P-256, ES256; sensitive,
+never extractable, sign-only) on the online token and write its public key
+to DATA_DIR/ca/card-key.pem. Its kid is published at /.well-known/jwks.json.
+Refuses to run over an existing key.`,
+		`atr ceremony card-key --data-dir ./var --operator alice`)
+	return runOnlineKeyCeremony(ctx, a, fs, args, onlineKey{
+		ceremony: "card-key", what: "agent-card key", defaultLabel: defaultCardKeyLabel, alg: hsm.ECDSAP256, pemName: cardKeyPEMName,
 	})
 }
 

@@ -111,6 +111,25 @@ type Config struct {
 	// default pkcs11:token=<PKCS11Token>;object=atr-vrf.
 	VRFKey string
 
+	// JWTKey is the pkcs11: URI of the key that signs JWT-SVIDs (ECDSA
+	// P-256, `atr ceremony jwt-key`). Flag --jwt-key, env ATR_JWT_KEY,
+	// derived default pkcs11:token=<PKCS11Token>;object=atr-jwt. When the
+	// default key is missing the server starts without JWT-SVIDs (with a
+	// warning); a key named explicitly must exist.
+	JWTKey string
+
+	// JWTPreviousKeys are pkcs11: URIs of earlier JWT-SVID keys, still
+	// published (JWKS, SPIFFE bundle) but no longer signing: keep one listed
+	// for at least the longest JWT-SVID lifetime after a rotation.
+	// Flag --jwt-previous-keys, env ATR_JWT_PREVIOUS_KEYS, comma-separated.
+	JWTPreviousKeys []string
+
+	// CardKey is the pkcs11: URI of the key that signs A2A agent cards
+	// (ECDSA P-256, `atr ceremony card-key`). Flag --card-key, env
+	// ATR_CARD_KEY, derived default pkcs11:token=<PKCS11Token>;object=atr-card;
+	// missing like JWTKey.
+	CardKey string
+
 	// PublicURL is the base URL relying parties use to reach this registry;
 	// the CRL distribution point and OCSP URL in certificates point under it.
 	// Flag --public-url, env ATR_PUBLIC_URL, derived default
@@ -190,14 +209,16 @@ type Config struct {
 
 // Defaults used by DefaultConfig; documented on the fields above.
 const (
-	defaultDataDir     = "./var"
-	defaultListen      = "127.0.0.1:8443"
-	defaultTrustDomain = "atr.local"
-	defaultModule      = "/usr/lib/softhsm/libsofthsm2.so"
-	defaultToken       = "atr-issuing"
-	defaultRootToken   = "atr-root"
-	defaultLogKeyLabel = "atr-log"
-	defaultVRFKeyLabel = "atr-vrf"
+	defaultDataDir      = "./var"
+	defaultListen       = "127.0.0.1:8443"
+	defaultTrustDomain  = "atr.local"
+	defaultModule       = "/usr/lib/softhsm/libsofthsm2.so"
+	defaultToken        = "atr-issuing"
+	defaultRootToken    = "atr-root"
+	defaultLogKeyLabel  = "atr-log"
+	defaultVRFKeyLabel  = "atr-vrf"
+	defaultJWTKeyLabel  = "atr-jwt"
+	defaultCardKeyLabel = "atr-card"
 
 	// defaultLogEd25519Label is the label of the log's Ed25519 key.
 	defaultLogEd25519Label = "atr-log-ed25519"
@@ -265,6 +286,9 @@ func options() []option {
 		{group: optServe, flag: "witness", env: "ATR_WITNESSES", usage: "comma-separated C2SP witnesses, each name=URL=vkey (docs/operator.md, Witnesses)", list: func(c *Config) *[]string { return &c.Witnesses }},
 		{group: optServe, flag: "witness-timeout", env: "ATR_WITNESS_TIMEOUT", usage: "timeout of each request to a witness, 1s to 5m (default 10s)", dur: func(c *Config) *time.Duration { return &c.WitnessTimeout }},
 		{group: optServe, flag: "vrf-key", env: "ATR_VRF_KEY", usage: "pkcs11: URI of the name-index VRF key (default pkcs11:token=TOKEN;object=atr-vrf)", str: func(c *Config) *string { return &c.VRFKey }},
+		{group: optServe, flag: "jwt-key", env: "ATR_JWT_KEY", usage: "pkcs11: URI of the JWT-SVID signing key (default pkcs11:token=TOKEN;object=atr-jwt; missing: no JWT-SVIDs)", str: func(c *Config) *string { return &c.JWTKey }},
+		{group: optServe, flag: "jwt-previous-keys", env: "ATR_JWT_PREVIOUS_KEYS", usage: "comma-separated pkcs11: URIs of earlier JWT-SVID keys still published after a rotation", list: func(c *Config) *[]string { return &c.JWTPreviousKeys }},
+		{group: optServe, flag: "card-key", env: "ATR_CARD_KEY", usage: "pkcs11: URI of the A2A agent-card signing key (default pkcs11:token=TOKEN;object=atr-card; missing: no card signing)", str: func(c *Config) *string { return &c.CardKey }},
 		{group: optServe, flag: "public-url", env: "ATR_PUBLIC_URL", usage: "public base URL for CRL/OCSP URLs in certificates (default https://LISTEN)", str: func(c *Config) *string { return &c.PublicURL }},
 		{group: optServe, flag: "http-listen", env: "ATR_HTTP_LISTEN", usage: "address of a plain-http listener serving only CRL, OCSP and the CA bundle, named in new certificates (default: off)", str: func(c *Config) *string { return &c.HTTPListen }},
 		{group: optServe, flag: "http-public-url", env: "ATR_HTTP_PUBLIC_URL", usage: "http base URL for the CRL/OCSP URLs in certificates when --http-listen is set (default http://HTTP_LISTEN)", str: func(c *Config) *string { return &c.HTTPPublicURL }},
@@ -361,6 +385,12 @@ func (c *Config) Complete() {
 	if c.VRFKey == "" && c.PKCS11Token != "" {
 		c.VRFKey = "pkcs11:token=" + c.PKCS11Token + ";object=" + defaultVRFKeyLabel
 	}
+	if c.JWTKey == "" && c.PKCS11Token != "" {
+		c.JWTKey = "pkcs11:token=" + c.PKCS11Token + ";object=" + defaultJWTKeyLabel
+	}
+	if c.CardKey == "" && c.PKCS11Token != "" {
+		c.CardKey = "pkcs11:token=" + c.PKCS11Token + ";object=" + defaultCardKeyLabel
+	}
 	if c.PublicURL == "" && c.Listen != "" {
 		scheme := "https"
 		if c.InsecureHTTP {
@@ -428,6 +458,8 @@ func (c *Config) Validate() error {
 		{"issuing key", "ATR_ISSUING_KEY", c.IssuingKey},
 		{"log key", "ATR_LOG_KEY", c.LogKey},
 		{"VRF key", "ATR_VRF_KEY", c.VRFKey},
+		{"JWT-SVID key", "ATR_JWT_KEY", c.JWTKey},
+		{"agent-card key", "ATR_CARD_KEY", c.CardKey},
 	} {
 		if k.v == "" {
 			continue
@@ -479,6 +511,11 @@ func (c *Config) Validate() error {
 	} {
 		if d.v < 0 {
 			bad("%s %v must not be negative", d.name, d.v)
+		}
+	}
+	for _, k := range c.JWTPreviousKeys {
+		if err := checkKeyURI(k, c.PKCS11Token); err != nil {
+			bad("previous JWT-SVID key (ATR_JWT_PREVIOUS_KEYS) %q: %v", k, err)
 		}
 	}
 	if c.LogKeyEd25519 != "" {

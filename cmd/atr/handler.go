@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log"
 	"time"
@@ -99,6 +103,25 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		return nil, nil, nil, fmt.Errorf("VRF key: %w", err)
 	}
 
+	// The JWT-SVID and agent-card keys (optional: a missing default key
+	// turns the feature off with a warning; a key named explicitly must exist).
+	jwtKey, err := optionalES256Key(ctx, tok, cfg.JWTKey, cfg.PKCS11Token, defaultJWTKeyLabel, "JWT-SVID key", "atr ceremony jwt-key", log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var jwtPrevious []crypto.PublicKey
+	for _, u := range cfg.JWTPreviousKeys {
+		k, err := optionalES256Key(ctx, tok, u, cfg.PKCS11Token, "", "previous JWT-SVID key", "", log)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		jwtPrevious = append(jwtPrevious, k.Public())
+	}
+	cardKey, err := optionalES256Key(ctx, tok, cfg.CardKey, cfg.PKCS11Token, defaultCardKeyLabel, "agent-card key", "atr ceremony card-key", log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+
 	// Step 3: the database, migrated, and the registry; settle issuances a
 	// crash left pending before taking requests.
 	store, err := registry.Open(ctx, cfg.DatabaseURL, log)
@@ -121,21 +144,24 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 		log.WithField("applied", n).Info("database migrated")
 	}
 	reg, err := registry.New(withLogEd25519(registry.Config{
-		Store:          store,
-		Issuer:         issuer,
-		Responders:     responders,
-		Verifier:       verifier,
-		TrustDomain:    cfg.TrustDomain,
-		RotationGrace:  cfg.RotationGrace,
-		PendingTimeout: cfg.PendingTimeout,
-		LogSigner:      noteSigner,
-		LogVerifier:    noteVerifier,
-		LogOrigin:      origin,
-		LogPublicKey:   logKey.Public(),
-		VRFSigner:      hsmm.Signer("vrf", vrfKey),
-		Token:          tok,
-		Now:            now,
-		Log:            log,
+		Store:           store,
+		Issuer:          issuer,
+		Responders:      responders,
+		Verifier:        verifier,
+		TrustDomain:     cfg.TrustDomain,
+		RotationGrace:   cfg.RotationGrace,
+		PendingTimeout:  cfg.PendingTimeout,
+		LogSigner:       noteSigner,
+		LogVerifier:     noteVerifier,
+		LogOrigin:       origin,
+		LogPublicKey:    logKey.Public(),
+		VRFSigner:       hsmm.Signer("vrf", vrfKey),
+		JWTSigner:       instrumentOptional(hsmm, "jwt", jwtKey),
+		JWTPreviousKeys: jwtPrevious,
+		CardSigner:      instrumentOptional(hsmm, "card", cardKey),
+		Token:           tok,
+		Now:             now,
+		Log:             log,
 	}, logEdSigner, logEdPub))
 	if err != nil {
 		return fail(fmt.Errorf("building the registry: %w", err))
@@ -224,4 +250,41 @@ func maintain(ctx context.Context, reg *registry.Registry, log *logrus.Entry) {
 			log.WithError(err).Warn("refreshing CRL and OCSP responses")
 		}
 	}
+}
+
+// optionalES256Key opens the ECDSA P-256 key uri names on the online token
+// and checks its attributes (sensitive, never extractable, sign-only). When
+// the key is missing and uri names the default label, it returns nil and
+// logs how to create it; any other missing key is an error.
+func optionalES256Key(ctx context.Context, tok *hsm.Token, uri, token, defaultLabel, what, ceremony string, log *logrus.Entry) (crypto.Signer, error) {
+	u, err := hsm.ParseURI(uri)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if u.Token == "" {
+		u.Token = token
+	}
+	k, err := tok.Signer(ctx, u)
+	if errors.Is(err, hsm.ErrKeyNotFound) && defaultLabel != "" && u.Object == defaultLabel {
+		log.WithField("key", u.String()).Warnf("no %s on the token: the feature is off until '%s' creates it", what, ceremony)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, u, err)
+	}
+	if pub, ok := k.Public().(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("%s %s: want an ECDSA P-256 key (ES256)", what, u)
+	}
+	if err := tok.CheckKeyPolicy(ctx, k); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return k, nil
+}
+
+// instrumentOptional wraps a key in the token metrics, keeping nil nil.
+func instrumentOptional(m *hsm.Metrics, role string, k crypto.Signer) crypto.Signer {
+	if k == nil {
+		return nil
+	}
+	return m.Signer(role, k)
 }
