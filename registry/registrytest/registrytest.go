@@ -78,6 +78,7 @@ type Fixture struct {
 	RootToken, IssuingToken *hsm.Token
 	RootKey, IssuingKey     *hsm.Signer
 	LogKey                  *hsm.Signer
+	JWTKey, CardKey         *hsm.Signer        // ES256 keys for JWT-SVIDs and A2A agent cards
 	LogKeyEd25519           *hsm.Ed25519Signer // the log's second key, for witnesses
 	NoteSignerEd25519       note.Signer        // type 0x01 note signer over LogKeyEd25519
 	// VRFKey computes the log's name indexes. It is a software RSA-3072 key
@@ -149,6 +150,12 @@ func NewFixture(t testing.TB, opts ...Option) *Fixture {
 	if f.LogKey, err = f.IssuingToken.GenerateKey(ctx, "log", hsm.ECDSAP256); err != nil {
 		t.Fatalf("registrytest: generating log key: %v", err)
 	}
+	if f.JWTKey, err = f.IssuingToken.GenerateKey(ctx, "jwt", hsm.ECDSAP256); err != nil {
+		t.Fatalf("registrytest: generating JWT-SVID key: %v", err)
+	}
+	if f.CardKey, err = f.IssuingToken.GenerateKey(ctx, "card", hsm.ECDSAP256); err != nil {
+		t.Fatalf("registrytest: generating agent-card key: %v", err)
+	}
 	if f.LogKeyEd25519, err = f.IssuingToken.GenerateEd25519Key(ctx, "log-ed25519"); err != nil {
 		t.Fatalf("registrytest: generating Ed25519 log key: %v", err)
 	}
@@ -202,6 +209,8 @@ func NewFixture(t testing.TB, opts ...Option) *Fixture {
 	f.DatabaseURL = testdb.URL(t, o.database)
 	f.Config = registry.Config{
 		VRFSigner:      f.VRFKey,
+		JWTSigner:      f.JWTKey,
+		CardSigner:     f.CardKey,
 		Issuer:         f.Issuer,
 		Verifier:       f.Verifier,
 		TrustDomain:    TrustDomain,
