@@ -39,7 +39,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			inSpec[method+" "+path] = true
 		}
 	}
-	s, err := New(Config{TrustDomain: "x"}, Deps{Lifecycle: newFake(t), Auth: newFake(t), Admin: newFake(t)}, testLogger(io.Discard))
+	s, err := New(Config{TrustDomain: "example.org"}, Deps{Lifecycle: newFake(t), Auth: newFake(t), Admin: newFake(t)}, testLogger(io.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}
