@@ -69,7 +69,8 @@ func newTestPKI(t testing.TB, name, rootCRLURL string) *testPKI {
 
 // leafOpts shape an agent certificate.
 type leafOpts struct {
-	uri       string // SPIFFE ID; default spiffe://test.local/agent/bot.acme
+	key       crypto.Signer // the leaf's key; default a fresh P-256 key
+	uri       string        // SPIFFE ID; default spiffe://test.local/agent/bot.acme
 	crlURL    string
 	ocspURL   string
 	notBefore time.Time
@@ -101,7 +102,10 @@ func (p *testPKI) leaf(t testing.TB, o leafOpts) *x509.Certificate {
 	if o.ocspURL != "" {
 		tmpl.OCSPServer = []string{o.ocspURL}
 	}
-	return mustCreate(t, tmpl, p.issuing, mustKey(t).Public(), p.issuingKey)
+	if o.key == nil {
+		o.key = mustKey(t)
+	}
+	return mustCreate(t, tmpl, p.issuing, o.key.Public(), p.issuingKey)
 }
 
 // crl is a CRL of issuer (signed with key) current from thisUpdate to

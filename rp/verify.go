@@ -202,6 +202,16 @@ func (v *Verifier) Verify(ctx context.Context, leaf *x509.Certificate, extra []*
 			}
 		}
 	}
+	if len(v.Roots) == 0 && v.TrustDomain != "" {
+		// verifyChain pins the trust domain; without roots, pin it here.
+		if _, td, err := ca.AgentIdentity(leaf); err != nil {
+			res.refuse(ReasonNotAgent, err)
+			return res, nil
+		} else if td != v.TrustDomain {
+			res.refuse(ReasonWrongTrustDomain, fmt.Errorf("trust domain %q, not %q", td, v.TrustDomain))
+			return res, nil
+		}
+	}
 	if v.Online != nil {
 		st, err := v.Online.CheckOnline(ctx, leaf, extra)
 		if err != nil {
@@ -311,7 +321,10 @@ func (v *Verifier) checkCRLs(ctx context.Context, res *Result, now time.Time) (b
 // crlFor returns the CRL of issuer for cert: one of v.CRLs, else fetched.
 // required: the leaf's, which must be found.
 func (v *Verifier) crlFor(ctx context.Context, cert, issuer *x509.Certificate, now time.Time, required bool) (*x509.RevocationList, error) {
-	var lastErr error
+	var (
+		lastErr error
+		newest  *x509.RevocationList
+	)
 	for _, crl := range v.CRLs {
 		if !bytes.Equal(crl.RawIssuer, issuer.RawSubject) {
 			continue
@@ -320,7 +333,15 @@ func (v *Verifier) crlFor(ctx context.Context, cert, issuer *x509.Certificate, n
 			lastErr = err
 			continue
 		}
-		return crl, nil
+		// Of several current CRLs of one issuer, the newest (highest CRL
+		// number, then latest thisUpdate): an older one may predate a
+		// revocation.
+		if newest == nil || newerCRL(crl, newest) {
+			newest = crl
+		}
+	}
+	if newest != nil {
+		return newest, nil
 	}
 	if lastErr != nil && (!v.FetchCRLs || len(cert.CRLDistributionPoints) == 0) {
 		return nil, statusErr("the CRL of %q: %v", issuer.Subject, lastErr)
@@ -448,14 +469,23 @@ func (v *Verifier) checkOCSP(ctx context.Context, res *Result, now time.Time) (b
 }
 
 // CheckOCSP parses an OCSP answer for leaf and checks it: signed by issuer
-// or by a responder certificate issuer delegated OCSP signing to
-// (ocsp.ParseResponseForCert), for leaf's serial, and current at now
-// (thisUpdate ≤ now, and now < nextUpdate when there is one). Failures wrap
-// ErrStatus.
+// itself, for leaf's serial, and current at now (thisUpdate ≤ now <
+// nextUpdate; an answer without nextUpdate is refused, since requests carry
+// no nonce and it could be replayed forever). Failures wrap ErrStatus.
+//
+// ATR's responders sign with the issuing CA's key and embed no certificate.
+// An answer that embeds a responder certificate other than issuer is
+// refused: x/crypto/ocsp accepts any certificate issuer signed as the
+// responder (no OCSP-signing usage, validity or revocation check), so the
+// holder of any leaf key — the revoked leaf's own — could otherwise vouch
+// for itself.
 func CheckOCSP(der []byte, leaf, issuer *x509.Certificate, now time.Time) (*ocsp.Response, error) {
 	r, err := ocsp.ParseResponseForCert(der, leaf, issuer)
 	if err != nil {
 		return nil, statusErr("OCSP answer: %v", err)
+	}
+	if r.Certificate != nil && !r.Certificate.Equal(issuer) {
+		return nil, statusErr("OCSP answer signed by a delegated responder %q; only the issuer's own signature is accepted", r.Certificate.Subject)
 	}
 	if r.SerialNumber == nil || r.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
 		return nil, statusErr("OCSP answer for serial %v, not %s", r.SerialNumber, ca.FormatSerial(leaf.SerialNumber))
@@ -463,10 +493,24 @@ func CheckOCSP(der []byte, leaf, issuer *x509.Certificate, now time.Time) (*ocsp
 	if now.Before(r.ThisUpdate) {
 		return nil, statusErr("OCSP answer not valid before %s", r.ThisUpdate.UTC().Format(time.RFC3339))
 	}
-	if !r.NextUpdate.IsZero() && !now.Before(r.NextUpdate) {
+	if r.NextUpdate.IsZero() {
+		return nil, statusErr("OCSP answer without nextUpdate")
+	}
+	if !now.Before(r.NextUpdate) {
 		return nil, statusErr("OCSP answer stale: nextUpdate %s has passed", r.NextUpdate.UTC().Format(time.RFC3339))
 	}
 	return r, nil
+}
+
+// newerCRL reports whether a is newer than b: a higher CRL number, or the
+// same (or no) number and a later thisUpdate.
+func newerCRL(a, b *x509.RevocationList) bool {
+	if a.Number != nil && b.Number != nil {
+		if c := a.Number.Cmp(b.Number); c != 0 {
+			return c > 0
+		}
+	}
+	return a.ThisUpdate.After(b.ThisUpdate)
 }
 
 // CheckCRL checks that issuer issued crl (issuer name, authority key

@@ -91,6 +91,7 @@ func TestVerifier(t *testing.T) {
 	rootCRLRevoking := signCRL(t, p.root, p.rootKey, now.Add(-time.Minute), now.Add(time.Hour),
 		x509.RevocationListEntry{SerialNumber: p.issuing.SerialNumber, RevocationTime: now.Add(-time.Minute), ReasonCode: 3})
 	rootCRLGood := signCRL(t, p.root, p.rootKey, now.Add(-time.Minute), now.Add(time.Hour))
+	olderGood := signCRL(t, p.issuing, p.issuingKey, now.Add(-30*time.Minute), now.Add(time.Hour)) // current, but before the revocation
 	srv.set(func(s *revocationServer) {
 		s.crls["/leaf.crl"] = revoked.Raw
 		s.crls["/root.crl"] = rootCRLGood.Raw
@@ -148,6 +149,9 @@ func TestVerifier(t *testing.T) {
 		{name: "given CRL preferred to fetching", v: rp.Verifier{Roots: roots, FetchCRLs: true, CRLs: []*x509.RevocationList{good}}},
 		{name: "fetching without a distribution point", v: rp.Verifier{Roots: roots, FetchCRLs: true},
 			leaf: p.leaf(t, leafOpts{}), wantErr: rp.ErrStatus},
+		{name: "of two current CRLs the newest counts", v: rp.Verifier{Roots: roots, CRLs: []*x509.RevocationList{olderGood, revoked}}, want: rp.ReasonRevoked},
+		{name: "online only, trust domain pinned", v: rp.Verifier{TrustDomain: "other.local", Online: fakeOnline{st: &rp.OnlineStatus{Verified: true, Agent: "bot.acme"}}},
+			want: rp.ReasonWrongTrustDomain},
 		{name: "online only, verified", v: rp.Verifier{Online: fakeOnline{st: &rp.OnlineStatus{Verified: true, Agent: "bot.acme"}}},
 			check: func(t *testing.T, r *rp.Result) {
 				if r.Online == nil || r.Agent != "bot.acme" || r.Chain != nil {
@@ -199,9 +203,19 @@ func TestVerifierOCSP(t *testing.T) {
 	srv := newRevocationServer(t)
 	p := newTestPKI(t, "Test", "")
 	other := newTestPKI(t, "Test", "")
-	leaf := p.leaf(t, leafOpts{ocspURL: srv.URL + "/ocsp"})
+	leafKey := mustKey(t)
+	leaf := p.leaf(t, leafOpts{ocspURL: srv.URL + "/ocsp", key: leafKey})
 	chain := []*x509.Certificate{p.issuing}
 	v := rp.Verifier{Roots: []*x509.Certificate{p.root}, OCSP: true}
+	// The thief of a (revoked) leaf key answers the OCSP request itself:
+	// "good", signed with the leaf's key, the leaf embedded as the
+	// responder certificate (x/crypto/ocsp accepts any certificate the
+	// issuer signed as a responder).
+	selfVouched, err := ocsp.CreateResponse(p.issuing, leaf, ocsp.Response{Status: ocsp.Good, SerialNumber: leaf.SerialNumber,
+		ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour), Certificate: leaf}, leafKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		name    string
 		answer  []byte
@@ -210,7 +224,8 @@ func TestVerifierOCSP(t *testing.T) {
 		wantErr bool
 	}{
 		{name: "good", answer: p.ocspAnswer(t, leaf, ocsp.Good, 0, now.Add(-time.Minute), now.Add(time.Hour))},
-		{name: "good, no nextUpdate", answer: p.ocspAnswer(t, leaf, ocsp.Good, 0, now.Add(-time.Minute), time.Time{})},
+		{name: "good, no nextUpdate (replayable forever)", answer: p.ocspAnswer(t, leaf, ocsp.Good, 0, now.Add(-time.Minute), time.Time{}), wantErr: true},
+		{name: "signed by the leaf's own key as a delegated responder", answer: selfVouched, wantErr: true},
 		{name: "revoked", answer: p.ocspAnswer(t, leaf, ocsp.Revoked, ocsp.KeyCompromise, now.Add(-time.Minute), now.Add(time.Hour)), want: rp.ReasonRevoked},
 		{name: "superseded", answer: p.ocspAnswer(t, leaf, ocsp.Revoked, ocsp.Superseded, now.Add(-time.Minute), now.Add(time.Hour)), want: rp.ReasonSuperseded},
 		{name: "unknown", answer: p.ocspAnswer(t, leaf, ocsp.Unknown, 0, now.Add(-time.Minute), now.Add(time.Hour)), want: rp.ReasonStatusUnknown},
