@@ -97,6 +97,7 @@ type trust struct {
 	roots    *x509.CertPool
 	verifier *ca.Verifier
 	bundle   []*x509.Certificate
+	pinned   []*x509.Certificate // the roots of the first bundle; a refresh may not add one
 }
 
 // NewSource loads or takes the identity of cfg, checks it (the certificate
@@ -201,7 +202,10 @@ func isRoot(c *x509.Certificate) bool {
 // setTrust builds the peer verifier from bundle: its self-signed
 // certificates are the roots, the other CA certificates the intermediates.
 // A bundle that does not verify id, the Source's own identity, is refused:
-// it is not the bundle of the registry that issued it.
+// it is not the bundle of the registry that issued it. The roots of the
+// first bundle are pinned: a refreshed bundle may bring new intermediates
+// (a rotation) and drop roots, but a root it adds is refused — whoever could
+// impersonate the registry once would otherwise plant a root and mint agents.
 func (s *Source) setTrust(bundle []*x509.Certificate, id *Identity) error {
 	var roots, inter []*x509.Certificate
 	for _, c := range bundle {
@@ -210,6 +214,15 @@ func (s *Source) setTrust(bundle []*x509.Certificate, id *Identity) error {
 			roots = append(roots, c)
 		case c.IsCA:
 			inter = append(inter, c)
+		}
+	}
+	pinned := roots
+	if prev := s.trust.Load(); prev != nil {
+		pinned = prev.pinned
+		for _, r := range roots {
+			if !slices.ContainsFunc(pinned, r.Equal) {
+				return fmt.Errorf("the CA bundle adds the root %q; roots are pinned by the first bundle", r.Subject)
+			}
 		}
 	}
 	v, err := ca.NewVerifier(roots, inter, s.td)
@@ -223,7 +236,7 @@ func (s *Source) setTrust(bundle []*x509.Certificate, id *Identity) error {
 	for _, r := range roots {
 		pool.AddCert(r)
 	}
-	s.trust.Store(&trust{roots: pool, verifier: v, bundle: bundle})
+	s.trust.Store(&trust{roots: pool, verifier: v, bundle: bundle, pinned: pinned})
 	return nil
 }
 
@@ -393,7 +406,9 @@ func AuthorizeNames(names ...string) Authorizer {
 // the Source's current time: the leaf is a genuine ATR agent certificate of
 // the trust domain, valid now (ca.Verifier.Verify against the trust
 // bundle), with extended key usage usage (x509.ExtKeyUsageServerAuth or
-// ClientAuth), and authorize (nil: AuthorizeAny) accepts it. It returns the
+// ClientAuth), and authorize accepts it. A nil authorize refuses every peer
+// (fail closed: pass AuthorizeAny to accept any agent of the trust domain,
+// which on a client lets any agent stand in for the server). It returns the
 // peer's agent name. It does not ask the registry about revocation:
 // certificates are short-lived; ask the registry (client.Verify) where that
 // matters.
@@ -413,7 +428,7 @@ func (s *Source) VerifyPeer(certs []*x509.Certificate, usage x509.ExtKeyUsage, a
 		return "", fmt.Errorf("agent: peer certificate: %w", err)
 	}
 	if authorize == nil {
-		authorize = AuthorizeAny
+		return "", errors.New("agent: peer certificate: no Authorizer (use AuthorizeAny or AuthorizeNames)")
 	}
 	if err := authorize(name, leaf); err != nil {
 		return "", err
