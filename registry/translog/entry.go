@@ -32,6 +32,7 @@ const (
 	EventAPIKeyRevoke EventType = "apikey_revoke" // API key KeyID revoked
 	EventCeremony     EventType = "ceremony"      // CA ceremony (e.g. intermediate rotation)
 	EventServerCert   EventType = "server_cert"   // the registry's own TLS server certificate issued (version 2 only)
+	EventAgentCard    EventType = "agent_card"    // an agent's A2A agent card signed (version 2 only)
 )
 
 func (t EventType) valid() bool {
@@ -62,6 +63,13 @@ func (t EventType) valid() bool {
 //	{"v":2,"type":"server_cert","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"…",
 //	 "issuer_key_id":"…","certificate":"MIIB…"}
 //
+// A version 2 agent_card entry (an A2A agent card signed for the agent whose
+// current certificate has fingerprint_sha256; card_sha256 is the SHA-256 of
+// the card's RFC 8785 canonical form without "signatures", the JWS payload):
+//
+//	{"v":2,"type":"agent_card","time":"2026-01-02T03:04:05Z","fingerprint_sha256":"…",
+//	 "issuer_key_id":"…","name_indexes":["…","…"],"card_sha256":"…"}
+//
 // Version 1 (before the upgrade; names in clear):
 //
 //	{"v":1,"type":"rotate","time":"2026-01-02T03:04:05Z","agent":"billing-bot.acme",
@@ -87,6 +95,9 @@ type Entry struct {
 	// Version 2 only.
 	IssuerKeyID string   // the issuing CA's subject key identifier, lowercase hex
 	NameIndexes []string // VRF indexes of the name and its parent suffixes, 64 hex each
+	// CardDigest (agent_card only) is the SHA-256 of the signed agent card's
+	// RFC 8785 canonical form, 64 lowercase hex digits.
+	CardDigest string
 
 	// Version 1 only.
 	Agent  string // agent name (register, rotate, revoke)
@@ -110,6 +121,7 @@ type wireEntryV2 struct {
 	Previous    string    `json:"previous_fingerprint_sha256,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
 	Certificate []byte    `json:"certificate,omitempty"`
+	CardDigest  string    `json:"card_sha256,omitempty"`
 }
 
 // wireEntry fixes the field order and names of the version 1 encoding.
@@ -186,7 +198,7 @@ func (e Entry) Validate() error {
 // entries carry neither a previous fingerprint nor a reason.
 func (e Entry) validateV2() error {
 	switch e.Type {
-	case EventRegister, EventRotate, EventRevoke, EventCeremony, EventServerCert:
+	case EventRegister, EventRotate, EventRevoke, EventCeremony, EventServerCert, EventAgentCard:
 	default:
 		return fmt.Errorf("%w: entry v2: type %q", ErrInvalid, e.Type)
 	}
@@ -231,6 +243,12 @@ func (e Entry) validateV2() error {
 	}
 	if err := validText("reason", e.Reason, false); err != nil {
 		return err
+	}
+	if (e.Type == EventAgentCard) != (e.CardDigest != "") {
+		return fmt.Errorf("%w: entry v2: card_sha256 is required for agent_card and only there", ErrInvalid)
+	}
+	if e.CardDigest != "" && !isHexFingerprint(e.CardDigest) {
+		return fmt.Errorf("%w: entry v2: card_sha256 is not 64 lowercase hex digits", ErrInvalid)
 	}
 	if agentEvent == (len(e.Certificate) > 0) {
 		return fmt.Errorf("%w: entry v2: a certificate is carried by ceremony and server_cert entries only, and always", ErrInvalid)
@@ -281,8 +299,8 @@ func (e Entry) validateV1() error {
 	if e.Previous != "" && !isHexFingerprint(e.Previous) {
 		return fmt.Errorf("%w: entry: previous_fingerprint_sha256 is not 64 lowercase hex digits", ErrInvalid)
 	}
-	if e.IssuerKeyID != "" || len(e.NameIndexes) > 0 {
-		return fmt.Errorf("%w: entry v1: issuer_key_id and name_indexes are version 2 fields", ErrInvalid)
+	if e.IssuerKeyID != "" || len(e.NameIndexes) > 0 || e.CardDigest != "" {
+		return fmt.Errorf("%w: entry v1: issuer_key_id, name_indexes and card_sha256 are version 2 fields", ErrInvalid)
 	}
 	return nil
 }
@@ -307,6 +325,7 @@ func (e Entry) Marshal() ([]byte, error) {
 			Previous:    e.Previous,
 			Reason:      e.Reason,
 			Certificate: e.Certificate,
+			CardDigest:  e.CardDigest,
 		}
 	}
 	b, err := json.Marshal(w)
@@ -388,7 +407,7 @@ func parseV2(data []byte) (Entry, error) {
 		return Entry{}, fmt.Errorf("%w: entry: time: %v", ErrInvalid, err)
 	}
 	return Entry{Version: EntryVersion, Type: w.Type, Time: t.UTC(), Fingerprint: w.Fingerprint, IssuerKeyID: w.IssuerKeyID,
-		NameIndexes: w.NameIndexes, Previous: w.Previous, Reason: w.Reason, Certificate: w.Certificate}, nil
+		NameIndexes: w.NameIndexes, Previous: w.Previous, Reason: w.Reason, Certificate: w.Certificate, CardDigest: w.CardDigest}, nil
 }
 
 func parseV1(data []byte) (Entry, error) {
