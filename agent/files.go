@@ -83,9 +83,15 @@ func ReadFile(path string, max int64) ([]byte, error) {
 
 // ReadSecretFile reads a secret (private key, API key) of at most max bytes,
 // refusing anything but a regular file and a file that group or others may
-// access, as ssh does.
+// access, as ssh does. The checks are made on the opened file (no window
+// between check and read); the open does not block on a FIFO.
 func ReadSecretFile(path string, max int64) ([]byte, error) {
-	st, err := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +101,14 @@ func ReadSecretFile(path string, max int64) ([]byte, error) {
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%s has mode %04o: a secret must not be accessible by group or others (chmod 600 %s)", path, st.Mode().Perm(), path)
 	}
-	return ReadFile(path, max)
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return data, nil
 }
 
 // WriteFile writes data to path durably and atomically: once it returns nil,

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/agent-trust-registry/atr/ca"
 )
@@ -146,6 +147,40 @@ func TestReadSecretFileRefusesOpenModes(t *testing.T) {
 			_, err := LoadKey(p)
 			if (err == nil) != tt.ok {
 				t.Errorf("loadAgentKey with mode %04o: err %v, want ok=%v", tt.mode, err, tt.ok)
+			}
+		})
+	}
+}
+
+// TestReadSecretFileRefusesNonFiles: a FIFO (which must not hang the
+// reader), a directory and an oversized file are refused; a symlink to a
+// 0600 file is read (the checks apply to the file opened).
+func TestReadSecretFileRefusesNonFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := writeTestFile(t, filepath.Join(dir, "big"), make([]byte, 100), 0o600)
+	target := writeTestFile(t, filepath.Join(dir, "secret"), []byte("s3cret"), 0o600)
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, path string
+		ok         bool
+	}{{"fifo", fifo, false}, {"directory", dir, false}, {"oversized", big, false}, {"symlink to a 0600 file", link, true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() { _, err := ReadSecretFile(tt.path, 64); done <- err }()
+			select {
+			case err := <-done:
+				if (err == nil) != tt.ok {
+					t.Errorf("ReadSecretFile(%s) = %v, want ok=%v", tt.name, err, tt.ok)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("ReadSecretFile(%s) hangs", tt.name)
 			}
 		})
 	}
