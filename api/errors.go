@@ -98,7 +98,19 @@ func classify(err error) (status int, code, msg string) {
 // writeError is the one place errors become responses: a stable code, a generic message
 // and the request ID for the client; the full error, with the request ID, for the log.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	status, code, msg := classify(err)
+	status, code, msg := s.refused(w, r, err)
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="atr"`)
+	}
+	body := client.ErrorBody{Error: client.ErrorDetail{Code: code, Message: msg, RequestID: infoFrom(r.Context()).id}}
+	writeJSONStatus(w, status, body)
+}
+
+// refused is what every error response shares, whatever its body (writeError,
+// writeESTError): it classifies err, sets the rate-limit headers of a refusal,
+// counts it and logs the full error with the request ID.
+func (s *Server) refused(w http.ResponseWriter, r *http.Request, err error) (status int, code, msg string) {
+	status, code, msg = classify(err)
 	info := infoFrom(r.Context())
 	var rl *rateLimitedError
 	if errors.As(err, &rl) {
@@ -110,9 +122,6 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(retry))
 		s.metrics.rateLimited.WithLabelValues(rl.class).Inc()
 	}
-	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="atr"`)
-	}
 	entry := info.logger(s.log).WithFields(map[string]any{"status": status, "code": code, "error": err.Error()})
 	switch {
 	case status >= 500:
@@ -122,8 +131,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		entry.Info("request refused")
 	}
-	body := client.ErrorBody{Error: client.ErrorDetail{Code: code, Message: msg, RequestID: info.id}}
-	writeJSONStatus(w, status, body)
+	return status, code, msg
 }
 
 // writeJSON writes v as the JSON body with status.

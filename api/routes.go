@@ -52,7 +52,11 @@ type route struct {
 	public       bool  // per-IP limit of the public class, and fall back to local limits
 	bodyLimit    int64 // 0: the server-wide cap
 	class        limitClass
-	h            handlerFunc
+	// est marks an RFC 7030 route (est.go): text/plain errors with an HTTP
+	// Basic challenge, the API key also as the Basic password, and over mTLS
+	// the agent from the client certificate (no {name} in the path).
+	est bool
+	h   handlerFunc
 }
 
 func (s *Server) routeTable() []route {
@@ -89,6 +93,15 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/readyz", public: true, h: s.handleReadyz},
 		{method: "GET", path: "/metrics", public: true, h: s.handleMetrics},
 		{method: "GET", path: "/openapi.json", public: true, h: s.handleOpenAPI},
+		// EST (RFC 7030), without and with the CA label (the trust domain).
+		{method: "GET", path: "/.well-known/est/cacerts", public: true, est: true, h: s.handleESTCACerts},
+		{method: "GET", path: "/.well-known/est/csrattrs", public: true, est: true, h: s.handleESTCSRAttrs},
+		{method: "POST", path: "/.well-known/est/simpleenroll", auth: authKey, scope: ScopeAgentsWrite, class: limitRegister, bodyLimit: estBodyLimit, est: true, h: s.handleESTSimpleEnroll},
+		{method: "POST", path: "/.well-known/est/simplereenroll", auth: authKeyOrAgentTLS, scope: ScopeAgentsWrite, bodyLimit: estBodyLimit, est: true, h: s.handleESTSimpleReenroll},
+		{method: "GET", path: "/.well-known/est/{label}/cacerts", public: true, est: true, h: s.handleESTCACerts},
+		{method: "GET", path: "/.well-known/est/{label}/csrattrs", public: true, est: true, h: s.handleESTCSRAttrs},
+		{method: "POST", path: "/.well-known/est/{label}/simpleenroll", auth: authKey, scope: ScopeAgentsWrite, class: limitRegister, bodyLimit: estBodyLimit, est: true, h: s.handleESTSimpleEnroll},
+		{method: "POST", path: "/.well-known/est/{label}/simplereenroll", auth: authKeyOrAgentTLS, scope: ScopeAgentsWrite, bodyLimit: estBodyLimit, est: true, h: s.handleESTSimpleReenroll},
 	}
 }
 
@@ -120,6 +133,10 @@ func (s *Server) newRouter(table []route) *mux.Router {
 // cap, per-IP limit, authentication (with lockout), scope, per-principal limit, the
 // route's own limit, then the handler. Any error goes to writeError.
 func (s *Server) wrap(rt route) http.Handler {
+	writeError := s.writeError
+	if rt.est {
+		writeError = s.writeESTError
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ri := infoFrom(r.Context())
 		if cr := mux.CurrentRoute(r); cr != nil {
@@ -131,16 +148,16 @@ func (s *Server) wrap(rt route) http.Handler {
 			r.Body = http.MaxBytesReader(w, r.Body, rt.bodyLimit)
 			if r.ContentLength > rt.bodyLimit {
 				w.Header().Set("Connection", "close")
-				s.writeError(w, r, &http.MaxBytesError{Limit: rt.bodyLimit})
+				writeError(w, r, &http.MaxBytesError{Limit: rt.bodyLimit})
 				return
 			}
 		}
 		if err := s.policy(w, r, rt); err != nil {
-			s.writeError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 		if err := rt.h(w, r); err != nil {
-			s.writeError(w, r, err)
+			writeError(w, r, err)
 		}
 	})
 }
@@ -182,17 +199,6 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request, rt route) error 
 	case limitRegister:
 		return s.allow(w, r, pt, ClassRegister, "register:"+principal, rl.Register, false)
 	case limitRotate, limitRevoke:
-		// Per agent and per action. The bucket is also keyed by who asks (the owner, or
-		// the agent itself), so a caller refused by authorization cannot drain the
-		// budget of the agent's real owner.
-		action, lim := ClassRotate, rl.Rotate
-		if rt.class == limitRevoke {
-			action, lim = ClassRevoke, rl.Revoke
-		}
-		who := "owner:" + actor.Owner
-		if actor.AgentName != "" {
-			who = "self"
-		}
 		// The name comes from the URL, so the caller chooses it: it is validated before
 		// any state is created for it, and these buckets live in their own table, which
 		// evicts when full, so inventing names can neither grow memory nor refuse
@@ -201,9 +207,27 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request, rt route) error 
 		if err != nil {
 			return err
 		}
-		return s.allow(w, r, s.limits.action, action, action+":"+limitName(name)+":"+who, lim, false)
+		return s.allowAction(w, r, rt.class, actor, name)
 	}
 	return nil
+}
+
+// allowAction spends the rotate or revoke limit (class) of the agent name for
+// actor. Per agent and per action; the bucket is also keyed by who asks (the
+// owner, or the agent itself), so a caller refused by authorization cannot drain
+// the budget of the agent's real owner. EST's simplereenroll, whose name comes
+// from the CSR, spends the same buckets.
+func (s *Server) allowAction(w http.ResponseWriter, r *http.Request, class limitClass, actor *registry.Actor, name string) error {
+	rl := s.cfg.RateLimits
+	action, lim := ClassRotate, rl.Rotate
+	if class == limitRevoke {
+		action, lim = ClassRevoke, rl.Revoke
+	}
+	who := "owner:" + actor.Owner
+	if actor.AgentName != "" {
+		who = "self"
+	}
+	return s.allow(w, r, s.limits.action, action, action+":"+limitName(name)+":"+who, lim, false)
 }
 
 // limitName normalizes an agent name the way the registry does (NFC, lowercase) so that
@@ -294,13 +318,17 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, rt route) 
 	)
 	if chain != nil {
 		actor, err = s.deps.Auth.AuthenticateAgent(ctx, chain)
-		if err == nil && (actor == nil || actor.AgentName == "" || actor.AgentName != limitName(mux.Vars(r)["name"])) {
-			// A valid certificate of another agent: not this agent's to rotate.
+		if err == nil && (actor == nil || actor.AgentName == "" || (!rt.est && actor.AgentName != limitName(mux.Vars(r)["name"]))) {
+			// A valid certificate of another agent: not this agent's to rotate. (EST
+			// names no agent in the path: the handler checks the CSR's name.)
 			s.authFailed(r, method, "wrong_agent", false)
 			return nil, &apiError{Status: http.StatusForbidden, Code: CodeForbidden, Message: "not allowed"}
 		}
 	} else {
 		token, ok := bearer(authz)
+		if !ok && rt.est {
+			token, ok = basicAPIKey(r) // RFC 7030 §3.2.3
+		}
 		if !ok {
 			err = fmt.Errorf("api: malformed Authorization header: %w", registry.ErrUnauthenticated)
 		} else {
