@@ -36,7 +36,10 @@ func TestFailedAuthFloodRealServer(t *testing.T) {
 	const (
 		floodClients = 150_000
 		floodWorkers = 4
-		floodTimeout = 4 * time.Minute
+		// floodTimeout is a hang guard, not a speed goal: the flood takes
+		// about 3.5 minutes on a quiet 2-core machine under -race and was cut
+		// at 96 % by a 4-minute bound while other work shared the cores.
+		floodTimeout = 10 * time.Minute
 	)
 	d := ceremonies(t)
 	d.env["ATR_LOG_LEVEL"] = "error" // two warnings per failed login otherwise
