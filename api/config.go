@@ -55,6 +55,12 @@ type Config struct {
 
 	// HandlerTimeout bounds each request's context. Default 30 s.
 	HandlerTimeout time.Duration
+
+	// PublicURL is the base URL clients reach this server at
+	// ("https://atr.example.org:8443", no trailing slash): the issuer of the
+	// OpenID discovery document and the iss claim of JWT-SVIDs. Empty: GET
+	// /.well-known/openid-configuration answers 501 and JWT-SVIDs carry no iss.
+	PublicURL string
 }
 
 // RateLimits are the per-class limits. A zero Limit takes the default. A configured
@@ -224,6 +230,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.RateLimits.validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+			u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(c.PublicURL, "/") {
+			errs = append(errs, fmt.Errorf("public URL %q: want http(s)://host[:port][/path] without a trailing slash", c.PublicURL))
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("api: invalid config: %w", errors.Join(errs...))

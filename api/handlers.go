@@ -201,17 +201,19 @@ func (s *Server) handleBundle(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// jwk is one X.509 authority of a SPIFFE trust bundle (SPIFFE Trust Domain and Bundle,
-// section 4: use "x509-svid", exactly one certificate in x5c).
+// jwk is one authority of a SPIFFE trust bundle (SPIFFE Trust Domain and Bundle,
+// section 4): an X.509 authority (use "x509-svid", exactly one certificate in x5c) or
+// a JWT authority (use "jwt-svid", with kid, no x5c).
 type jwk struct {
 	Use string   `json:"use"`
 	Kty string   `json:"kty"`
+	Kid string   `json:"kid,omitempty"`
 	Crv string   `json:"crv,omitempty"`
 	X   string   `json:"x,omitempty"`
 	Y   string   `json:"y,omitempty"`
 	N   string   `json:"n,omitempty"`
 	E   string   `json:"e,omitempty"`
-	X5c []string `json:"x5c"`
+	X5c []string `json:"x5c,omitempty"`
 }
 
 type spiffeBundle struct {
@@ -224,6 +226,13 @@ func (s *Server) handleSPIFFEBundle(w http.ResponseWriter, r *http.Request) erro
 	b, err := spiffeBundleOf(s.deps.Lifecycle.Bundle(), s.cfg.SPIFFERefreshHint)
 	if err != nil {
 		return err
+	}
+	jwtKeys, err := s.jwtAuthorities() // handlers_jwt.go
+	if err != nil {
+		return err
+	}
+	for _, k := range jwtKeys {
+		b.Keys = append(b.Keys, jwk{Use: k.Use, Kty: k.Kty, Kid: k.Kid, Crv: k.Crv, X: k.X, Y: k.Y})
 	}
 	s.cacheable(w, s.cfg.BundleMaxAge)
 	writeJSONStatus(w, http.StatusOK, b)

@@ -68,6 +68,11 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/v1/agents/{name}/log", auth: authKey, scope: ScopeAgentsRead, class: limitList, h: s.handleAgentLog},
 		{method: "POST", path: "/v1/agents/{name}/rotate", auth: authKeyOrAgentTLS, scope: ScopeAgentsWrite, class: limitRotate, h: s.handleRotate},
 		{method: "POST", path: "/v1/agents/{name}/revoke", auth: authKey, scope: ScopeAgentsWrite, class: limitRevoke, h: s.handleRevoke},
+		// JWT-SVIDs (handlers_jwt.go): for the agent itself over mTLS (an API key gets 403),
+		// limited per agent by the per-key class; the keys and discovery for verifiers.
+		{method: "POST", path: "/v1/agents/{name}/jwt-svid", auth: authKeyOrAgentTLS, scope: ScopeAgentsWrite, bodyLimit: jwtSVIDBodyLimit, h: s.handleJWTSVID},
+		{method: "GET", path: "/.well-known/jwks.json", public: true, h: s.handleJWKS},
+		{method: "GET", path: "/.well-known/openid-configuration", public: true, h: s.handleOpenIDConfiguration},
 		{method: "POST", path: "/v1/verify", public: true, bodyLimit: verifyBodyLimit, h: s.handleVerify},
 		{method: "GET", path: "/v1/ca/bundle", public: true, h: s.handleBundle},
 		{method: "GET", path: "/v1/ca/spiffe-bundle", public: true, h: s.handleSPIFFEBundle},

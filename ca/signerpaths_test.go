@@ -53,6 +53,8 @@ func signingPrimitives() []string {
 		"crypto.SignMessage",
 		"golang.org/x/crypto/ocsp.CreateResponse",
 		atrModule + "/ca.CreateCertificate",
+		// go-jose signs JWS with a crypto.Signer wrapped by cryptosigner.Opaque.
+		"github.com/go-jose/go-jose/v4/cryptosigner.Opaque",
 	}
 }
 
@@ -81,6 +83,12 @@ func signerAllowList() map[signCall]string {
 		{"(*atr/registry/translog.noteSigner).Sign", "Sign on crypto.Signer"}:        "the log's ECDSA checkpoint key",
 		{"(*atr/registry/translog.ed25519NoteSigner).Sign", "Sign on crypto.Signer"}: "the log's Ed25519 checkpoint key",
 		{"atr/registry/translog.VRFProve", "Sign on crypto.Signer"}:                  "the VRF key (name indexes)",
+		// The A2A agent-card key (ES256 on the online token): a card that passed the identity rule.
+		{"atr/ca.SignAgentCard", "Sign on crypto.Signer"}: "the card key signs an agent card's RFC 8785 canonical form (detached JWS), checked after signing",
+
+		// The JWT-SVID key (ES256 on the online token), through go-jose.
+		{"(*atr/ca.JWTSigner).IssueJWTSVID", "github.com/go-jose/go-jose/v4/cryptosigner.Opaque"}: "the JWT-SVID key signs a policy-checked JWT-SVID (ES256), checked after signing",
+
 		// Signers wrapping signers: each forwards its own Sign.
 		{"(*atr/hsm.Signer).Sign", "Sign on github.com/ThalesGroup/crypto11.Signer"}: "the token signer forwards to crypto11",
 		{"(*atr/hsm.instrumentedSigner).Sign", "Sign on crypto.Signer"}:              "hsm.Metrics wrapper: forwards its own Sign",

@@ -573,6 +573,7 @@ func (c *Config) apiConfig() (api.Config, error) {
 		CORSOrigins:    c.CORSOrigins,
 		TrustedProxies: c.TrustedProxies,
 		RateLimits:     rl,
+		PublicURL:      c.publicBase(),
 	}, nil
 }
 
