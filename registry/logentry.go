@@ -110,6 +110,7 @@ type agentEvent struct {
 	proofs   nameProofs
 	previous string // rotate: the replaced certificate's fingerprint
 	reason   string // revoke
+	card     string // agent_card: SHA-256 of the card's canonical form, hex
 }
 
 // appendAgentEvent appends the blinded leaf of ev in tx and stores its
@@ -125,6 +126,7 @@ func (r *Registry) appendAgentEvent(ctx context.Context, tx *sqlx.Tx, ev agentEv
 		NameIndexes: ev.proofs.indexes,
 		Previous:    ev.previous,
 		Reason:      ev.reason,
+		CardDigest:  ev.card,
 	})
 	if err != nil {
 		return 0, err

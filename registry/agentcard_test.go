@@ -1,0 +1,176 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/registry"
+	"github.com/agent-trust-registry/atr/registry/registrytest"
+	"github.com/agent-trust-registry/atr/registry/translog"
+)
+
+// testCard is a small A2A v1.0 agent card for name with interface URLs.
+func testCard(name string, urls ...string) []byte {
+	var b strings.Builder
+	b.WriteString(`{"name":"` + name + `","description":"test agent","version":"1.0.0","supportedInterfaces":[`)
+	for i, u := range urls {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString(`{"url":"` + u + `","protocolBinding":"JSONRPC","protocolVersion":"1.0"}`)
+	}
+	b.WriteString(`],"skills":[{"id":"s","name":"S","description":"does s","tags":["t"]}]}`)
+	return []byte(b.String())
+}
+
+func registerWithA2AURL(t *testing.T, f *registrytest.Fixture, a registry.Actor, name, prefix string) *registry.Issued {
+	t.Helper()
+	csr, _ := f.NewCSR()
+	md := map[string]string{}
+	if prefix != "" {
+		md[registry.MetadataA2AURL] = prefix
+	}
+	iss, err := f.Registry.Register(context.Background(), a, registry.RegisterRequest{Name: name, CSR: csr, Metadata: md})
+	if err != nil {
+		t.Fatalf("Register(%q): %v", name, err)
+	}
+	return iss
+}
+
+func TestSignAgentCard(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		owner := f.Owner("acme", "acme")
+		const prefix = "https://agents.acme.example/a2a/bot"
+		iss := registerWithA2AURL(t, f, owner, "bot.acme", prefix)
+		registerWithA2AURL(t, f, owner, "bare.acme", "")
+		card := testCard("bot.acme", prefix, prefix+"/grpc")
+
+		signed, err := f.Registry.SignAgentCard(ctx, owner, "bot.acme", card)
+		if err != nil {
+			t.Fatalf("SignAgentCard(owner) = %v", err)
+		}
+		keys := func(kid string) (crypto.PublicKey, error) {
+			if kid != signed.KeyID {
+				return nil, errors.New("unknown kid")
+			}
+			return f.CardKey.Public(), nil
+		}
+		c, sig, err := ca.VerifyAgentCard(signed.Card, keys)
+		if err != nil {
+			t.Fatalf("VerifyAgentCard(signed card) = %v", err)
+		}
+		if got := sig.Header[registry.CardLogIndexHeader]; got == nil || fmt.Sprint(got) != strconv.FormatInt(signed.LogIndex, 10) {
+			t.Errorf("unprotected header %v, want %s = %d", sig.Header, registry.CardLogIndexHeader, signed.LogIndex)
+		}
+		canon, _ := c.Canonical()
+		if d := sha256.Sum256(canon); hex.EncodeToString(d[:]) != signed.DigestSHA256 {
+			t.Errorf("DigestSHA256 %s is not the SHA-256 of the canonical card", signed.DigestSHA256)
+		}
+		jwks, err := f.Registry.JWKS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, k := range jwks {
+			found = found || k.Kid == signed.KeyID
+		}
+		if !found {
+			t.Errorf("kid %s is not in the JWKS %+v", signed.KeyID, jwks)
+		}
+
+		// The log entry: agent_card, the current certificate, the card
+		// digest, name indexes and no plaintext.
+		leaves, err := f.Registry.LogEntries(ctx, signed.LogIndex, signed.LogIndex+1)
+		if err != nil || len(leaves) != 1 {
+			t.Fatalf("LogEntries = %d, %v", len(leaves), err)
+		}
+		e, err := translog.ParseEntry(leaves[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert := f.ParseCertificate(iss.CertificatePEM)
+		if e.Type != translog.EventAgentCard || e.CardDigest != signed.DigestSHA256 || e.Fingerprint != ca.Fingerprint(cert) ||
+			e.Fingerprint != signed.Fingerprint || len(e.NameIndexes) != 2 {
+			t.Errorf("log entry %+v; want agent_card of %s with card %s", e, ca.Fingerprint(cert), signed.DigestSHA256)
+		}
+		for _, plain := range []string{"bot.acme", "acme", "agents.acme.example", "test agent"} {
+			if bytes.Contains(leaves[0], []byte(plain)) {
+				t.Errorf("log leaf contains %q: %s", plain, leaves[0])
+			}
+		}
+		events, _, err := f.Registry.ListAudit(ctx, f.Admin(), "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		audited := false
+		for _, ev := range events {
+			audited = audited || (ev.Action == registry.ActionSignCard && ev.Target == "bot.acme" && ev.Result == registry.ResultSuccess)
+		}
+		if !audited {
+			t.Error("no agent.card audit event")
+		}
+
+		// The agent itself, over mTLS.
+		self, err := f.Registry.AuthenticateAgent(ctx, []*x509.Certificate{cert, f.Intermediate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Registry.SignAgentCard(ctx, *self, "bot.acme", card); err != nil {
+			t.Errorf("SignAgentCard(agent itself) = %v", err)
+		}
+
+		for _, tt := range []struct {
+			desc  string
+			actor registry.Actor
+			name  string
+			card  []byte
+			want  error
+		}{
+			{"agent for another agent", *self, "bare.acme", testCard("bare.acme", prefix), registry.ErrForbidden},
+			{"read-only key", f.Actor("acme", "acme", registry.ScopeAgentsRead), "bot.acme", card, registry.ErrForbidden},
+			{"other owner", f.Owner("evil", "acme"), "bot.acme", card, registry.ErrNotFound},
+			{"unknown agent", owner, "nobody.acme", testCard("nobody.acme", prefix), registry.ErrNotFound},
+			{"name mismatch", owner, "bot.acme", testCard("Bot", prefix), registry.ErrInvalid},
+			{"no a2a_url", owner, "bare.acme", testCard("bare.acme", prefix), registry.ErrInvalid},
+			{"url outside the prefix", owner, "bot.acme", testCard("bot.acme", prefix, "https://agents.acme.example/a2a/other"), registry.ErrInvalid},
+			{"http url", owner, "bot.acme", testCard("bot.acme", "http://agents.acme.example/a2a/bot"), registry.ErrInvalid},
+			{"not a card", owner, "bot.acme", []byte(`{"name":"bot.acme","url":"https://agents.acme.example/a2a/bot"}`), registry.ErrInvalid},
+		} {
+			t.Run(tt.desc, func(t *testing.T) {
+				if _, err := f.Registry.SignAgentCard(ctx, tt.actor, tt.name, tt.card); !errors.Is(err, tt.want) {
+					t.Errorf("SignAgentCard = %v, want %v", err, tt.want)
+				}
+			})
+		}
+
+		// A revoked agent gets no card.
+		if _, err := f.Registry.Revoke(ctx, owner, "bot.acme", ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Registry.SignAgentCard(ctx, owner, "bot.acme", card); !errors.Is(err, registry.ErrConflict) {
+			t.Errorf("SignAgentCard(revoked agent) = %v, want ErrConflict", err)
+		}
+
+		// Without a card key: unavailable.
+		cfg := f.Config
+		cfg.CardSigner = nil
+		r2, err := registry.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r2.SignAgentCard(ctx, owner, "bare.acme", testCard("bare.acme", prefix)); !errors.Is(err, registry.ErrUnavailable) {
+			t.Errorf("SignAgentCard without a card key = %v, want ErrUnavailable", err)
+		}
+	})
+}
