@@ -85,6 +85,7 @@ type Source struct {
 	renewer *Renewer // non-nil when persisting to files
 	dial    Dialer
 	serverR *x509.CertPool
+	jwt     jwtSVIDCache // JWT-SVIDs by audience (jwtsvid.go)
 
 	renewMu sync.Mutex // one renewal at a time
 	cancel  context.CancelFunc
