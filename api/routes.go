@@ -73,6 +73,9 @@ func (s *Server) routeTable() []route {
 		{method: "POST", path: "/v1/agents/{name}/jwt-svid", auth: authKeyOrAgentTLS, scope: ScopeAgentsWrite, bodyLimit: jwtSVIDBodyLimit, h: s.handleJWTSVID},
 		{method: "GET", path: "/.well-known/jwks.json", public: true, h: s.handleJWKS},
 		{method: "GET", path: "/.well-known/openid-configuration", public: true, h: s.handleOpenIDConfiguration},
+		// Signed A2A agent cards (handlers_card.go): the owner or the agent itself; the per-key
+		// limit applies (not the agent's rotate budget).
+		{method: "POST", path: "/v1/agents/{name}/card", auth: authKeyOrAgentTLS, scope: ScopeAgentsWrite, bodyLimit: cardBodyLimit, h: s.handleSignCard},
 		{method: "POST", path: "/v1/verify", public: true, bodyLimit: verifyBodyLimit, h: s.handleVerify},
 		{method: "GET", path: "/v1/ca/bundle", public: true, h: s.handleBundle},
 		{method: "GET", path: "/v1/ca/spiffe-bundle", public: true, h: s.handleSPIFFEBundle},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -18,6 +19,10 @@ import (
 // under which the agent's A2A endpoints live; its owner sets it when
 // registering the agent. Without it no card is signed for the agent.
 const MetadataA2AURL = "a2a_url"
+
+// ErrCardSigningDisabled is wrapped (together with ErrUnavailable) by
+// SignAgentCard when the registry has no card key.
+var ErrCardSigningDisabled = errors.New("registry: agent card signing is off (no card key; run 'atr ceremony card-key')")
 
 // ActionSignCard is the audit action of SignAgentCard.
 const ActionSignCard = "agent.card"
@@ -47,7 +52,8 @@ type SignedCard struct {
 // SignAgentCard checks an A2A agent card against the agent it is for and
 // signs it with the card key on the token. The steps:
 //
-//  1. The card key must be configured (else ErrUnavailable).
+//  1. The card key must be configured (else ErrCardSigningDisabled and
+//     ErrUnavailable).
 //  2. Authorize like Rotate: the owner's key (agents:write, the agent in
 //     its namespace), an admin, or the agent itself over mTLS.
 //  3. The agent is active (else ErrConflict) and its current certificate is
@@ -66,7 +72,7 @@ type SignedCard struct {
 //     header, only after the commit.
 func (r *Registry) SignAgentCard(ctx context.Context, a Actor, name string, card []byte) (*SignedCard, error) {
 	if r.cfg.CardSigner == nil {
-		return nil, fmt.Errorf("registry: agent card: no card key configured: %w", bare(ErrUnavailable))
+		return nil, fmt.Errorf("registry: agent card: %w: %w", bare(ErrCardSigningDisabled), bare(ErrUnavailable))
 	}
 	norm, err := ca.NormalizeAgentName(name)
 	if err != nil {

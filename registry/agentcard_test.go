@@ -169,7 +169,7 @@ func TestSignAgentCard(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r2.SignAgentCard(ctx, owner, "bare.acme", testCard("bare.acme", prefix)); !errors.Is(err, registry.ErrUnavailable) {
+		if _, err := r2.SignAgentCard(ctx, owner, "bare.acme", testCard("bare.acme", prefix)); !errors.Is(err, registry.ErrUnavailable) || !errors.Is(err, registry.ErrCardSigningDisabled) {
 			t.Errorf("SignAgentCard without a card key = %v, want ErrUnavailable", err)
 		}
 	})
