@@ -49,6 +49,7 @@ fi
 # python3-cryptography unpacked into a cache, the system is not changed).
 scripts/install-pyca.sh
 scripts/install-litewitness.sh # torchwood's litewitness, the third-party witness (Go, built into a cache)
+scripts/install-a2a-sdk.sh     # @a2a-js/sdk (pinned, npm into a cache): the A2A relying party of signed agent cards
 
 step "PostgreSQL and Redis"
 if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
