@@ -200,6 +200,8 @@ type Found struct {
 // issuance reports whether e records the issuance of the certificate of
 // fingerprint fp: an agent's (register, rotate) or the registry's TLS
 // server certificate (server_cert).
+// Revoke and agent_card entries (a signed A2A card's digest) name the
+// certificate too, but record no issuance.
 func issuance(e translog.Entry, fp string) bool {
 	if e.Fingerprint != fp {
 		return false

@@ -331,6 +331,7 @@ func CheckLogEvents(entries []translog.Entry, st *DBState, agents []AgentRecord)
 					i, e.Type, e.Version, len(e.NameIndexes), translog.EntryVersion))
 			}
 		case translog.EventCeremony, translog.EventServerCert: // CA certificates; the servers' own TLS certificates
+		case translog.EventAgentCard: // a signed A2A agent card's digest (names the current certificate)
 		default:
 			errs = append(errs, fmt.Errorf("log entry %d: type %s is not a log event any more", i, e.Type))
 		}
