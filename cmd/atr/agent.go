@@ -1,6 +1,6 @@
 package main
 
-// agent.go is `atr agent keygen | register | renew | status | revoke`: flags,
+// agent.go is `atr agent keygen | register | renew | status | revoke | token`: flags,
 // help texts, printing and wiring. The work (keys, durable files, the
 // renewal order and schedule) is package agent's; see its documentation for
 // the files an agent keeps. Paths are flags, each with an ATR_* twin:
@@ -51,12 +51,14 @@ func runAgent(ctx context.Context, a *app, args []string) error {
 		"renew":    runAgentRenew,
 		"status":   runAgentStatus,
 		"revoke":   runAgentRevoke,
+		"token":    runAgentToken,
 	}, map[string]string{
 		"keygen":   "generate the agent's private key locally (mode 0600)",
 		"register": "register the agent with a locally built CSR (API key)",
 		"renew":    "rotate the certificate over mTLS with a new key; --watch renews forever",
 		"status":   "show the agent (API key) or the local certificate's validity",
 		"revoke":   "revoke the agent's certificate (API key)",
+		"token":    "print a JWT-SVID for an audience (mTLS with the agent's certificate)",
 	}, args)
 }
 
@@ -649,6 +651,68 @@ atr agent renew --watch --key agent.key --cert agent.pem \
 		fmt.Fprintf(a.stdout, "log receipt: %s\n", agent.ReceiptPath(r.CertFile))
 	}
 	return nil
+}
+
+// ---- token -----------------------------------------------------------------
+
+func runAgentToken(ctx context.Context, a *app, args []string) error {
+	fs := a.newFlagSet("agent token", "agent token --server URL --key KEY --cert CERT --audience AUD [--audience AUD ...] [--ttl D] [--json]",
+		`Print a JWT-SVID (SPIFFE JWT-SVID: sub the agent's SPIFFE ID, aud the
+audiences given, exp at most 5 minutes away and never after the certificate's
+expiry, jti unique; ES256) on stdout, for the agent to send to a service as
+"Authorization: Bearer <token>". It is fetched over mutual TLS with the
+agent's key and certificate (POST /v1/agents/{name}/jwt-svid, no API key: only
+the agent itself gets one; a revoked, superseded or expired certificate gets
+none). The service verifies it with the registry's SPIFFE bundle
+(GET /v1/ca/spiffe-bundle) or its JWKS (GET /.well-known/jwks.json, found
+through /.well-known/openid-configuration). --json prints the token with its
+SPIFFE ID, audiences and times. Go agents use agent.Source.JWTSVID instead,
+which caches tokens.
+
+`+exitStatusHelp,
+		`atr agent token --server https://127.0.0.1:8443 --ca-bundle ./var/ca/bundle.pem \
+    --key agent.key --cert agent.pem --audience https://payments.example.org
+curl -H "Authorization: Bearer $(atr agent token --key agent.key --cert agent.pem \
+    --audience payments --ttl 2m)" https://payments.example.org/balance`)
+	var o agentOpts
+	o.bind(fs, a.lookupEnv, afServer|afCABundle|afKey|afCert)
+	var audience listFlag
+	fs.Var(&audience, "audience", "an audience of the token, the aud claim (required; repeatable or comma-separated, at most 8)")
+	ttl := fs.Duration("ttl", 0, "lifetime, whole seconds from 10s to 5m (default 5m; never past the certificate's expiry)")
+	asJSON := fs.Bool("json", false, "print JSON: token, spiffe_id, audience, issued_at, expires_at")
+	if err := a.parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case o.key == "":
+		return usagef("--key (ATR_AGENT_KEY) is required")
+	case o.cert == "":
+		return usagef("--cert (ATR_AGENT_CERT) is required")
+	case len(audience) == 0:
+		return usagef("--audience is required")
+	case *ttl != 0 && ca.CheckJWTSVIDLifetime(*ttl) != nil:
+		return usagef("--ttl %v: %v", *ttl, ca.CheckJWTSVIDLifetime(*ttl))
+	}
+	if err := ca.CheckJWTAudience(audience); err != nil {
+		return usagef("--audience: %v", err)
+	}
+	if _, err := o.newClient("", nil); err != nil { // a bad --server is a usage error
+		return err
+	}
+	id, err := (&agent.Renewer{KeyFile: o.key, CertFile: o.cert, ChainFile: o.chainFile()}).Load()
+	if err != nil {
+		return err
+	}
+	dial := func(cert tls.Certificate) (agent.Rotator, error) { return o.newClient("", &cert) }
+	svid, err := agent.FetchJWTSVID(ctx, dial, id, audience, *ttl, a.now())
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(a.stdout, svid)
+	}
+	_, err = fmt.Fprintln(a.stdout, svid.Token)
+	return err
 }
 
 // ---- status and revoke -----------------------------------------------------

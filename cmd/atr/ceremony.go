@@ -729,6 +729,7 @@ over an existing key.`,
   atr ceremony jwt-key --label atr-jwt-2 --operator alice    # rotation`)
 	return runOnlineKeyCeremony(ctx, a, fs, args, onlineKey{
 		ceremony: "jwt-key", what: "JWT-SVID key", defaultLabel: defaultJWTKeyLabel, alg: hsm.ECDSAP256, pemName: jwtKeyPEMName,
+		check: checkES256Key,
 	})
 }
 
@@ -741,8 +742,13 @@ Refuses to run over an existing key.`,
 		`atr ceremony card-key --data-dir ./var --operator alice`)
 	return runOnlineKeyCeremony(ctx, a, fs, args, onlineKey{
 		ceremony: "card-key", what: "agent-card key", defaultLabel: defaultCardKeyLabel, alg: hsm.ECDSAP256, pemName: cardKeyPEMName,
+		check: checkES256Key,
 	})
 }
+
+// checkES256Key refuses a JWT-SVID or agent-card key that is not ECDSA
+// P-256 (ES256), so that --if-missing never adopts another key under the label.
+func checkES256Key(pub crypto.PublicKey) error { _, err := ca.JWKThumbprint(pub); return err }
 
 // onlineKey describes a key ceremony for a key on the online token that has
 // no certificate (the log key, the VRF key).

@@ -126,7 +126,7 @@ func setupE2E(t *testing.T, env ...string) *e2eEnv {
 		e.shortLifetime = true
 		e.env = append(e.env, "ATR_LEAF_LIFETIME=1m")
 	}
-	for _, c := range []string{"root", "intermediate", "log-key", "log-key-ed25519", "vrf-key"} {
+	for _, c := range []string{"root", "intermediate", "log-key", "log-key-ed25519", "vrf-key", "jwt-key", "card-key"} {
 		e.must(t, "ceremony", c, "--if-missing", "--operator", "e2e")
 	}
 	e.must(t, "apikey", "create", "--owner", "billing-team", "--namespace", "acme", "--scopes", "agents:read,agents:write",

@@ -22,11 +22,12 @@ import (
 	"github.com/agent-trust-registry/atr/hsm/hsmtest"
 )
 
-// ceremonies runs root, intermediate, log-key, log-key-ed25519 and vrf-key on fresh tokens.
+// ceremonies runs root, intermediate, log-key, log-key-ed25519, vrf-key, jwt-key and
+// card-key on fresh tokens.
 func ceremonies(t *testing.T) *devTokens {
 	t.Helper()
 	d := newDevTokens(t)
-	for _, c := range []string{"root", "intermediate", "log-key", "log-key-ed25519", "vrf-key"} {
+	for _, c := range []string{"root", "intermediate", "log-key", "log-key-ed25519", "vrf-key", "jwt-key", "card-key"} {
 		d.mustAtr(t, "ceremony", c, "--operator", "tester")
 	}
 	return d
