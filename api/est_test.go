@@ -15,6 +15,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -26,6 +27,7 @@ import (
 	"github.com/smallstep/pkcs7"
 
 	"github.com/agent-trust-registry/atr/api/ratelimit"
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry"
 	"github.com/agent-trust-registry/atr/registry/registrytest"
 	"github.com/agent-trust-registry/atr/registry/translog"
@@ -607,4 +609,53 @@ func TestESTNotOnDistributionListener(t *testing.T) {
 			t.Errorf("%s %s over plain http: %d, want 404", c.method, c.path, resp.StatusCode)
 		}
 	}
+}
+
+// FuzzESTRequest feeds arbitrary enrollment bodies to the EST decoder and name
+// rule: no panic; every refusal is a 400 *apiError whose message never echoes
+// the input; an accepted request names a normalized agent or none.
+func FuzzESTRequest(f *testing.F) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, tmpl := range []*x509.CertificateRequest{
+		{Subject: pkix.Name{CommonName: "bot.acme"}},
+		{URIs: []*url.URL{{Scheme: "spiffe", Host: registrytest.TrustDomain, Path: "/agent/bot.acme"}}},
+		{Subject: pkix.Name{CommonName: "Bot.Acme", Organization: []string{"x"}}, DNSNames: []string{"bot.example"}},
+		{},
+	} {
+		der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add([]byte(b64Lines(der, 76)))
+	}
+	f.Add([]byte("MA=="))
+	f.Add([]byte("!!"))
+	s := &Server{cfg: Config{TrustDomain: registrytest.TrustDomain}}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r := httptest.NewRequest("POST", "/.well-known/est/simpleenroll", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/pkcs10")
+		_, csr, err := readESTCSR(r)
+		name := ""
+		if err == nil {
+			name, err = s.estName(csr)
+		}
+		if err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+				t.Fatalf("error %T %v, want a 400 *apiError", err, err)
+			}
+			if len(body) > 8 && strings.Contains(ae.Message, string(body)) {
+				t.Fatalf("message %q echoes the input", ae.Message)
+			}
+			return
+		}
+		if name != "" {
+			if n, err := ca.NormalizeAgentName(name); err != nil || n != name {
+				t.Fatalf("accepted name %q is not normalized (%q, %v)", name, n, err)
+			}
+		}
+	})
 }
