@@ -60,6 +60,15 @@
 // Retry-After; a refusal (a revoked or superseded certificate: ServerError
 // says which) stops the renewals.
 //
+// # JWT-SVIDs
+//
+// Source.JWTSVID returns a JWT-SVID of the agent for an audience, for
+// services that take bearer tokens: fetched over mTLS with the current
+// certificate (POST /v1/agents/{name}/jwt-svid; FetchJWTSVID without a
+// Source, as `atr agent token` does), checked (the agent's SPIFFE ID, the
+// audience asked for, not expired) and cached per audience until half of its
+// lifetime (at most 5 minutes) has passed.
+//
 // # Keys
 //
 // GenerateKey makes ECDSA P-256 (the default) or P-384, Ed25519 or RSA-3072

@@ -16,8 +16,9 @@
 //     key, per agent and action for rotate and revoke, list, and failed authentication
 //     with lockout;
 //   - authentication with "Authorization: Bearer atr_…" API keys, or, for
-//     POST /v1/agents/{name}/rotate only, the agent's own TLS client certificate; scopes
-//     checked per route (agents:read, agents:write, admin).
+//     POST /v1/agents/{name}/rotate, …/card and …/jwt-svid only (and EST's
+//     simplereenroll), the agent's own TLS client certificate; scopes checked per route
+//     (agents:read, agents:write, admin).
 //
 // Every error reaches the client as {"error":{"code","message","request_id"}} with a
 // stable code and a fixed message; the full error goes to the log with the request ID.

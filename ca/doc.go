@@ -74,6 +74,14 @@
 //     never by comparing subject or issuer names — and reports failures as a
 //     *VerifyError with a stable Reason.
 //
+//   - JWT-SVIDs (jwtsvid.go). A JWTSigner signs SPIFFE JWT-SVIDs (ES256,
+//     through go-jose over the crypto.Signer of a key on the token): kid the
+//     RFC 7638 thumbprint (JWKThumbprint), sub a SPIFFE ID, aud 1 to 8 values
+//     (CheckJWTAudience), iat, exp at most 5 minutes later and never after the
+//     certificate's NotAfter (CheckJWTSVIDLifetime), a 128-bit jti; the token
+//     is parsed and its signature checked after signing. NewJWK is the public
+//     JWK the JWKS and the SPIFFE bundle publish.
+//
 // Nothing in this package holds mutable package-level state; an Issuer and a
 // Verifier are safe for concurrent use.
 package ca

@@ -260,3 +260,44 @@ func TestIssueJWTSVIDChecksTheSigner(t *testing.T) {
 		t.Fatalf("a misbehaving signer: got %v, want a verification failure", err)
 	}
 }
+
+// FuzzJWTSVIDAudience: whatever audiences a caller sends, CheckJWTAudience
+// either refuses them or they go into a token that go-jose reads back as
+// exactly those audiences.
+func FuzzJWTSVIDAudience(f *testing.F) {
+	for _, seed := range [][2]string{{"payments", ""}, {"https://a.example/x?y=1", "b"}, {"a\x00b", ""}, {" a", "a"}, {"é", "e\u0301"}, {"a", "a"}} {
+		f.Add(seed[0], seed[1])
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := NewJWTSigner(key)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		aud := []string{a}
+		if b != "" {
+			aud = append(aud, b)
+		}
+		if CheckJWTAudience(aud) != nil {
+			return
+		}
+		svid, err := s.IssueJWTSVID(JWTSVIDRequest{Subject: jwtTestSubject, Audience: aud}, time.Now(), rand.Reader)
+		if err != nil {
+			t.Fatalf("accepted audience %q: %v", aud, err)
+		}
+		tok, err := jwt.ParseSigned(svid.Token, []jose.SignatureAlgorithm{jose.ES256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c jwt.Claims
+		if err := tok.Claims(&key.PublicKey, &c); err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Audience) != len(aud) || c.Audience[0] != aud[0] || (len(aud) == 2 && c.Audience[1] != aud[1]) {
+			t.Fatalf("aud %q read back as %q", aud, c.Audience)
+		}
+	})
+}
