@@ -81,9 +81,16 @@ done
 ls "$data"/ceremonies/*-root.json "$data"/ceremonies/*-intermediate.json >/dev/null || fail "ceremony transcripts missing"
 # SEC-004/SEC-015: no private key anywhere in the data dir — CA keys live only
 # inside the tokens (SoftHSM2's own encrypted object files).
-if keyfiles=$(grep -rlE -- '-----BEGIN ([A-Z]+ )?PRIVATE KEY-----' "$data" --exclude-dir=tokens --exclude-dir=bin); then
-	fail "private key material on disk: $keyfiles"
-fi
+# (grep exits 0: a match, 1: none, 2: an error — which must fail too, not pass.)
+set +e
+keyfiles=$(grep -rlE --exclude-dir=tokens --exclude-dir=bin -- '-----BEGIN ([A-Z]+ )?PRIVATE KEY-----' "$data")
+rc=$?
+set -e
+case $rc in
+0) fail "private key material on disk: $keyfiles" ;;
+1) ;;
+*) fail "searching $data for private keys failed (grep exit $rc)" ;;
+esac
 
 # The chain.
 openssl verify -CAfile "$data/ca/root.pem" "$data/ca/intermediate.pem" >/dev/null || fail "openssl verify of the intermediate"
