@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry"
+	"github.com/agent-trust-registry/atr/registry/registrytest"
 )
 
 var _ AgentCards = (*registry.Registry)(nil)
@@ -212,15 +215,57 @@ func TestA2ASDKVerifiesSignedCard(t *testing.T) {
 	sigCase("protected header re-encoded", "protected", base64.RawURLEncoding.EncodeToString(append(hdr, ' ')))
 	sigCase("unknown kid", "protected", base64.RawURLEncoding.EncodeToString(bytes.Replace(hdr, []byte(kid), []byte(strings.Repeat("A", len(kid))), 1)))
 	cases = append(cases, cardCase{"no signatures", withMember(t, m, "signatures", ""), false})
+	// The SDK's limit: it drops members outside the v1.0 schema before
+	// verifying, so an added one (here A2A v0.3's top-level url) goes
+	// unnoticed by it. ATR never signs such a card, and ca.VerifyAgentCard
+	// refuses it.
+	added := withMember(t, m, "url", `"https://evil.example/a2a"`)
+	cases = append(cases, cardCase{"added member outside the v1.0 schema (not covered: the SDK ignores it)", added, true})
+	if _, _, err := ca.VerifyAgentCard(added, keys); err == nil {
+		t.Error("ca.VerifyAgentCard accepted a card with a member outside the v1.0 schema")
+	}
 
 	results := runSDKVerifier(t, node, sdkDir, jwks, cases)
 	if results[0].Canonical != string(canonical) {
 		t.Errorf("the SDK's canonical form differs from ATR's:\nsdk %s\natr %s", results[0].Canonical, canonical)
 	}
 	for i, c := range cases {
+		t.Logf("%s: @a2a-js/sdk ok=%v %s", c.desc, results[i].OK, results[i].Error)
 		if results[i].OK != c.wantOK {
 			t.Errorf("%s: @a2a-js/sdk verified=%v (%s), want %v", c.desc, results[i].OK, results[i].Error, c.wantOK)
 		}
+	}
+}
+
+// TestSignCardDisabled: a registry without a card key answers 503 with a
+// message that says so.
+func TestSignCardDisabled(t *testing.T) {
+	f := registrytest.NewFixture(t, registrytest.WithDatabase("sqlite"))
+	cfg := f.Config
+	cfg.CardSigner = nil
+	reg, err := registry.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{TrustDomain: registrytest.TrustDomain, TLS: true}, Deps{Lifecycle: reg, Auth: reg, Admin: reg, Now: f.Clock.Now}, testLogger(&syncBuffer{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewTLSServer(s.Handler())
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	rs := &realServer{f: f, srv: srv, pool: pool}
+	csr, _ := f.NewCSR()
+	if _, err := reg.Register(context.Background(), f.Owner("acme", "acme"), registry.RegisterRequest{Name: "bot.acme", CSR: csr,
+		Metadata: map[string]string{registry.MetadataA2AURL: "https://a.example"}}); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	status, b := rs.postCard(t, hc, f.NewAPIKey("acme", "acme", registry.ScopeAgentsWrite), "bot.acme", "application/json",
+		[]byte(`{"name":"bot.acme","supportedInterfaces":[{"url":"https://a.example/x"}]}`))
+	if status != http.StatusServiceUnavailable || !strings.Contains(string(b), "no card key") {
+		t.Errorf("POST card without a card key: %d %s; want 503 naming the missing key", status, b)
 	}
 }
 
