@@ -118,6 +118,7 @@ func ParseAgentCard(data []byte) (*AgentCard, error) {
 			return nil, err
 		}
 	}
+	// Error paths name schema members and indexes only, never input.
 	if err := cardSchema().check("card", c.body); err != nil {
 		return nil, err
 	}
@@ -184,7 +185,7 @@ func decodeCardValue(dec *json.Decoder, depth int) (any, error) {
 				return nil, errors.New("object key is not a string")
 			}
 			if _, dup := obj[k]; dup {
-				return nil, policyErr("card", "duplicate member %q", clipKey(k))
+				return nil, policyErr("card", "duplicate member")
 			}
 			if obj[k], err = decodeCardValue(dec, depth+1); err != nil {
 				return nil, err
@@ -209,14 +210,6 @@ func decodeCardValue(dec *json.Decoder, depth int) (any, error) {
 		return arr, nil
 	}
 	return nil, errors.New("unexpected delimiter")
-}
-
-// clipKey keeps a member name short enough for an error message.
-func clipKey(k string) string {
-	if len(k) > 40 {
-		return k[:40] + "…"
-	}
-	return k
 }
 
 func parseCardSignatures(v any) ([]AgentCardSignature, error) {
@@ -253,7 +246,7 @@ func parseCardSignatures(v any) ([]AgentCardSignature, error) {
 				}
 				s.Header = h
 			default:
-				return nil, policyErr("card", "signatures[%d] has unknown member %q", i, clipKey(k))
+				return nil, policyErr("card", "signatures[%d] has an unknown member", i)
 			}
 		}
 		if s.Protected == "" || s.Signature == "" {
@@ -582,7 +575,7 @@ func (t *cardType) check(path string, v any) error {
 	for _, k := range keys {
 		f, ok := t.fields[k]
 		if !ok {
-			return policyErr("card", "%s: %q is not a member of %s", path, clipKey(k), t.name)
+			return policyErr("card", "%s has a member that is not in %s (A2A v1.0, camelCase)", path, t.name)
 		}
 		if err := f.check(path+"."+k, obj[k]); err != nil {
 			return err
@@ -628,7 +621,7 @@ func (f cardField) check(path string, v any) error {
 			return policyErr("card", "%s is not a non-empty object", path)
 		}
 		for k, x := range obj {
-			p := path + "." + clipKey(k)
+			p := path + ".*" // map keys are input: never echoed
 			if err := checkMemberName(p, k); err != nil {
 				return err
 			}
@@ -686,7 +679,7 @@ func checkAnyJSON(path string, v any) error {
 			return policyErr("card", "%s is an empty object", path)
 		}
 		for k, e := range x {
-			p := path + "." + clipKey(k)
+			p := path + ".*"
 			if err := checkMemberName(p, k); err != nil {
 				return err
 			}

@@ -72,8 +72,8 @@ func TestParseAgentCard(t *testing.T) {
 		{"no name", setMember(t, good, "name", ""), "name is required"},
 		{"no interfaces", setMember(t, good, "supportedInterfaces", ""), "supportedInterfaces is required"},
 		{"interface without url", setMember(t, good, "supportedInterfaces", `[{"protocolBinding":"JSONRPC"}]`), "url is required"},
-		{"unknown member (v0.3 url)", setMember(t, good, "url", `"https://a.example"`), `"url" is not a member of AgentCard`},
-		{"snake_case alias", setMember(t, good, "icon_url", `"https://a.example/i.png"`), "is not a member"},
+		{"unknown member (v0.3 url)", setMember(t, good, "url", `"https://a.example"`), "card has a member that is not in AgentCard"},
+		{"snake_case alias", setMember(t, good, "icon_url", `"https://a.example/i.png"`), "not in AgentCard"},
 		{"wrong type", setMember(t, good, "version", `1`), "version is not a non-empty string"},
 		{"empty string", setMember(t, good, "description", `""`), "description is not a non-empty string"},
 		{"null", setMember(t, good, "provider", `null`), "provider is not an object"},
@@ -88,7 +88,7 @@ func TestParseAgentCard(t *testing.T) {
 		{"huge number", setMember(t, good, "capabilities", `{"extensions":[{"uri":"u","params":{"a":1e400}}]}`), "finite number"},
 		{"empty scope description", setMember(t, good, "securitySchemes", `{"o":{"oauth2SecurityScheme":{"flows":{"implicit":{"authorizationUrl":"https://x","scopes":{"s":""}}}}}}`), "not a non-empty string"},
 		{"signatures not an array", setMember(t, good, "signatures", `{}`), "signatures is not an array"},
-		{"signature unknown member", setMember(t, good, "signatures", `[{"protected":"e30","signature":"AA","payload":"x"}]`), "unknown member"},
+		{"signature unknown member", setMember(t, good, "signatures", `[{"protected":"e30","signature":"AA","payload":"x"}]`), "an unknown member"},
 		{"signature incomplete", setMember(t, good, "signatures", `[{"protected":"e30"}]`), "needs protected and signature"},
 	}
 	for _, tt := range tests {
