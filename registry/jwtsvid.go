@@ -2,9 +2,7 @@ package registry
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -127,44 +125,24 @@ func (r *Registry) IssueJWTSVID(ctx context.Context, a Actor, cert *x509.Certifi
 	}, nil
 }
 
-// currentCredential checks that cert is agent name's current certificate:
-// stored for name, status issued (not superseded, not revoked), within its
-// validity, and the agent active with it as its current serial. A refusal
-// wraps ErrUnauthenticated.
+// currentCredential checks that cert is agent name's current certificate,
+// by the one rule of AuthenticateAgent (chain to the roots, valid now,
+// issuer not revoked, status issued — not superseded or revoked — and the
+// agent active with it as its current serial), asked again at issuance. A
+// refusal wraps ErrUnauthenticated.
 func (r *Registry) currentCredential(ctx context.Context, name string, cert *x509.Certificate) error {
-	refuse := func(why string) error {
-		return fmt.Errorf("registry: jwt-svid: %s: %w", why, bare(ErrUnauthenticated))
-	}
 	if cert == nil {
-		return refuse("no certificate")
+		return fmt.Errorf("registry: jwt-svid: no certificate: %w", bare(ErrUnauthenticated))
 	}
-	now := r.now()
-	if now.Before(cert.NotBefore) || !now.Before(cert.NotAfter) {
-		return refuse("certificate outside its validity")
+	if now := r.now(); !now.Before(cert.NotAfter) { // x509 still accepts the NotAfter second itself
+		return fmt.Errorf("registry: jwt-svid: certificate expired: %w", bare(ErrUnauthenticated))
 	}
-	fp := sha256.Sum256(cert.Raw)
-	row, err := certs(r.store.db).ByFingerprint(ctx, hex.EncodeToString(fp[:]))
-	if errors.Is(err, ErrNotFound) {
-		return refuse("unknown certificate")
-	}
+	got, err := r.AuthenticateAgent(ctx, []*x509.Certificate{cert})
 	if err != nil {
 		return wrap("jwt-svid", err)
 	}
-	if row.Agent != name {
-		return refuse("certificate of another agent")
-	}
-	if row.Status != CertIssued {
-		return refuse("certificate is " + row.Status)
-	}
-	agent, err := r.loadAgent(ctx, r.store.db, name, false)
-	if errors.Is(err, ErrNotFound) {
-		return refuse("unknown agent")
-	}
-	if err != nil {
-		return wrap("jwt-svid", err)
-	}
-	if agent.Status != AgentActive || agent.CurrentSerial != row.Serial {
-		return refuse("agent is " + agent.Status + " or the certificate is not its current one")
+	if got.AgentName != name {
+		return fmt.Errorf("registry: jwt-svid: certificate of another agent: %w", bare(ErrUnauthenticated))
 	}
 	return nil
 }
