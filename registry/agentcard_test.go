@@ -109,6 +109,19 @@ func TestSignAgentCard(t *testing.T) {
 				t.Errorf("log leaf contains %q: %s", plain, leaves[0])
 			}
 		}
+		// The owner gets the entry opened (name, certificate, VRF proofs)
+		// with its receipt, like the agent's other entries.
+		opened, err := f.Registry.OpenedEntries(ctx, owner, "bot.acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		openedCard := false
+		for _, o := range opened {
+			openedCard = openedCard || (o.LeafIndex == signed.LogIndex && o.Receipt != nil)
+		}
+		if !openedCard {
+			t.Errorf("OpenedEntries has no opening with a receipt for leaf %d", signed.LogIndex)
+		}
 		events, _, err := f.Registry.ListAudit(ctx, f.Admin(), "", 100)
 		if err != nil {
 			t.Fatal(err)
