@@ -121,6 +121,30 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	// One key, one role: a key signing log checkpoints, JWT-SVIDs or agent
+	// cards must not be any other of them (a card key among the JWT
+	// authorities, say, would let a card signature pass for a token).
+	type keyRole struct {
+		what string
+		pub  crypto.PublicKey
+	}
+	roles := []keyRole{{"the log key", logKey.Public()}}
+	if jwtKey != nil {
+		roles = append(roles, keyRole{"the JWT-SVID key", jwtKey.Public()})
+	}
+	for i, p := range jwtPrevious {
+		roles = append(roles, keyRole{fmt.Sprintf("previous JWT-SVID key %d", i+1), p})
+	}
+	if cardKey != nil {
+		roles = append(roles, keyRole{"the agent-card key", cardKey.Public()})
+	}
+	for i := range roles {
+		for j := i + 1; j < len(roles); j++ {
+			if ca.SamePublicKey(roles[i].pub, roles[j].pub) {
+				return nil, nil, nil, fmt.Errorf("%s and %s are the same key; give each role its own key (atr ceremony jwt-key / card-key)", roles[i].what, roles[j].what)
+			}
+		}
+	}
 
 	// Step 3: the database, migrated, and the registry; settle issuances a
 	// crash left pending before taking requests.

@@ -193,6 +193,30 @@ func TestServeRefusesWithoutVRFKey(t *testing.T) {
 	}
 }
 
+// TestServeRefusesOneKeyInTwoRoles: the log, JWT-SVID and agent-card keys
+// must be distinct keys (a card key among the JWT authorities would let a
+// card signature pass for a token).
+func TestServeRefusesOneKeyInTwoRoles(t *testing.T) {
+	d := ceremonies(t)
+	uri := func(label string) string { return "pkcs11:token=" + d.issuing.TokenLabel + ";object=" + label }
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"card key is the JWT key", []string{"--card-key", uri(defaultJWTKeyLabel)}, "the JWT-SVID key and the agent-card key are the same key"},
+		{"JWT key is the log key", []string{"--jwt-key", uri(defaultLogKeyLabel)}, "the log key and the JWT-SVID key are the same key"},
+		{"previous JWT key is the card key", []string{"--jwt-previous-keys", uri(defaultCardKeyLabel)}, "previous JWT-SVID key 1 and the agent-card key are the same key"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, errb := d.atr(t, append([]string{"serve", "--listen", "127.0.0.1:0"}, tt.args...)...)
+			if code != 1 || !strings.Contains(errb, tt.want) {
+				t.Errorf("exit %d, stderr %s; want 1 and %q", code, errb, tt.want)
+			}
+		})
+	}
+}
+
 func TestServeRefusesWithoutIntermediate(t *testing.T) {
 	d := newDevTokens(t)
 	d.mustAtr(t, "ceremony", "root", "--operator", "tester")
