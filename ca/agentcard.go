@@ -425,13 +425,24 @@ func CheckAgentCardURL(prefix, u string) error {
 	if err != nil {
 		return policyErr("card", "interface URL: %s", err)
 	}
-	if !strings.EqualFold(got.Host, p.Host) {
+	// Hosts are compared as lowercase ASCII (A-labels): a Unicode host
+	// could case-fold to another domain than IDNA maps it to (ẞ, ς).
+	if !asciiHost(p.Host) {
+		return policyErr("a2a_url", "registered URL prefix host must be ASCII (an IDN in its xn-- form)")
+	}
+	if !asciiHost(got.Host) || strings.ToLower(got.Host) != strings.ToLower(p.Host) {
 		return policyErr("card", "interface URL host is not the registered host")
 	}
 	path := got.EscapedPath()
 	lower := strings.ToLower(path)
-	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%2e") || strings.Contains(path, `\`) {
-		return policyErr("card", "interface URL path has an encoded separator or dot")
+	// Encoded separators, dots and percent signs (double decoding), and
+	// path parameters (";", as in "/a/..;/b") are refused.
+	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%2e") ||
+		strings.Contains(lower, "%25") || strings.ContainsAny(path, `\;`) {
+		return policyErr("card", "interface URL path has an encoded separator, dot or percent sign, or a ';'")
+	}
+	if dec, err := url.PathUnescape(path); err != nil || !utf8.ValidString(dec) {
+		return policyErr("card", "interface URL path is not valid percent-encoded UTF-8 (overlong forms included)")
 	}
 	for _, seg := range strings.Split(path, "/") {
 		if seg == "." || seg == ".." {
@@ -443,6 +454,16 @@ func CheckAgentCardURL(prefix, u string) error {
 		return policyErr("card", "interface URL is not under the registered URL prefix")
 	}
 	return nil
+}
+
+// asciiHost reports whether host (with its port) is printable ASCII.
+func asciiHost(host string) bool {
+	for i := 0; i < len(host); i++ {
+		if host[i] <= 0x20 || host[i] >= 0x7f {
+			return false
+		}
+	}
+	return host != ""
 }
 
 func parseHTTPSURL(s string) (*url.URL, error) {

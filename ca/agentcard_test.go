@@ -306,6 +306,15 @@ func TestCheckAgentCardURL(t *testing.T) {
 		{"http://agents.acme.example", "http://agents.acme.example/x", false},
 		{"https://agents.acme.example/?q=1", "https://agents.acme.example/?q=1", false},
 		{"", "https://agents.acme.example/", false},
+		// Unicode hosts: ẞ case-folds to ß but IDNA maps STRAẞE to strasse, another domain.
+		{"https://straße.example/a2a", "https://STRAẞE.example/a2a/x", false},
+		{"https://xn--strae-oqa.example/a2a", "https://xn--strae-oqa.example/a2a/x", true},
+		{"https://xn--strae-oqa.example/a2a", "https://straße.example/a2a/x", false},
+		// Path tricks servers resolve differently.
+		{prefix, "https://agents.acme.example/a2a/billing/..;/admin", false},
+		{prefix, "https://agents.acme.example/a2a/billing/%252e%252e/admin", false},
+		{prefix, "https://agents.acme.example/a2a/billing/%c0%ae%c0%ae/admin", false}, // overlong "..": invalid UTF-8
+		{prefix, "https://agents.acme.example/a2a/billing/caf%C3%A9", true},
 	}
 	for _, tt := range tests {
 		err := CheckAgentCardURL(tt.prefix, tt.url)
