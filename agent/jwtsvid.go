@@ -69,8 +69,11 @@ func FetchJWTSVID(ctx context.Context, dial Dialer, id *Identity, audience []str
 		return nil, fmt.Errorf("agent: %s: the registry answered a token for %q, not %q", what, svid.SPIFFEID, want)
 	case !slices.Equal(svid.Audience, audience):
 		return nil, fmt.Errorf("agent: %s: the registry answered a token for audience %q, not %q", what, svid.Audience, audience)
-	case !now.Before(svid.ExpiresAt):
-		return nil, fmt.Errorf("agent: %s: the registry answered a token that expired at %s", what, svid.ExpiresAt.Format(time.RFC3339))
+	case !svid.ExpiresAt.After(svid.IssuedAt):
+		// Compared with its own issue time, not this host's clock, which
+		// may be off from the registry's.
+		return nil, fmt.Errorf("agent: %s: the registry answered a token that expires (%s) before it is issued (%s)", what,
+			svid.ExpiresAt.Format(time.RFC3339), svid.IssuedAt.Format(time.RFC3339))
 	}
 	return svid, nil
 }
@@ -84,20 +87,28 @@ func trustDomainOf(id *Identity) string {
 // is empty and ready.
 type jwtSVIDCache struct {
 	mu sync.Mutex
-	m  map[string]*JWTSVID
+	m  map[string]cachedJWTSVID
+}
+
+// cachedJWTSVID is a token and when this host received it (its own clock:
+// the token's iat and exp are the registry's, which may differ).
+type cachedJWTSVID struct {
+	t       *JWTSVID
+	fetched time.Time
 }
 
 // fresh reports whether a token is still worth handing out at now: before
-// half its lifetime, so that its audience has the other half to use it.
-func freshJWTSVID(t *JWTSVID, now time.Time) bool {
-	return now.Before(t.IssuedAt.Add(t.ExpiresAt.Sub(t.IssuedAt) / 2))
+// half its lifetime has passed since it was received, so that its audience
+// has the other half to use it.
+func (c cachedJWTSVID) fresh(now time.Time) bool {
+	return now.Before(c.fetched.Add(c.t.ExpiresAt.Sub(c.t.IssuedAt) / 2))
 }
 
 func (c *jwtSVIDCache) get(key string, now time.Time) *JWTSVID {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if t, ok := c.m[key]; ok && freshJWTSVID(t, now) {
-		return t
+	if e, ok := c.m[key]; ok && e.fresh(now) {
+		return e.t
 	}
 	return nil
 }
@@ -106,11 +117,11 @@ func (c *jwtSVIDCache) put(key string, t *JWTSVID, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[string]*JWTSVID{}
+		c.m = map[string]cachedJWTSVID{}
 	}
 	if _, ok := c.m[key]; !ok && len(c.m) >= maxCachedJWTSVIDs {
 		for k, old := range c.m { // drop what is stale; if nothing is, any one
-			if !freshJWTSVID(old, now) {
+			if !old.fresh(now) {
 				delete(c.m, k)
 			}
 		}
@@ -121,7 +132,7 @@ func (c *jwtSVIDCache) put(key string, t *JWTSVID, now time.Time) {
 			delete(c.m, k)
 		}
 	}
-	c.m[key] = t
+	c.m[key] = cachedJWTSVID{t: t, fetched: now}
 }
 
 // JWTSVID returns a JWT-SVID of the agent for audience (one or more values,
@@ -131,7 +142,7 @@ func (c *jwtSVIDCache) put(key string, t *JWTSVID, now time.Time) {
 // 2.5 minutes, less near the certificate's expiry) left. Safe for
 // concurrent use.
 func (s *Source) JWTSVID(ctx context.Context, audience ...string) (*JWTSVID, error) {
-	key := strings.Join(audience, "\x00")
+	key := fmt.Sprintf("%q", audience) // unambiguous: ["a\x00b"] is not ["a" "b"]
 	now := s.cfg.Now()
 	if t := s.jwt.get(key, now); t != nil {
 		return t, nil
