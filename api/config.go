@@ -82,6 +82,9 @@ type RateLimits struct {
 	Rotate ratelimit.Limit
 	// Revoke applies per agent name to POST /v1/agents/{name}/revoke. Default 10/hour.
 	Revoke ratelimit.Limit
+	// Card applies per agent name to POST /v1/agents/{name}/card: every signed
+	// card is a permanent leaf of the public log. Default 10/hour.
+	Card ratelimit.Limit
 	// Register applies per API key to POST /v1/agents. Default 60/hour, burst 20.
 	Register ratelimit.Limit
 	// AuthFailure counts failed authentications per client IP in a short window.
@@ -110,6 +113,7 @@ const (
 	ClassList        = "list"
 	ClassRotate      = "rotate"
 	ClassRevoke      = "revoke"
+	ClassCard        = "card"
 	ClassRegister    = "register"
 	ClassAuthFailure = "auth-failure"
 	ClassLockout     = "lockout"
@@ -117,7 +121,7 @@ const (
 
 // RateLimitClassNames lists the settable classes, in the order of the documentation.
 func RateLimitClassNames() []string {
-	return []string{ClassPerIP, ClassPublic, ClassPerKey, ClassList, ClassRotate, ClassRevoke, ClassRegister, ClassAuthFailure}
+	return []string{ClassPerIP, ClassPublic, ClassPerKey, ClassList, ClassRotate, ClassRevoke, ClassCard, ClassRegister, ClassAuthFailure}
 }
 
 // Classes maps each settable class name to its field of rl.
@@ -129,6 +133,7 @@ func (rl *RateLimits) Classes() map[string]*ratelimit.Limit {
 		ClassList:        &rl.List,
 		ClassRotate:      &rl.Rotate,
 		ClassRevoke:      &rl.Revoke,
+		ClassCard:        &rl.Card,
 		ClassRegister:    &rl.Register,
 		ClassAuthFailure: &rl.AuthFailure,
 	}
@@ -147,6 +152,7 @@ func DefaultRateLimits() RateLimits {
 		List:             ratelimit.PerMinute(10),
 		Rotate:           ratelimit.PerHour(10),
 		Revoke:           ratelimit.PerHour(10),
+		Card:             ratelimit.PerHour(10),
 		Register:         ratelimit.Limit{Rate: 60, Period: time.Hour, Burst: 20},
 		AuthFailure:      ratelimit.PerMinute(5),
 		LockoutThreshold: 10,
@@ -196,6 +202,7 @@ func (rl RateLimits) withDefaults() RateLimits {
 	pick(&rl.List, d.List)
 	pick(&rl.Rotate, d.Rotate)
 	pick(&rl.Revoke, d.Revoke)
+	pick(&rl.Card, d.Card)
 	pick(&rl.Register, d.Register)
 	pick(&rl.AuthFailure, d.AuthFailure)
 	if rl.LockoutThreshold == 0 {

@@ -55,3 +55,28 @@ func TestInventedAgentNamesCannotFillPrincipalTable(t *testing.T) {
 		t.Errorf("invalid names created action-table state")
 	}
 }
+
+// TestCardSigningLimitedPerAgent: every signed card is a permanent public log
+// leaf, so POST /v1/agents/{name}/card spends a per-agent card budget (10/h by
+// default), not only the per-key limit (120/min) — which let one owner append
+// thousands of leaves an hour per agent (security review of issue 16). The
+// budget is the card class's, separate from rotate.
+func TestCardSigningLimitedPerAgent(t *testing.T) {
+	h := newHarness(t, nil)
+	card := map[string]any{"name": "bot.alice"}
+	var got []int
+	for range 12 {
+		rec := serve(h.s.Handler(), "POST", "/v1/agents/bot.alice/card", "192.0.2.1:1234", keyAlice, card)
+		got = append(got, rec.Code)
+	}
+	if got[9] == 429 || got[10] != 429 || got[11] != 429 {
+		t.Fatalf("card answers %v; want the 11th and later refused with 429", got)
+	}
+	// Another agent of the same owner has its own budget, and rotate its own.
+	if rec := serve(h.s.Handler(), "POST", "/v1/agents/other.alice/card", "192.0.2.1:1234", keyAlice, card); rec.Code == 429 {
+		t.Errorf("another agent's card: 429 %s", rec.Body)
+	}
+	if rec := serve(h.s.Handler(), "POST", "/v1/agents/bot.alice/rotate", "192.0.2.1:1234", keyAlice, map[string]string{"csr": testCSR}); rec.Code == 429 {
+		t.Errorf("rotate after the card budget is spent: 429 %s", rec.Body)
+	}
+}

@@ -40,6 +40,7 @@ const (
 	limitRegister
 	limitRotate
 	limitRevoke
+	limitCard
 )
 
 // handlerFunc is a handler that returns its error to the one error writer.
@@ -73,9 +74,10 @@ func (s *Server) routeTable() []route {
 		{method: "POST", path: "/v1/agents/{name}/jwt-svid", auth: authKeyOrAgentTLS, scope: ScopeAgentsWrite, bodyLimit: jwtSVIDBodyLimit, h: s.handleJWTSVID},
 		{method: "GET", path: "/.well-known/jwks.json", public: true, h: s.handleJWKS},
 		{method: "GET", path: "/.well-known/openid-configuration", public: true, h: s.handleOpenIDConfiguration},
-		// Signed A2A agent cards (handlers_card.go): the owner or the agent itself; the per-key
-		// limit applies (not the agent's rotate budget).
-		{method: "POST", path: "/v1/agents/{name}/card", auth: authKeyOrAgentTLS, scope: ScopeAgentsWrite, bodyLimit: cardBodyLimit, h: s.handleSignCard},
+		// Signed A2A agent cards (handlers_card.go): the owner or the agent itself; each
+		// signed card is a permanent public log leaf, so the agent has its own card budget
+		// (not its rotate budget).
+		{method: "POST", path: "/v1/agents/{name}/card", auth: authKeyOrAgentTLS, scope: ScopeAgentsWrite, class: limitCard, bodyLimit: cardBodyLimit, h: s.handleSignCard},
 		{method: "POST", path: "/v1/verify", public: true, bodyLimit: verifyBodyLimit, h: s.handleVerify},
 		{method: "GET", path: "/v1/ca/bundle", public: true, h: s.handleBundle},
 		{method: "GET", path: "/v1/ca/spiffe-bundle", public: true, h: s.handleSPIFFEBundle},
@@ -206,7 +208,7 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request, rt route) error 
 		return s.allow(w, r, pt, ClassList, "list:"+principal, rl.List, false)
 	case limitRegister:
 		return s.allow(w, r, pt, ClassRegister, "register:"+principal, rl.Register, false)
-	case limitRotate, limitRevoke:
+	case limitRotate, limitRevoke, limitCard:
 		// The name comes from the URL, so the caller chooses it: it is validated before
 		// any state is created for it, and these buckets live in their own table, which
 		// evicts when full, so inventing names can neither grow memory nor refuse
@@ -220,7 +222,7 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request, rt route) error 
 	return nil
 }
 
-// allowAction spends the rotate or revoke limit (class) of the agent name for
+// allowAction spends the rotate, revoke or card limit (class) of the agent name for
 // actor. Per agent and per action; the bucket is also keyed by who asks (the
 // owner, or the agent itself), so a caller refused by authorization cannot drain
 // the budget of the agent's real owner. EST's simplereenroll, whose name comes
@@ -228,8 +230,11 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request, rt route) error 
 func (s *Server) allowAction(w http.ResponseWriter, r *http.Request, class limitClass, actor *registry.Actor, name string) error {
 	rl := s.cfg.RateLimits
 	action, lim := ClassRotate, rl.Rotate
-	if class == limitRevoke {
+	switch class {
+	case limitRevoke:
 		action, lim = ClassRevoke, rl.Revoke
+	case limitCard:
+		action, lim = ClassCard, rl.Card
 	}
 	who := "owner:" + actor.Owner
 	if actor.AgentName != "" {

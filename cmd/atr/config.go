@@ -200,7 +200,7 @@ type Config struct {
 
 	// RateLimits raise or lower individual rate limits, as comma-separated
 	// CLASS=RATE/PERIOD[:BURST] items (classes per-ip, public, per-key, list,
-	// rotate, revoke, register, auth-failure), e.g. "register=600/h:100".
+	// rotate, revoke, card, register, auth-failure), e.g. "register=600/h:100".
 	// Limits cannot be switched off and cannot exceed 100× their default.
 	// Flag --rate-limits, env ATR_RATE_LIMITS; default: the built-in limits.
 	// The api package parses (api.ParseRateLimits) and judges them.
