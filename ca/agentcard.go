@@ -34,6 +34,7 @@ import (
 	"io"
 	"math/big"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -102,6 +103,12 @@ func ParseAgentCard(data []byte) (*AgentCard, error) {
 	if err != nil {
 		return nil, err
 	}
+	// encoding/json turns an escaped lone surrogate ("\ud800") into U+FFFD:
+	// ATR would sign something other than what was sent. Refused, with the
+	// replacement character itself, which no card needs.
+	if hasReplacementChar(v) {
+		return nil, policyErr("card", "contains U+FFFD or an unpaired surrogate escape")
+	}
 	obj, ok := v.(map[string]any)
 	if !ok {
 		return nil, policyErr("card", "not a JSON object")
@@ -138,6 +145,24 @@ func ParseAgentCard(data []byte) (*AgentCard, error) {
 		return nil, policyErr("card", "supportedInterfaces is required")
 	}
 	return c, nil
+}
+
+// hasReplacementChar reports whether any string or member name in v holds
+// U+FFFD.
+func hasReplacementChar(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return strings.ContainsRune(x, utf8.RuneError)
+	case []any:
+		return slices.ContainsFunc(x, hasReplacementChar)
+	case map[string]any:
+		for k, e := range x {
+			if strings.ContainsRune(k, utf8.RuneError) || hasReplacementChar(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // decodeCardJSON decodes exactly one JSON value, refusing duplicate object

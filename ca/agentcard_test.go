@@ -66,6 +66,9 @@ func TestParseAgentCard(t *testing.T) {
 		{"trailing data", []byte(`{"name":"a","supportedInterfaces":` + iface + `} {}`), "data after"},
 		{"duplicate member", []byte(`{"name":"a","name":"b","supportedInterfaces":` + iface + `}`), "duplicate member"},
 		{"not UTF-8", []byte("{\"name\":\"\xff\"}"), "not UTF-8"},
+		{"lone surrogate escape", setMember(t, good, "description", `"a\ud800b"`), "unpaired surrogate"},
+		{"replacement character", setMember(t, good, "description", `"a\ufffdb"`), "U+FFFD"},
+		{"surrogate pair (fine)", setMember(t, good, "description", `"a\ud83d\ude00b"`), ""},
 		{"too large", []byte(`{"name":"` + strings.Repeat("a", MaxAgentCardSize) + `"}`), "larger than"},
 		{"too deep", []byte(`{"name":"a","supportedInterfaces":` + iface + `,"capabilities":{"extensions":[{"params":` +
 			strings.Repeat(`{"a":`, 20) + `1` + strings.Repeat(`}`, 20) + `}]}}`), "nested deeper"},
