@@ -71,6 +71,11 @@ func ReadFile(path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return readCapped(f, path, max)
+}
+
+// readCapped reads f (named path) to its end, refusing more than max bytes.
+func readCapped(f *os.File, path string, max int64) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
@@ -101,14 +106,7 @@ func ReadSecretFile(path string, max int64) ([]byte, error) {
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%s has mode %04o: a secret must not be accessible by group or others (chmod 600 %s)", path, st.Mode().Perm(), path)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
-	}
-	return data, nil
+	return readCapped(f, path, max)
 }
 
 // WriteFile writes data to path durably and atomically: once it returns nil,

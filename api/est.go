@@ -259,19 +259,29 @@ func (s *Server) estName(csr *x509.CertificateRequest) (string, error) {
 	return name, nil
 }
 
+// estEnrollRequest checks the label of an enrollment request and returns its
+// CSR (DER) and the agent name the CSR gives ("" when it names none).
+func (s *Server) estEnrollRequest(r *http.Request) (der []byte, name string, err error) {
+	if err := s.estLabel(r); err != nil {
+		return nil, "", err
+	}
+	der, csr, err := readESTCSR(r)
+	if err != nil {
+		return nil, "", err
+	}
+	name, err = s.estName(csr)
+	if err != nil {
+		return nil, "", err
+	}
+	return der, name, nil
+}
+
 // handleESTSimpleEnroll serves POST simpleenroll (RFC 7030 §4.2.1): an owner's
 // API key (HTTP Basic password, or Bearer) registers the agent the CSR names,
 // exactly as POST /v1/agents does. The answer is the issued certificate alone
 // (§4.2.3); the chain is GET cacerts.
 func (s *Server) handleESTSimpleEnroll(w http.ResponseWriter, r *http.Request) error {
-	if err := s.estLabel(r); err != nil {
-		return err
-	}
-	der, csr, err := readESTCSR(r)
-	if err != nil {
-		return err
-	}
-	name, err := s.estName(csr)
+	der, name, err := s.estEnrollRequest(r)
 	if err != nil {
 		return err
 	}
@@ -297,14 +307,7 @@ func (s *Server) handleESTSimpleEnroll(w http.ResponseWriter, r *http.Request) e
 // certificate's agent, and one that names another agent is refused; with an
 // API key the CSR must name the agent.
 func (s *Server) handleESTSimpleReenroll(w http.ResponseWriter, r *http.Request) error {
-	if err := s.estLabel(r); err != nil {
-		return err
-	}
-	der, csr, err := readESTCSR(r)
-	if err != nil {
-		return err
-	}
-	name, err := s.estName(csr)
+	der, name, err := s.estEnrollRequest(r)
 	if err != nil {
 		return err
 	}
