@@ -19,8 +19,11 @@ type KeyAlgorithm string
 const (
 	ECDSAP256 KeyAlgorithm = "ecdsa-p256"
 	ECDSAP384 KeyAlgorithm = "ecdsa-p384"
-	RSA3072   KeyAlgorithm = "rsa-3072"
-	RSA4096   KeyAlgorithm = "rsa-4096"
+	// RSA2048 is for the name-index VRF key only (a CA key must be
+	// stronger); KeyAlgorithms does not list it.
+	RSA2048 KeyAlgorithm = "rsa-2048"
+	RSA3072 KeyAlgorithm = "rsa-3072"
+	RSA4096 KeyAlgorithm = "rsa-4096"
 	// Ed25519 keys are made by GenerateEd25519Key and used through
 	// Ed25519Signer (crypto11 has no Ed25519); GenerateKey refuses it and
 	// KeyAlgorithms does not list it.
@@ -72,6 +75,8 @@ func (t *Token) GenerateKey(ctx context.Context, label string, alg KeyAlgorithm)
 		curve = elliptic.P256()
 	case ECDSAP384:
 		curve = elliptic.P384()
+	case RSA2048:
+		bits = 2048
 	case RSA3072:
 		bits = 3072
 	case RSA4096:

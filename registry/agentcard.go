@@ -113,7 +113,7 @@ func (r *Registry) SignAgentCard(ctx context.Context, a Actor, name string, card
 	if err != nil {
 		return nil, fmt.Errorf("registry: agent card: stored certificate %s: %v", cur.Serial, err)
 	}
-	proofs, err := r.nameProofs(name) // on the token: before any transaction
+	proofs, err := r.nameProofs(ctx, name, true) // on the token: before any transaction
 	if err != nil {
 		return nil, err
 	}

@@ -84,7 +84,7 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 	// The name's VRF proofs (on the token) are computed while the
 	// certificate is linted, recorded and signed; the commit waits for them.
 	var proofs nameProofs
-	awaitProofs := r.nameProofsAsync(name, &proofs)
+	awaitProofs := r.nameProofsAsync(ctx, name, false, &proofs)
 	var agent Agent
 	cert, rec, err := r.issue(ctx, a, ActionRegister, name, a.Owner, "register", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
 		idx, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRegister, time: now, name: name, cert: cert, proofs: proofs})
@@ -137,7 +137,7 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 	}
 	oldSerial := agent.CurrentSerial
 	var proofs nameProofs
-	awaitProofs := r.nameProofsAsync(name, &proofs) // see Register
+	awaitProofs := r.nameProofsAsync(ctx, name, true, &proofs) // see Register
 	cert, rec, err := r.issue(ctx, a, ActionRotate, name, agent.Owner, "rotate", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
 		var cur struct {
 			Status string  `db:"status"`

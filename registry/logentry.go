@@ -41,34 +41,87 @@ type vrfCache struct {
 	names map[string]vrfOutput
 }
 
+// get returns the cached VRF of name.
+func (c *vrfCache) get(name string) (vrfOutput, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out, ok := c.names[name]
+	return out, ok
+}
+
+// put caches the VRF of name.
+func (c *vrfCache) put(name string, out vrfOutput) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.names == nil || len(c.names) >= maxCachedNames {
+		c.names = make(map[string]vrfOutput)
+	}
+	c.names[name] = out
+}
+
 // vrfOf computes (or recalls) the VRF of one normalized name. It calls the
 // token, so callers compute it before opening a transaction.
 func (r *Registry) vrfOf(name string) (vrfOutput, error) {
 	if r.cfg.VRFSigner == nil {
 		return vrfOutput{}, fmt.Errorf("registry: no VRF key configured: %w", ErrUnavailable)
 	}
-	r.vrf.mu.Lock()
-	out, ok := r.vrf.names[name]
-	r.vrf.mu.Unlock()
-	if ok {
+	if out, ok := r.vrf.get(name); ok {
 		return out, nil
 	}
 	ix, proof, err := translog.VRFProve(r.cfg.VRFSigner, r.cfg.TrustDomain, name)
 	if err != nil {
 		return vrfOutput{}, fmt.Errorf("registry: VRF of %s: %v: %w", name, err, ErrUnavailable)
 	}
-	out = vrfOutput{index: ix, proof: proof}
-	r.vrf.mu.Lock()
-	if r.vrf.names == nil || len(r.vrf.names) >= maxCachedNames {
-		r.vrf.names = make(map[string]vrfOutput)
-	}
-	r.vrf.names[name] = out
-	r.vrf.mu.Unlock()
+	out := vrfOutput{index: ix, proof: proof}
+	r.vrf.put(name, out)
 	return out, nil
 }
 
+// recallStoredProofs caches the VRF proofs of an existing agent's name and
+// suffixes from its newest log opening, each checked against the current
+// VRF key (a proof made under an earlier key, or a damaged row, is skipped
+// and computed again on the token). The cache holds 10,000 names; without
+// this a fleet larger than that — or any fleet after a restart, or on
+// another replica — paid an RSA signature on the token for every rotation
+// and revocation. A failed read costs nothing but the saving.
+func (r *Registry) recallStoredProofs(ctx context.Context, name string) {
+	if r.cfg.VRFSigner == nil {
+		return
+	}
+	if _, ok := r.vrf.get(name); ok {
+		return
+	}
+	var opened string
+	err := r.store.db.GetContext(ctx, &opened, r.store.db.Rebind(
+		`SELECT opened FROM log_openings WHERE agent_name = ? ORDER BY idx DESC LIMIT 1`), name)
+	if err != nil {
+		return // sql.ErrNoRows (no opening yet) or a read error: compute on the token
+	}
+	o, err := translog.ParseOpened([]byte(opened))
+	suffixes := translog.NameSuffixes(name)
+	if err != nil || o.Name != name || len(o.VRFProofs) != len(suffixes) {
+		return
+	}
+	pub := r.cfg.VRFSigner.Public()
+	for i, n := range suffixes {
+		if _, ok := r.vrf.get(n); ok {
+			continue
+		}
+		ix, err := translog.VRFVerify(pub, r.cfg.TrustDomain, n, o.VRFProofs[i])
+		if err != nil {
+			r.log.WithError(err).WithField("agent", name).Debug("stored VRF proof not valid under the current key; computing it again")
+			return
+		}
+		r.vrf.put(n, vrfOutput{index: ix, proof: o.VRFProofs[i]})
+	}
+}
+
 // nameProofs computes (or recalls) the VRF proofs of name and its suffixes.
-func (r *Registry) nameProofs(name string) (nameProofs, error) {
+// known says name is an existing agent's, whose log openings hold them.
+func (r *Registry) nameProofs(ctx context.Context, name string, known bool) (nameProofs, error) {
+	if known {
+		r.recallStoredProofs(ctx, name)
+	}
 	var np nameProofs
 	for _, n := range translog.NameSuffixes(name) {
 		out, err := r.vrfOf(n)
@@ -81,17 +134,17 @@ func (r *Registry) nameProofs(name string) (nameProofs, error) {
 	return np, nil
 }
 
-// nameProofsAsync starts nameProofs(name) on its own goroutine and returns
-// the function that waits for it and stores the proofs in out. Call the
+// nameProofsAsync starts nameProofs on its own goroutine and returns the
+// function that waits for it and stores the proofs in out. Call the
 // function before reading out; if it is never called the result is dropped.
-func (r *Registry) nameProofsAsync(name string, out *nameProofs) func() error {
+func (r *Registry) nameProofsAsync(ctx context.Context, name string, known bool, out *nameProofs) func() error {
 	type result struct {
 		np  nameProofs
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		np, err := r.nameProofs(name)
+		np, err := r.nameProofs(ctx, name, known)
 		done <- result{np, err}
 	}()
 	return func() error {

@@ -46,7 +46,7 @@ func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*A
 	if err != nil {
 		return nil, err
 	}
-	proofs, err := r.nameProofs(name) // on the token: before any transaction
+	proofs, err := r.nameProofs(ctx, name, true) // on the token: before any transaction
 	if err != nil {
 		return nil, err
 	}

@@ -115,7 +115,7 @@ func TestVRFIndex(t *testing.T) {
 // ErrUnavailable and there is no public key to publish.
 func TestVRFConfig(t *testing.T) {
 	f := registrytest.NewFixture(t)
-	short, err := rsa.GenerateKey(rand.Reader, 2048)
+	short, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestVRFConfig(t *testing.T) {
 		change func(c *registry.Config)
 	}{
 		{"log without VRF key", func(c *registry.Config) { c.VRFSigner = nil }},
-		{"RSA-2048 VRF key", func(c *registry.Config) { c.VRFSigner = short }},
+		{"RSA-1024 VRF key", func(c *registry.Config) { c.VRFSigner = short }},
 		{"ECDSA VRF key", func(c *registry.Config) { c.VRFSigner = ec }},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {

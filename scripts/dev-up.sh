@@ -4,6 +4,8 @@
 #
 #   ATR_DATA_DIR  data directory (default ./var)
 #   ATR_LISTEN    listen address  (default 127.0.0.1:8443)
+#   ATR_VRF_ALGORITHM  the VRF key of a new data directory: rsa-3072 (default)
+#                 or rsa-2048 (`atr ceremony vrf-key --help`)
 #
 # Steps: install SoftHSM2/OpenSC if missing, build the atr binary into
 # $ATR_DATA_DIR/bin, create the two dev tokens (atr-root, atr-issuing),
@@ -83,7 +85,7 @@ export ATR_PKCS11_ROOT_PIN_FILE="$DATA_DIR/pin"
 "$atr" ceremony intermediate --if-missing --operator "${USER:-dev}"
 "$atr" ceremony log-key --if-missing --operator "${USER:-dev}"
 "$atr" ceremony log-key-ed25519 --if-missing --operator "${USER:-dev}"
-"$atr" ceremony vrf-key --if-missing --operator "${USER:-dev}"
+"$atr" ceremony vrf-key --if-missing --operator "${USER:-dev}" --algorithm "${ATR_VRF_ALGORITHM:-rsa-3072}"
 "$atr" ceremony jwt-key --if-missing --operator "${USER:-dev}"
 "$atr" ceremony card-key --if-missing --operator "${USER:-dev}"
 "$atr" ceremony root-crl --if-missing --operator "${USER:-dev}"

@@ -261,6 +261,22 @@ func TestCeremonies(t *testing.T) {
 		if code, _, errb := d.atr(t, "ceremony", "vrf-key", "--operator", "tester", "--if-missing", "--label", defaultLogKeyLabel); code != 1 || !strings.Contains(errb, "cannot be the VRF key") {
 			t.Errorf("vrf-key --if-missing over the ECDSA log key: exit %d, stderr %s", code, errb)
 		}
+		// --algorithm: rsa-2048 on request (written under another label and
+		// to another directory so the default key stays), nothing weaker.
+		out := t.TempDir()
+		d.mustAtr(t, "ceremony", "vrf-key", "--operator", "tester", "--algorithm", "rsa-2048", "--label", "atr-vrf-2048", "--out-dir", out)
+		data, err = os.ReadFile(filepath.Join(out, vrfKeyPEMName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k, err := translog.ParseVRFPublicKeyPEM(data); err != nil || k.N.BitLen() != 2048 {
+			t.Errorf("--algorithm rsa-2048: %v, %v", k, err)
+		}
+		for _, alg := range []string{"ecdsa-p256", "rsa-1024", "rsa2048"} {
+			if code, _, errb := d.atr(t, "ceremony", "vrf-key", "--operator", "tester", "--algorithm", alg, "--label", "atr-vrf-x"); code != 2 || !strings.Contains(errb, "rsa-2048, rsa-3072, rsa-4096") {
+				t.Errorf("vrf-key --algorithm %s: exit %d, stderr %s", alg, code, errb)
+			}
+		}
 	})
 
 	t.Run("show is read-only", func(t *testing.T) {

@@ -106,8 +106,8 @@ type Config struct {
 	// 5m; zero: 10s). Flag --witness-timeout, env ATR_WITNESS_TIMEOUT.
 	WitnessTimeout time.Duration
 
-	// VRFKey is the pkcs11: URI of the name-index VRF key (RSA-3072,
-	// docs/transparency.md). Flag --vrf-key, env ATR_VRF_KEY, derived
+	// VRFKey is the pkcs11: URI of the name-index VRF key (RSA ≥ 2048
+	// bits, docs/transparency.md). Flag --vrf-key, env ATR_VRF_KEY, derived
 	// default pkcs11:token=<PKCS11Token>;object=atr-vrf.
 	VRFKey string
 

@@ -24,7 +24,8 @@ package translog
 //     gcd(e, p−1) = gcd(e, q−1) = 1), not necessarily of a key a malicious
 //     holder crafted — which is why the VRF key is made by a ceremony on the
 //     token and never imported, and why e is fixed at 65537 and the modulus
-//     is at least 3072 bits.
+//     is at least 2048 bits (3072 by default: pseudorandomness, the names'
+//     privacy, lasts only as long as the modulus is not factored).
 //   - Pseudorandomness: without the private key nobody can compute s for a
 //     name not yet signed (RSA-FDH-style unforgeability of PKCS#1 v1.5 over
 //     SHA-256), so nobody can compute the index of a guessed name; the index
@@ -54,7 +55,7 @@ const (
 	// VRFTag is the domain-separation prefix of every VRF input.
 	VRFTag = "atr-vrf-v1"
 	// VRFMinBits is the smallest RSA modulus a VRF key may have.
-	VRFMinBits = 3072
+	VRFMinBits = 2048
 	// VRFExponent is the only RSA public exponent a VRF key may have.
 	VRFExponent = 65537
 	// maxVRFKeyPEM caps the PEM document ParseVRFPublicKeyPEM reads.

@@ -138,7 +138,7 @@ func TestVRFDeterministic(t *testing.T) {
 				if want := sha256.Sum256(p1); i1 != want {
 					t.Errorf("%s/%s: index %x, want SHA-256(proof) %x", in.td, in.name, i1, want)
 				}
-				if got, want := len(p1), VRFMinBits/8; got != want {
+				if got, want := len(p1), s.Public().(*rsa.PublicKey).Size(); got != want {
 					t.Errorf("%s/%s: proof of %d bytes, want %d", in.td, in.name, got, want)
 				}
 				got, err := VRFVerify(s.Public(), in.td, in.name, p1)
@@ -303,12 +303,16 @@ func (b vrfBadSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error)
 	return b.sig, b.err
 }
 
-// TestVRFKeyPolicy: keys that are not RSA, shorter than 3072 bits or with an
+// TestVRFKeyPolicy: keys that are not RSA, shorter than 2048 bits or with an
 // exponent other than 65537 are refused by VRFProve, VRFVerify and
 // CheckVRFKey.
 func TestVRFKeyPolicy(t *testing.T) {
 	good := testVRFKey(t)
-	short, err := rsa.GenerateKey(rand.Reader, 2048)
+	k2048, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +332,8 @@ func TestVRFKeyPolicy(t *testing.T) {
 		wantOK bool
 	}{
 		{"rsa-3072 e=65537", &good.PublicKey, good, true},
-		{"rsa-2048", &short.PublicKey, short, false},
+		{"rsa-2048 e=65537 (the smallest)", &k2048.PublicKey, k2048, true},
+		{"rsa-1024", &short.PublicKey, short, false},
 		{"e=3", e3, vrfPublicOverride{good, e3}, false},
 		{"ecdsa", &ec.PublicKey, ec, false},
 		{"nil rsa key", (*rsa.PublicKey)(nil), vrfPublicOverride{good, (*rsa.PublicKey)(nil)}, false},
@@ -342,15 +347,20 @@ func TestVRFKeyPolicy(t *testing.T) {
 			if err != nil && !errors.Is(err, ErrVRF) {
 				t.Errorf("CheckVRFKey: %v does not wrap ErrVRF", err)
 			}
-			_, _, err = VRFProve(tc.signer, vrfTD, "acme")
+			_, own, err := VRFProve(tc.signer, vrfTD, "acme")
 			if got := err == nil; got != tc.wantOK {
 				t.Errorf("VRFProve: err %v, want ok=%v", err, tc.wantOK)
 			}
 			if err != nil && !errors.Is(err, ErrVRF) {
 				t.Errorf("VRFProve: %v does not wrap ErrVRF", err)
 			}
-			// VRFVerify refuses the key before looking at the proof.
-			_, err = VRFVerify(tc.pub, vrfTD, "acme", proof)
+			// VRFVerify refuses a bad key before looking at the proof (the
+			// good key's proof, which would verify under it).
+			if tc.wantOK {
+				_, err = VRFVerify(tc.pub, vrfTD, "acme", own)
+			} else {
+				_, err = VRFVerify(tc.pub, vrfTD, "acme", proof)
+			}
 			if got := err == nil; got != tc.wantOK {
 				t.Errorf("VRFVerify: err %v, want ok=%v", err, tc.wantOK)
 			}
@@ -428,7 +438,7 @@ func TestParseVRFPublicKeyPEM(t *testing.T) {
 		}
 		return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 	}
-	short, err := rsa.GenerateKey(rand.Reader, 2048)
+	short, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,13 +514,22 @@ func FuzzVRFVerify(f *testing.F) {
 	})
 }
 
-// BenchmarkVRFProve measures one name index on a SoftHSM2 RSA-3072 key
-// (an issuance computes one per name suffix).
+// BenchmarkVRFProve measures one name index on a SoftHSM2 key of each
+// size the vrf-key ceremony offers (an issuance computes one per name suffix
+// the registry has not seen).
 func BenchmarkVRFProve(b *testing.B) {
-	s := tokenVRFKey(b)
-	for b.Loop() {
-		if _, _, err := VRFProve(s, vrfTD, "billing-bot.acme"); err != nil {
-			b.Fatal(err)
-		}
+	tok := hsmtest.Open(b, hsmtest.NewToken(b, "atr-vrf"))
+	for _, alg := range []hsm.KeyAlgorithm{hsm.RSA2048, hsm.RSA3072} {
+		b.Run(string(alg), func(b *testing.B) {
+			s, err := tok.GenerateKey(context.Background(), "atr-vrf-"+string(alg), alg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, _, err := VRFProve(s, vrfTD, "billing-bot.acme"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
