@@ -81,8 +81,12 @@ func Open(ctx context.Context, databaseURL string, log *logrus.Entry) (*Store, e
 		if err != nil {
 			return nil, fmt.Errorf("registry: open postgres: %w", invalid("database url", nil))
 		}
+		// As many idle as open: a smaller idle cap closes, at every burst,
+		// the connections the burst just opened, and each new one forks a
+		// PostgreSQL backend (TestPoolKeepsConnections; at 16 concurrent
+		// issuances that cost more than the issuances).
 		s.db.SetMaxOpenConns(16)
-		s.db.SetMaxIdleConns(4)
+		s.db.SetMaxIdleConns(16)
 		s.db.SetConnMaxLifetime(30 * time.Minute)
 		s.db.SetConnMaxIdleTime(5 * time.Minute)
 		s.grouped = newWriter(s)
