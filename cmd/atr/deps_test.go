@@ -122,6 +122,15 @@ func TestDependencyDirection(t *testing.T) {
 				t.Errorf("%s imports %s: only hsm may talk PKCS#11", rel, imp)
 			}
 		}
+		if rel == "cmd/atr-peerbench" {
+			// The side-by-side load client measures ATR and step-ca alike
+			// over HTTPS; it must not share code with the system it measures.
+			for _, imp := range slices.Concat(p.Imports, p.TestImports, p.XTestImports) {
+				if strings.HasPrefix(imp, atrModule+"/") {
+					t.Errorf("%s imports %s: the peer benchmark imports no ATR package", rel, imp)
+				}
+			}
+		}
 		if rel == "cmd" || strings.HasPrefix(rel, "cmd/") {
 			continue
 		}

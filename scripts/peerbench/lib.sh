@@ -1,0 +1,47 @@
+# lib.sh — sourced by run-all.sh and run-counterfactual.sh: run LABEL ROUND C
+# drives one system for $DUR at concurrency C and appends a JSON line to $out.
+PERF=${PERF:-/tmp/perf}
+B=$PERF/bin/peerbench
+DUR=${DUR:-20s}
+# PostgreSQL's postmaster: the whole server's CPU is recorded next to the
+# CPU of the ATR database's own backends.
+PGPID=$(ps -C postgres -o pid=,ppid= | awk '$2 == 1 {print $1; exit}')
+
+atr_run() { # NAME PORT [PGDB] -- common flags
+	local name=$1 port=$2 pgdb=$3
+	shift 3
+	local pg=()
+	[ -n "$pgdb" ] && pg=(-pg-pid "$PGPID" -pg-db "$pgdb")
+	timeout 300 "$B" load -system atr -url "https://127.0.0.1:$port" -root "$PERF/$name/ca/root.pem" \
+		-tls-root "$PERF/$name/ca/bundle.pem" -keys "$PERF/$name.keys" -n 8000 \
+		-pid "$(cat "$PERF/$name.pgid")" "${pg[@]}" "$@"
+}
+
+step_run() { # INSTANCE PORT -- common flags
+	local inst=$1 port=$2
+	shift 2
+	timeout 300 "$B" load -system stepca -url "https://127.0.0.1:$port" -root "$PERF/stepca/pki/root_ca.crt" \
+		-jwk "$PERF/stepca/pki/provisioner.jwk" -n 24000 -pid "$(cat "$PERF/step-$inst.pgid")" "$@"
+}
+
+run() { # LABEL ROUND C
+	local label=$1 round=$2 c=$3 common
+	common=(-c "$c" -d "$DUR" -round "$round" -prefix "${PREFIX:-r}$round-c$c" -label "$label" -out "$out")
+	case $label in
+	ATR-sqlite) atr_run atr-sqlite 38443 "" "${common[@]}" ;;
+	ATR-postgres) atr_run atr-postgres 38444 atr_peer "${common[@]}" ;;
+	step-badger) step_run badger 39443 "${common[@]}" ;;
+	step-nodb) step_run nodb 39444 "${common[@]}" ;;
+	# Counterfactuals (not part of the comparison): no fsync at commit.
+	ATR-sqlite-nosync) atr_run atr-sqlite-nosync 38445 "" "${common[@]}" ;;
+	ATR-postgres-async) atr_run atr-postgres-async 38446 atr_peer_async "${common[@]}" ;;
+	# Counterfactual: lib/pq's binary_parameters=yes sends Parse/Bind/Execute
+	# at once, one round trip per parameterized statement instead of two.
+	ATR-postgres-binparam) atr_run atr-postgres-binparam 38447 atr_peer_bin "${common[@]}" ;;
+	# The same servers with an RSA-2048 name-index VRF key
+	# (ATR_VRF_ALGORITHM=rsa-2048 start-atr.sh NAME PORT [DB]).
+	ATR-sqlite-vrf2048) atr_run atr-sqlite-2048 38448 "" "${common[@]}" ;;
+	ATR-postgres-vrf2048) atr_run atr-postgres-2048 38449 atr_peer_2048 "${common[@]}" ;;
+	*) echo "run: unknown system $label" >&2; return 1 ;;
+	esac
+}
