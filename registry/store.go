@@ -70,17 +70,15 @@ func Open(ctx context.Context, databaseURL string, log *logrus.Entry) (*Store, e
 	if log == nil {
 		return nil, errors.New("registry: open: nil logger")
 	}
-	var (
-		s   = &Store{log: log.WithField("component", "store")}
-		err error
-	)
+	s := &Store{log: log.WithField("component", "store")}
 	switch {
 	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
 		s.dialect, s.url = Postgres, databaseURL
-		s.db, err = sqlx.Open("postgres", withBinaryParameters(databaseURL))
+		connector, err := newPQConnector(withBinaryParameters(databaseURL))
 		if err != nil {
 			return nil, fmt.Errorf("registry: open postgres: %w", invalid("database url", nil))
 		}
+		s.db = sqlx.NewDb(sql.OpenDB(connector), "postgres")
 		// As many idle as open: a smaller idle cap closes, at every burst,
 		// the connections the burst just opened, and each new one forks a
 		// PostgreSQL backend (TestPoolKeepsConnections; at 16 concurrent
