@@ -24,11 +24,13 @@
 //     subject and key identifier as the real issuer, and lints the result with
 //     zlint and ATR's own agent lints (see lint.go for the exact lint
 //     selection). Because the lint issuer mirrors the real one, the lint
-//     certificate's TBSCertificate is byte-identical to the one the real
-//     signer will sign; Prepared.TBS returns it so that the caller can record
-//     it durably before the real signature. Sign then signs through the issuer
-//     signer and refuses the result unless its TBSCertificate equals
-//     Prepared.TBS and its signature verifies under the issuing certificate.
+//     certificate's TBSCertificate is the one the real signer signs;
+//     Prepared.TBS returns it so that the caller can record it durably before
+//     the real signature. Sign then has the issuer signer sign exactly those
+//     bytes (no second encoding: what was linted and recorded is what is
+//     signed) and returns the certificate only once the signature verified
+//     under the issuing key — checked by the signer itself when it is a
+//     SelfCheckingSigner (hsm.Signer), by Sign otherwise.
 //
 //   - Leaf profile (SPIFFE X.509-SVID compatible): empty subject, exactly one
 //     URI SAN (marked critical, as RFC 5280 requires for an empty subject; Go

@@ -19,6 +19,9 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
 	"github.com/zmap/zlint/v3/lint"
 )
 
@@ -128,6 +131,11 @@ type Prepared struct {
 	pub  crypto.PublicKey
 	tbs  []byte
 	name string
+
+	issuer *Issuer                 // the Issuer that prepared it: only it signs
+	sigAlg x509.SignatureAlgorithm // the issuer's, as in tbs
+	algID  []byte                  // DER AlgorithmIdentifier of sigAlg, as in tbs
+	digest []byte                  // what the issuer signs: the digest of tbs when it was linted
 }
 
 // TBS returns the DER TBSCertificate that Sign will have the issuer sign.
@@ -186,11 +194,7 @@ func (i *Issuer) prepare(pub crypto.PublicKey, agentName string, serial *big.Int
 	if err != nil {
 		return nil, err
 	}
-	lc, err := x509.ParseCertificate(lintDER)
-	if err != nil {
-		return nil, fmt.Errorf("ca: prepare: parsing lint certificate: %w", err)
-	}
-	return &Prepared{tmpl: tmpl, pub: pub, tbs: lc.RawTBSCertificate, name: agentName}, nil
+	return i.newPrepared(tmpl, pub, lintDER, agentName)
 }
 
 // leafTemplate builds the agent certificate template from the profile. The
@@ -244,29 +248,117 @@ func (i *Issuer) leafEKUs() []x509.ExtKeyUsage {
 	return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 }
 
-// Sign has the issuer's signer sign the prepared certificate and returns it.
-// It refuses the result unless its TBSCertificate is byte-identical to
-// p.TBS() (what was linted and recorded) and its signature verifies under the
-// issuing certificate — the signer is checked, not trusted. The check is the
-// one x509.CreateCertificate makes under the signer's public key, which
-// NewIssuer required to be the issuing certificate's (so it is not repeated
-// here: one verification per issuance, TestSignCatchesMisbehavingSigner).
+// SelfCheckingSigner is a crypto.Signer that verifies every signature it
+// returns under its public key and fails instead of returning one that does
+// not verify, as hsm.Signer does. Issuer.Sign verifies the signatures of
+// other signers itself.
+type SelfCheckingSigner interface {
+	crypto.Signer
+	ChecksSignatures()
+}
+
+// Sign has the issuer's signer sign the prepared certificate's
+// TBSCertificate — the exact bytes that were linted and recorded (p.TBS()),
+// not a second encoding of the template — and returns the certificate. The
+// signature is checked before the certificate is returned, once: by the
+// signer when it is a SelfCheckingSigner (the token's signer checks every
+// signature under the key NewIssuer matched to the issuing certificate),
+// here otherwise (TestSignCatchesMisbehavingSigner). Sign refuses a Prepared
+// of another Issuer and one whose TBS changed since it was linted.
 func (i *Issuer) Sign(p *Prepared) (*x509.Certificate, error) {
 	if p == nil || p.tmpl == nil {
 		return nil, errors.New("ca: sign: nil prepared certificate")
 	}
-	der, err := x509.CreateCertificate(rand.Reader, p.tmpl, i.cert, p.pub, i.signer)
+	if p.issuer != i {
+		return nil, errors.New("ca: sign: the certificate was prepared by another issuer")
+	}
+	digest, opts, err := tbsDigest(p.tbs, p.sigAlg)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign: %w", err)
+	}
+	if !bytes.Equal(digest, p.digest) {
+		return nil, errors.New("ca: sign: TBSCertificate differs from the linted one")
+	}
+	sig, err := i.signer.Sign(rand.Reader, digest, opts)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign: %w", err)
+	}
+	if _, ok := i.signer.(SelfCheckingSigner); !ok {
+		if err := i.cert.CheckSignature(p.sigAlg, p.tbs, sig); err != nil {
+			return nil, fmt.Errorf("ca: sign: the signer's signature does not verify under the issuing certificate: %w", err)
+		}
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(p.tbs)
+		b.AddBytes(p.algID)
+		b.AddASN1BitString(sig)
+	})
+	der, err := b.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign: encoding the certificate: %w", err)
 	}
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign: parsing signed certificate: %w", err)
 	}
-	if !bytes.Equal(c.RawTBSCertificate, p.tbs) {
-		return nil, errors.New("ca: sign: signed TBSCertificate differs from the linted one")
-	}
 	return c, nil
+}
+
+// newPrepared makes the Prepared of a template whose lint certificate
+// (signed with the lint key, so with the issuer's signature algorithm) is
+// lintDER: its TBSCertificate, the signature algorithm and its digest.
+func (i *Issuer) newPrepared(tmpl *x509.Certificate, pub crypto.PublicKey, lintDER []byte, name string) (*Prepared, error) {
+	lc, err := x509.ParseCertificate(lintDER)
+	if err != nil {
+		return nil, fmt.Errorf("ca: prepare: parsing lint certificate: %w", err)
+	}
+	algID, err := tbsSignatureAlgorithm(lc.RawTBSCertificate)
+	if err != nil {
+		return nil, fmt.Errorf("ca: prepare: %w", err)
+	}
+	digest, _, err := tbsDigest(lc.RawTBSCertificate, lc.SignatureAlgorithm)
+	if err != nil {
+		return nil, fmt.Errorf("ca: prepare: %w", err)
+	}
+	return &Prepared{tmpl: tmpl, pub: pub, tbs: lc.RawTBSCertificate, name: name,
+		issuer: i, sigAlg: lc.SignatureAlgorithm, algID: algID, digest: digest}, nil
+}
+
+// tbsDigest returns what the issuing key signs for tbs under alg, and the
+// signer options.
+func tbsDigest(tbs []byte, alg x509.SignatureAlgorithm) ([]byte, crypto.SignerOpts, error) {
+	var h crypto.Hash
+	switch alg {
+	case x509.ECDSAWithSHA256, x509.SHA256WithRSA:
+		h = crypto.SHA256
+	case x509.ECDSAWithSHA384, x509.SHA384WithRSA:
+		h = crypto.SHA384
+	case x509.ECDSAWithSHA512, x509.SHA512WithRSA:
+		h = crypto.SHA512
+	case x509.PureEd25519:
+		return tbs, crypto.Hash(0), nil
+	default:
+		return nil, nil, fmt.Errorf("signature algorithm %v not supported", alg)
+	}
+	hh := h.New()
+	hh.Write(tbs)
+	return hh.Sum(nil), h, nil
+}
+
+// tbsSignatureAlgorithm returns the DER AlgorithmIdentifier in tbs's
+// signature field, which the certificate repeats outside the TBS.
+func tbsSignatureAlgorithm(tbs []byte) ([]byte, error) {
+	in := cryptobyte.String(tbs)
+	var t cryptobyte.String
+	var alg cryptobyte.String
+	if !in.ReadASN1(&t, cbasn1.SEQUENCE) || !in.Empty() ||
+		!t.SkipOptionalASN1(cbasn1.Tag(0).Constructed().ContextSpecific()) ||
+		!t.SkipASN1(cbasn1.INTEGER) ||
+		!t.ReadASN1Element(&alg, cbasn1.SEQUENCE) {
+		return nil, errors.New("malformed TBSCertificate")
+	}
+	return []byte(alg), nil
 }
 
 // selfTest runs one throwaway issuance through the lint path with a fresh

@@ -72,11 +72,7 @@ func (i *Issuer) PrepareServer(pub crypto.PublicKey, dns []string, ips []net.IP,
 	if err != nil {
 		return nil, err
 	}
-	lc, err := x509.ParseCertificate(lintDER)
-	if err != nil {
-		return nil, fmt.Errorf("ca: prepare server: parsing lint certificate: %w", err)
-	}
-	return &Prepared{tmpl: tmpl, pub: pub, tbs: lc.RawTBSCertificate}, nil
+	return i.newPrepared(tmpl, pub, lintDER, "")
 }
 
 // checkServerNames checks the names of a server certificate.

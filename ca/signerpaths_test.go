@@ -67,7 +67,7 @@ func signerAllowList() map[signCall]string {
 	return map[signCall]string{
 		// The issuance pipeline: the issuing key signs prepared (linted,
 		// recorded) certificates, CRLs and OCSP responses.
-		{"(*atr/ca.Issuer).Sign", "crypto/x509.CreateCertificate"}:                  "the issuing key signs a Prepared certificate (agent leaf or server certificate) after it was linted and recorded",
+		{"(*atr/ca.Issuer).Sign", "Sign on crypto.Signer"}:                          "the issuing key signs the exact TBSCertificate of a Prepared certificate (agent leaf or server certificate) after it was linted and recorded",
 		{"(*atr/ca.Responder).SignCRL", "crypto/x509.CreateRevocationList"}:         "a CA's CRL (issuing CA, an earlier intermediate, or the root in the root-crl ceremony)",
 		{"(*atr/ca.Responder).SignOCSP", "golang.org/x/crypto/ocsp.CreateResponse"}: "a CA's OCSP response",
 		// Throwaway keys of package ca.
@@ -106,6 +106,8 @@ func signerAllowList() map[signCall]string {
 		{"(*atr/cmd/atr-bench.tokenBench).create", "crypto/x509.CreateCertificate"}: "benchmark: certificates signed by the bench's own token key",
 		{"atr/cmd/atr-bench.foreignCertificate", "atr/ca.CreateCertificate"}:        "benchmark: a throwaway foreign CA",
 		{"atr/cmd/atr-bench.foreignCertificate", "crypto/x509.CreateCertificate"}:   "benchmark: a leaf of the throwaway foreign CA",
+		{"atr/cmd/atr-peerbench.newCSR", "crypto/x509.CreateCertificateRequest"}:    "peer benchmark: a load client's CSR",
+		{"atr/cmd/atr-peerbench.cmdStepPKI", "crypto/x509.CreateCertificate"}:       "peer benchmark: step-ca's software root certifies step-ca's intermediate (not ATR's)",
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agent-trust-registry/atr/hsm"
+	"github.com/agent-trust-registry/atr/hsm/hsmtest"
 )
 
 type failingSigner struct{ crypto.Signer }
@@ -89,5 +90,34 @@ func TestMetrics(t *testing.T) {
 	healthy = errors.New("recovering")
 	if v := gather()["atr_token_healthy"]; v != 0 {
 		t.Errorf("gauge of a recovering token = %v, want 0", v)
+	}
+}
+
+// TestMetricsSignerKeepsCheckMark: ca.Issuer.Sign skips its own
+// verification only for a signer that checks its signatures itself; the
+// metrics wrapper of a token signer must keep that mark (else every
+// issuance verifies twice), and must not give it to any other signer.
+func TestMetricsSignerKeepsCheckMark(t *testing.T) {
+	tok := hsmtest.Open(t, hsmtest.NewToken(t, "atr-mark"))
+	s, err := tok.GenerateKey(context.Background(), "k", hsm.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	soft, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type checker interface{ ChecksSignatures() }
+	m := hsm.NewMetrics()
+	if _, ok := m.Signer("issuing", s).(checker); !ok {
+		t.Error("the wrapped token signer lost its ChecksSignatures mark")
+	}
+	if _, ok := m.Signer("issuing", soft).(checker); ok {
+		t.Error("a software key's wrapper claims to check its signatures")
+	}
+	digest := sha256.Sum256([]byte("x"))
+	sig, err := m.Signer("issuing", s).Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil || !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), digest[:], sig) {
+		t.Errorf("signature through the wrapper: %v", err)
 	}
 }
