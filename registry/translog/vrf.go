@@ -128,7 +128,8 @@ func vrfDigest(trustDomain, name string) ([32]byte, error) {
 // VRFProve computes the VRF proof and index of name in trustDomain with s,
 // whose public key must pass CheckVRFKey. It signs SHA-256(m) with
 // crypto.SHA256 options (RSASSA-PKCS1-v1_5) and checks the signature with
-// the public key before returning, so a misbehaving token cannot produce a
+// the public key before returning (or lets a signer with a ChecksSignatures
+// method, hsm.Signer, check it), so a misbehaving token cannot produce a
 // proof that fails to verify; since a verifying proof is unique, the result
 // is the same for every call with the same key and input.
 func VRFProve(s crypto.Signer, trustDomain, name string) (index [32]byte, proof []byte, err error) {
@@ -147,8 +148,13 @@ func VRFProve(s crypto.Signer, trustDomain, name string) (index [32]byte, proof 
 	if err != nil {
 		return index, nil, fmt.Errorf("translog: vrf: signing: %w", err)
 	}
-	if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig); err != nil {
-		return index, nil, vrfErr("the signer returned a signature that does not verify: %v", err)
+	// A signer that checks its own signatures (hsm.Signer: the same
+	// RSASSA-PKCS1-v1_5 verification under the same public key, failing
+	// closed) has done this already.
+	if _, checked := s.(interface{ ChecksSignatures() }); !checked {
+		if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig); err != nil {
+			return index, nil, vrfErr("the signer returned a signature that does not verify: %v", err)
+		}
 	}
 	return sha256.Sum256(sig), sig, nil
 }
