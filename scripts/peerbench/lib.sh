@@ -42,6 +42,10 @@ run() { # LABEL ROUND C
 	# (ATR_VRF_ALGORITHM=rsa-2048 start-atr.sh NAME PORT [DB]).
 	ATR-sqlite-vrf2048) atr_run atr-sqlite-2048 38448 "" "${common[@]}" ;;
 	ATR-postgres-vrf2048) atr_run atr-postgres-2048 38449 atr_peer_2048 "${common[@]}" ;;
+	# Rotation of agents registered before the clock (-op rotate): a new
+	# certificate for a known name, the fleet's daily load; no VRF signature.
+	ATR-sqlite-rotate) atr_run atr-sqlite 38443 "" "${common[@]}" -op rotate ;;
+	ATR-postgres-rotate) atr_run atr-postgres 38444 atr_peer "${common[@]}" -op rotate ;;
 	*) echo "run: unknown system $label" >&2; return 1 ;;
 	esac
 }
