@@ -40,11 +40,20 @@ func (r *Registry) opening(ctx context.Context, idx int64) (translog.Opened, err
 // the log has grown past the latest) and the inclusion proof for that
 // checkpoint's size.
 func (r *Registry) receipt(ctx context.Context, idx int64) ([]byte, error) {
-	cp, err := r.checkpointFor(ctx, idx+1)
+	o, err := r.opening(ctx, idx)
 	if err != nil {
 		return nil, err
 	}
-	return r.receiptAt(ctx, idx, cp)
+	return r.receiptOf(ctx, o)
+}
+
+// receiptOf is receipt for a leaf whose opening o the caller has read.
+func (r *Registry) receiptOf(ctx context.Context, o translog.Opened) ([]byte, error) {
+	cp, err := r.checkpointFor(ctx, o.LeafIndex+1)
+	if err != nil {
+		return nil, err
+	}
+	return r.receiptAt(ctx, o, cp)
 }
 
 // receiptCheckpoint is a checkpoint a receipt is made against.
@@ -80,12 +89,10 @@ func (r *Registry) checkpointFor(ctx context.Context, minSize int64) (receiptChe
 	return receiptCheckpoint{note: cp, size: c.Size, witnessed: witnessed}, nil
 }
 
-// receiptAt builds the receipt of leaf idx against checkpoint cp (idx < cp.size).
-func (r *Registry) receiptAt(ctx context.Context, idx int64, cp receiptCheckpoint) ([]byte, error) {
-	o, err := r.opening(ctx, idx)
-	if err != nil {
-		return nil, err
-	}
+// receiptAt builds the receipt of the opened leaf o against checkpoint cp
+// (o.LeafIndex < cp.size).
+func (r *Registry) receiptAt(ctx context.Context, o translog.Opened, cp receiptCheckpoint) ([]byte, error) {
+	idx := o.LeafIndex
 	leaves, err := r.tlog.entries(ctx, idx, idx+1)
 	if err != nil {
 		return nil, err
@@ -106,12 +113,18 @@ func (r *Registry) receiptOrNil(ctx context.Context, idx *int64) []byte {
 	}
 	b, err := r.receipt(ctx, *idx)
 	if err != nil {
-		if !errors.Is(err, ErrNotFound) {
-			r.log.WithError(err).WithField("log_index", *idx).Warn("no receipt for this answer")
-		}
+		r.noReceipt(err, *idx)
 		return nil
 	}
 	return b
+}
+
+// noReceipt logs why an answer goes without its receipt (a leaf without an
+// opening, ErrNotFound, is no news).
+func (r *Registry) noReceipt(err error, idx int64) {
+	if !errors.Is(err, ErrNotFound) {
+		r.log.WithError(err).WithField("log_index", idx).Warn("no receipt for this answer")
+	}
 }
 
 // OpenedEntries returns every log leaf of the agent name, oldest first, opened,
@@ -143,7 +156,7 @@ func (r *Registry) OpenedEntries(ctx context.Context, a Actor, name string) ([]O
 		if err != nil {
 			return nil, err
 		}
-		rc, err := r.receiptAt(ctx, idx, cp)
+		rc, err := r.receiptAt(ctx, o, cp)
 		if err != nil {
 			return nil, err
 		}
@@ -217,11 +230,17 @@ func (r *Registry) cachedReceipt(ctx context.Context, idx *int64) []byte {
 	return b
 }
 
-// withReceipt adds the opening and receipt of a fresh issuance.
+// withReceipt adds the opening and receipt of a fresh issuance (the opening
+// is read once for both).
 func (r *Registry) withReceipt(ctx context.Context, iss *Issued) *Issued {
-	if o, err := r.opening(ctx, iss.LogIndex); err == nil {
-		iss.Opened, _ = o.Marshal()
+	o, err := r.opening(ctx, iss.LogIndex)
+	if err != nil {
+		r.noReceipt(err, iss.LogIndex)
+		return iss
 	}
-	iss.Receipt = r.receiptOrNil(ctx, &iss.LogIndex)
+	iss.Opened, _ = o.Marshal()
+	if iss.Receipt, err = r.receiptOf(ctx, o); err != nil {
+		r.noReceipt(err, iss.LogIndex)
+	}
 	return iss
 }
