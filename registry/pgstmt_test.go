@@ -4,7 +4,23 @@ import (
 	"context"
 	"fmt"
 	"testing"
+
+	"github.com/jmoiron/sqlx"
 )
+
+// postgresConn opens a fresh, migrated PostgreSQL Store and returns one of
+// its connections (prepared statements are per connection), closed in
+// t.Cleanup.
+func postgresConn(t *testing.T) *sqlx.Conn {
+	t.Helper()
+	s := openMigratedStore(t, "postgres")
+	conn, err := s.db.Connx(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
 
 // TestPostgresStatementsPreparedOnce: every statement with parameters was
 // parsed and planned by PostgreSQL anew at each execution (lib/pq sends
@@ -13,13 +29,8 @@ import (
 // the statements themselves took to run. Each connection now prepares a
 // statement once and executes the prepared statement after that.
 func TestPostgresStatementsPreparedOnce(t *testing.T) {
-	s := openMigratedStore(t, "postgres")
 	ctx := context.Background()
-	conn, err := s.db.Connx(ctx) // one connection: prepared statements are per connection
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := postgresConn(t)
 	const q = `SELECT COUNT(*) FROM agents WHERE name = $1`
 	for i := range 5 {
 		var n int
@@ -44,13 +55,8 @@ func TestPostgresStatementCacheBounded(t *testing.T) {
 	old := stmtCacheSize
 	stmtCacheSize = 4
 	t.Cleanup(func() { stmtCacheSize = old })
-	s := openMigratedStore(t, "postgres")
 	ctx := context.Background()
-	conn, err := s.db.Connx(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := postgresConn(t)
 	for i := range 10 {
 		var n int
 		if err := conn.GetContext(ctx, &n, fmt.Sprintf(`SELECT %d + $1::int`, i), 1); err != nil || n != i+1 {
@@ -71,13 +77,8 @@ func TestPostgresStatementCacheBounded(t *testing.T) {
 // execution drops the cached statement and the next one prepares it again;
 // the same when a migration changes what a cached SELECT returns.
 func TestPostgresStatementCacheRecovers(t *testing.T) {
-	s := openMigratedStore(t, "postgres")
 	ctx := context.Background()
-	conn, err := s.db.Connx(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := postgresConn(t)
 	if _, err := conn.ExecContext(ctx, `CREATE TEMP TABLE t (a int)`); err != nil {
 		t.Fatal(err)
 	}
