@@ -44,8 +44,9 @@ run() { # LABEL ROUND C
 	ATR-postgres-vrf2048) atr_run atr-postgres-2048 38449 atr_peer_2048 "${common[@]}" ;;
 	# Rotation of agents registered before the clock (-op rotate): a new
 	# certificate for a known name, the fleet's daily load; no VRF signature.
-	ATR-sqlite-rotate) atr_run atr-sqlite 38443 "" "${common[@]}" -op rotate ;;
-	ATR-postgres-rotate) atr_run atr-postgres 38444 atr_peer "${common[@]}" -op rotate ;;
+	# Their own name prefix: they share a server with ATR-sqlite / ATR-postgres.
+	ATR-sqlite-rotate) atr_run atr-sqlite 38443 "" "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
+	ATR-postgres-rotate) atr_run atr-postgres 38444 atr_peer "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
 	*) echo "run: unknown system $label" >&2; return 1 ;;
 	esac
 }
