@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -825,6 +826,12 @@ func runOnlineKeyCeremony(ctx context.Context, a *app, fs *flag.FlagSet, args []
 		pub, err := publicKeyPEM(s)
 		if err != nil {
 			return err
+		}
+		if rk, ok := s.Public().(*rsa.PublicKey); ok && len(k.algs) > 0 && string(k.alg) != fmt.Sprintf("rsa-%d", rk.N.BitLen()) {
+			// The key cannot change under its label (every name index would);
+			// say so rather than pretend --algorithm was applied.
+			c.log.WithFields(logrus.Fields{"label": *label, "existing": fmt.Sprintf("rsa-%d", rk.N.BitLen()), "algorithm": k.alg}).
+				Warn("the existing " + k.what + " is kept; --algorithm applies only to a new key")
 		}
 		c.log.WithField("label", *label).Info(k.what + " already on the token; nothing to do (--if-missing)")
 		return c.ensureFile(k.pemName, pub)

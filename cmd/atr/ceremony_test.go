@@ -272,6 +272,10 @@ func TestCeremonies(t *testing.T) {
 		if k, err := translog.ParseVRFPublicKeyPEM(data); err != nil || k.N.BitLen() != 2048 {
 			t.Errorf("--algorithm rsa-2048: %v, %v", k, err)
 		}
+		// --if-missing over the existing RSA-3072 key keeps it and says so.
+		if code, _, errb := d.atr(t, "ceremony", "vrf-key", "--operator", "tester", "--if-missing", "--algorithm", "rsa-2048"); code != 0 || !strings.Contains(errb, "--algorithm applies only to a new key") {
+			t.Errorf("vrf-key --if-missing --algorithm rsa-2048 over an RSA-3072 key: exit %d, stderr %s", code, errb)
+		}
 		for _, alg := range []string{"ecdsa-p256", "rsa-1024", "rsa2048"} {
 			if code, _, errb := d.atr(t, "ceremony", "vrf-key", "--operator", "tester", "--algorithm", alg, "--label", "atr-vrf-x"); code != 2 || !strings.Contains(errb, "rsa-2048, rsa-3072, rsa-4096") {
 				t.Errorf("vrf-key --algorithm %s: exit %d, stderr %s", alg, code, errb)
