@@ -6,6 +6,8 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"net/url"
+	"sync/atomic"
 
 	"github.com/lib/pq"
 )
@@ -21,21 +23,45 @@ import (
 //
 // Behind PgBouncer use session pooling, or transaction pooling with
 // max_prepared_statements (PgBouncer ≥ 1.21), as for any client that
-// prepares statements.
+// prepares statements; behind a pooler that moves sessions between server
+// connections without tracking prepared statements, turn the cache off with
+// atr_statement_cache=off in the database URL (lib/pq names statements
+// "1", "2", … on every connection, so a moved session could bind another
+// session's statement).
 
 // stmtCacheSize bounds the prepared statements of one connection; the least
 // recently used is closed past it. ATR's queries number well under it, but
 // "IN (…)" lists of every length are distinct texts.
-var stmtCacheSize = 256
+var stmtCacheSize atomic.Int64
+
+func init() { stmtCacheSize.Store(256) }
+
+// statementCacheParam in a PostgreSQL URL turns the cache off ("off"); it is
+// ATR's, removed before lib/pq sees the URL.
+const statementCacheParam = "atr_statement_cache"
 
 // pqConnector wraps lib/pq's connector so that its connections cache
 // statements.
 type pqConnector struct{ c *pq.Connector }
 
 func newPQConnector(dsn string) (driver.Connector, error) {
-	c, err := pq.NewConnector(dsn)
+	u, err := url.Parse(dsn)
 	if err != nil {
 		return nil, err
+	}
+	q := u.Query()
+	cache := q.Get(statementCacheParam)
+	if cache != "" && cache != "on" && cache != "off" {
+		return nil, fmt.Errorf("%s=%q: want on or off", statementCacheParam, cache)
+	}
+	q.Del(statementCacheParam)
+	u.RawQuery = q.Encode()
+	c, err := pq.NewConnector(u.String())
+	if err != nil {
+		return nil, err
+	}
+	if cache == "off" {
+		return c, nil
 	}
 	return pqConnector{c}, nil
 }
@@ -75,6 +101,11 @@ type cachingConn struct {
 	pqConn
 	lru   *list.List // of *cachedStmt, most recently used first
 	stmts map[string]*list.Element
+	// cancelled: a statement ran under a context that ended. lib/pq's
+	// prepared statements (unlike its unnamed ones) do not retire the
+	// connection then, and a late cancel request could hit the next
+	// statement; database/sql discards the connection instead.
+	cancelled bool
 }
 
 type cachedStmt struct {
@@ -101,7 +132,7 @@ func (c *cachingConn) stmt(ctx context.Context, query string) (driver.Stmt, erro
 		return nil, fmt.Errorf("registry: lib/pq statement %T cannot query with a context", st)
 	}
 	c.stmts[query] = c.lru.PushFront(&cachedStmt{query: query, stmt: st})
-	for c.lru.Len() > stmtCacheSize {
+	for c.lru.Len() > int(stmtCacheSize.Load()) {
 		c.drop(c.lru.Back())
 	}
 	return st, nil
@@ -139,11 +170,31 @@ func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driv
 		return nil, err
 	}
 	res, err := st.(driver.StmtExecContext).ExecContext(ctx, args)
+	c.after(ctx, query, err)
+	return res, err
+}
+
+// after notes what a statement's execution means for the connection.
+func (c *cachingConn) after(ctx context.Context, query string, err error) {
+	if ctx.Err() != nil {
+		c.cancelled = true
+	}
 	if err != nil {
 		c.forgetOnError(query, err)
 	}
-	return res, err
 }
+
+// ResetSession refuses a connection whose statement was cancelled, so that
+// database/sql opens a new one.
+func (c *cachingConn) ResetSession(ctx context.Context) error {
+	if c.cancelled {
+		return driver.ErrBadConn
+	}
+	return c.pqConn.ResetSession(ctx)
+}
+
+// IsValid is false for a connection whose statement was cancelled.
+func (c *cachingConn) IsValid() bool { return !c.cancelled && c.pqConn.IsValid() }
 
 func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
 	if len(args) == 0 {
@@ -154,8 +205,6 @@ func (c *cachingConn) QueryContext(ctx context.Context, query string, args []dri
 		return nil, err
 	}
 	rows, err := st.(driver.StmtQueryContext).QueryContext(ctx, args)
-	if err != nil {
-		c.forgetOnError(query, err)
-	}
+	c.after(ctx, query, err)
 	return rows, err
 }

@@ -2,9 +2,13 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/agent-trust-registry/atr/registry/internal/testdb"
 	"github.com/jmoiron/sqlx"
 )
 
@@ -52,9 +56,8 @@ func TestPostgresStatementsPreparedOnce(t *testing.T) {
 // TestPostgresStatementCacheBounded: past stmtCacheSize distinct texts the
 // least recently used statement is deallocated on the server.
 func TestPostgresStatementCacheBounded(t *testing.T) {
-	old := stmtCacheSize
-	stmtCacheSize = 4
-	t.Cleanup(func() { stmtCacheSize = old })
+	old := stmtCacheSize.Swap(4)
+	t.Cleanup(func() { stmtCacheSize.Store(old) })
 	ctx := context.Background()
 	conn := postgresConn(t)
 	for i := range 10 {
@@ -108,5 +111,78 @@ func TestPostgresStatementCacheRecovers(t *testing.T) {
 		if err := query(); err != nil {
 			t.Errorf("%s: the query after the failed one: %v, want it prepared again", tc.desc, err)
 		}
+	}
+}
+
+// TestPostgresStatementCacheOff: atr_statement_cache=off (for poolers that
+// move sessions between server connections) prepares nothing and never
+// reaches the server as a parameter; any other value is refused.
+func TestPostgresStatementCacheOff(t *testing.T) {
+	ctx := context.Background()
+	base := testdb.URL(t, "postgres")
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	s, err := Open(ctx, base+sep+statementCacheParam+"=off", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := s.db.Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var n, prepared int
+	for range 3 {
+		if err := conn.GetContext(ctx, &n, `SELECT $1::int`, 7); err != nil || n != 7 {
+			t.Fatalf("query: %d, %v", n, err)
+		}
+	}
+	if err := conn.GetContext(ctx, &prepared, `SELECT COUNT(*) FROM pg_prepared_statements`); err != nil {
+		t.Fatal(err)
+	}
+	if prepared != 0 {
+		t.Errorf("%d statements prepared with the cache off", prepared)
+	}
+	if _, err := Open(ctx, base+sep+statementCacheParam+"=maybe", testLogger(t)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("%s=maybe: %v, want ErrInvalid", statementCacheParam, err)
+	}
+}
+
+// TestPostgresCancelledStatementRetiresConnection: a cancelled prepared
+// statement leaves a cancel request in flight, which lib/pq does not account
+// for on prepared statements; the connection must not serve another query.
+func TestPostgresCancelledStatementRetiresConnection(t *testing.T) {
+	s := openMigratedStore(t, "postgres")
+	ctx := context.Background()
+	conn, err := s.db.Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if err := conn.GetContext(ctx, &pid, `SELECT pg_backend_pid() + $1`, 0); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := conn.ExecContext(cctx, `SELECT pg_sleep($1)`, 2); err == nil {
+		t.Fatal("pg_sleep(2) finished under a 50 ms deadline")
+	}
+	conn.Close() // back to the pool: database/sql must discard it
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var alive int
+		if err := s.db.GetContext(ctx, &alive, `SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1`, pid); err != nil {
+			t.Fatal(err)
+		}
+		if alive == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backend %d of the cancelled statement is still connected", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -31,6 +31,10 @@ func (r *Registry) opening(ctx context.Context, idx int64) (translog.Opened, err
 	if err != nil {
 		return translog.Opened{}, fmt.Errorf("registry: log: stored opening of leaf %d: %v", idx, err)
 	}
+	if o.LeafIndex != idx {
+		// A damaged or moved row: the receipt would prove another leaf.
+		return translog.Opened{}, fmt.Errorf("registry: log: stored opening of leaf %d names leaf %d", idx, o.LeafIndex)
+	}
 	return o, nil
 }
 
@@ -151,6 +155,9 @@ func (r *Registry) OpenedEntries(ctx context.Context, a Actor, name string) ([]O
 		o, err := r.opening(ctx, idx)
 		if err != nil {
 			return nil, err
+		}
+		if o.Name != agent.Name {
+			return nil, fmt.Errorf("registry: log: stored opening of leaf %d is %s's, listed under %s", idx, o.Name, agent.Name)
 		}
 		opened, err := o.Marshal()
 		if err != nil {

@@ -3,9 +3,11 @@ package registry_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/agent-trust-registry/atr/registry"
 	"github.com/agent-trust-registry/atr/registry/registrytest"
 )
 
@@ -66,4 +68,45 @@ func TestVerifyReceiptCached(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
+}
+
+// TestReceiptRefusesMisplacedOpening (security review): the receipt takes
+// the leaf index from the stored opening, so a damaged or moved
+// log_openings row would have answered for one leaf with another leaf's —
+// possibly another agent's — opening and receipt. A row whose opening names
+// another leaf, or another agent, is refused.
+func TestReceiptRefusesMisplacedOpening(t *testing.T) {
+	f := registrytest.NewFixture(t)
+	ctx := context.Background()
+	owner := f.Owner("acme", "acme")
+	var idx []int64
+	for _, name := range []string{"a.acme", "b.acme"} {
+		csr, _ := f.NewCSR()
+		iss, err := f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: name, CSR: csr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx = append(idx, iss.LogIndex)
+	}
+	a, b := idx[0], idx[1]
+	if _, err := f.Registry.OpenedEntries(ctx, owner, "a.acme"); err != nil {
+		t.Fatalf("untampered: %v", err)
+	}
+	// b's opening listed under a (the name column moved).
+	if err := f.Store.Exec(ctx, fmt.Sprintf(`UPDATE log_openings SET agent_name = 'a.acme' WHERE idx = %d`, b)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Registry.OpenedEntries(ctx, owner, "a.acme"); err == nil {
+		t.Error("OpenedEntries(a) answered with b's opening")
+	}
+	if err := f.Store.Exec(ctx, fmt.Sprintf(`UPDATE log_openings SET agent_name = 'b.acme' WHERE idx = %d`, b)); err != nil {
+		t.Fatal(err)
+	}
+	// a's row holding b's opening (the opening column copied).
+	if err := f.Store.Exec(ctx, fmt.Sprintf(`UPDATE log_openings SET opened = (SELECT o.opened FROM log_openings o WHERE o.idx = %d) WHERE idx = %d`, b, a)); err != nil {
+		t.Fatal(err)
+	}
+	if entries, err := f.Registry.OpenedEntries(ctx, owner, "a.acme"); err == nil {
+		t.Errorf("OpenedEntries(a) answered with a row holding leaf %d's opening: %d entries", b, len(entries))
+	}
 }

@@ -842,6 +842,9 @@ func runOnlineKeyCeremony(ctx context.Context, a *app, fs *flag.FlagSet, args []
 	if err := check(signer); err != nil {
 		return fmt.Errorf("the token generated an unusable %s %q: %w", k.what, *label, err)
 	}
+	if rk, ok := signer.Public().(*rsa.PublicKey); ok && string(k.alg) != fmt.Sprintf("rsa-%d", rk.N.BitLen()) {
+		return fmt.Errorf("the token generated an RSA-%d key %q when asked for %s", rk.N.BitLen(), *label, k.alg)
+	}
 	if err := c.recordKey(cfg.PKCS11Token, signer, string(k.alg)); err != nil {
 		return err
 	}
