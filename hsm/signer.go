@@ -82,7 +82,9 @@ func (s *Signer) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]
 
 // ChecksSignatures marks Signer as one that verifies every signature it
 // returns under the key's public key and fails closed instead (Sign), so
-// that callers need not verify again (ca.SelfCheckingSigner).
+// that callers need not verify again (ca.SelfCheckingSigner). A type that
+// embeds *Signer and replaces Sign must not keep the mark: hide it with a
+// field or method of the same name.
 func (s *Signer) ChecksSignatures() {}
 
 func (s *Signer) forget() {
