@@ -1,12 +1,14 @@
 package faults
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -78,7 +80,9 @@ func (w *LogWatcher) Observe(ctx context.Context, c *client.Client) error {
 		return fmt.Errorf("faults: checkpoint does not verify: %w", err)
 	}
 	w.mu.Lock()
-	w.pending = append(w.pending, cp)
+	if n := len(w.pending); n == 0 || w.pending[n-1].Size != cp.Size || w.pending[n-1].Hash != cp.Hash {
+		w.pending = append(w.pending, cp)
+	}
 	w.mu.Unlock()
 	return nil
 }
@@ -134,9 +138,12 @@ func (w *LogWatcher) Check(ctx context.Context, c *client.Client) (translog.Chec
 		return cp, err
 	}
 	w.mu.Lock()
-	olds := append(w.pending, w.head)
+	olds, err := distinctHeads(append(w.pending, w.head))
 	w.pending = nil
 	w.mu.Unlock()
+	if err != nil {
+		return cp, err
+	}
 	for _, old := range olds {
 		switch {
 		case old.Size == 0:
@@ -148,7 +155,7 @@ func (w *LogWatcher) Check(ctx context.Context, c *client.Client) (translog.Chec
 				return cp, fmt.Errorf("faults: two checkpoints of size %d with different roots (fork)", cp.Size)
 			}
 		default:
-			p, err := c.ConsistencyProof(ctx, old.Size, cp.Size)
+			p, err := politely(ctx, func() (*client.ConsistencyProof, error) { return c.ConsistencyProof(ctx, old.Size, cp.Size) })
 			if err != nil {
 				return cp, fmt.Errorf("faults: consistency proof %d→%d: %w", old.Size, cp.Size, err)
 			}
@@ -169,7 +176,7 @@ func (w *LogWatcher) Check(ctx context.Context, c *client.Client) (translog.Chec
 	leaves := slices.Clone(w.leaves)
 	w.mu.Unlock()
 	for int64(len(leaves)) < cp.Size {
-		es, err := c.LogEntries(ctx, int64(len(leaves)), cp.Size)
+		es, err := politely(ctx, func() (*client.LogEntries, error) { return c.LogEntries(ctx, int64(len(leaves)), cp.Size) })
 		if err != nil {
 			return cp, fmt.Errorf("faults: log entries from %d: %w", len(leaves), err)
 		}
@@ -400,7 +407,7 @@ func CheckVerify(ctx context.Context, c *client.Client, agents []AgentRecord) []
 	var errs []error
 	for _, a := range agents {
 		for i, cert := range a.Certs {
-			res, err := verifyPolitely(ctx, c, cert)
+			res, err := politely(ctx, func() (*client.VerifyResult, error) { return c.Verify(ctx, []byte(cert.PEM), []byte(cert.ChainPEM)) })
 			if err != nil {
 				errs = append(errs, fmt.Errorf("verify %s: %w", cert.Serial, err))
 				continue
@@ -433,20 +440,37 @@ func Sample(all []AgentRecord, from int, extra int) []AgentRecord {
 	return out
 }
 
-// verifyPolitely calls Verify and, on 429, waits as long as Retry-After says
-// and asks again (a well-behaved relying party; limits stay as they are).
-func verifyPolitely(ctx context.Context, c *client.Client, cert AckedCert) (*client.VerifyResult, error) {
+// distinctHeads returns one checkpoint per tree size, ordered by size: a
+// poller sees the same head many times, and one consistency proof per size
+// proves them all. Two checkpoints of one size with different roots are a
+// fork, found here without asking the server.
+func distinctHeads(cps []translog.Checkpoint) ([]translog.Checkpoint, error) {
+	bySize := make(map[int64]translog.Checkpoint, len(cps))
+	for _, cp := range cps {
+		if seen, ok := bySize[cp.Size]; ok && seen.Hash != cp.Hash {
+			return nil, fmt.Errorf("faults: two checkpoints of size %d with different roots (fork)", cp.Size)
+		}
+		bySize[cp.Size] = cp
+	}
+	out := slices.Collect(maps.Values(bySize))
+	slices.SortFunc(out, func(a, b translog.Checkpoint) int { return cmp.Compare(a.Size, b.Size) })
+	return out, nil
+}
+
+// politely calls f and, on 429, waits as long as Retry-After says and asks
+// again, as a well-behaved client would: the harness keeps the server's rate
+// limits as they are.
+func politely[T any](ctx context.Context, f func() (T, error)) (T, error) {
 	for try := 0; ; try++ {
-		res, err := c.Verify(ctx, []byte(cert.PEM), []byte(cert.ChainPEM))
+		res, err := f()
 		var ce *client.Error
 		if err == nil || try == 100 || !errors.As(err, &ce) || ce.Status != http.StatusTooManyRequests {
 			return res, err
 		}
-		wait := max(ce.RetryAfter, 20*time.Millisecond)
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(wait):
+			return res, ctx.Err()
+		case <-time.After(max(ce.RetryAfter, 20*time.Millisecond)):
 		}
 	}
 }

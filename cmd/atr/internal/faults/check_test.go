@@ -2,11 +2,13 @@ package faults
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agent-trust-registry/atr/registry/translog"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 func TestCheckLogEvents(t *testing.T) {
@@ -98,6 +100,45 @@ func TestCheckLogEvents(t *testing.T) {
 				if !strings.Contains(all, w) {
 					t.Errorf("errors lack %q:\n%s", w, all)
 				}
+			}
+		})
+	}
+}
+
+// TestDistinctHeads: a poller's many sightings of one head cost one
+// consistency proof, and a fork inside the sightings is found locally.
+func TestDistinctHeads(t *testing.T) {
+	cp := func(size int64, b byte) translog.Checkpoint {
+		return translog.Checkpoint{Size: size, Hash: tlog.Hash{b}}
+	}
+	tests := []struct {
+		name    string
+		in      []translog.Checkpoint
+		want    []int64
+		wantErr string
+	}{
+		{"empty", nil, nil, ""},
+		{"repeats collapse, ordered by size", []translog.Checkpoint{cp(5, 5), cp(3, 3), cp(5, 5), cp(0, 0), cp(3, 3)}, []int64{0, 3, 5}, ""},
+		{"fork", []translog.Checkpoint{cp(3, 3), cp(4, 4), cp(3, 9)}, nil, "size 3 with different roots"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := distinctHeads(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sizes []int64
+			for _, c := range got {
+				sizes = append(sizes, c.Size)
+			}
+			if !slices.Equal(sizes, tt.want) {
+				t.Errorf("sizes %v, want %v", sizes, tt.want)
 			}
 		})
 	}

@@ -30,5 +30,10 @@
 // Rate limits: the harness keeps the server's defaults (it could raise them
 // with ATR_RATE_LIMITS, never switch them off); load is spread over several
 // API keys and several loopback source addresses (127.x.y.z), as distinct
-// clients would be.
+// clients would be. The checkers behave as polite clients: on 429 they wait
+// as long as Retry-After says and ask again, and the log auditor asks for one
+// consistency proof per tree size it saw, however often it saw it. Each
+// outage of TestPostgresOutage is probed by a fresh client (own key and
+// address), so that a soak run's probes meet the outage's 503 and not a
+// spent budget's 429.
 package faults

@@ -103,41 +103,47 @@ func TestPostgresOutage(t *testing.T) {
 	}})
 	srv := e.NewServer(t, FreeAddr(t))
 	srv.Start(t)
+	// Each outage is probed by a fresh client (its own API key and source
+	// address): the server's per-key, per-address and register limits stay at
+	// their defaults, and a soak run's many probes would otherwise meet a
+	// 429 where the test asks for the outage's 503.
 	const nWorkers = 4
-	ips := SourceIPs(nWorkers + 8)
-	site := newCrashSite(t, e, srv, ips[nWorkers+2:])
-	admin := e.Client(t, srv.URL(), e.AdminKey, ips[nWorkers])
-	workers, err := NewWorkers(t.Context(), nWorkers+1, admin, site.ledger, func(i int, key string) []*client.Client {
+	ips := SourceIPs(nWorkers + outages + 8)
+	site := newCrashSite(t, e, srv, ips[nWorkers+outages+2:])
+	admin := e.Client(t, srv.URL(), e.AdminKey, ips[nWorkers+outages])
+	workers, err := NewWorkers(t.Context(), nWorkers+outages, admin, site.ledger, func(i int, key string) []*client.Client {
 		return []*client.Client{e.Client(t, srv.URL(), key, ips[i])}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	prober, workers := workers[nWorkers], workers[:nWorkers] // its key and address drive the probes
-	pc := prober.Clients[0]
-	public := e.Client(t, srv.URL(), "", ips[nWorkers+1])
+	probers, workers := workers[nWorkers:], workers[:nWorkers]
+	public := e.Client(t, srv.URL(), "", ips[nWorkers+outages+1])
 	csr, err := NewCSR()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var seed *client.Certificate
-	if seed, err = pc.Register(t.Context(), client.RegisterRequest{Name: "seed." + prober.Namespace, CSR: string(csr)}); err != nil {
-		t.Fatal(err)
-	}
-	site.ledger.Registered("seed."+prober.Namespace, seed)
-	probes := []probe{
-		{"register", func(ctx context.Context) error {
-			_, err := pc.Register(ctx, client.RegisterRequest{Name: "p" + RandomHex(4) + "." + prober.Namespace, CSR: string(csr)})
-			return err
-		}},
-		{"get agent", func(ctx context.Context) error { _, err := pc.Get(ctx, "seed."+prober.Namespace); return err }},
-		{"readyz", func(ctx context.Context) error { return public.Ready(ctx) }},
+	for _, p := range probers {
+		seed, err := p.Clients[0].Register(t.Context(), client.RegisterRequest{Name: "seed." + p.Namespace, CSR: string(csr)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		site.ledger.Registered("seed."+p.Namespace, seed)
 	}
 
 	stop := site.load(workers)
 	var recovery []time.Duration
 	calls := 0
-	for range outages {
+	for _, prober := range probers {
+		pc := prober.Clients[0]
+		probes := []probe{
+			{"register", func(ctx context.Context) error {
+				_, err := pc.Register(ctx, client.RegisterRequest{Name: "p" + RandomHex(4) + "." + prober.Namespace, CSR: string(csr)})
+				return err
+			}},
+			{"get agent", func(ctx context.Context) error { _, err := pc.Get(ctx, "seed."+prober.Namespace); return err }},
+			{"readyz", func(ctx context.Context) error { return public.Ready(ctx) }},
+		}
 		time.Sleep(randDuration(500*time.Millisecond, 1500*time.Millisecond))
 		proxy.Cut()
 		calls += runProbes(t, 2*time.Second, probes, checkUnavailable)
