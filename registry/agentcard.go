@@ -134,11 +134,12 @@ func (r *Registry) SignAgentCard(ctx context.Context, a Actor, name string, card
 		if locked.Status != AgentActive || locked.CurrentSerial != cur.Serial {
 			return fmt.Errorf("registry: agent card: agent %s changed concurrently: %w", name, bare(ErrConflict))
 		}
-		idx, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventAgentCard, time: now, name: name, cert: cert,
+		leaf, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventAgentCard, time: now, name: name, cert: cert,
 			proofs: proofs, card: out.DigestSHA256})
 		if err != nil {
 			return dbErr("agent card: log", err)
 		}
+		idx := leaf.opened.LeafIndex
 		out.LogIndex = idx
 		return r.writeAudit(ctx, tx, a, ActionSignCard, name, ResultSuccess, map[string]string{
 			"card_sha256": out.DigestSHA256, "serial": cur.Serial, "kid": out.KeyID}, &idx)

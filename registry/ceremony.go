@@ -70,7 +70,7 @@ func (r *Registry) recordCA(ctx context.Context, c *x509.Certificate) (bool, err
 		if isRoot || len(issuerKeyID) == 0 {
 			issuerKeyID = c.SubjectKeyId
 		}
-		idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{
+		idx, _, err := r.tlog.appendTx(ctx, tx, translog.Entry{
 			Version:     translog.EntryVersion,
 			Type:        translog.EventCeremony,
 			Time:        now,

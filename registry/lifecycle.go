@@ -85,12 +85,16 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 	// certificate is linted, recorded and signed; the commit waits for them.
 	var proofs nameProofs
 	awaitProofs := r.nameProofsAsync(ctx, name, false, &proofs)
-	var agent Agent
+	var (
+		agent Agent
+		leaf  loggedLeaf
+	)
 	cert, rec, err := r.issue(ctx, a, ActionRegister, name, a.Owner, "register", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
-		idx, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRegister, time: now, name: name, cert: cert, proofs: proofs})
-		if err != nil {
+		var err error
+		if leaf, err = r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRegister, time: now, name: name, cert: cert, proofs: proofs}); err != nil {
 			return dbErr("register: log", err)
 		}
+		idx := leaf.opened.LeafIndex
 		rec.LogIndex = idx
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO agents
 			(name, owner, status, capabilities, metadata, current_serial, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
@@ -109,7 +113,7 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 		return nil, err
 	}
 	r.log.WithFields(map[string]any{"agent": name, "serial": rec.Serial, "actor": a.label(), "request_id": a.RequestID}).Info("agent registered")
-	return r.withReceipt(ctx, r.issued(agent, cert, *rec)), nil
+	return r.withReceipt(ctx, r.issued(agent, cert, *rec), leaf), nil
 }
 
 // Rotate issues a new certificate for an existing, active agent from a new
@@ -136,7 +140,10 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		return nil, invalid("csr", err)
 	}
 	oldSerial := agent.CurrentSerial
-	var proofs nameProofs
+	var (
+		proofs nameProofs
+		leaf   loggedLeaf
+	)
 	awaitProofs := r.nameProofsAsync(ctx, name, true, &proofs) // see Register
 	cert, rec, err := r.issue(ctx, a, ActionRotate, name, agent.Owner, "rotate", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
 		var cur struct {
@@ -153,10 +160,10 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		if err != nil {
 			return wrap("rotate: reading previous certificate", err)
 		}
-		idx, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRotate, time: now, name: name, cert: cert, proofs: proofs, previous: old.Fingerprint})
-		if err != nil {
+		if leaf, err = r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRotate, time: now, name: name, cert: cert, proofs: proofs, previous: old.Fingerprint}); err != nil {
 			return dbErr("rotate: log", err)
 		}
+		idx := leaf.opened.LeafIndex
 		rec.LogIndex = idx
 		rec.Predecessor = oldSerial
 		if err := certs(tx).Supersede(ctx, oldSerial, rec.Serial, now.Add(r.cfg.RotationGrace)); err != nil {
@@ -182,7 +189,7 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		return nil, err
 	}
 	r.log.WithFields(map[string]any{"agent": name, "serial": rec.Serial, "actor": a.label(), "request_id": a.RequestID}).Info("agent rotated")
-	return r.withReceipt(ctx, r.issued(*agent, cert, *rec)), nil
+	return r.withReceipt(ctx, r.issued(*agent, cert, *rec), leaf), nil
 }
 
 // commitFunc stores a freshly signed certificate inside the issuance

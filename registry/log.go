@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -48,6 +49,11 @@ type transparencyLog struct {
 	group      singleflight.Group
 	mu         sync.Mutex // guards lastSigned
 	lastSigned time.Time
+
+	// known is the largest checkpoint this process has signed or read. A
+	// stored checkpoint never changes, so a receipt whose leaf it covers is
+	// made against it without a database read (covering).
+	known atomic.Pointer[storedCheckpoint]
 }
 
 func newTransparencyLog(db *sqlx.DB, signer note.Signer, verifier note.Verifier, origin string, log *logrus.Entry) *transparencyLog {
@@ -185,10 +191,13 @@ type logHead struct {
 //
 // Before extending the tree it checks that the head's root matches the
 // stored hashes, so a damaged log is never extended.
-func (l *transparencyLog) appendTx(ctx context.Context, tx *sqlx.Tx, e translog.Entry) (int64, error) {
+//
+// It returns the leaf's bytes too, for a receipt made without reading them
+// back.
+func (l *transparencyLog) appendTx(ctx context.Context, tx *sqlx.Tx, e translog.Entry) (int64, []byte, error) {
 	data, err := e.Marshal()
 	if err != nil {
-		return 0, logErr("log: encoding entry", err)
+		return 0, nil, logErr("log: encoding entry", err)
 	}
 	q := `SELECT size, root FROM log_head WHERE id = 1`
 	if tx.DriverName() == "postgres" {
@@ -196,39 +205,39 @@ func (l *transparencyLog) appendTx(ctx context.Context, tx *sqlx.Tx, e translog.
 	}
 	var head logHead
 	if err := tx.GetContext(ctx, &head, q); err != nil {
-		return 0, dbErr("log: locking head", err)
+		return 0, nil, dbErr("log: locking head", err)
 	}
 	hs := hashStore{tx}
 	if head.Size > 0 {
 		root, err := translog.RootHash(ctx, hs, head.Size)
 		if err != nil {
-			return 0, logErr("log: checking head", err)
+			return 0, nil, logErr("log: checking head", err)
 		}
 		if string(root[:]) != string(head.Root) {
 			l.log.WithField("tree_size", head.Size).Error("transparency log head does not match stored hashes; refusing to append")
-			return 0, fmt.Errorf("registry: log: head root does not match stored hashes at size %d", head.Size)
+			return 0, nil, fmt.Errorf("registry: log: head root does not match stored hashes at size %d", head.Size)
 		}
 	}
 	idx := head.Size
 	if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO log_entries (idx, data, created_at) VALUES (?, ?, ?)`),
 		idx, data, dbTime(l.now())); err != nil {
-		return 0, dbErr("log: inserting entry", err)
+		return 0, nil, dbErr("log: inserting entry", err)
 	}
 	if err := translog.Append(ctx, hs, idx, data); err != nil {
-		return 0, logErr("log: appending", err)
+		return 0, nil, logErr("log: appending", err)
 	}
 	root, err := translog.RootHash(ctx, hs, idx+1)
 	if err != nil {
-		return 0, logErr("log: computing root", err)
+		return 0, nil, logErr("log: computing root", err)
 	}
 	res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE log_head SET size = ?, root = ? WHERE id = 1 AND size = ?`), idx+1, root[:], idx)
 	if err != nil {
-		return 0, dbErr("log: updating head", err)
+		return 0, nil, dbErr("log: updating head", err)
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return 0, fmt.Errorf("registry: log: head moved during append: %w", ErrConflict)
+		return 0, nil, fmt.Errorf("registry: log: head moved during append: %w", ErrConflict)
 	}
-	return idx, nil
+	return idx, data, nil
 }
 
 // head reads the current tree head.
@@ -254,16 +263,28 @@ func (l *transparencyLog) latestCheckpoint(ctx context.Context) (*storedCheckpoi
 		}
 		return nil, dbErr("log: reading checkpoint", err)
 	}
+	l.remember(&c)
 	return &c, nil
+}
+
+// remember keeps c as the known checkpoint when it is larger than the one
+// kept.
+func (l *transparencyLog) remember(c *storedCheckpoint) {
+	for {
+		old := l.known.Load()
+		if old != nil && old.Size >= c.Size {
+			return
+		}
+		if l.known.CompareAndSwap(old, c) {
+			return
+		}
+	}
 }
 
 // checkpoint returns the latest signed checkpoint (a C2SP signed note). If
 // the log has grown since the latest stored checkpoint it signs a new one,
 // at most once per checkpointInterval per process and once at a time
 // (singleflight); within the interval the previous checkpoint is returned.
-// Before signing it recomputes the root from the stored hashes, checks it
-// against log_head, and checks consistency with the previous checkpoint, so
-// the log never signs a tree inconsistent with one it signed before.
 func (l *transparencyLog) checkpoint(ctx context.Context) ([]byte, error) {
 	head, err := l.head(ctx)
 	if err != nil {
@@ -284,6 +305,43 @@ func (l *transparencyLog) checkpoint(ctx context.Context) ([]byte, error) {
 			return []byte(latest.Note), nil
 		}
 	}
+	c, err := l.signShared(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(c.Note), nil
+}
+
+// covering returns a stored checkpoint whose tree holds at least minSize
+// leaves, for a receipt: the known checkpoint when it is large enough (no
+// database read), else one signed now, not paced by checkpointInterval.
+// Callers that arrive while a signature is under way share it, so a batch of
+// issuances committed together costs one signature. ErrNotFound: the log is
+// smaller than minSize.
+func (l *transparencyLog) covering(ctx context.Context, minSize int64) (*storedCheckpoint, error) {
+	for try := 0; ; try++ {
+		if c := l.known.Load(); c != nil && c.Size >= minSize {
+			return c, nil
+		}
+		c, err := l.signShared(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if c.Size >= minSize {
+			return c, nil
+		}
+		// The shared signature may have read the head before the caller's
+		// leaf was committed; the next one began after this one ended, so
+		// after the commit: a second miss means the log really is smaller.
+		if try == 1 {
+			return nil, fmt.Errorf("registry: checkpoint: tree size %d is below %d: %w", c.Size, minSize, ErrNotFound)
+		}
+	}
+}
+
+// signShared is signCheckpoint, once at a time per process: callers that
+// arrive while it runs get its result.
+func (l *transparencyLog) signShared(ctx context.Context) (*storedCheckpoint, error) {
 	v, err, _ := l.group.Do("checkpoint", func() (any, error) {
 		// Detached from the caller: other callers share this result.
 		return l.signCheckpoint(context.WithoutCancel(ctx))
@@ -291,10 +349,15 @@ func (l *transparencyLog) checkpoint(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.([]byte), nil
+	return v.(*storedCheckpoint), nil
 }
 
-func (l *transparencyLog) signCheckpoint(ctx context.Context) ([]byte, error) {
+// signCheckpoint signs and stores a checkpoint of the current tree, unless
+// the latest stored one already covers it, and returns the stored one.
+// Before signing it recomputes the root from the stored hashes, checks it
+// against log_head, and checks consistency with the previous checkpoint, so
+// the log never signs a tree inconsistent with one it signed before.
+func (l *transparencyLog) signCheckpoint(ctx context.Context) (*storedCheckpoint, error) {
 	if l.signer == nil || l.verifier == nil {
 		return nil, fmt.Errorf("registry: log: no checkpoint signer configured: %w", ErrUnavailable)
 	}
@@ -307,7 +370,7 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	if latest != nil && latest.Size >= head.Size {
-		return []byte(latest.Note), nil // another caller or replica was faster
+		return latest, nil // another caller or replica was faster
 	}
 	hs := hashStore{l.db}
 	root, err := translog.RootHash(ctx, hs, head.Size)
@@ -349,12 +412,13 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) ([]byte, error) {
 	}
 	// If another replica stored a checkpoint of this size first, serve that
 	// one, so that all replicas agree on the note for a size.
-	var stored string
-	if err := l.db.GetContext(ctx, &stored, l.db.Rebind(`SELECT note FROM log_checkpoints WHERE size = ?`), head.Size); err != nil {
+	c := &storedCheckpoint{Size: head.Size}
+	if err := l.db.GetContext(ctx, &c.Note, l.db.Rebind(`SELECT note FROM log_checkpoints WHERE size = ?`), head.Size); err != nil {
 		return nil, dbErr("log: reading checkpoint", err)
 	}
+	l.remember(c)
 	l.log.WithField("tree_size", head.Size).Info("signed transparency log checkpoint")
-	return []byte(stored), nil
+	return c, nil
 }
 
 // entries returns the raw entries [start, end), end clamped to the tree size;

@@ -99,7 +99,7 @@ func (f *logFixture) appendOne(ctx context.Context, replica int, keyID string) (
 	var idx int64
 	err := f.stores[replica].inTx(ctx, "test append", func(tx *sqlx.Tx) error {
 		var err error
-		idx, err = f.logs[replica].appendTx(ctx, tx, translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate,
+		idx, _, err = f.logs[replica].appendTx(ctx, tx, translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate,
 			Time: f.clock.now(), Actor: "test", KeyID: keyID})
 		return err
 	})
@@ -315,6 +315,104 @@ func TestLogCheckpointSingleflight(t *testing.T) {
 	}
 }
 
+// blockingSigner holds its first signature until release is closed, and
+// tells when it began.
+type blockingSigner struct {
+	note.Signer
+	began, release chan struct{}
+	once           sync.Once
+}
+
+func (s *blockingSigner) Sign(msg []byte) ([]byte, error) {
+	first := false
+	s.once.Do(func() { first = true })
+	if first {
+		close(s.began)
+		<-s.release
+	}
+	return s.Signer.Sign(msg)
+}
+
+// TestLogCovering (issue 14): a receipt's checkpoint. A checkpoint the
+// process knows that covers the leaf is used without a signature or a
+// database read; otherwise one is signed, paced by nothing. A caller that
+// joins a signature begun before its own leaf was committed (so of a
+// smaller tree) does not get that smaller checkpoint, nor a refusal: it asks
+// for one more, which covers its leaf (the old code answered with a
+// checkpoint that did not cover the leaf, and the receipt failed).
+func TestLogCovering(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, dbName)
+			l := f.logs[0]
+			if _, err := l.covering(ctx, 1); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("covering(1) of an empty log: %v, want ErrNotFound", err)
+			}
+			for i := range 3 {
+				if _, err := f.appendOne(ctx, 0, fmt.Sprint("k", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			signed := f.signer.n.Load()
+			c, err := l.covering(ctx, 3)
+			if err != nil || c.Size != 3 || f.signer.n.Load() != signed+1 {
+				t.Fatalf("covering(3): size %v, %v, %d signatures; want a new checkpoint of size 3", c, err, f.signer.n.Load()-signed)
+			}
+			// Known and large enough: no signature, no database read (the
+			// table is renamed away meanwhile).
+			if err := f.stores[0].Exec(ctx, `ALTER TABLE log_checkpoints RENAME TO log_checkpoints_hidden`); err != nil {
+				t.Fatal(err)
+			}
+			for _, minSize := range []int64{0, 1, 3} {
+				if got, err := l.covering(ctx, minSize); err != nil || got != c {
+					t.Fatalf("covering(%d) = %v, %v; want the known checkpoint", minSize, got, err)
+				}
+			}
+			if err := f.stores[0].Exec(ctx, `ALTER TABLE log_checkpoints_hidden RENAME TO log_checkpoints`); err != nil {
+				t.Fatal(err)
+			}
+			// Another replica's leaf: this process signs a checkpoint covering it.
+			if _, err := f.appendOne(ctx, 1, "other"); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := l.covering(ctx, 4); err != nil || got.Size != 4 {
+				t.Fatalf("covering(4) after another replica's append: %v, %v", got, err)
+			}
+
+			// A signature begun at size 5 is under way when leaf 5 (size 6)
+			// commits and its receipt asks for size 6.
+			bs := &blockingSigner{Signer: l.signer, began: make(chan struct{}), release: make(chan struct{})}
+			l.signer = bs
+			if _, err := f.appendOne(ctx, 0, "five"); err != nil {
+				t.Fatal(err)
+			}
+			first := make(chan error, 1)
+			go func() { _, err := l.covering(ctx, 5); first <- err }()
+			<-bs.began
+			if _, err := f.appendOne(ctx, 0, "six"); err != nil {
+				t.Fatal(err)
+			}
+			second := make(chan *storedCheckpoint, 1)
+			go func() {
+				c, err := l.covering(ctx, 6)
+				if err != nil {
+					t.Errorf("covering(6) joining a signature of size 5: %v", err)
+				}
+				second <- c
+			}()
+			time.Sleep(100 * time.Millisecond) // let it join the signature under way
+			close(bs.release)
+			if err := <-first; err != nil {
+				t.Fatalf("covering(5): %v", err)
+			}
+			if c := <-second; c == nil || c.Size < 6 {
+				t.Fatalf("covering(6) = %+v; want a checkpoint of size ≥ 6", c)
+			}
+		})
+	}
+}
+
 // TestLogTamperDetected replays an attacker with write access to the
 // database: a changed log_entries row or log_hashes row makes proof
 // verification against the signed checkpoint fail, and a damaged tree is
@@ -428,7 +526,7 @@ func TestLogBounds(t *testing.T) {
 		{"consistency beyond", func() error { _, err := l.consistencyProof(ctx, 1, 4); return err }(), ErrNotFound},
 		{"invalid entry", func() error {
 			return f.stores[0].inTx(ctx, "t", func(tx *sqlx.Tx) error {
-				_, err := l.appendTx(ctx, tx, translog.Entry{Type: "bogus"})
+				_, _, err := l.appendTx(ctx, tx, translog.Entry{Type: "bogus"})
 				return err
 			})
 		}(), ErrInvalid},

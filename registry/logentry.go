@@ -166,11 +166,19 @@ type agentEvent struct {
 	card     string // agent_card: SHA-256 of the card's canonical form, hex
 }
 
+// loggedLeaf is a leaf this process appended: its bytes and its opening, from
+// which a fresh issuance's receipt is made without reading them back.
+type loggedLeaf struct {
+	data       []byte
+	opened     translog.Opened
+	openedJSON []byte
+}
+
 // appendAgentEvent appends the blinded leaf of ev in tx and stores its
-// opening beside it, and returns the leaf index.
-func (r *Registry) appendAgentEvent(ctx context.Context, tx *sqlx.Tx, ev agentEvent) (int64, error) {
+// opening beside it.
+func (r *Registry) appendAgentEvent(ctx context.Context, tx *sqlx.Tx, ev agentEvent) (loggedLeaf, error) {
 	fp := sha256.Sum256(ev.cert.Raw)
-	idx, err := r.tlog.appendTx(ctx, tx, translog.Entry{
+	idx, data, err := r.tlog.appendTx(ctx, tx, translog.Entry{
 		Version:     translog.EntryVersion,
 		Type:        ev.typ,
 		Time:        ev.time,
@@ -182,15 +190,16 @@ func (r *Registry) appendAgentEvent(ctx context.Context, tx *sqlx.Tx, ev agentEv
 		CardDigest:  ev.card,
 	})
 	if err != nil {
-		return 0, err
+		return loggedLeaf{}, err
 	}
-	opened, err := translog.Opened{LeafIndex: idx, Name: ev.name, Certificate: ev.cert.Raw, VRFProofs: ev.proofs.proofs}.Marshal()
+	o := translog.Opened{LeafIndex: idx, Name: ev.name, Certificate: ev.cert.Raw, VRFProofs: ev.proofs.proofs}
+	opened, err := o.Marshal()
 	if err != nil {
-		return 0, fmt.Errorf("registry: log: opening of leaf %d: %w", idx, err)
+		return loggedLeaf{}, fmt.Errorf("registry: log: opening of leaf %d: %w", idx, err)
 	}
 	if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO log_openings (idx, agent_name, opened) VALUES (?, ?, ?)`),
 		idx, ev.name, string(opened)); err != nil {
-		return 0, dbErr("log: storing the opening", err)
+		return loggedLeaf{}, dbErr("log: storing the opening", err)
 	}
-	return idx, nil
+	return loggedLeaf{data: data, opened: o, openedJSON: opened}, nil
 }

@@ -39,25 +39,20 @@ func (r *Registry) opening(ctx context.Context, idx int64) (translog.Opened, err
 }
 
 // receipt builds the receipt of leaf idx (docs/transparency.md): the leaf, its
-// opening (every VRF proof), the newest checkpoint covering it
-// (with witness cosignatures when any witness has cosigned one; signed now if
-// the log has grown past the latest) and the inclusion proof for that
-// checkpoint's size.
+// opening (every VRF proof), a checkpoint covering it — the newest one a
+// witness has cosigned, with the cosignatures, else one of the log's own
+// (signed now if none covers the leaf yet) — and the inclusion proof for
+// that checkpoint's size.
 func (r *Registry) receipt(ctx context.Context, idx int64) ([]byte, error) {
 	o, err := r.opening(ctx, idx)
 	if err != nil {
 		return nil, err
 	}
-	return r.receiptOf(ctx, o)
-}
-
-// receiptOf is receipt for a leaf whose opening o the caller has read.
-func (r *Registry) receiptOf(ctx context.Context, o translog.Opened) ([]byte, error) {
-	cp, err := r.checkpointFor(ctx, o.LeafIndex+1)
+	cp, err := r.checkpointFor(ctx, idx+1)
 	if err != nil {
 		return nil, err
 	}
-	return r.receiptAt(ctx, o, cp)
+	return r.receiptAt(ctx, o, nil, cp)
 }
 
 // receiptCheckpoint is a checkpoint a receipt is made against.
@@ -67,10 +62,28 @@ type receiptCheckpoint struct {
 	witnessed bool
 }
 
-// checkpointFor returns the newest checkpoint of size ≥ minSize, cosigned when
-// any witness has cosigned one.
+// checkpointFor returns a checkpoint of size ≥ minSize: the newest one with a
+// witness cosignature, else the log's own checkpoint that covering finds
+// (usually without reading the database). ErrNotFound: the log is smaller.
 func (r *Registry) checkpointFor(ctx context.Context, minSize int64) (receiptCheckpoint, error) {
-	cp, err := r.CosignedCheckpoint(ctx, minSize)
+	own, err := r.tlog.covering(ctx, minSize)
+	if err != nil {
+		return receiptCheckpoint{}, err
+	}
+	var cosigned storedCheckpoint
+	err = r.store.db.GetContext(ctx, &cosigned, r.store.db.Rebind(`SELECT size, note FROM log_checkpoints c
+		WHERE size >= ? AND EXISTS (SELECT 1 FROM witness_cosignatures w WHERE w.size = c.size)
+		ORDER BY size DESC LIMIT 1`), minSize)
+	if err != nil {
+		if e := dbErr("", err); !errors.Is(e, ErrNotFound) {
+			return receiptCheckpoint{}, dbErr("cosigned checkpoint: reading", err)
+		}
+		if err := r.checkOwnCheckpoint(own); err != nil {
+			return receiptCheckpoint{}, err
+		}
+		return receiptCheckpoint{note: []byte(own.Note), size: own.Size}, nil
+	}
+	cp, err := r.withCosignatures(ctx, []byte(cosigned.Note))
 	if err != nil {
 		return receiptCheckpoint{}, err
 	}
@@ -93,19 +106,48 @@ func (r *Registry) checkpointFor(ctx context.Context, minSize int64) (receiptChe
 	return receiptCheckpoint{note: cp, size: c.Size, witnessed: witnessed}, nil
 }
 
+// checkOwnCheckpoint checks, once per stored checkpoint, that the note opens
+// with the log's key and states the size it is stored under: a damaged row
+// must not become a receipt. The receipts of a batch of issuances share one
+// checkpoint and so one check.
+func (r *Registry) checkOwnCheckpoint(c *storedCheckpoint) error {
+	if r.checkedCheckpoint.Load() == c {
+		return nil
+	}
+	n, err := note.Open([]byte(c.Note), note.VerifierList(r.cfg.LogVerifier))
+	if err != nil {
+		return fmt.Errorf("registry: receipt: own checkpoint does not open: %v", err)
+	}
+	parsed, err := translog.ParseCheckpoint([]byte(n.Text))
+	if err != nil {
+		return fmt.Errorf("registry: receipt: own checkpoint: %v", err)
+	}
+	if parsed.Size != c.Size {
+		return fmt.Errorf("registry: receipt: checkpoint stored as size %d states size %d", c.Size, parsed.Size)
+	}
+	r.checkedCheckpoint.Store(c)
+	return nil
+}
+
 // receiptAt builds the receipt of the opened leaf o against checkpoint cp
-// (o.LeafIndex < cp.size).
-func (r *Registry) receiptAt(ctx context.Context, o translog.Opened, cp receiptCheckpoint) ([]byte, error) {
+// (o.LeafIndex < cp.size). leaf is the leaf's bytes when the caller holds
+// them (a fresh issuance), else nil and they are read.
+func (r *Registry) receiptAt(ctx context.Context, o translog.Opened, leaf []byte, cp receiptCheckpoint) ([]byte, error) {
 	idx := o.LeafIndex
-	leaves, err := r.tlog.entries(ctx, idx, idx+1)
-	if err != nil {
-		return nil, err
+	if leaf == nil {
+		leaves, err := r.tlog.entries(ctx, idx, idx+1)
+		if err != nil {
+			return nil, err
+		}
+		leaf = leaves[0]
 	}
-	proof, err := r.tlog.inclusionProof(ctx, idx, cp.size)
+	// A stored checkpoint's tree is in the log (the log never shrinks), so
+	// the head need not be read again.
+	proof, err := translog.InclusionProof(ctx, hashStore{r.store.db}, idx, cp.size)
 	if err != nil {
-		return nil, err
+		return nil, logErr("log: inclusion proof", err)
 	}
-	return translog.Receipt{LeafIndex: idx, Leaf: leaves[0], Opened: o, InclusionProof: proof,
+	return translog.Receipt{LeafIndex: idx, Leaf: leaf, Opened: o, InclusionProof: proof,
 		Checkpoint: cp.note, Witnessed: cp.witnessed}.Marshal()
 }
 
@@ -163,7 +205,7 @@ func (r *Registry) OpenedEntries(ctx context.Context, a Actor, name string) ([]O
 		if err != nil {
 			return nil, err
 		}
-		rc, err := r.receiptAt(ctx, o, cp)
+		rc, err := r.receiptAt(ctx, o, nil, cp)
 		if err != nil {
 			return nil, err
 		}
@@ -237,17 +279,16 @@ func (r *Registry) cachedReceipt(ctx context.Context, idx *int64) []byte {
 	return b
 }
 
-// withReceipt adds the opening and receipt of a fresh issuance (the opening
-// is read once for both).
-func (r *Registry) withReceipt(ctx context.Context, iss *Issued) *Issued {
-	o, err := r.opening(ctx, iss.LogIndex)
-	if err != nil {
-		r.noReceipt(err, iss.LogIndex)
-		return iss
+// withReceipt adds the opening and receipt of a fresh issuance, made from
+// the leaf it appended: the leaf and its opening are not read back.
+func (r *Registry) withReceipt(ctx context.Context, iss *Issued, leaf loggedLeaf) *Issued {
+	iss.Opened = leaf.openedJSON
+	cp, err := r.checkpointFor(ctx, leaf.opened.LeafIndex+1)
+	if err == nil {
+		iss.Receipt, err = r.receiptAt(ctx, leaf.opened, leaf.data, cp)
 	}
-	iss.Opened, _ = o.Marshal()
-	if iss.Receipt, err = r.receiptOf(ctx, o); err != nil {
-		r.noReceipt(err, iss.LogIndex)
+	if err != nil {
+		r.noReceipt(err, leaf.opened.LeafIndex)
 	}
 	return iss
 }

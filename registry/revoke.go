@@ -73,10 +73,11 @@ func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*A
 			if err != nil {
 				return fmt.Errorf("registry: revoke: stored certificate %s: %v", c.Serial, err)
 			}
-			idx, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRevoke, time: now, name: name, cert: cert, proofs: proofs, reason: reason})
+			leaf, err := r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRevoke, time: now, name: name, cert: cert, proofs: proofs, reason: reason})
 			if err != nil {
 				return dbErr("revoke: log", err)
 			}
+			idx := leaf.opened.LeafIndex
 			if first == nil || c.Serial == cur.CurrentSerial {
 				first = &idx
 			}

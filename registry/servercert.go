@@ -120,7 +120,7 @@ func (r *Registry) IssueServerCertificate(ctx context.Context, pub crypto.Public
 	var idx int64
 	err = r.store.inTx(ctx, "server certificate: storing", func(tx *sqlx.Tx) error {
 		var err error
-		idx, err = r.tlog.appendTx(ctx, tx, translog.Entry{
+		idx, _, err = r.tlog.appendTx(ctx, tx, translog.Entry{
 			Version:     translog.EntryVersion,
 			Type:        translog.EventServerCert,
 			Time:        now,

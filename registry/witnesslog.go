@@ -47,13 +47,11 @@ func (r *Registry) checkpointAtLeast(ctx context.Context, minSize int64) ([]byte
 	if latest != nil && latest.Size >= head.Size {
 		return []byte(latest.Note), nil
 	}
-	v, err, _ := r.tlog.group.Do("checkpoint", func() (any, error) {
-		return r.tlog.signCheckpoint(context.WithoutCancel(ctx))
-	})
+	c, err := r.tlog.signShared(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return v.([]byte), nil
+	return []byte(c.Note), nil
 }
 
 // AddCosignatures checks the signature lines a witness returned for the

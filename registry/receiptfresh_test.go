@@ -1,0 +1,130 @@
+package registry_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"database/sql"
+	"encoding/pem"
+	"fmt"
+	"net/url"
+	"sync"
+	"testing"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/agent-trust-registry/atr/registry"
+	"github.com/agent-trust-registry/atr/registry/registrytest"
+	"github.com/agent-trust-registry/atr/rp"
+)
+
+// TestFreshReceiptReadsNothingBack (issue 14): a fresh issuance's receipt is
+// made from the leaf and the opening the issuance appended, against a
+// checkpoint found without reading the log head again. Before, every
+// register and rotate read its opening, its leaf and the head (three
+// times) back from the database. The registry here runs as a PostgreSQL
+// role that may write log_openings and log_entries but not read them: a
+// read would fail and the answer would lack its receipt.
+// Every receipt, of a lone issuance and of concurrent ones, must verify.
+func TestFreshReceiptReadsNothingBack(t *testing.T) {
+	f := registrytest.NewFixture(t, registrytest.WithDatabase("postgres"))
+	ctx := context.Background()
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		t.Fatal(err)
+	}
+	role := fmt.Sprintf("atr_noread_%x", rnd)
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT ALL ON ALL TABLES IN SCHEMA public TO ` + role,
+		`GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO ` + role,
+		`REVOKE SELECT ON log_openings, log_entries FROM ` + role,
+	} {
+		if err := f.Store.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	u, err := url.Parse(f.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	store, err := registry.Open(ctx, u.String(), f.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		store.Close()
+		for _, q := range []string{`DROP OWNED BY ` + role, `DROP ROLE ` + role} {
+			if err := f.Store.Exec(context.Background(), q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+	})
+	cfg := f.Config
+	cfg.Store = store
+	r, err := registry.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The role really cannot read what the receipt must not read back.
+	db, err := sql.Open("postgres", u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, table := range []string{"log_openings", "log_entries"} {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+table).Scan(&n); err == nil {
+			t.Fatalf("the role can read %s: the test would prove nothing", table)
+		}
+	}
+
+	v := rp.ReceiptVerifier{Roots: []*x509.Certificate{f.Root}, Intermediates: []*x509.Certificate{f.Intermediate},
+		TrustDomain: registrytest.TrustDomain, LogVerifiers: note.VerifierList(f.NoteVerifier), VRFKey: f.VRFKey.Public()}
+	check := func(iss *registry.Issued) {
+		t.Helper()
+		if iss.Receipt == nil || iss.Opened == nil {
+			t.Fatalf("leaf %d: no receipt or opening", iss.LogIndex)
+		}
+		b, _ := pem.Decode([]byte(iss.CertificatePEM))
+		got, err := v.Verify(b.Bytes, iss.Receipt, f.Clock.Now())
+		if err != nil {
+			t.Fatalf("leaf %d: receipt does not verify: %v", iss.LogIndex, err)
+		}
+		if got.LeafIndex != iss.LogIndex {
+			t.Fatalf("receipt of leaf %d proves leaf %d", iss.LogIndex, got.LeafIndex)
+		}
+	}
+	owner := f.Owner("acme", "acme")
+	csr, _ := f.NewCSR()
+	iss, err := r.Register(ctx, owner, registry.RegisterRequest{Name: "lone.acme", CSR: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(iss)
+	csr, _ = f.NewCSR()
+	if iss, err = r.Rotate(ctx, owner, "lone.acme", csr); err != nil {
+		t.Fatal(err)
+	}
+	check(iss)
+
+	// Concurrent issuances committed in shared batches share checkpoints.
+	const n16 = 16
+	out := make([]*registry.Issued, n16)
+	errs := make([]error, n16)
+	var wg sync.WaitGroup
+	for i := range n16 {
+		wg.Go(func() {
+			csr, _ := f.NewCSR()
+			out[i], errs[i] = r.Register(ctx, owner, registry.RegisterRequest{Name: fmt.Sprintf("bot%d.acme", i), CSR: csr})
+		})
+	}
+	wg.Wait()
+	for i := range n16 {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		check(out[i])
+	}
+}
