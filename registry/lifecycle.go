@@ -226,8 +226,8 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 	}
 	serialHex := ca.FormatSerial(serial)
 	// Step 4: record before sign.
-	if err := r.store.inTx(ctx, kind+": recording pending issuance", func(tx *sqlx.Tx) error {
-		err := certs(tx).InsertPending(ctx, pendingRow{Serial: serialHex, Agent: name, Owner: owner, Kind: kind, TBS: prep.TBS(), CreatedAt: now, UpdatedAt: now})
+	if err := r.store.inStatement(ctx, kind+": recording pending issuance", func(q sqlx.ExtContext) error {
+		err := certs(q).InsertPending(ctx, pendingRow{Serial: serialHex, Agent: name, Owner: owner, Kind: kind, TBS: prep.TBS(), CreatedAt: now, UpdatedAt: now})
 		if errors.Is(err, ErrConflict) {
 			return fmt.Errorf("registry: %s: another issuance for %s is in progress: %w", kind, name, bare(ErrConflict))
 		}

@@ -7,6 +7,7 @@ package registry
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -35,6 +36,7 @@ const checkpointInterval = time.Second
 // several replicas may share one database: appends are sequenced by the
 // log_head row lock, checkpoints deduplicated by their size.
 type transparencyLog struct {
+	store    *Store
 	db       *sqlx.DB
 	signer   note.Signer
 	verifier note.Verifier
@@ -56,8 +58,8 @@ type transparencyLog struct {
 	known atomic.Pointer[storedCheckpoint]
 }
 
-func newTransparencyLog(db *sqlx.DB, signer note.Signer, verifier note.Verifier, origin string, log *logrus.Entry) *transparencyLog {
-	return &transparencyLog{db: db, signer: signer, verifier: verifier, origin: origin, log: log, now: time.Now}
+func newTransparencyLog(s *Store, signer note.Signer, verifier note.Verifier, origin string, log *logrus.Entry) *transparencyLog {
+	return &transparencyLog{store: s, db: s.db, signer: signer, verifier: verifier, origin: origin, log: log, now: time.Now}
 }
 
 // sqlRunner is what both *sqlx.DB and *sqlx.Tx offer.
@@ -128,6 +130,53 @@ func (s hashStore) WriteHashes(ctx context.Context, start int64, hashes []tlog.H
 	}
 	if _, err := s.q.ExecContext(ctx, s.q.Rebind(b.String()), args...); err != nil {
 		return dbErr("log: writing hashes", err)
+	}
+	return nil
+}
+
+// memoHashes is a hashStore that keeps what it read and wrote, for one
+// operation whose steps need overlapping hashes (an append checks the old
+// root, extends the tree and computes the new root; a checkpoint computes
+// the root and proves consistency): each hash is read once. Scope it to one
+// call, never across transactions (a rolled-back write must be forgotten).
+type memoHashes struct {
+	hashStore
+	m map[int64]tlog.Hash
+}
+
+func newMemoHashes(q sqlRunner) *memoHashes {
+	return &memoHashes{hashStore: hashStore{q}, m: make(map[int64]tlog.Hash)}
+}
+
+func (s *memoHashes) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
+	var missing []int64
+	for _, idx := range indexes {
+		if _, ok := s.m[idx]; !ok {
+			missing = append(missing, idx)
+		}
+	}
+	if len(missing) > 0 {
+		got, err := s.hashStore.ReadHashes(ctx, missing)
+		if err != nil {
+			return nil, err
+		}
+		for i, idx := range missing {
+			s.m[idx] = got[i]
+		}
+	}
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		out[i] = s.m[idx]
+	}
+	return out, nil
+}
+
+func (s *memoHashes) WriteHashes(ctx context.Context, start int64, hashes []tlog.Hash) error {
+	if err := s.hashStore.WriteHashes(ctx, start, hashes); err != nil {
+		return err
+	}
+	for i, h := range hashes {
+		s.m[start+int64(i)] = h
 	}
 	return nil
 }
@@ -207,7 +256,7 @@ func (l *transparencyLog) appendTx(ctx context.Context, tx *sqlx.Tx, e translog.
 	if err := tx.GetContext(ctx, &head, q); err != nil {
 		return 0, nil, dbErr("log: locking head", err)
 	}
-	hs := hashStore{tx}
+	hs := newMemoHashes(tx)
 	if head.Size > 0 {
 		root, err := translog.RootHash(ctx, hs, head.Size)
 		if err != nil {
@@ -372,7 +421,7 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*storedCheckpoint
 	if latest != nil && latest.Size >= head.Size {
 		return latest, nil // another caller or replica was faster
 	}
-	hs := hashStore{l.db}
+	hs := newMemoHashes(l.db)
 	root, err := translog.RootHash(ctx, hs, head.Size)
 	if err != nil {
 		return nil, logErr("log: computing root", err)
@@ -406,15 +455,19 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*storedCheckpoint
 	l.mu.Lock()
 	l.lastSigned = l.now()
 	l.mu.Unlock()
-	if _, err := l.db.ExecContext(ctx, l.db.Rebind(`INSERT INTO log_checkpoints (size, note, created_at) VALUES (?, ?, ?) ON CONFLICT (size) DO NOTHING`),
-		head.Size, string(msg), dbTime(l.now())); err != nil {
-		return nil, dbErr("log: storing checkpoint", err)
-	}
-	// If another replica stored a checkpoint of this size first, serve that
-	// one, so that all replicas agree on the note for a size.
+	// If another replica stored a checkpoint of this size first, the insert
+	// returns nothing and that one is served, so that all replicas agree on
+	// the note for a size.
 	c := &storedCheckpoint{Size: head.Size}
-	if err := l.db.GetContext(ctx, &c.Note, l.db.Rebind(`SELECT note FROM log_checkpoints WHERE size = ?`), head.Size); err != nil {
-		return nil, dbErr("log: reading checkpoint", err)
+	if err := l.store.inStatement(ctx, "log: storing checkpoint", func(q sqlx.ExtContext) error {
+		err := sqlx.GetContext(ctx, q, &c.Note, q.Rebind(`INSERT INTO log_checkpoints (size, note, created_at) VALUES (?, ?, ?)
+			ON CONFLICT (size) DO NOTHING RETURNING note`), head.Size, string(msg), dbTime(l.now()))
+		if errors.Is(err, sql.ErrNoRows) {
+			err = sqlx.GetContext(ctx, q, &c.Note, q.Rebind(`SELECT note FROM log_checkpoints WHERE size = ?`), head.Size)
+		}
+		return dbErr("log: storing checkpoint", err)
+	}); err != nil {
+		return nil, err
 	}
 	l.remember(c)
 	l.log.WithField("tree_size", head.Size).Info("signed transparency log checkpoint")

@@ -87,7 +87,7 @@ func newLogFixture(t *testing.T, dbName string) *logFixture {
 		if _, err := s.Migrate(ctx); err != nil {
 			t.Fatalf("Migrate: %v", err)
 		}
-		tl := newTransparencyLog(s.db, f.signer, nv, logTestOrigin, logrus.NewEntry(l).WithField("replica", i))
+		tl := newTransparencyLog(s, f.signer, nv, logTestOrigin, logrus.NewEntry(l).WithField("replica", i))
 		tl.now = f.clock.now
 		f.stores = append(f.stores, s)
 		f.logs = append(f.logs, tl)
@@ -413,6 +413,86 @@ func TestLogCovering(t *testing.T) {
 	}
 }
 
+// TestLogCheckpointRaceBetweenReplicas: two replicas sign a checkpoint of
+// the same size at once; the one that stores second serves the first one's
+// note (ECDSA signatures differ each time), so all replicas agree on the
+// note of a size.
+func TestLogCheckpointRaceBetweenReplicas(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, dbName)
+			if _, err := f.appendOne(ctx, 0, "k"); err != nil {
+				t.Fatal(err)
+			}
+			slow := f.logs[1]
+			bs := &blockingSigner{Signer: slow.signer, began: make(chan struct{}), release: make(chan struct{})}
+			slow.signer = bs
+			late := make(chan *storedCheckpoint, 1)
+			go func() {
+				c, err := slow.signCheckpoint(ctx)
+				if err != nil {
+					t.Errorf("replica 1: %v", err)
+				}
+				late <- c
+			}()
+			<-bs.began // replica 1 read the head and is signing
+			first, err := f.logs[0].signCheckpoint(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			close(bs.release)
+			second := <-late
+			if second == nil || second.Size != first.Size || second.Note != first.Note {
+				t.Fatalf("replica 1 serves %+v, replica 0 stored %+v; want the same note", second, first)
+			}
+			var rows int
+			if err := f.stores[0].db.GetContext(ctx, &rows, `SELECT COUNT(*) FROM log_checkpoints`); err != nil || rows != 1 {
+				t.Errorf("log_checkpoints rows = %d, %v; want 1", rows, err)
+			}
+		})
+	}
+}
+
+// TestMemoHashesReadsOnce: within one operation a hash is read from the
+// database once, and one just written is not read back.
+func TestMemoHashesReadsOnce(t *testing.T) {
+	ctx := context.Background()
+	f := newLogFixture(t, "sqlite")
+	for i := range 5 {
+		if _, err := f.appendOne(ctx, 0, fmt.Sprint("k", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := newMemoHashes(f.stores[0].db)
+	want, err := translog.RootHash(ctx, m, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.stores[0].Exec(ctx, `ALTER TABLE log_hashes RENAME TO log_hashes_hidden`); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := translog.RootHash(ctx, m, 5); err != nil || got != want {
+		t.Fatalf("second RootHash: %x, %v; want %x from memory", got, err, want)
+	}
+	if _, err := m.ReadHashes(ctx, []int64{1000}); err == nil {
+		t.Fatal("a hash never read was served without the database")
+	}
+	if err := f.stores[0].Exec(ctx, `ALTER TABLE log_hashes_hidden RENAME TO log_hashes`); err != nil {
+		t.Fatal(err)
+	}
+	h := tlog.Hash{7}
+	if err := m.WriteHashes(ctx, 1000, []tlog.Hash{h}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.stores[0].Exec(ctx, `DELETE FROM log_hashes WHERE idx = 1000`); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.ReadHashes(ctx, []int64{1000}); err != nil || got[0] != h {
+		t.Fatalf("written hash: %x, %v; want it from memory", got, err)
+	}
+}
+
 // TestLogTamperDetected replays an attacker with write access to the
 // database: a changed log_entries row or log_hashes row makes proof
 // verification against the signed checkpoint fail, and a damaged tree is
@@ -539,7 +619,7 @@ func TestLogBounds(t *testing.T) {
 		})
 	}
 	// An unsigned log (no signer) fails closed.
-	unsigned := newTransparencyLog(f.stores[0].db, nil, nil, logTestOrigin, l.log)
+	unsigned := newTransparencyLog(f.stores[0], nil, nil, logTestOrigin, l.log)
 	if _, err := unsigned.checkpoint(ctx); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("checkpoint without signer: %v, want ErrUnavailable", err)
 	}

@@ -200,7 +200,7 @@ func New(cfg Config) (*Registry, error) {
 	}
 	r.status = newStatusCache(cfg.StatusCacheTTL)
 	r.notify = newNotifier(cfg.Store, log.WithField("component", "notify"))
-	r.tlog = newTransparencyLog(cfg.Store.db, cfg.LogSigner, cfg.LogVerifier, cfg.LogOrigin, log.WithField("component", "translog"))
+	r.tlog = newTransparencyLog(cfg.Store, cfg.LogSigner, cfg.LogVerifier, cfg.LogOrigin, log.WithField("component", "translog"))
 	if cfg.LogSignerEd25519 != nil {
 		if cfg.LogSignerEd25519.Name() != cfg.LogOrigin {
 			return nil, fmt.Errorf("registry: new: LogSignerEd25519 key name %q is not the log origin %q", cfg.LogSignerEd25519.Name(), cfg.LogOrigin)

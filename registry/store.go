@@ -270,6 +270,24 @@ func (s *Store) inTxGrouped(ctx context.Context, op string, fn func(tx *sqlx.Tx)
 	return s.inTx(ctx, op, fn)
 }
 
+// inStatement runs fn, a single statement (or a statement and a read of
+// what it found), durably: on SQLite through the writer, in a transaction of
+// its batch; on PostgreSQL on the pool, in autocommit — one round trip
+// instead of BEGIN, statement and COMMIT, and as durable when it returns.
+// fn must stay correct when run outside a transaction.
+func (s *Store) inStatement(ctx context.Context, op string, fn func(q sqlx.ExtContext) error) error {
+	if s.dialect != Postgres {
+		return s.inTx(ctx, op, func(tx *sqlx.Tx) error { return fn(tx) })
+	}
+	if err := fn(s.db); err != nil {
+		return err
+	}
+	if f := s.onCommit.Load(); f != nil {
+		(*f)()
+	}
+	return nil
+}
+
 // inOwnTx runs fn in a transaction of its own.
 func (s *Store) inOwnTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
 	tx, err := s.db.BeginTxx(ctx, nil)
