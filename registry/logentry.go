@@ -27,6 +27,12 @@ type nameProofs struct {
 	proofs  [][]byte
 }
 
+// add appends the VRF of the next (shorter) suffix.
+func (np *nameProofs) add(out vrfOutput) {
+	np.indexes = append(np.indexes, hex.EncodeToString(out.index[:]))
+	np.proofs = append(np.proofs, out.proof)
+}
+
 // vrfOutput is the VRF of one name.
 type vrfOutput struct {
 	index [32]byte
@@ -128,16 +134,37 @@ func (r *Registry) nameProofs(ctx context.Context, name string, known bool) (nam
 		if err != nil {
 			return nameProofs{}, err
 		}
-		np.indexes = append(np.indexes, hex.EncodeToString(out.index[:]))
-		np.proofs = append(np.proofs, out.proof)
+		np.add(out)
 	}
 	return np, nil
+}
+
+// cachedNameProofs returns the proofs of name when the cache holds those of
+// name and of every suffix.
+func (r *Registry) cachedNameProofs(name string) (nameProofs, bool) {
+	var np nameProofs
+	for _, n := range translog.NameSuffixes(name) {
+		out, ok := r.vrf.get(n)
+		if !ok {
+			return nameProofs{}, false
+		}
+		np.add(out)
+	}
+	return np, true
 }
 
 // nameProofsAsync starts nameProofs on its own goroutine and returns the
 // function that waits for it and stores the proofs in out. Call the
 // function before reading out; if it is never called the result is dropped.
 func (r *Registry) nameProofsAsync(ctx context.Context, name string, known bool, out *nameProofs) func() error {
+	if np, ok := r.cachedNameProofs(name); ok {
+		// Nothing to compute (a rotation, mostly): no goroutine to start
+		// and wake.
+		return func() error {
+			*out = np
+			return nil
+		}
+	}
 	type result struct {
 		np  nameProofs
 		err error

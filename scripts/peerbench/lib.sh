@@ -47,6 +47,11 @@ run() { # LABEL ROUND C
 	# Their own name prefix: they share a server with ATR-sqlite / ATR-postgres.
 	ATR-sqlite-rotate) atr_run atr-sqlite 38443 "" "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
 	ATR-postgres-rotate) atr_run atr-postgres 38444 atr_peer "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
+	# A/B of two commits: the same servers from the clone $PERF/atr-base
+	# (ATR_CLONE=$PERF/atr-base start-atr.sh atr-sqlite-base 38450, and
+	# atr-postgres-base 38451 on database atr_peer_base).
+	ATR-sqlite-base) atr_run atr-sqlite-base 38450 "" "${common[@]}" ;;
+	ATR-postgres-base) atr_run atr-postgres-base 38451 atr_peer_base "${common[@]}" ;;
 	*) echo "run: unknown system $label" >&2; return 1 ;;
 	esac
 }
