@@ -52,10 +52,10 @@ type transparencyLog struct {
 	mu         sync.Mutex // guards lastSigned
 	lastSigned time.Time
 
-	// known is the largest checkpoint this process has signed or read. A
-	// stored checkpoint never changes, so a receipt whose leaf it covers is
-	// made against it without a database read (covering).
-	known atomic.Pointer[storedCheckpoint]
+	// known is the largest checkpoint this process has signed or read and
+	// checked. A stored checkpoint never changes, so a receipt whose leaf it
+	// covers is made against it without a database read (covering).
+	known atomic.Pointer[knownCheckpoint]
 }
 
 func newTransparencyLog(s *Store, signer note.Signer, verifier note.Verifier, origin string, log *logrus.Entry) *transparencyLog {
@@ -312,21 +312,57 @@ func (l *transparencyLog) latestCheckpoint(ctx context.Context) (*storedCheckpoi
 		}
 		return nil, dbErr("log: reading checkpoint", err)
 	}
-	l.remember(&c)
+	if k := l.known.Load(); k == nil || c.Size > k.Size {
+		if k, err := l.check(&c); err == nil {
+			l.remember(k)
+		}
+	}
 	return &c, nil
 }
 
-// remember keeps c as the known checkpoint when it is larger than the one
+// knownCheckpoint is a stored checkpoint whose note was checked: it opens
+// with the log's key and states the size it is stored under.
+type knownCheckpoint struct {
+	storedCheckpoint
+	hash tlog.Hash // the root the note states
+}
+
+// check checks a stored checkpoint's note; a damaged row is an error and is
+// never kept or served as a receipt's checkpoint.
+func (l *transparencyLog) check(c *storedCheckpoint) (*knownCheckpoint, error) {
+	if l.verifier == nil {
+		return nil, fmt.Errorf("registry: log: no checkpoint verifier configured: %w", ErrUnavailable)
+	}
+	cp, err := translog.OpenCheckpoint([]byte(c.Note), l.verifier)
+	if err != nil {
+		return nil, fmt.Errorf("registry: log: stored checkpoint %d does not verify: %v", c.Size, err)
+	}
+	if cp.Size != c.Size {
+		return nil, fmt.Errorf("registry: log: checkpoint stored as size %d states size %d", c.Size, cp.Size)
+	}
+	return &knownCheckpoint{storedCheckpoint: *c, hash: cp.Hash}, nil
+}
+
+// remember keeps k as the known checkpoint when it is larger than the one
 // kept.
-func (l *transparencyLog) remember(c *storedCheckpoint) {
+func (l *transparencyLog) remember(k *knownCheckpoint) {
 	for {
 		old := l.known.Load()
-		if old != nil && old.Size >= c.Size {
+		if old != nil && old.Size >= k.Size {
 			return
 		}
-		if l.known.CompareAndSwap(old, c) {
+		if l.known.CompareAndSwap(old, k) {
 			return
 		}
+	}
+}
+
+// forget drops k as the known checkpoint (a receipt found that it does not
+// match the stored tree, say after the database was restored from a backup):
+// the next caller reads or signs again.
+func (l *transparencyLog) forget(k *knownCheckpoint) {
+	if l.known.CompareAndSwap(k, nil) {
+		l.log.WithField("tree_size", k.Size).Warn("the checkpoint this process knew does not match the stored log; reading it again")
 	}
 }
 
@@ -354,11 +390,11 @@ func (l *transparencyLog) checkpoint(ctx context.Context) ([]byte, error) {
 			return []byte(latest.Note), nil
 		}
 	}
-	c, err := l.signShared(ctx)
+	k, err := l.signShared(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return []byte(c.Note), nil
+	return []byte(k.Note), nil
 }
 
 // covering returns a stored checkpoint whose tree holds at least minSize
@@ -367,10 +403,21 @@ func (l *transparencyLog) checkpoint(ctx context.Context) ([]byte, error) {
 // Callers that arrive while a signature is under way share it, so a batch of
 // issuances committed together costs one signature. ErrNotFound: the log is
 // smaller than minSize.
-func (l *transparencyLog) covering(ctx context.Context, minSize int64) (*storedCheckpoint, error) {
+func (l *transparencyLog) covering(ctx context.Context, minSize int64) (*knownCheckpoint, error) {
+	if l.signer == nil {
+		// Nothing can be signed: a stored checkpoint covering the leaf is
+		// the only answer (latestCheckpoint keeps it once checked).
+		if _, err := l.latestCheckpoint(ctx); err != nil {
+			return nil, err
+		}
+		if k := l.known.Load(); k != nil && k.Size >= minSize {
+			return k, nil
+		}
+		return nil, fmt.Errorf("registry: log: no checkpoint covers %d leaves and no checkpoint signer is configured: %w", minSize, ErrUnavailable)
+	}
 	for try := 0; ; try++ {
-		if c := l.known.Load(); c != nil && c.Size >= minSize {
-			return c, nil
+		if k := l.known.Load(); k != nil && k.Size >= minSize {
+			return k, nil
 		}
 		c, err := l.signShared(ctx)
 		if err != nil {
@@ -390,7 +437,10 @@ func (l *transparencyLog) covering(ctx context.Context, minSize int64) (*storedC
 
 // signShared is signCheckpoint, once at a time per process: callers that
 // arrive while it runs get its result.
-func (l *transparencyLog) signShared(ctx context.Context) (*storedCheckpoint, error) {
+// Never call it (nor covering or checkpoint) inside a Store transaction: on
+// SQLite the checkpoint is stored through the writer, which would wait for
+// itself.
+func (l *transparencyLog) signShared(ctx context.Context) (*knownCheckpoint, error) {
 	v, err, _ := l.group.Do("checkpoint", func() (any, error) {
 		// Detached from the caller: other callers share this result.
 		return l.signCheckpoint(context.WithoutCancel(ctx))
@@ -398,15 +448,16 @@ func (l *transparencyLog) signShared(ctx context.Context) (*storedCheckpoint, er
 	if err != nil {
 		return nil, err
 	}
-	return v.(*storedCheckpoint), nil
+	return v.(*knownCheckpoint), nil
 }
 
 // signCheckpoint signs and stores a checkpoint of the current tree, unless
 // the latest stored one already covers it, and returns the stored one.
 // Before signing it recomputes the root from the stored hashes, checks it
 // against log_head, and checks consistency with the previous checkpoint, so
-// the log never signs a tree inconsistent with one it signed before.
-func (l *transparencyLog) signCheckpoint(ctx context.Context) (*storedCheckpoint, error) {
+// the log never signs a tree inconsistent with one it signed before. The
+// checkpoint returned was checked (check) and is the known one.
+func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint, error) {
 	if l.signer == nil || l.verifier == nil {
 		return nil, fmt.Errorf("registry: log: no checkpoint signer configured: %w", ErrUnavailable)
 	}
@@ -414,12 +465,25 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*storedCheckpoint
 	if err != nil {
 		return nil, err
 	}
+	if k := l.known.Load(); k != nil && k.Size > head.Size {
+		// The log is smaller than a checkpoint this process saw: the
+		// database was restored from a backup. Checkpoints of the lost
+		// branch are not served again from memory.
+		l.log.WithFields(logrus.Fields{"tree_size": head.Size, "known_size": k.Size}).Error("the transparency log is smaller than a checkpoint this process saw; forgetting it")
+		l.known.CompareAndSwap(k, nil)
+	}
 	latest, err := l.latestCheckpoint(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if latest != nil && latest.Size >= head.Size {
-		return latest, nil // another caller or replica was faster
+		// Another caller or replica was faster.
+		k, err := l.check(latest)
+		if err != nil {
+			return nil, err
+		}
+		l.remember(k)
+		return k, nil
 	}
 	hs := newMemoHashes(l.db)
 	root, err := translog.RootHash(ctx, hs, head.Size)
@@ -469,9 +533,13 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*storedCheckpoint
 	}); err != nil {
 		return nil, err
 	}
-	l.remember(c)
+	k, err := l.check(c) // another replica's note, when it stored first
+	if err != nil {
+		return nil, err
+	}
+	l.remember(k)
 	l.log.WithField("tree_size", head.Size).Info("signed transparency log checkpoint")
-	return c, nil
+	return k, nil
 }
 
 // entries returns the raw entries [start, end), end clamped to the tree size;

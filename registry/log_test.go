@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -360,17 +362,24 @@ func TestLogCovering(t *testing.T) {
 				t.Fatalf("covering(3): size %v, %v, %d signatures; want a new checkpoint of size 3", c, err, f.signer.n.Load()-signed)
 			}
 			// Known and large enough: no signature, no database read (the
-			// table is renamed away meanwhile).
-			if err := f.stores[0].Exec(ctx, `ALTER TABLE log_checkpoints RENAME TO log_checkpoints_hidden`); err != nil {
-				t.Fatal(err)
+			// tables are renamed away meanwhile).
+			for _, table := range []string{"log_checkpoints", "log_head", "log_hashes"} {
+				if err := f.stores[0].Exec(ctx, `ALTER TABLE `+table+` RENAME TO `+table+`_hidden`); err != nil {
+					t.Fatal(err)
+				}
 			}
 			for _, minSize := range []int64{0, 1, 3} {
 				if got, err := l.covering(ctx, minSize); err != nil || got != c {
 					t.Fatalf("covering(%d) = %v, %v; want the known checkpoint", minSize, got, err)
 				}
 			}
-			if err := f.stores[0].Exec(ctx, `ALTER TABLE log_checkpoints_hidden RENAME TO log_checkpoints`); err != nil {
-				t.Fatal(err)
+			for _, table := range []string{"log_checkpoints", "log_head", "log_hashes"} {
+				if err := f.stores[0].Exec(ctx, `ALTER TABLE `+table+`_hidden RENAME TO `+table); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := f.signer.n.Load(); n != signed+1 {
+				t.Fatalf("%d signatures for known checkpoints, want none", n-signed-1)
 			}
 			// Another replica's leaf: this process signs a checkpoint covering it.
 			if _, err := f.appendOne(ctx, 1, "other"); err != nil {
@@ -393,7 +402,7 @@ func TestLogCovering(t *testing.T) {
 			if _, err := f.appendOne(ctx, 0, "six"); err != nil {
 				t.Fatal(err)
 			}
-			second := make(chan *storedCheckpoint, 1)
+			second := make(chan *knownCheckpoint, 1)
 			go func() {
 				c, err := l.covering(ctx, 6)
 				if err != nil {
@@ -401,7 +410,7 @@ func TestLogCovering(t *testing.T) {
 				}
 				second <- c
 			}()
-			time.Sleep(100 * time.Millisecond) // let it join the signature under way
+			waitForSingleflightJoin(t)
 			close(bs.release)
 			if err := <-first; err != nil {
 				t.Fatalf("covering(5): %v", err)
@@ -428,7 +437,7 @@ func TestLogCheckpointRaceBetweenReplicas(t *testing.T) {
 			slow := f.logs[1]
 			bs := &blockingSigner{Signer: slow.signer, began: make(chan struct{}), release: make(chan struct{})}
 			slow.signer = bs
-			late := make(chan *storedCheckpoint, 1)
+			late := make(chan *knownCheckpoint, 1)
 			go func() {
 				c, err := slow.signCheckpoint(ctx)
 				if err != nil {
@@ -454,11 +463,169 @@ func TestLogCheckpointRaceBetweenReplicas(t *testing.T) {
 	}
 }
 
+// waitForSingleflightJoin waits until a goroutine waits in a singleflight
+// call begun by another (hang guard: 10 s).
+func waitForSingleflightJoin(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "sync.(*WaitGroup).Wait") && strings.Contains(g, "singleflight.(*Group).Do") {
+				return
+			}
+		}
+	}
+	t.Fatal("no caller joined the signature under way")
+}
+
+// TestLogForgetsCheckpointOfRestoredDatabase (security review): the
+// database is restored from a backup while the process runs, so the log is
+// smaller than the checkpoint the process knows and grows again on another
+// branch. The known checkpoint of the lost branch must not be served for a
+// receipt of the new one.
+func TestLogForgetsCheckpointOfRestoredDatabase(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, dbName)
+			l := f.logs[0]
+			for i := range 6 {
+				if _, err := f.appendOne(ctx, 0, fmt.Sprint("old", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if k, err := l.covering(ctx, 6); err != nil || k.Size != 6 {
+				t.Fatalf("covering(6): %v, %v", k, err)
+			}
+			// The backup: 4 entries, no checkpoint.
+			root4, err := translog.RootHash(ctx, hashStore{f.stores[0].db}, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db := f.stores[0].db
+			for _, q := range []string{
+				`DELETE FROM log_entries WHERE idx >= 4`,
+				fmt.Sprintf(`DELETE FROM log_hashes WHERE idx >= %d`, tlog.StoredHashCount(4)),
+				`DELETE FROM log_checkpoints`,
+			} {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_head SET size = 4, root = ? WHERE id = 1`), root4[:]); err != nil {
+				t.Fatal(err)
+			}
+			// The log grows again, differently, past the known size.
+			for i := range 3 {
+				if _, err := f.appendOne(ctx, 0, fmt.Sprint("new", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The restored log is smaller than the known checkpoint only
+			// until it grows back: the receipt's own check (CheckInclusion
+			// in receiptAt, then forget) is what catches the rest. Here the
+			// log is 7 > 6, so the signature path does not see it; the
+			// receipt path must.
+			k, err := l.covering(ctx, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proof, err := translog.InclusionProof(ctx, hashStore{db}, 4, k.Size)
+			if err == nil {
+				leaves, _ := entryStore{db}.ReadEntries(ctx, 4, 5)
+				err = translog.CheckInclusion(proof, k.Size, k.hash, 4, translog.LeafHash(leaves[0]))
+			}
+			if err == nil {
+				t.Fatalf("leaf 4 of the new branch checks against the known checkpoint of size %d", k.Size)
+			}
+			l.forget(k)
+			k, err = l.covering(ctx, 5)
+			if err != nil || k.Size != 7 {
+				t.Fatalf("covering(5) after forgetting: %v, %v; want a new checkpoint of size 7", k, err)
+			}
+			if root7, err := translog.RootHash(ctx, hashStore{db}, 7); err != nil || root7 != k.hash {
+				t.Fatalf("new checkpoint's root %x, the new branch's %x (%v)", k.hash, root7, err)
+			}
+
+			// Restored and still smaller than the known checkpoint: signing
+			// forgets it at once.
+			for _, q := range []string{
+				`DELETE FROM log_entries WHERE idx >= 4`,
+				fmt.Sprintf(`DELETE FROM log_hashes WHERE idx >= %d`, tlog.StoredHashCount(4)),
+				`DELETE FROM log_checkpoints`,
+			} {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_head SET size = 4, root = ? WHERE id = 1`), root4[:]); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.appendOne(ctx, 0, "newer"); err != nil {
+				t.Fatal(err)
+			}
+			got, err := l.signCheckpoint(ctx)
+			if err != nil || got.Size != 5 || l.known.Load() != got {
+				t.Fatalf("signCheckpoint after a restore below the known size: %+v, %v; want size 5, known", got, err)
+			}
+			if k, err := l.covering(ctx, 5); err != nil || k != got {
+				t.Fatalf("covering(5) = %+v, %v; want the new checkpoint", k, err)
+			}
+		})
+	}
+}
+
+// TestLogKeepsNoDamagedCheckpoint (security review): a log_checkpoints row
+// whose note does not verify, or states another size than it is stored
+// under, never becomes the known checkpoint a receipt is made against.
+func TestLogKeepsNoDamagedCheckpoint(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, dbName)
+			l := f.logs[0]
+			for i := range 3 {
+				if _, err := f.appendOne(ctx, 0, fmt.Sprint("k", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			k3, err := l.covering(ctx, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db := f.stores[0].db
+			for _, row := range []struct {
+				size int64
+				note string
+			}{{50, k3.Note}, {60, "not a note"}} {
+				if _, err := db.ExecContext(ctx, db.Rebind(`INSERT INTO log_checkpoints (size, note, created_at) VALUES (?, ?, ?)`), row.size, row.note, dbTime(time.Now())); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.logs[1].latestCheckpoint(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if k := f.logs[1].known.Load(); k != nil {
+					t.Fatalf("replica 1 keeps the damaged row of size %d as known: %+v", row.size, k)
+				}
+				if got, err := l.covering(ctx, 3); err != nil || got != k3 {
+					t.Fatalf("covering(3) = %+v, %v; want the good checkpoint", got, err)
+				}
+			}
+		})
+	}
+}
+
 // TestMemoHashesReadsOnce: within one operation a hash is read from the
 // database once, and one just written is not read back.
 func TestMemoHashesReadsOnce(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) { testMemoHashesReadsOnce(t, dbName) })
+	}
+}
+
+func testMemoHashesReadsOnce(t *testing.T, dbName string) {
 	ctx := context.Background()
-	f := newLogFixture(t, "sqlite")
+	f := newLogFixture(t, dbName)
 	for i := range 5 {
 		if _, err := f.appendOne(ctx, 0, fmt.Sprint("k", i)); err != nil {
 			t.Fatal(err)

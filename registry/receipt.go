@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/agent-trust-registry/atr/registry/translog"
 )
@@ -59,7 +60,9 @@ func (r *Registry) receipt(ctx context.Context, idx int64) ([]byte, error) {
 type receiptCheckpoint struct {
 	note      []byte // with cosignature lines
 	size      int64
+	hash      tlog.Hash // the root the note states
 	witnessed bool
+	own       *knownCheckpoint // the log's own known checkpoint, when it is that
 }
 
 // checkpointFor returns a checkpoint of size ≥ minSize: the newest one with a
@@ -78,10 +81,7 @@ func (r *Registry) checkpointFor(ctx context.Context, minSize int64) (receiptChe
 		if e := dbErr("", err); !errors.Is(e, ErrNotFound) {
 			return receiptCheckpoint{}, dbErr("cosigned checkpoint: reading", err)
 		}
-		if err := r.checkOwnCheckpoint(own); err != nil {
-			return receiptCheckpoint{}, err
-		}
-		return receiptCheckpoint{note: []byte(own.Note), size: own.Size}, nil
+		return receiptCheckpoint{note: []byte(own.Note), size: own.Size, hash: own.hash, own: own}, nil
 	}
 	cp, err := r.withCosignatures(ctx, []byte(cosigned.Note))
 	if err != nil {
@@ -103,30 +103,7 @@ func (r *Registry) checkpointFor(ctx context.Context, minSize int64) (receiptChe
 			witnessed = true
 		}
 	}
-	return receiptCheckpoint{note: cp, size: c.Size, witnessed: witnessed}, nil
-}
-
-// checkOwnCheckpoint checks, once per stored checkpoint, that the note opens
-// with the log's key and states the size it is stored under: a damaged row
-// must not become a receipt. The receipts of a batch of issuances share one
-// checkpoint and so one check.
-func (r *Registry) checkOwnCheckpoint(c *storedCheckpoint) error {
-	if r.checkedCheckpoint.Load() == c {
-		return nil
-	}
-	n, err := note.Open([]byte(c.Note), note.VerifierList(r.cfg.LogVerifier))
-	if err != nil {
-		return fmt.Errorf("registry: receipt: own checkpoint does not open: %v", err)
-	}
-	parsed, err := translog.ParseCheckpoint([]byte(n.Text))
-	if err != nil {
-		return fmt.Errorf("registry: receipt: own checkpoint: %v", err)
-	}
-	if parsed.Size != c.Size {
-		return fmt.Errorf("registry: receipt: checkpoint stored as size %d states size %d", c.Size, parsed.Size)
-	}
-	r.checkedCheckpoint.Store(c)
-	return nil
+	return receiptCheckpoint{note: cp, size: c.Size, hash: c.Hash, witnessed: witnessed}, nil
 }
 
 // receiptAt builds the receipt of the opened leaf o against checkpoint cp
@@ -144,8 +121,17 @@ func (r *Registry) receiptAt(ctx context.Context, o translog.Opened, leaf []byte
 	// A stored checkpoint's tree is in the log (the log never shrinks), so
 	// the head need not be read again.
 	proof, err := translog.InclusionProof(ctx, hashStore{r.store.db}, idx, cp.size)
+	if err == nil {
+		// The proof is checked against the checkpoint's root before anyone
+		// is given it: stored hashes that do not match the checkpoint (a
+		// restored or damaged database) make no receipt.
+		err = translog.CheckInclusion(proof, cp.size, cp.hash, idx, translog.LeafHash(leaf))
+	}
 	if err != nil {
-		return nil, logErr("log: inclusion proof", err)
+		if cp.own != nil {
+			r.tlog.forget(cp.own)
+		}
+		return nil, fmt.Errorf("registry: receipt of leaf %d against the checkpoint of size %d: %w", idx, cp.size, logErr("log: inclusion proof", err))
 	}
 	return translog.Receipt{LeafIndex: idx, Leaf: leaf, Opened: o, InclusionProof: proof,
 		Checkpoint: cp.note, Witnessed: cp.witnessed}.Marshal()
@@ -288,7 +274,9 @@ func (r *Registry) withReceipt(ctx context.Context, iss *Issued, leaf loggedLeaf
 		iss.Receipt, err = r.receiptAt(ctx, leaf.opened, leaf.data, cp)
 	}
 	if err != nil {
-		r.noReceipt(err, leaf.opened.LeafIndex)
+		// The leaf was just committed with its opening: no receipt is a
+		// fault, whatever the error (even "not found").
+		r.log.WithError(err).WithField("log_index", leaf.opened.LeafIndex).Error("no receipt for a fresh issuance")
 	}
 	return iss
 }

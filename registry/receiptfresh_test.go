@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/agent-trust-registry/atr/registry"
 	"github.com/agent-trust-registry/atr/registry/registrytest"
@@ -26,6 +27,8 @@ import (
 // role that may write log_openings and log_entries but not read them: a
 // read would fail and the answer would lack its receipt.
 // Every receipt, of a lone issuance and of concurrent ones, must verify.
+// (That the known checkpoint is used without reading log_head, whose SELECT
+// the issuance needs, is TestLogCovering's.)
 func TestFreshReceiptReadsNothingBack(t *testing.T) {
 	f := registrytest.NewFixture(t, registrytest.WithDatabase("postgres"))
 	ctx := context.Background()
@@ -109,7 +112,8 @@ func TestFreshReceiptReadsNothingBack(t *testing.T) {
 	}
 	check(iss)
 
-	// Concurrent issuances committed in shared batches share checkpoints.
+	// Concurrent issuances, committed in shared batches, whose receipts may
+	// share a checkpoint signed for another's leaf.
 	const n16 = 16
 	out := make([]*registry.Issued, n16)
 	errs := make([]error, n16)
@@ -127,4 +131,34 @@ func TestFreshReceiptReadsNothingBack(t *testing.T) {
 		}
 		check(out[i])
 	}
+}
+
+// TestReceiptRefusesProofThatDoesNotCheck (security review): a receipt's
+// inclusion proof is checked against its checkpoint before it is handed
+// out, so stored hashes that no longer match the signed tree (a damaged or
+// restored database) give no receipt instead of one every verifier
+// rejects.
+func TestReceiptRefusesProofThatDoesNotCheck(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		owner := f.Owner("acme", "acme")
+		a := register(t, f, owner, "a.acme")
+		b := register(t, f, owner, "b.acme")
+		if b.Receipt == nil {
+			t.Fatal("no receipt before the damage")
+		}
+		// Leaf b's hash is in a's inclusion proof for any tree holding both.
+		if err := f.Store.Exec(ctx, fmt.Sprintf(`UPDATE log_hashes SET hash = %s WHERE idx = %d`,
+			map[string]string{"sqlite": "zeroblob(32)", "postgres": "decode(repeat('00', 32), 'hex')"}[f.Database],
+			tlog.StoredHashIndex(0, b.LogIndex))); err != nil {
+			t.Fatal(err)
+		}
+		res, err := f.Registry.VerifyWithReceipt(ctx, []byte(a.CertificatePEM), nil)
+		if err != nil || !res.Verified {
+			t.Fatalf("verify: %+v, %v", res, err)
+		}
+		if res.Receipt != nil {
+			t.Fatal("a receipt whose inclusion proof does not check against its checkpoint was handed out")
+		}
+	})
 }

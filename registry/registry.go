@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -133,9 +132,6 @@ type Registry struct {
 	vrf vrfCache
 	// verifyReceipts caches the receipts of VerifyWithReceipt (receipt.go).
 	verifyReceipts receiptCache
-	// checkedCheckpoint is the last own checkpoint a receipt checked
-	// (checkOwnCheckpoint).
-	checkedCheckpoint atomic.Pointer[storedCheckpoint]
 	// notify tells of log growth and revocation changes on any replica
 	// (notify.go); running between Start and Close.
 	notify *notifier

@@ -274,7 +274,9 @@ func (s *Store) inTxGrouped(ctx context.Context, op string, fn func(tx *sqlx.Tx)
 // what it found), durably: on SQLite through the writer, in a transaction of
 // its batch; on PostgreSQL on the pool, in autocommit — one round trip
 // instead of BEGIN, statement and COMMIT, and as durable when it returns.
-// fn must stay correct when run outside a transaction.
+// fn must stay correct when run outside a transaction. Never call it inside
+// another Store transaction's fn: on SQLite the writer would wait for itself,
+// on PostgreSQL the statement would run outside the enclosing transaction.
 func (s *Store) inStatement(ctx context.Context, op string, fn func(q sqlx.ExtContext) error) error {
 	if s.dialect != Postgres {
 		return s.inTx(ctx, op, func(tx *sqlx.Tx) error { return fn(tx) })
