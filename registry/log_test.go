@@ -503,18 +503,22 @@ func TestLogForgetsCheckpointOfRestoredDatabase(t *testing.T) {
 				t.Fatal(err)
 			}
 			db := f.stores[0].db
-			for _, q := range []string{
-				`DELETE FROM log_entries WHERE idx >= 4`,
-				fmt.Sprintf(`DELETE FROM log_hashes WHERE idx >= %d`, tlog.StoredHashCount(4)),
-				`DELETE FROM log_checkpoints`,
-			} {
-				if _, err := db.ExecContext(ctx, q); err != nil {
+			restore := func() {
+				t.Helper()
+				for _, q := range []string{
+					`DELETE FROM log_entries WHERE idx >= 4`,
+					fmt.Sprintf(`DELETE FROM log_hashes WHERE idx >= %d`, tlog.StoredHashCount(4)),
+					`DELETE FROM log_checkpoints`,
+				} {
+					if _, err := db.ExecContext(ctx, q); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_head SET size = 4, root = ? WHERE id = 1`), root4[:]); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_head SET size = 4, root = ? WHERE id = 1`), root4[:]); err != nil {
-				t.Fatal(err)
-			}
+			restore()
 			// The log grows again, differently, past the known size.
 			for i := range 3 {
 				if _, err := f.appendOne(ctx, 0, fmt.Sprint("new", i)); err != nil {
@@ -549,18 +553,7 @@ func TestLogForgetsCheckpointOfRestoredDatabase(t *testing.T) {
 
 			// Restored and still smaller than the known checkpoint: signing
 			// forgets it at once.
-			for _, q := range []string{
-				`DELETE FROM log_entries WHERE idx >= 4`,
-				fmt.Sprintf(`DELETE FROM log_hashes WHERE idx >= %d`, tlog.StoredHashCount(4)),
-				`DELETE FROM log_checkpoints`,
-			} {
-				if _, err := db.ExecContext(ctx, q); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_head SET size = 4, root = ? WHERE id = 1`), root4[:]); err != nil {
-				t.Fatal(err)
-			}
+			restore()
 			if _, err := f.appendOne(ctx, 0, "newer"); err != nil {
 				t.Fatal(err)
 			}
