@@ -118,8 +118,9 @@ func (r *Registry) receiptAt(ctx context.Context, o translog.Opened, leaf []byte
 		}
 		leaf = leaves[0]
 	}
-	// A stored checkpoint's tree is in the log (the log never shrinks), so
-	// the head need not be read again.
+	// A stored checkpoint's tree is in the log, so the head is not read
+	// again; should the log have lost it (a database restored from a
+	// backup), the check below finds out.
 	proof, err := translog.InclusionProof(ctx, hashStore{r.store.db}, idx, cp.size)
 	if err == nil {
 		// The proof is checked against the checkpoint's root before anyone
