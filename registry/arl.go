@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -38,6 +39,11 @@ type rootCRL struct {
 	der        []byte
 	number     *big.Int
 	nextUpdate time.Time
+	// crl is der parsed, its signature checked under root: a reload that
+	// finds the same DER for the same root does not parse and check it
+	// again (every rotation moves the revocation revision).
+	crl  *x509.RevocationList
+	root *x509.Certificate
 }
 
 // arlState is what this replica knows of the root CRLs, reloaded whenever
@@ -104,13 +110,16 @@ func (a *arlState) syncAt(ctx context.Context, q sqlx.QueryerContext, seq int64)
 	revoked := map[string]revokedCA{}
 	for _, row := range rows {
 		root := a.roots[row.Root]
-		crl, err := checkRootCRL(row.DER, root)
-		if err != nil {
-			// Only PublishRootCRL writes the table, after the same check.
-			a.log.WithError(err).WithField("root", row.Root).Error("stored root CRL does not verify; ignored")
-			continue
+		crl := a.crls[row.Root].crl
+		if had := a.crls[row.Root]; crl == nil || had.root != root || !bytes.Equal(had.der, row.DER) {
+			var err error
+			if crl, err = checkRootCRL(row.DER, root); err != nil {
+				// Only PublishRootCRL writes the table, after the same check.
+				a.log.WithError(err).WithField("root", row.Root).Error("stored root CRL does not verify; ignored")
+				continue
+			}
 		}
-		crls[row.Root] = rootCRL{der: row.DER, number: crl.Number, nextUpdate: crl.NextUpdate.UTC()}
+		crls[row.Root] = rootCRL{der: row.DER, number: crl.Number, nextUpdate: crl.NextUpdate.UTC(), crl: crl, root: root}
 		for _, e := range crl.RevokedCertificateEntries {
 			for _, in := range a.inters {
 				if in.SerialNumber.Cmp(e.SerialNumber) == 0 && bytes.Equal(in.AuthorityKeyId, root.SubjectKeyId) {
@@ -141,8 +150,12 @@ func latestRootCRLs(ctx context.Context, q sqlx.QueryerContext) ([]rootCRLRow, e
 	return rows, dbErr("root CRL: reading", err)
 }
 
+// rootCRLChecks counts checkRootCRL's signature checks (tests).
+var rootCRLChecks atomic.Int64
+
 // checkRootCRL parses der and checks that root signed it.
 func checkRootCRL(der []byte, root *x509.Certificate) (*x509.RevocationList, error) {
+	rootCRLChecks.Add(1)
 	if root == nil {
 		return nil, errors.New("not signed by a known root")
 	}

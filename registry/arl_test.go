@@ -268,6 +268,60 @@ func TestRootCRLRevokesIntermediate(t *testing.T) {
 	}
 }
 
+// TestRootCRLCheckedOnce: every revocation and rotation moves the
+// revocation revision, and with it each replica reloads the root CRLs; a
+// root CRL already checked is not parsed and checked again (a P-384
+// signature verification per issuance under a rotation load), but a new one
+// is, and the verdicts stay the same.
+func TestRootCRLCheckedOnce(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			e := newRotatedEnv(t, db)
+			a1 := e.registerWith(t, e.old, "old.acme")
+			roots := []*x509.Certificate{e.root}
+			if _, err := e.store.PublishRootCRL(ctx, e.signRootCRL(t, 1, e.inter), roots); err != nil {
+				t.Fatal(err)
+			}
+			verdict := func() string {
+				t.Helper()
+				res, err := e.cur.Verify(ctx, ca.EncodeCertificatesPEM(a1), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res.Reason
+			}
+			if got := verdict(); got != ReasonIssuerRevoked {
+				t.Fatalf("verify under the revoked intermediate: %q, want %s", got, ReasonIssuerRevoked)
+			}
+			checks := rootCRLChecks.Load()
+			for i, n := range []string{"a.acme", "b.acme"} {
+				e.registerWith(t, e.cur, n)
+				if _, err := e.cur.Revoke(ctx, SystemActor(), n, "keyCompromise"); err != nil {
+					t.Fatal(err)
+				}
+				if got := verdict(); got != ReasonIssuerRevoked {
+					t.Fatalf("after revocation %d: %q, want %s", i+1, got, ReasonIssuerRevoked)
+				}
+			}
+			if got := rootCRLChecks.Load() - checks; got != 0 {
+				t.Errorf("the unchanged root CRL was checked %d more times after the revision moved, want 0", got)
+			}
+			// A new root CRL (no intermediate revoked) is checked and applied.
+			if _, err := e.store.PublishRootCRL(ctx, e.signRootCRL(t, 2), roots); err != nil {
+				t.Fatal(err)
+			}
+			if got := verdict(); got == ReasonIssuerRevoked {
+				t.Errorf("after a root CRL that no longer lists the intermediate: still %q", got)
+			}
+			// Once when published, once when loaded.
+			if got := rootCRLChecks.Load() - checks; got != 2 {
+				t.Errorf("a new root CRL was checked %d times, want 2 (publication, load)", got)
+			}
+		})
+	}
+}
+
 // TestBackfillIssuers: rows written before migration 007 (or by an older
 // replica) get their issuer from their DER, and OCSP answers for them.
 func TestBackfillIssuers(t *testing.T) {
