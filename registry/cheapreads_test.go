@@ -3,6 +3,9 @@ package registry
 import (
 	"context"
 	"crypto"
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,5 +127,67 @@ func TestCheapReadsWhileNothingChanges(t *testing.T) {
 				t.Fatal("the revoked answers are not cached")
 			}
 		})
+	}
+}
+
+// TestVerifyParsesEachInputOnce: a repeated verify does not parse the same
+// PEM again (the parsed certificates are cached by the input's SHA-256),
+// other bytes are parsed and judged on their own, and concurrent verifies
+// that share cached certificates and append a chain do not touch each
+// other's slices (run with -race).
+func TestVerifyParsesEachInputOnce(t *testing.T) {
+	ctx := context.Background()
+	e := newRotatedEnv(t, "sqlite")
+	leaf := e.registerWith(t, e.cur, "parse.acme")
+	leafPEM, chainPEM := ca.EncodeCertificatesPEM(leaf), ca.EncodeCertificatesPEM(e.inter2)
+	withChain := append(append([]byte{}, leafPEM...), chainPEM...)
+	verify := func(l, c []byte) (*VerifyResult, error) {
+		t.Helper()
+		return e.cur.Verify(ctx, l, c)
+	}
+	before := pemParses.Load()
+	for i := 0; i < 3; i++ {
+		if res, err := verify(withChain, chainPEM); err != nil || !res.Verified {
+			t.Fatalf("verify %d: %+v, %v", i, res, err)
+		}
+	}
+	if got := pemParses.Load() - before; got != 2 {
+		t.Errorf("three verifies of the same input parsed %d PEM inputs, want 2 (leaf input and chain once)", got)
+	}
+	// Other bytes are other keys: a truncated copy is parsed and refused.
+	if _, err := verify(withChain[:len(leafPEM)-40], nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("truncated PEM after the whole one was cached: %v, want ErrInvalid", err)
+	}
+	// Another certificate of the same agent's name is judged by itself.
+	other := e.registerWith(t, e.cur, "other.acme")
+	if _, err := e.cur.Revoke(ctx, SystemActor(), "other.acme", "keyCompromise"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := verify(ca.EncodeCertificatesPEM(other), nil); err != nil || res.Verified || res.Reason != ReasonRevoked {
+		t.Errorf("a revoked certificate after a good one was cached: %+v, %v", res, err)
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 25; i++ {
+				res, err := e.cur.Verify(ctx, withChain, chainPEM)
+				if err == nil && !res.Verified {
+					err = fmt.Errorf("not verified: %s", res.Reason)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

@@ -130,6 +130,8 @@ type Registry struct {
 	status *statusCache
 	// vrf caches the VRF proofs of agent names (logentry.go).
 	vrf vrfCache
+	// parsedPEM caches Verify's parsed inputs (verify.go).
+	parsedPEM pemCache
 	// verifyReceipts caches the receipts of VerifyWithReceipt (receipt.go).
 	verifyReceipts receiptCache
 	// notify tells of log growth and revocation changes on any replica

@@ -7,6 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/agent-trust-registry/atr/ca"
 )
@@ -30,13 +33,15 @@ func (r *Registry) Verify(ctx context.Context, leafPEM, chainPEM []byte) (*Verif
 	if len(leafPEM) > MaxPEMSize || len(chainPEM) > MaxPEMSize {
 		return nil, invalid("certificate larger than 64 KiB", nil)
 	}
-	certs, err := ca.ParseCertificatesPEM(leafPEM, 0)
+	certs, err := r.parsedPEM.parse(leafPEM)
 	if err != nil {
 		return nil, invalid("certificate", err)
 	}
-	leaf, extra := certs[0], certs[1:]
+	// Clipped: the parsed slices are shared with other requests, and the
+	// append below must not write into them.
+	leaf, extra := certs[0], slices.Clip(certs[1:])
 	if len(chainPEM) > 0 {
-		more, err := ca.ParseCertificatesPEM(chainPEM, 0)
+		more, err := r.parsedPEM.parse(chainPEM)
 		if err != nil {
 			return nil, invalid("chain", err)
 		}
@@ -67,6 +72,49 @@ func (r *Registry) Verify(ctx context.Context, leafPEM, chainPEM []byte) (*Verif
 	st := statusAt(*row, now) // the rule CRL and OCSP apply too (status.go)
 	res.Verified, res.Reason = st.good(), st.verifyReason
 	return res, nil
+}
+
+// pemCache keeps the certificates parsed from the PEM inputs Verify saw
+// last, by the SHA-256 of the exact bytes: relying parties verify the same
+// certificate again and again, and parsing it (PEM, then X.509) was the
+// largest share of a verify. Only successful parses of inputs up to
+// pemCacheMaxInput bytes are kept (a leaf with its chain is 1–3 KB), so the
+// cache holds at most a few tens of MB whatever anyone sends; the entries are
+// shared and never modified. At pemCacheSize entries it starts over.
+type pemCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte][]*x509.Certificate
+}
+
+const (
+	pemCacheSize     = 1024
+	pemCacheMaxInput = 8 << 10
+)
+
+// pemParses counts the PEM inputs Verify parsed (tests).
+var pemParses atomic.Int64
+
+// parse is ca.ParseCertificatesPEM (default certificate count), cached.
+func (c *pemCache) parse(data []byte) ([]*x509.Certificate, error) {
+	key := sha256.Sum256(data)
+	c.mu.Lock()
+	certs, ok := c.m[key]
+	c.mu.Unlock()
+	if ok {
+		return certs, nil
+	}
+	pemParses.Add(1)
+	certs, err := ca.ParseCertificatesPEM(data, 0)
+	if err != nil || len(data) > pemCacheMaxInput {
+		return certs, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= pemCacheSize {
+		c.m = make(map[[sha256.Size]byte][]*x509.Certificate)
+	}
+	c.m[key] = slices.Clip(certs)
+	c.mu.Unlock()
+	return certs, nil
 }
 
 // verifyReason maps a ca verification failure onto the fixed reason set.
