@@ -106,7 +106,7 @@ type certStore struct {
 }
 
 // certs returns the certificate store running in q: a *sqlx.Tx (inside
-// Store.inTx or inTxGrouped) or the Store's *sqlx.DB for a lone statement.
+// Store.inTx or inTxLogged) or the Store's *sqlx.DB for a lone statement.
 func certs(q sqlx.ExtContext) certStore { return certStore{q: q} }
 
 func (c certStore) get(ctx context.Context, dst any, query string, args ...any) error {

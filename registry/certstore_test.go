@@ -152,7 +152,7 @@ func TestCertStoreLookups(t *testing.T) {
 				t.Fatalf("StalePending = %+v, %v", stale, err)
 			}
 			rec := &CertificateRecord{Serial: "0abc", FingerprintSHA256: fmt.Sprintf("%064x", 1), NotBefore: now, NotAfter: now.Add(time.Hour), DER: []byte{0x30, 0}, LogIndex: 7}
-			err := s.inTxGrouped(ctx, "test", func(tx *sqlx.Tx) error {
+			err := s.inTxLogged(ctx, "test", func(tx *sqlx.Tx) error {
 				if ok, err := certs(tx).MarkIssued(ctx, p.Serial, now); err != nil || !ok {
 					return fmt.Errorf("MarkIssued = %v, %v", ok, err)
 				}

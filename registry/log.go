@@ -56,6 +56,10 @@ type transparencyLog struct {
 	// checked. A stored checkpoint never changes, so a receipt whose leaf it
 	// covers is made against it without a database read (covering).
 	known atomic.Pointer[knownCheckpoint]
+
+	// sealed counts the checkpoints sealBatch stored with their batch
+	// (tests).
+	sealed atomic.Int64
 }
 
 func newTransparencyLog(s *Store, signer note.Signer, verifier note.Verifier, origin string, log *logrus.Entry) *transparencyLog {
@@ -494,36 +498,9 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint,
 		l.remember(k)
 		return k, nil
 	}
-	hs := newMemoHashes(l.db)
-	root, err := translog.RootHash(ctx, hs, head.Size)
+	msg, root, err := l.signTree(ctx, newMemoHashes(l.db), head, latest)
 	if err != nil {
-		return nil, logErr("log: computing root", err)
-	}
-	if head.Size > 0 && string(root[:]) != string(head.Root) {
-		l.log.WithField("tree_size", head.Size).Error("transparency log head does not match stored hashes; refusing to sign")
-		return nil, fmt.Errorf("registry: log: head root does not match stored hashes at size %d", head.Size)
-	}
-	if latest != nil && latest.Size > 0 {
-		prev, err := l.checkOnce(latest)
-		if err != nil {
-			return nil, err
-		}
-		proof, err := translog.ConsistencyProof(ctx, hs, prev.Size, head.Size)
-		if err != nil {
-			return nil, logErr("log: proving consistency", err)
-		}
-		if err := translog.CheckConsistency(proof, head.Size, root, prev.Size, prev.hash); err != nil {
-			l.log.WithField("tree_size", head.Size).Error("transparency log is inconsistent with its last checkpoint; refusing to sign")
-			return nil, fmt.Errorf("registry: log: tree %d is inconsistent with checkpoint %d: %v", head.Size, prev.Size, err)
-		}
-	}
-	var more []note.Signer
-	if l.signerEd25519 != nil {
-		more = append(more, l.signerEd25519)
-	}
-	msg, err := translog.SignCheckpoint(translog.Checkpoint{Origin: l.origin, Size: head.Size, Hash: root}, l.signer, more...)
-	if err != nil {
-		return nil, fmt.Errorf("registry: log: signing checkpoint: %w: %v", ErrUnavailable, err)
+		return nil, err
 	}
 	l.mu.Lock()
 	l.lastSigned = l.now()
@@ -533,12 +510,9 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint,
 	// the note for a size.
 	c := &storedCheckpoint{Size: head.Size}
 	if err := l.store.inStatement(ctx, "log: storing checkpoint", func(q sqlx.ExtContext) error {
-		err := sqlx.GetContext(ctx, q, &c.Note, q.Rebind(`INSERT INTO log_checkpoints (size, note, created_at) VALUES (?, ?, ?)
-			ON CONFLICT (size) DO NOTHING RETURNING note`), head.Size, string(msg), dbTime(l.now()))
-		if errors.Is(err, sql.ErrNoRows) {
-			err = sqlx.GetContext(ctx, q, &c.Note, q.Rebind(`SELECT note FROM log_checkpoints WHERE size = ?`), head.Size)
-		}
-		return dbErr("log: storing checkpoint", err)
+		var err error
+		c.Note, err = storeCheckpoint(ctx, q, head.Size, msg, l.now())
+		return err
 	}); err != nil {
 		return nil, err
 	}
@@ -552,6 +526,112 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint,
 	l.remember(k)
 	l.log.WithField("tree_size", head.Size).Info("signed transparency log checkpoint")
 	return k, nil
+}
+
+// signTree checks the tree of head against the stored hashes (read through
+// hs) and against latest, the newest stored checkpoint (nil: none), and
+// signs a checkpoint of it: the log never signs a tree whose root the stored
+// hashes do not give, nor one inconsistent with a checkpoint it signed
+// before. It returns the signed note and the root.
+func (l *transparencyLog) signTree(ctx context.Context, hs translog.HashStore, head logHead, latest *storedCheckpoint) ([]byte, tlog.Hash, error) {
+	root, err := translog.RootHash(ctx, hs, head.Size)
+	if err != nil {
+		return nil, tlog.Hash{}, logErr("log: computing root", err)
+	}
+	if head.Size > 0 && string(root[:]) != string(head.Root) {
+		l.log.WithField("tree_size", head.Size).Error("transparency log head does not match stored hashes; refusing to sign")
+		return nil, tlog.Hash{}, fmt.Errorf("registry: log: head root does not match stored hashes at size %d", head.Size)
+	}
+	if latest != nil && latest.Size > 0 {
+		prev, err := l.checkOnce(latest)
+		if err != nil {
+			return nil, tlog.Hash{}, err
+		}
+		proof, err := translog.ConsistencyProof(ctx, hs, prev.Size, head.Size)
+		if err != nil {
+			return nil, tlog.Hash{}, logErr("log: proving consistency", err)
+		}
+		if err := translog.CheckConsistency(proof, head.Size, root, prev.Size, prev.hash); err != nil {
+			l.log.WithField("tree_size", head.Size).Error("transparency log is inconsistent with its last checkpoint; refusing to sign")
+			return nil, tlog.Hash{}, fmt.Errorf("registry: log: tree %d is inconsistent with checkpoint %d: %v", head.Size, prev.Size, err)
+		}
+	}
+	var more []note.Signer
+	if l.signerEd25519 != nil {
+		more = append(more, l.signerEd25519)
+	}
+	msg, err := translog.SignCheckpoint(translog.Checkpoint{Origin: l.origin, Size: head.Size, Hash: root}, l.signer, more...)
+	if err != nil {
+		return nil, tlog.Hash{}, fmt.Errorf("registry: log: signing checkpoint: %w: %v", ErrUnavailable, err)
+	}
+	return msg, root, nil
+}
+
+// storeCheckpoint stores msg as the checkpoint of size and returns the note
+// stored for that size: msg, or the note another replica stored first.
+func storeCheckpoint(ctx context.Context, q sqlx.ExtContext, size int64, msg []byte, now time.Time) (string, error) {
+	var stored string
+	err := sqlx.GetContext(ctx, q, &stored, q.Rebind(`INSERT INTO log_checkpoints (size, note, created_at) VALUES (?, ?, ?)
+		ON CONFLICT (size) DO NOTHING RETURNING note`), size, string(msg), dbTime(now))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = sqlx.GetContext(ctx, q, &stored, q.Rebind(`SELECT note FROM log_checkpoints WHERE size = ?`), size)
+	}
+	return stored, dbErr("log: storing checkpoint", err)
+}
+
+// sealBatch signs the checkpoint of the tree a batch of issuance commits
+// makes and stores it inside the batch's transaction tx, before the commit
+// (writer.go): one commit — on SQLite one fsync — holds the batch's leaves
+// and the checkpoint their receipts are made against, instead of a second
+// transaction after it. The same checks as signCheckpoint's come first
+// (signTree). It returns what to run once tx committed — only then is the
+// checkpoint known (covering finds it without a read); a batch that rolls
+// back drops the note unseen, so no signed note of an uncommitted tree ever
+// leaves the process. It returns nil when it sealed nothing: no signer, no
+// growth, a failed check or signature — the receipts then take the usual
+// path (covering signs after the commit). A failed statement is not
+// returned: on PostgreSQL it aborts tx and the commit reports it.
+func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
+	if l.signer == nil || l.verifier == nil {
+		return nil
+	}
+	var head logHead
+	if err := tx.GetContext(ctx, &head, `SELECT size, root FROM log_head WHERE id = 1`); err != nil {
+		return nil
+	}
+	if k := l.known.Load(); k != nil && k.Size >= head.Size {
+		return nil // nothing new, or a restored database (signCheckpoint forgets k)
+	}
+	var latest *storedCheckpoint
+	var c storedCheckpoint
+	switch err := tx.GetContext(ctx, &c, `SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1`); {
+	case err == nil:
+		if c.Size >= head.Size {
+			return nil
+		}
+		latest = &c
+	case !errors.Is(err, sql.ErrNoRows):
+		return nil
+	}
+	msg, root, err := l.signTree(ctx, newMemoHashes(tx), head, latest)
+	if err != nil {
+		l.log.WithError(err).WithField("tree_size", head.Size).Warn("checkpoint not sealed with its batch; receipts sign one after the commit")
+		return nil
+	}
+	now := l.now()
+	stored, err := storeCheckpoint(ctx, tx, head.Size, msg, now)
+	if err != nil || stored != string(msg) {
+		return nil
+	}
+	k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: head.Size, Note: stored}, hash: root}
+	return func() {
+		l.mu.Lock()
+		l.lastSigned = now
+		l.mu.Unlock()
+		l.remember(k)
+		l.sealed.Add(1)
+		l.log.WithField("tree_size", head.Size).Debug("signed transparency log checkpoint with its batch")
+	}
 }
 
 // entries returns the raw entries [start, end), end clamped to the tree size;

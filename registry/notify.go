@@ -502,10 +502,12 @@ func (r *Registry) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops what Start started and waits for it; the Store stays open
+// Close stops what Start started and waits for it, and takes back its seal
+// of the Store's batches (Store.sealLog); the Store stays open
 // (its owner closes it). It is safe to call more than once, or without
 // Start.
 func (r *Registry) Close() error {
 	r.notify.stop()
+	r.store.sealLog.CompareAndSwap(r.seal, nil)
 	return nil
 }

@@ -36,3 +36,18 @@ func (s *Store) Exec(ctx context.Context, query string) error {
 	_, err := s.db.ExecContext(ctx, query)
 	return err
 }
+
+// SealedCheckpoints is how many checkpoints r's log stored inside their
+// batch of issuance commits (transparencyLog.sealBatch).
+func (r *Registry) SealedCheckpoints() int64 { return r.tlog.sealed.Load() }
+
+// WriterBatches is how many batches s's writers ran.
+func (s *Store) WriterBatches() (n int64) {
+	for _, w := range []*writer{s.w, s.grouped} {
+		if w != nil {
+			b, _ := w.stats()
+			n += b
+		}
+	}
+	return n
+}

@@ -162,3 +162,71 @@ func TestReceiptRefusesProofThatDoesNotCheck(t *testing.T) {
 		}
 	})
 }
+
+// TestIssuanceSealsItsCheckpoint (issue 14): the checkpoint a fresh
+// issuance's receipt needs is signed and stored inside the issuance's own
+// batch transaction — one commit (on SQLite one fsync) for the leaves and
+// their checkpoint instead of a second transaction after it. A lone
+// issuance's receipt is against exactly its batch's tree; on SQLite a lone
+// issuance runs two transactions (the record-before-sign row and the
+// issuance), where it ran three. Concurrent issuances' receipts all verify.
+func TestIssuanceSealsItsCheckpoint(t *testing.T) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
+			ctx := context.Background()
+			v := rp.ReceiptVerifier{Roots: []*x509.Certificate{f.Root}, Intermediates: []*x509.Certificate{f.Intermediate},
+				TrustDomain: registrytest.TrustDomain, LogVerifiers: note.VerifierList(f.NoteVerifier), VRFKey: f.VRFKey.Public()}
+			check := func(iss *registry.Issued) *rp.VerifiedReceipt {
+				t.Helper()
+				if iss.Receipt == nil {
+					t.Fatalf("leaf %d: no receipt", iss.LogIndex)
+				}
+				b, _ := pem.Decode([]byte(iss.CertificatePEM))
+				got, err := v.Verify(b.Bytes, iss.Receipt, f.Clock.Now())
+				if err != nil {
+					t.Fatalf("leaf %d: receipt does not verify: %v", iss.LogIndex, err)
+				}
+				return got
+			}
+			owner := f.Owner("acme", "acme")
+			sealed := f.Registry.SealedCheckpoints()
+			for i := range 3 {
+				batches := f.Store.WriterBatches()
+				csr, _ := f.NewCSR()
+				iss, err := f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: fmt.Sprintf("lone%d.acme", i), CSR: csr})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := check(iss); got.Checkpoint.Size != iss.LogIndex+1 {
+					t.Errorf("lone issuance %d: receipt against size %d, want its batch's tree %d", i, got.Checkpoint.Size, iss.LogIndex+1)
+				}
+				if n := f.Store.WriterBatches() - batches; db == "sqlite" && n != 2 {
+					t.Errorf("lone issuance %d ran %d transactions, want 2 (pending row; issuance with its checkpoint)", i, n)
+				}
+			}
+			if n := f.Registry.SealedCheckpoints() - sealed; n != 3 {
+				t.Errorf("%d of 3 lone issuances' checkpoints were sealed with their batch", n)
+			}
+			const n16 = 16
+			out := make([]*registry.Issued, n16)
+			errs := make([]error, n16)
+			var wg sync.WaitGroup
+			for i := range n16 {
+				wg.Go(func() {
+					csr, _ := f.NewCSR()
+					out[i], errs[i] = f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: fmt.Sprintf("bot%d.acme", i), CSR: csr})
+				})
+			}
+			wg.Wait()
+			for i := range n16 {
+				if errs[i] != nil {
+					t.Fatal(errs[i])
+				}
+				if got := check(out[i]); got.Checkpoint.Size <= out[i].LogIndex {
+					t.Errorf("leaf %d: checkpoint of size %d does not cover it", out[i].LogIndex, got.Checkpoint.Size)
+				}
+			}
+		})
+	}
+}

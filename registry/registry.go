@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/mod/sumdb/note"
 
@@ -121,9 +122,11 @@ type Registry struct {
 	issuer *ca.Issuer
 	verify *ca.Verifier
 	tlog   *transparencyLog
-	now    func() time.Time
-	rand   io.Reader
-	log    *logrus.Entry
+	// seal is tlog.sealBatch as installed on the Store (Store.sealLog).
+	seal *func(context.Context, *sqlx.Tx) func()
+	now  func() time.Time
+	rand io.Reader
+	log  *logrus.Entry
 	// revocation serves CRL and OCSP; nil without an Issuer.
 	revocation *revocationService
 	// status caches Verify's status lookups for a short while.
@@ -217,6 +220,11 @@ func New(cfg Config) (*Registry, error) {
 		}
 		r.revocation.arl.setCAs(roots, inters)
 	}
+	// The first registry on a Store seals its batches of issuance commits
+	// with its log's checkpoints (writer.go); Close takes it back.
+	seal := r.tlog.sealBatch
+	r.seal = &seal
+	cfg.Store.sealLog.CompareAndSwap(nil, r.seal)
 	return r, nil
 }
 

@@ -51,6 +51,10 @@ type Store struct {
 	// onCommit, when set, runs after every committed transaction (the
 	// SQLite notifier's in-process wake-up, notify.go).
 	onCommit atomic.Pointer[func()]
+	// sealLog, when set, seals a batch of issuance commits before it
+	// commits and returns what to run once it did (the checkpoint of the
+	// batch's tree, transparencyLog.sealBatch; writer.go).
+	sealLog atomic.Pointer[func(context.Context, *sqlx.Tx) func()]
 	// w is the writer queue every transaction goes through (SQLite);
 	// grouped the one the issuance commits share (PostgreSQL). See
 	// writer.go.
@@ -260,14 +264,20 @@ func (s *Store) inTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) error)
 	return s.inOwnTx(ctx, op, fn)
 }
 
-// inTxGrouped is inTx for the issuance commits: on PostgreSQL they share
-// batches (writer.go); fn may lock only its own issuance's rows besides
-// log_head.
-func (s *Store) inTxGrouped(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
-	if s.grouped != nil {
-		return s.grouped.do(ctx, op, fn)
+// inTxLogged is inTx for the issuance commits, which append to the
+// transparency log and return a receipt: on PostgreSQL they share batches
+// (on SQLite every transaction does), and a batch holding one is sealed with
+// the checkpoint of its tree before it commits (writer.go). fn may lock only
+// its own issuance's rows besides log_head.
+func (s *Store) inTxLogged(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
+	w := s.grouped
+	if w == nil {
+		w = s.w
 	}
-	return s.inTx(ctx, op, fn)
+	if w == nil {
+		return s.inOwnTx(ctx, op, fn)
+	}
+	return w.doItem(&txItem{ctx: ctx, op: op, fn: fn, done: make(chan error, 1), logged: true})
 }
 
 // inStatement runs fn, a single statement (or a statement and a read of

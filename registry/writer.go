@@ -14,7 +14,7 @@ package registry
 //     process (one writer queue instead of many goroutines sleeping in
 //     SQLite's busy handler). SQLite has a single write lock, so batching
 //     cannot deadlock.
-//   - PostgreSQL: only the issuance commits (Store.inTxGrouped: log entry,
+//   - PostgreSQL: only the issuance commits (Store.inTxLogged: log entry,
 //     certificate rows, audit) share a batch; batches of several replicas
 //     serialize on log_head (the log stays gap-free). Each item locks only
 //     its own issuance's rows (its pending row; a rotation its agent row,
@@ -28,6 +28,12 @@ package registry
 //
 // The ordering guarantees are unchanged: an item's changes are durable when
 // its call returns nil (the batch committed), never before.
+//
+// A batch with issuance commits (Store.inTxLogged) is sealed before it
+// commits: the log signs the checkpoint of the tree the batch makes and
+// stores it in the same transaction (transparencyLog.sealBatch), so one
+// commit holds the leaves and the checkpoint their receipts are made
+// against. The note is kept in memory only once the commit succeeded.
 
 import (
 	"context"
@@ -55,6 +61,9 @@ type txItem struct {
 	op   string
 	fn   func(tx *sqlx.Tx) error
 	done chan error
+	// logged: fn appends to the transparency log, and its caller wants a
+	// receipt (the batch is sealed when it holds one).
+	logged bool
 }
 
 // writer runs batches of transactions on one goroutine.
@@ -83,7 +92,12 @@ func newWriter(s *Store) *writer {
 // do runs fn in a batch and returns its outcome: fn's error, or the
 // batch's BEGIN or COMMIT error.
 func (w *writer) do(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
-	it := &txItem{ctx: ctx, op: op, fn: fn, done: make(chan error, 1)}
+	return w.doItem(&txItem{ctx: ctx, op: op, fn: fn, done: make(chan error, 1)})
+}
+
+// doItem is do for an item built by the caller.
+func (w *writer) doItem(it *txItem) error {
+	ctx, op := it.ctx, it.op
 	w.state.RLock()
 	if w.stopped {
 		w.state.RUnlock()
@@ -191,9 +205,10 @@ func (w *writer) runBatch(batch []*txItem) {
 		}
 		return
 	}
-	ok := false
-	for _, e := range errs {
+	ok, logged := false, false
+	for k, e := range errs {
 		ok = ok || e == nil
+		logged = logged || (e == nil && live[k].logged)
 	}
 	if !ok {
 		_ = tx.Rollback()
@@ -201,6 +216,10 @@ func (w *writer) runBatch(batch []*txItem) {
 			it.done <- errs[k]
 		}
 		return
+	}
+	var sealed func()
+	if seal := w.s.sealLog.Load(); seal != nil && logged {
+		sealed = (*seal)(ctx, tx)
 	}
 	if err := tx.Commit(); err != nil {
 		for k, it := range live {
@@ -210,6 +229,9 @@ func (w *writer) runBatch(batch []*txItem) {
 			it.done <- errs[k]
 		}
 		return
+	}
+	if sealed != nil {
+		sealed()
 	}
 	if f := w.s.onCommit.Load(); f != nil {
 		(*f)()

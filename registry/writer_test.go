@@ -118,3 +118,61 @@ func TestGroupCommitCancelledBeforeRun(t *testing.T) {
 		t.Fatalf("inTx after Close: %v, want ErrUnavailable", err)
 	}
 }
+
+// TestSealRunsOnlyAfterCommit: a batch holding an issuance commit
+// (inTxLogged) is sealed before it commits, and what the seal returns — on
+// the log, keeping the new checkpoint — runs only once the commit
+// succeeded: a batch whose COMMIT fails (a deferred constraint) drops it, so
+// a checkpoint signed over a tree that never committed is never kept. A
+// batch without an issuance commit is not sealed.
+func TestSealRunsOnlyAfterCommit(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			st, err := Open(ctx, testdb.URL(t, db), testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			for _, q := range []string{
+				`CREATE TABLE seal_parent (id INTEGER PRIMARY KEY)`,
+				`CREATE TABLE seal_child (p INTEGER REFERENCES seal_parent (id) DEFERRABLE INITIALLY DEFERRED)`,
+			} {
+				if _, err := st.db.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var sealed, kept int
+			seal := func(context.Context, *sqlx.Tx) func() {
+				sealed++ // the writer's goroutine only
+				return func() { kept++ }
+			}
+			st.sealLog.Store(&seal)
+			insert := func(q string, id int) func(tx *sqlx.Tx) error {
+				return func(tx *sqlx.Tx) error {
+					_, err := tx.ExecContext(ctx, tx.Rebind(q), id)
+					return dbErr("seal test", err)
+				}
+			}
+			if err := st.inTxLogged(ctx, "ok", insert(`INSERT INTO seal_parent (id) VALUES (?)`, 1)); err != nil {
+				t.Fatal(err)
+			}
+			if sealed != 1 || kept != 1 {
+				t.Fatalf("a committed issuance batch: sealed %d, kept %d; want 1, 1", sealed, kept)
+			}
+			// The child's parent does not exist: COMMIT fails.
+			if err := st.inTxLogged(ctx, "bad", insert(`INSERT INTO seal_child (p) VALUES (?)`, 99)); err == nil {
+				t.Fatal("a batch violating a deferred constraint committed")
+			}
+			if sealed != 2 || kept != 1 {
+				t.Fatalf("a batch whose commit failed: sealed %d, kept %d; want 2, 1 (the seal dropped)", sealed, kept)
+			}
+			if err := st.inTx(ctx, "plain", insert(`INSERT INTO seal_parent (id) VALUES (?)`, 2)); err != nil {
+				t.Fatal(err)
+			}
+			if sealed != 2 || kept != 1 {
+				t.Fatalf("a batch without an issuance commit: sealed %d, kept %d; want it not sealed", sealed, kept)
+			}
+		})
+	}
+}
