@@ -52,6 +52,8 @@ run() { # LABEL ROUND C
 	# atr-postgres-base 38451 on database atr_peer_base).
 	ATR-sqlite-base) atr_run atr-sqlite-base 38450 "" "${common[@]}" ;;
 	ATR-postgres-base) atr_run atr-postgres-base 38451 atr_peer_base "${common[@]}" ;;
+	ATR-sqlite-base-rotate) atr_run atr-sqlite-base 38450 "" "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
+	ATR-postgres-base-rotate) atr_run atr-postgres-base 38451 atr_peer_base "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
 	*) echo "run: unknown system $label" >&2; return 1 ;;
 	esac
 }
