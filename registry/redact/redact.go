@@ -26,12 +26,16 @@ var (
 	privateKeyRE = regexp.MustCompile(`-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)`)
 	apiKeyRE     = regexp.MustCompile(`atr_[A-Za-z0-9_-]{8,}(?:\[REDACTED\])?`)
 	apiKeyIDRE   = regexp.MustCompile(`^atr_([0-9a-f]{16})_`)
-	authRE       = regexp.MustCompile(`(?i)\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/]+=*`)
+	authRE       = regexp.MustCompile(`(?i)\b(bearer|basic)(\s+)(?:(?:bearer|basic)\s+)*[A-Za-z0-9\-._~+/]+=*`)
 	assignRE     = regexp.MustCompile(`(?i)(\b(?:user[_-]?pin|so[_-]?pin|pin[_-]?value|pin|passphrase|password|passwd|pwd|secret|api[_-]?key|apikey|access[_-]?token|auth[_-]?token)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s&;,"']+)`)
 )
 
 // Redact returns s with every secret it recognizes replaced.
-func Redact(s string) string {
+func Redact(s string) string { return redact(s, false) }
+
+// redact is Redact; always runs every pattern, even where it cannot match
+// (the tests compare the two).
+func redact(s string, always bool) string {
 	if s == "" {
 		return s
 	}
@@ -46,20 +50,30 @@ func Redact(s string) string {
 			return Placeholder
 		})
 	}
-	s = authRE.ReplaceAllString(s, "${1}${2}"+Placeholder)
-	s = assignRE.ReplaceAllStringFunc(s, func(m string) string {
-		sub := assignRE.FindStringSubmatch(m)
-		v := sub[2]
-		switch {
-		case strings.HasPrefix(v, Placeholder), v == `"`+Placeholder+`"`, v == "'"+Placeholder+"'":
-			return m
-		case strings.HasPrefix(v, `"`):
-			return sub[1] + `"` + Placeholder + `"`
-		case strings.HasPrefix(v, "'"):
-			return sub[1] + "'" + Placeholder + "'"
-		}
-		return sub[1] + Placeholder
-	})
+	// Each pattern runs only where it can match: assignRE needs a ':' or
+	// '=', authRE white space after the scheme. Most values logged (ids,
+	// routes, addresses) have neither, and every field of every request's
+	// log line passes here. Assignments first: authRE's credential could
+	// otherwise swallow the name of an assignment that follows the scheme
+	// ("basic pin=…") and leave its value.
+	if always || strings.ContainsAny(s, ":=") {
+		s = assignRE.ReplaceAllStringFunc(s, func(m string) string {
+			sub := assignRE.FindStringSubmatch(m)
+			v := sub[2]
+			switch {
+			case strings.HasPrefix(v, Placeholder), v == `"`+Placeholder+`"`, v == "'"+Placeholder+"'":
+				return m
+			case strings.HasPrefix(v, `"`):
+				return sub[1] + `"` + Placeholder + `"`
+			case strings.HasPrefix(v, "'"):
+				return sub[1] + "'" + Placeholder + "'"
+			}
+			return sub[1] + Placeholder
+		})
+	}
+	if always || strings.ContainsAny(s, " \t\n\f\r") {
+		s = authRE.ReplaceAllString(s, "${1}${2}"+Placeholder)
+	}
 	return s
 }
 

@@ -30,6 +30,8 @@ func TestRedact(t *testing.T) {
 		{name: "malformed api key", in: "atr_notanid_butlongenough", want: "[REDACTED]"},
 		{name: "bearer header", in: "Authorization: Bearer abc.def-ghi_jkl==", want: "Authorization: Bearer [REDACTED]"},
 		{name: "basic header", in: "authorization: basic dXNlcjpwYXNz", want: "authorization: basic [REDACTED]"},
+		// Found by FuzzRedact: the credential after two scheme words was kept.
+		{name: "scheme words repeated", in: "BAsiC Bearer 0000000000000000 0", want: "BAsiC [REDACTED] 0"},
 		{name: "pin assignment", in: "login failed pin=123456 slot", want: "login failed pin=[REDACTED] slot"},
 		{name: "pkcs11 uri pin-value", in: "pkcs11:token=atr-issuing;object=k?pin-value=9876", want: "pkcs11:token=atr-issuing;object=k?pin-value=[REDACTED]"},
 		{name: "json password", in: `{"password": "hunter2"}`, mustNot: []string{"hunter2"}},
@@ -127,9 +129,17 @@ func FuzzRedact(f *testing.F) {
 	f.Add("prefix ", " suffix", "4f3c2b1a00112233445566778899aabb")
 	f.Add("pin=", "", "123456")
 	f.Add("-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----", "QUJD")
+	f.Add("Authorization:\tBasic ", "", "dXNlcjpwYXNz")
 	f.Fuzz(func(t *testing.T, before, after, secret string) {
 		if got := Redact(before + after); Redact(got) != got {
 			t.Fatalf("not idempotent on %q: %q → %q", before+after, got, Redact(got))
+		}
+		// The patterns Redact skips where they cannot match would not have
+		// matched: the result is the same as with every pattern run.
+		for _, in := range []string{before + after, before + secret + after} {
+			if got, want := Redact(in), redact(in, true); got != want {
+				t.Fatalf("Redact(%q) = %q; with every pattern run: %q", in, got, want)
+			}
 		}
 		sec := strings.Map(func(r rune) rune {
 			if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
