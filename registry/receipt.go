@@ -65,6 +65,11 @@ type receiptCheckpoint struct {
 	own       *knownCheckpoint // the log's own known checkpoint, when it is that
 }
 
+// ownReceiptCheckpoint is the log's own checkpoint k as a receipt's.
+func ownReceiptCheckpoint(k *knownCheckpoint) receiptCheckpoint {
+	return receiptCheckpoint{note: []byte(k.Note), size: k.Size, hash: k.hash, own: k}
+}
+
 // checkpointFor returns a checkpoint of size ≥ minSize: the newest one with a
 // witness cosignature, else the log's own checkpoint that covering finds
 // (usually without reading the database). ErrNotFound: the log is smaller.
@@ -81,7 +86,7 @@ func (r *Registry) checkpointFor(ctx context.Context, minSize int64) (receiptChe
 		if e := dbErr("", err); !errors.Is(e, ErrNotFound) {
 			return receiptCheckpoint{}, dbErr("cosigned checkpoint: reading", err)
 		}
-		return receiptCheckpoint{note: []byte(own.Note), size: own.Size, hash: own.hash, own: own}, nil
+		return ownReceiptCheckpoint(own), nil
 	}
 	cp, err := r.withCosignatures(ctx, []byte(cosigned.Note))
 	if err != nil {
@@ -267,12 +272,16 @@ func (r *Registry) cachedReceipt(ctx context.Context, idx *int64) []byte {
 }
 
 // withReceipt adds the opening and receipt of a fresh issuance, made from
-// the leaf it appended: the leaf and its opening are not read back.
+// the leaf it appended: the leaf and its opening are not read back. Its
+// checkpoint is the log's own (covering): witnesses cosign a checkpoint
+// after it is stored, so none has cosigned one covering a leaf committed a
+// moment ago, and looking for one costs a query per issuance. The receipt
+// verify and the receipt routes return later carry the cosigned one.
 func (r *Registry) withReceipt(ctx context.Context, iss *Issued, leaf loggedLeaf) *Issued {
 	iss.Opened = leaf.openedJSON
-	cp, err := r.checkpointFor(ctx, leaf.opened.LeafIndex+1)
+	own, err := r.tlog.covering(ctx, leaf.opened.LeafIndex+1)
 	if err == nil {
-		iss.Receipt, err = r.receiptAt(ctx, leaf.opened, leaf.data, cp)
+		iss.Receipt, err = r.receiptAt(ctx, leaf.opened, leaf.data, ownReceiptCheckpoint(own))
 	}
 	if err != nil {
 		// The leaf was just committed with its opening: no receipt is a
