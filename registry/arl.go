@@ -51,8 +51,11 @@ type rootCRL struct {
 type arlState struct {
 	log *logrus.Entry
 
-	mu         sync.RWMutex
-	seq        int64                        // revision loaded at; -1: never
+	mu sync.RWMutex
+	// seq: the revocation revision the root CRLs were last found current
+	// at; crlSeq: the root CRLs' own revision (root_crl_seq) they were
+	// loaded at. -1: never.
+	seq, crlSeq int64
 	roots      map[string]*x509.Certificate // trust anchors by key id
 	inters     []*x509.Certificate          // every known intermediate
 	crls       map[string]rootCRL           // by root key id
@@ -60,7 +63,7 @@ type arlState struct {
 }
 
 func newARLState(log *logrus.Entry) *arlState {
-	return &arlState{log: log, seq: -1, roots: map[string]*x509.Certificate{}, crls: map[string]rootCRL{}, revokedCAs: map[string]revokedCA{}}
+	return &arlState{log: log, seq: -1, crlSeq: -1, roots: map[string]*x509.Certificate{}, crls: map[string]rootCRL{}, revokedCAs: map[string]revokedCA{}}
 }
 
 // setCAs gives the roots whose CRLs count and the intermediates they may
@@ -72,7 +75,7 @@ func (a *arlState) setCAs(roots, intermediates []*x509.Certificate) {
 		a.roots[ca.KeyID(r)] = r
 	}
 	a.inters = append(a.inters, intermediates...)
-	a.seq = -1
+	a.seq, a.crlSeq = -1, -1
 }
 
 // revoked reports whether a root CRL revoked the intermediate with key id
@@ -92,14 +95,34 @@ func (a *arlState) rootCRL(keyID string) (rootCRL, bool) {
 	return c, ok
 }
 
-// syncAt reloads the root CRLs unless they were loaded at revision seq.
-func (a *arlState) syncAt(ctx context.Context, q sqlx.QueryerContext, seq int64) error {
+// syncAt brings the root CRLs up to revision rev. Nothing is read when they
+// were found current at rev.seq; else the root CRLs' own revision
+// (rev.rootCRLs, read here when -1) tells whether one was published since
+// they were loaded — every revocation and rotation moves rev.seq, a root CRL
+// rarely — and only then are they read again.
+func (a *arlState) syncAt(ctx context.Context, q sqlx.QueryerContext, rev revision) error {
 	a.mu.RLock()
-	loaded := a.seq
+	seq, crlSeq := a.seq, a.crlSeq
 	a.mu.RUnlock()
-	if loaded == seq {
+	if seq == rev.seq {
 		return nil
 	}
+	if rev.rootCRLs < 0 {
+		// Read after rev.seq was: as new as it, or newer.
+		if err := sqlx.GetContext(ctx, q, &rev.rootCRLs, `SELECT root_crl_seq FROM revocation_state WHERE id = 1`); err != nil {
+			return dbErr("root CRL: reading revision", err)
+		}
+	}
+	if rev.rootCRLs == crlSeq {
+		a.mu.Lock()
+		if a.crlSeq == crlSeq {
+			a.seq = rev.seq
+		}
+		a.mu.Unlock()
+		return nil
+	}
+	// Read after their revision was: as new as it, or newer (a newer one
+	// only makes the next sync read them again).
 	rows, err := latestRootCRLs(ctx, q)
 	if err != nil {
 		return err
@@ -133,7 +156,7 @@ func (a *arlState) syncAt(ctx context.Context, q sqlx.QueryerContext, seq int64)
 			a.log.WithFields(logrus.Fields{"intermediate": k, "serial": c.serial, "revoked_at": c.at.Format(time.RFC3339)}).Warn("intermediate revoked by its root: its leaves are no longer trusted")
 		}
 	}
-	a.crls, a.revokedCAs, a.seq = crls, revoked, seq
+	a.crls, a.revokedCAs, a.seq, a.crlSeq = crls, revoked, rev.seq, rev.rootCRLs
 	return nil
 }
 

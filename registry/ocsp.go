@@ -221,13 +221,14 @@ func (s *revocationService) ocsp(ctx context.Context, raw []byte) ([]byte, error
 	now := s.now()
 	// The revision is read before the row: a cached answer tagged with it
 	// is as new as the row read (a later change moves the revision).
-	seq, live, err := s.currentSeq(ctx)
+	rev, live, err := s.currentRevision(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.arl.syncAt(ctx, s.db, seq); err != nil {
+	if err := s.arl.syncAt(ctx, s.db, rev); err != nil {
 		return nil, err
 	}
+	seq := rev.seq
 	key := ocspKey{issuer: r.keyID, serial: serial, alg: req.HashAlgorithm}
 	if e := s.cache.get(key); live && e != nil && e.seq == seq && e.state.status != ocsp.Unknown && now.Before(e.refreshAt) {
 		return e.der, nil // nothing changed anywhere since it was checked: no database read

@@ -203,37 +203,50 @@ func (s *revocationService) refresh(ctx context.Context) error {
 }
 
 // sync returns the current revocation revision, reloading the root CRLs
-// when it changed since they were last read (a new one bumps it).
+// when one was published since they were last read.
 func (s *revocationService) sync(ctx context.Context) (int64, error) {
-	seq, _, err := s.currentSeq(ctx)
+	rev, _, err := s.currentRevision(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if err := s.arl.syncAt(ctx, s.db, seq); err != nil {
+	if err := s.arl.syncAt(ctx, s.db, rev); err != nil {
 		return 0, err
 	}
-	return seq, nil
+	return rev.seq, nil
 }
 
-// currentSeq returns the current revocation revision: the notifier's when it
-// is live (no database read; live reports that), else read from the
-// database.
-func (s *revocationService) currentSeq(ctx context.Context) (seq int64, live bool, err error) {
+// revision is revocation_state: seq moves with every revocation-relevant
+// change, rootCRLs (root_crl_seq, migration 010) with every new root CRL
+// only; -1 when it was not read.
+type revision struct{ seq, rootCRLs int64 }
+
+// currentRevision returns the current revocation revision: the notifier's
+// seq when it is live (no database read; live reports that; rootCRLs is
+// then -1), else both read from the database in one statement.
+func (s *revocationService) currentRevision(ctx context.Context) (rev revision, live bool, err error) {
 	if s.notify != nil {
 		if seq, live := s.notify.revocationSeq(); live {
-			return seq, true, nil
+			return revision{seq: seq, rootCRLs: -1}, true, nil
 		}
 	}
-	seq, err = s.revocationSeq(ctx, s.db)
-	return seq, false, err
+	rev, err = readRevision(ctx, s.db)
+	return rev, false, err
 }
 
 func (s *revocationService) revocationSeq(ctx context.Context, q sqlx.QueryerContext) (int64, error) {
-	var seq int64
-	if err := sqlx.GetContext(ctx, q, &seq, `SELECT seq FROM revocation_state WHERE id = 1`); err != nil {
-		return 0, dbErr("revocation: reading revision", err)
+	rev, err := readRevision(ctx, q)
+	return rev.seq, err
+}
+
+func readRevision(ctx context.Context, q sqlx.QueryerContext) (revision, error) {
+	var row struct {
+		Seq      int64 `db:"seq"`
+		RootCRLs int64 `db:"root_crl_seq"`
 	}
-	return seq, nil
+	if err := sqlx.GetContext(ctx, q, &row, `SELECT seq, root_crl_seq FROM revocation_state WHERE id = 1`); err != nil {
+		return revision{}, dbErr("revocation: reading revision", err)
+	}
+	return revision{seq: row.Seq, rootCRLs: row.RootCRLs}, nil
 }
 
 // loadOrMakeCRL adopts the stored CRL of r if another replica made a fresh
