@@ -56,10 +56,10 @@ type arlState struct {
 	// at; crlSeq: the root CRLs' own revision (root_crl_seq) they were
 	// loaded at. -1: never.
 	seq, crlSeq int64
-	roots      map[string]*x509.Certificate // trust anchors by key id
-	inters     []*x509.Certificate          // every known intermediate
-	crls       map[string]rootCRL           // by root key id
-	revokedCAs map[string]revokedCA         // by intermediate key id
+	roots       map[string]*x509.Certificate // trust anchors by key id
+	inters      []*x509.Certificate          // every known intermediate
+	crls        map[string]rootCRL           // by root key id
+	revokedCAs  map[string]revokedCA         // by intermediate key id
 }
 
 func newARLState(log *logrus.Entry) *arlState {
