@@ -85,22 +85,7 @@ func TestFreshReceiptReadsNothingBack(t *testing.T) {
 		}
 	}
 
-	v := rp.ReceiptVerifier{Roots: []*x509.Certificate{f.Root}, Intermediates: []*x509.Certificate{f.Intermediate},
-		TrustDomain: registrytest.TrustDomain, LogVerifiers: note.VerifierList(f.NoteVerifier), VRFKey: f.VRFKey.Public()}
-	check := func(iss *registry.Issued) {
-		t.Helper()
-		if iss.Receipt == nil || iss.Opened == nil {
-			t.Fatalf("leaf %d: no receipt or opening", iss.LogIndex)
-		}
-		b, _ := pem.Decode([]byte(iss.CertificatePEM))
-		got, err := v.Verify(b.Bytes, iss.Receipt, f.Clock.Now())
-		if err != nil {
-			t.Fatalf("leaf %d: receipt does not verify: %v", iss.LogIndex, err)
-		}
-		if got.LeafIndex != iss.LogIndex {
-			t.Fatalf("receipt of leaf %d proves leaf %d", iss.LogIndex, got.LeafIndex)
-		}
-	}
+	check := receiptChecker(t, f)
 	owner := f.Owner("acme", "acme")
 	csr, _ := f.NewCSR()
 	iss, err := r.Register(ctx, owner, registry.RegisterRequest{Name: "lone.acme", CSR: csr})
@@ -116,23 +101,52 @@ func TestFreshReceiptReadsNothingBack(t *testing.T) {
 
 	// Concurrent issuances, committed in shared batches, whose receipts may
 	// share a checkpoint signed for another's leaf.
-	const n16 = 16
-	out := make([]*registry.Issued, n16)
-	errs := make([]error, n16)
+	for _, iss := range registerConcurrently(t, f, r, owner, 16) {
+		check(iss)
+	}
+}
+
+// receiptChecker returns a check that iss carries a receipt and its opening
+// and that the receipt verifies offline (rp.ReceiptVerifier) for iss's leaf.
+func receiptChecker(t *testing.T, f *registrytest.Fixture) func(iss *registry.Issued) *rp.VerifiedReceipt {
+	v := rp.ReceiptVerifier{Roots: []*x509.Certificate{f.Root}, Intermediates: []*x509.Certificate{f.Intermediate},
+		TrustDomain: registrytest.TrustDomain, LogVerifiers: note.VerifierList(f.NoteVerifier), VRFKey: f.VRFKey.Public()}
+	return func(iss *registry.Issued) *rp.VerifiedReceipt {
+		t.Helper()
+		if iss.Receipt == nil || iss.Opened == nil {
+			t.Fatalf("leaf %d: no receipt or opening", iss.LogIndex)
+		}
+		b, _ := pem.Decode([]byte(iss.CertificatePEM))
+		got, err := v.Verify(b.Bytes, iss.Receipt, f.Clock.Now())
+		if err != nil {
+			t.Fatalf("leaf %d: receipt does not verify: %v", iss.LogIndex, err)
+		}
+		if got.LeafIndex != iss.LogIndex {
+			t.Fatalf("receipt of leaf %d proves leaf %d", iss.LogIndex, got.LeafIndex)
+		}
+		return got
+	}
+}
+
+// registerConcurrently registers n agents bot<i>.acme at once through r.
+func registerConcurrently(t *testing.T, f *registrytest.Fixture, r *registry.Registry, owner registry.Actor, n int) []*registry.Issued {
+	t.Helper()
+	out := make([]*registry.Issued, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	for i := range n16 {
+	for i := range n {
 		wg.Go(func() {
 			csr, _ := f.NewCSR()
-			out[i], errs[i] = r.Register(ctx, owner, registry.RegisterRequest{Name: fmt.Sprintf("bot%d.acme", i), CSR: csr})
+			out[i], errs[i] = r.Register(context.Background(), owner, registry.RegisterRequest{Name: fmt.Sprintf("bot%d.acme", i), CSR: csr})
 		})
 	}
 	wg.Wait()
-	for i := range n16 {
-		if errs[i] != nil {
-			t.Fatal(errs[i])
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
 		}
-		check(out[i])
 	}
+	return out
 }
 
 // TestReceiptRefusesProofThatDoesNotCheck (security review): a receipt's
@@ -177,20 +191,7 @@ func TestIssuanceSealsItsCheckpoint(t *testing.T) {
 		t.Run(db, func(t *testing.T) {
 			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
 			ctx := context.Background()
-			v := rp.ReceiptVerifier{Roots: []*x509.Certificate{f.Root}, Intermediates: []*x509.Certificate{f.Intermediate},
-				TrustDomain: registrytest.TrustDomain, LogVerifiers: note.VerifierList(f.NoteVerifier), VRFKey: f.VRFKey.Public()}
-			check := func(iss *registry.Issued) *rp.VerifiedReceipt {
-				t.Helper()
-				if iss.Receipt == nil {
-					t.Fatalf("leaf %d: no receipt", iss.LogIndex)
-				}
-				b, _ := pem.Decode([]byte(iss.CertificatePEM))
-				got, err := v.Verify(b.Bytes, iss.Receipt, f.Clock.Now())
-				if err != nil {
-					t.Fatalf("leaf %d: receipt does not verify: %v", iss.LogIndex, err)
-				}
-				return got
-			}
+			check := receiptChecker(t, f)
 			owner := f.Owner("acme", "acme")
 			sealed := f.Registry.SealedCheckpoints()
 			for i := range 3 {
@@ -210,23 +211,9 @@ func TestIssuanceSealsItsCheckpoint(t *testing.T) {
 			if n := f.Registry.SealedCheckpoints() - sealed; n != 3 {
 				t.Errorf("%d of 3 lone issuances' checkpoints were sealed with their batch", n)
 			}
-			const n16 = 16
-			out := make([]*registry.Issued, n16)
-			errs := make([]error, n16)
-			var wg sync.WaitGroup
-			for i := range n16 {
-				wg.Go(func() {
-					csr, _ := f.NewCSR()
-					out[i], errs[i] = f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: fmt.Sprintf("bot%d.acme", i), CSR: csr})
-				})
-			}
-			wg.Wait()
-			for i := range n16 {
-				if errs[i] != nil {
-					t.Fatal(errs[i])
-				}
-				if got := check(out[i]); got.Checkpoint.Size <= out[i].LogIndex {
-					t.Errorf("leaf %d: checkpoint of size %d does not cover it", out[i].LogIndex, got.Checkpoint.Size)
+			for _, iss := range registerConcurrently(t, f, f.Registry, owner, 16) {
+				if got := check(iss); got.Checkpoint.Size <= iss.LogIndex {
+					t.Errorf("leaf %d: checkpoint of size %d does not cover it", iss.LogIndex, got.Checkpoint.Size)
 				}
 			}
 		})

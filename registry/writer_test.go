@@ -20,11 +20,7 @@ func TestGroupCommit(t *testing.T) {
 	for _, db := range testdb.Names() {
 		t.Run(db, func(t *testing.T) {
 			ctx := context.Background()
-			st, err := Open(ctx, testdb.URL(t, db), testLogger(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openBareStore(t, db)
 			if _, err := st.db.ExecContext(ctx, `CREATE TABLE gc_items (k TEXT PRIMARY KEY, v INTEGER NOT NULL)`); err != nil {
 				t.Fatal(err)
 			}
@@ -129,11 +125,7 @@ func TestSealRunsOnlyAfterCommit(t *testing.T) {
 	for _, db := range testdb.Names() {
 		t.Run(db, func(t *testing.T) {
 			ctx := context.Background()
-			st, err := Open(ctx, testdb.URL(t, db), testLogger(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openBareStore(t, db)
 			for _, q := range []string{
 				`CREATE TABLE seal_parent (id INTEGER PRIMARY KEY)`,
 				`CREATE TABLE seal_child (p INTEGER REFERENCES seal_parent (id) DEFERRABLE INITIALLY DEFERRED)`,
@@ -175,4 +167,16 @@ func TestSealRunsOnlyAfterCommit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openBareStore opens a Store on a fresh database of db, not migrated,
+// closed when the test ends.
+func openBareStore(t *testing.T, db string) *Store {
+	t.Helper()
+	st, err := Open(context.Background(), testdb.URL(t, db), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
