@@ -294,9 +294,12 @@ func (l *transparencyLog) appendTx(ctx context.Context, tx *sqlx.Tx, e translog.
 }
 
 // head reads the current tree head.
-func (l *transparencyLog) head(ctx context.Context) (logHead, error) {
+func (l *transparencyLog) head(ctx context.Context) (logHead, error) { return headIn(ctx, l.db) }
+
+// headIn is head through q (a transaction, or the database).
+func headIn(ctx context.Context, q sqlx.QueryerContext) (logHead, error) {
 	var h logHead
-	if err := l.db.GetContext(ctx, &h, `SELECT size, root FROM log_head WHERE id = 1`); err != nil {
+	if err := sqlx.GetContext(ctx, q, &h, `SELECT size, root FROM log_head WHERE id = 1`); err != nil {
 		return logHead{}, dbErr("log: reading head", err)
 	}
 	return h, nil
@@ -307,9 +310,17 @@ type storedCheckpoint struct {
 	Note string `db:"note"`
 }
 
+// latestCheckpoint reads the newest stored checkpoint (nil: none), and
+// keeps it as the known one when it is newer and its note checks.
 func (l *transparencyLog) latestCheckpoint(ctx context.Context) (*storedCheckpoint, error) {
+	return l.latestCheckpointIn(ctx, l.db)
+}
+
+// latestCheckpointIn is latestCheckpoint through q (a transaction, or the
+// database).
+func (l *transparencyLog) latestCheckpointIn(ctx context.Context, q sqlx.QueryerContext) (*storedCheckpoint, error) {
 	var c storedCheckpoint
-	err := l.db.GetContext(ctx, &c, `SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1`)
+	err := sqlx.GetContext(ctx, q, &c, `SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1`)
 	if err != nil {
 		if e := dbErr("", err); errors.Is(e, ErrNotFound) {
 			return nil, nil
@@ -595,22 +606,15 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 	if l.signer == nil || l.verifier == nil {
 		return nil
 	}
-	var head logHead
-	if err := tx.GetContext(ctx, &head, `SELECT size, root FROM log_head WHERE id = 1`); err != nil {
+	head, err := headIn(ctx, tx)
+	if err != nil {
 		return nil
 	}
 	if k := l.known.Load(); k != nil && k.Size >= head.Size {
 		return nil // nothing new, or a restored database (signCheckpoint forgets k)
 	}
-	var latest *storedCheckpoint
-	var c storedCheckpoint
-	switch err := tx.GetContext(ctx, &c, `SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1`); {
-	case err == nil:
-		if c.Size >= head.Size {
-			return nil
-		}
-		latest = &c
-	case !errors.Is(err, sql.ErrNoRows):
+	latest, err := l.latestCheckpointIn(ctx, tx)
+	if err != nil || (latest != nil && latest.Size >= head.Size) {
 		return nil
 	}
 	msg, root, err := l.signTree(ctx, newMemoHashes(tx), head, latest)
