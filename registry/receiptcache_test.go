@@ -25,8 +25,11 @@ func TestVerifyReceiptCached(t *testing.T) {
 		defer f.Registry.Close()
 		owner := f.Owner("acme", "acme")
 		iss := register(t, f, owner, "bot.acme")
+		// Live, and aware of the registration's leaf: the cache keys its
+		// entries by the size the notifier knows, which it learns just after
+		// the commit that the registration returned from.
 		for deadline := time.Now().Add(15 * time.Second); ; { // hang guard
-			if _, _, live := f.Registry.NotifyState(); live {
+			if size, _, live := f.Registry.NotifyState(); live && size > iss.LogIndex {
 				break
 			}
 			if time.Now().After(deadline) {
