@@ -27,7 +27,7 @@ var (
 	apiKeyRE     = regexp.MustCompile(`atr_[A-Za-z0-9_-]{8,}(?:\[REDACTED\])?`)
 	apiKeyIDRE   = regexp.MustCompile(`^atr_([0-9a-f]{16})_`)
 	authRE       = regexp.MustCompile(`(?i)\b(bearer|basic)(\s+)(?:(?:bearer|basic)\s+)*[A-Za-z0-9\-._~+/]+=*`)
-	assignRE     = regexp.MustCompile(`(?i)(\b(?:user[_-]?pin|so[_-]?pin|pin[_-]?value|pin|passphrase|password|passwd|pwd|secret|api[_-]?key|apikey|access[_-]?token|auth[_-]?token)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s&;,"']+)`)
+	assignRE     = regexp.MustCompile(`(?i)(\b(?:user[_-]?pin|so[_-]?pin|pin[_-]?value|pin|passphrase|password|passwd|pwd|secret|api[_-]?key|apikey|access[_-]?token|auth[_-]?token)"?\s*[:=]\s*)("[^"]*"|'[^']*'|(?:(?:bearer|basic)\s+)*[^\s&;,"']+)`)
 )
 
 // Redact returns s with every secret it recognizes replaced.
@@ -55,7 +55,9 @@ func redact(s string, always bool) string {
 	// routes, addresses) have neither, and every field of every request's
 	// log line passes here. Assignments first: authRE's credential could
 	// otherwise swallow the name of an assignment that follows the scheme
-	// ("basic pin=…") and leave its value.
+	// ("basic pin=…") and leave its value. An assigned value that is a
+	// credential with its scheme ("pin= Bearer …") is removed whole, scheme
+	// words and all, or authRE would no longer see the scheme.
 	if always || strings.ContainsAny(s, ":=") {
 		s = assignRE.ReplaceAllStringFunc(s, func(m string) string {
 			sub := assignRE.FindStringSubmatch(m)

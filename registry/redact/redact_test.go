@@ -32,6 +32,8 @@ func TestRedact(t *testing.T) {
 		{name: "basic header", in: "authorization: basic dXNlcjpwYXNz", want: "authorization: basic [REDACTED]"},
 		// Found by FuzzRedact: the credential after two scheme words was kept.
 		{name: "scheme words repeated", in: "BAsiC Bearer 0000000000000000 0", want: "BAsiC [REDACTED] 0"},
+		{name: "assignment of a credential", in: "pin= Bearer 0000000000000000 0", want: "pin= [REDACTED] 0"},
+		{name: "assignment of a bare scheme word", in: "password: basic", want: "password: [REDACTED]"},
 		{name: "pin assignment", in: "login failed pin=123456 slot", want: "login failed pin=[REDACTED] slot"},
 		{name: "pkcs11 uri pin-value", in: "pkcs11:token=atr-issuing;object=k?pin-value=9876", want: "pkcs11:token=atr-issuing;object=k?pin-value=[REDACTED]"},
 		{name: "json password", in: `{"password": "hunter2"}`, mustNot: []string{"hunter2"}},
