@@ -35,8 +35,11 @@ const DefaultSQLitePath = "var/atr.db"
 // synchronous commits (a committed pending row survives power loss), foreign
 // keys enforced, a busy timeout instead of immediate SQLITE_BUSY, and
 // BEGIN IMMEDIATE so that a transaction takes the write lock up front (no
-// lock-upgrade deadlocks between concurrent writers).
-const sqliteParams = "_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=5000&_txlock=immediate"
+// lock-upgrade deadlocks between concurrent writers), and a cache of
+// prepared statements per connection (the driver's: a statement that ran
+// once is not parsed and compiled again; ATR's statements are fixed texts
+// with '?' parameters, a few dozen in all).
+const sqliteParams = "_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=5000&_txlock=immediate&_stmt_cache_size=128"
 
 // Store is durable state over sqlx: one code path for SQLite and PostgreSQL.
 // Queries are written with '?' placeholders and rebound for the driver.

@@ -78,6 +78,13 @@ type writer struct {
 	quit    chan struct{}
 	exited  chan struct{}
 
+	// conn is the connection every batch runs on, on SQLite (nil until the
+	// first batch; only run's goroutine uses it). SQLite drops a
+	// connection's page cache whenever another connection wrote, so a
+	// writer that took any pooled connection read back, at every batch, the
+	// pages the previous batch had just written (TestWriterKeepsItsConnection).
+	conn *sqlx.Conn
+
 	mu sync.Mutex
 	// batches and items count what ran (tests and metrics).
 	batches, items int64
@@ -142,6 +149,9 @@ func (w *writer) run() {
 				case it := <-w.ch:
 					it.done <- fmt.Errorf("registry: %s: store closed: %w", it.op, ErrUnavailable)
 				default:
+					if w.conn != nil {
+						_ = w.conn.Close()
+					}
 					return
 				}
 			}
@@ -180,7 +190,7 @@ func (w *writer) runBatch(batch []*txItem) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 	errs := make([]error, len(live))
-	tx, err := w.s.db.BeginTxx(ctx, nil)
+	tx, err := w.begin(ctx)
 	if err != nil {
 		for _, it := range live {
 			it.done <- dbErr(it.op+": begin", err)
@@ -239,6 +249,32 @@ func (w *writer) runBatch(batch []*txItem) {
 	for k, it := range live {
 		it.done <- errs[k]
 	}
+}
+
+// begin starts a batch's transaction: on PostgreSQL on any pooled
+// connection, on SQLite on the writer's own (see conn). A connection that
+// cannot begin is given back to the pool (which drops a broken one) and the
+// batch begins once more on a fresh one.
+func (w *writer) begin(ctx context.Context) (*sqlx.Tx, error) {
+	if w.s.dialect != SQLite {
+		return w.s.db.BeginTxx(ctx, nil)
+	}
+	var err error
+	for range 2 {
+		if w.conn == nil {
+			if w.conn, err = w.s.db.Connx(ctx); err != nil {
+				w.conn = nil
+				return nil, err
+			}
+		}
+		var tx *sqlx.Tx
+		if tx, err = w.conn.BeginTxx(ctx, nil); err == nil {
+			return tx, nil
+		}
+		_ = w.conn.Close()
+		w.conn = nil
+	}
+	return nil, err
 }
 
 // runItems runs each item inside its own savepoint. It returns an error only

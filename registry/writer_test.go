@@ -180,3 +180,45 @@ func openBareStore(t *testing.T, db string) *Store {
 	t.Cleanup(func() { st.Close() })
 	return st
 }
+
+// TestWriterKeepsItsConnection: on SQLite every batch runs on the writer's
+// own connection — SQLite drops a connection's page cache whenever another
+// one wrote, so a writer on any pooled connection read back at every batch
+// the pages the last batch wrote. A TEMP table lives on one connection only:
+// the second batch sees the first one's although a reader holds a pooled
+// connection meanwhile (on the code before it held the one the first batch
+// had used). A connection that is gone is replaced, and the batch runs.
+func TestWriterKeepsItsConnection(t *testing.T) {
+	ctx := context.Background()
+	st := openBareStore(t, "sqlite")
+	if err := st.inTx(ctx, "probe", func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TEMP TABLE writer_probe (x INTEGER)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := st.db.Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	for i := range 3 {
+		if err := st.inTx(ctx, "probe", func(tx *sqlx.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO temp.writer_probe (x) VALUES (?)`, i)
+			return err
+		}); err != nil {
+			t.Fatalf("batch %d did not run on the first batch's connection: %v", i, err)
+		}
+	}
+	// The writer's connection is gone (given back, as database/sql does
+	// with a broken one): the next batch begins on a fresh connection.
+	if err := st.w.conn.Close(); err != nil { // the writer is idle: its last batch returned
+		t.Fatal(err)
+	}
+	if err := st.inTx(ctx, "after", func(tx *sqlx.Tx) error {
+		var n int
+		return tx.GetContext(ctx, &n, `SELECT 1`)
+	}); err != nil {
+		t.Fatalf("no batch after the writer's connection went away: %v", err)
+	}
+}
