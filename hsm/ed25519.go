@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/miekg/pkcs11"
 )
@@ -34,17 +35,36 @@ var ed25519Params = []byte{0x06, 0x03, 0x2b, 0x65, 0x70}
 // Ed25519Signer is an Ed25519 private key on the token. It implements
 // crypto.Signer: Public returns an ed25519.PublicKey, and Sign signs the
 // full message (opts.HashFunc() must be crypto.Hash(0); Ed25519ph and
-// Ed25519ctx are refused). Like Signer it survives token recoveries: every
-// Sign finds the key again by CKA_ID and CKA_LABEL in the current
-// generation of the token, and every signature is checked with
-// ed25519.Verify against the public key read when the Ed25519Signer was
-// made, so a substituted key fails closed.
+// Ed25519ctx are refused). Like Signer it survives token recoveries: Sign
+// keeps one session and the key's handle for each generation of the token
+// (as crypto11 keeps Signer's), finds the key again by CKA_ID and CKA_LABEL
+// in a new generation and whenever the kept handle or session fails, and
+// checks every signature with ed25519.Verify against the public key read
+// when the Ed25519Signer was made, so a substituted key fails closed.
+//
+// Finding the key for every signature cost a session and a search of the
+// token per checkpoint; on SoftHSM2 the search opens and reads the file of
+// every object on the token (TestEd25519SignKeepsItsSession).
 type Ed25519Signer struct {
 	t     *Token
 	uri   URI
 	label []byte
 	id    []byte
 	pub   ed25519.PublicKey
+
+	// mu guards kept. A Sign that finds it held signs in a session of its
+	// own instead of waiting.
+	mu   sync.Mutex
+	kept *ed25519Session
+}
+
+// ed25519Session is the session and key handle Sign keeps, valid only with
+// the token state st they were opened in (a recovery makes a new one and
+// finalizes the old, which closes its sessions).
+type ed25519Session struct {
+	st   *tokenState
+	sh   pkcs11.SessionHandle
+	priv pkcs11.ObjectHandle
 }
 
 var _ crypto.Signer = (*Ed25519Signer)(nil)
@@ -72,26 +92,63 @@ func (s *Ed25519Signer) Sign(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([
 	}
 	var sig []byte
 	err := s.t.use(context.Background(), what, func(st *tokenState, _ uint64) error {
-		return st.withSession(func(sh pkcs11.SessionHandle) error {
-			priv, err := s.findPrivate(st, sh)
-			if err != nil {
+		if !s.mu.TryLock() {
+			return st.withSession(func(sh pkcs11.SessionHandle) error {
+				priv, err := s.findPrivate(st, sh)
+				if err != nil {
+					return err
+				}
+				sig, err = s.signIn(st, sh, priv, msg, what)
 				return err
+			})
+		}
+		defer s.mu.Unlock()
+		if k := s.kept; k != nil && k.st == st {
+			var err error
+			if sig, err = s.signIn(st, k.sh, k.priv, msg, what); err == nil {
+				return nil
 			}
-			if err := st.raw.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(ckmEdDSA, nil)}, priv); err != nil {
-				return err
-			}
-			sig, err = st.raw.Sign(sh, msg)
-			if err != nil {
-				return err
-			}
-			if !ed25519.Verify(s.pub, msg, sig) {
-				return fmt.Errorf("hsm: %s: signature does not verify under the expected public key: %w", what, ErrUnavailable)
-			}
-			return nil
-		})
+			// The handle or the session failed (the key was destroyed or
+			// replaced, the session closed): drop them and find the key
+			// again, which reports what is wrong now.
+			_ = st.raw.CloseSession(k.sh)
+		}
+		// A kept session of an earlier token state is not closed: that
+		// state's library was finalized, which closed it.
+		s.kept = nil
+		sh, err := st.raw.OpenSession(st.slot, pkcs11.CKF_SERIAL_SESSION)
+		if err != nil {
+			return err
+		}
+		priv, err := s.findPrivate(st, sh)
+		if err == nil {
+			sig, err = s.signIn(st, sh, priv, msg, what)
+		}
+		if err != nil {
+			_ = st.raw.CloseSession(sh)
+			return err
+		}
+		s.kept = &ed25519Session{st: st, sh: sh, priv: priv}
+		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	return sig, nil
+}
+
+// signIn signs msg with the private key priv in session sh and checks the
+// signature against s's public key.
+func (s *Ed25519Signer) signIn(st *tokenState, sh pkcs11.SessionHandle, priv pkcs11.ObjectHandle, msg []byte, what string) ([]byte, error) {
+	if err := st.raw.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(ckmEdDSA, nil)}, priv); err != nil {
+		return nil, err
+	}
+	sig, err := st.raw.Sign(sh, msg)
+	if err != nil {
+		return nil, err
+	}
+	if !ed25519.Verify(s.pub, msg, sig) {
+		return nil, fmt.Errorf("hsm: %s: signature does not verify under the expected public key: %w", what, ErrUnavailable)
 	}
 	return sig, nil
 }

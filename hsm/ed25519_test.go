@@ -168,12 +168,67 @@ func TestEd25519SessionLossAndRecovery(t *testing.T) {
 	}
 }
 
+// TestEd25519SignKeepsItsSession: Sign finds the key once per generation of
+// the token, not once per signature (a session and a search of the token,
+// which on SoftHSM2 reads the file of every object on it). A key relabelled
+// after the first signature keeps signing, with signatures that verify;
+// destroyed, it is ErrKeyNotFound at the next Sign, as before.
+func TestEd25519SignKeepsItsSession(t *testing.T) {
+	cfg := hsmtest.NewToken(t, "atr-ed25519")
+	tok := hsmtest.Open(t, cfg)
+	s, err := tok.GenerateEd25519Key(t.Context(), "log-ed25519")
+	if err != nil {
+		t.Fatalf("GenerateEd25519Key: %v", err)
+	}
+	pub := s.Public().(ed25519.PublicKey)
+	if _, err := s.Sign(rand.Reader, []byte("first"), crypto.Hash(0)); err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	raw := openRaw(t, cfg)
+	sh := raw.session(t)
+	priv := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, s.URI().ID),
+	}
+	if err := raw.p.FindObjectsInit(sh, priv); err != nil {
+		t.Fatal(err)
+	}
+	hs, _, err := raw.p.FindObjects(sh, 10)
+	_ = raw.p.FindObjectsFinal(sh)
+	if err != nil || len(hs) != 1 {
+		t.Fatalf("FindObjects = %d, %v; want 1", len(hs), err)
+	}
+	if err := raw.p.SetAttributeValue(sh, hs[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, "moved")}); err != nil {
+		t.Fatalf("SetAttributeValue(CKA_LABEL): %v", err)
+	}
+	for i := range 3 {
+		msg := []byte{byte(i)}
+		sig, err := s.Sign(rand.Reader, msg, crypto.Hash(0))
+		if err != nil {
+			t.Fatalf("Sign %d after the label changed: %v (the key was searched again)", i, err)
+		}
+		if !ed25519.Verify(pub, msg, sig) {
+			t.Fatalf("signature %d does not verify", i)
+		}
+	}
+	if err := raw.p.DestroyObject(sh, hs[0]); err != nil {
+		t.Fatalf("DestroyObject: %v", err)
+	}
+	if _, err := s.Sign(rand.Reader, []byte("gone"), crypto.Hash(0)); !errors.Is(err, hsm.ErrKeyNotFound) {
+		t.Errorf("Sign with the key destroyed = %v; want ErrKeyNotFound", err)
+	}
+}
+
 func TestEd25519KeyReplacedFailsClosed(t *testing.T) {
 	cfg := hsmtest.NewToken(t, "atr-ed25519")
 	tok := hsmtest.Open(t, cfg)
 	s, err := tok.GenerateEd25519Key(t.Context(), "log-ed25519")
 	if err != nil {
 		t.Fatalf("GenerateEd25519Key: %v", err)
+	}
+	// One signature first: the signer keeps the key's handle and session.
+	if _, err := s.Sign(rand.Reader, []byte("before"), crypto.Hash(0)); err != nil {
+		t.Fatalf("Sign: %v", err)
 	}
 	// Someone destroys the key and puts another under the same label and id.
 	raw := openRaw(t, cfg)

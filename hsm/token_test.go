@@ -688,6 +688,32 @@ func BenchmarkSignECDSAP256(b *testing.B) {
 	})
 }
 
+// BenchmarkSignEd25519 signs a checkpoint-sized message with an Ed25519 key
+// on a token that holds the issuing token's keys (six key pairs), from
+// 2 × GOMAXPROCS goroutines.
+func BenchmarkSignEd25519(b *testing.B) {
+	tok := hsmtest.Open(b, hsmtest.NewToken(b, "atr-bench"))
+	for _, l := range []string{"issuing", "log", "jwt", "card", "vrf"} {
+		if _, err := tok.GenerateKey(b.Context(), l, hsm.ECDSAP256); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s, err := tok.GenerateEd25519Key(b.Context(), "log-ed25519")
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := make([]byte, 120)
+	b.SetParallelism(2)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Sign(rand.Reader, msg, crypto.Hash(0)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 // A token that lost its login hides private keys; that must read as
 // "unavailable", never as "key not found" (which would be a wrong start-up
 // verdict and would not trigger recovery).
