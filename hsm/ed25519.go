@@ -59,8 +59,8 @@ type Ed25519Signer struct {
 }
 
 // ed25519Session is the session and key handle Sign keeps, valid only with
-// the token state st they were opened in (a recovery makes a new one and
-// finalizes the old, which closes its sessions).
+// the token state st they were opened in (tokenState.openKept; a recovery
+// or Token.Close closes the state and the session with it).
 type ed25519Session struct {
 	st   *tokenState
 	sh   pkcs11.SessionHandle
@@ -108,15 +108,19 @@ func (s *Ed25519Signer) Sign(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([
 			if sig, err = s.signIn(st, k.sh, k.priv, msg, what); err == nil {
 				return nil
 			}
-			// The handle or the session failed (the key was destroyed or
-			// replaced, the session closed): drop them and find the key
-			// again, which reports what is wrong now.
-			_ = st.raw.CloseSession(k.sh)
+			st.closeKept(k.sh, err)
+			s.kept = nil
+			// A key handle the token no longer knows (the key was destroyed
+			// or replaced) is looked up again at once, which reports what
+			// is there now; any other failure is the token's trouble or a
+			// bad signature, for use to handle as before.
+			if !isP11(err, pkcs11.CKR_KEY_HANDLE_INVALID) && !isP11(err, pkcs11.CKR_OBJECT_HANDLE_INVALID) {
+				return err
+			}
 		}
-		// A kept session of an earlier token state is not closed: that
-		// state's library was finalized, which closed it.
+		// A session kept in an earlier token state was closed with it.
 		s.kept = nil
-		sh, err := st.raw.OpenSession(st.slot, pkcs11.CKF_SERIAL_SESSION)
+		sh, err := st.openKept()
 		if err != nil {
 			return err
 		}
@@ -125,7 +129,7 @@ func (s *Ed25519Signer) Sign(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([
 			sig, err = s.signIn(st, sh, priv, msg, what)
 		}
 		if err != nil {
-			_ = st.raw.CloseSession(sh)
+			st.closeKept(sh, err)
 			return err
 		}
 		s.kept = &ed25519Session{st: st, sh: sh, priv: priv}

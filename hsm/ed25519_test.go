@@ -219,6 +219,35 @@ func TestEd25519SignKeepsItsSession(t *testing.T) {
 	}
 }
 
+// TestEd25519CloseLeavesNoSession: the session an Ed25519Signer keeps is
+// closed with its Token, so that closing the Token ends the process's login
+// on the token as before.
+func TestEd25519CloseLeavesNoSession(t *testing.T) {
+	cfg := hsmtest.NewToken(t, "atr-ed25519")
+	tok := hsmtest.Open(t, cfg)
+	s, err := tok.GenerateEd25519Key(t.Context(), "log-ed25519")
+	if err != nil {
+		t.Fatalf("GenerateEd25519Key: %v", err)
+	}
+	if _, err := s.Sign(rand.Reader, []byte("x"), crypto.Hash(0)); err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	if err := tok.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw := openRaw(t, cfg)
+	info, err := raw.p.GetSessionInfo(raw.session(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != pkcs11.CKS_RW_PUBLIC_SESSION {
+		t.Errorf("after Close a new session's state is %d; want %d (public: nobody logged in)", info.State, pkcs11.CKS_RW_PUBLIC_SESSION)
+	}
+	if _, err := s.Sign(rand.Reader, []byte("y"), crypto.Hash(0)); !errors.Is(err, hsm.ErrUnavailable) {
+		t.Errorf("Sign after Close = %v; want ErrUnavailable", err)
+	}
+}
+
 func TestEd25519KeyReplacedFailsClosed(t *testing.T) {
 	cfg := hsmtest.NewToken(t, "atr-ed25519")
 	tok := hsmtest.Open(t, cfg)

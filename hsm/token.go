@@ -57,6 +57,41 @@ type tokenState struct {
 	slot   uint
 	label  string
 	serial string
+
+	// kept are the raw sessions kept open across operations (an
+	// Ed25519Signer's); close closes them, so that closing a Token or
+	// replacing its state leaves no session, and no login, behind.
+	keptMu sync.Mutex
+	kept   map[pkcs11.SessionHandle]bool
+}
+
+// openKept opens a read-only raw session that stays open until closeKept or
+// close.
+func (st *tokenState) openKept() (pkcs11.SessionHandle, error) {
+	sh, err := st.raw.OpenSession(st.slot, pkcs11.CKF_SERIAL_SESSION)
+	if err != nil {
+		return 0, err
+	}
+	st.keptMu.Lock()
+	if st.kept == nil {
+		st.kept = make(map[pkcs11.SessionHandle]bool)
+	}
+	st.kept[sh] = true
+	st.keptMu.Unlock()
+	return sh, nil
+}
+
+// closeKept closes a session from openKept. A session the token already
+// lost (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED) is only forgotten:
+// its handle may name another session by now.
+func (st *tokenState) closeKept(sh pkcs11.SessionHandle, cause error) {
+	st.keptMu.Lock()
+	delete(st.kept, sh)
+	st.keptMu.Unlock()
+	if isP11(cause, pkcs11.CKR_SESSION_HANDLE_INVALID) || isP11(cause, pkcs11.CKR_SESSION_CLOSED) {
+		return
+	}
+	_ = st.raw.CloseSession(sh)
 }
 
 // Open loads the PKCS#11 module, finds the token by label or serial, logs in
@@ -224,6 +259,12 @@ func (st *tokenState) close() {
 	if st == nil {
 		return
 	}
+	st.keptMu.Lock()
+	for sh := range st.kept {
+		_ = st.raw.CloseSession(sh)
+	}
+	st.kept = nil
+	st.keptMu.Unlock()
 	st.raw.Destroy()
 	_ = st.c11.Close()
 }

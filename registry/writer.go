@@ -37,12 +37,14 @@ package registry
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/mattn/go-sqlite3"
 )
 
 const (
@@ -252,9 +254,12 @@ func (w *writer) runBatch(batch []*txItem) {
 }
 
 // begin starts a batch's transaction: on PostgreSQL on any pooled
-// connection, on SQLite on the writer's own (see conn). A connection that
-// cannot begin is given back to the pool (which drops a broken one) and the
-// batch begins once more on a fresh one.
+// connection, on SQLite on the writer's own (see conn). When the writer's
+// connection cannot begin — it is closed, or still inside a transaction
+// whose rollback failed — it is discarded, never given back to the pool (a
+// connection holding SQLite's write lock would stall every writer after
+// it), and the batch begins once more on a fresh one. A busy database is
+// not the connection's fault: that error is returned as it is.
 func (w *writer) begin(ctx context.Context) (*sqlx.Tx, error) {
 	if w.s.dialect != SQLite {
 		return w.s.db.BeginTxx(ctx, nil)
@@ -271,10 +276,22 @@ func (w *writer) begin(ctx context.Context) (*sqlx.Tx, error) {
 		if tx, err = w.conn.BeginTxx(ctx, nil); err == nil {
 			return tx, nil
 		}
-		_ = w.conn.Close()
-		w.conn = nil
+		var se sqlite3.Error
+		if ctx.Err() != nil || (errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked)) {
+			return nil, err
+		}
+		w.discardConn()
 	}
 	return nil, err
+}
+
+// discardConn closes the writer's connection for good: database/sql drops
+// a connection whose Raw call reports driver.ErrBadConn instead of pooling
+// it.
+func (w *writer) discardConn() {
+	_ = w.conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = w.conn.Close() // ErrConnDone: Raw closed it already
+	w.conn = nil
 }
 
 // runItems runs each item inside its own savepoint. It returns an error only

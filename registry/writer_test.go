@@ -216,9 +216,28 @@ func TestWriterKeepsItsConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := st.inTx(ctx, "after", func(tx *sqlx.Tx) error {
-		var n int
-		return tx.GetContext(ctx, &n, `SELECT 1`)
+		_, err := tx.ExecContext(ctx, `CREATE TABLE writer_probe_main (x INTEGER)`)
+		return err
 	}); err != nil {
 		t.Fatalf("no batch after the writer's connection went away: %v", err)
+	}
+	// The writer's connection is stuck inside a transaction holding the
+	// write lock (as after a failed ROLLBACK): it is discarded, not given
+	// back to the pool, and the batch runs on a fresh connection.
+	if _, err := st.w.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.inTx(ctx, "stuck", func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO writer_probe_main (x) VALUES (1)`)
+		return err
+	}); err != nil {
+		t.Fatalf("no batch after the writer's connection was left in a transaction: %v", err)
+	}
+	reader.Close()
+	for range 8 { // every pooled connection answers and sees the row
+		var n int
+		if err := st.db.GetContext(ctx, &n, `SELECT COUNT(*) FROM writer_probe_main`); err != nil || n != 1 {
+			t.Fatalf("a pooled connection: %d rows, %v; want 1", n, err)
+		}
 	}
 }
