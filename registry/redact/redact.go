@@ -12,6 +12,7 @@ package redact
 import (
 	"fmt"
 	"regexp"
+	"sort"
 	"strings"
 	"unicode"
 
@@ -27,7 +28,7 @@ var (
 	apiKeyRE     = regexp.MustCompile(`atr_[A-Za-z0-9_-]{8,}(?:\[REDACTED\])?`)
 	apiKeyIDRE   = regexp.MustCompile(`^atr_([0-9a-f]{16})_`)
 	authRE       = regexp.MustCompile(`(?i)\b(bearer|basic)(\s+)(?:(?:bearer|basic)\s+)*[A-Za-z0-9\-._~+/]+=*`)
-	assignRE     = regexp.MustCompile(`(?i)(\b(?:user[_-]?pin|so[_-]?pin|pin[_-]?value|pin|passphrase|password|passwd|pwd|secret|api[_-]?key|apikey|access[_-]?token|auth[_-]?token)"?\s*[:=]\s*)("[^"]*"|'[^']*'|(?:(?:bearer|basic)\s+)*[^\s&;,"']+)`)
+	assignRE     = regexp.MustCompile(`(?i)(\b(?:user[_-]?pin|so[_-]?pin|pin[_-]?value|pin|passphrase|password|passwd|pwd|secret|api[_-]?key|apikey|access[_-]?token|auth[_-]?token)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s&;,"']+)`)
 )
 
 // Redact returns s with every secret it recognizes replaced.
@@ -50,33 +51,49 @@ func redact(s string, always bool) string {
 			return Placeholder
 		})
 	}
-	// Each pattern runs only where it can match: assignRE needs a ':' or
-	// '=', authRE white space after the scheme. Most values logged (ids,
-	// routes, addresses) have neither, and every field of every request's
-	// log line passes here. Assignments first: authRE's credential could
-	// otherwise swallow the name of an assignment that follows the scheme
-	// ("basic pin=…") and leave its value. An assigned value that is a
-	// credential with its scheme ("pin= Bearer …") is removed whole, scheme
-	// words and all, or authRE would no longer see the scheme.
+	// Assignment values and credentials are found in the same text and
+	// removed together: removing either first could hide the other (in
+	// "pin= Bearer <token>" the PIN's value is the scheme word, in
+	// "basic pin=<pin>" the credential is the assignment's name). Each
+	// pattern runs only where it can match: assignRE needs a ':' or '=',
+	// authRE white space after the scheme. Most values logged (ids, routes,
+	// addresses) have neither, and every field of every request's log line
+	// passes here.
+	var spans [][2]int
 	if always || strings.ContainsAny(s, ":=") {
-		s = assignRE.ReplaceAllStringFunc(s, func(m string) string {
-			sub := assignRE.FindStringSubmatch(m)
-			v := sub[2]
-			switch {
+		for _, m := range assignRE.FindAllStringSubmatchIndex(s, -1) {
+			a, b := m[4], m[5] // the value
+			switch v := s[a:b]; {
 			case strings.HasPrefix(v, Placeholder), v == `"`+Placeholder+`"`, v == "'"+Placeholder+"'":
-				return m
-			case strings.HasPrefix(v, `"`):
-				return sub[1] + `"` + Placeholder + `"`
-			case strings.HasPrefix(v, "'"):
-				return sub[1] + "'" + Placeholder + "'"
+				continue
+			case strings.HasPrefix(v, `"`), strings.HasPrefix(v, "'"):
+				a, b = a+1, b-1 // the quotes stay
 			}
-			return sub[1] + Placeholder
-		})
+			spans = append(spans, [2]int{a, b})
+		}
 	}
 	if always || strings.ContainsAny(s, " \t\n\f\r") {
-		s = authRE.ReplaceAllString(s, "${1}${2}"+Placeholder)
+		for _, m := range authRE.FindAllStringSubmatchIndex(s, -1) {
+			spans = append(spans, [2]int{m[5], m[1]}) // the scheme and its white space stay
+		}
 	}
-	return s
+	if len(spans) == 0 {
+		return s
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i][0] < spans[j][0] })
+	var out strings.Builder
+	last := 0
+	for k := 0; k < len(spans); {
+		a, b := spans[k][0], spans[k][1]
+		for k++; k < len(spans) && spans[k][0] <= b; k++ { // overlapping or touching
+			b = max(b, spans[k][1])
+		}
+		out.WriteString(s[last:a])
+		out.WriteString(Placeholder)
+		last = b
+	}
+	out.WriteString(s[last:])
+	return out.String()
 }
 
 // sensitiveWords are field/metadata key words whose values are always removed.

@@ -32,7 +32,10 @@ func TestRedact(t *testing.T) {
 		{name: "basic header", in: "authorization: basic dXNlcjpwYXNz", want: "authorization: basic [REDACTED]"},
 		// Found by FuzzRedact: the credential after two scheme words was kept.
 		{name: "scheme words repeated", in: "BAsiC Bearer 0000000000000000 0", want: "BAsiC [REDACTED] 0"},
-		{name: "assignment of a credential", in: "pin= Bearer 0000000000000000 0", want: "pin= [REDACTED] 0"},
+		{name: "assignment of a credential", in: "pin= Bearer 0000000000000000 0", want: "pin= [REDACTED] [REDACTED] 0"},
+		{name: "assignment after a scheme word", in: "pin=basic password= hunter2", want: "pin=[REDACTED] [REDACTED] [REDACTED]"},
+		{name: "scheme word ends a line", in: "password: basic\nuser_pin= 123456", want: "password: [REDACTED]\n[REDACTED] [REDACTED]"},
+		{name: "chained schemes", in: "pin=bearer pin=bearer 0123456789abcdef", want: "pin=[REDACTED] [REDACTED] [REDACTED]"},
 		{name: "assignment of a bare scheme word", in: "password: basic", want: "password: [REDACTED]"},
 		{name: "pin assignment", in: "login failed pin=123456 slot", want: "login failed pin=[REDACTED] slot"},
 		{name: "pkcs11 uri pin-value", in: "pkcs11:token=atr-issuing;object=k?pin-value=9876", want: "pkcs11:token=atr-issuing;object=k?pin-value=[REDACTED]"},
@@ -132,6 +135,8 @@ func FuzzRedact(f *testing.F) {
 	f.Add("pin=", "", "123456")
 	f.Add("-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----", "QUJD")
 	f.Add("Authorization:\tBasic ", "", "dXNlcjpwYXNz")
+	f.Add("pin=basic password=", "", "0123456789abcdef0123")
+	f.Add("password: basic\nuser_pin=", "", "0123456789abcdef0123")
 	f.Fuzz(func(t *testing.T, before, after, secret string) {
 		if got := Redact(before + after); Redact(got) != got {
 			t.Fatalf("not idempotent on %q: %q → %q", before+after, got, Redact(got))
