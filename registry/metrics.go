@@ -52,21 +52,27 @@ func (s *Store) Collectors() []prometheus.Collector {
 // groupCommitCollector exposes the group commit's counters (registry
 // writer.go): mean batch size = items / batches.
 type groupCommitCollector struct {
-	stats          func() (batches, items int64)
-	batches, items *prometheus.Desc
+	stats                func() GroupCommitStats
+	batches, items, busy *prometheus.Desc
 }
 
-func newGroupCommitCollector(stats func() (batches, items int64)) *groupCommitCollector {
+func newGroupCommitCollector(stats func() GroupCommitStats) *groupCommitCollector {
 	return &groupCommitCollector{stats: stats,
 		batches: prometheus.NewDesc("atr_db_group_commit_batches_total", "Transactions the group commit ran, each holding one or more queued transactions (savepoints).", nil, nil),
 		items:   prometheus.NewDesc("atr_db_group_commit_items_total", "Queued transactions the group commit ran; divided by the batches, the mean batch size.", nil, nil),
+		busy:    prometheus.NewDesc("atr_db_group_commit_busy_seconds_total", "Time the group commit's writer spent running batches (begin to commit); a rate near 1 means the writer is saturated.", nil, nil),
 	}
 }
 
-func (c *groupCommitCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.batches; ch <- c.items }
+func (c *groupCommitCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.batches
+	ch <- c.items
+	ch <- c.busy
+}
 
 func (c *groupCommitCollector) Collect(ch chan<- prometheus.Metric) {
-	b, i := c.stats()
-	ch <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(b))
-	ch <- prometheus.MustNewConstMetric(c.items, prometheus.CounterValue, float64(i))
+	st := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(st.Batches))
+	ch <- prometheus.MustNewConstMetric(c.items, prometheus.CounterValue, float64(st.Items))
+	ch <- prometheus.MustNewConstMetric(c.busy, prometheus.CounterValue, st.Busy.Seconds())
 }

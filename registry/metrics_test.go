@@ -39,7 +39,7 @@ func TestStoreCollectors(t *testing.T) {
 	}
 	for _, name := range []string{"atr_db_open_connections", "atr_db_in_use_connections", "atr_db_idle_connections",
 		"atr_db_max_open_connections", "atr_db_wait_count_total", "atr_db_wait_duration_seconds_total",
-		"atr_db_group_commit_batches_total", "atr_db_group_commit_items_total"} {
+		"atr_db_group_commit_batches_total", "atr_db_group_commit_items_total", "atr_db_group_commit_busy_seconds_total"} {
 		if _, ok := got[name]; !ok {
 			t.Errorf("%s missing (gathered %v)", name, got)
 		}
@@ -47,5 +47,8 @@ func TestStoreCollectors(t *testing.T) {
 	if got["atr_db_group_commit_batches_total"] < 1 || got["atr_db_group_commit_items_total"] < got["atr_db_group_commit_batches_total"] {
 		t.Errorf("group commit counters after migrating = %v batches, %v items; want ≥ 1 batch, items ≥ batches",
 			got["atr_db_group_commit_batches_total"], got["atr_db_group_commit_items_total"])
+	}
+	if got["atr_db_group_commit_busy_seconds_total"] <= 0 {
+		t.Errorf("atr_db_group_commit_busy_seconds_total = %v after migrating, want > 0", got["atr_db_group_commit_busy_seconds_total"])
 	}
 }

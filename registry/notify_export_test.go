@@ -45,7 +45,7 @@ func (r *Registry) SealedCheckpoints() int64 { return r.tlog.sealed.Load() }
 func (s *Store) WriterBatches() (n int64) {
 	for _, w := range []*writer{s.w, s.grouped} {
 		if w != nil {
-			b, _ := w.stats()
+			b := w.stats().Batches
 			n += b
 		}
 	}

@@ -220,17 +220,26 @@ func (s *Store) Dialect() Dialect { return s.dialect }
 // Stats reports the connection pool's statistics (for metrics).
 func (s *Store) Stats() sql.DBStats { return s.db.Stats() }
 
-// GroupCommitStats reports how many batches the group commit (writer.go)
-// committed or tried to, and how many transactions they held; items/batches
-// is the mean batch size.
-func (s *Store) GroupCommitStats() (batches, items int64) {
+// GroupCommitStats is what the group commit (writer.go) did: the batches
+// it committed or tried to, the transactions they held (Items/Batches is the
+// mean batch size) and the time its goroutine spent on them. Busy growing
+// by nearly a second per second means the one writer is saturated: more
+// concurrency will not raise the commit rate.
+type GroupCommitStats struct {
+	Batches, Items int64
+	Busy           time.Duration
+}
+
+// GroupCommitStats reports what the group commit did since the store opened.
+func (s *Store) GroupCommitStats() GroupCommitStats {
+	var sum GroupCommitStats
 	for _, w := range []*writer{s.w, s.grouped} {
 		if w != nil {
-			b, i := w.stats()
-			batches, items = batches+b, items+i
+			st := w.stats()
+			sum.Batches, sum.Items, sum.Busy = sum.Batches+st.Batches, sum.Items+st.Items, sum.Busy+st.Busy
 		}
 	}
-	return batches, items
+	return sum
 }
 
 // Close closes the connection pool.

@@ -88,8 +88,10 @@ type writer struct {
 	conn *sqlx.Conn
 
 	mu sync.Mutex
-	// batches and items count what ran (tests and metrics).
+	// batches and items count what ran, busy the time run spent on
+	// batches (tests and metrics).
 	batches, items int64
+	busy           time.Duration
 }
 
 func newWriter(s *Store) *writer {
@@ -185,10 +187,14 @@ func (w *writer) runBatch(batch []*txItem) {
 	if len(live) == 0 {
 		return
 	}
-	w.mu.Lock()
-	w.batches++
-	w.items += int64(len(live))
-	w.mu.Unlock()
+	start := time.Now()
+	defer func() {
+		w.mu.Lock()
+		w.batches++
+		w.items += int64(len(live))
+		w.busy += time.Since(start)
+		w.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 	errs := make([]error, len(live))
@@ -317,9 +323,10 @@ func (w *writer) runItems(ctx context.Context, tx *sqlx.Tx, items []*txItem, err
 	return nil
 }
 
-// stats returns how many batches and items the writer ran.
-func (w *writer) stats() (batches, items int64) {
+// stats returns how many batches and items the writer ran and how long
+// it was busy.
+func (w *writer) stats() GroupCommitStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.batches, w.items
+	return GroupCommitStats{Batches: w.batches, Items: w.items, Busy: w.busy}
 }

@@ -85,7 +85,8 @@ func TestGroupCommit(t *testing.T) {
 					t.Errorf("the refused item %d left its row", i)
 				}
 			}
-			batches, items := w.stats()
+			ws := w.stats()
+			batches, items := ws.Batches, ws.Items
 			t.Logf("%s: %d items in %d batches", db, items, batches)
 			if items != n || batches >= n {
 				t.Errorf("%d items in %d batches: want %d items and fewer batches than items (group commit)", items, batches, n)
