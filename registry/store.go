@@ -101,10 +101,7 @@ func Open(ctx context.Context, databaseURL string, log *logrus.Entry) (*Store, e
 			return nil, err
 		}
 		s.dialect = SQLite
-		s.db, err = sqlx.Open("sqlite3", dsn)
-		if err != nil {
-			return nil, fmt.Errorf("registry: open sqlite: %w", invalid("database url", nil))
-		}
+		s.db = sqlx.NewDb(sql.OpenDB(newSQLiteConnector(dsn)), "sqlite3")
 		// WAL allows concurrent readers; writers are serialized by
 		// BEGIN IMMEDIATE and wait up to the busy timeout.
 		s.db.SetMaxOpenConns(8)

@@ -1,0 +1,73 @@
+package registry
+
+import (
+	"context"
+	"database/sql/driver"
+	"fmt"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
+)
+
+// SQLite statements run on the caller's goroutine. mattn/go-sqlite3 runs
+// every Exec whose context can end (every request's context can) on a new
+// goroutine and waits for it on a channel, so that it can interrupt the
+// statement if the context ends meanwhile. Each INSERT or UPDATE then costs
+// a goroutine, two goroutine switches and, on a busy server, a wait behind
+// the runnable request goroutines before the new goroutine gets a processor:
+// the group commit's one writer, which runs every write of the process,
+// spent most of its time waiting so (docs/performance.md, sixth pass).
+//
+// ATR's Execs write a handful of rows by key and take microseconds, so here
+// they run on the caller's goroutine: a context that ended before the
+// statement still refuses it, one that ends while it runs lets it finish
+// (its transaction is then rolled back by database/sql, or by the writer,
+// as before). BEGIN IMMEDIATE waits for the write lock at most the busy
+// timeout (sqliteParams). Queries keep mattn's cancellation: it watches a
+// query's context with context.AfterFunc, without a goroutine per statement.
+
+// sqliteConnector opens mattn/go-sqlite3 connections wrapped in
+// syncExecConn.
+type sqliteConnector struct {
+	dsn string
+	drv *sqlite3.SQLiteDriver
+}
+
+func newSQLiteConnector(dsn string) sqliteConnector {
+	return sqliteConnector{dsn: dsn, drv: &sqlite3.SQLiteDriver{}}
+}
+
+func (c sqliteConnector) Driver() driver.Driver { return c.drv }
+
+func (c sqliteConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	conn, err := c.drv.Open(c.dsn)
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := conn.(*sqlite3.SQLiteConn)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("registry: sqlite connection is a %T, not a *sqlite3.SQLiteConn", conn)
+	}
+	return &syncExecConn{sc}, nil
+}
+
+// syncExecConn is a mattn/go-sqlite3 connection (every method of which it
+// keeps) whose Exec and Begin run on the caller's goroutine.
+type syncExecConn struct{ *sqlite3.SQLiteConn }
+
+func (c *syncExecConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return c.SQLiteConn.ExecContext(context.WithoutCancel(ctx), query, args)
+}
+
+func (c *syncExecConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return c.SQLiteConn.BeginTx(context.WithoutCancel(ctx), opts)
+}
