@@ -54,6 +54,16 @@ func (c sqliteConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	return &syncExecConn{sc}, nil
 }
 
+// What database/sql uses of a mattn/go-sqlite3 connection, kept by the
+// wrapper (a mattn release that changed its method set fails to build here).
+var (
+	_ driver.ExecerContext      = (*syncExecConn)(nil)
+	_ driver.ConnBeginTx        = (*syncExecConn)(nil)
+	_ driver.QueryerContext     = (*syncExecConn)(nil)
+	_ driver.ConnPrepareContext = (*syncExecConn)(nil)
+	_ driver.Pinger             = (*syncExecConn)(nil)
+)
+
 // syncExecConn is a mattn/go-sqlite3 connection (every method of which it
 // keeps) whose Exec and Begin run on the caller's goroutine.
 type syncExecConn struct{ *sqlite3.SQLiteConn }

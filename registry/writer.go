@@ -174,7 +174,9 @@ func (w *writer) run() {
 	}
 }
 
-// runBatch runs the items of one batch in one transaction.
+// runBatch runs the items of one batch in one transaction, counts the
+// batch, then hands each item its outcome (counted first, so that a caller
+// that returned sees its batch in stats).
 func (w *writer) runBatch(batch []*txItem) {
 	live := batch[:0]
 	for _, it := range batch {
@@ -188,40 +190,45 @@ func (w *writer) runBatch(batch []*txItem) {
 		return
 	}
 	start := time.Now()
-	defer func() {
-		w.mu.Lock()
-		w.batches++
-		w.items += int64(len(live))
-		w.busy += time.Since(start)
-		w.mu.Unlock()
-	}()
+	errs := w.execBatch(live)
+	w.mu.Lock()
+	w.batches++
+	w.items += int64(len(live))
+	w.busy += time.Since(start)
+	w.mu.Unlock()
+	for k, it := range live {
+		it.done <- errs[k]
+	}
+}
+
+// execBatch runs live in one transaction and returns each item's outcome:
+// its own error, or the batch's BEGIN or COMMIT error. After a commit it
+// runs the seal's and the store's commit hooks.
+func (w *writer) execBatch(live []*txItem) []error {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 	errs := make([]error, len(live))
 	tx, err := w.begin(ctx)
 	if err != nil {
-		for _, it := range live {
-			it.done <- dbErr(it.op+": begin", err)
+		for k, it := range live {
+			errs[k] = dbErr(it.op+": begin", err)
 		}
-		return
+		return errs
 	}
 	if len(live) == 1 {
-		errs[0] = live[0].fn(tx)
-		if errs[0] != nil {
+		if errs[0] = live[0].fn(tx); errs[0] != nil {
 			_ = tx.Rollback()
-			live[0].done <- errs[0]
-			return
+			return errs
 		}
 	} else if err := w.runItems(ctx, tx, live, errs); err != nil {
 		// A savepoint could not be rolled back: the transaction is unusable.
 		_ = tx.Rollback()
-		for k, it := range live {
+		for k := range live {
 			if errs[k] == nil {
 				errs[k] = err
 			}
-			it.done <- errs[k]
 		}
-		return
+		return errs
 	}
 	ok, logged := false, false
 	for k, e := range errs {
@@ -230,10 +237,7 @@ func (w *writer) runBatch(batch []*txItem) {
 	}
 	if !ok {
 		_ = tx.Rollback()
-		for k, it := range live {
-			it.done <- errs[k]
-		}
-		return
+		return errs
 	}
 	var sealed func()
 	if seal := w.s.sealLog.Load(); seal != nil && logged {
@@ -244,9 +248,8 @@ func (w *writer) runBatch(batch []*txItem) {
 			if errs[k] == nil {
 				errs[k] = dbErr(it.op+": commit", err)
 			}
-			it.done <- errs[k]
 		}
-		return
+		return errs
 	}
 	if sealed != nil {
 		sealed()
@@ -254,9 +257,7 @@ func (w *writer) runBatch(batch []*txItem) {
 	if f := w.s.onCommit.Load(); f != nil {
 		(*f)()
 	}
-	for k, it := range live {
-		it.done <- errs[k]
-	}
+	return errs
 }
 
 // begin starts a batch's transaction: on PostgreSQL on any pooled

@@ -242,3 +242,25 @@ func TestWriterKeepsItsConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupCommitCountsBeforeReturning: a caller that got its outcome sees
+// its batch in the writer's counters (they used to be updated after the
+// outcomes were handed out, so a test or a scrape right after could miss
+// the batch).
+func TestGroupCommitCountsBeforeReturning(t *testing.T) {
+	st := openMigratedStore(t, "sqlite")
+	ctx := context.Background()
+	for i := range 2000 {
+		before := st.w.stats()
+		if err := st.w.do(ctx, "count", func(tx *sqlx.Tx) error {
+			_, err := tx.ExecContext(ctx, `SELECT 1`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		after := st.w.stats()
+		if after.Batches != before.Batches+1 || after.Items != before.Items+1 || after.Busy <= before.Busy {
+			t.Fatalf("call %d: counters went from %+v to %+v; want one batch and one item more, and more busy time", i, before, after)
+		}
+	}
+}
