@@ -8,6 +8,11 @@ package main
 //	go test ./cmd/atr-bench -run '^$' -bench Profile -benchtime 400x -cpuprofile /tmp/cpu.out
 //	go tool pprof -top -nodecount 30 /tmp/cpu.out
 //
+// The issuance benchmarks run 2 goroutines per GOMAXPROCS;
+// ATR_BENCH_PARALLELISM=8 runs 8 (16 on 2 cores, the peer bench's c=16).
+// Besides the process's CPU per operation they report the group commit's
+// writer time per operation and its mean batch.
+//
 // ATR_BENCH_DB=postgres uses a fresh PostgreSQL database (registrytest).
 
 import (
@@ -19,6 +24,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -38,6 +44,35 @@ func reportCPU(b *testing.B) (stop func()) {
 	start := cpuTime(b)
 	return func() {
 		b.ReportMetric(float64(cpuTime(b)-start)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+	}
+}
+
+// profileParallelism is the goroutines per GOMAXPROCS of the issuance
+// benchmarks: 2 (4 goroutines on 2 cores), or ATR_BENCH_PARALLELISM (8 on 2
+// cores is the peer bench's c=16).
+func profileParallelism(b *testing.B) int {
+	v := os.Getenv("ATR_BENCH_PARALLELISM")
+	if v == "" {
+		return 2
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("ATR_BENCH_PARALLELISM=%q: want a positive integer", v)
+	}
+	return n
+}
+
+// reportGroupCommit reports what the group commit's writer did per
+// operation: its busy time ("writer-ms/op"; near the benchmark's ns/op, the
+// one writer is saturated) and the mean batch ("items/batch").
+func reportGroupCommit(b *testing.B, st *registry.Store) (stop func()) {
+	start := st.GroupCommitStats()
+	return func() {
+		end := st.GroupCommitStats()
+		b.ReportMetric(float64(end.Busy-start.Busy)/float64(time.Millisecond)/float64(b.N), "writer-ms/op")
+		if n := end.Batches - start.Batches; n > 0 {
+			b.ReportMetric(float64(end.Items-start.Items)/float64(n), "items/batch")
+		}
 	}
 }
 
@@ -76,9 +111,10 @@ func runIssuances(b *testing.B, f *registrytest.Fixture, issue func(i int64, csr
 		csrs[i], _ = f.NewCSR()
 	}
 	var next atomic.Int64
-	b.SetParallelism(2)
+	b.SetParallelism(profileParallelism(b))
 	b.ResetTimer()
 	defer reportCPU(b)()
+	defer reportGroupCommit(b, f.Store)()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := next.Add(1) - 1

@@ -14,7 +14,10 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -307,3 +310,76 @@ func TestNoteSignerRefuses(t *testing.T) {
 		t.Error("SignCheckpoint accepted a signature that does not verify")
 	}
 }
+
+// barrierSigner's Sign waits until all of its group's signers are signing:
+// it fails when they sign one after the other.
+type barrierSigner struct {
+	note.Signer
+	arrived *sync.WaitGroup
+	calls   *atomic.Int32
+}
+
+func (b barrierSigner) Sign(msg []byte) ([]byte, error) {
+	b.calls.Add(1)
+	b.arrived.Done()
+	done := make(chan struct{})
+	go func() { b.arrived.Wait(); close(done) }()
+	select {
+	case <-done:
+		return b.Signer.Sign(msg)
+	case <-time.After(10 * time.Second):
+		return nil, errors.New("the other signers did not sign meanwhile: signed one after the other")
+	}
+}
+
+// The checkpoint's signers sign at the same time (on a token each is a
+// round trip the group commit's writer waits for), and the note is the one
+// note.Sign writes with the signers themselves: same lines, same order.
+func TestSignCheckpointSignsConcurrently(t *testing.T) {
+	_, edPriv, _ := ed25519.GenerateKey(nil)
+	edS, err := NewEd25519NoteSigner(testOrigin, edPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, _, err := note.GenerateKey(nil, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sumdbS, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testCheckpoint()
+	text, _ := c.Marshal()
+	// Ed25519 signatures are deterministic: the expected note is exact.
+	want, err := note.Sign(&note.Note{Text: string(text)}, edS, sumdbS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arrived sync.WaitGroup
+	var calls atomic.Int32
+	arrived.Add(2)
+	got, err := SignCheckpoint(c, barrierSigner{edS, &arrived, &calls}, barrierSigner{sumdbS, &arrived, &calls})
+	if err != nil {
+		t.Fatalf("SignCheckpoint: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("SignCheckpoint =\n%s\nwant (note.Sign with the same signers)\n%s", got, want)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d signatures made, want 2 (one per signer)", n)
+	}
+}
+
+// A signer's error is SignCheckpoint's error, as with note.Sign.
+func TestSignCheckpointSignerError(t *testing.T) {
+	s, _ := testSignerVerifier(t, testOrigin, "a")
+	_, err := SignCheckpoint(testCheckpoint(), s, failingSigner{s})
+	if err == nil || !strings.Contains(err.Error(), "token gone") {
+		t.Fatalf("SignCheckpoint error = %v, want the signer's", err)
+	}
+}
+
+type failingSigner struct{ note.Signer }
+
+func (failingSigner) Sign([]byte) ([]byte, error) { return nil, errors.New("token gone") }
