@@ -129,8 +129,10 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 		return fail(id, "expired")
 	}
 	if row.FailedAttempts > 0 || row.LastUsedAt == nil || now.Sub(*row.LastUsedAt) >= lastUsedPrecision {
-		if _, err := r.store.db.ExecContext(ctx, r.store.db.Rebind(
-			`UPDATE api_keys SET last_used_at = ?, failed_attempts = 0 WHERE id = ?`), dbTime(now), id); err != nil {
+		if err := r.store.inStatement(ctx, "authenticate: last used", func(q sqlx.ExtContext) error {
+			_, err := q.ExecContext(ctx, q.Rebind(`UPDATE api_keys SET last_used_at = ?, failed_attempts = 0 WHERE id = ?`), dbTime(now), id)
+			return err
+		}); err != nil {
 			r.log.WithError(dbErr("authenticate: last used", err)).WithField("key_id", id).Warn("updating api key last use")
 		}
 	}
@@ -149,8 +151,10 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 // key that keeps receiving wrong secrets is reported in the log.
 func (r *Registry) recordAuthFailure(ctx context.Context, row apiKeyRow) {
 	ctx = context.WithoutCancel(ctx)
-	if _, err := r.store.db.ExecContext(ctx, r.store.db.Rebind(
-		`UPDATE api_keys SET failed_attempts = failed_attempts + 1 WHERE id = ?`), row.ID); err != nil {
+	if err := r.store.inStatement(ctx, "authenticate: failure count", func(q sqlx.ExtContext) error {
+		_, err := q.ExecContext(ctx, q.Rebind(`UPDATE api_keys SET failed_attempts = failed_attempts + 1 WHERE id = ?`), row.ID)
+		return err
+	}); err != nil {
 		r.log.WithError(dbErr("authenticate: failure count", err)).WithField("key_id", row.ID).Warn("recording api key failure")
 		return
 	}

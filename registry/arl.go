@@ -256,7 +256,9 @@ func (s *Store) issuerOf(ctx context.Context, serial string) (string, error) {
 		return "", fmt.Errorf("registry: certificate %s: stored DER does not parse: %v", serial, err)
 	}
 	id := hex.EncodeToString(c.AuthorityKeyId)
-	return id, certs(s.db).SetIssuer(ctx, serial, id)
+	return id, s.inStatement(ctx, "certificate issuer", func(q sqlx.ExtContext) error {
+		return certs(q).SetIssuer(ctx, serial, id)
+	})
 }
 
 // BackfillIssuers fills the issuer key id of certificate rows that have none

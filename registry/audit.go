@@ -74,13 +74,16 @@ func (r *Registry) writeAudit(ctx context.Context, q sqlx.ExtContext, a Actor, a
 	return dbErr("audit: insert", err)
 }
 
-// auditBestEffort records an event outside any transaction (refusals,
-// failures). It survives a cancelled request context; errors are logged,
+// auditBestEffort records an event on its own, outside the caller's work
+// (refusals, failures): one statement (Store.inStatement — on SQLite through
+// the writer, like every write). It survives a cancelled request context; errors are logged,
 // never returned, so that the caller's own error is what the client sees.
 func (r *Registry) auditBestEffort(ctx context.Context, a Actor, action, target, result string, md map[string]string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := r.writeAudit(ctx, r.store.db, a, action, target, result, md, nil); err != nil {
+	if err := r.store.inStatement(ctx, "audit", func(q sqlx.ExtContext) error {
+		return r.writeAudit(ctx, q, a, action, target, result, md, nil)
+	}); err != nil {
 		r.log.WithError(err).WithField("action", action).WithField("request_id", a.RequestID).Error("writing audit event")
 	}
 }

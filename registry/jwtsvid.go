@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/agent-trust-registry/atr/ca"
 )
 
@@ -108,13 +110,16 @@ func (r *Registry) IssueJWTSVID(ctx context.Context, a Actor, cert *x509.Certifi
 		r.auditBestEffort(ctx, a, ActionJWTSVID, name, ResultError, map[string]string{"error": "signing"})
 		return nil, fmt.Errorf("registry: jwt-svid: %v: %w", err, bare(ErrUnavailable))
 	}
-	if err := r.writeAudit(ctx, r.store.db, a, ActionJWTSVID, name, ResultSuccess, map[string]string{
+	md := map[string]string{
 		"jti":        svid.ID,
 		"kid":        svid.KeyID,
 		"audience":   strings.Join(svid.Audience, " "),
 		"expires_at": svid.ExpiresAt.Format(time.RFC3339),
 		"ttl":        strconv.Itoa(int(svid.ExpiresAt.Sub(svid.IssuedAt) / time.Second)),
-	}, nil); err != nil {
+	}
+	if err := r.store.inStatement(ctx, "jwt-svid: audit", func(q sqlx.ExtContext) error {
+		return r.writeAudit(ctx, q, a, ActionJWTSVID, name, ResultSuccess, md, nil)
+	}); err != nil {
 		return nil, wrap("jwt-svid", err)
 	}
 	r.log.WithFields(map[string]any{"agent": name, "actor": a.label(), "request_id": a.RequestID, "jti": svid.ID,

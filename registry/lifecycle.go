@@ -277,7 +277,12 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 func (r *Registry) abandon(ctx context.Context, a Actor, action, name, serial, why string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	ok, err := certs(r.store.db).Abandon(ctx, serial, r.now())
+	var ok bool
+	err := r.store.inStatement(ctx, "abandon", func(q sqlx.ExtContext) error {
+		var err error
+		ok, err = certs(q).Abandon(ctx, serial, r.now())
+		return err
+	})
 	if err != nil {
 		r.log.WithError(err).WithField("serial", serial).Error("marking pending issuance abandoned")
 		return

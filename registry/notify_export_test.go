@@ -2,7 +2,10 @@ package registry
 
 import (
 	"context"
+	"testing"
 	"time"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
 )
 
 // Exported for the tests of package registry_test (this binary only).
@@ -50,4 +53,13 @@ func (s *Store) WriterBatches() (n int64) {
 		}
 	}
 	return n
+}
+
+// SetSQLiteConnectHook installs h to see every new SQLite connection of the
+// test binary, with its DSN, until the test ends.
+func SetSQLiteConnectHook(t testing.TB, h func(dsn string, conn *sqlite3.SQLiteConn)) {
+	if !connectHook.CompareAndSwap(nil, &h) {
+		t.Fatal("another test holds the SQLite connect hook")
+	}
+	t.Cleanup(func() { connectHook.Store(nil) })
 }

@@ -198,7 +198,10 @@ func (s *revocationService) refresh(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM ocsp_responses WHERE not_after < ?`), dbTime(s.now()))
+	err := s.store.inStatement(ctx, "revocation: pruning OCSP responses", func(q sqlx.ExtContext) error {
+		_, err := q.ExecContext(ctx, q.Rebind(`DELETE FROM ocsp_responses WHERE not_after < ?`), dbTime(s.now()))
+		return err
+	})
 	return errors.Join(append(errs, dbErr("revocation: pruning OCSP responses", err))...)
 }
 

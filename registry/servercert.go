@@ -165,7 +165,12 @@ func (r *Registry) IssueServerCertificate(ctx context.Context, pub crypto.Public
 func (r *Registry) abandonServerCert(ctx context.Context, serial, why string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	ok, err := certs(r.store.db).AbandonServer(ctx, serial, r.now())
+	var ok bool
+	err := r.store.inStatement(ctx, "abandon server certificate", func(q sqlx.ExtContext) error {
+		var err error
+		ok, err = certs(q).AbandonServer(ctx, serial, r.now())
+		return err
+	})
 	if err != nil {
 		r.log.WithError(err).WithField("serial", serial).Error("marking pending server certificate abandoned")
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"fmt"
+	"sync/atomic"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
 )
@@ -51,8 +52,15 @@ func (c sqliteConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("registry: sqlite connection is a %T, not a *sqlite3.SQLiteConn", conn)
 	}
+	if h := connectHook.Load(); h != nil {
+		(*h)(c.dsn, sc)
+	}
 	return &syncExecConn{sc}, nil
 }
+
+// connectHook, when set, sees every new SQLite connection and its DSN
+// (tests: TestSQLiteWritesRunOnTheWriter).
+var connectHook atomic.Pointer[func(dsn string, conn *sqlite3.SQLiteConn)]
 
 // What database/sql uses of a mattn/go-sqlite3 connection, kept by the
 // wrapper (a mattn release that changed its method set fails to build here).

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jmoiron/sqlx"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/agent-trust-registry/atr/registry/translog"
@@ -83,17 +84,24 @@ func (r *Registry) AddCosignatures(ctx context.Context, size int64, v note.Verif
 		return 0, invalid("cosignatures: "+err.Error(), nil)
 	}
 	added := 0
-	for _, s := range n.Sigs {
-		line := "— " + s.Name + " " + s.Base64 + "\n"
-		res, err := r.store.db.ExecContext(ctx, r.store.db.Rebind(
-			`INSERT INTO witness_cosignatures (size, key_name, key_hash, line, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (size, key_name, key_hash) DO NOTHING`),
-			size, s.Name, int64(s.Hash), line, dbTime(r.now()))
-		if err != nil {
-			return added, dbErr("cosignatures: storing", err)
+	err = r.store.inTx(ctx, "cosignatures: storing", func(tx *sqlx.Tx) error {
+		added = 0
+		for _, s := range n.Sigs {
+			line := "— " + s.Name + " " + s.Base64 + "\n"
+			res, err := tx.ExecContext(ctx, tx.Rebind(
+				`INSERT INTO witness_cosignatures (size, key_name, key_hash, line, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (size, key_name, key_hash) DO NOTHING`),
+				size, s.Name, int64(s.Hash), line, dbTime(r.now()))
+			if err != nil {
+				return dbErr("cosignatures: storing", err)
+			}
+			if k, err := res.RowsAffected(); err == nil && k > 0 {
+				added++
+			}
 		}
-		if k, err := res.RowsAffected(); err == nil && k > 0 {
-			added++
-		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
 	if added > 0 {
 		r.log.WithField("tree_size", size).WithField("witness", v.Name()).Info("stored witness cosignature")

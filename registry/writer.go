@@ -10,10 +10,11 @@ package registry
 // so a lone request pays nothing extra (a batch of one runs without
 // savepoints).
 //
-//   - SQLite: every Store.inTx goes through one writer goroutine per
-//     process (one writer queue instead of many goroutines sleeping in
-//     SQLite's busy handler). SQLite has a single write lock, so batching
-//     cannot deadlock.
+//   - SQLite: every Store.inTx and Store.inStatement — every write of the
+//     process, none on a pooled connection (TestSQLiteWritesRunOnTheWriter)
+//     — goes through one writer goroutine per process (one writer queue
+//     instead of many goroutines sleeping in SQLite's busy handler). SQLite
+//     has a single write lock, so batching cannot deadlock.
 //   - PostgreSQL: only the issuance commits (Store.inTxLogged: log entry,
 //     certificate rows, audit) share a batch; batches of several replicas
 //     serialize on log_head (the log stays gap-free). Each item locks only
