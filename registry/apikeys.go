@@ -131,9 +131,9 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 	if row.FailedAttempts > 0 || row.LastUsedAt == nil || now.Sub(*row.LastUsedAt) >= lastUsedPrecision {
 		if err := r.store.inStatement(ctx, "authenticate: last used", func(q sqlx.ExtContext) error {
 			_, err := q.ExecContext(ctx, q.Rebind(`UPDATE api_keys SET last_used_at = ?, failed_attempts = 0 WHERE id = ?`), dbTime(now), id)
-			return err
+			return dbErr("authenticate: last used", err)
 		}); err != nil {
-			r.log.WithError(dbErr("authenticate: last used", err)).WithField("key_id", id).Warn("updating api key last use")
+			r.log.WithError(err).WithField("key_id", id).Warn("updating api key last use")
 		}
 	}
 	k, err := row.apiKey()
@@ -150,12 +150,13 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 // stopped per client IP in the api layer (rate limit and lockout); here a
 // key that keeps receiving wrong secrets is reported in the log.
 func (r *Registry) recordAuthFailure(ctx context.Context, row apiKeyRow) {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	if err := r.store.inStatement(ctx, "authenticate: failure count", func(q sqlx.ExtContext) error {
 		_, err := q.ExecContext(ctx, q.Rebind(`UPDATE api_keys SET failed_attempts = failed_attempts + 1 WHERE id = ?`), row.ID)
-		return err
+		return dbErr("authenticate: failure count", err)
 	}); err != nil {
-		r.log.WithError(dbErr("authenticate: failure count", err)).WithField("key_id", row.ID).Warn("recording api key failure")
+		r.log.WithError(err).WithField("key_id", row.ID).Warn("recording api key failure")
 		return
 	}
 	if n := row.FailedAttempts + 1; n%r.cfg.MaxAuthFailures == 0 {

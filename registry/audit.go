@@ -75,9 +75,10 @@ func (r *Registry) writeAudit(ctx context.Context, q sqlx.ExtContext, a Actor, a
 }
 
 // auditBestEffort records an event on its own, outside the caller's work
-// (refusals, failures): one statement (Store.inStatement — on SQLite through
-// the writer, like every write). It survives a cancelled request context; errors are logged,
-// never returned, so that the caller's own error is what the client sees.
+// (refusals, failures): one statement (Store.inStatement: on SQLite
+// through the writer, like every write). It survives a cancelled request
+// context; errors are logged, never returned, so that the caller's own
+// error is what the client sees.
 func (r *Registry) auditBestEffort(ctx context.Context, a Actor, action, target, result string, md map[string]string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

@@ -86,9 +86,9 @@ func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*s
 	if err := s.store.inStatement(ctx, "crl: creating state", func(q sqlx.ExtContext) error {
 		_, err := q.ExecContext(ctx, q.Rebind(`INSERT INTO crl_issuers (issuer_key_id, number, seq)
 			SELECT ?, number, -1 FROM crl_state WHERE id = 1 ON CONFLICT (issuer_key_id) DO NOTHING`), r.keyID)
-		return err
+		return dbErr("crl: creating state", err)
 	}); err != nil {
-		return nil, dbErr("crl: creating state", err)
+		return nil, err
 	}
 	var row storedCRL
 	if err := s.db.GetContext(ctx, &row, s.db.Rebind(sel), r.keyID); err != nil {

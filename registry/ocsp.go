@@ -341,10 +341,10 @@ func (s *revocationService) ocspResponse(ctx context.Context, r *responder, key 
 					revoked_at = excluded.revoked_at, grace_until = excluded.grace_until, der = excluded.der,
 					this_update = excluded.this_update, next_update = excluded.next_update, not_after = excluded.not_after`),
 				key.serial, algName, status, st.reason, revokedAt, goodUntil, der, dbTime(this), dbTime(next), dbTime(st.notAfter))
-			return err
+			return dbErr("ocsp: storing response", err)
 		}); err != nil {
 			// The response is valid; other replicas will sign their own.
-			s.log.WithError(dbErr("ocsp: storing response", err)).WithField("serial", key.serial).Warn("storing OCSP response")
+			s.log.WithError(err).WithField("serial", key.serial).Warn("storing OCSP response")
 		}
 	}
 	s.cache.put(e)

@@ -200,9 +200,9 @@ func (s *revocationService) refresh(ctx context.Context) error {
 	}
 	err := s.store.inStatement(ctx, "revocation: pruning OCSP responses", func(q sqlx.ExtContext) error {
 		_, err := q.ExecContext(ctx, q.Rebind(`DELETE FROM ocsp_responses WHERE not_after < ?`), dbTime(s.now()))
-		return err
+		return dbErr("revocation: pruning OCSP responses", err)
 	})
-	return errors.Join(append(errs, dbErr("revocation: pruning OCSP responses", err))...)
+	return errors.Join(append(errs, err)...)
 }
 
 // sync returns the current revocation revision, reloading the root CRLs

@@ -11,8 +11,9 @@ package registry
 // savepoints).
 //
 //   - SQLite: every Store.inTx and Store.inStatement — every write of the
-//     process, none on a pooled connection (TestSQLiteWritesRunOnTheWriter)
-//     — goes through one writer goroutine per process (one writer queue
+//     registry: none writes on a pooled connection
+//     (TestSQLiteWritesRunOnTheWriter checks the ones beside issuances) —
+//     goes through one writer goroutine per process (one writer queue
 //     instead of many goroutines sleeping in SQLite's busy handler). SQLite
 //     has a single write lock, so batching cannot deadlock.
 //   - PostgreSQL: only the issuance commits (Store.inTxLogged: log entry,

@@ -164,9 +164,11 @@ func parseCanonicalHash(s string) (tlog.Hash, error) {
 // each of more (e.g. the log's ECDSA key and its Ed25519 key for
 // witnesses), one signature line each, in that order. Every signer's key
 // name must equal the checkpoint origin. Several signers sign at the same
-// time, each on its own goroutine: on a token each signature is a round
-// trip of its own, and the group commit's writer waits for the slowest
-// one instead of their sum (docs/performance.md, seventh pass).
+// time, each on its own goroutine, so they must be safe to call
+// concurrently (a signer passed twice signs concurrently with itself): on a
+// token each signature is a round trip of its own, and the issuance waits
+// for the slowest one instead of their sum (docs/performance.md, seventh
+// pass).
 func SignCheckpoint(c Checkpoint, s note.Signer, more ...note.Signer) ([]byte, error) {
 	signers := append([]note.Signer{s}, more...)
 	for _, s := range signers {
@@ -198,7 +200,16 @@ func presign(text []byte, signers []note.Signer) []note.Signer {
 	for i, s := range signers {
 		p := &presigned{Signer: s, text: text}
 		out[i] = p
-		wg.Go(func() { p.sig, p.err = s.Sign(text) })
+		wg.Go(func() {
+			// A panicking signer is an error, as it would be on the
+			// caller's goroutine under a recovering server.
+			defer func() {
+				if v := recover(); v != nil {
+					p.sig, p.err = nil, fmt.Errorf("signer %q panicked: %v", s.Name(), v)
+				}
+			}()
+			p.sig, p.err = s.Sign(text)
+		})
 	}
 	wg.Wait()
 	return out

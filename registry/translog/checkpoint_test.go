@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -315,18 +314,29 @@ func TestNoteSignerRefuses(t *testing.T) {
 // it fails when they sign one after the other.
 type barrierSigner struct {
 	note.Signer
-	arrived *sync.WaitGroup
-	calls   *atomic.Int32
+	b *barrier
 }
 
-func (b barrierSigner) Sign(msg []byte) ([]byte, error) {
-	b.calls.Add(1)
-	b.arrived.Done()
-	done := make(chan struct{})
-	go func() { b.arrived.Wait(); close(done) }()
+// barrier opens when n signers arrived.
+type barrier struct {
+	n, calls atomic.Int32
+	open     chan struct{}
+}
+
+func newBarrier(n int32) *barrier {
+	b := &barrier{open: make(chan struct{})}
+	b.n.Store(n)
+	return b
+}
+
+func (s barrierSigner) Sign(msg []byte) ([]byte, error) {
+	s.b.calls.Add(1)
+	if s.b.n.Add(-1) == 0 {
+		close(s.b.open)
+	}
 	select {
-	case <-done:
-		return b.Signer.Sign(msg)
+	case <-s.b.open:
+		return s.Signer.Sign(msg)
 	case <-time.After(10 * time.Second):
 		return nil, errors.New("the other signers did not sign meanwhile: signed one after the other")
 	}
@@ -356,30 +366,37 @@ func TestSignCheckpointSignsConcurrently(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var arrived sync.WaitGroup
-	var calls atomic.Int32
-	arrived.Add(2)
-	got, err := SignCheckpoint(c, barrierSigner{edS, &arrived, &calls}, barrierSigner{sumdbS, &arrived, &calls})
+	b := newBarrier(2)
+	got, err := SignCheckpoint(c, barrierSigner{edS, b}, barrierSigner{sumdbS, b})
 	if err != nil {
 		t.Fatalf("SignCheckpoint: %v", err)
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("SignCheckpoint =\n%s\nwant (note.Sign with the same signers)\n%s", got, want)
 	}
-	if n := calls.Load(); n != 2 {
+	if n := b.calls.Load(); n != 2 {
 		t.Errorf("%d signatures made, want 2 (one per signer)", n)
 	}
 }
 
-// A signer's error is SignCheckpoint's error, as with note.Sign.
+// A signer's error is SignCheckpoint's error, as with note.Sign; a signer
+// that panics on its goroutine is an error too, not a crash.
 func TestSignCheckpointSignerError(t *testing.T) {
 	s, _ := testSignerVerifier(t, testOrigin, "a")
-	_, err := SignCheckpoint(testCheckpoint(), s, failingSigner{s})
-	if err == nil || !strings.Contains(err.Error(), "token gone") {
-		t.Fatalf("SignCheckpoint error = %v, want the signer's", err)
+	for name, bad := range map[string]note.Signer{"error": failingSigner{s}, "panic": panickingSigner{s}} {
+		t.Run(name, func(t *testing.T) {
+			_, err := SignCheckpoint(testCheckpoint(), s, bad)
+			if err == nil || !strings.Contains(err.Error(), "token gone") {
+				t.Fatalf("SignCheckpoint error = %v, want the signer's", err)
+			}
+		})
 	}
 }
 
 type failingSigner struct{ note.Signer }
 
 func (failingSigner) Sign([]byte) ([]byte, error) { return nil, errors.New("token gone") }
+
+type panickingSigner struct{ note.Signer }
+
+func (panickingSigner) Sign([]byte) ([]byte, error) { panic("token gone") }

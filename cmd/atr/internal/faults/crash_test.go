@@ -48,8 +48,20 @@ func TestCrashDuringGroupCommit(t *testing.T) {
 		t.Run(db, func(t *testing.T) {
 			batched := 0 // kills that hit a server which had committed multi-item batches
 			crashRun(t, db == "postgres", kills, 16, func(t *testing.T, s *crashSite) {
-				if b, i := groupCommitCounters(t, s); i > b {
-					batched++
+				// Aim: kill once this server process has committed a
+				// multi-item batch, while the load keeps it committing
+				// more. Right after a restart requests trickle in (on
+				// PostgreSQL only the issuance commits are batched), so
+				// a fixed delay often killed it before its first such
+				// batch. The wait is bounded; a miss is counted.
+				for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+					if b, i := groupCommitCounters(t, s); i > b {
+						batched++
+						return
+					}
+					if time.Now().After(deadline) {
+						return
+					}
 				}
 			})
 			t.Logf("%s: %d of %d kills hit a server committing multi-item batches", db, batched, kills)
