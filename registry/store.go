@@ -220,8 +220,9 @@ func (s *Store) Stats() sql.DBStats { return s.db.Stats() }
 // GroupCommitStats is what the group commit (writer.go) did: the batches
 // it committed or tried to, the transactions they held (Items/Batches is the
 // mean batch size) and the time its goroutine spent on them. Busy growing
-// by nearly a second per second means the one writer is saturated: more
-// concurrency will not raise the commit rate.
+// by nearly a second per second means the one writer is never idle: with
+// idle CPU beside it, it limits the commit rate; with the cores busy, its
+// time stretches with theirs (docs/performance.md, seventh pass).
 type GroupCommitStats struct {
 	Batches, Items int64
 	Busy           time.Duration
