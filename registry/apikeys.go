@@ -129,10 +129,8 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 		return fail(id, "expired")
 	}
 	if row.FailedAttempts > 0 || row.LastUsedAt == nil || now.Sub(*row.LastUsedAt) >= lastUsedPrecision {
-		if err := r.store.inStatement(ctx, "authenticate: last used", func(q sqlx.ExtContext) error {
-			_, err := q.ExecContext(ctx, q.Rebind(`UPDATE api_keys SET last_used_at = ?, failed_attempts = 0 WHERE id = ?`), dbTime(now), id)
-			return dbErr("authenticate: last used", err)
-		}); err != nil {
+		if err := r.store.execStatement(ctx, "authenticate: last used",
+			`UPDATE api_keys SET last_used_at = ?, failed_attempts = 0 WHERE id = ?`, dbTime(now), id); err != nil {
 			r.log.WithError(err).WithField("key_id", id).Warn("updating api key last use")
 		}
 	}
@@ -152,10 +150,8 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 func (r *Registry) recordAuthFailure(ctx context.Context, row apiKeyRow) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := r.store.inStatement(ctx, "authenticate: failure count", func(q sqlx.ExtContext) error {
-		_, err := q.ExecContext(ctx, q.Rebind(`UPDATE api_keys SET failed_attempts = failed_attempts + 1 WHERE id = ?`), row.ID)
-		return dbErr("authenticate: failure count", err)
-	}); err != nil {
+	if err := r.store.execStatement(ctx, "authenticate: failure count",
+		`UPDATE api_keys SET failed_attempts = failed_attempts + 1 WHERE id = ?`, row.ID); err != nil {
 		r.log.WithError(err).WithField("key_id", row.ID).Warn("recording api key failure")
 		return
 	}

@@ -83,11 +83,8 @@ func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*s
 	const sel = `SELECT number, seq, der, this_update, next_update, stale_at FROM crl_issuers WHERE issuer_key_id = ?`
 	// A CA's first row continues the numbers of the single CRL of
 	// migration 002 (see migration 007).
-	if err := s.store.inStatement(ctx, "crl: creating state", func(q sqlx.ExtContext) error {
-		_, err := q.ExecContext(ctx, q.Rebind(`INSERT INTO crl_issuers (issuer_key_id, number, seq)
-			SELECT ?, number, -1 FROM crl_state WHERE id = 1 ON CONFLICT (issuer_key_id) DO NOTHING`), r.keyID)
-		return dbErr("crl: creating state", err)
-	}); err != nil {
+	if err := s.store.execStatement(ctx, "crl: creating state", `INSERT INTO crl_issuers (issuer_key_id, number, seq)
+		SELECT ?, number, -1 FROM crl_state WHERE id = 1 ON CONFLICT (issuer_key_id) DO NOTHING`, r.keyID); err != nil {
 		return nil, err
 	}
 	var row storedCRL

@@ -35,7 +35,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/agent-trust-registry/atr/ca"
@@ -333,16 +332,13 @@ func (s *revocationService) ocspResponse(ctx context.Context, r *responder, key 
 			t := dbTime(st.goodUntil)
 			goodUntil = &t
 		}
-		if err := s.store.inStatement(ctx, "ocsp: storing response", func(q sqlx.ExtContext) error {
-			_, err := q.ExecContext(ctx, q.Rebind(`INSERT INTO ocsp_responses
-				(serial, hash_alg, status, reason, revoked_at, grace_until, der, this_update, next_update, not_after)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-				ON CONFLICT (serial, hash_alg) DO UPDATE SET status = excluded.status, reason = excluded.reason,
-					revoked_at = excluded.revoked_at, grace_until = excluded.grace_until, der = excluded.der,
-					this_update = excluded.this_update, next_update = excluded.next_update, not_after = excluded.not_after`),
-				key.serial, algName, status, st.reason, revokedAt, goodUntil, der, dbTime(this), dbTime(next), dbTime(st.notAfter))
-			return dbErr("ocsp: storing response", err)
-		}); err != nil {
+		if err := s.store.execStatement(ctx, "ocsp: storing response", `INSERT INTO ocsp_responses
+			(serial, hash_alg, status, reason, revoked_at, grace_until, der, this_update, next_update, not_after)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (serial, hash_alg) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+				revoked_at = excluded.revoked_at, grace_until = excluded.grace_until, der = excluded.der,
+				this_update = excluded.this_update, next_update = excluded.next_update, not_after = excluded.not_after`,
+			key.serial, algName, status, st.reason, revokedAt, goodUntil, der, dbTime(this), dbTime(next), dbTime(st.notAfter)); err != nil {
 			// The response is valid; other replicas will sign their own.
 			s.log.WithError(err).WithField("serial", key.serial).Warn("storing OCSP response")
 		}

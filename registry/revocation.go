@@ -198,10 +198,7 @@ func (s *revocationService) refresh(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	err := s.store.inStatement(ctx, "revocation: pruning OCSP responses", func(q sqlx.ExtContext) error {
-		_, err := q.ExecContext(ctx, q.Rebind(`DELETE FROM ocsp_responses WHERE not_after < ?`), dbTime(s.now()))
-		return dbErr("revocation: pruning OCSP responses", err)
-	})
+	err := s.store.execStatement(ctx, "revocation: pruning OCSP responses", `DELETE FROM ocsp_responses WHERE not_after < ?`, dbTime(s.now()))
 	return errors.Join(append(errs, err)...)
 }
 

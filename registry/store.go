@@ -310,6 +310,16 @@ func (s *Store) inStatement(ctx context.Context, op string, fn func(q sqlx.ExtCo
 	return nil
 }
 
+// execStatement runs one statement (query with '?' placeholders) durably,
+// as inStatement does: on SQLite through the writer, on PostgreSQL on the
+// pool in autocommit. Errors are dbErr(op, …).
+func (s *Store) execStatement(ctx context.Context, op, query string, args ...any) error {
+	return s.inStatement(ctx, op, func(q sqlx.ExtContext) error {
+		_, err := q.ExecContext(ctx, q.Rebind(query), args...)
+		return dbErr(op, err)
+	})
+}
+
 // inOwnTx runs fn in a transaction of its own.
 func (s *Store) inOwnTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
 	tx, err := s.db.BeginTxx(ctx, nil)
