@@ -52,8 +52,8 @@ func TestGenerateKeyRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the registry's CSR parser refuses NewCSR's request: %v", err)
 			}
-			if len(req.URIs) != 0 || len(req.DNSNames) != 0 || req.Subject.CommonName != "" {
-				t.Errorf("CSR carries names: %+v", req.Subject)
+			if r := req.Request(); len(r.URIs) != 0 || len(r.DNSNames) != 0 || r.Subject.CommonName != "" {
+				t.Errorf("CSR carries names: %+v", r.Subject)
 			}
 		})
 	}

@@ -210,7 +210,7 @@ func readESTCSR(r *http.Request) ([]byte, *x509.CertificateRequest, error) {
 		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: CodeInvalidRequest,
 			Message: "the certificate request is malformed, its self-signature does not verify, or its key is not accepted", cause: err}
 	}
-	return der, csr, nil
+	return der, csr.Request(), nil
 }
 
 // estName is the agent a CSR names: its subject common name, or its one URI SAN

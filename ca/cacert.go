@@ -110,7 +110,7 @@ func lintCA(tmpl, parent *x509.Certificate, pub, signerPub crypto.PublicKey, atr
 	if err != nil {
 		return nil, err
 	}
-	findings, err := lintWith(der, reg, parent == nil, atr)
+	findings, _, err := lintWith(der, reg, parent == nil, atr)
 	if err != nil {
 		return nil, err
 	}

@@ -30,8 +30,8 @@ const (
 //
 // The CSR's subject, attributes and requested extensions are parsed but
 // never used: the certificate is built from the profile and the CSR's
-// public key only.
-func ParseCSR(pemOrDER []byte) (*x509.CertificateRequest, error) {
+// public key only (CSR.PublicKey).
+func ParseCSR(pemOrDER []byte) (*CSR, error) {
 	if len(pemOrDER) == 0 {
 		return nil, policyErr("csr", "empty")
 	}
@@ -64,8 +64,36 @@ func ParseCSR(pemOrDER []byte) (*x509.CertificateRequest, error) {
 	if err := csr.CheckSignature(); err != nil {
 		return nil, policyErr("csr", "self-signature does not verify (no proof of possession)")
 	}
-	return csr, nil
+	// The key Prepare certifies is a copy of its own, parsed from a copy of
+	// the bytes that were checked: changing the request Request returns
+	// cannot change it.
+	pub, err := x509.ParsePKIXPublicKey(bytes.Clone(csr.RawSubjectPublicKeyInfo))
+	if err != nil {
+		return nil, policyErr("csr", "malformed public key")
+	}
+	return &CSR{req: csr, pub: pub}, nil
 }
+
+// CSR is a certificate signing request that ParseCSR accepted: its
+// signature algorithm is allowed, its public key passed CheckPublicKey and
+// its self-signature verified (proof of possession). Only ParseCSR makes
+// one, and Issuer.Prepare takes nothing else, so an issuance checks the
+// self-signature once (it was checked twice, in ParseCSR and again in
+// Prepare, while Prepare took any *x509.CertificateRequest).
+type CSR struct {
+	req *x509.CertificateRequest
+	pub crypto.PublicKey
+}
+
+// Request returns the parsed request, for reading what it asks for (the
+// subject, SANs and extensions, which ATR never copies into a
+// certificate). Prepare does not read it: changing it changes nothing that
+// is issued.
+func (c *CSR) Request() *x509.CertificateRequest { return c.req }
+
+// PublicKey returns the request's public key as ParseCSR checked it: the
+// key Prepare certifies.
+func (c *CSR) PublicKey() crypto.PublicKey { return c.pub }
 
 // smallPrimesProduct is the product of the odd primes below 1000; an RSA
 // modulus sharing a factor with it is trivially factorable. It is computed

@@ -170,7 +170,7 @@ func TestCSRExtensionsNotCopied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(csr.Extensions) == 0 || csr.Subject.CommonName != "evil" {
+	if len(csr.Request().Extensions) == 0 || csr.Request().Subject.CommonName != "evil" {
 		t.Fatal("fixture lost its extensions or subject")
 	}
 	p, err := ca.issuer.Prepare(csr, "billing-bot.acme", testSerial(t), testNow)
@@ -188,21 +188,31 @@ func TestCSRExtensionsNotCopied(t *testing.T) {
 	}
 }
 
-// TestPrepareRechecksCSR: Prepare does not trust that the CSR came from
-// ParseCSR.
-func TestPrepareRechecksCSR(t *testing.T) {
+// TestPrepareCertifiesOnlyTheCheckedKey: a *CSR comes only from ParseCSR
+// (which refuses weak keys and CSRs without proof of possession:
+// TestParseCSRFiles), so Prepare does not check the self-signature again;
+// changing the parsed request afterwards does not change the key Prepare
+// certifies, and a nil or zero CSR is refused.
+func TestPrepareCertifiesOnlyTheCheckedKey(t *testing.T) {
 	ca := newTestCA(t, "p256")
-	weak := newCSR(t, newKey(t, "rsa1024"))
-	if _, err := ca.issuer.Prepare(weak, "a", testSerial(t), testNow); err == nil {
-		t.Fatal("Prepare accepted an RSA-1024 CSR")
+	signer := newKey(t, "p256")
+	csr := newCSR(t, signer)
+	csr.Request().PublicKey = newKey(t, "p256").Public() // not the key that signed it
+	p, err := ca.issuer.Prepare(csr, "a", testSerial(t), testNow)
+	if err != nil {
+		t.Fatal(err)
 	}
-	forged := newCSR(t, newKey(t, "p256"))
-	forged.PublicKey = newKey(t, "p256").Public() // not the key that signed it
-	if _, err := ca.issuer.Prepare(forged, "a", testSerial(t), testNow); err == nil {
-		t.Fatal("Prepare accepted a CSR without proof of possession")
+	c, err := ca.issuer.Sign(p)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := ca.issuer.Prepare(nil, "a", testSerial(t), testNow); err == nil {
-		t.Fatal("Prepare accepted a nil CSR")
+	if !signer.Public().(*ecdsa.PublicKey).Equal(c.PublicKey) {
+		t.Fatal("Prepare certified a key put into the request after ParseCSR checked it")
+	}
+	for name, csr := range map[string]*CSR{"nil": nil, "zero": {}} {
+		if _, err := ca.issuer.Prepare(csr, "a", testSerial(t), testNow); err == nil {
+			t.Errorf("Prepare accepted a %s CSR", name)
+		}
 	}
 }
 
@@ -226,10 +236,10 @@ func FuzzParseCSR(f *testing.F) {
 			}
 			return
 		}
-		if err := CheckPublicKey(csr.PublicKey); err != nil {
+		if err := CheckPublicKey(csr.PublicKey()); err != nil {
 			t.Fatalf("accepted CSR with bad key: %v", err)
 		}
-		if err := csr.CheckSignature(); err != nil {
+		if err := csr.Request().CheckSignature(); err != nil {
 			t.Fatalf("accepted CSR with bad signature: %v", err)
 		}
 	})

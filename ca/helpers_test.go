@@ -95,13 +95,13 @@ func newTestCA(t testing.TB, alg string) *testCA {
 	return ca
 }
 
-func newCSR(t testing.TB, k crypto.Signer) *x509.CertificateRequest {
+func newCSR(t testing.TB, k crypto.Signer) *CSR {
 	t.Helper()
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := x509.ParseCertificateRequest(der)
+	csr, err := ParseCSR(der)
 	if err != nil {
 		t.Fatal(err)
 	}

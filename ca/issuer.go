@@ -154,24 +154,18 @@ func (p *Prepared) NotAfter() time.Time { return p.tmpl.NotAfter }
 func (p *Prepared) AgentName() string { return p.name }
 
 // Prepare builds the leaf certificate for agentName (which must already be
-// normalized: NormalizeAgentName(agentName) == agentName) over csr's public
-// key, with the given serial (from NewSerial), issued at now. Of the CSR only
-// the public key is used, after checking it again against CheckPublicKey and
-// the CSR's self-signature. The template is signed with the throwaway lint
-// key and linted; any error or fatal finding is a *LintError. Policy
-// refusals (name, key, CSR) are *PolicyError. Prepare refuses to issue a
+// normalized: NormalizeAgentName(agentName) == agentName) over the public key
+// of csr, which ParseCSR checked (key policy and self-signature: the only
+// way to get a *CSR), with the given serial (from NewSerial), issued at now.
+// Of the CSR only the public key is used. The template is signed with the
+// throwaway lint key and linted; any error or fatal finding is a *LintError.
+// Policy refusals (name, CSR) are *PolicyError. Prepare refuses to issue a
 // leaf that would outlive the issuing certificate or predate it.
-func (i *Issuer) Prepare(csr *x509.CertificateRequest, agentName string, serial *big.Int, now time.Time) (*Prepared, error) {
-	if csr == nil {
-		return nil, policyErr("csr", "missing")
+func (i *Issuer) Prepare(csr *CSR, agentName string, serial *big.Int, now time.Time) (*Prepared, error) {
+	if csr == nil || csr.pub == nil {
+		return nil, policyErr("csr", "missing (a CSR comes from ParseCSR)")
 	}
-	if err := CheckPublicKey(csr.PublicKey); err != nil {
-		return nil, err
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, policyErr("csr", "self-signature does not verify (no proof of possession)")
-	}
-	return i.prepare(csr.PublicKey, agentName, serial, now)
+	return i.prepare(csr.pub, agentName, serial, now)
 }
 
 func (i *Issuer) prepare(pub crypto.PublicKey, agentName string, serial *big.Int, now time.Time) (*Prepared, error) {
@@ -190,11 +184,11 @@ func (i *Issuer) prepare(pub crypto.PublicKey, agentName string, serial *big.Int
 	if err != nil {
 		return nil, err
 	}
-	lintDER, err := i.lintTemplate(tmpl, pub, agentName)
+	lc, err := i.lintTemplate(tmpl, pub, agentName)
 	if err != nil {
 		return nil, err
 	}
-	return i.newPrepared(tmpl, pub, lintDER, agentName)
+	return i.newPrepared(tmpl, pub, lc, agentName)
 }
 
 // leafTemplate builds the agent certificate template from the profile. The
@@ -307,12 +301,8 @@ func (i *Issuer) Sign(p *Prepared) (*x509.Certificate, error) {
 
 // newPrepared makes the Prepared of a template whose lint certificate
 // (signed with the lint key, so with the issuer's signature algorithm) is
-// lintDER: its TBSCertificate, the signature algorithm and its digest.
-func (i *Issuer) newPrepared(tmpl *x509.Certificate, pub crypto.PublicKey, lintDER []byte, name string) (*Prepared, error) {
-	lc, err := x509.ParseCertificate(lintDER)
-	if err != nil {
-		return nil, fmt.Errorf("ca: prepare: parsing lint certificate: %w", err)
-	}
+// lc: its TBSCertificate, the signature algorithm and its digest.
+func (i *Issuer) newPrepared(tmpl *x509.Certificate, pub crypto.PublicKey, lc *x509.Certificate, name string) (*Prepared, error) {
 	algID, err := tbsSignatureAlgorithm(lc.RawTBSCertificate)
 	if err != nil {
 		return nil, fmt.Errorf("ca: prepare: %w", err)

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/zmap/zlint/v3/lint"
 )
 
 func TestIssueRoundTrip(t *testing.T) {
@@ -294,6 +296,26 @@ func TestLintWeakLeafKey(t *testing.T) {
 	var le *LintError
 	if !errors.As(err, &le) || !slices.Contains(le.Lints(), "e_atr_key_policy") {
 		t.Fatalf("prepare with P-521 key: %v; want e_atr_key_policy", err)
+	}
+}
+
+// TestLintRegistryListsNamesOnce: the registry ATR lints with lists the same
+// lints as the filtered zlint registry, without copying and sorting them for
+// every certificate (zlint asks for the names on each one).
+func TestLintRegistryListsNamesOnce(t *testing.T) {
+	reg, err := newLintRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := lint.GlobalRegistry().Filter(lint.FilterOptions{IncludeSources: lintIncludeSources(), ExcludeNames: lintExcludeNames()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reg.Names(); !slices.Equal(got, want.Names()) || !slices.IsSorted(got) || len(got) == 0 {
+		t.Fatalf("Names() = %d names, want the %d of the filtered registry, sorted", len(got), len(want.Names()))
+	}
+	if n := testing.AllocsPerRun(10, func() { _ = reg.Names() }); n != 0 {
+		t.Fatalf("Names() allocates %v times per call", n)
 	}
 }
 

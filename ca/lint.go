@@ -52,8 +52,20 @@ func newLintRegistry() (lint.Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building zlint registry: %w", err)
 	}
-	return r, nil
+	return namesOnce{Registry: r, names: r.Names()}, nil
 }
+
+// namesOnce is a zlint registry whose lint names are listed once: zlint asks
+// for them on every certificate it lints (to size its result map), and the
+// registry copies and sorts all of them each time.
+type namesOnce struct {
+	lint.Registry
+	names []string
+}
+
+// Names returns the registry's lint names, sorted. The slice is shared: the
+// caller must not modify it (zlint only takes its length).
+func (r namesOnce) Names() []string { return r.names }
 
 // profileLints are ATR's own lints of one certificate profile: agentLints
 // for agent leaves, serverLints (server.go) for the registry's TLS server
@@ -69,25 +81,25 @@ func (i *Issuer) agentProfile(name string) profileLints {
 
 // lintTemplate signs tmpl over pub with the throwaway lint key under the
 // lint issuer, then runs zlint and the agent lints on the result. It
-// returns the lint certificate's DER, or a *LintError.
-func (i *Issuer) lintTemplate(tmpl *x509.Certificate, pub crypto.PublicKey, name string) ([]byte, error) {
+// returns the lint certificate, parsed, or a *LintError.
+func (i *Issuer) lintTemplate(tmpl *x509.Certificate, pub crypto.PublicKey, name string) (*x509.Certificate, error) {
 	return i.lintTemplateAs(tmpl, pub, i.agentProfile(name))
 }
 
 // lintTemplateAs is lintTemplate with the profile lints atr.
-func (i *Issuer) lintTemplateAs(tmpl *x509.Certificate, pub crypto.PublicKey, atr profileLints) ([]byte, error) {
+func (i *Issuer) lintTemplateAs(tmpl *x509.Certificate, pub crypto.PublicKey, atr profileLints) (*x509.Certificate, error) {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, i.lintCert, pub, i.lintSigner)
 	if err != nil {
 		return nil, fmt.Errorf("ca: lint: signing with the lint key: %w", err)
 	}
-	findings, err := i.lintDERAs(der, atr)
+	findings, c, err := lintWith(der, i.lints, false, atr)
 	if err != nil {
 		return nil, err
 	}
 	if len(findings) > 0 {
 		return nil, &LintError{Findings: findings}
 	}
-	return der, nil
+	return c, nil
 }
 
 // lintDER runs zlint and the agent lints on a DER certificate and returns
@@ -98,26 +110,27 @@ func (i *Issuer) lintDER(der []byte, name string) ([]Finding, error) {
 
 // lintDERAs is lintDER with the profile lints atr.
 func (i *Issuer) lintDERAs(der []byte, atr profileLints) ([]Finding, error) {
-	return lintWith(der, i.lints, false, atr)
+	findings, _, err := lintWith(der, i.lints, false, atr)
+	return findings, err
 }
 
 // lintWith runs the zlint registry reg and the profile lints atr on a DER
 // certificate and returns the error and fatal findings, sorted by lint
-// name. selfSigned tells zlint that the certificate stands for a
+// name, and the certificate as crypto/x509 parsed it. selfSigned tells zlint that the certificate stands for a
 // self-signed one (a root template signed with the throwaway lint key,
 // whose signature does not verify under its own public key, which is how
 // zcrypto would otherwise decide), so that zlint applies its root CA lints.
-func lintWith(der []byte, reg lint.Registry, selfSigned bool, atr profileLints) ([]Finding, error) {
+func lintWith(der []byte, reg lint.Registry, selfSigned bool, atr profileLints) ([]Finding, *x509.Certificate, error) {
 	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("ca: lint: zcrypto cannot parse the certificate: %w", err)
+		return nil, nil, fmt.Errorf("ca: lint: zcrypto cannot parse the certificate: %w", err)
 	}
 	if selfSigned {
 		zc.SelfSigned = true
 	}
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("ca: lint: crypto/x509 cannot parse the certificate: %w", err)
+		return nil, nil, fmt.Errorf("ca: lint: crypto/x509 cannot parse the certificate: %w", err)
 	}
 	var findings []Finding
 	rs := zlint.LintCertificateEx(zc, reg)
@@ -129,7 +142,7 @@ func lintWith(der []byte, reg lint.Registry, selfSigned bool, atr profileLints) 
 	}
 	findings = append(findings, atr(c)...)
 	sort.Slice(findings, func(a, b int) bool { return findings[a].Lint < findings[b].Lint })
-	return findings, nil
+	return findings, c, nil
 }
 
 // Extension OIDs an agent certificate may carry; anything else (notably

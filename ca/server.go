@@ -68,11 +68,11 @@ func (i *Issuer) PrepareServer(pub crypto.PublicKey, dns []string, ips []net.IP,
 	if err != nil {
 		return nil, err
 	}
-	lintDER, err := i.lintTemplateAs(tmpl, pub, i.serverLints)
+	lc, err := i.lintTemplateAs(tmpl, pub, i.serverLints)
 	if err != nil {
 		return nil, err
 	}
-	return i.newPrepared(tmpl, pub, lintDER, "")
+	return i.newPrepared(tmpl, pub, lc, "")
 }
 
 // checkServerNames checks the names of a server certificate.

@@ -199,7 +199,7 @@ type commitFunc func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord
 // issue runs steps 3–6 of the issuance ordering for an authorized request.
 // await, when set, runs after the signature and before the commit (the
 // name's VRF proofs, computed meanwhile); its error abandons the issuance.
-func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind string, csr *x509.CertificateRequest, await func() error, commit commitFunc) (*x509.Certificate, *CertificateRecord, error) {
+func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind string, csr *ca.CSR, await func() error, commit commitFunc) (*x509.Certificate, *CertificateRecord, error) {
 	if r.issuer == nil {
 		return nil, nil, fmt.Errorf("registry: %s: no issuer configured: %w", kind, bare(ErrUnavailable))
 	}

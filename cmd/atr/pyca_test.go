@@ -124,7 +124,7 @@ func TestPycaVerifiesCeremonyChain(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			csr, err := x509.ParseCertificateRequest(csrDER)
+			csr, err := ca.ParseCSR(csrDER)
 			if err != nil {
 				t.Fatal(err)
 			}
