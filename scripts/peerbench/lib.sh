@@ -54,6 +54,10 @@ run() { # LABEL ROUND C
 	ATR-postgres-base) atr_run atr-postgres-base 38451 atr_peer_base "${common[@]}" ;;
 	ATR-sqlite-base-rotate) atr_run atr-sqlite-base 38450 "" "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
 	ATR-postgres-base-rotate) atr_run atr-postgres-base 38451 atr_peer_base "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
+	# Counterfactual: the same build with the Go collector's GOGC=400 (the
+	# environment of GOGC=400 start-atr.sh atr-sqlite-gogc400 38452).
+	ATR-sqlite-gogc400) atr_run atr-sqlite-gogc400 38452 "" "${common[@]}" ;;
+	ATR-sqlite-gogc400-rotate) atr_run atr-sqlite-gogc400 38452 "" "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
 	*) echo "run: unknown system $label" >&2; return 1 ;;
 	esac
 }
