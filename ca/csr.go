@@ -64,9 +64,9 @@ func ParseCSR(pemOrDER []byte) (*CSR, error) {
 	if err := csr.CheckSignature(); err != nil {
 		return nil, policyErr("csr", "self-signature does not verify (no proof of possession)")
 	}
-	// The key Prepare certifies is a copy of its own, parsed from a copy of
-	// the bytes that were checked: changing the request Request returns
-	// cannot change it.
+	// The key Prepare certifies is its own, parsed from a copy of the bytes
+	// that were checked: changing the request that Request returns, or the
+	// caller's input (which an Ed25519 key points into), cannot change it.
 	pub, err := x509.ParsePKIXPublicKey(bytes.Clone(csr.RawSubjectPublicKeyInfo))
 	if err != nil {
 		return nil, policyErr("csr", "malformed public key")
@@ -87,13 +87,10 @@ type CSR struct {
 
 // Request returns the parsed request, for reading what it asks for (the
 // subject, SANs and extensions, which ATR never copies into a
-// certificate). Prepare does not read it: changing it changes nothing that
-// is issued.
+// certificate). Prepare does not read it: changing it, its public key
+// included, changes nothing that is issued. The key Prepare certifies is
+// not handed out.
 func (c *CSR) Request() *x509.CertificateRequest { return c.req }
-
-// PublicKey returns the request's public key as ParseCSR checked it: the
-// key Prepare certifies.
-func (c *CSR) PublicKey() crypto.PublicKey { return c.pub }
 
 // smallPrimesProduct is the product of the odd primes below 1000; an RSA
 // modulus sharing a factor with it is trivially factorable. It is computed

@@ -2,7 +2,10 @@ package ca
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
@@ -173,14 +176,7 @@ func TestCSRExtensionsNotCopied(t *testing.T) {
 	if len(csr.Request().Extensions) == 0 || csr.Request().Subject.CommonName != "evil" {
 		t.Fatal("fixture lost its extensions or subject")
 	}
-	p, err := ca.issuer.Prepare(csr, "billing-bot.acme", testSerial(t), testNow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ca.issuer.Sign(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := ca.issueCSR(t, csr, "billing-bot.acme")
 	if c.IsCA || c.KeyUsage != x509.KeyUsageDigitalSignature || len(c.DNSNames) != 0 ||
 		len(c.URIs) != 1 || c.URIs[0].String() != AgentURI(testTD, "billing-bot.acme") ||
 		c.Subject.String() != "" {
@@ -191,29 +187,63 @@ func TestCSRExtensionsNotCopied(t *testing.T) {
 // TestPrepareCertifiesOnlyTheCheckedKey: a *CSR comes only from ParseCSR
 // (which refuses weak keys and CSRs without proof of possession:
 // TestParseCSRFiles), so Prepare does not check the self-signature again;
-// changing the parsed request afterwards does not change the key Prepare
+// changing the parsed request afterwards — replacing its key, or changing
+// the key or the input bytes in place — does not change the key Prepare
 // certifies, and a nil or zero CSR is refused.
 func TestPrepareCertifiesOnlyTheCheckedKey(t *testing.T) {
 	ca := newTestCA(t, "p256")
-	signer := newKey(t, "p256")
-	csr := newCSR(t, signer)
-	csr.Request().PublicKey = newKey(t, "p256").Public() // not the key that signed it
-	p, err := ca.issuer.Prepare(csr, "a", testSerial(t), testNow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ca.issuer.Sign(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !signer.Public().(*ecdsa.PublicKey).Equal(c.PublicKey) {
-		t.Fatal("Prepare certified a key put into the request after ParseCSR checked it")
+	other := newKey(t, "p256").Public().(*ecdsa.PublicKey) // not the key that signed the CSR
+	edOther := newKey(t, "ed25519").Public().(ed25519.PublicKey)
+	for name, tt := range map[string]struct {
+		alg    string
+		mutate func(req *x509.CertificateRequest, der []byte, signer crypto.PublicKey)
+	}{
+		"key replaced": {"p256", func(req *x509.CertificateRequest, _ []byte, _ crypto.PublicKey) { req.PublicKey = other }},
+		"key changed in place": {"p256", func(req *x509.CertificateRequest, _ []byte, _ crypto.PublicKey) {
+			*req.PublicKey.(*ecdsa.PublicKey) = *other
+		}},
+		"Ed25519 key changed in place": {"ed25519", func(req *x509.CertificateRequest, _ []byte, _ crypto.PublicKey) {
+			copy(req.PublicKey.(ed25519.PublicKey), edOther)
+		}},
+		"input bytes changed": {"ed25519", func(_ *x509.CertificateRequest, der []byte, signer crypto.PublicKey) {
+			i := bytes.Index(der, signer.(ed25519.PublicKey))
+			if i < 0 {
+				t.Fatal("the key is not in the request's bytes")
+			}
+			copy(der[i:], edOther)
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			signer := newKey(t, tt.alg)
+			want, err := x509.MarshalPKIXPublicKey(signer.Public())
+			if err != nil {
+				t.Fatal(err)
+			}
+			der := csrDER(t, signer)
+			csr, err := ParseCSR(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.mutate(csr.Request(), der, signer.Public())
+			if got := ca.issueCSR(t, csr, "a").RawSubjectPublicKeyInfo; !bytes.Equal(got, want) {
+				t.Fatal("Prepare certified a key changed after ParseCSR checked it")
+			}
+		})
 	}
 	for name, csr := range map[string]*CSR{"nil": nil, "zero": {}} {
 		if _, err := ca.issuer.Prepare(csr, "a", testSerial(t), testNow); err == nil {
 			t.Errorf("Prepare accepted a %s CSR", name)
 		}
 	}
+}
+
+func csrDER(t testing.TB, k crypto.Signer) []byte {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }
 
 func FuzzParseCSR(f *testing.F) {
@@ -236,8 +266,11 @@ func FuzzParseCSR(f *testing.F) {
 			}
 			return
 		}
-		if err := CheckPublicKey(csr.PublicKey()); err != nil {
+		if err := CheckPublicKey(csr.pub); err != nil {
 			t.Fatalf("accepted CSR with bad key: %v", err)
+		}
+		if !csr.pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.Request().PublicKey) {
+			t.Fatal("the key to certify is not the request's key")
 		}
 		if err := csr.Request().CheckSignature(); err != nil {
 			t.Fatalf("accepted CSR with bad signature: %v", err)

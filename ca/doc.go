@@ -16,8 +16,8 @@
 //     possession) and the key policy of CheckPublicKey: ECDSA P-256/P-384,
 //     Ed25519, RSA 2048/3072/4096 with exponent 65537. Refusals are
 //     *PolicyError values, which callers map to "400 invalid request". What
-//     it accepts is a *CSR, the only input Prepare takes, so each issuance
-//     checks the self-signature once.
+//     it accepts is a *CSR, the only input Prepare takes, so Prepare does not
+//     check the self-signature again.
 //
 //   - Issuance. An Issuer holds the issuing certificate, its signer and a
 //     leaf Profile. Prepare builds the leaf template from the profile alone (a

@@ -97,11 +97,7 @@ func newTestCA(t testing.TB, alg string) *testCA {
 
 func newCSR(t testing.TB, k crypto.Signer) *CSR {
 	t.Helper()
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := ParseCSR(der)
+	csr, err := ParseCSR(csrDER(t, k))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +117,13 @@ func testSerial(t testing.TB) *big.Int {
 func (ca *testCA) issue(t testing.TB, name, alg string) (*x509.Certificate, crypto.Signer) {
 	t.Helper()
 	k := newKey(t, alg)
-	p, err := ca.issuer.Prepare(newCSR(t, k), name, testSerial(t), testNow)
+	return ca.issueCSR(t, newCSR(t, k), name), k
+}
+
+// issueCSR issues a leaf for name from csr at testNow.
+func (ca *testCA) issueCSR(t testing.TB, csr *CSR, name string) *x509.Certificate {
+	t.Helper()
+	p, err := ca.issuer.Prepare(csr, name, testSerial(t), testNow)
 	if err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}
@@ -129,7 +131,7 @@ func (ca *testCA) issue(t testing.TB, name, alg string) (*x509.Certificate, cryp
 	if err != nil {
 		t.Fatalf("Sign: %v", err)
 	}
-	return c, k
+	return c
 }
 
 func writePEM(t testing.TB, dir, name string, certs ...*x509.Certificate) string {

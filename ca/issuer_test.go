@@ -288,7 +288,7 @@ func TestAgentLints(t *testing.T) {
 }
 
 // TestLintWeakLeafKey: a key CheckPublicKey refuses never reaches a
-// certificate even if it bypasses Prepare's own check.
+// certificate even if it reaches prepare without ParseCSR.
 func TestLintWeakLeafKey(t *testing.T) {
 	ca := newTestCA(t, "p256")
 	weak := newKey(t, "p521").Public()
