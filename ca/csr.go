@@ -30,7 +30,7 @@ const (
 //
 // The CSR's subject, attributes and requested extensions are parsed but
 // never used: the certificate is built from the profile and the CSR's
-// public key only (CSR.PublicKey).
+// public key only.
 func ParseCSR(pemOrDER []byte) (*CSR, error) {
 	if len(pemOrDER) == 0 {
 		return nil, policyErr("csr", "empty")
@@ -77,9 +77,8 @@ func ParseCSR(pemOrDER []byte) (*CSR, error) {
 // CSR is a certificate signing request that ParseCSR accepted: its
 // signature algorithm is allowed, its public key passed CheckPublicKey and
 // its self-signature verified (proof of possession). Only ParseCSR makes
-// one, and Issuer.Prepare takes nothing else, so an issuance checks the
-// self-signature once (it was checked twice, in ParseCSR and again in
-// Prepare, while Prepare took any *x509.CertificateRequest).
+// one, and Issuer.Prepare takes nothing else, so Prepare does not check the
+// self-signature again (it did while it took any *x509.CertificateRequest).
 type CSR struct {
 	req *x509.CertificateRequest
 	pub crypto.PublicKey

@@ -116,10 +116,11 @@ func (i *Issuer) lintDERAs(der []byte, atr profileLints) ([]Finding, error) {
 
 // lintWith runs the zlint registry reg and the profile lints atr on a DER
 // certificate and returns the error and fatal findings, sorted by lint
-// name, and the certificate as crypto/x509 parsed it. selfSigned tells zlint that the certificate stands for a
-// self-signed one (a root template signed with the throwaway lint key,
-// whose signature does not verify under its own public key, which is how
-// zcrypto would otherwise decide), so that zlint applies its root CA lints.
+// name, and the certificate as crypto/x509 parsed it. selfSigned tells
+// zlint that the certificate stands for a self-signed one (a root template
+// signed with the throwaway lint key, whose signature does not verify under
+// its own public key, which is how zcrypto would otherwise decide), so that
+// zlint applies its root CA lints.
 func lintWith(der []byte, reg lint.Registry, selfSigned bool, atr profileLints) ([]Finding, *x509.Certificate, error) {
 	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
