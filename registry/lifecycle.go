@@ -140,25 +140,32 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		return nil, invalid("csr", err)
 	}
 	oldSerial := agent.CurrentSerial
+	// The replaced certificate's fingerprint, for the log entry: read
+	// before the transaction (a serial's fingerprint never changes; the
+	// transaction checks that oldSerial is still the agent's).
+	old, err := certs(r.store.db).BySerial(ctx, oldSerial)
+	if err != nil {
+		return nil, wrap("rotate: reading previous certificate", err)
+	}
 	var (
 		proofs nameProofs
 		leaf   loggedLeaf
 	)
 	awaitProofs := r.nameProofsAsync(ctx, name, true, &proofs) // see Register
 	cert, rec, err := r.issue(ctx, a, ActionRotate, name, agent.Owner, "rotate", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
-		var cur struct {
-			Status string  `db:"status"`
-			Serial *string `db:"current_serial"`
-		}
-		if err := tx.GetContext(ctx, &cur, tx.Rebind(`SELECT status, current_serial FROM agents WHERE name = ?`+forUpdate(r.store.dialect)), name); err != nil {
-			return dbErr("rotate: reading agent", err)
-		}
-		if cur.Status != AgentActive || cur.Serial == nil || *cur.Serial != oldSerial {
-			return fmt.Errorf("registry: rotate: agent %s changed concurrently: %w", name, bare(ErrConflict))
-		}
-		old, err := certs(tx).BySerial(ctx, oldSerial)
+		// One statement locks the agent's row and moves it to the new
+		// serial: it matches only while the agent is still active with the
+		// serial this rotation replaces (a concurrent revocation or
+		// rotation on any replica makes it match nothing).
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE agents SET current_serial = ?, updated_at = ?
+			WHERE name = ? AND status = ? AND current_serial = ?`), rec.Serial, dbTime(now), name, AgentActive, oldSerial)
 		if err != nil {
-			return wrap("rotate: reading previous certificate", err)
+			return dbErr("rotate: updating agent", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return dbErr("rotate: updating agent", err)
+		} else if n != 1 {
+			return fmt.Errorf("registry: rotate: agent %s changed concurrently: %w", name, bare(ErrConflict))
 		}
 		if leaf, err = r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRotate, time: now, name: name, cert: cert, proofs: proofs, previous: old.Fingerprint}); err != nil {
 			return dbErr("rotate: log", err)
@@ -166,15 +173,13 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		idx := leaf.opened.LeafIndex
 		rec.LogIndex = idx
 		rec.Predecessor = oldSerial
+		// After the log's head: superseding bumps the revocation revision
+		// (a trigger), whose row a revocation locks after the head too.
 		if err := certs(tx).Supersede(ctx, oldSerial, rec.Serial, now.Add(r.cfg.RotationGrace)); err != nil {
 			return wrap("rotate", err)
 		}
 		if err := certs(tx).Insert(ctx, newCertRow(name, rec, now)); err != nil {
 			return wrap("rotate", err)
-		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE agents SET current_serial = ?, updated_at = ? WHERE name = ?`),
-			rec.Serial, dbTime(now), name); err != nil {
-			return dbErr("rotate: updating agent", err)
 		}
 		agent.CurrentSerial, agent.UpdatedAt = rec.Serial, dbTime(now)
 		return r.writeAudit(ctx, tx, a, ActionRotate, name, ResultSuccess, map[string]string{

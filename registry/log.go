@@ -57,6 +57,13 @@ type transparencyLog struct {
 	// covers is made against it without a database read (covering).
 	known atomic.Pointer[knownCheckpoint]
 
+	// txHashes is the memo of the transaction that appended last (txMemo).
+	txMu     sync.Mutex
+	txHashes struct {
+		tx *sqlx.Tx
+		hs *memoHashes
+	}
+
 	// sealed counts the checkpoints sealBatch stored with their batch
 	// (tests).
 	sealed atomic.Int64
@@ -146,6 +153,9 @@ func (s hashStore) WriteHashes(ctx context.Context, start int64, hashes []tlog.H
 type memoHashes struct {
 	hashStore
 	m map[int64]tlog.Hash
+	// readOnly: m is shared (a sealed checkpoint's hashes); what is read
+	// from the database is not added to it.
+	readOnly bool
 }
 
 func newMemoHashes(q sqlRunner) *memoHashes {
@@ -164,6 +174,9 @@ func (s *memoHashes) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Ha
 		if err != nil {
 			return nil, err
 		}
+		if s.readOnly {
+			return s.merge(indexes, missing, got), nil
+		}
 		for i, idx := range missing {
 			s.m[idx] = got[i]
 		}
@@ -175,7 +188,27 @@ func (s *memoHashes) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Ha
 	return out, nil
 }
 
+// merge returns the hashes of indexes from m and, for missing, from got.
+func (s *memoHashes) merge(indexes, missing []int64, got []tlog.Hash) []tlog.Hash {
+	read := make(map[int64]tlog.Hash, len(missing))
+	for i, idx := range missing {
+		read[idx] = got[i]
+	}
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		if h, ok := s.m[idx]; ok {
+			out[i] = h
+		} else {
+			out[i] = read[idx]
+		}
+	}
+	return out
+}
+
 func (s *memoHashes) WriteHashes(ctx context.Context, start int64, hashes []tlog.Hash) error {
+	if s.readOnly {
+		return errors.New("registry: log: a sealed checkpoint's hashes are read-only")
+	}
 	if err := s.hashStore.WriteHashes(ctx, start, hashes); err != nil {
 		return err
 	}
@@ -183,6 +216,34 @@ func (s *memoHashes) WriteHashes(ctx context.Context, start int64, hashes []tlog
 		s.m[start+int64(i)] = h
 	}
 	return nil
+}
+
+// txMemo returns the hashes tx read and wrote so far, for an append or a
+// seal in tx at head (read in tx): the group commit's batch runs many
+// appends and a seal in one transaction, which would otherwise read the
+// same frontier of the tree again for each (a statement per append, on
+// PostgreSQL a round trip under the log_head lock). Only what tx itself
+// holds is kept — the hashes it read (stored hashes never change) and
+// wrote — and only while tx appends: another transaction's append drops
+// it. The memo is used only when the root of head it gives is head's.
+// A savepoint rolled back since (a failed item of the batch) left the
+// hashes it wrote in the memo, beyond the tree of head, where they are
+// never read: the next append at that place writes them anew. Should the
+// memo not give head's root anyway (another writer got in after such a
+// rollback), a fresh memo is returned, and the caller's check of head
+// against the database's hashes stands as before.
+func (l *transparencyLog) txMemo(ctx context.Context, tx *sqlx.Tx, head logHead) *memoHashes {
+	l.txMu.Lock()
+	defer l.txMu.Unlock()
+	m := &l.txHashes
+	if m.tx == tx {
+		root, err := translog.RootHash(ctx, m.hs, head.Size)
+		if err == nil && string(root[:]) == string(head.Root) {
+			return m.hs
+		}
+	}
+	m.tx, m.hs = tx, newMemoHashes(tx)
+	return m.hs
 }
 
 // entryStore is translog.EntryReader over log_entries.
@@ -260,7 +321,7 @@ func (l *transparencyLog) appendTx(ctx context.Context, tx *sqlx.Tx, e translog.
 	if err := tx.GetContext(ctx, &head, q); err != nil {
 		return 0, nil, dbErr("log: locking head", err)
 	}
-	hs := newMemoHashes(tx)
+	hs := l.txMemo(ctx, tx, head)
 	if head.Size > 0 {
 		root, err := translog.RootHash(ctx, hs, head.Size)
 		if err != nil {
@@ -340,6 +401,19 @@ func (l *transparencyLog) latestCheckpointIn(ctx context.Context, q sqlx.Queryer
 type knownCheckpoint struct {
 	storedCheckpoint
 	hash tlog.Hash // the root the note states
+	// hashes, when set, are stored hashes of the tree — those the batch
+	// that sealed it read and wrote (sealBatch), never changed after its
+	// commit — from which its fresh receipts are proved (proofHashes).
+	hashes map[int64]tlog.Hash
+}
+
+// proofHashes returns where the hashes of k's tree are read: k's own,
+// then the database.
+func (k *knownCheckpoint) proofHashes(db sqlRunner) translog.HashStore {
+	if k == nil || k.hashes == nil {
+		return hashStore{db}
+	}
+	return &memoHashes{hashStore: hashStore{db}, m: k.hashes, readOnly: true}
 }
 
 // check checks a stored checkpoint's note; a damaged row is an error and is
@@ -617,7 +691,8 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 	if err != nil || (latest != nil && latest.Size >= head.Size) {
 		return nil
 	}
-	msg, root, err := l.signTree(ctx, newMemoHashes(tx), head, latest)
+	hs := l.txMemo(ctx, tx, head)
+	msg, root, err := l.signTree(ctx, hs, head, latest)
 	if err != nil {
 		l.log.WithError(err).WithField("tree_size", head.Size).Warn("checkpoint not sealed with its batch; receipts sign one after the commit")
 		return nil
@@ -627,7 +702,7 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 	if err != nil || stored != string(msg) {
 		return nil
 	}
-	k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: head.Size, Note: stored}, hash: root}
+	k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: head.Size, Note: stored}, hash: root, hashes: hs.m}
 	return func() {
 		l.mu.Lock()
 		l.lastSigned = now

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -782,5 +783,191 @@ func TestLogBounds(t *testing.T) {
 	unsigned := newTransparencyLog(f.stores[0], nil, nil, logTestOrigin, l.log)
 	if _, err := unsigned.checkpoint(ctx); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("checkpoint without signer: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestLogBatchAppendsAroundRolledBackItems: one batch of the group commit
+// appends for many items, each in its own savepoint, and every third item
+// fails after its append (its savepoint is rolled back, taking its leaf
+// and hashes with it). The appends after it extend the tree the database
+// holds, not the one the failed item left in the batch's memo of hashes
+// (txMemo): every other item commits, the log is gap-free, its root is an
+// independent RFC 6962 computation's, and the batch's checkpoint verifies.
+// The batch reads the tree's stored hashes once, not again for each
+// append and for the seal (counted on SQLite; before, each append read
+// the frontier of the tree anew).
+func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, dbName)
+			for i := range 5 { // a tree with a frontier of more than one hash
+				if _, err := f.appendOne(ctx, 0, fmt.Sprintf("before-%d", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, l := f.stores[0], f.logs[0]
+			lg, hook := test.NewNullLogger()
+			l.log = logrus.NewEntry(lg)
+			w := st.grouped
+			if w == nil {
+				w = st.w
+			}
+			sealed := l.sealed.Load()
+			seal := l.sealBatch
+			st.sealLog.Store(&seal)
+			t.Cleanup(func() { st.sealLog.Store(nil) })
+
+			const n = 12
+			refused := errors.New("item refused after its append")
+			var (
+				started = make(chan struct{})
+				release = make(chan struct{})
+				wg      sync.WaitGroup
+				errs    = make([]error, n)
+				idxs    = make([]int64, n)
+			)
+			item := func(i int) func(tx *sqlx.Tx) error {
+				return func(tx *sqlx.Tx) error {
+					if i == 0 {
+						close(started)
+						<-release // hold the writer until every other item is queued
+						return nil
+					}
+					var err error
+					idxs[i], _, err = l.appendTx(ctx, tx, translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate,
+						Time: f.clock.now(), Actor: "test", KeyID: fmt.Sprintf("item-%d", i)})
+					if err != nil {
+						return err
+					}
+					if i%3 == 1 {
+						return refused
+					}
+					return nil
+				}
+			}
+			wg.Go(func() {
+				errs[0] = w.doItem(&txItem{ctx: ctx, op: "hold", fn: item(0), done: make(chan error, 1)})
+			})
+			<-started
+			batches := w.stats().Batches
+			var hashReads atomic.Int64
+			if dbName == "sqlite" {
+				see := func(q string) {
+					if strings.Contains(q, "FROM log_hashes") {
+						hashReads.Add(1)
+					}
+				}
+				statementHook.Store(&see)
+				t.Cleanup(func() { statementHook.Store(nil) })
+			}
+			for i := 1; i < n; i++ {
+				wg.Go(func() {
+					errs[i] = w.doItem(&txItem{ctx: ctx, op: "append", fn: item(i), done: make(chan error, 1), logged: true})
+				})
+			}
+			for len(w.ch) < n-1 {
+				time.Sleep(time.Millisecond)
+			}
+			close(release)
+			wg.Wait()
+			statementHook.Store(nil)
+			if reads := hashReads.Load(); reads > 1 {
+				t.Errorf("the batch of %d appends read stored hashes %d times, want once", n-1, reads)
+			}
+			if got := w.stats().Batches - batches; got != 2 {
+				t.Fatalf("%d batches ran, want 2 (the holder's, then one of the other %d items)", got, n-1)
+			}
+			if errs[0] != nil {
+				t.Fatalf("the holder: %v", errs[0])
+			}
+			var want []int64
+			for i := 1; i < n; i++ {
+				switch {
+				case i%3 == 1:
+					if !errors.Is(errs[i], refused) {
+						t.Errorf("item %d: %v, want its own refusal", i, errs[i])
+					}
+				case errs[i] != nil:
+					t.Errorf("item %d: %v", i, errs[i])
+				default:
+					want = append(want, idxs[i])
+				}
+			}
+			head, err := l.head(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaves := f.allEntries(t, head.Size)
+			if wantSize := int64(5 + len(want)); head.Size != wantSize {
+				t.Errorf("tree size %d, want %d", head.Size, wantSize)
+			}
+			slices.Sort(want) // the batch runs its items in the order they queued
+			for k, idx := range want {
+				if idx != int64(5+k) {
+					t.Errorf("committed indexes %v: not the gap-free run after the 5 before", want)
+					break
+				}
+			}
+			if root := rfc6962Root(leaves); string(root[:]) != string(head.Root) {
+				t.Error("the head's root is not the RFC 6962 root of the committed leaves")
+			}
+			if l.sealed.Load() != sealed+1 {
+				t.Fatalf("the batch was not sealed: %v", hook.AllEntries())
+			}
+			k := l.known.Load()
+			c, err := translog.OpenCheckpoint([]byte(k.Note), f.verifier)
+			if err != nil || c.Size != head.Size || string(c.Hash[:]) != string(head.Root) {
+				t.Errorf("the batch's checkpoint %+v, %v; want the head of size %d", c, err, head.Size)
+			}
+		})
+	}
+}
+
+// TestTxMemoGivesOnlyItsTree: a transaction's memo of hashes is used for
+// the next append only when it gives the root of the head the transaction
+// reads; one that does not (a hash another writer replaced after a
+// rolled-back savepoint, here written into the memo) is dropped, and the
+// append extends the tree the database holds instead of refusing it.
+func TestTxMemoGivesOnlyItsTree(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, dbName)
+			l := f.logs[0]
+			err := f.stores[0].inOwnTx(ctx, "memo test", func(tx *sqlx.Tx) error {
+				for i := range 3 {
+					if _, _, err := l.appendTx(ctx, tx, translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate,
+						Time: f.clock.now(), Actor: "test", KeyID: fmt.Sprintf("k%d", i)}); err != nil {
+						return err
+					}
+				}
+				head, err := headIn(ctx, tx)
+				if err != nil {
+					return err
+				}
+				hs := l.txMemo(ctx, tx, head)
+				if hs != l.txHashes.hs {
+					t.Error("the memo of the transaction's own tree was not kept")
+				}
+				hs.m[tlog.StoredHashIndex(1, 0)] = tlog.Hash{1} // the frontier of size 3: [0,2) and leaf 2
+				if l.txMemo(ctx, tx, head) == hs {
+					t.Error("a memo that does not give the head's root was kept")
+				}
+				_, _, err = l.appendTx(ctx, tx, translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate,
+					Time: f.clock.now(), Actor: "test", KeyID: "k3"})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			head, err := l.head(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if root := rfc6962Root(f.allEntries(t, head.Size)); head.Size != 4 || string(root[:]) != string(head.Root) {
+				t.Errorf("head %d: not the RFC 6962 root of 4 leaves", head.Size)
+			}
+		})
 	}
 }

@@ -63,3 +63,12 @@ func SetSQLiteConnectHook(t testing.TB, h func(dsn string, conn *sqlite3.SQLiteC
 	}
 	t.Cleanup(func() { connectHook.Store(nil) })
 }
+
+// SetSQLiteStatementHook has h see the text of every statement run on an
+// SQLite connection until the test ends.
+func SetSQLiteStatementHook(t testing.TB, h func(query string)) {
+	if !statementHook.CompareAndSwap(nil, &h) {
+		t.Fatal("another test holds the SQLite statement hook")
+	}
+	t.Cleanup(func() { statementHook.Store(nil) })
+}

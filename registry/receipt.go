@@ -126,7 +126,7 @@ func (r *Registry) receiptAt(ctx context.Context, o translog.Opened, leaf []byte
 	// A stored checkpoint's tree is in the log, so the head is not read
 	// again; should the log have lost it (a database restored from a
 	// backup), the check below finds out.
-	proof, err := translog.InclusionProof(ctx, hashStore{r.store.db}, idx, cp.size)
+	proof, err := translog.InclusionProof(ctx, cp.own.proofHashes(r.store.db), idx, cp.size)
 	if err == nil {
 		// The proof is checked against the checkpoint's root before anyone
 		// is given it: stored hashes that do not match the checkpoint (a

@@ -62,6 +62,17 @@ func (c sqliteConnector) Connect(ctx context.Context) (driver.Conn, error) {
 // (tests: TestSQLiteWritesRunOnTheWriter).
 var connectHook atomic.Pointer[func(dsn string, conn *sqlite3.SQLiteConn)]
 
+// statementHook, when set, sees the text of every statement run through
+// database/sql on an SQLite connection, Exec or Query, before it runs
+// (tests: TestRotationStatements counts an issuance's statements).
+var statementHook atomic.Pointer[func(query string)]
+
+func seeStatement(query string) {
+	if h := statementHook.Load(); h != nil {
+		(*h)(query)
+	}
+}
+
 // What database/sql uses of a mattn/go-sqlite3 connection, kept by the
 // wrapper (a mattn release that changed its method set fails to build here).
 var (
@@ -80,7 +91,13 @@ func (c *syncExecConn) ExecContext(ctx context.Context, query string, args []dri
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	seeStatement(query)
 	return c.SQLiteConn.ExecContext(context.WithoutCancel(ctx), query, args)
+}
+
+func (c *syncExecConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	seeStatement(query)
+	return c.SQLiteConn.QueryContext(ctx, query, args)
 }
 
 func (c *syncExecConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
