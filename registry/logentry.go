@@ -202,10 +202,14 @@ type loggedLeaf struct {
 }
 
 // appendAgentEvent appends the blinded leaf of ev in tx and stores its
-// opening beside it.
+// opening beside it (with the leaf, in one statement on PostgreSQL).
 func (r *Registry) appendAgentEvent(ctx context.Context, tx *sqlx.Tx, ev agentEvent) (loggedLeaf, error) {
 	fp := sha256.Sum256(ev.cert.Raw)
-	idx, data, err := r.tlog.appendTx(ctx, tx, translog.Entry{
+	var (
+		o      translog.Opened
+		opened []byte
+	)
+	_, data, err := r.tlog.appendWith(ctx, tx, translog.Entry{
 		Version:     translog.EntryVersion,
 		Type:        ev.typ,
 		Time:        ev.time,
@@ -215,18 +219,16 @@ func (r *Registry) appendAgentEvent(ctx context.Context, tx *sqlx.Tx, ev agentEv
 		Previous:    ev.previous,
 		Reason:      ev.reason,
 		CardDigest:  ev.card,
+	}, func(idx int64) (opening, error) {
+		o = translog.Opened{LeafIndex: idx, Name: ev.name, Certificate: ev.cert.Raw, VRFProofs: ev.proofs.proofs}
+		var err error
+		if opened, err = o.Marshal(); err != nil {
+			return opening{}, fmt.Errorf("registry: log: opening of leaf %d: %w", idx, err)
+		}
+		return opening{agent: ev.name, json: opened}, nil
 	})
 	if err != nil {
 		return loggedLeaf{}, err
-	}
-	o := translog.Opened{LeafIndex: idx, Name: ev.name, Certificate: ev.cert.Raw, VRFProofs: ev.proofs.proofs}
-	opened, err := o.Marshal()
-	if err != nil {
-		return loggedLeaf{}, fmt.Errorf("registry: log: opening of leaf %d: %w", idx, err)
-	}
-	if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO log_openings (idx, agent_name, opened) VALUES (?, ?, ?)`),
-		idx, ev.name, string(opened)); err != nil {
-		return loggedLeaf{}, dbErr("log: storing the opening", err)
 	}
 	return loggedLeaf{data: data, opened: o, openedJSON: opened}, nil
 }
