@@ -45,6 +45,16 @@ const (
 // writeAudit inserts an audit event through q (a transaction or the pool).
 // Metadata and every free-text field pass the redactor first (SEC-012).
 func (r *Registry) writeAudit(ctx context.Context, q sqlx.ExtContext, a Actor, action, target, result string, md map[string]string, logIndex *int64) error {
+	st, err := r.auditEvent(a, action, target, result, md, logIndex)
+	if err != nil {
+		return err
+	}
+	_, err = q.ExecContext(ctx, q.Rebind(st.query), st.args...)
+	return dbErr("audit: insert", err)
+}
+
+// auditEvent is writeAudit's statement (for execGroup).
+func (r *Registry) auditEvent(a Actor, action, target, result string, md map[string]string, logIndex *int64) (stmt, error) {
 	md = redact.RedactMap(md)
 	if len(md) > maxAuditMeta {
 		trimmed := make(map[string]string, maxAuditMeta)
@@ -61,17 +71,16 @@ func (r *Registry) writeAudit(ctx context.Context, q sqlx.ExtContext, a Actor, a
 	}
 	mdJSON, err := json.Marshal(md)
 	if err != nil {
-		return fmt.Errorf("registry: audit: encoding metadata: %w", err)
+		return stmt{}, fmt.Errorf("registry: audit: encoding metadata: %w", err)
 	}
 	if md == nil {
 		mdJSON = []byte("{}")
 	}
-	_, err = q.ExecContext(ctx, q.Rebind(`INSERT INTO audit_events
+	return stmt{`INSERT INTO audit_events
 		(occurred_at, actor, actor_owner, request_id, ip, action, target, result, metadata, log_index)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []any{
 		dbTime(r.now()), clip(redact.Redact(a.label())), clip(redact.Redact(a.Owner)), clip(redact.Redact(a.RequestID)),
-		clip(redact.Redact(a.IP)), action, clip(redact.Redact(target)), result, string(mdJSON), logIndex)
-	return dbErr("audit: insert", err)
+		clip(redact.Redact(a.IP)), action, clip(redact.Redact(target)), result, string(mdJSON), logIndex}}, nil
 }
 
 // auditBestEffort records an event on its own, outside the caller's work

@@ -183,21 +183,33 @@ func (c certStore) Pending(ctx context.Context) ([]pendingRow, error) {
 
 // Insert stores a freshly issued certificate (row.Status CertIssued).
 func (c certStore) Insert(ctx context.Context, row certRow) error {
-	_, err := c.exec(ctx, `INSERT INTO certificates
-		(serial, agent_name, fingerprint_sha256, status, predecessor_serial, der, log_index, not_before, not_after, created_at, issuer_key_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		row.Serial, row.Agent, row.Fingerprint, row.Status, row.PredecessorSerial, row.DER, row.LogIndex,
-		dbTime(row.NotBefore), dbTime(row.NotAfter), dbTime(row.CreatedAt), row.IssuerKeyID)
+	st := insertCert(row)
+	_, err := c.exec(ctx, st.query, st.args...)
 	return dbErr("inserting certificate", err)
+}
+
+// insertCert is Insert's statement (for execGroup).
+func insertCert(row certRow) stmt {
+	return stmt{`INSERT INTO certificates
+		(serial, agent_name, fingerprint_sha256, status, predecessor_serial, der, log_index, not_before, not_after, created_at, issuer_key_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, []any{
+		row.Serial, row.Agent, row.Fingerprint, row.Status, row.PredecessorSerial, row.DER, row.LogIndex,
+		dbTime(row.NotBefore), dbTime(row.NotAfter), dbTime(row.CreatedAt), row.IssuerKeyID}}
 }
 
 // Supersede marks the issued certificate serial superseded by successor;
 // it keeps verifying until graceUntil (statusAt). A certificate that is not
 // issued any more is left alone.
 func (c certStore) Supersede(ctx context.Context, serial, successor string, graceUntil time.Time) error {
-	_, err := c.exec(ctx, `UPDATE certificates SET status = ?, successor_serial = ?, grace_until = ?
-		WHERE serial = ? AND status = ?`, CertSuperseded, successor, dbTime(graceUntil), serial, CertIssued)
+	st := supersedeCert(serial, successor, graceUntil)
+	_, err := c.exec(ctx, st.query, st.args...)
 	return dbErr("superseding certificate "+serial, err)
+}
+
+// supersedeCert is Supersede's statement (for execGroup).
+func supersedeCert(serial, successor string, graceUntil time.Time) stmt {
+	return stmt{`UPDATE certificates SET status = ?, successor_serial = ?, grace_until = ?
+		WHERE serial = ? AND status = ?`, []any{CertSuperseded, successor, dbTime(graceUntil), serial, CertIssued}}
 }
 
 // Revoke marks the certificate serial revoked at at with reason (an RFC

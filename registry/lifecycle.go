@@ -96,18 +96,17 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 		}
 		idx := leaf.opened.LeafIndex
 		rec.LogIndex = idx
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO agents
-			(name, owner, status, capabilities, metadata, current_serial, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-			name, a.Owner, AgentActive, string(capsJSON), string(mdJSON), rec.Serial, dbTime(now), dbTime(now)); err != nil {
-			return dbErr("register: insert agent", err)
-		}
-		if err := certs(tx).Insert(ctx, newCertRow(name, rec, now)); err != nil {
-			return wrap("register", err)
-		}
 		agent = Agent{Name: name, Owner: a.Owner, Status: AgentActive, Capabilities: caps, Metadata: md,
 			CurrentSerial: rec.Serial, CreatedAt: dbTime(now), UpdatedAt: dbTime(now)}
-		return r.writeAudit(ctx, tx, a, ActionRegister, name, ResultSuccess, map[string]string{
+		audit, err := r.auditEvent(a, ActionRegister, name, ResultSuccess, map[string]string{
 			"serial": rec.Serial, "fingerprint_sha256": rec.FingerprintSHA256}, &idx)
+		if err != nil {
+			return err
+		}
+		return execGroup(ctx, tx, "register: storing agent and certificate",
+			stmt{`INSERT INTO agents (name, owner, status, capabilities, metadata, current_serial, created_at, updated_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, []any{name, a.Owner, AgentActive, string(capsJSON), string(mdJSON), rec.Serial, dbTime(now), dbTime(now)}},
+			insertCert(newCertRow(name, rec, now)), audit)
 	})
 	if err != nil {
 		return nil, err
@@ -173,17 +172,16 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		idx := leaf.opened.LeafIndex
 		rec.LogIndex = idx
 		rec.Predecessor = oldSerial
+		agent.CurrentSerial, agent.UpdatedAt = rec.Serial, dbTime(now)
+		audit, err := r.auditEvent(a, ActionRotate, name, ResultSuccess, map[string]string{
+			"serial": rec.Serial, "fingerprint_sha256": rec.FingerprintSHA256, "previous_serial": oldSerial}, &idx)
+		if err != nil {
+			return err
+		}
 		// After the log's head: superseding bumps the revocation revision
 		// (a trigger), whose row a revocation locks after the head too.
-		if err := certs(tx).Supersede(ctx, oldSerial, rec.Serial, now.Add(r.cfg.RotationGrace)); err != nil {
-			return wrap("rotate", err)
-		}
-		if err := certs(tx).Insert(ctx, newCertRow(name, rec, now)); err != nil {
-			return wrap("rotate", err)
-		}
-		agent.CurrentSerial, agent.UpdatedAt = rec.Serial, dbTime(now)
-		return r.writeAudit(ctx, tx, a, ActionRotate, name, ResultSuccess, map[string]string{
-			"serial": rec.Serial, "fingerprint_sha256": rec.FingerprintSHA256, "previous_serial": oldSerial}, &idx)
+		return execGroup(ctx, tx, "rotate: storing certificate",
+			supersedeCert(oldSerial, rec.Serial, now.Add(r.cfg.RotationGrace)), insertCert(newCertRow(name, rec, now)), audit)
 	})
 	// The predecessor's status changed (or may have: the commit error could
 	// be a lost acknowledgement): this replica's Verify must not answer from

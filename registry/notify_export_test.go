@@ -64,9 +64,10 @@ func SetSQLiteConnectHook(t testing.TB, h func(dsn string, conn *sqlite3.SQLiteC
 	t.Cleanup(func() { connectHook.Store(nil) })
 }
 
-// SetSQLiteStatementHook has h see the text of every statement run on an
-// SQLite connection until the test ends.
-func SetSQLiteStatementHook(t testing.TB, h func(query string)) {
+// SetStatementHook has h see the text of every statement run on an SQLite
+// connection or a PostgreSQL one of the statement cache until the test
+// ends.
+func SetStatementHook(t testing.TB, h func(query string)) {
 	if !statementHook.CompareAndSwap(nil, &h) {
 		t.Fatal("another test holds the SQLite statement hook")
 	}

@@ -162,6 +162,7 @@ func (c *cachingConn) forgetOnError(query string, err error) {
 }
 
 func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	seeStatement(query)
 	if len(args) == 0 {
 		return c.pqConn.ExecContext(ctx, query, args)
 	}
@@ -197,6 +198,7 @@ func (c *cachingConn) ResetSession(ctx context.Context) error {
 func (c *cachingConn) IsValid() bool { return !c.cancelled && c.pqConn.IsValid() }
 
 func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	seeStatement(query)
 	if len(args) == 0 {
 		return c.pqConn.QueryContext(ctx, query, args)
 	}

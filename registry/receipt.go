@@ -63,6 +63,10 @@ type receiptCheckpoint struct {
 	hash      tlog.Hash // the root the note states
 	witnessed bool
 	own       *knownCheckpoint // the log's own known checkpoint, when it is that
+	// fresh: the receipt is of a leaf this process just appended, proved
+	// from the hashes its batch sealed (knownCheckpoint.hashes) where it
+	// has them; every other receipt reads them from the database.
+	fresh bool
 }
 
 // ownReceiptCheckpoint is the log's own checkpoint k as a receipt's.
@@ -126,7 +130,11 @@ func (r *Registry) receiptAt(ctx context.Context, o translog.Opened, leaf []byte
 	// A stored checkpoint's tree is in the log, so the head is not read
 	// again; should the log have lost it (a database restored from a
 	// backup), the check below finds out.
-	proof, err := translog.InclusionProof(ctx, cp.own.proofHashes(r.store.db), idx, cp.size)
+	var hs translog.HashStore = hashStore{r.store.db}
+	if cp.fresh {
+		hs = cp.own.proofHashes(r.store.db)
+	}
+	proof, err := translog.InclusionProof(ctx, hs, idx, cp.size)
 	if err == nil {
 		// The proof is checked against the checkpoint's root before anyone
 		// is given it: stored hashes that do not match the checkpoint (a
@@ -281,7 +289,9 @@ func (r *Registry) withReceipt(ctx context.Context, iss *Issued, leaf loggedLeaf
 	iss.Opened = leaf.openedJSON
 	own, err := r.tlog.covering(ctx, leaf.opened.LeafIndex+1)
 	if err == nil {
-		iss.Receipt, err = r.receiptAt(ctx, leaf.opened, leaf.data, ownReceiptCheckpoint(own))
+		cp := ownReceiptCheckpoint(own)
+		cp.fresh = true
+		iss.Receipt, err = r.receiptAt(ctx, leaf.opened, leaf.data, cp)
 	}
 	if err != nil {
 		// The leaf was just committed with its opening: no receipt is a

@@ -63,8 +63,9 @@ func (c sqliteConnector) Connect(ctx context.Context) (driver.Conn, error) {
 var connectHook atomic.Pointer[func(dsn string, conn *sqlite3.SQLiteConn)]
 
 // statementHook, when set, sees the text of every statement run through
-// database/sql on an SQLite connection, Exec or Query, before it runs
-// (tests: TestRotationStatements counts an issuance's statements).
+// database/sql, Exec or Query, before it runs: on an SQLite connection, and
+// on a PostgreSQL one of the statement cache (pgstmt.go), where each is a
+// round trip (tests: TestRotationStatements counts an issuance's).
 var statementHook atomic.Pointer[func(query string)]
 
 func seeStatement(query string) {

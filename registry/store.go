@@ -320,6 +320,70 @@ func (s *Store) execStatement(ctx context.Context, op, query string, args ...any
 	})
 }
 
+// stmt is one statement with '?' placeholders and its arguments.
+type stmt struct {
+	query string
+	args  []any
+}
+
+// execGroup runs statements in tx that need nothing back but success, on
+// PostgreSQL in one round trip — every statement but the last becomes a
+// data-modifying CTE of the last — and one after another on SQLite (where a
+// statement is a function call). Each must be an INSERT, UPDATE or DELETE
+// without RETURNING whose rows affected do not matter, and none may need to
+// see another's changes: PostgreSQL runs all parts of one statement on one
+// snapshot (foreign keys, checked at the statement's end, see them all).
+// Errors are dbErr(op, …).
+func execGroup(ctx context.Context, tx *sqlx.Tx, op string, stmts ...stmt) error {
+	for i, st := range stmts {
+		if n := strings.Count(st.query, "?"); n != len(st.args) {
+			return fmt.Errorf("registry: %s: statement %d has %d placeholders for %d arguments", op, i, n, len(st.args))
+		}
+	}
+	if tx.DriverName() != "postgres" || len(stmts) == 1 {
+		for _, st := range stmts {
+			if _, err := tx.ExecContext(ctx, tx.Rebind(st.query), st.args...); err != nil {
+				return dbErr(op, err)
+			}
+		}
+		return nil
+	}
+	var (
+		b    strings.Builder
+		args []any
+	)
+	for i, st := range stmts {
+		switch {
+		case i == 0:
+			b.WriteString("WITH ")
+		case i < len(stmts)-1:
+			b.WriteString(", ")
+		default:
+			b.WriteString(" ")
+		}
+		if i < len(stmts)-1 {
+			fmt.Fprintf(&b, "g%d AS (", i)
+		}
+		k := 0
+		for _, r := range st.query {
+			if r != '?' {
+				b.WriteRune(r)
+				continue
+			}
+			args = append(args, st.args[k])
+			k++
+			fmt.Fprintf(&b, "$%d", len(args))
+		}
+		if i < len(stmts)-1 {
+			b.WriteString(")")
+		}
+	}
+	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+		return dbErr(op, err)
+	}
+	return nil
+}
+
 // inOwnTx runs fn in a transaction of its own.
 func (s *Store) inOwnTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
 	tx, err := s.db.BeginTxx(ctx, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -262,5 +263,70 @@ func TestGroupCommitCountsBeforeReturning(t *testing.T) {
 		if after.Batches != before.Batches+1 || after.Items != before.Items+1 || after.Busy <= before.Busy {
 			t.Fatalf("call %d: counters went from %+v to %+v; want one batch and one item more, and more busy time", i, before, after)
 		}
+	}
+}
+
+// TestExecGroup: the statements of a group all take effect — on
+// PostgreSQL in one statement, so a child row may name a parent inserted
+// by the same group (the foreign key is checked at the statement's end) —
+// a constraint violation is ErrConflict for the whole group, and a
+// statement whose placeholders do not match its arguments is refused
+// before anything runs.
+func TestExecGroup(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			st := openBareStore(t, db)
+			for _, q := range []string{
+				`CREATE TABLE g_parent (id INTEGER PRIMARY KEY, note TEXT)`,
+				`CREATE TABLE g_child (id INTEGER PRIMARY KEY, parent INTEGER NOT NULL REFERENCES g_parent (id))`,
+				`INSERT INTO g_parent (id, note) VALUES (1, 'old')`,
+			} {
+				if _, err := st.db.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			group := func(stmts ...stmt) error {
+				return st.inOwnTx(ctx, "group", func(tx *sqlx.Tx) error { return execGroup(ctx, tx, "group", stmts...) })
+			}
+			if err := group(
+				stmt{`INSERT INTO g_parent (id, note) VALUES (?, ?)`, []any{2, "new"}},
+				stmt{`UPDATE g_parent SET note = ? WHERE id = ?`, []any{"changed", 1}},
+				stmt{`INSERT INTO g_child (id, parent) VALUES (?, ?)`, []any{10, 2}},
+			); err != nil {
+				t.Fatal(err)
+			}
+			var notes []string
+			if err := st.db.SelectContext(ctx, &notes, `SELECT note FROM g_parent ORDER BY id`); err != nil || !slices.Equal(notes, []string{"changed", "new"}) {
+				t.Fatalf("parents %v, %v; want [changed new]", notes, err)
+			}
+			var children int
+			if err := st.db.GetContext(ctx, &children, `SELECT COUNT(*) FROM g_child WHERE parent = 2`); err != nil || children != 1 {
+				t.Fatalf("%d children, %v; want 1", children, err)
+			}
+			// A duplicate key fails the group; nothing of it stays.
+			err := group(
+				stmt{`UPDATE g_parent SET note = ? WHERE id = ?`, []any{"lost", 1}},
+				stmt{`INSERT INTO g_child (id, parent) VALUES (?, ?)`, []any{10, 1}},
+			)
+			if !errors.Is(err, ErrConflict) {
+				t.Fatalf("duplicate key: %v, want ErrConflict", err)
+			}
+			var note string
+			if err := st.db.GetContext(ctx, &note, `SELECT note FROM g_parent WHERE id = 1`); err != nil || note != "changed" {
+				t.Fatalf("note %q, %v: the failed group changed it", note, err)
+			}
+			for _, bad := range [][]stmt{
+				{{`UPDATE g_parent SET note = ? WHERE id = ?`, []any{"x"}}, {`DELETE FROM g_child`, nil}},
+				{{`DELETE FROM g_child`, []any{1}}, {`UPDATE g_parent SET note = ?`, []any{"x"}}},
+			} {
+				if err := group(bad...); err == nil {
+					t.Errorf("placeholders that do not match the arguments were run")
+				}
+			}
+			if err := st.db.GetContext(ctx, &children, `SELECT COUNT(*) FROM g_child`); err != nil || children != 1 {
+				t.Fatalf("%d children, %v: a refused group ran", children, err)
+			}
+		})
 	}
 }
