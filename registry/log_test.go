@@ -102,11 +102,15 @@ func (f *logFixture) appendOne(ctx context.Context, replica int, keyID string) (
 	var idx int64
 	err := f.stores[replica].inTx(ctx, "test append", func(tx *sqlx.Tx) error {
 		var err error
-		idx, _, err = f.logs[replica].appendTx(ctx, tx, translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate,
-			Time: f.clock.now(), Actor: "test", KeyID: keyID})
+		idx, _, err = f.logs[replica].appendTx(ctx, tx, f.entry(keyID))
 		return err
 	})
 	return idx, err
+}
+
+// entry is a log entry of the tests (an API key's creation).
+func (f *logFixture) entry(keyID string) translog.Entry {
+	return translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate, Time: f.clock.now(), Actor: "test", KeyID: keyID}
 }
 
 func (f *logFixture) openCheckpoint(t *testing.T, replica int) translog.Checkpoint {
@@ -835,8 +839,7 @@ func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 						return nil
 					}
 					var err error
-					idxs[i], _, err = l.appendTx(ctx, tx, translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate,
-						Time: f.clock.now(), Actor: "test", KeyID: fmt.Sprintf("item-%d", i)})
+					idxs[i], _, err = l.appendTx(ctx, tx, f.entry(fmt.Sprintf("item-%d", i)))
 					if err != nil {
 						return err
 					}
@@ -937,8 +940,7 @@ func TestTxMemoGivesOnlyItsTree(t *testing.T) {
 			l := f.logs[0]
 			err := f.stores[0].inOwnTx(ctx, "memo test", func(tx *sqlx.Tx) error {
 				for i := range 3 {
-					if _, _, err := l.appendTx(ctx, tx, translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate,
-						Time: f.clock.now(), Actor: "test", KeyID: fmt.Sprintf("k%d", i)}); err != nil {
+					if _, _, err := l.appendTx(ctx, tx, f.entry(fmt.Sprintf("k%d", i))); err != nil {
 						return err
 					}
 				}
@@ -954,8 +956,7 @@ func TestTxMemoGivesOnlyItsTree(t *testing.T) {
 				if l.txMemo(ctx, tx, head) == hs {
 					t.Error("a memo that does not give the head's root was kept")
 				}
-				_, _, err = l.appendTx(ctx, tx, translog.Entry{Version: translog.EntryVersion1, Type: translog.EventAPIKeyCreate,
-					Time: f.clock.now(), Actor: "test", KeyID: "k3"})
+				_, _, err = l.appendTx(ctx, tx, f.entry("k3"))
 				return err
 			})
 			if err != nil {
