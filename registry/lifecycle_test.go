@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,6 +205,48 @@ func TestAgentSelfRotation(t *testing.T) {
 		}
 		if _, err := f.Registry.AuthenticateAgent(ctx, nil); !errors.Is(err, registry.ErrUnauthenticated) {
 			t.Errorf("AuthenticateAgent(nil): %v; want ErrUnauthenticated", err)
+		}
+	})
+}
+
+// TestRotationRefusedWhenAgentRevokedDuringSigning: an agent revoked while
+// its rotation's certificate is being signed keeps its revocation; the
+// rotation's commit finds the agent no longer active with the serial it
+// replaces (its UPDATE of the agent matches no row) and fails with
+// ErrConflict, and its certificate is neither stored nor logged.
+func TestRotationRefusedWhenAgentRevokedDuringSigning(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		owner := f.Owner("acme", "acme")
+		reg := register(t, f, owner, "busy.acme")
+		var once atomic.Bool
+		f.OnSign(func() error {
+			if once.CompareAndSwap(false, true) {
+				if _, err := f.Registry.Revoke(ctx, owner, "busy.acme", "keyCompromise"); err != nil {
+					t.Errorf("revoke while signing: %v", err)
+				}
+			}
+			return nil
+		})
+		csr, _ := f.NewCSR()
+		_, err := f.Registry.Rotate(ctx, owner, "busy.acme", csr)
+		f.OnSign(nil)
+		if !errors.Is(err, registry.ErrConflict) {
+			t.Fatalf("rotation of an agent revoked meanwhile: %v, want ErrConflict", err)
+		}
+		if !once.Load() {
+			t.Fatal("the revocation did not run while the rotation signed")
+		}
+		ag, err := f.Registry.GetAgent(ctx, owner, "busy.acme")
+		if err != nil || ag.Status != registry.AgentRevoked || ag.CurrentSerial != reg.Certificate.Serial || len(ag.Certificates) != 1 {
+			t.Fatalf("agent %+v, %v; want revoked with its one certificate %s", ag, err, reg.Certificate.Serial)
+		}
+		// The log holds the registration and the revocation, no rotation.
+		if es, err := f.Registry.LogEntries(ctx, reg.LogIndex, reg.LogIndex+2); err != nil || len(es) != 2 {
+			t.Fatalf("log entries after the registration: %d, %v; want 2", len(es), err)
+		}
+		if _, err := f.Registry.LogEntries(ctx, reg.LogIndex, reg.LogIndex+3); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("a third log entry after the registration: %v, want ErrNotFound", err)
 		}
 	})
 }

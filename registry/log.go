@@ -57,11 +57,13 @@ type transparencyLog struct {
 	// covers is made against it without a database read (covering).
 	known atomic.Pointer[knownCheckpoint]
 
-	// txHashes is the memo of the transaction that appended last (txMemo).
+	// txHashes is the memo of the transaction that appended last in this
+	// process, and the size of the tree it holds (txMemo).
 	txMu     sync.Mutex
 	txHashes struct {
-		tx *sqlx.Tx
-		hs *memoHashes
+		tx   *sqlx.Tx
+		hs   *memoHashes
+		size int64
 	}
 
 	// sealed counts the checkpoints sealBatch stored with their batch
@@ -145,11 +147,12 @@ func (s hashStore) WriteHashes(ctx context.Context, start int64, hashes []tlog.H
 	return nil
 }
 
-// memoHashes is a hashStore that keeps what it read and wrote, for one
-// operation whose steps need overlapping hashes (an append checks the old
+// memoHashes is a hashStore that keeps what it read and wrote, for
+// operations whose steps need overlapping hashes (an append checks the old
 // root, extends the tree and computes the new root; a checkpoint computes
 // the root and proves consistency): each hash is read once. Scope it to one
-// call, never across transactions (a rolled-back write must be forgotten).
+// call or to one transaction (txMemo, which forgets what a rolled-back
+// savepoint wrote), never across transactions.
 type memoHashes struct {
 	hashStore
 	m map[int64]tlog.Hash
@@ -224,26 +227,59 @@ func (s *memoHashes) WriteHashes(ctx context.Context, start int64, hashes []tlog
 // same frontier of the tree again for each (a statement per append, on
 // PostgreSQL a round trip under the log_head lock). Only what tx itself
 // holds is kept — the hashes it read (stored hashes never change) and
-// wrote — and only while tx appends: another transaction's append drops
-// it. The memo is used only when the root of head it gives is head's.
-// A savepoint rolled back since (a failed item of the batch) left the
-// hashes it wrote in the memo, beyond the tree of head, where they are
-// never read: the next append at that place writes them anew. Should the
-// memo not give head's root anyway (another writer got in after such a
-// rollback), a fresh memo is returned, and the caller's check of head
-// against the database's hashes stands as before.
+// wrote — and only while tx appends: an append of another transaction in
+// this process drops it. The memo holds the tree of the size tx's last
+// append left (txAppended). A head smaller than that is a savepoint rolled
+// back since (a failed item of the batch): what it wrote is dropped. A
+// head larger is another writer's append (another replica's, got in after
+// such a rollback): the memo starts afresh. Either way the memo is used
+// only when it gives head's root, and the caller's check of head against
+// the stored hashes stands as before.
 func (l *transparencyLog) txMemo(ctx context.Context, tx *sqlx.Tx, head logHead) *memoHashes {
 	l.txMu.Lock()
 	defer l.txMu.Unlock()
 	m := &l.txHashes
-	if m.tx == tx {
+	if m.tx == tx && head.Size <= m.size {
+		if head.Size < m.size {
+			m.hs.forgetFrom(tlog.StoredHashCount(head.Size))
+			m.size = head.Size
+		}
 		root, err := translog.RootHash(ctx, m.hs, head.Size)
 		if err == nil && string(root[:]) == string(head.Root) {
 			return m.hs
 		}
 	}
-	m.tx, m.hs = tx, newMemoHashes(tx)
+	m.tx, m.hs, m.size = tx, newMemoHashes(tx), head.Size
 	return m.hs
+}
+
+// txAppended records that tx's memo hs now holds the tree of size.
+func (l *transparencyLog) txAppended(tx *sqlx.Tx, hs *memoHashes, size int64) {
+	l.txMu.Lock()
+	defer l.txMu.Unlock()
+	if m := &l.txHashes; m.tx == tx && m.hs == hs {
+		m.size = size
+	}
+}
+
+// forgetFrom drops the hashes at index n and beyond.
+func (s *memoHashes) forgetFrom(n int64) {
+	for idx := range s.m {
+		if idx >= n {
+			delete(s.m, idx)
+		}
+	}
+}
+
+// below returns a copy of the hashes at indexes below n.
+func (s *memoHashes) below(n int64) map[int64]tlog.Hash {
+	out := make(map[int64]tlog.Hash, len(s.m))
+	for idx, h := range s.m {
+		if idx < n {
+			out[idx] = h
+		}
+	}
+	return out
 }
 
 // entryStore is translog.EntryReader over log_entries.
@@ -374,6 +410,7 @@ func (l *transparencyLog) appendWith(ctx context.Context, tx *sqlx.Tx, e translo
 		return 0, nil, err
 	}
 	hs.keep()
+	l.txAppended(tx, memo, idx+1)
 	return idx, data, nil
 }
 
@@ -842,7 +879,8 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 	if err != nil || stored != string(msg) {
 		return nil
 	}
-	k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: head.Size, Note: stored}, hash: root, hashes: hs.m}
+	// The receipts' copy of the hashes: the memo stays the transaction's.
+	k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: head.Size, Note: stored}, hash: root, hashes: hs.below(tlog.StoredHashCount(head.Size))}
 	return func() {
 		l.mu.Lock()
 		l.lastSigned = now

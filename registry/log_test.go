@@ -928,10 +928,11 @@ func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 }
 
 // TestTxMemoGivesOnlyItsTree: a transaction's memo of hashes is used for
-// the next append only when it gives the root of the head the transaction
-// reads; one that does not (a hash another writer replaced after a
-// rolled-back savepoint, here written into the memo) is dropped, and the
-// append extends the tree the database holds instead of refusing it.
+// the next append only for a head its tree extends and only when it gives
+// that head's root: a larger head (another writer's append) or a memo that
+// does not give the root (here a hash written into it) starts a fresh one,
+// a smaller head (a rolled-back savepoint) drops what lies beyond it, and
+// the append extends the tree the database holds instead of refusing it.
 func TestTxMemoGivesOnlyItsTree(t *testing.T) {
 	for _, dbName := range testdb.Names() {
 		t.Run(dbName, func(t *testing.T) {
@@ -939,24 +940,43 @@ func TestTxMemoGivesOnlyItsTree(t *testing.T) {
 			f := newLogFixture(t, dbName)
 			l := f.logs[0]
 			err := f.stores[0].inOwnTx(ctx, "memo test", func(tx *sqlx.Tx) error {
+				var heads []logHead // after each append
 				for i := range 3 {
 					if _, _, err := l.appendTx(ctx, tx, f.entry(fmt.Sprintf("k%d", i))); err != nil {
 						return err
 					}
+					head, err := headIn(ctx, tx)
+					if err != nil {
+						return err
+					}
+					heads = append(heads, head)
 				}
-				head, err := headIn(ctx, tx)
-				if err != nil {
-					return err
-				}
+				head := heads[2]
 				hs := l.txMemo(ctx, tx, head)
 				if hs != l.txHashes.hs {
 					t.Error("the memo of the transaction's own tree was not kept")
 				}
-				hs.m[tlog.StoredHashIndex(1, 0)] = tlog.Hash{1} // the frontier of size 3: [0,2) and leaf 2
-				if l.txMemo(ctx, tx, head) == hs {
+				// A larger head is another writer's append: the memo is not
+				// used, even where the root it gives would match.
+				if l.txMemo(ctx, tx, logHead{Size: head.Size + 1, Root: head.Root}) == hs {
+					t.Error("a memo was kept for a head larger than its tree")
+				}
+				hs = l.txMemo(ctx, tx, head)
+				// A smaller head is a rolled-back savepoint: what the memo
+				// holds beyond it is dropped, the rest kept.
+				if l.txMemo(ctx, tx, heads[1]) != hs {
+					t.Error("the memo was not kept for a head its tree extends")
+				}
+				for idx := range hs.m {
+					if idx >= tlog.StoredHashCount(heads[1].Size) {
+						t.Errorf("hash %d of the rolled-back leaf is still in the memo", idx)
+					}
+				}
+				hs.m[tlog.StoredHashIndex(1, 0)] = tlog.Hash{1} // the frontier of size 2: [0,2)
+				if l.txMemo(ctx, tx, heads[1]) == hs {
 					t.Error("a memo that does not give the head's root was kept")
 				}
-				_, _, err = l.appendTx(ctx, tx, f.entry("k3"))
+				_, _, err := l.appendTx(ctx, tx, f.entry("k3"))
 				return err
 			})
 			if err != nil {

@@ -64,8 +64,9 @@ type receiptCheckpoint struct {
 	witnessed bool
 	own       *knownCheckpoint // the log's own known checkpoint, when it is that
 	// fresh: the receipt is of a leaf this process just appended, proved
-	// from the hashes its batch sealed (knownCheckpoint.hashes) where it
-	// has them; every other receipt reads them from the database.
+	// from the hashes kept with the checkpoint (knownCheckpoint.hashes: those
+	// of the batch that sealed it, this leaf's or a later one's) where they
+	// hold them; every other receipt reads them from the database.
 	fresh bool
 }
 

@@ -330,12 +330,20 @@ type stmt struct {
 // PostgreSQL in one round trip — every statement but the last becomes a
 // data-modifying CTE of the last — and one after another on SQLite (where a
 // statement is a function call). Each must be an INSERT, UPDATE or DELETE
-// without RETURNING whose rows affected do not matter, and none may need to
-// see another's changes: PostgreSQL runs all parts of one statement on one
-// snapshot (foreign keys, checked at the statement's end, see them all).
+// without RETURNING or quoted literals whose rows affected do not matter,
+// and none may need to see another's changes: PostgreSQL runs all parts of
+// one statement on one snapshot (foreign keys, checked at the statement's
+// end, see them all).
 // Errors are dbErr(op, …).
 func execGroup(ctx context.Context, tx *sqlx.Tx, op string, stmts ...stmt) error {
+	if len(stmts) == 0 {
+		return fmt.Errorf("registry: %s: no statements", op)
+	}
 	for i, st := range stmts {
+		if strings.ContainsAny(st.query, `'"`) {
+			// Every '?' is taken for a placeholder: no literals.
+			return fmt.Errorf("registry: %s: statement %d has a quoted literal", op, i)
+		}
 		if n := strings.Count(st.query, "?"); n != len(st.args) {
 			return fmt.Errorf("registry: %s: statement %d has %d placeholders for %d arguments", op, i, n, len(st.args))
 		}

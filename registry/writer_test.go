@@ -271,7 +271,8 @@ func TestGroupCommitCountsBeforeReturning(t *testing.T) {
 // by the same group (the foreign key is checked at the statement's end) —
 // a constraint violation is ErrConflict for the whole group, and a
 // statement whose placeholders do not match its arguments is refused
-// before anything runs.
+// before anything runs (as is a quoted literal, where a '?' would be taken
+// for one, and an empty group).
 func TestExecGroup(t *testing.T) {
 	for _, db := range testdb.Names() {
 		t.Run(db, func(t *testing.T) {
@@ -319,6 +320,8 @@ func TestExecGroup(t *testing.T) {
 			for _, bad := range [][]stmt{
 				{{`UPDATE g_parent SET note = ? WHERE id = ?`, []any{"x"}}, {`DELETE FROM g_child`, nil}},
 				{{`DELETE FROM g_child`, []any{1}}, {`UPDATE g_parent SET note = ?`, []any{"x"}}},
+				{{`UPDATE g_parent SET note = 'a?b' WHERE id = ?`, []any{1}}, {`DELETE FROM g_child`, nil}},
+				{},
 			} {
 				if err := group(bad...); err == nil {
 					t.Errorf("placeholders that do not match the arguments were run")
