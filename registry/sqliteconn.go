@@ -65,7 +65,7 @@ var connectHook atomic.Pointer[func(dsn string, conn *sqlite3.SQLiteConn)]
 // statementHook, when set, sees the text of every statement run through
 // database/sql, Exec or Query, before it runs: on an SQLite connection, and
 // on a PostgreSQL one of the statement cache (pgstmt.go), where each is a
-// round trip (tests: TestRotationStatements counts an issuance's).
+// round trip (tests: TestIssuanceStatements counts an issuance's).
 var statementHook atomic.Pointer[func(query string)]
 
 func seeStatement(query string) {
