@@ -11,7 +11,9 @@ package main
 // The issuance benchmarks run 2 goroutines per GOMAXPROCS;
 // ATR_BENCH_PARALLELISM=8 runs 8 (16 on 2 cores, the peer bench's c=16).
 // Besides the process's CPU per operation they report the group commit's
-// writer time per operation and its mean batch.
+// writer time per operation, its mean batch and the bytes written per
+// operation. ATR_BENCH_AGENTS=N has BenchmarkProfileRotate register N agents
+// (default 64) and rotate them in turn.
 //
 // ATR_BENCH_DB=postgres uses a fresh PostgreSQL database (registrytest).
 
@@ -25,6 +27,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -76,12 +79,56 @@ func reportGroupCommit(b *testing.B, st *registry.Store) (stop func()) {
 	}
 }
 
+// reportWritten reports the bytes the process handed to write system calls
+// per operation ("written-kB/op", /proc/self/io's wchar): on SQLite the WAL's
+// frames and the checkpoints that copy them into the database, so it moves
+// with the pages an issuance writes.
+func reportWritten(b *testing.B) (stop func()) {
+	start := writtenBytes(b)
+	return func() {
+		b.ReportMetric(float64(writtenBytes(b)-start)/1024/float64(b.N), "written-kB/op")
+	}
+}
+
+func writtenBytes(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	b.Fatal("/proc/self/io has no wchar line")
+	return 0
+}
+
 func cpuTime(b *testing.B) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchAgents is how many agents BenchmarkProfileRotate registers and then
+// rotates in turn: 64, or ATR_BENCH_AGENTS (more agents make tables and
+// indexes larger than the writer's page cache, as in the peer bench).
+func benchAgents(b *testing.B) int {
+	v := os.Getenv("ATR_BENCH_AGENTS")
+	if v == "" {
+		return 64
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 16 {
+		b.Fatalf("ATR_BENCH_AGENTS=%q: want an integer of at least 16", v)
+	}
+	return n
 }
 
 func profileDB() string {
@@ -114,6 +161,7 @@ func runIssuances(b *testing.B, f *registrytest.Fixture, issue func(i int64, csr
 	b.SetParallelism(profileParallelism(b))
 	b.ResetTimer()
 	defer reportCPU(b)()
+	defer reportWritten(b)()
 	defer reportGroupCommit(b, f.Store)()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -177,7 +225,7 @@ func BenchmarkProfileVerifyAPI(b *testing.B) {
 func BenchmarkProfileRotate(b *testing.B) {
 	f := registrytest.NewFixture(b, registrytest.WithDatabase(profileDB()))
 	owner := f.Owner("bench", "bench")
-	const agents = 64
+	agents := benchAgents(b)
 	for i := range agents {
 		csr, _ := f.NewCSR()
 		if _, err := f.Registry.Register(context.Background(), owner, registry.RegisterRequest{
@@ -186,7 +234,7 @@ func BenchmarkProfileRotate(b *testing.B) {
 		}
 	}
 	runIssuances(b, f, func(i int64, csr []byte) error {
-		_, err := f.Registry.Rotate(context.Background(), owner, fmt.Sprintf("r%02d.bench", i%agents), csr)
+		_, err := f.Registry.Rotate(context.Background(), owner, fmt.Sprintf("r%02d.bench", i%int64(agents)), csr)
 		if errors.Is(err, registry.ErrConflict) {
 			return nil // the same agent's rotation still in flight
 		}
