@@ -7,33 +7,68 @@ import (
 	"io"
 	"math/big"
 	"strings"
+	"time"
 )
 
-// SerialBits is the number of random bits in a serial number.
-const SerialBits = 128
+// SerialBits is the length of a serial number in bits: SerialTimeBits of
+// time, then SerialRandomBits of randomness.
+const SerialBits = SerialTimeBits + SerialRandomBits
 
-// minSerialBits is the shortest serial NewSerial accepts from its reader.
-// A uniformly random 128-bit value is shorter than 64 bits with probability
-// 2^-64, so a shorter value means the reader is broken (all zeros, say).
+// SerialTimeBits is the time that leads each serial: milliseconds since the
+// Unix epoch, big-endian (until the year 10889).
+const SerialTimeBits = 48
+
+// SerialRandomBits is the random part of a serial, more than the 64 bits
+// the CA/Browser Forum asks of a CSPRNG (BR 7.1).
+const SerialRandomBits = 80
+
+// minSerialBits is the shortest serial the issuers accept (RFC 5280 leaves
+// the length open; a serial of fewer bits cannot hold 64 random ones).
 const minSerialBits = 64
 
-// NewSerial reads SerialBits random bits from r and returns them as a
-// positive serial number. Its DER encoding is at most 17 octets (a leading
-// zero octet is added when the top bit is set), well within RFC 5280's 20.
-// r must be a cryptographically secure source such as crypto/rand.Reader. A
-// short read, or a value below 2^64 (which a working source produces with
-// probability 2^-64), is an error.
+// minSerialRandom is the smallest random part NewSerial accepts from its
+// reader: a uniformly random 80-bit value is below 2^16 with probability
+// 2^-64, so a smaller one means the reader is broken (all zeros, say).
+const minSerialRandom = 1 << 16
+
+// NewSerial returns a new serial number for a certificate issued now:
+// NewSerialAt(r, time.Now()).
 func NewSerial(r io.Reader) (*big.Int, error) {
+	return NewSerialAt(r, time.Now())
+}
+
+// NewSerialAt returns a positive serial number of SerialBits bits: the
+// milliseconds since the Unix epoch at t, then SerialRandomBits read from r,
+// which must be a cryptographically secure source such as
+// crypto/rand.Reader. Its DER encoding is 16 octets (17 with the leading
+// zero octet a serial from before 2004 or after 10889 would not need), well
+// within RFC 5280's 20, and FormatSerial spells it with 32 digits.
+//
+// The time makes serials of one registry increase with their issuance, so
+// the databases' serial indexes take each new serial on their last page
+// instead of on a random one (issue 14, tenth pass); the random part keeps a
+// serial unpredictable. A short read, or a random part below 2^16 (which a
+// working source gives with probability 2^-64), is an error.
+func NewSerialAt(r io.Reader, t time.Time) (*big.Int, error) {
 	if r == nil {
 		return nil, errors.New("ca: new serial: nil random source")
 	}
 	var b [SerialBits / 8]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
+	ms := max(t.UnixMilli(), 0)
+	for i := SerialTimeBits/8 - 1; i >= 0; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
+	}
+	random := b[SerialTimeBits/8:]
+	if _, err := io.ReadFull(r, random); err != nil {
 		return nil, fmt.Errorf("ca: new serial: reading random bits: %w", err)
+	}
+	if new(big.Int).SetBytes(random).Cmp(big.NewInt(minSerialRandom)) < 0 {
+		return nil, errors.New("ca: new serial: random source returned a value below 2^16 (broken source?)")
 	}
 	n := new(big.Int).SetBytes(b[:])
 	if n.BitLen() < minSerialBits {
-		return nil, errors.New("ca: new serial: random source returned a value below 2^64 (broken source?)")
+		return nil, errors.New("ca: new serial: shorter than 64 bits")
 	}
 	return n, nil
 }

@@ -9,15 +9,16 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func TestNewSerialEntropy(t *testing.T) {
 	const n = 1000
 	seen := make(map[string]bool, n)
-	bitLens := map[int]int{}
-	var ones [SerialBits]int
+	var ones [SerialRandomBits]int
+	at := time.Date(2026, 12, 4, 19, 0, 0, 0, time.UTC)
 	for range n {
-		s, err := NewSerial(rand.Reader)
+		s, err := NewSerialAt(rand.Reader, at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -28,31 +29,62 @@ func TestNewSerialEntropy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l := len(der) - 2; l > 20 { // minus tag and length octets
-			t.Fatalf("serial %v encodes to %d octets, want <= 20", s, l)
+		if l := len(der) - 2; l != SerialBits/8 { // minus tag and length octets
+			t.Fatalf("serial %v encodes to %d octets, want %d", s, l, SerialBits/8)
 		}
 		if seen[s.String()] {
 			t.Fatalf("duplicate serial %v", s)
 		}
 		seen[s.String()] = true
-		bitLens[s.BitLen()]++
-		for b := range SerialBits {
+		if got := new(big.Int).Rsh(s, SerialRandomBits).Int64(); got != at.UnixMilli() {
+			t.Fatalf("serial %x leads with %d, want the milliseconds %d", s, got, at.UnixMilli())
+		}
+		for b := range SerialRandomBits {
 			ones[b] += int(s.Bit(b))
 		}
 	}
-	// About half the serials have the top bit set; the rest are shorter.
-	if got := bitLens[SerialBits]; got < 400 || got > 600 {
-		t.Errorf("%d of %d serials have %d bits, want about half", got, n, SerialBits)
-	}
-	if len(bitLens) < 4 {
-		t.Errorf("bit lengths %v not spread", bitLens)
-	}
-	// Every bit position is set in roughly half of the serials (a stuck
-	// bit would show as 0 or n; the bounds are > 6 sigma).
+	// Every random bit position is set in roughly half of the serials (a
+	// stuck bit would show as 0 or n; the bounds are > 6 sigma).
 	for b, c := range ones {
 		if c < 400 || c > 600 {
 			t.Errorf("bit %d set in %d of %d serials", b, c, n)
 		}
+	}
+}
+
+// TestNewSerialIncreasesWithTime: serials made later are larger, as numbers
+// and as FormatSerial spells them (the databases' text keys), so that the
+// serial indexes take new serials at their end; serials of the same
+// millisecond differ in their random part only.
+func TestNewSerialIncreasesWithTime(t *testing.T) {
+	at := []time.Time{
+		time.Date(2004, 11, 4, 0, 0, 0, 0, time.UTC), // milliseconds need 41 bits from here on
+		time.Date(2026, 12, 4, 19, 0, 0, 0, time.UTC),
+		time.Date(2026, 12, 4, 19, 0, 0, int(time.Millisecond), time.UTC),
+		time.Date(2026, 12, 4, 19, 0, 1, 0, time.UTC),
+		time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC),
+	}
+	var before []string // the serials of the time before, as FormatSerial spells them
+	for _, ti := range at {
+		var these []string
+		for range 50 {
+			s, err := NewSerialAt(rand.Reader, ti)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := FormatSerial(s)
+			if len(f) != 2*SerialBits/8 {
+				t.Fatalf("%v: FormatSerial = %q, want %d digits", ti, f, 2*SerialBits/8)
+			}
+			for _, b := range before {
+				p, _ := ParseSerial(b)
+				if f <= b || s.Cmp(p) <= 0 {
+					t.Fatalf("serial at %v (%s) not above one made earlier (%s)", ti, f, b)
+				}
+			}
+			these = append(these, f)
+		}
+		before = these
 	}
 }
 

@@ -162,11 +162,13 @@ func (c certStore) SettlePending(ctx context.Context, serial, state string, now 
 }
 
 // StalePending lists the issuances still pending that were recorded before
-// cutoff, oldest first, without their TBS.
+// cutoff, oldest first, without their TBS. The state is spelled in the
+// query, not bound, so that both planners can use the partial index
+// pending_issuances_stale (which holds only the pending rows) for it.
 func (c certStore) StalePending(ctx context.Context, cutoff time.Time) ([]pendingRow, error) {
 	var rows []pendingRow
 	err := c.sel(ctx, &rows, `SELECT serial, agent_name, owner, kind, state, created_at, updated_at FROM pending_issuances
-		WHERE state = ? AND created_at < ? ORDER BY created_at`, pendingPending, dbTime(cutoff))
+		WHERE state = '`+pendingPending+`' AND created_at < ? ORDER BY created_at`, dbTime(cutoff))
 	return rows, dbErr("reading pending issuances", err)
 }
 

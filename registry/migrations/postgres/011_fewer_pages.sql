@@ -1,0 +1,7 @@
+-- Fewer pages per issuance (issue 14, tenth pass); see the SQLite migration
+-- of the same number. PostgreSQL's BIGINT PRIMARY KEY is the table's one
+-- index already: only the two index changes apply.
+DROP INDEX certificates_status;
+DROP INDEX certificates_superseded_grace;
+DROP INDEX pending_issuances_state;
+CREATE INDEX pending_issuances_stale ON pending_issuances (created_at) WHERE state = 'pending';
