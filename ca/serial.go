@@ -40,9 +40,10 @@ func NewSerial(r io.Reader) (*big.Int, error) {
 // NewSerialAt returns a positive serial number of SerialBits bits: the
 // milliseconds since the Unix epoch at t, then SerialRandomBits read from r,
 // which must be a cryptographically secure source such as
-// crypto/rand.Reader. Its DER encoding is 16 octets (17 with the leading
-// zero octet a serial from before 2004 or after 10889 would not need), well
-// within RFC 5280's 20, and FormatSerial spells it with 32 digits.
+// crypto/rand.Reader. From 2004 (when the milliseconds reach 2^40) to the
+// year 6429 (2^47, when DER adds a leading zero octet) it encodes to 16
+// octets, well within RFC 5280's 20, and FormatSerial spells it with 32
+// digits, so that the serials' text order is their numeric order.
 //
 // The time makes serials of one registry increase with their issuance, so
 // the databases' serial indexes take each new serial on their last page

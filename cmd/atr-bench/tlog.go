@@ -191,11 +191,12 @@ func measureMemLog(ctx context.Context, sizes []int64, k int, proofs int) ([]tlo
 // transaction each and proofs inclusion proofs.
 func measureDBLog(ctx context.Context, db *sqlx.DB, postgres bool, size int64, k, proofs int) (tlogPoint, error) {
 	table := "bench_log_hashes_" + randHex(4)
-	blob := "BLOB"
+	// As log_hashes is keyed (migration 011): SQLite's rowid, PostgreSQL's bigint.
+	key, blob := "INTEGER", "BLOB"
 	if postgres {
-		blob = "BYTEA"
+		key, blob = "BIGINT", "BYTEA"
 	}
-	if _, err := db.ExecContext(ctx, "CREATE TABLE "+table+" (idx BIGINT PRIMARY KEY, hash "+blob+" NOT NULL)"); err != nil {
+	if _, err := db.ExecContext(ctx, "CREATE TABLE "+table+" (idx "+key+" PRIMARY KEY, hash "+blob+" NOT NULL)"); err != nil {
 		return tlogPoint{}, fmt.Errorf("creating %s: %w", table, err)
 	}
 	defer db.ExecContext(context.WithoutCancel(ctx), "DROP TABLE "+table)
