@@ -53,14 +53,18 @@ func reportCPU(b *testing.B) (stop func()) {
 // profileParallelism is the goroutines per GOMAXPROCS of the issuance
 // benchmarks: 2 (4 goroutines on 2 cores), or ATR_BENCH_PARALLELISM (8 on 2
 // cores is the peer bench's c=16).
-func profileParallelism(b *testing.B) int {
-	v := os.Getenv("ATR_BENCH_PARALLELISM")
+func profileParallelism(b *testing.B) int { return envInt(b, "ATR_BENCH_PARALLELISM", 2, 1) }
+
+// envInt reads the integer environment variable name: def when it is unset,
+// at least least when it is set.
+func envInt(b *testing.B, name string, def, least int) int {
+	v := os.Getenv(name)
 	if v == "" {
-		return 2
+		return def
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		b.Fatalf("ATR_BENCH_PARALLELISM=%q: want a positive integer", v)
+	if err != nil || n < least {
+		b.Fatalf("%s=%q: want an integer of at least %d", name, v, least)
 	}
 	return n
 }
@@ -119,17 +123,7 @@ func cpuTime(b *testing.B) time.Duration {
 // benchAgents is how many agents BenchmarkProfileRotate registers and then
 // rotates in turn: 64, or ATR_BENCH_AGENTS (more agents make tables and
 // indexes larger than the writer's page cache, as in the peer bench).
-func benchAgents(b *testing.B) int {
-	v := os.Getenv("ATR_BENCH_AGENTS")
-	if v == "" {
-		return 64
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 16 {
-		b.Fatalf("ATR_BENCH_AGENTS=%q: want an integer of at least 16", v)
-	}
-	return n
-}
+func benchAgents(b *testing.B) int { return envInt(b, "ATR_BENCH_AGENTS", 64, 16) }
 
 func profileDB() string {
 	if db := os.Getenv("ATR_BENCH_DB"); db != "" {
