@@ -46,16 +46,21 @@ func NewSerial(r io.Reader) (*big.Int, error) {
 // digits, so that the serials' text order is their numeric order.
 //
 // The time makes serials of one registry increase with their issuance, so
-// the databases' serial indexes take each new serial on their last page
-// instead of on a random one (issue 14, tenth pass); the random part keeps a
-// serial unpredictable. A short read, or a random part below 2^16 (which a
-// working source gives with probability 2^-64), is an error.
+// the databases' serial indexes take each new serial where the one before
+// went (their last page; in a database upgraded from random serials, one
+// point inside the index) instead of on a random leaf (issue 14, tenth
+// pass); the random part keeps a serial unpredictable. A time before
+// 2004-11-04 (a clock that is wrong), a short read, or a random part below
+// 2^16 (which a working source gives with probability 2^-64) is an error.
 func NewSerialAt(r io.Reader, t time.Time) (*big.Int, error) {
 	if r == nil {
 		return nil, errors.New("ca: new serial: nil random source")
 	}
+	ms := t.UnixMilli()
+	if ms < 1<<40 {
+		return nil, fmt.Errorf("ca: new serial: time %v is before 2004-11-04: the clock is wrong", t.UTC())
+	}
 	var b [SerialBits / 8]byte
-	ms := max(t.UnixMilli(), 0)
 	for i := SerialTimeBits/8 - 1; i >= 0; i-- {
 		b[i] = byte(ms)
 		ms >>= 8
@@ -67,11 +72,7 @@ func NewSerialAt(r io.Reader, t time.Time) (*big.Int, error) {
 	if new(big.Int).SetBytes(random).Cmp(big.NewInt(minSerialRandom)) < 0 {
 		return nil, errors.New("ca: new serial: random source returned a value below 2^16 (broken source?)")
 	}
-	n := new(big.Int).SetBytes(b[:])
-	if n.BitLen() < minSerialBits {
-		return nil, errors.New("ca: new serial: shorter than 64 bits")
-	}
-	return n, nil
+	return new(big.Int).SetBytes(b[:]), nil // ≥ 2^120: the time is ≥ 2^40
 }
 
 // checkSerial enforces RFC 5280 4.1.2.2 on a serial: positive, at most 20

@@ -93,9 +93,12 @@ func TestNewSerialBrokenReader(t *testing.T) {
 		name string
 		r    func() *bytes.Reader
 	}{
-		{"short read", func() *bytes.Reader { return bytes.NewReader(make([]byte, 8)) }},
-		{"all zeros", func() *bytes.Reader { return bytes.NewReader(make([]byte, 16)) }},
-		{"mostly zeros", func() *bytes.Reader { return bytes.NewReader(append(make([]byte, 15), 1)) }},
+		{"short read", func() *bytes.Reader { return bytes.NewReader(make([]byte, SerialRandomBits/8-1)) }},
+		{"all zeros", func() *bytes.Reader { return bytes.NewReader(make([]byte, SerialRandomBits/8)) }},
+		{"mostly zeros", func() *bytes.Reader { return bytes.NewReader(append(make([]byte, SerialRandomBits/8-1), 1)) }},
+		{"just below 2^16", func() *bytes.Reader {
+			return bytes.NewReader(append(make([]byte, SerialRandomBits/8-2), 0xff, 0xff))
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,6 +106,17 @@ func TestNewSerialBrokenReader(t *testing.T) {
 				t.Fatalf("NewSerial = %v, nil; want error", s)
 			}
 		})
+	}
+	// 2^16 itself is a random part a working source gives.
+	if _, err := NewSerial(bytes.NewReader(append(make([]byte, SerialRandomBits/8-3), 1, 0, 0))); err != nil {
+		t.Fatalf("NewSerial with a random part of 2^16: %v", err)
+	}
+	// A clock before 2004-11-04 (milliseconds below 2^40) is wrong: the
+	// serial would be shorter than 16 octets.
+	for _, at := range []time.Time{{}, time.Unix(0, 0), time.Date(2004, 11, 3, 0, 0, 0, 0, time.UTC)} {
+		if s, err := NewSerialAt(rand.Reader, at); err == nil {
+			t.Errorf("NewSerialAt(%v) = %x, nil; want error", at, s)
+		}
 	}
 	if _, err := NewSerial(iotest.ErrReader(errors.New("boom"))); err == nil {
 		t.Fatal("NewSerial with failing reader succeeded")

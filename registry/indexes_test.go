@@ -26,9 +26,17 @@ var issuanceTables = []string{"agents", "certificates", "pending_issuances", "lo
 // the CRL, the recovery sweep — with a hook recording each statement; on
 // SQLite the planner then says which index each statement uses
 // (EXPLAIN QUERY PLAN), and every index created on the tables above must be
-// among them, unless it is UNIQUE (a rule, not a reader). Before migration
-// 011, certificates_status and certificates_superseded_grace were written by
-// every rotation and read by nothing.
+// among them, unless it is UNIQUE (a rule, not a reader). Statements run
+// here with every parameter NULL, so a partial index counts as read only by
+// a query that spells its predicate ("status = 'superseded'"), which is the
+// registry's rule for such queries anyway: PostgreSQL's generic plans cannot
+// use a partial index for a bound parameter either. Before migration 011,
+// certificates_status was written by every rotation and read by nothing.
+//
+// A statement that asks for the first row in an order (ORDER BY … LIMIT 1:
+// the CRL's next grace end, the newest opening) must find it in an index in
+// that order, not sort every candidate: before 011 the next grace end sorted
+// every superseded certificate of the issuer, at every CRL.
 //
 // It also requires the log's tables, whose key is one integer, to be keyed
 // by SQLite's rowid itself: "BIGINT PRIMARY KEY" (before 011) is a second
@@ -87,6 +95,7 @@ func TestIssuanceIndexesAreRead(t *testing.T) {
 
 	// Which index each recorded statement uses.
 	usesIndex := regexp.MustCompile(`USING (?:COVERING )?INDEX (\w+)`)
+	firstOfOrder := regexp.MustCompile(`ORDER BY [^()]* LIMIT 1$`)
 	used := map[string][]string{} // index -> statements
 	mu.Lock()
 	recorded := make([]string, 0, len(queries))
@@ -113,6 +122,12 @@ func TestIssuanceIndexesAreRead(t *testing.T) {
 		for _, p := range plan {
 			for _, m := range usesIndex.FindAllStringSubmatch(p.Detail, -1) {
 				used[m[1]] = append(used[m[1]], q)
+			}
+			// The first row in an order (the next grace end, the newest
+			// opening) is one index step; sorting every candidate for it
+			// grows with the table.
+			if firstOfOrder.MatchString(q) && strings.Contains(p.Detail, "TEMP B-TREE FOR ORDER BY") {
+				t.Errorf("%q sorts every candidate for its first row (%s): give it an index in its order", q, p.Detail)
 			}
 		}
 	}

@@ -213,11 +213,11 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 		return nil, nil, fmt.Errorf("registry: %s: the issuing CA was revoked by its root: %w", kind, bare(ErrUnavailable))
 	}
 	// Step 3: serial and linted TBS.
-	serial, err := ca.NewSerial(r.rand)
+	now := r.now()
+	serial, err := ca.NewSerialAt(r.rand, now)
 	if err != nil {
 		return nil, nil, fmt.Errorf("registry: %s: serial: %w: %v", kind, bare(ErrUnavailable), err)
 	}
-	now := r.now()
 	prep, err := r.issuer.Prepare(csr, name, serial, now)
 	if err != nil {
 		var pe *ca.PolicyError

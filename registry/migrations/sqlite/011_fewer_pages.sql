@@ -3,12 +3,15 @@
 -- a page written (and a WAL frame, and an fsync's worth of I/O) for nothing.
 --
 -- 1. certificates_status (status, not_after) has had no reader since the
---    CRL's query took issuer_key_id (007: certificates_issuer_revoked), and
---    certificates_superseded_grace (grace_until, superseded rows) none since
---    the next grace end is asked per issuer (the planner takes
---    certificates_issuer_revoked for it); every rotation wrote both.
+--    CRL's query took issuer_key_id (007: certificates_issuer_revoked).
+--    certificates_superseded_grace (grace_until, superseded rows) lacked
+--    the issuer the next grace end is asked for: SQLite's planner (without
+--    statistics) scanned every superseded row of the issuer in
+--    certificates_issuer_revoked and sorted them, at every CRL; the index
+--    that answers it (CRL.NextGraceEnd) leads with the issuer.
 DROP INDEX certificates_status;
 DROP INDEX certificates_superseded_grace;
+CREATE INDEX certificates_grace_ends ON certificates (issuer_key_id, grace_until) WHERE status = 'superseded';
 
 -- 2. Only the recovery sweep (StalePending) reads pending rows by time, and
 --    only those still pending: a partial index keeps the in-flight rows
