@@ -8,7 +8,7 @@
 --    the issuer the next grace end is asked for: SQLite's planner (without
 --    statistics) scanned every superseded row of the issuer in
 --    certificates_issuer_revoked and sorted them, at every CRL; the index
---    that answers it (CRL.NextGraceEnd) leads with the issuer.
+--    that answers it (certStore.NextGraceEnd) leads with the issuer.
 DROP INDEX certificates_status;
 DROP INDEX certificates_superseded_grace;
 CREATE INDEX certificates_grace_ends ON certificates (issuer_key_id, grace_until) WHERE status = 'superseded';
@@ -22,8 +22,9 @@ CREATE INDEX pending_issuances_stale ON pending_issuances (created_at) WHERE sta
 -- 3. The log's tables were keyed "BIGINT PRIMARY KEY", which in SQLite is
 --    a separate unique index beside the table's rowid: every append wrote
 --    both, and every read by index went through both. "INTEGER PRIMARY KEY"
---    makes idx the rowid itself (same values, same rule: unique, not null).
---    Nothing references these tables; each is copied as it is.
+--    makes idx the rowid itself (same values, unique; ATR always writes idx,
+--    so SQLite's rowid numbering of a NULL key never applies). Nothing
+--    references these tables; each is copied as it is.
 CREATE TABLE log_entries_011 (
     idx        INTEGER PRIMARY KEY,
     data       BLOB NOT NULL,
