@@ -128,14 +128,9 @@ func TestSealRunsOnlyAfterCommit(t *testing.T) {
 		t.Run(db, func(t *testing.T) {
 			ctx := context.Background()
 			st := openBareStore(t, db)
-			for _, q := range []string{
+			execAll(t, st,
 				`CREATE TABLE seal_parent (id INTEGER PRIMARY KEY)`,
-				`CREATE TABLE seal_child (p INTEGER REFERENCES seal_parent (id) DEFERRABLE INITIALLY DEFERRED)`,
-			} {
-				if _, err := st.db.ExecContext(ctx, q); err != nil {
-					t.Fatal(err)
-				}
-			}
+				`CREATE TABLE seal_child (p INTEGER REFERENCES seal_parent (id) DEFERRABLE INITIALLY DEFERRED)`)
 			var sealed, kept int
 			seal := func(context.Context, *sqlx.Tx) func() {
 				sealed++ // the writer's goroutine only
@@ -278,15 +273,10 @@ func TestExecGroup(t *testing.T) {
 		t.Run(db, func(t *testing.T) {
 			ctx := context.Background()
 			st := openBareStore(t, db)
-			for _, q := range []string{
+			execAll(t, st,
 				`CREATE TABLE g_parent (id INTEGER PRIMARY KEY, note TEXT)`,
 				`CREATE TABLE g_child (id INTEGER PRIMARY KEY, parent INTEGER NOT NULL REFERENCES g_parent (id))`,
-				`INSERT INTO g_parent (id, note) VALUES (1, 'old')`,
-			} {
-				if _, err := st.db.ExecContext(ctx, q); err != nil {
-					t.Fatal(err)
-				}
-			}
+				`INSERT INTO g_parent (id, note) VALUES (1, 'old')`)
 			group := func(stmts ...stmt) error {
 				return st.inOwnTx(ctx, "group", func(tx *sqlx.Tx) error { return execGroup(ctx, tx, "group", stmts...) })
 			}
@@ -331,5 +321,16 @@ func TestExecGroup(t *testing.T) {
 				t.Fatalf("%d children, %v: a refused group ran", children, err)
 			}
 		})
+	}
+}
+
+// execAll runs each query on st's pool in turn (a test's own tables and
+// rows), failing the test at the first error.
+func execAll(t *testing.T, st *Store, queries ...string) {
+	t.Helper()
+	for _, q := range queries {
+		if _, err := st.db.ExecContext(context.Background(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
 	}
 }
