@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/agent-trust-registry/atr/registry/translog"
@@ -17,7 +18,8 @@ import (
 // This file writes the public, blinded log leaves of agent events (entry
 // version 2, docs/transparency.md) and their private openings.
 
-// maxCachedNames bounds the VRF proof cache; past it the cache starts over.
+// maxCachedNames bounds the VRF proof cache (about 0.5 KiB a name with an
+// RSA-3072 key); past it the least recently used name is evicted.
 const maxCachedNames = 10_000
 
 // nameProofs are the VRF indexes (hex) and proofs of an agent name and each
@@ -39,31 +41,31 @@ type vrfOutput struct {
 	proof []byte
 }
 
-// vrfCache remembers the VRF of each name and suffix it has computed: the
-// output never changes for a key, each costs an RSA signature on the token,
-// and sibling names (x1.team.acme, x2.team.acme) share their suffixes.
+// vrfCache remembers the VRF of each name and suffix it has computed or
+// recalled: the output never changes for a key, each costs an RSA signature
+// on the token (or, recalled from a log opening, an RSA verification), and
+// sibling names (x1.team.acme, x2.team.acme) share their suffixes. It holds
+// the maxCachedNames most recently used names (TestVRFCacheKeepsRecentNames):
+// a fleet of up to that many agents rotates without an RSA operation. The
+// zero value is ready to use.
 type vrfCache struct {
-	mu    sync.Mutex
-	names map[string]vrfOutput
+	once  sync.Once
+	names *lru.Cache[string, vrfOutput]
+}
+
+func (c *vrfCache) cache() *lru.Cache[string, vrfOutput] {
+	c.once.Do(func() {
+		// lru.New fails only for a size below one.
+		c.names, _ = lru.New[string, vrfOutput](maxCachedNames)
+	})
+	return c.names
 }
 
 // get returns the cached VRF of name.
-func (c *vrfCache) get(name string) (vrfOutput, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out, ok := c.names[name]
-	return out, ok
-}
+func (c *vrfCache) get(name string) (vrfOutput, bool) { return c.cache().Get(name) }
 
 // put caches the VRF of name.
-func (c *vrfCache) put(name string, out vrfOutput) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.names == nil || len(c.names) >= maxCachedNames {
-		c.names = make(map[string]vrfOutput)
-	}
-	c.names[name] = out
-}
+func (c *vrfCache) put(name string, out vrfOutput) { c.cache().Add(name, out) }
 
 // vrfOf computes (or recalls) the VRF of one normalized name. It calls the
 // token, so callers compute it before opening a transaction.

@@ -14,7 +14,6 @@ package registry
 // DecodeOCSPGet is the one decoder of the GET form of a request.
 
 import (
-	"container/list"
 	"context"
 	"crypto"
 	"crypto/sha1" //nolint:gosec // OCSP CertID hashes: SHA-1 is what most clients send (RFC 6960 4.1.1)
@@ -32,9 +31,9 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/agent-trust-registry/atr/ca"
@@ -396,50 +395,29 @@ type ocspEntry struct {
 	seq       int64 // the revocation revision read before the row that state came from
 }
 
-// ocspCache is an LRU map of at most max entries.
+// ocspCache holds at most max entries, the least recently used evicted.
 type ocspCache struct {
-	mu  sync.Mutex
-	max int
-	ll  *list.List // of *ocspEntry, most recent first
-	m   map[ocspKey]*list.Element
+	lru *lru.Cache[ocspKey, *ocspEntry]
 }
 
 func newOCSPCache(max int) *ocspCache {
-	return &ocspCache{max: max, ll: list.New(), m: make(map[ocspKey]*list.Element)}
+	c, err := lru.New[ocspKey, *ocspEntry](max)
+	if err != nil { // max < 1: RevocationConfig's defaults rule it out
+		panic(fmt.Sprintf("registry: OCSP cache of %d entries", max))
+	}
+	return &ocspCache{lru: c}
 }
 
+// get returns the cached entry of k, or nil.
 func (c *ocspCache) get(k ocspKey) *ocspEntry {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.m[k]
-	if !ok {
-		return nil
-	}
-	c.ll.MoveToFront(el)
-	return el.Value.(*ocspEntry)
+	e, _ := c.lru.Get(k)
+	return e
 }
 
-func (c *ocspCache) put(e *ocspEntry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.m[e.key]; ok {
-		el.Value = e
-		c.ll.MoveToFront(el)
-		return
-	}
-	c.m[e.key] = c.ll.PushFront(e)
-	for c.ll.Len() > c.max {
-		last := c.ll.Back()
-		c.ll.Remove(last)
-		delete(c.m, last.Value.(*ocspEntry).key)
-	}
-}
+// put caches e under e.key, replacing an entry of the same key.
+func (c *ocspCache) put(e *ocspEntry) { c.lru.Add(e.key, e) }
 
-func (c *ocspCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ll.Len()
-}
+func (c *ocspCache) len() int { return c.lru.Len() }
 
 // OCSP answers a DER OCSP request (POST body, or DecodeOCSPGet of the GET
 // path; at most MaxOCSPRequestSize bytes) with a DER OCSP response
