@@ -58,12 +58,17 @@ type transparencyLog struct {
 	known atomic.Pointer[knownCheckpoint]
 
 	// txHashes is the memo of the transaction that appended last in this
-	// process, and the size of the tree it holds (txMemo).
+	// process, and the size of the tree it holds (txMemo); root and
+	// rollbacks are those of the head the transaction's last append wrote
+	// (txHead), held is set by that append.
 	txMu     sync.Mutex
 	txHashes struct {
-		tx   *sqlx.Tx
-		hs   *memoHashes
-		size int64
+		tx        *sqlx.Tx
+		hs        *memoHashes
+		size      int64
+		root      []byte
+		rollbacks int64
+		held      bool
 	}
 
 	// sealed counts the checkpoints sealBatch stored with their batch
@@ -249,17 +254,41 @@ func (l *transparencyLog) txMemo(ctx context.Context, tx *sqlx.Tx, head logHead)
 			return m.hs
 		}
 	}
-	m.tx, m.hs, m.size = tx, newMemoHashes(tx), head.Size
+	m.tx, m.hs, m.size, m.held = tx, newMemoHashes(tx), head.Size, false
 	return m.hs
 }
 
-// txAppended records that tx's memo hs now holds the tree of size.
-func (l *transparencyLog) txAppended(tx *sqlx.Tx, hs *memoHashes, size int64) {
+// txAppended records that tx's memo hs now holds the tree of size, whose
+// root tx's append just wrote to log_head.
+func (l *transparencyLog) txAppended(tx *sqlx.Tx, hs *memoHashes, size int64, root tlog.Hash) {
 	l.txMu.Lock()
 	defer l.txMu.Unlock()
 	if m := &l.txHashes; m.tx == tx && m.hs == hs {
-		m.size = size
+		m.size, m.root = size, root[:]
+		m.rollbacks, m.held = l.store.rollbacks.Load(), true
 	}
+}
+
+// txHead returns the head tx's last append wrote, when tx still holds it:
+// on PostgreSQL the append locked the log_head row (SELECT … FOR UPDATE)
+// and the lock lasts until tx ends, on SQLite tx holds the write lock, so
+// no other writer can have moved the head since. A batch item's savepoint
+// rolled back since (Store.rollbacks; writer.runItems) may have undone the
+// append and, on PostgreSQL, released the lock: then, and for any other
+// transaction, ok is false and the caller reads (and locks) the head. The
+// group commit's batch so reads the head once, not once per append and
+// again for its seal (TestLogBatchAppendsAroundRolledBackItems): on
+// PostgreSQL each read is a round trip under the log head's lock. Should
+// the head have moved all the same, the append's guarded UPDATE of
+// log_head refuses it (appendWrite).
+func (l *transparencyLog) txHead(tx *sqlx.Tx) (head logHead, ok bool) {
+	l.txMu.Lock()
+	defer l.txMu.Unlock()
+	m := &l.txHashes
+	if m.tx != tx || !m.held || m.rollbacks != l.store.rollbacks.Load() {
+		return logHead{}, false
+	}
+	return logHead{Size: m.size, Root: m.root}, true
 }
 
 // forgetFrom drops the hashes at index n and beyond.
@@ -364,13 +393,15 @@ func (l *transparencyLog) appendWith(ctx context.Context, tx *sqlx.Tx, e translo
 	if err != nil {
 		return 0, nil, logErr("log: encoding entry", err)
 	}
-	q := `SELECT size, root FROM log_head WHERE id = 1`
-	if tx.DriverName() == "postgres" {
-		q += ` FOR UPDATE`
-	}
-	var head logHead
-	if err := tx.GetContext(ctx, &head, q); err != nil {
-		return 0, nil, dbErr("log: locking head", err)
+	head, held := l.txHead(tx)
+	if !held {
+		q := `SELECT size, root FROM log_head WHERE id = 1`
+		if tx.DriverName() == "postgres" {
+			q += ` FOR UPDATE`
+		}
+		if err := tx.GetContext(ctx, &head, q); err != nil {
+			return 0, nil, dbErr("log: locking head", err)
+		}
 	}
 	memo := l.txMemo(ctx, tx, head)
 	if head.Size > 0 {
@@ -410,7 +441,7 @@ func (l *transparencyLog) appendWith(ctx context.Context, tx *sqlx.Tx, e translo
 		return 0, nil, err
 	}
 	hs.keep()
-	l.txAppended(tx, memo, idx+1)
+	l.txAppended(tx, memo, idx+1, root)
 	return idx, data, nil
 }
 
@@ -857,9 +888,12 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 	if l.signer == nil || l.verifier == nil {
 		return nil
 	}
-	head, err := headIn(ctx, tx)
-	if err != nil {
-		return nil
+	head, held := l.txHead(tx)
+	if !held {
+		var err error
+		if head, err = headIn(ctx, tx); err != nil {
+			return nil
+		}
 	}
 	if k := l.known.Load(); k != nil && k.Size >= head.Size {
 		return nil // nothing new, or a restored database (signCheckpoint forgets k)

@@ -854,16 +854,17 @@ func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 			})
 			<-started
 			batches := w.stats().Batches
-			var hashReads atomic.Int64
-			if dbName == "sqlite" {
-				see := func(q string) {
-					if strings.Contains(q, "FROM log_hashes") {
-						hashReads.Add(1)
-					}
+			var hashReads, headReads atomic.Int64
+			see := func(q string) {
+				if dbName == "sqlite" && strings.Contains(q, "FROM log_hashes") {
+					hashReads.Add(1)
 				}
-				statementHook.Store(&see)
-				t.Cleanup(func() { statementHook.Store(nil) })
+				if strings.Contains(q, "FROM log_head") {
+					headReads.Add(1)
+				}
 			}
+			statementHook.Store(&see)
+			t.Cleanup(func() { statementHook.Store(nil) })
 			for i := 1; i < n; i++ {
 				wg.Go(func() {
 					errs[i] = w.doItem(&txItem{ctx: ctx, op: "append", fn: item(i), done: make(chan error, 1), logged: true})
@@ -877,6 +878,18 @@ func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 			statementHook.Store(nil)
 			if reads := hashReads.Load(); reads > 1 {
 				t.Errorf("the batch of %d appends read stored hashes %d times, want once", n-1, reads)
+			}
+			// The head is read (and locked, on PostgreSQL) by the batch's
+			// first append and again after each refused item's rollback
+			// only: the transaction holds the head its last append left.
+			refusals := int64(0)
+			for i := 1; i < n; i++ {
+				if i%3 == 1 {
+					refusals++
+				}
+			}
+			if reads := headReads.Load(); reads > 1+refusals {
+				t.Errorf("the batch of %d appends (%d refused) read the log head %d times, want at most %d", n-1, refusals, reads, 1+refusals)
 			}
 			if got := w.stats().Batches - batches; got != 2 {
 				t.Fatalf("%d batches ran, want 2 (the holder's, then one of the other %d items)", got, n-1)

@@ -58,6 +58,10 @@ type Store struct {
 	// commits and returns what to run once it did (the checkpoint of the
 	// batch's tree, transparencyLog.sealBatch; writer.go).
 	sealLog atomic.Pointer[func(context.Context, *sqlx.Tx) func()]
+	// rollbacks counts the batch items whose savepoint was rolled back
+	// (writer.runItems): the log trusts the head its transaction's last
+	// append left only while none was (transparencyLog.txHead).
+	rollbacks atomic.Int64
 	// w is the writer queue every transaction goes through (SQLite);
 	// grouped the one the issuance commits share (PostgreSQL). See
 	// writer.go.

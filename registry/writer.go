@@ -316,6 +316,7 @@ func (w *writer) runItems(ctx context.Context, tx *sqlx.Tx, items []*txItem, err
 		}
 		open = `RELEASE SAVEPOINT atr_item; SAVEPOINT atr_item`
 		if errs[k] = it.fn(tx); errs[k] != nil {
+			w.s.rollbacks.Add(1)
 			if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT atr_item`); err != nil {
 				return dbErr(it.op+": rollback to savepoint", errors.Join(errs[k], err))
 			}
