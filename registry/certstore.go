@@ -153,12 +153,19 @@ func (c certStore) Abandon(ctx context.Context, serial string, now time.Time) (b
 // SettlePending moves the pending issuance serial to state at now, if it is
 // still pending; it reports whether it was.
 func (c certStore) SettlePending(ctx context.Context, serial, state string, now time.Time) (bool, error) {
-	n, err := c.exec(ctx, `UPDATE pending_issuances SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`,
-		state, dbTime(now), serial, pendingPending)
+	st := settlePending(serial, state, now)
+	n, err := c.exec(ctx, st.query, st.args...)
 	if err != nil {
 		return false, dbErr("settling pending issuance "+serial, err)
 	}
 	return n == 1, nil
+}
+
+// settlePending is the statement that moves the pending issuance serial
+// to state at now, if it is still pending.
+func settlePending(serial, state string, now time.Time) stmt {
+	return stmt{`UPDATE pending_issuances SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`,
+		[]any{state, dbTime(now), serial, pendingPending}}
 }
 
 // StalePending lists the issuances still pending that were recorded before

@@ -89,7 +89,10 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 		agent Agent
 		leaf  loggedLeaf
 	)
-	cert, rec, err := r.issue(ctx, a, ActionRegister, name, a.Owner, "register", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
+	cert, rec, err := r.issue(ctx, a, ActionRegister, name, a.Owner, "register", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time, pending guard) error {
+		if err := execGuards(ctx, tx, "register: settling pending issuance", pending); err != nil {
+			return err
+		}
 		var err error
 		if leaf, err = r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRegister, time: now, name: name, cert: cert, proofs: proofs}); err != nil {
 			return dbErr("register: log", err)
@@ -151,21 +154,19 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		leaf   loggedLeaf
 	)
 	awaitProofs := r.nameProofsAsync(ctx, name, true, &proofs) // see Register
-	cert, rec, err := r.issue(ctx, a, ActionRotate, name, agent.Owner, "rotate", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error {
-		// One statement locks the agent's row and moves it to the new
-		// serial: it matches only while the agent is still active with the
-		// serial this rotation replaces (a concurrent revocation or
-		// rotation on any replica makes it match nothing).
-		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE agents SET current_serial = ?, updated_at = ?
-			WHERE name = ? AND status = ? AND current_serial = ?`), rec.Serial, dbTime(now), name, AgentActive, oldSerial)
-		if err != nil {
-			return dbErr("rotate: updating agent", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return dbErr("rotate: updating agent", err)
-		} else if n != 1 {
+	cert, rec, err := r.issue(ctx, a, ActionRotate, name, agent.Owner, "rotate", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time, pending guard) error {
+		// With the pending row, one guard locks the agent's row and moves
+		// it to the new serial: it matches only while the agent is still
+		// active with the serial this rotation replaces (a concurrent
+		// revocation or rotation on any replica makes it match nothing).
+		moved := guard{stmt{`UPDATE agents SET current_serial = ?, updated_at = ? WHERE name = ? AND status = ? AND current_serial = ?`,
+			[]any{rec.Serial, dbTime(now), name, AgentActive, oldSerial}}, func() error {
 			return fmt.Errorf("registry: rotate: agent %s changed concurrently: %w", name, bare(ErrConflict))
+		}}
+		if err := execGuards(ctx, tx, "rotate: updating agent", pending, moved); err != nil {
+			return err
 		}
+		var err error
 		if leaf, err = r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRotate, time: now, name: name, cert: cert, proofs: proofs, previous: old.Fingerprint}); err != nil {
 			return dbErr("rotate: log", err)
 		}
@@ -196,8 +197,19 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 }
 
 // commitFunc stores a freshly signed certificate inside the issuance
-// transaction. It fills rec.LogIndex (and Predecessor for rotations).
-type commitFunc func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time) error
+// transaction. It runs pending (markIssued) before anything else, on its
+// own or with guards of its own (execGuards: one round trip on
+// PostgreSQL). It fills rec.LogIndex (and Predecessor for rotations).
+type commitFunc func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time, pending guard) error
+
+// markIssued is the guard that moves an issuance's pending row to issued.
+// It misses when Reconcile abandoned the row meanwhile (signing outlasted
+// PendingTimeout): the certificate must then never be handed out.
+func markIssued(kind, serial string, now time.Time) guard {
+	return guard{settlePending(serial, pendingIssued, now), func() error {
+		return fmt.Errorf("registry: %s: pending issuance %s was reconciled before it completed: %w", kind, serial, bare(ErrUnavailable))
+	}}
+}
 
 // issue runs steps 3–6 of the issuance ordering for an authorized request.
 // await, when set, runs after the signature and before the commit (the
@@ -258,14 +270,7 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 	// together with the issuances that are ready at the same time and the
 	// checkpoint their receipts need (group commit, writer.go).
 	err = r.store.inTxLogged(ctx, kind+": storing certificate", func(tx *sqlx.Tx) error {
-		if ok, err := certs(tx).MarkIssued(ctx, serialHex, now); err != nil {
-			return wrap(kind, err)
-		} else if !ok {
-			// Reconcile abandoned it meanwhile (signing outlasted
-			// PendingTimeout): the certificate must never be handed out.
-			return fmt.Errorf("registry: %s: pending issuance %s was reconciled before it completed: %w", kind, serialHex, bare(ErrUnavailable))
-		}
-		return commit(tx, cert, rec, now)
+		return commit(tx, cert, rec, now, markIssued(kind, serialHex, now))
 	})
 	if err != nil {
 		r.abandon(ctx, a, action, name, serialHex, errCode(err))

@@ -250,3 +250,58 @@ func TestRotationRefusedWhenAgentRevokedDuringSigning(t *testing.T) {
 		}
 	})
 }
+
+// TestIssuanceRefusedWhenReconciledDuringSigning: when signing outlasts
+// PendingTimeout and Reconcile abandons the pending row meanwhile, the
+// issuance's commit finds the row no longer pending (its guard, which on
+// PostgreSQL a rotation runs in one statement with the agent's) and fails
+// with ErrUnavailable: no certificate is stored, logged or returned, and a
+// rotated agent keeps its serial.
+func TestIssuanceRefusedWhenReconciledDuringSigning(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		owner := f.Owner("acme", "acme")
+		reg := register(t, f, owner, "slow.acme")
+		reconcileWhileSigning := func() {
+			var once atomic.Bool
+			f.OnSign(func() error {
+				if once.CompareAndSwap(false, true) {
+					f.Clock.Advance(registry.DefaultPendingTimeout + time.Second)
+					if n, err := f.Registry.Reconcile(ctx); err != nil || n != 1 {
+						t.Errorf("Reconcile while signing = %d, %v; want 1", n, err)
+					}
+				}
+				return nil
+			})
+			t.Cleanup(func() { f.OnSign(nil) })
+		}
+		nothingLogged := func(what string) {
+			t.Helper()
+			if _, err := f.Registry.LogEntries(ctx, reg.LogIndex+1, reg.LogIndex+2); !errors.Is(err, registry.ErrNotFound) {
+				t.Fatalf("a log entry after the registration, once %s: %v, want ErrNotFound", what, err)
+			}
+		}
+		nothingLogged("registered")
+
+		reconcileWhileSigning()
+		csr, _ := f.NewCSR()
+		if iss, err := f.Registry.Rotate(ctx, owner, "slow.acme", csr); !errors.Is(err, registry.ErrUnavailable) || iss != nil {
+			t.Fatalf("rotation reconciled while signing: certificate returned %t, %v; want ErrUnavailable and none", iss != nil, err)
+		}
+		ag, err := f.Registry.GetAgent(ctx, owner, "slow.acme")
+		if err != nil || ag.CurrentSerial != reg.Certificate.Serial || len(ag.Certificates) != 1 {
+			t.Fatalf("agent %+v, %v; want its one certificate %s", ag, err, reg.Certificate.Serial)
+		}
+		nothingLogged("the rotation failed")
+
+		reconcileWhileSigning()
+		csr, _ = f.NewCSR()
+		if iss, err := f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: "late.acme", CSR: csr}); !errors.Is(err, registry.ErrUnavailable) || iss != nil {
+			t.Fatalf("registration reconciled while signing: certificate returned %t, %v; want ErrUnavailable and none", iss != nil, err)
+		}
+		if _, err := f.Registry.GetAgent(ctx, owner, "late.acme"); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("agent of a reconciled registration: %v, want ErrNotFound", err)
+		}
+		nothingLogged("the registration failed")
+	})
+}

@@ -340,17 +340,8 @@ type stmt struct {
 // end, see them all).
 // Errors are dbErr(op, …).
 func execGroup(ctx context.Context, tx *sqlx.Tx, op string, stmts ...stmt) error {
-	if len(stmts) == 0 {
-		return fmt.Errorf("registry: %s: no statements", op)
-	}
-	for i, st := range stmts {
-		if strings.ContainsAny(st.query, `'"`) {
-			// Every '?' is taken for a placeholder: no literals.
-			return fmt.Errorf("registry: %s: statement %d has a quoted literal", op, i)
-		}
-		if n := strings.Count(st.query, "?"); n != len(st.args) {
-			return fmt.Errorf("registry: %s: statement %d has %d placeholders for %d arguments", op, i, n, len(st.args))
-		}
+	if err := checkStmts(op, stmts); err != nil {
+		return err
 	}
 	if tx.DriverName() != "postgres" || len(stmts) == 1 {
 		for _, st := range stmts {
@@ -376,16 +367,7 @@ func execGroup(ctx context.Context, tx *sqlx.Tx, op string, stmts ...stmt) error
 		if i < len(stmts)-1 {
 			fmt.Fprintf(&b, "g%d AS (", i)
 		}
-		k := 0
-		for _, r := range st.query {
-			if r != '?' {
-				b.WriteRune(r)
-				continue
-			}
-			args = append(args, st.args[k])
-			k++
-			fmt.Fprintf(&b, "$%d", len(args))
-		}
+		args = writeNumbered(&b, st, args)
 		if i < len(stmts)-1 {
 			b.WriteString(")")
 		}
@@ -394,6 +376,115 @@ func execGroup(ctx context.Context, tx *sqlx.Tx, op string, stmts ...stmt) error
 		return dbErr(op, err)
 	}
 	return nil
+}
+
+// guard is an UPDATE that must change exactly one row, and the error of
+// the transaction when it changes none (a row settled or moved meanwhile).
+type guard struct {
+	stmt
+	miss func() error
+}
+
+// execGuards runs guards in tx and returns the miss error of the first
+// that changed no row. On PostgreSQL they are one statement, one round
+// trip: each guard a data-modifying CTE with RETURNING, counted by the
+// statement's SELECT; on SQLite one after another. Each must be an UPDATE
+// (without RETURNING or quoted literals) of a row by its key, and none may
+// need to see another's changes (one snapshot on PostgreSQL). All of them
+// run even when the first misses: the caller's transaction (or savepoint)
+// is then rolled back. Errors are dbErr(op, …) or a guard's miss error.
+func execGuards(ctx context.Context, tx *sqlx.Tx, op string, guards ...guard) error {
+	stmts := make([]stmt, len(guards))
+	for i, g := range guards {
+		if g.miss == nil {
+			return fmt.Errorf("registry: %s: guard %d has no error for a miss", op, i)
+		}
+		stmts[i] = g.stmt
+	}
+	if err := checkStmts(op, stmts); err != nil {
+		return err
+	}
+	changed := make([]int64, len(guards))
+	if tx.DriverName() != "postgres" {
+		for i, st := range stmts {
+			res, err := tx.ExecContext(ctx, tx.Rebind(st.query), st.args...)
+			if err == nil {
+				changed[i], err = res.RowsAffected()
+			}
+			if err != nil {
+				return dbErr(op, err)
+			}
+		}
+	} else {
+		var (
+			b    strings.Builder
+			args []any
+		)
+		for i, st := range stmts {
+			if i == 0 {
+				b.WriteString("WITH ")
+			} else {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "g%d AS (", i)
+			args = writeNumbered(&b, st, args)
+			b.WriteString(" RETURNING 1)")
+		}
+		b.WriteString(" SELECT ")
+		for i := range stmts {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "(SELECT count(*) FROM g%d)", i)
+		}
+		dest := make([]any, len(changed))
+		for i := range changed {
+			dest[i] = &changed[i]
+		}
+		if err := tx.QueryRowxContext(ctx, b.String(), args...).Scan(dest...); err != nil {
+			return dbErr(op, err)
+		}
+	}
+	for i, n := range changed {
+		if n != 1 {
+			return guards[i].miss()
+		}
+	}
+	return nil
+}
+
+// checkStmts refuses an empty list, and a statement with a quoted literal
+// (every '?' is taken for a placeholder) or whose placeholders do not match
+// its arguments, before anything runs.
+func checkStmts(op string, stmts []stmt) error {
+	if len(stmts) == 0 {
+		return fmt.Errorf("registry: %s: no statements", op)
+	}
+	for i, st := range stmts {
+		if strings.ContainsAny(st.query, `'"`) {
+			return fmt.Errorf("registry: %s: statement %d has a quoted literal", op, i)
+		}
+		if n := strings.Count(st.query, "?"); n != len(st.args) {
+			return fmt.Errorf("registry: %s: statement %d has %d placeholders for %d arguments", op, i, n, len(st.args))
+		}
+	}
+	return nil
+}
+
+// writeNumbered writes st's query to b with its '?' placeholders numbered
+// after args ($n, PostgreSQL) and returns args with st's arguments added.
+func writeNumbered(b *strings.Builder, st stmt, args []any) []any {
+	k := 0
+	for _, r := range st.query {
+		if r != '?' {
+			b.WriteRune(r)
+			continue
+		}
+		args = append(args, st.args[k])
+		k++
+		fmt.Fprintf(b, "$%d", len(args))
+	}
+	return args
 }
 
 // inOwnTx runs fn in a transaction of its own.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jmoiron/sqlx"
@@ -332,5 +333,78 @@ func execAll(t *testing.T, st *Store, queries ...string) {
 		if _, err := st.db.ExecContext(context.Background(), q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
+	}
+}
+
+// TestExecGuards: guarded UPDATEs that must each change one row run as one
+// statement on PostgreSQL (one round trip) and one after another on
+// SQLite; the first guard that changed no row gives its own error.
+func TestExecGuards(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			st := openBareStore(t, db)
+			execAll(t, st,
+				`CREATE TABLE x_pending (serial TEXT PRIMARY KEY, state TEXT NOT NULL)`,
+				`CREATE TABLE x_agent (name TEXT PRIMARY KEY, serial TEXT NOT NULL)`,
+				`INSERT INTO x_pending (serial, state) VALUES ('s1', 'pending'), ('s2', 'pending')`,
+				`INSERT INTO x_agent (name, serial) VALUES ('a', 's0')`)
+			errPending, errAgent := errors.New("pending settled"), errors.New("agent moved")
+			pending := func(serial string) guard {
+				return guard{stmt{`UPDATE x_pending SET state = ? WHERE serial = ? AND state = ?`, []any{"issued", serial, "pending"}},
+					func() error { return errPending }}
+			}
+			agent := func(from, to string) guard {
+				return guard{stmt{`UPDATE x_agent SET serial = ? WHERE name = ? AND serial = ?`, []any{to, "a", from}},
+					func() error { return errAgent }}
+			}
+			var statements atomic.Int64
+			see := func(string) { statements.Add(1) }
+			statementHook.Store(&see)
+			t.Cleanup(func() { statementHook.Store(nil) })
+			run := func(guards ...guard) error {
+				statements.Store(0)
+				return st.inOwnTx(ctx, "guards", func(tx *sqlx.Tx) error { return execGuards(ctx, tx, "guards", guards...) })
+			}
+			if err := run(pending("s1"), agent("s0", "s1")); err != nil {
+				t.Fatal(err)
+			}
+			want := int64(2)
+			if db == "postgres" {
+				want = 1
+			}
+			if got := statements.Load(); got != want {
+				t.Errorf("two guards ran %d statements, want %d", got, want)
+			}
+			for _, c := range []struct {
+				guards []guard
+				want   error
+			}{
+				{[]guard{pending("s1"), agent("s1", "s2")}, errPending}, // s1 is issued already
+				{[]guard{pending("s2"), agent("s0", "s2")}, errAgent},   // the agent moved to s1
+				{[]guard{pending("s9"), agent("s0", "s2")}, errPending}, // both miss: the first one's error
+			} {
+				if err := run(c.guards...); !errors.Is(err, c.want) {
+					t.Errorf("%v, want %v", err, c.want)
+				}
+			}
+			var serial, state string
+			if err := st.db.GetContext(ctx, &serial, `SELECT serial FROM x_agent WHERE name = 'a'`); err != nil || serial != "s1" {
+				t.Errorf("agent at %q, %v; want s1 (failed guards roll back)", serial, err)
+			}
+			if err := st.db.GetContext(ctx, &state, `SELECT state FROM x_pending WHERE serial = 's2'`); err != nil || state != "pending" {
+				t.Errorf("s2 %q, %v; want pending (failed guards roll back)", state, err)
+			}
+			for _, bad := range [][]guard{
+				{{stmt{`UPDATE x_agent SET serial = ?`, nil}, func() error { return errAgent }}},
+				{{stmt{`UPDATE x_agent SET serial = 'x' WHERE name = ?`, []any{"a"}}, func() error { return errAgent }}},
+				{{stmt{`UPDATE x_agent SET serial = ? WHERE name = ?`, []any{"x", "a"}}, nil}},
+				{},
+			} {
+				if err := run(bad...); err == nil || errors.Is(err, errAgent) {
+					t.Errorf("a malformed guard: %v, want refused before running", err)
+				}
+			}
+		})
 	}
 }
