@@ -802,141 +802,154 @@ func TestLogBounds(t *testing.T) {
 // the frontier of the tree anew).
 func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 	for _, dbName := range testdb.Names() {
-		t.Run(dbName, func(t *testing.T) {
-			ctx := context.Background()
-			f := newLogFixture(t, dbName)
-			for i := range 5 { // a tree with a frontier of more than one hash
-				if _, err := f.appendOne(ctx, 0, fmt.Sprintf("before-%d", i)); err != nil {
-					t.Fatal(err)
+		// rerun: the items may run again (as issuance commits may), so the
+		// batch first runs without savepoints and again, with them, around
+		// the first refusal (writer.execBatch).
+		for _, rerun := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/rerun=%t", dbName, rerun), func(t *testing.T) {
+				ctx := context.Background()
+				f := newLogFixture(t, dbName)
+				for i := range 5 { // a tree with a frontier of more than one hash
+					if _, err := f.appendOne(ctx, 0, fmt.Sprintf("before-%d", i)); err != nil {
+						t.Fatal(err)
+					}
 				}
-			}
-			st, l := f.stores[0], f.logs[0]
-			lg, hook := test.NewNullLogger()
-			l.log = logrus.NewEntry(lg)
-			w := st.grouped
-			if w == nil {
-				w = st.w
-			}
-			sealed := l.sealed.Load()
-			seal := l.sealBatch
-			st.sealLog.Store(&seal)
-			t.Cleanup(func() { st.sealLog.Store(nil) })
+				st, l := f.stores[0], f.logs[0]
+				lg, hook := test.NewNullLogger()
+				l.log = logrus.NewEntry(lg)
+				w := st.grouped
+				if w == nil {
+					w = st.w
+				}
+				sealed := l.sealed.Load()
+				seal := l.sealBatch
+				st.sealLog.Store(&seal)
+				t.Cleanup(func() { st.sealLog.Store(nil) })
 
-			const n = 12
-			refused := errors.New("item refused after its append")
-			var (
-				started = make(chan struct{})
-				release = make(chan struct{})
-				wg      sync.WaitGroup
-				errs    = make([]error, n)
-				idxs    = make([]int64, n)
-			)
-			item := func(i int) func(tx *sqlx.Tx) error {
-				return func(tx *sqlx.Tx) error {
-					if i == 0 {
-						close(started)
-						<-release // hold the writer until every other item is queued
+				const n = 12
+				refused := errors.New("item refused after its append")
+				var (
+					started = make(chan struct{})
+					release = make(chan struct{})
+					wg      sync.WaitGroup
+					errs    = make([]error, n)
+					idxs    = make([]int64, n)
+				)
+				item := func(i int) func(tx *sqlx.Tx) error {
+					return func(tx *sqlx.Tx) error {
+						if i == 0 {
+							close(started)
+							<-release // hold the writer until every other item is queued
+							return nil
+						}
+						var err error
+						idxs[i], _, err = l.appendTx(ctx, tx, f.entry(fmt.Sprintf("item-%d", i)))
+						if err != nil {
+							return err
+						}
+						if i%3 == 1 {
+							return refused
+						}
 						return nil
 					}
-					var err error
-					idxs[i], _, err = l.appendTx(ctx, tx, f.entry(fmt.Sprintf("item-%d", i)))
-					if err != nil {
-						return err
-					}
-					if i%3 == 1 {
-						return refused
-					}
-					return nil
 				}
-			}
-			wg.Go(func() {
-				errs[0] = w.doItem(&txItem{ctx: ctx, op: "hold", fn: item(0), done: make(chan error, 1)})
-			})
-			<-started
-			batches := w.stats().Batches
-			var hashReads, headReads atomic.Int64
-			see := func(q string) {
-				if dbName == "sqlite" && strings.Contains(q, "FROM log_hashes") {
-					hashReads.Add(1)
-				}
-				if strings.Contains(q, "FROM log_head") {
-					headReads.Add(1)
-				}
-			}
-			statementHook.Store(&see)
-			t.Cleanup(func() { statementHook.Store(nil) })
-			for i := 1; i < n; i++ {
 				wg.Go(func() {
-					errs[i] = w.doItem(&txItem{ctx: ctx, op: "append", fn: item(i), done: make(chan error, 1), logged: true})
+					errs[0] = w.doItem(&txItem{ctx: ctx, op: "hold", fn: item(0), done: make(chan error, 1)})
 				})
-			}
-			for len(w.ch) < n-1 {
-				time.Sleep(time.Millisecond)
-			}
-			close(release)
-			wg.Wait()
-			statementHook.Store(nil)
-			if reads := hashReads.Load(); reads > 1 {
-				t.Errorf("the batch of %d appends read stored hashes %d times, want once", n-1, reads)
-			}
-			// The head is read (and locked, on PostgreSQL) by the batch's
-			// first append and again after each refused item's rollback
-			// only: the transaction holds the head its last append left.
-			refusals := int64(0)
-			for i := 1; i < n; i++ {
-				if i%3 == 1 {
-					refusals++
-				}
-			}
-			if reads := headReads.Load(); reads > 1+refusals {
-				t.Errorf("the batch of %d appends (%d refused) read the log head %d times, want at most %d", n-1, refusals, reads, 1+refusals)
-			}
-			if got := w.stats().Batches - batches; got != 2 {
-				t.Fatalf("%d batches ran, want 2 (the holder's, then one of the other %d items)", got, n-1)
-			}
-			if errs[0] != nil {
-				t.Fatalf("the holder: %v", errs[0])
-			}
-			var want []int64
-			for i := 1; i < n; i++ {
-				switch {
-				case i%3 == 1:
-					if !errors.Is(errs[i], refused) {
-						t.Errorf("item %d: %v, want its own refusal", i, errs[i])
+				<-started
+				before := w.stats()
+				var hashReads, headReads atomic.Int64
+				see := func(q string) {
+					if dbName == "sqlite" && strings.Contains(q, "FROM log_hashes") {
+						hashReads.Add(1)
 					}
-				case errs[i] != nil:
-					t.Errorf("item %d: %v", i, errs[i])
-				default:
-					want = append(want, idxs[i])
+					if strings.Contains(q, "FROM log_head") {
+						headReads.Add(1)
+					}
 				}
-			}
-			head, err := l.head(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			leaves := f.allEntries(t, head.Size)
-			if wantSize := int64(5 + len(want)); head.Size != wantSize {
-				t.Errorf("tree size %d, want %d", head.Size, wantSize)
-			}
-			slices.Sort(want) // the batch runs its items in the order they queued
-			for k, idx := range want {
-				if idx != int64(5+k) {
-					t.Errorf("committed indexes %v: not the gap-free run after the 5 before", want)
-					break
+				statementHook.Store(&see)
+				t.Cleanup(func() { statementHook.Store(nil) })
+				for i := 1; i < n; i++ {
+					wg.Go(func() {
+						errs[i] = w.doItem(&txItem{ctx: ctx, op: "append", fn: item(i), done: make(chan error, 1), logged: true, rerun: rerun})
+					})
 				}
-			}
-			if root := rfc6962Root(leaves); string(root[:]) != string(head.Root) {
-				t.Error("the head's root is not the RFC 6962 root of the committed leaves")
-			}
-			if l.sealed.Load() != sealed+1 {
-				t.Fatalf("the batch was not sealed: %v", hook.AllEntries())
-			}
-			k := l.known.Load()
-			c, err := translog.OpenCheckpoint([]byte(k.Note), f.verifier)
-			if err != nil || c.Size != head.Size || string(c.Hash[:]) != string(head.Root) {
-				t.Errorf("the batch's checkpoint %+v, %v; want the head of size %d", c, err, head.Size)
-			}
-		})
+				for len(w.ch) < n-1 {
+					time.Sleep(time.Millisecond)
+				}
+				close(release)
+				wg.Wait()
+				statementHook.Store(nil)
+				// Once per transaction: the batch's, and its rerun's.
+				runs := int64(1)
+				if rerun {
+					runs = 2
+				}
+				if reads := hashReads.Load(); reads > runs {
+					t.Errorf("the batch of %d appends read stored hashes %d times, want %d", n-1, reads, runs)
+				}
+				// The head is read (and locked, on PostgreSQL) by the batch's
+				// first append and again after each refused item's rollback
+				// only: the transaction holds the head its last append left.
+				refusals := int64(0)
+				for i := 1; i < n; i++ {
+					if i%3 == 1 {
+						refusals++
+					}
+				}
+				if reads := headReads.Load(); reads > 1+refusals {
+					t.Errorf("the batch of %d appends (%d refused) read the log head %d times, want at most %d", n-1, refusals, reads, 1+refusals)
+				}
+				if got := w.stats().Reruns - before.Reruns; got != runs-1 {
+					t.Errorf("%d batches ran again, want %d", got, runs-1)
+				}
+				if got := w.stats().Batches - before.Batches; got != 2 {
+					t.Fatalf("%d batches ran, want 2 (the holder's, then one of the other %d items)", got, n-1)
+				}
+				if errs[0] != nil {
+					t.Fatalf("the holder: %v", errs[0])
+				}
+				var want []int64
+				for i := 1; i < n; i++ {
+					switch {
+					case i%3 == 1:
+						if !errors.Is(errs[i], refused) {
+							t.Errorf("item %d: %v, want its own refusal", i, errs[i])
+						}
+					case errs[i] != nil:
+						t.Errorf("item %d: %v", i, errs[i])
+					default:
+						want = append(want, idxs[i])
+					}
+				}
+				head, err := l.head(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				leaves := f.allEntries(t, head.Size)
+				if wantSize := int64(5 + len(want)); head.Size != wantSize {
+					t.Errorf("tree size %d, want %d", head.Size, wantSize)
+				}
+				slices.Sort(want) // the batch runs its items in the order they queued
+				for k, idx := range want {
+					if idx != int64(5+k) {
+						t.Errorf("committed indexes %v: not the gap-free run after the 5 before", want)
+						break
+					}
+				}
+				if root := rfc6962Root(leaves); string(root[:]) != string(head.Root) {
+					t.Error("the head's root is not the RFC 6962 root of the committed leaves")
+				}
+				if l.sealed.Load() != sealed+1 {
+					t.Fatalf("the batch was not sealed: %v", hook.AllEntries())
+				}
+				k := l.known.Load()
+				c, err := translog.OpenCheckpoint([]byte(k.Note), f.verifier)
+				if err != nil || c.Size != head.Size || string(c.Hash[:]) != string(head.Root) {
+					t.Errorf("the batch's checkpoint %+v, %v; want the head of size %d", c, err, head.Size)
+				}
+			})
+		}
 	}
 }
 

@@ -52,14 +52,15 @@ func (s *Store) Collectors() []prometheus.Collector {
 // groupCommitCollector exposes the group commit's counters (registry
 // writer.go): mean batch size = items / batches.
 type groupCommitCollector struct {
-	stats                func() GroupCommitStats
-	batches, items, busy *prometheus.Desc
+	stats                        func() GroupCommitStats
+	batches, items, reruns, busy *prometheus.Desc
 }
 
 func newGroupCommitCollector(stats func() GroupCommitStats) *groupCommitCollector {
 	return &groupCommitCollector{stats: stats,
 		batches: prometheus.NewDesc("atr_db_group_commit_batches_total", "Transactions the group commit ran, each holding one or more queued transactions (savepoints).", nil, nil),
 		items:   prometheus.NewDesc("atr_db_group_commit_items_total", "Queued transactions the group commit ran; divided by the batches, the mean batch size.", nil, nil),
+		reruns:  prometheus.NewDesc("atr_db_group_commit_reruns_total", "Batches run again, each item in its own savepoint, because an item failed in their first run without savepoints.", nil, nil),
 		busy:    prometheus.NewDesc("atr_db_group_commit_busy_seconds_total", "Time the group commit's writer spent running batches (begin to commit); a rate near 1 means the writer is saturated.", nil, nil),
 	}
 }
@@ -67,6 +68,7 @@ func newGroupCommitCollector(stats func() GroupCommitStats) *groupCommitCollecto
 func (c *groupCommitCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.batches
 	ch <- c.items
+	ch <- c.reruns
 	ch <- c.busy
 }
 
@@ -74,5 +76,6 @@ func (c *groupCommitCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.stats()
 	ch <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(st.Batches))
 	ch <- prometheus.MustNewConstMetric(c.items, prometheus.CounterValue, float64(st.Items))
+	ch <- prometheus.MustNewConstMetric(c.reruns, prometheus.CounterValue, float64(st.Reruns))
 	ch <- prometheus.MustNewConstMetric(c.busy, prometheus.CounterValue, st.Busy.Seconds())
 }

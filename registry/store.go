@@ -229,7 +229,10 @@ func (s *Store) Stats() sql.DBStats { return s.db.Stats() }
 // time stretches with theirs (docs/performance.md, seventh pass).
 type GroupCommitStats struct {
 	Batches, Items int64
-	Busy           time.Duration
+	// Reruns counts the batches run again, with savepoints, around an item
+	// that failed in their first run (writer.execBatch).
+	Reruns int64
+	Busy   time.Duration
 }
 
 // GroupCommitStats reports what the group commit did since the store opened.
@@ -238,7 +241,7 @@ func (s *Store) GroupCommitStats() GroupCommitStats {
 	for _, w := range []*writer{s.w, s.grouped} {
 		if w != nil {
 			st := w.stats()
-			sum.Batches, sum.Items, sum.Busy = sum.Batches+st.Batches, sum.Items+st.Items, sum.Busy+st.Busy
+			sum.Batches, sum.Items, sum.Reruns, sum.Busy = sum.Batches+st.Batches, sum.Items+st.Items, sum.Reruns+st.Reruns, sum.Busy+st.Busy
 		}
 	}
 	return sum
@@ -291,7 +294,7 @@ func (s *Store) inTxLogged(ctx context.Context, op string, fn func(tx *sqlx.Tx) 
 	if w == nil {
 		return s.inOwnTx(ctx, op, fn)
 	}
-	return w.doItem(&txItem{ctx: ctx, op: op, fn: fn, done: make(chan error, 1), logged: true})
+	return w.doItem(&txItem{ctx: ctx, op: op, fn: fn, done: make(chan error, 1), logged: true, rerun: true})
 }
 
 // inStatement runs fn, a single statement (or a statement and a read of

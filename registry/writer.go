@@ -5,7 +5,9 @@ package registry
 // (SQLite's write lock; PostgreSQL's log_head row), one COMMIT and one fsync
 // for the batch. Each transaction runs inside its own SAVEPOINT, so one
 // item's failure (a race on a name, a constraint) rolls back that item only
-// and is returned to its caller alone; the others commit. A batch is
+// and is returned to its caller alone; the others commit. (A batch of
+// issuance commits, which may run twice, first runs without savepoints, and
+// again with them only when an item failed: execBatch.) A batch is
 // whatever queued while the previous one ran — never an artificial delay —
 // so a lone request pays nothing extra (a batch of one runs without
 // savepoints).
@@ -42,6 +44,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,6 +71,11 @@ type txItem struct {
 	// logged: fn appends to the transparency log, and its caller wants a
 	// receipt (the batch is sealed when it holds one).
 	logged bool
+	// rerun: fn may run again in a fresh transaction after a run of it
+	// was rolled back — it changes nothing outside tx but variables it
+	// sets anew on every run. A batch of such items runs without
+	// savepoints (execBatch).
+	rerun bool
 }
 
 // writer runs batches of transactions on one goroutine.
@@ -91,9 +99,10 @@ type writer struct {
 
 	mu sync.Mutex
 	// batches and items count what ran, busy the time run spent on
-	// batches (tests and metrics).
-	batches, items int64
-	busy           time.Duration
+	// batches, reruns the batches run again around a failed item (tests
+	// and metrics).
+	batches, items, reruns int64
+	busy                   time.Duration
 }
 
 func newWriter(s *Store) *writer {
@@ -206,21 +215,58 @@ func (w *writer) runBatch(batch []*txItem) {
 // execBatch runs live in one transaction and returns each item's outcome:
 // its own error, or the batch's BEGIN or COMMIT error. After a commit it
 // runs the seal's and the store's commit hooks.
+//
+// A batch whose items may all run again (txItem.rerun: the issuance
+// commits) first runs without savepoints: on PostgreSQL each savepoint is a
+// round trip under the log head's lock, and items rarely fail. When one
+// fails, the transaction is rolled back, that item keeps its error, and the
+// others run again in a fresh transaction, each in its own savepoint — the
+// outcome each item would have had in the first place: the items before the
+// failed one run again on the same state, the failed one ran on the state
+// they left (TestWriterRerunsAroundAFailedItem).
 func (w *writer) execBatch(live []*txItem) []error {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
-	errs := make([]error, len(live))
+	if len(live) < 2 || slices.ContainsFunc(live, func(it *txItem) bool { return !it.rerun }) {
+		errs, _ := w.execTx(ctx, live, true)
+		return errs
+	}
+	errs, failed := w.execTx(ctx, live, false)
+	if failed < 0 {
+		return errs
+	}
+	w.mu.Lock()
+	w.reruns++
+	w.mu.Unlock()
+	rest := slices.Delete(slices.Clone(live), failed, failed+1)
+	restErrs, _ := w.execTx(ctx, rest, true)
+	out := append(restErrs[:failed:failed], errs[failed])
+	return append(out, restErrs[failed:]...)
+}
+
+// execTx runs items in one transaction, each in its own savepoint when
+// savepoints is set and there are several. Without savepoints it stops at
+// the first item that fails and rolls back; failed is that item's index
+// when there are several (the others, not committed, have no error), else
+// -1.
+func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (errs []error, failed int) {
+	errs = make([]error, len(live))
 	tx, err := w.begin(ctx)
 	if err != nil {
 		for k, it := range live {
 			errs[k] = dbErr(it.op+": begin", err)
 		}
-		return errs
+		return errs, -1
 	}
-	if len(live) == 1 {
-		if errs[0] = live[0].fn(tx); errs[0] != nil {
-			_ = tx.Rollback()
-			return errs
+	if len(live) == 1 || !savepoints {
+		for k, it := range live {
+			if errs[k] = it.fn(tx); errs[k] != nil {
+				_ = tx.Rollback()
+				if len(live) == 1 {
+					return errs, -1
+				}
+				return errs, k
+			}
 		}
 	} else if err := w.runItems(ctx, tx, live, errs); err != nil {
 		// A savepoint could not be rolled back: the transaction is unusable.
@@ -230,7 +276,7 @@ func (w *writer) execBatch(live []*txItem) []error {
 				errs[k] = err
 			}
 		}
-		return errs
+		return errs, -1
 	}
 	ok, logged := false, false
 	for k, e := range errs {
@@ -239,7 +285,7 @@ func (w *writer) execBatch(live []*txItem) []error {
 	}
 	if !ok {
 		_ = tx.Rollback()
-		return errs
+		return errs, -1
 	}
 	var sealed func()
 	if seal := w.s.sealLog.Load(); seal != nil && logged {
@@ -251,7 +297,7 @@ func (w *writer) execBatch(live []*txItem) []error {
 				errs[k] = dbErr(it.op+": commit", err)
 			}
 		}
-		return errs
+		return errs, -1
 	}
 	if sealed != nil {
 		sealed()
@@ -259,7 +305,7 @@ func (w *writer) execBatch(live []*txItem) []error {
 	if f := w.s.onCommit.Load(); f != nil {
 		(*f)()
 	}
-	return errs
+	return errs, -1
 }
 
 // begin starts a batch's transaction: on PostgreSQL on any pooled
@@ -325,10 +371,10 @@ func (w *writer) runItems(ctx context.Context, tx *sqlx.Tx, items []*txItem, err
 	return nil
 }
 
-// stats returns how many batches and items the writer ran and how long
-// it was busy.
+// stats returns how many batches and items the writer ran, how many
+// batches it ran again around a failed item, and how long it was busy.
 func (w *writer) stats() GroupCommitStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return GroupCommitStats{Batches: w.batches, Items: w.items, Busy: w.busy}
+	return GroupCommitStats{Batches: w.batches, Items: w.items, Reruns: w.reruns, Busy: w.busy}
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -20,78 +22,199 @@ import (
 // commits, exactly once.
 func TestGroupCommit(t *testing.T) {
 	for _, db := range testdb.Names() {
+		// rerun: items that may run again (as issuance commits may): their
+		// batches run without savepoints first (writer.execBatch), with
+		// the same outcome for every item.
+		for _, rerun := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/rerun=%t", db, rerun), func(t *testing.T) {
+				ctx := context.Background()
+				st := openBareStore(t, db)
+				if _, err := st.db.ExecContext(ctx, `CREATE TABLE gc_items (k TEXT PRIMARY KEY, v INTEGER NOT NULL)`); err != nil {
+					t.Fatal(err)
+				}
+				w := st.w
+				if w == nil {
+					w = st.grouped
+				}
+				const n = 200
+				errs := make([]error, n)
+				var wg sync.WaitGroup
+				for i := range n {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						errs[i] = w.doItem(&txItem{ctx: ctx, op: "gc", done: make(chan error, 1), rerun: rerun, fn: func(tx *sqlx.Tx) error {
+							k := fmt.Sprintf("k%03d", i)
+							if i%10 == 3 {
+								k = "dup" // every tenth-and-third races on one key: one wins
+							}
+							if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO gc_items (k, v) VALUES (?, ?)`), k, i); err != nil {
+								return dbErr("gc: insert", err)
+							}
+							if i%10 == 7 {
+								return errors.New("item refused after writing") // its insert must not survive
+							}
+							return nil
+						}})
+					}()
+				}
+				wg.Wait()
+				dupWins := 0
+				for i, err := range errs {
+					switch {
+					case i%10 == 7:
+						if err == nil || err.Error() != "item refused after writing" {
+							t.Errorf("item %d: %v, want its own error", i, err)
+						}
+					case i%10 == 3:
+						if err == nil {
+							dupWins++
+						} else if !errors.Is(err, ErrConflict) {
+							t.Errorf("item %d (duplicate key): %v, want ErrConflict", i, err)
+						}
+					case err != nil:
+						t.Errorf("item %d: %v", i, err)
+					}
+				}
+				if dupWins != 1 {
+					t.Errorf("%d inserts of the duplicate key committed, want 1", dupWins)
+				}
+				var rows []string
+				if err := st.db.SelectContext(ctx, &rows, `SELECT k FROM gc_items ORDER BY k`); err != nil {
+					t.Fatal(err)
+				}
+				want := n - n/10 /* refused */ - n/10 /* dup */ + 1
+				if len(rows) != want {
+					t.Errorf("%d rows committed, want %d", len(rows), want)
+				}
+				for _, k := range rows {
+					var i int
+					if _, err := fmt.Sscanf(k, "k%03d", &i); err == nil && i%10 == 7 {
+						t.Errorf("the refused item %d left its row", i)
+					}
+				}
+				ws := w.stats()
+				batches, items := ws.Batches, ws.Items
+				t.Logf("%s: %d items in %d batches", db, items, batches)
+				if items != n || batches >= n {
+					t.Errorf("%d items in %d batches: want %d items and fewer batches than items (group commit)", items, batches, n)
+				}
+				if ws.Reruns > 0 != rerun {
+					t.Errorf("%d batches ran again; want some only when items may rerun (%t)", ws.Reruns, rerun)
+				}
+			})
+		}
+	}
+}
+
+// TestWriterRerunsAroundAFailedItem: a batch of items that may run again
+// runs without savepoints (on PostgreSQL each is a round trip under the log
+// head's lock); when one fails, it keeps its error, nothing of the first
+// run stays, and the others commit in a second run, each in a savepoint.
+func TestWriterRerunsAroundAFailedItem(t *testing.T) {
+	for _, db := range testdb.Names() {
 		t.Run(db, func(t *testing.T) {
 			ctx := context.Background()
 			st := openBareStore(t, db)
-			if _, err := st.db.ExecContext(ctx, `CREATE TABLE gc_items (k TEXT PRIMARY KEY, v INTEGER NOT NULL)`); err != nil {
-				t.Fatal(err)
-			}
-			w := st.w
+			execAll(t, st, `CREATE TABLE rr_items (k TEXT PRIMARY KEY)`)
+			w := st.grouped
 			if w == nil {
-				w = st.grouped
+				w = st.w
 			}
-			const n = 200
-			errs := make([]error, n)
-			var wg sync.WaitGroup
-			for i := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					errs[i] = w.do(ctx, "gc", func(tx *sqlx.Tx) error {
-						k := fmt.Sprintf("k%03d", i)
-						if i%10 == 3 {
-							k = "dup" // every tenth-and-third races on one key: one wins
-						}
-						if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO gc_items (k, v) VALUES (?, ?)`), k, i); err != nil {
-							return dbErr("gc: insert", err)
-						}
-						if i%10 == 7 {
-							return errors.New("item refused after writing") // its insert must not survive
-						}
-						return nil
-					})
-				}()
-			}
-			wg.Wait()
-			dupWins := 0
-			for i, err := range errs {
-				switch {
-				case i%10 == 7:
-					if err == nil || err.Error() != "item refused after writing" {
-						t.Errorf("item %d: %v, want its own error", i, err)
-					}
-				case i%10 == 3:
-					if err == nil {
-						dupWins++
-					} else if !errors.Is(err, ErrConflict) {
-						t.Errorf("item %d (duplicate key): %v, want ErrConflict", i, err)
-					}
-				case err != nil:
-					t.Errorf("item %d: %v", i, err)
+			var savepoints atomic.Int64
+			see := func(q string) {
+				if strings.Contains(q, "SAVEPOINT") {
+					savepoints.Add(1)
 				}
 			}
-			if dupWins != 1 {
-				t.Errorf("%d inserts of the duplicate key committed, want 1", dupWins)
+			statementHook.Store(&see)
+			t.Cleanup(func() { statementHook.Store(nil) })
+			refused := errors.New("refused after writing")
+			// batch queues n items behind a holder, so that they run as one
+			// batch, and returns their outcomes and how often each ran.
+			batch := func(prefix string, n, fail int) ([]error, []int64) {
+				errs, runs := make([]error, n), make([]int64, n)
+				started, release := make(chan struct{}), make(chan struct{})
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					_ = w.doItem(&txItem{ctx: ctx, op: "hold", done: make(chan error, 1), fn: func(*sqlx.Tx) error {
+						close(started)
+						<-release
+						return nil
+					}})
+				})
+				<-started
+				for i := range n {
+					wg.Go(func() {
+						errs[i] = w.doItem(&txItem{ctx: ctx, op: "rr", done: make(chan error, 1), rerun: true, fn: func(tx *sqlx.Tx) error {
+							atomic.AddInt64(&runs[i], 1)
+							if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO rr_items (k) VALUES (?)`), fmt.Sprintf("%s%d", prefix, i)); err != nil {
+								return dbErr("rr", err)
+							}
+							if i == fail {
+								return refused
+							}
+							return nil
+						}})
+					})
+					for len(w.ch) < i+1 { // queued in order
+						time.Sleep(time.Millisecond)
+					}
+				}
+				savepoints.Store(0)
+				close(release)
+				wg.Wait()
+				return errs, runs
+			}
+
+			before := w.stats()
+			errs, runs := batch("a", 6, -1)
+			for i, err := range errs {
+				if err != nil || runs[i] != 1 {
+					t.Errorf("item %d of a batch without failures: %v, ran %d times; want nil, once", i, err, runs[i])
+				}
+			}
+			if n := savepoints.Load(); n != 0 {
+				t.Errorf("a batch without failures ran %d savepoint statements, want none", n)
+			}
+
+			errs, runs = batch("b", 6, 3)
+			for i, err := range errs {
+				wantRuns := int64(2) // ran before the failure, and again
+				switch {
+				case i == 3:
+					wantRuns = 1
+					if !errors.Is(err, refused) {
+						t.Errorf("the failed item: %v, want its own error", err)
+					}
+				case i > 3:
+					wantRuns = 1 // not reached by the first run
+					fallthrough
+				default:
+					if err != nil {
+						t.Errorf("item %d: %v", i, err)
+					}
+				}
+				if runs[i] != wantRuns {
+					t.Errorf("item %d ran %d times, want %d", i, runs[i], wantRuns)
+				}
+			}
+			if n := savepoints.Load(); n == 0 {
+				t.Error("the batch's second run used no savepoints")
 			}
 			var rows []string
-			if err := st.db.SelectContext(ctx, &rows, `SELECT k FROM gc_items ORDER BY k`); err != nil {
+			if err := st.db.SelectContext(ctx, &rows, `SELECT k FROM rr_items ORDER BY k`); err != nil {
 				t.Fatal(err)
 			}
-			want := n - n/10 /* refused */ - n/10 /* dup */ + 1
-			if len(rows) != want {
-				t.Errorf("%d rows committed, want %d", len(rows), want)
+			if want := []string{"a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1", "b2", "b4", "b5"}; !slices.Equal(rows, want) {
+				t.Errorf("rows %v, want %v", rows, want)
 			}
-			for _, k := range rows {
-				var i int
-				if _, err := fmt.Sscanf(k, "k%03d", &i); err == nil && i%10 == 7 {
-					t.Errorf("the refused item %d left its row", i)
-				}
+			after := w.stats()
+			if got := after.Reruns - before.Reruns; got != 1 {
+				t.Errorf("%d batches ran again, want 1", got)
 			}
-			ws := w.stats()
-			batches, items := ws.Batches, ws.Items
-			t.Logf("%s: %d items in %d batches", db, items, batches)
-			if items != n || batches >= n {
-				t.Errorf("%d items in %d batches: want %d items and fewer batches than items (group commit)", items, batches, n)
+			if got := after.Batches - before.Batches; got != 4 {
+				t.Errorf("%d batches, want 4 (two holders, two batches)", got)
 			}
 		})
 	}
