@@ -112,112 +112,110 @@ func TestGroupCommit(t *testing.T) {
 // head's lock); when one fails, it keeps its error, nothing of the first
 // run stays, and the others commit in a second run, each in a savepoint.
 func TestWriterRerunsAroundAFailedItem(t *testing.T) {
-	for _, db := range testdb.Names() {
-		t.Run(db, func(t *testing.T) {
-			ctx := context.Background()
-			st := openBareStore(t, db)
-			execAll(t, st, `CREATE TABLE rr_items (k TEXT PRIMARY KEY)`)
-			w := st.grouped
-			if w == nil {
-				w = st.w
+	eachBareStore(t, []string{
+		`CREATE TABLE rr_items (k TEXT PRIMARY KEY)`,
+	}, func(t *testing.T, db string, st *Store) {
+		ctx := context.Background()
+		w := st.grouped
+		if w == nil {
+			w = st.w
+		}
+		var savepoints atomic.Int64
+		see := func(q string) {
+			if strings.Contains(q, "SAVEPOINT") {
+				savepoints.Add(1)
 			}
-			var savepoints atomic.Int64
-			see := func(q string) {
-				if strings.Contains(q, "SAVEPOINT") {
-					savepoints.Add(1)
-				}
-			}
-			statementHook.Store(&see)
-			t.Cleanup(func() { statementHook.Store(nil) })
-			refused := errors.New("refused after writing")
-			// batch queues n items behind a holder, so that they run as one
-			// batch, and returns their outcomes and how often each ran.
-			batch := func(prefix string, n, fail int) ([]error, []int64) {
-				errs, runs := make([]error, n), make([]int64, n)
-				started, release := make(chan struct{}), make(chan struct{})
-				var wg sync.WaitGroup
+		}
+		statementHook.Store(&see)
+		t.Cleanup(func() { statementHook.Store(nil) })
+		refused := errors.New("refused after writing")
+		// batch queues n items behind a holder, so that they run as one
+		// batch, and returns their outcomes and how often each ran.
+		batch := func(prefix string, n, fail int) ([]error, []int64) {
+			errs, runs := make([]error, n), make([]int64, n)
+			started, release := make(chan struct{}), make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				_ = w.doItem(&txItem{ctx: ctx, op: "hold", done: make(chan error, 1), fn: func(*sqlx.Tx) error {
+					close(started)
+					<-release
+					return nil
+				}})
+			})
+			<-started
+			for i := range n {
 				wg.Go(func() {
-					_ = w.doItem(&txItem{ctx: ctx, op: "hold", done: make(chan error, 1), fn: func(*sqlx.Tx) error {
-						close(started)
-						<-release
+					errs[i] = w.doItem(&txItem{ctx: ctx, op: "rr", done: make(chan error, 1), rerun: true, fn: func(tx *sqlx.Tx) error {
+						atomic.AddInt64(&runs[i], 1)
+						if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO rr_items (k) VALUES (?)`), fmt.Sprintf("%s%d", prefix, i)); err != nil {
+							return dbErr("rr", err)
+						}
+						if i == fail {
+							return refused
+						}
 						return nil
 					}})
 				})
-				<-started
-				for i := range n {
-					wg.Go(func() {
-						errs[i] = w.doItem(&txItem{ctx: ctx, op: "rr", done: make(chan error, 1), rerun: true, fn: func(tx *sqlx.Tx) error {
-							atomic.AddInt64(&runs[i], 1)
-							if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO rr_items (k) VALUES (?)`), fmt.Sprintf("%s%d", prefix, i)); err != nil {
-								return dbErr("rr", err)
-							}
-							if i == fail {
-								return refused
-							}
-							return nil
-						}})
-					})
-					for len(w.ch) < i+1 { // queued in order
-						time.Sleep(time.Millisecond)
-					}
+				for len(w.ch) < i+1 { // queued in order
+					time.Sleep(time.Millisecond)
 				}
-				savepoints.Store(0)
-				close(release)
-				wg.Wait()
-				return errs, runs
 			}
+			savepoints.Store(0)
+			close(release)
+			wg.Wait()
+			return errs, runs
+		}
 
-			before := w.stats()
-			errs, runs := batch("a", 6, -1)
-			for i, err := range errs {
-				if err != nil || runs[i] != 1 {
-					t.Errorf("item %d of a batch without failures: %v, ran %d times; want nil, once", i, err, runs[i])
-				}
+		before := w.stats()
+		errs, runs := batch("a", 6, -1)
+		for i, err := range errs {
+			if err != nil || runs[i] != 1 {
+				t.Errorf("item %d of a batch without failures: %v, ran %d times; want nil, once", i, err, runs[i])
 			}
-			if n := savepoints.Load(); n != 0 {
-				t.Errorf("a batch without failures ran %d savepoint statements, want none", n)
-			}
+		}
+		if n := savepoints.Load(); n != 0 {
+			t.Errorf("a batch without failures ran %d savepoint statements, want none", n)
+		}
 
-			errs, runs = batch("b", 6, 3)
-			for i, err := range errs {
-				wantRuns := int64(2) // ran before the failure, and again
-				switch {
-				case i == 3:
-					wantRuns = 1
-					if !errors.Is(err, refused) {
-						t.Errorf("the failed item: %v, want its own error", err)
-					}
-				case i > 3:
-					wantRuns = 1 // not reached by the first run
-					fallthrough
-				default:
-					if err != nil {
-						t.Errorf("item %d: %v", i, err)
-					}
+		errs, runs = batch("b", 6, 3)
+		for i, err := range errs {
+			wantRuns := int64(2) // ran before the failure, and again
+			switch {
+			case i == 3:
+				wantRuns = 1
+				if !errors.Is(err, refused) {
+					t.Errorf("the failed item: %v, want its own error", err)
 				}
-				if runs[i] != wantRuns {
-					t.Errorf("item %d ran %d times, want %d", i, runs[i], wantRuns)
+			case i > 3:
+				wantRuns = 1 // not reached by the first run
+				fallthrough
+			default:
+				if err != nil {
+					t.Errorf("item %d: %v", i, err)
 				}
 			}
-			if n := savepoints.Load(); n == 0 {
-				t.Error("the batch's second run used no savepoints")
+			if runs[i] != wantRuns {
+				t.Errorf("item %d ran %d times, want %d", i, runs[i], wantRuns)
 			}
-			var rows []string
-			if err := st.db.SelectContext(ctx, &rows, `SELECT k FROM rr_items ORDER BY k`); err != nil {
-				t.Fatal(err)
-			}
-			if want := []string{"a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1", "b2", "b4", "b5"}; !slices.Equal(rows, want) {
-				t.Errorf("rows %v, want %v", rows, want)
-			}
-			after := w.stats()
-			if got := after.Reruns - before.Reruns; got != 1 {
-				t.Errorf("%d batches ran again, want 1", got)
-			}
-			if got := after.Batches - before.Batches; got != 4 {
-				t.Errorf("%d batches, want 4 (two holders, two batches)", got)
-			}
-		})
-	}
+		}
+		if n := savepoints.Load(); n == 0 {
+			t.Error("the batch's second run used no savepoints")
+		}
+		var rows []string
+		if err := st.db.SelectContext(ctx, &rows, `SELECT k FROM rr_items ORDER BY k`); err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1", "b2", "b4", "b5"}; !slices.Equal(rows, want) {
+			t.Errorf("rows %v, want %v", rows, want)
+		}
+		after := w.stats()
+		if got := after.Reruns - before.Reruns; got != 1 {
+			t.Errorf("%d batches ran again, want 1", got)
+		}
+		if got := after.Batches - before.Batches; got != 4 {
+			t.Errorf("%d batches, want 4 (two holders, two batches)", got)
+		}
+	})
 }
 
 // TestGroupCommitCancelledBeforeRun: an item whose context ended while it
@@ -248,46 +246,43 @@ func TestGroupCommitCancelledBeforeRun(t *testing.T) {
 // a checkpoint signed over a tree that never committed is never kept. A
 // batch without an issuance commit is not sealed.
 func TestSealRunsOnlyAfterCommit(t *testing.T) {
-	for _, db := range testdb.Names() {
-		t.Run(db, func(t *testing.T) {
-			ctx := context.Background()
-			st := openBareStore(t, db)
-			execAll(t, st,
-				`CREATE TABLE seal_parent (id INTEGER PRIMARY KEY)`,
-				`CREATE TABLE seal_child (p INTEGER REFERENCES seal_parent (id) DEFERRABLE INITIALLY DEFERRED)`)
-			var sealed, kept int
-			seal := func(context.Context, *sqlx.Tx) func() {
-				sealed++ // the writer's goroutine only
-				return func() { kept++ }
+	eachBareStore(t, []string{
+		`CREATE TABLE seal_parent (id INTEGER PRIMARY KEY)`,
+		`CREATE TABLE seal_child (p INTEGER REFERENCES seal_parent (id) DEFERRABLE INITIALLY DEFERRED)`,
+	}, func(t *testing.T, db string, st *Store) {
+		ctx := context.Background()
+		var sealed, kept int
+		seal := func(context.Context, *sqlx.Tx) func() {
+			sealed++ // the writer's goroutine only
+			return func() { kept++ }
+		}
+		st.sealLog.Store(&seal)
+		insert := func(q string, id int) func(tx *sqlx.Tx) error {
+			return func(tx *sqlx.Tx) error {
+				_, err := tx.ExecContext(ctx, tx.Rebind(q), id)
+				return dbErr("seal test", err)
 			}
-			st.sealLog.Store(&seal)
-			insert := func(q string, id int) func(tx *sqlx.Tx) error {
-				return func(tx *sqlx.Tx) error {
-					_, err := tx.ExecContext(ctx, tx.Rebind(q), id)
-					return dbErr("seal test", err)
-				}
-			}
-			if err := st.inTxLogged(ctx, "ok", insert(`INSERT INTO seal_parent (id) VALUES (?)`, 1)); err != nil {
-				t.Fatal(err)
-			}
-			if sealed != 1 || kept != 1 {
-				t.Fatalf("a committed issuance batch: sealed %d, kept %d; want 1, 1", sealed, kept)
-			}
-			// The child's parent does not exist: COMMIT fails.
-			if err := st.inTxLogged(ctx, "bad", insert(`INSERT INTO seal_child (p) VALUES (?)`, 99)); err == nil {
-				t.Fatal("a batch violating a deferred constraint committed")
-			}
-			if sealed != 2 || kept != 1 {
-				t.Fatalf("a batch whose commit failed: sealed %d, kept %d; want 2, 1 (the seal dropped)", sealed, kept)
-			}
-			if err := st.inTx(ctx, "plain", insert(`INSERT INTO seal_parent (id) VALUES (?)`, 2)); err != nil {
-				t.Fatal(err)
-			}
-			if sealed != 2 || kept != 1 {
-				t.Fatalf("a batch without an issuance commit: sealed %d, kept %d; want it not sealed", sealed, kept)
-			}
-		})
-	}
+		}
+		if err := st.inTxLogged(ctx, "ok", insert(`INSERT INTO seal_parent (id) VALUES (?)`, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if sealed != 1 || kept != 1 {
+			t.Fatalf("a committed issuance batch: sealed %d, kept %d; want 1, 1", sealed, kept)
+		}
+		// The child's parent does not exist: COMMIT fails.
+		if err := st.inTxLogged(ctx, "bad", insert(`INSERT INTO seal_child (p) VALUES (?)`, 99)); err == nil {
+			t.Fatal("a batch violating a deferred constraint committed")
+		}
+		if sealed != 2 || kept != 1 {
+			t.Fatalf("a batch whose commit failed: sealed %d, kept %d; want 2, 1 (the seal dropped)", sealed, kept)
+		}
+		if err := st.inTx(ctx, "plain", insert(`INSERT INTO seal_parent (id) VALUES (?)`, 2)); err != nil {
+			t.Fatal(err)
+		}
+		if sealed != 2 || kept != 1 {
+			t.Fatalf("a batch without an issuance commit: sealed %d, kept %d; want it not sealed", sealed, kept)
+		}
+	})
 }
 
 // openBareStore opens a Store on a fresh database of db, not migrated,
@@ -393,57 +388,66 @@ func TestGroupCommitCountsBeforeReturning(t *testing.T) {
 // before anything runs (as is a quoted literal, where a '?' would be taken
 // for one, and an empty group).
 func TestExecGroup(t *testing.T) {
+	eachBareStore(t, []string{
+		`CREATE TABLE g_parent (id INTEGER PRIMARY KEY, note TEXT)`,
+		`CREATE TABLE g_child (id INTEGER PRIMARY KEY, parent INTEGER NOT NULL REFERENCES g_parent (id))`,
+		`INSERT INTO g_parent (id, note) VALUES (1, 'old')`,
+	}, func(t *testing.T, db string, st *Store) {
+		ctx := context.Background()
+		group := func(stmts ...stmt) error {
+			return st.inOwnTx(ctx, "group", func(tx *sqlx.Tx) error { return execGroup(ctx, tx, "group", stmts...) })
+		}
+		if err := group(
+			stmt{`INSERT INTO g_parent (id, note) VALUES (?, ?)`, []any{2, "new"}},
+			stmt{`UPDATE g_parent SET note = ? WHERE id = ?`, []any{"changed", 1}},
+			stmt{`INSERT INTO g_child (id, parent) VALUES (?, ?)`, []any{10, 2}},
+		); err != nil {
+			t.Fatal(err)
+		}
+		var notes []string
+		if err := st.db.SelectContext(ctx, &notes, `SELECT note FROM g_parent ORDER BY id`); err != nil || !slices.Equal(notes, []string{"changed", "new"}) {
+			t.Fatalf("parents %v, %v; want [changed new]", notes, err)
+		}
+		var children int
+		if err := st.db.GetContext(ctx, &children, `SELECT COUNT(*) FROM g_child WHERE parent = 2`); err != nil || children != 1 {
+			t.Fatalf("%d children, %v; want 1", children, err)
+		}
+		// A duplicate key fails the group; nothing of it stays.
+		err := group(
+			stmt{`UPDATE g_parent SET note = ? WHERE id = ?`, []any{"lost", 1}},
+			stmt{`INSERT INTO g_child (id, parent) VALUES (?, ?)`, []any{10, 1}},
+		)
+		if !errors.Is(err, ErrConflict) {
+			t.Fatalf("duplicate key: %v, want ErrConflict", err)
+		}
+		var note string
+		if err := st.db.GetContext(ctx, &note, `SELECT note FROM g_parent WHERE id = 1`); err != nil || note != "changed" {
+			t.Fatalf("note %q, %v: the failed group changed it", note, err)
+		}
+		for _, bad := range [][]stmt{
+			{{`UPDATE g_parent SET note = ? WHERE id = ?`, []any{"x"}}, {`DELETE FROM g_child`, nil}},
+			{{`DELETE FROM g_child`, []any{1}}, {`UPDATE g_parent SET note = ?`, []any{"x"}}},
+			{{`UPDATE g_parent SET note = 'a?b' WHERE id = ?`, []any{1}}, {`DELETE FROM g_child`, nil}},
+			{},
+		} {
+			if err := group(bad...); err == nil {
+				t.Errorf("placeholders that do not match the arguments were run")
+			}
+		}
+		if err := st.db.GetContext(ctx, &children, `SELECT COUNT(*) FROM g_child`); err != nil || children != 1 {
+			t.Fatalf("%d children, %v: a refused group ran", children, err)
+		}
+	})
+}
+
+// eachBareStore runs fn on a bare store of each test database (the
+// writer's own tests), once setup ran on it (execAll).
+func eachBareStore(t *testing.T, setup []string, fn func(t *testing.T, db string, st *Store)) {
 	for _, db := range testdb.Names() {
 		t.Run(db, func(t *testing.T) {
-			ctx := context.Background()
 			st := openBareStore(t, db)
-			execAll(t, st,
-				`CREATE TABLE g_parent (id INTEGER PRIMARY KEY, note TEXT)`,
-				`CREATE TABLE g_child (id INTEGER PRIMARY KEY, parent INTEGER NOT NULL REFERENCES g_parent (id))`,
-				`INSERT INTO g_parent (id, note) VALUES (1, 'old')`)
-			group := func(stmts ...stmt) error {
-				return st.inOwnTx(ctx, "group", func(tx *sqlx.Tx) error { return execGroup(ctx, tx, "group", stmts...) })
-			}
-			if err := group(
-				stmt{`INSERT INTO g_parent (id, note) VALUES (?, ?)`, []any{2, "new"}},
-				stmt{`UPDATE g_parent SET note = ? WHERE id = ?`, []any{"changed", 1}},
-				stmt{`INSERT INTO g_child (id, parent) VALUES (?, ?)`, []any{10, 2}},
-			); err != nil {
-				t.Fatal(err)
-			}
-			var notes []string
-			if err := st.db.SelectContext(ctx, &notes, `SELECT note FROM g_parent ORDER BY id`); err != nil || !slices.Equal(notes, []string{"changed", "new"}) {
-				t.Fatalf("parents %v, %v; want [changed new]", notes, err)
-			}
-			var children int
-			if err := st.db.GetContext(ctx, &children, `SELECT COUNT(*) FROM g_child WHERE parent = 2`); err != nil || children != 1 {
-				t.Fatalf("%d children, %v; want 1", children, err)
-			}
-			// A duplicate key fails the group; nothing of it stays.
-			err := group(
-				stmt{`UPDATE g_parent SET note = ? WHERE id = ?`, []any{"lost", 1}},
-				stmt{`INSERT INTO g_child (id, parent) VALUES (?, ?)`, []any{10, 1}},
-			)
-			if !errors.Is(err, ErrConflict) {
-				t.Fatalf("duplicate key: %v, want ErrConflict", err)
-			}
-			var note string
-			if err := st.db.GetContext(ctx, &note, `SELECT note FROM g_parent WHERE id = 1`); err != nil || note != "changed" {
-				t.Fatalf("note %q, %v: the failed group changed it", note, err)
-			}
-			for _, bad := range [][]stmt{
-				{{`UPDATE g_parent SET note = ? WHERE id = ?`, []any{"x"}}, {`DELETE FROM g_child`, nil}},
-				{{`DELETE FROM g_child`, []any{1}}, {`UPDATE g_parent SET note = ?`, []any{"x"}}},
-				{{`UPDATE g_parent SET note = 'a?b' WHERE id = ?`, []any{1}}, {`DELETE FROM g_child`, nil}},
-				{},
-			} {
-				if err := group(bad...); err == nil {
-					t.Errorf("placeholders that do not match the arguments were run")
-				}
-			}
-			if err := st.db.GetContext(ctx, &children, `SELECT COUNT(*) FROM g_child`); err != nil || children != 1 {
-				t.Fatalf("%d children, %v: a refused group ran", children, err)
-			}
+			execAll(t, st, setup...)
+			fn(t, db, st)
 		})
 	}
 }
@@ -463,71 +467,68 @@ func execAll(t *testing.T, st *Store, queries ...string) {
 // statement on PostgreSQL (one round trip) and one after another on
 // SQLite; the first guard that changed no row gives its own error.
 func TestExecGuards(t *testing.T) {
-	for _, db := range testdb.Names() {
-		t.Run(db, func(t *testing.T) {
-			ctx := context.Background()
-			st := openBareStore(t, db)
-			execAll(t, st,
-				`CREATE TABLE x_pending (serial TEXT PRIMARY KEY, state TEXT NOT NULL)`,
-				`CREATE TABLE x_agent (name TEXT PRIMARY KEY, serial TEXT NOT NULL)`,
-				`INSERT INTO x_pending (serial, state) VALUES ('s1', 'pending'), ('s2', 'pending')`,
-				`INSERT INTO x_agent (name, serial) VALUES ('a', 's0')`)
-			errPending, errAgent := errors.New("pending settled"), errors.New("agent moved")
-			pending := func(serial string) guard {
-				return guard{stmt{`UPDATE x_pending SET state = ? WHERE serial = ? AND state = ?`, []any{"issued", serial, "pending"}},
-					func() error { return errPending }}
+	eachBareStore(t, []string{
+		`CREATE TABLE x_pending (serial TEXT PRIMARY KEY, state TEXT NOT NULL)`,
+		`CREATE TABLE x_agent (name TEXT PRIMARY KEY, serial TEXT NOT NULL)`,
+		`INSERT INTO x_pending (serial, state) VALUES ('s1', 'pending'), ('s2', 'pending')`,
+		`INSERT INTO x_agent (name, serial) VALUES ('a', 's0')`,
+	}, func(t *testing.T, db string, st *Store) {
+		ctx := context.Background()
+		errPending, errAgent := errors.New("pending settled"), errors.New("agent moved")
+		pending := func(serial string) guard {
+			return guard{stmt{`UPDATE x_pending SET state = ? WHERE serial = ? AND state = ?`, []any{"issued", serial, "pending"}},
+				func() error { return errPending }}
+		}
+		agent := func(from, to string) guard {
+			return guard{stmt{`UPDATE x_agent SET serial = ? WHERE name = ? AND serial = ?`, []any{to, "a", from}},
+				func() error { return errAgent }}
+		}
+		var statements atomic.Int64
+		see := func(string) { statements.Add(1) }
+		statementHook.Store(&see)
+		t.Cleanup(func() { statementHook.Store(nil) })
+		run := func(guards ...guard) error {
+			statements.Store(0)
+			return st.inOwnTx(ctx, "guards", func(tx *sqlx.Tx) error { return execGuards(ctx, tx, "guards", guards...) })
+		}
+		if err := run(pending("s1"), agent("s0", "s1")); err != nil {
+			t.Fatal(err)
+		}
+		want := int64(2)
+		if db == "postgres" {
+			want = 1
+		}
+		if got := statements.Load(); got != want {
+			t.Errorf("two guards ran %d statements, want %d", got, want)
+		}
+		for _, c := range []struct {
+			guards []guard
+			want   error
+		}{
+			{[]guard{pending("s1"), agent("s1", "s2")}, errPending}, // s1 is issued already
+			{[]guard{pending("s2"), agent("s0", "s2")}, errAgent},   // the agent moved to s1
+			{[]guard{pending("s9"), agent("s0", "s2")}, errPending}, // both miss: the first one's error
+		} {
+			if err := run(c.guards...); !errors.Is(err, c.want) {
+				t.Errorf("%v, want %v", err, c.want)
 			}
-			agent := func(from, to string) guard {
-				return guard{stmt{`UPDATE x_agent SET serial = ? WHERE name = ? AND serial = ?`, []any{to, "a", from}},
-					func() error { return errAgent }}
+		}
+		var serial, state string
+		if err := st.db.GetContext(ctx, &serial, `SELECT serial FROM x_agent WHERE name = 'a'`); err != nil || serial != "s1" {
+			t.Errorf("agent at %q, %v; want s1 (failed guards roll back)", serial, err)
+		}
+		if err := st.db.GetContext(ctx, &state, `SELECT state FROM x_pending WHERE serial = 's2'`); err != nil || state != "pending" {
+			t.Errorf("s2 %q, %v; want pending (failed guards roll back)", state, err)
+		}
+		for _, bad := range [][]guard{
+			{{stmt{`UPDATE x_agent SET serial = ?`, nil}, func() error { return errAgent }}},
+			{{stmt{`UPDATE x_agent SET serial = 'x' WHERE name = ?`, []any{"a"}}, func() error { return errAgent }}},
+			{{stmt{`UPDATE x_agent SET serial = ? WHERE name = ?`, []any{"x", "a"}}, nil}},
+			{},
+		} {
+			if err := run(bad...); err == nil || errors.Is(err, errAgent) {
+				t.Errorf("a malformed guard: %v, want refused before running", err)
 			}
-			var statements atomic.Int64
-			see := func(string) { statements.Add(1) }
-			statementHook.Store(&see)
-			t.Cleanup(func() { statementHook.Store(nil) })
-			run := func(guards ...guard) error {
-				statements.Store(0)
-				return st.inOwnTx(ctx, "guards", func(tx *sqlx.Tx) error { return execGuards(ctx, tx, "guards", guards...) })
-			}
-			if err := run(pending("s1"), agent("s0", "s1")); err != nil {
-				t.Fatal(err)
-			}
-			want := int64(2)
-			if db == "postgres" {
-				want = 1
-			}
-			if got := statements.Load(); got != want {
-				t.Errorf("two guards ran %d statements, want %d", got, want)
-			}
-			for _, c := range []struct {
-				guards []guard
-				want   error
-			}{
-				{[]guard{pending("s1"), agent("s1", "s2")}, errPending}, // s1 is issued already
-				{[]guard{pending("s2"), agent("s0", "s2")}, errAgent},   // the agent moved to s1
-				{[]guard{pending("s9"), agent("s0", "s2")}, errPending}, // both miss: the first one's error
-			} {
-				if err := run(c.guards...); !errors.Is(err, c.want) {
-					t.Errorf("%v, want %v", err, c.want)
-				}
-			}
-			var serial, state string
-			if err := st.db.GetContext(ctx, &serial, `SELECT serial FROM x_agent WHERE name = 'a'`); err != nil || serial != "s1" {
-				t.Errorf("agent at %q, %v; want s1 (failed guards roll back)", serial, err)
-			}
-			if err := st.db.GetContext(ctx, &state, `SELECT state FROM x_pending WHERE serial = 's2'`); err != nil || state != "pending" {
-				t.Errorf("s2 %q, %v; want pending (failed guards roll back)", state, err)
-			}
-			for _, bad := range [][]guard{
-				{{stmt{`UPDATE x_agent SET serial = ?`, nil}, func() error { return errAgent }}},
-				{{stmt{`UPDATE x_agent SET serial = 'x' WHERE name = ?`, []any{"a"}}, func() error { return errAgent }}},
-				{{stmt{`UPDATE x_agent SET serial = ? WHERE name = ?`, []any{"x", "a"}}, nil}},
-				{},
-			} {
-				if err := run(bad...); err == nil || errors.Is(err, errAgent) {
-					t.Errorf("a malformed guard: %v, want refused before running", err)
-				}
-			}
-		})
-	}
+		}
+	})
 }
