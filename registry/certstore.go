@@ -138,12 +138,6 @@ func (c certStore) InsertPending(ctx context.Context, p pendingRow) error {
 	return dbErr("recording pending issuance", err)
 }
 
-// MarkIssued moves the pending issuance serial to issued at now. It reports
-// false when the row was no longer pending (Reconcile settled it).
-func (c certStore) MarkIssued(ctx context.Context, serial string, now time.Time) (bool, error) {
-	return c.SettlePending(ctx, serial, pendingIssued, now)
-}
-
 // Abandon moves the pending issuance serial to abandoned at now. It reports
 // false when the row was no longer pending.
 func (c certStore) Abandon(ctx context.Context, serial string, now time.Time) (bool, error) {

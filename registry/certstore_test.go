@@ -153,8 +153,8 @@ func TestCertStoreLookups(t *testing.T) {
 			}
 			rec := &CertificateRecord{Serial: "0abc", FingerprintSHA256: fmt.Sprintf("%064x", 1), NotBefore: now, NotAfter: now.Add(time.Hour), DER: []byte{0x30, 0}, LogIndex: 7}
 			err := s.inTxLogged(ctx, "test", func(tx *sqlx.Tx) error {
-				if ok, err := certs(tx).MarkIssued(ctx, p.Serial, now); err != nil || !ok {
-					return fmt.Errorf("MarkIssued = %v, %v", ok, err)
+				if ok, err := certs(tx).SettlePending(ctx, p.Serial, pendingIssued, now); err != nil || !ok {
+					return fmt.Errorf("SettlePending(issued) = %v, %v", ok, err)
 				}
 				return certs(tx).Insert(ctx, newCertRow("bot.acme", rec, now))
 			})

@@ -60,8 +60,9 @@
 //
 // The certificates, pending_issuances and server_certificates tables are
 // read and written only through the typed operations of certstore.go
-// (InsertPending, MarkIssued, Insert, Supersede, Revoke, ByFingerprint,
-// Status, …), one row struct per table; each runs in the transaction it is
+// (InsertPending, SettlePending, Insert, Supersede, Revoke, ByFingerprint,
+// Status, …, and settlePending, the statement of the issuance's markIssued
+// guard), one row struct per table; each runs in the transaction it is
 // given, so the issuance commit shares the group-commit batches
 // (writer.go).
 //
