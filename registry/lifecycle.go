@@ -159,8 +159,8 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		// it to the new serial: it matches only while the agent is still
 		// active with the serial this rotation replaces (a concurrent
 		// revocation or rotation on any replica makes it match nothing).
-		moved := guard{stmt{`UPDATE agents SET current_serial = ?, updated_at = ? WHERE name = ? AND status = ? AND current_serial = ?`,
-			[]any{rec.Serial, dbTime(now), name, AgentActive, oldSerial}}, func() error {
+		moved := guard{stmt: stmt{`UPDATE agents SET current_serial = ?, updated_at = ? WHERE name = ? AND status = ? AND current_serial = ?`,
+			[]any{rec.Serial, dbTime(now), name, AgentActive, oldSerial}}, miss: func() error {
 			return fmt.Errorf("registry: rotate: agent %s changed concurrently: %w", name, bare(ErrConflict))
 		}}
 		if err := execGuards(ctx, tx, "rotate: updating agent", pending, moved); err != nil {
@@ -206,7 +206,7 @@ type commitFunc func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord
 // It misses when Reconcile abandoned the row meanwhile (signing outlasted
 // PendingTimeout): the certificate must then never be handed out.
 func markIssued(kind, serial string, now time.Time) guard {
-	return guard{settlePending(serial, pendingIssued, now), func() error {
+	return guard{stmt: settlePending(serial, pendingIssued, now), miss: func() error {
 		return fmt.Errorf("registry: %s: pending issuance %s was reconciled before it completed: %w", kind, serial, bare(ErrUnavailable))
 	}}
 }
@@ -270,7 +270,18 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 	// together with the issuances that are ready at the same time and the
 	// checkpoint their receipts need (group commit, writer.go).
 	err = r.store.inTxLogged(ctx, kind+": storing certificate", func(tx *sqlx.Tx) error {
-		return commit(tx, cert, rec, now, markIssued(kind, serialHex, now))
+		var settled bool
+		pending := markIssued(kind, serialHex, now)
+		pending.matched = &settled
+		if err := commit(tx, cert, rec, now, pending); err != nil {
+			return err
+		}
+		if !settled {
+			// A commitFunc that did not run its pending guard: the row
+			// may have been reconciled, so nothing of it may commit.
+			return fmt.Errorf("registry: %s: the commit did not settle pending issuance %s", kind, serialHex)
+		}
+		return nil
 	})
 	if err != nil {
 		r.abandon(ctx, a, action, name, serialHex, errCode(err))

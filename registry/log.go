@@ -280,7 +280,8 @@ func (l *transparencyLog) txAppended(tx *sqlx.Tx, hs *memoHashes, size int64, ro
 // again for its seal (TestLogBatchAppendsAroundRolledBackItems): on
 // PostgreSQL each read is a round trip under the log head's lock. Should
 // the head have moved all the same, the append's guarded UPDATE of
-// log_head refuses it (appendWrite).
+// log_head, which names the size and the root it extends, refuses it
+// (appendWrite; TestAppendRefusedOnAStaleHead).
 func (l *transparencyLog) txHead(tx *sqlx.Tx) (head logHead, ok bool) {
 	l.txMu.Lock()
 	defer l.txMu.Unlock()
@@ -431,7 +432,7 @@ func (l *transparencyLog) appendWith(ctx context.Context, tx *sqlx.Tx, e translo
 		}
 		o = &v
 	}
-	w := appendWrite{idx: idx, data: data, at: dbTime(l.now()), hashStart: hs.start, hashes: hs.held, opening: o, root: root}
+	w := appendWrite{idx: idx, data: data, at: dbTime(l.now()), hashStart: hs.start, hashes: hs.held, opening: o, root: root, prev: head.Root}
 	if tx.DriverName() == "postgres" {
 		err = w.oneStatement(ctx, tx)
 	} else {
@@ -492,7 +493,7 @@ func (s *heldHashes) keep() {
 
 // appendWrite is what one append stores: the entry, its stored hashes, the
 // leaf's opening (if any) and the new head, whose update is refused unless
-// the head is still at idx.
+// the head is still the one the append extended (size idx, root prev).
 type appendWrite struct {
 	idx       int64
 	data      []byte
@@ -501,6 +502,7 @@ type appendWrite struct {
 	hashes    []tlog.Hash
 	opening   *opening
 	root      tlog.Hash
+	prev      []byte
 }
 
 // oneStatement writes w in one PostgreSQL statement: the inserts as data-
@@ -523,7 +525,7 @@ func (w appendWrite) oneStatement(ctx context.Context, tx *sqlx.Tx) error {
 	if w.opening != nil {
 		fmt.Fprintf(&b, `, opening AS (INSERT INTO log_openings (idx, agent_name, opened) VALUES ($1, %s, %s))`, arg(w.opening.agent), arg(string(w.opening.json)))
 	}
-	fmt.Fprintf(&b, ` UPDATE log_head SET size = %s, root = %s WHERE id = 1 AND size = $1`, arg(w.idx+1), arg(w.root[:]))
+	fmt.Fprintf(&b, ` UPDATE log_head SET size = %s, root = %s WHERE id = 1 AND size = $1 AND root = %s`, arg(w.idx+1), arg(w.root[:]), arg(w.prev))
 	res, err := tx.ExecContext(ctx, b.String(), args...)
 	if err != nil {
 		return dbErr("log: appending", err)
@@ -547,7 +549,7 @@ func (w appendWrite) statements(ctx context.Context, tx *sqlx.Tx) error {
 			return dbErr("log: storing the opening", err)
 		}
 	}
-	res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE log_head SET size = ?, root = ? WHERE id = 1 AND size = ?`), w.idx+1, w.root[:], w.idx)
+	res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE log_head SET size = ?, root = ? WHERE id = 1 AND size = ? AND root = ?`), w.idx+1, w.root[:], w.idx, w.prev)
 	if err != nil {
 		return dbErr("log: updating head", err)
 	}

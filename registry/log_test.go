@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -1014,6 +1015,49 @@ func TestTxMemoGivesOnlyItsTree(t *testing.T) {
 			}
 			if root := rfc6962Root(f.allEntries(t, head.Size)); head.Size != 4 || string(root[:]) != string(head.Root) {
 				t.Errorf("head %d: not the RFC 6962 root of 4 leaves", head.Size)
+			}
+		})
+	}
+}
+
+// TestAppendRefusedOnAStaleHead: an append that takes the head its
+// transaction's last append wrote (txHead) is refused when log_head holds
+// another tree of that size — the case of a rollback the log was not told
+// of, after which another replica appended — instead of writing a head
+// whose root mixes in a leaf that never committed: the head's UPDATE names
+// the root it extends, not only the size (review of the eleventh pass).
+func TestAppendRefusedOnAStaleHead(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, dbName)
+			for i := range 3 {
+				if _, err := f.appendOne(ctx, 0, fmt.Sprintf("before-%d", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, l := f.stores[0], f.logs[0]
+			other := bytes.Repeat([]byte{0x01}, 32)
+			err := st.inOwnTx(ctx, "stale head", func(tx *sqlx.Tx) error {
+				if _, _, err := l.appendTx(ctx, tx, f.entry("first")); err != nil {
+					return fmt.Errorf("first append: %w", err)
+				}
+				if _, ok := l.txHead(tx); !ok {
+					return errors.New("the transaction does not hold the head its append wrote")
+				}
+				// Another tree of the same size (what another replica's append
+				// after a lost lock would leave).
+				if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE log_head SET root = ? WHERE id = 1`), other); err != nil {
+					return err
+				}
+				_, _, err := l.appendTx(ctx, tx, f.entry("second"))
+				if !errors.Is(err, ErrConflict) {
+					return fmt.Errorf("append on a stale head: %v, want ErrConflict", err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

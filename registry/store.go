@@ -386,6 +386,9 @@ func execGroup(ctx context.Context, tx *sqlx.Tx, op string, stmts ...stmt) error
 type guard struct {
 	stmt
 	miss func() error
+	// matched, when set, is set by execGuards once the guard changed its
+	// row (the issuance checks that its commit ran its pending guard).
+	matched *bool
 }
 
 // execGuards runs guards in tx and returns the miss error of the first
@@ -451,6 +454,11 @@ func execGuards(ctx context.Context, tx *sqlx.Tx, op string, guards ...guard) er
 	for i, n := range changed {
 		if n != 1 {
 			return guards[i].miss()
+		}
+	}
+	for _, g := range guards {
+		if g.matched != nil {
+			*g.matched = true
 		}
 	}
 	return nil

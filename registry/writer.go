@@ -25,10 +25,10 @@ package registry
 //     which the one-issuance-in-flight-per-name rule keeps out of any other
 //     batch) before log_head, so batches of different replicas do not wait
 //     on each other's rows. Should PostgreSQL still detect a deadlock (say,
-//     with a concurrent revocation of the same agent on another replica), it
-//     aborts the whole batch and every item fails like any failed commit
-//     (abandoned, never acknowledged). Everything else keeps its own
-//     transaction and its own concurrency.
+//     with a concurrent revocation of the same agent on another replica),
+//     the item it struck fails like any failed commit (abandoned, never
+//     acknowledged) and the others run again (execBatch). Everything else
+//     keeps its own transaction and its own concurrency.
 //
 // The ordering guarantees are unchanged: an item's changes are durable when
 // its call returns nil (the batch committed), never before.
@@ -220,10 +220,12 @@ func (w *writer) runBatch(batch []*txItem) {
 // commits) first runs without savepoints: on PostgreSQL each savepoint is a
 // round trip under the log head's lock, and items rarely fail. When one
 // fails, the transaction is rolled back, that item keeps its error, and the
-// others run again in a fresh transaction, each in its own savepoint — the
-// outcome each item would have had in the first place: the items before the
-// failed one run again on the same state, the failed one ran on the state
-// they left (TestWriterRerunsAroundAFailedItem).
+// others run again in a fresh transaction, each in its own savepoint: the
+// failed one ran on the state the items before it left, as with
+// savepoints, and those run again on the database as it is then. An error
+// of the whole transaction (a lost connection, a deadlock victim) fails
+// the item it struck, and the others run again
+// (TestWriterRerunsAroundAFailedItem).
 func (w *writer) execBatch(live []*txItem) []error {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()

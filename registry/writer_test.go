@@ -476,12 +476,12 @@ func TestExecGuards(t *testing.T) {
 		ctx := context.Background()
 		errPending, errAgent := errors.New("pending settled"), errors.New("agent moved")
 		pending := func(serial string) guard {
-			return guard{stmt{`UPDATE x_pending SET state = ? WHERE serial = ? AND state = ?`, []any{"issued", serial, "pending"}},
-				func() error { return errPending }}
+			return guard{stmt: stmt{`UPDATE x_pending SET state = ? WHERE serial = ? AND state = ?`, []any{"issued", serial, "pending"}},
+				miss: func() error { return errPending }}
 		}
 		agent := func(from, to string) guard {
-			return guard{stmt{`UPDATE x_agent SET serial = ? WHERE name = ? AND serial = ?`, []any{to, "a", from}},
-				func() error { return errAgent }}
+			return guard{stmt: stmt{`UPDATE x_agent SET serial = ? WHERE name = ? AND serial = ?`, []any{to, "a", from}},
+				miss: func() error { return errAgent }}
 		}
 		var statements atomic.Int64
 		see := func(string) { statements.Add(1) }
@@ -520,10 +520,21 @@ func TestExecGuards(t *testing.T) {
 		if err := st.db.GetContext(ctx, &state, `SELECT state FROM x_pending WHERE serial = 's2'`); err != nil || state != "pending" {
 			t.Errorf("s2 %q, %v; want pending (failed guards roll back)", state, err)
 		}
+		// matched tells the caller its guard ran and changed its row; a
+		// miss of another guard leaves it unset.
+		var hit, missed bool
+		g1, g2 := pending("s2"), pending("s2")
+		g1.matched, g2.matched = &missed, &hit
+		if err := run(g1, agent("s0", "s3")); !errors.Is(err, errAgent) || missed {
+			t.Errorf("a guard beside a miss: %v, matched %t; want errAgent, unset", err, missed)
+		}
+		if err := run(g2, agent("s1", "s2")); err != nil || !hit {
+			t.Errorf("guards that matched: %v, matched %t; want nil, set", err, hit)
+		}
 		for _, bad := range [][]guard{
-			{{stmt{`UPDATE x_agent SET serial = ?`, nil}, func() error { return errAgent }}},
-			{{stmt{`UPDATE x_agent SET serial = 'x' WHERE name = ?`, []any{"a"}}, func() error { return errAgent }}},
-			{{stmt{`UPDATE x_agent SET serial = ? WHERE name = ?`, []any{"x", "a"}}, nil}},
+			{{stmt: stmt{`UPDATE x_agent SET serial = ?`, nil}, miss: func() error { return errAgent }}},
+			{{stmt: stmt{`UPDATE x_agent SET serial = 'x' WHERE name = ?`, []any{"a"}}, miss: func() error { return errAgent }}},
+			{{stmt: stmt{`UPDATE x_agent SET serial = ? WHERE name = ?`, []any{"x", "a"}}}},
 			{},
 		} {
 			if err := run(bad...); err == nil || errors.Is(err, errAgent) {
