@@ -53,7 +53,7 @@ func (r *Registry) writeAudit(ctx context.Context, q sqlx.ExtContext, a Actor, a
 	return dbErr("audit: insert", err)
 }
 
-// auditEvent is writeAudit's statement (for execGroup).
+// auditEvent is writeAudit's statement (for execPlan).
 func (r *Registry) auditEvent(a Actor, action, target, result string, md map[string]string, logIndex *int64) (stmt, error) {
 	md = redact.RedactMap(md)
 	if len(md) > maxAuditMeta {

@@ -191,7 +191,7 @@ func (c certStore) Insert(ctx context.Context, row certRow) error {
 	return dbErr("inserting certificate", err)
 }
 
-// insertCert is Insert's statement (for execGroup).
+// insertCert is Insert's statement (for execPlan).
 func insertCert(row certRow) stmt {
 	return stmt{`INSERT INTO certificates
 		(serial, agent_name, fingerprint_sha256, status, predecessor_serial, der, log_index, not_before, not_after, created_at, issuer_key_id)
@@ -209,7 +209,7 @@ func (c certStore) Supersede(ctx context.Context, serial, successor string, grac
 	return dbErr("superseding certificate "+serial, err)
 }
 
-// supersedeCert is Supersede's statement (for execGroup).
+// supersedeCert is Supersede's statement (for execPlan).
 func supersedeCert(serial, successor string, graceUntil time.Time) stmt {
 	return stmt{`UPDATE certificates SET status = ?, successor_serial = ?, grace_until = ?
 		WHERE serial = ? AND status = ?`, []any{CertSuperseded, successor, dbTime(graceUntil), serial, CertIssued}}

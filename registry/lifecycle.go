@@ -90,11 +90,15 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 		leaf  loggedLeaf
 	)
 	cert, rec, err := r.issue(ctx, a, ActionRegister, name, a.Owner, "register", csr, awaitProofs, func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time, pending guard) error {
-		if err := execGuards(ctx, tx, "register: settling pending issuance", pending); err != nil {
-			return err
-		}
-		var err error
-		if leaf, err = r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRegister, time: now, name: name, cert: cert, proofs: proofs}); err != nil {
+		// Log opening first (planned in memory, the head read and locked
+		// unless the batch holds it), then one execPlan — one round trip
+		// on PostgreSQL — settles the pending row, appends and stores the
+		// agent, its certificate and the audit event.
+		var (
+			p   *appendPlan
+			err error
+		)
+		if leaf, p, err = r.planAgentEvent(ctx, tx, agentEvent{typ: translog.EventRegister, time: now, name: name, cert: cert, proofs: proofs}); err != nil {
 			return dbErr("register: log", err)
 		}
 		idx := leaf.opened.LeafIndex
@@ -106,10 +110,14 @@ func (r *Registry) Register(ctx context.Context, a Actor, req RegisterRequest) (
 		if err != nil {
 			return err
 		}
-		return execGroup(ctx, tx, "register: storing agent and certificate",
+		if err := execPlan(ctx, tx, "register: storing agent and certificate", []guard{pending, p.head}, append(p.stmts,
 			stmt{`INSERT INTO agents (name, owner, status, capabilities, metadata, current_serial, created_at, updated_at)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, []any{name, a.Owner, AgentActive, string(capsJSON), string(mdJSON), rec.Serial, dbTime(now), dbTime(now)}},
-			insertCert(newCertRow(name, rec, now)), audit)
+			insertCert(newCertRow(name, rec, now)), audit)); err != nil {
+			return err
+		}
+		p.written()
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -163,11 +171,11 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 			[]any{rec.Serial, dbTime(now), name, AgentActive, oldSerial}}, miss: func() error {
 			return fmt.Errorf("registry: rotate: agent %s changed concurrently: %w", name, bare(ErrConflict))
 		}}
-		if err := execGuards(ctx, tx, "rotate: updating agent", pending, moved); err != nil {
-			return err
-		}
-		var err error
-		if leaf, err = r.appendAgentEvent(ctx, tx, agentEvent{typ: translog.EventRotate, time: now, name: name, cert: cert, proofs: proofs, previous: old.Fingerprint}); err != nil {
+		var (
+			p   *appendPlan
+			err error
+		)
+		if leaf, p, err = r.planAgentEvent(ctx, tx, agentEvent{typ: translog.EventRotate, time: now, name: name, cert: cert, proofs: proofs, previous: old.Fingerprint}); err != nil {
 			return dbErr("rotate: log", err)
 		}
 		idx := leaf.opened.LeafIndex
@@ -179,10 +187,17 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		if err != nil {
 			return err
 		}
-		// After the log's head: superseding bumps the revocation revision
-		// (a trigger), whose row a revocation locks after the head too.
-		return execGroup(ctx, tx, "rotate: storing certificate",
-			supersedeCert(oldSerial, rec.Serial, now.Add(r.cfg.RotationGrace)), insertCert(newCertRow(name, rec, now)), audit)
+		// One execPlan, one round trip on PostgreSQL: the guards, the
+		// append, the certificates and the audit event. The log's head is
+		// locked before it (planAgentEvent, or earlier in the batch):
+		// superseding bumps the revocation revision (a trigger), whose row
+		// a revocation locks after the head too.
+		if err := execPlan(ctx, tx, "rotate: storing certificate", []guard{pending, moved, p.head}, append(p.stmts,
+			supersedeCert(oldSerial, rec.Serial, now.Add(r.cfg.RotationGrace)), insertCert(newCertRow(name, rec, now)), audit)); err != nil {
+			return err
+		}
+		p.written()
+		return nil
 	})
 	// The predecessor's status changed (or may have: the commit error could
 	// be a lost acknowledgement): this replica's Verify must not answer from
@@ -198,8 +213,8 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 
 // commitFunc stores a freshly signed certificate inside the issuance
 // transaction. It runs pending (markIssued) before anything else, on its
-// own or with guards of its own (execGuards: one round trip on
-// PostgreSQL). It fills rec.LogIndex (and Predecessor for rotations).
+// own or with guards of its own, and with the statements that store the
+// issuance (execPlan: one round trip on PostgreSQL). It fills rec.LogIndex (and Predecessor for rotations).
 type commitFunc func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time, pending guard) error
 
 // markIssued is the guard that moves an issuance's pending row to issued.

@@ -390,9 +390,40 @@ type opening struct {
 // (a round trip under the log_head lock instead of four), by four on
 // SQLite.
 func (l *transparencyLog) appendWith(ctx context.Context, tx *sqlx.Tx, e translog.Entry, beside func(idx int64) (opening, error)) (int64, []byte, error) {
+	p, err := l.planAppend(ctx, tx, e, beside)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := execPlan(ctx, tx, "log: appending", []guard{p.head}, p.stmts); err != nil {
+		return 0, nil, err
+	}
+	p.written()
+	return p.idx, p.data, nil
+}
+
+// appendPlan is an append worked out in memory (planAppend): the guarded
+// UPDATE of log_head and the inserts that store it, for the caller to run
+// — with statements of its own, in one round trip on PostgreSQL (execPlan)
+// — and then written, once they ran. An append whose statements did not
+// run, or failed, is dropped with nothing to undo in memory.
+type appendPlan struct {
+	idx   int64
+	data  []byte
+	head  guard
+	stmts []stmt
+	// written keeps the append's hashes in the transaction's memo and its
+	// head as the one the transaction holds (txHead).
+	written func()
+}
+
+// planAppend works out the append of e in tx: it reads and locks the head
+// unless tx holds it (txHead), checks that the head's root matches the
+// stored hashes (a damaged log is never extended), and computes the leaf's
+// hashes and the new root.
+func (l *transparencyLog) planAppend(ctx context.Context, tx *sqlx.Tx, e translog.Entry, beside func(idx int64) (opening, error)) (*appendPlan, error) {
 	data, err := e.Marshal()
 	if err != nil {
-		return 0, nil, logErr("log: encoding entry", err)
+		return nil, logErr("log: encoding entry", err)
 	}
 	head, held := l.txHead(tx)
 	if !held {
@@ -401,49 +432,42 @@ func (l *transparencyLog) appendWith(ctx context.Context, tx *sqlx.Tx, e translo
 			q += ` FOR UPDATE`
 		}
 		if err := tx.GetContext(ctx, &head, q); err != nil {
-			return 0, nil, dbErr("log: locking head", err)
+			return nil, dbErr("log: locking head", err)
 		}
 	}
 	memo := l.txMemo(ctx, tx, head)
 	if head.Size > 0 {
 		root, err := translog.RootHash(ctx, memo, head.Size)
 		if err != nil {
-			return 0, nil, logErr("log: checking head", err)
+			return nil, logErr("log: checking head", err)
 		}
 		if string(root[:]) != string(head.Root) {
 			l.log.WithField("tree_size", head.Size).Error("transparency log head does not match stored hashes; refusing to append")
-			return 0, nil, fmt.Errorf("registry: log: head root does not match stored hashes at size %d", head.Size)
+			return nil, fmt.Errorf("registry: log: head root does not match stored hashes at size %d", head.Size)
 		}
 	}
 	idx := head.Size
 	hs := &heldHashes{memoHashes: memo}
 	if err := translog.Append(ctx, hs, idx, data); err != nil {
-		return 0, nil, logErr("log: appending", err)
+		return nil, logErr("log: appending", err)
 	}
 	root, err := translog.RootHash(ctx, hs, idx+1)
 	if err != nil {
-		return 0, nil, logErr("log: computing root", err)
+		return nil, logErr("log: computing root", err)
 	}
 	var o *opening
 	if beside != nil {
 		v, err := beside(idx)
 		if err != nil {
-			return 0, nil, err
+			return nil, err
 		}
 		o = &v
 	}
 	w := appendWrite{idx: idx, data: data, at: dbTime(l.now()), hashStart: hs.start, hashes: hs.held, opening: o, root: root, prev: head.Root}
-	if tx.DriverName() == "postgres" {
-		err = w.oneStatement(ctx, tx)
-	} else {
-		err = w.statements(ctx, tx)
-	}
-	if err != nil {
-		return 0, nil, err
-	}
-	hs.keep()
-	l.txAppended(tx, memo, idx+1, root)
-	return idx, data, nil
+	return &appendPlan{idx: idx, data: data, head: w.headGuard(), stmts: w.inserts(), written: func() {
+		hs.keep()
+		l.txAppended(tx, memo, idx+1, root)
+	}}, nil
 }
 
 // heldHashes is a memo whose one write (translog.Append's) is held until
@@ -505,63 +529,35 @@ type appendWrite struct {
 	prev      []byte
 }
 
-// oneStatement writes w in one PostgreSQL statement: the inserts as data-
-// modifying CTEs of the head's UPDATE (all or nothing, as a statement is).
-func (w appendWrite) oneStatement(ctx context.Context, tx *sqlx.Tx) error {
-	var b strings.Builder
-	args := []any{w.idx, w.data, w.at}
-	arg := func(v any) string {
-		args = append(args, v)
-		return fmt.Sprintf("$%d", len(args))
-	}
-	b.WriteString(`WITH entry AS (INSERT INTO log_entries (idx, data, created_at) VALUES ($1, $2, $3)), hashes AS (INSERT INTO log_hashes (idx, hash) VALUES `)
-	for i, h := range w.hashes {
-		if i > 0 {
-			b.WriteString(", ")
+// inserts returns the statements that store w's entry, hashes and
+// opening.
+func (w appendWrite) inserts() []stmt {
+	out := []stmt{{`INSERT INTO log_entries (idx, data, created_at) VALUES (?, ?, ?)`, []any{w.idx, w.data, w.at}}}
+	if len(w.hashes) > 0 {
+		var b strings.Builder
+		b.WriteString(`INSERT INTO log_hashes (idx, hash) VALUES `)
+		args := make([]any, 0, 2*len(w.hashes))
+		for i, h := range w.hashes {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?)")
+			args = append(args, w.hashStart+int64(i), h[:])
 		}
-		fmt.Fprintf(&b, "(%s, %s)", arg(w.hashStart+int64(i)), arg(h[:]))
-	}
-	b.WriteString(`)`)
-	if w.opening != nil {
-		fmt.Fprintf(&b, `, opening AS (INSERT INTO log_openings (idx, agent_name, opened) VALUES ($1, %s, %s))`, arg(w.opening.agent), arg(string(w.opening.json)))
-	}
-	fmt.Fprintf(&b, ` UPDATE log_head SET size = %s, root = %s WHERE id = 1 AND size = $1 AND root = %s`, arg(w.idx+1), arg(w.root[:]), arg(w.prev))
-	res, err := tx.ExecContext(ctx, b.String(), args...)
-	if err != nil {
-		return dbErr("log: appending", err)
-	}
-	return headMoved(res)
-}
-
-// statements writes w in one statement per table (SQLite, where a
-// statement is a function call, has no data-modifying CTEs).
-func (w appendWrite) statements(ctx context.Context, tx *sqlx.Tx) error {
-	if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO log_entries (idx, data, created_at) VALUES (?, ?, ?)`),
-		w.idx, w.data, w.at); err != nil {
-		return dbErr("log: inserting entry", err)
-	}
-	if err := (hashStore{tx}).WriteHashes(ctx, w.hashStart, w.hashes); err != nil {
-		return err
+		out = append(out, stmt{b.String(), args})
 	}
 	if w.opening != nil {
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO log_openings (idx, agent_name, opened) VALUES (?, ?, ?)`),
-			w.idx, w.opening.agent, string(w.opening.json)); err != nil {
-			return dbErr("log: storing the opening", err)
-		}
+		out = append(out, stmt{`INSERT INTO log_openings (idx, agent_name, opened) VALUES (?, ?, ?)`, []any{w.idx, w.opening.agent, string(w.opening.json)}})
 	}
-	res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE log_head SET size = ?, root = ? WHERE id = 1 AND size = ? AND root = ?`), w.idx+1, w.root[:], w.idx, w.prev)
-	if err != nil {
-		return dbErr("log: updating head", err)
-	}
-	return headMoved(res)
+	return out
 }
 
-// headMoved refuses an append whose head UPDATE changed no row.
-func headMoved(res sql.Result) error {
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return fmt.Errorf("registry: log: head moved during append: %w", ErrConflict)
-	}
-	return nil
+// headGuard is w's UPDATE of log_head: it names the size and the root it
+// extends, so it changes no row — and the append is refused — when the
+// head is anywhere else (TestAppendRefusedOnAStaleHead).
+func (w appendWrite) headGuard() guard {
+	return guard{stmt: stmt{`UPDATE log_head SET size = ?, root = ? WHERE id = 1 AND size = ? AND root = ?`, []any{w.idx + 1, w.root[:], w.idx, w.prev}},
+		miss: func() error { return fmt.Errorf("registry: log: head moved during append: %w", ErrConflict) }}
 }
 
 // head reads the current tree head.

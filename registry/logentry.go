@@ -206,12 +206,27 @@ type loggedLeaf struct {
 // appendAgentEvent appends the blinded leaf of ev in tx and stores its
 // opening beside it (with the leaf, in one statement on PostgreSQL).
 func (r *Registry) appendAgentEvent(ctx context.Context, tx *sqlx.Tx, ev agentEvent) (loggedLeaf, error) {
+	leaf, p, err := r.planAgentEvent(ctx, tx, ev)
+	if err != nil {
+		return loggedLeaf{}, err
+	}
+	if err := execPlan(ctx, tx, "log: appending", []guard{p.head}, p.stmts); err != nil {
+		return loggedLeaf{}, err
+	}
+	p.written()
+	return leaf, nil
+}
+
+// planAgentEvent works out the append of ev's blinded leaf and its opening
+// in tx (planAppend), for a caller that runs the plan's statements with its
+// own (execPlan) and then p.written.
+func (r *Registry) planAgentEvent(ctx context.Context, tx *sqlx.Tx, ev agentEvent) (loggedLeaf, *appendPlan, error) {
 	fp := sha256.Sum256(ev.cert.Raw)
 	var (
 		o      translog.Opened
 		opened []byte
 	)
-	_, data, err := r.tlog.appendWith(ctx, tx, translog.Entry{
+	p, err := r.tlog.planAppend(ctx, tx, translog.Entry{
 		Version:     translog.EntryVersion,
 		Type:        ev.typ,
 		Time:        ev.time,
@@ -230,7 +245,7 @@ func (r *Registry) appendAgentEvent(ctx context.Context, tx *sqlx.Tx, ev agentEv
 		return opening{agent: ev.name, json: opened}, nil
 	})
 	if err != nil {
-		return loggedLeaf{}, err
+		return loggedLeaf{}, nil, err
 	}
-	return loggedLeaf{data: data, opened: o, openedJSON: opened}, nil
+	return loggedLeaf{data: p.data, opened: o, openedJSON: opened}, p, nil
 }

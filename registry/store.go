@@ -333,91 +333,56 @@ type stmt struct {
 	args  []any
 }
 
-// execGroup runs statements in tx that need nothing back but success, on
-// PostgreSQL in one round trip — every statement but the last becomes a
-// data-modifying CTE of the last — and one after another on SQLite (where a
-// statement is a function call). Each must be an INSERT, UPDATE or DELETE
-// without RETURNING or quoted literals whose rows affected do not matter,
-// and none may need to see another's changes: PostgreSQL runs all parts of
-// one statement on one snapshot (foreign keys, checked at the statement's
-// end, see them all).
-// Errors are dbErr(op, …).
-func execGroup(ctx context.Context, tx *sqlx.Tx, op string, stmts ...stmt) error {
-	if err := checkStmts(op, stmts); err != nil {
-		return err
-	}
-	if tx.DriverName() != "postgres" || len(stmts) == 1 {
-		for _, st := range stmts {
-			if _, err := tx.ExecContext(ctx, tx.Rebind(st.query), st.args...); err != nil {
-				return dbErr(op, err)
-			}
-		}
-		return nil
-	}
-	var (
-		b    strings.Builder
-		args []any
-	)
-	for i, st := range stmts {
-		switch {
-		case i == 0:
-			b.WriteString("WITH ")
-		case i < len(stmts)-1:
-			b.WriteString(", ")
-		default:
-			b.WriteString(" ")
-		}
-		if i < len(stmts)-1 {
-			fmt.Fprintf(&b, "g%d AS (", i)
-		}
-		args = writeNumbered(&b, st, args)
-		if i < len(stmts)-1 {
-			b.WriteString(")")
-		}
-	}
-	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
-		return dbErr(op, err)
-	}
-	return nil
-}
-
 // guard is an UPDATE that must change exactly one row, and the error of
 // the transaction when it changes none (a row settled or moved meanwhile).
 type guard struct {
 	stmt
 	miss func() error
-	// matched, when set, is set by execGuards once the guard changed its
+	// matched, when set, is set by execPlan once the guard changed its
 	// row (the issuance checks that its commit ran its pending guard).
 	matched *bool
 }
 
-// execGuards runs guards in tx and returns the miss error of the first
-// that changed no row. On PostgreSQL they are one statement, one round
-// trip: each guard a data-modifying CTE with RETURNING, counted by the
-// statement's SELECT; on SQLite one after another. Each must be an UPDATE
-// (without RETURNING or quoted literals) of a row by its key, and none may
-// need to see another's changes (one snapshot on PostgreSQL). All of them
-// run even when the first misses: the caller's transaction (or savepoint)
-// is then rolled back. Errors are dbErr(op, …) or a guard's miss error.
-func execGuards(ctx context.Context, tx *sqlx.Tx, op string, guards ...guard) error {
-	stmts := make([]stmt, len(guards))
+// execPlan runs guards, then stmts, in tx, and returns the miss error of
+// the first guard that changed no row. On PostgreSQL all of them are one
+// statement, one round trip: each guard a data-modifying CTE with
+// RETURNING, counted by the statement's SELECT, each statement a
+// data-modifying CTE; on SQLite one after another, stopping at the first
+// guard that misses. Each guard must be an UPDATE (without RETURNING or
+// quoted literals) of a row by its key; each statement an INSERT, UPDATE or
+// DELETE (without RETURNING or quoted literals) whose rows affected do not
+// matter; none may need to see another's changes (one snapshot on
+// PostgreSQL: foreign keys, checked at the statement's end, see them all).
+// On PostgreSQL every part runs even when a guard misses: the caller's
+// transaction (or savepoint) is then rolled back. Errors are dbErr(op, …)
+// or a guard's miss error.
+func execPlan(ctx context.Context, tx *sqlx.Tx, op string, guards []guard, stmts []stmt) error {
+	checked := make([]stmt, 0, len(guards)+len(stmts))
 	for i, g := range guards {
 		if g.miss == nil {
 			return fmt.Errorf("registry: %s: guard %d has no error for a miss", op, i)
 		}
-		stmts[i] = g.stmt
+		checked = append(checked, g.stmt)
 	}
-	if err := checkStmts(op, stmts); err != nil {
+	if err := checkStmts(op, append(checked, stmts...)); err != nil {
 		return err
 	}
 	changed := make([]int64, len(guards))
 	if tx.DriverName() != "postgres" {
-		for i, st := range stmts {
-			res, err := tx.ExecContext(ctx, tx.Rebind(st.query), st.args...)
+		for i, g := range guards {
+			res, err := tx.ExecContext(ctx, tx.Rebind(g.query), g.args...)
 			if err == nil {
 				changed[i], err = res.RowsAffected()
 			}
 			if err != nil {
+				return dbErr(op, err)
+			}
+			if changed[i] != 1 {
+				return guards[i].miss()
+			}
+		}
+		for _, st := range stmts {
+			if _, err := tx.ExecContext(ctx, tx.Rebind(st.query), st.args...); err != nil {
 				return dbErr(op, err)
 			}
 		}
@@ -426,24 +391,40 @@ func execGuards(ctx context.Context, tx *sqlx.Tx, op string, guards ...guard) er
 			b    strings.Builder
 			args []any
 		)
-		for i, st := range stmts {
+		for i, g := range guards {
 			if i == 0 {
 				b.WriteString("WITH ")
 			} else {
 				b.WriteString(", ")
 			}
 			fmt.Fprintf(&b, "g%d AS (", i)
-			args = writeNumbered(&b, st, args)
+			args = writeNumbered(&b, g.stmt, args)
 			b.WriteString(" RETURNING 1)")
 		}
-		b.WriteString(" SELECT ")
-		for i := range stmts {
-			if i > 0 {
+		for i, st := range stmts {
+			if i == 0 && len(guards) == 0 {
+				b.WriteString("WITH ")
+			} else {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "(SELECT count(*) FROM g%d)", i)
+			fmt.Fprintf(&b, "s%d AS (", i)
+			args = writeNumbered(&b, st, args)
+			b.WriteString(")")
 		}
-		dest := make([]any, len(changed))
+		if len(guards) == 0 {
+			b.WriteString(" SELECT 1")
+		} else {
+			b.WriteString(" SELECT ")
+			for i := range guards {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				fmt.Fprintf(&b, "(SELECT count(*) FROM g%d)", i)
+			}
+		}
+		dest := make([]any, max(len(changed), 1))
+		var one int64
+		dest[0] = &one
 		for i := range changed {
 			dest[i] = &changed[i]
 		}

@@ -380,14 +380,15 @@ func TestGroupCommitCountsBeforeReturning(t *testing.T) {
 	}
 }
 
-// TestExecGroup: the statements of a group all take effect — on
+// TestExecPlanStatements: the statements of a plan without guards all take
+// effect — on
 // PostgreSQL in one statement, so a child row may name a parent inserted
 // by the same group (the foreign key is checked at the statement's end) —
 // a constraint violation is ErrConflict for the whole group, and a
 // statement whose placeholders do not match its arguments is refused
 // before anything runs (as is a quoted literal, where a '?' would be taken
 // for one, and an empty group).
-func TestExecGroup(t *testing.T) {
+func TestExecPlanStatements(t *testing.T) {
 	eachBareStore(t, []string{
 		`CREATE TABLE g_parent (id INTEGER PRIMARY KEY, note TEXT)`,
 		`CREATE TABLE g_child (id INTEGER PRIMARY KEY, parent INTEGER NOT NULL REFERENCES g_parent (id))`,
@@ -395,7 +396,7 @@ func TestExecGroup(t *testing.T) {
 	}, func(t *testing.T, db string, st *Store) {
 		ctx := context.Background()
 		group := func(stmts ...stmt) error {
-			return st.inOwnTx(ctx, "group", func(tx *sqlx.Tx) error { return execGroup(ctx, tx, "group", stmts...) })
+			return st.inOwnTx(ctx, "group", func(tx *sqlx.Tx) error { return execPlan(ctx, tx, "group", nil, stmts) })
 		}
 		if err := group(
 			stmt{`INSERT INTO g_parent (id, note) VALUES (?, ?)`, []any{2, "new"}},
@@ -463,10 +464,77 @@ func execAll(t *testing.T, st *Store, queries ...string) {
 	}
 }
 
-// TestExecGuards: guarded UPDATEs that must each change one row run as one
+// TestExecPlan: guards and the statements that go with them run as one
+// statement on PostgreSQL (one round trip: an issuance's guards, log append,
+// certificate rows and audit event) and one after another on SQLite; a guard
+// that changed no row gives its own error, a failing statement its database
+// error, and the caller's rollback undoes all of it.
+func TestExecPlan(t *testing.T) {
+	eachBareStore(t, []string{
+		`CREATE TABLE p_head (id INTEGER PRIMARY KEY, size INTEGER NOT NULL)`,
+		`CREATE TABLE p_entry (idx INTEGER PRIMARY KEY, data TEXT NOT NULL)`,
+		`CREATE TABLE p_cert (serial TEXT PRIMARY KEY, idx INTEGER NOT NULL REFERENCES p_entry (idx))`,
+		`INSERT INTO p_head (id, size) VALUES (1, 0)`,
+	}, func(t *testing.T, db string, st *Store) {
+		ctx := context.Background()
+		errMoved := errors.New("head moved")
+		var statements atomic.Int64
+		see := func(string) { statements.Add(1) }
+		statementHook.Store(&see)
+		t.Cleanup(func() { statementHook.Store(nil) })
+		appendAt := func(size int64, serial string) (guard, []stmt) {
+			return guard{stmt: stmt{`UPDATE p_head SET size = ? WHERE id = 1 AND size = ?`, []any{size + 1, size}}, miss: func() error { return errMoved }},
+				[]stmt{{`INSERT INTO p_entry (idx, data) VALUES (?, ?)`, []any{size, "leaf " + serial}},
+					{`INSERT INTO p_cert (serial, idx) VALUES (?, ?)`, []any{serial, size}}}
+		}
+		run := func(guards []guard, stmts []stmt) error {
+			statements.Store(0)
+			return st.inOwnTx(ctx, "plan", func(tx *sqlx.Tx) error { return execPlan(ctx, tx, "plan", guards, stmts) })
+		}
+		g, stmts := appendAt(0, "c0")
+		if err := run([]guard{g}, stmts); err != nil {
+			t.Fatal(err)
+		}
+		want := int64(3)
+		if db == "postgres" {
+			want = 1
+		}
+		if got := statements.Load(); got != want {
+			t.Errorf("a guard and two inserts ran %d statements, want %d", got, want)
+		}
+		g, stmts = appendAt(5, "c5") // the head is at 1
+		if err := run([]guard{g}, stmts); !errors.Is(err, errMoved) {
+			t.Errorf("a stale head: %v, want its guard's error", err)
+		}
+		g, stmts = appendAt(1, "c0") // c0 exists: the statement fails
+		if err := run([]guard{g}, stmts); !errors.Is(err, ErrConflict) {
+			t.Errorf("a duplicate certificate: %v, want ErrConflict", err)
+		}
+		var size, entries, certs int
+		if err := st.db.GetContext(ctx, &size, `SELECT size FROM p_head WHERE id = 1`); err != nil || size != 1 {
+			t.Errorf("head at %d, %v; want 1 (failed plans roll back)", size, err)
+		}
+		if err := st.db.GetContext(ctx, &entries, `SELECT COUNT(*) FROM p_entry`); err != nil || entries != 1 {
+			t.Errorf("%d entries, %v; want 1 (failed plans roll back)", entries, err)
+		}
+		// Without guards a plan is a group of statements.
+		if err := run(nil, []stmt{{`INSERT INTO p_entry (idx, data) VALUES (?, ?)`, []any{1, "leaf c1"}},
+			{`INSERT INTO p_cert (serial, idx) VALUES (?, ?)`, []any{"c1", 1}}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.db.GetContext(ctx, &certs, `SELECT COUNT(*) FROM p_cert`); err != nil || certs != 2 {
+			t.Errorf("%d certificates, %v; want 2", certs, err)
+		}
+		if err := run(nil, nil); err == nil {
+			t.Error("an empty plan ran; want it refused")
+		}
+	})
+}
+
+// TestExecPlanGuards: guarded UPDATEs that must each change one row run as one
 // statement on PostgreSQL (one round trip) and one after another on
 // SQLite; the first guard that changed no row gives its own error.
-func TestExecGuards(t *testing.T) {
+func TestExecPlanGuards(t *testing.T) {
 	eachBareStore(t, []string{
 		`CREATE TABLE x_pending (serial TEXT PRIMARY KEY, state TEXT NOT NULL)`,
 		`CREATE TABLE x_agent (name TEXT PRIMARY KEY, serial TEXT NOT NULL)`,
@@ -489,7 +557,7 @@ func TestExecGuards(t *testing.T) {
 		t.Cleanup(func() { statementHook.Store(nil) })
 		run := func(guards ...guard) error {
 			statements.Store(0)
-			return st.inOwnTx(ctx, "guards", func(tx *sqlx.Tx) error { return execGuards(ctx, tx, "guards", guards...) })
+			return st.inOwnTx(ctx, "guards", func(tx *sqlx.Tx) error { return execPlan(ctx, tx, "guards", guards, nil) })
 		}
 		if err := run(pending("s1"), agent("s0", "s1")); err != nil {
 			t.Fatal(err)

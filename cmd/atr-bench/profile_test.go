@@ -8,6 +8,9 @@ package main
 //	go test ./cmd/atr-bench -run '^$' -bench Profile -benchtime 400x -cpuprofile /tmp/cpu.out
 //	go tool pprof -top -nodecount 30 /tmp/cpu.out
 //
+// ATR_BENCH_CPUPROFILE=/tmp/cpu.out instead profiles only the timed part of
+// the issuance benchmarks, without their setup.
+//
 // The issuance benchmarks run 2 goroutines per GOMAXPROCS;
 // ATR_BENCH_PARALLELISM=8 runs 8 (16 on 2 cores, the peer bench's c=16).
 // Besides the process's CPU per operation they report the group commit's
@@ -26,6 +29,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -38,6 +42,32 @@ import (
 	"github.com/agent-trust-registry/atr/registry"
 	"github.com/agent-trust-registry/atr/registry/registrytest"
 )
+
+// profileTimed writes a CPU profile of the timed part alone to the file
+// ATR_BENCH_CPUPROFILE names, if set: go test's -cpuprofile also covers the
+// setup (BenchmarkProfileRotate's registrations, each with a VRF signature,
+// are most of its samples). Each run of the benchmark function overwrites
+// the file, so it ends with the last (the -benchtime) run's profile.
+func profileTimed(b *testing.B) (stop func()) {
+	path := os.Getenv("ATR_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatalf("ATR_BENCH_CPUPROFILE: %v (not with go test's -cpuprofile)", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
+}
 
 // reportCPU starts counting the process's CPU time (user + system, all
 // threads, SoftHSM2's and SQLite's C code included); the function it returns
@@ -154,6 +184,7 @@ func runIssuances(b *testing.B, f *registrytest.Fixture, issue func(i int64, csr
 	var next atomic.Int64
 	b.SetParallelism(profileParallelism(b))
 	b.ResetTimer()
+	defer profileTimed(b)()
 	defer reportCPU(b)()
 	defer reportWritten(b)()
 	defer reportGroupCommit(b, f.Store)()

@@ -191,7 +191,12 @@ func NewFixture(t testing.TB, opts ...Option) *Fixture {
 		p.OCSPURL = "https://registry.atr.test/v1/ocsp"
 	}
 	f.signer = &FaultySigner{Signer: f.IssuingKey}
-	if f.Issuer, err = ca.NewIssuer(f.signer, f.Intermediate, []*x509.Certificate{f.Root}, p); err != nil {
+	// The issuer gets the faulty signer with the token key's
+	// ChecksSignatures mark, as atr serve's issuer gets the token's signer:
+	// Issuer.Sign then does not verify each signature a second time, and
+	// profiles of the fixture (cmd/atr-bench) count what the server does.
+	// FaultySigner fails signatures; it never changes one.
+	if f.Issuer, err = ca.NewIssuer(selfCheckingFaulty{f.signer}, f.Intermediate, []*x509.Certificate{f.Root}, p); err != nil {
 		t.Fatalf("registrytest: issuer: %v", err)
 	}
 	if f.Verifier, err = ca.NewVerifier([]*x509.Certificate{f.Root}, []*x509.Certificate{f.Intermediate}, TrustDomain); err != nil {
@@ -281,6 +286,14 @@ type FaultySigner struct {
 	mu   sync.Mutex
 	hook func() error
 }
+
+// selfCheckingFaulty is a FaultySigner over the token's signer, which
+// checks its signatures.
+type selfCheckingFaulty struct{ *FaultySigner }
+
+var _ ca.SelfCheckingSigner = (*hsm.Signer)(nil)
+
+func (selfCheckingFaulty) ChecksSignatures() {}
 
 // ErrInjected is the error of a signature failed on purpose.
 var ErrInjected = errors.New("registrytest: injected signing failure")
