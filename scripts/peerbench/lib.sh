@@ -58,6 +58,12 @@ run() { # LABEL ROUND C
 	# environment of GOGC=400 start-atr.sh atr-sqlite-gogc400 38452).
 	ATR-sqlite-gogc400) atr_run atr-sqlite-gogc400 38452 "" "${common[@]}" ;;
 	ATR-sqlite-gogc400-rotate) atr_run atr-sqlite-gogc400 38452 "" "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
+	# PostgreSQL across a slower network: the database URL names a
+	# `peerbench lag` relay (127.0.0.1:5433 → 5432), new and base builds
+	# (start-atr.sh atr-postgres-remote 38453 '…@127.0.0.1:5433/atr_peer_remote…',
+	# ATR_CLONE=$PERF/atr-base start-atr.sh atr-postgres-remote-base 38454 …atr_peer_remote_base).
+	ATR-postgres-remote-rotate) atr_run atr-postgres-remote 38453 atr_peer_remote "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
+	ATR-postgres-remote-base-rotate) atr_run atr-postgres-remote-base 38454 atr_peer_remote_base "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
 	*) echo "run: unknown system $label" >&2; return 1 ;;
 	esac
 }
