@@ -21,7 +21,10 @@
 // commit a pending_issuances row holding serial and TBS, and only then sign
 // through the token. Certificate, agent row, pending → issued, the log entry
 // and the audit event (with its log index) are then written in one
-// transaction, and the certificate is returned only after that commit. A
+// transaction — group-committed with the issuances ready beside it
+// (writer.go), each one's part a single statement on PostgreSQL (execPlan:
+// guards, log append, certificate rows, audit event) — and the certificate
+// is returned only after that commit. A
 // failed signature marks the row abandoned; a crash leaves it pending, and
 // Reconcile (run at start-up and periodically) settles rows older than
 // Config.PendingTimeout: issued if the certificate is stored, else abandoned

@@ -84,7 +84,7 @@ func TestIssuanceStatements(t *testing.T) {
 				}
 			}
 			all := map[string][2]int{"sqlite": {17, 15}, "postgres": {9, 8}} // rotation, registration
-			for i := range 8 {                                                 // a tree whose frontier is more than one hash
+			for i := range 8 {                                               // a tree whose frontier is more than one hash
 				got := record(func() error {
 					csr, _ := f.NewCSR()
 					_, err := f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: fmt.Sprintf("a%d.acme", i), CSR: csr})

@@ -62,8 +62,8 @@ run() { # LABEL ROUND C
 	# `peerbench lag` relay (127.0.0.1:5433 → 5432), new and base builds
 	# (start-atr.sh atr-postgres-remote 38453 '…@127.0.0.1:5433/atr_peer_remote…',
 	# ATR_CLONE=$PERF/atr-base start-atr.sh atr-postgres-remote-base 38454 …atr_peer_remote_base).
-	ATR-postgres-remote-rotate) atr_run atr-postgres-remote 38453 atr_peer_remote "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
-	ATR-postgres-remote-base-rotate) atr_run atr-postgres-remote-base 38454 atr_peer_remote_base "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
+	ATR-postgres-remote-rotate) atr_run atr-postgres-remote 38453 atr_peer_remote "${common[@]}" -n 3000 -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
+	ATR-postgres-remote-base-rotate) atr_run atr-postgres-remote-base 38454 atr_peer_remote_base "${common[@]}" -n 3000 -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
 	*) echo "run: unknown system $label" >&2; return 1 ;;
 	esac
 }
