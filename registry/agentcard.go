@@ -127,6 +127,9 @@ func (r *Registry) SignAgentCard(ctx context.Context, a Actor, name string, card
 		return nil, fmt.Errorf("registry: agent card: %w", err)
 	}
 	err = r.store.inTx(ctx, "agent card", func(tx *sqlx.Tx) error {
+		if err := r.tlog.lockHead(ctx, tx); err != nil { // before the agent's row
+			return err
+		}
 		locked, err := r.loadAgent(ctx, tx, name, true)
 		if err != nil {
 			return err

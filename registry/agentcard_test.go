@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/agent-trust-registry/atr/ca"
@@ -185,5 +186,69 @@ func TestSignAgentCard(t *testing.T) {
 		if _, err := r2.SignAgentCard(ctx, owner, "bare.acme", testCard("bare.acme", prefix)); !errors.Is(err, registry.ErrUnavailable) || !errors.Is(err, registry.ErrCardSigningDisabled) {
 			t.Errorf("SignAgentCard without a card key = %v, want ErrUnavailable", err)
 		}
+	})
+}
+
+// TestLogHeadLockedBeforeAgentRow: on PostgreSQL every transaction that
+// appends to the log and locks an agent's row locks log_head first. A
+// batch of issuance commits holds the head while its items lock their
+// agents' rows; a revocation or a card signing that locked its agent's row
+// first and then waited for the head could deadlock with a batch holding
+// the head and waiting for that row (PostgreSQL aborts one after
+// deadlock_timeout).
+func TestLogHeadLockedBeforeAgentRow(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		on    bool
+		stmts []string
+	)
+	registry.SetStatementHook(t, func(q string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if on {
+			stmts = append(stmts, strings.Join(strings.Fields(q), " "))
+		}
+	})
+	f := registrytest.NewFixture(t, registrytest.WithDatabase("postgres"))
+	ctx := context.Background()
+	owner := f.Owner("acme", "acme")
+	const prefix = "https://agents.acme.example/a2a/bot"
+	registerWithA2AURL(t, f, owner, "bot.acme", prefix)
+	order := func(what string, do func() error) {
+		t.Helper()
+		mu.Lock()
+		on, stmts = true, nil
+		mu.Unlock()
+		if err := do(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		on = false
+		head, agent := -1, -1
+		for i, s := range stmts {
+			if head < 0 && strings.Contains(s, "log_head") && (strings.Contains(s, "FOR UPDATE") || strings.HasPrefix(s, "UPDATE log_head")) {
+				head = i
+			}
+			if agent < 0 && (strings.Contains(s, "UPDATE agents") || strings.Contains(s, "FROM agents") && strings.Contains(s, "FOR UPDATE")) {
+				agent = i
+			}
+		}
+		if head < 0 || agent < 0 || agent < head {
+			t.Errorf("%s: the head is locked by statement %d, the agent's row by statement %d; want the head first:\n%s", what, head, agent, strings.Join(stmts, "\n"))
+		}
+	}
+	order("rotation", func() error {
+		csr, _ := f.NewCSR()
+		_, err := f.Registry.Rotate(ctx, owner, "bot.acme", csr)
+		return err
+	})
+	order("card", func() error {
+		_, err := f.Registry.SignAgentCard(ctx, owner, "bot.acme", testCard("bot.acme", prefix))
+		return err
+	})
+	order("revocation", func() error {
+		_, err := f.Registry.Revoke(ctx, owner, "bot.acme", "keyCompromise")
+		return err
 	})
 }

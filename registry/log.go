@@ -401,6 +401,23 @@ func (l *transparencyLog) appendWith(ctx context.Context, tx *sqlx.Tx, e translo
 	return p.idx, p.data, nil
 }
 
+// lockHead locks the log_head row in tx on PostgreSQL (SQLite's
+// transaction holds the database's write lock from BEGIN IMMEDIATE). A
+// transaction that will append and also locks rows of its own — an agent's,
+// for a revocation or a card — takes the head first: a batch of issuance
+// commits holds the head while its items lock their agents' rows, so the
+// other order could deadlock with it (TestLogHeadLockedBeforeAgentRow).
+func (l *transparencyLog) lockHead(ctx context.Context, tx *sqlx.Tx) error {
+	if tx.DriverName() != "postgres" {
+		return nil
+	}
+	var head logHead
+	if err := tx.GetContext(ctx, &head, `SELECT size, root FROM log_head WHERE id = 1 FOR UPDATE`); err != nil {
+		return dbErr("log: locking head", err)
+	}
+	return nil
+}
+
 // appendPlan is an append worked out in memory (planAppend): the guarded
 // UPDATE of log_head and the inserts that store it, for the caller to run
 // — with statements of its own, in one round trip on PostgreSQL (execPlan)

@@ -54,6 +54,9 @@ func (r *Registry) Revoke(ctx context.Context, a Actor, name, reason string) (*A
 	noop := false
 	var revoked []string
 	err = r.store.inTx(ctx, "revoke", func(tx *sqlx.Tx) error {
+		if err := r.tlog.lockHead(ctx, tx); err != nil { // before the agent's row
+			return err
+		}
 		cur, err := r.loadAgent(ctx, tx, name, true)
 		if err != nil {
 			return err
