@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry"
@@ -237,6 +239,15 @@ func TestLogHeadLockedBeforeAgentRow(t *testing.T) {
 		if head < 0 || agent < 0 || agent < head {
 			t.Errorf("%s: the head is locked by statement %d, the agent's row by statement %d; want the head first:\n%s", what, head, agent, strings.Join(stmts, "\n"))
 		}
+		reads := 0
+		for _, s := range stmts {
+			if strings.HasPrefix(s, "SELECT size, root FROM log_head") {
+				reads++
+			}
+		}
+		if reads != 1 {
+			t.Errorf("%s: the head read %d times; want once (the append takes the head its transaction locked):\n%s", what, reads, strings.Join(stmts, "\n"))
+		}
 	}
 	order("rotation", func() error {
 		csr, _ := f.NewCSR()
@@ -247,7 +258,48 @@ func TestLogHeadLockedBeforeAgentRow(t *testing.T) {
 		_, err := f.Registry.SignAgentCard(ctx, owner, "bot.acme", testCard("bot.acme", prefix))
 		return err
 	})
-	order("revocation", func() error {
+	// Against a real holder of the head: a revocation waits for the head
+	// without holding its agent's row (before, it held the row and waited
+	// for the head, which a batch holding the head and waiting for the row
+	// would deadlock with).
+	db, err := sql.Open("postgres", f.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	holder, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback()
+	if _, err := holder.ExecContext(ctx, `SELECT size FROM log_head WHERE id = 1 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	revoked := make(chan error, 1)
+	go func() {
+		_, err := f.Registry.Revoke(ctx, owner, "bot.acme", "keyCompromise")
+		revoked <- err
+	}()
+	waiting := false
+	for deadline := time.Now().Add(10 * time.Second); !waiting && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if err := db.QueryRowContext(ctx, `SELECT count(*) > 0 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !waiting {
+		t.Fatal("the revocation never waited for the log's head")
+	}
+	if _, err := holder.ExecContext(ctx, `SELECT 1 FROM agents WHERE name = 'bot.acme' FOR UPDATE NOWAIT`); err != nil {
+		t.Errorf("the agent's row, while the revocation waits for the head: %v; want it free", err)
+	}
+	if err := holder.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-revoked; err != nil {
+		t.Fatalf("revocation after the head was released: %v", err)
+	}
+	order("revocation of a revoked agent", func() error {
 		_, err := f.Registry.Revoke(ctx, owner, "bot.acme", "keyCompromise")
 		return err
 	})

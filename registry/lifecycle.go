@@ -212,9 +212,10 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 }
 
 // commitFunc stores a freshly signed certificate inside the issuance
-// transaction. It runs pending (markIssued) before anything else, on its
-// own or with guards of its own, and with the statements that store the
-// issuance (execPlan: one round trip on PostgreSQL). It fills rec.LogIndex (and Predecessor for rotations).
+// transaction. It runs pending (markIssued) as the first of its guards,
+// with guards of its own and the statements that store the issuance
+// (execPlan: one round trip on PostgreSQL, after the log's head was read
+// and locked for the append, unless the batch holds it). It fills rec.LogIndex (and Predecessor for rotations).
 type commitFunc func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time, pending guard) error
 
 // markIssued is the guard that moves an issuance's pending row to issued.

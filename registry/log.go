@@ -407,6 +407,7 @@ func (l *transparencyLog) appendWith(ctx context.Context, tx *sqlx.Tx, e translo
 // for a revocation or a card — takes the head first: a batch of issuance
 // commits holds the head while its items lock their agents' rows, so the
 // other order could deadlock with it (TestLogHeadLockedBeforeAgentRow).
+// tx then holds the head (txHead) for its first append.
 func (l *transparencyLog) lockHead(ctx context.Context, tx *sqlx.Tx) error {
 	if tx.DriverName() != "postgres" {
 		return nil
@@ -415,6 +416,12 @@ func (l *transparencyLog) lockHead(ctx context.Context, tx *sqlx.Tx) error {
 	if err := tx.GetContext(ctx, &head, `SELECT size, root FROM log_head WHERE id = 1 FOR UPDATE`); err != nil {
 		return dbErr("log: locking head", err)
 	}
+	// The first append of tx takes this head (txHead) instead of reading
+	// and locking it again.
+	l.txMu.Lock()
+	defer l.txMu.Unlock()
+	l.txHashes.tx, l.txHashes.hs, l.txHashes.size, l.txHashes.root = tx, newMemoHashes(tx), head.Size, head.Root
+	l.txHashes.rollbacks, l.txHashes.held = l.store.rollbacks.Load(), true
 	return nil
 }
 

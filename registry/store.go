@@ -355,7 +355,10 @@ type guard struct {
 // PostgreSQL: foreign keys, checked at the statement's end, see them all).
 // On PostgreSQL every part runs even when a guard misses: the caller's
 // transaction (or savepoint) is then rolled back. Errors are dbErr(op, …)
-// or a guard's miss error.
+// or a guard's miss error; when both happen, PostgreSQL reports the
+// statement's error (its statement failed as a whole), SQLite the guard's
+// (it stopped there). Either way nothing of the plan stays once the caller
+// rolls back.
 func execPlan(ctx context.Context, tx *sqlx.Tx, op string, guards []guard, stmts []stmt) error {
 	checked := make([]stmt, 0, len(guards)+len(stmts))
 	for i, g := range guards {

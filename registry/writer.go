@@ -20,15 +20,16 @@ package registry
 //     has a single write lock, so batching cannot deadlock.
 //   - PostgreSQL: only the issuance commits (Store.inTxLogged: log entry,
 //     certificate rows, audit) share a batch; batches of several replicas
-//     serialize on log_head (the log stays gap-free). Each item locks only
-//     its own issuance's rows (its pending row; a rotation its agent row,
-//     which the one-issuance-in-flight-per-name rule keeps out of any other
-//     batch) before log_head, so batches of different replicas do not wait
-//     on each other's rows. Should PostgreSQL still detect a deadlock (say,
-//     with a concurrent revocation of the same agent on another replica),
-//     the item it struck fails like any failed commit (abandoned, never
-//     acknowledged) and the others run again (execBatch). Everything else
-//     keeps its own transaction and its own concurrency.
+//     serialize on log_head (the log stays gap-free). A batch locks the
+//     head with its first append, then each item only its own issuance's
+//     rows (its pending row; a rotation its agent row, which the
+//     one-issuance-in-flight-per-name rule keeps out of any other batch);
+//     a revocation or a card signing, which lock an agent's row too, lock
+//     the head first as well (transparencyLog.lockHead), so no two of them
+//     wait for each other in a cycle. Should PostgreSQL still detect a
+//     deadlock, the item it struck fails like any failed commit (abandoned,
+//     never acknowledged) and the others run again (execBatch). Everything
+//     else keeps its own transaction and its own concurrency.
 //
 // The ordering guarantees are unchanged: an item's changes are durable when
 // its call returns nil (the batch committed), never before.

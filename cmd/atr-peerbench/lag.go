@@ -52,20 +52,26 @@ func cmdLag(args []string) error {
 			}
 			return err
 		}
-		wg.Go(func() { relayLagged(c, *to, *delay) })
+		wg.Go(func() { relayLagged(ctx, c, *to, *delay) })
 	}
 }
 
 // relayLagged relays c to a new connection to addr until either side
-// closes, each chunk held for delay.
-func relayLagged(c net.Conn, addr string, delay time.Duration) {
+// closes or ctx ends, each chunk held for delay.
+func relayLagged(ctx context.Context, c net.Conn, addr string, delay time.Duration) {
 	defer c.Close()
-	u, err := net.Dial("tcp", addr)
+	u, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		log.Printf("lag: %v", err)
 		return
 	}
 	defer u.Close()
+	// On SIGINT or SIGTERM every relay ends, so cmdLag's wait returns.
+	stop := context.AfterFunc(ctx, func() {
+		c.Close()
+		u.Close()
+	})
+	defer stop()
 	var wg sync.WaitGroup
 	pipe := func(dst, src net.Conn) {
 		buf := make([]byte, 64<<10)
