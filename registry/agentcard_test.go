@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -199,18 +198,7 @@ func TestSignAgentCard(t *testing.T) {
 // the head and waiting for that row (PostgreSQL aborts one after
 // deadlock_timeout).
 func TestLogHeadLockedBeforeAgentRow(t *testing.T) {
-	var (
-		mu    sync.Mutex
-		on    bool
-		stmts []string
-	)
-	registry.SetStatementHook(t, func(q string) {
-		mu.Lock()
-		defer mu.Unlock()
-		if on {
-			stmts = append(stmts, strings.Join(strings.Fields(q), " "))
-		}
-	})
+	record := statementRecorder(t)
 	f := registrytest.NewFixture(t, registrytest.WithDatabase("postgres"))
 	ctx := context.Background()
 	owner := f.Owner("acme", "acme")
@@ -218,15 +206,7 @@ func TestLogHeadLockedBeforeAgentRow(t *testing.T) {
 	registerWithA2AURL(t, f, owner, "bot.acme", prefix)
 	order := func(what string, do func() error) {
 		t.Helper()
-		mu.Lock()
-		on, stmts = true, nil
-		mu.Unlock()
-		if err := do(); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		on = false
+		stmts := record(do)
 		head, agent := -1, -1
 		for i, s := range stmts {
 			if head < 0 && strings.Contains(s, "log_head") && (strings.Contains(s, "FOR UPDATE") || strings.HasPrefix(s, "UPDATE log_head")) {

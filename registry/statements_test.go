@@ -33,34 +33,10 @@ import (
 func TestIssuanceStatements(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
-			var (
-				mu    sync.Mutex
-				on    bool
-				stmts []string
-			)
-			registry.SetStatementHook(t, func(q string) {
-				mu.Lock()
-				defer mu.Unlock()
-				if on {
-					stmts = append(stmts, strings.Join(strings.Fields(q), " "))
-				}
-			})
+			record := statementRecorder(t)
 			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
 			ctx := context.Background()
 			owner := f.Owner("acme", "acme")
-			record := func(do func() error) []string {
-				t.Helper()
-				mu.Lock()
-				on, stmts = true, nil
-				mu.Unlock()
-				if err := do(); err != nil {
-					t.Fatal(err)
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				on = false
-				return stmts
-			}
 			type limit struct {
 				what  string
 				reads string // SELECTs from this table; "" for every statement
@@ -107,5 +83,38 @@ func TestIssuanceStatements(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// statementRecorder hooks the registry's database connections (before the
+// fixture opens them) and returns record, which runs do and returns the
+// statements do sent, white space folded; a failing do fails the test.
+func statementRecorder(t *testing.T) (record func(do func() error) []string) {
+	var (
+		mu    sync.Mutex
+		on    bool
+		stmts []string
+	)
+	registry.SetStatementHook(t, func(q string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if on {
+			stmts = append(stmts, strings.Join(strings.Fields(q), " "))
+		}
+	})
+	return func(do func() error) []string {
+		t.Helper()
+		mu.Lock()
+		on, stmts = true, nil
+		mu.Unlock()
+		err := do()
+		mu.Lock()
+		on = false
+		got := stmts
+		mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
 	}
 }
