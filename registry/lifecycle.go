@@ -215,7 +215,8 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 // transaction. It runs pending (markIssued) as the first of its guards,
 // with guards of its own and the statements that store the issuance
 // (execPlan: one round trip on PostgreSQL, after the log's head was read
-// and locked for the append, unless the batch holds it). It fills rec.LogIndex (and Predecessor for rotations).
+// and locked for the append, unless the batch holds it). It fills
+// rec.LogIndex (and Predecessor for rotations).
 type commitFunc func(tx *sqlx.Tx, cert *x509.Certificate, rec *CertificateRecord, now time.Time, pending guard) error
 
 // markIssued is the guard that moves an issuance's pending row to issued.
