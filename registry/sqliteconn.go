@@ -34,7 +34,19 @@ type sqliteConnector struct {
 }
 
 func newSQLiteConnector(dsn string) sqliteConnector {
-	return sqliteConnector{dsn: dsn, drv: &sqlite3.SQLiteDriver{}}
+	return sqliteConnector{dsn: dsn, drv: &sqlite3.SQLiteDriver{ConnectHook: inMemoryTempStore}}
+}
+
+// inMemoryTempStore keeps a connection's temporary data — notably the
+// journals of its savepoints and statements — in memory. By default SQLite
+// spills a journal past 64 KiB to an unlinked file under /var/tmp, two
+// write(2)s per page: under load that was twice the WAL's writes, every one
+// of them on the group commit's one writer (TestSQLiteTempStoreInMemory;
+// docs/performance.md, thirteenth pass). The journals last one
+// transaction, and ATR's are a batch's pages.
+func inMemoryTempStore(c *sqlite3.SQLiteConn) error {
+	_, err := c.Exec("PRAGMA temp_store = MEMORY", nil)
+	return err
 }
 
 func (c sqliteConnector) Driver() driver.Driver { return c.drv }
