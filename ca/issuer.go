@@ -42,6 +42,9 @@ type Issuer struct {
 	lintSigner crypto.Signer
 	lintCert   *x509.Certificate
 	lints      lint.Registry
+	// leafSig: the issuer's signature algorithm in a leaf's TBS, and the
+	// placeholder signature of lint certificates (leaftbs.go).
+	leafSig leafSignature
 }
 
 // NewIssuer returns an Issuer signing with signer under cert, for leaves of
@@ -184,7 +187,15 @@ func (i *Issuer) prepare(pub crypto.PublicKey, agentName string, serial *big.Int
 	if err != nil {
 		return nil, err
 	}
-	lc, err := i.lintTemplate(tmpl, pub, agentName)
+	spki, err := spkiOf(pub)
+	if err != nil {
+		return nil, err
+	}
+	tbs, err := i.leafTBS(tmpl, spki, i.leafSig.algID)
+	if err != nil {
+		return nil, err
+	}
+	lc, err := i.lintTBS(tbs, i.agentProfile(agentName))
 	if err != nil {
 		return nil, err
 	}
@@ -282,13 +293,7 @@ func (i *Issuer) Sign(p *Prepared) (*x509.Certificate, error) {
 			return nil, fmt.Errorf("ca: sign: the signer's signature does not verify under the issuing certificate: %w", err)
 		}
 	}
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddBytes(p.tbs)
-		b.AddBytes(p.algID)
-		b.AddASN1BitString(sig)
-	})
-	der, err := b.Bytes()
+	der, err := certificateDER(p.tbs, p.algID, sig)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign: encoding the certificate: %w", err)
 	}
@@ -352,7 +357,11 @@ func tbsSignatureAlgorithm(tbs []byte) ([]byte, error) {
 }
 
 // selfTest runs one throwaway issuance through the lint path with a fresh
-// P-256 key, at the start of the issuing certificate's validity.
+// P-256 key, at the start of the issuing certificate's validity. The same
+// leaf, signed with the lint key by x509.CreateCertificate and linted, comes
+// first: it gives the issuer's signature algorithm and the lint
+// certificates' placeholder signature (leafSig), and its TBSCertificate is
+// the one leafTBS must encode, byte for byte.
 func (i *Issuer) selfTest() error {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -362,9 +371,27 @@ func (i *Issuer) selfTest() error {
 	if err != nil {
 		return err
 	}
+	const name = "atr-self-test"
 	now := i.cert.NotBefore.Add(i.profile.Backdate)
-	_, err = i.prepare(k.Public(), "atr-self-test", serial, now)
-	return err
+	tmpl, err := i.leafTemplate(k.Public(), name, serial, now)
+	if err != nil {
+		return err
+	}
+	lc, err := i.lintTemplate(tmpl, k.Public(), name)
+	if err != nil {
+		return err
+	}
+	if err := i.learnLeafSignature(lc); err != nil {
+		return err
+	}
+	p, err := i.prepare(k.Public(), name, serial, now)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(p.tbs, lc.RawTBSCertificate) {
+		return errors.New("ATR's leaf encoder (leafTBS) and crypto/x509 encode the self-test leaf differently: this build cannot issue")
+	}
+	return nil
 }
 
 // newLintKey generates a throwaway key with the same algorithm and size as

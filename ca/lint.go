@@ -102,6 +102,24 @@ func (i *Issuer) lintTemplateAs(tmpl *x509.Certificate, pub crypto.PublicKey, at
 	return c, nil
 }
 
+// lintTBS lints the certificate of the TBSCertificate tbs (leafTBS) that
+// carries the placeholder signature (leafSig) with zlint and the profile
+// lints atr, and returns it, parsed, or a *LintError.
+func (i *Issuer) lintTBS(tbs []byte, atr profileLints) (*x509.Certificate, error) {
+	der, err := certificateDER(tbs, i.leafSig.algID, i.leafSig.placeholder)
+	if err != nil {
+		return nil, fmt.Errorf("ca: lint: encoding the lint certificate: %w", err)
+	}
+	findings, c, err := lintWith(der, i.lints, false, atr)
+	if err != nil {
+		return nil, err
+	}
+	if len(findings) > 0 {
+		return nil, &LintError{Findings: findings}
+	}
+	return c, nil
+}
+
 // lintDER runs zlint and the agent lints on a DER certificate and returns
 // the error and fatal findings, sorted by lint name.
 func (i *Issuer) lintDER(der []byte, name string) ([]Finding, error) {
