@@ -34,19 +34,30 @@ type sqliteConnector struct {
 }
 
 func newSQLiteConnector(dsn string) sqliteConnector {
-	return sqliteConnector{dsn: dsn, drv: &sqlite3.SQLiteDriver{ConnectHook: inMemoryTempStore}}
+	return sqliteConnector{dsn: dsn, drv: &sqlite3.SQLiteDriver{ConnectHook: setConnPragmas}}
 }
 
-// inMemoryTempStore keeps a connection's temporary data — notably the
-// journals of its savepoints and statements — in memory. By default SQLite
-// spills a journal past 64 KiB to an unlinked file under /var/tmp, two
-// write(2)s per page: under load that was twice the WAL's writes, every one
-// of them on the group commit's one writer (TestSQLiteTempStoreInMemory;
-// docs/performance.md, thirteenth pass). The journals last one
-// transaction, and ATR's are a batch's pages.
-func inMemoryTempStore(c *sqlite3.SQLiteConn) error {
-	_, err := c.Exec("PRAGMA temp_store = MEMORY", nil)
-	return err
+// connPragmas are set on every SQLite connection (setConnPragmas):
+//
+//   - temp_store = MEMORY keeps a connection's temporary data — notably the
+//     journals of its savepoints and statements — in memory. By default
+//     SQLite spills a journal past 64 KiB to an unlinked file under
+//     /var/tmp, two write(2)s per page: under load that was twice the WAL's
+//     writes, every one of them on the group commit's one writer
+//     (TestSQLiteTempStoreInMemory; docs/performance.md, thirteenth pass).
+//     The journals last one transaction, and ATR's are a batch's pages.
+//   - wal_autocheckpoint = 0: no commit checkpoints the WAL; the Store's
+//     checkpointer does, off the writer (checkpointer.go;
+//     TestSQLiteWALCheckpointedOffTheWriter).
+var connPragmas = []string{"PRAGMA temp_store = MEMORY", "PRAGMA wal_autocheckpoint = 0"}
+
+func setConnPragmas(c *sqlite3.SQLiteConn) error {
+	for _, p := range connPragmas {
+		if _, err := c.Exec(p, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c sqliteConnector) Driver() driver.Driver { return c.drv }
@@ -77,11 +88,14 @@ var connectHook atomic.Pointer[func(dsn string, conn *sqlite3.SQLiteConn)]
 // statementHook, when set, sees the text of every statement run through
 // database/sql, Exec or Query, before it runs: on an SQLite connection, and
 // on a PostgreSQL one of the statement cache (pgstmt.go), where each is a
-// round trip (tests: TestIssuanceStatements counts an issuance's).
+// round trip (tests: TestIssuanceStatements counts an issuance's). It does
+// not see the WAL checkpointer's statement, which runs beside the
+// transactions, on a connection of its own, after any commit
+// (checkpointer.go).
 var statementHook atomic.Pointer[func(query string)]
 
 func seeStatement(query string) {
-	if h := statementHook.Load(); h != nil {
+	if h := statementHook.Load(); h != nil && query != walCheckpointStatement {
 		(*h)(query)
 	}
 }

@@ -8,6 +8,11 @@ import (
 	"runtime/metrics"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/agent-trust-registry/atr/registry/internal/testdb"
 )
 
 // goroutinesCreated is the number of goroutines the process has created.
@@ -141,5 +146,66 @@ func TestSQLiteTempStoreInMemory(t *testing.T) {
 	var store int
 	if err := tx.GetContext(ctx, &store, `PRAGMA temp_store`); err != nil || store != 2 {
 		t.Errorf("PRAGMA temp_store = %d, %v; want 2 (MEMORY)", store, err)
+	}
+}
+
+// TestSQLiteWALCheckpointedOffTheWriter: no commit checkpoints the WAL —
+// SQLite's default had the group commit's writer copy a thousand pages back
+// into the database file inside a commit every few batches — and the
+// Store's checkpointer copies it back after the writer's commits.
+func TestSQLiteWALCheckpointedOffTheWriter(t *testing.T) {
+	url := testdb.SQLiteURL(t)
+	path := strings.TrimPrefix(url, "sqlite://")
+	s, err := Open(context.Background(), url, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var auto int
+	if err := s.inTx(ctx, "probe", func(tx *sqlx.Tx) error {
+		return tx.GetContext(ctx, &auto, `PRAGMA wal_autocheckpoint`)
+	}); err != nil || auto != 0 {
+		t.Errorf("the writer's PRAGMA wal_autocheckpoint = %d, %v; want 0 (no checkpoint inside a commit)", auto, err)
+	}
+	if err := s.inTx(ctx, "probe", func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TABLE wal_probe (i INTEGER PRIMARY KEY, b BLOB)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fileSize := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := fileSize()
+	// 4 MiB through the writer: 1,000 pages in the WAL, which only a
+	// checkpoint copies into the database file.
+	blob := make([]byte, 4000)
+	for k := range 8 {
+		if err := s.inTx(ctx, "probe", func(tx *sqlx.Tx) error {
+			for i := range 128 {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO wal_probe VALUES (?, ?)`, k*128+i, blob); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const want = 4 << 20
+	deadline := time.Now().Add(10 * time.Second)
+	for fileSize()-before < want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if grown := fileSize() - before; grown < want {
+		t.Errorf("the database file grew by %d bytes after 4 MiB of commits; want at least %d (the checkpointer copies the WAL back)", grown, want)
 	}
 }

@@ -62,6 +62,9 @@ type Store struct {
 	// (writer.runItems): the log trusts the head its transaction's last
 	// append left only while none was (transparencyLog.txHead).
 	rollbacks atomic.Int64
+	// ckpt checkpoints SQLite's WAL after the writer's commits
+	// (checkpointer.go); nil on PostgreSQL.
+	ckpt *walCheckpointer
 	// w is the writer queue every transaction goes through (SQLite);
 	// grouped the one the issuance commits share (PostgreSQL). See
 	// writer.go.
@@ -112,6 +115,7 @@ func Open(ctx context.Context, databaseURL string, log *logrus.Entry) (*Store, e
 		s.db.SetMaxIdleConns(8)
 		s.db.SetConnMaxLifetime(time.Hour)
 		s.db.SetConnMaxIdleTime(10 * time.Minute)
+		s.ckpt = newWALCheckpointer(s)
 		s.w = newWriter(s)
 	}
 	if err := s.ping(ctx); err != nil {
@@ -253,6 +257,9 @@ func (s *Store) Close() error {
 		if w != nil {
 			w.stop()
 		}
+	}
+	if s.ckpt != nil {
+		s.ckpt.stop()
 	}
 	if err := s.db.Close(); err != nil {
 		return dbErr("close", err)

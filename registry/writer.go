@@ -305,6 +305,9 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 	if sealed != nil {
 		sealed()
 	}
+	if w.s.ckpt != nil {
+		w.s.ckpt.committed()
+	}
 	if f := w.s.onCommit.Load(); f != nil {
 		(*f)()
 	}
