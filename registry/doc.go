@@ -6,7 +6,9 @@
 // # Storage
 //
 // Open connects (SQLite: WAL, synchronous=FULL, foreign keys, busy timeout,
-// BEGIN IMMEDIATE; PostgreSQL: lib/pq), with a bounded pool. Migrate applies
+// BEGIN IMMEDIATE, temporary journals in memory, the WAL checkpointed off
+// the writer by the Store's checkpointer; PostgreSQL: lib/pq), with a
+// bounded pool. Migrate applies
 // the embedded migrations (migrations/<dialect>/NNN_name.sql), each in one
 // transaction with its schema_migrations row; it is idempotent and safe from
 // several replicas. Times are stored in UTC with microsecond precision.
