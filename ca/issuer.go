@@ -160,8 +160,9 @@ func (p *Prepared) AgentName() string { return p.name }
 // normalized: NormalizeAgentName(agentName) == agentName) over the public key
 // of csr, which ParseCSR checked (key policy and self-signature: the only
 // way to get a *CSR), with the given serial (from NewSerial), issued at now.
-// Of the CSR only the public key is used. The template is signed with the
-// throwaway lint key and linted; any error or fatal finding is a *LintError.
+// Of the CSR only the public key is used. The template's TBSCertificate
+// (leafTBS) is linted in a certificate with a placeholder signature; any
+// error or fatal finding is a *LintError.
 // Policy refusals (name, CSR) are *PolicyError. Prepare refuses to issue a
 // leaf that would outlive the issuing certificate or predate it.
 func (i *Issuer) Prepare(csr *CSR, agentName string, serial *big.Int, now time.Time) (*Prepared, error) {

@@ -180,6 +180,10 @@ func addExtension(b *cryptobyte.Builder, oid asn1.ObjectIdentifier, critical boo
 // addKeyUsage adds the key usage BIT STRING: bit n is usage 1<<n, trailing
 // zero bits dropped (DER), as x509.CreateCertificate encodes it.
 func addKeyUsage(b *cryptobyte.Builder, ku x509.KeyUsage) {
+	if ku <= 0 || ku > x509.KeyUsageDecipherOnly<<1-1 {
+		b.SetError(fmt.Errorf("ca: leaf encoder: key usage %#x not encoded", int(ku)))
+		return
+	}
 	v := []byte{bits.Reverse8(byte(ku)), bits.Reverse8(byte(ku >> 8))}
 	if v[1] == 0 {
 		v = v[:1]

@@ -98,15 +98,16 @@ func TestLeafTBSRefusesOtherFields(t *testing.T) {
 		"extra extension": func(c *x509.Certificate) {
 			c.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 2, 3}, Value: []byte{5, 0}}}
 		},
-		"caIssuers":            func(c *x509.Certificate) { c.IssuingCertificateURL = []string{"http://x.example/ca"} },
-		"name constraint":      func(c *x509.Certificate) { c.PermittedURIDomains = []string{testTD} },
-		"CA":                   func(c *x509.Certificate) { c.IsCA = true },
-		"no basic constraints": func(c *x509.Certificate) { c.BasicConstraintsValid = false },
-		"unknown EKU":          func(c *x509.Certificate) { c.UnknownExtKeyUsage = []asn1.ObjectIdentifier{{1, 2, 3}} },
-		"code signing EKU":     func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning} },
-		"authority key id":     func(c *x509.Certificate) { c.AuthorityKeyId = []byte{1} },
-		"max path length":      func(c *x509.Certificate) { c.MaxPathLen = 1 },
-		"non-ASCII OCSP URL":   func(c *x509.Certificate) { c.OCSPServer = []string{"http://ö.example"} },
+		"caIssuers":                   func(c *x509.Certificate) { c.IssuingCertificateURL = []string{"http://x.example/ca"} },
+		"name constraint":             func(c *x509.Certificate) { c.PermittedURIDomains = []string{testTD} },
+		"CA":                          func(c *x509.Certificate) { c.IsCA = true },
+		"no basic constraints":        func(c *x509.Certificate) { c.BasicConstraintsValid = false },
+		"unknown EKU":                 func(c *x509.Certificate) { c.UnknownExtKeyUsage = []asn1.ObjectIdentifier{{1, 2, 3}} },
+		"code signing EKU":            func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning} },
+		"authority key id":            func(c *x509.Certificate) { c.AuthorityKeyId = []byte{1} },
+		"max path length":             func(c *x509.Certificate) { c.MaxPathLen = 1 },
+		"key usage past decipherOnly": func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageDecipherOnly << 1 },
+		"non-ASCII OCSP URL":          func(c *x509.Certificate) { c.OCSPServer = []string{"http://ö.example"} },
 		"non-ASCII URI SAN path": func(c *x509.Certificate) {
 			c.URIs = []*url.URL{{Scheme: "spiffe", Host: testTD, Opaque: "//" + testTD + "/ö"}}
 		},

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"sync"
 	"time"
 )
 
@@ -15,35 +14,52 @@ import (
 // so every few batches every issuance waiting on it waited for a
 // checkpoint too: about a page read and a page write per WAL page, the
 // writer's largest share of system calls after the WAL itself
-// (docs/performance.md, thirteenth pass). Here no connection checkpoints on
-// commit (PRAGMA wal_autocheckpoint = 0, sqliteconn.go); after a commit the
-// writer wakes the checkpointer, which runs a PASSIVE checkpoint on a
-// connection of its own at most every walCheckpointEvery. A passive
-// checkpoint takes no lock a writer or reader waits for: it copies what no
-// reader still needs, and SQLite starts the WAL over once all of it was
-// copied. Durability does not change: a transaction is durable when its
-// commit synced the WAL, checkpointed or not, and SQLite still checkpoints
-// when the last connection closes.
+// (docs/performance.md, thirteenth pass). Here, after the writer's commits,
+// the checkpointer runs a PASSIVE checkpoint on a connection of its own, at
+// most every walCheckpointEvery: it takes no lock a reader or the writer
+// waits for and copies what no reader still needs.
+//
+// SQLite starts the WAL file over only when a write transaction begins
+// with all of it copied, which a checkpoint running beside a busy writer
+// never leaves it: the writer keeps its own checkpoint as a backstop, at
+// walAutoCheckpointPages instead of 1,000 (PRAGMA wal_autocheckpoint,
+// sqliteconn.go). When the WAL reaches that size the writer's checkpoint
+// finds all but its last batches copied already, and its next transaction
+// starts the WAL over; the file stays near 16 MiB however long the load
+// lasts (TestSQLiteWALBoundedUnderSustainedCommits). Durability does not
+// change: a transaction is durable when its commit synced the WAL,
+// checkpointed or not, and SQLite checkpoints when the last connection
+// closes.
 
 // walCheckpointEvery spaces the checkpoints: at 1,000 issuances a second an
 // issuance writes about 30 WAL pages, so a checkpoint copies about as much
 // as SQLite's own would (1,000 pages).
 const walCheckpointEvery = 50 * time.Millisecond
 
+// walCheckpointRetryMax bounds the pause before another try when a
+// checkpoint could not copy everything (a reader on an older snapshot,
+// another process's checkpoint) and no commit came to wake the checkpointer.
+const walCheckpointRetryMax = 2 * time.Second
+
+// walAutoCheckpointPages is the writer's own checkpoint's threshold, the
+// backstop that lets the WAL start over (16 MiB of 4 KiB pages).
+const walAutoCheckpointPages = 4000
+
 // walCheckpointStatement is the checkpointer's one statement.
 const walCheckpointStatement = `PRAGMA wal_checkpoint(PASSIVE)`
 
 // walCheckpointer runs the passive checkpoints of one SQLite Store.
 type walCheckpointer struct {
-	s        *Store
-	wake     chan struct{}
-	quit     chan struct{}
-	exited   chan struct{}
-	stopOnce sync.Once
+	s      *Store
+	wake   chan struct{}
+	ctx    context.Context // ends with stop: a checkpoint waiting for a connection gives up
+	cancel context.CancelFunc
+	exited chan struct{}
 }
 
 func newWALCheckpointer(s *Store) *walCheckpointer {
-	c := &walCheckpointer{s: s, wake: make(chan struct{}, 1), quit: make(chan struct{}), exited: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &walCheckpointer{s: s, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, exited: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -56,9 +72,10 @@ func (c *walCheckpointer) committed() {
 	}
 }
 
-// stop ends the checkpointer and waits for it.
+// stop ends the checkpointer, and a checkpoint it is running, and waits
+// for it.
 func (c *walCheckpointer) stop() {
-	c.stopOnce.Do(func() { close(c.quit) })
+	c.cancel()
 	<-c.exited
 }
 
@@ -66,32 +83,41 @@ func (c *walCheckpointer) run() {
 	defer close(c.exited)
 	pause := time.NewTimer(0)
 	defer pause.Stop()
+	<-pause.C
+	retry := time.Duration(0) // > 0: the last checkpoint left pages behind
 	for {
-		select {
-		case <-c.quit:
-			return
-		case <-c.wake:
+		if retry == 0 {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-c.wake:
+			}
 		}
-		c.checkpoint()
-		pause.Reset(walCheckpointEvery)
+		if c.checkpoint() {
+			retry = 0
+		} else {
+			retry = min(max(2*retry, walCheckpointEvery), walCheckpointRetryMax)
+		}
+		pause.Reset(max(retry, walCheckpointEvery))
 		select {
-		case <-c.quit:
+		case <-c.ctx.Done():
 			return
 		case <-pause.C:
 		}
 	}
 }
 
-// checkpoint runs one passive checkpoint. A busy database (another
-// process's checkpoint) or a failure is retried at the next commit.
-func (c *walCheckpointer) checkpoint() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// checkpoint runs one passive checkpoint and reports whether it copied the
+// whole WAL. A failure is retried.
+func (c *walCheckpointer) checkpoint() bool {
 	var busy, walPages, copied int
-	err := c.s.db.QueryRowxContext(ctx, walCheckpointStatement).Scan(&busy, &walPages, &copied)
+	err := c.s.db.QueryRowxContext(c.ctx, walCheckpointStatement).Scan(&busy, &walPages, &copied)
 	if err != nil {
-		c.s.log.WithError(err).Warn("SQLite WAL checkpoint failed; retrying after the next commit")
-		return
+		if c.ctx.Err() == nil {
+			c.s.log.WithError(err).Warn("SQLite WAL checkpoint failed; trying again")
+		}
+		return false
 	}
-	c.s.log.WithFields(map[string]any{"wal_pages": walPages, "checkpointed": copied}).Trace("SQLite WAL checkpoint")
+	c.s.log.WithFields(map[string]any{"wal_pages": walPages, "checkpointed": copied, "busy": busy}).Trace("SQLite WAL checkpoint")
+	return busy == 0 && copied >= walPages
 }

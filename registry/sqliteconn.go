@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
@@ -46,10 +47,12 @@ func newSQLiteConnector(dsn string) sqliteConnector {
 //     writes, every one of them on the group commit's one writer
 //     (TestSQLiteTempStoreInMemory; docs/performance.md, thirteenth pass).
 //     The journals last one transaction, and ATR's are a batch's pages.
-//   - wal_autocheckpoint = 0: no commit checkpoints the WAL; the Store's
-//     checkpointer does, off the writer (checkpointer.go;
-//     TestSQLiteWALCheckpointedOffTheWriter).
-var connPragmas = []string{"PRAGMA temp_store = MEMORY", "PRAGMA wal_autocheckpoint = 0"}
+//   - wal_autocheckpoint = walAutoCheckpointPages: the Store's
+//     checkpointer copies the WAL back, off the writer, and a commit
+//     checkpoints only as the backstop that lets the WAL start over
+//     (checkpointer.go; TestSQLiteWALCheckpointedOffTheWriter,
+//     TestSQLiteWALBoundedUnderSustainedCommits).
+var connPragmas = []string{"PRAGMA temp_store = MEMORY", "PRAGMA wal_autocheckpoint = " + strconv.Itoa(walAutoCheckpointPages)}
 
 func setConnPragmas(c *sqlite3.SQLiteConn) error {
 	for _, p := range connPragmas {
