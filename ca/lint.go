@@ -92,14 +92,7 @@ func (i *Issuer) lintTemplateAs(tmpl *x509.Certificate, pub crypto.PublicKey, at
 	if err != nil {
 		return nil, fmt.Errorf("ca: lint: signing with the lint key: %w", err)
 	}
-	findings, c, err := lintWith(der, i.lints, false, atr)
-	if err != nil {
-		return nil, err
-	}
-	if len(findings) > 0 {
-		return nil, &LintError{Findings: findings}
-	}
-	return c, nil
+	return i.lintCertificate(der, atr)
 }
 
 // lintTBS lints the certificate of the TBSCertificate tbs (leafTBS) that
@@ -110,6 +103,12 @@ func (i *Issuer) lintTBS(tbs []byte, atr profileLints) (*x509.Certificate, error
 	if err != nil {
 		return nil, fmt.Errorf("ca: lint: encoding the lint certificate: %w", err)
 	}
+	return i.lintCertificate(der, atr)
+}
+
+// lintCertificate runs zlint and the profile lints atr on the lint
+// certificate der and returns it, parsed, or a *LintError.
+func (i *Issuer) lintCertificate(der []byte, atr profileLints) (*x509.Certificate, error) {
 	findings, c, err := lintWith(der, i.lints, false, atr)
 	if err != nil {
 		return nil, err

@@ -155,28 +155,13 @@ func TestSQLiteTempStoreInMemory(t *testing.T) {
 // a commit every few batches; its own checkpoint now waits for 4,000 pages,
 // more than this test writes.
 func TestSQLiteWALCheckpointedOffTheWriter(t *testing.T) {
-	url := testdb.SQLiteURL(t)
-	path := strings.TrimPrefix(url, "sqlite://")
-	s, err := Open(context.Background(), url, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, path := openWALProbe(t, true)
 	ctx := context.Background()
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	var auto int
 	if err := s.inTx(ctx, "probe", func(tx *sqlx.Tx) error {
 		return tx.GetContext(ctx, &auto, `PRAGMA wal_autocheckpoint`)
 	}); err != nil || auto != walAutoCheckpointPages {
 		t.Errorf("the writer's PRAGMA wal_autocheckpoint = %d, %v; want %d (its own checkpoint only as a backstop)", auto, err, walAutoCheckpointPages)
-	}
-	if err := s.inTx(ctx, "probe", func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, `CREATE TABLE wal_probe (i INTEGER PRIMARY KEY, b BLOB)`)
-		return err
-	}); err != nil {
-		t.Fatal(err)
 	}
 	fileSize := func() int64 {
 		fi, err := os.Stat(path)
@@ -218,20 +203,8 @@ func TestSQLiteWALCheckpointedOffTheWriter(t *testing.T) {
 // walAutoCheckpointPages, is the backstop (a review of the checkpointer
 // measured 62 MiB of WAL after 3 s of such commits without it).
 func TestSQLiteWALBoundedUnderSustainedCommits(t *testing.T) {
-	url := testdb.SQLiteURL(t)
-	path := strings.TrimPrefix(url, "sqlite://")
-	s, err := Open(context.Background(), url, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, path := openWALProbe(t, false)
 	ctx := context.Background()
-	if err := s.inTx(ctx, "probe", func(tx *sqlx.Tx) error {
-		_, err := tx.ExecContext(ctx, `CREATE TABLE wal_probe (i INTEGER PRIMARY KEY, b BLOB)`)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
 	// 96 commits of 128 rewritten pages: 48 MiB through the WAL.
 	blob := make([]byte, 4000)
 	var peak int64
@@ -256,4 +229,30 @@ func TestSQLiteWALBoundedUnderSustainedCommits(t *testing.T) {
 	if peak > limit {
 		t.Errorf("the WAL reached %d bytes under 48 MiB of back-to-back commits; want at most %d (it starts over)", peak, limit)
 	}
+}
+
+// openWALProbe opens an SQLite Store on a fresh file, migrated when
+// migrate is set, with the table wal_probe (i INTEGER PRIMARY KEY, b BLOB)
+// created through the writer, and returns it and the file's path.
+func openWALProbe(t *testing.T, migrate bool) (*Store, string) {
+	t.Helper()
+	url := testdb.SQLiteURL(t)
+	s, err := Open(context.Background(), url, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	if migrate {
+		if _, err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.inTx(ctx, "probe", func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TABLE wal_probe (i INTEGER PRIMARY KEY, b BLOB)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return s, strings.TrimPrefix(url, "sqlite://")
 }
