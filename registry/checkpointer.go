@@ -38,7 +38,8 @@ const walCheckpointEvery = 50 * time.Millisecond
 
 // walCheckpointRetryMax bounds the pause before another try when a
 // checkpoint could not copy everything (a reader on an older snapshot,
-// another process's checkpoint) and no commit came to wake the checkpointer.
+// another process's checkpoint) and no commit came to wake the
+// checkpointer; a commit wakes it after walCheckpointEvery as always.
 const walCheckpointRetryMax = 2 * time.Second
 
 // walAutoCheckpointPages is the writer's own checkpoint's threshold, the
@@ -81,24 +82,32 @@ func (c *walCheckpointer) stop() {
 
 func (c *walCheckpointer) run() {
 	defer close(c.exited)
-	pause := time.NewTimer(0)
+	pause, retry := time.NewTimer(0), time.NewTimer(0)
 	defer pause.Stop()
+	defer retry.Stop()
 	<-pause.C
-	retry := time.Duration(0) // > 0: the last checkpoint left pages behind
+	<-retry.C
+	var backoff time.Duration // > 0: the last checkpoint left pages behind
 	for {
-		if retry == 0 {
-			select {
-			case <-c.ctx.Done():
-				return
-			case <-c.wake:
-			}
+		// A commit wakes the checkpointer; so does the retry timer while
+		// the last checkpoint left pages behind and no commit came.
+		var retried <-chan time.Time
+		if backoff > 0 {
+			retried = retry.C
+		}
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.wake:
+		case <-retried:
 		}
 		if c.checkpoint() {
-			retry = 0
+			backoff = 0
 		} else {
-			retry = min(max(2*retry, walCheckpointEvery), walCheckpointRetryMax)
+			backoff = min(max(2*backoff, walCheckpointEvery), walCheckpointRetryMax)
+			retry.Reset(backoff)
 		}
-		pause.Reset(max(retry, walCheckpointEvery))
+		pause.Reset(walCheckpointEvery)
 		select {
 		case <-c.ctx.Done():
 			return

@@ -231,6 +231,56 @@ func TestSQLiteWALBoundedUnderSustainedCommits(t *testing.T) {
 	}
 }
 
+// TestSQLiteWALCheckpointRetriedWhenIdle: a checkpoint that could not copy
+// everything — a reader still on an older snapshot — is tried again once
+// the reader is gone, without waiting for another commit.
+func TestSQLiteWALCheckpointRetriedWhenIdle(t *testing.T) {
+	s, path := openWALProbe(t, false)
+	ctx := context.Background()
+	reader, err := s.db.Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	var n int
+	if _, err := reader.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
+		t.Fatal(err)
+	}
+	if err := reader.GetContext(ctx, &n, `SELECT count(*) FROM wal_probe`); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fi.Size()
+	blob := make([]byte, 4000)
+	if err := s.inTx(ctx, "probe", func(tx *sqlx.Tx) error {
+		for i := range 256 {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO wal_probe VALUES (?, ?)`, i, blob); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The commit's checkpoint runs while the reader holds its snapshot.
+	time.Sleep(2 * walCheckpointEvery)
+	if _, err := reader.ExecContext(ctx, `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	const want = 768 << 10 // of the 1 MiB committed
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if fi, err := os.Stat(path); err == nil && fi.Size()-before >= want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("the database file did not grow by %d bytes within 10 s of the reader's end with no further commit; want the checkpoint tried again", want)
+}
+
 // openWALProbe opens an SQLite Store on a fresh file, migrated when
 // migrate is set, with the table wal_probe (i INTEGER PRIMARY KEY, b BLOB)
 // created through the writer, and returns it and the file's path.
