@@ -495,13 +495,7 @@ func TestExecPlan(t *testing.T) {
 		if err := run([]guard{g}, stmts); err != nil {
 			t.Fatal(err)
 		}
-		want := int64(3)
-		if db == "postgres" {
-			want = 1
-		}
-		if got := statements.Load(); got != want {
-			t.Errorf("a guard and two inserts ran %d statements, want %d", got, want)
-		}
+		checkPlanStatements(t, db, statements.Load(), 3, "a guard and two inserts")
 		g, stmts = appendAt(5, "c5") // the head is at 1
 		if err := run([]guard{g}, stmts); !errors.Is(err, errMoved) {
 			t.Errorf("a stale head: %v, want its guard's error", err)
@@ -562,13 +556,7 @@ func TestExecPlanGuards(t *testing.T) {
 		if err := run(pending("s1"), agent("s0", "s1")); err != nil {
 			t.Fatal(err)
 		}
-		want := int64(2)
-		if db == "postgres" {
-			want = 1
-		}
-		if got := statements.Load(); got != want {
-			t.Errorf("two guards ran %d statements, want %d", got, want)
-		}
+		checkPlanStatements(t, db, statements.Load(), 2, "two guards")
 		for _, c := range []struct {
 			guards []guard
 			want   error
@@ -610,4 +598,17 @@ func TestExecPlanGuards(t *testing.T) {
 			}
 		}
 	})
+}
+
+// checkPlanStatements checks that a plan of what ran got statements: one on
+// PostgreSQL, onSQLite on SQLite (one per guard and insert).
+func checkPlanStatements(t *testing.T, db string, got, onSQLite int64, what string) {
+	t.Helper()
+	want := onSQLite
+	if db == "postgres" {
+		want = 1
+	}
+	if got != want {
+		t.Errorf("%s ran %d statements, want %d", what, got, want)
+	}
 }
