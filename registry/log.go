@@ -71,13 +71,16 @@ type transparencyLog struct {
 		held      bool
 	}
 
-	// sealed counts the checkpoints sealBatch stored with their batch
-	// (tests).
+	// seals signs the checkpoints of the trees batches committed
+	// (sealBatch, sealer.go); sealed counts them (tests).
+	seals  *sealer
 	sealed atomic.Int64
 }
 
 func newTransparencyLog(s *Store, signer note.Signer, verifier note.Verifier, origin string, log *logrus.Entry) *transparencyLog {
-	return &transparencyLog{store: s, db: s.db, signer: signer, verifier: verifier, origin: origin, log: log, now: time.Now}
+	l := &transparencyLog{store: s, db: s.db, signer: signer, verifier: verifier, origin: origin, log: log, now: time.Now}
+	l.seals = newSealer(l)
+	return l
 }
 
 // sqlRunner is what both *sqlx.DB and *sqlx.Tx offer.
@@ -703,6 +706,10 @@ func (l *transparencyLog) checkpoint(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if k := l.known.Load(); k != nil && k.Size == head.Size {
+		// Signed after its batch, and perhaps not stored yet (sealer.go).
+		return []byte(k.Note), nil
+	}
 	latest, err := l.latestCheckpoint(ctx)
 	if err != nil {
 		return nil, err
@@ -743,6 +750,9 @@ func (l *transparencyLog) covering(ctx context.Context, minSize int64) (*knownCh
 		}
 		return nil, fmt.Errorf("registry: log: no checkpoint covers %d leaves and no checkpoint signer is configured: %w", minSize, ErrUnavailable)
 	}
+	if k, err := l.awaitSeal(ctx, minSize); k != nil || err != nil {
+		return k, err
+	}
 	for try := 0; ; try++ {
 		if k := l.known.Load(); k != nil && k.Size >= minSize {
 			return k, nil
@@ -759,6 +769,28 @@ func (l *transparencyLog) covering(ctx context.Context, minSize int64) (*knownCh
 		// after the commit: a second miss means the log really is smaller.
 		if try == 1 {
 			return nil, fmt.Errorf("registry: checkpoint: tree size %d is below %d: %w", c.Size, minSize, ErrNotFound)
+		}
+	}
+}
+
+// awaitSeal returns the known checkpoint when it holds at least minSize
+// leaves, after waiting for the seals under way of committed trees that
+// large (sealer.go): a batch's receipts, and anyone else asking for its
+// tree, wait for that signature rather than make another. It returns nil
+// when no checkpoint known or being signed is that large.
+func (l *transparencyLog) awaitSeal(ctx context.Context, minSize int64) (*knownCheckpoint, error) {
+	for {
+		if k := l.known.Load(); k != nil && k.Size >= minSize {
+			return k, nil
+		}
+		ended, ok := l.seals.waitFor(minSize)
+		if !ok {
+			return nil, nil
+		}
+		select {
+		case <-ended:
+		case <-ctx.Done():
+			return nil, dbErr("log: waiting for a checkpoint", ctx.Err())
 		}
 	}
 }
@@ -799,6 +831,11 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint,
 		// branch are not served again from memory.
 		l.log.WithFields(logrus.Fields{"tree_size": head.Size, "known_size": k.Size}).Error("the transparency log is smaller than a checkpoint this process saw; forgetting it")
 		l.known.CompareAndSwap(k, nil)
+	}
+	// A checkpoint of this tree signed after its batch (sealer.go), which
+	// may not be stored yet: one note per tree in this process.
+	if k, err := l.awaitSeal(ctx, head.Size); k != nil || err != nil {
+		return k, err
 	}
 	latest, err := l.latestCheckpoint(ctx)
 	if err != nil {
@@ -894,18 +931,15 @@ func storeCheckpoint(ctx context.Context, q sqlx.ExtContext, size int64, msg []b
 	return stored, dbErr("log: storing checkpoint", err)
 }
 
-// sealBatch signs the checkpoint of the tree a batch of issuance commits
-// makes and stores it inside the batch's transaction tx, before the commit
-// (writer.go): one commit — on SQLite one fsync — holds the batch's leaves
-// and the checkpoint their receipts are made against, instead of a second
-// transaction after it. The same checks as signCheckpoint's come first
-// (signTree). It returns what to run once tx committed — only then is the
-// checkpoint known (covering finds it without a read); a batch that rolls
-// back drops the note unseen, so no signed note of an uncommitted tree ever
-// leaves the process. It returns nil when it sealed nothing: no signer, no
-// growth, a failed check or signature — the receipts then take the usual
-// path (covering signs after the commit). A failed statement is not
-// returned: on PostgreSQL it aborts tx and the commit reports it.
+// sealBatch hands the tree a batch of issuance commits makes to the sealer
+// (sealer.go), which signs its checkpoint after the commit, off the writer.
+// It runs inside the batch's transaction tx, before the commit (writer.go),
+// and takes what the seal needs from it: the head tx holds (no read, as a
+// rule) and the hashes tx read and wrote. It returns what to run once tx
+// committed — only then does the sealer see the tree; a batch that rolls
+// back hands it nothing. It returns nil when there is nothing to seal: no
+// signer, no growth, or a head it could not read (the receipts then take
+// the usual path: covering signs).
 func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 	if l.signer == nil || l.verifier == nil {
 		return nil
@@ -920,31 +954,53 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 	if k := l.known.Load(); k != nil && k.Size >= head.Size {
 		return nil // nothing new, or a restored database (signCheckpoint forgets k)
 	}
-	latest, err := l.latestCheckpointIn(ctx, tx)
-	if err != nil || (latest != nil && latest.Size >= head.Size) {
+	// The sealer's copy of the hashes: the memo stays the transaction's.
+	hashes := l.txMemo(ctx, tx, head).below(tlog.StoredHashCount(head.Size))
+	return func() { l.seals.put(sealJob{head: head, hashes: hashes}) }
+}
+
+// sealCommitted signs the checkpoint of j, a committed batch's tree, after
+// the same checks as signCheckpoint's (signTree: the stored hashes give its
+// root; it is consistent with the checkpoint this process knows, else with
+// the newest stored one), and makes it the known one. It returns nil when it
+// signed nothing: a checkpoint covering the tree is known already, or a
+// check or the signature failed (logged; waiting receipts then sign one
+// themselves: covering).
+func (l *transparencyLog) sealCommitted(ctx context.Context, j sealJob) *knownCheckpoint {
+	if l.signer == nil || l.verifier == nil {
 		return nil
 	}
-	hs := l.txMemo(ctx, tx, head)
-	msg, root, err := l.signTree(ctx, hs, head, latest)
+	var prev *storedCheckpoint
+	if k := l.known.Load(); k != nil {
+		if k.Size >= j.head.Size {
+			return nil // covered already, or a restored database (signCheckpoint forgets k)
+		}
+		prev = &k.storedCheckpoint
+	} else {
+		latest, err := l.latestCheckpoint(ctx)
+		if err != nil {
+			l.log.WithError(err).WithField("tree_size", j.head.Size).Warn("checkpoint not signed after its batch; receipts sign one")
+			return nil
+		}
+		if latest != nil && latest.Size >= j.head.Size {
+			return nil // another replica's covers it (latestCheckpoint keeps it)
+		}
+		prev = latest
+	}
+	hs := &memoHashes{hashStore: hashStore{l.db}, m: j.hashes, readOnly: true}
+	msg, root, err := l.signTree(ctx, hs, j.head, prev)
 	if err != nil {
-		l.log.WithError(err).WithField("tree_size", head.Size).Warn("checkpoint not sealed with its batch; receipts sign one after the commit")
+		l.log.WithError(err).WithField("tree_size", j.head.Size).Warn("checkpoint not signed after its batch; receipts sign one")
 		return nil
 	}
-	now := l.now()
-	stored, err := storeCheckpoint(ctx, tx, head.Size, msg, now)
-	if err != nil || stored != string(msg) {
-		return nil
-	}
-	// The receipts' copy of the hashes: the memo stays the transaction's.
-	k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: head.Size, Note: stored}, hash: root, hashes: hs.below(tlog.StoredHashCount(head.Size))}
-	return func() {
-		l.mu.Lock()
-		l.lastSigned = now
-		l.mu.Unlock()
-		l.remember(k)
-		l.sealed.Add(1)
-		l.log.WithField("tree_size", head.Size).Debug("signed transparency log checkpoint with its batch")
-	}
+	l.mu.Lock()
+	l.lastSigned = l.now()
+	l.mu.Unlock()
+	k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: j.head.Size, Note: string(msg)}, hash: root, hashes: j.hashes}
+	l.remember(k)
+	l.sealed.Add(1)
+	l.log.WithField("tree_size", j.head.Size).Debug("signed transparency log checkpoint after its batch")
+	return k
 }
 
 // entries returns the raw entries [start, end), end clamped to the tree size;
