@@ -638,6 +638,35 @@ type knownCheckpoint struct {
 	// that sealed it read and wrote (sealBatch), never changed after its
 	// commit — from which its fresh receipts are proved (proofHashes).
 	hashes map[int64]tlog.Hash
+	// unstored: signed after its batch and not stored yet (sealer.go). It
+	// may go into receipts, and is stored before it is handed out
+	// otherwise (published).
+	unstored atomic.Bool
+}
+
+// published returns k as a checkpoint to hand out beyond a receipt — to
+// witnesses, whose cosignatures are stored against the stored note, and at
+// GET /log/checkpoint — once it is stored: a checkpoint the sealer signed
+// and has not stored yet is stored now. When another replica stored one of
+// the same size first, that one is returned (all replicas serve one note
+// per size).
+func (l *transparencyLog) published(ctx context.Context, k *knownCheckpoint) (*knownCheckpoint, error) {
+	if !k.unstored.Load() {
+		return k, nil
+	}
+	var stored string
+	if err := l.store.inIdempotentStatement(ctx, "log: storing checkpoint", func(q sqlx.ExtContext) error {
+		var err error
+		stored, err = storeCheckpoint(ctx, q, k.Size, []byte(k.Note), l.now())
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	k.unstored.Store(false)
+	if stored == k.Note {
+		return k, nil
+	}
+	return l.check(&storedCheckpoint{Size: k.Size, Note: stored})
 }
 
 // proofHashes returns where the hashes of k's tree are read: k's own,
@@ -705,10 +734,6 @@ func (l *transparencyLog) checkpoint(ctx context.Context) ([]byte, error) {
 	head, err := l.head(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if k := l.known.Load(); k != nil && k.Size == head.Size {
-		// Signed after its batch, and perhaps not stored yet (sealer.go).
-		return []byte(k.Note), nil
 	}
 	latest, err := l.latestCheckpoint(ctx)
 	if err != nil {
@@ -834,8 +859,10 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint,
 	}
 	// A checkpoint of this tree signed after its batch (sealer.go), which
 	// may not be stored yet: one note per tree in this process.
-	if k, err := l.awaitSeal(ctx, head.Size); k != nil || err != nil {
-		return k, err
+	if k, err := l.awaitSeal(ctx, head.Size); err != nil {
+		return nil, err
+	} else if k != nil {
+		return l.published(ctx, k)
 	}
 	latest, err := l.latestCheckpoint(ctx)
 	if err != nil {
@@ -997,6 +1024,7 @@ func (l *transparencyLog) sealCommitted(ctx context.Context, j sealJob) *knownCh
 	l.lastSigned = l.now()
 	l.mu.Unlock()
 	k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: j.head.Size, Note: string(msg)}, hash: root, hashes: j.hashes}
+	k.unstored.Store(true)
 	l.remember(k)
 	l.sealed.Add(1)
 	l.log.WithField("tree_size", j.head.Size).Debug("signed transparency log checkpoint after its batch")

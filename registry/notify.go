@@ -509,7 +509,9 @@ func (r *Registry) Start(ctx context.Context) error {
 // Start.
 func (r *Registry) Close() error {
 	r.notify.stop()
-	r.store.sealLog.CompareAndSwap(r.seal, nil)
+	if r.store.sealLog.CompareAndSwap(r.seal, nil) {
+		r.store.sealer.CompareAndSwap(r.tlog.seals, nil)
+	}
 	// The checkpoints of batches committed before are signed and stored
 	// while the Store is open.
 	r.tlog.seals.wait()

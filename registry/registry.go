@@ -224,7 +224,9 @@ func New(cfg Config) (*Registry, error) {
 	// with its log's checkpoints (writer.go); Close takes it back.
 	seal := r.tlog.sealBatch
 	r.seal = &seal
-	cfg.Store.sealLog.CompareAndSwap(nil, r.seal)
+	if cfg.Store.sealLog.CompareAndSwap(nil, r.seal) {
+		cfg.Store.sealer.Store(r.tlog.seals)
+	}
 	return r, nil
 }
 

@@ -31,7 +31,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -154,17 +153,13 @@ func (s *sealer) seal(j sealJob) {
 	}
 }
 
-// store stores k's note. Another replica may have stored one of the same
-// size first (its note of the same tree is kept: storeCheckpoint).
+// store stores k's note, unless it was stored meanwhile (published).
+// Another replica may have stored one of the same size first (its note of
+// the same tree is kept: storeCheckpoint).
 func (s *sealer) store(k *knownCheckpoint) {
 	ctx, cancel := context.WithTimeout(context.Background(), sealTimeout)
 	defer cancel()
-	now := s.l.now()
-	err := s.l.store.inIdempotentStatement(ctx, "log: storing checkpoint", func(q sqlx.ExtContext) error {
-		_, err := storeCheckpoint(ctx, q, k.Size, []byte(k.Note), now)
-		return err
-	})
-	if err != nil {
+	if _, err := s.l.published(ctx, k); err != nil {
 		s.l.log.WithError(err).WithField("tree_size", k.Size).Warn("checkpoint signed after its batch was not stored; a later one will be")
 	}
 }

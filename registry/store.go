@@ -59,6 +59,8 @@ type Store struct {
 	// batch's tree to the log's sealer, transparencyLog.sealBatch;
 	// writer.go, sealer.go).
 	sealLog atomic.Pointer[func(context.Context, *sqlx.Tx) func()]
+	// sealer is the sealer sealLog hands trees to: Close waits for it.
+	sealer atomic.Pointer[sealer]
 	// rollbacks counts the batch items whose savepoint was rolled back
 	// (writer.runItems): the log trusts the head its transaction's last
 	// append left only while none was (transparencyLog.txHead).
@@ -254,10 +256,20 @@ func (s *Store) GroupCommitStats() GroupCommitStats {
 
 // Close closes the connection pool.
 func (s *Store) Close() error {
+	// The checkpoints of the batches committed so far are signed and
+	// stored while the writer runs; those of the batches the writer still
+	// runs as it stops are signed, and stored on PostgreSQL (sealer.go).
+	sl := s.sealer.Load()
+	if sl != nil {
+		sl.wait()
+	}
 	for _, w := range []*writer{s.w, s.grouped} {
 		if w != nil {
 			w.stop()
 		}
+	}
+	if sl != nil {
+		sl.wait()
 	}
 	if s.ckpt != nil {
 		s.ckpt.stop()
