@@ -666,7 +666,15 @@ func (l *transparencyLog) published(ctx context.Context, k *knownCheckpoint) (*k
 	if stored == k.Note {
 		return k, nil
 	}
-	return l.check(&storedCheckpoint{Size: k.Size, Note: stored})
+	// Another note of this size was stored first: it is the one served
+	// from now on.
+	c, err := l.check(&storedCheckpoint{Size: k.Size, Note: stored})
+	if err != nil {
+		return nil, err
+	}
+	c.hashes = k.hashes
+	l.known.CompareAndSwap(k, c)
+	return c, nil
 }
 
 // proofHashes returns where the hashes of k's tree are read: k's own,
@@ -810,6 +818,10 @@ func (l *transparencyLog) awaitSeal(ctx context.Context, minSize int64) (*knownC
 		}
 		ended, ok := l.seals.waitFor(minSize)
 		if !ok {
+			// A seal may have ended since the known checkpoint was read.
+			if k := l.known.Load(); k != nil && k.Size >= minSize {
+				return k, nil
+			}
 			return nil, nil
 		}
 		select {
@@ -818,6 +830,17 @@ func (l *transparencyLog) awaitSeal(ctx context.Context, minSize int64) (*knownC
 			return nil, dbErr("log: waiting for a checkpoint", ctx.Err())
 		}
 	}
+}
+
+// newerKnown returns the checkpoint a tree of size is checked consistent
+// with before it is signed: latest, the newest stored one (nil: none), or
+// the known one when it is newer and smaller than size — signed after its
+// batch, it may not be stored yet (sealer.go).
+func (l *transparencyLog) newerKnown(latest *storedCheckpoint, size int64) *storedCheckpoint {
+	if k := l.known.Load(); k != nil && k.Size < size && (latest == nil || k.Size > latest.Size) {
+		return &k.storedCheckpoint
+	}
+	return latest
 }
 
 // signShared is signCheckpoint, once at a time per process: callers that
@@ -858,11 +881,23 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint,
 		l.known.CompareAndSwap(k, nil)
 	}
 	// A checkpoint of this tree signed after its batch (sealer.go), which
-	// may not be stored yet: one note per tree in this process.
-	if k, err := l.awaitSeal(ctx, head.Size); err != nil {
+	// may not be stored yet: one note per tree in this process. Only one
+	// of this very tree: a database restored and grown back to the size of
+	// a checkpoint this process knows holds another root.
+	waitCtx, cancel := context.WithTimeout(ctx, sealTimeout)
+	sealed, err := l.awaitSeal(waitCtx, head.Size)
+	cancel()
+	if err != nil {
 		return nil, err
-	} else if k != nil {
-		return l.published(ctx, k)
+	}
+	if sealed != nil {
+		if sealed.Size == head.Size && string(sealed.hash[:]) == string(head.Root) {
+			return l.published(ctx, sealed)
+		}
+		if sealed.Size == head.Size {
+			l.log.WithField("tree_size", head.Size).Error("the transparency log's root differs from the checkpoint this process knows of its size; forgetting it")
+			l.known.CompareAndSwap(sealed, nil)
+		}
 	}
 	latest, err := l.latestCheckpoint(ctx)
 	if err != nil {
@@ -877,7 +912,7 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint,
 		l.remember(k)
 		return k, nil
 	}
-	msg, root, err := l.signTree(ctx, newMemoHashes(l.db), head, latest)
+	msg, root, err := l.signTree(ctx, newMemoHashes(l.db), head, l.newerKnown(latest, head.Size))
 	if err != nil {
 		return nil, err
 	}
@@ -997,28 +1032,43 @@ func (l *transparencyLog) sealCommitted(ctx context.Context, j sealJob) *knownCh
 	if l.signer == nil || l.verifier == nil {
 		return nil
 	}
-	var prev *storedCheckpoint
-	if k := l.known.Load(); k != nil {
-		if k.Size >= j.head.Size {
-			return nil // covered already, or a restored database (signCheckpoint forgets k)
+	hs := &memoHashes{hashStore: hashStore{l.db}, m: j.hashes, readOnly: true}
+	var (
+		msg  []byte
+		root tlog.Hash
+		err  error
+	)
+	// First against the checkpoint this process knows (no read); should
+	// that check fail — a database restored under the process and grown
+	// back past it — the known one is forgotten, and the tree is checked
+	// against the newest stored one, as signCheckpoint does.
+	for try := 0; try < 2; try++ {
+		var prev *storedCheckpoint
+		k := l.known.Load()
+		if k != nil && try == 0 {
+			if k.Size >= j.head.Size {
+				return nil // covered already, or a restored database (signCheckpoint forgets k)
+			}
+			prev = &k.storedCheckpoint
+		} else {
+			latest, err := l.latestCheckpoint(ctx)
+			if err != nil {
+				l.log.WithError(err).WithField("tree_size", j.head.Size).Warn("checkpoint not signed after its batch; receipts sign one")
+				return nil
+			}
+			if latest != nil && latest.Size >= j.head.Size {
+				return nil // another replica's covers it (latestCheckpoint keeps it)
+			}
+			prev = latest
 		}
-		prev = &k.storedCheckpoint
-	} else {
-		latest, err := l.latestCheckpoint(ctx)
-		if err != nil {
+		if msg, root, err = l.signTree(ctx, hs, j.head, prev); err == nil {
+			break
+		}
+		if k == nil || try == 1 {
 			l.log.WithError(err).WithField("tree_size", j.head.Size).Warn("checkpoint not signed after its batch; receipts sign one")
 			return nil
 		}
-		if latest != nil && latest.Size >= j.head.Size {
-			return nil // another replica's covers it (latestCheckpoint keeps it)
-		}
-		prev = latest
-	}
-	hs := &memoHashes{hashStore: hashStore{l.db}, m: j.hashes, readOnly: true}
-	msg, root, err := l.signTree(ctx, hs, j.head, prev)
-	if err != nil {
-		l.log.WithError(err).WithField("tree_size", j.head.Size).Warn("checkpoint not signed after its batch; receipts sign one")
-		return nil
+		l.forget(k)
 	}
 	l.mu.Lock()
 	l.lastSigned = l.now()

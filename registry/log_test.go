@@ -1150,3 +1150,64 @@ func TestSealRunsOffTheWriter(t *testing.T) {
 		})
 	}
 }
+
+// TestLogPublishesNoCheckpointOfALostBranch: a database restored under a
+// running process and grown back to exactly the size of the checkpoint the
+// process knows holds another tree of that size; the checkpoint handed out
+// (to witnesses, at GET /log/checkpoint) is one of the tree stored now,
+// never the known one of the lost branch (the known checkpoint is taken for
+// its size only when its root is the head's).
+func TestLogPublishesNoCheckpointOfALostBranch(t *testing.T) {
+	for _, dbName := range testdb.Names() {
+		t.Run(dbName, func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, dbName)
+			l := f.logs[0]
+			for i := range 6 {
+				if _, err := f.appendOne(ctx, 0, fmt.Sprint("old", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if k, err := l.covering(ctx, 6); err != nil || k.Size != 6 {
+				t.Fatalf("covering(6): %v, %v", k, err)
+			}
+			db := f.stores[0].db
+			root4, err := translog.RootHash(ctx, hashStore{db}, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range []string{
+				`DELETE FROM log_entries WHERE idx >= 4`,
+				fmt.Sprintf(`DELETE FROM log_hashes WHERE idx >= %d`, tlog.StoredHashCount(4)),
+				`DELETE FROM log_checkpoints`,
+			} {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_head SET size = 4, root = ? WHERE id = 1`), root4[:]); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 2 {
+				if _, err := f.appendOne(ctx, 0, fmt.Sprint("new", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			head, err := l.head(ctx)
+			if err != nil || head.Size != 6 {
+				t.Fatalf("head %+v, %v; want size 6", head, err)
+			}
+			k, err := l.signShared(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := translog.OpenCheckpoint([]byte(k.Note), f.verifier)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Size != 6 || string(c.Hash[:]) != string(head.Root) {
+				t.Fatalf("the checkpoint handed out states size %d and another root than the stored tree's: the lost branch's", c.Size)
+			}
+		})
+	}
+}

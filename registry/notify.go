@@ -509,11 +509,11 @@ func (r *Registry) Start(ctx context.Context) error {
 // Start.
 func (r *Registry) Close() error {
 	r.notify.stop()
-	if r.store.sealLog.CompareAndSwap(r.seal, nil) {
-		r.store.sealer.CompareAndSwap(r.tlog.seals, nil)
-	}
+	r.store.sealLog.CompareAndSwap(r.seal, nil)
 	// The checkpoints of batches committed before are signed and stored
-	// while the Store is open.
+	// while the Store is open. A batch that took the seal just before it
+	// was taken back may hand its tree over after this wait: the Store
+	// keeps the sealer (Store.sealer) and its Close waits for it again.
 	r.tlog.seals.wait()
 	return nil
 }

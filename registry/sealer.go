@@ -6,8 +6,10 @@ package registry
 // batch read and wrote); the sealer checks that tree against the stored
 // hashes and the previous checkpoint, signs its checkpoint on the token and
 // makes it the known one, which wakes the batch's requests waiting for
-// their receipts (covering); a third goroutine then stores the note through
-// the writer, in whatever batch comes next. Meanwhile the writer runs the
+// their receipts (covering); a third goroutine then stores the note — on
+// SQLite through the writer, in whatever batch comes next, on PostgreSQL by
+// a statement of its own on the pool. A note handed out beyond a receipt
+// (to witnesses, at GET /log/checkpoint) is stored first (published). Meanwhile the writer runs the
 // next batch: it no longer holds its transaction — on SQLite the one write
 // lock, on PostgreSQL the log head's row lock — while two signatures are
 // made and their goroutines wait for a core.
@@ -15,7 +17,9 @@ package registry
 // The guarantees:
 //   - A checkpoint is signed only over a committed tree (stronger than
 //     before, when a tree was signed inside the transaction that made it and
-//     the note dropped if the commit failed).
+//     the note dropped if the commit failed), after its root is recomputed
+//     from the stored hashes and it is proved consistent with the
+//     checkpoint this process knows (else the newest stored one; signTree).
 //   - A receipt is handed out only once its checkpoint is signed and known;
 //     an issuance is acknowledged, as before, only after its leaf committed.
 //   - The note of a receipt may reach log_checkpoints a batch later than
@@ -44,45 +48,62 @@ type newest[T any] struct {
 	fn func(T)
 
 	mu      sync.Mutex
+	cond    *sync.Cond // on mu: broadcast when done moves
 	next    T
 	has     bool
-	running chan struct{} // closed when the running goroutine ends; nil: none runs
+	running bool
+	// puts counts the values put; done, those run or coalesced into one
+	// that ran.
+	puts, done uint64
 }
 
 func (q *newest[T]) put(v T) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.puts++
 	q.next, q.has = v, true
-	if q.running == nil {
-		q.running = make(chan struct{})
-		go q.run(q.running)
+	if !q.running {
+		q.running = true
+		go q.run()
 	}
 }
 
-func (q *newest[T]) run(done chan struct{}) {
-	defer close(done)
-	for {
-		q.mu.Lock()
-		if !q.has {
-			q.running = nil
-			q.mu.Unlock()
-			return
-		}
-		v := q.next
+func (q *newest[T]) run() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.has {
+		v, n := q.next, q.puts
 		var zero T
 		q.next, q.has = zero, false
 		q.mu.Unlock()
 		q.fn(v)
+		q.mu.Lock()
+		q.done = n
+		if q.cond != nil {
+			q.cond.Broadcast()
+		}
 	}
+	q.running = false
 }
 
-// wait returns when nothing put before it is left to run.
+// queued tells whether a value waits to be run.
+func (q *newest[T]) queued() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.has
+}
+
+// wait returns when every value put before it ran or was coalesced into
+// one that ran (not when the goroutine ends: values put after it do not
+// hold it).
 func (q *newest[T]) wait() {
 	q.mu.Lock()
-	done := q.running
-	q.mu.Unlock()
-	if done != nil {
-		<-done
+	defer q.mu.Unlock()
+	if q.cond == nil {
+		q.cond = sync.NewCond(&q.mu)
+	}
+	for target := q.puts; q.done < target; {
+		q.cond.Wait()
 	}
 }
 
@@ -118,8 +139,8 @@ func newSealer(l *transparencyLog) *sealer {
 // put hands the sealer a committed tree (the writer, after the commit).
 func (s *sealer) put(j sealJob) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.pending = max(s.pending, j.head.Size)
-	s.mu.Unlock()
 	s.jobs.put(j)
 }
 
@@ -142,8 +163,8 @@ func (s *sealer) seal(j sealJob) {
 	defer cancel()
 	k := s.l.sealCommitted(ctx, j)
 	s.mu.Lock()
-	if s.pending == j.head.Size {
-		s.pending = 0
+	if !s.jobs.queued() {
+		s.pending = 0 // nothing else to seal (put holds mu while it queues)
 	}
 	close(s.ended)
 	s.ended = make(chan struct{})

@@ -59,7 +59,8 @@ type Store struct {
 	// batch's tree to the log's sealer, transparencyLog.sealBatch;
 	// writer.go, sealer.go).
 	sealLog atomic.Pointer[func(context.Context, *sqlx.Tx) func()]
-	// sealer is the sealer sealLog hands trees to: Close waits for it.
+	// sealer is the sealer sealLog hands (or last handed) trees to: Close
+	// waits for it.
 	sealer atomic.Pointer[sealer]
 	// rollbacks counts the batch items whose savepoint was rolled back
 	// (writer.runItems): the log trusts the head its transaction's last
