@@ -284,9 +284,8 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 	rec := &CertificateRecord{Serial: serialHex, FingerprintSHA256: hex.EncodeToString(fp[:]), Status: CertIssued,
 		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), DER: cert.Raw, IssuerKeyID: hex.EncodeToString(cert.AuthorityKeyId)}
 	// Step 6: one transaction for everything the issuance changes, committed
-	// together with the issuances that are ready at the same time (group
-	// commit, writer.go); the checkpoint their receipts need is signed once
-	// the batch committed (sealer.go).
+	// together with the issuances that are ready at the same time and the
+	// checkpoint their receipts need (group commit, writer.go).
 	err = r.store.inTxLogged(ctx, kind+": storing certificate", func(tx *sqlx.Tx) error {
 		var settled bool
 		pending := markIssued(kind, serialHex, now)

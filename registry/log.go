@@ -71,16 +71,13 @@ type transparencyLog struct {
 		held      bool
 	}
 
-	// seals signs the checkpoints of the trees batches committed
-	// (sealBatch, sealer.go); sealed counts them (tests).
-	seals  *sealer
+	// sealed counts the checkpoints sealBatch stored with their batch
+	// (tests).
 	sealed atomic.Int64
 }
 
 func newTransparencyLog(s *Store, signer note.Signer, verifier note.Verifier, origin string, log *logrus.Entry) *transparencyLog {
-	l := &transparencyLog{store: s, db: s.db, signer: signer, verifier: verifier, origin: origin, log: log, now: time.Now}
-	l.seals = newSealer(l)
-	return l
+	return &transparencyLog{store: s, db: s.db, signer: signer, verifier: verifier, origin: origin, log: log, now: time.Now}
 }
 
 // sqlRunner is what both *sqlx.DB and *sqlx.Tx offer.
@@ -638,43 +635,6 @@ type knownCheckpoint struct {
 	// that sealed it read and wrote (sealBatch), never changed after its
 	// commit — from which its fresh receipts are proved (proofHashes).
 	hashes map[int64]tlog.Hash
-	// unstored: signed after its batch and not stored yet (sealer.go). It
-	// may go into receipts, and is stored before it is handed out
-	// otherwise (published).
-	unstored atomic.Bool
-}
-
-// published returns k as a checkpoint to hand out beyond a receipt — to
-// witnesses, whose cosignatures are stored against the stored note, and at
-// GET /log/checkpoint — once it is stored: a checkpoint the sealer signed
-// and has not stored yet is stored now. When another replica stored one of
-// the same size first, that one is returned (all replicas serve one note
-// per size).
-func (l *transparencyLog) published(ctx context.Context, k *knownCheckpoint) (*knownCheckpoint, error) {
-	if !k.unstored.Load() {
-		return k, nil
-	}
-	var stored string
-	if err := l.store.inIdempotentStatement(ctx, "log: storing checkpoint", func(q sqlx.ExtContext) error {
-		var err error
-		stored, err = storeCheckpoint(ctx, q, k.Size, []byte(k.Note), l.now())
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	k.unstored.Store(false)
-	if stored == k.Note {
-		return k, nil
-	}
-	// Another note of this size was stored first: it is the one served
-	// from now on.
-	c, err := l.check(&storedCheckpoint{Size: k.Size, Note: stored})
-	if err != nil {
-		return nil, err
-	}
-	c.hashes = k.hashes
-	l.known.CompareAndSwap(k, c)
-	return c, nil
 }
 
 // proofHashes returns where the hashes of k's tree are read: k's own,
@@ -783,9 +743,6 @@ func (l *transparencyLog) covering(ctx context.Context, minSize int64) (*knownCh
 		}
 		return nil, fmt.Errorf("registry: log: no checkpoint covers %d leaves and no checkpoint signer is configured: %w", minSize, ErrUnavailable)
 	}
-	if k, err := l.awaitSeal(ctx, minSize); k != nil || err != nil {
-		return k, err
-	}
 	for try := 0; ; try++ {
 		if k := l.known.Load(); k != nil && k.Size >= minSize {
 			return k, nil
@@ -804,43 +761,6 @@ func (l *transparencyLog) covering(ctx context.Context, minSize int64) (*knownCh
 			return nil, fmt.Errorf("registry: checkpoint: tree size %d is below %d: %w", c.Size, minSize, ErrNotFound)
 		}
 	}
-}
-
-// awaitSeal returns the known checkpoint when it holds at least minSize
-// leaves, after waiting for the seals under way of committed trees that
-// large (sealer.go): a batch's receipts, and anyone else asking for its
-// tree, wait for that signature rather than make another. It returns nil
-// when no checkpoint known or being signed is that large.
-func (l *transparencyLog) awaitSeal(ctx context.Context, minSize int64) (*knownCheckpoint, error) {
-	for {
-		if k := l.known.Load(); k != nil && k.Size >= minSize {
-			return k, nil
-		}
-		ended, ok := l.seals.waitFor(minSize)
-		if !ok {
-			// A seal may have ended since the known checkpoint was read.
-			if k := l.known.Load(); k != nil && k.Size >= minSize {
-				return k, nil
-			}
-			return nil, nil
-		}
-		select {
-		case <-ended:
-		case <-ctx.Done():
-			return nil, dbErr("log: waiting for a checkpoint", ctx.Err())
-		}
-	}
-}
-
-// newerKnown returns the checkpoint a tree of size is checked consistent
-// with before it is signed: latest, the newest stored one (nil: none), or
-// the known one when it is newer and smaller than size — signed after its
-// batch, it may not be stored yet (sealer.go).
-func (l *transparencyLog) newerKnown(latest *storedCheckpoint, size int64) *storedCheckpoint {
-	if k := l.known.Load(); k != nil && k.Size < size && (latest == nil || k.Size > latest.Size) {
-		return &k.storedCheckpoint
-	}
-	return latest
 }
 
 // signShared is signCheckpoint, once at a time per process: callers that
@@ -880,25 +800,6 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint,
 		l.log.WithFields(logrus.Fields{"tree_size": head.Size, "known_size": k.Size}).Error("the transparency log is smaller than a checkpoint this process saw; forgetting it")
 		l.known.CompareAndSwap(k, nil)
 	}
-	// A checkpoint of this tree signed after its batch (sealer.go), which
-	// may not be stored yet: one note per tree in this process. Only one
-	// of this very tree: a database restored and grown back to the size of
-	// a checkpoint this process knows holds another root.
-	waitCtx, cancel := context.WithTimeout(ctx, sealTimeout)
-	sealed, err := l.awaitSeal(waitCtx, head.Size)
-	cancel()
-	if err != nil {
-		return nil, err
-	}
-	if sealed != nil {
-		if sealed.Size == head.Size && string(sealed.hash[:]) == string(head.Root) {
-			return l.published(ctx, sealed)
-		}
-		if sealed.Size == head.Size {
-			l.log.WithField("tree_size", head.Size).Error("the transparency log's root differs from the checkpoint this process knows of its size; forgetting it")
-			l.known.CompareAndSwap(sealed, nil)
-		}
-	}
 	latest, err := l.latestCheckpoint(ctx)
 	if err != nil {
 		return nil, err
@@ -912,7 +813,7 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint,
 		l.remember(k)
 		return k, nil
 	}
-	msg, root, err := l.signTree(ctx, newMemoHashes(l.db), head, l.newerKnown(latest, head.Size))
+	msg, root, err := l.signTree(ctx, newMemoHashes(l.db), head, latest)
 	if err != nil {
 		return nil, err
 	}
@@ -993,15 +894,18 @@ func storeCheckpoint(ctx context.Context, q sqlx.ExtContext, size int64, msg []b
 	return stored, dbErr("log: storing checkpoint", err)
 }
 
-// sealBatch hands the tree a batch of issuance commits makes to the sealer
-// (sealer.go), which signs its checkpoint after the commit, off the writer.
-// It runs inside the batch's transaction tx, before the commit (writer.go),
-// and takes what the seal needs from it: the head tx holds (no read, as a
-// rule) and the hashes tx read and wrote. It returns what to run once tx
-// committed — only then does the sealer see the tree; a batch that rolls
-// back hands it nothing. It returns nil when there is nothing to seal: no
-// signer, no growth, or a head it could not read (the receipts then take
-// the usual path: covering signs).
+// sealBatch signs the checkpoint of the tree a batch of issuance commits
+// makes and stores it inside the batch's transaction tx, before the commit
+// (writer.go): one commit — on SQLite one fsync — holds the batch's leaves
+// and the checkpoint their receipts are made against, instead of a second
+// transaction after it. The same checks as signCheckpoint's come first
+// (signTree). It returns what to run once tx committed — only then is the
+// checkpoint known (covering finds it without a read); a batch that rolls
+// back drops the note unseen, so no signed note of an uncommitted tree ever
+// leaves the process. It returns nil when it sealed nothing: no signer, no
+// growth, a failed check or signature — the receipts then take the usual
+// path (covering signs after the commit). A failed statement is not
+// returned: on PostgreSQL it aborts tx and the commit reports it.
 func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 	if l.signer == nil || l.verifier == nil {
 		return nil
@@ -1016,69 +920,31 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 	if k := l.known.Load(); k != nil && k.Size >= head.Size {
 		return nil // nothing new, or a restored database (signCheckpoint forgets k)
 	}
-	// The sealer's copy of the hashes: the memo stays the transaction's.
-	hashes := l.txMemo(ctx, tx, head).below(tlog.StoredHashCount(head.Size))
-	return func() { l.seals.put(sealJob{head: head, hashes: hashes}) }
-}
-
-// sealCommitted signs the checkpoint of j, a committed batch's tree, after
-// the same checks as signCheckpoint's (signTree: the stored hashes give its
-// root; it is consistent with the checkpoint this process knows, else with
-// the newest stored one), and makes it the known one. It returns nil when it
-// signed nothing: a checkpoint covering the tree is known already, or a
-// check or the signature failed (logged; waiting receipts then sign one
-// themselves: covering).
-func (l *transparencyLog) sealCommitted(ctx context.Context, j sealJob) *knownCheckpoint {
-	if l.signer == nil || l.verifier == nil {
+	latest, err := l.latestCheckpointIn(ctx, tx)
+	if err != nil || (latest != nil && latest.Size >= head.Size) {
 		return nil
 	}
-	hs := &memoHashes{hashStore: hashStore{l.db}, m: j.hashes, readOnly: true}
-	var (
-		msg  []byte
-		root tlog.Hash
-		err  error
-	)
-	// First against the checkpoint this process knows (no read); should
-	// that check fail — a database restored under the process and grown
-	// back past it — the known one is forgotten, and the tree is checked
-	// against the newest stored one, as signCheckpoint does.
-	for try := 0; try < 2; try++ {
-		var prev *storedCheckpoint
-		k := l.known.Load()
-		if k != nil && try == 0 {
-			if k.Size >= j.head.Size {
-				return nil // covered already, or a restored database (signCheckpoint forgets k)
-			}
-			prev = &k.storedCheckpoint
-		} else {
-			latest, err := l.latestCheckpoint(ctx)
-			if err != nil {
-				l.log.WithError(err).WithField("tree_size", j.head.Size).Warn("checkpoint not signed after its batch; receipts sign one")
-				return nil
-			}
-			if latest != nil && latest.Size >= j.head.Size {
-				return nil // another replica's covers it (latestCheckpoint keeps it)
-			}
-			prev = latest
-		}
-		if msg, root, err = l.signTree(ctx, hs, j.head, prev); err == nil {
-			break
-		}
-		if k == nil || try == 1 {
-			l.log.WithError(err).WithField("tree_size", j.head.Size).Warn("checkpoint not signed after its batch; receipts sign one")
-			return nil
-		}
-		l.forget(k)
+	hs := l.txMemo(ctx, tx, head)
+	msg, root, err := l.signTree(ctx, hs, head, latest)
+	if err != nil {
+		l.log.WithError(err).WithField("tree_size", head.Size).Warn("checkpoint not sealed with its batch; receipts sign one after the commit")
+		return nil
 	}
-	l.mu.Lock()
-	l.lastSigned = l.now()
-	l.mu.Unlock()
-	k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: j.head.Size, Note: string(msg)}, hash: root, hashes: j.hashes}
-	k.unstored.Store(true)
-	l.remember(k)
-	l.sealed.Add(1)
-	l.log.WithField("tree_size", j.head.Size).Debug("signed transparency log checkpoint after its batch")
-	return k
+	now := l.now()
+	stored, err := storeCheckpoint(ctx, tx, head.Size, msg, now)
+	if err != nil || stored != string(msg) {
+		return nil
+	}
+	// The receipts' copy of the hashes: the memo stays the transaction's.
+	k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: head.Size, Note: stored}, hash: root, hashes: hs.below(tlog.StoredHashCount(head.Size))}
+	return func() {
+		l.mu.Lock()
+		l.lastSigned = now
+		l.mu.Unlock()
+		l.remember(k)
+		l.sealed.Add(1)
+		l.log.WithField("tree_size", head.Size).Debug("signed transparency log checkpoint with its batch")
+	}
 }
 
 // entries returns the raw entries [start, end), end clamped to the tree size;

@@ -881,7 +881,6 @@ func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 				close(release)
 				wg.Wait()
 				statementHook.Store(nil)
-				l.seals.wait()
 				// Once per transaction: the batch's, and its rerun's.
 				runs := int64(1)
 				if rerun {
@@ -905,14 +904,8 @@ func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 				if got := w.stats().Reruns - before.Reruns; got != runs-1 {
 					t.Errorf("%d batches ran again, want %d", got, runs-1)
 				}
-				// On SQLite the batch's checkpoint is stored by the writer too,
-				// after the batch (sealer.go).
-				wantBatches := int64(2)
-				if w == st.w {
-					wantBatches++
-				}
-				if got := w.stats().Batches - before.Batches; got != wantBatches {
-					t.Fatalf("%d batches ran, want %d (the holder's, then one of the other %d items, then on SQLite the checkpoint's)", got, wantBatches, n-1)
+				if got := w.stats().Batches - before.Batches; got != 2 {
+					t.Fatalf("%d batches ran, want 2 (the holder's, then one of the other %d items)", got, n-1)
 				}
 				if errs[0] != nil {
 					t.Fatalf("the holder: %v", errs[0])
@@ -1065,148 +1058,6 @@ func TestAppendRefusedOnAStaleHead(t *testing.T) {
 			})
 			if err != nil {
 				t.Fatal(err)
-			}
-		})
-	}
-}
-
-// TestSealRunsOffTheWriter (issue 14, fourteenth pass): the checkpoint of
-// the tree a batch of issuance commits makes is signed after the batch
-// committed, off the writer. While its signature is held on the token, the
-// batch's leaf is already committed (another replica reads the new head),
-// the writer runs the next write, and a receipt waiting for the tree waits
-// for that signature instead of making a second one. Once signed, the
-// checkpoint is the known one and its note is stored.
-func TestSealRunsOffTheWriter(t *testing.T) {
-	for _, dbName := range testdb.Names() {
-		t.Run(dbName, func(t *testing.T) {
-			ctx := context.Background()
-			f := newLogFixture(t, dbName)
-			if _, err := f.appendOne(ctx, 0, "before"); err != nil {
-				t.Fatal(err)
-			}
-			st, l := f.stores[0], f.logs[0]
-			seal := l.sealBatch
-			st.sealLog.Store(&seal)
-			t.Cleanup(func() { st.sealLog.Store(nil) })
-			bs := &blockingSigner{Signer: l.signer, began: make(chan struct{}), release: make(chan struct{})}
-			l.signer = bs
-			released := false
-			defer func() {
-				if !released {
-					close(bs.release)
-				}
-			}()
-
-			var idx int64
-			logged := make(chan error, 1)
-			go func() {
-				logged <- st.inTxLogged(ctx, "append", func(tx *sqlx.Tx) error {
-					var err error
-					idx, _, err = l.appendTx(ctx, tx, f.entry("sealed"))
-					return err
-				})
-			}()
-			<-bs.began
-			head, err := f.logs[1].head(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if head.Size != 2 {
-				t.Fatalf("while the batch's checkpoint is signed another replica reads a tree of size %d, want 2: the batch has not committed", head.Size)
-			}
-			if err := <-logged; err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.appendOne(ctx, 0, "next"); err != nil {
-				t.Fatalf("the next write while the checkpoint is signed: %v", err)
-			}
-			signed := f.signer.n.Load()
-			covered := make(chan *knownCheckpoint, 1)
-			go func() {
-				k, err := l.covering(ctx, idx+1)
-				if err != nil {
-					t.Errorf("covering(%d): %v", idx+1, err)
-				}
-				covered <- k
-			}()
-			close(bs.release)
-			released = true
-			k := <-covered
-			if k == nil || k.Size != idx+1 {
-				t.Fatalf("the receipt's checkpoint %+v; want the batch's tree of size %d", k, idx+1)
-			}
-			if n := f.signer.n.Load() - signed; n != 1 {
-				t.Errorf("%d signatures for the batch's tree, want 1 (the seal's, shared by the receipt)", n)
-			}
-			l.seals.wait()
-			var stored string
-			if err := st.db.GetContext(ctx, &stored, st.db.Rebind(`SELECT note FROM log_checkpoints WHERE size = ?`), k.Size); err != nil {
-				t.Fatalf("the sealed checkpoint was not stored: %v", err)
-			}
-			if stored != k.Note {
-				t.Error("the stored note is not the one the receipt got")
-			}
-		})
-	}
-}
-
-// TestLogPublishesNoCheckpointOfALostBranch: a database restored under a
-// running process and grown back to exactly the size of the checkpoint the
-// process knows holds another tree of that size; the checkpoint handed out
-// (to witnesses, at GET /log/checkpoint) is one of the tree stored now,
-// never the known one of the lost branch (the known checkpoint is taken for
-// its size only when its root is the head's).
-func TestLogPublishesNoCheckpointOfALostBranch(t *testing.T) {
-	for _, dbName := range testdb.Names() {
-		t.Run(dbName, func(t *testing.T) {
-			ctx := context.Background()
-			f := newLogFixture(t, dbName)
-			l := f.logs[0]
-			for i := range 6 {
-				if _, err := f.appendOne(ctx, 0, fmt.Sprint("old", i)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if k, err := l.covering(ctx, 6); err != nil || k.Size != 6 {
-				t.Fatalf("covering(6): %v, %v", k, err)
-			}
-			db := f.stores[0].db
-			root4, err := translog.RootHash(ctx, hashStore{db}, 4)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, q := range []string{
-				`DELETE FROM log_entries WHERE idx >= 4`,
-				fmt.Sprintf(`DELETE FROM log_hashes WHERE idx >= %d`, tlog.StoredHashCount(4)),
-				`DELETE FROM log_checkpoints`,
-			} {
-				if _, err := db.ExecContext(ctx, q); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE log_head SET size = 4, root = ? WHERE id = 1`), root4[:]); err != nil {
-				t.Fatal(err)
-			}
-			for i := range 2 {
-				if _, err := f.appendOne(ctx, 0, fmt.Sprint("new", i)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			head, err := l.head(ctx)
-			if err != nil || head.Size != 6 {
-				t.Fatalf("head %+v, %v; want size 6", head, err)
-			}
-			k, err := l.signShared(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := translog.OpenCheckpoint([]byte(k.Note), f.verifier)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if c.Size != 6 || string(c.Hash[:]) != string(head.Root) {
-				t.Fatalf("the checkpoint handed out states size %d and another root than the stored tree's: the lost branch's", c.Size)
 			}
 		})
 	}

@@ -40,13 +40,9 @@ func (s *Store) Exec(ctx context.Context, query string) error {
 	return err
 }
 
-// SealedCheckpoints is how many checkpoints r's log signed after their
-// batch of issuance commits (transparencyLog.sealCommitted).
+// SealedCheckpoints is how many checkpoints r's log stored inside their
+// batch of issuance commits (transparencyLog.sealBatch).
 func (r *Registry) SealedCheckpoints() int64 { return r.tlog.sealed.Load() }
-
-// SettleSeals waits until the checkpoints of the batches committed so far
-// are signed and stored (sealer.wait).
-func (r *Registry) SettleSeals() { r.tlog.seals.wait() }
 
 // WriterBatches is how many batches s's writers ran.
 func (s *Store) WriterBatches() (n int64) {
@@ -76,15 +72,4 @@ func SetStatementHook(t testing.TB, h func(query string)) {
 		t.Fatal("another test holds the SQLite statement hook")
 	}
 	t.Cleanup(func() { statementHook.Store(nil) })
-}
-
-// CheckpointNote is the note stored for a tree of size (the test fails
-// when there is none).
-func (s *Store) CheckpointNote(t testing.TB, size int64) string {
-	t.Helper()
-	var n string
-	if err := s.db.GetContext(context.Background(), &n, s.db.Rebind(`SELECT note FROM log_checkpoints WHERE size = ?`), size); err != nil {
-		t.Fatalf("the checkpoint of size %d: %v", size, err)
-	}
-	return n
 }

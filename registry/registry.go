@@ -224,9 +224,7 @@ func New(cfg Config) (*Registry, error) {
 	// with its log's checkpoints (writer.go); Close takes it back.
 	seal := r.tlog.sealBatch
 	r.seal = &seal
-	if cfg.Store.sealLog.CompareAndSwap(nil, r.seal) {
-		cfg.Store.sealer.Store(r.tlog.seals)
-	}
+	cfg.Store.sealLog.CompareAndSwap(nil, r.seal)
 	return r, nil
 }
 

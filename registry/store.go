@@ -54,14 +54,10 @@ type Store struct {
 	// onCommit, when set, runs after every committed transaction (the
 	// SQLite notifier's in-process wake-up, notify.go).
 	onCommit atomic.Pointer[func()]
-	// sealLog, when set, seals a batch of issuance commits: it runs before
-	// the commit and returns what to run once it committed (hand the
-	// batch's tree to the log's sealer, transparencyLog.sealBatch;
-	// writer.go, sealer.go).
+	// sealLog, when set, seals a batch of issuance commits before it
+	// commits and returns what to run once it did (the checkpoint of the
+	// batch's tree, transparencyLog.sealBatch; writer.go).
 	sealLog atomic.Pointer[func(context.Context, *sqlx.Tx) func()]
-	// sealer is the sealer sealLog hands (or last handed) trees to: Close
-	// waits for it.
-	sealer atomic.Pointer[sealer]
 	// rollbacks counts the batch items whose savepoint was rolled back
 	// (writer.runItems): the log trusts the head its transaction's last
 	// append left only while none was (transparencyLog.txHead).
@@ -257,20 +253,10 @@ func (s *Store) GroupCommitStats() GroupCommitStats {
 
 // Close closes the connection pool.
 func (s *Store) Close() error {
-	// The checkpoints of the batches committed so far are signed and
-	// stored while the writer runs; those of the batches the writer still
-	// runs as it stops are signed, and stored on PostgreSQL (sealer.go).
-	sl := s.sealer.Load()
-	if sl != nil {
-		sl.wait()
-	}
 	for _, w := range []*writer{s.w, s.grouped} {
 		if w != nil {
 			w.stop()
 		}
-	}
-	if sl != nil {
-		sl.wait()
 	}
 	if s.ckpt != nil {
 		s.ckpt.stop()
@@ -304,8 +290,8 @@ func (s *Store) inTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) error)
 
 // inTxLogged is inTx for the issuance commits, which append to the
 // transparency log and return a receipt: on PostgreSQL they share batches
-// (on SQLite every transaction does), and the checkpoint of the tree a batch
-// holding one made is signed after it commits (writer.go, sealer.go). fn may lock only
+// (on SQLite every transaction does), and a batch holding one is sealed with
+// the checkpoint of its tree before it commits (writer.go). fn may lock only
 // its own issuance's rows besides log_head.
 func (s *Store) inTxLogged(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) error {
 	w := s.grouped
@@ -336,17 +322,6 @@ func (s *Store) inStatement(ctx context.Context, op string, fn func(q sqlx.ExtCo
 		(*f)()
 	}
 	return nil
-}
-
-// inIdempotentStatement is inStatement for fn that may run again
-// (txItem.rerun: it changes nothing outside its transaction but variables
-// it sets anew on every run), so that on SQLite it joins a batch of
-// issuance commits without making it run in savepoints (writer.execBatch).
-func (s *Store) inIdempotentStatement(ctx context.Context, op string, fn func(q sqlx.ExtContext) error) error {
-	if s.w == nil {
-		return s.inStatement(ctx, op, fn)
-	}
-	return s.w.doItem(&txItem{ctx: ctx, op: op, fn: func(tx *sqlx.Tx) error { return fn(tx) }, done: make(chan error, 1), rerun: true})
 }
 
 // execStatement runs one statement (query with '?' placeholders) durably,

@@ -34,11 +34,11 @@ package registry
 // The ordering guarantees are unchanged: an item's changes are durable when
 // its call returns nil (the batch committed), never before.
 //
-// A batch with issuance commits (Store.inTxLogged) is sealed: before it
-// commits, the log takes from it the tree it makes (transparencyLog.sealBatch),
-// and once it committed the log's sealer signs that tree's checkpoint, off
-// the writer, which goes on with the next batch (sealer.go). A batch whose
-// commit fails hands the sealer nothing.
+// A batch with issuance commits (Store.inTxLogged) is sealed before it
+// commits: the log signs the checkpoint of the tree the batch makes and
+// stores it in the same transaction (transparencyLog.sealBatch), so one
+// commit holds the leaves and the checkpoint their receipts are made
+// against. The note is kept in memory only once the commit succeeded.
 
 import (
 	"context"
@@ -70,8 +70,7 @@ type txItem struct {
 	fn   func(tx *sqlx.Tx) error
 	done chan error
 	// logged: fn appends to the transparency log, and its caller wants a
-	// receipt (the batch is sealed when it holds one: its tree is handed
-	// to the sealer after the commit).
+	// receipt (the batch is sealed when it holds one).
 	logged bool
 	// rerun: fn may run again in a fresh transaction after a run of it
 	// was rolled back — it changes nothing outside tx but variables it

@@ -241,11 +241,10 @@ func TestGroupCommitCancelledBeforeRun(t *testing.T) {
 
 // TestSealRunsOnlyAfterCommit: a batch holding an issuance commit
 // (inTxLogged) is sealed before it commits, and what the seal returns — on
-// the log, handing the batch's tree to the sealer, which signs its
-// checkpoint — runs only once the commit succeeded: a batch whose COMMIT
-// fails (a deferred constraint) drops it, so no checkpoint is signed over a
-// tree that never committed. A batch without an issuance commit is not
-// sealed.
+// the log, keeping the new checkpoint — runs only once the commit
+// succeeded: a batch whose COMMIT fails (a deferred constraint) drops it, so
+// a checkpoint signed over a tree that never committed is never kept. A
+// batch without an issuance commit is not sealed.
 func TestSealRunsOnlyAfterCommit(t *testing.T) {
 	eachBareStore(t, []string{
 		`CREATE TABLE seal_parent (id INTEGER PRIMARY KEY)`,
