@@ -6,9 +6,10 @@ package registry
 // (revocation_state.seq, see revocation.go): the stored CRL is served while
 // it was made at the current revision, before 2/3 of its validity, and
 // before the next end of a rotation grace period (when a superseded
-// certificate enters the list); otherwise it is regenerated under the CA's
-// crl_issuers row lock (FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on
-// SQLite), which also serializes CRL numbers across replicas. A revocation
+// certificate enters the list); otherwise a new one is made, off the
+// group commit's writer, and stored under the CA's crl_issuers row lock
+// (FOR UPDATE on PostgreSQL, the one writer on SQLite), which also
+// serializes CRL numbers across replicas (loadOrMakeCRL). A revocation
 // committed on any replica is therefore in the very next CRL fetched from
 // any replica.
 
@@ -77,8 +78,27 @@ func (s *revocationService) crlOf(ctx context.Context, r *responder) ([]byte, ti
 	return c.DER, c.NextUpdate.UTC(), nil
 }
 
+// crlMakeTries bounds how often loadOrMakeCRL makes a CRL again because
+// another process stored an older one under the number it signed.
+const crlMakeTries = 4
+
 // loadOrMakeCRL adopts the stored CRL of r if another replica made a fresh
-// one, else regenerates it under r's crl_issuers row lock.
+// one, else makes one and stores it under r's crl_issuers row lock, which
+// serializes CRL numbers across replicas: a number is stored, and so
+// served, at most once.
+//
+// A CRL lists every unexpired revoked or superseded certificate of its CA
+// (in a fleet that rotates, about one row per agent), so making one takes a
+// while. Where writes go through the group commit's one writer (SQLite) it
+// is made before the transaction that stores it, off the writer: made
+// inside it, it held every issuance of the process for as long as it took
+// (docs/performance.md, fifteenth pass; TestCRLMadeOffTheWriter). It is
+// signed with the number after the stored one; if another process stored a
+// CRL under that number meanwhile, that CRL is served when it is fresh at
+// the current revision, else a CRL is made again, and the one signed under
+// a taken number is dropped unseen. On PostgreSQL, where a transaction of
+// its own holds up no issuance, the CRL is made under the row lock, so
+// replicas fetching at once make it once.
 func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*storedCRL, error) {
 	const sel = `SELECT number, seq, der, this_update, next_update, stale_at FROM crl_issuers WHERE issuer_key_id = ?`
 	// A CA's first row continues the numbers of the single CRL of
@@ -87,53 +107,76 @@ func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*s
 		SELECT ?, number, -1 FROM crl_state WHERE id = 1 ON CONFLICT (issuer_key_id) DO NOTHING`, r.keyID); err != nil {
 		return nil, err
 	}
-	var row storedCRL
-	if err := s.db.GetContext(ctx, &row, s.db.Rebind(sel), r.keyID); err != nil {
-		return nil, dbErr("crl: reading state", err)
-	}
-	seq, err := s.revocationSeq(ctx, s.db)
-	if err != nil {
-		return nil, err
-	}
-	if row.fresh(seq, s.now()) && signedBy(row.DER, r.ca.Certificate()) {
-		r.setCRL(&row)
-		return &row, nil
-	}
-	var out *storedCRL
-	err = s.store.inTx(ctx, "crl: regenerating", func(tx *sqlx.Tx) error {
-		var locked storedCRL
-		if err := tx.GetContext(ctx, &locked, tx.Rebind(sel+forUpdate(s.dialect)), r.keyID); err != nil {
-			return dbErr("crl: locking state", err)
+	offWriter := s.store.w != nil
+	for range crlMakeTries {
+		var row storedCRL
+		if err := s.db.GetContext(ctx, &row, s.db.Rebind(sel), r.keyID); err != nil {
+			return nil, dbErr("crl: reading state", err)
 		}
-		// The revision is read before the entries, so the CRL reflects at
-		// least every change up to seq (a later one only makes it stale
-		// early).
-		seq, err := s.revocationSeq(ctx, tx)
+		// The revision is read before the entries (makeCRL), so the CRL
+		// reflects at least every change up to seq (a later one only makes
+		// it stale early).
+		seq, err := s.revocationSeq(ctx, s.db)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		now := s.now()
-		if locked.fresh(seq, now) && signedBy(locked.DER, r.ca.Certificate()) {
-			out = &locked // another replica won the lock and made it
+		if row.fresh(seq, s.now()) && signedBy(row.DER, r.ca.Certificate()) {
+			r.setCRL(&row)
+			return &row, nil
+		}
+		var (
+			made *storedCRL
+			n    int
+		)
+		if offWriter {
+			if made, n, err = s.makeCRL(ctx, s.db, r, row.Number+1, seq, s.now()); err != nil {
+				return nil, err
+			}
+		}
+		var out *storedCRL
+		err = s.store.inTx(ctx, "crl: storing", func(tx *sqlx.Tx) error {
+			var locked storedCRL
+			if err := tx.GetContext(ctx, &locked, tx.Rebind(sel+forUpdate(s.dialect)), r.keyID); err != nil {
+				return dbErr("crl: locking state", err)
+			}
+			if made == nil || locked.Number >= made.Number {
+				// Another replica may have stored a fresh CRL meanwhile.
+				cur, err := s.revocationSeq(ctx, tx)
+				if err != nil {
+					return err
+				}
+				now := s.now()
+				if locked.fresh(cur, now) && signedBy(locked.DER, r.ca.Certificate()) {
+					out = &locked
+					return nil
+				}
+				if offWriter {
+					return nil // signed under a number that is taken: make it again
+				}
+				if made, n, err = s.makeCRL(ctx, tx, r, locked.Number+1, cur, now); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE crl_issuers SET number = ?, seq = ?, der = ?, this_update = ?, next_update = ?, stale_at = ? WHERE issuer_key_id = ?`),
+				made.Number, made.Seq, made.DER, made.ThisUpdate, made.NextUpdate, made.StaleAt, r.keyID); err != nil {
+				return dbErr("crl: storing", err)
+			}
+			out = made
 			return nil
-		}
-		made, n, err := s.makeCRL(ctx, tx, r, locked.Number+1, seq, now)
+		})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE crl_issuers SET number = ?, seq = ?, der = ?, this_update = ?, next_update = ?, stale_at = ? WHERE issuer_key_id = ?`),
-			made.Number, made.Seq, made.DER, made.ThisUpdate, made.NextUpdate, made.StaleAt, r.keyID); err != nil {
-			return dbErr("crl: storing", err)
+		if out == nil {
+			continue
 		}
-		s.log.WithFields(logrus.Fields{"issuer": r.keyID, "crl_number": made.Number, "entries": n, "revision": seq}).Info("CRL regenerated")
-		out = made
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		if out == made {
+			s.log.WithFields(logrus.Fields{"issuer": r.keyID, "crl_number": made.Number, "entries": n, "revision": made.Seq}).Info("CRL regenerated")
+		}
+		r.setCRL(out)
+		return out, nil
 	}
-	r.setCRL(out)
-	return out, nil
+	return nil, fmt.Errorf("registry: crl: another process stored a CRL under each number signed, %d times: %w", crlMakeTries, bare(ErrUnavailable))
 }
 
 func (r *responder) setCRL(c *storedCRL) {
@@ -155,13 +198,13 @@ func signedBy(der []byte, cert *x509.Certificate) bool {
 // one whose grace period ended, as superseded at the end of its grace
 // period. When a root CRL revoked r, every unexpired certificate of r is on
 // it (revokedByCA).
-func (s *revocationService) makeCRL(ctx context.Context, tx *sqlx.Tx, r *responder, number, seq int64, now time.Time) (*storedCRL, int, error) {
+func (s *revocationService) makeCRL(ctx context.Context, q sqlx.ExtContext, r *responder, number, seq int64, now time.Time) (*storedCRL, int, error) {
 	_, caRevoked := s.arl.revoked(r.keyID)
-	rows, err := certs(tx).CRLRows(ctx, r.keyID, now, caRevoked)
+	rows, err := certs(q).CRLRows(ctx, r.keyID, now, caRevoked)
 	if err != nil {
 		return nil, 0, wrap("crl", err)
 	}
-	staleAt, err := certs(tx).NextGraceEnd(ctx, r.keyID, now)
+	staleAt, err := certs(q).NextGraceEnd(ctx, r.keyID, now)
 	if err != nil {
 		return nil, 0, wrap("crl", err)
 	}
