@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agent-trust-registry/atr/registry"
 )
 
 // muxVarPattern matches a gorilla/mux variable with a regexp, "{req:.+}".
@@ -26,10 +28,10 @@ var (
 		"NotAfter of each CA certificate in the served bundle (Unix seconds), by role (root or intermediate), subject and serial.",
 		[]string{"role", "subject", "serial"}, nil)
 	crlNextUpdateDesc = prometheus.NewDesc("atr_crl_next_update_timestamp_seconds",
-		"nextUpdate of the CRL currently served at /v1/crl (Unix seconds); absent while no CRL can be produced.",
+		"nextUpdate of the CRL stored for /v1/crl (Unix seconds): the one served, or, when a revocation came after it, the one the next fetch replaces (a scrape makes no CRL); absent while no CRL can be produced.",
 		nil, nil)
 	caCRLNextUpdateDesc = prometheus.NewDesc("atr_ca_crl_next_update_timestamp_seconds",
-		"nextUpdate of each CA's CRL served at /v1/crl/{key id} (Unix seconds), by the CA's subject key identifier and kind: issuer (a CRL the registry signs, current or earlier intermediate) or root (signed in the root-crl ceremony; re-sign it before this).",
+		"nextUpdate of each CA's CRL stored for /v1/crl/{key id} (Unix seconds; a scrape makes no CRL), by the CA's subject key identifier and kind: issuer (a CRL the registry signs, current or earlier intermediate) or root (signed in the root-crl ceremony; re-sign it before this).",
 		[]string{"key_id", "kind"}, nil)
 )
 
@@ -40,7 +42,34 @@ type crlLister interface {
 	CRLKeyIDs() (issuers, roots []string)
 }
 
-// opsCollector reads the CA bundle and the current CRL at scrape time.
+// crlNextUpdater is implemented by a Revocation that can tell a CRL's
+// nextUpdate without making a new CRL (*registry.Registry).
+type crlNextUpdater interface {
+	CRLNextUpdate(ctx context.Context, keyID string) (time.Time, error)
+}
+
+var _ crlNextUpdater = (*registry.Registry)(nil)
+
+// crlNextUpdate is the nextUpdate of the CRL of keyID ("" for /v1/crl). A
+// scrape must not make a CRL: under a rotating fleet the stored one is
+// nearly always stale, and making one reads and signs the whole list.
+func (c opsCollector) crlNextUpdate(ctx context.Context, keyID string) (time.Time, error) {
+	if u, ok := c.s.deps.Revocation.(crlNextUpdater); ok {
+		return u.CRLNextUpdate(ctx, keyID)
+	}
+	var (
+		next time.Time
+		err  error
+	)
+	if keyID == "" {
+		_, next, err = c.s.deps.Revocation.CRL(ctx)
+	} else {
+		_, next, err = c.s.deps.Revocation.CRLOf(ctx, keyID)
+	}
+	return next, err
+}
+
+// opsCollector reads the CA bundle and the stored CRLs at scrape time.
 type opsCollector struct{ s *Server }
 
 func (c opsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -73,7 +102,7 @@ func (c opsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, next, err := c.s.deps.Revocation.CRL(ctx); err == nil {
+	if next, err := c.crlNextUpdate(ctx, ""); err == nil {
 		ch <- prometheus.MustNewConstMetric(crlNextUpdateDesc, prometheus.GaugeValue, float64(next.Unix()))
 	} else {
 		c.s.log.WithError(err).Warn("metrics: reading the current CRL")
@@ -85,7 +114,7 @@ func (c opsCollector) Collect(ch chan<- prometheus.Metric) {
 	issuers, roots := l.CRLKeyIDs()
 	for kind, ids := range map[string][]string{"issuer": issuers, "root": roots} {
 		for _, id := range ids {
-			if _, next, err := c.s.deps.Revocation.CRLOf(ctx, id); err == nil {
+			if next, err := c.crlNextUpdate(ctx, id); err == nil {
 				ch <- prometheus.MustNewConstMetric(caCRLNextUpdateDesc, prometheus.GaugeValue, float64(next.Unix()), id, kind)
 			} else {
 				c.s.log.WithError(err).WithField("key_id", id).Warn("metrics: reading a CRL")

@@ -316,6 +316,26 @@ func (r *Registry) CRLOf(ctx context.Context, keyID string) ([]byte, time.Time, 
 	return r.rootCRL(ctx, keyID)
 }
 
+// CRLNextUpdate returns the nextUpdate of the CRL CRLOf serves for keyID
+// ("" for the current issuing CA) without making a new one — for metrics:
+// an issuing CA's stored CRL (one is made only when none was stored yet;
+// while the revocation state changed since it was made, the next fetch
+// replaces it with a later nextUpdate), or a root's published CRL.
+func (r *Registry) CRLNextUpdate(ctx context.Context, keyID string) (time.Time, error) {
+	if r.revocation == nil {
+		return time.Time{}, fmt.Errorf("registry: crl: no issuer configured: %w", bare(ErrUnavailable))
+	}
+	resp := r.revocation.current
+	if keyID != "" {
+		var ok bool
+		if resp, ok = r.revocation.responders[keyID]; !ok {
+			_, next, err := r.rootCRL(ctx, keyID)
+			return next, err
+		}
+	}
+	return r.revocation.storedNextUpdate(ctx, resp)
+}
+
 // issuerRevoked reports whether a root CRL revoked the CA with key id keyID,
 // after syncing with the current revision.
 func (r *Registry) issuerRevoked(ctx context.Context, keyID string) (bool, error) {

@@ -494,6 +494,46 @@ func TestCRLMadeAgainWhenItsNumberWasTaken(t *testing.T) {
 	}
 }
 
+// The CRL gauges' read (CRLNextUpdate) makes no CRL once one is stored: a
+// metrics scrape after a revocation reports the stored CRL's nextUpdate
+// and signs nothing; the next fetch makes the new CRL, with its own. Only
+// before any CRL was stored does the read make one.
+func TestCRLNextUpdateMakesNoCRL(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			e := newRevEnv(t, db, time.Minute)
+			r := e.replica(RevocationConfig{})
+			e.register(r, "a.acme")
+			first, err := r.svc.storedNextUpdate(context.Background(), r.svc.current)
+			if err != nil {
+				t.Fatalf("storedNextUpdate before any CRL: %v", err)
+			}
+			if n := r.signer.n.Load(); n != 1 {
+				t.Fatalf("before any CRL: %d signatures, want 1 (the first CRL)", n)
+			}
+			e.clock.Advance(time.Hour)
+			e.revoke(r, "a.acme", "keyCompromise")
+			for range 3 {
+				next, err := r.svc.storedNextUpdate(context.Background(), r.svc.current)
+				if err != nil {
+					t.Fatalf("storedNextUpdate: %v", err)
+				}
+				if !next.Equal(first) {
+					t.Errorf("stale CRL: nextUpdate %v, want the stored CRL's %v", next, first)
+				}
+			}
+			if n := r.signer.n.Load(); n != 1 {
+				t.Errorf("after a revocation: %d signatures, want 1: reading the nextUpdate made a CRL", n)
+			}
+			crl, _ := mustCRL(t, r.svc)
+			next, err := r.svc.storedNextUpdate(context.Background(), r.svc.current)
+			if err != nil || !next.Equal(crl.NextUpdate) || !next.After(first) {
+				t.Errorf("after a fetch: nextUpdate %v (%v), want the new CRL's %v", next, err, crl.NextUpdate)
+			}
+		})
+	}
+}
+
 // certificate reads a certificate row through the registry.
 func (r *replica) certificate(t *testing.T, c *x509.Certificate) CertificateRecord {
 	t.Helper()
