@@ -252,6 +252,20 @@ func (c certStore) BySerial(ctx context.Context, serial string) (*certRow, error
 	return &row, nil
 }
 
+// AgentAndCurrent reads the agent row of name and, in the same statement,
+// the fingerprint of its current certificate (nil when it has none): a
+// rotation's one read (Registry.Rotate).
+func (c certStore) AgentAndCurrent(ctx context.Context, name string) (agentRow, *string, error) {
+	var row struct {
+		agentRow
+		CurrentFingerprint *string `db:"current_fingerprint"`
+	}
+	err := c.get(ctx, &row, `SELECT `+agentColumns+`,
+		(SELECT fingerprint_sha256 FROM certificates WHERE serial = agents.current_serial) AS current_fingerprint
+		FROM agents WHERE name = ?`, name)
+	return row.agentRow, row.CurrentFingerprint, err
+}
+
 // Status reads the row (without DER) of the certificate with serial in
 // either spelling: a replica older than migration 004, still running during
 // a rolling upgrade, writes serials without their leading zero nibble. One

@@ -138,24 +138,29 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 		return nil, invalid("name", err)
 	}
 	name = norm
-	agent, err := r.authorizeAgent(ctx, a, ActionRotate, name, true)
+	// The replaced certificate's fingerprint, for the log entry, is read
+	// with the agent, before the transaction (a serial's fingerprint never
+	// changes; the transaction checks that the serial is still the agent's).
+	var oldFingerprint *string
+	agent, err := r.authorizeAgentWith(ctx, a, ActionRotate, name, true, func() (*Agent, error) {
+		var ag *Agent
+		var err error
+		ag, oldFingerprint, err = r.loadAgentAndCurrent(ctx, name)
+		return ag, err
+	})
 	if err != nil {
 		return nil, err
 	}
 	if agent.Status != AgentActive {
 		return nil, fmt.Errorf("registry: rotate: agent %s is revoked: %w", name, bare(ErrConflict))
 	}
+	oldSerial := agent.CurrentSerial
+	if oldFingerprint == nil {
+		return nil, fmt.Errorf("registry: rotate: reading previous certificate %s: %w", oldSerial, bare(ErrNotFound))
+	}
 	csr, err := ca.ParseCSR(csrPEM)
 	if err != nil {
 		return nil, invalid("csr", err)
-	}
-	oldSerial := agent.CurrentSerial
-	// The replaced certificate's fingerprint, for the log entry: read
-	// before the transaction (a serial's fingerprint never changes; the
-	// transaction checks that oldSerial is still the agent's).
-	old, err := certs(r.store.db).BySerial(ctx, oldSerial)
-	if err != nil {
-		return nil, wrap("rotate: reading previous certificate", err)
 	}
 	var (
 		proofs nameProofs
@@ -175,7 +180,7 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 			p   *appendPlan
 			err error
 		)
-		if leaf, p, err = r.planAgentEvent(ctx, tx, agentEvent{typ: translog.EventRotate, time: now, name: name, cert: cert, proofs: proofs, previous: old.Fingerprint}); err != nil {
+		if leaf, p, err = r.planAgentEvent(ctx, tx, agentEvent{typ: translog.EventRotate, time: now, name: name, cert: cert, proofs: proofs, previous: *oldFingerprint}); err != nil {
 			return dbErr("rotate: log", err)
 		}
 		idx := leaf.opened.LeafIndex
@@ -342,6 +347,12 @@ func (r *Registry) issued(agent Agent, cert *x509.Certificate, rec CertificateRe
 // agentSelf — the agent itself. Agents of other owners are ErrNotFound so
 // that their existence is not revealed; the refusal is audited.
 func (r *Registry) authorizeAgent(ctx context.Context, a Actor, action, name string, agentSelf bool) (*Agent, error) {
+	return r.authorizeAgentWith(ctx, a, action, name, agentSelf, func() (*Agent, error) { return r.loadAgent(ctx, r.store.db, name, false) })
+}
+
+// authorizeAgentWith is authorizeAgent with the agent read by load (which
+// may read more with it).
+func (r *Registry) authorizeAgentWith(ctx context.Context, a Actor, action, name string, agentSelf bool, load func() (*Agent, error)) (*Agent, error) {
 	scope := ScopeAgentsWrite
 	if action == ActionGetAgent {
 		scope = ScopeAgentsRead
@@ -354,7 +365,7 @@ func (r *Registry) authorizeAgent(ctx context.Context, a Actor, action, name str
 	case !a.can(scope) || (!a.IsAdmin() && a.Owner == ""):
 		return nil, r.deny(ctx, a, action, name, fmt.Errorf("registry: %s: %w", action, bare(ErrForbidden)))
 	}
-	agent, err := r.loadAgent(ctx, r.store.db, name, false)
+	agent, err := load()
 	if err != nil {
 		if errors.Is(err, ErrNotFound) && !a.IsAdmin() {
 			r.auditBestEffort(ctx, a, action, name, ResultDenied, map[string]string{"error": "not_found"})

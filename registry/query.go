@@ -53,6 +53,18 @@ func (r *Registry) loadAgent(ctx context.Context, q sqlx.ExtContext, name string
 	return row.agent()
 }
 
+// loadAgentAndCurrent reads the agent name and, in the same statement, the
+// fingerprint of its current certificate (nil when it has none, or when
+// that certificate's row is missing).
+func (r *Registry) loadAgentAndCurrent(ctx context.Context, name string) (*Agent, *string, error) {
+	row, fp, err := certs(r.store.db).AgentAndCurrent(ctx, name)
+	if err != nil {
+		return nil, nil, dbErr("agent "+name, err)
+	}
+	a, err := row.agent()
+	return a, fp, err
+}
+
 // ListAgents lists agents by name: the actor's own (agents:read), or all for
 // an admin (SEC-021, SEC-026). cursor is the opaque value a previous call
 // returned ("" to start); an invalid cursor is ErrInvalid. limit defaults to

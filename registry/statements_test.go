@@ -29,7 +29,10 @@ import (
 // PostgreSQL a rotation's pending row and agent row move in one statement
 // (then execGuards): a rotation 17 and 11, a registration 15 and 10. On
 // PostgreSQL an issuance's guards, append, certificate rows and audit event
-// are now one statement (execPlan): a rotation 9, a registration 8.
+// are now one statement (execPlan): a rotation 9, a registration 8. A
+// rotation reads the fingerprint of the certificate it replaces (for its
+// log entry) with the agent row, in one statement (before: a second read
+// of certificates): a rotation 16 on SQLite and 8 on PostgreSQL.
 func TestIssuanceStatements(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
@@ -50,7 +53,9 @@ func TestIssuanceStatements(t *testing.T) {
 				for _, l := range limits {
 					n := 0
 					for _, s := range got {
-						if l.reads == "" || strings.HasPrefix(s, "SELECT ") && strings.Contains(s, " FROM "+l.reads+" ") {
+						// A read's table follows its last FROM (a scalar
+						// subquery in the column list comes before it).
+						if l.reads == "" || strings.HasPrefix(s, "SELECT ") && strings.HasPrefix(s[strings.LastIndex(s, " FROM ")+1:], "FROM "+l.reads+" ") {
 							n++
 						}
 					}
@@ -59,7 +64,7 @@ func TestIssuanceStatements(t *testing.T) {
 					}
 				}
 			}
-			all := map[string][2]int{"sqlite": {17, 15}, "postgres": {9, 8}} // rotation, registration
+			all := map[string][2]int{"sqlite": {16, 15}, "postgres": {8, 8}} // rotation, registration
 			for i := range 8 {                                               // a tree whose frontier is more than one hash
 				got := record(func() error {
 					csr, _ := f.NewCSR()
@@ -79,6 +84,7 @@ func TestIssuanceStatements(t *testing.T) {
 				check("rotation", got, []limit{
 					{"statements in all", "", all[db][0]},
 					{"reads of the agent", "agents", 1},
+					{"reads of certificates", "certificates", 0},
 					{"reads of the tree's stored hashes", "log_hashes", 1},
 				})
 			}

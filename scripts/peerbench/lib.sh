@@ -7,14 +7,34 @@ DUR=${DUR:-20s}
 # CPU of the ATR database's own backends.
 PGPID=$(ps -C postgres -o pid=,ppid= | awk '$2 == 1 {print $1; exit}')
 
+# RP_POLL=SECONDS: while each ATR run lasts, a relying party fetches the
+# CRL (GET /v1/crl) and Prometheus scrapes /metrics every SECONDS — with a
+# short rotation grace (ATR_ROTATION_GRACE=1s start-atr.sh ...) the CRL
+# changes all through a rotation run, as under a fleet that rotates.
+rp_poll() { # PORT BUNDLE
+	while sleep "$RP_POLL"; do
+		curl -fsS -o /dev/null --cacert "$2" "https://127.0.0.1:$1/v1/crl" || true
+		curl -fsS -o /dev/null --cacert "$2" "https://127.0.0.1:$1/metrics" || true
+	done
+}
+
 atr_run() { # NAME PORT [PGDB] -- common flags
-	local name=$1 port=$2 pgdb=$3
+	local name=$1 port=$2 pgdb=$3 poller="" rc=0
 	shift 3
 	local pg=()
 	[ -n "$pgdb" ] && pg=(-pg-pid "$PGPID" -pg-db "$pgdb")
+	if [ -n "${RP_POLL:-}" ]; then
+		rp_poll "$port" "$PERF/$name/ca/bundle.pem" &
+		poller=$!
+	fi
 	timeout 300 "$B" load -system atr -url "https://127.0.0.1:$port" -root "$PERF/$name/ca/root.pem" \
 		-tls-root "$PERF/$name/ca/bundle.pem" -keys "$PERF/$name.keys" -n 8000 \
-		-pid "$(cat "$PERF/$name.pgid")" "${pg[@]}" "$@"
+		-pid "$(cat "$PERF/$name.pgid")" "${pg[@]}" "$@" || rc=$?
+	if [ -n "$poller" ]; then
+		kill "$poller" 2>/dev/null
+		wait "$poller" 2>/dev/null || true
+	fi
+	return "$rc"
 }
 
 step_run() { # INSTANCE PORT -- common flags
