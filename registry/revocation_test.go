@@ -373,6 +373,35 @@ func TestRevocationCRL(t *testing.T) {
 	}
 }
 
+// crlResult is what a CRL fetch returned.
+type crlResult struct {
+	der []byte
+	err error
+}
+
+// holdCRLSignature fetches r's CRL on a goroutine and returns once the CRL
+// is being signed, its signature held until the gate is released; the
+// fetch's result arrives on made.
+func holdCRLSignature(t *testing.T, r *replica) (g *revSignGate, made <-chan crlResult) {
+	t.Helper()
+	g = &revSignGate{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	r.signer.gate.Store(g)
+	defer r.signer.gate.Store(nil)
+	ch := make(chan crlResult, 1)
+	go func() {
+		der, _, err := r.svc.crl(context.Background())
+		ch <- crlResult{der, err}
+	}()
+	select {
+	case <-g.entered:
+	case res := <-ch:
+		t.Fatalf("CRL made without a signature: %v", res.err)
+	case <-time.After(time.Minute):
+		t.Fatal("the CRL was never signed")
+	}
+	return g, ch
+}
+
 // A CRL is made off the group commit's writer. While a CRL is being made —
 // every unexpired revoked or superseded row read, the list signed — the
 // registry goes on issuing: on SQLite the regeneration ran inside a write
@@ -387,21 +416,7 @@ func TestCRLMadeOffTheWriter(t *testing.T) {
 			a := e.register(r, "a.acme")
 			e.revoke(r, "a.acme", "keyCompromise")
 
-			g := &revSignGate{entered: make(chan struct{}, 1), release: make(chan struct{})}
-			r.signer.gate.Store(g)
-			made := make(chan error, 1)
-			go func() {
-				_, _, err := r.svc.crl(context.Background())
-				made <- err
-			}()
-			select {
-			case <-g.entered:
-			case err := <-made:
-				t.Fatalf("CRL made without a signature: %v", err)
-			case <-time.After(time.Minute):
-				t.Fatal("the CRL was never signed")
-			}
-			r.signer.gate.Store(nil)
+			g, made := holdCRLSignature(t, r)
 
 			// With the CRL's signature held, an agent registers: its pending
 			// row, its certificate, its log entry and audit event commit.
@@ -421,8 +436,8 @@ func TestCRLMadeOffTheWriter(t *testing.T) {
 				t.Fatal("a registration waited for the CRL being made: the regeneration holds the writer")
 			}
 			close(g.release)
-			if err := <-made; err != nil {
-				t.Fatalf("crl: %v", err)
+			if res := <-made; res.err != nil {
+				t.Fatalf("crl: %v", res.err)
 			}
 
 			before := r.signer.n.Load()
@@ -449,23 +464,7 @@ func TestCRLMadeAgainWhenItsNumberWasTaken(t *testing.T) {
 	x := e.register(ra, "x.acme")
 	e.revoke(ra, "x.acme", "keyCompromise")
 
-	g := &revSignGate{entered: make(chan struct{}, 1), release: make(chan struct{})}
-	ra.signer.gate.Store(g)
-	made := make(chan error, 1)
-	var crlA []byte
-	go func() {
-		var err error
-		crlA, _, err = ra.svc.crl(context.Background())
-		made <- err
-	}()
-	select {
-	case <-g.entered:
-	case err := <-made:
-		t.Fatalf("CRL made without a signature: %v", err)
-	case <-time.After(time.Minute):
-		t.Fatal("the CRL was never signed")
-	}
-	ra.signer.gate.Store(nil)
+	g, made := holdCRLSignature(t, ra)
 
 	// Meanwhile the other process stores CRL 1, and y is revoked after it.
 	if crl, _ := mustCRL(t, rb.svc); crl.Number.Int64() != 1 {
@@ -475,10 +474,11 @@ func TestCRLMadeAgainWhenItsNumberWasTaken(t *testing.T) {
 	e.revoke(rb, "y.acme", "cessationOfOperation")
 
 	close(g.release)
-	if err := <-made; err != nil {
-		t.Fatalf("crl: %v", err)
+	res := <-made
+	if res.err != nil {
+		t.Fatalf("crl: %v", res.err)
 	}
-	crl, err := x509.ParseRevocationList(crlA)
+	crl, err := x509.ParseRevocationList(res.der)
 	if err != nil {
 		t.Fatal(err)
 	}
