@@ -38,7 +38,16 @@ type storedCRL struct {
 
 // fresh reports whether c may be served at revision seq and time now.
 func (c *storedCRL) fresh(seq int64, now time.Time) bool {
-	if c == nil || len(c.DER) == 0 || c.ThisUpdate == nil || c.NextUpdate == nil || c.Seq != seq {
+	return c != nil && c.Seq == seq && c.freshSince(seq, now)
+}
+
+// freshSince reports whether c, stored in the database whose revision was
+// seq or later when a fetch began, may answer that fetch at time now: it
+// was made at revision seq or later (so it lists every revocation committed
+// before the fetch), and neither a grace period's end nor 2/3 of its
+// validity has passed.
+func (c *storedCRL) freshSince(seq int64, now time.Time) bool {
+	if c == nil || len(c.DER) == 0 || c.ThisUpdate == nil || c.NextUpdate == nil || c.Seq < seq {
 		return false
 	}
 	if c.StaleAt != nil && !now.Before(*c.StaleAt) {
@@ -66,9 +75,12 @@ func (s *revocationService) crlOf(ctx context.Context, r *responder) ([]byte, ti
 	if cur.fresh(seq, s.now()) {
 		return cur.DER, cur.NextUpdate.UTC(), nil
 	}
-	// The revision is part of the key: a fetch that saw a newer revision
-	// never joins a regeneration that started before it.
-	v, err, _ := s.flight.Do(fmt.Sprintf("crl|%s|%d", r.keyID, seq), func() (any, error) {
+	// The revision and the second are part of the key: a fetch that saw a
+	// newer revision, or came a second later (a grace period may have ended
+	// since), never joins a regeneration that started before it. Flights of
+	// one process make one CRL at a time (loadOrMakeCRL), so a later flight
+	// adopts what an earlier one stored when that is fresh enough.
+	v, err, _ := s.flight.Do(fmt.Sprintf("crl|%s|%d|%d", r.keyID, seq, s.now().Unix()), func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revocationFlightTimeout)
 		defer cancel()
 		return s.loadOrMakeCRL(fctx, r)
@@ -81,13 +93,17 @@ func (s *revocationService) crlOf(ctx context.Context, r *responder) ([]byte, ti
 }
 
 // crlMakeTries bounds how often loadOrMakeCRL makes a CRL again because
-// another process stored an older one under the number it signed.
+// another process stored one older than the fetch under the number it
+// signed.
 const crlMakeTries = 4
 
-// loadOrMakeCRL adopts the stored CRL of r if another replica made a fresh
-// one, else makes one and stores it under r's crl_issuers row lock, which
-// serializes CRL numbers across replicas: a number is stored, and so
-// served, at most once.
+// loadOrMakeCRL adopts the stored CRL of r if it answers this fetch (made at
+// the revision the database had when the fetch began, or later, and fresh
+// in time), else makes one and stores it under r's crl_issuers row lock,
+// which serializes CRL numbers across replicas: a number is stored, and so
+// served, at most once. One process makes one CRL of a CA at a time
+// (responder.making): a fetch that waited adopts what the one before it
+// stored.
 //
 // A CRL lists every unexpired revoked or superseded certificate of its CA
 // (in a fleet that rotates, about one row per agent), so making one takes a
@@ -96,11 +112,11 @@ const crlMakeTries = 4
 // inside it, it held every issuance of the process for as long as it took
 // (docs/performance.md, fifteenth pass; TestCRLMadeOffTheWriter). It is
 // signed with the number after the stored one; if another process stored a
-// CRL under that number meanwhile, that CRL is served when it is fresh at
-// the current revision, else a CRL is made again, and the one signed under
-// a taken number is dropped unseen. On PostgreSQL, where a transaction of
-// its own holds up no issuance, the CRL is made under the row lock, so
-// replicas fetching at once make it once.
+// CRL under that number meanwhile, that CRL is served when it answers the
+// fetch, else a CRL is made again, and the one signed under a taken number
+// is dropped unseen. On PostgreSQL, where a transaction of its own holds up
+// no issuance, the CRL is made under the row lock, so replicas fetching at
+// once make it once.
 func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*storedCRL, error) {
 	const sel = `SELECT number, seq, der, this_update, next_update, stale_at FROM crl_issuers WHERE issuer_key_id = ?`
 	// A CA's first row continues the numbers of the single CRL of
@@ -109,7 +125,10 @@ func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*s
 		SELECT ?, number, -1 FROM crl_state WHERE id = 1 ON CONFLICT (issuer_key_id) DO NOTHING`, r.keyID); err != nil {
 		return nil, err
 	}
+	r.making.Lock()
+	defer r.making.Unlock()
 	offWriter := s.store.w != nil
+	want := int64(-1) // the revision when this fetch began: what its CRL must reflect
 	for range crlMakeTries {
 		var row storedCRL
 		if err := s.db.GetContext(ctx, &row, s.db.Rebind(sel), r.keyID); err != nil {
@@ -122,7 +141,10 @@ func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*s
 		if err != nil {
 			return nil, err
 		}
-		if row.fresh(seq, s.now()) && signedBy(row.DER, r.ca.Certificate()) {
+		if want < 0 {
+			want = seq
+		}
+		if row.freshSince(want, s.now()) && signedBy(row.DER, r.ca.Certificate()) {
 			r.setCRL(&row)
 			return &row, nil
 		}
@@ -142,18 +164,18 @@ func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*s
 				return dbErr("crl: locking state", err)
 			}
 			if made == nil || locked.Number >= made.Number {
-				// Another replica may have stored a fresh CRL meanwhile.
-				cur, err := s.revocationSeq(ctx, tx)
-				if err != nil {
-					return err
-				}
+				// Another replica may have stored one that answers this fetch.
 				now := s.now()
-				if locked.fresh(cur, now) && signedBy(locked.DER, r.ca.Certificate()) {
+				if locked.freshSince(want, now) && signedBy(locked.DER, r.ca.Certificate()) {
 					out = &locked
 					return nil
 				}
 				if offWriter {
 					return nil // signed under a number that is taken: make it again
+				}
+				cur, err := s.revocationSeq(ctx, tx)
+				if err != nil {
+					return err
 				}
 				if made, n, err = s.makeCRL(ctx, tx, r, locked.Number+1, cur, now); err != nil {
 					return err
@@ -178,7 +200,7 @@ func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*s
 		r.setCRL(out)
 		return out, nil
 	}
-	return nil, fmt.Errorf("registry: crl: another process stored a CRL under each number signed, %d times: %w", crlMakeTries, bare(ErrUnavailable))
+	return nil, fmt.Errorf("registry: crl: %d times another process stored a CRL older than this fetch under the number it signed: %w", crlMakeTries, bare(ErrUnavailable))
 }
 
 // storedNextUpdate returns the nextUpdate of r's stored CRL without making

@@ -133,6 +133,7 @@ type responder struct {
 
 	mu      sync.Mutex // guards lastCRL
 	lastCRL *storedCRL
+	making  sync.Mutex // held while this process makes or adopts a CRL of this CA (loadOrMakeCRL)
 }
 
 func newResponder(r *ca.Responder) (*responder, error) {

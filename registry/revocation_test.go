@@ -452,29 +452,29 @@ func TestCRLMadeOffTheWriter(t *testing.T) {
 	}
 }
 
-// Two processes on one SQLite file make CRLs off the writer at once: the one
-// that signed under a number the other stored meanwhile, at an older
-// revision, drops its CRL unseen and makes one again under the next number,
-// with the revocation it had not seen. (On PostgreSQL a CRL is made under
-// the row lock, so the second replica waits for the first instead:
+// Two processes on one SQLite file make CRLs off the writer at once. The
+// one whose number the other took with a CRL older than its fetch (made
+// before x was revoked) drops its CRL unseen and makes one again under the
+// next number, with x on it. (On PostgreSQL a CRL is made under the row
+// lock, so the second replica waits for the first instead:
 // TestRevocationCRLReplicas.)
 func TestCRLMadeAgainWhenItsNumberWasTaken(t *testing.T) {
 	e := newRevEnv(t, "sqlite", time.Minute)
 	ra, rb := e.replica(RevocationConfig{}), e.replica(RevocationConfig{})
+	w := e.register(ra, "w.acme")
+	e.revoke(ra, "w.acme", "keyCompromise")
+	gb, madeB := holdCRLSignature(t, rb) // CRL 1, without x
+
 	x := e.register(ra, "x.acme")
-	e.revoke(ra, "x.acme", "keyCompromise")
+	e.revoke(ra, "x.acme", "cessationOfOperation")
+	ga, madeA := holdCRLSignature(t, ra) // also CRL 1, with x
 
-	g, made := holdCRLSignature(t, ra)
-
-	// Meanwhile the other process stores CRL 1, and y is revoked after it.
-	if crl, _ := mustCRL(t, rb.svc); crl.Number.Int64() != 1 {
-		t.Fatalf("other process: CRL number %d, want 1", crl.Number)
+	close(gb.release)
+	if res := <-madeB; res.err != nil {
+		t.Fatalf("other process: crl: %v", res.err)
 	}
-	y := e.register(rb, "y.acme")
-	e.revoke(rb, "y.acme", "cessationOfOperation")
-
-	close(g.release)
-	res := <-made
+	close(ga.release)
+	res := <-madeA
 	if res.err != nil {
 		t.Fatalf("crl: %v", res.err)
 	}
@@ -483,8 +483,8 @@ func TestCRLMadeAgainWhenItsNumberWasTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := crlEntries(crl)
-	if crl.Number.Int64() != 2 || got[x.SerialNumber.Text(16)] != ocsp.KeyCompromise || got[y.SerialNumber.Text(16)] != ocsp.CessationOfOperation {
-		t.Errorf("CRL %d with %v, want number 2 listing x and y", crl.Number, got)
+	if crl.Number.Int64() != 2 || got[w.SerialNumber.Text(16)] != ocsp.KeyCompromise || got[x.SerialNumber.Text(16)] != ocsp.CessationOfOperation {
+		t.Errorf("CRL %d with %v, want number 2 listing w and x", crl.Number, got)
 	}
 	if n := ra.signer.n.Load(); n != 2 {
 		t.Errorf("%d CRL signatures, want 2 (the dropped CRL 1 and CRL 2)", n)
@@ -494,41 +494,49 @@ func TestCRLMadeAgainWhenItsNumberWasTaken(t *testing.T) {
 	}
 }
 
-// The CRL gauges' read (CRLNextUpdate) makes no CRL once one is stored: a
-// metrics scrape after a revocation reports the stored CRL's nextUpdate
-// and signs nothing; the next fetch makes the new CRL, with its own. Only
-// before any CRL was stored does the read make one.
-func TestCRLNextUpdateMakesNoCRL(t *testing.T) {
+// Fetches of one process make one CRL at a time, and a fetch adopts a CRL
+// stored after it began. Here the first fetch signs CRL 1 and is held; an
+// agent rotates (the revision moves), a second fetch begins, and the agent
+// rotates again. The first stores CRL 1; the second, which began after the
+// first rotation, makes CRL 2 once the first is done. A review of the first
+// version found the livelock this prevents: both fetches made a CRL at
+// once, and the one whose number was taken — by a CRL made after it began,
+// but not at the revision of that moment — made one again, up to 4 times,
+// and then failed while rotations went on.
+func TestCRLFetchesOfOneProcessMakeOneAtATime(t *testing.T) {
 	for _, db := range testdb.Names() {
 		t.Run(db, func(t *testing.T) {
 			e := newRevEnv(t, db, time.Minute)
 			r := e.replica(RevocationConfig{})
 			e.register(r, "a.acme")
-			first, err := r.svc.storedNextUpdate(context.Background(), r.svc.current)
-			if err != nil {
-				t.Fatalf("storedNextUpdate before any CRL: %v", err)
-			}
-			if n := r.signer.n.Load(); n != 1 {
-				t.Fatalf("before any CRL: %d signatures, want 1 (the first CRL)", n)
-			}
-			e.clock.Advance(time.Hour)
 			e.revoke(r, "a.acme", "keyCompromise")
-			for range 3 {
-				next, err := r.svc.storedNextUpdate(context.Background(), r.svc.current)
+			e.register(r, "b.acme")
+			g, first := holdCRLSignature(t, r)
+
+			e.rotate(r, "b.acme")
+			second := make(chan crlResult, 1)
+			go func() {
+				der, _, err := r.svc.crl(context.Background())
+				second <- crlResult{der, err}
+			}()
+			e.rotate(r, "b.acme")
+			close(g.release)
+
+			for i, ch := range []<-chan crlResult{first, second} {
+				res := <-ch
+				if res.err != nil {
+					t.Fatalf("fetch %d: %v", i+1, res.err)
+				}
+				crl, err := x509.ParseRevocationList(res.der)
 				if err != nil {
-					t.Fatalf("storedNextUpdate: %v", err)
+					t.Fatal(err)
 				}
-				if !next.Equal(first) {
-					t.Errorf("stale CRL: nextUpdate %v, want the stored CRL's %v", next, first)
+				if want := int64(i + 1); crl.Number.Int64() != want {
+					t.Errorf("fetch %d: CRL %d, want %d", i+1, crl.Number, want)
 				}
 			}
-			if n := r.signer.n.Load(); n != 1 {
-				t.Errorf("after a revocation: %d signatures, want 1: reading the nextUpdate made a CRL", n)
-			}
-			crl, _ := mustCRL(t, r.svc)
-			next, err := r.svc.storedNextUpdate(context.Background(), r.svc.current)
-			if err != nil || !next.Equal(crl.NextUpdate) || !next.After(first) {
-				t.Errorf("after a fetch: nextUpdate %v (%v), want the new CRL's %v", next, err, crl.NextUpdate)
+			if n := r.signer.n.Load(); n != 2 {
+				t.Errorf("%d CRL signatures, want 2", n)
 			}
 		})
 	}
