@@ -106,11 +106,11 @@ func lintCA(tmpl, parent *x509.Certificate, pub, signerPub crypto.PublicKey, atr
 	if err != nil {
 		return nil, fmt.Errorf("lint: signing with the lint key: %w", err)
 	}
-	reg, err := newLintRegistry()
+	set, err := newLintSet()
 	if err != nil {
 		return nil, err
 	}
-	findings, _, err := lintWith(der, reg, parent == nil, atr)
+	findings, _, err := lintWith(der, set, parent == nil, atr)
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,6 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
-	"github.com/zmap/zlint/v3/lint"
 )
 
 // Issuer issues agent certificates under one issuing (intermediate)
@@ -41,7 +40,7 @@ type Issuer struct {
 	// TBSCertificate as leaves signed by the real issuer.
 	lintSigner crypto.Signer
 	lintCert   *x509.Certificate
-	lints      lint.Registry
+	lints      *lintSet
 	// leafSig: the issuer's signature algorithm in a leaf's TBS, and the
 	// placeholder signature of lint certificates (leaftbs.go).
 	leafSig leafSignature
@@ -105,7 +104,7 @@ func NewIssuer(signer crypto.Signer, cert *x509.Certificate, chain []*x509.Certi
 	if i.lintCert, err = newLintIssuerCert(cert, i.lintSigner); err != nil {
 		return nil, fmt.Errorf("ca: new issuer: %w", err)
 	}
-	if i.lints, err = newLintRegistry(); err != nil {
+	if i.lints, err = newLintSet(); err != nil {
 		return nil, fmt.Errorf("ca: new issuer: %w", err)
 	}
 	if err := i.selfTest(); err != nil {

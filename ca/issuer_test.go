@@ -12,9 +12,13 @@ import (
 	"math/big"
 	"net/url"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	zx509 "github.com/zmap/zcrypto/x509"
+	"github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
 )
 
@@ -299,24 +303,110 @@ func TestLintWeakLeafKey(t *testing.T) {
 	}
 }
 
-// TestLintRegistryListsNamesOnce: the registry ATR lints with lists the same
-// lints as the filtered zlint registry, without copying and sorting them for
-// every certificate (zlint asks for the names on each one).
-func TestLintRegistryListsNamesOnce(t *testing.T) {
-	reg, err := newLintRegistry()
+// TestLintSetMatchesZlint: the lint set ATR runs reports what zlint's own
+// LintCertificateEx reports with the same filtered registry — the same
+// error and fatal findings, with their details — on certificates that pass
+// and on certificates zlint refuses, for P-256, P-384 and RSA keys (the
+// Fermat lint is configurable), with every certificate linted by several
+// goroutines at once (one instance of each lint serves them all).
+func TestLintSetMatchesZlint(t *testing.T) {
+	ca := newTestCA(t, "p256")
+	set, err := newLintSet()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := lint.GlobalRegistry().Filter(lint.FilterOptions{IncludeSources: lintIncludeSources(), ExcludeNames: lintExcludeNames()})
+	reg, err := lint.GlobalRegistry().Filter(lint.FilterOptions{IncludeSources: lintIncludeSources(), ExcludeNames: lintExcludeNames()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := reg.Names(); !slices.Equal(got, want.Names()) || !slices.IsSorted(got) || len(got) == 0 {
-		t.Fatalf("Names() = %d names, want the %d of the filtered registry, sorted", len(got), len(want.Names()))
+	if len(set.lints) != len(reg.CertificateLints().Lints()) || len(set.lints) == 0 {
+		t.Fatalf("set holds %d lints, the filtered registry %d", len(set.lints), len(reg.CertificateLints().Lints()))
 	}
-	if n := testing.AllocsPerRun(10, func() { _ = reg.Names() }); n != 0 {
-		t.Fatalf("Names() allocates %v times per call", n)
+	mustURL := func(s string) *url.URL {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
 	}
+	tests := []struct {
+		name     string
+		key      string
+		mutate   func(*x509.Certificate)
+		wantLint string // a zlint finding the certificate must have; "" for none
+	}{
+		{"good p256", "p256", func(*x509.Certificate) {}, ""},
+		{"good p384", "p384", func(*x509.Certificate) {}, ""},
+		{"good rsa", "rsa2048", func(*x509.Certificate) {}, ""},
+		{"relative URI", "p256", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL("agent/a")} }, "e_ext_san_uri_relative"},
+		{"URI host not FQDN", "rsa2048", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL("spiffe://localhost/agent/a")} }, "e_ext_san_uri_host_not_fqdn_or_ip"},
+		{"DNS SAN with NUL", "p384", func(c *x509.Certificate) { c.DNSNames = []string{"a\x00.example.com"} }, "e_san_dns_name_includes_null_char"},
+		{"no SKID, no AKID", "p256", func(c *x509.Certificate) { c.SubjectKeyId = nil; c.AuthorityKeyId = nil }, ""},
+		{"serial 0", "p256", func(c *x509.Certificate) { c.SerialNumber = big.NewInt(0) }, "e_serial_number_not_positive"},
+	}
+	total := 0
+	for _, tt := range tests {
+		k := newKey(t, tt.key)
+		tmpl, err := ca.issuer.leafTemplate(k.Public(), "a", testSerial(t), testNow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tt.mutate(tmpl)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.issuer.lintCert, k.Public(), ca.issuer.lintSigner)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		zc, err := zx509.ParseCertificate(der)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		var want []Finding
+		for name, r := range zlint.LintCertificateEx(zc, reg).Results {
+			if r.Status == lint.Error || r.Status == lint.Fatal {
+				want = append(want, Finding{Lint: name, Status: r.Status.String(), Details: r.Details})
+			}
+		}
+		byName := func(a, b Finding) int { return strings.Compare(a.Lint, b.Lint) }
+		slices.SortFunc(want, byName)
+		if tt.wantLint != "" && !slices.ContainsFunc(want, func(f Finding) bool { return f.Lint == tt.wantLint }) {
+			t.Errorf("%s: zlint found %v, want %s among them", tt.name, want, tt.wantLint)
+		}
+		total += len(want)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got := set.run(zc)
+				slices.SortFunc(got, byName)
+				if !slices.Equal(got, want) {
+					t.Errorf("%s: lint set found %v, zlint %v", tt.name, got, want)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	if total == 0 {
+		t.Fatal("no certificate had a zlint finding: the comparison showed nothing")
+	}
+}
+
+// TestLintSetRecoversPanics: a lint that panics is a fatal finding named
+// after it, as in zlint, not a crashed issuance.
+func TestLintSetRecoversPanics(t *testing.T) {
+	meta := &lint.CertificateLint{LintMetadata: lint.LintMetadata{Name: "e_test_panics", Source: lint.Community}}
+	set := &lintSet{lints: []setLint{{meta: meta, inst: panickingLint{}}}}
+	got := set.run(&zx509.Certificate{})
+	if len(got) != 1 || got[0].Lint != "e_test_panics" || got[0].Status != "fatal" || !strings.Contains(got[0].Details, "panicked") {
+		t.Fatalf("findings %+v, want one fatal finding of e_test_panics", got)
+	}
+}
+
+type panickingLint struct{}
+
+func (panickingLint) CheckApplies(*zx509.Certificate) bool { return true }
+func (panickingLint) Execute(*zx509.Certificate) *lint.LintResult {
+	panic("boom")
 }
 
 // misbehavingSigner wraps the real issuing key and breaks its signatures.

@@ -10,7 +10,6 @@ import (
 	"sort"
 
 	zx509 "github.com/zmap/zcrypto/x509"
-	"github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
 )
 
@@ -46,8 +45,9 @@ func lintExcludeNames() []string {
 	}
 }
 
-// newLintRegistry returns the filtered zlint registry ATR lints with.
-func newLintRegistry() (lint.Registry, error) {
+// newLintSet returns the filtered zlint registry ATR lints with, made
+// ready to run.
+func newLintSet() (*lintSet, error) {
 	opts := lint.FilterOptions{IncludeSources: lintIncludeSources()}
 	if ex := lintExcludeNames(); len(ex) > 0 {
 		opts.ExcludeNames = ex
@@ -56,20 +56,86 @@ func newLintRegistry() (lint.Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building zlint registry: %w", err)
 	}
-	return namesOnce{Registry: r, names: r.Names()}, nil
+	cfg := r.GetConfiguration()
+	set := &lintSet{config: cfg}
+	for _, l := range r.CertificateLints().Lints() {
+		sl := setLint{meta: l}
+		// zlint keeps to itself which lints of the CA/Browser Forum's
+		// sources apply to a certificate; those run through its own
+		// Execute. None is in ATR's selection today.
+		if l.OverrideFrameworkFilter || !frameworkFiltered(l.Source) {
+			sl.inst = l.Lint()
+			if err := cfg.MaybeConfigure(sl.inst, l.Name); err != nil {
+				return nil, fmt.Errorf("configuring zlint lint %s: %w", l.Name, err)
+			}
+		}
+		set.lints = append(set.lints, sl)
+	}
+	return set, nil
 }
 
-// namesOnce is a zlint registry whose lint names are listed once: zlint asks
-// for them on every certificate it lints (to size its result map), and the
-// registry copies and sorts all of them each time.
-type namesOnce struct {
-	lint.Registry
-	names []string
+// frameworkFiltered reports whether zlint decides, before a lint of source
+// runs, that its framework does not apply to a certificate.
+func frameworkFiltered(source lint.LintSource) bool {
+	switch source {
+	case lint.CABFBaselineRequirements, lint.CABFSMIMEBaselineRequirements, lint.CABFCSBaselineRequirements:
+		return true
+	}
+	return false
 }
 
-// Names returns the registry's lint names, sorted. The slice is shared: the
-// caller must not modify it (zlint only takes its length).
-func (r namesOnce) Names() []string { return r.names }
+// lintSet runs a zlint registry's certificate lints as
+// zlint.LintCertificateEx does (CheckApplies, CheckEffective, Execute; a
+// panic is a fatal finding), returning only the error and fatal findings.
+// Unlike LintCertificateEx it makes and configures each lint once, not once
+// per certificate, and keeps no result of a lint that passed or did not
+// apply: zlint's per-certificate instances, configuration and result map
+// were a third of a leaf's lint and most of its allocations
+// (docs/performance.md, sixteenth pass). The lints of ATR's selection hold
+// no state but their configuration, so one instance serves every goroutine
+// (TestLintSetMatchesZlint runs them concurrently under -race).
+type lintSet struct {
+	config lint.Configuration
+	lints  []setLint
+}
+
+// setLint is one lint of a lintSet: its metadata and, unless zlint's own
+// Execute must run it, its instance, configured.
+type setLint struct {
+	meta *lint.CertificateLint
+	inst lint.CertificateLintInterface
+}
+
+// run lints zc and returns the error and fatal findings, in no order.
+func (s *lintSet) run(zc *zx509.Certificate) []Finding {
+	var out []Finding
+	for i := range s.lints {
+		if r := s.lints[i].run(zc, s.config); r != nil {
+			switch r.Status {
+			case lint.Error, lint.Fatal:
+				out = append(out, Finding{Lint: s.lints[i].meta.Name, Status: r.Status.String(), Details: r.Details})
+			}
+		}
+	}
+	return out
+}
+
+// run runs one lint on zc and returns its result, or nil if the lint does
+// not apply or is not effective for zc.
+func (l *setLint) run(zc *zx509.Certificate, cfg lint.Configuration) (r *lint.LintResult) {
+	if l.inst == nil {
+		return l.meta.Execute(zc, cfg)
+	}
+	defer func() {
+		if err := recover(); err != nil {
+			r = &lint.LintResult{Status: lint.Fatal, Details: fmt.Sprintf("'%s' panicked. Error: %v", l.meta.Name, err)}
+		}
+	}()
+	if !l.inst.CheckApplies(zc) || !l.meta.CheckEffective(zc) {
+		return nil
+	}
+	return l.inst.Execute(zc)
+}
 
 // profileLints are ATR's own lints of one certificate profile: agentLints
 // for agent leaves, serverLints (server.go) for the registry's TLS server
@@ -135,14 +201,14 @@ func (i *Issuer) lintDERAs(der []byte, atr profileLints) ([]Finding, error) {
 	return findings, err
 }
 
-// lintWith runs the zlint registry reg, the small-private-key lint
+// lintWith runs the zlint lints of set, the small-private-key lint
 // (smallkey.go) and the profile lints atr on a DER certificate and returns the error and fatal findings, sorted by lint
 // name, and the certificate as crypto/x509 parsed it. selfSigned tells
 // zlint that the certificate stands for a self-signed one (a root template
 // signed with the throwaway lint key, whose signature does not verify under
 // its own public key, which is how zcrypto would otherwise decide), so that
 // zlint applies its root CA lints.
-func lintWith(der []byte, reg lint.Registry, selfSigned bool, atr profileLints) ([]Finding, *x509.Certificate, error) {
+func lintWith(der []byte, set *lintSet, selfSigned bool, atr profileLints) ([]Finding, *x509.Certificate, error) {
 	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ca: lint: zcrypto cannot parse the certificate: %w", err)
@@ -154,14 +220,7 @@ func lintWith(der []byte, reg lint.Registry, selfSigned bool, atr profileLints) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("ca: lint: crypto/x509 cannot parse the certificate: %w", err)
 	}
-	var findings []Finding
-	rs := zlint.LintCertificateEx(zc, reg)
-	for lintName, r := range rs.Results {
-		switch r.Status {
-		case lint.Error, lint.Fatal:
-			findings = append(findings, Finding{Lint: lintName, Status: r.Status.String(), Details: r.Details})
-		}
-	}
+	findings := set.run(zc)
 	findings = append(findings, smallKeyFindings(zc)...)
 	findings = append(findings, atr(c)...)
 	sort.Slice(findings, func(a, b int) bool { return findings[a].Lint < findings[b].Lint })
