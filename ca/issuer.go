@@ -21,7 +21,6 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
-
 )
 
 // Issuer issues agent certificates under one issuing (intermediate)
