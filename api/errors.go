@@ -134,9 +134,15 @@ func (s *Server) refused(w http.ResponseWriter, r *http.Request, err error) (sta
 	return status, code, msg
 }
 
-// writeJSON writes v as the JSON body with status.
+// writeJSONStatus writes v as the JSON body with status.
 func writeJSONStatus(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
+	writeJSONBytes(w, status, b, err)
+}
+
+// writeJSONBytes writes b, a JSON value encoded without error err, as the
+// body with status.
+func writeJSONBytes(w http.ResponseWriter, status int, b []byte, err error) {
 	if err != nil {
 		// Only our own types reach here; a failure is a programming error.
 		status = http.StatusInternalServerError

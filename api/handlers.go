@@ -59,7 +59,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("api: register: %w", err)
 	}
-	writeJSONStatus(w, http.StatusCreated, certificateBody(iss))
+	writeCertificate(w, http.StatusCreated, iss)
 	return nil
 }
 
@@ -127,7 +127,7 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("api: rotate: %w", err)
 	}
-	writeJSONStatus(w, http.StatusOK, certificateBody(iss))
+	writeCertificate(w, http.StatusOK, iss)
 	return nil
 }
 
