@@ -137,6 +137,7 @@ type Prepared struct {
 	sigAlg x509.SignatureAlgorithm // the issuer's, as in tbs
 	algID  []byte                  // DER AlgorithmIdentifier of sigAlg, as in tbs
 	digest []byte                  // what the issuer signs: the digest of tbs when it was linted
+	lc     *x509.Certificate       // the lint certificate (tbs under a placeholder or lint-key signature), parsed
 }
 
 // TBS returns the DER TBSCertificate that Sign will have the issuer sign.
@@ -296,11 +297,14 @@ func (i *Issuer) Sign(p *Prepared) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign: encoding the certificate: %w", err)
 	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("ca: sign: parsing signed certificate: %w", err)
-	}
-	return c, nil
+	// The certificate differs from the lint certificate only in its
+	// signature: the same TBSCertificate and, outside it, the same
+	// algorithm identifier (newPrepared). So it parses as the lint
+	// certificate did but for Raw and Signature, and is not parsed again
+	// (TestSignedCertificateIsItsParse).
+	c := *p.lc
+	c.Raw, c.Signature = der, sig
+	return &c, nil
 }
 
 // newPrepared makes the Prepared of a template whose lint certificate
@@ -315,8 +319,11 @@ func (i *Issuer) newPrepared(tmpl *x509.Certificate, pub crypto.PublicKey, lc *x
 	if err != nil {
 		return nil, fmt.Errorf("ca: prepare: %w", err)
 	}
+	if outer, err := certificateAlgID(lc.Raw); err != nil || !bytes.Equal(outer, algID) {
+		return nil, fmt.Errorf("ca: prepare: the lint certificate's signature algorithm differs from its TBSCertificate's")
+	}
 	return &Prepared{tmpl: tmpl, pub: pub, tbs: lc.RawTBSCertificate, name: name,
-		issuer: i, sigAlg: lc.SignatureAlgorithm, algID: algID, digest: digest}, nil
+		issuer: i, sigAlg: lc.SignatureAlgorithm, algID: algID, digest: digest, lc: lc}, nil
 }
 
 // tbsDigest returns what the issuing key signs for tbs under alg, and the
@@ -351,6 +358,20 @@ func tbsSignatureAlgorithm(tbs []byte) ([]byte, error) {
 		!t.SkipASN1(cbasn1.INTEGER) ||
 		!t.ReadASN1Element(&alg, cbasn1.SEQUENCE) {
 		return nil, errors.New("malformed TBSCertificate")
+	}
+	return []byte(alg), nil
+}
+
+// certificateAlgID returns the DER signatureAlgorithm of a certificate
+// (the one outside its TBSCertificate).
+func certificateAlgID(der []byte) ([]byte, error) {
+	in := cryptobyte.String(der)
+	var c cryptobyte.String
+	var alg cryptobyte.String
+	if !in.ReadASN1(&c, cbasn1.SEQUENCE) || !in.Empty() ||
+		!c.SkipASN1(cbasn1.SEQUENCE) ||
+		!c.ReadASN1Element(&alg, cbasn1.SEQUENCE) {
+		return nil, errors.New("malformed certificate")
 	}
 	return []byte(alg), nil
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/big"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -521,6 +522,45 @@ func TestConcurrentIssuance(t *testing.T) {
 	for range 8 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestSignedCertificateIsItsParse: the certificate Sign returns is what
+// x509.ParseCertificate makes of its DER, field for field, for every issuer
+// and leaf key type, agent leaves and the server's TLS certificate (Sign
+// patches the parsed lint certificate instead of parsing again).
+func TestSignedCertificateIsItsParse(t *testing.T) {
+	for _, issuerAlg := range []string{"p256", "p384", "rsa2048", "ed25519"} {
+		ca := newTestCA(t, issuerAlg)
+		for _, leafAlg := range []string{"p256", "p384", "ed25519", "rsa2048"} {
+			k := newKey(t, leafAlg)
+			p, err := ca.issuer.Prepare(newCSR(t, k), "billing-bot.acme", testSerial(t), testNow)
+			if err != nil {
+				t.Fatalf("%s/%s: Prepare: %v", issuerAlg, leafAlg, err)
+			}
+			c, err := ca.issuer.Sign(p)
+			if err != nil {
+				t.Fatalf("%s/%s: Sign: %v", issuerAlg, leafAlg, err)
+			}
+			want, err := x509.ParseCertificate(c.Raw)
+			if err != nil {
+				t.Fatalf("%s/%s: %v", issuerAlg, leafAlg, err)
+			}
+			if !reflect.DeepEqual(c, want) {
+				t.Errorf("%s/%s: Sign's certificate differs from its parse", issuerAlg, leafAlg)
+			}
+		}
+		sp, err := ca.issuer.PrepareServer(newKey(t, "p256").Public(), []string{"atr.example.org"}, nil, testSerial(t), testNow, time.Hour)
+		if err != nil {
+			t.Fatalf("%s: PrepareServer: %v", issuerAlg, err)
+		}
+		c, err := ca.issuer.Sign(sp)
+		if err != nil {
+			t.Fatalf("%s: Sign server: %v", issuerAlg, err)
+		}
+		if want, err := x509.ParseCertificate(c.Raw); err != nil || !reflect.DeepEqual(c, want) {
+			t.Errorf("%s: the server certificate Sign returns differs from its parse (%v)", issuerAlg, err)
 		}
 	}
 }
