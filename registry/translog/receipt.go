@@ -150,8 +150,37 @@ func (r Receipt) Marshal() ([]byte, error) {
 	for i := range r.InclusionProof {
 		proof[i] = r.InclusionProof[i][:]
 	}
-	return json.Marshal(wireReceipt{Format: ReceiptFormat, LeafIndex: r.LeafIndex, Leaf: r.Leaf, Opened: opened,
-		InclusionProof: proof, Checkpoint: string(r.Checkpoint), Witnessed: r.Witnessed})
+	// The bytes json.Marshal writes for wireReceipt, without compacting the
+	// opened entry (compact JSON of Opened.Marshal) once more: the members
+	// before it and after it are encoded as two objects and joined around
+	// it (TestReceiptMarshalIsWireReceipt).
+	head, err := json.Marshal(wireReceiptHead{Format: ReceiptFormat, LeafIndex: r.LeafIndex, Leaf: r.Leaf})
+	if err != nil {
+		return nil, err
+	}
+	tail, err := json.Marshal(wireReceiptTail{InclusionProof: proof, Checkpoint: string(r.Checkpoint), Witnessed: r.Witnessed})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(head)+len(opened)+len(tail)+len(`,"opened":,`))
+	out = append(out, head[:len(head)-1]...)
+	out = append(append(out, `,"opened":`...), opened...)
+	out = append(out, ',')
+	return append(out, tail[1:]...), nil
+}
+
+// wireReceiptHead and wireReceiptTail are wireReceipt's members before and
+// after "opened", in its order.
+type wireReceiptHead struct {
+	Format    string `json:"format"`
+	LeafIndex int64  `json:"leaf_index"`
+	Leaf      []byte `json:"leaf"`
+}
+
+type wireReceiptTail struct {
+	InclusionProof [][]byte `json:"inclusion_proof"`
+	Checkpoint     string   `json:"checkpoint"`
+	Witnessed      bool     `json:"witnessed"`
 }
 
 // ParseReceipt decodes what Marshal writes, strictly (white space around the

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"math/big"
 	"net/url"
@@ -228,4 +229,42 @@ func FuzzParseReceipt(f *testing.F) {
 			t.Fatalf("ParseReceipt accepted %q, which re-marshals to %q, %v", data, b, err)
 		}
 	})
+}
+
+// TestReceiptMarshalIsWireReceipt: Receipt.Marshal writes the bytes
+// json.Marshal writes for the whole wireReceipt (Marshal joins two objects
+// around the opened entry instead), with and without proof hashes and
+// cosignatures, and with checkpoint text that encoding/json escapes.
+func TestReceiptMarshalIsWireReceipt(t *testing.T) {
+	key := receiptVRFKey(t)
+	e, o := openedFor(t, key, "bot.acme", 3)
+	leaf, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []Receipt{
+		{LeafIndex: 3, Leaf: leaf, Opened: o, InclusionProof: []tlog.Hash{{1}, {2}}, Checkpoint: []byte("example.org/log\n4\nAAAA\n\n— example.org/log AAAA\n")},
+		{LeafIndex: 3, Leaf: leaf, Opened: o, Checkpoint: []byte("a<b>&c\u2028\n"), Witnessed: true},
+	} {
+		got, err := r.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		opened, err := r.Opened.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		proof := make([][]byte, len(r.InclusionProof))
+		for i := range r.InclusionProof {
+			proof[i] = r.InclusionProof[i][:]
+		}
+		want, err := json.Marshal(wireReceipt{Format: ReceiptFormat, LeafIndex: r.LeafIndex, Leaf: r.Leaf, Opened: opened,
+			InclusionProof: proof, Checkpoint: string(r.Checkpoint), Witnessed: r.Witnessed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("Marshal:\n%s\nwant\n%s", got, want)
+		}
+	}
 }
