@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -86,7 +87,14 @@ func (f *filler) fill(ctx context.Context, n int, owner string, revoked bool, de
 	}
 	defer tx.Rollback()
 	agentCols := []string{"name", "owner", "status", "capabilities", "metadata", "current_serial", "created_at", "updated_at"}
-	certCols := []string{"serial", "agent_name", "fingerprint_sha256", "status", "revocation_reason", "revoked_at", "der", "not_before", "not_after", "created_at"}
+	certCols := []string{"serial", "agent_name", "fingerprint_sha256", "status", "revocation_reason", "revoked_at", "der", "not_before", "not_after", "created_at", "issuer_key_id"}
+	// Every row the server issues names its issuing CA, and a CRL lists only
+	// its own CA's rows: rows whose der is a real leaf name that leaf's
+	// issuer (its authority key id), the others none.
+	var issuer any
+	if c, err := x509.ParseCertificate(der); err == nil && len(c.AuthorityKeyId) > 0 {
+		issuer = hex.EncodeToString(c.AuthorityKeyId)
+	}
 	prep := func(table string, cols []string) (*sqlx.Stmt, error) {
 		if f.postgres {
 			return tx.PreparexContext(ctx, pq.CopyIn(table, cols...))
@@ -116,7 +124,7 @@ func (f *filler) fill(ctx context.Context, n int, owner string, revoked bool, de
 	}
 	for i := range n {
 		r := row(i)
-		if _, err := cs.ExecContext(ctx, r.serial, r.name, r.fp, certStatus, reason, revokedAt, der, now.Add(-time.Minute), now.Add(24*time.Hour), now); err != nil {
+		if _, err := cs.ExecContext(ctx, r.serial, r.name, r.fp, certStatus, reason, revokedAt, der, now.Add(-time.Minute), now.Add(24*time.Hour), now, issuer); err != nil {
 			return 0, fmt.Errorf("bulk load: certificate %d: %w", i, err)
 		}
 	}

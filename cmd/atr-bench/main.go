@@ -806,26 +806,45 @@ func ocspLoad(ctx context.Context, cf *clientFactory, base string, leaf *x509.Ce
 	return rateRow("ocsp", name, s)
 }
 
-// crlLoad fetches the CRL once (the first fetch after the load may
-// regenerate it) and then fetches times more, checking the entry count.
+// crlLoad fetches the CRL until it lists the revoked rows the bench wrote
+// into the database (the server sees a commit of another process within
+// its notifier's poll, 250 ms on SQLite; the first fetch after that may
+// regenerate the CRL) and then fetches times more.
 func crlLoad(ctx context.Context, c *benchClient, base string, revoked, fetches int) []Row {
 	name := fmt.Sprintf("fetch with ≥%s revoked", humanCount(int64(revoked)))
+	const settle = 10 * time.Second
+	var (
+		der     []byte
+		entries int
+		last    time.Duration
+		err     error
+	)
 	t0 := time.Now()
-	der, err := c.do(ctx, "GET", base+"/v1/crl", "", nil)
-	first := time.Since(t0)
-	if err != nil {
-		return []Row{unavailable("crl", name, oneLine(err.Error()))}
+	for {
+		t := time.Now()
+		if der, err = c.do(ctx, "GET", base+"/v1/crl", "", nil); err != nil {
+			return []Row{unavailable("crl", name, oneLine(err.Error()))}
+		}
+		last = time.Since(t)
+		entries = -1
+		if rl, err := x509.ParseRevocationList(der); err == nil {
+			entries = len(rl.RevokedCertificateEntries)
+		}
+		if entries >= revoked || time.Since(t0) > settle {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	entries := -1
-	if rl, err := x509.ParseRevocationList(der); err == nil {
-		entries = len(rl.RevokedCertificateEntries)
+	if entries < revoked {
+		return []Row{unavailable("crl", name, fmt.Sprintf("after %v the CRL lists %d entries, fewer than the %d revoked", settle, entries, revoked))}
 	}
+	listed := time.Since(t0)
 	s := runN(ctx, fetches, 1, func(ctx context.Context, _ int) error {
 		_, err := c.do(ctx, "GET", base+"/v1/crl", "", nil)
 		return err
 	})
 	r := latencyRow("crl", name, s)
-	r.Note = fmt.Sprintf("first fetch after the load %.0f ms; %d entries, %d KiB", ms(first), entries, len(der)/1024)
+	r.Note = fmt.Sprintf("listed %.0f ms after the load (the fetch that regenerated it %.0f ms); %d entries, %d KiB", ms(listed), ms(last), entries, len(der)/1024)
 	return []Row{r}
 }
 
