@@ -564,3 +564,20 @@ func TestSignedCertificateIsItsParse(t *testing.T) {
 		}
 	}
 }
+
+// TestLintSetRefusesAMissingSource: a registry without the lints of a
+// selected source (zlint registers each source's lints only when its
+// package is imported) is refused, not run with the lints it has: the
+// production binary once ran the community lints alone.
+func TestLintSetRefusesAMissingSource(t *testing.T) {
+	community, err := lint.GlobalRegistry().Filter(lint.FilterOptions{IncludeSources: lint.SourceList{lint.Community}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newLintSetOf(community, lintIncludeSources()); err == nil || !strings.Contains(err.Error(), "no lint of source") {
+		t.Fatalf("newLintSetOf(community lints only) = %v, want an error naming the missing source", err)
+	}
+	if _, err := newLintSet(); err != nil {
+		t.Fatalf("newLintSet: %v", err)
+	}
+}

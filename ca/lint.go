@@ -10,6 +10,12 @@ import (
 	"sort"
 
 	zx509 "github.com/zmap/zcrypto/x509"
+	// zlint registers its lints in the packages under lints/, which its
+	// root package imports; ATR does not call the root package, so it
+	// imports it for them. Without it only the community lints this
+	// package imports itself (smallkey.go) would run: newLintSet refuses
+	// that (TestLintSetRefusesAMissingSource).
+	_ "github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
 )
 
@@ -55,6 +61,17 @@ func newLintSet() (*lintSet, error) {
 	r, err := lint.GlobalRegistry().Filter(opts)
 	if err != nil {
 		return nil, fmt.Errorf("building zlint registry: %w", err)
+	}
+	return newLintSetOf(r, lintIncludeSources())
+}
+
+// newLintSetOf makes the lint set of the registry r, which must hold
+// certificate lints of every source in sources.
+func newLintSetOf(r lint.Registry, sources lint.SourceList) (*lintSet, error) {
+	for _, src := range sources {
+		if len(r.CertificateLints().BySource(src)) == 0 {
+			return nil, fmt.Errorf("building zlint registry: no lint of source %s is registered", src)
+		}
 	}
 	cfg := r.GetConfiguration()
 	set := &lintSet{config: cfg}

@@ -55,8 +55,14 @@ var p256SmallLogs = sync.OnceValue(func() map[uint64]uint32 {
 var zlintSmallKey = community.NewEcdsaSmallPrivateKey()
 
 // smallKeyFindings runs the small-private-key lint on the lint certificate
-// zc and returns its finding, if any.
-func smallKeyFindings(zc *zx509.Certificate) []Finding {
+// zc and returns its finding, if any; a panic is a fatal finding, as in
+// zlint.
+func smallKeyFindings(zc *zx509.Certificate) (out []Finding) {
+	defer func() {
+		if err := recover(); err != nil {
+			out = []Finding{{Lint: smallKeyLintName, Status: lint.Fatal.String(), Details: fmt.Sprintf("'%s' panicked. Error: %v", smallKeyLintName, err)}}
+		}
+	}()
 	if !zlintSmallKey.CheckApplies(zc) {
 		return nil
 	}
