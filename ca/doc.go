@@ -25,7 +25,8 @@
 //     signs it with a throwaway "lint issuer" key that has the same algorithm,
 //     subject and key identifier as the real issuer, and lints the result with
 //     zlint and ATR's own agent lints (see lint.go for the exact lint
-//     selection). Because the lint issuer mirrors the real one, the lint
+//     selection, and smallkey.go for zlint's small-private-key lint, which
+//     ATR runs as a table lookup for P-256 keys). Because the lint issuer mirrors the real one, the lint
 //     certificate's TBSCertificate is the one the real signer signs;
 //     Prepared.TBS returns it so that the caller can record it durably before
 //     the real signature. Sign then has the issuer signer sign exactly those

@@ -227,22 +227,15 @@ func TestPrepareRefusals(t *testing.T) {
 func TestAgentLints(t *testing.T) {
 	ca := newTestCA(t, "p256")
 	k := newKey(t, "p256")
-	mustURL := func(s string) *url.URL {
-		u, err := url.Parse(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return u
-	}
 	tests := []struct {
 		name     string
 		mutate   func(*x509.Certificate)
 		wantLint string
 	}{
-		{"two URI SANs", func(c *x509.Certificate) { c.URIs = append(c.URIs, mustURL(AgentURI(testTD, "b"))) }, "e_atr_one_uri_san"},
+		{"two URI SANs", func(c *x509.Certificate) { c.URIs = append(c.URIs, mustURL(t, AgentURI(testTD, "b"))) }, "e_atr_one_uri_san"},
 		{"no URI SAN", func(c *x509.Certificate) { c.URIs = nil; c.DNSNames = []string{"a.example.com"} }, "e_atr_one_uri_san"},
-		{"foreign trust domain", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL(AgentURI("evil.example", "a"))} }, "e_atr_one_uri_san"},
-		{"other agent", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL(AgentURI(testTD, "b"))} }, "e_atr_one_uri_san"},
+		{"foreign trust domain", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL(t, AgentURI("evil.example", "a"))} }, "e_atr_one_uri_san"},
+		{"other agent", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL(t, AgentURI(testTD, "b"))} }, "e_atr_one_uri_san"},
 		{"DNS SAN", func(c *x509.Certificate) { c.DNSNames = []string{"a.example.com"} }, "e_atr_no_other_sans"},
 		{"subject", func(c *x509.Certificate) { c.Subject = pkix.Name{CommonName: "a"} }, "e_atr_empty_subject"},
 		{"cA=true", func(c *x509.Certificate) { c.IsCA = true }, "e_atr_not_ca"},
@@ -264,8 +257,8 @@ func TestAgentLints(t *testing.T) {
 		}, "e_atr_extensions_allowed"},
 		{"name constraints on leaf", func(c *x509.Certificate) { c.PermittedURIDomains = []string{testTD} }, "e_atr_extensions_allowed"},
 		// zlint (RFC 5280) findings.
-		{"relative URI (zlint)", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL("agent/a")} }, "e_ext_san_uri_relative"},
-		{"URI host not FQDN (zlint)", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL("spiffe://localhost/agent/a")} }, "e_ext_san_uri_host_not_fqdn_or_ip"},
+		{"relative URI (zlint)", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL(t, "agent/a")} }, "e_ext_san_uri_relative"},
+		{"URI host not FQDN (zlint)", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL(t, "spiffe://localhost/agent/a")} }, "e_ext_san_uri_host_not_fqdn_or_ip"},
 		{"DNS SAN with NUL (zlint community)", func(c *x509.Certificate) { c.DNSNames = []string{"a\x00.example.com"} }, "e_san_dns_name_includes_null_char"},
 	}
 	for _, tt := range tests {
@@ -323,13 +316,6 @@ func TestLintSetMatchesZlint(t *testing.T) {
 	if len(set.lints) != len(reg.CertificateLints().Lints()) || len(set.lints) == 0 {
 		t.Fatalf("set holds %d lints, the filtered registry %d", len(set.lints), len(reg.CertificateLints().Lints()))
 	}
-	mustURL := func(s string) *url.URL {
-		u, err := url.Parse(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return u
-	}
 	tests := []struct {
 		name     string
 		key      string
@@ -339,8 +325,8 @@ func TestLintSetMatchesZlint(t *testing.T) {
 		{"good p256", "p256", func(*x509.Certificate) {}, ""},
 		{"good p384", "p384", func(*x509.Certificate) {}, ""},
 		{"good rsa", "rsa2048", func(*x509.Certificate) {}, ""},
-		{"relative URI", "p256", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL("agent/a")} }, "e_ext_san_uri_relative"},
-		{"URI host not FQDN", "rsa2048", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL("spiffe://localhost/agent/a")} }, "e_ext_san_uri_host_not_fqdn_or_ip"},
+		{"relative URI", "p256", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL(t, "agent/a")} }, "e_ext_san_uri_relative"},
+		{"URI host not FQDN", "rsa2048", func(c *x509.Certificate) { c.URIs = []*url.URL{mustURL(t, "spiffe://localhost/agent/a")} }, "e_ext_san_uri_host_not_fqdn_or_ip"},
 		{"DNS SAN with NUL", "p384", func(c *x509.Certificate) { c.DNSNames = []string{"a\x00.example.com"} }, "e_san_dns_name_includes_null_char"},
 		{"no SKID, no AKID", "p256", func(c *x509.Certificate) { c.SubjectKeyId = nil; c.AuthorityKeyId = nil }, ""},
 		{"serial 0", "p256", func(c *x509.Certificate) { c.SerialNumber = big.NewInt(0) }, "e_serial_number_not_positive"},
