@@ -107,8 +107,8 @@ func frameworkFiltered(source lint.LintSource) bool {
 // Unlike LintCertificateEx it makes and configures each lint once, not once
 // per certificate, and keeps no result of a lint that passed or did not
 // apply: zlint's per-certificate instances, configuration and result map
-// were a third of a leaf's lint and most of its allocations
-// (docs/performance.md, sixteenth pass). The lints of ATR's selection hold
+// were 19 of a leaf lint's 66 KB of allocations (docs/performance.md,
+// sixteenth pass). The lints of ATR's selection hold
 // no state but their configuration, so one instance serves every goroutine
 // (TestLintSetMatchesZlint runs them concurrently under -race).
 type lintSet struct {
