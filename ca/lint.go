@@ -44,10 +44,6 @@ func lintExcludeNames() []string {
 		// run (most of Prepare's cost) that cannot apply to a certificate
 		// signed by our own lint key.
 		"e_cert_issued_by_compromised_emudhra_ca",
-		// Run by smallKeyFindings (smallkey.go) instead, under the same
-		// name: the same check, a table lookup for P-256 keys instead of
-		// ~32 point additions (~90 µs, 40 % of a leaf's lint).
-		smallKeyLintName,
 	}
 }
 
@@ -84,6 +80,11 @@ func newLintSetOf(r lint.Registry, sources lint.SourceList) (*lintSet, error) {
 			sl.inst = l.Lint()
 			if err := cfg.MaybeConfigure(sl.inst, l.Name); err != nil {
 				return nil, fmt.Errorf("configuring zlint lint %s: %w", l.Name, err)
+			}
+			if l.Name == smallKeyLintName {
+				// The same check, a table lookup for P-256 keys instead
+				// of ~32 point additions (smallkey.go).
+				sl.inst = smallKeyLint{sl.inst}
 			}
 		}
 		set.lints = append(set.lints, sl)
@@ -218,8 +219,8 @@ func (i *Issuer) lintDERAs(der []byte, atr profileLints) ([]Finding, error) {
 	return findings, err
 }
 
-// lintWith runs the zlint lints of set, the small-private-key lint
-// (smallkey.go) and the profile lints atr on a DER certificate and returns the error and fatal findings, sorted by lint
+// lintWith runs the zlint lints of set and the profile lints atr on a DER
+// certificate and returns the error and fatal findings, sorted by lint
 // name, and the certificate as crypto/x509 parsed it. selfSigned tells
 // zlint that the certificate stands for a self-signed one (a root template
 // signed with the throwaway lint key, whose signature does not verify under
@@ -238,7 +239,6 @@ func lintWith(der []byte, set *lintSet, selfSigned bool, atr profileLints) ([]Fi
 		return nil, nil, fmt.Errorf("ca: lint: crypto/x509 cannot parse the certificate: %w", err)
 	}
 	findings := set.run(zc)
-	findings = append(findings, smallKeyFindings(zc)...)
 	findings = append(findings, atr(c)...)
 	sort.Slice(findings, func(a, b int) bool { return findings[a].Lint < findings[b].Lint })
 	return findings, c, nil

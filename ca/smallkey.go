@@ -9,11 +9,9 @@ import (
 
 	zx509 "github.com/zmap/zcrypto/x509"
 	"github.com/zmap/zlint/v3/lint"
-	"github.com/zmap/zlint/v3/lints/community"
 )
 
-// The small-private-key lint, run by ATR instead of inside the zlint
-// registry. zlint's e_ecdsa_small_private_key reports an ECDSA key whose
+// The small-private-key lint, with a faster search for P-256 keys. zlint's e_ecdsa_small_private_key reports an ECDSA key whose
 // private scalar d is in 1 … 2^16 or is the negation of one (a key anyone
 // can compute from the public key). It finds d with a baby-step giant-step
 // walk of ~32 point additions through crypto/elliptic's big-integer API,
@@ -51,35 +49,26 @@ var p256SmallLogs = sync.OnceValue(func() map[uint64]uint32 {
 	return logs
 })
 
-// zlintSmallKey is zlint's own lint, for keys on curves other than P-256.
-var zlintSmallKey = community.NewEcdsaSmallPrivateKey()
+// smallKeyLint is zlint's e_ecdsa_small_private_key as the lint set runs
+// it (newLintSetOf puts it in place of zlint's instance, with zlint's
+// metadata): zlint's CheckApplies, and for a P-256 key the table instead
+// of zlint's walk, with zlint's status and details; keys on other curves go
+// to zlint's Execute. ATR sets no zlint configuration, so zlint's instance
+// searches 2^16 as the table does.
+type smallKeyLint struct {
+	lint.CertificateLintInterface // zlint's instance
+}
 
-// smallKeyFindings runs the small-private-key lint on the lint certificate
-// zc and returns its finding, if any; a panic is a fatal finding, as in
-// zlint.
-func smallKeyFindings(zc *zx509.Certificate) (out []Finding) {
-	defer func() {
-		if err := recover(); err != nil {
-			out = []Finding{{Lint: smallKeyLintName, Status: lint.Fatal.String(), Details: fmt.Sprintf("'%s' panicked. Error: %v", smallKeyLintName, err)}}
-		}
-	}()
-	if !zlintSmallKey.CheckApplies(zc) {
-		return nil
+func (l smallKeyLint) Execute(zc *zx509.Certificate) *lint.LintResult {
+	pub := zcryptoECDSAKey(zc)
+	if pub == nil || pub.Curve != elliptic.P256() {
+		return l.CertificateLintInterface.Execute(zc)
 	}
-	if pub := zcryptoECDSAKey(zc); pub != nil && pub.Curve == elliptic.P256() {
-		d := p256SmallLog(pub)
-		if d == 0 {
-			return nil
-		}
-		return []Finding{{Lint: smallKeyLintName, Status: lint.Error.String(), Details: fmt.Sprintf(
-			"the ECDSA private key is %d, or its negation modulo the group order, and so can be trivially recovered by anyone", d)}}
+	if d := p256SmallLog(pub); d != 0 {
+		return &lint.LintResult{Status: lint.Error, Details: fmt.Sprintf(
+			"the ECDSA private key is %d, or its negation modulo the group order, and so can be trivially recovered by anyone", d)}
 	}
-	r := zlintSmallKey.Execute(zc)
-	switch r.Status {
-	case lint.Error, lint.Fatal:
-		return []Finding{{Lint: smallKeyLintName, Status: r.Status.String(), Details: r.Details}}
-	}
-	return nil
+	return &lint.LintResult{Status: lint.Pass}
 }
 
 // p256SmallLog returns d in 1 … 2^smallKeyBits with d·G = ±pub, or 0.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	zx509 "github.com/zmap/zcrypto/x509"
+	"github.com/zmap/zlint/v3/lints/community"
 )
 
 // keyWithScalar returns the ECDSA key on c whose private scalar is d.
@@ -57,12 +58,34 @@ func zcryptoCertFor(t testing.TB, pub *ecdsa.PublicKey) *zx509.Certificate {
 	return zc
 }
 
+// smallKeyLintSet returns a lint set of the small-private-key lint alone,
+// as newLintSet makes it (failing unless it runs ATR's table).
+func smallKeyLintSet(t testing.TB) *lintSet {
+	t.Helper()
+	full, err := newLintSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range full.lints {
+		if l.meta.Name == smallKeyLintName {
+			if _, ok := l.inst.(smallKeyLint); !ok {
+				t.Fatalf("the lint set runs %s as %T, not ATR's table", smallKeyLintName, l.inst)
+			}
+			return &lintSet{config: full.config, lints: []setLint{l}}
+		}
+	}
+	t.Fatalf("the lint set has no %s", smallKeyLintName)
+	return nil
+}
+
 // TestSmallKeyLintMatchesZlint: ATR's small-private-key lint reports what
 // zlint's e_ecdsa_small_private_key reports, with the same status and
 // details, at and around the bound (d and n−d for d ≤ 2^16 refused, 2^16+1
 // accepted), on P-256 (the table) and P-384 (zlint's own lint).
 func TestSmallKeyLintMatchesZlint(t *testing.T) {
 	const bound = 1 << smallKeyBits
+	set := smallKeyLintSet(t)
+	zlintLint := community.NewEcdsaSmallPrivateKey()
 	for _, tc := range []struct {
 		curve elliptic.Curve
 		d     int64
@@ -89,12 +112,12 @@ func TestSmallKeyLintMatchesZlint(t *testing.T) {
 	} {
 		k := keyWithScalar(tc.curve, scalar(tc.curve, tc.d, tc.neg))
 		zc := zcryptoCertFor(t, &k.PublicKey)
-		got := smallKeyFindings(zc)
+		got := set.run(zc)
 		if (len(got) > 0) != tc.weak {
 			t.Errorf("%s d=%d neg=%v: findings %v, want weak=%v", tc.curve.Params().Name, tc.d, tc.neg, got, tc.weak)
 			continue
 		}
-		r := zlintSmallKey.Execute(zc)
+		r := zlintLint.Execute(zc)
 		if tc.weak {
 			if got[0].Lint != smallKeyLintName || got[0].Status != r.Status.String() || got[0].Details != r.Details {
 				t.Errorf("%s d=%d neg=%v: ATR %+v, zlint %s %q", tc.curve.Params().Name, tc.d, tc.neg, got[0], r.Status, r.Details)
@@ -167,17 +190,19 @@ func BenchmarkSmallKeyLint(b *testing.B) {
 		b.Fatal(err)
 	}
 	zc := zcryptoCertFor(b, &k.PublicKey)
-	p256SmallLogs()
+	set := smallKeyLintSet(b)
+	zlintLint := community.NewEcdsaSmallPrivateKey()
+	p256SmallLogs() // built once per process, not per certificate
 	b.Run("atr", func(b *testing.B) {
 		for b.Loop() {
-			if f := smallKeyFindings(zc); len(f) != 0 {
+			if f := set.run(zc); len(f) != 0 {
 				b.Fatal(f)
 			}
 		}
 	})
 	b.Run("zlint", func(b *testing.B) {
 		for b.Loop() {
-			if r := zlintSmallKey.Execute(zc); r.Status.String() != "pass" {
+			if r := zlintLint.Execute(zc); r.Status.String() != "pass" {
 				b.Fatal(r.Details)
 			}
 		}
