@@ -141,6 +141,11 @@ func (s *Ed25519Signer) Sign(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([
 	return sig, nil
 }
 
+// ChecksSignatures marks Ed25519Signer as one that verifies every signature
+// it returns under the key's public key and fails closed instead (signIn),
+// as Signer.ChecksSignatures does.
+func (s *Ed25519Signer) ChecksSignatures() {}
+
 // signIn signs msg with the private key priv in session sh and checks the
 // signature against s's public key.
 func (s *Ed25519Signer) signIn(st *tokenState, sh pkcs11.SessionHandle, priv pkcs11.ObjectHandle, msg []byte, what string) ([]byte, error) {

@@ -115,6 +115,15 @@ func TestMetricsSignerKeepsCheckMark(t *testing.T) {
 	if _, ok := m.Signer("issuing", soft).(checker); ok {
 		t.Error("a software key's wrapper claims to check its signatures")
 	}
+	// The log's Ed25519 key checks its signatures too (signIn), so the
+	// note signer need not verify a checkpoint's signature again.
+	ed, err := tok.GenerateEd25519Key(context.Background(), "log-ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.Signer("log", ed).(checker); !ok {
+		t.Error("the wrapped Ed25519 token signer lacks the ChecksSignatures mark")
+	}
 	digest := sha256.Sum256([]byte("x"))
 	sig, err := m.Signer("issuing", s).Sign(rand.Reader, digest[:], crypto.SHA256)
 	if err != nil || !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), digest[:], sig) {

@@ -310,6 +310,50 @@ func TestNoteSignerRefuses(t *testing.T) {
 	}
 }
 
+// selfCheckingBadSigner is badSigner with the ChecksSignatures mark of a
+// signer that verifies its own signatures (hsm.Signer, hsm.Ed25519Signer).
+type selfCheckingBadSigner struct{ badSigner }
+
+func (selfCheckingBadSigner) ChecksSignatures() {}
+
+// TestNoteSignersTrustSelfCheckingSigners: a token signer that checks every
+// signature it returns (and fails closed) is not checked a second time by
+// the note signers — each check is a P-256 or Ed25519 verification per
+// checkpoint on the group commit's one writer. Any other signer still is.
+// The bad signature stands in for the check: only a second check refuses it.
+func TestNoteSignersTrustSelfCheckingSigners(t *testing.T) {
+	_, edPriv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		newNote func(crypto.Signer) (note.Signer, error)
+		key     crypto.Signer
+	}{
+		{"ECDSA", func(s crypto.Signer) (note.Signer, error) { return NewNoteSigner(testOrigin, s) }, testKey(t, "a")},
+		{"Ed25519", func(s crypto.Signer) (note.Signer, error) { return NewEd25519NoteSigner(testOrigin, s) }, edPriv},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checked, err := tt.newNote(badSigner{tt.key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := SignCheckpoint(testCheckpoint(), checked); err == nil {
+				t.Error("a signature that does not verify was accepted from a signer without the mark")
+			}
+			trusted, err := tt.newNote(selfCheckingBadSigner{badSigner{tt.key}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := SignCheckpoint(testCheckpoint(), trusted); err != nil {
+				t.Errorf("the signature of a self-checking signer was checked again: %v", err)
+			}
+		})
+	}
+}
+
 // barrierSigner's Sign waits until all of its group's signers are signing:
 // it fails when they sign one after the other.
 type barrierSigner struct {

@@ -151,7 +151,7 @@ func VRFProve(s crypto.Signer, trustDomain, name string) (index [32]byte, proof 
 	// A signer that checks its own signatures (hsm.Signer: the same
 	// RSASSA-PKCS1-v1_5 verification under the same public key, failing
 	// closed) has done this already.
-	if _, checked := s.(interface{ ChecksSignatures() }); !checked {
+	if !checksItself(s) {
 		if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig); err != nil {
 			return index, nil, vrfErr("the signer returned a signature that does not verify: %v", err)
 		}
