@@ -69,6 +69,9 @@ type transparencyLog struct {
 		root      []byte
 		rollbacks int64
 		held      bool
+		// start is the head the memo was begun at (seedMemo), which is
+		// the tree the batch found when it took the head.
+		start logHead
 	}
 
 	// sealed counts the checkpoints sealBatch stored with their batch
@@ -254,8 +257,63 @@ func (l *transparencyLog) txMemo(ctx context.Context, tx *sqlx.Tx, head logHead)
 			return m.hs
 		}
 	}
-	m.tx, m.hs, m.size, m.held = tx, newMemoHashes(tx), head.Size, false
+	m.tx, m.hs, m.size, m.held, m.start = tx, l.seedMemo(ctx, tx, head), head.Size, false, head
 	return m.hs
+}
+
+// seedMemo returns a new memo for tx at head (read in tx, which holds the
+// log's head from then on), holding the tree's frontier — the stored
+// hashes its root is made of, which its next append reads too — when head
+// is the tree of the checkpoint this process knows with its hashes (the
+// one its last batch sealed, sealBatch): the batch then reads no stored
+// hash of the tree it starts from (TestIssuanceStatements; on PostgreSQL a
+// round trip under the log_head lock). Stored hashes never change, and
+// equal size and root are the same tree; the callers' check of head
+// against the stored hashes (planAppend, signTree) runs on the memo as
+// before. Any other head starts an empty memo.
+func (l *transparencyLog) seedMemo(ctx context.Context, tx *sqlx.Tx, head logHead) *memoHashes {
+	hs := newMemoHashes(tx)
+	k := l.known.Load()
+	if k == nil || k.hashes == nil || k.Size != head.Size || head.Size == 0 || string(k.hash[:]) != string(head.Root) {
+		return hs
+	}
+	f := &frontierHashes{from: k.hashes, into: hs.m}
+	if root, err := translog.RootHash(ctx, f, head.Size); err != nil || root != k.hash {
+		clear(hs.m) // a hash missing from k's: read them all, as before
+	}
+	return hs
+}
+
+// frontierHashes serves reads from a sealed checkpoint's hashes (from, never
+// changed) and copies what it served into a memo's map (into); a hash not
+// in from is an error.
+type frontierHashes struct {
+	from, into map[int64]tlog.Hash
+}
+
+func (f *frontierHashes) ReadHashes(_ context.Context, indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		h, ok := f.from[idx]
+		if !ok {
+			return nil, fmt.Errorf("registry: log: stored hash %d not in the sealed checkpoint's", idx)
+		}
+		out[i], f.into[idx] = h, h
+	}
+	return out, nil
+}
+
+func (f *frontierHashes) WriteHashes(context.Context, int64, []tlog.Hash) error {
+	return errors.New("registry: log: a sealed checkpoint's hashes are read-only")
+}
+
+// txStart returns the head tx's memo was begun at (seedMemo), while tx is
+// the transaction that appended last in this process.
+func (l *transparencyLog) txStart(tx *sqlx.Tx) (logHead, bool) {
+	l.txMu.Lock()
+	defer l.txMu.Unlock()
+	m := &l.txHashes
+	return m.start, m.tx == tx
 }
 
 // txAppended records that tx's memo hs now holds the tree of size, whose
@@ -420,7 +478,8 @@ func (l *transparencyLog) lockHead(ctx context.Context, tx *sqlx.Tx) error {
 	// and locking it again.
 	l.txMu.Lock()
 	defer l.txMu.Unlock()
-	l.txHashes.tx, l.txHashes.hs, l.txHashes.size, l.txHashes.root = tx, newMemoHashes(tx), head.Size, head.Root
+	hs := l.seedMemo(ctx, tx, head)
+	l.txHashes.tx, l.txHashes.hs, l.txHashes.size, l.txHashes.root, l.txHashes.start = tx, hs, head.Size, head.Root, head
 	l.txHashes.rollbacks, l.txHashes.held = l.store.rollbacks.Load(), true
 	return nil
 }
@@ -624,6 +683,20 @@ func (l *transparencyLog) latestCheckpointIn(ctx context.Context, q sqlx.Queryer
 		}
 	}
 	return &c, nil
+}
+
+// latestBefore returns the latest stored checkpoint for a batch's seal in
+// tx: the checkpoint this process knows (without a read) when tx began at
+// its tree — tx holds the log's head since, so no other process appended or
+// sealed a larger tree meanwhile, and one sealed at the same size states the
+// same root — else latestCheckpointIn's.
+func (l *transparencyLog) latestBefore(ctx context.Context, tx *sqlx.Tx) (*storedCheckpoint, error) {
+	if k := l.known.Load(); k != nil && k.Size > 0 {
+		if start, ok := l.txStart(tx); ok && start.Size == k.Size && string(start.Root) == string(k.hash[:]) {
+			return &k.storedCheckpoint, nil
+		}
+	}
+	return l.latestCheckpointIn(ctx, tx)
 }
 
 // knownCheckpoint is a stored checkpoint whose note was checked: it opens
@@ -920,7 +993,7 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 	if k := l.known.Load(); k != nil && k.Size >= head.Size {
 		return nil // nothing new, or a restored database (signCheckpoint forgets k)
 	}
-	latest, err := l.latestCheckpointIn(ctx, tx)
+	latest, err := l.latestBefore(ctx, tx)
 	if err != nil || (latest != nil && latest.Size >= head.Size) {
 		return nil
 	}
