@@ -109,7 +109,7 @@ func (a *arlState) syncAt(ctx context.Context, q sqlx.QueryerContext, rev revisi
 	}
 	if rev.rootCRLs < 0 {
 		// Read after rev.seq was: as new as it, or newer.
-		if err := sqlx.GetContext(ctx, q, &rev.rootCRLs, `SELECT root_crl_seq FROM revocation_state WHERE id = 1`); err != nil {
+		if err := sqlx.GetContext(ctx, q, &rev.rootCRLs, `SELECT root_crl_seq FROM revocation_state WHERE id = $1`, singletonID); err != nil {
 			return dbErr("root CRL: reading revision", err)
 		}
 	}

@@ -471,7 +471,7 @@ func (l *transparencyLog) lockHead(ctx context.Context, tx *sqlx.Tx) error {
 		return nil
 	}
 	var head logHead
-	if err := tx.GetContext(ctx, &head, `SELECT size, root FROM log_head WHERE id = 1 FOR UPDATE`); err != nil {
+	if err := tx.GetContext(ctx, &head, `SELECT size, root FROM log_head WHERE id = $1 FOR UPDATE`, singletonID); err != nil {
 		return dbErr("log: locking head", err)
 	}
 	// The first append of tx takes this head (txHead) instead of reading
@@ -510,11 +510,11 @@ func (l *transparencyLog) planAppend(ctx context.Context, tx *sqlx.Tx, e translo
 	}
 	head, held := l.txHead(tx)
 	if !held {
-		q := `SELECT size, root FROM log_head WHERE id = 1`
+		q := `SELECT size, root FROM log_head WHERE id = $1`
 		if tx.DriverName() == "postgres" {
 			q += ` FOR UPDATE`
 		}
-		if err := tx.GetContext(ctx, &head, q); err != nil {
+		if err := tx.GetContext(ctx, &head, q, singletonID); err != nil {
 			return nil, dbErr("log: locking head", err)
 		}
 	}
@@ -649,7 +649,7 @@ func (l *transparencyLog) head(ctx context.Context) (logHead, error) { return he
 // headIn is head through q (a transaction, or the database).
 func headIn(ctx context.Context, q sqlx.QueryerContext) (logHead, error) {
 	var h logHead
-	if err := sqlx.GetContext(ctx, q, &h, `SELECT size, root FROM log_head WHERE id = 1`); err != nil {
+	if err := sqlx.GetContext(ctx, q, &h, `SELECT size, root FROM log_head WHERE id = $1`, singletonID); err != nil {
 		return logHead{}, dbErr("log: reading head", err)
 	}
 	return h, nil

@@ -223,7 +223,7 @@ func (n *notifier) read(ctx context.Context) error {
 		Seq  int64 `db:"seq"`
 	}
 	err := n.store.db.GetContext(ctx, &row,
-		`SELECT (SELECT size FROM log_head WHERE id = 1) AS size, (SELECT seq FROM revocation_state WHERE id = 1) AS seq`)
+		`SELECT (SELECT size FROM log_head WHERE id = $1) AS size, (SELECT seq FROM revocation_state WHERE id = $1) AS seq`, singletonID)
 	if err != nil {
 		n.live.Store(false)
 		return dbErr("notify: reading log size and revocation seq", err)

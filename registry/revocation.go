@@ -244,7 +244,7 @@ func readRevision(ctx context.Context, q sqlx.QueryerContext) (revision, error) 
 		Seq      int64 `db:"seq"`
 		RootCRLs int64 `db:"root_crl_seq"`
 	}
-	if err := sqlx.GetContext(ctx, q, &row, `SELECT seq, root_crl_seq FROM revocation_state WHERE id = 1`); err != nil {
+	if err := sqlx.GetContext(ctx, q, &row, `SELECT seq, root_crl_seq FROM revocation_state WHERE id = $1`, singletonID); err != nil {
 		return revision{}, dbErr("revocation: reading revision", err)
 	}
 	return revision{seq: row.Seq, rootCRLs: row.RootCRLs}, nil

@@ -36,6 +36,9 @@ import (
 // that starts at the tree this process's last batch sealed takes that
 // checkpoint as the latest and its frontier hashes from memory
 // (transparencyLog.seedMemo) instead of reading both: a rotation 14 and 6.
+// On PostgreSQL every statement has parameters, so each is prepared once
+// per connection; the reads of log_head and revocation_state named their one
+// row by a literal and were parsed and planned at every execution.
 func TestIssuanceStatements(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
@@ -85,6 +88,16 @@ func TestIssuanceStatements(t *testing.T) {
 					_, err := f.Registry.Rotate(ctx, owner, "a3.acme", csr)
 					return err
 				})
+				if db == "postgres" {
+					// A statement without parameters is parsed, analyzed and
+					// planned at every execution (pgstmt.go prepares only
+					// those with parameters).
+					for _, s := range got {
+						if !strings.Contains(s, "$1") {
+							t.Errorf("rotation: a statement without parameters: %s", s)
+						}
+					}
+				}
 				check("rotation", got, []limit{
 					{"statements in all", "", all[db][0]},
 					{"reads of the agent", "agents", 1},
