@@ -48,6 +48,8 @@ import (
 
 type options struct {
 	quick, jsonOut, keep bool
+	markdown             bool
+	report               string
 	target, caBundle     string
 	adminKeyFile         string
 	databaseURL          string
@@ -114,6 +116,8 @@ func main() {
 	fs := flag.NewFlagSet("atr-bench", flag.ExitOnError)
 	fs.BoolVar(&o.quick, "quick", false, "smoke run (under two minutes): smaller counts, 1,000 vs 20,000 agents, 5,000 revoked")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of a table")
+	fs.BoolVar(&o.markdown, "markdown", false, "print the report as the Markdown of docs/performance.md's tables instead of a table")
+	fs.StringVar(&o.report, "report", "", "run nothing: print the report FILE that --json wrote (as a table, or with --json or --markdown)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary data directory and database")
 	fs.StringVar(&o.target, "target", "", "benchmark a running server at this https:// URL instead of starting one")
 	fs.StringVar(&o.caBundle, "ca-bundle", "", "with --target: PEM CA bundle of the server (its ca/bundle.pem)")
@@ -122,7 +126,38 @@ func main() {
 	fs.StringVar(&o.atrBinary, "atr-binary", "", "use this atr binary instead of building ./cmd/atr")
 	fs.StringVar(&o.module, "pkcs11-module", "/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 module of the bench token")
 	fs.IntVar(&o.parallel, "parallel", 8, "goroutines of the parallel raw baselines (N)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: atr-bench [flags]
+
+Measures a real atr serve over HTTPS and prints each figure next to its ratio
+to a raw baseline measured in the same run (docs/performance.md).
+
+Examples:
+  atr-bench --quick                         # SQLite, about 30 s
+  atr-bench --quick --database-url 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'
+  atr-bench --json > run.json               # full run, saved
+  atr-bench --report run.json --markdown    # the saved run as docs/performance.md's table
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	_ = fs.Parse(os.Args[1:])
+	if o.jsonOut && o.markdown {
+		fmt.Fprintln(os.Stderr, "atr-bench: --json and --markdown exclude each other")
+		os.Exit(2)
+	}
+	if o.report != "" {
+		rep, err := readReport(o.report)
+		if err == nil {
+			err = o.write(rep)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "atr-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -131,16 +166,23 @@ func main() {
 	log.SetLevel(logrus.WarnLevel)
 	rep, err := run(ctx, o, logrus.NewEntry(log).WithField("component", "atr-bench"))
 	if rep != nil {
-		if o.jsonOut {
-			_ = rep.WriteJSON(os.Stdout)
-		} else {
-			_ = rep.WriteTable(os.Stdout)
-		}
+		_ = o.write(rep)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "atr-bench:", err)
 		os.Exit(1)
 	}
+}
+
+// write prints rep to standard output in the format the flags chose.
+func (o options) write(rep *Report) error {
+	switch {
+	case o.jsonOut:
+		return rep.WriteJSON(os.Stdout)
+	case o.markdown:
+		return rep.WriteMarkdown(os.Stdout)
+	}
+	return rep.WriteTable(os.Stdout)
 }
 
 func progress(format string, args ...any) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -214,6 +215,79 @@ func TestWriteJSON(t *testing.T) {
 	}
 	if !got.Rows[2].Unavailable {
 		t.Errorf("ocsp row should be unavailable")
+	}
+}
+
+// TestWriteMarkdown holds the Markdown of a report to testdata/report.md
+// (the form of docs/performance.md's tables): a met and a missed target, a
+// row with errors, an unavailable row, a '|' in a name, thousands.
+func TestWriteMarkdown(t *testing.T) {
+	rep := sampleReport()
+	s := summarize(durs(1, 2, 3, 40), 1, time.Second, nil)
+	rep.add(rateRow("issuance", "register | c=32", s).withRatio(1, 20, "CreateCertificate (8 goroutines)", ">=0.2"),
+		Row{Group: "baseline", Name: "HSM sign", Value: 12_345.6, Unit: "ops/s", P50ms: 0.14567, P99ms: 11.49})
+	var buf bytes.Buffer
+	if err := rep.WriteMarkdown(&buf); err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "report.md")
+	if os.Getenv("ATR_BENCH_UPDATE_GOLDEN") != "" {
+		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := buf.String(); got != string(want) {
+		t.Errorf("Markdown:\n%s\nwant (%s):\n%s", got, golden, want)
+	}
+}
+
+func TestSig3(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 6930.4: "6,930", 12_345.6: "12,300", 1_234_567: "1,230,000", 203.4: "203",
+		87.14: "87.1", 0.03351: "0.0335", 999.6: "1,000", 0.00001234: "1.23e-05", -4567: "-4,570"} {
+		if got := sig3(v); got != want {
+			t.Errorf("sig3(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+// TestReadReport: --report prints a saved run again; a file that is not
+// one is refused with its name.
+func TestReadReport(t *testing.T) {
+	dir := t.TempDir()
+	var buf bytes.Buffer
+	if err := sampleReport().WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "run.json")
+	if err := os.WriteFile(good, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := readReport(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b bytes.Buffer
+	_ = rep.WriteMarkdown(&a)
+	_ = sampleReport().WriteMarkdown(&b)
+	if a.String() != b.String() {
+		t.Errorf("read back:\n%s\nwritten:\n%s", a.String(), b.String())
+	}
+	for name, body := range map[string]string{"empty.json": "", "other.json": `{"rows":[],"mode":""}`,
+		"unknown.json": `{"mode":"quick","rows":[{}],"extra":1}`, "text.txt": "atr-bench quick run"} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readReport(p); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("readReport(%s) = %v, want an error naming the file", name, err)
+		}
+	}
+	if _, err := readReport(filepath.Join(dir, "missing.json")); err == nil {
+		t.Error("readReport of a missing file succeeded")
 	}
 }
 

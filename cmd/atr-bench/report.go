@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -111,6 +114,108 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(rep)
+}
+
+// readReport reads a report that WriteJSON wrote.
+func readReport(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rep Report
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rep); err != nil {
+		return nil, fmt.Errorf("%s: not a report of atr-bench --json: %v", path, err)
+	}
+	if rep.Mode == "" || len(rep.Rows) == 0 {
+		return nil, fmt.Errorf("%s: not a report of atr-bench --json: no mode or no rows", path)
+	}
+	return &rep, nil
+}
+
+// WriteMarkdown writes the report as docs/performance.md carries it: a line
+// naming the run, a table with three significant digits (a missed target
+// in bold), and the notes as a list.
+func (rep *Report) WriteMarkdown(w io.Writer) error {
+	fmt.Fprintf(w, "_%s run, %s, %d cores, %s, %.0f s, started %s_\n\n", rep.Mode, rep.Database, rep.Cores, rep.GoVersion,
+		rep.Duration, rep.Started.UTC().Format(time.RFC3339))
+	fmt.Fprintln(w, "| group | figure | value | p50 ms | p99 ms | ratio | vs | target |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	cell := func(s string) string { return strings.ReplaceAll(oneLine(s), "|", "\\|") }
+	for _, r := range rep.Rows {
+		if r.Unavailable {
+			fmt.Fprintf(w, "| %s | %s | unavailable: %s |  |  |  |  |  |\n", cell(r.Group), cell(r.Name), cell(r.Note))
+			continue
+		}
+		value := sig3(r.Value) + " " + r.Unit
+		switch {
+		case r.Errors == 1:
+			value += " (1 error)"
+		case r.Errors > 1:
+			value += fmt.Sprintf(" (%d errors)", r.Errors)
+		}
+		ratio, target := "", r.Target
+		if r.Ratio != nil {
+			ratio = sig3(*r.Ratio)
+		}
+		if r.Met != nil {
+			if *r.Met {
+				target += " met"
+			} else {
+				target += " **missed**"
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", cell(r.Group), cell(r.Name), value,
+			sig3Lat(r.P50ms), sig3Lat(r.P99ms), ratio, cell(r.RatioTo), target)
+	}
+	if len(rep.Notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range rep.Notes {
+			fmt.Fprintf(w, "- %s\n", n)
+		}
+	}
+	return nil
+}
+
+// sig3 is v to three significant digits, with thousands separators:
+// 6,930, 203, 87.1, 0.0335.
+func sig3(v float64) string {
+	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Sprint(v)
+	}
+	if g := strconv.FormatFloat(v, 'g', 3, 64); !strings.Contains(g, "e+") {
+		return g // below 1,000 after rounding
+	}
+	exp := math.Floor(math.Log10(math.Abs(v)))
+	unit := math.Pow(10, exp-2)
+	return humanInt(int64(math.Round(v/unit) * unit))
+}
+
+// sig3Lat is sig3 for a latency cell, empty when there is none.
+func sig3Lat(v float64) string {
+	if v == 0 {
+		return ""
+	}
+	return sig3(v)
+}
+
+// humanInt writes n with a comma every three digits.
+func humanInt(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
 }
 
 // WriteTable writes the report as an aligned text table.
