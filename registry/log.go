@@ -52,6 +52,10 @@ type transparencyLog struct {
 	mu         sync.Mutex // guards lastSigned
 	lastSigned time.Time
 
+	// frontierRead is when a batch last began with an empty memo, reading
+	// the tree's frontier from the database (seedMemo).
+	frontierRead atomic.Pointer[time.Time]
+
 	// known is the largest checkpoint this process has signed or read and
 	// checked. A stored checkpoint never changes, so a receipt whose leaf it
 	// covers is made against it without a database read (covering).
@@ -273,8 +277,16 @@ func (l *transparencyLog) txMemo(ctx context.Context, tx *sqlx.Tx, head logHead)
 // before. Any other head starts an empty memo.
 func (l *transparencyLog) seedMemo(ctx context.Context, tx *sqlx.Tx, head logHead) *memoHashes {
 	hs := newMemoHashes(tx)
+	now := l.now()
 	k := l.known.Load()
-	if k == nil || k.hashes == nil || k.Size != head.Size || head.Size == 0 || string(k.hash[:]) != string(head.Root) {
+	// At most every frontierRecheck a batch reads the frontier all the
+	// same, so that the check of the head against the stored hashes
+	// (planAppend) still finds a damaged row at the tree's edge — the log
+	// then refuses to extend or sign it (TestLogRefusesDamagedFrontierWhileSeeding).
+	last := l.frontierRead.Load()
+	if k == nil || k.hashes == nil || k.Size != head.Size || head.Size == 0 || string(k.hash[:]) != string(head.Root) ||
+		last == nil || now.Sub(*last) >= frontierRecheck || now.Before(*last) {
+		l.frontierRead.Store(&now)
 		return hs
 	}
 	f := &frontierHashes{from: k.hashes, into: hs.m}
@@ -283,6 +295,10 @@ func (l *transparencyLog) seedMemo(ctx context.Context, tx *sqlx.Tx, head logHea
 	}
 	return hs
 }
+
+// frontierRecheck is how often, at most, a batch that could take the tree's
+// frontier from memory reads it from the database instead (seedMemo).
+const frontierRecheck = time.Second
 
 // frontierHashes serves reads from a sealed checkpoint's hashes (from, never
 // changed) and copies what it served into a memo's map (into); a hash not
@@ -690,13 +706,14 @@ func (l *transparencyLog) latestCheckpointIn(ctx context.Context, q sqlx.Queryer
 // its tree — tx holds the log's head since, so no other process appended or
 // sealed a larger tree meanwhile, and one sealed at the same size states the
 // same root — else latestCheckpointIn's.
-func (l *transparencyLog) latestBefore(ctx context.Context, tx *sqlx.Tx) (*storedCheckpoint, error) {
+func (l *transparencyLog) latestBefore(ctx context.Context, tx *sqlx.Tx) (c *storedCheckpoint, fromMemory bool, err error) {
 	if k := l.known.Load(); k != nil && k.Size > 0 {
 		if start, ok := l.txStart(tx); ok && start.Size == k.Size && string(start.Root) == string(k.hash[:]) {
-			return &k.storedCheckpoint, nil
+			return &k.storedCheckpoint, true, nil
 		}
 	}
-	return l.latestCheckpointIn(ctx, tx)
+	c, err = l.latestCheckpointIn(ctx, tx)
+	return c, false, err
 }
 
 // knownCheckpoint is a stored checkpoint whose note was checked: it opens
@@ -967,6 +984,24 @@ func storeCheckpoint(ctx context.Context, q sqlx.ExtContext, size int64, msg []b
 	return stored, dbErr("log: storing checkpoint", err)
 }
 
+// storeTopCheckpoint is storeCheckpoint for a seal that did not read the
+// latest stored checkpoint (latestBefore): it stores msg only while no
+// checkpoint of a larger tree is stored, in the same statement; when one is,
+// nothing is stored and the error says so.
+func storeTopCheckpoint(ctx context.Context, q sqlx.ExtContext, size int64, msg []byte, now time.Time) (string, error) {
+	var stored string
+	err := sqlx.GetContext(ctx, q, &stored, q.Rebind(`INSERT INTO log_checkpoints (size, note, created_at)
+		SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM log_checkpoints WHERE size > ?)
+		ON CONFLICT (size) DO NOTHING RETURNING note`), size, string(msg), dbTime(now), size)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = sqlx.GetContext(ctx, q, &stored, q.Rebind(`SELECT note FROM log_checkpoints WHERE size = ?`), size)
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", fmt.Errorf("registry: log: a checkpoint of a tree larger than %d is stored: not sealing", size)
+		}
+	}
+	return stored, dbErr("log: storing checkpoint", err)
+}
+
 // sealBatch signs the checkpoint of the tree a batch of issuance commits
 // makes and stores it inside the batch's transaction tx, before the commit
 // (writer.go): one commit — on SQLite one fsync — holds the batch's leaves
@@ -993,18 +1028,35 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 	if k := l.known.Load(); k != nil && k.Size >= head.Size {
 		return nil // nothing new, or a restored database (signCheckpoint forgets k)
 	}
-	latest, err := l.latestBefore(ctx, tx)
-	if err != nil || (latest != nil && latest.Size >= head.Size) {
+	// With the head held, the known checkpoint may stand for the latest
+	// stored one (latestBefore); the store then refuses to add a checkpoint
+	// below a larger one (a database whose head was rewound to the known
+	// tree while larger checkpoints stayed), as the read would have.
+	var (
+		last       *storedCheckpoint
+		fromMemory bool
+		err        error
+	)
+	if held {
+		last, fromMemory, err = l.latestBefore(ctx, tx)
+	} else {
+		last, err = l.latestCheckpointIn(ctx, tx)
+	}
+	if err != nil || (last != nil && last.Size >= head.Size) {
 		return nil
 	}
 	hs := l.txMemo(ctx, tx, head)
-	msg, root, err := l.signTree(ctx, hs, head, latest)
+	msg, root, err := l.signTree(ctx, hs, head, last)
 	if err != nil {
 		l.log.WithError(err).WithField("tree_size", head.Size).Warn("checkpoint not sealed with its batch; receipts sign one after the commit")
 		return nil
 	}
 	now := l.now()
-	stored, err := storeCheckpoint(ctx, tx, head.Size, msg, now)
+	store := storeCheckpoint
+	if fromMemory {
+		store = storeTopCheckpoint
+	}
+	stored, err := store(ctx, tx, head.Size, msg, now)
 	if err != nil || stored != string(msg) {
 		return nil
 	}

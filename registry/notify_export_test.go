@@ -73,3 +73,8 @@ func SetStatementHook(t testing.TB, h func(query string)) {
 	}
 	t.Cleanup(func() { statementHook.Store(nil) })
 }
+
+// SetLogClock makes the transparency log read the time from now (its
+// checkpoints' timestamps, and when a batch reads the tree's frontier again:
+// seedMemo) instead of time.Now.
+func (r *Registry) SetLogClock(now func() time.Time) { r.tlog.now = now }

@@ -3,9 +3,13 @@ package registry_test
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/agent-trust-registry/atr/registry"
 	"github.com/agent-trust-registry/atr/registry/registrytest"
@@ -44,6 +48,7 @@ func TestIssuanceStatements(t *testing.T) {
 		t.Run(db, func(t *testing.T) {
 			record := statementRecorder(t)
 			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
+			f.Registry.SetLogClock(f.Clock.Now) // no batch reads the frontier again because a second passed
 			ctx := context.Background()
 			owner := f.Owner("acme", "acme")
 			type limit struct {
@@ -153,6 +158,7 @@ func TestBatchesReadNoStoredHashes(t *testing.T) {
 		t.Run(db, func(t *testing.T) {
 			record := statementRecorder(t)
 			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
+			f.Registry.SetLogClock(f.Clock.Now) // no batch reads the frontier again because a second passed
 			owner := f.Owner("acme", "acme")
 			check := receiptChecker(t, f)
 			for i := range 2 { // the first reads what the fixture left
@@ -177,6 +183,81 @@ func TestBatchesReadNoStoredHashes(t *testing.T) {
 			}
 			for _, iss := range issued {
 				check(iss)
+			}
+		})
+	}
+}
+
+// TestLogRefusesDamagedFrontierWhileSeeding (review): batches that take the
+// tree's frontier from memory (seedMemo) still read it from the database
+// at least every second, so a damaged stored hash at the tree's edge — an
+// attacker with write access to the database — is found and the log
+// refuses to extend the tree, as when every batch read it.
+func TestLogRefusesDamagedFrontierWhileSeeding(t *testing.T) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
+			f.Registry.SetLogClock(f.Clock.Now)
+			ctx := context.Background()
+			owner := f.Owner("acme", "acme")
+			register := func(name string) (*registry.Issued, error) {
+				csr, _ := f.NewCSR()
+				return f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: name, CSR: csr})
+			}
+			var last *registry.Issued
+			for i := range 5 {
+				var err error
+				if last, err = register(fmt.Sprintf("d%d.acme", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			size := last.LogIndex + 1
+			// The largest complete subtree of the tree: part of its frontier,
+			// which the next append reads.
+			idx := tlog.StoredHashIndex(bits.Len64(uint64(size))-1, 0)
+			if err := f.Store.Exec(ctx, fmt.Sprintf(`UPDATE log_hashes SET hash = (SELECT hash FROM log_hashes WHERE idx = 0) WHERE idx = %d`, idx)); err != nil {
+				t.Fatal(err)
+			}
+			f.Clock.Advance(2 * time.Second)
+			if iss, err := register("after.acme"); err == nil {
+				t.Fatalf("the log extended a tree whose stored frontier was damaged (leaf %d)", iss.LogIndex)
+			}
+		})
+	}
+}
+
+// TestSealRefusedBelowALargerCheckpoint (review): a batch that takes the
+// checkpoint it knows for the latest stored one, without reading
+// (latestBefore), stores its own only while no checkpoint of a larger tree
+// is stored — as the read would have found — so a database whose head was
+// rewound to the known tree, with larger checkpoints left in place, gets
+// no second, forked checkpoint from the batch's seal.
+func TestSealRefusedBelowALargerCheckpoint(t *testing.T) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
+			f.Registry.SetLogClock(f.Clock.Now)
+			ctx := context.Background()
+			owner := f.Owner("acme", "acme")
+			register := func(name string) (*registry.Issued, error) {
+				csr, _ := f.NewCSR()
+				return f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: name, CSR: csr})
+			}
+			for i := range 3 {
+				if _, err := register(fmt.Sprintf("s%d.acme", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sealed := f.Registry.SealedCheckpoints()
+			if err := f.Store.Exec(ctx, `INSERT INTO log_checkpoints (size, note, created_at) VALUES (1000000, 'left by a restore', CURRENT_TIMESTAMP)`); err != nil {
+				t.Fatal(err)
+			}
+			iss, err := register("after.acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := f.Registry.SealedCheckpoints(); got != sealed {
+				t.Errorf("the batch of leaf %d sealed a checkpoint below the stored one of a larger tree", iss.LogIndex)
 			}
 		})
 	}

@@ -508,8 +508,6 @@ func (s *Store) inOwnTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) err
 	return nil
 }
 
-// dbTime normalizes a time for storage: UTC, microsecond precision (what
-// PostgreSQL keeps), so that values read back compare equal on both drivers.
 // singletonID is the id of the one row of log_head, revocation_state and
 // crl_state. The hot reads of those rows name it as a parameter ($1, which
 // SQLite reads as the first parameter too), not as a literal: on
@@ -518,6 +516,8 @@ func (s *Store) inOwnTx(ctx context.Context, op string, fn func(tx *sqlx.Tx) err
 // execution — for the log head's lock, once per batch under that lock.
 const singletonID = 1
 
+// dbTime normalizes a time for storage: UTC, microsecond precision (what
+// PostgreSQL keeps), so that values read back compare equal on both drivers.
 func dbTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 // dbTimePtr is dbTime for optional values.
