@@ -143,7 +143,10 @@ func (s *Ed25519Signer) Sign(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([
 
 // ChecksSignatures marks Ed25519Signer as one that verifies every signature
 // it returns under the key's public key and fails closed instead (signIn),
-// as Signer.ChecksSignatures does.
+// as Signer.ChecksSignatures does, so that callers need not verify again
+// (translog's note signers). A type that embeds *Ed25519Signer and replaces
+// Sign must not keep the mark: hide it with a field or method of the same
+// name.
 func (s *Ed25519Signer) ChecksSignatures() {}
 
 // signIn signs msg with the private key priv in session sh and checks the

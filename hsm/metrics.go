@@ -39,7 +39,8 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 
 // Signer wraps a token signer so that each signature is timed and each
 // failure counted under the key's role ("issuing", "log").
-// The wrapper of a *Signer keeps its ChecksSignatures mark.
+// The wrapper of a signer with the ChecksSignatures mark (*Signer,
+// *Ed25519Signer) keeps the mark; any other signer's wrapper has none.
 func (m *Metrics) Signer(role string, s crypto.Signer) crypto.Signer {
 	is := &instrumentedSigner{Signer: s, latency: m.latency.WithLabelValues(role, "sign"), errors: m.errors.WithLabelValues(role, "sign")}
 	if _, ok := s.(interface{ ChecksSignatures() }); ok {
