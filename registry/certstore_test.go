@@ -95,7 +95,23 @@ func TestCertStoreSelectionsMatchStatusAt(t *testing.T) {
 			if want := []string{issued, inGrace}; !slices.Equal(wantGood, want) {
 				t.Fatalf("statusAt calls %v good, want %v", wantGood, want)
 			}
-			crl, err := c.CRLRows(ctx, issuer, now, false)
+			// The rows CRLRows streams carry what statusAt reads: the same
+			// state as the full rows'.
+			crlRows := func(every bool) ([]certRow, error) {
+				var out []certRow
+				err := c.CRLRows(ctx, issuer, now, every, func(row certRow) error {
+					out = append(out, row)
+					return nil
+				})
+				for _, row := range out {
+					full := all[slices.IndexFunc(all, func(r certRow) bool { return r.Serial == row.Serial })]
+					if got, want := statusAt(row, now), statusAt(full, now); got != want {
+						t.Errorf("%s: state from CRLRows' row %+v, from the full row %+v", row.Serial, got, want)
+					}
+				}
+				return out, err
+			}
+			crl, err := crlRows(false)
 			if got := serials(crl); err != nil || !slices.Equal(got, wantCRL) {
 				t.Errorf("CRLRows = %v, %v; want %v (statusAt's revoked)", got, err, wantCRL)
 			}
@@ -104,7 +120,7 @@ func TestCertStoreSelectionsMatchStatusAt(t *testing.T) {
 			if got := serials(good); err != nil || !slices.Equal(got, wantGood) {
 				t.Errorf("Unrevoked = %v, %v; want %v (statusAt's good)", got, err, wantGood)
 			}
-			everything, err := c.CRLRows(ctx, issuer, now, true)
+			everything, err := crlRows(true)
 			if got, want := serials(everything), []string{issued, inGrace, graceEndsNow, graceOver, noGrace, revoked}; err != nil || !slices.Equal(got, want) {
 				t.Errorf("CRLRows(all) = %v, %v; want %v", got, err, want)
 			}

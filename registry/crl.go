@@ -242,23 +242,22 @@ func signedBy(der []byte, cert *x509.Certificate) bool {
 // it (revokedByCA).
 func (s *revocationService) makeCRL(ctx context.Context, q sqlx.ExtContext, r *responder, number, seq int64, now time.Time) (*storedCRL, int, error) {
 	_, caRevoked := s.arl.revoked(r.keyID)
-	rows, err := certs(q).CRLRows(ctx, r.keyID, now, caRevoked)
-	if err != nil {
+	var entries []x509.RevocationListEntry
+	if err := certs(q).CRLRows(ctx, r.keyID, now, caRevoked, func(row certRow) error {
+		serial, ok := new(big.Int).SetString(row.Serial, 16)
+		if !ok {
+			s.log.WithField("serial", row.Serial).Error("crl: unparsable serial in certificates; skipped")
+			return nil
+		}
+		st := s.stateOf(row, r.keyID, now)
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: st.revokedAt, ReasonCode: st.reason})
+		return nil
+	}); err != nil {
 		return nil, 0, wrap("crl", err)
 	}
 	staleAt, err := certs(q).NextGraceEnd(ctx, r.keyID, now)
 	if err != nil {
 		return nil, 0, wrap("crl", err)
-	}
-	entries := make([]x509.RevocationListEntry, 0, len(rows))
-	for _, row := range rows {
-		serial, ok := new(big.Int).SetString(row.Serial, 16)
-		if !ok {
-			s.log.WithField("serial", row.Serial).Error("crl: unparsable serial in certificates; skipped")
-			continue
-		}
-		st := s.stateOf(row, r.keyID, now)
-		entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: st.revokedAt, ReasonCode: st.reason})
 	}
 	this := now.Truncate(time.Second)
 	next := this.Add(s.cfg.CRLValidity)
