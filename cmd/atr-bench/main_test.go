@@ -277,7 +277,8 @@ func TestReadReport(t *testing.T) {
 		t.Errorf("read back:\n%s\nwritten:\n%s", a.String(), b.String())
 	}
 	for name, body := range map[string]string{"empty.json": "", "other.json": `{"rows":[],"mode":""}`,
-		"unknown.json": `{"mode":"quick","rows":[{}],"extra":1}`, "text.txt": "atr-bench quick run"} {
+		"unknown.json": `{"mode":"quick","rows":[{}],"extra":1}`, "text.txt": "atr-bench quick run",
+		"two.json": buf.String() + buf.String()} {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
 			t.Fatal(err)

@@ -128,6 +128,9 @@ func readReport(path string) (*Report, error) {
 	if err := dec.Decode(&rep); err != nil {
 		return nil, fmt.Errorf("%s: not a report of atr-bench --json: %v", path, err)
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%s: more than one report of atr-bench --json (or trailing data) after the first", path)
+	}
 	if rep.Mode == "" || len(rep.Rows) == 0 {
 		return nil, fmt.Errorf("%s: not a report of atr-bench --json: no mode or no rows", path)
 	}
@@ -142,13 +145,13 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 		rep.Duration, rep.Started.UTC().Format(time.RFC3339))
 	fmt.Fprintln(w, "| group | figure | value | p50 ms | p99 ms | ratio | vs | target |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
-	cell := func(s string) string { return strings.ReplaceAll(oneLine(s), "|", "\\|") }
+	cell := func(s string) string { return strings.NewReplacer("\n", " ", "|", "\\|").Replace(s) }
 	for _, r := range rep.Rows {
 		if r.Unavailable {
 			fmt.Fprintf(w, "| %s | %s | unavailable: %s |  |  |  |  |  |\n", cell(r.Group), cell(r.Name), cell(r.Note))
 			continue
 		}
-		value := sig3(r.Value) + " " + r.Unit
+		value := sig3(r.Value) + " " + cell(r.Unit)
 		switch {
 		case r.Errors == 1:
 			value += " (1 error)"
@@ -172,7 +175,7 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 	if len(rep.Notes) > 0 {
 		fmt.Fprintln(w)
 		for _, n := range rep.Notes {
-			fmt.Fprintf(w, "- %s\n", n)
+			fmt.Fprintf(w, "- %s\n", strings.ReplaceAll(n, "\n", " "))
 		}
 	}
 	return nil
@@ -184,8 +187,8 @@ func sig3(v float64) string {
 	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 		return fmt.Sprint(v)
 	}
-	if g := strconv.FormatFloat(v, 'g', 3, 64); !strings.Contains(g, "e+") {
-		return g // below 1,000 after rounding
+	if g := strconv.FormatFloat(v, 'g', 3, 64); !strings.Contains(g, "e+") || math.Abs(v) >= 1e15 {
+		return g // below 1,000 after rounding, or too large for separators
 	}
 	exp := math.Floor(math.Log10(math.Abs(v)))
 	unit := math.Pow(10, exp-2)
