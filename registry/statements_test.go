@@ -157,21 +157,13 @@ func TestBatchesReadNoStoredHashes(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
 			record := statementRecorder(t)
-			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
-			f.Registry.SetLogClock(f.Clock.Now) // no batch reads the frontier again because a second passed
-			owner := f.Owner("acme", "acme")
+			f, _, _ := seededFixture(t, db, 2) // the first reads what the fixture left
 			check := receiptChecker(t, f)
-			for i := range 2 { // the first reads what the fixture left
-				csr, _ := f.NewCSR()
-				if _, err := f.Registry.Register(context.Background(), owner, registry.RegisterRequest{Name: fmt.Sprintf("w%d.acme", i), CSR: csr}); err != nil {
-					t.Fatal(err)
-				}
-			}
 			const n = 16
 			before := f.Store.GroupCommitStats()
 			var issued []*registry.Issued
 			got := record(func() error {
-				issued = registerConcurrently(t, f, f.Registry, owner, n)
+				issued = registerConcurrently(t, f, f.Registry, f.Owner("acme", "acme"), n)
 				return nil
 			})
 			after := f.Store.GroupCommitStats()
@@ -196,21 +188,8 @@ func TestBatchesReadNoStoredHashes(t *testing.T) {
 func TestLogRefusesDamagedFrontierWhileSeeding(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
-			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
-			f.Registry.SetLogClock(f.Clock.Now)
+			f, register, last := seededFixture(t, db, 5)
 			ctx := context.Background()
-			owner := f.Owner("acme", "acme")
-			register := func(name string) (*registry.Issued, error) {
-				csr, _ := f.NewCSR()
-				return f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: name, CSR: csr})
-			}
-			var last *registry.Issued
-			for i := range 5 {
-				var err error
-				if last, err = register(fmt.Sprintf("d%d.acme", i)); err != nil {
-					t.Fatal(err)
-				}
-			}
 			size := last.LogIndex + 1
 			// The largest complete subtree of the tree: part of its frontier,
 			// which the next append reads.
@@ -235,19 +214,8 @@ func TestLogRefusesDamagedFrontierWhileSeeding(t *testing.T) {
 func TestSealRefusedBelowALargerCheckpoint(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
-			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
-			f.Registry.SetLogClock(f.Clock.Now)
+			f, register, _ := seededFixture(t, db, 3)
 			ctx := context.Background()
-			owner := f.Owner("acme", "acme")
-			register := func(name string) (*registry.Issued, error) {
-				csr, _ := f.NewCSR()
-				return f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: name, CSR: csr})
-			}
-			for i := range 3 {
-				if _, err := register(fmt.Sprintf("s%d.acme", i)); err != nil {
-					t.Fatal(err)
-				}
-			}
 			sealed := f.Registry.SealedCheckpoints()
 			if err := f.Store.Exec(ctx, `INSERT INTO log_checkpoints (size, note, created_at) VALUES (1000000, 'left by a restore', CURRENT_TIMESTAMP)`); err != nil {
 				t.Fatal(err)
@@ -261,4 +229,27 @@ func TestSealRefusedBelowALargerCheckpoint(t *testing.T) {
 			}
 		})
 	}
+}
+
+// seededFixture returns a fixture on db whose log runs on the fixture's
+// clock, a register function, and the last of n registrations made with it:
+// the batches after the first take the tree's frontier and checkpoint from
+// memory (seedMemo), until the clock moves a second.
+func seededFixture(t *testing.T, db string, n int) (*registrytest.Fixture, func(name string) (*registry.Issued, error), *registry.Issued) {
+	t.Helper()
+	f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
+	f.Registry.SetLogClock(f.Clock.Now)
+	owner := f.Owner("acme", "acme")
+	register := func(name string) (*registry.Issued, error) {
+		csr, _ := f.NewCSR()
+		return f.Registry.Register(context.Background(), owner, registry.RegisterRequest{Name: name, CSR: csr})
+	}
+	var last *registry.Issued
+	for i := range n {
+		var err error
+		if last, err = register(fmt.Sprintf("seed%d.acme", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f, register, last
 }
