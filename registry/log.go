@@ -272,9 +272,11 @@ func (l *transparencyLog) txMemo(ctx context.Context, tx *sqlx.Tx, head logHead)
 // one its last batch sealed, sealBatch): the batch then reads no stored
 // hash of the tree it starts from (TestIssuanceStatements; on PostgreSQL a
 // round trip under the log_head lock). Stored hashes never change, and
-// equal size and root are the same tree; the callers' check of head
-// against the stored hashes (planAppend, signTree) runs on the memo as
-// before. Any other head starts an empty memo.
+// equal size and root are the same tree. The callers' check of head
+// against the stored hashes (planAppend, signTree) runs on the memo: on a
+// seeded one it compares the head with this process's copy of the
+// frontier, so at least every frontierRecheck a batch starts empty and
+// reads the database's rows. Any other head starts an empty memo.
 func (l *transparencyLog) seedMemo(ctx context.Context, tx *sqlx.Tx, head logHead) *memoHashes {
 	hs := newMemoHashes(tx)
 	now := l.now()
@@ -702,10 +704,11 @@ func (l *transparencyLog) latestCheckpointIn(ctx context.Context, q sqlx.Queryer
 }
 
 // latestBefore returns the latest stored checkpoint for a batch's seal in
-// tx: the checkpoint this process knows (without a read) when tx began at
-// its tree — tx holds the log's head since, so no other process appended or
-// sealed a larger tree meanwhile, and one sealed at the same size states the
-// same root — else latestCheckpointIn's.
+// tx, which holds the log's head (the caller checked txHead): the
+// checkpoint this process knows, without a read, when tx began at its tree
+// — no other process appended or sealed a larger tree while tx held the
+// head, and one sealed at the same size states the same root; the seal then
+// stores with storeTopCheckpoint — else latestCheckpointIn's.
 func (l *transparencyLog) latestBefore(ctx context.Context, tx *sqlx.Tx) (c *storedCheckpoint, fromMemory bool, err error) {
 	if k := l.known.Load(); k != nil && k.Size > 0 {
 		if start, ok := l.txStart(tx); ok && start.Size == k.Size && string(start.Root) == string(k.hash[:]) {
