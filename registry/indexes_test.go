@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -95,6 +96,7 @@ func TestIssuanceIndexesAreRead(t *testing.T) {
 
 	// Which index each recorded statement uses.
 	usesIndex := regexp.MustCompile(`USING (?:COVERING )?INDEX (\w+)`)
+	dollarArg := regexp.MustCompile(`\$(\d+)`)
 	firstOfOrder := regexp.MustCompile(`ORDER BY [^()]* LIMIT 1$`)
 	used := map[string][]string{} // index -> statements
 	mu.Lock()
@@ -109,7 +111,13 @@ func TestIssuanceIndexesAreRead(t *testing.T) {
 		if !slices.Contains([]string{"SELECT", "WITH", "UPDATE", "DELETE", "INSERT"}, verb) {
 			continue
 		}
-		args := make([]any, strings.Count(q, "?"))
+		// '?' placeholders, and $n ones (the singleton rows' reads).
+		nargs := strings.Count(q, "?")
+		for _, m := range dollarArg.FindAllStringSubmatch(q, -1) {
+			n, _ := strconv.Atoi(m[1])
+			nargs = max(nargs, n)
+		}
+		args := make([]any, nargs)
 		var plan []struct {
 			ID      int    `db:"id"`
 			Parent  int    `db:"parent"`
