@@ -2,14 +2,14 @@
 # scripts/test.sh — the whole test suite (the README's second command; .ci/run
 # calls it). Installs SoftHSM2/OpenSC/OpenSSL if missing, starts PostgreSQL
 # and Redis if they are down, then runs: gofmt check, go vet, go mod verify,
-# go test -race ./..., the dev-up smoke test, and every fuzz target for 20s.
+# go test -race ./..., the dev-up smoke test, and every fuzz target for 15s.
 #
 #   scripts/test.sh           everything
 #   scripts/test.sh --quick   everything but the fuzz targets
 #
 # CI=true (the default here) makes a missing SoftHSM2 or PostgreSQL a test
 # failure instead of a skip. ATR_TEST_PKGS (default ./...) narrows go vet and
-# go test; ATR_FUZZ_TIME (default 20s) sets each fuzz target's run time.
+# go test; ATR_FUZZ_TIME (default 15s) sets each fuzz target's run time.
 set -euo pipefail
 
 quick=0
@@ -25,7 +25,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 export CI="${CI:-true}"
 pkgs="${ATR_TEST_PKGS:-./...}"
-fuzztime="${ATR_FUZZ_TIME:-20s}"
+fuzztime="${ATR_FUZZ_TIME:-15s}"
 
 step() { printf '\n== %s\n' "$*" >&2; }
 sudo=""
