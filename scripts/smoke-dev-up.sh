@@ -28,10 +28,16 @@ fail() {
 	exit 1
 }
 
+# free_port picks a port nothing listens on, below the kernel's ephemeral
+# range: a port inside it can be taken meanwhile as the local port of any
+# outgoing connection, and dev-up.sh binds it only after building and the
+# ceremonies (a CI run failed so: "bind: address already in use").
 free_port() {
-	local p
+	local p lo
+	lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+	[ "${lo:-0}" -gt 11000 ] || lo=32768
 	for _ in $(seq 1 50); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((10000 + RANDOM % (lo - 10000)))
 		if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
 			echo "$p"
 			return
