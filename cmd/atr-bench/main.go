@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,8 @@ type plan struct {
 	verifyN      int
 	verifyConc   int
 	ocspN        int
+	floorRounds  int
+	floorN       int
 	crlRevoked   int
 	crlFetches   int
 	scaleSmall   int
@@ -86,6 +89,8 @@ func newPlan(quick bool) plan {
 		verifyN:      3000,
 		verifyConc:   16,
 		ocspN:        3000,
+		floorRounds:  5,
+		floorN:       6000,
 		crlRevoked:   100_000,
 		crlFetches:   20,
 		scaleSmall:   1000,
@@ -102,6 +107,7 @@ func newPlan(quick bool) plan {
 	if quick {
 		p.issuance = []struct{ conc, n int }{{1, 20}, {8, 64}, {32, 128}}
 		p.pacedN, p.verifyN, p.ocspN = 64, 600, 600
+		p.floorRounds, p.floorN = 3, 3000
 		p.crlRevoked, p.crlFetches = 5000, 10
 		p.scaleLarge, p.scaleVerifyN, p.listN = 20_000, 600, 24
 		p.baselineDur = 2 * time.Second
@@ -533,11 +539,6 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 	verifyBase := measureVerifyBaseline(ctx, leaf, e.roots, append(chainCerts, e.inters...), p.baselineDur)
 	rep.add(rateRow("baseline", "x509.Certificate.Verify agent chain, 1 core", verifyBase))
 	verifyOne := verifyBase.Rate()
-	// The HTTPS floor of this box (issue 14): GET /healthz through the same
-	// clients, right before the verify and OCSP loads.
-	hz := healthzLoad(ctx, cf, e.baseURL, p.ocspN, p.verifyConc)
-	rep.add(hz)
-	var verifyValid float64
 	for _, k := range kinds {
 		s, err := verifyLoad(ctx, cf, k.cert, probe.Chain, p.verifyN, p.verifyConc, k.want)
 		if err != nil {
@@ -549,9 +550,6 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 		}
 		rep.add(rateRow("verify", k.name+fmt.Sprintf(", concurrency %d", p.verifyConc), s).
 			withRatio(s.Rate(), verifyOne, "x509 Verify, 1 core", target))
-		if k.name == "valid" {
-			verifyValid = s.Rate()
-		}
 	}
 
 	// Step 6: OCSP.
@@ -559,16 +557,17 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 	signPar2 := tb.sign(ctx, p.baselineDur, o.parallel)
 	rep.add(rateRow("baseline", "HSM ECDSA P-256 sign"+par+", again before OCSP", signPar2))
 	signParRate := signPar2.Rate()
-	or := ocspLoad(ctx, cf, e.baseURL, leaf, chainCerts, p.ocspN, p.verifyConc)
+	or, ocspReq := ocspLoad(ctx, cf, e.baseURL, leaf, chainCerts, p.ocspN, p.verifyConc)
 	rep.add(or.withRatio(or.Value, signParRate, "HSM sign"+par, ">=1"))
-	if !hz.Unavailable {
-		rep.add(Row{Group: "floor", Name: "verify (valid) rate / GET /healthz rate", Value: verifyValid, Unit: "ops/s"}.
-			withRatio(verifyValid, hz.Value, "GET /healthz", ">=0.7"))
-		if !or.Unavailable {
-			rep.add(Row{Group: "floor", Name: "OCSP rate / GET /healthz rate", Value: or.Value, Unit: "ops/s"}.
-				withRatio(or.Value, hz.Value, "GET /healthz", ">=0.7"))
-		}
+
+	// The HTTPS floor of this box (issue 14): verify and OCSP against GET
+	// /healthz, in interleaved rounds.
+	progress("floor: %d rounds of %d GET /healthz, verifies and OCSP requests", p.floorRounds, p.floorN)
+	serverPID := 0
+	if e.isStarted() {
+		serverPID = e.serverPID()
 	}
+	rep.add(floorLoad(ctx, cf, e.baseURL, serverPID, p.floorRounds, p.floorN, p.verifyConc, probe.Certificate, probe.Chain, ocspReq)...)
 
 	hwm("verify and OCSP")
 
@@ -761,17 +760,15 @@ func foreignCertificate() (string, error) {
 // verifyLoad sends n verify requests for cert at concurrency conc, spread
 // over public clients; an answer that want refuses counts as an error.
 func verifyLoad(ctx context.Context, cf *clientFactory, cert, chain string, n, conc int, want func(*client.VerifyResult) bool) (Stats, error) {
-	cs, err := cf.clients((n + publicPerClient - 1) / publicPerClient)
-	if err != nil {
-		return Stats{}, err
-	}
-	defer func() {
-		for _, c := range cs {
-			c.close()
-		}
-	}()
-	return runN(ctx, n, conc, func(ctx context.Context, i int) error {
-		r, err := cs[i/publicPerClient].api.Verify(ctx, []byte(cert), []byte(chain))
+	s, _, err := publicRun(ctx, cf, n, conc, verifyOp(cert, chain, want), 0)
+	return s, err
+}
+
+// verifyOp is one verify request for cert; an answer that want refuses is
+// an error.
+func verifyOp(cert, chain string, want func(*client.VerifyResult) bool) publicOp {
+	return func(ctx context.Context, c *benchClient) error {
+		r, err := c.api.Verify(ctx, []byte(cert), []byte(chain))
 		if err != nil {
 			return err
 		}
@@ -779,73 +776,198 @@ func verifyLoad(ctx context.Context, cf *clientFactory, cert, chain string, n, c
 			return fmt.Errorf("unexpected verify answer: verified=%v reason=%q", r.Verified, r.Reason)
 		}
 		return nil
-	}), nil
+	}
 }
 
-// healthzLoad sends n GET /healthz at concurrency conc: the cheapest
-// request the server answers over the same HTTPS path, so the floor that
-// verify and OCSP are compared with.
-func healthzLoad(ctx context.Context, cf *clientFactory, base string, n, conc int) Row {
-	name := fmt.Sprintf("GET /healthz, concurrency %d", conc)
-	cs, err := cf.clients((n + publicPerClient - 1) / publicPerClient)
-	if err != nil {
-		return unavailable("floor", name, err.Error())
-	}
-	defer func() {
-		for _, c := range cs {
-			c.close()
-		}
-	}()
-	s := runN(ctx, n, conc, func(ctx context.Context, i int) error {
-		_, err := cs[i/publicPerClient].do(ctx, "GET", base+"/healthz", "", nil)
-		return err
-	})
-	return rateRow("floor", name, s)
-}
-
-// ocspLoad posts n OCSP requests for leaf. A 501 answer makes the row
-// unavailable.
-func ocspLoad(ctx context.Context, cf *clientFactory, base string, leaf *x509.Certificate, chain []*x509.Certificate, n, conc int) Row {
-	const name = "responses, concurrency 16"
-	if len(chain) == 0 {
-		return unavailable("ocsp", name, "no issuer certificate in the chain")
-	}
-	req, err := ocsp.CreateRequest(leaf, chain[0], &ocsp.RequestOptions{Hash: crypto.SHA1})
-	if err != nil {
-		return unavailable("ocsp", name, err.Error())
-	}
-	cs, err := cf.clients((n + publicPerClient - 1) / publicPerClient)
-	if err != nil {
-		return unavailable("ocsp", name, err.Error())
-	}
-	defer func() {
-		for _, c := range cs {
-			c.close()
-		}
-	}()
-	body, err := cs[0].do(ctx, "POST", base+"/v1/ocsp", "application/ocsp-request", req)
-	if err != nil {
-		var se *statusError
-		if errors.As(err, &se) && se.status == 501 {
-			return unavailable("ocsp", name, "POST /v1/ocsp answers 501 on this build")
-		}
-		return unavailable("ocsp", name, oneLine(err.Error()))
-	}
-	resp, err := ocsp.ParseResponse(body, chain[0])
-	if err != nil {
-		return unavailable("ocsp", name, "bad OCSP response: "+oneLine(err.Error()))
-	}
-	if resp.Status != ocsp.Good {
-		return unavailable("ocsp", name, fmt.Sprintf("OCSP status %d for a valid certificate", resp.Status))
-	}
-	s := runN(ctx, n-1, conc, func(ctx context.Context, i int) error {
-		b, err := cs[(i+1)/publicPerClient].do(ctx, "POST", base+"/v1/ocsp", "application/ocsp-request", req)
+// ocspOp is one OCSP request.
+func ocspOp(base string, req []byte) publicOp {
+	return func(ctx context.Context, c *benchClient) error {
+		b, err := c.do(ctx, "POST", base+"/v1/ocsp", "application/ocsp-request", req)
 		if err == nil && len(b) == 0 {
 			err = errors.New("empty OCSP response")
 		}
 		return err
-	})
-	return rateRow("ocsp", name, s)
+	}
+}
+
+// publicOp is one public request through client c.
+type publicOp func(ctx context.Context, c *benchClient) error
+
+// publicRun sends op n times at concurrency conc through warmed public
+// clients (publicPerClient requests each). With the server's pid (> 0) it
+// also returns the CPU the server and this process used inside the timed
+// window (zero when pid is 0 or /proc could not be read).
+func publicRun(ctx context.Context, cf *clientFactory, n, conc int, op publicOp, pid int) (Stats, cpuUse, error) {
+	cs, err := cf.warmClients(ctx, n, conc)
+	if err != nil {
+		return Stats{}, cpuUse{}, err
+	}
+	defer closeAll(cs)
+	u0 := readCPU(pid)
+	s := runN(ctx, n, conc, func(ctx context.Context, i int) error { return op(ctx, cs[i/publicPerClient]) })
+	return s, readCPU(pid).since(u0), nil
+}
+
+// cpuUse is CPU time used by the server (unknown: serverOK false) and by
+// this process.
+type cpuUse struct {
+	server, self time.Duration
+	serverOK     bool
+}
+
+func readCPU(pid int) cpuUse {
+	u := cpuUse{self: selfCPU()}
+	if pid > 0 {
+		var err error
+		u.server, err = procCPU(pid)
+		u.serverOK = err == nil
+	}
+	return u
+}
+
+func (u cpuUse) since(before cpuUse) cpuUse {
+	return cpuUse{server: u.server - before.server, self: u.self - before.self, serverOK: u.serverOK && before.serverOK}
+}
+
+func (u cpuUse) add(v cpuUse) cpuUse {
+	return cpuUse{server: u.server + v.server, self: u.self + v.self, serverOK: u.serverOK && v.serverOK}
+}
+
+// floorLoad measures the HTTPS floor of this box against verify (of the
+// valid certificate cert) and OCSP (ocspReq; nil: not measured): rounds
+// of n GET /healthz, n verifies and n OCSP requests at concurrency conc,
+// each load through its own warmed clients, the order rotated from round to
+// round. Each ratio is taken within a round, from loads seconds apart, and
+// the rows report the median over the rounds: one sequential pass of a few
+// hundred requests each moved with whatever else the two shared cores did
+// in its fraction of a second. With the server's pid (0: not ours), the
+// notes give the CPU per request of the server and of this load generator,
+// which shares the cores.
+func floorLoad(ctx context.Context, cf *clientFactory, base string, pid, rounds, n, conc int, cert, chain string, ocspReq []byte) []Row {
+	hzName := fmt.Sprintf("GET /healthz, concurrency %d", conc)
+	const (
+		verifyName = "verify (valid) rate / GET /healthz rate"
+		ocspName   = "OCSP rate / GET /healthz rate"
+	)
+	ops := []publicOp{
+		func(ctx context.Context, c *benchClient) error {
+			_, err := c.do(ctx, "GET", base+"/healthz", "", nil)
+			return err
+		},
+		verifyOp(cert, chain, func(r *client.VerifyResult) bool { return r.Verified }),
+	}
+	if ocspReq != nil {
+		ops = append(ops, ocspOp(base, ocspReq))
+	}
+	rates := make([][]float64, len(ops)) // by op, then round
+	served := make([]int, len(ops))
+	used := make([]cpuUse, len(ops))
+	for k := range used {
+		used[k].serverOK = pid > 0
+	}
+	for r := range rounds {
+		for k := range ops {
+			which := (k + r) % len(ops)
+			s, u, err := publicRun(ctx, cf, n, conc, ops[which], pid)
+			if err == nil && s.Errors > 0 {
+				err = s.FirstErr
+			}
+			if err != nil {
+				return []Row{unavailable("floor", hzName, oneLine(err.Error())),
+					unavailable("floor", verifyName, "round failed"), unavailable("floor", ocspName, "round failed")}
+			}
+			rates[which] = append(rates[which], s.Rate())
+			served[which] += s.N
+			used[which] = used[which].add(u)
+		}
+	}
+	// cpu says what one request of op k cost the server and this process.
+	cpu := func(k int) string {
+		per := func(d time.Duration) string {
+			return sig3(float64(d.Microseconds()) / float64(served[k]))
+		}
+		srv := "server unknown"
+		if used[k].serverOK {
+			srv = "server " + per(used[k].server) + " µs"
+		}
+		return fmt.Sprintf("; CPU per request: %s, load generator %s µs", srv, per(used[k].self))
+	}
+	hz := Row{Group: "floor", Name: hzName, Value: medianOf(rates[0]), Unit: "ops/s", N: served[0],
+		Note: fmt.Sprintf("median of %d rounds: %s%s", rounds, spread(rates[0]), cpu(0))}
+	ratioRow := func(name string, k int) Row {
+		ratios := make([]float64, len(rates[k]))
+		for i := range ratios {
+			ratios[i] = rates[k][i] / rates[0][i]
+		}
+		return Row{Group: "floor", Name: name, Value: medianOf(rates[k]), Unit: "ops/s", N: served[k],
+			Note: fmt.Sprintf("median of %d interleaved rounds; per round %s%s", rounds, spread(ratios), cpu(k))}.
+			withRatio(medianOf(ratios), 1, "GET /healthz", ">=0.7")
+	}
+	rows := []Row{hz, ratioRow(verifyName, 1)}
+	if ocspReq != nil {
+		rows = append(rows, ratioRow(ocspName, 2))
+	}
+	return rows
+}
+
+// medianOf returns the median of v (0 for none), leaving v as it was.
+func medianOf(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// spread is "lo–hi" of v with three significant digits.
+func spread(v []float64) string {
+	if len(v) == 0 {
+		return "none"
+	}
+	return sig3(slices.Min(v)) + "–" + sig3(slices.Max(v))
+}
+
+// ocspLoad posts n OCSP requests for leaf and returns the row and the
+// request (nil when the row is unavailable). A 501 answer makes the row
+// unavailable.
+func ocspLoad(ctx context.Context, cf *clientFactory, base string, leaf *x509.Certificate, chain []*x509.Certificate, n, conc int) (Row, []byte) {
+	const name = "responses, concurrency 16"
+	if len(chain) == 0 {
+		return unavailable("ocsp", name, "no issuer certificate in the chain"), nil
+	}
+	req, err := ocsp.CreateRequest(leaf, chain[0], &ocsp.RequestOptions{Hash: crypto.SHA1})
+	if err != nil {
+		return unavailable("ocsp", name, err.Error()), nil
+	}
+	pc, err := cf.client("")
+	if err != nil {
+		return unavailable("ocsp", name, err.Error()), nil
+	}
+	body, err := pc.do(ctx, "POST", base+"/v1/ocsp", "application/ocsp-request", req)
+	pc.close()
+	if err != nil {
+		var se *statusError
+		if errors.As(err, &se) && se.status == 501 {
+			return unavailable("ocsp", name, "POST /v1/ocsp answers 501 on this build"), nil
+		}
+		return unavailable("ocsp", name, oneLine(err.Error())), nil
+	}
+	resp, err := ocsp.ParseResponse(body, chain[0])
+	if err != nil {
+		return unavailable("ocsp", name, "bad OCSP response: "+oneLine(err.Error())), nil
+	}
+	if resp.Status != ocsp.Good {
+		return unavailable("ocsp", name, fmt.Sprintf("OCSP status %d for a valid certificate", resp.Status)), nil
+	}
+	s, _, err := publicRun(ctx, cf, n, conc, ocspOp(base, req), 0)
+	if err != nil {
+		return unavailable("ocsp", name, oneLine(err.Error())), nil
+	}
+	return rateRow("ocsp", name, s), req
 }
 
 // crlLoad fetches the CRL until it lists the revoked rows the bench wrote
