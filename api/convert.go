@@ -42,18 +42,48 @@ func writeCertificate(w http.ResponseWriter, status int, iss *registry.Issued) {
 	body := certificateBody(iss)
 	opened, receipt := body.Opened, body.Receipt
 	body.Opened, body.Receipt = nil, nil
-	b, err := json.Marshal(body)
-	if err == nil {
-		b = b[:len(b)-1] // reopen the object
-		if len(opened) > 0 {
-			b = append(append(b, `,"opened":`...), opened...)
-		}
-		if len(receipt) > 0 {
-			b = append(append(b, `,"receipt":`...), receipt...)
-		}
-		b = append(b, '}')
-	}
+	b, err := marshalThenRaw(body, rawField{"opened", opened}, rawField{"receipt", receipt})
 	writeJSONBytes(w, status, b, err)
+}
+
+// writeVerifyResult answers with out as writeJSONStatus would, without
+// compacting its receipt again (the cached receipt is compact JSON that
+// translog's Marshal made; ~3 % of a verify's CPU, eighteenth pass).
+// TestWriteVerifyResultMatchesMarshal holds the bytes equal.
+func writeVerifyResult(w http.ResponseWriter, out client.VerifyResult) {
+	receipt := out.Receipt
+	out.Receipt = nil
+	b, err := marshalThenRaw(out, rawField{"receipt", receipt})
+	writeJSONBytes(w, http.StatusOK, b, err)
+}
+
+// rawField is a field of compact JSON that marshalThenRaw appends.
+type rawField struct {
+	name string // a JSON name that needs no escaping
+	raw  json.RawMessage
+}
+
+// marshalThenRaw is json.Marshal(v) — a struct, so a JSON object — with
+// the non-empty raw fields appended to the object in order. Each must be a
+// field of v's type that v leaves empty and omits, and the last ones of the
+// type, so that the bytes are json.Marshal's for v with them set, as long
+// as each is compact JSON that json.Marshal made (HTML characters
+// escaped).
+func marshalThenRaw(v any, fields ...rawField) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	b = b[:len(b)-1] // reopen the object
+	for _, f := range fields {
+		if len(f.raw) > 0 {
+			if len(b) > 1 {
+				b = append(b, ',')
+			}
+			b = append(append(append(append(b, '"'), f.name...), `":`...), f.raw...)
+		}
+	}
+	return append(b, '}'), nil
 }
 
 func agentBody(a *registry.Agent) client.Agent {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/registry"
 )
 
@@ -52,5 +53,46 @@ func TestWriteCertificateMatchesMarshal(t *testing.T) {
 		if g, w := got.Header().Get("Content-Length"), want.Header().Get("Content-Length"); g != w {
 			t.Errorf("%s: Content-Length %s, want %s", tc.name, g, w)
 		}
+	}
+}
+
+// TestWriteVerifyResultMatchesMarshal: writeVerifyResult writes the bytes
+// writeJSONStatus writes for the same answer, with and without a receipt
+// (one holding strings encoding/json escapes) and for a refusal.
+func TestWriteVerifyResultMatchesMarshal(t *testing.T) {
+	receipt, err := json.Marshal(map[string]any{"format": "atr-receipt/v1", "leaf_index": 3,
+		"opened": json.RawMessage(`{"name":"a\u003cb\u003e\u0026c\u2028"}`), "checkpoint": "atr.example/log\n4\nq80=\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1e9, 0).UTC()
+	idx := int64(3)
+	for _, tc := range []struct {
+		name string
+		out  client.VerifyResult
+	}{
+		{"verified with receipt", client.VerifyResult{Verified: true, Agent: "billing-bot.acme", Status: "issued",
+			Serial: "0a0b", FingerprintSHA256: "ff00", NotAfter: &at, LogIndex: &idx, Receipt: receipt}},
+		{"verified without receipt", client.VerifyResult{Verified: true, Agent: "billing-bot.acme", Status: "issued", LogIndex: &idx}},
+		{"refused", client.VerifyResult{Reason: "untrusted_chain", Serial: "0a0b"}},
+	} {
+		want, got := httptest.NewRecorder(), httptest.NewRecorder()
+		writeJSONStatus(want, http.StatusOK, tc.out)
+		writeVerifyResult(got, tc.out)
+		if got.Code != want.Code || !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) {
+			t.Errorf("%s: writeVerifyResult wrote %d %s\nwriteJSONStatus %d %s", tc.name, got.Code, got.Body, want.Code, want.Body)
+		}
+		if g, w := got.Header().Get("Content-Length"), want.Header().Get("Content-Length"); g != w {
+			t.Errorf("%s: Content-Length %s, want %s", tc.name, g, w)
+		}
+	}
+}
+
+// TestMarshalThenRawOnAnEmptyObject: a raw field after no other field is
+// not preceded by a comma.
+func TestMarshalThenRawOnAnEmptyObject(t *testing.T) {
+	b, err := marshalThenRaw(struct{}{}, rawField{"a", json.RawMessage(`1`)}, rawField{"b", nil}, rawField{"c", json.RawMessage(`{}`)})
+	if err != nil || string(b) != `{"a":1,"c":{}}` {
+		t.Fatalf("marshalThenRaw = %s, %v", b, err)
 	}
 }

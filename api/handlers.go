@@ -191,7 +191,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	s.metrics.verify.WithLabelValues(result).Inc()
-	writeJSONStatus(w, http.StatusOK, out)
+	writeVerifyResult(w, out)
 	return nil
 }
 

@@ -55,7 +55,12 @@ func readJSON(r *http.Request, v any) error {
 }
 
 // decodeStrict decodes data into v: exactly one JSON object, no unknown fields, nothing
-// after it. Its errors never echo the input.
+// after it, no ambiguous key (checkUnambiguous). Its errors never echo the input.
+//
+// The body is decoded first: once encoding/json has taken one value, that
+// value is valid JSON and scanKeys checks its keys without tokenizing it
+// again. A refused body is walked as before, so that every refusal keeps
+// its reason: an ambiguous key (or bad syntax) before an unknown field.
 func decodeStrict(data []byte, v any) error {
 	trimmed := bytes.TrimLeft(data, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
@@ -64,26 +69,35 @@ func decodeStrict(data []byte, v any) error {
 	if !utf8.Valid(data) {
 		return errInvalid("the body must be UTF-8")
 	}
-	if err := checkUnambiguous(data, v); err != nil {
-		msg := "the body is not valid JSON for this endpoint"
-		if errors.Is(err, errAmbiguousJSON) {
-			msg = "the body has a duplicate or case-variant key"
-		}
-		return &apiError{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: msg, cause: err}
-	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		msg := "the body is not valid JSON for this endpoint"
-		if strings.HasPrefix(err.Error(), "json: unknown field") {
-			msg = "the body has an unknown field"
+	derr := dec.Decode(v)
+	if derr == nil {
+		if err := scanKeys(data[:dec.InputOffset()], v); err != nil {
+			return ambiguousBody(err)
 		}
-		return &apiError{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: msg, cause: err}
+		if _, err := dec.Token(); err != io.EOF {
+			return errInvalid("the body must be one JSON object")
+		}
+		return nil
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errInvalid("the body must be one JSON object")
+	if err := checkUnambiguous(data, v); err != nil {
+		return ambiguousBody(err)
 	}
-	return nil
+	msg := "the body is not valid JSON for this endpoint"
+	if strings.HasPrefix(derr.Error(), "json: unknown field") {
+		msg = "the body has an unknown field"
+	}
+	return &apiError{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: msg, cause: derr}
+}
+
+// ambiguousBody is the answer to a body checkUnambiguous or scanKeys refused.
+func ambiguousBody(err error) error {
+	msg := "the body is not valid JSON for this endpoint"
+	if errors.Is(err, errAmbiguousJSON) {
+		msg = "the body has a duplicate or case-variant key"
+	}
+	return &apiError{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: msg, cause: err}
 }
 
 // registerRequest is the body of POST /v1/agents.

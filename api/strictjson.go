@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
+	"sync"
 )
 
 // errAmbiguousJSON is the cause of every refusal by checkUnambiguous. Its
@@ -86,22 +88,9 @@ func walkJSON(dec *json.Decoder, t reflect.Type, depth int) error {
 				return err
 			}
 			key, _ := tok.(string)
-			folded := strings.ToLower(key)
-			if seen[folded] {
-				return fmt.Errorf("%w: duplicate or case-variant key", errAmbiguousJSON)
-			}
-			seen[folded] = true
-			valType := elem
-			if fields != nil {
-				ft, exact := fields[key]
-				if !exact {
-					for name := range fields {
-						if strings.EqualFold(name, key) {
-							return fmt.Errorf("%w: key differs in case from a field name", errAmbiguousJSON)
-						}
-					}
-				}
-				valType = ft
+			valType, err := checkKey(seen, fields, elem, key)
+			if err != nil {
+				return err
 			}
 			if err := walkJSON(dec, valType, depth+1); err != nil {
 				return err
@@ -112,9 +101,184 @@ func walkJSON(dec *json.Decoder, t reflect.Type, depth int) error {
 	return err
 }
 
+// checkKey checks an object's key against the keys seen before it (folded
+// to lower case) and, for a struct, its fields' exact names; it returns
+// the Go type of the key's value (elem for a map, nil when unknown).
+func checkKey(seen map[string]bool, fields map[string]reflect.Type, elem reflect.Type, key string) (reflect.Type, error) {
+	folded := strings.ToLower(key)
+	if seen[folded] {
+		return nil, fmt.Errorf("%w: duplicate or case-variant key", errAmbiguousJSON)
+	}
+	seen[folded] = true
+	if fields == nil {
+		return elem, nil
+	}
+	ft, exact := fields[key]
+	if !exact {
+		for name := range fields {
+			if strings.EqualFold(name, key) {
+				return nil, fmt.Errorf("%w: key differs in case from a field name", errAmbiguousJSON)
+			}
+		}
+	}
+	return ft, nil
+}
+
+// scanKeys is checkUnambiguous for data that is one valid JSON value
+// (encoding/json has just decoded it), with the same verdicts and errors
+// (FuzzScanKeysMatchesWalk): where the walk above has encoding/json
+// tokenize and unquote every value, this skips over scalars and strings
+// and unquotes only the keys, about a tenth of the work for a body that is
+// mostly PEM (docs/performance.md, eighteenth pass). It checks no syntax:
+// on anything but valid JSON its verdict means nothing.
+func scanKeys(data []byte, target any) error {
+	t := reflect.TypeOf(target)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	s := keyScanner{data: data}
+	return s.value(t, 0)
+}
+
+type keyScanner struct {
+	data []byte
+	i    int
+}
+
+func (s *keyScanner) space() {
+	for s.i < len(s.data) {
+		switch s.data[s.i] {
+		case ' ', '\t', '\r', '\n':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// str skips the string starting at s.i and returns it with its quotes.
+func (s *keyScanner) str() []byte {
+	start := s.i
+	s.i++ // the opening quote
+	for s.i < len(s.data) {
+		switch s.data[s.i] {
+		case '\\':
+			s.i += 2 // an escape: the next byte is never the closing quote
+		case '"':
+			s.i++
+			return s.data[start:s.i]
+		default:
+			s.i++
+		}
+	}
+	return s.data[start:]
+}
+
+// value skips one value; t is as in walkJSON.
+func (s *keyScanner) value(t reflect.Type, depth int) error {
+	if depth > maxJSONDepth {
+		return fmt.Errorf("%w: nested deeper than %d", errAmbiguousJSON, maxJSONDepth)
+	}
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	s.space()
+	if s.i >= len(s.data) {
+		return io.ErrUnexpectedEOF
+	}
+	switch s.data[s.i] {
+	case '"':
+		s.str()
+		return nil
+	case '[':
+		s.i++
+		var elem reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			elem = t.Elem()
+		}
+		for {
+			s.space()
+			if s.i < len(s.data) && s.data[s.i] == ']' {
+				s.i++
+				return nil
+			}
+			if err := s.value(elem, depth+1); err != nil {
+				return err
+			}
+			s.space()
+			if s.i < len(s.data) && s.data[s.i] == ',' {
+				s.i++
+			}
+		}
+	case '{':
+		s.i++
+		var fields map[string]reflect.Type
+		var elem reflect.Type
+		if t != nil {
+			switch t.Kind() {
+			case reflect.Struct:
+				fields = jsonFields(t)
+			case reflect.Map:
+				elem = t.Elem()
+			}
+		}
+		seen := make(map[string]bool)
+		for {
+			s.space()
+			if s.i >= len(s.data) {
+				return io.ErrUnexpectedEOF
+			}
+			if s.data[s.i] == '}' {
+				s.i++
+				return nil
+			}
+			raw := s.str()
+			var key string
+			if bytes.IndexByte(raw, '\\') < 0 {
+				key = string(raw[1 : len(raw)-1])
+			} else if err := json.Unmarshal(raw, &key); err != nil {
+				return err
+			}
+			valType, err := checkKey(seen, fields, elem, key)
+			if err != nil {
+				return err
+			}
+			s.space()
+			s.i++ // the colon
+			if err := s.value(valType, depth+1); err != nil {
+				return err
+			}
+			s.space()
+			if s.i < len(s.data) && s.data[s.i] == ',' {
+				s.i++
+			}
+		}
+	default: // a number, true, false or null
+		for s.i < len(s.data) {
+			switch s.data[s.i] {
+			case ',', ']', '}', ' ', '\t', '\r', '\n':
+				return nil
+			}
+			s.i++
+		}
+		return nil
+	}
+}
+
 // jsonFields maps the JSON names of t's exported fields to their types, as
-// encoding/json names them (tag name, else the Go field name).
+// encoding/json names them (tag name, else the Go field name). The maps
+// are made once per type and shared: callers only read them.
 func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := fieldsByType.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
+	m, _ := fieldsByType.LoadOrStore(t, structFields(t))
+	return m.(map[string]reflect.Type)
+}
+
+var fieldsByType sync.Map // reflect.Type → map[string]reflect.Type
+
+func structFields(t reflect.Type) map[string]reflect.Type {
 	m := make(map[string]reflect.Type, t.NumField())
 	for i := range t.NumField() {
 		f := t.Field(i)
