@@ -55,7 +55,8 @@ func readJSON(r *http.Request, v any) error {
 }
 
 // decodeStrict decodes data into v: exactly one JSON object, no unknown fields, nothing
-// after it, no ambiguous key (checkUnambiguous). Its errors never echo the input.
+// after it, no ambiguous key (checkUnambiguous). Its errors never echo the input; after
+// an error v holds whatever was decoded and must not be used.
 //
 // The body is decoded first: once encoding/json has taken one value, that
 // value is valid JSON and scanKeys checks its keys without tokenizing it

@@ -129,8 +129,9 @@ func checkKey(seen map[string]bool, fields map[string]reflect.Type, elem reflect
 // (FuzzScanKeysMatchesWalk): where the walk above has encoding/json
 // tokenize and unquote every value, this skips over scalars and strings
 // and unquotes only the keys, about a tenth of the work for a body that is
-// mostly PEM (docs/performance.md, eighteenth pass). It checks no syntax:
-// on anything but valid JSON its verdict means nothing.
+// mostly PEM (docs/performance.md, eighteenth pass). It checks little
+// syntax: on anything but valid JSON it refuses or gives a verdict that
+// means nothing, but always ends.
 func scanKeys(data []byte, target any) error {
 	t := reflect.TypeOf(target)
 	for t != nil && t.Kind() == reflect.Pointer {
@@ -232,9 +233,14 @@ func (s *keyScanner) value(t reflect.Type, depth int) error {
 				s.i++
 				return nil
 			}
+			if s.data[s.i] != '"' {
+				return errNotScannable
+			}
 			raw := s.str()
 			var key string
-			if bytes.IndexByte(raw, '\\') < 0 {
+			if len(raw) < 2 || raw[len(raw)-1] != '"' {
+				return errNotScannable
+			} else if bytes.IndexByte(raw, '\\') < 0 {
 				key = string(raw[1 : len(raw)-1])
 			} else if err := json.Unmarshal(raw, &key); err != nil {
 				return err
@@ -254,9 +260,13 @@ func (s *keyScanner) value(t reflect.Type, depth int) error {
 			}
 		}
 	default: // a number, true, false or null
+		start := s.i
 		for s.i < len(s.data) {
 			switch s.data[s.i] {
 			case ',', ']', '}', ' ', '\t', '\r', '\n':
+				if s.i == start {
+					return errNotScannable // no value here: not valid JSON
+				}
 				return nil
 			}
 			s.i++
@@ -264,6 +274,11 @@ func (s *keyScanner) value(t reflect.Type, depth int) error {
 		return nil
 	}
 }
+
+// errNotScannable is scanKeys' refusal of input that is not valid JSON,
+// which decodeStrict never gives it: a refusal rather than a panic or a
+// loop.
+var errNotScannable = errors.New("not valid JSON")
 
 // jsonFields maps the JSON names of t's exported fields to their types, as
 // encoding/json names them (tag name, else the Go field name). The maps

@@ -103,7 +103,8 @@ func FuzzScanKeysMatchesWalk(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	targets := []any{&target{}, &registerRequest{}, &verifyRequest{}, &revokeRequest{}, &createAPIKeyRequest{}, new(any)}
+	targets := []any{&target{}, &registerRequest{}, &rotateRequest{}, &revokeRequest{}, &verifyRequest{},
+		&createAPIKeyRequest{}, &jwtSVIDRequest{}, &vrfIndexRequest{}, new(any)}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if !json.Valid(data) {
 			return
@@ -168,5 +169,14 @@ func BenchmarkDecodeStrict(b *testing.B) {
 		if err := decodeStrict(body, &v); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestScanKeysEndsOnInvalidJSON: scanKeys is only given valid JSON, but on
+// anything else it still returns instead of panicking or looping.
+func TestScanKeysEndsOnInvalidJSON(t *testing.T) {
+	for _, body := range []string{`{"`, `[}`, `{"a":}`, `{"a" 1}`, `{1:2}`, `[,]`, `{"a":[`, `"`, `{"a\`, ``} {
+		_ = scanKeys([]byte(body), &verifyRequest{})
+		_ = scanKeys([]byte(body), new(any))
 	}
 }

@@ -24,6 +24,7 @@ import (
 const (
 	registerPerClient = 15  // Register: burst 20 per key; PerIP: burst 60
 	publicPerClient   = 150 // Public (verify, OCSP, CRL): burst 200 per IP
+	publicBurst       = 200 // api.DefaultRateLimits().Public.Burst
 	listPerClient     = 8   // List: 10/min, burst 10 per key
 )
 
@@ -154,9 +155,10 @@ func (c *benchClient) do(ctx context.Context, method, u, ctype string, body []by
 // costs the server many requests' worth of CPU, and a client made inside a
 // timed window opens up to conc connections in it — which, in a window of
 // a few hundred requests, moved a rate by more than the differences it was
-// meant to show. The warm-up requests stay inside the per-IP budget
-// (publicPerClient + conc < the public burst of 200).
+// meant to show. The warm-up requests stay inside the per-IP budget: at
+// most publicBurst - publicPerClient of them per client.
 func (f *clientFactory) warmClients(ctx context.Context, n, conc int) ([]*benchClient, error) {
+	conc = min(conc, publicBurst-publicPerClient)
 	cs, err := f.clients((n + publicPerClient - 1) / publicPerClient)
 	if err != nil {
 		return nil, err

@@ -562,7 +562,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 
 	// The HTTPS floor of this box (issue 14): verify and OCSP against GET
 	// /healthz, in interleaved rounds.
-	progress("floor: %d rounds of %d GET /healthz, verifies and OCSP requests", p.floorRounds, p.floorN)
+	progress("floor: %d rounds of %d requests each: GET /healthz, verify and, when it answers, OCSP", p.floorRounds, p.floorN)
 	serverPID := 0
 	if e.isStarted() {
 		serverPID = e.serverPID()
@@ -841,8 +841,9 @@ func (u cpuUse) add(v cpuUse) cpuUse {
 // the rows report the median over the rounds: one sequential pass of a few
 // hundred requests each moved with whatever else the two shared cores did
 // in its fraction of a second. With the server's pid (0: not ours), the
-// notes give the CPU per request of the server and of this load generator,
-// which shares the cores.
+// notes give the CPU per request of atr serve (not of a PostgreSQL server,
+// which these requests do not use) and of this load generator, which
+// shares the cores.
 func floorLoad(ctx context.Context, cf *clientFactory, base string, pid, rounds, n, conc int, cert, chain string, ocspReq []byte) []Row {
 	hzName := fmt.Sprintf("GET /healthz, concurrency %d", conc)
 	const (
@@ -859,6 +860,7 @@ func floorLoad(ctx context.Context, cf *clientFactory, base string, pid, rounds,
 	if ocspReq != nil {
 		ops = append(ops, ocspOp(base, ocspReq))
 	}
+	names := []string{hzName, verifyName, ocspName}[:len(ops)]
 	rates := make([][]float64, len(ops)) // by op, then round
 	served := make([]int, len(ops))
 	used := make([]cpuUse, len(ops))
@@ -873,8 +875,15 @@ func floorLoad(ctx context.Context, cf *clientFactory, base string, pid, rounds,
 				err = s.FirstErr
 			}
 			if err != nil {
-				return []Row{unavailable("floor", hzName, oneLine(err.Error())),
-					unavailable("floor", verifyName, "round failed"), unavailable("floor", ocspName, "round failed")}
+				rows := make([]Row, len(ops))
+				for i, name := range names {
+					why := fmt.Sprintf("not measured: %s failed in round %d", names[which], r+1)
+					if i == which {
+						why = oneLine(err.Error())
+					}
+					rows[i] = unavailable("floor", name, why)
+				}
+				return rows
 			}
 			rates[which] = append(rates[which], s.Rate())
 			served[which] += s.N
@@ -886,9 +895,9 @@ func floorLoad(ctx context.Context, cf *clientFactory, base string, pid, rounds,
 		per := func(d time.Duration) string {
 			return sig3(float64(d.Microseconds()) / float64(served[k]))
 		}
-		srv := "server unknown"
+		srv := "atr serve unknown"
 		if used[k].serverOK {
-			srv = "server " + per(used[k].server) + " µs"
+			srv = "atr serve " + per(used[k].server) + " µs"
 		}
 		return fmt.Sprintf("; CPU per request: %s, load generator %s µs", srv, per(used[k].self))
 	}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -225,7 +227,9 @@ func TestWriteMarkdown(t *testing.T) {
 	rep := sampleReport()
 	s := summarize(durs(1, 2, 3, 40), 1, time.Second, nil)
 	rep.add(rateRow("issuance", "register | c=32", s).withRatio(1, 20, "CreateCertificate (8 goroutines)", ">=0.2"),
-		Row{Group: "baseline", Name: "HSM sign", Value: 12_345.6, Unit: "ops/s", P50ms: 0.14567, P99ms: 11.49})
+		Row{Group: "baseline", Name: "HSM sign", Value: 12_345.6, Unit: "ops/s", P50ms: 0.14567, P99ms: 11.49},
+		Row{Group: "floor", Name: "verify (valid) rate / GET /healthz rate", Value: 5_268, Unit: "ops/s",
+			Note: "median of 3 interleaved rounds; per round 0.529–0.647"}.withRatio(0.554, 1, "GET /healthz", ">=0.7"))
 	var buf bytes.Buffer
 	if err := rep.WriteMarkdown(&buf); err != nil {
 		t.Fatal(err)
@@ -356,5 +360,49 @@ func TestMeasureMemLog(t *testing.T) {
 	}
 	if len(pts) != 2 || pts[1].proofs.Errors != 0 || pts[1].proofs.N != 20 {
 		t.Errorf("points %+v", pts)
+	}
+}
+
+// TestMedianOf: the median of odd and even counts, none, and the input
+// left in its order.
+func TestMedianOf(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		in := slices.Clone(tc.in)
+		if got := medianOf(in); got != tc.want || !slices.Equal(in, tc.in) {
+			t.Errorf("medianOf(%v) = %v (input now %v), want %v", tc.in, got, in, tc.want)
+		}
+	}
+	if got := spread([]float64{0.647, 0.529, 0.6}); got != "0.529–0.647" {
+		t.Errorf("spread = %q", got)
+	}
+}
+
+// TestProcCPU: the CPU time of this process read from /proc grows with
+// work and agrees with getrusage to within the tick.
+func TestProcCPU(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("procCPU reads Linux's /proc")
+	}
+	before, err := procCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(150 * time.Millisecond); time.Now().Before(end); {
+	}
+	after, err := procCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after <= before {
+		t.Errorf("procCPU did not grow: %v then %v", before, after)
+	}
+	if self := selfCPU(); self < after-20*time.Millisecond || self > after+time.Second {
+		t.Errorf("getrusage %v, /proc %v", self, after)
+	}
+	if _, err := procCPU(-1); err == nil {
+		t.Error("procCPU(-1) succeeded")
 	}
 }

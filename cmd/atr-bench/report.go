@@ -172,9 +172,16 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", cell(r.Group), cell(r.Name), value,
 			sig3Lat(r.P50ms), sig3Lat(r.P99ms), ratio, cell(r.RatioTo), target)
 	}
-	if len(rep.Notes) > 0 {
+	var notes []string
+	for _, r := range rep.Rows {
+		if !r.Unavailable && r.Note != "" {
+			notes = append(notes, r.Group+", "+r.Name+": "+r.Note)
+		}
+	}
+	notes = append(notes, rep.Notes...)
+	if len(notes) > 0 {
 		fmt.Fprintln(w)
-		for _, n := range rep.Notes {
+		for _, n := range notes {
 			fmt.Fprintf(w, "- %s\n", strings.ReplaceAll(n, "\n", " "))
 		}
 	}

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sirupsen/logrus"
 )
 
 // TestStderrSink: text passes through until a JSON logger writes; from then
@@ -81,4 +85,30 @@ func TestStderrNeverInterleaves(t *testing.T) {
 		t.Errorf("stdout %q does not hold the key alone", out)
 	}
 	checkStderrLines(t, errb.String(), true)
+}
+
+// BenchmarkRequestLogLine is the access log line every request writes
+// (api's outer middleware: the request's fields, then its outcome), through
+// atr serve's logger — JSON formatter and redaction hook — to io.Discard
+// and to a file (docs/performance.md, eighteenth pass).
+func BenchmarkRequestLogLine(b *testing.B) {
+	f, err := os.Create(filepath.Join(b.TempDir(), "serve.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	for _, tc := range []struct {
+		name string
+		w    io.Writer
+	}{{"discard", io.Discard}, {"file", f}} {
+		b.Run(tc.name, func(b *testing.B) {
+			log := newLogger(tc.w, "info").WithField("component", "api")
+			b.ReportAllocs()
+			for b.Loop() {
+				log.WithFields(logrus.Fields{"request_id": "0123456789abcdef0123456789abcdef", "client_ip": "127.0.0.2",
+					"route": "/v1/verify"}).WithFields(logrus.Fields{"method": "POST", "status": 200,
+					"duration_ms": 1.234, "bytes_in": int64(2129)}).Info("request")
+			}
+		})
+	}
 }
