@@ -71,16 +71,7 @@ func walkJSON(dec *json.Decoder, t reflect.Type, depth int) error {
 			}
 		}
 	case '{':
-		var fields map[string]reflect.Type // exact JSON names of a struct's fields
-		var elem reflect.Type
-		if t != nil {
-			switch t.Kind() {
-			case reflect.Struct:
-				fields = jsonFields(t)
-			case reflect.Map:
-				elem = t.Elem()
-			}
-		}
+		fields, elem := objectTypes(t)
 		seen := make(map[string]bool)
 		for dec.More() {
 			tok, err := dec.Token()
@@ -99,6 +90,20 @@ func walkJSON(dec *json.Decoder, t reflect.Type, depth int) error {
 	}
 	_, err = dec.Token() // the closing delimiter
 	return err
+}
+
+// objectTypes tells what an object decoded into t holds: a struct's fields
+// by their exact JSON names, or a map's value type (both nil: unknown).
+func objectTypes(t reflect.Type) (fields map[string]reflect.Type, elem reflect.Type) {
+	if t != nil {
+		switch t.Kind() {
+		case reflect.Struct:
+			fields = jsonFields(t)
+		case reflect.Map:
+			elem = t.Elem()
+		}
+	}
+	return fields, elem
 }
 
 // checkKey checks an object's key against the keys seen before it (folded
@@ -213,16 +218,7 @@ func (s *keyScanner) value(t reflect.Type, depth int) error {
 		}
 	case '{':
 		s.i++
-		var fields map[string]reflect.Type
-		var elem reflect.Type
-		if t != nil {
-			switch t.Kind() {
-			case reflect.Struct:
-				fields = jsonFields(t)
-			case reflect.Map:
-				elem = t.Elem()
-			}
-		}
+		fields, elem := objectTypes(t)
 		seen := make(map[string]bool)
 		for {
 			s.space()
