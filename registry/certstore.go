@@ -129,13 +129,55 @@ func (c certStore) exec(ctx context.Context, query string, args ...any) (int64, 
 // ---------------------------------------------------------------------------
 // pending_issuances
 
+// opInsertPending names InsertPending's operation in its errors (and the
+// pending batcher's, pendingbatch.go).
+const opInsertPending = "recording pending issuance"
+
 // InsertPending records an issuance before it is signed. A second issuance
 // in flight for the same agent name is ErrConflict (a partial unique index).
 func (c certStore) InsertPending(ctx context.Context, p pendingRow) error {
 	_, err := c.exec(ctx, `INSERT INTO pending_issuances
 		(serial, agent_name, owner, kind, tbs, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.Serial, p.Agent, p.Owner, p.Kind, p.TBS, pendingPending, dbTime(p.CreatedAt), dbTime(p.UpdatedAt))
-	return dbErr("recording pending issuance", err)
+	return dbErr(opInsertPending, err)
+}
+
+// InsertPendingRows records several issuances in one statement (the
+// pending batcher's, PostgreSQL) and reports which rows were inserted: a
+// row a unique index refused — a second issuance in flight for its name,
+// in the database or earlier in rows — is skipped (ON CONFLICT DO NOTHING)
+// and reported false. Of two rows with one serial (never, with random
+// serials) only the first is reported inserted. Any other error refuses
+// every row.
+func (c certStore) InsertPendingRows(ctx context.Context, rows []pendingRow) ([]bool, error) {
+	const cols = 8
+	var q strings.Builder
+	q.WriteString(`INSERT INTO pending_issuances (serial, agent_name, owner, kind, tbs, state, created_at, updated_at) VALUES `)
+	args := make([]any, 0, cols*len(rows))
+	for k, p := range rows {
+		if k > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(?")
+		q.WriteString(strings.Repeat(", ?", cols-1))
+		q.WriteByte(')')
+		args = append(args, p.Serial, p.Agent, p.Owner, p.Kind, p.TBS, pendingPending, dbTime(p.CreatedAt), dbTime(p.UpdatedAt))
+	}
+	q.WriteString(` ON CONFLICT DO NOTHING RETURNING serial`)
+	var serials []string
+	if err := c.sel(ctx, &serials, q.String(), args...); err != nil {
+		return nil, dbErr(opInsertPending, err)
+	}
+	got := make(map[string]bool, len(serials))
+	for _, s := range serials {
+		got[s] = true
+	}
+	inserted := make([]bool, len(rows))
+	for k, p := range rows {
+		inserted[k] = got[p.Serial]
+		delete(got, p.Serial)
+	}
+	return inserted, nil
 }
 
 // Abandon moves the pending issuance serial to abandoned at now. It reports

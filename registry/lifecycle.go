@@ -263,14 +263,11 @@ func (r *Registry) issue(ctx context.Context, a Actor, action, name, owner, kind
 	}
 	serialHex := ca.FormatSerial(serial)
 	// Step 4: record before sign.
-	if err := r.store.inStatement(ctx, kind+": recording pending issuance", func(q sqlx.ExtContext) error {
-		err := certs(q).InsertPending(ctx, pendingRow{Serial: serialHex, Agent: name, Owner: owner, Kind: kind, TBS: prep.TBS(), CreatedAt: now, UpdatedAt: now})
+	if err := r.store.insertPending(ctx, opInsertPending, pendingRow{Serial: serialHex, Agent: name, Owner: owner, Kind: kind, TBS: prep.TBS(), CreatedAt: now, UpdatedAt: now}); err != nil {
 		if errors.Is(err, ErrConflict) {
-			return fmt.Errorf("registry: %s: another issuance for %s is in progress: %w", kind, name, bare(ErrConflict))
+			return nil, nil, fmt.Errorf("registry: %s: another issuance for %s is in progress: %w", kind, name, bare(ErrConflict))
 		}
-		return wrap(kind, err)
-	}); err != nil {
-		return nil, nil, err
+		return nil, nil, wrap(kind, err)
 	}
 	// Step 5: the real signature, through the token.
 	cert, err := r.issuer.Sign(prep)

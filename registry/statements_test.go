@@ -253,3 +253,27 @@ func seededFixture(t *testing.T, db string, n int) (*registrytest.Fixture, func(
 	}
 	return f, register, last
 }
+
+// TestPendingRowsShareStatements: on PostgreSQL the pending rows of
+// concurrent issuances share statements (pendingbatch.go) — fewer INSERTs
+// into pending_issuances than issuances, where each had its own round trip
+// and commit before — and every issuance completes.
+func TestPendingRowsShareStatements(t *testing.T) {
+	record := statementRecorder(t)
+	f := registrytest.NewFixture(t, registrytest.WithDatabase("postgres"))
+	const n = 32
+	got := record(func() error {
+		registerConcurrently(t, f, f.Registry, f.Owner("acme", "acme"), n)
+		return nil
+	})
+	inserts := 0
+	for _, s := range got {
+		if strings.HasPrefix(s, "INSERT INTO pending_issuances ") {
+			inserts++
+		}
+	}
+	t.Logf("%d issuances, %d statements inserting pending rows", n, inserts)
+	if inserts == 0 || inserts >= n {
+		t.Errorf("%d statements inserted the pending rows of %d concurrent issuances, want fewer than one each", inserts, n)
+	}
+}

@@ -69,6 +69,9 @@ type Store struct {
 	// grouped the one the issuance commits share (PostgreSQL). See
 	// writer.go.
 	w, grouped *writer
+	// pending batches the pending rows' inserts (PostgreSQL; on SQLite
+	// they go through w). See pendingbatch.go.
+	pending *pendingBatcher
 }
 
 // Open connects to the database named by databaseURL and checks that it
@@ -102,6 +105,7 @@ func Open(ctx context.Context, databaseURL string, log *logrus.Entry) (*Store, e
 		s.db.SetConnMaxLifetime(30 * time.Minute)
 		s.db.SetConnMaxIdleTime(5 * time.Minute)
 		s.grouped = newWriter(s)
+		s.pending = newPendingBatcher(s)
 	default:
 		dsn, err := sqliteDSN(databaseURL)
 		if err != nil {
@@ -258,6 +262,9 @@ func (s *Store) Close() error {
 			w.stop()
 		}
 	}
+	if s.pending != nil {
+		s.pending.stop()
+	}
 	if s.ckpt != nil {
 		s.ckpt.stop()
 	}
@@ -322,6 +329,17 @@ func (s *Store) inStatement(ctx context.Context, op string, fn func(q sqlx.ExtCo
 		(*f)()
 	}
 	return nil
+}
+
+// insertPending records an issuance's pending row durably (InsertPending):
+// on SQLite through the writer, on PostgreSQL in a batch of the pending
+// rows that queued meanwhile (pendingbatch.go). Errors are InsertPending's,
+// or op's when the store is closed or ctx ends first.
+func (s *Store) insertPending(ctx context.Context, op string, row pendingRow) error {
+	if s.pending != nil {
+		return s.pending.insert(ctx, op, row)
+	}
+	return s.inStatement(ctx, op, func(q sqlx.ExtContext) error { return certs(q).InsertPending(ctx, row) })
 }
 
 // execStatement runs one statement (query with '?' placeholders) durably,
