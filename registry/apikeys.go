@@ -13,6 +13,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -97,6 +98,12 @@ var dummyHash = make([]byte, sha256.Size) // read-only
 // secrets are counted and reported (SEC-023) but never lock the key out: the
 // right secret always works (see recordAuthFailure). last_used_at is updated
 // at most once a minute.
+//
+// The key's row comes from the cache of keys (keyCache) while the API keys'
+// revision it was read under is current and live, else from the database:
+// a key revoked on any replica is refused here within one notification
+// (PostgreSQL), at once (this process) or within notifyPollSQLite (another
+// process on the same SQLite file).
 func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Actor, error) {
 	fail := func(id, why string) (*Actor, error) {
 		r.log.WithField("key_id", id).WithField("reason", why).Warn("api key authentication failed")
@@ -108,19 +115,33 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 		subtle.ConstantTimeCompare(presented, dummyHash)
 		return fail("", "malformed key")
 	}
-	var row apiKeyRow
-	err := r.store.db.GetContext(ctx, &row, r.store.db.Rebind(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`), id)
-	if err != nil {
-		subtle.ConstantTimeCompare(presented, dummyHash)
-		if err := dbErr("authenticate", err); !errors.Is(err, ErrNotFound) {
-			return nil, err // database down: not the caller's fault
+	// The revision first: a row read after it is at least as new.
+	rev, live := r.notify.apiKeySeq()
+	e, cached := r.keys.get(id, rev, live)
+	if !cached {
+		var row apiKeyRow
+		err := r.store.db.GetContext(ctx, &row, r.store.db.Rebind(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`), id)
+		if err != nil {
+			subtle.ConstantTimeCompare(presented, dummyHash)
+			if err := dbErr("authenticate", err); !errors.Is(err, ErrNotFound) {
+				return nil, err // database down: not the caller's fault
+			}
+			return fail(id, "unknown key id")
 		}
-		return fail(id, "unknown key id")
+		k, err := row.apiKey()
+		if err != nil {
+			return nil, err
+		}
+		e = keyEntry{row: row, key: k, rev: rev}
 	}
+	row := e.row
 	now := r.now()
 	match := subtle.ConstantTimeCompare(presented, row.Hash) == 1
 	switch {
 	case !match:
+		// Its failure count moves: the next right secret reads the row
+		// again, and resets it.
+		r.keys.drop(id)
 		r.recordAuthFailure(ctx, row)
 		return fail(id, "wrong secret")
 	case row.RevokedAt != nil:
@@ -132,13 +153,65 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 		if err := r.store.execStatement(ctx, "authenticate: last used",
 			`UPDATE api_keys SET last_used_at = ?, failed_attempts = 0 WHERE id = ?`, dbTime(now), id); err != nil {
 			r.log.WithError(err).WithField("key_id", id).Warn("updating api key last use")
+		} else {
+			used := dbTime(now)
+			e.row.LastUsedAt, e.row.FailedAttempts = &used, 0
+			cached = false // the entry changed: store it again
 		}
 	}
-	k, err := row.apiKey()
-	if err != nil {
-		return nil, err
+	if !cached && live {
+		r.keys.put(id, e)
 	}
-	return &Actor{KeyID: k.ID, Owner: k.Owner, Namespace: k.Namespace, Scopes: k.Scopes}, nil
+	k := e.key
+	return &Actor{KeyID: k.ID, Owner: k.Owner, Namespace: k.Namespace, Scopes: slices.Clone(k.Scopes)}, nil
+}
+
+// maxCachedKeys bounds the cache of API keys; past it the cache starts
+// again empty (a deployment has far fewer keys in use).
+const maxCachedKeys = 4096
+
+// keyCache holds the API keys Authenticate read, each with the API keys'
+// revision (api_key_state.seq, migration 012) it was read under. An entry
+// is used only while the notifier reports that revision, live (notify.go):
+// every change of a key bumps it in the same transaction, on any replica.
+// Only keys that exist are kept; an unknown id is read every time.
+type keyCache struct {
+	mu sync.RWMutex
+	m  map[string]keyEntry
+}
+
+// keyEntry is a key's row as read, its parse, and the revision it was
+// read under.
+type keyEntry struct {
+	row apiKeyRow
+	key *APIKey
+	rev int64
+}
+
+// get returns id's entry when it was read under rev and rev is live.
+func (c *keyCache) get(id string, rev int64, live bool) (keyEntry, bool) {
+	if !live {
+		return keyEntry{}, false
+	}
+	c.mu.RLock()
+	e, ok := c.m[id]
+	c.mu.RUnlock()
+	return e, ok && e.rev == rev
+}
+
+func (c *keyCache) put(id string, e keyEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedKeys {
+		c.m = make(map[string]keyEntry)
+	}
+	c.m[id] = e
+}
+
+func (c *keyCache) drop(id string) {
+	c.mu.Lock()
+	delete(c.m, id)
+	c.mu.Unlock()
 }
 
 // recordAuthFailure counts wrong secrets presented for a key. It never
@@ -276,6 +349,11 @@ func (r *Registry) RevokeAPIKey(ctx context.Context, a Actor, id string) error {
 		}
 		return r.writeAudit(ctx, tx, a, ActionAPIKeyRevoke, id, ResultSuccess, nil, nil)
 	})
+	// The revocation committed, or may have (a lost acknowledgement):
+	// no request of this process may authenticate from what it cached
+	// before — not even until the notifier reads the new revision.
+	r.keys.drop(id)
+	r.notify.ownChange()
 	if err != nil {
 		return err
 	}

@@ -2,15 +2,18 @@ package registry
 
 // Change notification between replicas (issue 13): the notifier tells the
 // code of this process, within moments, that the transparency log grew
-// (log_head.size) or that a revocation-relevant change committed
+// (log_head.size), that a revocation-relevant change committed
 // (revocation_state.seq, which triggers bump in the same transaction as
 // every change to a certificate's status, reason, revocation time or grace
-// end: migrations 002), whichever replica made it.
+// end: migrations 002), or that an API key changed (api_key_state.seq,
+// bumped likewise by every revocation or other change of a key: migrations
+// 012), whichever replica made it.
 //
 //   - PostgreSQL: triggers (migration 009) NOTIFY atr_log and
 //     atr_revocation with the new value when the transaction commits; a
-//     dedicated lib/pq Listener connection per replica receives them. The
-//     Listener reconnects by itself; after every (re)connection both values
+//     dedicated lib/pq Listener connection per replica receives them (and
+//     atr_api_keys, migration 012). The
+//     Listener reconnects by itself; after every (re)connection the values
 //     are read again, so a notification lost while disconnected delays a
 //     change, never hides it. A safety read every notifyPollPostgres and a
 //     Ping every notifyPingInterval catch a connection that died silently.
@@ -23,6 +26,7 @@ package registry
 //
 //	r.notify.logSize()            latest known tree size
 //	r.notify.revocationSeq()      latest known revocation seq, and whether it is live
+//	r.notify.apiKeySeq()          latest known API key seq, and whether it is live
 //	r.notify.changed()            a channel closed at the next change of either
 //	r.notify.waitLogSize(ctx, n)  blocks until the tree size exceeds n
 //	r.notify.waitRevocationSeq(ctx, s) blocks until the seq differs from s
@@ -33,7 +37,8 @@ package registry
 // of it within one notification (PostgreSQL), one commit (SQLite, same
 // process) or notifyPollSQLite (SQLite, another process). When live is
 // false (notifier not started, stopped, or its connection lost and not yet
-// re-read) the cache must read.
+// re-read) the cache must read. The cache of API keys (apikeys.go) follows
+// the same rule with apiKeySeq.
 
 import (
 	"cmp"
@@ -56,10 +61,11 @@ import (
 const (
 	notifyChannelLog        = "atr_log"
 	notifyChannelRevocation = "atr_revocation"
+	notifyChannelAPIKeys    = "atr_api_keys"
 )
 
 const (
-	// notifyPollSQLite is how often the SQLite notifier reads both values:
+	// notifyPollSQLite is how often the SQLite notifier reads its values:
 	// the delay with which it sees a commit of another process.
 	notifyPollSQLite = 250 * time.Millisecond
 	// notifyPollPostgres is the PostgreSQL notifier's safety read.
@@ -85,7 +91,7 @@ type notifier struct {
 	store *Store
 	log   *logrus.Entry
 
-	size, seq atomic.Int64
+	size, seq, keys atomic.Int64
 	// live: the values are current within the notification delay (see the
 	// file comment); false before start, after stop, after a failed read,
 	// and on PostgreSQL from the loss of the LISTEN connection until the
@@ -103,7 +109,7 @@ type notifier struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when run has returned
 
-	kick   chan struct{} // buffered(1): read both values now
+	kick   chan struct{} // buffered(1): read the values now
 	events chan pq.ListenerEventType
 	hook   *func() // installed as Store.onCommit (SQLite)
 	// poll overrides the periodic read's interval (tests); zero means
@@ -125,6 +131,13 @@ func (n *notifier) revocationSeq() (seq int64, live bool) {
 	// the read that set it.
 	live = n.live.Load()
 	return n.seq.Load(), live
+}
+
+// apiKeySeq returns the latest known api_key_state.seq and whether it is
+// live, as revocationSeq does.
+func (n *notifier) apiKeySeq() (seq int64, live bool) {
+	live = n.live.Load()
+	return n.keys.Load(), live
 }
 
 // changed returns a channel that is closed at the next change of the tree
@@ -186,18 +199,19 @@ func (n *notifier) broadcastLocked() {
 
 // set records values read from the database (they are the truth, even
 // if lower than what a notification said) and wakes waiters on a change.
-func (n *notifier) set(size, seq int64) {
+func (n *notifier) set(size, seq, keys int64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.size.Load() == size && n.seq.Load() == seq {
+	if n.size.Load() == size && n.seq.Load() == seq && n.keys.Load() == keys {
 		return
 	}
 	n.size.Store(size)
 	n.seq.Store(seq)
+	n.keys.Store(keys)
 	n.broadcastLocked()
 }
 
-// raise records a notified value: both only ever grow, and notifications
+// raise records a notified value: each only ever grows, and notifications
 // of one transaction or of several may arrive in any order relative to a
 // read, so only a larger value is taken.
 func (n *notifier) raise(v *atomic.Int64, to int64) {
@@ -210,7 +224,7 @@ func (n *notifier) raise(v *atomic.Int64, to int64) {
 	n.broadcastLocked()
 }
 
-// read reads both values with one query and records them. The values
+// read reads the three values with one query and records them. The values
 // become live when the read worked and, on PostgreSQL, the LISTEN
 // connection was up for the whole read (a read that starts after LISTEN
 // sees every change whose notification could have been missed).
@@ -221,14 +235,16 @@ func (n *notifier) read(ctx context.Context) error {
 	var row struct {
 		Size int64 `db:"size"`
 		Seq  int64 `db:"seq"`
+		Keys int64 `db:"keys"`
 	}
 	err := n.store.db.GetContext(ctx, &row,
-		`SELECT (SELECT size FROM log_head WHERE id = $1) AS size, (SELECT seq FROM revocation_state WHERE id = $1) AS seq`, singletonID)
+		`SELECT (SELECT size FROM log_head WHERE id = $1) AS size, (SELECT seq FROM revocation_state WHERE id = $1) AS seq, `+
+			`(SELECT seq FROM api_key_state WHERE id = $1) AS keys`, singletonID)
 	if err != nil {
 		n.live.Store(false)
 		return dbErr("notify: reading log size and revocation seq", err)
 	}
-	n.set(row.Size, row.Seq)
+	n.set(row.Size, row.Seq, row.Keys)
 	n.mu.Lock()
 	n.live.Store(up && n.up && epoch == n.epoch && n.running)
 	n.mu.Unlock()
@@ -236,7 +252,8 @@ func (n *notifier) read(ctx context.Context) error {
 }
 
 // ownChange is called by this process right after it committed a
-// revocation-relevant change (a revocation, a rotation): until the next read
+// revocation-relevant change (a revocation, a rotation) or a change of an
+// API key (its revocation): until the next read
 // the values are not live, so no cache answers from the seq it had before —
 // not even for the microseconds before the notification arrives — and a read
 // that overlapped the commit cannot make them live again.
@@ -266,7 +283,7 @@ func (n *notifier) isUp() bool {
 	return n.up
 }
 
-// wake asks run to read both values now; it never blocks.
+// wake asks run to read the values now; it never blocks.
 func (n *notifier) wake() {
 	select {
 	case n.kick <- struct{}{}:
@@ -274,7 +291,7 @@ func (n *notifier) wake() {
 	}
 }
 
-// start reads both values, connects the LISTEN connection (PostgreSQL) or
+// start reads the values, connects the LISTEN connection (PostgreSQL) or
 // installs the commit hook (SQLite), and runs until ctx ends or stop.
 func (n *notifier) start(ctx context.Context) error {
 	n.mu.Lock()
@@ -308,7 +325,7 @@ func (n *notifier) start(ctx context.Context) error {
 	return nil
 }
 
-// listen opens the LISTEN connection and waits until it listens on both
+// listen opens the LISTEN connection and waits until it listens on its
 // channels.
 func (n *notifier) listen(ctx context.Context) (*pq.Listener, error) {
 	n.events = make(chan pq.ListenerEventType, 8)
@@ -339,7 +356,7 @@ func (n *notifier) listen(ctx context.Context) (*pq.Listener, error) {
 			return nil, fmt.Errorf("registry: change notification: connecting: %w: %v", ErrUnavailable, tctx.Err())
 		}
 	}
-	for _, ch := range []string{notifyChannelLog, notifyChannelRevocation} {
+	for _, ch := range []string{notifyChannelLog, notifyChannelRevocation, notifyChannelAPIKeys} {
 		// lib/pq registers the channel before it waits for a connection and
 		// LISTENs again after every reconnection; net.ErrClosed without
 		// Close means it was registered while the connection was down.
@@ -448,6 +465,8 @@ func (n *notifier) notified(note *pq.Notification) {
 		n.raise(&n.size, v)
 	case notifyChannelRevocation:
 		n.raise(&n.seq, v)
+	case notifyChannelAPIKeys:
+		n.raise(&n.keys, v)
 	}
 }
 

@@ -140,6 +140,8 @@ type Registry struct {
 	// notify tells of log growth and revocation changes on any replica
 	// (notify.go); running between Start and Close.
 	notify *notifier
+	// keys caches the API keys Authenticate read (apikeys.go).
+	keys keyCache
 	// events is what the LogEvents calls share (events.go).
 	events eventCache
 }

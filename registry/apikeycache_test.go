@@ -1,0 +1,198 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/agent-trust-registry/atr/registry/internal/testdb"
+)
+
+// TestAPIKeyCache: with the change notifier running, a key that keeps
+// authenticating is read from the database once — the api_keys table is
+// renamed away while it must come from memory, so a read would fail — and
+// a revocation is refused at once by the replica that made it and, without
+// any cache aging, by another replica (another process's Store on the same
+// database). A key's bookkeeping (last_used_at) does not move the API keys'
+// revision; a revocation does.
+func TestAPIKeyCache(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			url := testdb.URL(t, db)
+			clock := &keyTestClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+			replica := func() *Registry {
+				st, err := Open(ctx, url, testLogger(t))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { st.Close() })
+				if _, err := st.Migrate(ctx); err != nil {
+					t.Fatal(err)
+				}
+				r, err := New(Config{Store: st, TrustDomain: "agents.atr.test", Now: clock.Now, Log: testLogger(t)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := r.Start(ctx); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { r.Close() })
+				return r
+			}
+			a, b := replica(), replica()
+			admin := SystemActor()
+			k1, key1, err := a.CreateAPIKey(ctx, admin, "acme", "acme", []string{ScopeAgentsWrite}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k2, key2, err := a.CreateAPIKey(ctx, admin, "acme", "acme", []string{ScopeAgentsWrite}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq := func() int64 {
+				t.Helper()
+				var s int64
+				if err := a.store.db.GetContext(ctx, &s, `SELECT seq FROM api_key_state WHERE id = 1`); err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			waitFor := func(what string, ok func() bool) time.Duration {
+				t.Helper()
+				start := time.Now()
+				deadline := start.Add(15 * time.Second) // hang guard, not a timing assertion
+				for !ok() {
+					if time.Now().After(deadline) {
+						t.Fatalf("never: %s", what)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				return time.Since(start)
+			}
+			for _, r := range []*Registry{a, b} {
+				waitFor("the notifier is live", func() bool { _, live := r.notify.apiKeySeq(); return live })
+			}
+			before := seq()
+			for _, key := range []string{key1, key2} {
+				if act, err := a.Authenticate(ctx, key); err != nil || act.Owner != "acme" {
+					t.Fatalf("Authenticate: %+v, %v", act, err)
+				}
+			}
+			if _, err := b.Authenticate(ctx, key1); err != nil {
+				t.Fatal(err)
+			}
+			if got := seq(); got != before {
+				t.Errorf("api_key_state.seq moved %d → %d when last_used_at was written", before, got)
+			}
+			rename := func(from, to string) {
+				t.Helper()
+				if _, err := a.store.db.ExecContext(ctx, `ALTER TABLE `+from+` RENAME TO `+to); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rename("api_keys", "api_keys_hidden")
+			for range 100 {
+				for _, key := range []string{key1, key2} {
+					if act, err := a.Authenticate(ctx, key); err != nil || act.KeyID == "" || len(act.Scopes) != 1 {
+						t.Fatalf("a key authenticated before, while nothing changed: %+v, %v", act, err)
+					}
+				}
+			}
+			rename("api_keys_hidden", "api_keys")
+
+			// Revoked on b: refused by a, which holds it cached, once a's
+			// notifier heard of it.
+			if _, err := a.Authenticate(ctx, key1); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.RevokeAPIKey(ctx, admin, k1.ID); err != nil {
+				t.Fatal(err)
+			}
+			if got := seq(); got <= before {
+				t.Errorf("api_key_state.seq %d after a revocation, want above %d", got, before)
+			}
+			took := waitFor("replica a refuses a key replica b revoked", func() bool {
+				_, err := a.Authenticate(ctx, key1)
+				return errors.Is(err, ErrUnauthenticated)
+			})
+			t.Logf("%s: replica a refused the key %v after replica b revoked it", db, took)
+			// Revoked on a: refused by a at once.
+			if _, err := a.Authenticate(ctx, key2); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.RevokeAPIKey(ctx, admin, k2.ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Authenticate(ctx, key2); !errors.Is(err, ErrUnauthenticated) {
+				t.Errorf("a key a revoked, on a right after: %v, want ErrUnauthenticated", err)
+			}
+		})
+	}
+}
+
+// TestAPIKeyCacheNeedsALiveNotifier: a registry whose notifier is not
+// running reads the key at every request (it could not learn of a
+// revocation elsewhere), and a wrong secret drops the key from the cache so
+// that the next right one reads the row again and resets its failure count.
+func TestAPIKeyCacheNeedsALiveNotifier(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			r, _ := newKeyRegistry(t, db) // not started
+			_, key, err := r.CreateAPIKey(ctx, SystemActor(), "acme", "acme", []string{ScopeAgentsRead}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Authenticate(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			if len(r.keys.m) != 0 {
+				t.Errorf("%d keys cached without a live notifier, want none", len(r.keys.m))
+			}
+			if _, err := r.store.db.ExecContext(ctx, `ALTER TABLE api_keys RENAME TO api_keys_hidden`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Authenticate(ctx, key); err == nil {
+				t.Error("authenticated without reading the key, with the notifier stopped")
+			}
+			if _, err := r.store.db.ExecContext(ctx, `ALTER TABLE api_keys_hidden RENAME TO api_keys`); err != nil {
+				t.Fatal(err)
+			}
+
+			if err := r.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close() })
+			deadline := time.Now().Add(15 * time.Second) // hang guard
+			for _, live := r.notify.apiKeySeq(); !live; _, live = r.notify.apiKeySeq() {
+				if time.Now().After(deadline) {
+					t.Fatal("the notifier did not become live")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if _, err := r.Authenticate(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			id, _ := ParseAPIKeyID(key)
+			if _, ok := r.keys.m[id]; !ok {
+				t.Fatal("the key is not cached with a live notifier")
+			}
+			wrong := key[:len(key)-64] + "0000000000000000000000000000000000000000000000000000000000000000"
+			if _, err := r.Authenticate(ctx, wrong); !errors.Is(err, ErrUnauthenticated) {
+				t.Fatalf("wrong secret: %v", err)
+			}
+			if _, ok := r.keys.m[id]; ok {
+				t.Error("the key stayed cached after a wrong secret")
+			}
+			if _, err := r.Authenticate(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			var failed int
+			if err := r.store.db.GetContext(ctx, &failed, r.store.db.Rebind(`SELECT failed_attempts FROM api_keys WHERE id = ?`), id); err != nil || failed != 0 {
+				t.Errorf("failed_attempts %d, %v after the right secret, want 0", failed, err)
+			}
+		})
+	}
+}
