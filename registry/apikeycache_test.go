@@ -72,7 +72,7 @@ func TestAPIKeyCache(t *testing.T) {
 				return time.Since(start)
 			}
 			for _, r := range []*Registry{a, b} {
-				waitFor("the notifier is live", func() bool { _, live := r.notify.apiKeySeq(); return live })
+				waitFor("the notifier is live", func() bool { _, live := r.notify.apiKeyGen(); return live })
 			}
 			before := seq()
 			for _, key := range []string{key1, key2} {
@@ -166,7 +166,7 @@ func TestAPIKeyCacheNeedsALiveNotifier(t *testing.T) {
 			}
 			t.Cleanup(func() { r.Close() })
 			deadline := time.Now().Add(15 * time.Second) // hang guard
-			for _, live := r.notify.apiKeySeq(); !live; _, live = r.notify.apiKeySeq() {
+			for _, live := r.notify.apiKeyGen(); !live; _, live = r.notify.apiKeyGen() {
 				if time.Now().After(deadline) {
 					t.Fatal("the notifier did not become live")
 				}
@@ -194,5 +194,107 @@ func TestAPIKeyCacheNeedsALiveNotifier(t *testing.T) {
 				t.Errorf("failed_attempts %d, %v after the right secret, want 0", failed, err)
 			}
 		})
+	}
+}
+
+// TestAPIKeySeqTriggers: every change of what a key authenticates as —
+// each watched column, a deletion (and on PostgreSQL a TRUNCATE) — moves
+// api_key_state.seq, whoever writes it; a key's bookkeeping does not.
+func TestAPIKeySeqTriggers(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			r, _ := newKeyRegistry(t, db)
+			if _, _, err := r.CreateAPIKey(ctx, SystemActor(), "acme", "acme", []string{ScopeAgentsRead}, 0); err != nil {
+				t.Fatal(err)
+			}
+			seq := func() int64 {
+				t.Helper()
+				var s int64
+				if err := r.store.db.GetContext(ctx, &s, `SELECT seq FROM api_key_state WHERE id = 1`); err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			now := time.Now().UTC()
+			for _, tc := range []struct {
+				set   string
+				arg   any
+				moves bool
+			}{
+				{"hash", []byte("another hash"), true},
+				{"owner", "other", true},
+				{"namespace", "other", true},
+				{"scopes", `["admin"]`, true},
+				{"expires_at", now.Add(time.Hour), true},
+				{"revoked_at", now, true},
+				{"last_used_at", now, false},
+				{"failed_attempts", 3, false},
+				{"id", "0123456789abcdef", true},
+			} {
+				before := seq()
+				if _, err := r.store.db.ExecContext(ctx, r.store.db.Rebind(`UPDATE api_keys SET `+tc.set+` = ?`), tc.arg); err != nil {
+					t.Fatalf("%s: %v", tc.set, err)
+				}
+				if moved := seq() != before; moved != tc.moves {
+					t.Errorf("UPDATE of %s: seq moved %t, want %t", tc.set, moved, tc.moves)
+				}
+			}
+			deletes := []string{`DELETE FROM api_keys`}
+			if db == "postgres" {
+				deletes = append(deletes, `TRUNCATE api_keys`)
+			}
+			for _, q := range deletes {
+				if _, _, err := r.CreateAPIKey(ctx, SystemActor(), "acme", "acme", []string{ScopeAgentsRead}, 0); err != nil {
+					t.Fatal(err)
+				}
+				before := seq()
+				if _, err := r.store.db.ExecContext(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+				if seq() == before {
+					t.Errorf("%s: seq did not move", q)
+				}
+			}
+		})
+	}
+}
+
+// TestAPIKeyNotificationIsNotAValue: any PostgreSQL login may NOTIFY, so a
+// notification on atr_api_keys only makes the notifier read the revision
+// again; a forged payload never becomes the revision a cached key is
+// checked against (else a key cached under a forged value would stay
+// usable after a real revocation, whose smaller value would be ignored).
+func TestAPIKeyNotificationIsNotAValue(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newKeyRegistry(t, "postgres")
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	gen0, _ := r.notify.apiKeyGen()
+	if _, err := r.store.db.ExecContext(ctx, `NOTIFY atr_api_keys, '1000000'`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second) // hang guard, not a timing assertion
+	for {
+		// The notification is heard (the values not live), then read.
+		if gen, live := r.notify.apiKeyGen(); live && r.notify.keyEpochNow() > 0 {
+			if gen != gen0 {
+				t.Errorf("a forged notification moved the generation %d → %d", gen0, gen)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the notification was never heard and read")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var seq int64
+	if err := r.store.db.GetContext(ctx, &seq, `SELECT seq FROM api_key_state WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.notify.keys.Load(); got != seq {
+		t.Errorf("the notifier holds %d after a forged notification; the database %d", got, seq)
 	}
 }

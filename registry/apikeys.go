@@ -116,7 +116,7 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 		return fail("", "malformed key")
 	}
 	// The revision first: a row read after it is at least as new.
-	rev, live := r.notify.apiKeySeq()
+	rev, live := r.notify.apiKeyGen()
 	e, cached := r.keys.get(id, rev, live)
 	if !cached {
 		var row apiKeyRow
@@ -128,11 +128,7 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 			}
 			return fail(id, "unknown key id")
 		}
-		k, err := row.apiKey()
-		if err != nil {
-			return nil, err
-		}
-		e = keyEntry{row: row, key: k, rev: rev}
+		e = keyEntry{row: row, rev: rev}
 	}
 	row := e.row
 	now := r.now()
@@ -159,6 +155,13 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 			cached = false // the entry changed: store it again
 		}
 	}
+	if e.key == nil {
+		k, err := row.apiKey()
+		if err != nil {
+			return nil, err
+		}
+		e.key = k
+	}
 	if !cached && live {
 		r.keys.put(id, e)
 	}
@@ -170,17 +173,19 @@ func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Acto
 // again empty (a deployment has far fewer keys in use).
 const maxCachedKeys = 4096
 
-// keyCache holds the API keys Authenticate read, each with the API keys'
-// revision (api_key_state.seq, migration 012) it was read under. An entry
-// is used only while the notifier reports that revision, live (notify.go):
-// every change of a key bumps it in the same transaction, on any replica.
-// Only keys that exist are kept; an unknown id is read every time.
+// keyCache holds the API keys Authenticate read, each stamped with the
+// generation of the API keys' revision (api_key_state.seq, migration 012)
+// it was read under (notifier.apiKeyGen: it moves whenever the notifier
+// sees the seq move, and never repeats). An entry is used only while the
+// notifier reports that generation, live (notify.go): every change of a
+// key bumps the seq in the same transaction, on any replica. Only keys
+// that exist are kept; an unknown id is read every time.
 type keyCache struct {
 	mu sync.RWMutex
 	m  map[string]keyEntry
 }
 
-// keyEntry is a key's row as read, its parse, and the revision it was
+// keyEntry is a key's row as read, its parse, and the generation it was
 // read under.
 type keyEntry struct {
 	row apiKeyRow
@@ -188,7 +193,8 @@ type keyEntry struct {
 	rev int64
 }
 
-// get returns id's entry when it was read under rev and rev is live.
+// get returns id's entry when it was read under generation rev, and rev
+// is live.
 func (c *keyCache) get(id string, rev int64, live bool) (keyEntry, bool) {
 	if !live {
 		return keyEntry{}, false
@@ -202,7 +208,7 @@ func (c *keyCache) get(id string, rev int64, live bool) (keyEntry, bool) {
 func (c *keyCache) put(id string, e keyEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxCachedKeys {
+	if _, ok := c.m[id]; !ok && len(c.m) >= maxCachedKeys || c.m == nil {
 		c.m = make(map[string]keyEntry)
 	}
 	c.m[id] = e
@@ -352,8 +358,10 @@ func (r *Registry) RevokeAPIKey(ctx context.Context, a Actor, id string) error {
 	// The revocation committed, or may have (a lost acknowledgement):
 	// no request of this process may authenticate from what it cached
 	// before — not even until the notifier reads the new revision.
-	r.keys.drop(id)
-	r.notify.ownChange()
+	if !noop && !errors.Is(err, ErrNotFound) {
+		r.keys.drop(id)
+		r.notify.ownKeyChange()
+	}
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,9 @@ package registry
 // own. Driver errors are converted by dbErr.
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -146,15 +148,24 @@ func (c certStore) InsertPending(ctx context.Context, p pendingRow) error {
 // pending batcher's, PostgreSQL) and reports which rows were inserted: a
 // row a unique index refused — a second issuance in flight for its name,
 // in the database or earlier in rows — is skipped (ON CONFLICT DO NOTHING)
-// and reported false. Of two rows with one serial (never, with random
-// serials) only the first is reported inserted. Any other error refuses
-// every row.
+// and reported false; a row is reported inserted only when its serial and
+// its name came back. The rows go in the order of their names, so that two
+// replicas' batches wait for each other's names in one order, never in a
+// cycle. Any other error refuses every row.
 func (c certStore) InsertPendingRows(ctx context.Context, rows []pendingRow) ([]bool, error) {
 	const cols = 8
+	order := make([]int, len(rows))
+	for k := range order {
+		order[k] = k
+	}
+	slices.SortFunc(order, func(i, j int) int {
+		return cmp.Or(strings.Compare(rows[i].Agent, rows[j].Agent), strings.Compare(rows[i].Serial, rows[j].Serial))
+	})
 	var q strings.Builder
 	q.WriteString(`INSERT INTO pending_issuances (serial, agent_name, owner, kind, tbs, state, created_at, updated_at) VALUES `)
 	args := make([]any, 0, cols*len(rows))
-	for k, p := range rows {
+	for k, i := range order {
+		p := rows[i]
 		if k > 0 {
 			q.WriteString(", ")
 		}
@@ -163,21 +174,36 @@ func (c certStore) InsertPendingRows(ctx context.Context, rows []pendingRow) ([]
 		q.WriteByte(')')
 		args = append(args, p.Serial, p.Agent, p.Owner, p.Kind, p.TBS, pendingPending, dbTime(p.CreatedAt), dbTime(p.UpdatedAt))
 	}
-	q.WriteString(` ON CONFLICT DO NOTHING RETURNING serial`)
-	var serials []string
-	if err := c.sel(ctx, &serials, q.String(), args...); err != nil {
+	q.WriteString(` ON CONFLICT DO NOTHING RETURNING serial, agent_name`)
+	var back []struct {
+		Serial string `db:"serial"`
+		Agent  string `db:"agent_name"`
+	}
+	if err := c.sel(ctx, &back, q.String(), args...); err != nil {
 		return nil, dbErr(opInsertPending, err)
 	}
-	got := make(map[string]bool, len(serials))
-	for _, s := range serials {
-		got[s] = true
+	type key struct{ serial, agent string }
+	got := make(map[key]bool, len(back))
+	for _, b := range back {
+		got[key{b.Serial, b.Agent}] = true
 	}
 	inserted := make([]bool, len(rows))
 	for k, p := range rows {
-		inserted[k] = got[p.Serial]
-		delete(got, p.Serial)
+		inserted[k] = got[key{p.Serial, p.Agent}]
+		delete(got, key{p.Serial, p.Agent})
 	}
 	return inserted, nil
+}
+
+// HasPending reports whether p's row is stored as it was recorded: its
+// serial, name and TBS (the pending batcher's check after an INSERT whose
+// outcome it could not learn).
+func (c certStore) HasPending(ctx context.Context, p pendingRow) (bool, error) {
+	var n int
+	if err := c.get(ctx, &n, `SELECT count(*) FROM pending_issuances WHERE serial = ? AND agent_name = ? AND tbs = ?`, p.Serial, p.Agent, p.TBS); err != nil {
+		return false, dbErr(opInsertPending, err)
+	}
+	return n == 1, nil
 }
 
 // Abandon moves the pending issuance serial to abandoned at now. It reports

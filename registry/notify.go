@@ -26,8 +26,8 @@ package registry
 //
 //	r.notify.logSize()            latest known tree size
 //	r.notify.revocationSeq()      latest known revocation seq, and whether it is live
-//	r.notify.apiKeySeq()          latest known API key seq, and whether it is live
-//	r.notify.changed()            a channel closed at the next change of either
+//	r.notify.apiKeyGen()          the API keys' revision's generation, and whether it is live
+//	r.notify.changed()            a channel closed at the next change of any value
 //	r.notify.waitLogSize(ctx, n)  blocks until the tree size exceeds n
 //	r.notify.waitRevocationSeq(ctx, s) blocks until the seq differs from s
 //
@@ -38,7 +38,8 @@ package registry
 // process) or notifyPollSQLite (SQLite, another process). When live is
 // false (notifier not started, stopped, or its connection lost and not yet
 // re-read) the cache must read. The cache of API keys (apikeys.go) follows
-// the same rule with apiKeySeq.
+// the same rule with apiKeyGen, whose liveness this process's rotations do
+// not clear.
 
 import (
 	"cmp"
@@ -73,6 +74,9 @@ const (
 	// notifyPingInterval is how often the LISTEN connection is pinged
 	// (lib/pq's advice: a silently dead connection is found only by use).
 	notifyPingInterval = 30 * time.Second
+	// notifyReadTimeout bounds one read of the values: a read that hangs
+	// makes them not live instead of leaving them live.
+	notifyReadTimeout = 5 * time.Second
 	// notifyConnectTimeout bounds Start's wait for the LISTEN connection.
 	notifyConnectTimeout = 10 * time.Second
 	// Reconnection back-off of the LISTEN connection.
@@ -84,19 +88,29 @@ const (
 // not running.
 var errNotifierStopped = fmt.Errorf("registry: change notification is not running: %w", ErrUnavailable)
 
-// notifier tracks log_head.size and revocation_state.seq of its Store and
-// wakes waiters when either changes. The zero values before start are 0
+// notifier tracks log_head.size, revocation_state.seq and api_key_state.seq of its Store and
+// wakes waiters when any changes. The zero values before start are 0
 // and not live. It is safe for concurrent use.
 type notifier struct {
 	store *Store
 	log   *logrus.Entry
 
 	size, seq, keys atomic.Int64
+	// keysGen counts the changes of keys this notifier saw (any change,
+	// up or down): what the cache of API keys stamps its entries with. It
+	// never repeats, whatever the database's seq does (a restored
+	// database, a forged notification).
+	keysGen atomic.Int64
 	// live: the values are current within the notification delay (see the
 	// file comment); false before start, after stop, after a failed read,
 	// and on PostgreSQL from the loss of the LISTEN connection until the
 	// first read after it is back.
 	live atomic.Bool
+	// keysLive is live for the API keys' revision: as live, but not
+	// cleared by this process's revocation-relevant changes (ownChange),
+	// only by its changes of keys (ownKeyChange) and by an atr_api_keys
+	// notification, which is taken as "read now", never as a value.
+	keysLive atomic.Bool
 
 	mu      sync.Mutex
 	gen     chan struct{} // closed and replaced at every change, and at stop
@@ -104,10 +118,14 @@ type notifier struct {
 	// up: the LISTEN connection is up and listening (always true on
 	// SQLite); epoch counts its losses, so that a read that overlapped one
 	// does not make the values live.
-	up     bool
-	epoch  uint64
-	cancel context.CancelFunc
-	done   chan struct{} // closed when run has returned
+	up    bool
+	epoch uint64
+	// keyEpoch counts the losses of the LISTEN connection, the key changes
+	// of this process and the atr_api_keys notifications: a read that
+	// overlapped one does not make keysLive.
+	keyEpoch uint64
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when run has returned
 
 	kick   chan struct{} // buffered(1): read the values now
 	events chan pq.ListenerEventType
@@ -133,11 +151,12 @@ func (n *notifier) revocationSeq() (seq int64, live bool) {
 	return n.seq.Load(), live
 }
 
-// apiKeySeq returns the latest known api_key_state.seq and whether it is
-// live, as revocationSeq does.
-func (n *notifier) apiKeySeq() (seq int64, live bool) {
-	live = n.live.Load()
-	return n.keys.Load(), live
+// apiKeyGen returns the generation of the API keys' revision (keysGen)
+// and whether it is live: a cache entry stamped with a generation may be
+// used while this returns that generation, live.
+func (n *notifier) apiKeyGen() (gen int64, live bool) {
+	live = n.keysLive.Load()
+	return n.keysGen.Load(), live
 }
 
 // changed returns a channel that is closed at the next change of the tree
@@ -205,6 +224,9 @@ func (n *notifier) set(size, seq, keys int64) {
 	if n.size.Load() == size && n.seq.Load() == seq && n.keys.Load() == keys {
 		return
 	}
+	if n.keys.Load() != keys {
+		n.keysGen.Add(1)
+	}
 	n.size.Store(size)
 	n.seq.Store(seq)
 	n.keys.Store(keys)
@@ -230,30 +252,33 @@ func (n *notifier) raise(v *atomic.Int64, to int64) {
 // sees every change whose notification could have been missed).
 func (n *notifier) read(ctx context.Context) error {
 	n.mu.Lock()
-	epoch, up := n.epoch, n.up
+	epoch, keyEpoch, up := n.epoch, n.keyEpoch, n.up
 	n.mu.Unlock()
 	var row struct {
 		Size int64 `db:"size"`
 		Seq  int64 `db:"seq"`
 		Keys int64 `db:"keys"`
 	}
+	ctx, cancel := context.WithTimeout(ctx, notifyReadTimeout)
+	defer cancel()
 	err := n.store.db.GetContext(ctx, &row,
 		`SELECT (SELECT size FROM log_head WHERE id = $1) AS size, (SELECT seq FROM revocation_state WHERE id = $1) AS seq, `+
 			`(SELECT seq FROM api_key_state WHERE id = $1) AS keys`, singletonID)
 	if err != nil {
 		n.live.Store(false)
-		return dbErr("notify: reading log size and revocation seq", err)
+		n.keysLive.Store(false)
+		return dbErr("notify: reading log size, revocation seq and api key seq", err)
 	}
 	n.set(row.Size, row.Seq, row.Keys)
 	n.mu.Lock()
 	n.live.Store(up && n.up && epoch == n.epoch && n.running)
+	n.keysLive.Store(up && n.up && keyEpoch == n.keyEpoch && n.running)
 	n.mu.Unlock()
 	return nil
 }
 
 // ownChange is called by this process right after it committed a
-// revocation-relevant change (a revocation, a rotation) or a change of an
-// API key (its revocation): until the next read
+// revocation-relevant change (a revocation, a rotation): until the next read
 // the values are not live, so no cache answers from the seq it had before —
 // not even for the microseconds before the notification arrives — and a read
 // that overlapped the commit cannot make them live again.
@@ -265,13 +290,26 @@ func (n *notifier) ownChange() {
 	n.wake()
 }
 
+// ownKeyChange is ownChange for a change of an API key (its revocation),
+// and for an atr_api_keys notification: the keys' revision is not live
+// until a read that began after it.
+func (n *notifier) ownKeyChange() {
+	n.mu.Lock()
+	n.keyEpoch++
+	n.keysLive.Store(false)
+	n.mu.Unlock()
+	n.wake()
+}
+
 // connection records a state change of the LISTEN connection.
 func (n *notifier) connection(up bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !up && n.up {
 		n.epoch++
+		n.keyEpoch++
 		n.live.Store(false)
+		n.keysLive.Store(false)
 	}
 	n.up = up
 }
@@ -404,7 +442,7 @@ func (n *notifier) run(ctx context.Context, l *pq.Listener) {
 	defer tick.Stop()
 	readNow := func() {
 		if err := n.read(ctx); err != nil && ctx.Err() == nil {
-			n.log.WithError(err).Warn("change notification: reading log size and revocation seq")
+			n.log.WithError(err).Warn("change notification: reading log size, revocation seq and api key seq")
 		}
 	}
 	failing := false
@@ -437,7 +475,7 @@ func (n *notifier) run(ctx context.Context, l *pq.Listener) {
 			switch {
 			case err != nil && !failing && ctx.Err() == nil:
 				failing = true
-				n.log.WithError(err).Warn("change notification: reading log size and revocation seq")
+				n.log.WithError(err).Warn("change notification: reading log size, revocation seq and api key seq")
 			case err == nil && failing:
 				failing = false
 				n.log.Info("change notification: reading again")
@@ -466,7 +504,9 @@ func (n *notifier) notified(note *pq.Notification) {
 	case notifyChannelRevocation:
 		n.raise(&n.seq, v)
 	case notifyChannelAPIKeys:
-		n.raise(&n.keys, v)
+		// Any database login may NOTIFY: the payload is not trusted as
+		// the revision, only as news that it moved.
+		n.ownKeyChange()
 	}
 }
 
@@ -487,6 +527,7 @@ func (n *notifier) finish(l *pq.Listener) {
 	n.mu.Lock()
 	n.running, n.up = false, false
 	n.live.Store(false)
+	n.keysLive.Store(false)
 	n.broadcastLocked()
 	done := n.done
 	n.mu.Unlock()
@@ -529,4 +570,11 @@ func (r *Registry) Close() error {
 	r.notify.stop()
 	r.store.sealLog.CompareAndSwap(r.seal, nil)
 	return nil
+}
+
+// keyEpochNow returns keyEpoch (tests).
+func (n *notifier) keyEpochNow() uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.keyEpoch
 }

@@ -29,6 +29,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -184,6 +185,16 @@ func (b *pendingBatcher) exec(ctx context.Context, live []*pendingItem) (errs []
 	}
 	for k, it := range live {
 		errs[k] = certs(b.s.db).InsertPending(ctx, it.row)
+		if alone > 0 && errors.Is(errs[k], ErrConflict) {
+			// The batch's statement may have committed before its
+			// error (a connection cut after the commit): the row the
+			// lone INSERT conflicts with may be this very one.
+			if mine, err := certs(b.s.db).HasPending(ctx, it.row); err != nil {
+				errs[k] = err
+			} else if mine {
+				errs[k] = nil
+			}
+		}
 		if errs[k] == nil {
 			b.committed()
 		}

@@ -39,6 +39,13 @@ func TestPendingBatch(t *testing.T) {
 	if err := st.insertPending(ctx, opInsertPending, row("taken.acme", "acme")); err != nil {
 		t.Fatal(err)
 	}
+	// A row whose batch's statement committed, though its caller learned
+	// an error (a connection cut after the commit): sent again alone, it
+	// is found stored as it was recorded, not refused as a conflict.
+	committed := row("committed.acme", "acme")
+	if err := st.insertPending(ctx, opInsertPending, committed); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		rows  []pendingRow
@@ -49,8 +56,8 @@ func TestPendingBatch(t *testing.T) {
 			row("b1.acme", "acme"), row("b2.acme", "acme"), row("b1.acme", "acme"), row("taken.acme", "acme"), row("b3.acme", "acme"),
 		}, want: []string{"", "", "conflict", "conflict", ""}},
 		{name: "a refused row", rows: []pendingRow{
-			row("c1.acme", "acme"), row("c2.acme", "ac\x00me"), row("c3.acme", "acme"), row("b1.acme", "acme"),
-		}, want: []string{"", "error", "", "conflict"}, alone: 4},
+			row("c1.acme", "acme"), row("c2.acme", "ac\x00me"), row("c3.acme", "acme"), row("b1.acme", "acme"), committed,
+		}, want: []string{"", "error", "", "conflict", ""}, alone: 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hold, err := st.db.BeginTxx(ctx, nil)
