@@ -51,14 +51,7 @@ func TestAPIKeyCache(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			seq := func() int64 {
-				t.Helper()
-				var s int64
-				if err := a.store.db.GetContext(ctx, &s, `SELECT seq FROM api_key_state WHERE id = 1`); err != nil {
-					t.Fatal(err)
-				}
-				return s
-			}
+			seq := func() int64 { return apiKeyStateSeq(t, a.store) }
 			waitFor := func(what string, ok func() bool) time.Duration {
 				t.Helper()
 				start := time.Now()
@@ -208,14 +201,7 @@ func TestAPIKeySeqTriggers(t *testing.T) {
 			if _, _, err := r.CreateAPIKey(ctx, SystemActor(), "acme", "acme", []string{ScopeAgentsRead}, 0); err != nil {
 				t.Fatal(err)
 			}
-			seq := func() int64 {
-				t.Helper()
-				var s int64
-				if err := r.store.db.GetContext(ctx, &s, `SELECT seq FROM api_key_state WHERE id = 1`); err != nil {
-					t.Fatal(err)
-				}
-				return s
-			}
+			seq := func() int64 { return apiKeyStateSeq(t, r.store) }
 			now := time.Now().UTC()
 			for _, tc := range []struct {
 				set   string
@@ -290,11 +276,17 @@ func TestAPIKeyNotificationIsNotAValue(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	var seq int64
-	if err := r.store.db.GetContext(ctx, &seq, `SELECT seq FROM api_key_state WHERE id = 1`); err != nil {
-		t.Fatal(err)
-	}
-	if got := r.notify.keys.Load(); got != seq {
+	if got, seq := r.notify.keys.Load(), apiKeyStateSeq(t, r.store); got != seq {
 		t.Errorf("the notifier holds %d after a forged notification; the database %d", got, seq)
 	}
+}
+
+// apiKeyStateSeq reads api_key_state.seq from st's database.
+func apiKeyStateSeq(t *testing.T, st *Store) int64 {
+	t.Helper()
+	var s int64
+	if err := st.db.Get(&s, `SELECT seq FROM api_key_state WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

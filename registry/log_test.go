@@ -875,7 +875,7 @@ func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 						errs[i] = w.doItem(&txItem{ctx: ctx, op: "append", fn: item(i), done: make(chan error, 1), logged: true, rerun: rerun})
 					})
 				}
-				for len(w.ch) < n-1 {
+				for len(w.q.ch) < n-1 {
 					time.Sleep(time.Millisecond)
 				}
 				close(release)

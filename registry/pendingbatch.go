@@ -44,15 +44,8 @@ type pendingItem struct {
 
 // pendingBatcher runs batches of pending-row inserts on one goroutine.
 type pendingBatcher struct {
-	s  *Store
-	ch chan *pendingItem
-
-	// state as in writer: do holds it shared while it enqueues, stop
-	// exclusively while it sets stopped.
-	state   sync.RWMutex
-	stopped bool
-	quit    chan struct{}
-	exited  chan struct{}
+	s *Store
+	q *batchQueue[*pendingItem]
 
 	mu sync.Mutex
 	// batches and items count what ran; alone the items that went through
@@ -61,9 +54,10 @@ type pendingBatcher struct {
 }
 
 func newPendingBatcher(s *Store) *pendingBatcher {
-	b := &pendingBatcher{s: s, ch: make(chan *pendingItem, writerQueue),
-		quit: make(chan struct{}), exited: make(chan struct{})}
-	go b.run()
+	b := &pendingBatcher{s: s, q: newBatchQueue[*pendingItem](writerQueue)}
+	go b.q.run(maxBatch, b.runBatch, func(it *pendingItem) {
+		it.done <- errStoreClosed(it.op)
+	})
 	return b
 }
 
@@ -73,17 +67,8 @@ func newPendingBatcher(s *Store) *pendingBatcher {
 // closed store or a cancelled ctx.
 func (b *pendingBatcher) insert(ctx context.Context, op string, row pendingRow) error {
 	it := &pendingItem{ctx: ctx, op: op, row: row, done: make(chan error, 1)}
-	b.state.RLock()
-	if b.stopped {
-		b.state.RUnlock()
-		return fmt.Errorf("registry: %s: store closed: %w", op, ErrUnavailable)
-	}
-	select {
-	case b.ch <- it:
-		b.state.RUnlock()
-	case <-ctx.Done():
-		b.state.RUnlock()
-		return dbErr(op, ctx.Err())
+	if err := b.q.enqueue(ctx, op, it); err != nil {
+		return err
 	}
 	// Once queued the item runs or fails: its caller must learn whether
 	// the row committed.
@@ -91,47 +76,7 @@ func (b *pendingBatcher) insert(ctx context.Context, op string, row pendingRow) 
 }
 
 // stop ends the batcher after the queued items ran.
-func (b *pendingBatcher) stop() {
-	b.state.Lock()
-	if b.stopped {
-		b.state.Unlock()
-		return
-	}
-	b.stopped = true
-	close(b.quit)
-	b.state.Unlock()
-	<-b.exited
-}
-
-func (b *pendingBatcher) run() {
-	defer close(b.exited)
-	for {
-		var first *pendingItem
-		select {
-		case first = <-b.ch:
-		case <-b.quit:
-			for {
-				select {
-				case it := <-b.ch:
-					it.done <- fmt.Errorf("registry: %s: store closed: %w", it.op, ErrUnavailable)
-				default:
-					return
-				}
-			}
-		}
-		batch := []*pendingItem{first}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case it := <-b.ch:
-				batch = append(batch, it)
-			default:
-				break drain
-			}
-		}
-		b.runBatch(batch)
-	}
-}
+func (b *pendingBatcher) stop() { b.q.stop() }
 
 // runBatch inserts the rows of batch whose callers still wait and hands
 // each its outcome, after counting the batch.

@@ -80,7 +80,7 @@ func TestPendingBatch(t *testing.T) {
 			errs := make([]error, len(tc.rows))
 			for i, r := range tc.rows {
 				wg.Go(func() { errs[i] = st.insertPending(ctx, opInsertPending, r) })
-				for len(st.pending.ch) < i+1 {
+				for len(st.pending.q.ch) < i+1 {
 					time.Sleep(time.Millisecond)
 				}
 			}

@@ -44,7 +44,6 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -81,15 +80,8 @@ type txItem struct {
 
 // writer runs batches of transactions on one goroutine.
 type writer struct {
-	s  *Store
-	ch chan *txItem
-
-	// state: do holds it shared while it enqueues, stop exclusively while
-	// it sets stopped, so nothing is enqueued after run drained the queue.
-	state   sync.RWMutex
-	stopped bool
-	quit    chan struct{}
-	exited  chan struct{}
+	s *Store
+	q *batchQueue[*txItem]
 
 	// conn is the connection every batch runs on, on SQLite (nil until the
 	// first batch; only run's goroutine uses it). SQLite drops a
@@ -107,7 +99,7 @@ type writer struct {
 }
 
 func newWriter(s *Store) *writer {
-	w := &writer{s: s, ch: make(chan *txItem, writerQueue), quit: make(chan struct{}), exited: make(chan struct{})}
+	w := &writer{s: s, q: newBatchQueue[*txItem](writerQueue)}
 	go w.run()
 	return w
 }
@@ -120,18 +112,8 @@ func (w *writer) do(ctx context.Context, op string, fn func(tx *sqlx.Tx) error) 
 
 // doItem is do for an item built by the caller.
 func (w *writer) doItem(it *txItem) error {
-	ctx, op := it.ctx, it.op
-	w.state.RLock()
-	if w.stopped {
-		w.state.RUnlock()
-		return fmt.Errorf("registry: %s: store closed: %w", op, ErrUnavailable)
-	}
-	select {
-	case w.ch <- it:
-		w.state.RUnlock()
-	case <-ctx.Done():
-		w.state.RUnlock()
-		return dbErr(op, ctx.Err())
+	if err := w.q.enqueue(it.ctx, it.op, it); err != nil {
+		return err
 	}
 	// Once queued the item runs or fails; its caller waits for the outcome
 	// (a caller that left could not learn whether it committed).
@@ -139,50 +121,14 @@ func (w *writer) doItem(it *txItem) error {
 }
 
 // stop ends the writer after the queued items ran.
-func (w *writer) stop() {
-	w.state.Lock()
-	if w.stopped {
-		w.state.Unlock()
-		return
-	}
-	w.stopped = true
-	close(w.quit)
-	w.state.Unlock()
-	<-w.exited
-}
+func (w *writer) stop() { w.q.stop() }
 
 func (w *writer) run() {
-	defer close(w.exited)
-	for {
-		var first *txItem
-		select {
-		case first = <-w.ch:
-		case <-w.quit:
-			// Nothing is enqueued after quit (see state).
-			// Fail what is still queued: nobody will run it.
-			for {
-				select {
-				case it := <-w.ch:
-					it.done <- fmt.Errorf("registry: %s: store closed: %w", it.op, ErrUnavailable)
-				default:
-					if w.conn != nil {
-						_ = w.conn.Close()
-					}
-					return
-				}
-			}
-		}
-		batch := []*txItem{first}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case it := <-w.ch:
-				batch = append(batch, it)
-			default:
-				break drain
-			}
-		}
-		w.runBatch(batch)
+	w.q.run(maxBatch, w.runBatch, func(it *txItem) {
+		it.done <- errStoreClosed(it.op)
+	})
+	if w.conn != nil {
+		_ = w.conn.Close()
 	}
 }
 

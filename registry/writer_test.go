@@ -156,7 +156,7 @@ func TestWriterRerunsAroundAFailedItem(t *testing.T) {
 						return nil
 					}})
 				})
-				for len(w.ch) < i+1 { // queued in order
+				for len(w.q.ch) < i+1 { // queued in order
 					time.Sleep(time.Millisecond)
 				}
 			}
