@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -246,38 +247,49 @@ func TestAPIKeySeqTriggers(t *testing.T) {
 	}
 }
 
-// TestAPIKeyNotificationIsNotAValue: any PostgreSQL login may NOTIFY, so a
-// notification on atr_api_keys only makes the notifier read the revision
-// again; a forged payload never becomes the revision a cached key is
-// checked against (else a key cached under a forged value would stay
-// usable after a real revocation, whose smaller value would be ignored).
-func TestAPIKeyNotificationIsNotAValue(t *testing.T) {
+// TestNotificationsAreNotValues: any PostgreSQL login may NOTIFY, so a
+// notification on atr_log, atr_revocation or atr_api_keys only makes the
+// notifier read the values again; a forged payload never becomes a value
+// (else a status or a key cached under a forged revision would stay usable
+// after a real change, whose smaller value would be ignored, until the next
+// periodic read — and again after the next forged notification).
+func TestNotificationsAreNotValues(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newKeyRegistry(t, "postgres")
 	if err := r.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
+	const forged = 1000000
+	epoch0, _ := r.notify.epochs()
 	gen0, _ := r.notify.apiKeyGen()
-	if _, err := r.store.db.ExecContext(ctx, `NOTIFY atr_api_keys, '1000000'`); err != nil {
-		t.Fatal(err)
+	for _, ch := range []string{notifyChannelAPIKeys, notifyChannelLog, notifyChannelRevocation} {
+		if _, err := r.store.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, ch, fmt.Sprint(forged)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	deadline := time.Now().Add(15 * time.Second) // hang guard, not a timing assertion
 	for {
-		// The notification is heard (the values not live), then read.
-		if gen, live := r.notify.apiKeyGen(); live && r.notify.keyEpochNow() > 0 {
+		if size, seq, keys := r.notify.size.Load(), r.notify.seq.Load(), r.notify.keys.Load(); size == forged || seq == forged || keys == forged {
+			t.Fatalf("a forged notification became a value: size %d, revocation seq %d, api key seq %d", size, seq, keys)
+		}
+		// Heard (the revisions not live), then read (live again).
+		epoch, keyEpoch := r.notify.epochs()
+		_, live := r.notify.revocationSeq()
+		gen, keysLive := r.notify.apiKeyGen()
+		if epoch > epoch0 && keyEpoch > 0 && live && keysLive {
 			if gen != gen0 {
-				t.Errorf("a forged notification moved the generation %d → %d", gen0, gen)
+				t.Errorf("a forged notification moved the keys' generation %d → %d", gen0, gen)
 			}
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the notification was never heard and read")
+			t.Fatal("the notifications were never heard and read: a notification did not make the notifier read")
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 	if got, seq := r.notify.keys.Load(), apiKeyStateSeq(t, r.store); got != seq {
-		t.Errorf("the notifier holds %d after a forged notification; the database %d", got, seq)
+		t.Errorf("the notifier holds api key seq %d; the database %d", got, seq)
 	}
 }
 

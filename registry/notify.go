@@ -12,7 +12,8 @@ package registry
 //   - PostgreSQL: triggers (migration 009) NOTIFY atr_log and
 //     atr_revocation with the new value when the transaction commits; a
 //     dedicated lib/pq Listener connection per replica receives them (and
-//     atr_api_keys, migration 012). The
+//     atr_api_keys, migration 012) and reads the values (a notification's
+//     payload is never taken as one: see notified). The
 //     Listener reconnects by itself; after every (re)connection the values
 //     are read again, so a notification lost while disconnected delays a
 //     change, never hides it. A safety read every notifyPollPostgres and a
@@ -48,7 +49,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -233,19 +233,6 @@ func (n *notifier) set(size, seq, keys int64) {
 	n.broadcastLocked()
 }
 
-// raise records a notified value: each only ever grows, and notifications
-// of one transaction or of several may arrive in any order relative to a
-// read, so only a larger value is taken.
-func (n *notifier) raise(v *atomic.Int64, to int64) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if to <= v.Load() {
-		return
-	}
-	v.Store(to)
-	n.broadcastLocked()
-}
-
 // read reads the three values with one query and records them. The values
 // become live when the read worked and, on PostgreSQL, the LISTEN
 // connection was up for the whole read (a read that starts after LISTEN
@@ -278,7 +265,8 @@ func (n *notifier) read(ctx context.Context) error {
 }
 
 // ownChange is called by this process right after it committed a
-// revocation-relevant change (a revocation, a rotation): until the next read
+// revocation-relevant change (a revocation, a rotation), and for an
+// atr_revocation notification: until the next read
 // the values are not live, so no cache answers from the seq it had before —
 // not even for the microseconds before the notification arrives — and a read
 // that overlapped the commit cannot make them live again.
@@ -490,22 +478,19 @@ func (n *notifier) run(ctx context.Context, l *pq.Listener) {
 	}
 }
 
-// notified applies one PostgreSQL notification.
+// notified applies one PostgreSQL notification. Any database login may
+// NOTIFY, so a payload is never taken as a value — a forged revision would
+// let a cache answer from an entry stamped with it after a real change
+// whose smaller value was then ignored — only as news that the value
+// moved: the notifier reads the values (one small query), and a revision a
+// cache relies on is not live until that read.
 func (n *notifier) notified(note *pq.Notification) {
-	v, err := strconv.ParseInt(note.Extra, 10, 64)
-	if err != nil {
-		n.log.WithField("channel", note.Channel).Warn("change notification: malformed payload; reading instead")
-		n.wake()
-		return
-	}
 	switch note.Channel {
 	case notifyChannelLog:
-		n.raise(&n.size, v)
+		n.wake()
 	case notifyChannelRevocation:
-		n.raise(&n.seq, v)
+		n.ownChange()
 	case notifyChannelAPIKeys:
-		// Any database login may NOTIFY: the payload is not trusted as
-		// the revision, only as news that it moved.
 		n.ownKeyChange()
 	}
 }
@@ -572,9 +557,9 @@ func (r *Registry) Close() error {
 	return nil
 }
 
-// keyEpochNow returns keyEpoch (tests).
-func (n *notifier) keyEpochNow() uint64 {
+// epochs returns epoch and keyEpoch (tests).
+func (n *notifier) epochs() (epoch, keyEpoch uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.keyEpoch
+	return n.epoch, n.keyEpoch
 }
