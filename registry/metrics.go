@@ -46,7 +46,20 @@ func (c *dbStatsCollector) Collect(ch chan<- prometheus.Metric) {
 // Collectors are the store's metric families (atr_db_*: the connection
 // pool, the group commit), to register on a Prometheus registry.
 func (s *Store) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{newDBStatsCollector(s.Stats), newGroupCommitCollector(s.GroupCommitStats)}
+	cs := []prometheus.Collector{newDBStatsCollector(s.Stats), newGroupCommitCollector(s.GroupCommitStats)}
+	if b := s.pending; b != nil {
+		counter := func(name, help string, v func(pendingBatcherStats) int64) prometheus.Collector {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v(b.stats())) })
+		}
+		cs = append(cs,
+			counter("atr_db_pending_batches_total", "Statements that inserted issuances' pending rows (PostgreSQL), each holding the rows that queued meanwhile.",
+				func(st pendingBatcherStats) int64 { return st.Batches }),
+			counter("atr_db_pending_rows_total", "Pending rows the pending batcher inserted or refused; divided by the batches, the mean batch size.",
+				func(st pendingBatcherStats) int64 { return st.Items }),
+			counter("atr_db_pending_rows_alone_total", "Pending rows inserted one by one because their batch's statement failed (a row PostgreSQL refused, a lost connection).",
+				func(st pendingBatcherStats) int64 { return st.Alone }))
+	}
+	return cs
 }
 
 // groupCommitCollector exposes the group commit's counters (registry

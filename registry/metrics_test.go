@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -50,5 +51,42 @@ func TestStoreCollectors(t *testing.T) {
 	}
 	if got["atr_db_group_commit_busy_seconds_total"] <= 0 {
 		t.Errorf("atr_db_group_commit_busy_seconds_total = %v after migrating, want > 0", got["atr_db_group_commit_busy_seconds_total"])
+	}
+}
+
+// TestPendingBatchCollectors: on PostgreSQL the store also exposes the
+// pending rows' batcher (pendingbatch.go), following its work; SQLite has
+// none (its pending rows go through the group commit).
+func TestPendingBatchCollectors(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			st := openMigratedStore(t, db)
+			now := time.Now().UTC()
+			if err := st.insertPending(context.Background(), opInsertPending, pendingRow{Serial: "0a", Agent: "a.acme", Owner: "acme",
+				Kind: "register", TBS: []byte{1}, CreatedAt: now, UpdatedAt: now}); err != nil {
+				t.Fatal(err)
+			}
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(st.Collectors()...)
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]float64{}
+			for _, mf := range mfs {
+				if c := mf.GetMetric()[0].GetCounter(); c != nil {
+					got[mf.GetName()] = c.GetValue()
+				}
+			}
+			names := []string{"atr_db_pending_batches_total", "atr_db_pending_rows_total", "atr_db_pending_rows_alone_total"}
+			for _, name := range names {
+				if _, ok := got[name]; ok != (db == "postgres") {
+					t.Errorf("%s: %s exposed %t, want %t", db, name, ok, db == "postgres")
+				}
+			}
+			if db == "postgres" && (got[names[0]] != 1 || got[names[1]] != 1 || got[names[2]] != 0) {
+				t.Errorf("after one pending row: %v batches, %v rows, %v alone; want 1, 1, 0", got[names[0]], got[names[1]], got[names[2]])
+			}
+		})
 	}
 }
