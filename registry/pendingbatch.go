@@ -12,15 +12,17 @@ package registry
 // pendingBatcher inserts the pending rows that queued while its previous
 // statement ran in one statement:
 //
-//	INSERT INTO pending_issuances (…) VALUES (…), (…), … ON CONFLICT DO NOTHING RETURNING serial
+//	INSERT INTO pending_issuances (…) VALUES (…), (…), … ON CONFLICT DO NOTHING RETURNING serial, agent_name
 //
-// one round trip and one commit for the batch. A row that a unique index
-// refused — a second issuance in flight for its name, in the database or
-// earlier in the same batch — is not returned, and its caller gets
-// ErrConflict, as the lone INSERT gives; the others are inserted. Any other
-// error of the statement (a row PostgreSQL refuses) sends every row of the
+// one round trip and one commit for the batch (certStore.InsertPendingRows;
+// the rows in name order). A row that a unique index refused — a second
+// issuance in flight for its name, in the database or earlier in the same
+// batch — is not returned, and its caller gets ErrConflict, as the lone
+// INSERT gives; the others are inserted. Any other error of the statement
+// (a row PostgreSQL refuses, a lost connection) sends every row of the
 // batch through the lone INSERT instead, so one item's failure fails that
-// item only. A batch is whatever queued while the previous one ran — never
+// item only; a row found stored as it was recorded then (the statement
+// committed before its error) is its caller's success. A batch is whatever queued while the previous one ran — never
 // an artificial delay — and a batch of one is the lone INSERT, as before.
 //
 // The ordering is unchanged: an item's caller learns nil only after the
