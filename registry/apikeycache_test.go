@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -261,7 +262,7 @@ func TestNotificationsAreNotValues(t *testing.T) {
 	}
 	t.Cleanup(func() { r.Close() })
 	const forged = 1000000
-	epoch0, _ := r.notify.epochs()
+	epoch0, keyEpoch0 := r.notify.epochs()
 	gen0, _ := r.notify.apiKeyGen()
 	for _, ch := range []string{notifyChannelAPIKeys, notifyChannelLog, notifyChannelRevocation} {
 		if _, err := r.store.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, ch, fmt.Sprint(forged)); err != nil {
@@ -277,7 +278,7 @@ func TestNotificationsAreNotValues(t *testing.T) {
 		epoch, keyEpoch := r.notify.epochs()
 		_, live := r.notify.revocationSeq()
 		gen, keysLive := r.notify.apiKeyGen()
-		if epoch > epoch0 && keyEpoch > 0 && live && keysLive {
+		if epoch > epoch0 && keyEpoch > keyEpoch0 && live && keysLive {
 			if gen != gen0 {
 				t.Errorf("a forged notification moved the keys' generation %d → %d", gen0, gen)
 			}
@@ -301,4 +302,74 @@ func apiKeyStateSeq(t *testing.T, st *Store) int64 {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestNotificationDuringARead: a notification that arrives while the
+// notifier reads is taken at once, not after the read, so that read —
+// which may have begun before the change it announces committed — does not
+// make the revisions live: a cache could otherwise answer from the values
+// it read until the next read.
+func TestNotificationDuringARead(t *testing.T) {
+	ctx := context.Background()
+	r, _ := newKeyRegistry(t, "postgres")
+	inRead, release := make(chan struct{}), make(chan struct{})
+	var hold atomic.Bool
+	r.notify.afterQuery = func() {
+		if hold.CompareAndSwap(true, false) {
+			close(inRead)
+			<-release
+		}
+	}
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	hold.Store(true)
+	r.notify.wake()                       // a read, held after its query
+	guard := time.After(15 * time.Second) // hang guard, not a timing assertion
+	select {
+	case <-inRead:
+	case <-guard:
+		t.Fatal("the notifier did not read")
+	}
+	epoch0, keyEpoch0 := r.notify.epochs()
+	for _, ch := range []string{notifyChannelRevocation, notifyChannelAPIKeys} {
+		if _, err := r.store.db.ExecContext(ctx, `SELECT pg_notify($1, '1')`, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		if epoch, keyEpoch := r.notify.epochs(); epoch > epoch0 && keyEpoch > keyEpoch0 {
+			break
+		}
+		select {
+		case <-guard:
+			close(release)
+			t.Fatal("the notifications were not taken while a read ran")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	// The held read records its values but must not make them live; the
+	// read the notifications asked for does.
+	var sawNotLive atomic.Bool
+	r.notify.afterQuery = nil
+	close(release)
+	for {
+		_, live := r.notify.revocationSeq()
+		_, keysLive := r.notify.apiKeyGen()
+		if !live && !keysLive {
+			sawNotLive.Store(true)
+		}
+		if live && keysLive {
+			break
+		}
+		select {
+		case <-guard:
+			t.Fatal("never live again")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if !sawNotLive.Load() {
+		t.Error("the revisions were live right after the notifications, before a read that followed them")
+	}
 }

@@ -101,8 +101,9 @@ var dummyHash = make([]byte, sha256.Size) // read-only
 //
 // The key's row comes from the cache of keys (keyCache) while the API keys'
 // revision it was read under is current and live, else from the database:
-// a key revoked on any replica is refused here within one notification
-// (PostgreSQL), at once (this process) or within notifyPollSQLite (another
+// a key revoked on any replica is refused here from its notification on
+// (PostgreSQL: the keys' revision is not live until the notifier read it
+// again), at once (this process) or within notifyPollSQLite (another
 // process on the same SQLite file).
 func (r *Registry) Authenticate(ctx context.Context, presentedKey string) (*Actor, error) {
 	fail := func(id, why string) (*Actor, error) {

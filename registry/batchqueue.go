@@ -49,8 +49,9 @@ func (q *batchQueue[T]) enqueue(ctx context.Context, op string, it T) error {
 	}
 }
 
-// stop ends run after the batches queued before it ran; the items queued
-// meanwhile are failed. It waits until run has returned.
+// stop ends run: the items still queued when run sees it are failed (run
+// may see it before or after a batch it could still take). It waits until
+// run has returned.
 func (q *batchQueue[T]) stop() {
 	q.state.Lock()
 	if q.stopped {
@@ -64,10 +65,13 @@ func (q *batchQueue[T]) stop() {
 }
 
 // run hands batches of at most max items to batch until stop; then it
-// hands every item still queued to closed (nobody will run it) and
-// returns.
-func (q *batchQueue[T]) run(max int, batch func([]T), closed func(T)) {
+// hands every item still queued to closed (nobody will run it), runs exit
+// (when set) and returns; stop returns after exit ran.
+func (q *batchQueue[T]) run(max int, batch func([]T), closed func(T), exit func()) {
 	defer close(q.exited)
+	if exit != nil {
+		defer exit()
+	}
 	for {
 		var first T
 		select {

@@ -35,10 +35,11 @@ package registry
 // A cache of revocation answers (OCSP, Verify) may skip its database read
 // while revocationSeq() reports live and the seq it read with is unchanged:
 // every revocation-relevant commit changes the seq, and the notifier learns
-// of it within one notification (PostgreSQL), one commit (SQLite, same
+// of it within one notification (PostgreSQL: the revision is not live from
+// the notification until the read it asks for), one commit (SQLite, same
 // process) or notifyPollSQLite (SQLite, another process). When live is
-// false (notifier not started, stopped, or its connection lost and not yet
-// re-read) the cache must read. The cache of API keys (apikeys.go) follows
+// false (notifier not started, stopped, a notification not yet followed by
+// a read, or its connection lost and not yet re-read) the cache must read. The cache of API keys (apikeys.go) follows
 // the same rule with apiKeyGen, whose liveness this process's rotations do
 // not clear.
 
@@ -57,8 +58,9 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// The PostgreSQL notification channels of migration 009; the payload is
-// the new value in decimal.
+// The PostgreSQL notification channels of migrations 009 and 012. Their
+// payload, the new value in decimal, is ignored: any database login may
+// NOTIFY (notified).
 const (
 	notifyChannelLog        = "atr_log"
 	notifyChannelRevocation = "atr_revocation"
@@ -133,6 +135,9 @@ type notifier struct {
 	// poll overrides the periodic read's interval (tests); zero means
 	// notifyPollSQLite or notifyPollPostgres.
 	poll time.Duration
+	// afterQuery, when set, runs in read between the query and recording
+	// what it read (tests: a notification arriving during a read).
+	afterQuery func()
 }
 
 func newNotifier(s *Store, log *logrus.Entry) *notifier {
@@ -255,6 +260,9 @@ func (n *notifier) read(ctx context.Context) error {
 		n.live.Store(false)
 		n.keysLive.Store(false)
 		return dbErr("notify: reading log size, revocation seq and api key seq", err)
+	}
+	if n.afterQuery != nil {
+		n.afterQuery()
 	}
 	n.set(row.Size, row.Seq, row.Keys)
 	n.mu.Lock()
@@ -413,41 +421,40 @@ func listenerURL(dsn string) string {
 	return u.String()
 }
 
-// run is the notifier's loop: notifications, wake-ups, periodic reads and
-// pings, until ctx ends.
+// run is the notifier's loop: wake-ups, periodic reads and pings, until
+// ctx ends. Notifications are taken on a goroutine of their own
+// (takeNotes), never behind a read: one that arrives while a read runs
+// moves the epoch before that read ends, so that read cannot make live the
+// revision the notification announces as moved.
 func (n *notifier) run(ctx context.Context, l *pq.Listener) {
 	defer n.finish(l)
 	poll := cmp.Or(n.poll, notifyPollSQLite)
-	var notes <-chan *pq.Notification
 	var ping <-chan time.Time
 	if l != nil {
-		poll, notes = cmp.Or(n.poll, notifyPollPostgres), l.NotificationChannel()
+		poll = cmp.Or(n.poll, notifyPollPostgres)
 		t := time.NewTicker(notifyPingInterval)
 		defer t.Stop()
 		ping = t.C
+		go n.takeNotes(l.NotificationChannel())
 	}
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
+	failing := false // a failed read is logged once, until one works again
 	readNow := func() {
-		if err := n.read(ctx); err != nil && ctx.Err() == nil {
+		err := n.read(ctx)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			failing = true
 			n.log.WithError(err).Warn("change notification: reading log size, revocation seq and api key seq")
+		case err == nil && failing:
+			failing = false
+			n.log.Info("change notification: reading again")
 		}
 	}
-	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case note, ok := <-notes:
-			switch {
-			case !ok:
-				return // the Listener was closed
-			case note == nil:
-				// lib/pq: reconnected; anything may have been missed.
-				readNow()
-			default:
-				n.notified(note)
-			}
 		case ev := <-n.events:
 			switch ev {
 			case pq.ListenerEventDisconnected:
@@ -459,15 +466,7 @@ func (n *notifier) run(ctx context.Context, l *pq.Listener) {
 		case <-n.kick:
 			readNow()
 		case <-tick.C:
-			err := n.read(ctx)
-			switch {
-			case err != nil && !failing && ctx.Err() == nil:
-				failing = true
-				n.log.WithError(err).Warn("change notification: reading log size, revocation seq and api key seq")
-			case err == nil && failing:
-				failing = false
-				n.log.Info("change notification: reading again")
-			}
+			readNow()
 		case <-ping:
 			go func() {
 				if err := l.Ping(); err != nil && ctx.Err() == nil {
@@ -475,6 +474,19 @@ func (n *notifier) run(ctx context.Context, l *pq.Listener) {
 				}
 			}()
 		}
+	}
+}
+
+// takeNotes applies the notifications of notes until the Listener closes
+// it (finish).
+func (n *notifier) takeNotes(notes <-chan *pq.Notification) {
+	for note := range notes {
+		if note == nil {
+			// lib/pq: reconnected; anything may have been missed.
+			n.wake()
+			continue
+		}
+		n.notified(note)
 	}
 }
 

@@ -59,7 +59,7 @@ func newPendingBatcher(s *Store) *pendingBatcher {
 	b := &pendingBatcher{s: s, q: newBatchQueue[*pendingItem](writerQueue)}
 	go b.q.run(maxBatch, b.runBatch, func(it *pendingItem) {
 		it.done <- errStoreClosed(it.op)
-	})
+	}, nil)
 	return b
 }
 
@@ -77,7 +77,7 @@ func (b *pendingBatcher) insert(ctx context.Context, op string, row pendingRow) 
 	return <-it.done
 }
 
-// stop ends the batcher after the queued items ran.
+// stop ends the batcher (batchQueue.stop).
 func (b *pendingBatcher) stop() { b.q.stop() }
 
 // runBatch inserts the rows of batch whose callers still wait and hands

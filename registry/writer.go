@@ -120,16 +120,17 @@ func (w *writer) doItem(it *txItem) error {
 	return <-it.done
 }
 
-// stop ends the writer after the queued items ran.
+// stop ends the writer (batchQueue.stop) and closes its connection.
 func (w *writer) stop() { w.q.stop() }
 
 func (w *writer) run() {
 	w.q.run(maxBatch, w.runBatch, func(it *txItem) {
 		it.done <- errStoreClosed(it.op)
+	}, func() {
+		if w.conn != nil {
+			_ = w.conn.Close()
+		}
 	})
-	if w.conn != nil {
-		_ = w.conn.Close()
-	}
 }
 
 // runBatch runs the items of one batch in one transaction, counts the

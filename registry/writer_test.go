@@ -612,3 +612,26 @@ func checkPlanStatements(t *testing.T, db string, got, onSQLite int64, what stri
 		t.Errorf("%s ran %d statements, want %d", what, got, want)
 	}
 }
+
+// TestWriterStopClosesItsConnection: on SQLite the writer's own connection
+// is given back to the pool before stop returns, so that Store.Close, which
+// closes the pool next, closes it too (and SQLite's last checkpoint of the
+// WAL runs before Close returns).
+func TestWriterStopClosesItsConnection(t *testing.T) {
+	ctx := context.Background()
+	st := openBareStore(t, "sqlite")
+	if err := st.inTx(ctx, "probe", func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TABLE probe (k INTEGER)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if st.w.conn == nil {
+		t.Fatal("the writer holds no connection after a batch")
+	}
+	st.ckpt.stop() // the WAL checkpointer, which borrows a pooled connection after commits
+	st.w.stop()
+	if n := st.db.Stats().InUse; n != 0 {
+		t.Errorf("%d connections in use after the writer stopped, want 0 (its own given back)", n)
+	}
+}
