@@ -23,21 +23,7 @@ func TestStoreCollectors(t *testing.T) {
 	if _, err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(s.Collectors()...)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		m := mf.GetMetric()[0]
-		if c := m.GetCounter(); c != nil {
-			got[mf.GetName()] = c.GetValue()
-		} else {
-			got[mf.GetName()] = m.GetGauge().GetValue()
-		}
-	}
+	got := gather(t, s)
 	for _, name := range []string{"atr_db_open_connections", "atr_db_in_use_connections", "atr_db_idle_connections",
 		"atr_db_max_open_connections", "atr_db_wait_count_total", "atr_db_wait_duration_seconds_total",
 		"atr_db_group_commit_batches_total", "atr_db_group_commit_items_total", "atr_db_group_commit_busy_seconds_total"} {
@@ -66,18 +52,7 @@ func TestPendingBatchCollectors(t *testing.T) {
 				Kind: "register", TBS: []byte{1}, CreatedAt: now, UpdatedAt: now}); err != nil {
 				t.Fatal(err)
 			}
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(st.Collectors()...)
-			mfs, err := reg.Gather()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := map[string]float64{}
-			for _, mf := range mfs {
-				if c := mf.GetMetric()[0].GetCounter(); c != nil {
-					got[mf.GetName()] = c.GetValue()
-				}
-			}
+			got := gather(t, st)
 			names := []string{"atr_db_pending_batches_total", "atr_db_pending_rows_total", "atr_db_pending_rows_alone_total"}
 			for _, name := range names {
 				if _, ok := got[name]; ok != (db == "postgres") {
@@ -89,4 +64,25 @@ func TestPendingBatchCollectors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gather returns the value of each of s's metrics (the first of a family).
+func gather(t *testing.T, s *Store) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		m := mf.GetMetric()[0]
+		if c := m.GetCounter(); c != nil {
+			got[mf.GetName()] = c.GetValue()
+		} else {
+			got[mf.GetName()] = m.GetGauge().GetValue()
+		}
+	}
+	return got
 }
