@@ -39,9 +39,9 @@ package registry
 // the notification until the read it asks for), one commit (SQLite, same
 // process) or notifyPollSQLite (SQLite, another process). When live is
 // false (notifier not started, stopped, a notification not yet followed by
-// a read, or its connection lost and not yet re-read) the cache must read. The cache of API keys (apikeys.go) follows
-// the same rule with apiKeyGen, whose liveness this process's rotations do
-// not clear.
+// a read, or its connection lost and not yet re-read) the cache must read.
+// The cache of API keys (apikeys.go) follows the same rule with apiKeyGen,
+// whose liveness this process's rotations do not clear.
 
 import (
 	"cmp"
@@ -90,9 +90,10 @@ const (
 // not running.
 var errNotifierStopped = fmt.Errorf("registry: change notification is not running: %w", ErrUnavailable)
 
-// notifier tracks log_head.size, revocation_state.seq and api_key_state.seq of its Store and
-// wakes waiters when any changes. The zero values before start are 0
-// and not live. It is safe for concurrent use.
+// notifier tracks log_head.size, revocation_state.seq and
+// api_key_state.seq of its Store and wakes waiters when any changes. The
+// zero values before start are 0 and not live. It is safe for concurrent
+// use.
 type notifier struct {
 	store *Store
 	log   *logrus.Entry
@@ -165,7 +166,7 @@ func (n *notifier) apiKeyGen() (gen int64, live bool) {
 }
 
 // changed returns a channel that is closed at the next change of the tree
-// size or of the revocation seq, or when the notifier stops. Take it
+// size, the revocation seq or the API key seq, or when the notifier stops. Take it
 // before checking the values, then wait on it:
 //
 //	ch := n.changed()
@@ -221,8 +222,8 @@ func (n *notifier) broadcastLocked() {
 	n.gen = make(chan struct{})
 }
 
-// set records values read from the database (they are the truth, even
-// if lower than what a notification said) and wakes waiters on a change.
+// set records values read from the database (the only source of values:
+// a notification's payload is ignored) and wakes waiters on a change.
 func (n *notifier) set(size, seq, keys int64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
