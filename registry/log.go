@@ -458,6 +458,7 @@ func (l *transparencyLog) appendTx(ctx context.Context, tx *sqlx.Tx, e translog.
 type opening struct {
 	agent string
 	json  []byte
+	mac   []byte // openingMAC of json; nil: stored without one
 }
 
 // appendWith is appendTx that also stores the opening beside returns for
@@ -648,7 +649,11 @@ func (w appendWrite) inserts() []stmt {
 		out = append(out, stmt{b.String(), args})
 	}
 	if w.opening != nil {
-		out = append(out, stmt{`INSERT INTO log_openings (idx, agent_name, opened) VALUES (?, ?, ?)`, []any{w.idx, w.opening.agent, string(w.opening.json)}})
+		var mac any // NULL, not an empty value, without a MAC
+		if w.opening.mac != nil {
+			mac = w.opening.mac
+		}
+		out = append(out, stmt{`INSERT INTO log_openings (idx, agent_name, opened, opened_mac) VALUES (?, ?, ?, ?)`, []any{w.idx, w.opening.agent, string(w.opening.json), mac}})
 	}
 	return out
 }

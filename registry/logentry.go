@@ -2,11 +2,13 @@ package registry
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -86,12 +88,17 @@ func (r *Registry) vrfOf(name string) (vrfOutput, error) {
 }
 
 // recallStoredProofs caches the VRF proofs of an existing agent's name and
-// suffixes from its newest log opening, each checked against the current
-// VRF key (a proof made under an earlier key, or a damaged row, is skipped
-// and computed again on the token). The cache holds 10,000 names; without
-// this a fleet larger than that — or any fleet after a restart, or on
-// another replica — paid an RSA signature on the token for every rotation
-// and revocation. A failed read costs nothing but the saving.
+// suffixes from its newest log opening. The cache holds 10,000 names;
+// without this a fleet larger than that — or any fleet after a restart, or
+// on another replica — paid an RSA signature on the token for every
+// rotation and revocation. An opening whose MAC checks under this process's
+// key (openingMACKey) was stored by a holder of the VRF key with proofs it
+// had made or checked, so its proofs are taken as they are; any other —
+// stored before migration 013, damaged, or under another key or trust
+// domain — has each proof checked against the current VRF key, an RSA
+// verification, and one that fails (made under an earlier key, or a damaged
+// row) is skipped and computed again on the token. A failed read costs
+// nothing but the saving.
 func (r *Registry) recallStoredProofs(ctx context.Context, name string) {
 	if r.cfg.VRFSigner == nil {
 		return
@@ -99,24 +106,31 @@ func (r *Registry) recallStoredProofs(ctx context.Context, name string) {
 	if _, ok := r.vrf.get(name); ok {
 		return
 	}
-	var opened string
-	err := r.store.db.GetContext(ctx, &opened, r.store.db.Rebind(
-		`SELECT opened FROM log_openings WHERE agent_name = ? ORDER BY idx DESC LIMIT 1`), name)
+	var row struct {
+		Opened string `db:"opened"`
+		MAC    []byte `db:"opened_mac"`
+	}
+	err := r.store.db.GetContext(ctx, &row, r.store.db.Rebind(
+		`SELECT opened, opened_mac FROM log_openings WHERE agent_name = ? ORDER BY idx DESC LIMIT 1`), name)
 	if err != nil {
 		return // sql.ErrNoRows (no opening yet) or a read error: compute on the token
 	}
-	o, err := translog.ParseOpened([]byte(opened))
+	o, err := translog.ParseOpened([]byte(row.Opened))
 	suffixes := translog.NameSuffixes(name)
 	if err != nil || o.Name != name || len(o.VRFProofs) != len(suffixes) {
 		return
 	}
+	k := r.openingMACKey()
+	sealed := k != nil && len(row.MAC) == sha256.Size && hmac.Equal(row.MAC, openingMAC(k, name, []byte(row.Opened)))
 	pub := r.cfg.VRFSigner.Public()
 	for i, n := range suffixes {
 		if _, ok := r.vrf.get(n); ok {
 			continue
 		}
-		ix, err := translog.VRFVerify(pub, r.cfg.TrustDomain, n, o.VRFProofs[i])
-		if err != nil {
+		var ix [32]byte
+		if sealed {
+			ix = sha256.Sum256(o.VRFProofs[i]) // the index of a proof (translog.VRFVerify)
+		} else if ix, err = r.verifyProof(pub, r.cfg.TrustDomain, n, o.VRFProofs[i]); err != nil {
 			r.log.WithError(err).WithField("agent", name).Debug("stored VRF proof not valid under the current key; computing it again")
 			return
 		}
@@ -124,9 +138,70 @@ func (r *Registry) recallStoredProofs(ctx context.Context, name string) {
 	}
 }
 
+// openingMACPurpose is the translog.VRFSecret purpose of the openings' MAC
+// key.
+const openingMACPurpose = "opening"
+
+// openingMACRetry is how long after the token refused the MAC key's
+// derivation the next issuance asks again.
+const openingMACRetry = 10 * time.Second
+
+// openingKey holds the MAC key of the log openings this process stores
+// (log_openings.opened_mac): the VRF key's secret for openingMACPurpose
+// (translog.VRFSecret), one RSA signature on the token per process, the
+// same on every replica of one token and trust domain. The zero value holds
+// no key.
+type openingKey struct {
+	key  atomic.Pointer[[32]byte]
+	mu   sync.Mutex
+	next time.Time // under mu: no derivation before this, after a refusal
+}
+
+// openingMACKey returns the openings' MAC key, derived on the token the
+// first time. It returns nil without a VRF key, while another caller
+// derives it (nothing waits for the token), and for openingMACRetry after
+// the token refused: openings stored meanwhile have no MAC, and recalled
+// ones are verified.
+func (r *Registry) openingMACKey() *[32]byte {
+	if k := r.openKey.key.Load(); k != nil || r.cfg.VRFSigner == nil {
+		return k
+	}
+	if !r.openKey.mu.TryLock() {
+		return nil
+	}
+	defer r.openKey.mu.Unlock()
+	if k := r.openKey.key.Load(); k != nil {
+		return k
+	}
+	if now := time.Now(); now.Before(r.openKey.next) {
+		return nil
+	}
+	k, err := translog.VRFSecret(r.cfg.VRFSigner, r.cfg.TrustDomain, openingMACPurpose)
+	if err != nil {
+		r.openKey.next = time.Now().Add(openingMACRetry)
+		r.log.WithError(err).Warn("deriving the MAC key of log openings on the token; stored openings have no MAC and recalled proofs are verified until it succeeds")
+		return nil
+	}
+	r.openKey.key.Store(&k)
+	return &k
+}
+
+// openingMAC is the MAC of an opening as stored: HMAC-SHA256 under key of
+// "atr-opening-mac-v1" || 0x00 || agent || 0x00 || opened (agent names hold
+// no zero byte).
+func openingMAC(key *[32]byte, agent string, opened []byte) []byte {
+	m := hmac.New(sha256.New, key[:])
+	m.Write([]byte("atr-opening-mac-v1\x00"))
+	m.Write([]byte(agent))
+	m.Write([]byte{0})
+	m.Write(opened)
+	return m.Sum(nil)
+}
+
 // nameProofs computes (or recalls) the VRF proofs of name and its suffixes.
 // known says name is an existing agent's, whose log openings hold them.
 func (r *Registry) nameProofs(ctx context.Context, name string, known bool) (nameProofs, error) {
+	r.openingMACKey() // before the opening is stored with its MAC, outside any transaction
 	if known {
 		r.recallStoredProofs(ctx, name)
 	}
@@ -242,7 +317,11 @@ func (r *Registry) planAgentEvent(ctx context.Context, tx *sqlx.Tx, ev agentEven
 		if opened, err = o.Marshal(); err != nil {
 			return opening{}, fmt.Errorf("registry: log: opening of leaf %d: %w", idx, err)
 		}
-		return opening{agent: ev.name, json: opened}, nil
+		op := opening{agent: ev.name, json: opened}
+		if k := r.openKey.key.Load(); k != nil {
+			op.mac = openingMAC(k, ev.name, opened)
+		}
+		return op, nil
 	})
 	if err != nil {
 		return loggedLeaf{}, nil, err

@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"crypto"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,3 +80,30 @@ func SetStatementHook(t testing.TB, h func(query string)) {
 // checkpoints' timestamps, and when a batch reads the tree's frontier again:
 // seedMemo) instead of time.Now.
 func (r *Registry) SetLogClock(now func() time.Time) { r.tlog.now = now }
+
+// CountProofVerifications counts, from now on, the RSA verifications of VRF
+// proofs r recalls from stored openings; before r is used concurrently.
+func (r *Registry) CountProofVerifications() *atomic.Int32 {
+	var n atomic.Int32
+	verify := r.verifyProof
+	r.verifyProof = func(pub crypto.PublicKey, trustDomain, name string, proof []byte) ([32]byte, error) {
+		n.Add(1)
+		return verify(pub, trustDomain, name, proof)
+	}
+	return &n
+}
+
+// OpeningMACs returns, per log index, whether the stored opening of agent
+// has a MAC.
+func (s *Store) OpeningMACs(ctx context.Context, agent string) (map[int64]bool, error) {
+	var rows []struct {
+		Idx int64 `db:"idx"`
+		Has bool  `db:"has"`
+	}
+	err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT idx, opened_mac IS NOT NULL AS has FROM log_openings WHERE agent_name = ?`), agent)
+	out := map[int64]bool{}
+	for _, r := range rows {
+		out[r.Idx] = r.Has
+	}
+	return out, err
+}

@@ -133,6 +133,10 @@ type Registry struct {
 	status *statusCache
 	// vrf caches the VRF proofs of agent names (logentry.go).
 	vrf vrfCache
+	// openKey is the MAC key of stored log openings (logentry.go).
+	openKey openingKey
+	// verifyProof is translog.VRFVerify (a test counts its calls).
+	verifyProof func(pub crypto.PublicKey, trustDomain, name string, proof []byte) ([32]byte, error)
 	// parsedPEM caches Verify's parsed inputs (verify.go).
 	parsedPEM pemCache
 	// verifyReceipts caches the receipts of VerifyWithReceipt (receipt.go).
@@ -200,6 +204,8 @@ func New(cfg Config) (*Registry, error) {
 		now:    func() time.Time { return cfg.Now().UTC() },
 		rand:   cfg.Rand,
 		log:    log,
+
+		verifyProof: translog.VRFVerify,
 	}
 	r.status = newStatusCache(cfg.StatusCacheTTL)
 	r.notify = newNotifier(cfg.Store, log.WithField("component", "notify"))

@@ -5,7 +5,10 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -41,23 +44,23 @@ func TestVRFSignaturesPerSuffixCached(t *testing.T) {
 	owner := f.Owner("acme", "acme")
 	steps := []struct {
 		do   func() error
-		want int32 // signatures so far
+		want int32 // signatures so far: the first registration also derives the openings' MAC key
 	}{
 		{func() error {
 			csr, _ := f.NewCSR()
 			_, err := r.Register(ctx, owner, registry.RegisterRequest{Name: "x1.team.acme", CSR: csr})
 			return err
-		}, 3},
+		}, 4},
 		{func() error {
 			csr, _ := f.NewCSR()
 			_, err := r.Register(ctx, owner, registry.RegisterRequest{Name: "x2.team.acme", CSR: csr})
 			return err
-		}, 4},
-		{func() error { _, _, err := r.VRFIndex(ctx, owner, "team.acme"); return err }, 4},
-		{func() error { _, _, err := r.VRFIndex(ctx, owner, "acme"); return err }, 4},
-		{func() error { _, err := r.Revoke(ctx, owner, "x1.team.acme", "keyCompromise"); return err }, 4},
-		{func() error { _, _, err := r.VRFIndex(ctx, owner, "new.acme"); return err }, 5},
-		{func() error { _, _, err := r.VRFIndex(ctx, owner, "new.acme"); return err }, 5},
+		}, 5},
+		{func() error { _, _, err := r.VRFIndex(ctx, owner, "team.acme"); return err }, 5},
+		{func() error { _, _, err := r.VRFIndex(ctx, owner, "acme"); return err }, 5},
+		{func() error { _, err := r.Revoke(ctx, owner, "x1.team.acme", "keyCompromise"); return err }, 5},
+		{func() error { _, _, err := r.VRFIndex(ctx, owner, "new.acme"); return err }, 6},
+		{func() error { _, _, err := r.VRFIndex(ctx, owner, "new.acme"); return err }, 6},
 	}
 	for i, st := range steps {
 		if err := st.do(); err != nil {
@@ -106,8 +109,8 @@ func TestVRFProofsOfKnownNamesSurviveRestart(t *testing.T) {
 	if _, err := r.Revoke(ctx, owner, "b.team.acme", "keyCompromise"); err != nil {
 		t.Fatal(err)
 	}
-	if got := cs.n.Load(); got != 0 {
-		t.Errorf("rotate and revoke of known names after a restart: %d VRF signatures, want 0", got)
+	if got := cs.n.Load(); got != 1 {
+		t.Errorf("rotate and revoke of known names after a restart: %d VRF signatures, want 1 (the openings' MAC key, no proof)", got)
 	}
 	checkOpenedProofs(t, f, owner, "a.team.acme", iss.LogIndex, f.VRFKey.Public())
 
@@ -123,8 +126,8 @@ func TestVRFProofsOfKnownNamesSurviveRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cs.n.Load(); got != 3 {
-		t.Errorf("rotate under a new VRF key: %d VRF signatures, want 3", got)
+	if got := cs.n.Load(); got != 4 {
+		t.Errorf("rotate under a new VRF key: %d VRF signatures, want 4 (the MAC key, the name and both suffixes)", got)
 	}
 	checkOpenedProofs(t, f, owner, "a.team.acme", iss.LogIndex, other.Public())
 }
@@ -157,4 +160,137 @@ func checkOpenedProofs(t *testing.T, f *registrytest.Fixture, owner registry.Act
 		return
 	}
 	t.Fatalf("no opening of leaf %d for %s", idx, name)
+}
+
+// failFirstSigner refuses its first signature.
+type failFirstSigner struct {
+	crypto.Signer
+	n atomic.Int32
+}
+
+func (f *failFirstSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
+	if f.n.Add(1) == 1 {
+		return nil, errors.New("token busy")
+	}
+	return f.Signer.Sign(r, d, o)
+}
+
+// TestRecalledProofsTrustTheirMAC: a rotation recalls its name's VRF proofs
+// from the agent's newest opening (TestVRFProofsOfKnownNamesSurviveRestart),
+// and used to verify each one, an RSA-3072 verification (~0.16 ms) for every
+// rotation of a fleet larger than the 10,000-name cache. An opening stored
+// with a MAC under the VRF key's secret is now taken as it is; an opening
+// changed behind ATR's back, or stored without a MAC (before migration 013,
+// or while the token refused the secret), is verified as before, and a proof
+// that fails is computed again on the token — never copied into a leaf.
+func TestRecalledProofsTrustTheirMAC(t *testing.T) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
+			ctx := context.Background()
+			owner := f.Owner("acme", "acme")
+			register := func(r *registry.Registry, name string) {
+				t.Helper()
+				csr, _ := f.NewCSR()
+				if _, err := r.Register(ctx, owner, registry.RegisterRequest{Name: name, CSR: csr}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, name := range []string{"a.team.acme", "b.team.acme", "c.team.acme"} {
+				register(f.Registry, name)
+			}
+			// A registry whose token refuses the MAC key: its openings have none.
+			flaky := &failFirstSigner{Signer: f.VRFKey}
+			cfg := f.Config
+			cfg.Store, cfg.VRFSigner = f.Store, flaky
+			r0, err := registry.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			register(r0, "d.team.acme")
+
+			opened := func(name string) registry.OpenedEntry {
+				t.Helper()
+				es, err := f.Registry.OpenedEntries(ctx, owner, name)
+				if err != nil || len(es) == 0 {
+					t.Fatalf("openings of %s: %v (%d)", name, err, len(es))
+				}
+				return es[len(es)-1]
+			}
+			hasMAC := func(name string, idx int64) bool {
+				t.Helper()
+				m, err := f.Store.OpeningMACs(ctx, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return m[idx]
+			}
+			for name, want := range map[string]bool{"a.team.acme": true, "d.team.acme": false} {
+				if got := hasMAC(name, opened(name).LeafIndex); got != want {
+					t.Errorf("opening of %s stored with a MAC: %v, want %v", name, got, want)
+				}
+			}
+
+			// b's opening changed behind ATR's back: its own proof replaced by
+			// a's, the JSON otherwise valid and its MAC kept.
+			ob, err := translog.ParseOpened(opened("b.team.acme").Opened)
+			if err != nil {
+				t.Fatal(err)
+			}
+			oa, err := translog.ParseOpened(opened("a.team.acme").Opened)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ob.VRFProofs[0] = oa.VRFProofs[0]
+			forged, err := ob.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Store.Exec(ctx, fmt.Sprintf(`UPDATE log_openings SET opened = '%s' WHERE idx = %d`,
+				strings.ReplaceAll(string(forged), "'", "''"), ob.LeafIndex)); err != nil {
+				t.Fatal(err)
+			}
+			// c's MAC gone, as on an opening stored before migration 013.
+			if err := f.Store.Exec(ctx, `UPDATE log_openings SET opened_mac = NULL WHERE agent_name = 'c.team.acme'`); err != nil {
+				t.Fatal(err)
+			}
+
+			for _, tc := range []struct {
+				name                   string
+				verifications, signing int32 // RSA verifications; token signatures besides the MAC key's
+			}{
+				{"a.team.acme", 0, 0}, // MAC checks: no RSA operation at all
+				{"b.team.acme", 1, 3}, // MAC fails, the forged proof fails: name and suffixes made again
+				{"c.team.acme", 3, 0}, // no MAC: the three proofs verified
+				{"d.team.acme", 3, 0}, // stored without a MAC
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					// A fresh registry (empty caches, as after a restart).
+					cs := &countingSigner{Signer: f.VRFKey}
+					cfg := f.Config
+					cfg.Store, cfg.VRFSigner = f.Store, cs
+					r, err := registry.New(cfg)
+					if err != nil {
+						t.Fatal(err)
+					}
+					verified := r.CountProofVerifications()
+					csr, _ := f.NewCSR()
+					iss, err := r.Rotate(ctx, owner, tc.name, csr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := verified.Load(); got != tc.verifications {
+						t.Errorf("%d RSA verifications of recalled proofs, want %d", got, tc.verifications)
+					}
+					if got := cs.n.Load() - 1; got != tc.signing {
+						t.Errorf("%d VRF signatures besides the MAC key's, want %d", got, tc.signing)
+					}
+					checkOpenedProofs(t, f, owner, tc.name, iss.LogIndex, f.VRFKey.Public())
+					if !hasMAC(tc.name, iss.LogIndex) {
+						t.Errorf("the rotation's opening has no MAC")
+					}
+				})
+			}
+		})
+	}
 }

@@ -159,6 +159,57 @@ func VRFProve(s crypto.Signer, trustDomain, name string) (index [32]byte, proof 
 	return sha256.Sum256(sig), sig, nil
 }
 
+// VRFSecretTag is the domain-separation prefix of the one input VRFSecret
+// signs. It differs from VRFTag, so no VRF input is this input and no proof
+// ever published is the secret's signature.
+const VRFSecretTag = "atr-vrf-secret-v1"
+
+// VRFSecret returns a 32-byte secret of the VRF key in trustDomain for
+// purpose: SHA-256 of the key's RSASSA-PKCS1-v1_5 signature over
+//
+//	m = VRFSecretTag || 0x00 || td || 0x00 || purpose
+//
+// The signature is deterministic, so every holder of the key (every replica
+// on one token) derives the same secret, and unforgeable, so nobody without
+// the key can; another key or trust domain gives another secret. The
+// registry keys the MACs of the log openings it stores with it (its
+// "opening" purpose), which lets a rotation take its name's proofs from its
+// newest opening without an RSA verification. The signature is checked
+// like VRFProve's and never leaves this function.
+func VRFSecret(s crypto.Signer, trustDomain, purpose string) ([32]byte, error) {
+	if s == nil {
+		return [32]byte{}, vrfErr("nil signer")
+	}
+	pub, err := CheckVRFKey(s.Public())
+	if err != nil {
+		return [32]byte{}, err
+	}
+	if trustDomain == "" || strings.IndexByte(trustDomain, 0) >= 0 {
+		return [32]byte{}, vrfErr("trust domain %q is empty or holds a zero byte", trustDomain)
+	}
+	if purpose == "" || strings.IndexByte(purpose, 0) >= 0 {
+		return [32]byte{}, vrfErr("purpose %q is empty or holds a zero byte", purpose)
+	}
+	h := sha256.New()
+	h.Write([]byte(VRFSecretTag))
+	h.Write([]byte{0})
+	h.Write([]byte(trustDomain))
+	h.Write([]byte{0})
+	h.Write([]byte(purpose))
+	var d [32]byte
+	h.Sum(d[:0])
+	sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("translog: vrf: signing the secret's input: %w", err)
+	}
+	if !checksItself(s) {
+		if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig); err != nil {
+			return [32]byte{}, vrfErr("the signer returned a signature that does not verify: %v", err)
+		}
+	}
+	return sha256.Sum256(sig), nil
+}
+
 // VRFVerify checks proof for name in trustDomain under pub (which must pass
 // CheckVRFKey) and returns the name's index, SHA-256(proof). Any failure
 // wraps ErrVRF.

@@ -533,3 +533,77 @@ func BenchmarkVRFProve(b *testing.B) {
 		})
 	}
 }
+
+// TestVRFSecret pins VRFSecret against openssl, as TestVRFKnownAnswer does
+// the proofs:
+//
+//	printf 'atr-vrf-secret-v1\0agents.atr.test\0opening' | openssl dgst -sha256 -sign registry/translog/testdata/vrf-test-key.pem | sha256sum
+//
+// The secret is the same on a token and in software for one key, differs
+// per trust domain, purpose and key, is never the index of a name, and a
+// signer that misbehaves or a bad input gives an error, never a secret.
+func TestVRFSecret(t *testing.T) {
+	key := testVRFKey(t)
+	got, err := VRFSecret(key, vrfTD, "opening")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := hex.EncodeToString(got[:]); h != "21bc2ee339af9bd78489fb14de0e72a322b723ea9bf9ee89680298d91d4cbdf5" {
+		t.Errorf("VRFSecret = %s, want openssl's 21bc2ee3…", h)
+	}
+	tok := tokenVRFKey(t)
+	a, err := VRFSecret(tok, vrfTD, "opening")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := VRFSecret(tok, vrfTD, "opening")
+	if err != nil || a != b {
+		t.Fatalf("the token's secret is not deterministic: %x then %x (%v)", a, b, err)
+	}
+	distinct := map[[32]byte]string{got: "software key", a: "token key"}
+	for _, in := range []struct{ td, purpose string }{{"other.test", "opening"}, {vrfTD, "other"}} {
+		s, err := VRFSecret(key, in.td, in.purpose)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, dup := distinct[s]; dup {
+			t.Errorf("secret of %q/%q equals that of %s", in.td, in.purpose, prev)
+		}
+		distinct[s] = in.td + "/" + in.purpose
+	}
+	// No name's index: the purpose taken as a name gives another value.
+	if idx, _, err := VRFProve(key, vrfTD, "opening"); err != nil || idx == got {
+		t.Errorf("the VRF index of the name \"opening\" is the secret (%v)", err)
+	}
+
+	tokenErr := errors.New("token gone")
+	_, otherProof, err := VRFProve(key, vrfTD, "other.acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		desc        string
+		s           crypto.Signer
+		td, purpose string
+		wantErr     error
+	}{
+		{"signature of a name", vrfBadSigner{pub: &key.PublicKey, sig: otherProof}, vrfTD, "opening", ErrVRF},
+		{"garbage", vrfBadSigner{pub: &key.PublicKey, sig: bytes.Repeat([]byte{7}, 384)}, vrfTD, "opening", ErrVRF},
+		{"token error", vrfBadSigner{pub: &key.PublicKey, err: tokenErr}, vrfTD, "opening", tokenErr},
+		{"nil signer", nil, vrfTD, "opening", ErrVRF},
+		{"empty purpose", key, vrfTD, "", ErrVRF},
+		{"zero byte in purpose", key, vrfTD, "a\x00b", ErrVRF},
+		{"empty trust domain", key, "", "opening", ErrVRF},
+		{"zero byte in trust domain", key, "a\x00b", "opening", ErrVRF},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			s, err := VRFSecret(tc.s, tc.td, tc.purpose)
+			if !errors.Is(err, tc.wantErr) {
+				t.Errorf("VRFSecret: got %v, want %v", err, tc.wantErr)
+			}
+			if s != ([32]byte{}) {
+				t.Errorf("VRFSecret returned a secret with an error")
+			}
+		})
+	}
+}
