@@ -67,6 +67,14 @@ run() { # LABEL ROUND C
 	# Their own name prefix: they share a server with ATR-sqlite / ATR-postgres.
 	ATR-sqlite-rotate) atr_run atr-sqlite 38443 "" "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
 	ATR-postgres-rotate) atr_run atr-postgres 38444 atr_peer "${common[@]}" -op rotate -prefix "${PREFIX:-r}$round-c$c-rot" ;;
+	# Rotations in a fleet larger than the server's VRF cache (10,000 names):
+	# FLEET agents (default 18,016: the 8,016 rotated plus 10,000 more)
+	# registered before the clock, the oldest rotated first, so that every
+	# rotation reads its name's proofs back from the database.
+	ATR-sqlite-fleet-rotate) atr_run atr-sqlite 38443 "" "${common[@]}" -op rotate -fleet "${FLEET:-18016}" -prefix "${PREFIX:-r}$round-c$c-flt" ;;
+	ATR-postgres-fleet-rotate) atr_run atr-postgres 38444 atr_peer "${common[@]}" -op rotate -fleet "${FLEET:-18016}" -prefix "${PREFIX:-r}$round-c$c-flt" ;;
+	ATR-sqlite-base-fleet-rotate) atr_run atr-sqlite-base 38450 "" "${common[@]}" -op rotate -fleet "${FLEET:-18016}" -prefix "${PREFIX:-r}$round-c$c-flt" ;;
+	ATR-postgres-base-fleet-rotate) atr_run atr-postgres-base 38451 atr_peer_base "${common[@]}" -op rotate -fleet "${FLEET:-18016}" -prefix "${PREFIX:-r}$round-c$c-flt" ;;
 	# A/B of two commits: the same servers from the clone $PERF/atr-base
 	# (ATR_CLONE=$PERF/atr-base start-atr.sh atr-sqlite-base 38450, and
 	# atr-postgres-base 38451 on database atr_peer_base).
