@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"crypto"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/x509"
@@ -152,9 +153,16 @@ const openingMACRetry = 10 * time.Second
 // same on every replica of one token and trust domain. The zero value holds
 // no key.
 type openingKey struct {
-	key  atomic.Pointer[[32]byte]
+	key  atomic.Pointer[macKey]
 	mu   sync.Mutex
 	next time.Time // under mu: no derivation before this, after a refusal
+}
+
+// macKey is the openings' MAC key and the VRF public key it was derived
+// under.
+type macKey struct {
+	secret [32]byte
+	pub    crypto.PublicKey
 }
 
 // openingMACKey returns the openings' MAC key, derived on the token the
@@ -162,28 +170,46 @@ type openingKey struct {
 // derives it (nothing waits for the token), and for openingMACRetry after
 // the token refused: openings stored meanwhile have no MAC, and recalled
 // ones are verified.
+//
+// The key is used only while the VRF signer's public key is the one it was
+// derived under: a signer whose key changed (hsm.Signer refuses to) would
+// otherwise have openings with proofs under one key stored with a MAC of
+// another's secret.
 func (r *Registry) openingMACKey() *[32]byte {
-	if k := r.openKey.key.Load(); k != nil || r.cfg.VRFSigner == nil {
-		return k
+	if r.cfg.VRFSigner == nil {
+		return nil
+	}
+	if k := r.openKey.key.Load(); k != nil {
+		return k.current(r.cfg.VRFSigner.Public())
 	}
 	if !r.openKey.mu.TryLock() {
 		return nil
 	}
 	defer r.openKey.mu.Unlock()
 	if k := r.openKey.key.Load(); k != nil {
-		return k
+		return k.current(r.cfg.VRFSigner.Public())
 	}
 	if now := time.Now(); now.Before(r.openKey.next) {
 		return nil
 	}
-	k, err := translog.VRFSecret(r.cfg.VRFSigner, r.cfg.TrustDomain, openingMACPurpose)
+	pub := r.cfg.VRFSigner.Public()
+	secret, err := translog.VRFSecret(r.cfg.VRFSigner, r.cfg.TrustDomain, openingMACPurpose)
 	if err != nil {
 		r.openKey.next = time.Now().Add(openingMACRetry)
 		r.log.WithError(err).Warn("deriving the MAC key of log openings on the token; stored openings have no MAC and recalled proofs are verified until it succeeds")
 		return nil
 	}
-	r.openKey.key.Store(&k)
-	return &k
+	k := &macKey{secret: secret, pub: pub}
+	r.openKey.key.Store(k)
+	return k.current(pub)
+}
+
+// current returns the secret while pub is the key k was derived under.
+func (k *macKey) current(pub crypto.PublicKey) *[32]byte {
+	if p, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !p.Equal(k.pub) {
+		return nil
+	}
+	return &k.secret
 }
 
 // openingMAC is the MAC of an opening as stored: HMAC-SHA256 under key of
@@ -236,7 +262,11 @@ func (r *Registry) cachedNameProofs(name string) (nameProofs, bool) {
 func (r *Registry) nameProofsAsync(ctx context.Context, name string, known bool, out *nameProofs) func() error {
 	if np, ok := r.cachedNameProofs(name); ok {
 		// Nothing to compute (a rotation, mostly): no goroutine to start
-		// and wake.
+		// and wake. The openings' MAC key, if the token refused it before,
+		// is asked for again (at most every openingMACRetry).
+		if r.openKey.key.Load() == nil {
+			r.openingMACKey()
+		}
 		return func() error {
 			*out = np
 			return nil
@@ -318,8 +348,10 @@ func (r *Registry) planAgentEvent(ctx context.Context, tx *sqlx.Tx, ev agentEven
 			return opening{}, fmt.Errorf("registry: log: opening of leaf %d: %w", idx, err)
 		}
 		op := opening{agent: ev.name, json: opened}
-		if k := r.openKey.key.Load(); k != nil {
-			op.mac = openingMAC(k, ev.name, opened)
+		if k := r.openKey.key.Load(); k != nil && r.cfg.VRFSigner != nil {
+			if secret := k.current(r.cfg.VRFSigner.Public()); secret != nil {
+				op.mac = openingMAC(secret, ev.name, opened)
+			}
 		}
 		return op, nil
 	})

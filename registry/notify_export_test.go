@@ -8,6 +8,8 @@ import (
 	"time"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
+
+	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
 // Exported for the tests of package registry_test (this binary only).
@@ -106,4 +108,29 @@ func (s *Store) OpeningMACs(ctx context.Context, agent string) (map[int64]bool, 
 		out[r.Idx] = r.Has
 	}
 	return out, err
+}
+
+// RecallStoredProofs forgets the cached proofs of name and its suffixes and
+// recalls them from name's newest opening (recallStoredProofs); it reports
+// whether every one is cached after.
+func (r *Registry) RecallStoredProofs(ctx context.Context, name string) bool {
+	suffixes := translog.NameSuffixes(name)
+	for _, n := range suffixes {
+		r.vrf.cache().Remove(n)
+	}
+	r.recallStoredProofs(ctx, name)
+	for _, n := range suffixes {
+		if _, ok := r.vrf.get(n); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// ExpireOpeningMACRetry lets r ask the token for the openings' MAC key at
+// once, as after openingMACRetry.
+func (r *Registry) ExpireOpeningMACRetry() {
+	r.openKey.mu.Lock()
+	r.openKey.next = time.Time{}
+	r.openKey.mu.Unlock()
 }

@@ -196,7 +196,7 @@ func TestRecalledProofsTrustTheirMAC(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for _, name := range []string{"a.team.acme", "b.team.acme", "c.team.acme"} {
+			for _, name := range []string{"a.team.acme", "b.team.acme", "c.team.acme", "e.team.acme", "f.team.acme"} {
 				register(f.Registry, name)
 			}
 			// A registry whose token refuses the MAC key: its openings have none.
@@ -208,6 +208,7 @@ func TestRecalledProofsTrustTheirMAC(t *testing.T) {
 				t.Fatal(err)
 			}
 			register(r0, "d.team.acme")
+			register(r0, "g.team.acme") // within the retry interval: no MAC either
 
 			opened := func(name string) registry.OpenedEntry {
 				t.Helper()
@@ -225,10 +226,21 @@ func TestRecalledProofsTrustTheirMAC(t *testing.T) {
 				}
 				return m[idx]
 			}
-			for name, want := range map[string]bool{"a.team.acme": true, "d.team.acme": false} {
+			for name, want := range map[string]bool{"a.team.acme": true, "d.team.acme": false, "g.team.acme": false} {
 				if got := hasMAC(name, opened(name).LeafIndex); got != want {
 					t.Errorf("opening of %s stored with a MAC: %v, want %v", name, got, want)
 				}
+			}
+			// Once the retry interval is over the refused key is asked for
+			// again, also by a rotation whose proofs are cached.
+			r0.ExpireOpeningMACRetry()
+			csr, _ := f.NewCSR()
+			iss, err := r0.Rotate(ctx, owner, "g.team.acme", csr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !hasMAC("g.team.acme", iss.LogIndex) {
+				t.Errorf("after the retry interval: the rotation's opening has no MAC")
 			}
 
 			// b's opening changed behind ATR's back: its own proof replaced by
@@ -254,6 +266,17 @@ func TestRecalledProofsTrustTheirMAC(t *testing.T) {
 			if err := f.Store.Exec(ctx, `UPDATE log_openings SET opened_mac = NULL WHERE agent_name = 'c.team.acme'`); err != nil {
 				t.Fatal(err)
 			}
+			// e's newest opening replaced by a's, MAC and all.
+			if err := f.Store.Exec(ctx, fmt.Sprintf(`UPDATE log_openings SET
+				opened = (SELECT opened FROM log_openings WHERE idx = %[1]d),
+				opened_mac = (SELECT opened_mac FROM log_openings WHERE idx = %[1]d) WHERE idx = %[2]d`,
+				oa.LeafIndex, opened("e.team.acme").LeafIndex)); err != nil {
+				t.Fatal(err)
+			}
+			// f's MAC cut to 31 bytes.
+			if err := f.Store.Exec(ctx, `UPDATE log_openings SET opened_mac = substr(opened_mac, 1, 31) WHERE agent_name = 'f.team.acme'`); err != nil {
+				t.Fatal(err)
+			}
 
 			for _, tc := range []struct {
 				name                   string
@@ -263,6 +286,8 @@ func TestRecalledProofsTrustTheirMAC(t *testing.T) {
 				{"b.team.acme", 1, 3}, // MAC fails, the forged proof fails: name and suffixes made again
 				{"c.team.acme", 3, 0}, // no MAC: the three proofs verified
 				{"d.team.acme", 3, 0}, // stored without a MAC
+				{"e.team.acme", 0, 3}, // another agent's opening, MAC and all: not recalled, made again
+				{"f.team.acme", 3, 0}, // a MAC of 31 bytes: verified
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					// A fresh registry (empty caches, as after a restart).
@@ -285,12 +310,53 @@ func TestRecalledProofsTrustTheirMAC(t *testing.T) {
 					if got := cs.n.Load() - 1; got != tc.signing {
 						t.Errorf("%d VRF signatures besides the MAC key's, want %d", got, tc.signing)
 					}
-					checkOpenedProofs(t, f, owner, tc.name, iss.LogIndex, f.VRFKey.Public())
+					// The new leaf's opening as stored (e's history holds the
+					// damaged row, which OpenedEntries refuses to serve).
+					o, err := translog.ParseOpened(iss.Opened)
+					if err != nil || o.LeafIndex != iss.LogIndex {
+						t.Fatalf("the rotation's opening: %v (leaf %d, want %d)", err, o.LeafIndex, iss.LogIndex)
+					}
+					for i, n := range translog.NameSuffixes(tc.name) {
+						if _, err := translog.VRFVerify(f.VRFKey.Public(), registrytest.TrustDomain, n, o.VRFProofs[i]); err != nil {
+							t.Errorf("the new leaf's proof of %s: %v", n, err)
+						}
+					}
 					if !hasMAC(tc.name, iss.LogIndex) {
 						t.Errorf("the rotation's opening has no MAC")
 					}
 				})
 			}
 		})
+	}
+}
+
+// BenchmarkRecallStoredProofs is one recall of a name's proofs (two: the
+// name and its namespace) from its newest opening: "mac" as stored now, with
+// a MAC that checks; "verified" without one (an opening stored before
+// migration 013), each proof verified with RSA-3072 as every recall did
+// before.
+func BenchmarkRecallStoredProofs(b *testing.B) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		for _, kind := range []string{"mac", "verified"} {
+			b.Run(db+"/"+kind, func(b *testing.B) {
+				f := registrytest.NewFixture(b, registrytest.WithDatabase(db))
+				ctx := context.Background()
+				csr, _ := f.NewCSR()
+				if _, err := f.Registry.Register(ctx, f.Owner("acme", "acme"), registry.RegisterRequest{Name: "bot.acme", CSR: csr}); err != nil {
+					b.Fatal(err)
+				}
+				if kind == "verified" {
+					if err := f.Store.Exec(ctx, `UPDATE log_openings SET opened_mac = NULL`); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ResetTimer()
+				for b.Loop() {
+					if !f.Registry.RecallStoredProofs(ctx, "bot.acme") {
+						b.Fatal("not recalled")
+					}
+				}
+			})
+		}
 	}
 }
