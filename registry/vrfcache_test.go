@@ -17,6 +17,19 @@ import (
 	"github.com/agent-trust-registry/atr/registry/translog"
 )
 
+// withVRFSigner is a registry on f's database with s as its VRF signer and
+// empty caches (as after a restart, or on another replica).
+func withVRFSigner(t testing.TB, f *registrytest.Fixture, s crypto.Signer) *registry.Registry {
+	t.Helper()
+	cfg := f.Config
+	cfg.Store, cfg.VRFSigner = f.Store, s
+	r, err := registry.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // countingSigner counts the VRF signatures the registry asks for.
 type countingSigner struct {
 	crypto.Signer
@@ -35,12 +48,7 @@ func TestVRFSignaturesPerSuffixCached(t *testing.T) {
 	f := registrytest.NewFixture(t)
 	ctx := context.Background()
 	cs := &countingSigner{Signer: f.VRFKey}
-	cfg := f.Config
-	cfg.Store, cfg.VRFSigner = f.Store, cs
-	r, err := registry.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := withVRFSigner(t, f, cs)
 	owner := f.Owner("acme", "acme")
 	steps := []struct {
 		do   func() error
@@ -92,13 +100,7 @@ func TestVRFProofsOfKnownNamesSurviveRestart(t *testing.T) {
 	// restart or on another replica.
 	fresh := func(vrf crypto.Signer) (*registry.Registry, *countingSigner) {
 		cs := &countingSigner{Signer: vrf}
-		cfg := f.Config
-		cfg.Store, cfg.VRFSigner = f.Store, cs
-		r, err := registry.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r, cs
+		return withVRFSigner(t, f, cs), cs
 	}
 	r, cs := fresh(f.VRFKey)
 	csr, _ := f.NewCSR()
@@ -200,13 +202,7 @@ func TestRecalledProofsTrustTheirMAC(t *testing.T) {
 				register(f.Registry, name)
 			}
 			// A registry whose token refuses the MAC key: its openings have none.
-			flaky := &failFirstSigner{Signer: f.VRFKey}
-			cfg := f.Config
-			cfg.Store, cfg.VRFSigner = f.Store, flaky
-			r0, err := registry.New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			r0 := withVRFSigner(t, f, &failFirstSigner{Signer: f.VRFKey})
 			register(r0, "d.team.acme")
 			register(r0, "g.team.acme") // within the retry interval: no MAC either
 
@@ -292,12 +288,7 @@ func TestRecalledProofsTrustTheirMAC(t *testing.T) {
 				t.Run(tc.name, func(t *testing.T) {
 					// A fresh registry (empty caches, as after a restart).
 					cs := &countingSigner{Signer: f.VRFKey}
-					cfg := f.Config
-					cfg.Store, cfg.VRFSigner = f.Store, cs
-					r, err := registry.New(cfg)
-					if err != nil {
-						t.Fatal(err)
-					}
+					r := withVRFSigner(t, f, cs)
 					verified := r.CountProofVerifications()
 					csr, _ := f.NewCSR()
 					iss, err := r.Rotate(ctx, owner, tc.name, csr)

@@ -108,21 +108,45 @@ func CheckVRFKey(pub crypto.PublicKey) (*rsa.PublicKey, error) {
 
 // vrfDigest returns SHA-256(m) for m = VRFTag || 0x00 || td || 0x00 || name.
 func vrfDigest(trustDomain, name string) ([32]byte, error) {
+	return taggedDigest(VRFTag, trustDomain, "name", name)
+}
+
+// taggedDigest returns SHA-256(tag || 0x00 || td || 0x00 || last); an empty
+// trust domain or last, or one holding a zero byte, is refused (what names
+// last in the error).
+func taggedDigest(tag, trustDomain, what, last string) ([32]byte, error) {
 	if trustDomain == "" || strings.IndexByte(trustDomain, 0) >= 0 {
 		return [32]byte{}, vrfErr("trust domain %q is empty or holds a zero byte", trustDomain)
 	}
-	if name == "" || strings.IndexByte(name, 0) >= 0 {
-		return [32]byte{}, vrfErr("name %q is empty or holds a zero byte", name)
+	if last == "" || strings.IndexByte(last, 0) >= 0 {
+		return [32]byte{}, vrfErr("%s %q is empty or holds a zero byte", what, last)
 	}
 	h := sha256.New()
-	h.Write([]byte(VRFTag))
+	h.Write([]byte(tag))
 	h.Write([]byte{0})
 	h.Write([]byte(trustDomain))
 	h.Write([]byte{0})
-	h.Write([]byte(name))
+	h.Write([]byte(last))
 	var d [32]byte
 	h.Sum(d[:0])
 	return d, nil
+}
+
+// signChecked signs d with s (RSASSA-PKCS1-v1_5 over SHA-256) and checks the
+// signature under pub, unless s checks its own signatures (hsm.Signer: the
+// same verification under the same public key, failing closed). what names
+// the input in a signing error.
+func signChecked(s crypto.Signer, pub *rsa.PublicKey, d [32]byte, what string) ([]byte, error) {
+	sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("translog: vrf: signing %s: %w", what, err)
+	}
+	if !checksItself(s) {
+		if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig); err != nil {
+			return nil, vrfErr("the signer returned a signature that does not verify: %v", err)
+		}
+	}
+	return sig, nil
 }
 
 // VRFProve computes the VRF proof and index of name in trustDomain with s,
@@ -144,17 +168,9 @@ func VRFProve(s crypto.Signer, trustDomain, name string) (index [32]byte, proof 
 	if err != nil {
 		return index, nil, err
 	}
-	sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+	sig, err := signChecked(s, pub, d, "the name")
 	if err != nil {
-		return index, nil, fmt.Errorf("translog: vrf: signing: %w", err)
-	}
-	// A signer that checks its own signatures (hsm.Signer: the same
-	// RSASSA-PKCS1-v1_5 verification under the same public key, failing
-	// closed) has done this already.
-	if !checksItself(s) {
-		if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig); err != nil {
-			return index, nil, vrfErr("the signer returned a signature that does not verify: %v", err)
-		}
+		return index, nil, err
 	}
 	return sha256.Sum256(sig), sig, nil
 }
@@ -184,28 +200,13 @@ func VRFSecret(s crypto.Signer, trustDomain, purpose string) ([32]byte, error) {
 	if err != nil {
 		return [32]byte{}, err
 	}
-	if trustDomain == "" || strings.IndexByte(trustDomain, 0) >= 0 {
-		return [32]byte{}, vrfErr("trust domain %q is empty or holds a zero byte", trustDomain)
-	}
-	if purpose == "" || strings.IndexByte(purpose, 0) >= 0 {
-		return [32]byte{}, vrfErr("purpose %q is empty or holds a zero byte", purpose)
-	}
-	h := sha256.New()
-	h.Write([]byte(VRFSecretTag))
-	h.Write([]byte{0})
-	h.Write([]byte(trustDomain))
-	h.Write([]byte{0})
-	h.Write([]byte(purpose))
-	var d [32]byte
-	h.Sum(d[:0])
-	sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+	d, err := taggedDigest(VRFSecretTag, trustDomain, "purpose", purpose)
 	if err != nil {
-		return [32]byte{}, fmt.Errorf("translog: vrf: signing the secret's input: %w", err)
+		return [32]byte{}, err
 	}
-	if !checksItself(s) {
-		if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, d[:], sig); err != nil {
-			return [32]byte{}, vrfErr("the signer returned a signature that does not verify: %v", err)
-		}
+	sig, err := signChecked(s, pub, d, "the secret's input")
+	if err != nil {
+		return [32]byte{}, err
 	}
 	return sha256.Sum256(sig), nil
 }
