@@ -82,7 +82,7 @@ func signerAllowList() map[signCall]string {
 		// Other keys: the transparency log's note keys and its VRF key.
 		{"(*atr/registry/translog.noteSigner).Sign", "Sign on crypto.Signer"}:        "the log's ECDSA checkpoint key",
 		{"(*atr/registry/translog.ed25519NoteSigner).Sign", "Sign on crypto.Signer"}: "the log's Ed25519 checkpoint key",
-		{"atr/registry/translog.VRFProve", "Sign on crypto.Signer"}:                  "the VRF key (name indexes)",
+		{"atr/registry/translog.signChecked", "Sign on crypto.Signer"}:               "the VRF key (name indexes, VRFProve; the openings' MAC key, VRFSecret)",
 		// The A2A agent-card key (ES256 on the online token): a card that passed the identity rule.
 		{"atr/ca.SignAgentCard", "Sign on crypto.Signer"}: "the card key signs an agent card's RFC 8785 canonical form (detached JWS), checked after signing",
 
