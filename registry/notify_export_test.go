@@ -134,3 +134,10 @@ func (r *Registry) ExpireOpeningMACRetry() {
 	r.openKey.next = time.Time{}
 	r.openKey.mu.Unlock()
 }
+
+// QueryInt64 runs a query of one integer on the Store's database.
+func (s *Store) QueryInt64(ctx context.Context, query string) (int64, error) {
+	var n int64
+	err := s.db.GetContext(ctx, &n, query)
+	return n, err
+}
