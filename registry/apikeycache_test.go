@@ -249,7 +249,7 @@ func TestAPIKeySeqTriggers(t *testing.T) {
 }
 
 // TestNotificationsAreNotValues: any PostgreSQL login may NOTIFY, so a
-// notification on atr_log, atr_revocation or atr_api_keys only makes the
+// notification on atr_log, atr_revocation, atr_api_keys or atr_root_crls only makes the
 // notifier read the values again; a forged payload never becomes a value
 // (else a status or a key cached under a forged revision would stay usable
 // after a real change, whose smaller value would be ignored, until the next
@@ -264,15 +264,15 @@ func TestNotificationsAreNotValues(t *testing.T) {
 	const forged = 1000000
 	epoch0, keyEpoch0 := r.notify.epochs()
 	gen0, _ := r.notify.apiKeyGen()
-	for _, ch := range []string{notifyChannelAPIKeys, notifyChannelLog, notifyChannelRevocation} {
+	for _, ch := range []string{notifyChannelAPIKeys, notifyChannelLog, notifyChannelRevocation, notifyChannelRootCRLs} {
 		if _, err := r.store.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, ch, fmt.Sprint(forged)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	deadline := time.Now().Add(15 * time.Second) // hang guard, not a timing assertion
 	for {
-		if size, seq, keys := r.notify.size.Load(), r.notify.seq.Load(), r.notify.keys.Load(); size == forged || seq == forged || keys == forged {
-			t.Fatalf("a forged notification became a value: size %d, revocation seq %d, api key seq %d", size, seq, keys)
+		if size, seq, keys, crls := r.notify.size.Load(), r.notify.seq.Load(), r.notify.keys.Load(), r.notify.crls.Load(); size == forged || seq == forged || keys == forged || crls == forged {
+			t.Fatalf("a forged notification became a value: size %d, revocation seq %d, api key seq %d, root CRL seq %d", size, seq, keys, crls)
 		}
 		// Heard (the revisions not live), then read (live again).
 		epoch, keyEpoch := r.notify.epochs()

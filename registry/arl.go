@@ -95,6 +95,13 @@ func (a *arlState) rootCRL(keyID string) (rootCRL, bool) {
 	return c, ok
 }
 
+// loadedAt reports whether the root CRLs were loaded at root_crl_seq crls.
+func (a *arlState) loadedAt(crls int64) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.crlSeq >= 0 && a.crlSeq == crls
+}
+
 // syncAt brings the root CRLs up to revision rev. Nothing is read when they
 // were found current at rev.seq; else the root CRLs' own revision
 // (rev.rootCRLs, read here when -1) tells whether one was published since
@@ -218,6 +225,8 @@ func (s *Store) PublishRootCRL(ctx context.Context, der []byte, roots []*x509.Ce
 		return "", invalid("root CRL: CRL number too large", nil)
 	}
 	number := crl.Number.Int64()
+	s.runRootCRLHooks()
+	defer s.runRootCRLHooks()
 	err := s.inTx(ctx, "root CRL: publishing", func(tx *sqlx.Tx) error {
 		var max []int64
 		if err := tx.SelectContext(ctx, &max, tx.Rebind(`SELECT number FROM root_crls WHERE root_key_id = ? ORDER BY number DESC LIMIT 1`+forUpdate(s.dialect)), keyID); err != nil {
@@ -291,7 +300,7 @@ func (r *Registry) rootCRL(ctx context.Context, keyID string) ([]byte, time.Time
 	if r.revocation == nil {
 		return nil, time.Time{}, fmt.Errorf("registry: crl: no issuer configured: %w", bare(ErrUnavailable))
 	}
-	if _, err := r.revocation.sync(ctx); err != nil {
+	if err := r.revocation.syncRootCRLs(ctx); err != nil {
 		return nil, time.Time{}, err
 	}
 	c, ok := r.revocation.arl.rootCRL(keyID)
@@ -342,7 +351,7 @@ func (r *Registry) issuerRevoked(ctx context.Context, keyID string) (bool, error
 	if r.revocation == nil {
 		return false, nil
 	}
-	if _, err := r.revocation.sync(ctx); err != nil {
+	if err := r.revocation.syncRootCRLs(ctx); err != nil {
 		return false, err
 	}
 	_, revoked := r.revocation.arl.revoked(keyID)

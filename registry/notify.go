@@ -28,6 +28,7 @@ package registry
 //	r.notify.logSize()            latest known tree size
 //	r.notify.revocationSeq()      latest known revocation seq, and whether it is live
 //	r.notify.apiKeyGen()          the API keys' revision's generation, and whether it is live
+//	r.notify.rootCRLSeq()         latest known root CRL seq, and whether it is live
 //	r.notify.changed()            a channel closed at the next change of any value
 //	r.notify.waitLogSize(ctx, n)  blocks until the tree size exceeds n
 //	r.notify.waitRevocationSeq(ctx, s) blocks until the seq differs from s
@@ -65,6 +66,7 @@ const (
 	notifyChannelLog        = "atr_log"
 	notifyChannelRevocation = "atr_revocation"
 	notifyChannelAPIKeys    = "atr_api_keys"
+	notifyChannelRootCRLs   = "atr_root_crls"
 )
 
 const (
@@ -90,15 +92,15 @@ const (
 // not running.
 var errNotifierStopped = fmt.Errorf("registry: change notification is not running: %w", ErrUnavailable)
 
-// notifier tracks log_head.size, revocation_state.seq and
-// api_key_state.seq of its Store and wakes waiters when any changes. The
-// zero values before start are 0 and not live. It is safe for concurrent
-// use.
+// notifier tracks log_head.size, revocation_state.seq,
+// revocation_state.root_crl_seq and api_key_state.seq of its Store and
+// wakes waiters when any changes. The zero values before start are 0 and
+// not live. It is safe for concurrent use.
 type notifier struct {
 	store *Store
 	log   *logrus.Entry
 
-	size, seq, keys atomic.Int64
+	size, seq, keys, crls atomic.Int64
 	// keysGen counts the changes of keys this notifier saw (any change,
 	// up or down): what the cache of API keys stamps its entries with. It
 	// never repeats, whatever the database's seq does (a restored
@@ -114,6 +116,14 @@ type notifier struct {
 	// only by its changes of keys (ownKeyChange) and by an atr_api_keys
 	// notification, which is taken as "read now", never as a value.
 	keysLive atomic.Bool
+	// crlsLive is live for the root CRLs' revision (root_crl_seq), as
+	// keysLive is for the keys': a rotation or revocation moves seq, never
+	// root_crl_seq, so it does not clear it; a root CRL published through
+	// this Store (ownRootCRLChange) or an atr_root_crls notification does,
+	// until a read that began after it. Every issuance checks its issuing
+	// CA against the root CRLs (issuerRevoked): with crlsLive it reads
+	// nothing while a fleet's rotations keep live false.
+	crlsLive atomic.Bool
 
 	mu      sync.Mutex
 	gen     chan struct{} // closed and replaced at every change, and at stop
@@ -127,12 +137,17 @@ type notifier struct {
 	// of this process and the atr_api_keys notifications: a read that
 	// overlapped one does not make keysLive.
 	keyEpoch uint64
+	// crlEpoch is keyEpoch for crlsLive: losses of the LISTEN connection,
+	// root CRLs published through this Store, atr_root_crls notifications.
+	crlEpoch uint64
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when run has returned
 
 	kick   chan struct{} // buffered(1): read the values now
 	events chan pq.ListenerEventType
 	hook   *func() // installed as Store.onCommit (SQLite)
+	// dropCRLHook takes ownRootCRLChange off the Store's root CRL hooks.
+	dropCRLHook func()
 	// poll overrides the periodic read's interval (tests); zero means
 	// notifyPollSQLite or notifyPollPostgres.
 	poll time.Duration
@@ -163,6 +178,13 @@ func (n *notifier) revocationSeq() (seq int64, live bool) {
 func (n *notifier) apiKeyGen() (gen int64, live bool) {
 	live = n.keysLive.Load()
 	return n.keysGen.Load(), live
+}
+
+// rootCRLSeq returns the latest known root_crl_seq and whether it is live
+// (crlsLive): root CRLs loaded at that revision are current.
+func (n *notifier) rootCRLSeq() (seq int64, live bool) {
+	live = n.crlsLive.Load()
+	return n.crls.Load(), live
 }
 
 // changed returns a channel that is closed at the next change of the tree
@@ -224,10 +246,10 @@ func (n *notifier) broadcastLocked() {
 
 // set records values read from the database (the only source of values:
 // a notification's payload is ignored) and wakes waiters on a change.
-func (n *notifier) set(size, seq, keys int64) {
+func (n *notifier) set(size, seq, keys, crls int64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.size.Load() == size && n.seq.Load() == seq && n.keys.Load() == keys {
+	if n.size.Load() == size && n.seq.Load() == seq && n.keys.Load() == keys && n.crls.Load() == crls {
 		return
 	}
 	if n.keys.Load() != keys {
@@ -236,39 +258,43 @@ func (n *notifier) set(size, seq, keys int64) {
 	n.size.Store(size)
 	n.seq.Store(seq)
 	n.keys.Store(keys)
+	n.crls.Store(crls)
 	n.broadcastLocked()
 }
 
-// read reads the three values with one query and records them. The values
+// read reads the four values with one query and records them. The values
 // become live when the read worked and, on PostgreSQL, the LISTEN
 // connection was up for the whole read (a read that starts after LISTEN
 // sees every change whose notification could have been missed).
 func (n *notifier) read(ctx context.Context) error {
 	n.mu.Lock()
-	epoch, keyEpoch, up := n.epoch, n.keyEpoch, n.up
+	epoch, keyEpoch, crlEpoch, up := n.epoch, n.keyEpoch, n.crlEpoch, n.up
 	n.mu.Unlock()
 	var row struct {
 		Size int64 `db:"size"`
 		Seq  int64 `db:"seq"`
 		Keys int64 `db:"keys"`
+		CRLs int64 `db:"crls"`
 	}
 	ctx, cancel := context.WithTimeout(ctx, notifyReadTimeout)
 	defer cancel()
 	err := n.store.db.GetContext(ctx, &row,
-		`SELECT (SELECT size FROM log_head WHERE id = $1) AS size, (SELECT seq FROM revocation_state WHERE id = $1) AS seq, `+
-			`(SELECT seq FROM api_key_state WHERE id = $1) AS keys`, singletonID)
+		`SELECT (SELECT size FROM log_head WHERE id = $1) AS size, r.seq AS seq, r.root_crl_seq AS crls, `+
+			`(SELECT seq FROM api_key_state WHERE id = $1) AS keys FROM revocation_state r WHERE r.id = $1`, singletonID)
 	if err != nil {
 		n.live.Store(false)
 		n.keysLive.Store(false)
-		return dbErr("notify: reading log size, revocation seq and api key seq", err)
+		n.crlsLive.Store(false)
+		return dbErr("notify: reading log size, revocation seq, root CRL seq and api key seq", err)
 	}
 	if n.afterQuery != nil {
 		n.afterQuery()
 	}
-	n.set(row.Size, row.Seq, row.Keys)
+	n.set(row.Size, row.Seq, row.Keys, row.CRLs)
 	n.mu.Lock()
 	n.live.Store(up && n.up && epoch == n.epoch && n.running)
 	n.keysLive.Store(up && n.up && keyEpoch == n.keyEpoch && n.running)
+	n.crlsLive.Store(up && n.up && crlEpoch == n.crlEpoch && n.running)
 	n.mu.Unlock()
 	return nil
 }
@@ -298,6 +324,17 @@ func (n *notifier) ownKeyChange() {
 	n.wake()
 }
 
+// ownRootCRLChange is ownChange for a root CRL published through this
+// Store (PublishRootCRL), and for an atr_root_crls notification: the root
+// CRLs' revision is not live until a read that began after it.
+func (n *notifier) ownRootCRLChange() {
+	n.mu.Lock()
+	n.crlEpoch++
+	n.crlsLive.Store(false)
+	n.mu.Unlock()
+	n.wake()
+}
+
 // connection records a state change of the LISTEN connection.
 func (n *notifier) connection(up bool) {
 	n.mu.Lock()
@@ -305,8 +342,10 @@ func (n *notifier) connection(up bool) {
 	if !up && n.up {
 		n.epoch++
 		n.keyEpoch++
+		n.crlEpoch++
 		n.live.Store(false)
 		n.keysLive.Store(false)
+		n.crlsLive.Store(false)
 	}
 	n.up = up
 }
@@ -351,6 +390,8 @@ func (n *notifier) start(ctx context.Context) error {
 		*n.hook = n.wake
 		n.store.onCommit.CompareAndSwap(nil, n.hook) // a second notifier on the Store polls only
 	}
+	// A root CRL moves both revisions (migrations 007 and 010).
+	n.dropCRLHook = n.store.addRootCRLHook(func() { n.ownChange(); n.ownRootCRLChange() })
 	// The first read, after LISTEN: nothing committed after it goes unseen.
 	if err := n.read(ctx); err != nil {
 		n.finish(listener)
@@ -391,7 +432,7 @@ func (n *notifier) listen(ctx context.Context) (*pq.Listener, error) {
 			return nil, fmt.Errorf("registry: change notification: connecting: %w: %v", ErrUnavailable, tctx.Err())
 		}
 	}
-	for _, ch := range []string{notifyChannelLog, notifyChannelRevocation, notifyChannelAPIKeys} {
+	for _, ch := range []string{notifyChannelLog, notifyChannelRevocation, notifyChannelAPIKeys, notifyChannelRootCRLs} {
 		// lib/pq registers the channel before it waits for a connection and
 		// LISTENs again after every reconnection; net.ErrClosed without
 		// Close means it was registered while the connection was down.
@@ -446,7 +487,7 @@ func (n *notifier) run(ctx context.Context, l *pq.Listener) {
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			failing = true
-			n.log.WithError(err).Warn("change notification: reading log size, revocation seq and api key seq")
+			n.log.WithError(err).Warn("change notification: reading log size, revocation seq, root CRL seq and api key seq")
 		case err == nil && failing:
 			failing = false
 			n.log.Info("change notification: reading again")
@@ -505,6 +546,8 @@ func (n *notifier) notified(note *pq.Notification) {
 		n.ownChange()
 	case notifyChannelAPIKeys:
 		n.ownKeyChange()
+	case notifyChannelRootCRLs:
+		n.ownRootCRLChange()
 	}
 }
 
@@ -512,6 +555,9 @@ func (n *notifier) notified(note *pq.Notification) {
 func (n *notifier) finish(l *pq.Listener) {
 	if n.hook != nil {
 		n.store.onCommit.CompareAndSwap(n.hook, nil)
+	}
+	if n.dropCRLHook != nil {
+		n.dropCRLHook()
 	}
 	if l != nil {
 		l.Close()
@@ -526,6 +572,7 @@ func (n *notifier) finish(l *pq.Listener) {
 	n.running, n.up = false, false
 	n.live.Store(false)
 	n.keysLive.Store(false)
+	n.crlsLive.Store(false)
 	n.broadcastLocked()
 	done := n.done
 	n.mu.Unlock()

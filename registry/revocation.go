@@ -216,6 +216,31 @@ func (s *revocationService) sync(ctx context.Context) (int64, error) {
 	return rev.seq, nil
 }
 
+// syncRootCRLs brings the root CRLs up to date, as sync does, for the
+// callers that need nothing else (an issuance's check of its issuing CA,
+// a root's CRL): while the notifier's root CRL revision is live and the
+// root CRLs were loaded at it, nothing is read. In a fleet that rotates,
+// every rotation moves the revocation revision and leaves it not live
+// until the notifier's next read; before, an issuance in that window read
+// revocation_state (TestIssuanceReadsNoRootCRLRevision).
+//
+// Without a live root CRL revision both revisions are read from the
+// database, never taken from the notifier: a root CRL just published
+// through this process's Store (which also moves seq) has cleared the one,
+// but the revocation revision may still be live with the value before it.
+func (s *revocationService) syncRootCRLs(ctx context.Context) error {
+	if s.notify != nil {
+		if crls, live := s.notify.rootCRLSeq(); live && s.arl.loadedAt(crls) {
+			return nil
+		}
+	}
+	rev, err := readRevision(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	return s.arl.syncAt(ctx, s.db, rev)
+}
+
 // revision is revocation_state: seq moves with every revocation-relevant
 // change, rootCRLs (root_crl_seq, migration 010) with every new root CRL
 // only; -1 when it was not read.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,6 +55,14 @@ type Store struct {
 	// onCommit, when set, runs after every committed transaction (the
 	// SQLite notifier's in-process wake-up, notify.go).
 	onCommit atomic.Pointer[func()]
+	// rootCRLHooks run before and after PublishRootCRL's transaction: the
+	// ownRootCRLChange of every notifier started on this Store, so that the
+	// root CRLs' revision is not live from before the commit until a read
+	// after it.
+	rootCRLHooks struct {
+		sync.Mutex
+		m map[*func()]bool
+	}
 	// sealLog, when set, seals a batch of issuance commits before it
 	// commits and returns what to run once it did (the checkpoint of the
 	// batch's tree, transparencyLog.sealBatch; writer.go).
@@ -545,4 +554,30 @@ func dbTimePtr(t *time.Time) *time.Time {
 	}
 	u := dbTime(*t)
 	return &u
+}
+
+// addRootCRLHook adds f to the hooks PublishRootCRL runs; remove takes it
+// away.
+func (s *Store) addRootCRLHook(f func()) (remove func()) {
+	h := &f
+	s.rootCRLHooks.Lock()
+	defer s.rootCRLHooks.Unlock()
+	if s.rootCRLHooks.m == nil {
+		s.rootCRLHooks.m = map[*func()]bool{}
+	}
+	s.rootCRLHooks.m[h] = true
+	return func() {
+		s.rootCRLHooks.Lock()
+		defer s.rootCRLHooks.Unlock()
+		delete(s.rootCRLHooks.m, h)
+	}
+}
+
+// runRootCRLHooks runs every hook addRootCRLHook added.
+func (s *Store) runRootCRLHooks() {
+	s.rootCRLHooks.Lock()
+	defer s.rootCRLHooks.Unlock()
+	for h := range s.rootCRLHooks.m {
+		(*h)()
+	}
 }
