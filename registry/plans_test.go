@@ -87,26 +87,8 @@ func TestBatchFindsLargerCheckpointsByIndex(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	dollar := regexp.MustCompile(`\$(\d+)`)
 	for k, q := range reads {
-		n := 0
-		for _, m := range dollar.FindAllStringSubmatch(q, -1) {
-			i, _ := strconv.Atoi(m[1])
-			n = max(n, i)
-		}
-		name := fmt.Sprintf("plan%d", k)
-		if _, err := conn.ExecContext(ctx, "PREPARE "+name+" AS "+q); err != nil {
-			t.Fatalf("PREPARE %s: %v", q, err)
-		}
-		exec := name
-		if n > 0 {
-			exec += "(" + strings.TrimSuffix(strings.Repeat("NULL,", n), ",") + ")"
-		}
-		var plan []string
-		if err := conn.SelectContext(ctx, &plan, "EXPLAIN EXECUTE "+exec); err != nil {
-			t.Fatalf("EXPLAIN %s: %v", q, err)
-		}
-		p := strings.Join(plan, "\n")
+		p := genericPlan(t, conn, fmt.Sprintf("plan%d", k), q)
 		if strings.Contains(p, "Seq Scan on log_checkpoints") {
 			t.Errorf("%s\nreads log_checkpoints from end to end in its generic plan:\n%s", q, p)
 		} else {
@@ -114,3 +96,127 @@ func TestBatchFindsLargerCheckpointsByIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestStatementsFindRowsByIndexOnPostgres (issue 14, twenty-first pass):
+// every statement the registry's lifecycle sends to PostgreSQL finds the
+// rows of a table that grows with issuance through an index in its generic
+// plan (the plan a statement prepared once per connection runs after its
+// fifth execution), when the table is large. The tables are made large for
+// the planner only: their statistics say a million rows each
+// (pg_class.reltuples), and autovacuum is kept from correcting them.
+func TestStatementsFindRowsByIndexOnPostgres(t *testing.T) {
+	record := statementRecorder(t)
+	f := registrytest.NewFixture(t, registrytest.WithDatabase("postgres"))
+	ctx := context.Background()
+	owner := f.Owner("acme", "acme")
+	var stmts []string
+	var certPEM string
+	stmts = append(stmts, record(func() error {
+		for _, name := range []string{"a.acme", "b.acme", "c.acme"} {
+			csr, _ := f.NewCSR()
+			iss, err := f.Registry.Register(ctx, owner, registry.RegisterRequest{Name: name, CSR: csr})
+			if err != nil {
+				return err
+			}
+			certPEM = iss.CertificatePEM
+		}
+		csr, _ := f.NewCSR()
+		if _, err := f.Registry.Rotate(ctx, owner, "a.acme", csr); err != nil {
+			return err
+		}
+		if _, err := f.Registry.Revoke(ctx, owner, "b.acme", "keyCompromise"); err != nil {
+			return err
+		}
+		if _, _, err := f.Registry.ListAgents(ctx, owner, "", 10); err != nil {
+			return err
+		}
+		if _, err := f.Registry.GetAgent(ctx, owner, "a.acme"); err != nil {
+			return err
+		}
+		if _, err := f.Registry.OpenedEntries(ctx, owner, "a.acme"); err != nil {
+			return err
+		}
+		if _, err := f.Registry.Verify(ctx, []byte(certPEM), nil); err != nil {
+			return err
+		}
+		if _, _, err := f.Registry.CRL(ctx); err != nil {
+			return err
+		}
+		if _, err := f.Registry.Reconcile(ctx); err != nil {
+			return err
+		}
+		_, err := f.Registry.LogEntries(ctx, 0, 3)
+		return err
+	})...)
+
+	db, err := sqlx.Open("postgres", f.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	growing := []string{"agents", "certificates", "pending_issuances", "log_entries", "log_hashes", "log_openings", "log_checkpoints", "audit_events", "ocsp_responses"}
+	for _, tbl := range growing {
+		for _, q := range []string{
+			`ALTER TABLE ` + tbl + ` SET (autovacuum_enabled = false)`,
+			`UPDATE pg_class SET reltuples = 1000000, relpages = 1 WHERE relname = '` + tbl + `' AND relnamespace = current_schema()::regnamespace`,
+		} {
+			if _, err := conn.ExecContext(ctx, q); err != nil {
+				t.Fatalf("%s: %v (the test needs a PostgreSQL superuser)", q, err)
+			}
+		}
+	}
+	if _, err := conn.ExecContext(ctx, `SET plan_cache_mode = force_generic_plan`); err != nil {
+		t.Fatal(err)
+	}
+	seqScan := regexp.MustCompile(`Seq Scan on (\w+)`)
+	seen := map[string]bool{}
+	for k, q := range stmts {
+		verb := strings.ToUpper(strings.SplitN(q, " ", 2)[0])
+		if seen[q] || !slices.Contains([]string{"SELECT", "WITH", "UPDATE", "DELETE", "INSERT"}, verb) {
+			continue
+		}
+		seen[q] = true
+		p := genericPlan(t, conn, fmt.Sprintf("any%d", k), q)
+		for _, m := range seqScan.FindAllStringSubmatch(p, -1) {
+			if slices.Contains(growing, m[1]) {
+				t.Errorf("%s\nreads %s from end to end in its generic plan:\n%s", q, m[1], p)
+			}
+		}
+	}
+	if len(seen) < 20 {
+		t.Fatalf("only %d statements planned: the hook does not see them", len(seen))
+	}
+}
+
+// genericPlan prepares q as name on conn and returns the plan PostgreSQL
+// runs for it once it plans it generically (conn must have
+// plan_cache_mode = force_generic_plan): EXPLAIN EXECUTE with every
+// parameter NULL, which a generic plan does not look at.
+func genericPlan(t *testing.T, conn *sqlx.Conn, name, q string) string {
+	t.Helper()
+	ctx := context.Background()
+	n := 0
+	for _, m := range dollarParam.FindAllStringSubmatch(q, -1) {
+		i, _ := strconv.Atoi(m[1])
+		n = max(n, i)
+	}
+	if _, err := conn.ExecContext(ctx, "PREPARE "+name+" AS "+q); err != nil {
+		t.Fatalf("PREPARE %s: %v", q, err)
+	}
+	exec := name
+	if n > 0 {
+		exec += "(" + strings.TrimSuffix(strings.Repeat("NULL,", n), ",") + ")"
+	}
+	var plan []string
+	if err := conn.SelectContext(ctx, &plan, "EXPLAIN EXECUTE "+exec); err != nil {
+		t.Fatalf("EXPLAIN %s: %v", q, err)
+	}
+	return strings.Join(plan, "\n")
+}
+
+var dollarParam = regexp.MustCompile(`\$(\d+)`)
