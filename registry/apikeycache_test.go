@@ -262,7 +262,7 @@ func TestNotificationsAreNotValues(t *testing.T) {
 	}
 	t.Cleanup(func() { r.Close() })
 	const forged = 1000000
-	epoch0, keyEpoch0 := r.notify.epochs()
+	epoch0, keyEpoch0, crlEpoch0 := r.notify.epochs()
 	gen0, _ := r.notify.apiKeyGen()
 	for _, ch := range []string{notifyChannelAPIKeys, notifyChannelLog, notifyChannelRevocation, notifyChannelRootCRLs} {
 		if _, err := r.store.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, ch, fmt.Sprint(forged)); err != nil {
@@ -275,10 +275,11 @@ func TestNotificationsAreNotValues(t *testing.T) {
 			t.Fatalf("a forged notification became a value: size %d, revocation seq %d, api key seq %d, root CRL seq %d", size, seq, keys, crls)
 		}
 		// Heard (the revisions not live), then read (live again).
-		epoch, keyEpoch := r.notify.epochs()
+		epoch, keyEpoch, crlEpoch := r.notify.epochs()
 		_, live := r.notify.revocationSeq()
 		gen, keysLive := r.notify.apiKeyGen()
-		if epoch > epoch0 && keyEpoch > keyEpoch0 && live && keysLive {
+		_, crlsLive := r.notify.rootCRLSeq()
+		if epoch > epoch0 && keyEpoch > keyEpoch0 && crlEpoch > crlEpoch0 && live && keysLive && crlsLive {
 			if gen != gen0 {
 				t.Errorf("a forged notification moved the keys' generation %d → %d", gen0, gen)
 			}
@@ -332,14 +333,14 @@ func TestNotificationDuringARead(t *testing.T) {
 	case <-guard:
 		t.Fatal("the notifier did not read")
 	}
-	epoch0, keyEpoch0 := r.notify.epochs()
-	for _, ch := range []string{notifyChannelRevocation, notifyChannelAPIKeys} {
+	epoch0, keyEpoch0, crlEpoch0 := r.notify.epochs()
+	for _, ch := range []string{notifyChannelRevocation, notifyChannelAPIKeys, notifyChannelRootCRLs} {
 		if _, err := r.store.db.ExecContext(ctx, `SELECT pg_notify($1, '1')`, ch); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for {
-		if epoch, keyEpoch := r.notify.epochs(); epoch > epoch0 && keyEpoch > keyEpoch0 {
+		if epoch, keyEpoch, crlEpoch := r.notify.epochs(); epoch > epoch0 && keyEpoch > keyEpoch0 && crlEpoch > crlEpoch0 {
 			break
 		}
 		select {
@@ -357,10 +358,11 @@ func TestNotificationDuringARead(t *testing.T) {
 	for {
 		_, live := r.notify.revocationSeq()
 		_, keysLive := r.notify.apiKeyGen()
-		if !live && !keysLive {
+		_, crlsLive := r.notify.rootCRLSeq()
+		if !live && !keysLive && !crlsLive {
 			sawNotLive.Store(true)
 		}
-		if live && keysLive {
+		if live && keysLive && crlsLive {
 			break
 		}
 		select {

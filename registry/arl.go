@@ -51,6 +51,11 @@ type rootCRL struct {
 type arlState struct {
 	log *logrus.Entry
 
+	// reload serializes the reads of the root CRLs and their installation,
+	// so that a reload never installs rows older than those another one
+	// installed (each reads after the one before it ended).
+	reload sync.Mutex
+
 	mu sync.RWMutex
 	// seq: the revocation revision the root CRLs were last found current
 	// at; crlSeq: the root CRLs' own revision (root_crl_seq) they were
@@ -128,8 +133,11 @@ func (a *arlState) syncAt(ctx context.Context, q sqlx.QueryerContext, rev revisi
 		a.mu.Unlock()
 		return nil
 	}
+	a.reload.Lock()
+	defer a.reload.Unlock()
 	// Read after their revision was: as new as it, or newer (a newer one
-	// only makes the next sync read them again).
+	// only makes the next sync read them again), and after every earlier
+	// reload installed what it read.
 	rows, err := latestRootCRLs(ctx, q)
 	if err != nil {
 		return err
@@ -225,8 +233,8 @@ func (s *Store) PublishRootCRL(ctx context.Context, der []byte, roots []*x509.Ce
 		return "", invalid("root CRL: CRL number too large", nil)
 	}
 	number := crl.Number.Int64()
-	s.runRootCRLHooks()
-	defer s.runRootCRLHooks()
+	s.runRootCRLHooks(true)
+	defer s.runRootCRLHooks(false)
 	err := s.inTx(ctx, "root CRL: publishing", func(tx *sqlx.Tx) error {
 		var max []int64
 		if err := tx.SelectContext(ctx, &max, tx.Rebind(`SELECT number FROM root_crls WHERE root_key_id = ? ORDER BY number DESC LIMIT 1`+forUpdate(s.dialect)), keyID); err != nil {

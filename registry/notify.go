@@ -140,8 +140,13 @@ type notifier struct {
 	// crlEpoch is keyEpoch for crlsLive: losses of the LISTEN connection,
 	// root CRLs published through this Store, atr_root_crls notifications.
 	crlEpoch uint64
-	cancel   context.CancelFunc
-	done     chan struct{} // closed when run has returned
+	// publishing counts the root CRLs being published through this Store
+	// (PublishRootCRL, between its hooks): while any is, no read makes the
+	// revocation or root CRL revision live, so neither is live from before
+	// the publication's commit until a read after it.
+	publishing int
+	cancel     context.CancelFunc
+	done       chan struct{} // closed when run has returned
 
 	kick   chan struct{} // buffered(1): read the values now
 	events chan pq.ListenerEventType
@@ -292,9 +297,9 @@ func (n *notifier) read(ctx context.Context) error {
 	}
 	n.set(row.Size, row.Seq, row.Keys, row.CRLs)
 	n.mu.Lock()
-	n.live.Store(up && n.up && epoch == n.epoch && n.running)
+	n.live.Store(up && n.up && epoch == n.epoch && n.running && n.publishing == 0)
 	n.keysLive.Store(up && n.up && keyEpoch == n.keyEpoch && n.running)
-	n.crlsLive.Store(up && n.up && crlEpoch == n.crlEpoch && n.running)
+	n.crlsLive.Store(up && n.up && crlEpoch == n.crlEpoch && n.running && n.publishing == 0)
 	n.mu.Unlock()
 	return nil
 }
@@ -324,15 +329,36 @@ func (n *notifier) ownKeyChange() {
 	n.wake()
 }
 
-// ownRootCRLChange is ownChange for a root CRL published through this
-// Store (PublishRootCRL), and for an atr_root_crls notification: the root
-// CRLs' revision is not live until a read that began after it.
+// ownRootCRLChange is ownChange for an atr_root_crls notification: the
+// root CRLs' revision is not live until a read that began after it.
 func (n *notifier) ownRootCRLChange() {
 	n.mu.Lock()
 	n.crlEpoch++
 	n.crlsLive.Store(false)
 	n.mu.Unlock()
 	n.wake()
+}
+
+// publishingRootCRL brackets a root CRL published through this notifier's
+// Store (the Store's root CRL hooks): called with true before its
+// transaction, it makes the revocation and root CRL revisions not live
+// until it is called with false after the transaction and a read has
+// begun after that. A root CRL moves both revisions (migrations 007, 010).
+func (n *notifier) publishingRootCRL(begin bool) {
+	n.mu.Lock()
+	if begin {
+		n.publishing++
+	} else {
+		n.publishing--
+	}
+	n.epoch++
+	n.crlEpoch++
+	n.live.Store(false)
+	n.crlsLive.Store(false)
+	n.mu.Unlock()
+	if !begin {
+		n.wake()
+	}
 }
 
 // connection records a state change of the LISTEN connection.
@@ -390,8 +416,7 @@ func (n *notifier) start(ctx context.Context) error {
 		*n.hook = n.wake
 		n.store.onCommit.CompareAndSwap(nil, n.hook) // a second notifier on the Store polls only
 	}
-	// A root CRL moves both revisions (migrations 007 and 010).
-	n.dropCRLHook = n.store.addRootCRLHook(func() { n.ownChange(); n.ownRootCRLChange() })
+	n.dropCRLHook = n.store.addRootCRLHook(n.publishingRootCRL)
 	// The first read, after LISTEN: nothing committed after it goes unseen.
 	if err := n.read(ctx); err != nil {
 		n.finish(listener)
@@ -618,8 +643,8 @@ func (r *Registry) Close() error {
 }
 
 // epochs returns epoch and keyEpoch (tests).
-func (n *notifier) epochs() (epoch, keyEpoch uint64) {
+func (n *notifier) epochs() (epoch, keyEpoch, crlEpoch uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.epoch, n.keyEpoch
+	return n.epoch, n.keyEpoch, n.crlEpoch
 }

@@ -24,6 +24,32 @@ func startNotifier(t *testing.T, r *Registry) {
 	waitUntil(t, "the root CRLs' revision is live", func() bool { _, live := r.notify.rootCRLSeq(); return live })
 }
 
+// holdReads makes r's notifier hold its next read after its query once
+// hold is called, until the test ends or release is called; hold returns
+// once the held read is under way. Set before startNotifier.
+func holdReads(t *testing.T, r *Registry) (hold, release func()) {
+	t.Helper()
+	inRead, released := make(chan struct{}), make(chan struct{})
+	var holding atomic.Bool
+	r.notify.afterQuery = func() {
+		if holding.CompareAndSwap(true, false) {
+			close(inRead)
+			<-released
+		}
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { close(released) }) }
+	// Registered after startNotifier's cleanup (which stops the notifier),
+	// so it runs first: a test that fails while a read is held ends.
+	hold = func() {
+		t.Cleanup(release)
+		holding.Store(true)
+		r.notify.wake()
+		<-inRead
+	}
+	return hold, release
+}
+
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
@@ -50,20 +76,10 @@ func TestIssuanceReadsNoRootCRLRevision(t *testing.T) {
 		t.Run(db, func(t *testing.T) {
 			e := newRotatedEnv(t, db)
 			e.registerWith(t, e.cur, "first.acme") // loads the root CRLs
-			inRead, release := make(chan struct{}), make(chan struct{})
-			var hold atomic.Bool
-			e.cur.notify.afterQuery = func() {
-				if hold.CompareAndSwap(true, false) {
-					close(inRead)
-					<-release
-				}
-			}
+			hold, _ := holdReads(t, e.cur)
 			startNotifier(t, e.cur)
 			e.registerWith(t, e.cur, "second.acme") // the root CRLs loaded at the live revision
-			hold.Store(true)
-			e.cur.notify.wake()
-			<-inRead
-			defer close(release)
+			hold()
 			e.cur.notify.ownChange() // what a rotation does after its commit
 			if _, live := e.cur.notify.revocationSeq(); live {
 				t.Fatal("the revocation revision is live after a change: the test holds nothing")
@@ -105,27 +121,17 @@ func TestRootCRLSeenByAStartedRegistry(t *testing.T) {
 			ctx := context.Background()
 			e := newRotatedEnv(t, db)
 			e.registerWith(t, e.old, "before.acme")
-			inRead, release := make(chan struct{}), make(chan struct{})
-			var hold atomic.Bool
-			e.old.notify.afterQuery = func() {
-				if hold.CompareAndSwap(true, false) {
-					close(inRead)
-					<-release
-				}
-			}
+			hold, release := holdReads(t, e.old)
 			startNotifier(t, e.old)
 			e.registerWith(t, e.old, "live.acme")
 			// The notifier's next read is held: only the publication itself
 			// can tell the registry.
-			hold.Store(true)
-			e.old.notify.wake()
-			<-inRead
+			hold()
 			if _, err := e.store.PublishRootCRL(ctx, e.signRootCRL(t, 1, e.inter), []*x509.Certificate{e.root}); err != nil {
-				close(release)
 				t.Fatal(err)
 			}
 			_, err := e.old.Register(ctx, SystemActor(), RegisterRequest{Name: "late.acme", CSR: newTestCSR(t)})
-			close(release)
+			release()
 			if !errors.Is(err, ErrUnavailable) {
 				t.Fatalf("issuance right after a root CRL revoked its intermediate: %v, want ErrUnavailable", err)
 			}
@@ -149,5 +155,84 @@ func TestRootCRLSeenByAStartedRegistry(t *testing.T) {
 			})
 			e.registerWith(t, e.old, "after.acme")
 		})
+	}
+}
+
+// TestRootCRLNotLiveWhilePublished: the notifier reads while a root CRL is
+// being published through its Store — here from a hook that runs right
+// after the notifier's own, before the transaction — and that read must not
+// make the revisions live: it may have read them before the commit. Before,
+// the hook only cleared them and woke the notifier, whose read made them
+// live again with the values before the root CRL until after the commit.
+func TestRootCRLNotLiveWhilePublished(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			e := newRotatedEnv(t, db)
+			reads := atomic.Int64{}
+			e.old.notify.afterQuery = func() { reads.Add(1) }
+			startNotifier(t, e.old)
+			var liveInTx, crlsLiveInTx atomic.Bool
+			remove := e.store.addRootCRLHook(func(begin bool) {
+				if !begin {
+					return
+				}
+				n := reads.Load()
+				e.old.notify.wake()
+				waitUntil(t, "a read during the publication", func() bool { return reads.Load() > n })
+				_, live := e.old.notify.revocationSeq()
+				_, crlsLive := e.old.notify.rootCRLSeq()
+				liveInTx.Store(live)
+				crlsLiveInTx.Store(crlsLive)
+			})
+			defer remove()
+			if _, err := e.store.PublishRootCRL(ctx, e.signRootCRL(t, 1, e.inter), []*x509.Certificate{e.root}); err != nil {
+				t.Fatal(err)
+			}
+			if liveInTx.Load() || crlsLiveInTx.Load() {
+				t.Errorf("a read during a root CRL's publication made the revisions live (revocation %v, root CRLs %v)", liveInTx.Load(), crlsLiveInTx.Load())
+			}
+			waitUntil(t, "live again after the publication", func() bool {
+				_, live := e.old.notify.revocationSeq()
+				_, crlsLive := e.old.notify.rootCRLSeq()
+				return live && crlsLive
+			})
+			if _, err := e.old.Register(ctx, SystemActor(), RegisterRequest{Name: "late.acme", CSR: newTestCSR(t)}); !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("issuance after a root CRL revoked its intermediate: %v, want ErrUnavailable", err)
+			}
+		})
+	}
+}
+
+// TestRootCRLNotifiedOnItsOwnChannel (PostgreSQL): a root CRL published by
+// another process reaches a started registry through atr_root_crls
+// (migration 014) before any periodic read. The notifier's read is held, so
+// the notification alone must make the root CRLs' revision not live; then
+// the next issuance under the revoked intermediate reads the database and
+// is refused.
+func TestRootCRLNotifiedOnItsOwnChannel(t *testing.T) {
+	ctx := context.Background()
+	e := newRotatedEnv(t, "postgres")
+	e.registerWith(t, e.old, "before.acme")
+	hold, release := holdReads(t, e.old)
+	startNotifier(t, e.old)
+	e.registerWith(t, e.old, "live.acme")
+	hold()
+	other, err := Open(ctx, e.url, e.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.PublishRootCRL(ctx, e.signRootCRL(t, 1, e.inter), []*x509.Certificate{e.root}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the atr_root_crls notification makes the root CRLs' revision not live", func() bool {
+		_, live := e.old.notify.rootCRLSeq()
+		return !live
+	})
+	_, err = e.old.Register(ctx, SystemActor(), RegisterRequest{Name: "late.acme", CSR: newTestCSR(t)})
+	release()
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("issuance after another process's root CRL revoked its intermediate: %v, want ErrUnavailable", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,13 +56,14 @@ type Store struct {
 	// onCommit, when set, runs after every committed transaction (the
 	// SQLite notifier's in-process wake-up, notify.go).
 	onCommit atomic.Pointer[func()]
-	// rootCRLHooks run before and after PublishRootCRL's transaction: the
-	// ownRootCRLChange of every notifier started on this Store, so that the
-	// root CRLs' revision is not live from before the commit until a read
-	// after it.
+	// rootCRLHooks run before (true) and after (false) PublishRootCRL's
+	// transaction, in the order they were added: the publishingRootCRL of
+	// every notifier started on this Store, so that its revocation and root
+	// CRL revisions are not live from before the commit until a read after
+	// it.
 	rootCRLHooks struct {
 		sync.Mutex
-		m map[*func()]bool
+		hooks []*func(begin bool)
 	}
 	// sealLog, when set, seals a batch of issuance commits before it
 	// commits and returns what to run once it did (the checkpoint of the
@@ -558,26 +560,24 @@ func dbTimePtr(t *time.Time) *time.Time {
 
 // addRootCRLHook adds f to the hooks PublishRootCRL runs; remove takes it
 // away.
-func (s *Store) addRootCRLHook(f func()) (remove func()) {
+func (s *Store) addRootCRLHook(f func(begin bool)) (remove func()) {
 	h := &f
 	s.rootCRLHooks.Lock()
 	defer s.rootCRLHooks.Unlock()
-	if s.rootCRLHooks.m == nil {
-		s.rootCRLHooks.m = map[*func()]bool{}
-	}
-	s.rootCRLHooks.m[h] = true
+	s.rootCRLHooks.hooks = append(s.rootCRLHooks.hooks, h)
 	return func() {
 		s.rootCRLHooks.Lock()
 		defer s.rootCRLHooks.Unlock()
-		delete(s.rootCRLHooks.m, h)
+		s.rootCRLHooks.hooks = slices.DeleteFunc(s.rootCRLHooks.hooks, func(x *func(bool)) bool { return x == h })
 	}
 }
 
-// runRootCRLHooks runs every hook addRootCRLHook added.
-func (s *Store) runRootCRLHooks() {
+// runRootCRLHooks runs every hook addRootCRLHook added, outside the lock.
+func (s *Store) runRootCRLHooks(begin bool) {
 	s.rootCRLHooks.Lock()
-	defer s.rootCRLHooks.Unlock()
-	for h := range s.rootCRLHooks.m {
-		(*h)()
+	hooks := slices.Clone(s.rootCRLHooks.hooks)
+	s.rootCRLHooks.Unlock()
+	for _, h := range hooks {
+		(*h)(begin)
 	}
 }
