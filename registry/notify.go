@@ -5,14 +5,16 @@ package registry
 // (log_head.size), that a revocation-relevant change committed
 // (revocation_state.seq, which triggers bump in the same transaction as
 // every change to a certificate's status, reason, revocation time or grace
-// end: migrations 002), or that an API key changed (api_key_state.seq,
-// bumped likewise by every revocation or other change of a key: migrations
-// 012), whichever replica made it.
+// end: migrations 002), that a root CRL was published
+// (revocation_state.root_crl_seq: migration 010), or that an API key
+// changed (api_key_state.seq, bumped likewise by every revocation or other
+// change of a key: migrations 012), whichever replica made it.
 //
 //   - PostgreSQL: triggers (migration 009) NOTIFY atr_log and
 //     atr_revocation with the new value when the transaction commits; a
 //     dedicated lib/pq Listener connection per replica receives them (and
-//     atr_api_keys, migration 012) and reads the values (a notification's
+//     atr_api_keys, migration 012, and atr_root_crls, migration 014) and
+//     reads the values (a notification's
 //     payload is never taken as one: see notified). The
 //     Listener reconnects by itself; after every (re)connection the values
 //     are read again, so a notification lost while disconnected delays a
