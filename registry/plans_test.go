@@ -65,16 +65,7 @@ func TestBatchFindsLargerCheckpointsByIndex(t *testing.T) {
 		t.Fatalf("no batch stored its checkpoint; statements on log_checkpoints:\n%s", strings.Join(reads, "\n"))
 	}
 
-	db, err := sqlx.Open("postgres", f.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	conn, err := db.Connx(ctx) // PREPARE and SET hold for one session
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := pgSession(t, f.DatabaseURL)
 	// A log some weeks old: 100,000 checkpoints (sizes far above the tree's,
 	// which no statement below runs against: they are only planned).
 	for _, q := range []string{
@@ -149,16 +140,7 @@ func TestStatementsFindRowsByIndexOnPostgres(t *testing.T) {
 		return err
 	})...)
 
-	db, err := sqlx.Open("postgres", f.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	conn, err := db.Connx(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := pgSession(t, f.DatabaseURL)
 	growing := []string{"agents", "certificates", "pending_issuances", "log_entries", "log_hashes", "log_openings", "log_checkpoints", "audit_events", "ocsp_responses"}
 	for _, tbl := range growing {
 		for _, q := range []string{
@@ -191,6 +173,23 @@ func TestStatementsFindRowsByIndexOnPostgres(t *testing.T) {
 	if len(seen) < 20 {
 		t.Fatalf("only %d statements planned: the hook does not see them", len(seen))
 	}
+}
+
+// pgSession opens one PostgreSQL session on url (PREPARE and SET hold for
+// one session), closed when the test ends.
+func pgSession(t *testing.T, url string) *sqlx.Conn {
+	t.Helper()
+	db, err := sqlx.Open("postgres", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	conn, err := db.Connx(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // genericPlan prepares q as name on conn and returns the plan PostgreSQL
