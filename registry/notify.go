@@ -121,8 +121,8 @@ type notifier struct {
 	// crlsLive is live for the root CRLs' revision (root_crl_seq), as
 	// keysLive is for the keys': a rotation or revocation moves seq, never
 	// root_crl_seq, so it does not clear it; a root CRL published through
-	// this Store (ownRootCRLChange) or an atr_root_crls notification does,
-	// until a read that began after it. Every issuance checks its issuing
+	// this Store (publishingRootCRL) or an atr_root_crls notification
+	// (ownRootCRLChange) does, until a read that began after it. Every issuance checks its issuing
 	// CA against the root CRLs (issuerRevoked): with crlsLive it reads
 	// nothing while a fleet's rotations keep live false.
 	crlsLive atomic.Bool
@@ -153,7 +153,7 @@ type notifier struct {
 	kick   chan struct{} // buffered(1): read the values now
 	events chan pq.ListenerEventType
 	hook   *func() // installed as Store.onCommit (SQLite)
-	// dropCRLHook takes ownRootCRLChange off the Store's root CRL hooks.
+	// dropCRLHook takes publishingRootCRL off the Store's root CRL hooks.
 	dropCRLHook func()
 	// poll overrides the periodic read's interval (tests); zero means
 	// notifyPollSQLite or notifyPollPostgres.
