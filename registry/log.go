@@ -662,7 +662,7 @@ func (w appendWrite) inserts() []stmt {
 // extends, so it changes no row — and the append is refused — when the
 // head is anywhere else (TestAppendRefusedOnAStaleHead).
 func (w appendWrite) headGuard() guard {
-	return guard{stmt: stmt{`UPDATE log_head SET size = ?, root = ? WHERE id = 1 AND size = ? AND root = ?`, []any{w.idx + 1, w.root[:], w.idx, w.prev}},
+	return guard{stmt: stmt{headGuardQuery, []any{w.idx + 1, w.root[:], w.idx, w.prev}},
 		miss: func() error { return fmt.Errorf("registry: log: head moved during append: %w", ErrConflict) }}
 }
 

@@ -406,6 +406,10 @@ func execPlan(ctx context.Context, tx *sqlx.Tx, op string, guards []guard, stmts
 	if err := checkStmts(op, append(checked, stmts...)); err != nil {
 		return err
 	}
+	if bp := deferredPlan(tx); bp != nil {
+		bp.add(guards, stmts) // run with the batch's others (batchplan.go)
+		return nil
+	}
 	changed := make([]int64, len(guards))
 	if tx.DriverName() != "postgres" {
 		for i, g := range guards {

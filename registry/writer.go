@@ -182,12 +182,16 @@ func (w *writer) execBatch(live []*txItem) []error {
 		return errs
 	}
 	errs, failed := w.execTx(ctx, live, false)
-	if failed < 0 {
+	if failed == -1 {
 		return errs
 	}
 	w.mu.Lock()
 	w.reruns++
 	w.mu.Unlock()
+	if failed == failedUnknown {
+		errs, _ = w.execTx(ctx, live, true)
+		return errs
+	}
 	rest := slices.Delete(slices.Clone(live), failed, failed+1)
 	restErrs, _ := w.execTx(ctx, rest, true)
 	out := append(restErrs[:failed:failed], errs[failed])
@@ -209,13 +213,32 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 		return errs, -1
 	}
 	if len(live) == 1 || !savepoints {
+		// On PostgreSQL a batch of issuance commits stores itself with one
+		// statement (batchplan.go): the items' plans are collected, then
+		// run together.
+		var bp *batchPlan
+		if w.s.dialect == Postgres && !slices.ContainsFunc(live, func(it *txItem) bool { return !it.rerun }) {
+			var undefer func()
+			bp, undefer = deferPlans(tx)
+			defer undefer()
+		}
 		for k, it := range live {
+			if bp != nil {
+				bp.item = k
+			}
 			if errs[k] = it.fn(tx); errs[k] != nil {
 				_ = tx.Rollback()
 				if len(live) == 1 {
 					return errs, -1
 				}
 				return errs, k
+			}
+		}
+		if bp != nil {
+			deferredPlans.Delete(tx) // the seal's statements run as they come
+			if failed, ok := w.runPlans(ctx, tx, bp, live, errs); !ok {
+				_ = tx.Rollback()
+				return errs, failed
 			}
 		}
 	} else if err := w.runItems(ctx, tx, live, errs); err != nil {
@@ -259,6 +282,39 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 		(*f)()
 	}
 	return errs, -1
+}
+
+// failedUnknown is execTx's failed when the batch's one statement failed
+// as a whole (batchPlan.run): no item can be blamed, so every item runs
+// again, each in its own savepoint.
+const failedUnknown = -2
+
+// runPlans runs a batch's collected plans (batchPlan.run) and reports
+// whether every plan ran and every guard matched. If not, it sets the
+// items' errors and returns the failed item: the item one of whose guards
+// missed, or failedUnknown when the statement failed as a whole (every
+// item's error is then that failure); -1 for a batch of one.
+func (w *writer) runPlans(ctx context.Context, tx *sqlx.Tx, bp *batchPlan, live []*txItem, errs []error) (failed int, ok bool) {
+	missed, err := bp.run(ctx, tx, len(live))
+	if err != nil {
+		for k, it := range live {
+			errs[k] = dbErr(it.op, err)
+		}
+		if len(live) == 1 {
+			return -1, false
+		}
+		return failedUnknown, false
+	}
+	for k, e := range missed {
+		if e != nil {
+			errs[k] = e
+			if len(live) == 1 {
+				return -1, false
+			}
+			return k, false
+		}
+	}
+	return -1, true
 }
 
 // begin starts a batch's transaction: on PostgreSQL on any pooled

@@ -1,0 +1,565 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"database/sql/driver"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// One statement for a batch of issuance commits on PostgreSQL (issue 14).
+//
+// Each issuance commit stores itself with one execPlan: its guards and
+// statements as one statement, one round trip. A batch of eight ran eight
+// such statements one after another while it held the log head's lock,
+// each a round trip and an executor's start of some ten CTEs, and each
+// moved log_head (its row, its trigger, its notification) once.
+//
+// While the writer runs a batch of issuance commits on PostgreSQL, execPlan
+// only collects each item's plan (batchPlan.add); the writer then runs them
+// all as one statement (batchPlan.run) before the seal and the commit:
+//
+//   - the items' log_head guards, a chain (each extends the head the one
+//     before it left), become one guard from the first item's head to the
+//     last item's;
+//   - the statements and guards of the same text become one CTE over a
+//     JSON parameter of their rows (json_populate_recordset for an INSERT,
+//     json_populate_record for an UPDATE, whose guards return the rows they
+//     matched), so the statement's text depends on which kinds of statement
+//     the batch holds, not on how many: a few texts, each prepared once per
+//     connection (pgstmt.go);
+//   - a statement of another form, or with a value JSON cannot carry
+//     exactly, is written as it is, with numbered parameters.
+//
+// The values reach each column through the column type's input function,
+// as lib/pq's text parameters do. Every column these statements write is
+// text, bytea, an integer or a timestamp; a json or jsonb column would take
+// a JSON string as a JSON value, not as its text, and must not be written
+// through here (TestBatchPlanStoresWhatExecPlanStores compares the rows
+// with execPlan's).
+//
+// What an item may rely on is what execPlan promises: no part of a plan
+// sees another's changes. Items of one batch touch distinct rows (one
+// issuance in flight per name, distinct serials and log indexes) except
+// log_head, whose guards are merged. A guard that misses fails its item;
+// the writer rolls the batch back and runs the others again with
+// savepoints, each plan then executed on its own (writer.execBatch), as
+// after any failed item. A statement that fails cannot be blamed on one
+// item: the writer then runs every item again that way.
+
+// deferredPlans maps a transaction whose execPlans are collected to its
+// batchPlan (the writer's batch on PostgreSQL).
+var deferredPlans sync.Map // *sqlx.Tx → *batchPlan
+
+// batchPlan is the plans of a batch's items, collected in order.
+type batchPlan struct {
+	item  int // the item whose fn runs now
+	parts []planPart
+}
+
+// planPart is one execPlan of one item.
+type planPart struct {
+	item   int
+	guards []guard
+	stmts  []stmt
+}
+
+// deferPlans makes execPlan in tx collect into a new batchPlan until the
+// returned function is called.
+func deferPlans(tx *sqlx.Tx) (*batchPlan, func()) {
+	bp := &batchPlan{}
+	deferredPlans.Store(tx, bp)
+	return bp, func() { deferredPlans.Delete(tx) }
+}
+
+// deferredPlan returns the batchPlan collecting tx's plans, if any.
+func deferredPlan(tx *sqlx.Tx) *batchPlan {
+	v, ok := deferredPlans.Load(tx)
+	if !ok {
+		return nil
+	}
+	return v.(*batchPlan)
+}
+
+// add collects a checked plan of the running item. Its guards count as
+// matched from here: the item commits only if every guard of the batch's
+// statement matched (run), so a commitFunc's check that it ran its pending
+// guard (Registry.issue) holds as with execPlan.
+func (bp *batchPlan) add(guards []guard, stmts []stmt) {
+	for _, g := range guards {
+		if g.matched != nil {
+			*g.matched = true
+		}
+	}
+	bp.parts = append(bp.parts, planPart{item: bp.item, guards: guards, stmts: stmts})
+}
+
+// headGuardQuery is appendWrite.headGuard's UPDATE: new size and root,
+// then the size and root it extends.
+const headGuardQuery = `UPDATE log_head SET size = ?, root = ? WHERE id = 1 AND size = ? AND root = ?`
+
+// planUnit is one row of one statement or guard: a single-row INSERT (a
+// multi-row one split into its rows), or an UPDATE.
+type planUnit struct {
+	item  int
+	guard *guard // nil: a statement
+	query string
+	args  []any
+}
+
+// batchCTE is one CTE of the batch's statement: a merged group, or a unit
+// written as it is.
+type batchCTE struct {
+	form  *mergeForm // nil: units[0] written as it is
+	units []planUnit
+}
+
+// run executes the collected plans as one statement in tx. It returns, per
+// item, the miss error of a guard of it that changed no row (nil: every
+// guard matched) or, as err, a failure of the statement as a whole.
+func (bp *batchPlan) run(ctx context.Context, tx *sqlx.Tx, items int) (missed []error, err error) {
+	ctes, err := bp.ctes()
+	if err != nil {
+		return nil, err
+	}
+	query, args, guardCTEs, err := writeBatch(ctes)
+	if err != nil {
+		return nil, err
+	}
+	got := make([]pq.Int64Array, len(guardCTEs))
+	dest := make([]any, max(len(got), 1))
+	var one int64
+	dest[0] = &one
+	for i := range got {
+		dest[i] = &got[i]
+	}
+	if err := tx.QueryRowxContext(ctx, query, args...).Scan(dest...); err != nil {
+		return nil, dbErr("storing a batch of issuances", err)
+	}
+	missed = make([]error, items)
+	for i, c := range guardCTEs {
+		count := make([]int, len(c.units))
+		for _, o := range got[i] {
+			if o < 1 || int(o) > len(c.units) {
+				return nil, fmt.Errorf("registry: storing a batch of issuances: a guard returned row %d of %d", o, len(c.units))
+			}
+			count[o-1]++
+		}
+		for k, u := range c.units {
+			if count[k] != 1 && missed[u.item] == nil {
+				missed[u.item] = u.guard.miss()
+			}
+		}
+	}
+	return missed, nil
+}
+
+// ctes groups the collected units into the batch's CTEs, in the order of
+// their first appearance: the log head's chain of guards as one guard,
+// the units of one mergeable form as one CTE each.
+func (bp *batchPlan) ctes() ([]batchCTE, error) {
+	var (
+		out    []batchCTE
+		byText = map[string]int{}
+		head   = -1
+	)
+	for _, p := range bp.parts {
+		var units []planUnit
+		for i := range p.guards {
+			g := &p.guards[i]
+			units = append(units, planUnit{item: p.item, guard: g, query: g.query, args: g.args})
+		}
+		for _, st := range p.stmts {
+			units = append(units, splitRows(p.item, st)...)
+		}
+		for _, u := range units {
+			if u.guard != nil && u.query == headGuardQuery {
+				if head < 0 {
+					head = len(out)
+					out = append(out, batchCTE{units: []planUnit{u}})
+					continue
+				}
+				if err := extendHead(&out[head].units[0], u); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			f, ok := mergeFormOf(u)
+			if !ok {
+				out = append(out, batchCTE{units: []planUnit{u}})
+				continue
+			}
+			key := f.text
+			if u.guard != nil {
+				key = "guard " + key
+			}
+			if k, ok := byText[key]; ok {
+				out[k].units = append(out[k].units, u)
+				continue
+			}
+			byText[key] = len(out)
+			out = append(out, batchCTE{form: f, units: []planUnit{u}})
+		}
+	}
+	return out, nil
+}
+
+// extendHead makes first, a log head guard, end where next ends; next
+// must start where first ends (the appends of one batch form a chain).
+func extendHead(first *planUnit, next planUnit) error {
+	if len(first.args) != 4 || len(next.args) != 4 {
+		return errors.New("registry: storing a batch of issuances: a log head guard without its four values")
+	}
+	size, sok := first.args[0].(int64)
+	from, fok := next.args[2].(int64)
+	root, rok := first.args[1].([]byte)
+	prev, pok := next.args[3].([]byte)
+	if !sok || !fok || !rok || !pok || size != from || !bytes.Equal(root, prev) {
+		return errors.New("registry: storing a batch of issuances: the batch's appends do not form a chain")
+	}
+	first.args = []any{next.args[0], next.args[1], first.args[2], first.args[3]}
+	return nil
+}
+
+// splitRows returns st as units: one per row of a multi-row INSERT … VALUES,
+// else st itself.
+func splitRows(item int, st stmt) []planUnit {
+	m := multiInsertRE.FindStringSubmatch(st.query)
+	if m == nil {
+		return []planUnit{{item: item, query: st.query, args: st.args}}
+	}
+	per := strings.Count(m[2], "?")
+	if per == 0 || len(st.args)%per != 0 || strings.Count(st.query, "?") != len(st.args) {
+		return []planUnit{{item: item, query: st.query, args: st.args}}
+	}
+	one := m[1] + m[2]
+	out := make([]planUnit, 0, len(st.args)/per)
+	for k := 0; k < len(st.args); k += per {
+		out = append(out, planUnit{item: item, query: one, args: st.args[k : k+per]})
+	}
+	return out
+}
+
+var (
+	// multiInsertRE matches INSERT INTO t (cols) VALUES (?, …)[, (?, …)]…:
+	// the part before the first row, the first row.
+	multiInsertRE = regexp.MustCompile(`^(\s*INSERT INTO \w+\s*\([\w\s,]+\)\s*VALUES\s*)(\(\s*\?(?:\s*,\s*\?)*\s*\))(?:\s*,\s*\(\s*\?(?:\s*,\s*\?)*\s*\))*\s*$`)
+	// insertRE matches a single-row INSERT INTO t (cols) VALUES (?, …).
+	insertRE = regexp.MustCompile(`^\s*INSERT INTO (\w+)\s*\(([\w\s,]+)\)\s*VALUES\s*\(\s*\?(?:\s*,\s*\?)*\s*\)\s*$`)
+	// updateRE matches UPDATE t SET … WHERE ….
+	updateRE = regexp.MustCompile(`^\s*UPDATE (\w+)\s+SET\s+([\s\S]+?)\s+WHERE\s+([\s\S]+?)\s*$`)
+	// setListRE and conditionRE match what a merged UPDATE may hold: a
+	// SET list of "column = ?", and a condition of "column = ?" or
+	// "column = <integer>" joined by AND.
+	setListRE   = regexp.MustCompile(`^\w+\s*=\s*\?(?:\s*,\s*\w+\s*=\s*\?)*$`)
+	conditionRE = regexp.MustCompile(`^\w+\s*=\s*(?:\?|\d+)(?:\s+AND\s+\w+\s*=\s*(?:\?|\d+))*$`)
+	// assignRE matches a column compared with or set to a placeholder.
+	assignRE = regexp.MustCompile(`(\w+)\s*=\s*\?`)
+)
+
+// mergeForm is how the units of one statement text become one CTE: the
+// statement rewritten over a JSON parameter, and where each argument goes
+// in a row of it.
+type mergeForm struct {
+	text string // the unit's query
+	// sql is the rewritten statement; "$?" stands for the JSON parameter.
+	sql string
+	// cols[i] is the column argument i is given as; set[i] whether it goes
+	// to the row's SET record (an UPDATE) rather than its WHERE one.
+	cols []string
+	set  []bool
+	// update: rows are [SET record, WHERE record] pairs with an ordinal.
+	update bool
+}
+
+var mergeForms sync.Map // query text → *mergeForm, or nil: not mergeable
+
+// mergeFormOf returns the merged form of u's statement, if it has one.
+func mergeFormOf(u planUnit) (*mergeForm, bool) {
+	if v, ok := mergeForms.Load(u.query); ok {
+		f, _ := v.(*mergeForm)
+		return f, f != nil
+	}
+	f := newMergeForm(u.query)
+	if f == nil {
+		mergeForms.Store(u.query, (*mergeForm)(nil))
+		return nil, false
+	}
+	mergeForms.Store(u.query, f)
+	return f, true
+}
+
+// newMergeForm rewrites query, a single-row INSERT, or an UPDATE of a SET
+// list of "column = ?" where a condition of "column = ?" and "column =
+// <integer>" joined by AND (each column once in SET and once in the
+// condition at most), or returns nil. Guards and statements of one text get the
+// same form; a guard's CTE adds RETURNING (writeBatch).
+func newMergeForm(query string) *mergeForm {
+	if m := insertRE.FindStringSubmatch(query); m != nil {
+		table, cols := m[1], strings.Split(m[2], ",")
+		for i := range cols {
+			cols[i] = strings.TrimSpace(cols[i])
+		}
+		if len(cols) != strings.Count(query, "?") || hasDuplicate(cols) {
+			return nil
+		}
+		list := strings.Join(cols, ", ")
+		return &mergeForm{text: query, cols: cols, set: make([]bool, len(cols)),
+			sql: fmt.Sprintf("INSERT INTO %s (%s) SELECT atr_r.%s FROM json_populate_recordset(NULL::%s, $?::json) AS atr_r",
+				table, list, strings.Join(cols, ", atr_r."), table)}
+	}
+	m := updateRE.FindStringSubmatch(query)
+	if m == nil || !setListRE.MatchString(m[2]) || !conditionRE.MatchString(m[3]) {
+		return nil
+	}
+	table := m[1]
+	f := &mergeForm{text: query, update: true}
+	set, ok := f.rewrite(m[2], true)
+	if !ok {
+		return nil
+	}
+	where, ok := f.rewrite(m[3], false)
+	if !ok {
+		return nil
+	}
+	f.sql = fmt.Sprintf("UPDATE %s SET %s FROM (SELECT json_populate_record(NULL::%s, atr_e->0) AS atr_s, json_populate_record(NULL::%s, atr_e->1) AS atr_w, atr_o FROM json_array_elements($?::json) WITH ORDINALITY AS atr_x(atr_e, atr_o) OFFSET 0) AS atr_v WHERE %s",
+		table, set, table, table, where)
+	return f
+}
+
+// rewrite replaces each "column = ?" of part, an UPDATE's SET list (set)
+// or its condition, by the column of the row's SET or WHERE record, and
+// adds the columns to f. It refuses a placeholder in another form, or a
+// column given twice in one part.
+func (f *mergeForm) rewrite(part string, set bool) (string, bool) {
+	locs := assignRE.FindAllStringSubmatchIndex(part, -1)
+	if len(locs) != strings.Count(part, "?") {
+		return "", false
+	}
+	rec := "atr_w"
+	if set {
+		rec = "atr_s"
+	}
+	var b strings.Builder
+	prev := 0
+	seen := map[string]bool{}
+	for _, l := range locs {
+		col := part[l[2]:l[3]]
+		if seen[col] {
+			return "", false
+		}
+		seen[col] = true
+		f.cols, f.set = append(f.cols, col), append(f.set, set)
+		b.WriteString(part[prev:l[0]])
+		fmt.Fprintf(&b, "%s = (atr_v.%s).%s", col, rec, col)
+		prev = l[1]
+	}
+	b.WriteString(part[prev:])
+	return b.String(), true
+}
+
+func hasDuplicate(s []string) bool {
+	seen := map[string]bool{}
+	for _, v := range s {
+		if seen[v] {
+			return true
+		}
+		seen[v] = true
+	}
+	return false
+}
+
+// writeBatch writes the batch's statement: one CTE per batchCTE, then a
+// SELECT of every guard CTE's matched rows (ordinals, one array per guard
+// CTE; a guard written as it is returns 1). It returns the guard CTEs in
+// the SELECT's order.
+func writeBatch(ctes []batchCTE) (query string, args []any, guards []batchCTE, err error) {
+	var b strings.Builder
+	for i, c := range ctes {
+		if i == 0 {
+			b.WriteString("WITH ")
+		} else {
+			b.WriteString(", ")
+		}
+		isGuard := c.units[0].guard != nil
+		if isGuard {
+			fmt.Fprintf(&b, "g%d AS (", len(guards))
+		} else {
+			fmt.Fprintf(&b, "s%d AS (", i)
+		}
+		if c.form == nil {
+			u := c.units[0]
+			args = writeNumbered(&b, stmt{u.query, u.args}, args)
+			if isGuard {
+				b.WriteString(" RETURNING 1 AS atr_o")
+			}
+		} else {
+			param, perr := c.form.param(c.units)
+			if perr != nil {
+				return "", nil, nil, perr
+			}
+			args = append(args, param)
+			b.WriteString(strings.Replace(c.form.sql, "$?", "$"+strconv.Itoa(len(args)), 1))
+			if isGuard {
+				b.WriteString(" RETURNING atr_v.atr_o")
+			}
+		}
+		b.WriteString(")")
+		if isGuard {
+			guards = append(guards, c)
+		}
+	}
+	if len(guards) == 0 {
+		b.WriteString(" SELECT 1")
+	} else {
+		b.WriteString(" SELECT ")
+		for i := range guards {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "ARRAY(SELECT atr_o FROM g%d)", i)
+		}
+	}
+	return b.String(), args, guards, nil
+}
+
+// param encodes units' rows as the form's JSON parameter: for an INSERT an
+// array of objects by column; for an UPDATE an array of [SET, WHERE]
+// pairs of objects.
+func (f *mergeForm) param(units []planUnit) (string, error) {
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, u := range units {
+		if len(u.args) != len(f.cols) {
+			return "", fmt.Errorf("registry: storing a batch of issuances: %d values for %d columns", len(u.args), len(f.cols))
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if f.update {
+			b.WriteByte('[')
+			if err := writeRecord(&b, f, u.args, true); err != nil {
+				return "", err
+			}
+			b.WriteByte(',')
+			if err := writeRecord(&b, f, u.args, false); err != nil {
+				return "", err
+			}
+			b.WriteByte(']')
+		} else if err := writeRecord(&b, f, u.args, false); err != nil {
+			return "", err
+		}
+	}
+	b.WriteByte(']')
+	return b.String(), nil
+}
+
+// writeRecord writes the JSON object of args whose column goes to the SET
+// record (set) or to the other one.
+func writeRecord(b *bytes.Buffer, f *mergeForm, args []any, set bool) error {
+	b.WriteByte('{')
+	n := 0
+	for i, col := range f.cols {
+		if f.set[i] != set {
+			continue
+		}
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		n++
+		writeJSONString(b, col)
+		b.WriteByte(':')
+		if err := writeJSONValue(b, args[i]); err != nil {
+			return fmt.Errorf("registry: storing a batch of issuances: column %s: %w", col, err)
+		}
+	}
+	b.WriteByte('}')
+	return nil
+}
+
+// errNotExact is a value a JSON parameter cannot carry as lib/pq would
+// send it.
+var errNotExact = errors.New("value has no exact JSON form")
+
+// writeJSONValue writes v as the JSON value whose text the column's input
+// function reads as lib/pq's text parameter would be read: bytes as
+// bytea's hex form, times in RFC 3339 with the offset.
+func writeJSONValue(b *bytes.Buffer, v any) error {
+	if dv, ok := v.(driver.Valuer); ok {
+		x, err := dv.Value()
+		if err != nil {
+			return err
+		}
+		v = x
+	}
+	switch x := v.(type) {
+	case nil:
+		b.WriteString("null")
+	case string:
+		// Invalid UTF-8 or a NUL would be changed by JSON or refused by
+		// PostgreSQL's JSON; lib/pq's text parameter would be refused.
+		if !utf8.ValidString(x) || strings.IndexByte(x, 0) >= 0 {
+			return errNotExact
+		}
+		writeJSONString(b, x)
+	case []byte:
+		if x == nil {
+			b.WriteString("null")
+			return nil
+		}
+		b.WriteString(`"\\x`)
+		b.WriteString(hex.EncodeToString(x))
+		b.WriteByte('"')
+	case int64:
+		b.WriteString(strconv.FormatInt(x, 10))
+	case int:
+		b.WriteString(strconv.Itoa(x))
+	case int32:
+		b.WriteString(strconv.FormatInt(int64(x), 10))
+	case bool:
+		b.WriteString(strconv.FormatBool(x))
+	case time.Time:
+		b.WriteByte('"')
+		b.WriteString(x.Format("2006-01-02T15:04:05.999999999Z07:00"))
+		b.WriteByte('"')
+	case *int64:
+		if x == nil {
+			b.WriteString("null")
+		} else {
+			b.WriteString(strconv.FormatInt(*x, 10))
+		}
+	case *string:
+		if x == nil {
+			b.WriteString("null")
+			return nil
+		}
+		return writeJSONValue(b, *x)
+	case *time.Time:
+		if x == nil {
+			b.WriteString("null")
+			return nil
+		}
+		return writeJSONValue(b, *x)
+	default:
+		return fmt.Errorf("%w: %T", errNotExact, v)
+	}
+	return nil
+}
+
+// writeJSONString writes s, valid UTF-8, as a JSON string.
+func writeJSONString(b *bytes.Buffer, s string) {
+	enc, _ := json.Marshal(s) // valid UTF-8: never fails or changes s
+	b.Write(enc)
+}

@@ -1,0 +1,341 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// TestMergeForms: which statements a batch merges over a JSON parameter,
+// and where each placeholder's value goes.
+func TestMergeForms(t *testing.T) {
+	for _, c := range []struct {
+		query string
+		want  string // "": not mergeable
+		cols  string // column:set/where, in argument order
+	}{
+		{`INSERT INTO t (a, b) VALUES (?, ?)`,
+			`INSERT INTO t (a, b) SELECT atr_r.a, atr_r.b FROM json_populate_recordset(NULL::t, $?::json) AS atr_r`, "a:w b:w"},
+		{"INSERT INTO certificates\n\t\t(serial, der)\n\t\tVALUES (?, ?)",
+			`INSERT INTO certificates (serial, der) SELECT atr_r.serial, atr_r.der FROM json_populate_recordset(NULL::certificates, $?::json) AS atr_r`, "serial:w der:w"},
+		{`UPDATE p SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`,
+			`UPDATE p SET state = (atr_v.atr_s).state, updated_at = (atr_v.atr_s).updated_at FROM (SELECT json_populate_record(NULL::p, atr_e->0) AS atr_s, json_populate_record(NULL::p, atr_e->1) AS atr_w, atr_o FROM json_array_elements($?::json) WITH ORDINALITY AS atr_x(atr_e, atr_o) OFFSET 0) AS atr_v WHERE serial = (atr_v.atr_w).serial AND state = (atr_v.atr_w).state`,
+			"state:s updated_at:s serial:w state:w"},
+		{headGuardQuery,
+			`UPDATE log_head SET size = (atr_v.atr_s).size, root = (atr_v.atr_s).root FROM (SELECT json_populate_record(NULL::log_head, atr_e->0) AS atr_s, json_populate_record(NULL::log_head, atr_e->1) AS atr_w, atr_o FROM json_array_elements($?::json) WITH ORDINALITY AS atr_x(atr_e, atr_o) OFFSET 0) AS atr_v WHERE id = 1 AND size = (atr_v.atr_w).size AND root = (atr_v.atr_w).root`,
+			"size:s root:s size:w root:w"},
+		{`UPDATE t SET a = ? WHERE b < ?`, "", ""},                      // a placeholder not in "column = ?"
+		{`UPDATE t SET a = ?, a = ? WHERE b = ?`, "", ""},               // a column twice in one part
+		{`INSERT INTO t (a, a) VALUES (?, ?)`, "", ""},                  // the same
+		{`INSERT INTO t (a, b) VALUES (?, 1)`, "", ""},                  // a literal among the values
+		{`INSERT INTO t (a) SELECT x FROM u WHERE y = ?`, "", ""},       // not VALUES
+		{`DELETE FROM t WHERE a = ?`, "", ""},                           // not an INSERT or UPDATE
+		{`UPDATE t SET a = ? WHERE b IN (?, ?)`, "", ""},                // an IN list
+		{`UPDATE t SET a = ? WHERE b = ? RETURNING a`, "", ""},          // RETURNING
+		{`UPDATE t SET a = (SELECT ? ) WHERE b = ?`, "", ""},            // a placeholder in an expression
+		{`INSERT INTO t (a) VALUES (?) ON CONFLICT DO NOTHING`, "", ""}, // a clause after VALUES
+	} {
+		f := newMergeForm(c.query)
+		if c.want == "" {
+			if f != nil {
+				t.Errorf("%q merged as %q; want it written as it is", c.query, f.sql)
+			}
+			continue
+		}
+		if f == nil {
+			t.Errorf("%q: not merged; want %q", c.query, c.want)
+			continue
+		}
+		if f.sql != c.want {
+			t.Errorf("%q merged as\n%q, want\n%q", c.query, f.sql, c.want)
+		}
+		var cols []string
+		for i, col := range f.cols {
+			where := "w"
+			if f.set[i] {
+				where = "s"
+			}
+			cols = append(cols, col+":"+where)
+		}
+		if got := strings.Join(cols, " "); got != c.cols {
+			t.Errorf("%q: columns %s, want %s", c.query, got, c.cols)
+		}
+	}
+}
+
+// TestSplitRows: a multi-row INSERT is merged row by row, under the text
+// of its one-row form (a batch's statement text does not depend on how
+// many hashes an append stores).
+func TestSplitRows(t *testing.T) {
+	st := stmt{`INSERT INTO log_hashes (idx, hash) VALUES (?, ?), (?, ?), (?, ?)`, []any{int64(1), []byte{1}, int64(2), []byte{2}, int64(3), []byte{3}}}
+	units := splitRows(4, st)
+	if len(units) != 3 {
+		t.Fatalf("%d units, want 3", len(units))
+	}
+	for k, u := range units {
+		if u.query != `INSERT INTO log_hashes (idx, hash) VALUES (?, ?)` || u.item != 4 || len(u.args) != 2 || u.args[0] != int64(k+1) {
+			t.Errorf("unit %d: %+v", k, u)
+		}
+	}
+	for _, q := range []string{`INSERT INTO t (a) VALUES (?), (1)`, `UPDATE t SET a = ? WHERE b = ?`} {
+		if units := splitRows(0, stmt{q, []any{1, 2}}); len(units) != 1 || units[0].query != q {
+			t.Errorf("%q split into %+v; want it whole", q, units)
+		}
+	}
+}
+
+// TestJSONValuesRefuseWhatTheyWouldChange: a value JSON would change (bad
+// UTF-8 is replaced), or PostgreSQL's JSON refuses (NUL), or of a type
+// without an exact form, is refused, and the batch is then run again item
+// by item (writer.execBatch), each with lib/pq's parameters.
+func TestJSONValuesRefuseWhatTheyWouldChange(t *testing.T) {
+	for _, v := range []any{"a\xffb", "a\x00b", 1.5, []string{"x"}, struct{}{}} {
+		var buf bytes.Buffer
+		if err := writeJSONValue(&buf, v); !errors.Is(err, errNotExact) {
+			t.Errorf("%#v: %v (%s), want errNotExact", v, err, buf.String())
+		}
+	}
+}
+
+// TestBatchPlanStoresWhatExecPlanStores (PostgreSQL): the same plans,
+// one set run one by one with execPlan and one collected and run as the
+// batch's one statement, leave equal rows, value for value — every column
+// type the issuance writes, NULLs, bytes that are not text, the edges of
+// bigint, characters JSON escapes — and the batch's guards match the rows
+// they name.
+func TestBatchPlanStoresWhatExecPlanStores(t *testing.T) {
+	st := openBareStore(t, "postgres")
+	ctx := context.Background()
+	for _, table := range []string{"bp_one", "bp_batch"} {
+		execAll(t, st, `CREATE TABLE `+table+` (k TEXT PRIMARY KEY, b BYTEA, n BIGINT, i INTEGER, ts TIMESTAMPTZ, s TEXT, state TEXT NOT NULL)`)
+	}
+	at := time.Date(2026, 12, 6, 3, 4, 5, 123456000, time.FixedZone("x", 3600))
+	n64 := int64(math.MinInt64)
+	str := "pointed"
+	rows := [][]any{
+		{"k0", []byte{0, 1, 0xfe, 0xff, '\\', 'x'}, int64(math.MaxInt64), 7, at, `quotes ' " \ and \n, <tags> & é — 𝄞 \u2028`, "new"},
+		{"k1", nil, nil, nil, nil, nil, "new"},
+		{"k2", []byte{}, &n64, int64(-1), dbTime(at), &str, "new"},
+		{"k3", []byte("x"), (*int64)(nil), 0, (*time.Time)(nil), (*string)(nil), "new"},
+	}
+	plans := func(table string) [][2]any { // per row: guards, stmts
+		var out [][2]any
+		for _, r := range rows {
+			ins := stmt{`INSERT INTO ` + table + ` (k, b, n, i, ts, s, state) VALUES (?, ?, ?, ?, ?, ?, ?)`, r}
+			out = append(out, [2]any{[]guard(nil), []stmt{ins}})
+		}
+		for _, r := range rows {
+			g := guard{stmt: stmt{`UPDATE ` + table + ` SET state = ?, s = ? WHERE k = ? AND state = ?`, []any{"done", r[5], r[0], "new"}},
+				miss: func() error { return fmt.Errorf("row %v moved", r[0]) }}
+			out = append(out, [2]any{[]guard{g}, []stmt(nil)})
+		}
+		return out
+	}
+	// One by one.
+	for _, p := range plans("bp_one") {
+		if err := st.inOwnTx(ctx, "one", func(tx *sqlx.Tx) error {
+			return execPlan(ctx, tx, "one", p[0].([]guard), p[1].([]stmt))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// As one batch: the inserts are items 0–3, the guards 4–7 (run in
+	// separate batches: a guard does not see an insert of its own
+	// statement).
+	runBatch := func(ps [][2]any) []error {
+		t.Helper()
+		tx, err := st.db.BeginTxx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bp, undefer := deferPlans(tx)
+		for k, p := range ps {
+			bp.item = k
+			if err := execPlan(ctx, tx, "batch", p[0].([]guard), p[1].([]stmt)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		undefer()
+		missed, err := bp.run(ctx, tx, len(ps))
+		if err != nil {
+			_ = tx.Rollback()
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		return missed
+	}
+	ps := plans("bp_batch")
+	for k, e := range runBatch(ps[:len(rows)]) {
+		if e != nil {
+			t.Errorf("insert %d: %v", k, e)
+		}
+	}
+	for k, e := range runBatch(ps[len(rows):]) {
+		if e != nil {
+			t.Errorf("guard %d missed: %v", k, e)
+		}
+	}
+	read := func(table string) []string {
+		var out []string
+		if err := st.db.SelectContext(ctx, &out, `SELECT t::text FROM `+table+` t ORDER BY k`); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	one, batch := read("bp_one"), read("bp_batch")
+	if len(one) != len(rows) || strings.Join(one, "\n") != strings.Join(batch, "\n") {
+		t.Errorf("one by one:\n%s\nas a batch:\n%s", strings.Join(one, "\n"), strings.Join(batch, "\n"))
+	}
+	// Guards that name rows no longer "new" miss, each for its own item.
+	missed := runBatch(plans("bp_batch")[len(rows):])
+	for k, e := range missed {
+		if e == nil || !strings.Contains(e.Error(), fmt.Sprint(rows[k][0])) {
+			t.Errorf("guard %d on a settled row: %v, want its own miss", k, e)
+		}
+	}
+}
+
+// TestBatchOfIssuanceCommitsIsOneStatement (PostgreSQL): items of a batch
+// that store themselves with execPlan run as one statement between BEGIN
+// and COMMIT; a guard that misses fails its item alone, and a statement
+// that fails (a duplicate key) fails the item whose row it was, the others
+// committing after the batch ran again with savepoints.
+func TestBatchOfIssuanceCommitsIsOneStatement(t *testing.T) {
+	st := openBareStore(t, "postgres")
+	execAll(t, st,
+		`CREATE TABLE bi_head (id INTEGER PRIMARY KEY, size BIGINT NOT NULL)`,
+		`CREATE TABLE bi_rows (k TEXT PRIMARY KEY, idx BIGINT NOT NULL)`,
+		`CREATE TABLE bi_pending (serial TEXT PRIMARY KEY, state TEXT NOT NULL)`,
+		`INSERT INTO bi_head (id, size) VALUES (1, 0)`)
+	ctx := context.Background()
+	w := st.grouped
+	var (
+		mu    sync.Mutex
+		stmts []string
+	)
+	see := func(q string) {
+		mu.Lock()
+		defer mu.Unlock()
+		stmts = append(stmts, q)
+	}
+	statementHook.Store(&see)
+	t.Cleanup(func() { statementHook.Store(nil) })
+	errSettled := errors.New("settled")
+	// batch runs n items queued behind a holder, item i storing row
+	// prefix+i (key, when set, gives item i another key) and settling its
+	// pending row, and returns their outcomes and the statements the
+	// batch sent.
+	batch := func(prefix string, n int, key map[int]string) ([]error, []string) {
+		errs := make([]error, n)
+		started, release := make(chan struct{}), make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			_ = w.doItem(&txItem{ctx: ctx, op: "hold", done: make(chan error, 1), fn: func(*sqlx.Tx) error {
+				close(started)
+				<-release
+				return nil
+			}})
+		})
+		<-started
+		for i := range n {
+			serial := fmt.Sprintf("%s%d", prefix, i)
+			k := serial
+			if key[i] != "" {
+				k = key[i]
+			}
+			wg.Go(func() {
+				errs[i] = w.doItem(&txItem{ctx: ctx, op: "bi", done: make(chan error, 1), rerun: true, fn: func(tx *sqlx.Tx) error {
+					pending := guard{stmt: stmt{`UPDATE bi_pending SET state = ? WHERE serial = ? AND state = ?`, []any{"issued", serial, "pending"}},
+						miss: func() error { return fmt.Errorf("%s: %w", serial, errSettled) }}
+					return execPlan(ctx, tx, "bi", []guard{pending}, []stmt{{`INSERT INTO bi_rows (k, idx) VALUES (?, ?)`, []any{k, int64(i)}}})
+				}})
+			})
+			for len(w.q.ch) < i+1 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		mu.Lock()
+		stmts = nil
+		mu.Unlock()
+		close(release)
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return errs, stmts
+	}
+	pend := func(prefix string, n int, settled ...int) {
+		for i := range n {
+			state := "pending"
+			for _, s := range settled {
+				if s == i {
+					state = "abandoned"
+				}
+			}
+			execAll(t, st, fmt.Sprintf(`INSERT INTO bi_pending (serial, state) VALUES ('%s%d', '%s')`, prefix, i, state))
+		}
+	}
+	count := func(prefix string) int {
+		var n int
+		if err := st.db.GetContext(ctx, &n, `SELECT count(*) FROM bi_rows WHERE k LIKE $1`, prefix+"%"); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	pend("a", 6)
+	before := w.stats()
+	errs, sent := batch("a", 6, nil)
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("item %d: %v", i, err)
+		}
+	}
+	if got := w.stats().Batches - before.Batches; got != 2 { // the holder's, then the six
+		t.Errorf("%d batches, want 2", got)
+	}
+	var stores int
+	for _, q := range sent {
+		if strings.Contains(q, "bi_rows") {
+			stores++
+		}
+	}
+	if stores != 1 || count("a") != 6 {
+		t.Errorf("six items stored by %d statements, %d rows; want 1 statement, 6 rows; sent:\n%s", stores, count("a"), strings.Join(sent, "\n"))
+	}
+
+	pend("b", 5, 2) // b2's pending row was settled meanwhile
+	errs, _ = batch("b", 5, nil)
+	for i, err := range errs {
+		if (i == 2) != errors.Is(err, errSettled) {
+			t.Errorf("item %d, its pending row settled: %t: %v", i, i == 2, err)
+		}
+	}
+	if count("b") != 4 {
+		t.Errorf("%d rows, want the 4 whose guard matched", count("b"))
+	}
+
+	pend("c", 5)
+	errs, _ = batch("c", 5, map[int]string{3: "a1"}) // c3 stores a key that exists
+	for i, err := range errs {
+		if (i == 3) != errors.Is(err, ErrConflict) {
+			t.Errorf("item %d, a duplicate key: %t: %v", i, i == 3, err)
+		}
+	}
+	if count("c") != 4 {
+		t.Errorf("%d rows, want the 4 without a duplicate key", count("c"))
+	}
+	var settled int
+	if err := st.db.GetContext(ctx, &settled, `SELECT count(*) FROM bi_pending WHERE serial LIKE 'c%' AND state = 'issued'`); err != nil || settled != 4 {
+		t.Errorf("%d pending rows settled, %v; want 4 (the failed item's rolled back)", settled, err)
+	}
+}
