@@ -34,21 +34,27 @@ import (
 //   - the items' log_head guards, a chain (each extends the head the one
 //     before it left), become one guard from the first item's head to the
 //     last item's;
-//   - the statements and guards of the same text become one CTE over a
-//     JSON parameter of their rows (json_populate_recordset for an INSERT,
-//     json_populate_record for an UPDATE, whose guards return the rows they
-//     matched), so the statement's text depends on which kinds of statement
-//     the batch holds, not on how many: a few texts, each prepared once per
-//     connection (pgstmt.go);
-//   - a statement of another form, or with a value JSON cannot carry
-//     exactly, is written as it is, with numbered parameters.
+//   - the single-row INSERTs of the same text (a multi-row one split into
+//     its rows) become one CTE over a jsonb parameter of their rows
+//     (jsonb_populate_recordset), whatever their number;
+//   - every other guard and statement — the UPDATEs of a row by its key —
+//     is a CTE of its own with numbered parameters, as in execPlan. Merged
+//     over a parameter, an UPDATE becomes a join whose plan depends on the
+//     table's statistics: on a table never analyzed (autovacuum off) the
+//     generic plan chosen while it was small read the whole table at every
+//     batch after it grew. An UPDATE of a key given as a parameter is an
+//     index scan whatever the statistics.
+//
+// So a batch's text depends on its number of items and their kinds: a few
+// dozen texts, each prepared once per connection (pgstmt.go).
 //
 // The values reach each column through the column type's input function,
-// as lib/pq's text parameters do. Every column these statements write is
+// as lib/pq's text parameters do. Every column these INSERTs write is
 // text, bytea, an integer or a timestamp; a json or jsonb column would take
 // a JSON string as a JSON value, not as its text, and must not be written
 // through here (TestBatchPlanStoresWhatExecPlanStores compares the rows
-// with execPlan's).
+// with execPlan's). A value JSON cannot carry exactly (invalid UTF-8, a
+// NUL) fails the statement, and the batch runs again item by item.
 //
 // What an item may rely on is what execPlan promises: no part of a plan
 // sees another's changes. Items of one batch touch distinct rows (one
@@ -119,8 +125,8 @@ type planUnit struct {
 	args  []any
 }
 
-// batchCTE is one CTE of the batch's statement: a merged group, or a unit
-// written as it is.
+// batchCTE is one CTE of the batch's statement: the merged INSERTs of one
+// text, or a unit written as it is.
 type batchCTE struct {
 	form  *mergeForm // nil: units[0] written as it is
 	units []planUnit
@@ -134,33 +140,21 @@ func (bp *batchPlan) run(ctx context.Context, tx *sqlx.Tx, items int) (missed []
 	if err != nil {
 		return nil, err
 	}
-	query, args, guardCTEs, err := writeBatch(ctes)
+	query, args, guards, err := writeBatch(ctes)
 	if err != nil {
 		return nil, err
 	}
-	got := make([]pq.Int64Array, len(guardCTEs))
-	dest := make([]any, max(len(got), 1))
-	var one int64
-	dest[0] = &one
-	for i := range got {
-		dest[i] = &got[i]
-	}
-	if err := tx.QueryRowxContext(ctx, query, args...).Scan(dest...); err != nil {
+	var changed pq.Int64Array
+	if err := tx.QueryRowxContext(ctx, query, args...).Scan(&changed); err != nil {
 		return nil, dbErr("storing a batch of issuances", err)
 	}
+	if len(changed) != len(guards) {
+		return nil, fmt.Errorf("registry: storing a batch of issuances: %d counts for %d guards", len(changed), len(guards))
+	}
 	missed = make([]error, items)
-	for i, c := range guardCTEs {
-		count := make([]int, len(c.units))
-		for _, o := range got[i] {
-			if o < 1 || int(o) > len(c.units) {
-				return nil, fmt.Errorf("registry: storing a batch of issuances: a guard returned row %d of %d", o, len(c.units))
-			}
-			count[o-1]++
-		}
-		for k, u := range c.units {
-			if count[k] != 1 && missed[u.item] == nil {
-				missed[u.item] = u.guard.miss()
-			}
+	for i, u := range guards {
+		if changed[i] != 1 && missed[u.item] == nil {
+			missed[u.item] = u.guard.miss()
 		}
 	}
 	return missed, nil
@@ -168,7 +162,7 @@ func (bp *batchPlan) run(ctx context.Context, tx *sqlx.Tx, items int) (missed []
 
 // ctes groups the collected units into the batch's CTEs, in the order of
 // their first appearance: the log head's chain of guards as one guard,
-// the units of one mergeable form as one CTE each.
+// the INSERTs of one text as one CTE each, every other unit as it is.
 func (bp *batchPlan) ctes() ([]batchCTE, error) {
 	var (
 		out    []batchCTE
@@ -196,20 +190,19 @@ func (bp *batchPlan) ctes() ([]batchCTE, error) {
 				}
 				continue
 			}
-			f, ok := mergeFormOf(u)
-			if !ok {
+			var f *mergeForm
+			if u.guard == nil {
+				f = mergeFormOf(u.query)
+			}
+			if f == nil {
 				out = append(out, batchCTE{units: []planUnit{u}})
 				continue
 			}
-			key := f.text
-			if u.guard != nil {
-				key = "guard " + key
-			}
-			if k, ok := byText[key]; ok {
+			if k, ok := byText[u.query]; ok {
 				out[k].units = append(out[k].units, u)
 				continue
 			}
-			byText[key] = len(out)
+			byText[u.query] = len(out)
 			out = append(out, batchCTE{form: f, units: []planUnit{u}})
 		}
 	}
@@ -258,116 +251,45 @@ var (
 	multiInsertRE = regexp.MustCompile(`^(\s*INSERT INTO \w+\s*\([\w\s,]+\)\s*VALUES\s*)(\(\s*\?(?:\s*,\s*\?)*\s*\))(?:\s*,\s*\(\s*\?(?:\s*,\s*\?)*\s*\))*\s*$`)
 	// insertRE matches a single-row INSERT INTO t (cols) VALUES (?, …).
 	insertRE = regexp.MustCompile(`^\s*INSERT INTO (\w+)\s*\(([\w\s,]+)\)\s*VALUES\s*\(\s*\?(?:\s*,\s*\?)*\s*\)\s*$`)
-	// updateRE matches UPDATE t SET … WHERE ….
-	updateRE = regexp.MustCompile(`^\s*UPDATE (\w+)\s+SET\s+([\s\S]+?)\s+WHERE\s+([\s\S]+?)\s*$`)
-	// setListRE and conditionRE match what a merged UPDATE may hold: a
-	// SET list of "column = ?", and a condition of "column = ?" or
-	// "column = <integer>" joined by AND.
-	setListRE   = regexp.MustCompile(`^\w+\s*=\s*\?(?:\s*,\s*\w+\s*=\s*\?)*$`)
-	conditionRE = regexp.MustCompile(`^\w+\s*=\s*(?:\?|\d+)(?:\s+AND\s+\w+\s*=\s*(?:\?|\d+))*$`)
-	// assignRE matches a column compared with or set to a placeholder.
-	assignRE = regexp.MustCompile(`(\w+)\s*=\s*\?`)
 )
 
-// mergeForm is how the units of one statement text become one CTE: the
-// statement rewritten over a JSON parameter, and where each argument goes
-// in a row of it.
+// mergeForm is how the single-row INSERTs of one text become one CTE: the
+// statement rewritten over a jsonb parameter of their rows, by column.
 type mergeForm struct {
-	text string // the unit's query
-	// sql is the rewritten statement; "$?" stands for the JSON parameter.
-	sql string
-	// cols[i] is the column argument i is given as; set[i] whether it goes
-	// to the row's SET record (an UPDATE) rather than its WHERE one.
-	cols []string
-	set  []bool
-	// update: rows are [SET record, WHERE record] pairs with an ordinal.
-	update bool
+	// sql is the rewritten statement; "$?" stands for the parameter.
+	sql  string
+	cols []string // the column each argument is given as
 }
 
 var mergeForms sync.Map // query text → *mergeForm, or nil: not mergeable
 
-// mergeFormOf returns the merged form of u's statement, if it has one.
-func mergeFormOf(u planUnit) (*mergeForm, bool) {
-	if v, ok := mergeForms.Load(u.query); ok {
-		f, _ := v.(*mergeForm)
-		return f, f != nil
+// mergeFormOf returns the merged form of query, or nil.
+func mergeFormOf(query string) *mergeForm {
+	if v, ok := mergeForms.Load(query); ok {
+		return v.(*mergeForm)
 	}
-	f := newMergeForm(u.query)
-	if f == nil {
-		mergeForms.Store(u.query, (*mergeForm)(nil))
-		return nil, false
-	}
-	mergeForms.Store(u.query, f)
-	return f, true
-}
-
-// newMergeForm rewrites query, a single-row INSERT, or an UPDATE of a SET
-// list of "column = ?" where a condition of "column = ?" and "column =
-// <integer>" joined by AND (each column once in SET and once in the
-// condition at most), or returns nil. Guards and statements of one text get the
-// same form; a guard's CTE adds RETURNING (writeBatch).
-func newMergeForm(query string) *mergeForm {
-	if m := insertRE.FindStringSubmatch(query); m != nil {
-		table, cols := m[1], strings.Split(m[2], ",")
-		for i := range cols {
-			cols[i] = strings.TrimSpace(cols[i])
-		}
-		if len(cols) != strings.Count(query, "?") || hasDuplicate(cols) {
-			return nil
-		}
-		list := strings.Join(cols, ", ")
-		return &mergeForm{text: query, cols: cols, set: make([]bool, len(cols)),
-			sql: fmt.Sprintf("INSERT INTO %s (%s) SELECT atr_r.%s FROM json_populate_recordset(NULL::%s, $?::json) AS atr_r",
-				table, list, strings.Join(cols, ", atr_r."), table)}
-	}
-	m := updateRE.FindStringSubmatch(query)
-	if m == nil || !setListRE.MatchString(m[2]) || !conditionRE.MatchString(m[3]) {
-		return nil
-	}
-	table := m[1]
-	f := &mergeForm{text: query, update: true}
-	set, ok := f.rewrite(m[2], true)
-	if !ok {
-		return nil
-	}
-	where, ok := f.rewrite(m[3], false)
-	if !ok {
-		return nil
-	}
-	f.sql = fmt.Sprintf("UPDATE %s SET %s FROM (SELECT json_populate_record(NULL::%s, atr_e->0) AS atr_s, json_populate_record(NULL::%s, atr_e->1) AS atr_w, atr_o FROM json_array_elements($?::json) WITH ORDINALITY AS atr_x(atr_e, atr_o) OFFSET 0) AS atr_v WHERE %s",
-		table, set, table, table, where)
+	f := newMergeForm(query)
+	mergeForms.Store(query, f)
 	return f
 }
 
-// rewrite replaces each "column = ?" of part, an UPDATE's SET list (set)
-// or its condition, by the column of the row's SET or WHERE record, and
-// adds the columns to f. It refuses a placeholder in another form, or a
-// column given twice in one part.
-func (f *mergeForm) rewrite(part string, set bool) (string, bool) {
-	locs := assignRE.FindAllStringSubmatchIndex(part, -1)
-	if len(locs) != strings.Count(part, "?") {
-		return "", false
+// newMergeForm rewrites query, an INSERT INTO t (columns) VALUES of one row
+// of placeholders, each column named once, or returns nil.
+func newMergeForm(query string) *mergeForm {
+	m := insertRE.FindStringSubmatch(query)
+	if m == nil {
+		return nil
 	}
-	rec := "atr_w"
-	if set {
-		rec = "atr_s"
+	table, cols := m[1], strings.Split(m[2], ",")
+	for i := range cols {
+		cols[i] = strings.TrimSpace(cols[i])
 	}
-	var b strings.Builder
-	prev := 0
-	seen := map[string]bool{}
-	for _, l := range locs {
-		col := part[l[2]:l[3]]
-		if seen[col] {
-			return "", false
-		}
-		seen[col] = true
-		f.cols, f.set = append(f.cols, col), append(f.set, set)
-		b.WriteString(part[prev:l[0]])
-		fmt.Fprintf(&b, "%s = (atr_v.%s).%s", col, rec, col)
-		prev = l[1]
+	if len(cols) != strings.Count(query, "?") || hasDuplicate(cols) {
+		return nil
 	}
-	b.WriteString(part[prev:])
-	return b.String(), true
+	return &mergeForm{cols: cols,
+		sql: fmt.Sprintf("INSERT INTO %s (%s) SELECT atr_r.%s FROM jsonb_populate_recordset(NULL::%s, $?::jsonb) AS atr_r",
+			table, strings.Join(cols, ", "), strings.Join(cols, ", atr_r."), table)}
 }
 
 func hasDuplicate(s []string) bool {
@@ -382,10 +304,9 @@ func hasDuplicate(s []string) bool {
 }
 
 // writeBatch writes the batch's statement: one CTE per batchCTE, then a
-// SELECT of every guard CTE's matched rows (ordinals, one array per guard
-// CTE; a guard written as it is returns 1). It returns the guard CTEs in
-// the SELECT's order.
-func writeBatch(ctes []batchCTE) (query string, args []any, guards []batchCTE, err error) {
+// SELECT of one array holding, per guard, how many rows it changed. It
+// returns the guards in the array's order.
+func writeBatch(ctes []batchCTE) (query string, args []any, guards []planUnit, err error) {
 	var b strings.Builder
 	for i, c := range ctes {
 		if i == 0 {
@@ -393,17 +314,17 @@ func writeBatch(ctes []batchCTE) (query string, args []any, guards []batchCTE, e
 		} else {
 			b.WriteString(", ")
 		}
-		isGuard := c.units[0].guard != nil
-		if isGuard {
+		u := c.units[0]
+		if u.guard != nil {
 			fmt.Fprintf(&b, "g%d AS (", len(guards))
+			guards = append(guards, u)
 		} else {
 			fmt.Fprintf(&b, "s%d AS (", i)
 		}
 		if c.form == nil {
-			u := c.units[0]
 			args = writeNumbered(&b, stmt{u.query, u.args}, args)
-			if isGuard {
-				b.WriteString(" RETURNING 1 AS atr_o")
+			if u.guard != nil {
+				b.WriteString(" RETURNING 1")
 			}
 		} else {
 			param, perr := c.form.param(c.units)
@@ -412,32 +333,22 @@ func writeBatch(ctes []batchCTE) (query string, args []any, guards []batchCTE, e
 			}
 			args = append(args, param)
 			b.WriteString(strings.Replace(c.form.sql, "$?", "$"+strconv.Itoa(len(args)), 1))
-			if isGuard {
-				b.WriteString(" RETURNING atr_v.atr_o")
-			}
 		}
 		b.WriteString(")")
-		if isGuard {
-			guards = append(guards, c)
-		}
 	}
-	if len(guards) == 0 {
-		b.WriteString(" SELECT 1")
-	} else {
-		b.WriteString(" SELECT ")
-		for i := range guards {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "ARRAY(SELECT atr_o FROM g%d)", i)
+	b.WriteString(" SELECT ARRAY[")
+	for i := range guards {
+		if i > 0 {
+			b.WriteString(", ")
 		}
+		fmt.Fprintf(&b, "(SELECT count(*) FROM g%d)", i)
 	}
+	b.WriteString("]::bigint[]")
 	return b.String(), args, guards, nil
 }
 
-// param encodes units' rows as the form's JSON parameter: for an INSERT an
-// array of objects by column; for an UPDATE an array of [SET, WHERE]
-// pairs of objects.
+// param encodes units' rows as the form's jsonb parameter: an array of
+// objects by column.
 func (f *mergeForm) param(units []planUnit) (string, error) {
 	var b bytes.Buffer
 	b.WriteByte('[')
@@ -448,45 +359,21 @@ func (f *mergeForm) param(units []planUnit) (string, error) {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		if f.update {
-			b.WriteByte('[')
-			if err := writeRecord(&b, f, u.args, true); err != nil {
-				return "", err
+		b.WriteByte('{')
+		for k, col := range f.cols {
+			if k > 0 {
+				b.WriteByte(',')
 			}
-			b.WriteByte(',')
-			if err := writeRecord(&b, f, u.args, false); err != nil {
-				return "", err
+			writeJSONString(&b, col)
+			b.WriteByte(':')
+			if err := writeJSONValue(&b, u.args[k]); err != nil {
+				return "", fmt.Errorf("registry: storing a batch of issuances: column %s: %w", col, err)
 			}
-			b.WriteByte(']')
-		} else if err := writeRecord(&b, f, u.args, false); err != nil {
-			return "", err
 		}
+		b.WriteByte('}')
 	}
 	b.WriteByte(']')
 	return b.String(), nil
-}
-
-// writeRecord writes the JSON object of args whose column goes to the SET
-// record (set) or to the other one.
-func writeRecord(b *bytes.Buffer, f *mergeForm, args []any, set bool) error {
-	b.WriteByte('{')
-	n := 0
-	for i, col := range f.cols {
-		if f.set[i] != set {
-			continue
-		}
-		if n > 0 {
-			b.WriteByte(',')
-		}
-		n++
-		writeJSONString(b, col)
-		b.WriteByte(':')
-		if err := writeJSONValue(b, args[i]); err != nil {
-			return fmt.Errorf("registry: storing a batch of issuances: column %s: %w", col, err)
-		}
-	}
-	b.WriteByte('}')
-	return nil
 }
 
 // errNotExact is a value a JSON parameter cannot carry as lib/pq would

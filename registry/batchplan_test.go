@@ -14,34 +14,29 @@ import (
 	"github.com/jmoiron/sqlx"
 )
 
-// TestMergeForms: which statements a batch merges over a JSON parameter,
-// and where each placeholder's value goes.
+// TestMergeForms: which statements a batch merges over a jsonb parameter
+// (single-row INSERTs of placeholders), and the column each value goes to.
+// UPDATEs are written as they are: merged, one would be a join whose plan
+// depends on the table's statistics.
 func TestMergeForms(t *testing.T) {
 	for _, c := range []struct {
 		query string
-		want  string // "": not mergeable
-		cols  string // column:set/where, in argument order
+		want  string // "": not merged
+		cols  string
 	}{
 		{`INSERT INTO t (a, b) VALUES (?, ?)`,
-			`INSERT INTO t (a, b) SELECT atr_r.a, atr_r.b FROM json_populate_recordset(NULL::t, $?::json) AS atr_r`, "a:w b:w"},
+			`INSERT INTO t (a, b) SELECT atr_r.a, atr_r.b FROM jsonb_populate_recordset(NULL::t, $?::jsonb) AS atr_r`, "a b"},
 		{"INSERT INTO certificates\n\t\t(serial, der)\n\t\tVALUES (?, ?)",
-			`INSERT INTO certificates (serial, der) SELECT atr_r.serial, atr_r.der FROM json_populate_recordset(NULL::certificates, $?::json) AS atr_r`, "serial:w der:w"},
-		{`UPDATE p SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`,
-			`UPDATE p SET state = (atr_v.atr_s).state, updated_at = (atr_v.atr_s).updated_at FROM (SELECT json_populate_record(NULL::p, atr_e->0) AS atr_s, json_populate_record(NULL::p, atr_e->1) AS atr_w, atr_o FROM json_array_elements($?::json) WITH ORDINALITY AS atr_x(atr_e, atr_o) OFFSET 0) AS atr_v WHERE serial = (atr_v.atr_w).serial AND state = (atr_v.atr_w).state`,
-			"state:s updated_at:s serial:w state:w"},
-		{headGuardQuery,
-			`UPDATE log_head SET size = (atr_v.atr_s).size, root = (atr_v.atr_s).root FROM (SELECT json_populate_record(NULL::log_head, atr_e->0) AS atr_s, json_populate_record(NULL::log_head, atr_e->1) AS atr_w, atr_o FROM json_array_elements($?::json) WITH ORDINALITY AS atr_x(atr_e, atr_o) OFFSET 0) AS atr_v WHERE id = 1 AND size = (atr_v.atr_w).size AND root = (atr_v.atr_w).root`,
-			"size:s root:s size:w root:w"},
-		{`UPDATE t SET a = ? WHERE b < ?`, "", ""},                      // a placeholder not in "column = ?"
-		{`UPDATE t SET a = ?, a = ? WHERE b = ?`, "", ""},               // a column twice in one part
-		{`INSERT INTO t (a, a) VALUES (?, ?)`, "", ""},                  // the same
+			`INSERT INTO certificates (serial, der) SELECT atr_r.serial, atr_r.der FROM jsonb_populate_recordset(NULL::certificates, $?::jsonb) AS atr_r`, "serial der"},
+		{`UPDATE p SET state = ?, updated_at = ? WHERE serial = ? AND state = ?`, "", ""},
+		{headGuardQuery, "", ""},
+		{`INSERT INTO t (a, a) VALUES (?, ?)`, "", ""},                  // a column twice
 		{`INSERT INTO t (a, b) VALUES (?, 1)`, "", ""},                  // a literal among the values
+		{`INSERT INTO t (a) VALUES (?), (?)`, "", ""},                   // several rows (splitRows splits them first)
 		{`INSERT INTO t (a) SELECT x FROM u WHERE y = ?`, "", ""},       // not VALUES
-		{`DELETE FROM t WHERE a = ?`, "", ""},                           // not an INSERT or UPDATE
-		{`UPDATE t SET a = ? WHERE b IN (?, ?)`, "", ""},                // an IN list
-		{`UPDATE t SET a = ? WHERE b = ? RETURNING a`, "", ""},          // RETURNING
-		{`UPDATE t SET a = (SELECT ? ) WHERE b = ?`, "", ""},            // a placeholder in an expression
 		{`INSERT INTO t (a) VALUES (?) ON CONFLICT DO NOTHING`, "", ""}, // a clause after VALUES
+		{`INSERT INTO t (a) VALUES (?) RETURNING a`, "", ""},
+		{`DELETE FROM t WHERE a = ?`, "", ""},
 	} {
 		f := newMergeForm(c.query)
 		if c.want == "" {
@@ -57,15 +52,7 @@ func TestMergeForms(t *testing.T) {
 		if f.sql != c.want {
 			t.Errorf("%q merged as\n%q, want\n%q", c.query, f.sql, c.want)
 		}
-		var cols []string
-		for i, col := range f.cols {
-			where := "w"
-			if f.set[i] {
-				where = "s"
-			}
-			cols = append(cols, col+":"+where)
-		}
-		if got := strings.Join(cols, " "); got != c.cols {
+		if got := strings.Join(f.cols, " "); got != c.cols {
 			t.Errorf("%q: columns %s, want %s", c.query, got, c.cols)
 		}
 	}
