@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql/driver"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -229,20 +228,38 @@ func extendHead(first *planUnit, next planUnit) error {
 // splitRows returns st as units: one per row of a multi-row INSERT … VALUES,
 // else st itself.
 func splitRows(item int, st stmt) []planUnit {
-	m := multiInsertRE.FindStringSubmatch(st.query)
-	if m == nil {
+	sp := rowSplitOf(st.query)
+	if sp.one == "" || len(st.args)%sp.per != 0 {
 		return []planUnit{{item: item, query: st.query, args: st.args}}
 	}
-	per := strings.Count(m[2], "?")
-	if per == 0 || len(st.args)%per != 0 || strings.Count(st.query, "?") != len(st.args) {
-		return []planUnit{{item: item, query: st.query, args: st.args}}
-	}
-	one := m[1] + m[2]
-	out := make([]planUnit, 0, len(st.args)/per)
-	for k := 0; k < len(st.args); k += per {
-		out = append(out, planUnit{item: item, query: one, args: st.args[k : k+per]})
+	out := make([]planUnit, 0, len(st.args)/sp.per)
+	for k := 0; k < len(st.args); k += sp.per {
+		out = append(out, planUnit{item: item, query: sp.one, args: st.args[k : k+sp.per]})
 	}
 	return out
+}
+
+// rowSplit is how a multi-row INSERT splits: its one-row text and the
+// placeholders of a row ("": it does not split).
+type rowSplit struct {
+	one string
+	per int
+}
+
+var rowSplits sync.Map // query text → rowSplit
+
+func rowSplitOf(query string) rowSplit {
+	if v, ok := rowSplits.Load(query); ok {
+		return v.(rowSplit)
+	}
+	var sp rowSplit
+	if m := multiInsertRE.FindStringSubmatch(query); m != nil {
+		if per := strings.Count(m[2], "?"); per > 0 && strings.Count(query, "?")%per == 0 {
+			sp = rowSplit{one: m[1] + m[2], per: per}
+		}
+	}
+	rowSplits.Store(query, sp)
+	return sp
 }
 
 var (
@@ -407,7 +424,7 @@ func writeJSONValue(b *bytes.Buffer, v any) error {
 			return nil
 		}
 		b.WriteString(`"\\x`)
-		b.WriteString(hex.EncodeToString(x))
+		b.Write(hex.AppendEncode(b.AvailableBuffer(), x))
 		b.WriteByte('"')
 	case int64:
 		b.WriteString(strconv.FormatInt(x, 10))
@@ -445,8 +462,36 @@ func writeJSONValue(b *bytes.Buffer, v any) error {
 	return nil
 }
 
-// writeJSONString writes s, valid UTF-8, as a JSON string.
+// writeJSONString writes s, valid UTF-8 without NUL, as a JSON string:
+// quotes, backslashes and control characters escaped, the rest as it is
+// (RFC 8259, section 7).
 func writeJSONString(b *bytes.Buffer, s string) {
-	enc, _ := json.Marshal(s) // valid UTF-8: never fails or changes s
-	b.Write(enc)
+	const hexDigits = "0123456789abcdef"
+	b.WriteByte('"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b.WriteString(s[start:i])
+		switch c {
+		case '"', '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\t':
+			b.WriteString(`\t`)
+		case '\r':
+			b.WriteString(`\r`)
+		default:
+			b.WriteString(`\u00`)
+			b.WriteByte(hexDigits[c>>4])
+			b.WriteByte(hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	b.WriteString(s[start:])
+	b.WriteByte('"')
 }

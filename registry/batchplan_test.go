@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -325,4 +327,23 @@ func TestBatchOfIssuanceCommitsIsOneStatement(t *testing.T) {
 	if err := st.db.GetContext(ctx, &settled, `SELECT count(*) FROM bi_pending WHERE serial LIKE 'c%' AND state = 'issued'`); err != nil || settled != 4 {
 		t.Errorf("%d pending rows settled, %v; want 4 (the failed item's rolled back)", settled, err)
 	}
+}
+
+// FuzzWriteJSONString: every string a batch's parameter may carry (valid
+// UTF-8 without NUL) reads back from its JSON form unchanged.
+func FuzzWriteJSONString(f *testing.F) {
+	for _, s := range []string{"", `"\`, "a\nb\tc\rd\x01\x1f\x7f", "é — 𝄞 \u2028\u2029", `{"opened":"x"}`, "<&>"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+			t.Skip()
+		}
+		var b bytes.Buffer
+		writeJSONString(&b, s)
+		var got string
+		if err := json.Unmarshal(b.Bytes(), &got); err != nil || got != s {
+			t.Fatalf("%q written as %s, read back as %q, %v", s, b.String(), got, err)
+		}
+	})
 }
