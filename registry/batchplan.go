@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,8 +45,10 @@ import (
 //     batch after it grew. An UPDATE of a key given as a parameter is an
 //     index scan whatever the statistics.
 //
-// So a batch's text depends on its number of items and their kinds: a few
-// dozen texts, each prepared once per connection (pgstmt.go).
+// So a batch's text depends on how many items of each kind it holds (its
+// CTEs are in the order of their texts, not of its items): for a fleet's
+// batches, mostly of rotations, a few dozen texts, each prepared once per
+// connection (pgstmt.go).
 //
 // The values reach each column through the column type's input function,
 // as lib/pq's text parameters do. Every column these INSERTs write is
@@ -205,6 +208,13 @@ func (bp *batchPlan) ctes() ([]batchCTE, error) {
 			out = append(out, batchCTE{form: f, units: []planUnit{u}})
 		}
 	}
+	// In the order of their texts (units of one text in the items' order):
+	// the statement's text then depends on how many units of each text the
+	// batch holds, not on the order of its items, so that batches mixing
+	// registrations and rotations do not each need a statement of their
+	// own prepared. No CTE sees another's changes, so their order changes
+	// nothing else.
+	slices.SortStableFunc(out, func(a, b batchCTE) int { return strings.Compare(a.units[0].query, b.units[0].query) })
 	return out, nil
 }
 

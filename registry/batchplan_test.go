@@ -347,3 +347,50 @@ func FuzzWriteJSONString(f *testing.F) {
 		}
 	})
 }
+
+// TestBatchTextIgnoresItemOrder: batches holding the same kinds of items in
+// another order send the same text (one prepared statement, not one per
+// order), and each guard's count still answers for its own item.
+func TestBatchTextIgnoresItemOrder(t *testing.T) {
+	register := func(k int64) planPart {
+		return planPart{guards: []guard{{stmt: stmt{`UPDATE p SET state = ? WHERE serial = ?`, []any{"issued", fmt.Sprint("r", k)}}}},
+			stmts: []stmt{{`INSERT INTO agents (name) VALUES (?)`, []any{fmt.Sprint("r", k)}}, {`INSERT INTO certs (serial) VALUES (?)`, []any{fmt.Sprint("r", k)}}}}
+	}
+	rotate := func(k int64) planPart {
+		return planPart{guards: []guard{{stmt: stmt{`UPDATE p SET state = ? WHERE serial = ?`, []any{"issued", fmt.Sprint("o", k)}}},
+			{stmt: stmt{`UPDATE agents SET serial = ? WHERE name = ?`, []any{fmt.Sprint("o", k), "x"}}}},
+			stmts: []stmt{{`INSERT INTO certs (serial) VALUES (?)`, []any{fmt.Sprint("o", k)}}}}
+	}
+	text := func(parts ...planPart) (string, []planUnit) {
+		t.Helper()
+		bp := &batchPlan{}
+		for k, p := range parts {
+			p.item = k
+			bp.parts = append(bp.parts, p)
+		}
+		ctes, err := bp.ctes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, _, guards, err := writeBatch(ctes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q, guards
+	}
+	a, ga := text(register(0), rotate(1), rotate(2))
+	b, gb := text(rotate(0), rotate(1), register(2))
+	if a != b {
+		t.Errorf("one kind of batch, two texts:\n%s\n%s", a, b)
+	}
+	for _, gs := range [][]planUnit{ga, gb} {
+		for _, g := range gs {
+			if want := fmt.Sprint(g.args[len(g.args)-1]); !strings.HasSuffix(want, fmt.Sprint(g.item)) && !strings.Contains(g.query, "agents") {
+				t.Errorf("guard %q of item %d names %s", g.query, g.item, want)
+			}
+		}
+	}
+	if c, _ := text(rotate(0), rotate(1)); c == a {
+		t.Error("a batch of other kinds sent the same text")
+	}
+}
