@@ -225,39 +225,24 @@ func TestBatchOfIssuanceCommitsIsOneStatement(t *testing.T) {
 	// pending row, and returns their outcomes and the statements the
 	// batch sent.
 	batch := func(prefix string, n int, key map[int]string) ([]error, []string) {
-		errs := make([]error, n)
-		started, release := make(chan struct{}), make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			_ = w.doItem(&txItem{ctx: ctx, op: "hold", done: make(chan error, 1), fn: func(*sqlx.Tx) error {
-				close(started)
-				<-release
-				return nil
-			}})
-		})
-		<-started
+		items := make([]*txItem, n)
 		for i := range n {
 			serial := fmt.Sprintf("%s%d", prefix, i)
 			k := serial
 			if key[i] != "" {
 				k = key[i]
 			}
-			wg.Go(func() {
-				errs[i] = w.doItem(&txItem{ctx: ctx, op: "bi", done: make(chan error, 1), rerun: true, fn: func(tx *sqlx.Tx) error {
-					pending := guard{stmt: stmt{`UPDATE bi_pending SET state = ? WHERE serial = ? AND state = ?`, []any{"issued", serial, "pending"}},
-						miss: func() error { return fmt.Errorf("%s: %w", serial, errSettled) }}
-					return execPlan(ctx, tx, "bi", []guard{pending}, []stmt{{`INSERT INTO bi_rows (k, idx) VALUES (?, ?)`, []any{k, int64(i)}}})
-				}})
-			})
-			for len(w.q.ch) < i+1 {
-				time.Sleep(time.Millisecond)
-			}
+			items[i] = &txItem{ctx: ctx, op: "bi", done: make(chan error, 1), rerun: true, fn: func(tx *sqlx.Tx) error {
+				pending := guard{stmt: stmt{`UPDATE bi_pending SET state = ? WHERE serial = ? AND state = ?`, []any{"issued", serial, "pending"}},
+					miss: func() error { return fmt.Errorf("%s: %w", serial, errSettled) }}
+				return execPlan(ctx, tx, "bi", []guard{pending}, []stmt{{`INSERT INTO bi_rows (k, idx) VALUES (?, ?)`, []any{k, int64(i)}}})
+			}}
 		}
-		mu.Lock()
-		stmts = nil
-		mu.Unlock()
-		close(release)
-		wg.Wait()
+		errs := asOneBatch(w, items, func() {
+			mu.Lock()
+			stmts = nil
+			mu.Unlock()
+		})
 		mu.Lock()
 		defer mu.Unlock()
 		return errs, stmts

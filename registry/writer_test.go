@@ -132,38 +132,21 @@ func TestWriterRerunsAroundAFailedItem(t *testing.T) {
 		// batch queues n items behind a holder, so that they run as one
 		// batch, and returns their outcomes and how often each ran.
 		batch := func(prefix string, n, fail int) ([]error, []int64) {
-			errs, runs := make([]error, n), make([]int64, n)
-			started, release := make(chan struct{}), make(chan struct{})
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				_ = w.doItem(&txItem{ctx: ctx, op: "hold", done: make(chan error, 1), fn: func(*sqlx.Tx) error {
-					close(started)
-					<-release
-					return nil
-				}})
-			})
-			<-started
+			runs := make([]int64, n)
+			items := make([]*txItem, n)
 			for i := range n {
-				wg.Go(func() {
-					errs[i] = w.doItem(&txItem{ctx: ctx, op: "rr", done: make(chan error, 1), rerun: true, fn: func(tx *sqlx.Tx) error {
-						atomic.AddInt64(&runs[i], 1)
-						if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO rr_items (k) VALUES (?)`), fmt.Sprintf("%s%d", prefix, i)); err != nil {
-							return dbErr("rr", err)
-						}
-						if i == fail {
-							return refused
-						}
-						return nil
-					}})
-				})
-				for len(w.q.ch) < i+1 { // queued in order
-					time.Sleep(time.Millisecond)
-				}
+				items[i] = &txItem{ctx: ctx, op: "rr", done: make(chan error, 1), rerun: true, fn: func(tx *sqlx.Tx) error {
+					atomic.AddInt64(&runs[i], 1)
+					if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO rr_items (k) VALUES (?)`), fmt.Sprintf("%s%d", prefix, i)); err != nil {
+						return dbErr("rr", err)
+					}
+					if i == fail {
+						return refused
+					}
+					return nil
+				}}
 			}
-			savepoints.Store(0)
-			close(release)
-			wg.Wait()
-			return errs, runs
+			return asOneBatch(w, items, func() { savepoints.Store(0) }), runs
 		}
 
 		before := w.stats()
@@ -451,6 +434,33 @@ func eachBareStore(t *testing.T, setup []string, fn func(t *testing.T, db string
 			fn(t, db, st)
 		})
 	}
+}
+
+// asOneBatch queues items, in order, behind an item that holds the writer,
+// so that they run as one batch; queued runs once they all wait, before
+// they run. It returns their outcomes.
+func asOneBatch(w *writer, items []*txItem, queued func()) []error {
+	errs := make([]error, len(items))
+	started, release := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_ = w.doItem(&txItem{ctx: context.Background(), op: "hold", done: make(chan error, 1), fn: func(*sqlx.Tx) error {
+			close(started)
+			<-release
+			return nil
+		}})
+	})
+	<-started
+	for i, it := range items {
+		wg.Go(func() { errs[i] = w.doItem(it) })
+		for len(w.q.ch) < i+1 { // queued in order
+			time.Sleep(time.Millisecond)
+		}
+	}
+	queued()
+	close(release)
+	wg.Wait()
+	return errs
 }
 
 // execAll runs each query on st's pool in turn (a test's own tables and
