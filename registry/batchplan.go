@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -134,88 +136,161 @@ type batchCTE struct {
 	units []planUnit
 }
 
-// run executes the collected plans as one statement in tx. It returns, per
-// item, the miss error of a guard of it that changed no row (nil: every
-// guard matched) or, as err, a failure of the statement as a whole.
+// maxPerStatement bounds the items one statement stores. A batch's items
+// are grouped by their kind (the texts of their statements: a registration
+// or a rotation) and each group is stored by statements of at most this
+// many items, so that a statement's text depends on its kind and number of
+// items alone: a few dozen texts in all, each prepared once per connection
+// (pgstmt.go), each a few hundred KiB of PostgreSQL's plan cache at most —
+// not one per mix of kinds, up to the writer's 64 items.
+const maxPerStatement = 8
+
+// run executes the collected plans in tx: the chain of log head guards as
+// one guard, then every item's other guards and statements, by kind and in
+// statements of at most maxPerStatement items (the head guard in the
+// first). It returns, per item, the miss error of a guard of it that
+// changed no row (nil: every guard matched) or, as err, a failure of a
+// statement as a whole, or of one that could not be written (a value or a
+// column the jsonb parameter cannot carry exactly): the writer then runs
+// every item again with execPlan's parameters (failedUnknown).
 func (bp *batchPlan) run(ctx context.Context, tx *sqlx.Tx, items int) (missed []error, err error) {
-	ctes, err := bp.ctes()
+	head, byItem, err := bp.units(items)
 	if err != nil {
 		return nil, err
-	}
-	query, args, guards, err := writeBatch(ctes)
-	if err != nil {
-		return nil, err
-	}
-	var changed pq.Int64Array
-	if err := tx.QueryRowxContext(ctx, query, args...).Scan(&changed); err != nil {
-		return nil, dbErr("storing a batch of issuances", err)
-	}
-	if len(changed) != len(guards) {
-		return nil, fmt.Errorf("registry: storing a batch of issuances: %d counts for %d guards", len(changed), len(guards))
 	}
 	missed = make([]error, items)
-	for i, u := range guards {
-		if changed[i] != 1 && missed[u.item] == nil {
-			missed[u.item] = u.guard.miss()
+	for k, units := range statementsOf(byItem) {
+		if k == 0 && head != nil {
+			units = append([]planUnit{*head}, units...)
+		}
+		ctes := cteGroups(units)
+		for _, c := range ctes {
+			if c.form != nil {
+				if err := c.form.loadTypes(ctx, tx); err != nil {
+					return nil, err
+				}
+			}
+		}
+		query, args, guards, err := writeBatch(ctes)
+		if err != nil {
+			return nil, err
+		}
+		var changed pq.Int64Array
+		if err := tx.QueryRowxContext(ctx, query, args...).Scan(&changed); err != nil {
+			return nil, dbErr("storing a batch of issuances", err)
+		}
+		if len(changed) != len(guards) {
+			return nil, fmt.Errorf("registry: storing a batch of issuances: %d counts for %d guards", len(changed), len(guards))
+		}
+		miss := false
+		for i, u := range guards {
+			if changed[i] != 1 && missed[u.item] == nil {
+				missed[u.item], miss = u.guard.miss(), true
+			}
+		}
+		if miss {
+			return missed, nil // the batch rolls back: the rest need not run
 		}
 	}
 	return missed, nil
 }
 
-// ctes groups the collected units into the batch's CTEs, in the order of
-// their first appearance: the log head's chain of guards as one guard,
-// the INSERTs of one text as one CTE each, every other unit as it is.
-func (bp *batchPlan) ctes() ([]batchCTE, error) {
+// units returns the collected plans as units: the chain of log head
+// guards as one guard (nil: none), and every other unit by item.
+func (bp *batchPlan) units(items int) (head *planUnit, byItem [][]planUnit, err error) {
+	byItem = make([][]planUnit, items)
+	add := func(u planUnit) error {
+		if u.guard != nil && u.query == headGuardQuery {
+			if head == nil {
+				h := u
+				head = &h
+				return nil
+			}
+			return extendHead(head, u)
+		}
+		byItem[u.item] = append(byItem[u.item], u)
+		return nil
+	}
+	for _, p := range bp.parts {
+		if p.item < 0 || p.item >= items {
+			return nil, nil, fmt.Errorf("registry: storing a batch of issuances: a plan of item %d of %d", p.item, items)
+		}
+		for i := range p.guards {
+			g := &p.guards[i]
+			if err := add(planUnit{item: p.item, guard: g, query: g.query, args: g.args}); err != nil {
+				return nil, nil, err
+			}
+		}
+		for _, st := range p.stmts {
+			for _, u := range splitRows(p.item, st) {
+				if err := add(u); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+	}
+	return head, byItem, nil
+}
+
+// statementsOf groups items' units by the items' kind — the sorted texts of
+// an item's units — in the order of the kinds' texts, and splits each
+// kind's items into statements of at most maxPerStatement items, in the
+// items' order. It returns each statement's units.
+func statementsOf(byItem [][]planUnit) [][]planUnit {
+	kinds := map[string][]int{}
+	for k, units := range byItem {
+		if len(units) == 0 {
+			continue
+		}
+		texts := make([]string, len(units))
+		for i, u := range units {
+			texts[i] = u.query
+		}
+		slices.Sort(texts)
+		key := strings.Join(slices.Compact(texts), "\x00")
+		kinds[key] = append(kinds[key], k)
+	}
+	var out [][]planUnit
+	for _, key := range slices.Sorted(maps.Keys(kinds)) {
+		for chunk := range slices.Chunk(kinds[key], maxPerStatement) {
+			var units []planUnit
+			for _, k := range chunk {
+				units = append(units, byItem[k]...)
+			}
+			out = append(out, units)
+		}
+	}
+	return out
+}
+
+// cteGroups makes the CTEs of one statement: the INSERTs of one text as one
+// CTE each, every other unit as it is, in the order of their texts (units
+// of one text in the items' order), so that the statement's text does not
+// depend on the order of its items. No CTE sees another's changes, so
+// their order changes nothing else.
+func cteGroups(units []planUnit) []batchCTE {
 	var (
 		out    []batchCTE
 		byText = map[string]int{}
-		head   = -1
 	)
-	for _, p := range bp.parts {
-		var units []planUnit
-		for i := range p.guards {
-			g := &p.guards[i]
-			units = append(units, planUnit{item: p.item, guard: g, query: g.query, args: g.args})
+	for _, u := range units {
+		var f *mergeForm
+		if u.guard == nil {
+			f = mergeFormOf(u.query)
 		}
-		for _, st := range p.stmts {
-			units = append(units, splitRows(p.item, st)...)
+		if f == nil {
+			out = append(out, batchCTE{units: []planUnit{u}})
+			continue
 		}
-		for _, u := range units {
-			if u.guard != nil && u.query == headGuardQuery {
-				if head < 0 {
-					head = len(out)
-					out = append(out, batchCTE{units: []planUnit{u}})
-					continue
-				}
-				if err := extendHead(&out[head].units[0], u); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			var f *mergeForm
-			if u.guard == nil {
-				f = mergeFormOf(u.query)
-			}
-			if f == nil {
-				out = append(out, batchCTE{units: []planUnit{u}})
-				continue
-			}
-			if k, ok := byText[u.query]; ok {
-				out[k].units = append(out[k].units, u)
-				continue
-			}
-			byText[u.query] = len(out)
-			out = append(out, batchCTE{form: f, units: []planUnit{u}})
+		if k, ok := byText[u.query]; ok {
+			out[k].units = append(out[k].units, u)
+			continue
 		}
+		byText[u.query] = len(out)
+		out = append(out, batchCTE{form: f, units: []planUnit{u}})
 	}
-	// In the order of their texts (units of one text in the items' order):
-	// the statement's text then depends on how many units of each text the
-	// batch holds, not on the order of its items, so that batches mixing
-	// registrations and rotations do not each need a statement of their
-	// own prepared. No CTE sees another's changes, so their order changes
-	// nothing else.
 	slices.SortStableFunc(out, func(a, b batchCTE) int { return strings.Compare(a.units[0].query, b.units[0].query) })
-	return out, nil
+	return out
 }
 
 // extendHead makes first, a log head guard, end where next ends; next
@@ -284,8 +359,46 @@ var (
 // statement rewritten over a jsonb parameter of their rows, by column.
 type mergeForm struct {
 	// sql is the rewritten statement; "$?" stands for the parameter.
-	sql  string
-	cols []string // the column each argument is given as
+	sql   string
+	table string
+	cols  []string // the column each argument is given as, in lower case
+}
+
+// columnTypes holds, per table, its columns' types (format_type), read
+// once per process (loadTypes).
+var columnTypes sync.Map // table → map[string]string
+
+// loadTypes reads the types of f's table's columns in tx, once per
+// process, and refuses a form with a column it cannot write: one unknown
+// to the table, or of type json or jsonb (which would take a JSON string
+// as a JSON value, not as its text).
+func (f *mergeForm) loadTypes(ctx context.Context, tx *sqlx.Tx) error {
+	types, ok := columnTypes.Load(f.table)
+	if !ok {
+		var rows []struct {
+			Name string `db:"name"`
+			Type string `db:"type"`
+		}
+		if err := tx.SelectContext(ctx, &rows, `SELECT attname AS name, format_type(atttypid, NULL) AS type FROM pg_attribute
+			WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, f.table); err != nil {
+			return dbErr("storing a batch of issuances: reading the columns of "+f.table, err)
+		}
+		m := make(map[string]string, len(rows))
+		for _, r := range rows {
+			m[r.Name] = r.Type
+		}
+		types, _ = columnTypes.LoadOrStore(f.table, m)
+	}
+	m := types.(map[string]string)
+	for _, col := range f.cols {
+		switch m[col] {
+		case "":
+			return fmt.Errorf("registry: storing a batch of issuances: %s has no column %s", f.table, col)
+		case "json", "jsonb":
+			return fmt.Errorf("registry: storing a batch of issuances: column %s.%s is %s: %w", f.table, col, m[col], errNotExact)
+		}
+	}
+	return nil
 }
 
 var mergeForms sync.Map // query text → *mergeForm, or nil: not mergeable
@@ -307,14 +420,17 @@ func newMergeForm(query string) *mergeForm {
 	if m == nil {
 		return nil
 	}
-	table, cols := m[1], strings.Split(m[2], ",")
+	// Unquoted names (checkStmts refuses quotes) fold to lower case, as
+	// the INSERT's own column list does; the parameter's keys must match
+	// the row type's names exactly.
+	table, cols := strings.ToLower(m[1]), strings.Split(strings.ToLower(m[2]), ",")
 	for i := range cols {
 		cols[i] = strings.TrimSpace(cols[i])
 	}
 	if len(cols) != strings.Count(query, "?") || hasDuplicate(cols) {
 		return nil
 	}
-	return &mergeForm{cols: cols,
+	return &mergeForm{table: table, cols: cols,
 		sql: fmt.Sprintf("INSERT INTO %s (%s) SELECT atr_r.%s FROM jsonb_populate_recordset(NULL::%s, $?::jsonb) AS atr_r",
 			table, strings.Join(cols, ", "), strings.Join(cols, ", atr_r."), table)}
 }
@@ -377,6 +493,11 @@ func writeBatch(ctes []batchCTE) (query string, args []any, guards []planUnit, e
 // param encodes units' rows as the form's jsonb parameter: an array of
 // objects by column.
 func (f *mergeForm) param(units []planUnit) (string, error) {
+	v, ok := columnTypes.Load(f.table)
+	if !ok {
+		return "", fmt.Errorf("registry: storing a batch of issuances: the columns of %s were not read", f.table)
+	}
+	types := v.(map[string]string)
 	var b bytes.Buffer
 	b.WriteByte('[')
 	for i, u := range units {
@@ -393,7 +514,12 @@ func (f *mergeForm) param(units []planUnit) (string, error) {
 			}
 			writeJSONString(&b, col)
 			b.WriteByte(':')
-			if err := writeJSONValue(&b, u.args[k]); err != nil {
+			v := u.args[k]
+			if _, isBytes := v.([]byte); isBytes && types[col] != "bytea" {
+				// lib/pq sends bytes for another type as their text.
+				return "", fmt.Errorf("registry: storing a batch of issuances: column %s: bytes for a %s column: %w", col, types[col], errNotExact)
+			}
+			if err := writeJSONValue(&b, v); err != nil {
 				return "", fmt.Errorf("registry: storing a batch of issuances: column %s: %w", col, err)
 			}
 		}
@@ -412,6 +538,10 @@ var errNotExact = errors.New("value has no exact JSON form")
 // bytea's hex form, times in RFC 3339 with the offset.
 func writeJSONValue(b *bytes.Buffer, v any) error {
 	if dv, ok := v.(driver.Valuer); ok {
+		if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && rv.IsNil() {
+			b.WriteString("null") // as database/sql: a nil pointer is NULL
+			return nil
+		}
 		x, err := dv.Value()
 		if err != nil {
 			return err
@@ -445,8 +575,14 @@ func writeJSONValue(b *bytes.Buffer, v any) error {
 	case bool:
 		b.WriteString(strconv.FormatBool(x))
 	case time.Time:
+		// In UTC: an offset with seconds (a zone's local mean time) has
+		// no RFC 3339 form. PostgreSQL reads years 1 to 9999 this way.
+		x = x.UTC()
+		if x.Year() < 1 || x.Year() > 9999 {
+			return fmt.Errorf("%w: year %d", errNotExact, x.Year())
+		}
 		b.WriteByte('"')
-		b.WriteString(x.Format("2006-01-02T15:04:05.999999999Z07:00"))
+		b.WriteString(x.Format("2006-01-02T15:04:05.999999999Z"))
 		b.WriteByte('"')
 	case *int64:
 		if x == nil {

@@ -339,13 +339,17 @@ func FuzzWriteJSONString(f *testing.F) {
 func TestBatchTextIgnoresItemOrder(t *testing.T) {
 	register := func(k int64) planPart {
 		return planPart{guards: []guard{{stmt: stmt{`UPDATE p SET state = ? WHERE serial = ?`, []any{"issued", fmt.Sprint("r", k)}}}},
-			stmts: []stmt{{`INSERT INTO agents (name) VALUES (?)`, []any{fmt.Sprint("r", k)}}, {`INSERT INTO certs (serial) VALUES (?)`, []any{fmt.Sprint("r", k)}}}}
+			stmts: []stmt{{`INSERT INTO bt_agents (name) VALUES (?)`, []any{fmt.Sprint("r", k)}}, {`INSERT INTO bt_certs (serial) VALUES (?)`, []any{fmt.Sprint("r", k)}}}}
 	}
 	rotate := func(k int64) planPart {
 		return planPart{guards: []guard{{stmt: stmt{`UPDATE p SET state = ? WHERE serial = ?`, []any{"issued", fmt.Sprint("o", k)}}},
-			{stmt: stmt{`UPDATE agents SET serial = ? WHERE name = ?`, []any{fmt.Sprint("o", k), "x"}}}},
-			stmts: []stmt{{`INSERT INTO certs (serial) VALUES (?)`, []any{fmt.Sprint("o", k)}}}}
+			{stmt: stmt{`UPDATE bt_agents SET serial = ? WHERE name = ?`, []any{fmt.Sprint("o", k), "x"}}}},
+			stmts: []stmt{{`INSERT INTO bt_certs (serial) VALUES (?)`, []any{fmt.Sprint("o", k)}}}}
 	}
+	// The tables are the test's own: their columns' types as loadTypes
+	// would read them.
+	columnTypes.Store("bt_agents", map[string]string{"name": "text", "serial": "text"})
+	columnTypes.Store("bt_certs", map[string]string{"serial": "text"})
 	text := func(parts ...planPart) (string, []planUnit) {
 		t.Helper()
 		bp := &batchPlan{}
@@ -353,11 +357,16 @@ func TestBatchTextIgnoresItemOrder(t *testing.T) {
 			p.item = k
 			bp.parts = append(bp.parts, p)
 		}
-		ctes, err := bp.ctes()
-		if err != nil {
-			t.Fatal(err)
+		head, byItem, err := bp.units(len(parts))
+		if err != nil || head != nil {
+			t.Fatal(head, err)
 		}
-		q, _, guards, err := writeBatch(ctes)
+		stmts := statementsOf(byItem)
+		var units []planUnit
+		for _, st := range stmts {
+			units = append(units, st...)
+		}
+		q, _, guards, err := writeBatch(cteGroups(units))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -370,12 +379,54 @@ func TestBatchTextIgnoresItemOrder(t *testing.T) {
 	}
 	for _, gs := range [][]planUnit{ga, gb} {
 		for _, g := range gs {
-			if want := fmt.Sprint(g.args[len(g.args)-1]); !strings.HasSuffix(want, fmt.Sprint(g.item)) && !strings.Contains(g.query, "agents") {
+			if want := fmt.Sprint(g.args[len(g.args)-1]); !strings.HasSuffix(want, fmt.Sprint(g.item)) && !strings.Contains(g.query, "bt_agents") {
 				t.Errorf("guard %q of item %d names %s", g.query, g.item, want)
 			}
 		}
 	}
 	if c, _ := text(rotate(0), rotate(1)); c == a {
 		t.Error("a batch of other kinds sent the same text")
+	}
+}
+
+// TestStatementsOfAKindAndBounded: a batch's items are stored by kind, at
+// most maxPerStatement to a statement, each item once, in the items'
+// order within its kind.
+func TestStatementsOfAKindAndBounded(t *testing.T) {
+	var byItem [][]planUnit
+	kindOf := map[int]string{}
+	for k := range 23 {
+		kind := "UPDATE rot SET a = ? WHERE b = ?"
+		if k%7 == 3 {
+			kind = "UPDATE reg SET a = ? WHERE b = ?"
+		}
+		kindOf[k] = kind
+		byItem = append(byItem, []planUnit{{item: k, query: kind}, {item: k, query: "INSERT INTO c (a) VALUES (?)"}})
+	}
+	seen := map[int]int{}
+	for _, units := range statementsOf(byItem) {
+		items := map[int]bool{}
+		last := -1
+		for _, u := range units {
+			if u.query != "INSERT INTO c (a) VALUES (?)" && u.query != kindOf[units[0].item] {
+				t.Errorf("a statement mixes kinds: %q", u.query)
+			}
+			if !items[u.item] {
+				if u.item < last {
+					t.Errorf("item %d after item %d", u.item, last)
+				}
+				last = u.item
+			}
+			items[u.item] = true
+			seen[u.item]++
+		}
+		if len(items) > maxPerStatement {
+			t.Errorf("a statement of %d items, want at most %d", len(items), maxPerStatement)
+		}
+	}
+	for k := range byItem {
+		if seen[k] != 2 {
+			t.Errorf("item %d: %d units stored, want 2", k, seen[k])
+		}
 	}
 }

@@ -213,11 +213,12 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 		return errs, -1
 	}
 	if len(live) == 1 || !savepoints {
-		// On PostgreSQL a batch of issuance commits stores itself with one
-		// statement (batchplan.go): the items' plans are collected, then
-		// run together.
+		// On PostgreSQL a batch of several issuance commits stores itself
+		// with one statement (batchplan.go): the items' plans are
+		// collected, then run together. A batch of one gains nothing from
+		// it (its plan is one statement already) and could not run again.
 		var bp *batchPlan
-		if w.s.dialect == Postgres && !slices.ContainsFunc(live, func(it *txItem) bool { return !it.rerun }) {
+		if w.s.dialect == Postgres && len(live) > 1 && !slices.ContainsFunc(live, func(it *txItem) bool { return !it.rerun }) {
 			var undefer func()
 			bp, undefer = deferPlans(tx)
 			defer undefer()
@@ -292,25 +293,20 @@ const failedUnknown = -2
 // runPlans runs a batch's collected plans (batchPlan.run) and reports
 // whether every plan ran and every guard matched. If not, it sets the
 // items' errors and returns the failed item: the item one of whose guards
-// missed, or failedUnknown when the statement failed as a whole (every
-// item's error is then that failure); -1 for a batch of one.
+// missed, or failedUnknown when a statement failed as a whole or could not
+// be written (every item's error is then that failure, until they run
+// again).
 func (w *writer) runPlans(ctx context.Context, tx *sqlx.Tx, bp *batchPlan, live []*txItem, errs []error) (failed int, ok bool) {
 	missed, err := bp.run(ctx, tx, len(live))
 	if err != nil {
 		for k, it := range live {
 			errs[k] = dbErr(it.op, err)
 		}
-		if len(live) == 1 {
-			return -1, false
-		}
 		return failedUnknown, false
 	}
 	for k, e := range missed {
 		if e != nil {
 			errs[k] = e
-			if len(live) == 1 {
-				return -1, false
-			}
 			return k, false
 		}
 	}
