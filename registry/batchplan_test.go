@@ -141,24 +141,12 @@ func TestBatchPlanStoresWhatExecPlanStores(t *testing.T) {
 	// statement).
 	runBatch := func(ps [][2]any) []error {
 		t.Helper()
-		tx, err := st.db.BeginTxx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		bp, undefer := deferPlans(tx)
+		parts := make([]planPart, len(ps))
 		for k, p := range ps {
-			bp.item = k
-			if err := execPlan(ctx, tx, "batch", p[0].([]guard), p[1].([]stmt)); err != nil {
-				t.Fatal(err)
-			}
+			parts[k] = planPart{guards: p[0].([]guard), stmts: p[1].([]stmt)}
 		}
-		undefer()
-		missed, err := bp.run(ctx, tx, len(ps))
+		missed, err := collectAndRun(t, st, parts)
 		if err != nil {
-			_ = tx.Rollback()
-			t.Fatal(err)
-		}
-		if err := tx.Commit(); err != nil {
 			t.Fatal(err)
 		}
 		return missed
@@ -192,6 +180,35 @@ func TestBatchPlanStoresWhatExecPlanStores(t *testing.T) {
 			t.Errorf("guard %d on a settled row: %v, want its own miss", k, e)
 		}
 	}
+}
+
+// collectAndRun runs parts, item k's plan each, as the writer runs a batch:
+// collected in a transaction of st, then run (batchPlan.run), and
+// committed when that succeeded. It returns run's outcome.
+func collectAndRun(t *testing.T, st *Store, parts []planPart) ([]error, error) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := st.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bp, undefer := deferPlans(tx)
+	for k, p := range parts {
+		bp.item = k
+		if err := execPlan(ctx, tx, "batch", p.guards, p.stmts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	undefer()
+	missed, err := bp.run(ctx, tx, len(parts))
+	if err != nil {
+		_ = tx.Rollback()
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return missed, nil
 }
 
 // TestBatchOfIssuanceCommitsIsOneStatement (PostgreSQL): items of a batch

@@ -37,24 +37,12 @@ func compareBatch(t *testing.T, st *Store, cols string, rows [][]any) (one, batc
 			t.Fatalf("execPlan: %v", err)
 		}
 	}
-	tx, err := st.db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bp, undefer := deferPlans(tx)
+	parts := make([]planPart, len(rows))
 	for k, r := range rows {
-		bp.item = k
-		if err := execPlan(ctx, tx, "batch", nil, []stmt{ins(tBatch, r)}); err != nil {
-			t.Fatal(err)
-		}
+		parts[k] = planPart{stmts: []stmt{ins(tBatch, r)}}
 	}
-	undefer()
-	if _, err := bp.run(ctx, tx, len(rows)); err != nil {
-		_ = tx.Rollback()
+	if _, err := collectAndRun(t, st, parts); err != nil {
 		return nil, nil, err
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
 	}
 	read := func(table string) []string {
 		var out []string
