@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"regexp"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -54,7 +55,12 @@ func newMetrics(extra []prometheus.Collector) (*metrics, error) {
 	}
 	cs := []prometheus.Collector{
 		m.requests, m.latency, m.issuance, m.revocations, m.verify, m.rateLimited, m.tableFull, m.authFailures,
-		collectors.NewGoCollector(),
+		// go_sched_latencies_seconds besides the defaults: how long
+		// goroutines wait for a processor once runnable. On a busy
+		// machine it is part of every round trip the group commit's
+		// writer makes (docs/performance.md, twenty-third pass).
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
 	for _, c := range append(cs, extra...) {

@@ -26,7 +26,8 @@ func TestStoreCollectors(t *testing.T) {
 	got := gather(t, s)
 	for _, name := range []string{"atr_db_open_connections", "atr_db_in_use_connections", "atr_db_idle_connections",
 		"atr_db_max_open_connections", "atr_db_wait_count_total", "atr_db_wait_duration_seconds_total",
-		"atr_db_group_commit_batches_total", "atr_db_group_commit_items_total", "atr_db_group_commit_busy_seconds_total"} {
+		"atr_db_group_commit_batches_total", "atr_db_group_commit_items_total", "atr_db_group_commit_busy_seconds_total",
+		"atr_db_group_commit_phase_seconds_total"} {
 		if _, ok := got[name]; !ok {
 			t.Errorf("%s missing (gathered %v)", name, got)
 		}

@@ -188,7 +188,28 @@ func TestBatchesReadNoStoredHashes(t *testing.T) {
 			for _, iss := range issued {
 				check(iss)
 			}
+			checkPhases(t, db, before, after)
 		})
+	}
+}
+
+// checkPhases checks the writer's phases between two GroupCommitStats of
+// a run of sealed issuances: each phase the batches went through took
+// time — on PostgreSQL the batch's collected statements too, on SQLite
+// nothing runs there — and together they are no more than the writer's
+// busy time, of which they are the split.
+func checkPhases(t *testing.T, db string, before, after registry.GroupCommitStats) {
+	t.Helper()
+	var sum time.Duration
+	for p, name := range registry.PhaseNames {
+		d := after.Phases[p] - before.Phases[p]
+		sum += d
+		if want := name != "statements" || db == "postgres"; (d > 0) != want {
+			t.Errorf("%s: the writer's %q phase took %v; want time spent: %t", db, name, d, want)
+		}
+	}
+	if busy := after.Busy - before.Busy; sum > busy {
+		t.Errorf("%s: the phases took %v, more than the writer's busy %v", db, sum, busy)
 	}
 }
 

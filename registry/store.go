@@ -252,6 +252,9 @@ type GroupCommitStats struct {
 	// that failed in their first run (writer.execBatch).
 	Reruns int64
 	Busy   time.Duration
+	// Phases splits the time of the batches' transactions by phase
+	// (PhaseNames): where a busy writer's time goes.
+	Phases [numPhases]time.Duration
 }
 
 // GroupCommitStats reports what the group commit did since the store opened.
@@ -261,6 +264,9 @@ func (s *Store) GroupCommitStats() GroupCommitStats {
 		if w != nil {
 			st := w.stats()
 			sum.Batches, sum.Items, sum.Reruns, sum.Busy = sum.Batches+st.Batches, sum.Items+st.Items, sum.Reruns+st.Reruns, sum.Busy+st.Busy
+			for p, d := range st.Phases {
+				sum.Phases[p] += d
+			}
 		}
 	}
 	return sum

@@ -98,6 +98,38 @@ type writer struct {
 	// and metrics).
 	batches, items, reruns int64
 	busy                   time.Duration
+	// phases splits busy by what the writer was doing (phaseNames).
+	phases [numPhases]time.Duration
+}
+
+// A batch's phases, as the writer times them (GroupCommitStats.Phases):
+// what the transaction of each batch spent its time on, round trips and
+// the wait for a processor after each included.
+const (
+	phaseBegin      = iota // BEGIN (SQLite: BEGIN IMMEDIATE, the write lock)
+	phaseItems             // the items' functions: their reads and statements (PostgreSQL: the log head's lock; a batch's statements are collected)
+	phaseStatements        // PostgreSQL: the batch's collected statements (batchplan.go)
+	phaseSeal              // the checkpoint's signatures and its insert
+	phaseCommit            // COMMIT
+	numPhases
+)
+
+// PhaseNames names GroupCommitStats.Phases' entries, in order.
+var PhaseNames = [numPhases]string{"begin", "items", "statements", "seal", "commit"}
+
+// phaseClock times a batch's phases; add gives them to the writer.
+type phaseClock struct {
+	last time.Time
+	d    [numPhases]time.Duration
+}
+
+func newPhaseClock() *phaseClock { return &phaseClock{last: time.Now()} }
+
+// done ends phase p now and starts the next.
+func (c *phaseClock) done(p int) {
+	now := time.Now()
+	c.d[p] += now.Sub(c.last)
+	c.last = now
 }
 
 func newWriter(s *Store) *writer {
@@ -207,7 +239,10 @@ func (w *writer) execBatch(live []*txItem) []error {
 // -1.
 func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (errs []error, failed int) {
 	errs = make([]error, len(live))
+	clock := newPhaseClock()
+	defer w.addPhases(clock)
 	tx, err := w.begin(ctx)
+	clock.done(phaseBegin)
 	if err != nil {
 		for k, it := range live {
 			errs[k] = dbErr(it.op+": begin", err)
@@ -237,22 +272,28 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 				return errs, k
 			}
 		}
+		clock.done(phaseItems)
 		if bp != nil {
 			deferredPlans.Delete(tx) // the seal's statements run as they come
-			if failed, ok := w.runPlans(ctx, tx, bp, live, errs); !ok {
+			failed, ok := w.runPlans(ctx, tx, bp, live, errs)
+			clock.done(phaseStatements)
+			if !ok {
 				_ = tx.Rollback()
 				return errs, failed
 			}
 		}
-	} else if err := w.runItems(ctx, tx, live, errs); err != nil {
-		// A savepoint could not be rolled back: the transaction is unusable.
-		_ = tx.Rollback()
-		for k := range live {
-			if errs[k] == nil {
-				errs[k] = err
+	} else {
+		if err := w.runItems(ctx, tx, live, errs); err != nil {
+			// A savepoint could not be rolled back: the transaction is unusable.
+			_ = tx.Rollback()
+			for k := range live {
+				if errs[k] == nil {
+					errs[k] = err
+				}
 			}
+			return errs, -1
 		}
-		return errs, -1
+		clock.done(phaseItems)
 	}
 	ok, logged := false, false
 	for k, e := range errs {
@@ -266,8 +307,11 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 	var sealed func()
 	if seal := w.s.sealLog.Load(); seal != nil && logged {
 		sealed = (*seal)(ctx, tx)
+		clock.done(phaseSeal)
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	clock.done(phaseCommit)
+	if err != nil {
 		for k, it := range live {
 			if errs[k] == nil {
 				errs[k] = dbErr(it.op+": commit", err)
@@ -285,6 +329,15 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 		(*f)()
 	}
 	return errs, -1
+}
+
+// addPhases adds a transaction's phases to the writer's.
+func (w *writer) addPhases(c *phaseClock) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for p, d := range c.d {
+		w.phases[p] += d
+	}
 }
 
 // failedUnknown is execTx's failed when the batch's one statement failed
@@ -383,5 +436,5 @@ func (w *writer) runItems(ctx context.Context, tx *sqlx.Tx, items []*txItem, err
 func (w *writer) stats() GroupCommitStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return GroupCommitStats{Batches: w.batches, Items: w.items, Reruns: w.reruns, Busy: w.busy}
+	return GroupCommitStats{Batches: w.batches, Items: w.items, Reruns: w.reruns, Busy: w.busy, Phases: w.phases}
 }
