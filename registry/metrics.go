@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"time"
+
 	"database/sql"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,7 +77,7 @@ func newGroupCommitCollector(stats func() GroupCommitStats) *groupCommitCollecto
 		items:   prometheus.NewDesc("atr_db_group_commit_items_total", "Queued transactions the group commit ran; divided by the batches, the mean batch size.", nil, nil),
 		reruns:  prometheus.NewDesc("atr_db_group_commit_reruns_total", "Batches run again, each item in its own savepoint, because an item failed in their first run without savepoints.", nil, nil),
 		busy:    prometheus.NewDesc("atr_db_group_commit_busy_seconds_total", "Time the group commit's writer spent running batches (begin to commit); a rate near 1 means the writer is saturated.", nil, nil),
-		phases: prometheus.NewDesc("atr_db_group_commit_phase_seconds_total", "Time the group commit's writer spent in each phase of its transactions: begin, items (their reads and statements; on PostgreSQL the log head's lock), statements (PostgreSQL: the batch's collected statements), seal (the checkpoint's signatures and insert), commit. Round trips and the wait for a processor after each count in their phase.",
+		phases: prometheus.NewDesc("atr_db_group_commit_phase_seconds_total", "Time the group commit's writer spent in each phase of its transactions, together its busy time: begin, items (their reads and statements; on PostgreSQL the log head's lock), statements (PostgreSQL: the batch's collected statements), seal (the checkpoint's signatures and insert), commit (COMMIT and its hooks, or a failed run's ROLLBACK). Round trips and the wait for a processor after each count in their phase.",
 			[]string{"phase"}, nil),
 	}
 }
@@ -94,7 +96,7 @@ func (c *groupCommitCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.items, prometheus.CounterValue, float64(st.Items))
 	ch <- prometheus.MustNewConstMetric(c.reruns, prometheus.CounterValue, float64(st.Reruns))
 	ch <- prometheus.MustNewConstMetric(c.busy, prometheus.CounterValue, st.Busy.Seconds())
-	for p, d := range st.Phases {
-		ch <- prometheus.MustNewConstMetric(c.phases, prometheus.CounterValue, d.Seconds(), PhaseNames[p])
-	}
+	st.Phases.Each(func(name string, d time.Duration) {
+		ch <- prometheus.MustNewConstMetric(c.phases, prometheus.CounterValue, d.Seconds(), name)
+	})
 }

@@ -252,9 +252,35 @@ type GroupCommitStats struct {
 	// that failed in their first run (writer.execBatch).
 	Reruns int64
 	Busy   time.Duration
-	// Phases splits the time of the batches' transactions by phase
-	// (PhaseNames): where a busy writer's time goes.
-	Phases [numPhases]time.Duration
+	// Phases splits Busy by what the writer's transactions spent their
+	// time on: where a busy writer's time goes.
+	Phases GroupCommitPhases
+}
+
+// GroupCommitPhases is the group commit writer's time by phase of its
+// transactions, each round trip's wait for the database and then for a
+// processor included.
+type GroupCommitPhases struct {
+	Begin      time.Duration // BEGIN (SQLite: the write lock)
+	Items      time.Duration // the items' reads and statements (PostgreSQL: the log head's lock; the statements collected)
+	Statements time.Duration // PostgreSQL: a batch's collected statements, run together
+	Seal       time.Duration // the checkpoint's token signatures and its insert
+	Commit     time.Duration // COMMIT and the hooks after it, or a failed run's ROLLBACK
+}
+
+// Each calls fn with each phase's name (as in the metric's label) and
+// time, in order.
+func (p GroupCommitPhases) Each(fn func(name string, d time.Duration)) {
+	fn("begin", p.Begin)
+	fn("items", p.Items)
+	fn("statements", p.Statements)
+	fn("seal", p.Seal)
+	fn("commit", p.Commit)
+}
+
+func (p GroupCommitPhases) plus(q GroupCommitPhases) GroupCommitPhases {
+	return GroupCommitPhases{Begin: p.Begin + q.Begin, Items: p.Items + q.Items, Statements: p.Statements + q.Statements,
+		Seal: p.Seal + q.Seal, Commit: p.Commit + q.Commit}
 }
 
 // GroupCommitStats reports what the group commit did since the store opened.
@@ -264,9 +290,7 @@ func (s *Store) GroupCommitStats() GroupCommitStats {
 		if w != nil {
 			st := w.stats()
 			sum.Batches, sum.Items, sum.Reruns, sum.Busy = sum.Batches+st.Batches, sum.Items+st.Items, sum.Reruns+st.Reruns, sum.Busy+st.Busy
-			for p, d := range st.Phases {
-				sum.Phases[p] += d
-			}
+			sum.Phases = sum.Phases.plus(st.Phases)
 		}
 	}
 	return sum

@@ -98,32 +98,34 @@ type writer struct {
 	// and metrics).
 	batches, items, reruns int64
 	busy                   time.Duration
-	// phases splits busy by what the writer was doing (phaseNames).
+	// phases splits busy by what the writer was doing.
 	phases [numPhases]time.Duration
+
+	// clock times the phases of the batch being run (only run's goroutine
+	// uses it); runBatch adds them to phases with busy.
+	clock phaseClock
 }
 
 // A batch's phases, as the writer times them (GroupCommitStats.Phases):
-// what the transaction of each batch spent its time on, round trips and
-// the wait for a processor after each included.
+// what its transactions spent their time on, the round trips and the wait
+// for a processor after each included.
 const (
 	phaseBegin      = iota // BEGIN (SQLite: BEGIN IMMEDIATE, the write lock)
-	phaseItems             // the items' functions: their reads and statements (PostgreSQL: the log head's lock; a batch's statements are collected)
+	phaseItems             // the items' functions: their reads and statements, their savepoints (PostgreSQL: the log head's lock; a batch's statements are collected)
 	phaseStatements        // PostgreSQL: the batch's collected statements (batchplan.go)
 	phaseSeal              // the checkpoint's signatures and its insert
-	phaseCommit            // COMMIT
+	phaseCommit            // COMMIT and the hooks after it, or the ROLLBACK of a run that failed
 	numPhases
 )
 
-// PhaseNames names GroupCommitStats.Phases' entries, in order.
-var PhaseNames = [numPhases]string{"begin", "items", "statements", "seal", "commit"}
-
-// phaseClock times a batch's phases; add gives them to the writer.
+// phaseClock times the phases of a batch's transactions.
 type phaseClock struct {
 	last time.Time
 	d    [numPhases]time.Duration
 }
 
-func newPhaseClock() *phaseClock { return &phaseClock{last: time.Now()} }
+// start starts a transaction's first phase now.
+func (c *phaseClock) start() { c.last = time.Now() }
 
 // done ends phase p now and starts the next.
 func (c *phaseClock) done(p int) {
@@ -183,11 +185,15 @@ func (w *writer) runBatch(batch []*txItem) {
 		return
 	}
 	start := time.Now()
+	w.clock = phaseClock{}
 	errs := w.execBatch(live)
 	w.mu.Lock()
 	w.batches++
 	w.items += int64(len(live))
 	w.busy += time.Since(start)
+	for p, d := range w.clock.d {
+		w.phases[p] += d
+	}
 	w.mu.Unlock()
 	for k, it := range live {
 		it.done <- errs[k]
@@ -239,8 +245,8 @@ func (w *writer) execBatch(live []*txItem) []error {
 // -1.
 func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (errs []error, failed int) {
 	errs = make([]error, len(live))
-	clock := newPhaseClock()
-	defer w.addPhases(clock)
+	clock := &w.clock
+	clock.start()
 	tx, err := w.begin(ctx)
 	clock.done(phaseBegin)
 	if err != nil {
@@ -265,7 +271,9 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 				bp.item = k
 			}
 			if errs[k] = it.fn(tx); errs[k] != nil {
+				clock.done(phaseItems)
 				_ = tx.Rollback()
+				clock.done(phaseCommit)
 				if len(live) == 1 {
 					return errs, -1
 				}
@@ -279,13 +287,16 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 			clock.done(phaseStatements)
 			if !ok {
 				_ = tx.Rollback()
+				clock.done(phaseCommit)
 				return errs, failed
 			}
 		}
 	} else {
 		if err := w.runItems(ctx, tx, live, errs); err != nil {
 			// A savepoint could not be rolled back: the transaction is unusable.
+			clock.done(phaseItems)
 			_ = tx.Rollback()
+			clock.done(phaseCommit)
 			for k := range live {
 				if errs[k] == nil {
 					errs[k] = err
@@ -302,6 +313,7 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 	}
 	if !ok {
 		_ = tx.Rollback()
+		clock.done(phaseCommit)
 		return errs, -1
 	}
 	var sealed func()
@@ -309,9 +321,8 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 		sealed = (*seal)(ctx, tx)
 		clock.done(phaseSeal)
 	}
-	err = tx.Commit()
-	clock.done(phaseCommit)
-	if err != nil {
+	if err := tx.Commit(); err != nil {
+		clock.done(phaseCommit)
 		for k, it := range live {
 			if errs[k] == nil {
 				errs[k] = dbErr(it.op+": commit", err)
@@ -328,16 +339,8 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 	if f := w.s.onCommit.Load(); f != nil {
 		(*f)()
 	}
+	clock.done(phaseCommit)
 	return errs, -1
-}
-
-// addPhases adds a transaction's phases to the writer's.
-func (w *writer) addPhases(c *phaseClock) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for p, d := range c.d {
-		w.phases[p] += d
-	}
 }
 
 // failedUnknown is execTx's failed when the batch's one statement failed
@@ -432,9 +435,12 @@ func (w *writer) runItems(ctx context.Context, tx *sqlx.Tx, items []*txItem, err
 }
 
 // stats returns how many batches and items the writer ran, how many
-// batches it ran again around a failed item, and how long it was busy.
+// batches it ran again around a failed item, and how long it was busy, in
+// all and by phase.
 func (w *writer) stats() GroupCommitStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return GroupCommitStats{Batches: w.batches, Items: w.items, Reruns: w.reruns, Busy: w.busy, Phases: w.phases}
+	p := w.phases
+	return GroupCommitStats{Batches: w.batches, Items: w.items, Reruns: w.reruns, Busy: w.busy, Phases: GroupCommitPhases{
+		Begin: p[phaseBegin], Items: p[phaseItems], Statements: p[phaseStatements], Seal: p[phaseSeal], Commit: p[phaseCommit]}}
 }

@@ -102,6 +102,15 @@ func TestGroupCommit(t *testing.T) {
 				if ws.Reruns > 0 != rerun {
 					t.Errorf("%d batches ran again; want some only when items may rerun (%t)", ws.Reruns, rerun)
 				}
+				// The phases split the busy time, failed runs and their
+				// rollbacks included: only the writer's own bookkeeping
+				// between them is left out.
+				var phases time.Duration
+				ws.Phases.Each(func(_ string, d time.Duration) { phases += d })
+				t.Logf("%s: the phases took %v of the writer's busy %v", db, phases, ws.Busy)
+				if phases > ws.Busy || phases < ws.Busy/2 {
+					t.Errorf("the phases took %v of the writer's busy %v; want most of it, never more", phases, ws.Busy)
+				}
 			})
 		}
 	}
