@@ -1,9 +1,8 @@
 package registry
 
 import (
-	"time"
-
 	"database/sql"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
