@@ -359,7 +359,11 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 	hwm := func(phase string) {
 		if e.isStarted() {
 			if _, peak, err := rss(e.serverPID()); err == nil {
-				rep.Notes = append(rep.Notes, fmt.Sprintf("server VmHWM after %s: %.0f MiB", phase, float64(peak)/1024))
+				note := fmt.Sprintf("server VmHWM after %s: %.0f MiB", phase, float64(peak)/1024)
+				if n, err := openFiles(e.serverPID()); err == nil {
+					note += fmt.Sprintf(" (%d open descriptors now)", n)
+				}
+				rep.Notes = append(rep.Notes, note)
 			}
 		}
 	}
@@ -440,13 +444,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 	}
 
 	// Step 4: issuance at each concurrency, CSRs made before the clock.
-	next := 0 // next registration client budget slot
-	takeClients := func(n int) []*benchClient {
-		k := (n + registerPerClient - 1) / registerPerClient
-		cs := regClients[next : next+k]
-		next += k
-		return cs
-	}
+	phases := &phaseClients{all: regClients}
 	var validPEM []string
 	for _, l := range p.issuance {
 		progress("issuance: %d registrations at concurrency %d", l.n, l.conc)
@@ -454,18 +452,23 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 		if err != nil {
 			return rep, err
 		}
-		cs := takeClients(l.n)
 		var mu sync.Mutex
-		s := runN(ctx, l.n, l.conc, func(ctx context.Context, i int) error {
-			c, err := cs[i/registerPerClient].api.Register(ctx, client.RegisterRequest{
-				Name: fmt.Sprintf("c%d-%05d.bench", l.conc, i), CSR: string(csrs[i])})
-			if err == nil && l.conc == 1 {
-				mu.Lock()
-				validPEM = append(validPEM, c.Certificate)
-				mu.Unlock()
-			}
-			return err
-		})
+		var s Stats
+		if err := phases.run(l.n, func(cs []*benchClient) error {
+			s = runN(ctx, l.n, l.conc, func(ctx context.Context, i int) error {
+				c, err := cs[i/registerPerClient].api.Register(ctx, client.RegisterRequest{
+					Name: fmt.Sprintf("c%d-%05d.bench", l.conc, i), CSR: string(csrs[i])})
+				if err == nil && l.conc == 1 {
+					mu.Lock()
+					validPEM = append(validPEM, c.Certificate)
+					mu.Unlock()
+				}
+				return err
+			})
+			return nil
+		}); err != nil {
+			return rep, err
+		}
 		target := ""
 		if l.conc == rotateConc {
 			target = ">=0.2"
@@ -483,11 +486,16 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 		if csrs, err = newCSRs(l.n); err != nil {
 			return rep, err
 		}
-		rcs := takeClients(l.n)
-		rs := runN(ctx, l.n, l.conc, func(ctx context.Context, i int) error {
-			_, err := rcs[i/registerPerClient].api.Rotate(ctx, fmt.Sprintf("c%d-%05d.bench", l.conc, i), csrs[i])
-			return err
-		})
+		var rs Stats
+		if err := phases.run(l.n, func(cs []*benchClient) error {
+			rs = runN(ctx, l.n, l.conc, func(ctx context.Context, i int) error {
+				_, err := cs[i/registerPerClient].api.Rotate(ctx, fmt.Sprintf("c%d-%05d.bench", l.conc, i), csrs[i])
+				return err
+			})
+			return nil
+		}); err != nil {
+			return rep, err
+		}
 		rep.add(rateRow("issuance", fmt.Sprintf("rotate, concurrency %d", l.conc), rs).
 			withRatio(rs.Rate(), createPar, "CreateCertificate"+par, ">=0.2"))
 	}
@@ -502,12 +510,17 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 		if err != nil {
 			return rep, err
 		}
-		cs := takeClients(n)
-		s := runPaced(ctx, n, rate, func(ctx context.Context, i int) error {
-			_, err := cs[i/registerPerClient].api.Register(ctx, client.RegisterRequest{
-				Name: fmt.Sprintf("paced-%05d.bench", i), CSR: string(csrs[i])})
-			return err
-		})
+		var s Stats
+		if err := phases.run(n, func(cs []*benchClient) error {
+			s = runPaced(ctx, n, rate, func(ctx context.Context, i int) error {
+				_, err := cs[i/registerPerClient].api.Register(ctx, client.RegisterRequest{
+					Name: fmt.Sprintf("paced-%05d.bench", i), CSR: string(csrs[i])})
+				return err
+			})
+			return nil
+		}); err != nil {
+			return rep, err
+		}
 		row := rateRow("issuance", fmt.Sprintf("register, open loop at %.0f/s (half of c=32)", rate), s)
 		rep.add(row.withRatio(row.P99ms, 50, "p99 vs 50 ms", "<=1"))
 	}
@@ -516,25 +529,29 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 
 	// Step 5: verify of valid, revoked and unknown certificates.
 	progress("verify: %d requests per kind", p.verifyN)
-	revCS := takeClients(6)
 	var revokedPEM, unknownPEM, unknownSerial string
-	for i := range 6 {
-		csr, err := newCSR()
-		if err != nil {
-			return rep, err
+	if err := phases.run(6, func(cs []*benchClient) error {
+		for i := range 6 {
+			csr, err := newCSR()
+			if err != nil {
+				return err
+			}
+			c, err := cs[0].api.Register(ctx, client.RegisterRequest{Name: fmt.Sprintf("rv%d.bench", i), CSR: string(csr)})
+			if err != nil {
+				return fmt.Errorf("registering agents to revoke: %w", err)
+			}
+			if i == 5 {
+				unknownPEM, unknownSerial = c.Certificate, c.Serial
+				return nil
+			}
+			if _, err := cs[0].api.Revoke(ctx, c.Name, "keyCompromise"); err != nil {
+				return fmt.Errorf("revoking: %w", err)
+			}
+			revokedPEM = c.Certificate
 		}
-		c, err := revCS[0].api.Register(ctx, client.RegisterRequest{Name: fmt.Sprintf("rv%d.bench", i), CSR: string(csr)})
-		if err != nil {
-			return rep, fmt.Errorf("registering agents to revoke: %w", err)
-		}
-		if i == 5 {
-			unknownPEM, unknownSerial = c.Certificate, c.Serial
-			break
-		}
-		if _, err := revCS[0].api.Revoke(ctx, c.Name, "keyCompromise"); err != nil {
-			return rep, fmt.Errorf("revoking: %w", err)
-		}
-		revokedPEM = c.Certificate
+		return nil
+	}); err != nil {
+		return rep, err
 	}
 	if fill != nil {
 		if err := fill.deleteCertificate(ctx, unknownSerial); err != nil {

@@ -277,6 +277,13 @@ func rss(pid int) (cur, peak int64, err error) {
 	return parseProcStatus(string(b))
 }
 
+// openFiles counts the file descriptors process pid holds open: mostly,
+// for atr serve, its client connections.
+func openFiles(pid int) (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(ents), err
+}
+
 // parseProcStatus extracts VmRSS and VmHWM (KiB) from /proc/<pid>/status text.
 func parseProcStatus(s string) (cur, peak int64, err error) {
 	for _, line := range strings.Split(s, "\n") {
