@@ -36,7 +36,7 @@ func certificateBody(iss *registry.Issued) client.Certificate {
 // encoding/json compacting the opened entry and the receipt once more. Both
 // are compact JSON translog's Marshal made for this issuance, and both are
 // the last fields of the object; compacting them again was ~2 % of a
-// rotation's CPU (docs/performance.md, sixteenth pass).
+// rotation's CPU (docs/performance-history.md, sixteenth pass).
 // TestWriteCertificateMatchesMarshal holds the bytes equal.
 func writeCertificate(w http.ResponseWriter, status int, iss *registry.Issued) {
 	body := certificateBody(iss)

@@ -58,7 +58,7 @@ func newMetrics(extra []prometheus.Collector) (*metrics, error) {
 		// go_sched_latencies_seconds besides the defaults: how long
 		// goroutines wait for a processor once runnable. On a busy
 		// machine it is part of every round trip the group commit's
-		// writer makes (docs/performance.md, twenty-third pass).
+		// writer makes (docs/performance-history.md, twenty-third pass).
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

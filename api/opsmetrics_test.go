@@ -75,7 +75,7 @@ func (c *storedCRLs) CRLNextUpdate(_ context.Context, keyID string) (time.Time, 
 
 // A scrape reads the CRL gauges without making a CRL: under a rotating
 // fleet every scrape regenerated the whole list, a second of CPU for 48,000
-// entries (docs/performance.md, fifteenth pass).
+// entries (docs/performance-history.md, fifteenth pass).
 func TestMetricsScrapeMakesNoCRL(t *testing.T) {
 	rev := &storedCRLs{}
 	h := newHarness(t, func(_ *Config, d *Deps) { d.Revocation = rev })

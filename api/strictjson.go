@@ -134,7 +134,7 @@ func checkKey(seen map[string]bool, fields map[string]reflect.Type, elem reflect
 // (FuzzScanKeysMatchesWalk): where the walk above has encoding/json
 // tokenize and unquote every value, this skips over scalars and strings
 // and unquotes only the keys, about a tenth of the work for a body that is
-// mostly PEM (docs/performance.md, eighteenth pass). It checks little
+// mostly PEM (docs/performance-history.md, eighteenth pass). It checks little
 // syntax: on anything but valid JSON it refuses or gives a verdict that
 // means nothing, but always ends.
 func scanKeys(data []byte, target any) error {

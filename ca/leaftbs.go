@@ -20,7 +20,7 @@ import (
 // certificate without signing it, and it checks the signature it made: for
 // the lint certificate of every issuance that was an ECDSA signature with
 // the throwaway lint key and its verification — a third of Prepare, 0.1 ms
-// of CPU per issuance (docs/performance.md, thirteenth pass) — for a
+// of CPU per issuance (docs/performance-history.md, thirteenth pass) — for a
 // signature nobody uses. leafTBS encodes what leafTemplate builds, field
 // for field and extension for extension in the order x509.CreateCertificate
 // writes them, and refuses a template with anything else set. Two checks

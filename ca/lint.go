@@ -108,7 +108,7 @@ func frameworkFiltered(source lint.LintSource) bool {
 // Unlike LintCertificateEx it makes and configures each lint once, not once
 // per certificate, and keeps no result of a lint that passed or did not
 // apply: zlint's per-certificate instances, configuration and result map
-// were 19 of a leaf lint's 66 KB of allocations (docs/performance.md,
+// were 19 of a leaf lint's 66 KB of allocations (docs/performance-history.md,
 // sixteenth pass). The lints of ATR's selection hold
 // no state but their configuration, so one instance serves every goroutine
 // (TestLintSetMatchesZlint runs them concurrently under -race).

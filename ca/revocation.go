@@ -156,7 +156,7 @@ func (r *Responder) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, r
 	// key, which NewResponder matched to r.cert's, and fails when it does
 	// not verify (TestSignCRL's misbehaving signer). The CRL is not parsed
 	// back to check it again: at 100,000 entries that parse allocated 63 MB
-	// (docs/performance.md, seventeenth pass).
+	// (docs/performance-history.md, seventeenth pass).
 	der, err := x509.CreateRevocationList(rand.Reader, tmpl, r.cert, r.signer)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: %w", err)

@@ -16,7 +16,7 @@ import (
 // can compute from the public key). It finds d with a baby-step giant-step
 // walk of ~32 point additions through crypto/elliptic's big-integer API,
 // each with a field inversion: ~90 µs, 40 % of a leaf's whole lint and
-// ~4 % of an issuance's CPU (docs/performance.md, sixteenth pass). For
+// ~4 % of an issuance's CPU (docs/performance-history.md, sixteenth pass). For
 // P-256, the curve of nearly every agent key, ATR asks the same question of
 // a table of the X coordinates of j·G for every j in 1 … 2^16 (built once
 // per process, ~0.4 s), so a key costs one map lookup. A P-256 point and its

@@ -394,7 +394,7 @@ func (c certStore) Unrevoked(ctx context.Context, agent string, now time.Time) (
 // time, validity, grace end), and rows are read one at a time: a CRL lists
 // about one row per agent in a fleet that rotates, and reading them all
 // into certRows first took 1.9 KB of allocations per row (100,000 rows:
-// 186 MB, docs/performance.md, seventeenth pass).
+// 186 MB, docs/performance-history.md, seventeenth pass).
 func (c certStore) CRLRows(ctx context.Context, issuer string, now time.Time, all bool, fn func(certRow) error) error {
 	const cols = `SELECT serial, status, revocation_reason, revoked_at, not_before, not_after, grace_until FROM certificates`
 	query, args := cols+` WHERE issuer_key_id = ? AND not_after > ? ORDER BY serial`, []any{issuer, dbTime(now)}

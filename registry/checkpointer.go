@@ -14,7 +14,7 @@ import (
 // so every few batches every issuance waiting on it waited for a
 // checkpoint too: about a page read and a page write per WAL page, the
 // writer's largest share of system calls after the WAL itself
-// (docs/performance.md, thirteenth pass). Here, after the writer's commits,
+// (docs/performance-history.md, thirteenth pass). Here, after the writer's commits,
 // the checkpointer runs a PASSIVE checkpoint on a connection of its own, at
 // most every walCheckpointEvery: it takes no lock a reader or the writer
 // waits for and copies what no reader still needs.

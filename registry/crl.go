@@ -110,7 +110,7 @@ const crlMakeTries = 4
 // while. Where writes go through the group commit's one writer (SQLite) it
 // is made before the transaction that stores it, off the writer: made
 // inside it, it held every issuance of the process for as long as it took
-// (docs/performance.md, fifteenth pass; TestCRLMadeOffTheWriter). It is
+// (docs/performance-history.md, fifteenth pass; TestCRLMadeOffTheWriter). It is
 // signed with the number after the stored one; if another process stored a
 // CRL under that number meanwhile, that CRL is served when it answers the
 // fetch, else a CRL is made again, and the one signed under a taken number
@@ -208,7 +208,7 @@ func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*s
 // revocation state changed since it was made, the one a fetch would
 // replace. A metrics scrape reads it (api's CRL gauges): making a CRL there
 // cost each scrape under a rotating fleet a regeneration of the whole list
-// (a second for 48,000 entries; docs/performance.md, fifteenth pass).
+// (a second for 48,000 entries; docs/performance-history.md, fifteenth pass).
 func (s *revocationService) storedNextUpdate(ctx context.Context, r *responder) (time.Time, error) {
 	var next *time.Time
 	if err := s.db.GetContext(ctx, &next, s.db.Rebind(`SELECT next_update FROM crl_issuers WHERE issuer_key_id = ?`), r.keyID); err != nil && !errors.Is(err, sql.ErrNoRows) {

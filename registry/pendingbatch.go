@@ -6,7 +6,7 @@ package registry
 // whose batches already hold several. On PostgreSQL it was one autocommit
 // statement per issuance: a round trip, a commit and, most of the time, a
 // WAL flush of its own (pg_stat_wal: 0.82 syncs per rotation;
-// docs/performance.md, seventeenth pass), for a row no other issuance
+// docs/performance-history.md, seventeenth pass), for a row no other issuance
 // contends for.
 //
 // pendingBatcher inserts the pending rows that queued while its previous

@@ -15,7 +15,7 @@ import (
 // PostgreSQL statement cache. lib/pq sends every statement with parameters
 // unnamed, so PostgreSQL parses, analyzes and plans it at every execution:
 // about 0.1 ms of the server's CPU per statement, three times what the
-// issuance's statements took to run (docs/performance.md). Each connection
+// issuance's statements took to run (docs/performance-history.md). Each connection
 // here keeps its statements prepared (named, per connection, as pgx does):
 // the first execution of a query text prepares it, later ones only bind and
 // execute. Statements without parameters go through unchanged (the simple

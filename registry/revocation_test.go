@@ -406,7 +406,7 @@ func holdCRLSignature(t *testing.T, r *replica) (g *revSignGate, made <-chan crl
 // every unexpired revoked or superseded row read, the list signed — the
 // registry goes on issuing: on SQLite the regeneration ran inside a write
 // transaction of the one writer, so every issuance of the process waited for
-// it (a second for a CRL of 48,000 entries; docs/performance.md, fifteenth
+// it (a second for a CRL of 48,000 entries; docs/performance-history.md, fifteenth
 // pass). The CRL made meanwhile is stored and served as before.
 func TestCRLMadeOffTheWriter(t *testing.T) {
 	for _, db := range testdb.Names() {

@@ -17,7 +17,7 @@ import (
 // a goroutine, two goroutine switches and, on a busy server, a wait behind
 // the runnable request goroutines before the new goroutine gets a processor:
 // the group commit's one writer, which runs every write of the process,
-// spent most of its time waiting so (docs/performance.md, sixth pass).
+// spent most of its time waiting so (docs/performance-history.md, sixth pass).
 //
 // ATR's Execs write a handful of rows by key and take microseconds, so here
 // they run on the caller's goroutine: a context that ended before the
@@ -45,7 +45,7 @@ func newSQLiteConnector(dsn string) sqliteConnector {
 //     SQLite spills a journal past 64 KiB to an unlinked file under
 //     /var/tmp, two write(2)s per page: under load that was twice the WAL's
 //     writes, every one of them on the group commit's one writer
-//     (TestSQLiteTempStoreInMemory; docs/performance.md, thirteenth pass).
+//     (TestSQLiteTempStoreInMemory; docs/performance-history.md, thirteenth pass).
 //     The journals last one transaction, and ATR's are a batch's pages.
 //   - wal_autocheckpoint = walAutoCheckpointPages: the Store's
 //     checkpointer copies the WAL back, off the writer, and a commit

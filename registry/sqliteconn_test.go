@@ -110,7 +110,7 @@ func sqliteTempFiles(t *testing.T) []string {
 // journals stay in memory. SQLite's default spills one past 64 KiB to an
 // unlinked file under /var/tmp, with two write(2)s per page: under load
 // that was twice the WAL's writes, all of them on the one writer
-// (docs/performance.md, thirteenth pass).
+// (docs/performance-history.md, thirteenth pass).
 func TestSQLiteTempStoreInMemory(t *testing.T) {
 	s := openMigratedStore(t, "sqlite")
 	ctx := context.Background()

@@ -245,7 +245,7 @@ func (s *Store) Stats() sql.DBStats { return s.db.Stats() }
 // mean batch size) and the time its goroutine spent on them. Busy growing
 // by nearly a second per second means the one writer is never idle: with
 // idle CPU beside it, it limits the commit rate; with the cores busy, its
-// time stretches with theirs (docs/performance.md, seventh pass).
+// time stretches with theirs (docs/performance-history.md, seventh pass).
 type GroupCommitStats struct {
 	Batches, Items int64
 	// Reruns counts the batches run again, with savepoints, around an item

@@ -25,7 +25,7 @@ func TestMedian(t *testing.T) {
 }
 
 // TestReport runs the report over the results of the 2026-12-03 run
-// (docs/performance.md). The within-round ratio ATR-sqlite-vrf2048 /
+// (docs/performance-history.md). The within-round ratio ATR-sqlite-vrf2048 /
 // step-badger at c=1 is, round by round, 150.7/511.3, 163.7/528.8,
 // 153.9/496.2 and 138.7/491.2 = 0.2947, 0.3096, 0.3102, 0.2824: median
 // 0.302. Step-badger at c=16 ran 4 times: 1227.9, 1259.1, 1248.1, 1173.6,

@@ -715,7 +715,7 @@ key. The key cannot be changed later without changing every name index.
 --algorithm rsa-3072 (the default) keeps the names in the public log
 unguessable for as long as RSA-3072 stands (NIST: 128-bit security).
 rsa-2048 (112-bit, NIST: through 2030) costs a quarter of the token time per
-new name (SoftHSM2: ~0.65 ms instead of ~2.6 ms, docs/performance.md);
+new name (SoftHSM2: ~0.65 ms instead of ~2.6 ms, docs/performance-history.md);
 choose it only when the names need not stay private after 2030.`,
 		`atr ceremony vrf-key --data-dir ./var --operator alice
   atr ceremony vrf-key --algorithm rsa-2048 --operator alice`)

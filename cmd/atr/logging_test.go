@@ -90,7 +90,7 @@ func TestStderrNeverInterleaves(t *testing.T) {
 // BenchmarkRequestLogLine is the access log line every request writes
 // (api's outer middleware: the request's fields, then its outcome), through
 // atr serve's logger — JSON formatter and redaction hook — to io.Discard
-// and to a file (docs/performance.md, eighteenth pass).
+// and to a file (docs/performance-history.md, eighteenth pass).
 func BenchmarkRequestLogLine(b *testing.B) {
 	f, err := os.Create(filepath.Join(b.TempDir(), "serve.log"))
 	if err != nil {

@@ -167,7 +167,7 @@ func parseCanonicalHash(s string) (tlog.Hash, error) {
 // time, each on its own goroutine, so they must be safe to call
 // concurrently (a signer passed twice signs concurrently with itself): on a
 // token each signature is a round trip of its own, and the issuance waits
-// for the slowest one instead of their sum (docs/performance.md, seventh
+// for the slowest one instead of their sum (docs/performance-history.md, seventh
 // pass).
 func SignCheckpoint(c Checkpoint, s note.Signer, more ...note.Signer) ([]byte, error) {
 	signers := append([]note.Signer{s}, more...)
