@@ -19,8 +19,9 @@ import (
 // Per-client budgets under the server's built-in rate limits (api.DefaultRateLimits):
 // each simulated client (one API key, one source address) stays inside the
 // burst of every bucket it touches, so no request is refused and no limit is
-// switched off. atr serve has no setting to raise its limits (reported in
-// docs/performance.md), so load is spread over many clients instead.
+// switched off. atr-bench runs atr serve with its default limits (it does not
+// set ATR_RATE_LIMITS, and cannot against --target), so load is spread over
+// many clients instead.
 const (
 	registerPerClient = 15  // Register: burst 20 per key; PerIP: burst 60
 	publicPerClient   = 150 // Public (verify, OCSP, CRL): burst 200 per IP
@@ -188,11 +189,12 @@ func (f *clientFactory) warmClients(ctx context.Context, n, conc int) ([]*benchC
 // issue, each phase clients of its own (registerPerClient requests per
 // client), and closes a phase's connections when it ends, as a client
 // that is done does. A client sends up to registerPerClient requests at
-// once, so it holds as many keep-alive connections, and the server keeps
-// an idle one — about 40 KB of buffers and a goroutine — until its idle
-// timeout (2 minutes). Left open, the ~2,300 connections of a full run's
-// issuance phases stayed into its verify, OCSP and CRL phases: ~100 MiB of
-// the server's peak RSS that were the bench's, not the server's.
+// once, so it holds as many keep-alive connections, each costing the
+// server about 40 KB of buffers and a goroutine while it stays open. Left
+// open (until the client's 60 s idle timeout), the ~2,200 connections of a
+// full run's issuance phases stayed into its verify, OCSP, floor and CRL
+// phases: ~100 MiB of the server's RSS that were the bench's, not the
+// server's (docs/performance.md, "Memory").
 type phaseClients struct {
 	all  []*benchClient
 	next int
@@ -202,7 +204,7 @@ type phaseClients struct {
 func (p *phaseClients) run(n int, fn func(cs []*benchClient) error) error {
 	k := (n + registerPerClient - 1) / registerPerClient
 	if p.next+k > len(p.all) {
-		return fmt.Errorf("atr-bench: %d registration clients planned, a phase needs %d more than the %d left", len(p.all), k, len(p.all)-p.next)
+		return fmt.Errorf("atr-bench: a phase needs %d registration clients, only %d of the %d planned are left", k, len(p.all)-p.next, len(p.all))
 	}
 	cs := p.all[p.next : p.next+k]
 	p.next += k

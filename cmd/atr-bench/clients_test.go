@@ -121,7 +121,8 @@ func TestPhaseClientsCloseTheirConnections(t *testing.T) {
 }
 
 // TestOpenFiles: openFiles counts this process's descriptors, one more
-// for a file opened.
+// for a file opened; settledOpenFiles gives the same count when nothing
+// closes.
 func TestOpenFiles(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("openFiles reads Linux's /proc")
@@ -139,7 +140,13 @@ func TestOpenFiles(t *testing.T) {
 	if err != nil || after != before+1 {
 		t.Errorf("openFiles = %d, %v after opening a file; want %d", after, err, before+1)
 	}
+	if settled, err := settledOpenFiles(os.Getpid()); err != nil || settled != after {
+		t.Errorf("settledOpenFiles = %d, %v with nothing closing; want %d", settled, err, after)
+	}
 	if _, err := openFiles(-1); err == nil {
 		t.Error("openFiles(-1) succeeded")
+	}
+	if _, err := settledOpenFiles(-1); err == nil {
+		t.Error("settledOpenFiles(-1) succeeded")
 	}
 }

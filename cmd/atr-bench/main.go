@@ -360,7 +360,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 		if e.isStarted() {
 			if _, peak, err := rss(e.serverPID()); err == nil {
 				note := fmt.Sprintf("server VmHWM after %s: %.0f MiB", phase, float64(peak)/1024)
-				if n, err := openFiles(e.serverPID()); err == nil {
+				if n, err := settledOpenFiles(e.serverPID()); err == nil {
 					note += fmt.Sprintf(" (%d open descriptors now)", n)
 				}
 				rep.Notes = append(rep.Notes, note)

@@ -284,6 +284,22 @@ func openFiles(pid int) (int, error) {
 	return len(ents), err
 }
 
+// settledOpenFiles is openFiles once the count stops falling: the server
+// closes the connections a phase just closed a moment later. It waits at
+// most a second.
+func settledOpenFiles(pid int) (int, error) {
+	n, err := openFiles(pid)
+	for i := 0; err == nil && i < 10; i++ {
+		time.Sleep(100 * time.Millisecond)
+		m, err := openFiles(pid)
+		if err != nil || m >= n {
+			return min(m, n), err
+		}
+		n = m
+	}
+	return n, err
+}
+
 // parseProcStatus extracts VmRSS and VmHWM (KiB) from /proc/<pid>/status text.
 func parseProcStatus(s string) (cur, peak int64, err error) {
 	for _, line := range strings.Split(s, "\n") {
