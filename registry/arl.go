@@ -261,45 +261,73 @@ func (s *Store) LatestRootCRL(ctx context.Context, keyID string) ([]byte, error)
 	return der, dbErr("root CRL: reading", err)
 }
 
+// errUnparsableDER marks a certificate row whose stored DER does not parse.
+var errUnparsableDER = errors.New("stored DER does not parse")
+
 // issuerOf returns the issuer key id of the certificate with serial, from
 // its DER, and stores it in the row (a row written before migration 007).
+// A row whose DER does not parse gets the empty issuer, which names no CA
+// (no CRL lists it, OCSP answers unknown), so that it is looked at once,
+// not again by every backfill; the error wraps errUnparsableDER.
 func (s *Store) issuerOf(ctx context.Context, serial string) (string, error) {
 	der, err := certs(s.db).DER(ctx, serial)
 	if err != nil {
 		return "", err
 	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		return "", fmt.Errorf("registry: certificate %s: stored DER does not parse: %v", serial, err)
+	id, perr := "", error(nil)
+	if c, err := x509.ParseCertificate(der); err != nil {
+		perr = fmt.Errorf("registry: certificate %s: %w: %v", serial, errUnparsableDER, err)
+	} else {
+		id = hex.EncodeToString(c.AuthorityKeyId)
 	}
-	id := hex.EncodeToString(c.AuthorityKeyId)
-	return id, s.inStatement(ctx, "certificate issuer", func(q sqlx.ExtContext) error {
+	if err := s.inStatement(ctx, "certificate issuer", func(q sqlx.ExtContext) error {
 		return certs(q).SetIssuer(ctx, serial, id)
-	})
+	}); err != nil {
+		return "", err
+	}
+	return id, perr
 }
 
 // BackfillIssuers fills the issuer key id of certificate rows that have none
 // (written before migration 007, or by an older replica during a rolling
-// upgrade) from their DER, and returns how many it filled. serve runs it at
-// start-up and on every maintenance tick.
+// upgrade) from their DER, and returns how many it filled. A row whose DER
+// does not parse cannot name its CA: it gets the empty issuer (no CRL lists
+// it, OCSP answers unknown for it) and a warning with its serial, and the
+// backfill goes on with the other rows; before, the first such row stopped
+// every backfill (and start-up) for good, leaving every row after it out of
+// its CA's CRL. serve runs it at start-up and on every maintenance tick.
 func (r *Registry) BackfillIssuers(ctx context.Context) (int, error) {
-	n := 0
+	n, bad := 0, 0
 	for {
 		serials, err := certs(r.store.db).WithoutIssuer(ctx, 500)
 		if err != nil {
 			return n, wrap("backfilling issuers", err)
 		}
 		if len(serials) == 0 {
+			if bad > 0 {
+				r.log.WithField("certificates", bad).Warn("certificates whose stored DER does not parse name no issuing CA: no CRL lists them")
+			}
 			return n, nil
 		}
 		for _, s := range serials {
-			if _, err := r.store.issuerOf(ctx, s); err != nil {
+			_, err := r.store.issuerOf(ctx, s)
+			switch {
+			case errors.Is(err, errUnparsableDER):
+				if bad++; bad <= maxUnparsableLogged {
+					r.log.WithField("serial", s).WithError(err).Warn("certificate's stored DER does not parse: recorded with no issuing CA")
+				}
+			case err != nil:
 				return n, wrap("backfilling issuers", err)
+			default:
+				n++
 			}
-			n++
 		}
 	}
 }
+
+// maxUnparsableLogged bounds the warnings one backfill writes, one per row
+// whose DER does not parse; the count of them all follows.
+const maxUnparsableLogged = 10
 
 // rootCRL returns the published CRL of the root with key id keyID (DER)
 // and its nextUpdate, as of the last revision this replica saw; ErrNotFound

@@ -358,6 +358,48 @@ func TestBackfillIssuers(t *testing.T) {
 	}
 }
 
+// TestBackfillIssuersGoesPastUnparsableRows: a row whose stored DER does not
+// parse gets the empty issuer (no CA's CRL lists it, OCSP answers unknown)
+// and the backfill goes on: before, the first such row failed every
+// backfill, so every row without an issuer behind it stayed out of its
+// CA's CRL, and serve refused to start.
+func TestBackfillIssuersGoesPastUnparsableRows(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			e := newRotatedEnv(t, db)
+			good := e.registerWith(t, e.old, "good.acme")
+			bad := e.registerWith(t, e.old, "bad.acme")
+			goodSerial, badSerial := ca.FormatSerial(good.SerialNumber), ca.FormatSerial(bad.SerialNumber)
+			if _, err := e.store.db.ExecContext(ctx, `UPDATE certificates SET issuer_key_id = NULL`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.store.db.ExecContext(ctx, e.store.db.Rebind(`UPDATE certificates SET der = ? WHERE serial = ?`), []byte{0x30, 0x03, 0x02, 0x01}, badSerial); err != nil {
+				t.Fatal(err)
+			}
+			n, err := e.cur.BackfillIssuers(ctx)
+			if err != nil || n != 1 {
+				t.Fatalf("BackfillIssuers = %d, %v; want 1 (the good row), nil", n, err)
+			}
+			for serial, want := range map[string]string{goodSerial: ca.KeyID(e.inter), badSerial: ""} {
+				var got *string
+				if err := e.store.db.GetContext(ctx, &got, e.store.db.Rebind(`SELECT issuer_key_id FROM certificates WHERE serial = ?`), serial); err != nil || got == nil || *got != want {
+					t.Errorf("issuer_key_id of %s = %v, %v; want %q", serial, got, err, want)
+				}
+			}
+			if n, err := e.cur.BackfillIssuers(ctx); err != nil || n != 0 {
+				t.Errorf("a second BackfillIssuers = %d, %v; want 0, nil (nothing left)", n, err)
+			}
+			if r := e.ocspFor(t, good, e.inter); r.Status != ocsp.Good {
+				t.Errorf("OCSP for the backfilled row: status %d, want good", r.Status)
+			}
+			if r := e.ocspFor(t, bad, e.inter); r.Status != ocsp.Unknown {
+				t.Errorf("OCSP for the row whose DER does not parse: status %d, want unknown", r.Status)
+			}
+		})
+	}
+}
+
 // TestOCSPServerCertificate: the registry's own TLS certificate (issued
 // through the pipeline, servercert.go) is "good" in OCSP from its issuer,
 // like any certificate it names an OCSP URL in.

@@ -90,8 +90,11 @@ func (f *filler) fill(ctx context.Context, n int, owner string, revoked bool, de
 	certCols := []string{"serial", "agent_name", "fingerprint_sha256", "status", "revocation_reason", "revoked_at", "der", "not_before", "not_after", "created_at", "issuer_key_id"}
 	// Every row the server issues names its issuing CA, and a CRL lists only
 	// its own CA's rows: rows whose der is a real leaf name that leaf's
-	// issuer (its authority key id), the others none.
-	var issuer any
+	// issuer (its authority key id), the others the empty issuer, which the
+	// server records for a row whose DER does not parse (no CA). A row with
+	// no issuer at all (NULL) would be the server's to fill from its DER on
+	// every maintenance tick (registry.BackfillIssuers), one write each.
+	issuer := ""
 	if c, err := x509.ParseCertificate(der); err == nil && len(c.AuthorityKeyId) > 0 {
 		issuer = hex.EncodeToString(c.AuthorityKeyId)
 	}
