@@ -266,36 +266,34 @@ var errUnparsableDER = errors.New("stored DER does not parse")
 
 // issuerOf returns the issuer key id of the certificate with serial, from
 // its DER, and stores it in the row (a row written before migration 007).
-// A row whose DER does not parse gets the empty issuer, which names no CA
-// (no CRL lists it, OCSP answers unknown), so that it is looked at once,
-// not again by every backfill; the error wraps errUnparsableDER.
+// A row whose DER does not parse is left as it is, with an error wrapping
+// errUnparsableDER.
 func (s *Store) issuerOf(ctx context.Context, serial string) (string, error) {
 	der, err := certs(s.db).DER(ctx, serial)
 	if err != nil {
 		return "", err
 	}
-	id, perr := "", error(nil)
-	if c, err := x509.ParseCertificate(der); err != nil {
-		perr = fmt.Errorf("registry: certificate %s: %w: %v", serial, errUnparsableDER, err)
-	} else {
-		id = hex.EncodeToString(c.AuthorityKeyId)
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return "", fmt.Errorf("registry: certificate %s: %w: %v", serial, errUnparsableDER, err)
 	}
-	if err := s.inStatement(ctx, "certificate issuer", func(q sqlx.ExtContext) error {
+	id := hex.EncodeToString(c.AuthorityKeyId)
+	return id, s.inStatement(ctx, "certificate issuer", func(q sqlx.ExtContext) error {
 		return certs(q).SetIssuer(ctx, serial, id)
-	}); err != nil {
-		return "", err
-	}
-	return id, perr
+	})
 }
 
 // BackfillIssuers fills the issuer key id of certificate rows that have none
 // (written before migration 007, or by an older replica during a rolling
 // upgrade) from their DER, and returns how many it filled. A row whose DER
 // does not parse cannot name its CA: it gets the empty issuer (no CRL lists
-// it, OCSP answers unknown for it) and a warning with its serial, and the
-// backfill goes on with the other rows; before, the first such row stopped
-// every backfill (and start-up) for good, leaving every row after it out of
-// its CA's CRL. serve runs it at start-up and on every maintenance tick.
+// it, OCSP answers unknown for it) and a warning with its serial, status
+// and expiry, and the backfill goes on with the other rows; before, the
+// first such row stopped every backfill (and start-up) for good, leaving
+// every row after it out of its CA's CRL. After a repair of such a row,
+// setting its issuer_key_id back to NULL has the next backfill read it
+// again (docs/operator.md, section 8). serve runs it at start-up and on
+// every maintenance tick.
 func (r *Registry) BackfillIssuers(ctx context.Context) (int, error) {
 	n, bad := 0, 0
 	for {
@@ -305,22 +303,31 @@ func (r *Registry) BackfillIssuers(ctx context.Context) (int, error) {
 		}
 		if len(serials) == 0 {
 			if bad > 0 {
-				r.log.WithField("certificates", bad).Warn("certificates whose stored DER does not parse name no issuing CA: no CRL lists them")
+				r.log.WithField("certificates", bad).Warn("certificates whose stored DER does not parse were recorded with no issuing CA: no CRL lists them")
 			}
 			return n, nil
 		}
 		for _, s := range serials {
 			_, err := r.store.issuerOf(ctx, s)
-			switch {
-			case errors.Is(err, errUnparsableDER):
-				if bad++; bad <= maxUnparsableLogged {
-					r.log.WithField("serial", s).WithError(err).Warn("certificate's stored DER does not parse: recorded with no issuing CA")
+			if errors.Is(err, errUnparsableDER) {
+				err = r.store.inStatement(ctx, "certificate issuer", func(q sqlx.ExtContext) error {
+					return certs(q).SetIssuer(ctx, s, "")
+				})
+				if err == nil {
+					if bad++; bad <= maxUnparsableLogged {
+						l := r.log.WithField("serial", s)
+						if row, err := certs(r.store.db).Status(ctx, s); err == nil {
+							l = l.WithFields(logrus.Fields{"status": row.Status, "not_after": row.NotAfter.UTC()})
+						}
+						l.Warn("certificate's stored DER does not parse: recorded with no issuing CA, so no CRL lists it")
+					}
+					continue
 				}
-			case err != nil:
-				return n, wrap("backfilling issuers", err)
-			default:
-				n++
 			}
+			if err != nil {
+				return n, wrap("backfilling issuers", err)
+			}
+			n++
 		}
 	}
 }

@@ -362,7 +362,8 @@ func TestBackfillIssuers(t *testing.T) {
 // parse gets the empty issuer (no CA's CRL lists it, OCSP answers unknown)
 // and the backfill goes on: before, the first such row failed every
 // backfill, so every row without an issuer behind it stayed out of its
-// CA's CRL, and serve refused to start.
+// CA's CRL, and serve refused to start. A revoked row the backfill fills
+// reaches its CA's CRL at once, although a CRL made without it was stored.
 func TestBackfillIssuersGoesPastUnparsableRows(t *testing.T) {
 	for _, db := range testdb.Names() {
 		t.Run(db, func(t *testing.T) {
@@ -377,6 +378,15 @@ func TestBackfillIssuersGoesPastUnparsableRows(t *testing.T) {
 			if _, err := e.store.db.ExecContext(ctx, e.store.db.Rebind(`UPDATE certificates SET der = ? WHERE serial = ?`), []byte{0x30, 0x03, 0x02, 0x01}, badSerial); err != nil {
 				t.Fatal(err)
 			}
+			if _, err := e.cur.Revoke(ctx, SystemActor(), "good.acme", "keyCompromise"); err != nil {
+				t.Fatal(err)
+			}
+			if _, listed := e.crlOf(t, e.inter); len(listed) != 0 {
+				t.Fatalf("before the backfill the CRL lists %v; want nothing (the revoked row names no issuer yet)", listed)
+			}
+			if r := e.ocspFor(t, bad, e.inter); r.Status != ocsp.Unknown {
+				t.Errorf("OCSP for the row whose DER does not parse, before the backfill: status %d, want unknown", r.Status)
+			}
 			n, err := e.cur.BackfillIssuers(ctx)
 			if err != nil || n != 1 {
 				t.Fatalf("BackfillIssuers = %d, %v; want 1 (the good row), nil", n, err)
@@ -387,11 +397,14 @@ func TestBackfillIssuersGoesPastUnparsableRows(t *testing.T) {
 					t.Errorf("issuer_key_id of %s = %v, %v; want %q", serial, got, err, want)
 				}
 			}
+			if _, listed := e.crlOf(t, e.inter); listed[good.SerialNumber.Text(16)] != ocsp.KeyCompromise || len(listed) != 1 {
+				t.Errorf("after the backfill the CRL lists %v; want only %s (keyCompromise)", listed, good.SerialNumber.Text(16))
+			}
 			if n, err := e.cur.BackfillIssuers(ctx); err != nil || n != 0 {
 				t.Errorf("a second BackfillIssuers = %d, %v; want 0, nil (nothing left)", n, err)
 			}
-			if r := e.ocspFor(t, good, e.inter); r.Status != ocsp.Good {
-				t.Errorf("OCSP for the backfilled row: status %d, want good", r.Status)
+			if r := e.ocspFor(t, good, e.inter); r.Status != ocsp.Revoked {
+				t.Errorf("OCSP for the backfilled revoked row: status %d, want revoked", r.Status)
 			}
 			if r := e.ocspFor(t, bad, e.inter); r.Status != ocsp.Unknown {
 				t.Errorf("OCSP for the row whose DER does not parse: status %d, want unknown", r.Status)

@@ -293,7 +293,15 @@ func (c certStore) Revoke(ctx context.Context, serial, reason string, at time.Ti
 
 // SetIssuer records the issuing CA's key id of a row that has none.
 func (c certStore) SetIssuer(ctx context.Context, serial, keyID string) error {
-	_, err := c.exec(ctx, `UPDATE certificates SET issuer_key_id = ? WHERE serial = ? AND issuer_key_id IS NULL`, keyID, serial)
+	n, err := c.exec(ctx, `UPDATE certificates SET issuer_key_id = ? WHERE serial = ? AND issuer_key_id IS NULL`, keyID, serial)
+	if err != nil || n == 0 || keyID == "" {
+		return dbErr("recording certificate issuer", err)
+	}
+	// A revoked or superseded row was in no CRL while it named no issuer:
+	// the revocation revision moves, so that its CA's stored CRL, made
+	// without it, is made again (and other replicas learn of it).
+	_, err = c.exec(ctx, `UPDATE revocation_state SET seq = seq + 1 WHERE id = ? AND EXISTS (SELECT 1 FROM certificates WHERE serial = ? AND status <> ?)`,
+		singletonID, serial, CertIssued)
 	return dbErr("recording certificate issuer", err)
 }
 

@@ -57,7 +57,7 @@ func (s *revocationService) certificateState(ctx context.Context, r *responder, 
 	if row.IssuerKeyID != nil {
 		issuer = *row.IssuerKeyID
 	} else if issuer, err = s.store.issuerOf(ctx, row.Serial); errors.Is(err, errUnparsableDER) {
-		return certState{status: ocsp.Unknown}, nil // names no CA (BackfillIssuers)
+		return certState{status: ocsp.Unknown}, nil // names no CA (BackfillIssuers records it so)
 	} else if err != nil {
 		return certState{}, wrap("ocsp", err) // a row from a replica older than migration 007
 	}

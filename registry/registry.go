@@ -336,7 +336,8 @@ type CertificateRecord struct {
 	DER                                                 []byte
 	// IssuerKeyID is the issuing CA's subject key identifier (lowercase
 	// hex), when recorded (rows older than migration 007 may lack it until
-	// BackfillIssuers ran).
+	// BackfillIssuers ran; it stays empty for a row whose DER does not
+	// parse).
 	IssuerKeyID string
 }
 

@@ -92,8 +92,8 @@ func (f *filler) fill(ctx context.Context, n int, owner string, revoked bool, de
 	// its own CA's rows: rows whose der is a real leaf name that leaf's
 	// issuer (its authority key id), the others the empty issuer, which the
 	// server records for a row whose DER does not parse (no CA). A row with
-	// no issuer at all (NULL) would be the server's to fill from its DER on
-	// every maintenance tick (registry.BackfillIssuers), one write each.
+	// no issuer at all (NULL) would be the server's to fill from its DER at
+	// its next maintenance tick (registry.BackfillIssuers), one write each.
 	issuer := ""
 	if c, err := x509.ParseCertificate(der); err == nil && len(c.AuthorityKeyId) > 0 {
 		issuer = hex.EncodeToString(c.AuthorityKeyId)
