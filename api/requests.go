@@ -2,12 +2,12 @@ package api
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/agent-trust-registry/atr/registry"
+	jsonv2 "github.com/go-json-experiment/json"
 )
 
 // Shape limits checked by Validate before the registry sees a request. The registry
@@ -55,13 +56,8 @@ func readJSON(r *http.Request, v any) error {
 }
 
 // decodeStrict decodes data into v: exactly one JSON object, no unknown fields, nothing
-// after it, no ambiguous key (checkUnambiguous). Its errors never echo the input; after
-// an error v holds whatever was decoded and must not be used.
-//
-// The body is decoded first: once encoding/json has taken one value, that
-// value is valid JSON and scanKeys checks its keys without tokenizing it
-// again. A refused body is walked as before, so that every refusal keeps
-// its reason: an ambiguous key (or bad syntax) before an unknown field.
+// after it, no ambiguous key (strictjson.go). Its errors never echo the input; after an
+// error v holds whatever was decoded and must not be used.
 func decodeStrict(data []byte, v any) error {
 	trimmed := bytes.TrimLeft(data, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
@@ -70,35 +66,16 @@ func decodeStrict(data []byte, v any) error {
 	if !utf8.Valid(data) {
 		return errInvalid("the body must be UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	derr := dec.Decode(v)
-	if derr == nil {
-		if err := scanKeys(data[:dec.InputOffset()], v); err != nil {
-			return ambiguousBody(err)
-		}
-		if _, err := dec.Token(); err != io.EOF {
+	if err := jsonv2.Unmarshal(data, v, jsonv2.RejectUnknownMembers(true)); err != nil {
+		if oneValueThenMore(data) {
 			return errInvalid("the body must be one JSON object")
 		}
-		return nil
+		return refusedBody(err)
 	}
-	if err := checkUnambiguous(data, v); err != nil {
-		return ambiguousBody(err)
+	if err := checkMapKeys(reflect.ValueOf(v)); err != nil {
+		return refusedBody(err)
 	}
-	msg := "the body is not valid JSON for this endpoint"
-	if strings.HasPrefix(derr.Error(), "json: unknown field") {
-		msg = "the body has an unknown field"
-	}
-	return &apiError{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: msg, cause: derr}
-}
-
-// ambiguousBody is the answer to a body checkUnambiguous or scanKeys refused.
-func ambiguousBody(err error) error {
-	msg := "the body is not valid JSON for this endpoint"
-	if errors.Is(err, errAmbiguousJSON) {
-		msg = "the body has a duplicate or case-variant key"
-	}
-	return &apiError{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: msg, cause: err}
+	return nil
 }
 
 // registerRequest is the body of POST /v1/agents.

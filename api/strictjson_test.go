@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -47,80 +48,89 @@ func TestAmbiguousJSONRefused(t *testing.T) {
 	}
 }
 
-func TestCheckUnambiguous(t *testing.T) {
-	type inner struct {
-		A string `json:"a"`
-	}
-	type target struct {
-		X  string            `json:"x"`
-		In inner             `json:"in"`
-		M  map[string]string `json:"m"`
-		L  []inner           `json:"l"`
-	}
-	tests := []struct {
-		body string
-		ok   bool
-	}{
-		{`{"x":"1","in":{"a":"2"},"m":{"k":"v","K2":"w"},"l":[{"a":"1"},{"a":"2"}]}`, true},
-		{`{"in":{"a":"1","A":"2"}}`, false},
-		{`{"in":{"A":"1"}}`, false},
-		{`{"l":[{"a":"1","a":"2"}]}`, false},
-		{`{"m":{"k":{"z":1,"z":2}}}`, false},
-		{`{"x":"1","X":"1"}`, false},
-		{`{"unknown":{"q":1,"Q":2}}`, false},
-		{`{"x":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`, false},
-	}
-	for _, tt := range tests {
-		err := checkUnambiguous([]byte(tt.body), &target{})
-		if (err == nil) != tt.ok {
-			t.Errorf("checkUnambiguous(%s) = %v, want ok=%v", tt.body, err, tt.ok)
-		}
-	}
-}
-
-// FuzzScanKeysMatchesWalk: on valid JSON, scanKeys (decodeStrict's check
-// after a successful decode) gives checkUnambiguous's verdict — accepted,
-// or refused as ambiguous — for every target type a request decodes into.
-func FuzzScanKeysMatchesWalk(f *testing.F) {
+// TestDecodeStrictRefusesAmbiguity: the refusals of EXT-03 at every depth a
+// request type could have: nested structs, structs in slices, maps of
+// structs, values of an interface field.
+func TestDecodeStrictRefusesAmbiguity(t *testing.T) {
 	type inner struct {
 		A string `json:"a"`
 	}
 	type target struct {
 		X   string            `json:"x"`
-		In  *inner            `json:"in"`
-		M   map[string]inner  `json:"m"`
+		In  inner             `json:"in"`
+		M   map[string]string `json:"m"`
 		L   []inner           `json:"l"`
+		MI  map[string]inner  `json:"mi"`
 		Any any               `json:"any"`
-		S   map[string]string `json:"s"`
 	}
+	tests := []struct {
+		body string
+		ok   bool
+	}{
+		{`{"x":"1","in":{"a":"2"},"m":{"k":"v","K2":"w"},"l":[{"a":"1"},{"a":"2"}],"mi":{"p":{"a":"1"}},"any":{"q":[1,{"r":2}]}}`, true},
+		{`{"in":{"a":"1","A":"2"}}`, false},
+		{`{"in":{"A":"1"}}`, false},
+		{`{"l":[{"a":"1","a":"2"}]}`, false},
+		{`{"l":[{"A":"1"}]}`, false},
+		{`{"m":{"k":"1","k":"2"}}`, false},
+		{`{"m":{"k":"1","K":"2"}}`, false},
+		{`{"mi":{"p":{"a":"1"},"P":{"a":"2"}}}`, false},
+		{`{"mi":{"p":{"a":"1","a":"2"}}}`, false},
+		{`{"any":{"q":1,"Q":2}}`, false},
+		{`{"any":[{"z":1,"z":2}]}`, false},
+		{`{"x":"1","X":"1"}`, false},
+		{`{"x":"1","\u0078":"1"}`, false},
+		{`{"unknown":{"q":1,"Q":2}}`, false},
+		{`{"x":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`, false},
+	}
+	for _, tt := range tests {
+		err := decodeStrict([]byte(tt.body), &target{})
+		if (err == nil) != tt.ok {
+			t.Errorf("decodeStrict(%s) = %v, want ok=%v", tt.body, err, tt.ok)
+		}
+	}
+}
+
+// FuzzDecodeStrictMatchesV1: a body decodeStrict accepts is read the same
+// by encoding/json v1, the parser that matches names case-insensitively
+// and keeps the last of repeated keys — so a parser in front of ATR that
+// reads the body either way sees the request ATR sees.
+func FuzzDecodeStrictMatchesV1(f *testing.F) {
 	for _, seed := range []string{
-		`{"x":"1","in":{"a":"2"},"m":{"k":{"a":"v"},"K2":{"A":"w"}},"l":[{"a":"1"},{"a":"2"}]}`,
-		`{"in":{"a":"1","A":"2"}}`, `{"l":[{"a":"1","a":"2"}]}`, `{"x":"1","X":"1"}`,
-		`{"certific\u0061te":"x","certificate":"y"}`, `{"x":"a\"b\\","x\\":1, "s" : {"k":"v","\u004b":"w"}}`,
-		`{"any":` + strings.Repeat(`[`, 33) + strings.Repeat(`]`, 33) + `}`,
-		`{"any":` + strings.Repeat(`{"a":`, 31) + `1` + strings.Repeat(`}`, 31) + `}`,
-		` {"name":"a","csr":"-----BEGIN\n","metadata":{"team":"a","Team":"b"}} `, `[1,{"a":true,"a":null}]`, `"s"`, `-1.5e3`,
+		`{"name":"a.b","csr":"-----BEGIN\n","capabilities":["x"],"metadata":{"team":"a","Env":"b"}}`,
+		`{"name":"a","NAME":"b"}`, `{"certific\u0061te":"x","certificate":"y"}`, `{"certificate":"x","receipt":false}`,
+		`{"owner":"o","namespace":"n","scopes":null,"expires_in":"1h"}`, `{"audience":["a","b"],"ttl_seconds":60}`,
+		`{"metadata":{"k":"v","\u004b":"w"}}`, ` {"reason":"keyCompromise"} `, `{"csr":"\ud800"}`, `{"ttl_seconds":1e2}`,
 	} {
 		f.Add([]byte(seed))
 	}
-	targets := []any{&target{}, &registerRequest{}, &rotateRequest{}, &revokeRequest{}, &verifyRequest{},
-		&createAPIKeyRequest{}, &jwtSVIDRequest{}, &vrfIndexRequest{}, new(any)}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if !json.Valid(data) {
-			return
-		}
-		for _, tg := range targets {
-			walk, scan := checkUnambiguous(data, tg), scanKeys(data, tg)
-			if (walk == nil) != (scan == nil) || errors.Is(walk, errAmbiguousJSON) != errors.Is(scan, errAmbiguousJSON) {
-				t.Fatalf("%T: checkUnambiguous = %v, scanKeys = %v", tg, walk, scan)
-			}
-		}
+		matchesV1[registerRequest](t, data)
+		matchesV1[rotateRequest](t, data)
+		matchesV1[revokeRequest](t, data)
+		matchesV1[verifyRequest](t, data)
+		matchesV1[createAPIKeyRequest](t, data)
+		matchesV1[jwtSVIDRequest](t, data)
+		matchesV1[vrfIndexRequest](t, data)
 	})
 }
 
-// TestDecodeStrictReasons: every refusal names the reason it named before
-// the body was decoded first (an ambiguous key before an unknown field or a
-// wrong type), and a decoded body leaves nothing after it.
+func matchesV1[T any](t *testing.T, data []byte) {
+	var strict, v1 T
+	if decodeStrict(data, &strict) != nil {
+		return
+	}
+	if err := json.Unmarshal(data, &v1); err != nil {
+		t.Fatalf("%T: decodeStrict accepted %q, encoding/json refuses it: %v", strict, data, err)
+	}
+	if !reflect.DeepEqual(strict, v1) {
+		t.Fatalf("%T: %q reads %+v strictly, %+v with encoding/json", strict, data, strict, v1)
+	}
+}
+
+// TestDecodeStrictReasons: every refusal names the first problem in the
+// body's order — a repeated or case-variant key, an unknown field, a wrong
+// type or bad syntax — and a decoded body leaves nothing after it.
 func TestDecodeStrictReasons(t *testing.T) {
 	const (
 		ambiguous = "the body has a duplicate or case-variant key"
@@ -130,8 +140,10 @@ func TestDecodeStrictReasons(t *testing.T) {
 	)
 	for _, tc := range []struct{ body, want string }{
 		{`{"certificate":"a","certificate":"b"}`, ambiguous},
-		{`{"certificate":"a","bogus":1,"bogus":2}`, ambiguous},
-		{`{"bogus":1,"Bogus":2,"certificate":5}`, ambiguous},
+		{`{"certificate":"a","bogus":1,"bogus":2}`, unknown},
+		{`{"bogus":1,"Bogus":2,"certificate":5}`, unknown},
+		{`{"Bogus":1,"certificate":"a","CERTIFICATE":"b"}`, unknown},
+		{`{"chain":"a","CERTIFICATE":"b"}`, ambiguous},
 		{`{"Certificate":"a"}`, ambiguous},
 		{`{"certificate":"a","bogus":1}`, unknown},
 		{`{"certificate":5}`, badJSON},
@@ -169,14 +181,5 @@ func BenchmarkDecodeStrict(b *testing.B) {
 		if err := decodeStrict(body, &v); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-// TestScanKeysEndsOnInvalidJSON: scanKeys is only given valid JSON, but on
-// anything else it still returns instead of panicking or looping.
-func TestScanKeysEndsOnInvalidJSON(t *testing.T) {
-	for _, body := range []string{`{"`, `[}`, `{"a":}`, `{"a" 1}`, `{1:2}`, `[,]`, `{"a":[`, `"`, `{"a\`, ``} {
-		_ = scanKeys([]byte(body), &verifyRequest{})
-		_ = scanKeys([]byte(body), new(any))
 	}
 }

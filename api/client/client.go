@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/agent-trust-registry/atr/registry/apikey"
+	jsonv2 "github.com/go-json-experiment/json"
 )
 
 // maxResponse caps how much of a response body the client reads.
@@ -374,7 +375,10 @@ func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, 
 	if out == nil || len(data) == 0 {
 		return nil
 	}
-	if err := json.Unmarshal(data, out); err != nil {
+	// encoding/json/v2 reads an answer ~5x faster than encoding/json (a
+	// verify's answer with its receipt: 20 → 4 µs, docs/performance.md);
+	// unknown fields are ignored, as before.
+	if err := jsonv2.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("client: %s %s: decoding response: %w", method, path, err)
 	}
 	return nil

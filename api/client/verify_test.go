@@ -1,0 +1,74 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/agent-trust-registry/atr/api/client"
+)
+
+// TestVerifyDecodesAnswer: the client decodes a verify answer with
+// encoding/json/v2 — every field, the receipt byte for byte, a field it
+// does not know ignored (a newer server), and an answer that is not JSON
+// is an error, not a zero result.
+func TestVerifyDecodesAnswer(t *testing.T) {
+	const receipt = `{"format":"atr-receipt/v1","leaf_index":9,"proof":["q80="],"checkpoint":"atr.example/log\n10\nq80=\n"}`
+	tests := []struct {
+		name, answer string
+		want         client.VerifyResult
+		wantErr      bool
+	}{
+		{name: "verified with receipt",
+			answer: `{"verified":true,"agent":"bot.acme","status":"issued","serial":"0a0b","fingerprint_sha256":"ff00",` +
+				`"not_after":"2026-12-07T09:48:33Z","log_index":9,"receipt":` + receipt + `,"added_later":{"x":[1,2]}}`,
+			want: client.VerifyResult{Verified: true, Agent: "bot.acme", Status: "issued", Serial: "0a0b",
+				FingerprintSHA256: "ff00", Receipt: []byte(receipt)}},
+		{name: "refused", answer: `{"verified":false,"reason":"revoked","serial":"0a0b"}`,
+			want: client.VerifyResult{Reason: "revoked", Serial: "0a0b"}},
+		{name: "not JSON", answer: `<html>`, wantErr: true},
+		{name: "wrong type", answer: `{"verified":"yes"}`, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(tt.answer))
+			}))
+			defer srv.Close()
+			c, err := client.New(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Verify(context.Background(), []byte("-----BEGIN CERTIFICATE-----\n"), nil)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("Verify = %+v, want an error", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.want.Verified {
+				if got.NotAfter == nil || !got.NotAfter.Equal(time.Date(2026, 12, 7, 9, 48, 33, 0, time.UTC)) {
+					t.Errorf("NotAfter = %v", got.NotAfter)
+				}
+				if got.LogIndex == nil || *got.LogIndex != 9 {
+					t.Errorf("LogIndex = %v", got.LogIndex)
+				}
+			}
+			if !bytes.Equal(got.Receipt, tt.want.Receipt) {
+				t.Errorf("Receipt = %s, want %s", got.Receipt, tt.want.Receipt)
+			}
+			got.NotAfter, got.LogIndex, got.Receipt, tt.want.Receipt = nil, nil, nil, nil
+			if !reflect.DeepEqual(*got, tt.want) {
+				t.Errorf("Verify = %+v, want %+v", *got, tt.want)
+			}
+		})
+	}
+}
