@@ -70,11 +70,16 @@ type rawField struct {
 // as each is compact JSON that json.Marshal made (HTML characters
 // escaped).
 func marshalThenRaw(v any, fields ...rawField) ([]byte, error) {
-	b, err := json.Marshal(v)
+	m, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
-	b = b[:len(b)-1] // reopen the object
+	// One buffer for it all, the newline writeJSONBytes adds included.
+	size := len(m) + 1
+	for _, f := range fields {
+		size += len(f.name) + len(f.raw) + 4
+	}
+	b := append(make([]byte, 0, size), m[:len(m)-1]...) // reopen the object
 	for _, f := range fields {
 		if len(f.raw) > 0 {
 			if len(b) > 1 {

@@ -3,9 +3,13 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // TestAmbiguousJSONRefused replays issue 11 item 3: a body that two JSON parsers read
@@ -181,5 +185,45 @@ func BenchmarkDecodeStrict(b *testing.B) {
 		if err := decodeStrict(body, &v); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestReadBody: a body is read whole whether its length is declared or
+// not; one shorter than it declared is an error, and the body cap's
+// refusal comes through as *http.MaxBytesError (413) either way.
+func TestReadBody(t *testing.T) {
+	body := strings.Repeat("x", 3000)
+	tests := []struct {
+		name     string
+		declared int64
+		limit    int64
+		wantErr  bool
+		want413  bool
+	}{
+		{"declared", 3000, 1 << 16, false, false},
+		{"chunked", -1, 1 << 16, false, false},
+		{"declared longer than sent", 3500, 1 << 16, true, false},
+		{"chunked over the cap", -1, 1000, true, true},
+		{"declared over the cap", 3000, 1000, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/v1/verify", io.NopCloser(strings.NewReader(body)))
+			r.ContentLength = tt.declared
+			if tt.declared > int64(len(body)) {
+				r.Body = io.NopCloser(io.MultiReader(strings.NewReader(body), iotest.ErrReader(io.ErrUnexpectedEOF)))
+			}
+			r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, tt.limit)
+			got, err := readBody(r)
+			var mbe *http.MaxBytesError
+			switch {
+			case tt.wantErr != (err != nil):
+				t.Fatalf("readBody = %d bytes, %v; want error %v", len(got), err, tt.wantErr)
+			case tt.want413 != errors.As(err, &mbe):
+				t.Fatalf("readBody error %v; want *http.MaxBytesError %v", err, tt.want413)
+			case err == nil && string(got) != body:
+				t.Fatalf("readBody = %d bytes, want the %d sent", len(got), len(body))
+			}
+		})
 	}
 }
