@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"reflect"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/agent-trust-registry/atr/registry"
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Shape limits checked by Validate before the registry sees a request. The registry
@@ -55,21 +55,26 @@ func readJSON(r *http.Request, v any) error {
 	return decodeStrict(data, v)
 }
 
-// readBody reads r's body whole. A body of declared length (which bodyCap
-// has bounded) is read into one buffer of that size; io.ReadAll grows its
-// buffer from 512 bytes, ~2× a verify body in garbage (docs/performance.md).
+// readBody reads r's body whole into a buffer first made at its declared
+// length (bodyBuffer); io.ReadAll grows its buffer from 512 bytes, ~2× a
+// verify body in garbage (docs/performance.md).
 func readBody(r *http.Request) ([]byte, error) {
-	if n := r.ContentLength; n > 0 && n <= maxDeclaredBody {
-		buf := bytes.NewBuffer(make([]byte, 0, n+bytes.MinRead))
-		_, err := buf.ReadFrom(r.Body)
-		return buf.Bytes(), err
-	}
-	return io.ReadAll(r.Body)
+	buf := bytes.NewBuffer(make([]byte, 0, bodyBuffer(r.ContentLength)))
+	_, err := buf.ReadFrom(r.Body)
+	return buf.Bytes(), err
 }
 
-// maxDeclaredBody bounds the buffer readBody makes from a Content-Length,
-// should a handler be reached without bodyCap.
-const maxDeclaredBody = 1 << 20
+// bodyBuffer is the first capacity readBody gives a body of declared
+// length n (-1: not declared): room for all of it up to maxFirstBuffer, so
+// that a client which declares a large body and sends nothing pins no
+// more than that until the read timeout; a larger body grows as it comes.
+func bodyBuffer(n int64) int {
+	return int(min(max(n, 0), maxFirstBuffer)) + bytes.MinRead
+}
+
+// maxFirstBuffer is the most readBody reserves before the bytes arrive:
+// 16 KiB, several times a verify's or a registration's body.
+const maxFirstBuffer = 16 << 10
 
 // decodeStrict decodes data into v: exactly one JSON object, no unknown fields, nothing
 // after it, no ambiguous key (strictjson.go). Its errors never echo the input; after an
@@ -83,7 +88,8 @@ func decodeStrict(data []byte, v any) error {
 		return errInvalid("the body must be UTF-8")
 	}
 	if err := jsonv2.Unmarshal(data, v, jsonv2.RejectUnknownMembers(true)); err != nil {
-		if oneValueThenMore(data) {
+		var syntax *jsontext.SyntacticError
+		if errors.As(err, &syntax) && !errors.Is(err, jsontext.ErrDuplicateName) && oneValueThenMore(data) {
 			return errInvalid("the body must be one JSON object")
 		}
 		return refusedBody(err)

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"unicode"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -30,7 +31,10 @@ import (
 // match exactly, a repeated name is a syntax error at any depth
 // (jsontext.ErrDuplicateName, escapes decoded first), invalid UTF-8 is refused,
 // and with RejectUnknownMembers a name in another case is an unknown member.
-// checkMapKeys adds the third. It also decodes in one pass, where
+// checkMapKeys adds the third; it walks the decoded value, so a request
+// type must hold no interface, json.RawMessage or value with its own
+// unmarshaler, where keys would escape it (TestRequestTypesAreWalkable).
+// v2 also decodes in one pass, where
 // encoding/json scanned a body twice and the old key walk a third time
 // (docs/performance.md).
 
@@ -40,20 +44,42 @@ var errAmbiguousJSON = errors.New("ambiguous JSON")
 
 // refusedBody is the answer to a body decodeStrict refused with err: an
 // ambiguous key, an unknown field, or JSON that is not valid for the
-// endpoint. The first problem in the body's order is the one named.
+// endpoint — whichever the decoder met first. Neither the message nor the
+// logged cause holds the input: encoding/json/v2's errors quote names and
+// pieces of values, so the cause keeps only the kind and the byte offset.
 func refusedBody(err error) error {
-	msg := "the body is not valid JSON for this endpoint"
+	msg, kind := "the body is not valid JSON for this endpoint", "not valid for the endpoint"
 	var se *jsonv2.SemanticError
 	switch {
-	case errors.Is(err, errAmbiguousJSON), errors.Is(err, jsontext.ErrDuplicateName):
-		msg = "the body has a duplicate or case-variant key"
+	case errors.Is(err, errAmbiguousJSON):
+		return &apiError{Status: http.StatusBadRequest, Code: CodeInvalidRequest,
+			Message: "the body has a duplicate or case-variant key", cause: err} // checkMapKeys' fixed text
+	case errors.Is(err, jsontext.ErrDuplicateName):
+		msg, kind = "the body has a duplicate or case-variant key", "a duplicate name"
 	case errors.As(err, &se) && errors.Is(se.Err, jsonv2.ErrUnknownName):
-		msg = "the body has an unknown field"
+		msg, kind = "the body has an unknown field", "an unknown name"
 		if foldsToField(se.GoType, se.JSONPointer.LastToken()) {
-			msg = "the body has a duplicate or case-variant key"
+			msg, kind = "the body has a duplicate or case-variant key", "a name in another case"
 		}
 	}
-	return &apiError{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: msg, cause: err}
+	return &apiError{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: msg,
+		cause: fmt.Errorf("%w: %s at byte %d", errRefusedJSON, kind, errorOffset(err))}
+}
+
+// errRefusedJSON is the cause of every refusal by the decoder.
+var errRefusedJSON = errors.New("json refused")
+
+// errorOffset is where in the body the decoder stopped (-1: unknown).
+func errorOffset(err error) int64 {
+	var se *jsonv2.SemanticError
+	var sy *jsontext.SyntacticError
+	switch {
+	case errors.As(err, &sy):
+		return sy.ByteOffset
+	case errors.As(err, &se):
+		return se.ByteOffset
+	}
+	return -1
 }
 
 // foldsToField tells whether name is, but for case, the JSON name of a field
@@ -103,7 +129,7 @@ func checkMapKeys(v reflect.Value) error {
 		seen := make(map[string]bool, v.Len())
 		for it := v.MapRange(); it.Next(); {
 			if k := it.Key(); k.Kind() == reflect.String {
-				folded := strings.ToLower(k.String())
+				folded := foldKey(k.String())
 				if seen[folded] {
 					return fmt.Errorf("%w: map keys that differ only in case", errAmbiguousJSON)
 				}
@@ -115,6 +141,23 @@ func checkMapKeys(v reflect.Value) error {
 		}
 	}
 	return nil
+}
+
+// foldKey maps s to one spelling for all the strings strings.EqualFold
+// takes for equal to it: each rune becomes the least of its case-folding
+// orbit, so "s", "S" and "ſ" (U+017F), or "k", "K" and the Kelvin sign,
+// fold alike, as encoding/json v1 and Java's equalsIgnoreCase match them.
+func foldKey(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
 }
 
 // mayHoldMap tells whether a value of type t can hold a map (an interface

@@ -1,8 +1,11 @@
 package api
 
 import (
+	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +13,9 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // TestAmbiguousJSONRefused replays issue 11 item 3: a body that two JSON parsers read
@@ -85,7 +91,10 @@ func TestDecodeStrictRefusesAmbiguity(t *testing.T) {
 		{`{"x":"1","X":"1"}`, false},
 		{`{"x":"1","\u0078":"1"}`, false},
 		{`{"unknown":{"q":1,"Q":2}}`, false},
-		{`{"x":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`, false},
+		{`{"m":{"s":"1","ſ":"2"}}`, false},
+		{`{"m":{"k":"1","\u212a":"2"}}`, false},
+		{`{"m":{"ß":"1","ẞ":"2"}}`, false},
+		{`{"m":{"ss":"1","ß":"2"}}`, true}, // not equal under simple folding (EqualFold)
 	}
 	for _, tt := range tests {
 		err := decodeStrict([]byte(tt.body), &target{})
@@ -95,10 +104,11 @@ func TestDecodeStrictRefusesAmbiguity(t *testing.T) {
 	}
 }
 
-// FuzzDecodeStrictMatchesV1: a body decodeStrict accepts is read the same
-// by encoding/json v1, the parser that matches names case-insensitively
-// and keeps the last of repeated keys — so a parser in front of ATR that
-// reads the body either way sees the request ATR sees.
+// FuzzDecodeStrictMatchesV1: a body decodeStrict accepts has no object
+// with a repeated key or two keys equal but for case, at any depth
+// (hasAmbiguousKeys: so a parser that keeps the first of repeated keys
+// reads what ATR reads), and is read the same by encoding/json v1, the
+// parser that matches names case-insensitively and keeps the last.
 func FuzzDecodeStrictMatchesV1(f *testing.F) {
 	for _, seed := range []string{
 		`{"name":"a.b","csr":"-----BEGIN\n","capabilities":["x"],"metadata":{"team":"a","Env":"b"}}`,
@@ -124,6 +134,9 @@ func matchesV1[T any](t *testing.T, data []byte) {
 	if decodeStrict(data, &strict) != nil {
 		return
 	}
+	if hasAmbiguousKeys(t, data) {
+		t.Fatalf("%T: decodeStrict accepted %q, which repeats a key or has two equal but for case", strict, data)
+	}
 	if err := json.Unmarshal(data, &v1); err != nil {
 		t.Fatalf("%T: decodeStrict accepted %q, encoding/json refuses it: %v", strict, data, err)
 	}
@@ -132,9 +145,10 @@ func matchesV1[T any](t *testing.T, data []byte) {
 	}
 }
 
-// TestDecodeStrictReasons: every refusal names the first problem in the
-// body's order — a repeated or case-variant key, an unknown field, a wrong
-// type or bad syntax — and a decoded body leaves nothing after it.
+// TestDecodeStrictReasons: every refusal names the first problem the
+// decoder meets — a repeated or case-variant name, an unknown field, a
+// wrong type, bad syntax or something after the object; map keys equal but
+// for case are checked once the decode is done.
 func TestDecodeStrictReasons(t *testing.T) {
 	const (
 		ambiguous = "the body has a duplicate or case-variant key"
@@ -157,6 +171,8 @@ func TestDecodeStrictReasons(t *testing.T) {
 		{`{"certificate":"a"} {"chain":"b"}`, notOne},
 		{`{"certificate":"a"} {"chain":"b","chain":"c"}`, notOne},
 		{`{"certificate":"a"} x`, notOne},
+		{`{"certificate":5} x`, badJSON},
+		{`{"certificate":"a","certificate":"b"} x`, ambiguous},
 		{`{"certificate":"a"}`, ""},
 		{" {\"certificate\":\"a\"}\n", ""},
 	} {
@@ -192,7 +208,31 @@ func BenchmarkDecodeStrict(b *testing.B) {
 // not; one shorter than it declared is an error, and the body cap's
 // refusal comes through as *http.MaxBytesError (413) either way.
 func TestReadBody(t *testing.T) {
-	body := strings.Repeat("x", 3000)
+	for _, big := range []bool{false, true} {
+		body := strings.Repeat("x", 3000)
+		if big {
+			body = strings.Repeat("y", 3*maxFirstBuffer) // grows past the first buffer
+		}
+		testReadBody(t, body)
+	}
+	// What is reserved before the bytes arrive is bounded, whatever the
+	// declared length (a client that declares a large body and stalls).
+	for _, tc := range []struct {
+		declared int64
+		want     int
+	}{
+		{-1, bytes.MinRead}, {0, bytes.MinRead}, {2249, 2249 + bytes.MinRead},
+		{maxFirstBuffer, maxFirstBuffer + bytes.MinRead}, {64 << 10, maxFirstBuffer + bytes.MinRead}, {1 << 40, maxFirstBuffer + bytes.MinRead},
+	} {
+		if got := bodyBuffer(tc.declared); got != tc.want {
+			t.Errorf("bodyBuffer(%d) = %d, want %d", tc.declared, got, tc.want)
+		}
+	}
+}
+
+func testReadBody(t *testing.T, body string) {
+	t.Helper()
+	size := int64(len(body))
 	tests := []struct {
 		name     string
 		declared int64
@@ -200,14 +240,14 @@ func TestReadBody(t *testing.T) {
 		wantErr  bool
 		want413  bool
 	}{
-		{"declared", 3000, 1 << 16, false, false},
-		{"chunked", -1, 1 << 16, false, false},
-		{"declared longer than sent", 3500, 1 << 16, true, false},
+		{"declared", size, 1 << 20, false, false},
+		{"chunked", -1, 1 << 20, false, false},
+		{"declared longer than sent", size + 500, 1 << 20, true, false},
 		{"chunked over the cap", -1, 1000, true, true},
-		{"declared over the cap", 3000, 1000, true, true},
+		{"declared over the cap", size, 1000, true, true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s, %d bytes", tt.name, size), func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/v1/verify", io.NopCloser(strings.NewReader(body)))
 			r.ContentLength = tt.declared
 			if tt.declared > int64(len(body)) {
@@ -225,5 +265,110 @@ func TestReadBody(t *testing.T) {
 				t.Fatalf("readBody = %d bytes, want the %d sent", len(got), len(body))
 			}
 		})
+	}
+}
+
+// hasAmbiguousKeys is the fuzz target's oracle, independent of decodeStrict:
+// a token walk that accepts repeated names and tells whether any object of
+// data holds two names strings.EqualFold takes for equal.
+func hasAmbiguousKeys(t *testing.T, data []byte) bool {
+	t.Helper()
+	dec := jsontext.NewDecoder(bytes.NewReader(data), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	var objects [][]string // the names of each open object
+	for {
+		kind, n := dec.StackIndex(dec.StackDepth())
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return false
+		}
+		if kind == '{' && n%2 == 0 && tok.Kind() == '"' { // a name
+			name, names := tok.String(), objects[len(objects)-1]
+			for _, seen := range names {
+				if strings.EqualFold(seen, name) {
+					return true
+				}
+			}
+			objects[len(objects)-1] = append(names, name)
+			continue
+		}
+		switch tok.Kind() {
+		case '{':
+			objects = append(objects, nil)
+		case '}':
+			objects = objects[:len(objects)-1]
+		}
+	}
+}
+
+// TestOracleSeesAmbiguity: the fuzz target's oracle is not vacuous.
+func TestOracleSeesAmbiguity(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"a":1,"a":2}`: true, `{"a":{"b":1,"B":2}}`: true, `[{"s":1},{"x":{"s":1,"ſ":2}}]`: true, `{"a\u0062":1,"ab":2}`: true,
+		`{"a":1,"b":{"a":1}}`: false, `{"ss":1,"ß":2}`: false, `[1,"a","a"]`: false,
+	} {
+		if got := hasAmbiguousKeys(t, []byte(body)); got != want {
+			t.Errorf("hasAmbiguousKeys(%s) = %v, want %v", body, got, want)
+		}
+	}
+}
+
+// TestRequestTypesAreWalkable: checkMapKeys sees every key of a request
+// body only if the request types hold no interface, json.RawMessage or
+// type with its own unmarshaler (whose objects it cannot walk).
+func TestRequestTypesAreWalkable(t *testing.T) {
+	unmarshalers := []reflect.Type{
+		reflect.TypeFor[json.Unmarshaler](), reflect.TypeFor[jsonv2.Unmarshaler](),
+		reflect.TypeFor[jsonv2.UnmarshalerFrom](), reflect.TypeFor[encoding.TextUnmarshaler](),
+	}
+	var check func(path string, t2 reflect.Type)
+	check = func(path string, typ reflect.Type) {
+		if typ.Kind() == reflect.Interface {
+			t.Errorf("%s is an interface (%v)", path, typ)
+			return
+		}
+		for _, u := range unmarshalers {
+			if reflect.PointerTo(typ).Implements(u) {
+				t.Errorf("%s (%v) has its own unmarshaler (%v)", path, typ, u)
+				return
+			}
+		}
+		switch typ.Kind() {
+		case reflect.Pointer, reflect.Slice, reflect.Array:
+			check(path+"[]", typ.Elem())
+		case reflect.Map:
+			check(path+"{}", typ.Elem())
+		case reflect.Struct:
+			for i := range typ.NumField() {
+				if f := typ.Field(i); f.IsExported() {
+					check(path+"."+f.Name, f.Type)
+				}
+			}
+		}
+	}
+	for _, v := range []any{registerRequest{}, rotateRequest{}, revokeRequest{}, verifyRequest{},
+		createAPIKeyRequest{}, jwtSVIDRequest{}, vrfIndexRequest{}} {
+		check(reflect.TypeOf(v).Name(), reflect.TypeOf(v))
+	}
+}
+
+// TestRefusalsDoNotEchoTheBody: neither the answer nor the logged cause of
+// a refusal quotes the body (encoding/json/v2's own errors quote names and
+// pieces of values).
+func TestRefusalsDoNotEchoTheBody(t *testing.T) {
+	for _, body := range []string{
+		`{"name":"a.b","csr":"x","metadata":{"s3cr3t":"1","s3cr3t":"2"}}`,
+		`{"name":"a.b","csr":"x","metadata":{"s3cr3t":5}}`,
+		`{"name":"a.b","csr":"\ud800 s3cr3t"}`,
+		`{"s3cr3t":1}`, `{"NAME":"s3cr3t"}`, `{"name":"s3cr3t",}`, `{"name":"s3cr3t"} s3cr3t`,
+		`{"metadata":{"s3cr3t":"1","S3CR3T":"2"}}`,
+	} {
+		err := decodeStrict([]byte(body), &registerRequest{})
+		if err == nil {
+			t.Errorf("%s: accepted", body)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cr3t") || strings.Contains(strings.ToLower(err.Error()), "s3cr3t") {
+			t.Errorf("%s: the error quotes the body: %v", body, err)
+		}
 	}
 }
