@@ -34,9 +34,8 @@ import (
 // checkMapKeys adds the third; it walks the decoded value, so a request
 // type must hold no interface, json.RawMessage or value with its own
 // unmarshaler, where keys would escape it (TestRequestTypesAreWalkable).
-// v2 also decodes in one pass, where
-// encoding/json scanned a body twice and the old key walk a third time
-// (docs/performance.md).
+// v2 also decodes in one pass, where encoding/json scanned a body twice and
+// the old key walk a third time (docs/performance.md).
 
 // errAmbiguousJSON is the cause of a refusal for an ambiguous key. Its
 // messages never echo the input.
