@@ -81,6 +81,51 @@ type transparencyLog struct {
 	// sealed counts the checkpoints sealBatch stored with their batch
 	// (tests).
 	sealed atomic.Int64
+
+	// recent holds the last checkpoints sealed with their batch, each with
+	// the hashes its batch held (sealedCovering).
+	recentMu sync.Mutex
+	recent   [recentSealed]*knownCheckpoint
+	recentAt int
+}
+
+// recentSealed is how many sealed checkpoints the log keeps for the
+// receipts of their own batches' issuances.
+const recentSealed = 8
+
+// sealedCovering returns the smallest of the recently sealed checkpoints
+// that covers minSize leaves, or nil. A fresh issuance's receipt is made
+// against its own batch's checkpoint, whose hashes hold the leaf's
+// inclusion proof (the batch wrote or seeded them), even when later
+// batches committed before the issuance's request went on: the latest
+// checkpoint (covering) holds another batch's hashes, and its proof of an
+// older leaf reads the stored ones (TestBatchesReadNoStoredHashes).
+func (l *transparencyLog) sealedCovering(minSize int64) *knownCheckpoint {
+	l.recentMu.Lock()
+	defer l.recentMu.Unlock()
+	var best *knownCheckpoint
+	for _, k := range l.recent {
+		if k != nil && k.Size >= minSize && (best == nil || k.Size < best.Size) {
+			best = k
+		}
+	}
+	return best
+}
+
+// rememberSealed keeps k among the recently sealed checkpoints.
+func (l *transparencyLog) rememberSealed(k *knownCheckpoint) {
+	l.recentMu.Lock()
+	defer l.recentMu.Unlock()
+	l.recent[l.recentAt] = k
+	l.recentAt = (l.recentAt + 1) % recentSealed
+}
+
+// forgetSealed drops the recently sealed checkpoints (the database no
+// longer holds the tree this process knew).
+func (l *transparencyLog) forgetSealed() {
+	l.recentMu.Lock()
+	defer l.recentMu.Unlock()
+	clear(l.recent[:])
 }
 
 func newTransparencyLog(s *Store, signer note.Signer, verifier note.Verifier, origin string, log *logrus.Entry) *transparencyLog {
@@ -787,6 +832,7 @@ func (l *transparencyLog) remember(k *knownCheckpoint) {
 // match the stored tree, say after the database was restored from a backup):
 // the next caller reads or signs again.
 func (l *transparencyLog) forget(k *knownCheckpoint) {
+	l.forgetSealed()
 	if l.known.CompareAndSwap(k, nil) {
 		l.log.WithField("tree_size", k.Size).Warn("the checkpoint this process knew does not match the stored log; reading it again")
 	}
@@ -897,6 +943,7 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint,
 		// branch are not served again from memory.
 		l.log.WithFields(logrus.Fields{"tree_size": head.Size, "known_size": k.Size}).Error("the transparency log is smaller than a checkpoint this process saw; forgetting it")
 		l.known.CompareAndSwap(k, nil)
+		l.forgetSealed()
 	}
 	latest, err := l.latestCheckpoint(ctx)
 	if err != nil {
@@ -1082,6 +1129,7 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 		l.lastSigned = now
 		l.mu.Unlock()
 		l.remember(k)
+		l.rememberSealed(k)
 		l.sealed.Add(1)
 		l.log.WithField("tree_size", head.Size).Debug("signed transparency log checkpoint with its batch")
 	}

@@ -168,7 +168,7 @@ func TestBatchesReadNoStoredHashes(t *testing.T) {
 				return nil
 			})
 			after := f.Store.GroupCommitStats()
-			t.Logf("%d issuances in %d batches", n, after.Batches-before.Batches)
+			t.Logf("%d issuances in %d batches (%d items, %d reruns)", n, after.Batches-before.Batches, after.Items-before.Items, after.Reruns-before.Reruns)
 			stores := 0
 			for _, s := range got {
 				if strings.Contains(s, "FROM log_hashes") || strings.Contains(s, "FROM log_checkpoints ORDER BY") {
