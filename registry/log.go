@@ -833,8 +833,11 @@ func (l *transparencyLog) remember(k *knownCheckpoint) {
 // the next caller reads or signs again.
 func (l *transparencyLog) forget(k *knownCheckpoint) {
 	l.forgetSealed()
-	if l.known.CompareAndSwap(k, nil) {
-		l.log.WithField("tree_size", k.Size).Warn("the checkpoint this process knew does not match the stored log; reading it again")
+	// k may be an older sealed checkpoint than the known one (a fresh
+	// receipt's, sealedCovering): a known checkpoint at least as large is
+	// of the same lost tree, and is dropped too.
+	if cur := l.known.Load(); cur != nil && (cur == k || cur.Size >= k.Size) && l.known.CompareAndSwap(cur, nil) {
+		l.log.WithField("tree_size", cur.Size).Warn("the checkpoint this process knew does not match the stored log; reading it again")
 	}
 }
 

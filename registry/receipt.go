@@ -143,7 +143,7 @@ func (r *Registry) receiptAt(ctx context.Context, o translog.Opened, leaf []byte
 		err = translog.CheckInclusion(proof, cp.size, cp.hash, idx, translog.LeafHash(leaf))
 	}
 	if err != nil {
-		if cp.own != nil {
+		if cp.own != nil && ctx.Err() == nil { // not a request given up
 			r.tlog.forget(cp.own)
 		}
 		return nil, fmt.Errorf("registry: receipt of leaf %d against the checkpoint of size %d: %w", idx, cp.size, logErr("log: inclusion proof", err))
@@ -282,7 +282,8 @@ func (r *Registry) cachedReceipt(ctx context.Context, idx *int64) []byte {
 
 // withReceipt adds the opening and receipt of a fresh issuance, made from
 // the leaf it appended: the leaf and its opening are not read back. Its
-// checkpoint is the log's own (covering): witnesses cosign a checkpoint
+// checkpoint is the log's own: the one its batch sealed when the log still
+// keeps it (sealedCovering), else the latest (covering). Witnesses cosign a checkpoint
 // after it is stored, so none has cosigned one covering a leaf committed a
 // moment ago, and looking for one costs a query per issuance. The receipt
 // verify and the receipt routes return later carry the cosigned one.
