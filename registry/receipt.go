@@ -283,13 +283,15 @@ func (r *Registry) cachedReceipt(ctx context.Context, idx *int64) []byte {
 // withReceipt adds the opening and receipt of a fresh issuance, made from
 // the leaf it appended: the leaf and its opening are not read back. Its
 // checkpoint is the log's own: the one its batch sealed when the log still
-// keeps it (sealedCovering), else the latest (covering). Witnesses cosign a checkpoint
-// after it is stored, so none has cosigned one covering a leaf committed a
-// moment ago, and looking for one costs a query per issuance. The receipt
-// verify and the receipt routes return later carry the cosigned one.
+// keeps it (sealedCovering), else the latest (covering). Witnesses cosign a
+// checkpoint after it is stored, so none has cosigned one covering a leaf
+// committed a moment ago, and looking for one costs a query per issuance.
+// The receipt verify and the receipt routes return later carry the
+// cosigned one.
 func (r *Registry) withReceipt(ctx context.Context, iss *Issued, leaf loggedLeaf) *Issued {
 	iss.Opened = leaf.openedJSON
-	own, err := r.tlog.sealedCovering(leaf.opened.LeafIndex+1), error(nil)
+	var err error
+	own := r.tlog.sealedCovering(leaf.opened.LeafIndex + 1)
 	if own == nil {
 		own, err = r.tlog.covering(ctx, leaf.opened.LeafIndex+1)
 	}
