@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
@@ -189,5 +190,117 @@ func TestVerifyParsesEachInputOnce(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestCheapReadsWhileOthersRotate: rotations of other agents — through this
+// replica or another — leave the cached verify and OCSP answers of a
+// certificate they did not change in memory (every rotation moves the
+// revocation revision, and before superseded_changes each such move made
+// every cached status stale: with a fleet rotating, every verify and every
+// OCSP request read the database). The rotated agent's predecessor is seen
+// superseded at once; a revocation of any certificate still makes every
+// cached status stale.
+func TestCheapReadsWhileOthersRotate(t *testing.T) {
+	for _, db := range testdb.Names() {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			e := newRotatedEnv(t, db)
+			mk := func() *Registry {
+				r, err := New(Config{Store: e.store, Issuer: e.issuer2, Responders: []*ca.Responder{e.regIssuer.Responder()},
+					Verifier: e.cur.verify, TrustDomain: revTrustDomain, RotationGrace: -1, Now: e.clock.Now, Log: e.log,
+					VRFSigner: testVRFSigner(t), StatusCacheTTL: time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.status.ttl = time.Hour // only the revision may make an entry stale
+				if err := r.Start(ctx); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { r.Close() })
+				return r
+			}
+			a, b := mk(), mk()
+			watched := e.registerWith(t, a, "watched.acme")
+			rotated := e.registerWith(t, a, "rotated.acme")
+			e.registerWith(t, a, "revoked.acme")
+			req := ocspRequest(t, watched, e.inter2, crypto.SHA256)
+			caughtUp := func(r *Registry) {
+				t.Helper()
+				var seq int64
+				if err := e.store.db.GetContext(ctx, &seq, `SELECT seq FROM revocation_state WHERE id = 1`); err != nil {
+					t.Fatal(err)
+				}
+				deadline := time.Now().Add(15 * time.Second) // hang guard, not a timing assertion
+				for {
+					if s, live := r.notify.revocationSeq(); live && s == seq {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("the notifier did not reach revision %d", seq)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			verified := func(r *Registry, leaf *x509.Certificate) bool {
+				t.Helper()
+				res, err := r.Verify(ctx, ca.EncodeCertificatesPEM(leaf), nil)
+				if err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				return res.Verified
+			}
+			good := func(r *Registry) bool {
+				t.Helper()
+				der, err := r.OCSP(ctx, req)
+				if err != nil {
+					t.Fatalf("OCSP: %v", err)
+				}
+				resp, err := ocsp.ParseResponse(der, e.inter2)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp.Status == ocsp.Good
+			}
+			type counts struct{ verifyReads, ocspReads int64 }
+			reads := func(r *Registry) counts {
+				return counts{r.status.reads.Load(), r.revocation.ocspReads.Load()}
+			}
+			caughtUp(a)
+			if !verified(a, watched) || !good(a) || !verified(a, rotated) {
+				t.Fatal("fresh certificates must be good")
+			}
+			for i, via := range []*Registry{a, b, a, b} {
+				if _, err := via.Rotate(ctx, SystemActor(), "rotated.acme", newTestCSR(t)); err != nil {
+					t.Fatalf("rotation %d: %v", i, err)
+				}
+				caughtUp(a)
+				before := reads(a)
+				if !verified(a, watched) || !good(a) {
+					t.Fatalf("rotation %d: the watched certificate is no longer good", i)
+				}
+				if got := reads(a); got != before {
+					t.Errorf("rotation %d (through replica %s) of another agent: the watched certificate's status was read again (%+v, then %+v)",
+						i, map[*Registry]string{a: "a", b: "b"}[via], before, got)
+				}
+			}
+			// The rotated agent's first certificate, verified before its
+			// rotations while cached, is superseded without a grace period.
+			if verified(a, rotated) {
+				t.Error("the superseded certificate still verifies on replica a")
+			}
+			// A revocation is not a supersede: every status is read again.
+			if _, err := b.Revoke(ctx, SystemActor(), "revoked.acme", "keyCompromise"); err != nil {
+				t.Fatal(err)
+			}
+			caughtUp(a)
+			before := reads(a)
+			if !verified(a, watched) || !good(a) {
+				t.Fatal("the watched certificate is no longer good")
+			}
+			if got := reads(a); got.verifyReads != before.verifyReads+1 || got.ocspReads != before.ocspReads+1 {
+				t.Errorf("after a revocation: reads %+v, then %+v; want one verify and one OCSP read more", before, got)
+			}
+		})
 	}
 }

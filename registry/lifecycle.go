@@ -206,8 +206,9 @@ func (r *Registry) Rotate(ctx context.Context, a Actor, name string, csrPEM []by
 	})
 	// The predecessor's status changed (or may have: the commit error could
 	// be a lost acknowledgement): this replica's Verify must not answer from
-	// the old status.
-	r.status.clear()
+	// its old status. It is the only status a rotation changes; every other
+	// cached status stays (supersedes.go).
+	r.status.evict(*oldFingerprint)
 	r.notify.ownChange()
 	if err != nil {
 		return nil, err

@@ -161,10 +161,14 @@ type notifier struct {
 	// afterQuery, when set, runs in read between the query and recording
 	// what it read (tests: a notification arriving during a read).
 	afterQuery func()
+	// sup is which certificates the revisions read since the first one
+	// superseded (supersedes.go): what lets a cached status outlive a
+	// revision that did not change it.
+	sup *supersedeLog
 }
 
 func newNotifier(s *Store, log *logrus.Entry) *notifier {
-	return &notifier{store: s, log: log, gen: make(chan struct{}), kick: make(chan struct{}, 1)}
+	return &notifier{store: s, log: log, gen: make(chan struct{}), kick: make(chan struct{}, 1), sup: newSupersedeLog()}
 }
 
 // logSize returns the latest known tree size (log_head.size).
@@ -294,9 +298,22 @@ func (n *notifier) read(ctx context.Context) error {
 		n.crlsLive.Store(false)
 		return dbErr("notify: reading log size, revocation seq, root CRL seq and api key seq", err)
 	}
+	// The supersedes of the revisions not seen yet, read after the
+	// revision: each committed with its revision, so every one up to
+	// row.Seq is there (or was pruned, which advance takes as a change).
+	var sup []supersededChange
+	if after, ok := n.sup.wants(row.Seq); ok {
+		if sup, err = n.readSupersedes(ctx, after, row.Seq); err != nil {
+			n.live.Store(false)
+			n.keysLive.Store(false)
+			n.crlsLive.Store(false)
+			return err
+		}
+	}
 	if n.afterQuery != nil {
 		n.afterQuery()
 	}
+	n.sup.advance(row.Seq, sup) // before set: the log never lags the revision
 	n.set(row.Size, row.Seq, row.Keys, row.CRLs)
 	n.mu.Lock()
 	n.live.Store(up && n.up && epoch == n.epoch && n.running && n.publishing == 0)

@@ -231,9 +231,11 @@ func (s *revocationService) ocsp(ctx context.Context, raw []byte) ([]byte, error
 	}
 	seq := rev.seq
 	key := ocspKey{issuer: r.keyID, serial: serial, alg: req.HashAlgorithm}
-	if e := s.cache.get(key); live && e != nil && e.seq == seq && e.state.status != ocsp.Unknown && now.Before(e.refreshAt) {
+	if e := s.cache.get(key); live && e != nil && (e.seq == seq || s.serialUnchanged(serial, e.seq)) && e.state.status != ocsp.Unknown && now.Before(e.refreshAt) {
+		s.ocspHits.Add(1)
 		return e.der, nil // nothing changed anywhere since it was checked: no database read
 	}
+	s.ocspReads.Add(1)
 	st, err := s.certificateState(ctx, r, serial, now)
 	if err != nil {
 		return nil, err

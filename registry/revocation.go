@@ -37,6 +37,7 @@ import (
 	"crypto" //nolint:gosec // OCSP CertID hashes: SHA-1 is what most clients send (RFC 6960 4.1.1)
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -119,7 +120,10 @@ type revocationService struct {
 	flight     singleflight.Group
 	unknown    *rate.Limiter // nil: never sign "unknown"
 	cache      *ocspCache
-	arl        *arlState // root CRLs and the intermediates they revoke
+	// ocspHits and ocspReads count OCSP answers made without a database
+	// read and with one (atr_ocsp_status_lookups_total).
+	ocspHits, ocspReads atomic.Int64
+	arl                 *arlState // root CRLs and the intermediates they revoke
 	// notify, when running, tells the current revocation revision without a
 	// database read (notify.go); nil or not live: read it.
 	notify *notifier

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,6 +34,9 @@ type statusCache struct {
 	mu  sync.Mutex
 	m   map[string]statusEntry
 	gen uint64 // bumped by clear: a read that began before a local change is not stored
+	// hits and reads count verifyStatus's answers from the cache and from
+	// the database (atr_verify_status_lookups_total).
+	hits, reads atomic.Int64
 }
 
 type statusEntry struct {
@@ -47,15 +51,17 @@ func newStatusCache(ttl time.Duration) *statusCache {
 
 // get returns a fresh cached row and, on a miss, the generation to pass to
 // put. seq and live are the notifier's revision: with live, an entry of the
-// same revision is fresh at any age and one of another revision never is.
-func (c *statusCache) get(fp string, now time.Time, seq int64, live bool) (*certRow, uint64) {
+// same revision is fresh at any age, and so is one of an earlier revision
+// that unchanged (nil: none) reports the certificate kept since
+// (supersedes.go); any other is not.
+func (c *statusCache) get(fp string, now time.Time, seq int64, live bool, unchanged func(fp string, since int64) bool) (*certRow, uint64) {
 	if c.ttl <= 0 {
 		return nil, 0
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[fp]
-	if ok && live && e.seq == seq {
+	if ok && live && (e.seq == seq || unchanged != nil && unchanged(fp, e.seq)) {
 		row := e.row
 		return &row, c.gen
 	}
@@ -90,6 +96,17 @@ func (c *statusCache) put(fp string, row *certRow, at time.Time, gen uint64, seq
 	c.m[fp] = statusEntry{row: r, at: at, seq: seq}
 }
 
+// evict forgets the cached status of the certificate with fingerprint fp,
+// and keeps any read that began before from being stored; called after
+// this replica committed (or may have committed) a change of that
+// certificate's status alone (a rotation superseding it).
+func (c *statusCache) evict(fp string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	delete(c.m, fp)
+}
+
 // clear forgets every cached status; called after this replica commits a
 // change of certificate status.
 func (c *statusCache) clear() {
@@ -104,10 +121,12 @@ func (c *statusCache) clear() {
 func (r *Registry) verifyStatus(ctx context.Context, fp string) (*certRow, error) {
 	now := r.now()
 	seq, live := r.notify.revocationSeq() // before the row: see statusEntry.seq
-	cached, gen := r.status.get(fp, now, seq, live)
+	cached, gen := r.status.get(fp, now, seq, live, r.notify.sup.fingerprintUnchanged)
 	if cached != nil {
+		r.status.hits.Add(1)
 		return cached, nil
 	}
+	r.status.reads.Add(1)
 	row, err := certs(r.store.db).ByFingerprint(ctx, fp)
 	if err != nil {
 		return nil, err

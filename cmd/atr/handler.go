@@ -218,7 +218,7 @@ func buildHandler(ctx context.Context, cfg Config, tok *hsm.Token, m *caMaterial
 	closers = append(closers, func() { reg.Close() })
 	go maintain(ctx, reg, log.WithField("component", "maintenance"))
 	deps := api.Deps{Lifecycle: reg, Auth: reg, Admin: reg, Log: reg, Revocation: reg, Now: now,
-		Collectors: append(append(hsmm.Collectors(), hsm.HealthGauge(tok.Healthy)), store.Collectors()...)}
+		Collectors: append(append(append(hsmm.Collectors(), hsm.HealthGauge(tok.Healthy)), store.Collectors()...), reg.Collectors()...)}
 	// Witnesses cosign checkpoints in the background; never in a request.
 	witnessCollectors, err := startWitnesses(ctx, cfg, reg, log)
 	if err != nil {
@@ -252,7 +252,8 @@ const maintenanceInterval = 30 * time.Second
 
 // maintain runs the registry's periodic work until ctx ends: Reconcile (a
 // replica that crashed mid-issuance leaves pending rows other replicas
-// settle) and RefreshRevocation (CRL before 2/3 of its validity, OCSP clean-up).
+// settle), RefreshRevocation (CRL before 2/3 of its validity, OCSP clean-up)
+// and PruneSupersededChanges (what the caches of other replicas no longer need).
 func maintain(ctx context.Context, reg *registry.Registry, log *logrus.Entry) {
 	t := time.NewTicker(maintenanceInterval)
 	defer t.Stop()
@@ -272,6 +273,9 @@ func maintain(ctx context.Context, reg *registry.Registry, log *logrus.Entry) {
 		}
 		if err := reg.RefreshRevocation(ctx); err != nil {
 			log.WithError(err).Warn("refreshing CRL and OCSP responses")
+		}
+		if _, err := reg.PruneSupersededChanges(ctx); err != nil {
+			log.WithError(err).Warn("pruning the record of superseded certificates")
 		}
 	}
 }
