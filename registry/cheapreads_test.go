@@ -304,3 +304,97 @@ func TestCheapReadsWhileOthersRotate(t *testing.T) {
 		})
 	}
 }
+
+// TestSupersededOCSPNotCached: an OCSP answer cached for a certificate is
+// not served after a rotation supersedes it (no grace period), on the
+// replica that rotated and on another, whether the certificate row spells
+// its serial canonically or without its leading zero (as replicas older
+// than migration 004 wrote some, certStore.Status): superseded_changes
+// records the stored spelling and the OCSP cache is keyed by the
+// canonical one.
+func TestSupersededOCSPNotCached(t *testing.T) {
+	for _, db := range testdb.Names() {
+		for _, tc := range []struct {
+			name      string
+			shortened bool // the stored serial lacks its leading zero
+			viaOther  bool // the rotation goes through the other replica
+		}{{"canonical/same replica", false, false}, {"canonical/other replica", false, true},
+			{"no leading zero/same replica", true, false}, {"no leading zero/other replica", true, true}} {
+			t.Run(db+"/"+tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				e := newRotatedEnv(t, db)
+				mk := func() *Registry {
+					r, err := New(Config{Store: e.store, Issuer: e.issuer2, Responders: []*ca.Responder{e.regIssuer.Responder()},
+						Verifier: e.cur.verify, TrustDomain: revTrustDomain, RotationGrace: -1, Now: e.clock.Now, Log: e.log,
+						VRFSigner: testVRFSigner(t), StatusCacheTTL: time.Second})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := r.Start(ctx); err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { r.Close() })
+					return r
+				}
+				a, b := mk(), mk()
+				var leaf *x509.Certificate
+				var name string
+				for i := 0; leaf == nil || tc.shortened && certSerial(leaf)[0] != '0'; i++ {
+					name = fmt.Sprintf("agent%d.acme", i)
+					leaf = e.registerWith(t, a, name)
+				}
+				if tc.shortened {
+					s := certSerial(leaf)
+					for _, q := range []string{`UPDATE certificates SET serial = ? WHERE serial = ?`, `UPDATE agents SET current_serial = ? WHERE current_serial = ?`} {
+						if _, err := e.store.db.ExecContext(ctx, e.store.db.Rebind(q), s[1:], s); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				req := ocspRequest(t, leaf, e.inter2, crypto.SHA256)
+				status := func(r *Registry) int {
+					t.Helper()
+					der, err := r.OCSP(ctx, req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					resp, err := ocsp.ParseResponse(der, e.inter2)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return resp.Status
+				}
+				caughtUp := func(r *Registry) {
+					t.Helper()
+					var seq int64
+					if err := e.store.db.GetContext(ctx, &seq, `SELECT seq FROM revocation_state WHERE id = 1`); err != nil {
+						t.Fatal(err)
+					}
+					for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(5 * time.Millisecond) { // hang guard
+						if s, live := r.notify.revocationSeq(); live && s == seq {
+							return
+						}
+						if time.Now().After(deadline) {
+							t.Fatalf("the notifier did not reach revision %d", seq)
+						}
+					}
+				}
+				caughtUp(a)
+				if status(a) != ocsp.Good || status(a) != ocsp.Good {
+					t.Fatal("a fresh certificate must be good")
+				}
+				via := a
+				if tc.viaOther {
+					via = b
+				}
+				if _, err := via.Rotate(ctx, SystemActor(), name, newTestCSR(t)); err != nil {
+					t.Fatal(err)
+				}
+				caughtUp(a)
+				if st := status(a); st != ocsp.Revoked {
+					t.Errorf("OCSP status %d of the superseded certificate (stored serial %s), want revoked", st, certSerial(leaf)[map[bool]int{true: 1}[tc.shortened]:])
+				}
+			})
+		}
+	}
+}

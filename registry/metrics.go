@@ -105,10 +105,10 @@ func (c *groupCommitCollector) Collect(ch chan<- prometheus.Metric) {
 // Prometheus registry beside the store's: how often Verify and OCSP
 // answered a certificate's status from memory and how often they read it
 // from the database. Issue 14 asks that neither reads the database when
-// nothing changed; the ratio shows what a workload gets (every change of
-// any certificate's status — a revocation, a rotation superseding its
-// predecessor — moves the revocation revision, after which each status is
-// read once again; docs/performance.md, "Reads while a fleet rotates").
+// nothing changed; the ratio shows what a workload gets (a revocation
+// anywhere makes every cached status stale, a rotation only its
+// predecessor's: supersedes.go; docs/performance.md, "Reads while a fleet
+// rotates").
 func (r *Registry) Collectors() []prometheus.Collector {
 	lookups := func(name, help string, hits, reads *atomic.Int64) prometheus.Collector {
 		return &lookupCollector{desc: prometheus.NewDesc(name, help, []string{"from"}, nil), hits: hits, reads: reads}

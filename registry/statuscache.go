@@ -13,12 +13,15 @@ import (
 // The contract is that a revocation is reflected by verify within one second
 // on every replica, and that a verify reads nothing when nothing changed.
 // Each entry is tagged with the revocation revision read before its row.
-// While the change notifier is live (notify.go), an entry is served exactly
-// as long as the revision has not moved — on any replica — with no age
-// limit and no database read; when it is not live (not started, or its
-// connection lost) an entry is served for at most the TTL. A replica that
-// itself revokes or rotates drops its cache at once, so its own answers are
-// never stale. The mTLS renewal path never uses it.
+// While the change notifier is live (notify.go), an entry is served with no
+// age limit and no database read as long as the revision has not moved —
+// on any replica — or has moved only by supersedes of other certificates
+// (supersedes.go), and is then tagged with the current revision; when it is
+// not live (not started, its connection lost, or a change not read yet) an
+// entry is served for at most the TTL after it was read or last found
+// current. A replica that itself revokes drops its cache at once, and one
+// that rotates drops the superseded certificate's entry, so its own answers
+// are never stale. The mTLS renewal path never uses it.
 const (
 	// DefaultStatusCacheTTL is how long a replica may answer Verify from a
 	// status it read earlier.
@@ -33,16 +36,16 @@ type statusCache struct {
 	ttl time.Duration
 	mu  sync.Mutex
 	m   map[string]statusEntry
-	gen uint64 // bumped by clear: a read that began before a local change is not stored
+	gen uint64 // bumped by clear and evict: a read that began before a local change is not stored
 	// hits and reads count verifyStatus's answers from the cache and from
 	// the database (atr_verify_status_lookups_total).
 	hits, reads atomic.Int64
 }
 
 type statusEntry struct {
-	row certRow // ByFingerprint's: without DER
-	at  time.Time
-	seq int64 // the revocation revision read before the row
+	row certRow   // ByFingerprint's: without DER
+	at  time.Time // when the row was read, or last found current at a live revision
+	seq int64     // the revocation revision read before the row, or that revision
 }
 
 func newStatusCache(ttl time.Duration) *statusCache {
@@ -62,6 +65,14 @@ func (c *statusCache) get(fp string, now time.Time, seq int64, live bool, unchan
 	defer c.mu.Unlock()
 	e, ok := c.m[fp]
 	if ok && live && (e.seq == seq || unchanged != nil && unchanged(fp, e.seq)) {
+		if e.seq != seq || now.Sub(e.at) >= c.ttl/2 {
+			// Known current at seq, live: as good as a read now. Without
+			// this, an entry older than the TTL would be read again
+			// whenever the revision is briefly not live — after each of
+			// this replica's own rotations, until its notifier's read.
+			e.seq, e.at = seq, now
+			c.m[fp] = e
+		}
 		row := e.row
 		return &row, c.gen
 	}

@@ -86,8 +86,11 @@ func (l *supersedeLog) advance(to int64, rows []supersededChange) {
 		return
 	case to < l.known:
 		// The database went back (a restore): nothing cached at a revision
-		// this log has seen is known to be current until the revision
-		// passes every revision it ever saw.
+		// this log has seen is known to be current, whatever the revision
+		// does next. (A restore the notifier does not see go back — the
+		// revision back past its last read before its next read — cannot
+		// be told from revisions: operator.md §7 stops every replica for a
+		// restore, which empties every cache.)
 		l.reset(to)
 		return
 	case to-l.known > supersedeLogSize:
@@ -113,10 +116,11 @@ func (l *supersedeLog) advance(to int64, rows []supersededChange) {
 	l.maxSeen = max(l.maxSeen, to)
 }
 
-// reset forgets every change after a restore to revision to.
+// reset forgets every change after a restore to revision to: from is past
+// every revision seen, so no status cached at one of them is kept.
 func (l *supersedeLog) reset(to int64) {
 	l.known = to
-	l.from = max(l.maxSeen, to)
+	l.from = max(l.maxSeen+1, to)
 	l.ring, l.head = l.ring[:0], 0
 	clear(l.byFP)
 	clear(l.bySerial)
@@ -174,19 +178,36 @@ func (s *revocationService) serialUnchanged(serial string, since int64) bool {
 	return s.notify != nil && s.notify.sup.serialUnchanged(serial, since)
 }
 
-// readSupersedes reads the rows of superseded_changes in (after, to].
+// readSupersedes reads the rows of superseded_changes in (after, to], each
+// serial in ca.FormatSerial's spelling, the OCSP cache's: a row records
+// the serial as its certificate row stores it, and replicas older than
+// migration 004 stored some without their leading zero (certStore.Status).
 func (n *notifier) readSupersedes(ctx context.Context, after, to int64) ([]supersededChange, error) {
 	var rows []supersededChange
 	err := n.store.db.SelectContext(ctx, &rows,
 		`SELECT seq, serial, fingerprint_sha256 FROM superseded_changes WHERE seq > $1 AND seq <= $2 ORDER BY seq`, after, to)
+	for i := range rows {
+		if len(rows[i].Serial)%2 == 1 {
+			rows[i].Serial = "0" + rows[i].Serial
+		}
+	}
 	return rows, dbErr("notify: reading superseded certificates", err)
 }
 
 // PruneSupersededChanges deletes the rows of superseded_changes older than
 // the last supersededKeep revisions (the maintenance loop). A replica that
 // had not read them yet reads its cache again instead, as after any change
-// it cannot place. It returns the number of rows deleted.
+// it cannot place. It returns the number of rows deleted; it writes
+// nothing (on SQLite: takes no write lock) while no row is that old.
 func (r *Registry) PruneSupersededChanges(ctx context.Context) (int64, error) {
+	var old bool
+	if err := r.store.db.GetContext(ctx, &old, `SELECT EXISTS (SELECT 1 FROM superseded_changes
+		WHERE seq <= (SELECT seq FROM revocation_state WHERE id = 1) - $1)`, supersededKeep); err != nil {
+		return 0, dbErr("pruning superseded changes", err)
+	}
+	if !old {
+		return 0, nil
+	}
 	var n int64
 	err := r.store.inTx(ctx, "pruning superseded changes", func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM superseded_changes

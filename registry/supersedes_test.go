@@ -70,8 +70,10 @@ func TestSupersedeLog(t *testing.T) {
 			{to: 12, rows: []supersededChange{sup(11, "a"), sup(12, "b")}},
 			{to: 5, checks: []check{{"x", 5, false}, {"x", 10, false}, {"x", 12, false}}},
 			{to: 12, rows: []supersededChange{sup(6, "c"), sup(7, "d"), sup(8, "e"), sup(9, "f"), sup(10, "g"), sup(11, "h"), sup(12, "i")},
-				checks: []check{{"x", 11, false}, {"x", 12, true}}},
-			{to: 13, rows: []supersededChange{sup(13, "j")}, checks: []check{{"x", 12, true}, {"j", 12, false}, {"i", 12, true}}},
+				checks: []check{{"x", 11, false}, {"x", 12, false}}},
+			{to: 14, rows: []supersededChange{sup(13, "j"), sup(14, "k")}, checks: []check{
+				{"x", 12, false}, {"x", 13, true}, {"j", 13, true}, {"k", 13, false}, {"i", 13, true},
+			}},
 		}},
 		{"a jump longer than the log", []step{
 			{to: 10},
