@@ -30,36 +30,11 @@ func TestCheapReadsWhileNothingChanges(t *testing.T) {
 			// StatusCacheTTL -1 in newRotatedEnv disables the verify cache;
 			// this test wants it on, with a TTL far longer than the test so
 			// that only the revision can make an entry stale.
-			mk := func() *Registry {
-				r, err := New(Config{Store: e.store, Issuer: e.issuer2, Responders: []*ca.Responder{e.regIssuer.Responder()},
-					Verifier: e.cur.verify, TrustDomain: revTrustDomain, RotationGrace: -1, Now: e.clock.Now, Log: e.log,
-					VRFSigner: testVRFSigner(t), StatusCacheTTL: time.Second})
-				if err != nil {
-					t.Fatal(err)
-				}
-				r.status.ttl = time.Hour
-				if err := r.Start(ctx); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { r.Close() })
-				return r
-			}
-			a, b := mk(), mk()
+			a, b := e.startedReplica(t), e.startedReplica(t)
 			leaf := e.registerWith(t, a, "bot.acme")
 			req := ocspRequest(t, leaf, e.inter2, crypto.SHA256)
 			pemLeaf := ca.EncodeCertificatesPEM(leaf)
-			status := func(r *Registry) int {
-				t.Helper()
-				der, err := r.OCSP(ctx, req)
-				if err != nil {
-					t.Fatalf("OCSP: %v", err)
-				}
-				resp, err := ocsp.ParseResponse(der, e.inter2)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return resp.Status
-			}
+			status := func(r *Registry) int { t.Helper(); return e.ocspStatus(t, r, req) }
 			verified := func(r *Registry) bool {
 				t.Helper()
 				res, err := r.Verify(ctx, pemLeaf, nil)
@@ -206,42 +181,12 @@ func TestCheapReadsWhileOthersRotate(t *testing.T) {
 		t.Run(db, func(t *testing.T) {
 			ctx := context.Background()
 			e := newRotatedEnv(t, db)
-			mk := func() *Registry {
-				r, err := New(Config{Store: e.store, Issuer: e.issuer2, Responders: []*ca.Responder{e.regIssuer.Responder()},
-					Verifier: e.cur.verify, TrustDomain: revTrustDomain, RotationGrace: -1, Now: e.clock.Now, Log: e.log,
-					VRFSigner: testVRFSigner(t), StatusCacheTTL: time.Second})
-				if err != nil {
-					t.Fatal(err)
-				}
-				r.status.ttl = time.Hour // only the revision may make an entry stale
-				if err := r.Start(ctx); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { r.Close() })
-				return r
-			}
-			a, b := mk(), mk()
+			a, b := e.startedReplica(t), e.startedReplica(t)
 			watched := e.registerWith(t, a, "watched.acme")
 			rotated := e.registerWith(t, a, "rotated.acme")
 			e.registerWith(t, a, "revoked.acme")
 			req := ocspRequest(t, watched, e.inter2, crypto.SHA256)
-			caughtUp := func(r *Registry) {
-				t.Helper()
-				var seq int64
-				if err := e.store.db.GetContext(ctx, &seq, `SELECT seq FROM revocation_state WHERE id = 1`); err != nil {
-					t.Fatal(err)
-				}
-				deadline := time.Now().Add(15 * time.Second) // hang guard, not a timing assertion
-				for {
-					if s, live := r.notify.revocationSeq(); live && s == seq {
-						return
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("the notifier did not reach revision %d", seq)
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
-			}
+			caughtUp := func(r *Registry) { t.Helper(); e.caughtUp(t, r) }
 			verified := func(r *Registry, leaf *x509.Certificate) bool {
 				t.Helper()
 				res, err := r.Verify(ctx, ca.EncodeCertificatesPEM(leaf), nil)
@@ -250,18 +195,7 @@ func TestCheapReadsWhileOthersRotate(t *testing.T) {
 				}
 				return res.Verified
 			}
-			good := func(r *Registry) bool {
-				t.Helper()
-				der, err := r.OCSP(ctx, req)
-				if err != nil {
-					t.Fatalf("OCSP: %v", err)
-				}
-				resp, err := ocsp.ParseResponse(der, e.inter2)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return resp.Status == ocsp.Good
-			}
+			good := func(r *Registry) bool { t.Helper(); return e.ocspStatus(t, r, req) == ocsp.Good }
 			type counts struct{ verifyReads, ocspReads int64 }
 			reads := func(r *Registry) counts {
 				return counts{r.status.reads.Load(), r.revocation.ocspReads.Load()}
@@ -323,20 +257,7 @@ func TestSupersededOCSPNotCached(t *testing.T) {
 			t.Run(db+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()
 				e := newRotatedEnv(t, db)
-				mk := func() *Registry {
-					r, err := New(Config{Store: e.store, Issuer: e.issuer2, Responders: []*ca.Responder{e.regIssuer.Responder()},
-						Verifier: e.cur.verify, TrustDomain: revTrustDomain, RotationGrace: -1, Now: e.clock.Now, Log: e.log,
-						VRFSigner: testVRFSigner(t), StatusCacheTTL: time.Second})
-					if err != nil {
-						t.Fatal(err)
-					}
-					if err := r.Start(ctx); err != nil {
-						t.Fatal(err)
-					}
-					t.Cleanup(func() { r.Close() })
-					return r
-				}
-				a, b := mk(), mk()
+				a, b := e.startedReplica(t), e.startedReplica(t)
 				var leaf *x509.Certificate
 				var name string
 				for i := 0; leaf == nil || tc.shortened && certSerial(leaf)[0] != '0'; i++ {
@@ -352,33 +273,8 @@ func TestSupersededOCSPNotCached(t *testing.T) {
 					}
 				}
 				req := ocspRequest(t, leaf, e.inter2, crypto.SHA256)
-				status := func(r *Registry) int {
-					t.Helper()
-					der, err := r.OCSP(ctx, req)
-					if err != nil {
-						t.Fatal(err)
-					}
-					resp, err := ocsp.ParseResponse(der, e.inter2)
-					if err != nil {
-						t.Fatal(err)
-					}
-					return resp.Status
-				}
-				caughtUp := func(r *Registry) {
-					t.Helper()
-					var seq int64
-					if err := e.store.db.GetContext(ctx, &seq, `SELECT seq FROM revocation_state WHERE id = 1`); err != nil {
-						t.Fatal(err)
-					}
-					for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(5 * time.Millisecond) { // hang guard
-						if s, live := r.notify.revocationSeq(); live && s == seq {
-							return
-						}
-						if time.Now().After(deadline) {
-							t.Fatalf("the notifier did not reach revision %d", seq)
-						}
-					}
-				}
+				status := func(r *Registry) int { t.Helper(); return e.ocspStatus(t, r, req) }
+				caughtUp := func(r *Registry) { t.Helper(); e.caughtUp(t, r) }
 				caughtUp(a)
 				if status(a) != ocsp.Good || status(a) != ocsp.Good {
 					t.Fatal("a fresh certificate must be good")
@@ -397,4 +293,56 @@ func TestSupersededOCSPNotCached(t *testing.T) {
 			})
 		}
 	}
+}
+
+// startedReplica is a Registry on e's Store with its change notifier
+// started, a verify cache whose entries only the revision can make stale
+// (a TTL far longer than a test), and no rotation grace period.
+func (e *rotatedEnv) startedReplica(t *testing.T) *Registry {
+	t.Helper()
+	r, err := New(Config{Store: e.store, Issuer: e.issuer2, Responders: []*ca.Responder{e.regIssuer.Responder()},
+		Verifier: e.cur.verify, TrustDomain: revTrustDomain, RotationGrace: -1, Now: e.clock.Now, Log: e.log,
+		VRFSigner: testVRFSigner(t), StatusCacheTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.status.ttl = time.Hour
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// caughtUp waits until r's notifier is live at the database's revocation
+// revision.
+func (e *rotatedEnv) caughtUp(t *testing.T, r *Registry) {
+	t.Helper()
+	var seq int64
+	if err := e.store.db.GetContext(context.Background(), &seq, `SELECT seq FROM revocation_state WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(5 * time.Millisecond) { // hang guard, not a timing assertion
+		if s, live := r.notify.revocationSeq(); live && s == seq {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the notifier did not reach revision %d", seq)
+		}
+	}
+}
+
+// ocspStatus is r's OCSP answer to req (a request about a certificate of
+// e.inter2), checked against e.inter2.
+func (e *rotatedEnv) ocspStatus(t *testing.T, r *Registry, req []byte) int {
+	t.Helper()
+	der, err := r.OCSP(context.Background(), req)
+	if err != nil {
+		t.Fatalf("OCSP: %v", err)
+	}
+	resp, err := ocsp.ParseResponse(der, e.inter2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Status
 }
