@@ -225,10 +225,7 @@ func (r *Registry) eventCheckpoint(ctx context.Context, index int64) (*storedChe
 		return nil, nil, err
 	}
 	// Prefer the newest cosigned checkpoint that covers the leaf.
-	var cosigned storedCheckpoint
-	err = r.store.db.GetContext(ctx, &cosigned, r.store.db.Rebind(`SELECT c.size, c.note FROM log_checkpoints c
-		WHERE c.size > ? AND EXISTS (SELECT 1 FROM witness_cosignatures w WHERE w.size = c.size)
-		ORDER BY c.size DESC LIMIT 1`), index)
+	cosigned, err := r.newestCosigned(ctx, index+1)
 	switch e := dbErr("log events: reading cosigned checkpoint", err); {
 	case err == nil:
 		cp = &cosigned

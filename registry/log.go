@@ -213,9 +213,6 @@ func (s hashStore) WriteHashes(ctx context.Context, start int64, hashes []tlog.H
 type memoHashes struct {
 	hashStore
 	m map[int64]tlog.Hash
-	// readOnly: m is shared (a sealed checkpoint's hashes); what is read
-	// from the database is not added to it.
-	readOnly bool
 }
 
 func newMemoHashes(q sqlRunner) *memoHashes {
@@ -234,9 +231,6 @@ func (s *memoHashes) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Ha
 		if err != nil {
 			return nil, err
 		}
-		if s.readOnly {
-			return s.merge(indexes, missing, got), nil
-		}
 		for i, idx := range missing {
 			s.m[idx] = got[i]
 		}
@@ -248,27 +242,7 @@ func (s *memoHashes) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Ha
 	return out, nil
 }
 
-// merge returns the hashes of indexes from m and, for missing, from got.
-func (s *memoHashes) merge(indexes, missing []int64, got []tlog.Hash) []tlog.Hash {
-	read := make(map[int64]tlog.Hash, len(missing))
-	for i, idx := range missing {
-		read[idx] = got[i]
-	}
-	out := make([]tlog.Hash, len(indexes))
-	for i, idx := range indexes {
-		if h, ok := s.m[idx]; ok {
-			out[i] = h
-		} else {
-			out[i] = read[idx]
-		}
-	}
-	return out
-}
-
 func (s *memoHashes) WriteHashes(ctx context.Context, start int64, hashes []tlog.Hash) error {
-	if s.readOnly {
-		return errors.New("registry: log: a sealed checkpoint's hashes are read-only")
-	}
 	if err := s.hashStore.WriteHashes(ctx, start, hashes); err != nil {
 		return err
 	}
@@ -781,12 +755,12 @@ type knownCheckpoint struct {
 }
 
 // proofHashes returns where the hashes of k's tree are read: k's own,
-// then the database.
-func (k *knownCheckpoint) proofHashes(db sqlRunner) translog.HashStore {
+// then next.
+func (k *knownCheckpoint) proofHashes(next translog.HashStore) translog.HashStore {
 	if k == nil || k.hashes == nil {
-		return hashStore{db}
+		return next
 	}
-	return &memoHashes{hashStore: hashStore{db}, m: k.hashes, readOnly: true}
+	return hashLayer{m: k.hashes, next: next}
 }
 
 // check checks a stored checkpoint's note; a damaged row is an error and is

@@ -111,11 +111,17 @@ func (c *groupCommitCollector) Collect(ch chan<- prometheus.Metric) {
 // rotates").
 func (r *Registry) Collectors() []prometheus.Collector {
 	lookups := func(name, help string, hits, reads *atomic.Int64) prometheus.Collector {
-		return &lookupCollector{desc: prometheus.NewDesc(name, help, []string{"from"}, nil), hits: hits, reads: reads}
+		return &lookupCollector{desc: prometheus.NewDesc(name, help, []string{"from"}, nil),
+			counts: []labeledCount{{"cache", hits}, {"database", reads}}}
 	}
+	vr := &r.verifyReceipts
 	cs := []prometheus.Collector{
 		lookups("atr_verify_status_lookups_total", "Certificate statuses POST /v1/verify looked up, by where the answer came from: cache (no database read) or database.",
 			&r.status.hits, &r.status.reads),
+		&lookupCollector{desc: prometheus.NewDesc("atr_verify_receipts_total",
+			"Receipts POST /v1/verify answered with, by how they were made: cache (one kept, no database read), proof (a kept one made again against a newer checkpoint: only stored hashes not kept in memory are read) or database (from the stored opening and leaf).",
+			[]string{"from"}, nil),
+			counts: []labeledCount{{"cache", &vr.hits}, {"proof", &vr.proofs}, {"database", &vr.reads}}},
 	}
 	if rs := r.revocation; rs != nil { // nil without an issuer: no OCSP
 		cs = append(cs, lookups("atr_ocsp_status_lookups_total", "OCSP requests for a certificate of a known issuer, by whether the answer needed a database read (database) or came from memory unchanged (cache).",
@@ -124,16 +130,21 @@ func (r *Registry) Collectors() []prometheus.Collector {
 	return cs
 }
 
-// lookupCollector exports a pair of counters as one family with a "from"
-// label.
+// lookupCollector exports counters as one family with a "from" label.
 type lookupCollector struct {
-	desc        *prometheus.Desc
-	hits, reads *atomic.Int64
+	desc   *prometheus.Desc
+	counts []labeledCount
+}
+
+type labeledCount struct {
+	from string
+	n    *atomic.Int64
 }
 
 func (c *lookupCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *lookupCollector) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(c.hits.Load()), "cache")
-	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(c.reads.Load()), "database")
+	for _, l := range c.counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(l.n.Load()), l.from)
+	}
 }

@@ -141,3 +141,20 @@ func (s *Store) QueryInt64(ctx context.Context, query string) (int64, error) {
 	err := s.db.GetContext(ctx, &n, query)
 	return n, err
 }
+
+// SetVerifyReceiptMaxAge sets how long a verify's receipt is answered as
+// kept before the checkpoint is looked at again (verifyReceiptMaxAge), and
+// how long the newest cosigned checkpoint is kept; 0: every verify.
+func (r *Registry) SetVerifyReceiptMaxAge(d time.Duration) {
+	r.verifyReceipts.mu.Lock()
+	defer r.verifyReceipts.mu.Unlock()
+	r.verifyReceipts.maxAge = d
+}
+
+// VerifyReceiptCounts are atr_verify_receipts_total's counters: receipts
+// answered as kept, made again against a newer checkpoint, and made from
+// the database.
+func (r *Registry) VerifyReceiptCounts() (cache, proof, database int64) {
+	c := &r.verifyReceipts
+	return c.hits.Load(), c.proofs.Load(), c.reads.Load()
+}

@@ -1,10 +1,12 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -62,12 +64,10 @@ type receiptCheckpoint struct {
 	size      int64
 	hash      tlog.Hash // the root the note states
 	witnessed bool
-	own       *knownCheckpoint // the log's own known checkpoint, when it is that
-	// fresh: the receipt is of a leaf this process just appended, proved
-	// from the hashes kept with the checkpoint (knownCheckpoint.hashes: those
-	// of the batch that sealed it, this leaf's or a later one's) where they
-	// hold them; every other receipt reads them from the database.
-	fresh bool
+	// own is the log's own known checkpoint, when it is that: its proofs
+	// read the hashes kept with it first (knownCheckpoint.hashes: those of
+	// the batch that sealed it, a fresh receipt's leaf's or a later one's).
+	own *knownCheckpoint
 }
 
 // ownReceiptCheckpoint is the log's own checkpoint k as a receipt's.
@@ -83,27 +83,35 @@ func (r *Registry) checkpointFor(ctx context.Context, minSize int64) (receiptChe
 	if err != nil {
 		return receiptCheckpoint{}, err
 	}
-	var cosigned storedCheckpoint
-	err = r.store.db.GetContext(ctx, &cosigned, r.store.db.Rebind(`SELECT size, note FROM log_checkpoints c
-		WHERE size >= ? AND EXISTS (SELECT 1 FROM witness_cosignatures w WHERE w.size = c.size)
-		ORDER BY size DESC LIMIT 1`), minSize)
+	cp, found, err := r.cosignedReceiptCheckpoint(ctx, minSize)
+	if err != nil || !found {
+		return ownReceiptCheckpoint(own), err
+	}
+	return cp, nil
+}
+
+// cosignedReceiptCheckpoint returns the newest stored checkpoint of size ≥
+// minSize that a witness has cosigned, with the cosignatures; found is false
+// when there is none.
+func (r *Registry) cosignedReceiptCheckpoint(ctx context.Context, minSize int64) (cp receiptCheckpoint, found bool, err error) {
+	cosigned, err := r.newestCosigned(ctx, minSize)
 	if err != nil {
 		if e := dbErr("", err); !errors.Is(e, ErrNotFound) {
-			return receiptCheckpoint{}, dbErr("cosigned checkpoint: reading", err)
+			return receiptCheckpoint{}, false, dbErr("cosigned checkpoint: reading", err)
 		}
-		return ownReceiptCheckpoint(own), nil
+		return receiptCheckpoint{}, false, nil
 	}
-	cp, err := r.withCosignatures(ctx, []byte(cosigned.Note))
+	signed, err := r.withCosignatures(ctx, []byte(cosigned.Note))
 	if err != nil {
-		return receiptCheckpoint{}, err
+		return receiptCheckpoint{}, false, err
 	}
-	n, err := note.Open(cp, note.VerifierList(r.cfg.LogVerifier))
+	n, err := note.Open(signed, note.VerifierList(r.cfg.LogVerifier))
 	if err != nil {
-		return receiptCheckpoint{}, fmt.Errorf("registry: receipt: own checkpoint does not open: %v", err)
+		return receiptCheckpoint{}, false, fmt.Errorf("registry: receipt: own checkpoint does not open: %v", err)
 	}
 	c, err := translog.ParseCheckpoint([]byte(n.Text))
 	if err != nil {
-		return receiptCheckpoint{}, fmt.Errorf("registry: receipt: own checkpoint: %v", err)
+		return receiptCheckpoint{}, false, fmt.Errorf("registry: receipt: own checkpoint: %v", err)
 	}
 	// Cosignatures are the signatures of other names: the log's own second
 	// signature (its Ed25519 key, under the origin) is not a witness.
@@ -113,43 +121,82 @@ func (r *Registry) checkpointFor(ctx context.Context, minSize int64) (receiptChe
 			witnessed = true
 		}
 	}
-	return receiptCheckpoint{note: cp, size: c.Size, hash: c.Hash, witnessed: witnessed}, nil
+	return receiptCheckpoint{note: signed, size: c.Size, hash: c.Hash, witnessed: witnessed}, true, nil
 }
 
 // receiptAt builds the receipt of the opened leaf o against checkpoint cp
 // (o.LeafIndex < cp.size). leaf is the leaf's bytes when the caller holds
 // them (a fresh issuance), else nil and they are read.
 func (r *Registry) receiptAt(ctx context.Context, o translog.Opened, leaf []byte, cp receiptCheckpoint) ([]byte, error) {
+	e, err := r.receiptEntryAt(ctx, o, leaf, cp)
+	return e.enc.Data, err
+}
+
+// receiptEntryAt is receiptAt, encoded so that it can be made again against
+// a newer checkpoint (reprove).
+func (r *Registry) receiptEntryAt(ctx context.Context, o translog.Opened, leaf []byte, cp receiptCheckpoint) (receiptEntry, error) {
 	idx := o.LeafIndex
 	if leaf == nil {
 		leaves, err := r.tlog.entries(ctx, idx, idx+1)
 		if err != nil {
-			return nil, err
+			return receiptEntry{}, err
 		}
 		leaf = leaves[0]
 	}
-	// A stored checkpoint's tree is in the log, so the head is not read
-	// again; should the log have lost it (a database restored from a
-	// backup), the check below finds out.
-	var hs translog.HashStore = hashStore{r.store.db}
-	if cp.fresh {
-		hs = cp.own.proofHashes(r.store.db)
+	e := receiptEntry{idx: idx, leafHash: translog.LeafHash(leaf)}
+	proof, err := r.prove(ctx, idx, e.leafHash, cp)
+	if err != nil {
+		return receiptEntry{}, err
 	}
+	e.enc, err = translog.Receipt{LeafIndex: idx, Leaf: leaf, Opened: o, InclusionProof: proof,
+		Checkpoint: cp.note, Witnessed: cp.witnessed}.Encode()
+	if err != nil {
+		return receiptEntry{}, err
+	}
+	e.cpSize, e.cpNote = cp.size, cp.note
+	return e, nil
+}
+
+// reprove makes e's receipt against the checkpoint cp: its leaf's part is
+// kept, the proof is made anew.
+func (r *Registry) reprove(ctx context.Context, e receiptEntry, cp receiptCheckpoint) (receiptEntry, error) {
+	proof, err := r.prove(ctx, e.idx, e.leafHash, cp)
+	if err != nil {
+		return receiptEntry{}, err
+	}
+	if e.enc, err = e.enc.WithProof(proof, cp.note, cp.witnessed); err != nil {
+		return receiptEntry{}, err
+	}
+	e.cpSize, e.cpNote = cp.size, cp.note
+	return e, nil
+}
+
+// prove returns the inclusion proof of leaf idx, whose leaf hash is
+// leafHash, in cp's tree, checked against cp's root. It reads the hashes
+// kept with cp (its own), then those earlier proofs read (proofHashCache),
+// then the database. A stored checkpoint's tree is in the log, so the head
+// is not read again; should the log have lost it (a database restored from
+// a backup), the check finds out, and what this process kept of the lost
+// tree is forgotten.
+func (r *Registry) prove(ctx context.Context, idx int64, leafHash tlog.Hash, cp receiptCheckpoint) ([]tlog.Hash, error) {
+	hs := cp.own.proofHashes(r.proofHashes.over(hashStore{r.store.db}))
 	proof, err := translog.InclusionProof(ctx, hs, idx, cp.size)
 	if err == nil {
 		// The proof is checked against the checkpoint's root before anyone
 		// is given it: stored hashes that do not match the checkpoint (a
 		// restored or damaged database) make no receipt.
-		err = translog.CheckInclusion(proof, cp.size, cp.hash, idx, translog.LeafHash(leaf))
+		err = translog.CheckInclusion(proof, cp.size, cp.hash, idx, leafHash)
 	}
 	if err != nil {
-		if cp.own != nil && ctx.Err() == nil { // not a request given up
-			r.tlog.forget(cp.own)
+		if ctx.Err() == nil { // not a request given up
+			r.proofHashes.clear()
+			if cp.own != nil {
+				r.tlog.forget(cp.own)
+			}
 		}
 		return nil, fmt.Errorf("registry: receipt of leaf %d against the checkpoint of size %d: %w", idx, cp.size, logErr("log: inclusion proof", err))
 	}
-	return translog.Receipt{LeafIndex: idx, Leaf: leaf, Opened: o, InclusionProof: proof,
-		Checkpoint: cp.note, Witnessed: cp.witnessed}.Marshal()
+	return proof, nil
 }
 
 // receiptOrNil is receipt for answers where a receipt is a bonus (issuance,
@@ -229,26 +276,47 @@ func (r *Registry) VerifyWithReceipt(ctx context.Context, leafPEM, chainPEM []by
 	return res, nil
 }
 
-// Verify's receipts are cached per leaf while the log has not grown (the
-// notifier is live and reports the same size) and for at most
-// verifyReceiptMaxAge, so that a witness cosignature arriving without log
-// growth reaches the next answers soon; a repeated verify then reads
-// nothing from the database. A receipt is evidence, not a status: an older
-// one stays valid.
+// Verify's receipts are kept per leaf (receiptCache). A receipt is
+// evidence, not a status: one made against an older checkpoint stays
+// valid. A kept receipt is answered for verifyReceiptMaxAge whatever the
+// log did meanwhile; after that, against the checkpoint the next receipt
+// would be made against — the newest cosigned one, read at most once per
+// verifyReceiptMaxAge, else the log's own latest — which it is made
+// against again when that is newer: its leaf's part is kept and only the
+// proof is made (reprove, from hashes kept in memory where it can), so
+// that a verify reads nothing from the database for a leaf it answered
+// before while issuances grow the log. A witness cosignature arriving
+// without log growth reaches the answers within verifyReceiptMaxAge.
 const (
 	verifyReceiptMaxAge    = time.Second
 	verifyReceiptCacheSize = 4096
 )
 
+// receiptEntry is a receipt made for a verify, and what makes it again
+// against another checkpoint.
 type receiptEntry struct {
-	receipt []byte
-	size    int64
-	at      time.Time
+	enc      translog.EncodedReceipt
+	idx      int64
+	leafHash tlog.Hash
+	cpSize   int64  // the checkpoint it was made against
+	cpNote   []byte // with its cosignatures
+	at       time.Time
 }
 
 type receiptCache struct {
-	mu sync.Mutex
-	m  map[int64]receiptEntry
+	mu     sync.Mutex
+	m      map[int64]receiptEntry
+	maxAge time.Duration // verifyReceiptMaxAge; a test may set 0
+	// cosigned is the newest cosigned checkpoint as read at cosignedAt
+	// (hasCosigned false: none); refreshing marks a read under way.
+	cosigned    receiptCheckpoint
+	hasCosigned bool
+	cosignedAt  time.Time
+	refreshing  bool
+	// hits, proofs and reads count the receipts answered as kept, made
+	// again against a newer checkpoint from the kept leaf, and made from the
+	// stored opening and leaf (atr_verify_receipts_total).
+	hits, proofs, reads atomic.Int64
 }
 
 // cachedReceipt is receiptOrNil through the verify receipt cache.
@@ -258,26 +326,89 @@ func (r *Registry) cachedReceipt(ctx context.Context, idx *int64) []byte {
 	}
 	c := &r.verifyReceipts
 	now := time.Now()
-	size := r.notify.logSize()
-	if _, live := r.notify.revocationSeq(); live {
-		c.mu.Lock()
-		e, ok := c.m[*idx]
-		c.mu.Unlock()
-		if ok && e.size == size && now.Sub(e.at) < verifyReceiptMaxAge {
-			return e.receipt
-		}
+	c.mu.Lock()
+	e, kept := c.m[*idx]
+	maxAge := c.maxAge
+	c.mu.Unlock()
+	if kept && now.Sub(e.at) < maxAge && !now.Before(e.at) {
+		c.hits.Add(1)
+		return e.enc.Data
 	}
-	b := r.receiptOrNil(ctx, idx)
-	if b == nil {
+	cp, err := r.verifyReceiptCheckpoint(ctx, *idx+1, now)
+	if err != nil {
+		r.noReceipt(err, *idx)
+		if kept { // still evidence: better than none while the database is away
+			c.hits.Add(1)
+			return e.enc.Data
+		}
 		return nil
 	}
+	switch {
+	case kept && e.cpSize == cp.size && bytes.Equal(e.cpNote, cp.note):
+		c.hits.Add(1) // still against the newest checkpoint
+	case kept:
+		if e, err = r.reprove(ctx, e, cp); err == nil {
+			c.proofs.Add(1)
+			break
+		}
+		r.noReceipt(err, *idx)
+		kept = false // made again from the database, whose tree cp is
+	}
+	if !kept {
+		c.reads.Add(1)
+		o, err := r.opening(ctx, *idx)
+		if err == nil {
+			e, err = r.receiptEntryAt(ctx, o, nil, cp)
+		}
+		if err != nil {
+			r.noReceipt(err, *idx)
+			return nil
+		}
+	}
+	e.at = now
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= verifyReceiptCacheSize {
 		c.m = map[int64]receiptEntry{}
 	}
-	c.m[*idx] = receiptEntry{receipt: b, size: size, at: now}
+	c.m[*idx] = e
 	c.mu.Unlock()
-	return b
+	return e.enc.Data
+}
+
+// verifyReceiptCheckpoint is checkpointFor for verify's receipts: the
+// newest cosigned checkpoint is read at most once per verifyReceiptMaxAge
+// (one caller reads it; the others meanwhile use the one read before).
+func (r *Registry) verifyReceiptCheckpoint(ctx context.Context, minSize int64, now time.Time) (receiptCheckpoint, error) {
+	c := &r.verifyReceipts
+	c.mu.Lock()
+	cp, found, at := c.cosigned, c.hasCosigned, c.cosignedAt
+	stale := at.IsZero() || now.Sub(at) >= c.maxAge || now.Before(at)
+	read := stale && (!c.refreshing || at.IsZero())
+	if read {
+		c.refreshing = true
+	}
+	c.mu.Unlock()
+	if read {
+		var err error
+		cp, found, err = r.cosignedReceiptCheckpoint(ctx, 0)
+		c.mu.Lock()
+		c.refreshing = false
+		if err == nil && !now.Before(c.cosignedAt) {
+			c.cosigned, c.hasCosigned, c.cosignedAt = cp, found, now
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return receiptCheckpoint{}, err
+		}
+	}
+	if found && cp.size >= minSize {
+		return cp, nil
+	}
+	own, err := r.tlog.covering(ctx, minSize)
+	if err != nil {
+		return receiptCheckpoint{}, err
+	}
+	return ownReceiptCheckpoint(own), nil
 }
 
 // withReceipt adds the opening and receipt of a fresh issuance, made from
@@ -296,9 +427,7 @@ func (r *Registry) withReceipt(ctx context.Context, iss *Issued, leaf loggedLeaf
 		own, err = r.tlog.covering(ctx, leaf.opened.LeafIndex+1)
 	}
 	if err == nil {
-		cp := ownReceiptCheckpoint(own)
-		cp.fresh = true
-		iss.Receipt, err = r.receiptAt(ctx, leaf.opened, leaf.data, cp)
+		iss.Receipt, err = r.receiptAt(ctx, leaf.opened, leaf.data, ownReceiptCheckpoint(own))
 	}
 	if err != nil {
 		// The leaf was just committed with its opening: no receipt is a

@@ -9,6 +9,7 @@ import (
 
 	"github.com/agent-trust-registry/atr/registry"
 	"github.com/agent-trust-registry/atr/registry/registrytest"
+	"github.com/agent-trust-registry/atr/rp"
 )
 
 // TestVerifyReceiptCached: while the log does not grow, a repeated verify
@@ -112,4 +113,64 @@ func TestReceiptRefusesMisplacedOpening(t *testing.T) {
 	if entries, err := f.Registry.OpenedEntries(ctx, owner, "a.acme"); err == nil {
 		t.Errorf("OpenedEntries(a) answered with a row holding leaf %d's opening: %d entries", b, len(entries))
 	}
+}
+
+// TestVerifyReceiptFollowsTheLogFromMemory (issue 14, cheap reads): once a
+// verify has answered with a leaf's receipt, a verify after the log grew
+// answers with the receipt against the newer checkpoint without reading
+// the leaf or its opening again (log_entries and log_openings are renamed
+// away meanwhile), and the receipt verifies offline. Before, a growing
+// log — any issuance — made every receipt read opening, leaf, checkpoint and
+// hashes from the database again.
+func TestVerifyReceiptFollowsTheLogFromMemory(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		if err := f.Registry.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer f.Registry.Close()
+		f.Registry.SetVerifyReceiptMaxAge(0) // look at the checkpoint on every verify
+		owner := f.Owner("acme", "acme")
+		a := register(t, f, owner, "a.acme")
+		check := receiptChecker(t, f)
+		verify := func() (*registry.Issued, *rp.VerifiedReceipt) {
+			t.Helper()
+			res, err := f.Registry.VerifyWithReceipt(ctx, []byte(a.CertificatePEM), nil)
+			if err != nil || !res.Verified {
+				t.Fatalf("VerifyWithReceipt: %+v, %v", res, err)
+			}
+			iss := *a
+			iss.Receipt = res.Receipt
+			return &iss, check(&iss)
+		}
+		_, first := verify()
+		if c, p, d := f.Registry.VerifyReceiptCounts(); c != 0 || p != 0 || d != 1 {
+			t.Fatalf("first verify: counts cache %d, proof %d, database %d; want 0, 0, 1", c, p, d)
+		}
+		register(t, f, owner, "b.acme") // the log grows
+		hide := func(from, to string) {
+			t.Helper()
+			for _, table := range []string{"log_entries", "log_openings"} {
+				if err := f.Store.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s%s RENAME TO %s%s`, table, from, table, to)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		hide("", "_hidden")
+		defer hide("_hidden", "")
+		iss, second := verify()
+		if second.Checkpoint.Size <= first.Checkpoint.Size {
+			t.Fatalf("the receipt after the log grew is against size %d, the first against %d", second.Checkpoint.Size, first.Checkpoint.Size)
+		}
+		if c, p, d := f.Registry.VerifyReceiptCounts(); c != 0 || p != 1 || d != 1 {
+			t.Fatalf("after growth: counts cache %d, proof %d, database %d; want 0, 1, 1", c, p, d)
+		}
+		again, _ := verify()
+		if !bytes.Equal(again.Receipt, iss.Receipt) {
+			t.Fatal("the receipt changed though the log did not grow")
+		}
+		if c, p, d := f.Registry.VerifyReceiptCounts(); c != 1 || p != 1 || d != 1 {
+			t.Fatalf("unchanged log: counts cache %d, proof %d, database %d; want 1, 1, 1", c, p, d)
+		}
+	})
 }

@@ -169,6 +169,10 @@ func TestReceiptRefusesProofThatDoesNotCheck(t *testing.T) {
 			tlog.StoredHashIndex(0, b.LogIndex))); err != nil {
 			t.Fatal(err)
 		}
+		// Another process: this one keeps the hashes its batches wrote and
+		// its proofs read, and would prove from them (correctly) without
+		// reading the damaged row.
+		f.Reopen()
 		res, err := f.Registry.VerifyWithReceipt(ctx, []byte(a.CertificatePEM), nil)
 		if err != nil || !res.Verified {
 			t.Fatalf("verify: %+v, %v", res, err)

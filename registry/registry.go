@@ -141,6 +141,9 @@ type Registry struct {
 	parsedPEM pemCache
 	// verifyReceipts caches the receipts of VerifyWithReceipt (receipt.go).
 	verifyReceipts receiptCache
+	// proofHashes keeps the stored hashes receipts' proofs read
+	// (proofhashes.go).
+	proofHashes proofHashCache
 	// notify tells of log growth and revocation changes on any replica
 	// (notify.go); running between Start and Close.
 	notify *notifier
@@ -208,6 +211,7 @@ func New(cfg Config) (*Registry, error) {
 		verifyProof: translog.VRFVerify,
 	}
 	r.status = newStatusCache(cfg.StatusCacheTTL)
+	r.verifyReceipts.maxAge = verifyReceiptMaxAge
 	r.notify = newNotifier(cfg.Store, log.WithField("component", "notify"))
 	r.tlog = newTransparencyLog(cfg.Store, cfg.LogSigner, cfg.LogVerifier, cfg.LogOrigin, log.WithField("component", "translog"))
 	if cfg.LogSignerEd25519 != nil {

@@ -58,7 +58,7 @@ func TestCheckpointsDualSignedAndCosigned(t *testing.T) {
 			f := registrytest.NewFixture(t, registrytest.WithDatabase(db))
 			ctx := context.Background()
 			owner := f.Owner("acme", "acme")
-			register(t, f, owner, "bot-1.acme")
+			bot1 := register(t, f, owner, "bot-1.acme")
 			register(t, f, owner, "bot-2.acme")
 
 			// Both log keys sign; the vkey endpoint's lines verify it.
@@ -129,6 +129,15 @@ func TestCheckpointsDualSignedAndCosigned(t *testing.T) {
 			}
 			if _, err := rp.VerifyCheckpoint(served, logVs, rp.WitnessPolicy{Keys: []string{w1.vkey}, Threshold: 1}); err != nil {
 				t.Errorf("1-of-1 policy refuses the served checkpoint: %v", err)
+			}
+
+			// A verify's receipt is made against the cosigned checkpoint.
+			res, err := f.Registry.VerifyWithReceipt(ctx, []byte(bot1.CertificatePEM), nil)
+			if err != nil || res.Receipt == nil {
+				t.Fatalf("VerifyWithReceipt: %+v, %v", res, err)
+			}
+			if r, err := translog.ParseReceipt(res.Receipt); err != nil || !r.Witnessed || string(r.Checkpoint) != string(served) {
+				t.Fatalf("verify's receipt: %v; witnessed %t, checkpoint\n%s\nwant\n%s", err, r.Witnessed, r.Checkpoint, served)
 			}
 
 			// The log grows: the newest checkpoint has no cosignature yet.

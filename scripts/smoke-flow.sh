@@ -114,7 +114,7 @@ say "log checkpoint at size $size"
 metrics=$(curl -sS --cacert "$data/ca/bundle.pem" "$base/metrics") || fail "GET /metrics"
 for family in atr_http_requests_total atr_http_request_duration_seconds atr_issuance_total atr_revocations_total \
 	atr_verify_total atr_hsm_operation_duration_seconds atr_db_open_connections \
-	atr_verify_status_lookups_total atr_ocsp_status_lookups_total; do
+	atr_verify_status_lookups_total atr_ocsp_status_lookups_total atr_verify_receipts_total; do
 	grep -q "^$family" <<<"$metrics" || fail "/metrics lacks $family"
 done
 grep -q '^atr_token_healthy 1$' <<<"$metrics" || fail "/metrics does not report a healthy token"

@@ -139,16 +139,26 @@ type wireReceipt struct {
 
 // Marshal encodes r as canonical JSON.
 func (r Receipt) Marshal() ([]byte, error) {
+	e, err := r.Encode()
+	return e.Data, err
+}
+
+// EncodedReceipt is a receipt as Marshal writes it, which can be made
+// against another checkpoint without its leaf's part — the leaf and the
+// opened entry, most of its bytes — being encoded again (WithProof).
+type EncodedReceipt struct {
+	Data     []byte
+	leafPart int // Data[:leafPart] is the same in every receipt of the leaf
+}
+
+// Encode is Marshal, keeping where the leaf's part ends.
+func (r Receipt) Encode() (EncodedReceipt, error) {
 	opened, err := r.Opened.Marshal()
 	if err != nil {
-		return nil, err
+		return EncodedReceipt{}, err
 	}
-	if r.LeafIndex != r.Opened.LeafIndex || len(r.Leaf) == 0 || len(r.Checkpoint) == 0 {
-		return nil, fmt.Errorf("%w: receipt: leaf, checkpoint and matching leaf indexes are required", ErrInvalid)
-	}
-	proof := make([][]byte, len(r.InclusionProof))
-	for i := range r.InclusionProof {
-		proof[i] = r.InclusionProof[i][:]
+	if r.LeafIndex != r.Opened.LeafIndex || len(r.Leaf) == 0 {
+		return EncodedReceipt{}, fmt.Errorf("%w: receipt: a leaf and matching leaf indexes are required", ErrInvalid)
 	}
 	// The bytes json.Marshal writes for wireReceipt, without compacting the
 	// opened entry (compact JSON of Opened.Marshal) once more: the members
@@ -156,17 +166,35 @@ func (r Receipt) Marshal() ([]byte, error) {
 	// it (TestReceiptMarshalIsWireReceipt).
 	head, err := json.Marshal(wireReceiptHead{Format: ReceiptFormat, LeafIndex: r.LeafIndex, Leaf: r.Leaf})
 	if err != nil {
-		return nil, err
+		return EncodedReceipt{}, err
 	}
-	tail, err := json.Marshal(wireReceiptTail{InclusionProof: proof, Checkpoint: string(r.Checkpoint), Witnessed: r.Witnessed})
+	part := make([]byte, 0, len(head)+len(opened)+len(`,"opened":,`))
+	part = append(part, head[:len(head)-1]...)
+	part = append(append(part, `,"opened":`...), opened...)
+	part = append(part, ',')
+	return EncodedReceipt{Data: part, leafPart: len(part)}.WithProof(r.InclusionProof, r.Checkpoint, r.Witnessed)
+}
+
+// WithProof returns the receipt of the same leaf with another inclusion
+// proof and checkpoint: the bytes Marshal writes for it. e is not changed.
+func (e EncodedReceipt) WithProof(proof []tlog.Hash, checkpoint []byte, witnessed bool) (EncodedReceipt, error) {
+	if e.leafPart == 0 || e.leafPart > len(e.Data) {
+		return EncodedReceipt{}, fmt.Errorf("%w: receipt: not made by Encode", ErrInvalid)
+	}
+	if len(checkpoint) == 0 {
+		return EncodedReceipt{}, fmt.Errorf("%w: receipt: a checkpoint is required", ErrInvalid)
+	}
+	hashes := make([][]byte, len(proof))
+	for i := range proof {
+		hashes[i] = proof[i][:]
+	}
+	tail, err := json.Marshal(wireReceiptTail{InclusionProof: hashes, Checkpoint: string(checkpoint), Witnessed: witnessed})
 	if err != nil {
-		return nil, err
+		return EncodedReceipt{}, err
 	}
-	out := make([]byte, 0, len(head)+len(opened)+len(tail)+len(`,"opened":,`))
-	out = append(out, head[:len(head)-1]...)
-	out = append(append(out, `,"opened":`...), opened...)
-	out = append(out, ',')
-	return append(out, tail[1:]...), nil
+	out := make([]byte, 0, e.leafPart+len(tail)-1)
+	out = append(out, e.Data[:e.leafPart]...)
+	return EncodedReceipt{Data: append(out, tail[1:]...), leafPart: e.leafPart}, nil
 }
 
 // wireReceiptHead and wireReceiptTail are wireReceipt's members before and

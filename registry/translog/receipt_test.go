@@ -268,3 +268,63 @@ func TestReceiptMarshalIsWireReceipt(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiptWithProof: a receipt re-made against another checkpoint with
+// EncodedReceipt.WithProof is byte for byte what Marshal writes for it, and
+// the receipt it was made from is left as it was.
+func TestReceiptWithProof(t *testing.T) {
+	key := receiptVRFKey(t)
+	e, o := openedFor(t, key, "bot.acme", 3)
+	leaf, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := Receipt{LeafIndex: 3, Leaf: leaf, Opened: o, InclusionProof: []tlog.Hash{{1}}, Checkpoint: []byte("example.org/log\n4\nAAAA\n\n— example.org/log AAAA\n")}
+	enc, err := base.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := string(enc.Data)
+	for _, tc := range []struct {
+		name       string
+		proof      []tlog.Hash
+		checkpoint string
+		witnessed  bool
+	}{
+		{"longer proof", []tlog.Hash{{1}, {2}, {3}}, "example.org/log\n9\nBBBB\n\n— example.org/log BBBB\n", false},
+		{"no proof, cosigned", nil, "example.org/log\n4\nAAAA\n\n— example.org/log AAAA\n— witness CCCC\n", true},
+		{"escaped checkpoint", []tlog.Hash{{9}}, "a<b>&c\u2028\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := enc.WithProof(tc.proof, []byte(tc.checkpoint), tc.witnessed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := base
+			r.InclusionProof, r.Checkpoint, r.Witnessed = tc.proof, []byte(tc.checkpoint), tc.witnessed
+			want, err := r.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got.Data) != string(want) {
+				t.Errorf("WithProof:\n%s\nwant\n%s", got.Data, want)
+			}
+			if _, err := ParseReceipt(got.Data); err != nil {
+				t.Errorf("ParseReceipt(WithProof): %v", err)
+			}
+			again, err := got.WithProof(base.InclusionProof, base.Checkpoint, false)
+			if err != nil || string(again.Data) != before {
+				t.Errorf("WithProof back to the first checkpoint differs: %v", err)
+			}
+			if string(enc.Data) != before {
+				t.Fatal("WithProof changed the receipt it was made from")
+			}
+		})
+	}
+	if _, err := (EncodedReceipt{}).WithProof(nil, []byte("x"), false); !errors.Is(err, ErrInvalid) {
+		t.Errorf("WithProof of a zero EncodedReceipt = %v, want ErrInvalid", err)
+	}
+	if _, err := enc.WithProof(nil, nil, false); !errors.Is(err, ErrInvalid) {
+		t.Errorf("WithProof without a checkpoint = %v, want ErrInvalid", err)
+	}
+}
