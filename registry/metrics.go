@@ -119,7 +119,7 @@ func (r *Registry) Collectors() []prometheus.Collector {
 		lookups("atr_verify_status_lookups_total", "Certificate statuses POST /v1/verify looked up, by where the answer came from: cache (no database read) or database.",
 			&r.status.hits, &r.status.reads),
 		&lookupCollector{desc: prometheus.NewDesc("atr_verify_receipts_total",
-			"Receipts POST /v1/verify answered with, by how they were made: cache (one kept, no database read), proof (a kept one made again against a newer checkpoint: only stored hashes not kept in memory are read) or database (from the stored opening and leaf).",
+			"Receipts POST /v1/verify answered with, by how they were made: cache (a kept one, no proof made), proof (a kept one made again against another checkpoint: only stored hashes not kept in memory are read) or database (made from the stored opening and leaf).",
 			[]string{"from"}, nil),
 			counts: []labeledCount{{"cache", &vr.hits}, {"proof", &vr.proofs}, {"database", &vr.reads}}},
 	}

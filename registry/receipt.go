@@ -185,19 +185,26 @@ func (r *Registry) prove(ctx context.Context, idx int64, leafHash tlog.Hash, cp 
 		// The proof is checked against the checkpoint's root before anyone
 		// is given it: stored hashes that do not match the checkpoint (a
 		// restored or damaged database) make no receipt.
-		err = translog.CheckInclusion(proof, cp.size, cp.hash, idx, leafHash)
+		if err = translog.CheckInclusion(proof, cp.size, cp.hash, idx, leafHash); err != nil {
+			// What this process kept may be of a lost tree: the hashes, and
+			// the receipts, whose leaf indexes may now be other leaves'.
+			r.proofHashes.clear()
+			r.verifyReceipts.clear()
+			err = fmt.Errorf("%w: %v", errProofMismatch, err)
+		}
 	}
 	if err != nil {
-		if ctx.Err() == nil { // not a request given up
-			r.proofHashes.clear()
-			if cp.own != nil {
-				r.tlog.forget(cp.own)
-			}
+		if cp.own != nil && ctx.Err() == nil { // not a request given up
+			r.tlog.forget(cp.own)
 		}
 		return nil, fmt.Errorf("registry: receipt of leaf %d against the checkpoint of size %d: %w", idx, cp.size, logErr("log: inclusion proof", err))
 	}
 	return proof, nil
 }
+
+// errProofMismatch: an inclusion proof made from stored hashes does not
+// check against its checkpoint's root.
+var errProofMismatch = errors.New("the proof does not match the checkpoint")
 
 // receiptOrNil is receipt for answers where a receipt is a bonus (issuance,
 // verify): a failure is logged, never returned.
@@ -272,7 +279,7 @@ func (r *Registry) VerifyWithReceipt(ctx context.Context, leafPEM, chainPEM []by
 	if err != nil || res.Agent == "" {
 		return res, err
 	}
-	res.Receipt = r.cachedReceipt(ctx, res.LogIndex)
+	res.Receipt = r.cachedReceipt(ctx, res.LogIndex, res.FingerprintSHA256)
 	return res, nil
 }
 
@@ -297,6 +304,7 @@ const (
 type receiptEntry struct {
 	enc      translog.EncodedReceipt
 	idx      int64
+	fp       string // the certificate's SHA-256 fingerprint (hex)
 	leafHash tlog.Hash
 	cpSize   int64  // the checkpoint it was made against
 	cpNote   []byte // with its cosignatures
@@ -319,15 +327,19 @@ type receiptCache struct {
 	hits, proofs, reads atomic.Int64
 }
 
-// cachedReceipt is receiptOrNil through the verify receipt cache.
-func (r *Registry) cachedReceipt(ctx context.Context, idx *int64) []byte {
+// cachedReceipt is receiptOrNil through the verify receipt cache, for the
+// leaf idx of the certificate with fingerprint fp. A kept receipt is of
+// that certificate: an entry kept for another (the same index in a log
+// restored from a backup and grown again) is not used.
+func (r *Registry) cachedReceipt(ctx context.Context, idx *int64, fp string) []byte {
 	if idx == nil {
 		return nil
 	}
 	c := &r.verifyReceipts
-	now := time.Now()
+	now := r.now()
 	c.mu.Lock()
 	e, kept := c.m[*idx]
+	kept = kept && e.fp == fp
 	maxAge := c.maxAge
 	c.mu.Unlock()
 	if kept && now.Sub(e.at) < maxAge && !now.Before(e.at) {
@@ -345,17 +357,22 @@ func (r *Registry) cachedReceipt(ctx context.Context, idx *int64) []byte {
 	}
 	switch {
 	case kept && e.cpSize == cp.size && bytes.Equal(e.cpNote, cp.note):
-		c.hits.Add(1) // still against the newest checkpoint
+		c.hits.Add(1) // still against the checkpoint it would be made against
 	case kept:
-		if e, err = r.reprove(ctx, e, cp); err == nil {
+		made, err := r.reprove(ctx, e, cp)
+		switch {
+		case err == nil:
 			c.proofs.Add(1)
-			break
+			e = made
+		case !errors.Is(err, errProofMismatch):
+			r.noReceipt(err, *idx) // the database is away: the kept one is still evidence
+			c.hits.Add(1)
+			return e.enc.Data
+		default:
+			kept = false // made again from the database, whose tree cp is
 		}
-		r.noReceipt(err, *idx)
-		kept = false // made again from the database, whose tree cp is
 	}
 	if !kept {
-		c.reads.Add(1)
 		o, err := r.opening(ctx, *idx)
 		if err == nil {
 			e, err = r.receiptEntryAt(ctx, o, nil, cp)
@@ -364,6 +381,8 @@ func (r *Registry) cachedReceipt(ctx context.Context, idx *int64) []byte {
 			r.noReceipt(err, *idx)
 			return nil
 		}
+		c.reads.Add(1)
+		e.fp = fp
 	}
 	e.at = now
 	c.mu.Lock()
@@ -373,6 +392,14 @@ func (r *Registry) cachedReceipt(ctx context.Context, idx *int64) []byte {
 	c.m[*idx] = e
 	c.mu.Unlock()
 	return e.enc.Data
+}
+
+// clear forgets every kept receipt and the cosigned checkpoint.
+func (c *receiptCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m = nil
+	c.cosigned, c.hasCosigned, c.cosignedAt = receiptCheckpoint{}, false, time.Time{}
 }
 
 // verifyReceiptCheckpoint is checkpointFor for verify's receipts: the

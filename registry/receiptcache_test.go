@@ -7,16 +7,19 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/agent-trust-registry/atr/registry"
 	"github.com/agent-trust-registry/atr/registry/registrytest"
+	"github.com/agent-trust-registry/atr/registry/translog"
 	"github.com/agent-trust-registry/atr/rp"
 )
 
 // TestVerifyReceiptCached: while the log does not grow, a repeated verify
 // answers with the same receipt without reading the log tables (they are
 // renamed away meanwhile: a read would fail and the receipt would be
-// missing); once the log grows, the next receipt is made against the newer
-// checkpoint.
+// missing); once the log grows, the kept receipt is answered for a second
+// (the registry's clock), and then made against the newer checkpoint.
 func TestVerifyReceiptCached(t *testing.T) {
 	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
 		ctx := context.Background()
@@ -61,15 +64,16 @@ func TestVerifyReceiptCached(t *testing.T) {
 		if err := f.Store.Exec(ctx, `ALTER TABLE log_openings_hidden RENAME TO log_openings`); err != nil {
 			t.Fatal(err)
 		}
-		register(t, f, owner, "other.acme")                   // the log grows
-		for deadline := time.Now().Add(15 * time.Second); ; { // hang guard
-			if got := verify(); !bytes.Equal(got, first) {
-				break // a receipt against the newer checkpoint
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the receipt never followed the log's growth")
-			}
-			time.Sleep(20 * time.Millisecond)
+		register(t, f, owner, "other.acme") // the log grows
+		if got := verify(); !bytes.Equal(got, first) {
+			t.Fatal("within a second of being made, the kept receipt was not answered as it was")
+		}
+		f.Clock.Advance(2 * time.Second)
+		if got := verify(); bytes.Equal(got, first) {
+			t.Fatal("a second later, the receipt did not follow the log's growth")
+		}
+		if c, p, d := f.Registry.VerifyReceiptCounts(); p != 1 || d != 1 || c != 51 {
+			t.Fatalf("counts cache %d, proof %d, database %d; want 51, 1, 1", c, p, d)
 		}
 	})
 }
@@ -171,6 +175,81 @@ func TestVerifyReceiptFollowsTheLogFromMemory(t *testing.T) {
 		}
 		if c, p, d := f.Registry.VerifyReceiptCounts(); c != 1 || p != 1 || d != 1 {
 			t.Fatalf("unchanged log: counts cache %d, proof %d, database %d; want 1, 1, 1", c, p, d)
+		}
+	})
+}
+
+// TestVerifyReceiptAfterRestore (review of the receipt cache): a replica
+// keeps a verify's receipt by leaf index. After a restore from a backup
+// the log grows again and an index names another leaf; a verify of the new
+// leaf's certificate on that replica never gets the receipt it kept for
+// the old one (another agent's opening, which would not verify), and gets
+// its own once the replica has found its checkpoint stale.
+func TestVerifyReceiptAfterRestore(t *testing.T) {
+	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
+		ctx := context.Background()
+		if err := f.Registry.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer f.Registry.Close()
+		owner := f.Owner("acme", "acme")
+		a := register(t, f, owner, "a.acme")
+		b := register(t, f, owner, "b.acme")
+		ra, err := translog.ParseReceipt(a.Receipt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cpa, err := translog.OpenCheckpoint(ra.Checkpoint, f.NoteVerifier)
+		if err != nil || cpa.Size != b.LogIndex {
+			t.Fatalf("a's checkpoint: size %d, %v; want %d", cpa.Size, err, b.LogIndex)
+		}
+		r2, err := registry.New(f.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r2.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer r2.Close()
+		if res, err := r2.VerifyWithReceipt(ctx, []byte(b.CertificatePEM), nil); err != nil || res.Receipt == nil {
+			t.Fatalf("verify b on the second replica: %+v, %v", res, err)
+		}
+
+		// The backup: the log before b.
+		n := b.LogIndex
+		root := map[string]string{"sqlite": "X'%x'", "postgres": `'\x%x'::bytea`}[f.Database]
+		for _, q := range []string{
+			fmt.Sprintf(`DELETE FROM log_openings WHERE idx >= %d`, n),
+			fmt.Sprintf(`DELETE FROM log_entries WHERE idx >= %d`, n),
+			fmt.Sprintf(`DELETE FROM log_hashes WHERE idx >= %d`, tlog.StoredHashCount(n)),
+			fmt.Sprintf(`DELETE FROM witness_cosignatures WHERE size > %d`, n),
+			fmt.Sprintf(`DELETE FROM log_checkpoints WHERE size > %d`, n),
+			fmt.Sprintf(`UPDATE log_head SET size = %d, root = `+root+` WHERE id = 1`, n, cpa.Hash[:]),
+		} {
+			if err := f.Store.Exec(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		c := register(t, f, owner, "c.acme")
+		if c.LogIndex != n {
+			t.Fatalf("c is leaf %d, want b's former %d", c.LogIndex, n)
+		}
+		f.Clock.Advance(2 * time.Second) // past the kept receipt's second
+		check := receiptChecker(t, f)
+		for try := 0; ; try++ {
+			res, err := r2.VerifyWithReceipt(ctx, []byte(c.CertificatePEM), nil)
+			if err != nil || !res.Verified {
+				t.Fatalf("verify c: %+v, %v", res, err)
+			}
+			if res.Receipt != nil {
+				iss := *c
+				iss.Receipt = res.Receipt
+				check(&iss) // fails for b's receipt
+				return
+			}
+			if try == 1 {
+				t.Fatal("no receipt for c on the second replica after two verifies")
+			}
 		}
 	})
 }

@@ -169,9 +169,17 @@ func TestReceiptRefusesProofThatDoesNotCheck(t *testing.T) {
 			tlog.StoredHashIndex(0, b.LogIndex))); err != nil {
 			t.Fatal(err)
 		}
-		// Another process: this one keeps the hashes its batches wrote and
-		// its proofs read, and would prove from them (correctly) without
-		// reading the damaged row.
+		// This process keeps the hashes its batches wrote and its proofs
+		// read, and proves from them without reading the damaged row: its
+		// receipt is correct.
+		live, err := f.Registry.VerifyWithReceipt(ctx, []byte(a.CertificatePEM), nil)
+		if err != nil || live.Receipt == nil {
+			t.Fatalf("verify in the process that wrote the hashes: %+v, %v", live, err)
+		}
+		iss := *a
+		iss.Receipt = live.Receipt
+		receiptChecker(t, f)(&iss)
+		// Another process reads the damaged row.
 		f.Reopen()
 		res, err := f.Registry.VerifyWithReceipt(ctx, []byte(a.CertificatePEM), nil)
 		if err != nil || !res.Verified {

@@ -147,8 +147,8 @@ func (r Receipt) Marshal() ([]byte, error) {
 // against another checkpoint without its leaf's part — the leaf and the
 // opened entry, most of its bytes — being encoded again (WithProof).
 type EncodedReceipt struct {
-	Data     []byte
-	leafPart int // Data[:leafPart] is the same in every receipt of the leaf
+	Data     []byte // the receipt; not to be modified (WithProof reads its leaf's part)
+	leafPart int    // Data[:leafPart] is the same in every receipt of the leaf
 }
 
 // Encode is Marshal, keeping where the leaf's part ends.
@@ -172,7 +172,8 @@ func (r Receipt) Encode() (EncodedReceipt, error) {
 	part = append(part, head[:len(head)-1]...)
 	part = append(append(part, `,"opened":`...), opened...)
 	part = append(part, ',')
-	return EncodedReceipt{Data: part, leafPart: len(part)}.WithProof(r.InclusionProof, r.Checkpoint, r.Witnessed)
+	data, err := appendProof(part, r.InclusionProof, r.Checkpoint, r.Witnessed)
+	return EncodedReceipt{Data: data, leafPart: len(part)}, err
 }
 
 // WithProof returns the receipt of the same leaf with another inclusion
@@ -181,8 +182,15 @@ func (e EncodedReceipt) WithProof(proof []tlog.Hash, checkpoint []byte, witnesse
 	if e.leafPart == 0 || e.leafPart > len(e.Data) {
 		return EncodedReceipt{}, fmt.Errorf("%w: receipt: not made by Encode", ErrInvalid)
 	}
+	data, err := appendProof(e.Data[:e.leafPart:e.leafPart], proof, checkpoint, witnessed)
+	return EncodedReceipt{Data: data, leafPart: e.leafPart}, err
+}
+
+// appendProof appends the members after the opened entry to a receipt's
+// leaf part (a full slice is copied, not written over).
+func appendProof(part []byte, proof []tlog.Hash, checkpoint []byte, witnessed bool) ([]byte, error) {
 	if len(checkpoint) == 0 {
-		return EncodedReceipt{}, fmt.Errorf("%w: receipt: a checkpoint is required", ErrInvalid)
+		return nil, fmt.Errorf("%w: receipt: a checkpoint is required", ErrInvalid)
 	}
 	hashes := make([][]byte, len(proof))
 	for i := range proof {
@@ -190,11 +198,9 @@ func (e EncodedReceipt) WithProof(proof []tlog.Hash, checkpoint []byte, witnesse
 	}
 	tail, err := json.Marshal(wireReceiptTail{InclusionProof: hashes, Checkpoint: string(checkpoint), Witnessed: witnessed})
 	if err != nil {
-		return EncodedReceipt{}, err
+		return nil, err
 	}
-	out := make([]byte, 0, e.leafPart+len(tail)-1)
-	out = append(out, e.Data[:e.leafPart]...)
-	return EncodedReceipt{Data: append(out, tail[1:]...), leafPart: e.leafPart}, nil
+	return append(part, tail[1:]...), nil
 }
 
 // wireReceiptHead and wireReceiptTail are wireReceipt's members before and
