@@ -446,6 +446,34 @@ func (c certStore) NextGraceEnd(ctx context.Context, issuer string, now time.Tim
 	return &t, nil
 }
 
+// SupersedesOnly reports whether every revocation revision in (after,
+// upto] is a recorded supersede (superseded_changes) of a certificate with
+// a grace end, and returns the earliest of those grace ends. A revision
+// without its row (a revocation, a root CRL, a pruned row) or a
+// certificate superseded without grace makes ok false.
+func (c certStore) SupersedesOnly(ctx context.Context, after, upto int64) (firstEnd time.Time, ok bool, err error) {
+	var n struct {
+		Rows   int64 `db:"n"`
+		Graced int64 `db:"graced"`
+	}
+	const from = ` FROM superseded_changes s LEFT JOIN certificates c ON c.fingerprint_sha256 = s.fingerprint_sha256
+		WHERE s.seq > ? AND s.seq <= ?`
+	if err := c.get(ctx, &n, `SELECT COUNT(*) AS n, COUNT(c.grace_until) AS graced`+from, after, upto); err != nil {
+		return time.Time{}, false, dbErr("reading superseded certificates", err)
+	}
+	if n.Rows != upto-after || n.Graced != n.Rows || n.Rows == 0 {
+		return time.Time{}, false, nil
+	}
+	var ends []time.Time
+	if err := c.sel(ctx, &ends, `SELECT c.grace_until`+from+` ORDER BY c.grace_until LIMIT 1`, after, upto); err != nil {
+		return time.Time{}, false, dbErr("reading superseded certificates", err)
+	}
+	if len(ends) == 0 {
+		return time.Time{}, false, nil
+	}
+	return dbTime(ends[0]), true, nil
+}
+
 // WithoutIssuer lists up to limit serials of rows with no issuer key id.
 func (c certStore) WithoutIssuer(ctx context.Context, limit int) ([]string, error) {
 	var serials []string

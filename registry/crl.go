@@ -4,9 +4,11 @@ package registry
 //
 // A CRL fetch costs one read of the revocation revision
 // (revocation_state.seq, see revocation.go): the stored CRL is served while
-// it was made at the current revision, before 2/3 of its validity, and
-// before the next end of a rotation grace period (when a superseded
-// certificate enters the list); otherwise a new one is made, off the
+// it was made at the current revision — or every revision since is a
+// supersede (keptAcross) — before 2/3 of its validity, and before the next
+// end of a rotation grace period (when a superseded certificate enters the
+// list; grace ends make at most one CRL per crlGraceEndPace); otherwise a
+// new one is made, off the
 // group commit's writer, and stored under the CA's crl_issuers row lock
 // (FOR UPDATE on PostgreSQL, the one writer on SQLite), which also
 // serializes CRL numbers across replicas (loadOrMakeCRL). A revocation
@@ -41,19 +43,57 @@ func (c *storedCRL) fresh(seq int64, now time.Time) bool {
 	return c != nil && c.Seq == seq && c.freshSince(seq, now)
 }
 
+// crlGraceEndPace is how often grace ends alone make a CRL again: a
+// superseded certificate enters the CRL in the first one made at or after
+// its grace end, at most this long after it (a revocation, in the very
+// next). In a fleet that rotates all day some grace period ends every
+// moment, and each end made the next fetch sign the whole list again (20 µs
+// of CPU an entry).
+const crlGraceEndPace = time.Minute
+
 // freshSince reports whether c, stored in the database whose revision was
 // seq or later when a fetch began, may answer that fetch at time now: it
 // was made at revision seq or later (so it lists every revocation committed
-// before the fetch), and neither a grace period's end nor 2/3 of its
-// validity has passed.
+// before the fetch), 2/3 of its validity has not passed, and no grace
+// period has ended since it was made — or it was made less than
+// crlGraceEndPace ago.
 func (c *storedCRL) freshSince(seq int64, now time.Time) bool {
 	if c == nil || len(c.DER) == 0 || c.ThisUpdate == nil || c.NextUpdate == nil || c.Seq < seq {
 		return false
 	}
-	if c.StaleAt != nil && !now.Before(*c.StaleAt) {
+	if c.StaleAt != nil && !now.Before(*c.StaleAt) && !now.Before(c.ThisUpdate.Add(crlGraceEndPace)) {
 		return false
 	}
 	return now.Before(refreshPoint(*c.ThisUpdate, *c.NextUpdate))
+}
+
+// maxKeptAcross bounds the revisions keptAcross looks through: past it, a
+// CRL is made again (a CRL of a fleet takes about as long as reading that
+// many rows).
+const maxKeptAcross = 1 << 16
+
+// keptAcross returns c as the CRL at revision seq when c, made at an
+// earlier revision, still lists what a CRL made now would: every revision
+// since is a supersede alone (superseded_changes, supersedes.go) of a
+// certificate whose grace period has not ended. A superseded certificate
+// enters the CRL only at its grace end, which becomes the copy's StaleAt
+// when it is earlier. Rotations move the revision all the time in a fleet,
+// and each made the next CRL fetch sign the whole list again (a second of
+// CPU for 100,000 entries). nil: make one, or c is fresh as it is.
+func (s *revocationService) keptAcross(ctx context.Context, c *storedCRL, seq int64, now time.Time) *storedCRL {
+	if c == nil || c.Seq >= seq || seq-c.Seq > maxKeptAcross || !c.freshSince(c.Seq, now) {
+		return nil
+	}
+	end, ok, err := certs(s.db).SupersedesOnly(ctx, c.Seq, seq)
+	if err != nil || !ok || !end.After(now) {
+		return nil // a read that failed is the regeneration's to report
+	}
+	kept := *c
+	kept.Seq = seq
+	if kept.StaleAt == nil || end.Before(*kept.StaleAt) {
+		kept.StaleAt = &end
+	}
+	return &kept
 }
 
 // crl returns the issuing CA's current full CRL (DER) and its nextUpdate.
@@ -74,6 +114,10 @@ func (s *revocationService) crlOf(ctx context.Context, r *responder) ([]byte, ti
 	r.mu.Unlock()
 	if cur.fresh(seq, s.now()) {
 		return cur.DER, cur.NextUpdate.UTC(), nil
+	}
+	if kept := s.keptAcross(ctx, cur, seq, s.now()); kept != nil {
+		r.setCRL(kept)
+		return kept.DER, kept.NextUpdate.UTC(), nil
 	}
 	// The revision and the second are part of the key: a fetch that saw a
 	// newer revision, or came a second later (a grace period may have ended
@@ -147,6 +191,10 @@ func (s *revocationService) loadOrMakeCRL(ctx context.Context, r *responder) (*s
 		if row.freshSince(want, s.now()) && signedBy(row.DER, r.ca.Certificate()) {
 			r.setCRL(&row)
 			return &row, nil
+		}
+		if kept := s.keptAcross(ctx, &row, want, s.now()); kept != nil && signedBy(row.DER, r.ca.Certificate()) {
+			r.setCRL(kept)
+			return kept, nil
 		}
 		var (
 			made *storedCRL

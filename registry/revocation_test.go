@@ -496,9 +496,10 @@ func TestCRLMadeAgainWhenItsNumberWasTaken(t *testing.T) {
 
 // Fetches of one process make one CRL at a time, and a fetch adopts a CRL
 // stored after it began. Here the first fetch signs CRL 1 and is held; an
-// agent rotates (the revision moves), a second fetch begins, and the agent
-// rotates again. The first stores CRL 1; the second, which began after the
-// first rotation, makes CRL 2 once the first is done. A review of the first
+// agent is revoked (the revision moves), a second fetch begins, and another
+// is revoked. The first stores CRL 1; the second, which began after the
+// first revocation, makes CRL 2 once the first is done. (Rotations alone
+// would not do: a CRL stays current across supersedes, crlkept_test.go.) A review of the first
 // version found the livelock this prevents: both fetches made a CRL at
 // once, and the one whose number was taken — by a CRL made after it began,
 // but not at the revision of that moment — made one again, up to 4 times,
@@ -511,15 +512,16 @@ func TestCRLFetchesOfOneProcessMakeOneAtATime(t *testing.T) {
 			e.register(r, "a.acme")
 			e.revoke(r, "a.acme", "keyCompromise")
 			e.register(r, "b.acme")
+			e.register(r, "c.acme")
 			g, first := holdCRLSignature(t, r)
 
-			e.rotate(r, "b.acme")
+			e.revoke(r, "b.acme", "keyCompromise")
 			second := make(chan crlResult, 1)
 			go func() {
 				der, _, err := r.svc.crl(context.Background())
 				second <- crlResult{der, err}
 			}()
-			e.rotate(r, "b.acme")
+			e.revoke(r, "c.acme", "keyCompromise")
 			close(g.release)
 
 			for i, ch := range []<-chan crlResult{first, second} {
