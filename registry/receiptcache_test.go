@@ -22,25 +22,8 @@ import (
 // (the registry's clock), and then made against the newer checkpoint.
 func TestVerifyReceiptCached(t *testing.T) {
 	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
-		ctx := context.Background()
-		if err := f.Registry.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer f.Registry.Close()
-		owner := f.Owner("acme", "acme")
+		ctx, owner := context.Background(), startedOwner(t, f)
 		iss := register(t, f, owner, "bot.acme")
-		// Live, and aware of the registration's leaf: the cache keys its
-		// entries by the size the notifier knows, which it learns just after
-		// the commit that the registration returned from.
-		for deadline := time.Now().Add(15 * time.Second); ; { // hang guard
-			if size, _, live := f.Registry.NotifyState(); live && size > iss.LogIndex {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("notifier never live")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
 		verify := func() []byte {
 			t.Helper()
 			res, err := f.Registry.VerifyWithReceipt(ctx, []byte(iss.CertificatePEM), nil)
@@ -187,12 +170,7 @@ func TestVerifyReceiptFollowsTheLogFromMemory(t *testing.T) {
 // its own once the replica has found its checkpoint stale.
 func TestVerifyReceiptAfterRestore(t *testing.T) {
 	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
-		ctx := context.Background()
-		if err := f.Registry.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer f.Registry.Close()
-		owner := f.Owner("acme", "acme")
+		ctx, owner := context.Background(), startedOwner(t, f)
 		a := register(t, f, owner, "a.acme")
 		b := register(t, f, owner, "b.acme")
 		ra, err := translog.ParseReceipt(a.Receipt)
@@ -252,4 +230,15 @@ func TestVerifyReceiptAfterRestore(t *testing.T) {
 			}
 		}
 	})
+}
+
+// startedOwner starts f's registry until the test ends and returns the
+// owner of the acme namespace.
+func startedOwner(t *testing.T, f *registrytest.Fixture) registry.Actor {
+	t.Helper()
+	if err := f.Registry.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Registry.Close() })
+	return f.Owner("acme", "acme")
 }
