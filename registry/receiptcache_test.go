@@ -111,13 +111,8 @@ func TestReceiptRefusesMisplacedOpening(t *testing.T) {
 // hashes from the database again.
 func TestVerifyReceiptFollowsTheLogFromMemory(t *testing.T) {
 	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
-		ctx := context.Background()
-		if err := f.Registry.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer f.Registry.Close()
+		ctx, owner := context.Background(), startedOwner(t, f)
 		f.Registry.SetVerifyReceiptMaxAge(0) // look at the checkpoint on every verify
-		owner := f.Owner("acme", "acme")
 		a := register(t, f, owner, "a.acme")
 		check := receiptChecker(t, f)
 		verify := func() (*registry.Issued, *rp.VerifiedReceipt) {
