@@ -271,3 +271,44 @@ func BenchmarkProfileRotate(b *testing.B) {
 		return err
 	})
 }
+
+// BenchmarkProfileCRL is the making of a full CRL (Registry.CRL after the
+// revocation revision moved): ATR_BENCH_CRL_ENTRIES revoked certificates
+// (default 20,000) read, listed and signed on the token; reports the CPU per
+// entry.
+func BenchmarkProfileCRL(b *testing.B) {
+	f := registrytest.NewFixture(b, registrytest.WithDatabase(profileDB()))
+	ctx := context.Background()
+	csr, _ := f.NewCSR()
+	iss, err := f.Registry.Register(ctx, f.Owner("bench", "bench"), registry.RegisterRequest{Name: "probe.bench", CSR: csr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	db, pg, err := openDB(ctx, f.DatabaseURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	n := envInt(b, "ATR_BENCH_CRL_ENTRIES", 20000, 1)
+	if _, err := (&filler{db: db, postgres: pg}).fill(ctx, n, "bench", true, f.ParseCertificate(iss.CertificatePEM).Raw); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	stop := reportCPU(b)
+	for range b.N {
+		b.StopTimer()
+		if _, err := db.ExecContext(ctx, `UPDATE revocation_state SET seq = seq + 1 WHERE id = 1`); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		der, _, err := f.Registry.CRL(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(der) < 20*n {
+			b.Fatalf("a CRL of %d bytes for %d entries", len(der), n)
+		}
+	}
+	stop()
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/entry")
+}
