@@ -453,19 +453,22 @@ func (c certStore) NextGraceEnd(ctx context.Context, issuer string, now time.Tim
 // certificate superseded without grace makes ok false.
 func (c certStore) SupersedesOnly(ctx context.Context, after, upto int64) (firstEnd time.Time, ok bool, err error) {
 	var n struct {
+		Seqs   int64 `db:"seqs"`
 		Rows   int64 `db:"n"`
 		Graced int64 `db:"graced"`
 	}
 	const from = ` FROM superseded_changes s LEFT JOIN certificates c ON c.fingerprint_sha256 = s.fingerprint_sha256
 		WHERE s.seq > ? AND s.seq <= ?`
-	if err := c.get(ctx, &n, `SELECT COUNT(*) AS n, COUNT(c.grace_until) AS graced`+from, after, upto); err != nil {
+	if err := c.get(ctx, &n, `SELECT COUNT(DISTINCT s.seq) AS seqs, COUNT(*) AS n, COUNT(c.grace_until) AS graced`+from, after, upto); err != nil {
 		return time.Time{}, false, dbErr("reading superseded certificates", err)
 	}
-	if n.Rows != upto-after || n.Graced != n.Rows || n.Rows == 0 {
+	// One joined row per revision (fingerprints are unique), each with a
+	// grace end.
+	if n.Seqs != upto-after || n.Rows != n.Seqs || n.Graced != n.Rows || n.Rows == 0 {
 		return time.Time{}, false, nil
 	}
 	var ends []time.Time
-	if err := c.sel(ctx, &ends, `SELECT c.grace_until`+from+` ORDER BY c.grace_until LIMIT 1`, after, upto); err != nil {
+	if err := c.sel(ctx, &ends, `SELECT c.grace_until`+from+` AND c.grace_until IS NOT NULL ORDER BY c.grace_until LIMIT 1`, after, upto); err != nil {
 		return time.Time{}, false, dbErr("reading superseded certificates", err)
 	}
 	if len(ends) == 0 {

@@ -73,20 +73,27 @@ func (c *storedCRL) freshSince(seq int64, now time.Time) bool {
 const maxKeptAcross = 1 << 16
 
 // keptAcross returns c as the CRL at revision seq when c, made at an
-// earlier revision, still lists what a CRL made now would: every revision
-// since is a supersede alone (superseded_changes, supersedes.go) of a
-// certificate whose grace period has not ended. A superseded certificate
-// enters the CRL only at its grace end, which becomes the copy's StaleAt
-// when it is earlier. Rotations move the revision all the time in a fleet,
-// and each made the next CRL fetch sign the whole list again (a second of
-// CPU for 100,000 entries). nil: make one, or c is fresh as it is.
+// earlier revision, still lists what a CRL made now would, but for grace
+// ends within crlGraceEndPace of its making (freshSince's rule): every
+// revision since is a supersede alone (superseded_changes, supersedes.go).
+// A superseded certificate enters the CRL only at its grace end, which
+// becomes the copy's StaleAt when it is earlier. Rotations move the
+// revision all the time in a fleet, and each made the next CRL fetch sign
+// the whole list again (a second of CPU for 100,000 entries). Every
+// replica applies the same rule to the same stored CRL, so replicas agree;
+// one that kept a CRL while another stored a newer one (a longer range, or
+// pruned rows, made it make one) adopts the newer (storedNewer). nil: make
+// or adopt one.
 func (s *revocationService) keptAcross(ctx context.Context, c *storedCRL, seq int64, now time.Time) *storedCRL {
 	if c == nil || c.Seq >= seq || seq-c.Seq > maxKeptAcross || !c.freshSince(c.Seq, now) {
 		return nil
 	}
 	end, ok, err := certs(s.db).SupersedesOnly(ctx, c.Seq, seq)
-	if err != nil || !ok || !end.After(now) {
+	if err != nil || !ok {
 		return nil // a read that failed is the regeneration's to report
+	}
+	if !end.After(now) && !now.Before(c.ThisUpdate.Add(crlGraceEndPace)) {
+		return nil // a grace end passed, and the pace with it: as freshSince
 	}
 	kept := *c
 	kept.Seq = seq
@@ -94,6 +101,15 @@ func (s *revocationService) keptAcross(ctx context.Context, c *storedCRL, seq in
 		kept.StaleAt = &end
 	}
 	return &kept
+}
+
+// storedNewer reports whether r's stored CRL has a number above number
+// (or could not be read: loadOrMakeCRL then reads it again), so that a
+// replica never serves a CRL older than one another replica served.
+func (s *revocationService) storedNewer(ctx context.Context, r *responder, number int64) bool {
+	var stored int64
+	err := s.db.GetContext(ctx, &stored, s.db.Rebind(`SELECT number FROM crl_issuers WHERE issuer_key_id = ?`), r.keyID)
+	return err != nil || stored > number
 }
 
 // crl returns the issuing CA's current full CRL (DER) and its nextUpdate.
@@ -115,7 +131,7 @@ func (s *revocationService) crlOf(ctx context.Context, r *responder) ([]byte, ti
 	if cur.fresh(seq, s.now()) {
 		return cur.DER, cur.NextUpdate.UTC(), nil
 	}
-	if kept := s.keptAcross(ctx, cur, seq, s.now()); kept != nil {
+	if kept := s.keptAcross(ctx, cur, seq, s.now()); kept != nil && !s.storedNewer(ctx, r, kept.Number) {
 		r.setCRL(kept)
 		return kept.DER, kept.NextUpdate.UTC(), nil
 	}
