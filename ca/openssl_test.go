@@ -111,27 +111,34 @@ func TestOpenSSLVerify(t *testing.T) {
 				t.Fatalf("openssl accepted a leaf outside the name constraints: %s", out)
 			}
 
-			// CRL.
+			// CRLs: the responder's first, made by x509.CreateRevocationList,
+			// and its second, encoded by crlTBS (crltbs.go).
 			revoked := []x509.RevocationListEntry{{SerialNumber: leafCert.SerialNumber, RevocationTime: now.Add(-time.Second), ReasonCode: 1}}
-			crlDER, err := ca.issuer.SignCRL(big.NewInt(1), now.Add(-time.Minute), now.Add(24*time.Hour), revoked)
-			if err != nil {
-				t.Fatal(err)
-			}
-			crl := filepath.Join(dir, "crl.der")
-			if err := os.WriteFile(crl, crlDER, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			responder := ca.issuer.Responder()
 			bundle := writePEM(t, dir, "bundle.pem", ca.inter, ca.root)
-			out = runOpenSSL(t, bin, "crl", "-inform", "DER", "-in", crl, "-CAfile", bundle, "-verify", "-noout", "-text")
-			if !strings.Contains(out, "verify OK") && !strings.Contains(out, "verify ok") {
-				t.Fatalf("openssl crl -verify: %s", out)
-			}
-			if !strings.Contains(out, "Key Compromise") || !strings.Contains(strings.ToUpper(out), strings.ToUpper(leafCert.SerialNumber.Text(16))) {
-				t.Fatalf("CRL does not list the revoked serial with its reason:\n%s", out)
-			}
-			// openssl verify with CRL checking rejects the revoked leaf.
-			if out, err := exec.Command(bin, "verify", "-crl_check", "-CRLfile", crl, "-CAfile", root, "-untrusted", inter, leaf).CombinedOutput(); err == nil {
-				t.Fatalf("openssl accepted a revoked leaf: %s", out)
+			for number, path := range []string{"crypto/x509", "crlTBS"} {
+				crlDER, err := responder.SignCRL(big.NewInt(int64(number+1)), now.Add(-time.Minute), now.Add(24*time.Hour), revoked)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if learned := responder.crlEnc.Load() != nil; !learned {
+					t.Fatalf("%s: the responder did not learn its CRL encoding", path)
+				}
+				crl := filepath.Join(dir, "crl.der")
+				if err := os.WriteFile(crl, crlDER, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				out = runOpenSSL(t, bin, "crl", "-inform", "DER", "-in", crl, "-CAfile", bundle, "-verify", "-noout", "-text")
+				if !strings.Contains(out, "verify OK") && !strings.Contains(out, "verify ok") {
+					t.Fatalf("%s: openssl crl -verify: %s", path, out)
+				}
+				if !strings.Contains(out, "Key Compromise") || !strings.Contains(strings.ToUpper(out), strings.ToUpper(leafCert.SerialNumber.Text(16))) {
+					t.Fatalf("%s: CRL does not list the revoked serial with its reason:\n%s", path, out)
+				}
+				// openssl verify with CRL checking rejects the revoked leaf.
+				if out, err := exec.Command(bin, "verify", "-crl_check", "-CRLfile", crl, "-CAfile", root, "-untrusted", inter, leaf).CombinedOutput(); err == nil {
+					t.Fatalf("%s: openssl accepted a revoked leaf: %s", path, out)
+				}
 			}
 
 			// OCSP response.

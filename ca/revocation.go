@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ocsp"
@@ -67,6 +68,9 @@ func ReasonName(code int) string {
 type Responder struct {
 	signer crypto.Signer
 	cert   *x509.Certificate
+	// crlEnc is set once crlTBS encoded a CRL of this responder as
+	// x509.CreateRevocationList did (crltbs.go).
+	crlEnc atomic.Pointer[crlSignature]
 }
 
 // NewResponder returns a Responder signing with signer for the CA of cert.
@@ -121,7 +125,10 @@ func (i *Issuer) SignOCSP(tmpl ocsp.Response) ([]byte, error) {
 // (SerialNumber, RevocationTime and ReasonCode; reason codes are checked
 // with ReasonName, and unspecified (0) is omitted from the encoding as RFC
 // 5280 recommends). It returns the DER CRL, whose signature was checked
-// under the issuing certificate's key.
+// under the issuing certificate's key. The first CRL with entries is made
+// by x509.CreateRevocationList; once crlTBS encoded it byte for byte, the
+// responder's later CRLs are encoded by crlTBS (crltbs.go), without
+// encoding/asn1's reflection over every entry.
 func (r *Responder) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, revoked []x509.RevocationListEntry) ([]byte, error) {
 	if err := checkSerial(number); err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: CRL number: %w", err)
@@ -146,6 +153,9 @@ func (r *Responder) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, r
 			ReasonCode:     e.ReasonCode,
 		}
 	}
+	if sig := r.crlEnc.Load(); sig != nil {
+		return r.signCRLEncoded(sig, number, thisUpdate, nextUpdate, entries)
+	}
 	tmpl := &x509.RevocationList{
 		Number:                    number,
 		ThisUpdate:                thisUpdate.UTC(),
@@ -161,6 +171,7 @@ func (r *Responder) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, r
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: %w", err)
 	}
+	r.learnCRLEncoding(der, number, thisUpdate, nextUpdate, entries)
 	return der, nil
 }
 
