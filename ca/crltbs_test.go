@@ -25,7 +25,7 @@ type crlCase struct {
 func crlCases(t testing.TB) []crlCase {
 	t.Helper()
 	twenty := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 159), big.NewInt(1)) // 20 octets, top bit clear
-	high := new(big.Int).Lsh(big.NewInt(0xff), 64)                                   // top bit set: a leading zero octet
+	high := new(big.Int).Lsh(big.NewInt(0xff), 64)                                  // top bit set: a leading zero octet
 	east := time.FixedZone("UTC+9", 9*3600)
 	var every []x509.RevocationListEntry
 	for code := range 11 {
