@@ -69,6 +69,7 @@ func signerAllowList() map[signCall]string {
 		// recorded) certificates, CRLs and OCSP responses.
 		{"(*atr/ca.Issuer).Sign", "Sign on crypto.Signer"}:                          "the issuing key signs the exact TBSCertificate of a Prepared certificate (agent leaf or server certificate) after it was linted and recorded",
 		{"(*atr/ca.Responder).SignCRL", "crypto/x509.CreateRevocationList"}:         "a CA's CRL (issuing CA, an earlier intermediate, or the root in the root-crl ceremony)",
+		{"(*atr/ca.Responder).signCRLEncoded", "Sign on crypto.Signer"}:             "the same CRLs once crlTBS encoded one as x509.CreateRevocationList did (crltbs.go); the signature checked as CreateRevocationList checks it",
 		{"(*atr/ca.Responder).SignOCSP", "golang.org/x/crypto/ocsp.CreateResponse"}: "a CA's OCSP response",
 		// Throwaway keys of package ca.
 		{"(*atr/ca.Issuer).lintTemplateAs", "crypto/x509.CreateCertificate"}: "the throwaway lint key, before the real signature",
