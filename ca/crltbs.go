@@ -160,25 +160,30 @@ var crlReasonExtensions = func() [11][]byte {
 	return out
 }()
 
-// crlParts returns the TBSCertList and the signature AlgorithmIdentifier
-// of a DER CRL, unparsed.
-func crlParts(der []byte) (tbs, algID []byte, err error) {
+// crlParts returns the TBSCertList, the signature AlgorithmIdentifier and
+// the signature of a DER CRL, unparsed.
+func crlParts(der []byte) (tbs, algID, signature []byte, err error) {
 	in := cryptobyte.String(der)
 	var list cryptobyte.String
 	var t, a cryptobyte.String
+	var sig asn1.BitString
 	if !in.ReadASN1(&list, cbasn1.SEQUENCE) || !in.Empty() ||
 		!list.ReadASN1Element(&t, cbasn1.SEQUENCE) ||
-		!list.ReadASN1Element(&a, cbasn1.SEQUENCE) {
-		return nil, nil, errors.New("malformed CRL")
+		!list.ReadASN1Element(&a, cbasn1.SEQUENCE) ||
+		!list.ReadASN1BitString(&sig) || !list.Empty() || sig.BitLength%8 != 0 {
+		return nil, nil, nil, errors.New("malformed CRL")
 	}
-	return t, a, nil
+	return t, a, sig.Bytes, nil
 }
 
 // learnCRLEncoding checks crlTBS against der, the CRL
 // x509.CreateRevocationList made of these values with r's key: when the
-// TBSCertList and the signature algorithm are the same bytes, r's later
-// CRLs are encoded by crlTBS. Only a CRL with entries teaches it (one
-// without would leave their encoding unchecked).
+// TBSCertList and the signature algorithm are the same bytes, and der's
+// signature verifies under the CA certificate with the algorithm
+// crlSignatureAlgorithm pairs with them (so the hash signCRLEncoded will
+// use is the one the identifier names), r's later CRLs are encoded by
+// crlTBS. Only a CRL with entries teaches it (one without would leave their
+// encoding unchecked).
 func (r *Responder) learnCRLEncoding(der []byte, number *big.Int, thisUpdate, nextUpdate time.Time, entries []x509.RevocationListEntry) {
 	if len(entries) == 0 || len(r.cert.RawSubject) == 0 {
 		return
@@ -187,8 +192,8 @@ func (r *Responder) learnCRLEncoding(der []byte, number *big.Int, thisUpdate, ne
 	if err != nil {
 		return
 	}
-	tbs, algID, err := crlParts(der)
-	if err != nil || !bytes.Equal(algID, sig.algID) {
+	tbs, algID, signature, err := crlParts(der)
+	if err != nil || !bytes.Equal(algID, sig.algID) || r.cert.CheckSignature(sig.sigAlg, tbs, signature) != nil {
 		return
 	}
 	ours, err := crlTBS(sig.algID, r.cert.RawSubject, r.cert.SubjectKeyId, number, thisUpdate, nextUpdate, entries)

@@ -67,7 +67,7 @@ func createdTBS(t testing.TB, r *Responder, c crlCase) (tbs, algID []byte) {
 	if err != nil {
 		t.Fatalf("%s: CreateRevocationList: %v", c.name, err)
 	}
-	tbs, algID, err = crlParts(der)
+	tbs, algID, _, err = crlParts(der)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestCRLTBSMatchesCreateRevocationList(t *testing.T) {
 // certificate and carry what was asked. A responder whose signer does not
 // sign what it is given fails on either path.
 func TestSignCRLLearnsItsEncoding(t *testing.T) {
-	for _, alg := range []string{"p256", "p384", "rsa2048"} {
+	for _, alg := range []string{"p256", "p384", "p521", "ed25519", "rsa2048"} {
 		ca := newTestCA(t, alg)
 		r, err := NewResponder(ca.interKey, ca.inter)
 		if err != nil {
@@ -197,6 +197,32 @@ func TestLearnCRLEncodingRefusesADifference(t *testing.T) {
 	}
 }
 
+// TestCRLTimesOutOfRange: a revocation time outside ASN.1's years 0 to
+// 9999 fails on both paths, never reaches a CRL.
+func TestCRLTimesOutOfRange(t *testing.T) {
+	ca := newTestCA(t, "p256")
+	r, err := NewResponder(ca.interKey, ca.inter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := crlCases(t)[2]
+	if _, err := r.SignCRL(c.number, c.this, c.next, c.entries); err != nil || r.crlEnc.Load() == nil {
+		t.Fatalf("SignCRL: %v; learned %v", err, r.crlEnc.Load() != nil)
+	}
+	for _, at := range []time.Time{time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 12, 31, 0, 0, 0, 0, time.UTC)} {
+		entries := []x509.RevocationListEntry{{SerialNumber: big.NewInt(5), RevocationTime: at, ReasonCode: 1}}
+		if _, err := r.SignCRL(big.NewInt(2), testNow, testNow.Add(time.Hour), entries); err == nil {
+			t.Errorf("crlTBS path: a CRL with a revocation time in year %d", at.Year())
+		}
+		if _, err := ca.issuer.Responder().SignCRL(big.NewInt(2), testNow, testNow.Add(time.Hour), entries); err == nil {
+			t.Errorf("crypto/x509 path: a CRL with a revocation time in year %d", at.Year())
+		}
+	}
+	if _, err := r.SignCRL(big.NewInt(3), time.Date(0, 6, 1, 0, 0, 0, 0, time.UTC), time.Time{}, nil); err == nil {
+		t.Error("a CRL without nextUpdate")
+	}
+}
+
 // FuzzCRLTBS: for any entry crlTBS may be given (what SignCRL accepts),
 // its encoding is x509.CreateRevocationList's.
 func FuzzCRLTBS(f *testing.F) {
@@ -212,9 +238,8 @@ func FuzzCRLTBS(f *testing.F) {
 	f.Fuzz(func(t *testing.T, serial []byte, reason uint8, unix int64, number []byte, nanos int64) {
 		e := x509.RevocationListEntry{SerialNumber: new(big.Int).SetBytes(serial), RevocationTime: time.Unix(unix, nanos%1e9), ReasonCode: int(reason)}
 		n := new(big.Int).SetBytes(number)
-		if checkSerial(e.SerialNumber) != nil || checkSerial(n) != nil || ReasonName(e.ReasonCode) == "" ||
-			e.RevocationTime.Year() < 1 || e.RevocationTime.Year() > 9999 {
-			return // refused by SignCRL, or not encodable as an ASN.1 time
+		if y := e.RevocationTime.UTC().Year(); checkSerial(e.SerialNumber) != nil || checkSerial(n) != nil || ReasonName(e.ReasonCode) == "" || y < 0 || y > 9999 {
+			return // refused by SignCRL, or an ASN.1 time neither encoding writes (TestCRLTimesOutOfRange)
 		}
 		c := crlCase{name: "fuzz", number: n, this: testNow, next: testNow.Add(time.Hour), entries: []x509.RevocationListEntry{e, e}}
 		want, _ := createdTBS(t, r, c)

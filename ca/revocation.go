@@ -133,8 +133,8 @@ func (r *Responder) SignCRL(number *big.Int, thisUpdate, nextUpdate time.Time, r
 	if err := checkSerial(number); err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: CRL number: %w", err)
 	}
-	if !nextUpdate.After(thisUpdate) {
-		return nil, errors.New("ca: sign CRL: nextUpdate must be after thisUpdate")
+	if thisUpdate.IsZero() || nextUpdate.IsZero() || !nextUpdate.After(thisUpdate) {
+		return nil, errors.New("ca: sign CRL: thisUpdate and nextUpdate must be set, nextUpdate after thisUpdate")
 	}
 	entries := make([]x509.RevocationListEntry, len(revoked))
 	for k, e := range revoked {
