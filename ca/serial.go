@@ -75,6 +75,13 @@ func NewSerialAt(r io.Reader, t time.Time) (*big.Int, error) {
 	return new(big.Int).SetBytes(b[:]), nil // ≥ 2^120: the time is ≥ 2^40
 }
 
+// SerialFloorAt returns, as FormatSerial spells it, the smallest serial
+// NewSerialAt makes at t: every serial it made before t sorts below it, as
+// text and as a number, and every serial it made at t or later does not.
+func SerialFloorAt(t time.Time) string {
+	return FormatSerial(new(big.Int).Lsh(big.NewInt(t.UnixMilli()), SerialRandomBits))
+}
+
 // checkSerial enforces RFC 5280 4.1.2.2 on a serial: positive, at most 20
 // octets when DER-encoded.
 func checkSerial(n *big.Int) error {

@@ -230,6 +230,25 @@ func settlePending(serial, state string, now time.Time) stmt {
 		[]any{state, dbTime(now), serial, pendingPending}}
 }
 
+// PruneIssuedPending deletes up to limit rows of issuances that were
+// issued (their certificate is stored) and whose serial is below floor
+// (ca.SerialFloorAt: made before that time), in serial order, and returns
+// how many it deleted. Pending and abandoned rows stay. The serial key
+// bounds the scan: its index holds the serials in issuance order.
+func (c certStore) PruneIssuedPending(ctx context.Context, floor string, limit int) (int64, error) {
+	n, err := c.exec(ctx, `DELETE FROM pending_issuances WHERE serial IN (SELECT serial FROM pending_issuances
+		WHERE serial < ? AND state = '`+pendingIssued+`' ORDER BY serial LIMIT ?)`, floor, limit)
+	return n, dbErr("pruning issued pending issuances", err)
+}
+
+// HasIssuedPendingBelow reports whether PruneIssuedPending would delete a
+// row; it writes nothing.
+func (c certStore) HasIssuedPendingBelow(ctx context.Context, floor string) (bool, error) {
+	var ok bool
+	err := c.get(ctx, &ok, `SELECT EXISTS (SELECT 1 FROM pending_issuances WHERE serial < ? AND state = '`+pendingIssued+`')`, floor)
+	return ok, dbErr("reading issued pending issuances", err)
+}
+
 // StalePending lists the issuances still pending that were recorded before
 // cutoff, oldest first, without their TBS. The state is spelled in the
 // query, not bound, so that both planners can use the partial index

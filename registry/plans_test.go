@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"
@@ -136,8 +137,14 @@ func TestStatementsFindRowsByIndexOnPostgres(t *testing.T) {
 		if _, err := f.Registry.Reconcile(ctx); err != nil {
 			return err
 		}
-		_, err := f.Registry.LogEntries(ctx, 0, 3)
-		return err
+		if _, err := f.Registry.LogEntries(ctx, 0, 3); err != nil {
+			return err
+		}
+		f.Clock.Advance(registry.PendingIssuedKeep + time.Minute) // the rows above are old enough to prune
+		if n, err := f.Registry.PrunePendingIssuances(ctx); err != nil || n == 0 {
+			return fmt.Errorf("PrunePendingIssuances = %d, %v; want some rows", n, err)
+		}
+		return nil
 	})...)
 
 	conn := pgSession(t, f.DatabaseURL)

@@ -253,7 +253,9 @@ const maintenanceInterval = 30 * time.Second
 // maintain runs the registry's periodic work until ctx ends: Reconcile (a
 // replica that crashed mid-issuance leaves pending rows other replicas
 // settle), RefreshRevocation (CRL before 2/3 of its validity, OCSP clean-up)
-// and PruneSupersededChanges (what the caches of other replicas no longer need).
+// PruneSupersededChanges (what the caches of other replicas no longer need)
+// and PrunePendingIssuances (the record-before-sign rows of issuances stored
+// more than registry.PendingIssuedKeep ago).
 func maintain(ctx context.Context, reg *registry.Registry, log *logrus.Entry) {
 	t := time.NewTicker(maintenanceInterval)
 	defer t.Stop()
@@ -276,6 +278,9 @@ func maintain(ctx context.Context, reg *registry.Registry, log *logrus.Entry) {
 		}
 		if _, err := reg.PruneSupersededChanges(ctx); err != nil {
 			log.WithError(err).Warn("pruning the record of superseded certificates")
+		}
+		if _, err := reg.PrunePendingIssuances(ctx); err != nil {
+			log.WithError(err).Warn("pruning the records of issued certificates' pending issuances")
 		}
 	}
 }
