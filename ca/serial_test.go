@@ -211,3 +211,37 @@ func FuzzParseSerial(f *testing.F) {
 		}
 	})
 }
+
+// TestSerialFloorAt: a serial NewSerialAt made before t sorts below
+// SerialFloorAt(t) as text (how the databases compare them) and as a
+// number; one made at t or after does not.
+func TestSerialFloorAt(t *testing.T) {
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	floor := SerialFloorAt(at)
+	if len(floor) != 32 {
+		t.Fatalf("SerialFloorAt = %q; want 32 digits, as every serial of these years", floor)
+	}
+	fl, _ := new(big.Int).SetString(floor, 16)
+	for _, c := range []struct {
+		made  time.Time
+		below bool
+	}{
+		{at.Add(-time.Hour), true},
+		{at.Add(-time.Millisecond), true},
+		{at, false},
+		{at.Add(time.Millisecond), false},
+		{at.AddDate(10, 0, 0), false},
+		{time.Date(2005, 1, 1, 0, 0, 0, 0, time.UTC), true},
+	} {
+		for range 50 {
+			s, err := NewSerialAt(rand.Reader, c.made)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := FormatSerial(s)
+			if (text < floor) != c.below || (s.Cmp(fl) < 0) != c.below {
+				t.Fatalf("serial %s made at %v: below %s = %v; want %v", text, c.made, floor, text < floor, c.below)
+			}
+		}
+	}
+}
