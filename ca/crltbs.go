@@ -31,9 +31,10 @@ import (
 //
 // A Responder uses it only after it checked it: its first CRL with entries
 // is made by CreateRevocationList, and once crlTBS encoded that CRL's
-// TBSCertList byte for byte, and the signature algorithm it names is the
-// one crlSignatureAlgorithm gives for the key, every later CRL is encoded
-// here (learnCRLEncoding). A Go release that writes CRLs differently keeps
+// TBSCertList byte for byte, the signature algorithm it names is the one
+// crlSignatureAlgorithm gives for the key, and that CRL's signature
+// verifies with the hash crlSignatureAlgorithm pairs with it, every later
+// CRL is encoded here (learnCRLEncoding). A Go release that writes CRLs differently keeps
 // the Responder on CreateRevocationList. TestCRLTBSMatchesCreateRevocationList
 // and FuzzCRLTBS compare the two encodings for every CA key type.
 
