@@ -78,8 +78,14 @@ func NewSerialAt(r io.Reader, t time.Time) (*big.Int, error) {
 // SerialFloorAt returns, as FormatSerial spells it, the smallest serial
 // NewSerialAt makes at t: every serial it made before t sorts below it, as
 // text and as a number, and every serial it made at t or later does not.
-func SerialFloorAt(t time.Time) string {
-	return FormatSerial(new(big.Int).Lsh(big.NewInt(t.UnixMilli()), SerialRandomBits))
+// Like NewSerialAt it refuses a time before 2004-11-04, whose floor would
+// be spelled with fewer digits and sort above every serial.
+func SerialFloorAt(t time.Time) (string, error) {
+	ms := t.UnixMilli()
+	if ms < 1<<40 {
+		return "", fmt.Errorf("ca: serial floor: time %v is before 2004-11-04: the clock is wrong", t.UTC())
+	}
+	return FormatSerial(new(big.Int).Lsh(big.NewInt(ms), SerialRandomBits)), nil
 }
 
 // checkSerial enforces RFC 5280 4.1.2.2 on a serial: positive, at most 20

@@ -217,7 +217,10 @@ func FuzzParseSerial(f *testing.F) {
 // number; one made at t or after does not.
 func TestSerialFloorAt(t *testing.T) {
 	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
-	floor := SerialFloorAt(at)
+	floor, err := SerialFloorAt(at)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(floor) != 32 {
 		t.Fatalf("SerialFloorAt = %q; want 32 digits, as every serial of these years", floor)
 	}
@@ -242,6 +245,11 @@ func TestSerialFloorAt(t *testing.T) {
 			if (text < floor) != c.below || (s.Cmp(fl) < 0) != c.below {
 				t.Fatalf("serial %s made at %v: below %s = %v; want %v", text, c.made, floor, text < floor, c.below)
 			}
+		}
+	}
+	for _, wrong := range []time.Time{time.Unix(3600, 0), time.Date(2004, 11, 3, 0, 0, 0, 0, time.UTC)} {
+		if f, err := SerialFloorAt(wrong); err == nil {
+			t.Errorf("SerialFloorAt(%v) = %q; want an error (a wrong clock)", wrong, f)
 		}
 	}
 }

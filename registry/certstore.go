@@ -230,23 +230,21 @@ func settlePending(serial, state string, now time.Time) stmt {
 		[]any{state, dbTime(now), serial, pendingPending}}
 }
 
-// PruneIssuedPending deletes up to limit rows of issuances that were
-// issued (their certificate is stored) and whose serial is below floor
-// (ca.SerialFloorAt: made before that time), in serial order, and returns
-// how many it deleted. Pending and abandoned rows stay. The serial key
-// bounds the scan: its index holds the serials in issuance order.
-func (c certStore) PruneIssuedPending(ctx context.Context, floor string, limit int) (int64, error) {
-	n, err := c.exec(ctx, `DELETE FROM pending_issuances WHERE serial IN (SELECT serial FROM pending_issuances
-		WHERE serial < ? AND state = '`+pendingIssued+`' ORDER BY serial LIMIT ?)`, floor, limit)
-	return n, dbErr("pruning issued pending issuances", err)
+// IssuedPendingSerials returns, in order, up to limit serials of issued
+// issuances from from (included) to below floor: one range of the serial
+// key, whatever the share of issued rows.
+func (c certStore) IssuedPendingSerials(ctx context.Context, from, floor string, limit int) ([]string, error) {
+	var serials []string
+	err := c.sel(ctx, &serials, `SELECT serial FROM pending_issuances
+		WHERE serial >= ? AND serial < ? AND state = '`+pendingIssued+`' ORDER BY serial LIMIT ?`, from, floor, limit)
+	return serials, dbErr("reading issued pending issuances", err)
 }
 
-// HasIssuedPendingBelow reports whether PruneIssuedPending would delete a
-// row; it writes nothing.
-func (c certStore) HasIssuedPendingBelow(ctx context.Context, floor string) (bool, error) {
-	var ok bool
-	err := c.get(ctx, &ok, `SELECT EXISTS (SELECT 1 FROM pending_issuances WHERE serial < ? AND state = '`+pendingIssued+`')`, floor)
-	return ok, dbErr("reading issued pending issuances", err)
+// DeleteIssuedPending deletes the rows of issued issuances with serials
+// from first to last (included) and returns how many it deleted.
+func (c certStore) DeleteIssuedPending(ctx context.Context, first, last string) (int64, error) {
+	n, err := c.exec(ctx, `DELETE FROM pending_issuances WHERE serial >= ? AND serial <= ? AND state = '`+pendingIssued+`'`, first, last)
+	return n, dbErr("pruning issued pending issuances", err)
 }
 
 // StalePending lists the issuances still pending that were recorded before

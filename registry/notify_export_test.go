@@ -158,3 +158,11 @@ func (r *Registry) VerifyReceiptCounts() (cache, proof, database int64) {
 	c := &r.verifyReceipts
 	return c.hits.Load(), c.proofs.Load(), c.reads.Load()
 }
+
+// SetPendingPruneBatches sets PrunePendingIssuances' rows per transaction
+// and transactions per call for the test t.
+func SetPendingPruneBatches(t testing.TB, rows, transactions int) {
+	oldRows, oldTx := pendingPruneBatch, pendingPruneBatches
+	pendingPruneBatch, pendingPruneBatches = rows, transactions
+	t.Cleanup(func() { pendingPruneBatch, pendingPruneBatches = oldRows, oldTx })
+}

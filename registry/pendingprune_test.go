@@ -3,6 +3,8 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,16 +50,41 @@ func TestPrunePendingIssuances(t *testing.T) {
 		f.OnSign(nil)
 		f.Reopen()
 
-		if n, err := f.Registry.PrunePendingIssuances(ctx); err != nil || n != 0 {
-			t.Fatalf("PrunePendingIssuances before PendingIssuedKeep = %d, %v; want 0", n, err)
+		record := statementRecorder(t)
+		deletes := func(stmts []string) (n int) {
+			for _, q := range stmts {
+				if strings.HasPrefix(strings.ToUpper(q), "DELETE") {
+					n++
+				}
+			}
+			return n
+		}
+		prune := func(want int64) []string {
+			t.Helper()
+			return record(func() error {
+				if n, err := f.Registry.PrunePendingIssuances(ctx); err != nil || n != want {
+					return fmt.Errorf("PrunePendingIssuances = %d, %v; want %d", n, err, want)
+				}
+				return nil
+			})
+		}
+		if stmts := prune(0); deletes(stmts) != 0 {
+			t.Errorf("a prune with no row old enough wrote: %q", stmts)
 		}
 		f.Clock.Advance(registry.PendingIssuedKeep - time.Minute)
 		if err := register("recent.acme"); err != nil {
 			t.Fatal(err)
 		}
 		f.Clock.Advance(2 * time.Minute)
-		if n, err := f.Registry.PrunePendingIssuances(ctx); err != nil || n != 3 {
-			t.Fatalf("PrunePendingIssuances = %d, %v; want 3 (two registrations, one rotation)", n, err)
+		// One row a transaction, two transactions a call: the three old
+		// issued rows (two registrations, one rotation) take two calls.
+		registry.SetPendingPruneBatches(t, 1, 2)
+		if stmts := prune(2); deletes(stmts) != 2 {
+			t.Errorf("first prune: %d DELETEs; want 2: %q", deletes(stmts), stmts)
+		}
+		registry.SetPendingPruneBatches(t, 1, 3)
+		if stmts := prune(1); deletes(stmts) != 1 {
+			t.Errorf("second prune: %d DELETEs; want 1: %q", deletes(stmts), stmts)
 		}
 		rows, err := f.Store.PendingIssuances(ctx)
 		if err != nil {
@@ -76,8 +103,8 @@ func TestPrunePendingIssuances(t *testing.T) {
 				t.Errorf("%s: %q; want %q", a, left[a], s)
 			}
 		}
-		if n, err := f.Registry.PrunePendingIssuances(ctx); err != nil || n != 0 {
-			t.Errorf("PrunePendingIssuances again = %d, %v; want 0", n, err)
+		if stmts := prune(0); deletes(stmts) != 0 {
+			t.Errorf("a prune with nothing left to prune wrote: %q", stmts)
 		}
 		admin := f.Admin()
 		for _, name := range []string{"old1.acme", "old2.acme", "recent.acme"} {

@@ -129,6 +129,8 @@ type Registry struct {
 	log  *logrus.Entry
 	// revocation serves CRL and OCSP; nil without an Issuer.
 	revocation *revocationService
+	// pendingPrune is where PrunePendingIssuances goes on (pendingprune.go).
+	pendingPrune pendingPruner
 	// status caches Verify's status lookups for a short while.
 	status *statusCache
 	// vrf caches the VRF proofs of agent names (logentry.go).

@@ -163,51 +163,6 @@ func (r *Registry) Reconcile(ctx context.Context) (int, error) {
 	return settled + n, err
 }
 
-// PendingIssuedKeep is how long an issuance's record-before-sign row is
-// kept once its certificate is stored (PrunePendingIssuances). The
-// certificate's row holds everything the record held (its TBS is the
-// certificate's); only pending rows are ever read, and abandoned ones are
-// kept for good: they are the evidence of signatures that never left the CA.
-const PendingIssuedKeep = time.Hour
-
-// pendingPruneBatch and pendingPruneBatches bound one PrunePendingIssuances:
-// rows per transaction (on SQLite the one writer's lock is held that long),
-// transactions per call (the maintenance loop calls it every 30 s).
-const (
-	pendingPruneBatch   = 1000
-	pendingPruneBatches = 50
-)
-
-// PrunePendingIssuances deletes the rows of issued issuances made more
-// than PendingIssuedKeep ago, by the registry's clock (their serials carry
-// the time they were made: ca.SerialFloorAt), at most pendingPruneBatches
-// transactions of pendingPruneBatch rows; the maintenance loop calls it.
-// Without it the table kept every issuance's row, TBS included (~0.5 KB),
-// for good. Pending rows (Reconcile's) and abandoned ones stay. It writes
-// nothing (on SQLite: takes no write lock) while no row is that old, and
-// returns the number of rows deleted.
-func (r *Registry) PrunePendingIssuances(ctx context.Context) (int64, error) {
-	floor := ca.SerialFloorAt(r.now().Add(-PendingIssuedKeep))
-	if old, err := certs(r.store.db).HasIssuedPendingBelow(ctx, floor); err != nil || !old {
-		return 0, wrap("pruning pending issuances", err)
-	}
-	var total int64
-	for range pendingPruneBatches {
-		var n int64
-		if err := r.store.inTx(ctx, "pruning pending issuances", func(tx *sqlx.Tx) error {
-			var err error
-			n, err = certs(tx).PruneIssuedPending(ctx, floor, pendingPruneBatch)
-			return err
-		}); err != nil {
-			return total, wrap("pruning pending issuances", err)
-		}
-		if total += n; n < pendingPruneBatch {
-			break
-		}
-	}
-	return total, nil
-}
-
 // PendingIssuance is a row of pending_issuances, for operators and tests.
 type PendingIssuance struct {
 	Serial, Agent, Owner, Kind, State string
