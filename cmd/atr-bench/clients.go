@@ -159,11 +159,22 @@ func (c *benchClient) do(ctx context.Context, method, u, ctype string, body []by
 // meant to show. The warm-up requests stay inside the per-IP budget: at
 // most publicBurst - publicPerClient of them per client.
 func (f *clientFactory) warmClients(ctx context.Context, n, conc int) ([]*benchClient, error) {
-	conc = min(conc, publicBurst-publicPerClient)
 	cs, err := f.clients((n + publicPerClient - 1) / publicPerClient)
 	if err != nil {
 		return nil, err
 	}
+	if err := f.warm(ctx, cs, min(conc, publicBurst-publicPerClient)); err != nil {
+		closeAll(cs)
+		return nil, err
+	}
+	return cs, nil
+}
+
+// warm opens conc keep-alive connections in each client of cs: conc GET
+// /healthz sent at once per client. /healthz is a public request: it
+// takes from a client's public per-IP budget (publicBurst), not from its
+// API key's or its per-IP budget for owner calls.
+func (f *clientFactory) warm(ctx context.Context, cs []*benchClient, conc int) error {
 	for _, c := range cs {
 		errs := make(chan error, conc)
 		for range conc {
@@ -172,36 +183,44 @@ func (f *clientFactory) warmClients(ctx context.Context, n, conc int) ([]*benchC
 				errs <- err
 			}()
 		}
+		var err error
 		for range conc {
 			if e := <-errs; e != nil && err == nil {
 				err = fmt.Errorf("warming a client's connections: %w", e)
 			}
 		}
 		if err != nil {
-			closeAll(cs)
-			return nil, err
+			return err
 		}
 	}
-	return cs, nil
+	return nil
 }
 
 // phaseClients hands the registration clients out to the phases that
 // issue, each phase clients of its own (registerPerClient requests per
-// client), and closes a phase's connections when it ends, as a client
-// that is done does. A client sends up to registerPerClient requests at
-// once, so it holds as many keep-alive connections, each costing the
+// client), with their connections opened before the phase's clock starts,
+// and closes a phase's connections when it ends, as a client that is done
+// does.
+//
+// A client sends up to registerPerClient requests at once, so it holds as
+// many keep-alive connections. Opened inside the timed window, they made
+// nearly every request of a phase at concurrency 32 a new TLS handshake:
+// the phase timed the handshakes as much as the issuances
+// (docs/performance.md, "Cold connections"). Each connection costs the
 // server about 40 KB of buffers and a goroutine while it stays open. Left
 // open (until the client's 60 s idle timeout), the ~2,200 connections of a
 // full run's issuance phases stayed into its verify, OCSP, floor and CRL
 // phases: ~100 MiB of the server's RSS that were the bench's, not the
 // server's (docs/performance.md, "Memory").
 type phaseClients struct {
+	f    *clientFactory
 	all  []*benchClient
 	next int
 }
 
-// run gives fn the clients for n requests, then closes their connections.
-func (p *phaseClients) run(n int, fn func(cs []*benchClient) error) error {
+// run calls fn with the clients of a phase of n requests at concurrency
+// conc, each client holding min(conc, registerPerClient) open connections.
+func (p *phaseClients) run(ctx context.Context, n, conc int, fn func(cs []*benchClient) error) error {
 	k := (n + registerPerClient - 1) / registerPerClient
 	if p.next+k > len(p.all) {
 		return fmt.Errorf("atr-bench: a phase needs %d registration clients, only %d of the %d planned are left", k, len(p.all)-p.next, len(p.all))
@@ -209,6 +228,9 @@ func (p *phaseClients) run(n int, fn func(cs []*benchClient) error) error {
 	cs := p.all[p.next : p.next+k]
 	p.next += k
 	defer closeAll(cs)
+	if err := p.f.warm(ctx, cs, max(1, min(conc, registerPerClient))); err != nil {
+		return err
+	}
 	return fn(cs)
 }
 

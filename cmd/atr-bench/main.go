@@ -444,7 +444,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 	}
 
 	// Step 4: issuance at each concurrency, CSRs made before the clock.
-	phases := &phaseClients{all: regClients}
+	phases := &phaseClients{f: cf, all: regClients}
 	var validPEM []string
 	for _, l := range p.issuance {
 		progress("issuance: %d registrations at concurrency %d", l.n, l.conc)
@@ -454,7 +454,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 		}
 		var mu sync.Mutex
 		var s Stats
-		if err := phases.run(l.n, func(cs []*benchClient) error {
+		if err := phases.run(ctx, l.n, l.conc, func(cs []*benchClient) error {
 			s = runN(ctx, l.n, l.conc, func(ctx context.Context, i int) error {
 				c, err := cs[i/registerPerClient].api.Register(ctx, client.RegisterRequest{
 					Name: fmt.Sprintf("c%d-%05d.bench", l.conc, i), CSR: string(csrs[i])})
@@ -487,7 +487,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 			return rep, err
 		}
 		var rs Stats
-		if err := phases.run(l.n, func(cs []*benchClient) error {
+		if err := phases.run(ctx, l.n, l.conc, func(cs []*benchClient) error {
 			rs = runN(ctx, l.n, l.conc, func(ctx context.Context, i int) error {
 				_, err := cs[i/registerPerClient].api.Rotate(ctx, fmt.Sprintf("c%d-%05d.bench", l.conc, i), csrs[i])
 				return err
@@ -511,7 +511,8 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 			return rep, err
 		}
 		var s Stats
-		if err := phases.run(n, func(cs []*benchClient) error {
+		// Paced requests rarely overlap: two open connections a client.
+		if err := phases.run(ctx, n, 2, func(cs []*benchClient) error {
 			s = runPaced(ctx, n, rate, func(ctx context.Context, i int) error {
 				_, err := cs[i/registerPerClient].api.Register(ctx, client.RegisterRequest{
 					Name: fmt.Sprintf("paced-%05d.bench", i), CSR: string(csrs[i])})
@@ -530,7 +531,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 	// Step 5: verify of valid, revoked and unknown certificates.
 	progress("verify: %d requests per kind", p.verifyN)
 	var revokedPEM, unknownPEM, unknownSerial string
-	if err := phases.run(6, func(cs []*benchClient) error {
+	if err := phases.run(ctx, 6, 1, func(cs []*benchClient) error {
 		for i := range 6 {
 			csr, err := newCSR()
 			if err != nil {
