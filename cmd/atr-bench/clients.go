@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agent-trust-registry/atr/api/client"
@@ -64,6 +65,10 @@ type clientFactory struct {
 	base  string
 	roots *x509.CertPool
 	addrs *addrs
+	// dials counts the connections the clients opened: a phase reports
+	// how many it opened while its clock ran. handshaking is how many are
+	// being opened now.
+	dials, handshaking atomic.Int64
 }
 
 func newClientFactory(base string, roots *x509.CertPool) (*clientFactory, error) {
@@ -82,9 +87,15 @@ func (f *clientFactory) client(key string) (*benchClient, error) {
 	if ip := f.addrs.next(); ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
+	td := &tls.Dialer{NetDialer: d, Config: &tls.Config{RootCAs: f.roots, MinVersion: tls.VersionTLS12}}
+	dialTLS := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		f.dials.Add(1)
+		f.handshaking.Add(1)
+		defer f.handshaking.Add(-1)
+		return td.DialContext(ctx, network, addr)
+	}
 	hc := &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{
-		DialContext:         d.DialContext,
-		TLSClientConfig:     &tls.Config{RootCAs: f.roots, MinVersion: tls.VersionTLS12},
+		DialTLSContext:      dialTLS,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     60 * time.Second,
 	}}
@@ -192,6 +203,13 @@ func (f *clientFactory) warm(ctx context.Context, cs []*benchClient, conc int) e
 		if err != nil {
 			return err
 		}
+		// A request of the round may have been served by another's
+		// connection before its own was open: that one is still being
+		// opened, and would be found missing from the pool by the phase,
+		// which would open another while timed.
+		for f.handshaking.Load() > 0 {
+			time.Sleep(100 * time.Microsecond)
+		}
 	}
 	return nil
 }
@@ -219,19 +237,22 @@ type phaseClients struct {
 }
 
 // run calls fn with the clients of a phase of n requests at concurrency
-// conc, each client holding min(conc, registerPerClient) open connections.
-func (p *phaseClients) run(ctx context.Context, n, conc int, fn func(cs []*benchClient) error) error {
+// conc, each client holding min(conc, registerPerClient) open connections,
+// and returns how many connections the clients opened while fn ran.
+func (p *phaseClients) run(ctx context.Context, n, conc int, fn func(cs []*benchClient) error) (opened int64, err error) {
 	k := (n + registerPerClient - 1) / registerPerClient
 	if p.next+k > len(p.all) {
-		return fmt.Errorf("atr-bench: a phase needs %d registration clients, only %d of the %d planned are left", k, len(p.all)-p.next, len(p.all))
+		return 0, fmt.Errorf("atr-bench: a phase needs %d registration clients, only %d of the %d planned are left", k, len(p.all)-p.next, len(p.all))
 	}
 	cs := p.all[p.next : p.next+k]
 	p.next += k
 	defer closeAll(cs)
 	if err := p.f.warm(ctx, cs, max(1, min(conc, registerPerClient))); err != nil {
-		return err
+		return 0, err
 	}
-	return fn(cs)
+	d0 := p.f.dials.Load()
+	err = fn(cs)
+	return p.f.dials.Load() - d0, err
 }
 
 func closeAll(cs []*benchClient) {

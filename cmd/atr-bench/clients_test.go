@@ -79,7 +79,7 @@ func TestPhaseClientsCloseTheirConnections(t *testing.T) {
 	ctx := context.Background()
 	n := 2 * registerPerClient // two clients
 	var atStart int
-	err = phases.run(ctx, n, n, func(cs []*benchClient) error {
+	opened, err := phases.run(ctx, n, n, func(cs []*benchClient) error {
 		atStart = cc.count()
 		if len(cs) != 2 || cs[0] != all[0] || cs[1] != all[1] {
 			t.Errorf("the phase got clients %p; want the first two of %p", cs, all)
@@ -104,6 +104,9 @@ func TestPhaseClientsCloseTheirConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if opened != 0 {
+		t.Errorf("the phase reports %d connections opened while it ran; want 0", opened)
+	}
 	if atStart != n {
 		t.Errorf("%d connections open when the phase started; want %d (registerPerClient a client)", atStart, n)
 	}
@@ -118,17 +121,24 @@ func TestPhaseClientsCloseTheirConnections(t *testing.T) {
 		t.Errorf("%d of the phase's %d connections still open at the server after the phase", left, cc.max)
 	}
 
-	err = phases.run(ctx, registerPerClient, 1, func(cs []*benchClient) error {
+	// A phase whose client must open a connection while timed reports it.
+	opened, err = phases.run(ctx, registerPerClient, 1, func(cs []*benchClient) error {
 		if len(cs) != 1 || cs[0] != all[2] {
 			t.Errorf("the next phase got %p; want the third client %p", cs, all[2])
 		}
-		return nil
+		cs[0].hc.CloseIdleConnections()
+		arrived.Add(1)
+		_, err := cs[0].do(ctx, "GET", srv.URL, "", nil)
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if opened != 1 {
+		t.Errorf("a phase that opened one connection while timed reports %d", opened)
+	}
 	wantErr := errors.New("not called")
-	if err := phases.run(ctx, 1, 1, func([]*benchClient) error { return wantErr }); err == nil || errors.Is(err, wantErr) {
+	if _, err := phases.run(ctx, 1, 1, func([]*benchClient) error { return wantErr }); err == nil || errors.Is(err, wantErr) {
 		t.Errorf("a phase beyond the planned clients: %v; want an error before it runs", err)
 	}
 }

@@ -60,6 +60,17 @@ func rateRow(group, name string, s Stats) Row {
 	return r
 }
 
+// withConns notes on r the n connections its phase opened while timed:
+// each a TLS handshake the server paid inside the window.
+func (r Row) withConns(n int64) Row {
+	note := fmt.Sprintf("connections opened while timed: %d", n)
+	if r.Note != "" {
+		note = r.Note + "; " + note
+	}
+	r.Note = note
+	return r
+}
+
 // latencyRow is a row whose figure is a latency (p50 in Value, in ms).
 func latencyRow(group, name string, s Stats) Row {
 	r := rateRow(group, name, s)
