@@ -332,12 +332,19 @@ func (r *Registry) abandon(ctx context.Context, a Actor, action, name, serial, w
 }
 
 func (r *Registry) issued(agent Agent, cert *x509.Certificate, rec CertificateRecord) *Issued {
+	return &Issued{Agent: agent, Certificate: rec, LogIndex: rec.LogIndex,
+		CertificatePEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})), ChainPEM: r.chainPEM}
+}
+
+// chainPEMOf returns the PEM of the issuer's chain, the issuing certificate
+// first: every issuance's answer carries it, and it changes only with the
+// issuer, which a Registry keeps for its life.
+func chainPEMOf(iss *ca.Issuer) string {
 	var chain strings.Builder
-	for _, c := range r.issuer.Chain() {
+	for _, c := range iss.Chain() {
 		chain.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
 	}
-	return &Issued{Agent: agent, Certificate: rec, LogIndex: rec.LogIndex,
-		CertificatePEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})), ChainPEM: chain.String()}
+	return chain.String()
 }
 
 // authorizeAgent loads an agent and checks that a may act on it: admin, the

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-trust-registry/atr/ca"
 	"github.com/agent-trust-registry/atr/registry"
 	"github.com/agent-trust-registry/atr/registry/registrytest"
 )
@@ -70,6 +71,17 @@ func TestLifecycle(t *testing.T) {
 		}
 		if iss.Certificate.Serial == "" || len(iss.Certificate.FingerprintSHA256) != 64 || iss.ChainPEM == "" {
 			t.Errorf("Register certificate record incomplete: %+v", iss.Certificate)
+		}
+		// The chain is the issuer's, the issuing certificate first.
+		chain, err := ca.ParseCertificatesPEM([]byte(iss.ChainPEM), 8)
+		if want := f.Issuer.Chain(); err != nil || len(chain) != len(want) {
+			t.Errorf("ChainPEM = %d certificates, %v; want the issuer's %d", len(chain), err, len(want))
+		} else {
+			for i := range want {
+				if !chain[i].Equal(want[i]) {
+					t.Errorf("ChainPEM certificate %d is %s; want %s", i, chain[i].Subject, want[i].Subject)
+				}
+			}
 		}
 		leaf := f.ParseCertificate(iss.CertificatePEM)
 		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://"+registrytest.TrustDomain+"/agent/billing-bot.acme" {

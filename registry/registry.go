@@ -120,8 +120,10 @@ type Registry struct {
 	cfg    Config
 	store  *Store
 	issuer *ca.Issuer
-	verify *ca.Verifier
-	tlog   *transparencyLog
+	// chainPEM is the issuer's chain as PEM (chainPEMOf), made once.
+	chainPEM string
+	verify   *ca.Verifier
+	tlog     *transparencyLog
 	// seal is tlog.sealBatch as installed on the Store (Store.sealLog).
 	seal *func(context.Context, *sqlx.Tx) func()
 	now  func() time.Time
@@ -223,6 +225,7 @@ func New(cfg Config) (*Registry, error) {
 		r.tlog.signerEd25519 = cfg.LogSignerEd25519
 	}
 	if cfg.Issuer != nil {
+		r.chainPEM = chainPEMOf(cfg.Issuer)
 		r.revocation = newRevocationService(cfg.Store, cfg.Issuer, cfg.Revocation, r.now, log.WithField("component", "revocation"), cfg.Responders...)
 		r.revocation.notify = r.notify
 		roots, inters := cfg.Issuer.Chain()[1:], []*x509.Certificate{cfg.Issuer.Certificate()}
