@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -66,9 +67,8 @@ type clientFactory struct {
 	roots *x509.CertPool
 	addrs *addrs
 	// dials counts the connections the clients opened: a phase reports
-	// how many it opened while its clock ran. handshaking is how many are
-	// being opened now.
-	dials, handshaking atomic.Int64
+	// how many it opened while its clock ran.
+	dials atomic.Int64
 }
 
 func newClientFactory(base string, roots *x509.CertPool) (*clientFactory, error) {
@@ -87,15 +87,17 @@ func (f *clientFactory) client(key string) (*benchClient, error) {
 	if ip := f.addrs.next(); ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
-	td := &tls.Dialer{NetDialer: d, Config: &tls.Config{RootCAs: f.roots, MinVersion: tls.VersionTLS12}}
-	dialTLS := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		f.dials.Add(1)
-		f.handshaking.Add(1)
-		defer f.handshaking.Add(-1)
-		return td.DialContext(ctx, network, addr)
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			f.dials.Add(1)
+		}
+		return conn, err
 	}
 	hc := &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{
-		DialTLSContext:      dialTLS,
+		DialContext:         dial,
+		TLSClientConfig:     &tls.Config{RootCAs: f.roots, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     60 * time.Second,
 	}}
@@ -182,15 +184,31 @@ func (f *clientFactory) warmClients(ctx context.Context, n, conc int) ([]*benchC
 }
 
 // warm opens conc keep-alive connections in each client of cs: conc GET
-// /healthz sent at once per client. /healthz is a public request: it
-// takes from a client's public per-IP budget (publicBurst), not from its
-// API key's or its per-IP budget for owner calls.
+// /healthz sent at once per client, each holding the connection it got
+// until all conc have one, so that none is served on another's connection
+// while its own is still being opened (and would then be missing from the
+// pool when the phase starts). /healthz is a public request: it takes from
+// a client's public per-IP budget (publicBurst), not from its API key's or
+// its per-IP budget for owner calls.
 func (f *clientFactory) warm(ctx context.Context, cs []*benchClient, conc int) error {
 	for _, c := range cs {
+		var got sync.WaitGroup
+		got.Add(conc)
+		all := make(chan struct{})
+		go func() { got.Wait(); close(all) }()
 		errs := make(chan error, conc)
 		for range conc {
 			go func() {
-				_, err := c.do(ctx, "GET", f.base+"/healthz", "", nil)
+				var once sync.Once
+				trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
+					once.Do(got.Done)
+					select {
+					case <-all:
+					case <-ctx.Done():
+					}
+				}}
+				_, err := c.do(httptrace.WithClientTrace(ctx, trace), "GET", f.base+"/healthz", "", nil)
+				once.Do(got.Done) // failed before it had a connection
 				errs <- err
 			}()
 		}
@@ -202,13 +220,6 @@ func (f *clientFactory) warm(ctx context.Context, cs []*benchClient, conc int) e
 		}
 		if err != nil {
 			return err
-		}
-		// A request of the round may have been served by another's
-		// connection before its own was open: that one is still being
-		// opened, and would be found missing from the pool by the phase,
-		// which would open another while timed.
-		for f.handshaking.Load() > 0 {
-			time.Sleep(100 * time.Microsecond)
 		}
 	}
 	return nil

@@ -70,7 +70,7 @@ func TestPhaseClientsCloseTheirConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all, err := cf.clients(3)
+	all, err := cf.clients(4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,10 +121,27 @@ func TestPhaseClientsCloseTheirConnections(t *testing.T) {
 		t.Errorf("%d of the phase's %d connections still open at the server after the phase", left, cc.max)
 	}
 
-	// A phase whose client must open a connection while timed reports it.
-	opened, err = phases.run(ctx, registerPerClient, 1, func(cs []*benchClient) error {
+	// Below registerPerClient, a client opens one connection per request
+	// the phase may have in flight.
+	const conc = 8
+	_, err = phases.run(ctx, registerPerClient, conc, func(cs []*benchClient) error {
 		if len(cs) != 1 || cs[0] != all[2] {
 			t.Errorf("the next phase got %p; want the third client %p", cs, all[2])
+		}
+		atStart = cc.count()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if atStart != conc {
+		t.Errorf("%d connections open when a phase at concurrency %d started; want %d", atStart, conc, conc)
+	}
+
+	// A phase whose client must open a connection while timed reports it.
+	opened, err = phases.run(ctx, registerPerClient, 1, func(cs []*benchClient) error {
+		if len(cs) != 1 || cs[0] != all[3] {
+			t.Errorf("the next phase got %p; want the fourth client %p", cs, all[3])
 		}
 		cs[0].hc.CloseIdleConnections()
 		arrived.Add(1)

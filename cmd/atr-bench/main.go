@@ -1108,18 +1108,15 @@ func proofLoad(ctx context.Context, cf *clientFactory, n int) (Stats, int64, err
 	if err != nil || size < 1 {
 		return Stats{}, 0, fmt.Errorf("checkpoint size %q", lines[1])
 	}
-	cs, err := cf.clients((n + publicPerClient - 1) / publicPerClient)
+	const conc = 4
+	cs, err := cf.warmClients(ctx, n, conc)
 	if err != nil {
 		return Stats{}, 0, err
 	}
-	defer func() {
-		for _, c := range cs {
-			c.close()
-		}
-	}()
+	defer closeAll(cs)
 	var mu sync.Mutex
 	r := mrand.New(mrand.NewPCG(5, 6))
-	return runN(ctx, n, 4, func(ctx context.Context, i int) error {
+	return runN(ctx, n, conc, func(ctx context.Context, i int) error {
 		mu.Lock()
 		idx := r.Int64N(size)
 		mu.Unlock()
