@@ -1076,6 +1076,11 @@ func scaleLoad(ctx context.Context, cf *clientFactory, listClients []*benchClien
 	if err != nil {
 		return v, Stats{}, err
 	}
+	// One connection per list client (listPerClient pages each), opened
+	// before the clock.
+	if err := cf.warm(ctx, listClients, 1); err != nil {
+		return v, Stats{}, err
+	}
 	cursor := ""
 	l := runN(ctx, p.listN, 1, func(ctx context.Context, i int) error {
 		page, err := listClients[i/listPerClient].api.List(ctx, cursor, 50)
