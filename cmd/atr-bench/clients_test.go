@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -188,5 +189,84 @@ func TestOpenFiles(t *testing.T) {
 	}
 	if _, err := settledOpenFiles(-1); err == nil {
 		t.Error("settledOpenFiles(-1) succeeded")
+	}
+}
+
+// TestWarmFailsPromptly: a warm-up request that fails — refused by the
+// server after it got its connection, or before it had one — fails the
+// warm-up at once: the requests holding their connections for it are let
+// go, none waits for a connection that will never come.
+func TestWarmFailsPromptly(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%3 == 0 {
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+			return
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+
+	// A server that drops every third connection it accepts: that
+	// request fails before it has a connection while the others of its
+	// round hold theirs.
+	flaky := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	flaky.Listener = &droppingListener{Listener: flaky.Listener}
+	flaky.StartTLS()
+	defer flaky.Close()
+	flakyRoots := x509.NewCertPool()
+	flakyRoots.AddCert(flaky.Certificate())
+
+	closed := httptest.NewTLSServer(http.NotFoundHandler())
+	closedURL := closed.URL
+	closed.Close() // nothing listens there now: every dial is refused
+
+	for _, tc := range []struct {
+		name, url string
+		roots     *x509.CertPool
+	}{
+		{"refused by the server", srv.URL, roots},
+		{"one connection dropped", flaky.URL, flakyRoots},
+		{"no connection", closedURL, roots},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cf, err := newClientFactory(tc.url, tc.roots)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs, err := cf.clients(2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeAll(cs)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			err = cf.warm(ctx, cs, 6)
+			if err == nil {
+				t.Fatal("warm succeeded; want the failed request's error")
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("warm returned only when its context ended (%v): %v", time.Since(start), err)
+			}
+		})
+	}
+}
+
+// droppingListener closes every third connection it accepts.
+type droppingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *droppingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || l.n.Add(1)%3 != 0 {
+			return c, err
+		}
+		c.Close()
 	}
 }
