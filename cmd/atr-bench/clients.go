@@ -245,25 +245,35 @@ type phaseClients struct {
 	f    *clientFactory
 	all  []*benchClient
 	next int
+	// pid is the server's process (0: not this bench's), whose CPU a
+	// phase reports.
+	pid int
+}
+
+// phaseUse is what a phase's timed window used: the connections its
+// clients opened and the CPU of the server and of this process.
+type phaseUse struct {
+	opened int64
+	cpu    cpuUse
 }
 
 // run calls fn with the clients of a phase of n requests at concurrency
 // conc, each client holding min(conc, registerPerClient) open connections,
-// and returns how many connections the clients opened while fn ran.
-func (p *phaseClients) run(ctx context.Context, n, conc int, fn func(cs []*benchClient) error) (opened int64, err error) {
+// and returns what fn's window used.
+func (p *phaseClients) run(ctx context.Context, n, conc int, fn func(cs []*benchClient) error) (phaseUse, error) {
 	k := (n + registerPerClient - 1) / registerPerClient
 	if p.next+k > len(p.all) {
-		return 0, fmt.Errorf("atr-bench: a phase needs %d registration clients, only %d of the %d planned are left", k, len(p.all)-p.next, len(p.all))
+		return phaseUse{}, fmt.Errorf("atr-bench: a phase needs %d registration clients, only %d of the %d planned are left", k, len(p.all)-p.next, len(p.all))
 	}
 	cs := p.all[p.next : p.next+k]
 	p.next += k
 	defer closeAll(cs)
 	if err := p.f.warm(ctx, cs, max(1, min(conc, registerPerClient))); err != nil {
-		return 0, err
+		return phaseUse{}, err
 	}
-	d0 := p.f.dials.Load()
-	err = fn(cs)
-	return p.f.dials.Load() - d0, err
+	d0, u0 := p.f.dials.Load(), readCPU(p.pid)
+	err := fn(cs)
+	return phaseUse{opened: p.f.dials.Load() - d0, cpu: readCPU(p.pid).since(u0)}, err
 }
 
 func closeAll(cs []*benchClient) {

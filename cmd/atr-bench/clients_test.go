@@ -75,12 +75,12 @@ func TestPhaseClientsCloseTheirConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	phases := &phaseClients{f: cf, all: all}
+	phases := &phaseClients{f: cf, all: all, pid: os.Getpid()} // the test server is this process
 
 	ctx := context.Background()
 	n := 2 * registerPerClient // two clients
 	var atStart int
-	opened, err := phases.run(ctx, n, n, func(cs []*benchClient) error {
+	use, err := phases.run(ctx, n, n, func(cs []*benchClient) error {
 		atStart = cc.count()
 		if len(cs) != 2 || cs[0] != all[0] || cs[1] != all[1] {
 			t.Errorf("the phase got clients %p; want the first two of %p", cs, all)
@@ -105,8 +105,11 @@ func TestPhaseClientsCloseTheirConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opened != 0 {
-		t.Errorf("the phase reports %d connections opened while it ran; want 0", opened)
+	if use.opened != 0 {
+		t.Errorf("the phase reports %d connections opened while it ran; want 0", use.opened)
+	}
+	if !use.cpu.serverOK {
+		t.Error("the phase did not read the server's CPU")
 	}
 	if atStart != n {
 		t.Errorf("%d connections open when the phase started; want %d (registerPerClient a client)", atStart, n)
@@ -140,7 +143,7 @@ func TestPhaseClientsCloseTheirConnections(t *testing.T) {
 	}
 
 	// A phase whose client must open a connection while timed reports it.
-	opened, err = phases.run(ctx, registerPerClient, 1, func(cs []*benchClient) error {
+	use, err = phases.run(ctx, registerPerClient, 1, func(cs []*benchClient) error {
 		if len(cs) != 1 || cs[0] != all[3] {
 			t.Errorf("the next phase got %p; want the fourth client %p", cs, all[3])
 		}
@@ -152,8 +155,8 @@ func TestPhaseClientsCloseTheirConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opened != 1 {
-		t.Errorf("a phase that opened one connection while timed reports %d", opened)
+	if use.opened != 1 {
+		t.Errorf("a phase that opened one connection while timed reports %d", use.opened)
 	}
 	wantErr := errors.New("not called")
 	if _, err := phases.run(ctx, 1, 1, func([]*benchClient) error { return wantErr }); err == nil || errors.Is(err, wantErr) {

@@ -445,6 +445,9 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 
 	// Step 4: issuance at each concurrency, CSRs made before the clock.
 	phases := &phaseClients{f: cf, all: regClients}
+	if e.isStarted() {
+		phases.pid = e.serverPID()
+	}
 	var validPEM []string
 	for _, l := range p.issuance {
 		progress("issuance: %d registrations at concurrency %d", l.n, l.conc)
@@ -454,7 +457,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 		}
 		var mu sync.Mutex
 		var s Stats
-		opened, err := phases.run(ctx, l.n, l.conc, func(cs []*benchClient) error {
+		use, err := phases.run(ctx, l.n, l.conc, func(cs []*benchClient) error {
 			s = runN(ctx, l.n, l.conc, func(ctx context.Context, i int) error {
 				c, err := cs[i/registerPerClient].api.Register(ctx, client.RegisterRequest{
 					Name: fmt.Sprintf("c%d-%05d.bench", l.conc, i), CSR: string(csrs[i])})
@@ -475,7 +478,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 			target = ">=0.2"
 		}
 		rep.add(rateRow("issuance", fmt.Sprintf("register, concurrency %d", l.conc), s).
-			withRatio(s.Rate(), createPar, "CreateCertificate"+par, target).withConns(opened))
+			withRatio(s.Rate(), createPar, "CreateCertificate"+par, target).withUse(use))
 		if l.conc != rotateConc {
 			continue
 		}
@@ -488,7 +491,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 			return rep, err
 		}
 		var rs Stats
-		opened, err = phases.run(ctx, l.n, l.conc, func(cs []*benchClient) error {
+		use, err = phases.run(ctx, l.n, l.conc, func(cs []*benchClient) error {
 			rs = runN(ctx, l.n, l.conc, func(ctx context.Context, i int) error {
 				_, err := cs[i/registerPerClient].api.Rotate(ctx, fmt.Sprintf("c%d-%05d.bench", l.conc, i), csrs[i])
 				return err
@@ -499,7 +502,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 			return rep, err
 		}
 		rep.add(rateRow("issuance", fmt.Sprintf("rotate, concurrency %d", l.conc), rs).
-			withRatio(rs.Rate(), createPar, "CreateCertificate"+par, ">=0.2").withConns(opened))
+			withRatio(rs.Rate(), createPar, "CreateCertificate"+par, ">=0.2").withUse(use))
 	}
 
 	// Issuance latency under an open-loop load at half the concurrency-32
@@ -515,7 +518,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 		var s Stats
 		// A client's registerPerClient paced requests may all overlap
 		// when the server slows: a connection for each.
-		opened, err := phases.run(ctx, n, registerPerClient, func(cs []*benchClient) error {
+		use, err := phases.run(ctx, n, registerPerClient, func(cs []*benchClient) error {
 			s = runPaced(ctx, n, rate, func(ctx context.Context, i int) error {
 				_, err := cs[i/registerPerClient].api.Register(ctx, client.RegisterRequest{
 					Name: fmt.Sprintf("paced-%05d.bench", i), CSR: string(csrs[i])})
@@ -527,7 +530,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 			return rep, err
 		}
 		row := rateRow("issuance", fmt.Sprintf("register, open loop at %.0f/s (half of c=32)", rate), s)
-		rep.add(row.withRatio(row.P99ms, 50, "p99 vs 50 ms", "<=1").withConns(opened))
+		rep.add(row.withRatio(row.P99ms, 50, "p99 vs 50 ms", "<=1").withUse(use))
 	}
 
 	hwm("issuance")

@@ -153,6 +153,32 @@ func TestWithRatio(t *testing.T) {
 	}
 }
 
+func TestWithUse(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name string
+		row  Row
+		use  phaseUse
+		want string
+	}{
+		{"server and self", Row{N: 4}, phaseUse{cpu: cpuUse{server: 6 * ms, self: 2 * ms, serverOK: true}},
+			"connections opened while timed: 0; CPU per request: atr serve 1.5 ms, load generator 0.5 ms"},
+		{"a server not ours", Row{N: 2}, phaseUse{opened: 3, cpu: cpuUse{self: ms}},
+			"connections opened while timed: 3; CPU per request: atr serve unknown, load generator 0.5 ms"},
+		{"nothing served", Row{}, phaseUse{opened: 1, cpu: cpuUse{server: ms, serverOK: true}},
+			"connections opened while timed: 1"},
+		{"after a first error", Row{N: 1, Note: "first error: HTTP 429"}, phaseUse{cpu: cpuUse{server: 2 * ms, self: ms, serverOK: true}},
+			"first error: HTTP 429; connections opened while timed: 0; CPU per request: atr serve 2 ms, load generator 1 ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.row.withUse(tt.use).Note; got != tt.want {
+				t.Errorf("note = %q\nwant   %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func ptr(b bool) *bool { return &b }
 
 func deref(b *bool) any {

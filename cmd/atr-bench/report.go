@@ -60,10 +60,21 @@ func rateRow(group, name string, s Stats) Row {
 	return r
 }
 
-// withConns notes on r the n connections its phase opened while timed:
-// each a TLS handshake the server paid inside the window.
-func (r Row) withConns(n int64) Row {
-	note := fmt.Sprintf("connections opened while timed: %d", n)
+// withUse notes on r what its phase's timed window used: the connections
+// its clients opened (each a TLS handshake the server paid inside the
+// window) and, per request served (r.N), the CPU of atr serve — not of a
+// PostgreSQL server's backends, which scripts/peerbench measures — and of
+// this load generator, which shares the cores.
+func (r Row) withUse(u phaseUse) Row {
+	note := fmt.Sprintf("connections opened while timed: %d", u.opened)
+	if r.N > 0 {
+		per := func(d time.Duration) string { return sig3(float64(d.Microseconds()) / 1000 / float64(r.N)) }
+		srv := "atr serve unknown"
+		if u.cpu.serverOK {
+			srv = "atr serve " + per(u.cpu.server) + " ms"
+		}
+		note += fmt.Sprintf("; CPU per request: %s, load generator %s ms", srv, per(u.cpu.self))
+	}
 	if r.Note != "" {
 		note = r.Note + "; " + note
 	}
