@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agent-trust-registry/atr/api/client"
+	"github.com/agent-trust-registry/atr/cmd/internal/procstat"
 )
 
 // Per-client budgets under the server's built-in rate limits (api.DefaultRateLimits):
@@ -248,13 +249,27 @@ type phaseClients struct {
 	// pid is the server's process (0: not this bench's), whose CPU a
 	// phase reports.
 	pid int
+	// pgDB is the PostgreSQL database of the server ("": none, or not
+	// this bench's), whose backends' CPU a phase reports.
+	pgDB string
 }
 
 // phaseUse is what a phase's timed window used: the connections its
-// clients opened and the CPU of the server and of this process.
+// clients opened, the CPU of the server and of this process, and that of
+// the PostgreSQL backends serving the server's database.
 type phaseUse struct {
 	opened int64
 	cpu    cpuUse
+	db     dbUse
+}
+
+// dbUse is the CPU of the backends (and autovacuum workers) of the
+// server's PostgreSQL database, read from this machine's /proc: none seen
+// when PostgreSQL runs elsewhere.
+type dbUse struct {
+	watched  bool
+	cpu      time.Duration
+	backends int
 }
 
 // run calls fn with the clients of a phase of n requests at concurrency
@@ -271,9 +286,18 @@ func (p *phaseClients) run(ctx context.Context, n, conc int, fn func(cs []*bench
 	if err := p.f.warm(ctx, cs, max(1, min(conc, registerPerClient))); err != nil {
 		return phaseUse{}, err
 	}
+	var w *procstat.PGWatch
+	if p.pgDB != "" {
+		w = procstat.Proc.WatchPGBackends(p.pgDB, 100*time.Millisecond)
+	}
 	d0, u0 := p.f.dials.Load(), readCPU(p.pid)
 	err := fn(cs)
-	return phaseUse{opened: p.f.dials.Load() - d0, cpu: readCPU(p.pid).since(u0)}, err
+	use := phaseUse{opened: p.f.dials.Load() - d0, cpu: readCPU(p.pid).since(u0)}
+	if w != nil {
+		ticks, n := w.Stop()
+		use.db = dbUse{watched: true, cpu: procstat.Duration(ticks), backends: n}
+	}
+	return use, err
 }
 
 func closeAll(cs []*benchClient) {

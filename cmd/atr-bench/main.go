@@ -444,7 +444,7 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 	}
 
 	// Step 4: issuance at each concurrency, CSRs made before the clock.
-	phases := &phaseClients{f: cf, all: regClients}
+	phases := &phaseClients{f: cf, all: regClients, pgDB: e.pgDBName}
 	if e.isStarted() {
 		phases.pid = e.serverPID()
 	}

@@ -169,6 +169,12 @@ func TestWithUse(t *testing.T) {
 			"connections opened while timed: 1"},
 		{"after a first error", Row{N: 1, Note: "first error: HTTP 429"}, phaseUse{cpu: cpuUse{server: 2 * ms, self: ms, serverOK: true}},
 			"first error: HTTP 429; connections opened while timed: 0; CPU per request: atr serve 2 ms, load generator 1 ms"},
+		{"with the database's backends", Row{N: 4}, phaseUse{cpu: cpuUse{server: 6 * ms, self: 2 * ms, serverOK: true}, db: dbUse{watched: true, cpu: 3 * ms, backends: 5}},
+			"connections opened while timed: 0; CPU per request: atr serve 1.5 ms, PostgreSQL backends 0.75 ms (5), together 2.25 ms, load generator 0.5 ms"},
+		{"the database's backends of a server not ours", Row{N: 2}, phaseUse{cpu: cpuUse{self: ms}, db: dbUse{watched: true, cpu: ms, backends: 1}},
+			"connections opened while timed: 0; CPU per request: atr serve unknown, PostgreSQL backends 0.5 ms (1), load generator 0.5 ms"},
+		{"PostgreSQL elsewhere", Row{N: 2}, phaseUse{cpu: cpuUse{server: ms, self: ms, serverOK: true}, db: dbUse{watched: true}},
+			"connections opened while timed: 0; CPU per request: atr serve 0.5 ms, PostgreSQL backends unseen (not on this machine), load generator 0.5 ms"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -62,8 +62,8 @@ func rateRow(group, name string, s Stats) Row {
 
 // withUse notes on r what its phase's timed window used: the connections
 // its clients opened (each a TLS handshake the server paid inside the
-// window) and, per request served (r.N), the CPU of atr serve — not of a
-// PostgreSQL server's backends, which scripts/peerbench measures — and of
+// window) and, per request served (r.N), the CPU of atr serve, of its
+// PostgreSQL database's backends (when the bench made the database), and of
 // this load generator, which shares the cores.
 func (r Row) withUse(u phaseUse) Row {
 	note := fmt.Sprintf("connections opened while timed: %d", u.opened)
@@ -72,6 +72,16 @@ func (r Row) withUse(u phaseUse) Row {
 		srv := "atr serve unknown"
 		if u.cpu.serverOK {
 			srv = "atr serve " + per(u.cpu.server) + " ms"
+		}
+		switch {
+		case !u.db.watched:
+		case u.db.backends == 0:
+			srv += ", PostgreSQL backends unseen (not on this machine)"
+		case u.cpu.serverOK:
+			srv += fmt.Sprintf(", PostgreSQL backends %s ms (%d), together %s ms",
+				per(u.db.cpu), u.db.backends, per(u.cpu.server+u.db.cpu))
+		default:
+			srv += fmt.Sprintf(", PostgreSQL backends %s ms (%d)", per(u.db.cpu), u.db.backends)
 		}
 		note += fmt.Sprintf("; CPU per request: %s, load generator %s ms", srv, per(u.cpu.self))
 	}

@@ -23,6 +23,7 @@ import (
 	_ "github.com/lib/pq" // PostgreSQL driver "postgres"
 
 	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/cmd/internal/procstat"
 )
 
 const benchTokenLabel = "atr-bench"
@@ -358,26 +359,13 @@ func (e *benchEnv) stop(keep bool) {
 }
 
 // procCPU is the CPU time (user + system) pid has used so far, from
-// /proc/<pid>/stat in USER_HZ ticks (100 a second on Linux).
+// /proc/<pid>/stat.
 func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procstat.Proc.Stat(pid)
 	if err != nil {
 		return 0, err
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // f[0] is field 3
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	var ticks int64
-	for _, v := range f[11:13] { // utime, stime (fields 14, 15)
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %v", pid, err)
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * (time.Second / 100), nil
+	return procstat.Duration(st.Ticks()), nil
 }
 
 // selfCPU is the CPU time this process has used so far.

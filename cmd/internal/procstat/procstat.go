@@ -1,0 +1,257 @@
+// Package procstat reads CPU time from Linux's /proc for the benchmark tools
+// (cmd/atr-bench, cmd/atr-peerbench): a process's own, a process tree's, the
+// machine's, and that of the PostgreSQL backends serving one database. It is
+// measurement code only; no part of the system under test imports it.
+//
+// Times are in clock ticks (USER_HZ, 100 a second on Linux); Duration turns a
+// count into a time.Duration.
+package procstat
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// TicksPerSecond is USER_HZ, the unit of /proc's CPU times on Linux.
+const TicksPerSecond = 100
+
+// Duration is n clock ticks as a time.Duration.
+func Duration(n uint64) time.Duration { return time.Duration(n) * (time.Second / TicksPerSecond) }
+
+// Stat is what the benchmarks read of /proc/PID/stat (proc(5)).
+type Stat struct {
+	PPID int
+	// UTime and STime are the process's own CPU time; CUTime and CSTime
+	// what its exited children that it waited for used.
+	UTime, STime, CUTime, CSTime uint64
+}
+
+// Ticks is the process's own CPU time.
+func (s Stat) Ticks() uint64 { return s.UTime + s.STime }
+
+// ParseStat parses the text of /proc/PID/stat. The command name (field 2)
+// may hold spaces and parentheses, so the fields are counted from its last
+// ')'.
+func ParseStat(b []byte) (Stat, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return Stat{}, errors.New("procstat: stat has no command name")
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state)
+	if len(f) < 15 {
+		return Stat{}, fmt.Errorf("procstat: stat has %d fields after the command name, want at least 15", len(f))
+	}
+	field := func(k int) (uint64, error) { return strconv.ParseUint(f[k-3], 10, 64) }
+	var s Stat
+	var err error
+	if s.PPID, err = strconv.Atoi(f[4-3]); err != nil {
+		return Stat{}, fmt.Errorf("procstat: stat field 4: %w", err)
+	}
+	for k, dst := range map[int]*uint64{14: &s.UTime, 15: &s.STime, 16: &s.CUTime, 17: &s.CSTime} {
+		if *dst, err = field(k); err != nil {
+			return Stat{}, fmt.Errorf("procstat: stat field %d: %w", k, err)
+		}
+	}
+	return s, nil
+}
+
+// FS is a /proc file system; Proc is the machine's.
+type FS string
+
+// Proc is the machine's /proc.
+const Proc FS = "/proc"
+
+// Stat reads the stat of process pid.
+func (fs FS) Stat(pid int) (Stat, error) {
+	b, err := os.ReadFile(filepath.Join(string(fs), strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return Stat{}, err
+	}
+	return ParseStat(b)
+}
+
+// pids lists the processes of fs.
+func (fs FS) pids() []int {
+	ents, _ := os.ReadDir(string(fs))
+	pids := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TreeTicks is the CPU time of root and every live descendant, plus what
+// their exited children that they waited for used.
+func (fs FS) TreeTicks(root int) uint64 {
+	children := map[int][]int{}
+	stats := map[int]Stat{}
+	for _, pid := range fs.pids() {
+		if st, err := fs.Stat(pid); err == nil {
+			stats[pid] = st
+			children[st.PPID] = append(children[st.PPID], pid)
+		}
+	}
+	var sum uint64
+	seen := map[int]bool{}
+	var walk func(int)
+	walk = func(p int) {
+		if seen[p] {
+			return
+		}
+		seen[p] = true
+		if st, ok := stats[p]; ok {
+			sum += st.Ticks() + st.CUTime + st.CSTime
+		}
+		for _, ch := range children[p] {
+			walk(ch)
+		}
+	}
+	walk(root)
+	return sum
+}
+
+// MachineTicks is the machine's CPU time since boot, all processors: Busy
+// is Total less idle and I/O wait.
+type MachineTicks struct{ Busy, Total uint64 }
+
+// Machine reads the machine's CPU time (the "cpu" line of /proc/stat).
+func (fs FS) Machine() MachineTicks {
+	f, err := os.Open(filepath.Join(string(fs), "stat"))
+	if err != nil {
+		return MachineTicks{}
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	if !sc.Scan() {
+		return MachineTicks{}
+	}
+	fields := strings.Fields(sc.Text())
+	if len(fields) < 2 || fields[0] != "cpu" {
+		return MachineTicks{}
+	}
+	var m MachineTicks
+	for i, s := range fields[1:] {
+		if i >= 8 { // guest time is already in user
+			break
+		}
+		v, _ := strconv.ParseUint(s, 10, 64)
+		m.Total += v
+		if i != 3 && i != 4 { // idle, iowait
+			m.Busy += v
+		}
+	}
+	return m
+}
+
+// PGBackendDatabase is the database a PostgreSQL process works for, from its
+// process title (/proc/PID/cmdline, update_process_title): a client backend,
+// "postgres: USER DATABASE HOST(PORT) STATE", or an autovacuum worker,
+// "postgres: autovacuum worker DATABASE" (vacuuming what the clients wrote),
+// either with a cluster name after "postgres: " (Debian's "15/main: "). ok is
+// false for other processes and for the server's own (the checkpointer, the
+// WAL writer, …), which work for every database.
+func PGBackendDatabase(cmdline []byte) (db string, ok bool) {
+	title := string(bytes.TrimRight(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}), " "))
+	rest, found := strings.CutPrefix(title, "postgres: ")
+	if !found {
+		return "", false
+	}
+	f := strings.Fields(rest)
+	if len(f) > 0 && strings.HasSuffix(f[0], ":") {
+		f = f[1:] // the cluster name
+	}
+	if len(f) >= 3 && f[0] == "autovacuum" && f[1] == "worker" {
+		return f[2], true
+	}
+	// USER DATABASE HOST(PORT)|[local] STATE…
+	if len(f) < 3 || !(f[2] == "[local]" || strings.HasSuffix(f[2], ")")) {
+		return "", false
+	}
+	return f[1], true
+}
+
+// PGWatch sums the CPU of the PostgreSQL backends serving one database.
+type PGWatch struct {
+	fs    FS
+	db    string
+	done  chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	first map[int]uint64 // a backend's CPU when first seen (0: born since the start)
+	last  map[int]uint64 // its CPU at the last poll that saw it
+}
+
+// WatchPGBackends starts polling fs every interval for the backends that
+// serve database db. A backend's CPU counts from the start, or from its birth
+// if it started later, to the last poll that saw it: a backend that exits
+// loses at most its last interval. Stop ends the watch.
+func (fs FS) WatchPGBackends(db string, interval time.Duration) *PGWatch {
+	w := &PGWatch{fs: fs, db: db, done: make(chan struct{}), first: map[int]uint64{}, last: map[int]uint64{}}
+	w.poll(true)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		tk := time.NewTicker(interval)
+		defer tk.Stop()
+		for {
+			select {
+			case <-w.done:
+				return
+			case <-tk.C:
+				w.poll(false)
+			}
+		}
+	}()
+	return w
+}
+
+func (w *PGWatch) poll(initial bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, pid := range w.fs.pids() {
+		cl, err := os.ReadFile(filepath.Join(string(w.fs), strconv.Itoa(pid), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if db, ok := PGBackendDatabase(cl); !ok || db != w.db {
+			continue
+		}
+		st, err := w.fs.Stat(pid)
+		if err != nil {
+			continue
+		}
+		if _, seen := w.first[pid]; !seen {
+			w.first[pid] = 0
+			if initial {
+				w.first[pid] = st.Ticks()
+			}
+		}
+		w.last[pid] = st.Ticks()
+	}
+}
+
+// Stop polls a last time, ends the watch and returns the backends' CPU
+// (clock ticks) and how many backends it saw. It may be called once.
+func (w *PGWatch) Stop() (ticks uint64, backends int) {
+	close(w.done)
+	w.wg.Wait()
+	w.poll(false)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for pid, t := range w.last {
+		if t >= w.first[pid] { // else the pid was reused by a newer backend
+			ticks += t - w.first[pid]
+		}
+	}
+	return ticks, len(w.last)
+}
