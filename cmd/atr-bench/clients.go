@@ -263,13 +263,12 @@ type phaseUse struct {
 	db     dbUse
 }
 
-// dbUse is the CPU of the backends (and autovacuum workers) of the
-// server's PostgreSQL database, read from this machine's /proc: none seen
-// when PostgreSQL runs elsewhere.
+// dbUse is what the server's PostgreSQL database's client backends and
+// autovacuum workers used, read from this machine's /proc: none seen when
+// PostgreSQL runs elsewhere.
 type dbUse struct {
-	watched  bool
-	cpu      time.Duration
-	backends int
+	watched bool
+	procstat.PGUse
 }
 
 // run calls fn with the clients of a phase of n requests at concurrency
@@ -294,8 +293,7 @@ func (p *phaseClients) run(ctx context.Context, n, conc int, fn func(cs []*bench
 	err := fn(cs)
 	use := phaseUse{opened: p.f.dials.Load() - d0, cpu: readCPU(p.pid).since(u0)}
 	if w != nil {
-		ticks, n := w.Stop()
-		use.db = dbUse{watched: true, cpu: procstat.Duration(ticks), backends: n}
+		use.db = dbUse{watched: true, PGUse: w.Stop()}
 	}
 	return use, err
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agent-trust-registry/atr/cmd/internal/procstat"
 	"github.com/agent-trust-registry/atr/registry/registrytest"
 )
 
@@ -318,7 +319,7 @@ func TestPhaseReportsPostgresBackends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !use.db.watched || use.db.backends < 1 || use.db.cpu < 10*time.Millisecond {
+	if !use.db.watched || use.db.NBackends < 1 || procstat.Duration(use.db.Backends) < 10*time.Millisecond {
 		t.Fatalf("the phase reports the database's backends as %+v; want at least one seen, with the query's CPU", use.db)
 	}
 	note := Row{N: 1}.withUse(use).Note

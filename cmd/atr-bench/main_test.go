@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/agent-trust-registry/atr/cmd/internal/procstat"
 	"github.com/agent-trust-registry/atr/hsm/hsmtest"
 	"github.com/agent-trust-registry/atr/registry/translog"
 )
@@ -169,10 +170,12 @@ func TestWithUse(t *testing.T) {
 			"connections opened while timed: 1"},
 		{"after a first error", Row{N: 1, Note: "first error: HTTP 429"}, phaseUse{cpu: cpuUse{server: 2 * ms, self: ms, serverOK: true}},
 			"first error: HTTP 429; connections opened while timed: 0; CPU per request: atr serve 2 ms, load generator 1 ms"},
-		{"with the database's backends", Row{N: 4}, phaseUse{cpu: cpuUse{server: 6 * ms, self: 2 * ms, serverOK: true}, db: dbUse{watched: true, cpu: 3 * ms, backends: 5}},
-			"connections opened while timed: 0; CPU per request: atr serve 1.5 ms, PostgreSQL backends 0.75 ms (5), together 2.25 ms, load generator 0.5 ms"},
-		{"the database's backends of a server not ours", Row{N: 2}, phaseUse{cpu: cpuUse{self: ms}, db: dbUse{watched: true, cpu: ms, backends: 1}},
-			"connections opened while timed: 0; CPU per request: atr serve unknown, PostgreSQL backends 0.5 ms (1), load generator 0.5 ms"},
+		{"with the database's backends", Row{N: 4}, phaseUse{cpu: cpuUse{server: 6 * ms, self: 2 * ms, serverOK: true}, db: dbUse{watched: true, PGUse: procstat.PGUse{Backends: 30, NBackends: 5}}},
+			"connections opened while timed: 0; CPU per request: atr serve 1.5 ms, PostgreSQL backends 75 ms (5), together 76.5 ms, load generator 0.5 ms"},
+		{"and autovacuum", Row{N: 4}, phaseUse{cpu: cpuUse{server: 6 * ms, self: 2 * ms, serverOK: true}, db: dbUse{watched: true, PGUse: procstat.PGUse{Backends: 1, Autovacuum: 2, NBackends: 5, NAutovacuum: 1}}},
+			"connections opened while timed: 0; CPU per request: atr serve 1.5 ms, PostgreSQL backends 2.5 ms (5) and autovacuum 5 ms (1), together 9 ms, load generator 0.5 ms"},
+		{"the database's backends of a server not ours", Row{N: 2}, phaseUse{cpu: cpuUse{self: ms}, db: dbUse{watched: true, PGUse: procstat.PGUse{Backends: 1, NBackends: 1}}},
+			"connections opened while timed: 0; CPU per request: atr serve unknown, PostgreSQL backends 5 ms (1), load generator 0.5 ms"},
 		{"PostgreSQL elsewhere", Row{N: 2}, phaseUse{cpu: cpuUse{server: ms, self: ms, serverOK: true}, db: dbUse{watched: true}},
 			"connections opened while timed: 0; CPU per request: atr serve 0.5 ms, PostgreSQL backends unseen (not on this machine), load generator 0.5 ms"},
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/agent-trust-registry/atr/cmd/internal/procstat"
 )
 
 // Row is one figure of the report. Value is in Unit; latencies are in
@@ -63,8 +65,9 @@ func rateRow(group, name string, s Stats) Row {
 // withUse notes on r what its phase's timed window used: the connections
 // its clients opened (each a TLS handshake the server paid inside the
 // window) and, per request served (r.N), the CPU of atr serve, of its
-// PostgreSQL database's backends (when the bench made the database), and of
-// this load generator, which shares the cores.
+// PostgreSQL database's client backends and autovacuum workers (when the
+// bench made the database), and of this load generator, which shares the
+// cores.
 func (r Row) withUse(u phaseUse) Row {
 	note := fmt.Sprintf("connections opened while timed: %d", u.opened)
 	if r.N > 0 {
@@ -73,15 +76,20 @@ func (r Row) withUse(u phaseUse) Row {
 		if u.cpu.serverOK {
 			srv = "atr serve " + per(u.cpu.server) + " ms"
 		}
-		switch {
-		case !u.db.watched:
-		case u.db.backends == 0:
-			srv += ", PostgreSQL backends unseen (not on this machine)"
-		case u.cpu.serverOK:
-			srv += fmt.Sprintf(", PostgreSQL backends %s ms (%d), together %s ms",
-				per(u.db.cpu), u.db.backends, per(u.cpu.server+u.db.cpu))
-		default:
-			srv += fmt.Sprintf(", PostgreSQL backends %s ms (%d)", per(u.db.cpu), u.db.backends)
+		if db := u.db; db.watched {
+			ticks := func(n uint64) string { return per(procstat.Duration(n)) }
+			switch {
+			case db.NBackends == 0:
+				srv += ", PostgreSQL backends unseen (not on this machine)"
+			default:
+				srv += fmt.Sprintf(", PostgreSQL backends %s ms (%d)", ticks(db.Backends), db.NBackends)
+				if db.NAutovacuum > 0 {
+					srv += fmt.Sprintf(" and autovacuum %s ms (%d)", ticks(db.Autovacuum), db.NAutovacuum)
+				}
+				if u.cpu.serverOK {
+					srv += ", together " + per(u.cpu.server+procstat.Duration(db.Ticks())) + " ms"
+				}
+			}
 		}
 		note += fmt.Sprintf("; CPU per request: %s, load generator %s ms", srv, per(u.cpu.self))
 	}

@@ -153,50 +153,61 @@ func (fs FS) Machine() MachineTicks {
 	return m
 }
 
-// PGBackendDatabase is the database a PostgreSQL process works for, from its
-// process title (/proc/PID/cmdline, update_process_title): a client backend,
-// "postgres: USER DATABASE HOST(PORT) STATE", or an autovacuum worker,
-// "postgres: autovacuum worker DATABASE" (vacuuming what the clients wrote),
-// either with a cluster name after "postgres: " (Debian's "15/main: "). ok is
-// false for other processes and for the server's own (the checkpointer, the
-// WAL writer, …), which work for every database.
-func PGBackendDatabase(cmdline []byte) (db string, ok bool) {
+// PGProcess is what a PostgreSQL process works for, from its process title
+// (/proc/PID/cmdline, update_process_title): a client backend, "postgres:
+// USER DATABASE HOST(PORT) STATE", or an autovacuum worker, "postgres:
+// autovacuum worker DATABASE" (vacuuming what the clients wrote), either
+// with a cluster name after "postgres: " (Debian's "15/main: "). ok is false
+// for other processes and for the server's own (the checkpointer, the WAL
+// writer, …), which work for every database.
+func PGProcess(cmdline []byte) (db string, autovacuum, ok bool) {
 	title := string(bytes.TrimRight(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}), " "))
 	rest, found := strings.CutPrefix(title, "postgres: ")
 	if !found {
-		return "", false
+		return "", false, false
 	}
 	f := strings.Fields(rest)
 	if len(f) > 0 && strings.HasSuffix(f[0], ":") {
 		f = f[1:] // the cluster name
 	}
 	if len(f) >= 3 && f[0] == "autovacuum" && f[1] == "worker" {
-		return f[2], true
+		return f[2], true, true
 	}
 	// USER DATABASE HOST(PORT)|[local] STATE…
 	if len(f) < 3 || !(f[2] == "[local]" || strings.HasSuffix(f[2], ")")) {
-		return "", false
+		return "", false, false
 	}
-	return f[1], true
+	return f[1], false, true
 }
 
-// PGWatch sums the CPU of the PostgreSQL backends serving one database.
+// PGUse is the CPU (clock ticks) of one database's client backends and of
+// its autovacuum workers, and how many of each were seen.
+type PGUse struct {
+	Backends, Autovacuum   uint64
+	NBackends, NAutovacuum int
+}
+
+// Ticks is the CPU of the backends and the autovacuum workers together.
+func (u PGUse) Ticks() uint64 { return u.Backends + u.Autovacuum }
+
+// PGWatch sums the CPU of the PostgreSQL processes of one database.
 type PGWatch struct {
 	fs    FS
 	db    string
 	done  chan struct{}
 	wg    sync.WaitGroup
 	mu    sync.Mutex
-	first map[int]uint64 // a backend's CPU when first seen (0: born since the start)
+	first map[int]uint64 // a process's CPU when first seen (0: born since the start)
 	last  map[int]uint64 // its CPU at the last poll that saw it
+	vac   map[int]bool   // the autovacuum workers among them
 }
 
-// WatchPGBackends starts polling fs every interval for the backends that
-// serve database db. A backend's CPU counts from the start, or from its birth
-// if it started later, to the last poll that saw it: a backend that exits
-// loses at most its last interval. Stop ends the watch.
+// WatchPGBackends starts polling fs every interval for the client backends
+// and autovacuum workers of database db. A process's CPU counts from the
+// start, or from its birth if it started later, to the last poll that saw
+// it: one that exits loses at most its last interval. Stop ends the watch.
 func (fs FS) WatchPGBackends(db string, interval time.Duration) *PGWatch {
-	w := &PGWatch{fs: fs, db: db, done: make(chan struct{}), first: map[int]uint64{}, last: map[int]uint64{}}
+	w := &PGWatch{fs: fs, db: db, done: make(chan struct{}), first: map[int]uint64{}, last: map[int]uint64{}, vac: map[int]bool{}}
 	w.poll(true)
 	w.wg.Add(1)
 	go func() {
@@ -223,7 +234,8 @@ func (w *PGWatch) poll(initial bool) {
 		if err != nil {
 			continue
 		}
-		if db, ok := PGBackendDatabase(cl); !ok || db != w.db {
+		db, vac, ok := PGProcess(cl)
+		if !ok || db != w.db {
 			continue
 		}
 		st, err := w.fs.Stat(pid)
@@ -237,21 +249,31 @@ func (w *PGWatch) poll(initial bool) {
 			}
 		}
 		w.last[pid] = st.Ticks()
+		w.vac[pid] = vac
 	}
 }
 
-// Stop polls a last time, ends the watch and returns the backends' CPU
-// (clock ticks) and how many backends it saw. It may be called once.
-func (w *PGWatch) Stop() (ticks uint64, backends int) {
+// Stop polls a last time, ends the watch and returns what the database's
+// processes used. It may be called once.
+func (w *PGWatch) Stop() PGUse {
 	close(w.done)
 	w.wg.Wait()
 	w.poll(false)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	var u PGUse
 	for pid, t := range w.last {
-		if t >= w.first[pid] { // else the pid was reused by a newer backend
-			ticks += t - w.first[pid]
+		var d uint64
+		if t >= w.first[pid] { // else the pid was reused by a newer process
+			d = t - w.first[pid]
+		}
+		if w.vac[pid] {
+			u.Autovacuum += d
+			u.NAutovacuum++
+		} else {
+			u.Backends += d
+			u.NBackends++
 		}
 	}
-	return ticks, len(w.last)
+	return u
 }

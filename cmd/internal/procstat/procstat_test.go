@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -60,33 +61,34 @@ func FuzzParseStat(f *testing.F) {
 	})
 }
 
-func TestPGBackendDatabase(t *testing.T) {
+func TestPGProcess(t *testing.T) {
 	pad := func(s string) []byte { return []byte(s + strings.Repeat(" ", 40)) } // titles are padded
 	tests := []struct {
-		title  []byte
-		db     string
-		wantOK bool
+		title   []byte
+		db      string
+		wantVac bool
+		wantOK  bool
 	}{
-		{pad("postgres: 15/main: postgres atr_peer 127.0.0.1(51234) idle"), "atr_peer", true},
-		{pad("postgres: postgres atr_peer 127.0.0.1(51234) INSERT"), "atr_peer", true},
-		{pad("postgres: 15/main: atr bench_db [local] idle in transaction"), "bench_db", true},
-		{pad("postgres: 15/main: postgres atr_peer [::1](40000) COMMIT waiting"), "atr_peer", true},
-		{pad("postgres: 15/main: autovacuum worker atr_peer"), "atr_peer", true},
-		{pad("postgres: autovacuum worker atr_peer"), "atr_peer", true},
-		{pad("postgres: 15/main: checkpointer"), "", false},
-		{pad("postgres: 15/main: background writer"), "", false},
-		{pad("postgres: 15/main: logical replication launcher"), "", false},
-		{pad("postgres: 15/main: autovacuum launcher"), "", false},
-		{pad("postgres: 15/main: walwriter"), "", false},
-		{[]byte("/usr/lib/postgresql/15/bin/postgres\x00-D\x00/var/lib/postgresql/15/main\x00"), "", false},
-		{[]byte("atr\x00serve\x00"), "", false},
-		{nil, "", false},
+		{pad("postgres: 15/main: postgres atr_peer 127.0.0.1(51234) idle"), "atr_peer", false, true},
+		{pad("postgres: postgres atr_peer 127.0.0.1(51234) INSERT"), "atr_peer", false, true},
+		{pad("postgres: 15/main: atr bench_db [local] idle in transaction"), "bench_db", false, true},
+		{pad("postgres: 15/main: postgres atr_peer [::1](40000) COMMIT waiting"), "atr_peer", false, true},
+		{pad("postgres: 15/main: autovacuum worker atr_peer"), "atr_peer", true, true},
+		{pad("postgres: autovacuum worker atr_peer"), "atr_peer", true, true},
+		{pad("postgres: 15/main: checkpointer"), "", false, false},
+		{pad("postgres: 15/main: background writer"), "", false, false},
+		{pad("postgres: 15/main: logical replication launcher"), "", false, false},
+		{pad("postgres: 15/main: autovacuum launcher"), "", false, false},
+		{pad("postgres: 15/main: walwriter"), "", false, false},
+		{[]byte("/usr/lib/postgresql/15/bin/postgres\x00-D\x00/var/lib/postgresql/15/main\x00"), "", false, false},
+		{[]byte("atr\x00serve\x00"), "", false, false},
+		{nil, "", false, false},
 	}
 	for _, tt := range tests {
 		t.Run(strings.TrimSpace(string(tt.title)), func(t *testing.T) {
-			db, ok := PGBackendDatabase(tt.title)
-			if db != tt.db || ok != tt.wantOK {
-				t.Fatalf("PGBackendDatabase = %q, %v; want %q, %v", db, ok, tt.db, tt.wantOK)
+			db, vac, ok := PGProcess(tt.title)
+			if db != tt.db || vac != tt.wantVac || ok != tt.wantOK {
+				t.Fatalf("PGProcess = %q, %v, %v; want %q, %v, %v", db, vac, ok, tt.db, tt.wantVac, tt.wantOK)
 			}
 		})
 	}
@@ -169,15 +171,18 @@ func TestWatchPGBackends(t *testing.T) {
 	w.poll(false)
 	p.exit(103)
 	p.set(104, 1, "postgres: 15/main: autovacuum worker atr_peer", 6, 1, 0, 0) // born in the window: +7
-	ticks, backends := w.Stop()
-	if ticks != 40+5+7 || backends != 3 {
-		t.Errorf("Stop() = %d ticks, %d backends; want %d, 3", ticks, backends, 40+5+7)
+	want := PGUse{Backends: 40 + 5, Autovacuum: 7, NBackends: 2, NAutovacuum: 1}
+	if got := w.Stop(); got != want {
+		t.Errorf("Stop() = %+v; want %+v", got, want)
 	}
 }
 
 // TestProcSeesThisProcess reads the machine's /proc: this process's CPU
 // grows while it works, and is in its tree's.
 func TestProcSeesThisProcess(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads Linux's /proc")
+	}
 	pid := os.Getpid()
 	before, err := Proc.Stat(pid)
 	if err != nil {
