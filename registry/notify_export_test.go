@@ -166,3 +166,11 @@ func SetPendingPruneBatches(t testing.TB, rows, transactions int) {
 	pendingPruneBatch, pendingPruneBatches = rows, transactions
 	t.Cleanup(func() { pendingPruneBatch, pendingPruneBatches = oldRows, oldTx })
 }
+
+// SetCheckpointPruneBatches sets PruneCheckpoints' rows per transaction and
+// transactions per call for the test t.
+func SetCheckpointPruneBatches(t testing.TB, rows, transactions int) {
+	oldRows, oldTx := checkpointPruneBatch, checkpointPruneBatches
+	checkpointPruneBatch, checkpointPruneBatches = rows, transactions
+	t.Cleanup(func() { checkpointPruneBatch, checkpointPruneBatches = oldRows, oldTx })
+}

@@ -133,6 +133,8 @@ type Registry struct {
 	revocation *revocationService
 	// pendingPrune is where PrunePendingIssuances goes on (pendingprune.go).
 	pendingPrune pendingPruner
+	// checkpointPrune is where PruneCheckpoints goes on (checkpointprune.go).
+	checkpointPrune checkpointPruner
 	// status caches Verify's status lookups for a short while.
 	status *statusCache
 	// vrf caches the VRF proofs of agent names (logentry.go).

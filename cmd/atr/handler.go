@@ -253,9 +253,11 @@ const maintenanceInterval = 30 * time.Second
 // maintain runs the registry's periodic work until ctx ends: Reconcile (a
 // replica that crashed mid-issuance leaves pending rows other replicas
 // settle), RefreshRevocation (CRL before 2/3 of its validity, OCSP clean-up)
-// PruneSupersededChanges (what the caches of other replicas no longer need)
-// and PrunePendingIssuances (the record-before-sign rows of issuances stored
-// more than registry.PendingIssuedKeep ago).
+// PruneSupersededChanges (what the caches of other replicas no longer need),
+// PrunePendingIssuances (the record-before-sign rows of issuances stored
+// more than registry.PendingIssuedKeep ago) and PruneCheckpoints (the log's
+// checkpoints that no witness cosigned, registry.CheckpointKeep after a
+// newer one).
 func maintain(ctx context.Context, reg *registry.Registry, log *logrus.Entry) {
 	t := time.NewTicker(maintenanceInterval)
 	defer t.Stop()
@@ -281,6 +283,9 @@ func maintain(ctx context.Context, reg *registry.Registry, log *logrus.Entry) {
 		}
 		if _, err := reg.PrunePendingIssuances(ctx); err != nil {
 			log.WithError(err).Warn("pruning the records of issued certificates' pending issuances")
+		}
+		if _, err := reg.PruneCheckpoints(ctx); err != nil {
+			log.WithError(err).Warn("pruning the log's old uncosigned checkpoints")
 		}
 	}
 }
