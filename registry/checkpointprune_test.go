@@ -68,15 +68,7 @@ func TestPruneCheckpoints(t *testing.T) {
 				return nil
 			})
 		}
-		writes := func(stmts []string) (n int) {
-			for _, q := range stmts {
-				if strings.HasPrefix(strings.ToUpper(q), "DELETE") {
-					n++
-				}
-			}
-			return n
-		}
-		if stmts := prune(0); writes(stmts) != 0 {
+		if stmts := prune(0); deleteCount(stmts) != 0 {
 			t.Errorf("a prune with no checkpoint old enough wrote: %q", stmts)
 		}
 		f.Clock.Advance(registry.CheckpointKeep - time.Minute)
@@ -89,7 +81,7 @@ func TestPruneCheckpoints(t *testing.T) {
 		// the third and the fourth; the third finds only the young one.
 		prune(1)
 		prune(2)
-		if stmts := prune(0); writes(stmts) != 0 {
+		if stmts := prune(0); deleteCount(stmts) != 0 {
 			t.Errorf("a prune with no checkpoint old enough wrote: %q", stmts)
 		}
 		for _, s := range []int64{sizes[0], sizes[2], sizes[3]} {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -51,14 +50,6 @@ func TestPrunePendingIssuances(t *testing.T) {
 		f.Reopen()
 
 		record := statementRecorder(t)
-		deletes := func(stmts []string) (n int) {
-			for _, q := range stmts {
-				if strings.HasPrefix(strings.ToUpper(q), "DELETE") {
-					n++
-				}
-			}
-			return n
-		}
 		prune := func(want int64) []string {
 			t.Helper()
 			return record(func() error {
@@ -68,7 +59,7 @@ func TestPrunePendingIssuances(t *testing.T) {
 				return nil
 			})
 		}
-		if stmts := prune(0); deletes(stmts) != 0 {
+		if stmts := prune(0); deleteCount(stmts) != 0 {
 			t.Errorf("a prune with no row old enough wrote: %q", stmts)
 		}
 		f.Clock.Advance(registry.PendingIssuedKeep - time.Minute)
@@ -79,12 +70,12 @@ func TestPrunePendingIssuances(t *testing.T) {
 		// One row a transaction, two transactions a call: the three old
 		// issued rows (two registrations, one rotation) take two calls.
 		registry.SetPendingPruneBatches(t, 1, 2)
-		if stmts := prune(2); deletes(stmts) != 2 {
-			t.Errorf("first prune: %d DELETEs; want 2: %q", deletes(stmts), stmts)
+		if stmts := prune(2); deleteCount(stmts) != 2 {
+			t.Errorf("first prune: %d DELETEs; want 2: %q", deleteCount(stmts), stmts)
 		}
 		registry.SetPendingPruneBatches(t, 1, 3)
-		if stmts := prune(1); deletes(stmts) != 1 {
-			t.Errorf("second prune: %d DELETEs; want 1: %q", deletes(stmts), stmts)
+		if stmts := prune(1); deleteCount(stmts) != 1 {
+			t.Errorf("second prune: %d DELETEs; want 1: %q", deleteCount(stmts), stmts)
 		}
 		rows, err := f.Store.PendingIssuances(ctx)
 		if err != nil {
@@ -103,7 +94,7 @@ func TestPrunePendingIssuances(t *testing.T) {
 				t.Errorf("%s: %q; want %q", a, left[a], s)
 			}
 		}
-		if stmts := prune(0); deletes(stmts) != 0 {
+		if stmts := prune(0); deleteCount(stmts) != 0 {
 			t.Errorf("a prune with nothing left to prune wrote: %q", stmts)
 		}
 		admin := f.Admin()

@@ -115,6 +115,16 @@ func TestIssuanceStatements(t *testing.T) {
 	}
 }
 
+// deleteCount is how many of stmts are DELETE statements.
+func deleteCount(stmts []string) (n int) {
+	for _, q := range stmts {
+		if strings.HasPrefix(strings.ToUpper(q), "DELETE") {
+			n++
+		}
+	}
+	return n
+}
+
 // statementRecorder hooks the registry's database connections (before the
 // fixture opens them) and returns record, which runs do and returns the
 // statements do sent, white space folded; a failing do fails the test.

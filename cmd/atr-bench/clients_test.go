@@ -45,6 +45,23 @@ func (c *connCounter) count() int {
 	return len(c.open)
 }
 
+// testClients returns a client factory for the TLS test server srv and n
+// of its clients.
+func testClients(t *testing.T, srv *httptest.Server, n int) (*clientFactory, []*benchClient) {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	cf, err := newClientFactory(srv.URL, roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := cf.clients(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cf, all
+}
+
 // TestPhaseClientsCloseTheirConnections: a phase's clients, each sending
 // registerPerClient requests at once, hold many keep-alive connections.
 // They are open before the phase's clock starts, so the phase's requests
@@ -70,16 +87,7 @@ func TestPhaseClientsCloseTheirConnections(t *testing.T) {
 	srv.Config.IdleTimeout = time.Hour // the server would keep idle connections
 	srv.StartTLS()
 	defer srv.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(srv.Certificate())
-	cf, err := newClientFactory(srv.URL, roots)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := cf.clients(4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cf, all := testClients(t, srv, 4)
 	phases := &phaseClients{f: cf, all: all, pid: os.Getpid()} // the test server is this process
 
 	ctx := context.Background()
@@ -300,16 +308,7 @@ func TestPhaseReportsPostgresBackends(t *testing.T) {
 	}
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	defer srv.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(srv.Certificate())
-	cf, err := newClientFactory(srv.URL, roots)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := cf.clients(1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cf, all := testClients(t, srv, 1)
 	phases := &phaseClients{f: cf, all: all, pid: os.Getpid(), pgDB: strings.TrimPrefix(u.Path, "/")}
 	use, err := phases.run(ctx, 1, 1, func([]*benchClient) error {
 		// Work for the database's backend until /proc has counted some.
