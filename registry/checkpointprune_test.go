@@ -13,12 +13,12 @@ import (
 
 // TestPruneCheckpoints: each batch of issuances stores its checkpoint, and
 // the log kept every one for good (one row per issuance at low load). Once
-// CheckpointKeep has passed (by the registry's clock), a checkpoint no
-// witness cosigned is deleted; a cosigned one stays (receipts and the log's
-// events are made against it), the newest stays however old (every seal
-// checks the new tree against it), and so do the young. A call with nothing
-// old enough writes nothing. The log goes on sealing, and serving the
-// cosigned checkpoint, after the prune.
+// CheckpointKeep has passed (by the registry's clock), a checkpoint is
+// deleted, with its cosignatures, unless it is the newest (every seal checks
+// the new tree against it) or the newest cosigned (receipts and the log's
+// events are made against it); the young stay. A call with nothing old
+// enough writes nothing. The log goes on sealing, and serving the cosigned
+// checkpoint, after the prune.
 func TestPruneCheckpoints(t *testing.T) {
 	eachDB(t, func(t *testing.T, f *registrytest.Fixture) {
 		ctx := context.Background()
@@ -77,8 +77,9 @@ func TestPruneCheckpoints(t *testing.T) {
 		f.Clock.Advance(2 * time.Minute)
 
 		// One row a transaction, two a call: the first call deletes the
-		// first checkpoint and passes the cosigned one; the second deletes
-		// the third and the fourth; the third finds only the young one.
+		// first checkpoint and passes the cosigned one (the newest cosigned);
+		// the second deletes the third and the fourth; the third finds only
+		// the young one.
 		prune(1)
 		prune(2)
 		if stmts := prune(0); deleteCount(stmts) != 0 {
@@ -109,9 +110,40 @@ func TestPruneCheckpoints(t *testing.T) {
 		if res := verifyPEM(t, f, last.CertificatePEM); !res.Verified {
 			t.Fatalf("verify after the prune: %+v", res)
 		}
-		got, err := f.Registry.CosignedCheckpoint(ctx, 1)
-		if err != nil || !strings.Contains(string(got), fmt.Sprintf("\n%d\n", cosigned)) || !strings.Contains(string(got), "— witness.example ") {
-			t.Fatalf("CosignedCheckpoint after the prune = %q, %v; want the cosigned checkpoint of size %d", got, err, cosigned)
+		servedCosigned := func(size int64) {
+			t.Helper()
+			got, err := f.Registry.CosignedCheckpoint(ctx, 1)
+			if err != nil || !strings.Contains(string(got), fmt.Sprintf("\n%d\n", size)) || !strings.Contains(string(got), "— witness.example ") {
+				t.Fatalf("CosignedCheckpoint after the prune = %q, %v; want the cosigned checkpoint of size %d", got, err, size)
+			}
 		}
+		servedCosigned(cosigned)
+
+		// Once a newer checkpoint is cosigned, the older cosigned one goes
+		// too, with its cosignature: the prune passed it while it was the
+		// newest cosigned, and reads the key from its start again once a
+		// day.
+		after := newest()
+		cp, err := f.Registry.SignedCheckpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := f.Registry.AddCosignatures(ctx, after, w.verifier, w.cosignLines(t, cp)); err != nil || n != 1 {
+			t.Fatalf("AddCosignatures(%d) = %d, %v", after, n, err)
+		}
+		f.Clock.Advance(2 * registry.CheckpointKeep)
+		prune(1) // the young one; the first cosigned is below where the prune has reached
+		if !stored(cosigned) || stored(young) {
+			t.Errorf("stored: first cosigned %v, young %v; want the first cosigned only", stored(cosigned), stored(young))
+		}
+		f.Clock.Advance(24 * time.Hour)
+		prune(1) // the first cosigned
+		if stored(cosigned) || !stored(after) {
+			t.Errorf("stored: first cosigned %v, newest %v; want only the newest", stored(cosigned), stored(after))
+		}
+		if n := query(`SELECT COUNT(*) FROM witness_cosignatures WHERE size = %d`, cosigned); n != 0 {
+			t.Errorf("%d cosignatures of the pruned checkpoint %d stay", n, cosigned)
+		}
+		servedCosigned(after)
 	})
 }

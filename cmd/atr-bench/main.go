@@ -44,6 +44,7 @@ import (
 
 	"github.com/agent-trust-registry/atr/api/client"
 	"github.com/agent-trust-registry/atr/ca"
+	"github.com/agent-trust-registry/atr/cmd/internal/procstat"
 	"github.com/agent-trust-registry/atr/hsm"
 )
 
@@ -866,7 +867,7 @@ type cpuUse struct {
 }
 
 func readCPU(pid int) cpuUse {
-	u := cpuUse{self: selfCPU()}
+	u := cpuUse{self: procstat.Self()}
 	if pid > 0 {
 		var err error
 		u.server, err = procCPU(pid)

@@ -176,6 +176,8 @@ func TestWithUse(t *testing.T) {
 			"connections opened while timed: 0; CPU per request: atr serve 1.5 ms, PostgreSQL backends 2.5 ms (5) and autovacuum 5 ms (1), together 9 ms, load generator 0.5 ms"},
 		{"the database's backends of a server not ours", Row{N: 2}, phaseUse{cpu: cpuUse{self: ms}, db: dbUse{watched: true, PGUse: procstat.PGUse{Backends: 1, NBackends: 1}}},
 			"connections opened while timed: 0; CPU per request: atr serve unknown, PostgreSQL backends 5 ms (1), load generator 0.5 ms"},
+		{"autovacuum alone", Row{N: 2}, phaseUse{cpu: cpuUse{server: ms, self: ms, serverOK: true}, db: dbUse{watched: true, PGUse: procstat.PGUse{Autovacuum: 1, NAutovacuum: 1}}},
+			"connections opened while timed: 0; CPU per request: atr serve 0.5 ms, PostgreSQL backends 0 ms (0) and autovacuum 5 ms (1), together 5.5 ms, load generator 0.5 ms"},
 		{"PostgreSQL elsewhere", Row{N: 2}, phaseUse{cpu: cpuUse{server: ms, self: ms, serverOK: true}, db: dbUse{watched: true}},
 			"connections opened while timed: 0; CPU per request: atr serve 0.5 ms, PostgreSQL backends unseen (not on this machine), load generator 0.5 ms"},
 	}
@@ -434,7 +436,7 @@ func TestProcCPU(t *testing.T) {
 	if after <= before {
 		t.Errorf("procCPU did not grow: %v then %v", before, after)
 	}
-	if self := selfCPU(); self < after-20*time.Millisecond || self > after+time.Second {
+	if self := procstat.Self(); self < after-20*time.Millisecond || self > after+time.Second {
 		t.Errorf("getrusage %v, /proc %v", self, after)
 	}
 	if _, err := procCPU(-1); err == nil {

@@ -79,7 +79,7 @@ func (r Row) withUse(u phaseUse) Row {
 		if db := u.db; db.watched {
 			ticks := func(n uint64) string { return per(procstat.Duration(n)) }
 			switch {
-			case db.NBackends == 0:
+			case db.NBackends+db.NAutovacuum == 0:
 				srv += ", PostgreSQL backends unseen (not on this machine)"
 			default:
 				srv += fmt.Sprintf(", PostgreSQL backends %s ms (%d)", ticks(db.Backends), db.NBackends)

@@ -132,6 +132,15 @@ func TestDependencyDirection(t *testing.T) {
 				}
 			}
 		}
+		if rel == "cmd/internal/procstat" {
+			// The measurement code atr-peerbench shares: it must bring
+			// it no ATR code.
+			for _, imp := range p.Imports {
+				if strings.HasPrefix(imp, atrModule+"/") {
+					t.Errorf("%s imports %s: the benchmarks' /proc accounting imports no ATR package", rel, imp)
+				}
+			}
+		}
 		if rel == "cmd" || strings.HasPrefix(rel, "cmd/") {
 			continue
 		}

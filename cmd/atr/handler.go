@@ -256,8 +256,8 @@ const maintenanceInterval = 30 * time.Second
 // PruneSupersededChanges (what the caches of other replicas no longer need),
 // PrunePendingIssuances (the record-before-sign rows of issuances stored
 // more than registry.PendingIssuedKeep ago) and PruneCheckpoints (the log's
-// checkpoints that no witness cosigned, registry.CheckpointKeep after a
-// newer one).
+// checkpoints, registry.CheckpointKeep after they were signed, but the
+// newest and the newest cosigned).
 func maintain(ctx context.Context, reg *registry.Registry, log *logrus.Entry) {
 	t := time.NewTicker(maintenanceInterval)
 	defer t.Stop()
@@ -285,7 +285,7 @@ func maintain(ctx context.Context, reg *registry.Registry, log *logrus.Entry) {
 			log.WithError(err).Warn("pruning the records of issued certificates' pending issuances")
 		}
 		if _, err := reg.PruneCheckpoints(ctx); err != nil {
-			log.WithError(err).Warn("pruning the log's old uncosigned checkpoints")
+			log.WithError(err).Warn("pruning the log's old checkpoints")
 		}
 	}
 }

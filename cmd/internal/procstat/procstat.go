@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -32,6 +33,10 @@ type Stat struct {
 	// UTime and STime are the process's own CPU time; CUTime and CSTime
 	// what its exited children that it waited for used.
 	UTime, STime, CUTime, CSTime uint64
+	// StartTime is when the process started (clock ticks since boot): a
+	// pid and its start time name one process, where a pid alone may be
+	// reused.
+	StartTime uint64
 }
 
 // Ticks is the process's own CPU time.
@@ -46,8 +51,8 @@ func ParseStat(b []byte) (Stat, error) {
 		return Stat{}, errors.New("procstat: stat has no command name")
 	}
 	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state)
-	if len(f) < 15 {
-		return Stat{}, fmt.Errorf("procstat: stat has %d fields after the command name, want at least 15", len(f))
+	if len(f) < 20 {
+		return Stat{}, fmt.Errorf("procstat: stat has %d fields after the command name, want at least 20", len(f))
 	}
 	field := func(k int) (uint64, error) { return strconv.ParseUint(f[k-3], 10, 64) }
 	var s Stat
@@ -55,7 +60,7 @@ func ParseStat(b []byte) (Stat, error) {
 	if s.PPID, err = strconv.Atoi(f[4-3]); err != nil {
 		return Stat{}, fmt.Errorf("procstat: stat field 4: %w", err)
 	}
-	for k, dst := range map[int]*uint64{14: &s.UTime, 15: &s.STime, 16: &s.CUTime, 17: &s.CSTime} {
+	for k, dst := range map[int]*uint64{14: &s.UTime, 15: &s.STime, 16: &s.CUTime, 17: &s.CSTime, 22: &s.StartTime} {
 		if *dst, err = field(k); err != nil {
 			return Stat{}, fmt.Errorf("procstat: stat field %d: %w", k, err)
 		}
@@ -118,6 +123,16 @@ func (fs FS) TreeTicks(root int) uint64 {
 	}
 	walk(root)
 	return sum
+}
+
+// Self is the CPU time (user and system, all threads) this process has used
+// so far, from getrusage(2).
+func Self() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // MachineTicks is the machine's CPU time since boot, all processors: Busy
@@ -190,16 +205,24 @@ type PGUse struct {
 // Ticks is the CPU of the backends and the autovacuum workers together.
 func (u PGUse) Ticks() uint64 { return u.Backends + u.Autovacuum }
 
-// PGWatch sums the CPU of the PostgreSQL processes of one database.
+// PGWatch sums the CPU of the PostgreSQL processes of one database. Parallel
+// workers ("postgres: parallel worker for PID N") name no database and are
+// not counted.
 type PGWatch struct {
 	fs    FS
 	db    string
 	done  chan struct{}
 	wg    sync.WaitGroup
 	mu    sync.Mutex
-	first map[int]uint64 // a process's CPU when first seen (0: born since the start)
-	last  map[int]uint64 // its CPU at the last poll that saw it
-	vac   map[int]bool   // the autovacuum workers among them
+	first map[proc]uint64 // a process's CPU when first seen (0: born since the start)
+	last  map[proc]uint64 // its CPU at the last poll that saw it
+	vac   map[proc]bool   // the autovacuum workers among them
+}
+
+// proc names one process: its pid and start time.
+type proc struct {
+	pid   int
+	start uint64
 }
 
 // WatchPGBackends starts polling fs every interval for the client backends
@@ -207,7 +230,7 @@ type PGWatch struct {
 // start, or from its birth if it started later, to the last poll that saw
 // it: one that exits loses at most its last interval. Stop ends the watch.
 func (fs FS) WatchPGBackends(db string, interval time.Duration) *PGWatch {
-	w := &PGWatch{fs: fs, db: db, done: make(chan struct{}), first: map[int]uint64{}, last: map[int]uint64{}, vac: map[int]bool{}}
+	w := &PGWatch{fs: fs, db: db, done: make(chan struct{}), first: map[proc]uint64{}, last: map[proc]uint64{}, vac: map[proc]bool{}}
 	w.poll(true)
 	w.wg.Add(1)
 	go func() {
@@ -242,14 +265,15 @@ func (w *PGWatch) poll(initial bool) {
 		if err != nil {
 			continue
 		}
-		if _, seen := w.first[pid]; !seen {
-			w.first[pid] = 0
+		p := proc{pid, st.StartTime}
+		if _, seen := w.first[p]; !seen {
+			w.first[p] = 0
 			if initial {
-				w.first[pid] = st.Ticks()
+				w.first[p] = st.Ticks()
 			}
 		}
-		w.last[pid] = st.Ticks()
-		w.vac[pid] = vac
+		w.last[p] = st.Ticks()
+		w.vac[p] = vac
 	}
 }
 
@@ -262,12 +286,9 @@ func (w *PGWatch) Stop() PGUse {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var u PGUse
-	for pid, t := range w.last {
-		var d uint64
-		if t >= w.first[pid] { // else the pid was reused by a newer process
-			d = t - w.first[pid]
-		}
-		if w.vac[pid] {
+	for p, t := range w.last {
+		d := t - w.first[p]
+		if w.vac[p] {
 			u.Autovacuum += d
 			u.NAutovacuum++
 		} else {

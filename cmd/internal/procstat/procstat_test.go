@@ -15,8 +15,13 @@ import (
 // statLine is a /proc/PID/stat line with the given command name, parent and
 // CPU times (the other fields as a live process has them).
 func statLine(comm string, ppid int, utime, stime, cutime, cstime uint64) string {
-	return fmt.Sprintf("4242 (%s) S %d 4242 4242 0 -1 4194560 1200 0 0 0 %d %d %d %d 20 0 9 0 123456 1234567 890 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n",
-		comm, ppid, utime, stime, cutime, cstime)
+	return statLineStarted(comm, ppid, 123456, utime, stime, cutime, cstime)
+}
+
+// statLineStarted is statLine of a process that started at start.
+func statLineStarted(comm string, ppid int, start, utime, stime, cutime, cstime uint64) string {
+	return fmt.Sprintf("4242 (%s) S %d 4242 4242 0 -1 4194560 1200 0 0 0 %d %d %d %d 20 0 9 0 %d 1234567 890 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n",
+		comm, ppid, utime, stime, cutime, cstime, start)
 }
 
 func TestParseStat(t *testing.T) {
@@ -26,10 +31,10 @@ func TestParseStat(t *testing.T) {
 		want    Stat
 		wantErr string
 	}{
-		{"plain", statLine("atr", 1, 120, 30, 5, 2), Stat{PPID: 1, UTime: 120, STime: 30, CUTime: 5, CSTime: 2}, ""},
-		{"a name with spaces and parentheses", statLine("a) (b c) 9 9", 77, 1, 2, 3, 4), Stat{PPID: 77, UTime: 1, STime: 2, CUTime: 3, CSTime: 4}, ""},
+		{"plain", statLine("atr", 1, 120, 30, 5, 2), Stat{PPID: 1, UTime: 120, STime: 30, CUTime: 5, CSTime: 2, StartTime: 123456}, ""},
+		{"a name with spaces and parentheses", statLine("a) (b c) 9 9", 77, 1, 2, 3, 4), Stat{PPID: 77, UTime: 1, STime: 2, CUTime: 3, CSTime: 4, StartTime: 123456}, ""},
 		{"no command name", "4242 atr S 1 2 3", Stat{}, "no command name"},
-		{"cut short", "4242 (atr) S 1 4242 4242 0 -1 4194560 1200 0 0 0 12 3", Stat{}, "want at least 15"},
+		{"cut short", "4242 (atr) S 1 4242 4242 0 -1 4194560 1200 0 0 0 12 3 0 0 20 0 9 0", Stat{}, "want at least 20"},
 		{"a time that is not a number", strings.Replace(statLine("atr", 1, 120, 30, 5, 2), " 120 ", " 12x ", 1), Stat{}, "field 14"},
 		{"a parent that is not a number", strings.Replace(statLine("atr", 1, 1, 2, 3, 4), ") S 1 ", ") S x ", 1), Stat{}, "field 4"},
 	}
@@ -106,11 +111,17 @@ func newFakeProc(t *testing.T) *fakeProc {
 
 func (p *fakeProc) set(pid, ppid int, title string, utime, stime, cutime, cstime uint64) {
 	p.t.Helper()
+	p.setStarted(pid, ppid, 123456, title, utime, stime, cutime, cstime)
+}
+
+// setStarted is set of a process that started at start.
+func (p *fakeProc) setStarted(pid, ppid int, start uint64, title string, utime, stime, cutime, cstime uint64) {
+	p.t.Helper()
 	dir := filepath.Join(string(p.fs), strconv.Itoa(pid))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		p.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(statLine("p", ppid, utime, stime, cutime, cstime)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(statLineStarted("p", ppid, start, utime, stime, cutime, cstime)), 0o644); err != nil {
 		p.t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "cmdline"), []byte(title), 0o644); err != nil {
@@ -171,7 +182,11 @@ func TestWatchPGBackends(t *testing.T) {
 	w.poll(false)
 	p.exit(103)
 	p.set(104, 1, "postgres: 15/main: autovacuum worker atr_peer", 6, 1, 0, 0) // born in the window: +7
-	want := PGUse{Backends: 40 + 5, Autovacuum: 7, NBackends: 2, NAutovacuum: 1}
+	w.poll(false)
+	// A new backend under 100's pid, started later: counted from 0, and
+	// 100's own CPU up to its last poll stays counted.
+	p.setStarted(100, 1, 999999, fmt.Sprintf(title, "atr_peer", 100), 3, 0, 0, 0) // +3
+	want := PGUse{Backends: 40 + 5 + 3, Autovacuum: 7, NBackends: 3, NAutovacuum: 1}
 	if got := w.Stop(); got != want {
 		t.Errorf("Stop() = %+v; want %+v", got, want)
 	}
