@@ -99,9 +99,13 @@ func (r *Registry) PruneCheckpoints(ctx context.Context) (int64, error) {
 		if err := r.store.inTx(ctx, "pruning checkpoints", func(tx *sqlx.Tx) error {
 			// The newest checkpoint and the newest cosigned one stay, as
 			// the database has them now, not as the read above saw them;
-			// so does a checkpoint cosigned since (on PostgreSQL a
-			// cosignature stored while this runs fails this transaction on
-			// its foreign key, and the next call tries again).
+			// so does a checkpoint cosigned since the first statement. On
+			// PostgreSQL a cosignature stored at the same moment as its
+			// hour-old checkpoint is deleted makes one of the two
+			// transactions fail on the foreign key: this one (the next
+			// call tries again) or the witness's (it submits the newest
+			// checkpoint, never an hour-old one, so this does not happen
+			// unless replicas' clocks are an hour apart).
 			if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM witness_cosignatures
 				WHERE size >= ? AND size <= ? AND size < (SELECT MAX(size) FROM witness_cosignatures)
 				AND size < (SELECT MAX(size) FROM log_checkpoints)`), first, last); err != nil {
