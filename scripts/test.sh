@@ -2,14 +2,14 @@
 # scripts/test.sh — the whole test suite (the README's second command; .ci/run
 # calls it). Installs SoftHSM2/OpenSC/OpenSSL if missing, starts PostgreSQL
 # and Redis if they are down, then runs: gofmt check, go vet, go mod verify,
-# go test -race ./..., the dev-up smoke test, and every fuzz target for 15s.
+# go test -race ./..., the dev-up smoke test, and every fuzz target for 10s.
 #
 #   scripts/test.sh           everything
 #   scripts/test.sh --quick   everything but the fuzz targets
 #
 # CI=true (the default here) makes a missing SoftHSM2 or PostgreSQL a test
 # failure instead of a skip. ATR_TEST_PKGS (default ./...) narrows go vet and
-# go test; ATR_FUZZ_TIME (default 15s) sets each fuzz target's run time.
+# go test; ATR_FUZZ_TIME (default 10s) sets each fuzz target's run time.
 set -euo pipefail
 
 quick=0
@@ -25,9 +25,11 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 export CI="${CI:-true}"
 pkgs="${ATR_TEST_PKGS:-./...}"
-fuzztime="${ATR_FUZZ_TIME:-15s}"
+fuzztime="${ATR_FUZZ_TIME:-10s}"
 
-step() { printf '\n== %s\n' "$*" >&2; }
+# step prints a heading with the seconds since the script started, so that a
+# CI log shows where its time went (.ci/run's budget is 20 minutes).
+step() { printf '\n== [%ds] %s\n' "$SECONDS" "$*" >&2; }
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
@@ -127,7 +129,7 @@ step "fuzz targets ($fuzztime each)"
 grep -rl --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\(' . | grep -v '^./var/' | sort | while read -r file; do
 	dir=$(dirname "$file")
 	for name in $(grep -oE '^func Fuzz[A-Za-z0-9_]*' "$file" | sed 's/^func //'); do
-		echo "-- $dir $name" >&2
+		echo "-- [${SECONDS}s] $dir $name" >&2
 		fuzz_one "$dir" "$name"
 	done
 done

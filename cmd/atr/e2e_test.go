@@ -40,7 +40,6 @@ import (
 type e2eEnv struct {
 	bin, dataDir, addr string
 	env                []string
-	shortLifetime      bool // the server issues 1-minute leaves (ATR_LEAF_LIFETIME)
 }
 
 // syncBuffer is a bytes.Buffer safe for a process writing while a test reads.
@@ -123,7 +122,6 @@ func setupE2E(t *testing.T, env ...string) *e2eEnv {
 	e.env = append(e.env, env...)
 	// A short leaf lifetime for the watch test, when the server offers one.
 	if _, help, _ := e.atr(t, "serve", "--help"); strings.Contains(help, "ATR_LEAF_LIFETIME") {
-		e.shortLifetime = true
 		e.env = append(e.env, "ATR_LEAF_LIFETIME=1m")
 	}
 	for _, c := range []string{"root", "intermediate", "log-key", "log-key-ed25519", "vrf-key", "jwt-key", "card-key"} {
@@ -452,13 +450,12 @@ func e2eWatch(t *testing.T, e *e2eEnv) {
 	// (openssl) and that no staged key or temporary file is left.
 	hook := fmt.Sprintf(`if [ "$(openssl pkey -in "$ATR_AGENT_KEY" -pubout)" = "$(openssl x509 -in "$ATR_AGENT_CERT" -pubkey -noout)" ] `+
 		`&& [ ! -e "$ATR_AGENT_KEY.next" ] && [ -z "$(find %s -name '.*.tmp-*')" ]; then echo "ok $ATR_AGENT_SERIAL"; else echo "BAD $ATR_AGENT_SERIAL"; fi >> %s`, dir, hookLog)
-	args := []string{"agent", "renew", "--watch", "--key", f.key, "--cert", f.cert, "--exec", hook, "--max-backoff", "5s"}
-	if !e.shortLifetime {
-		// No ATR_LEAF_LIFETIME: certificates live 24 h; renew 8 s after issuance.
-		life := first(t, f).NotAfter.Sub(first(t, f).NotBefore)
-		args = append(args, "--renew-before", (life - ca.DefaultBackdate - 8*time.Second).String())
-		t.Logf("server has no ATR_LEAF_LIFETIME: using --renew-before %s", args[len(args)-1])
-	}
+	// Renew 5 s after each issuance: the default schedule (2/3 of the
+	// lifetime, jittered) would take ~30 s a renewal even with the server's
+	// 1-minute leaves, and is tested in agent/renew_test.go.
+	life := first(t, f).NotAfter.Sub(first(t, f).NotBefore)
+	args := []string{"agent", "renew", "--watch", "--key", f.key, "--cert", f.cert, "--exec", hook, "--max-backoff", "5s",
+		"--renew-before", (life - ca.DefaultBackdate - 5*time.Second).String()}
 	cmd := exec.Command(e.bin, args...)
 	cmd.Env = e.env
 	var logs syncBuffer
