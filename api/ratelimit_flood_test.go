@@ -59,7 +59,7 @@ func serve(h http.Handler, method, path, remote, key string, body any) *httptest
 // client got 429 on every route. Now every flood request is a plain 401, the flood
 // leaves no lockout state, and a new client's /healthz, verify and authenticated
 // requests succeed — with the in-process tables (on a frozen clock, so that nothing
-// the flood left expires) and with Redis.
+// the flood left expires) and with Redis (a tenth of the flood: redisFloodAddrs).
 func TestFailedAuthFloodDoesNotDenyService(t *testing.T) {
 	type backend struct {
 		limiter ratelimit.Limiter

@@ -16,7 +16,7 @@ quick=0
 for arg in "$@"; do
 	case "$arg" in
 	--quick) quick=1 ;;
-	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "test.sh: unknown argument $arg" >&2; exit 2 ;;
 	esac
 done
@@ -121,7 +121,7 @@ fuzz_one() {
 			rm -f "$out"
 			return 1
 		fi
-		echo "-- $dir $name: fuzz-coordinator deadline race (golang/go#75804), no failing input: retrying once" >&2
+		echo "-- [${SECONDS}s] $dir $name: fuzz-coordinator deadline race (golang/go#75804), no failing input: retrying once" >&2
 	done
 }
 

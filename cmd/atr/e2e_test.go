@@ -120,7 +120,8 @@ func setupE2E(t *testing.T, env ...string) *e2eEnv {
 		"ATR_LOG_LEVEL=warn",
 	)
 	e.env = append(e.env, env...)
-	// A short leaf lifetime for the watch test, when the server offers one.
+	// Short-lived leaves, when the server offers them: the watch test's
+	// renewals then run against certificates a minute from expiry.
 	if _, help, _ := e.atr(t, "serve", "--help"); strings.Contains(help, "ATR_LEAF_LIFETIME") {
 		e.env = append(e.env, "ATR_LEAF_LIFETIME=1m")
 	}
@@ -450,12 +451,14 @@ func e2eWatch(t *testing.T, e *e2eEnv) {
 	// (openssl) and that no staged key or temporary file is left.
 	hook := fmt.Sprintf(`if [ "$(openssl pkey -in "$ATR_AGENT_KEY" -pubout)" = "$(openssl x509 -in "$ATR_AGENT_CERT" -pubkey -noout)" ] `+
 		`&& [ ! -e "$ATR_AGENT_KEY.next" ] && [ -z "$(find %s -name '.*.tmp-*')" ]; then echo "ok $ATR_AGENT_SERIAL"; else echo "BAD $ATR_AGENT_SERIAL"; fi >> %s`, dir, hookLog)
-	// Renew 5 s after each issuance: the default schedule (2/3 of the
+	// Renew about 8 s after each issuance (±10 % of the time to the renewal
+	// point: at least ~3 s, so a renewal never starts in the moment between
+	// the third hook and the SIGTERM below). The default schedule (2/3 of the
 	// lifetime, jittered) would take ~30 s a renewal even with the server's
-	// 1-minute leaves, and is tested in agent/renew_test.go.
+	// 1-minute leaves; it is tested in agent/renew_test.go.
 	life := first(t, f).NotAfter.Sub(first(t, f).NotBefore)
 	args := []string{"agent", "renew", "--watch", "--key", f.key, "--cert", f.cert, "--exec", hook, "--max-backoff", "5s",
-		"--renew-before", (life - ca.DefaultBackdate - 5*time.Second).String()}
+		"--renew-before", (life - ca.DefaultBackdate - 8*time.Second).String()}
 	cmd := exec.Command(e.bin, args...)
 	cmd.Env = e.env
 	var logs syncBuffer
