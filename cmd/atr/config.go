@@ -148,6 +148,13 @@ type Config struct {
 	// ATR_HTTP_PUBLIC_URL, derived default http://<HTTPListen>.
 	HTTPPublicURL string
 
+	// DebugListen is the loopback host:port of the debug listener, which
+	// serves Go's runtime profiles (net/http/pprof) over plain http without
+	// authentication, for performance work on a running server
+	// (docs/performance.md). Flag --debug-listen, env ATR_DEBUG_LISTEN,
+	// default off. Validate refuses an address that is not loopback.
+	DebugListen string
+
 	// InsecureHTTP serves plain HTTP, for deployments behind a
 	// TLS-terminating proxy only. Flag --insecure-http, env
 	// ATR_INSECURE_HTTP, default false.
@@ -292,6 +299,7 @@ func options() []option {
 		{group: optServe, flag: "public-url", env: "ATR_PUBLIC_URL", usage: "public base URL for CRL/OCSP URLs in certificates (default https://LISTEN)", str: func(c *Config) *string { return &c.PublicURL }},
 		{group: optServe, flag: "http-listen", env: "ATR_HTTP_LISTEN", usage: "address of a plain-http listener serving only CRL, OCSP and the CA bundle, named in new certificates (default: off)", str: func(c *Config) *string { return &c.HTTPListen }},
 		{group: optServe, flag: "http-public-url", env: "ATR_HTTP_PUBLIC_URL", usage: "http base URL for the CRL/OCSP URLs in certificates when --http-listen is set (default http://HTTP_LISTEN)", str: func(c *Config) *string { return &c.HTTPPublicURL }},
+		{group: optServe, flag: "debug-listen", env: "ATR_DEBUG_LISTEN", usage: "loopback host:port of a plain-http listener serving Go's runtime profiles under /debug/pprof/ (CPU, heap, goroutines, execution trace), with no authentication; e.g. 127.0.0.1:6060 (default: off)", str: func(c *Config) *string { return &c.DebugListen }},
 		{group: optServe, flag: "tls-cert", env: "ATR_TLS_CERT", usage: "operator-supplied server certificate chain (PEM); default: self-issued from the intermediate", str: func(c *Config) *string { return &c.TLSCert }},
 		{group: optServe, flag: "tls-key", env: "ATR_TLS_KEY", usage: "operator-supplied server private key (PEM, mode 0600)", str: func(c *Config) *string { return &c.TLSKey }},
 		{group: optServe, env: "ATR_REDIS_URL", noFlag: true, str: func(c *Config) *string { return &c.RedisURL }},
@@ -425,6 +433,13 @@ func (c *Config) Validate() error {
 			bad("http listen address (ATR_HTTP_LISTEN) %q: %v", c.HTTPListen, err)
 		} else if c.HTTPListen == c.Listen {
 			bad("http listen address (ATR_HTTP_LISTEN) %q is also the listen address (ATR_LISTEN)", c.HTTPListen)
+		}
+	}
+	if c.DebugListen != "" {
+		if err := checkDebugListen(c.DebugListen); err != nil {
+			bad("debug listen address (ATR_DEBUG_LISTEN) %q: %v", c.DebugListen, err)
+		} else if c.DebugListen == c.Listen || c.DebugListen == c.HTTPListen {
+			bad("debug listen address (ATR_DEBUG_LISTEN) %q is also another listener's address", c.DebugListen)
 		}
 	}
 	if c.HTTPPublicURL != "" {

@@ -145,6 +145,16 @@ func TestConfigValidate(t *testing.T) {
 		{"rate limit without period", func(c *Config) { c.RateLimits = []string{"register=600"} }, "RATE/PERIOD"},
 		{"rate limit bad burst", func(c *Config) { c.RateLimits = []string{"register=600/h:-1"} }, "burst"},
 		{"rate limit above the ceiling", func(c *Config) { c.RateLimits = []string{"rotate=100000/h"} }, "ceiling"},
+		// The debug listener has no authentication: loopback only.
+		{"debug listen loopback", func(c *Config) { c.DebugListen = "127.0.0.1:6060" }, ""},
+		{"debug listen IPv6 loopback", func(c *Config) { c.DebugListen = "[::1]:6060" }, ""},
+		{"debug listen localhost", func(c *Config) { c.DebugListen = "localhost:6060" }, ""},
+		{"debug listen wildcard", func(c *Config) { c.DebugListen = ":6060" }, "ATR_DEBUG_LISTEN"},
+		{"debug listen all interfaces", func(c *Config) { c.DebugListen = "0.0.0.0:6060" }, "loopback"},
+		{"debug listen another interface", func(c *Config) { c.DebugListen = "192.0.2.1:6060" }, "loopback"},
+		{"debug listen a name", func(c *Config) { c.DebugListen = "atr.example:6060" }, "loopback"},
+		{"debug listen without port", func(c *Config) { c.DebugListen = "127.0.0.1" }, "ATR_DEBUG_LISTEN"},
+		{"debug listen is the listen address", func(c *Config) { c.DebugListen = c.Listen }, "another listener"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -124,9 +124,12 @@ certificate issued by the intermediate and renewed without a restart (or the
 operator's --tls-cert/--tls-key). Plain HTTP only with --insecure-http.
 With --http-listen, a second, plain-http listener serves only the CRL, OCSP
 and the CA bundle, and new certificates name its URLs (--http-public-url).
+With --debug-listen (loopback only), a third serves Go's runtime profiles
+for performance work: go tool pprof http://127.0.0.1:6060/debug/pprof/profile
 Stops gracefully on SIGTERM or SIGINT.`,
 		`ATR_DATA_DIR=./var ATR_LISTEN=127.0.0.1:8443 atr serve
-atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.example.org --listen :8443`)
+atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.example.org --listen :8443
+atr serve --debug-listen 127.0.0.1:6060   # then: curl -o trace.out 'http://127.0.0.1:6060/debug/pprof/trace?seconds=2'`)
 	cfg, err := a.loadConfig(fs, optCommon|optToken|optDatabase|optServe, args)
 	if err != nil {
 		return err
@@ -207,8 +210,21 @@ atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.exa
 		}
 		distSrv = newServer(apiSrv.DistributionHandler())
 	}
+	// The loopback debug listener (Go's profiles), when configured.
+	var debugSrv *http.Server
+	var debugLn net.Listener
+	if cfg.DebugListen != "" {
+		if debugLn, err = net.Listen("tcp", cfg.DebugListen); err != nil {
+			ln.Close()
+			if distLn != nil {
+				distLn.Close()
+			}
+			return fmt.Errorf("listening on %s (debug): %w", cfg.DebugListen, err)
+		}
+		debugSrv = newDebugServer(log)
+	}
 	servers := []*http.Server{srv}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() {
 		if srv.TLSConfig != nil {
 			errc <- srv.ServeTLS(ln, "", "")
@@ -224,6 +240,11 @@ atr serve --database-url postgres://atr@db:5432/atr --public-url https://atr.exa
 		servers = append(servers, distSrv)
 		go func() { errc <- distSrv.Serve(distLn) }()
 		log.WithFields(logrus.Fields{"listen": distLn.Addr().String(), "scheme": "http", "public_url": cfg.HTTPPublicURL}).Info("atr serving CRL, OCSP and CA certificates over http")
+	}
+	if debugSrv != nil {
+		servers = append(servers, debugSrv)
+		go func() { errc <- debugSrv.Serve(debugLn) }()
+		log.WithField("listen", debugLn.Addr().String()).Warn("debug listener serving Go's runtime profiles under /debug/pprof/ over plain http, without authentication (loopback only)")
 	}
 	log.WithFields(logrus.Fields{"listen": ln.Addr().String(), "scheme": scheme, "public_url": cfg.PublicURL}).Info("atr serving")
 	if a.ready != nil {

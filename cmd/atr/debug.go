@@ -1,0 +1,83 @@
+package main
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// The debug listener (--debug-listen, ATR_DEBUG_LISTEN): Go's runtime
+// profiles of a running server over plain http, for performance work
+// (docs/performance.md, "Reproduce"). It has no authentication, so it binds
+// loopback addresses only and answers only requests whose Host is a
+// loopback name (a web page cannot read it through DNS rebinding). It
+// serves the CPU profile, the execution trace, the named profiles (heap,
+// allocs, goroutine, threadcreate, block, mutex) and symbol lookup — not
+// /debug/pprof/cmdline: the process's arguments are not a profile.
+
+// debugReadHeaderTimeout bounds a debug request's header; a profile's body
+// is written for as long as its seconds parameter asks (no write timeout).
+const debugReadHeaderTimeout = 10 * time.Second
+
+// checkDebugListen accepts host:port whose host is a loopback IP address
+// or "localhost".
+func checkDebugListen(addr string) error {
+	if err := checkListen(addr); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	if !loopbackHost(host) {
+		return errors.New("must be a loopback address (127.0.0.1, ::1 or localhost): the debug listener has no authentication")
+	}
+	return nil
+}
+
+// loopbackHost reports whether host (no port, no brackets) names only the
+// loopback interface.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// debugHandler serves net/http/pprof under /debug/pprof/ to requests whose
+// Host header is a loopback name; anything else is 404, a foreign Host 403.
+func debugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index) // the index and the named profiles
+	mux.HandleFunc("GET /debug/pprof/cmdline", http.NotFound)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.Host)
+		if err != nil {
+			host = r.Host
+		}
+		if !loopbackHost(strings.Trim(host, "[]")) {
+			http.Error(w, "the debug listener answers loopback names only", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// newDebugServer returns the debug listener's server.
+func newDebugServer(log logrus.FieldLogger) *http.Server {
+	return &http.Server{
+		Handler:           debugHandler(),
+		ReadHeaderTimeout: debugReadHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          newStdLogger(log.WithField("component", "debug")),
+	}
+}
