@@ -1,7 +1,8 @@
 package main
 
-// In-process benchmarks of the server's hot paths, for CPU profiles (ATR has
-// no pprof endpoint). They build the same stack atr serve does — a real
+// In-process benchmarks of the server's hot paths, for CPU profiles (a
+// running server's come from atr serve --debug-listen). They build the same
+// stack atr serve does — a real
 // SoftHSM2 CA, the registry over SQLite or PostgreSQL, and for verify the api
 // handler — without TLS or the network:
 //

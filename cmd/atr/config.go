@@ -438,7 +438,7 @@ func (c *Config) Validate() error {
 	if c.DebugListen != "" {
 		if err := checkDebugListen(c.DebugListen); err != nil {
 			bad("debug listen address (ATR_DEBUG_LISTEN) %q: %v", c.DebugListen, err)
-		} else if c.DebugListen == c.Listen || c.DebugListen == c.HTTPListen {
+		} else if _, port, _ := net.SplitHostPort(c.DebugListen); port != "0" && (c.DebugListen == c.Listen || c.DebugListen == c.HTTPListen) {
 			bad("debug listen address (ATR_DEBUG_LISTEN) %q is also another listener's address", c.DebugListen)
 		}
 	}

@@ -155,6 +155,9 @@ func TestConfigValidate(t *testing.T) {
 		{"debug listen a name", func(c *Config) { c.DebugListen = "atr.example:6060" }, "loopback"},
 		{"debug listen without port", func(c *Config) { c.DebugListen = "127.0.0.1" }, "ATR_DEBUG_LISTEN"},
 		{"debug listen is the listen address", func(c *Config) { c.DebugListen = c.Listen }, "another listener"},
+		{"debug listen IPv4-mapped loopback", func(c *Config) { c.DebugListen = "[::ffff:127.0.0.1]:6060" }, ""},
+		{"debug listen with a zone", func(c *Config) { c.DebugListen = "[::1%lo]:6060" }, "loopback"},
+		{"debug listen and listen on port 0", func(c *Config) { c.Listen, c.DebugListen = "127.0.0.1:0", "127.0.0.1:0" }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

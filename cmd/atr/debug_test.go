@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -55,14 +57,49 @@ func TestDebugHandler(t *testing.T) {
 		{"CPU profile", "/debug/pprof/profile?seconds=1", "", 200, func(b []byte) bool { return bytes.HasPrefix(b, []byte{0x1f, 0x8b}) }},
 		{"execution trace", "/debug/pprof/trace?seconds=0.2", "", 200, func(b []byte) bool { return bytes.HasPrefix(b, []byte("go 1.")) }},
 		{"localhost", "/debug/pprof/", "localhost", 200, nil},
+		{"LOCALHOST", "/debug/pprof/", "LOCALHOST:6060", 200, nil},
 		{"IPv6 loopback", "/debug/pprof/", "[::1]:6060", 200, nil},
+		{"IPv6 loopback without port", "/debug/pprof/", "[::1]", 200, nil},
+		{"IPv4-mapped loopback", "/debug/pprof/", "[::ffff:127.0.0.1]:6060", 200, nil},
+		{"CPU profile too long", "/debug/pprof/profile?seconds=61", "", 400, nil},
+		{"trace too long", "/debug/pprof/trace?seconds=3600", "", 400, nil},
 		{"command line not served", "/debug/pprof/cmdline", "", 404, nil},
 		{"unknown profile", "/debug/pprof/nothing", "", 404, nil},
 		{"outside /debug/pprof/", "/v1/agents", "", 404, nil},
 		{"foreign host", "/debug/pprof/", "attacker.example", 403, nil},
+		{"localhost with a trailing dot", "/debug/pprof/", "localhost.", 403, nil},
 		{"foreign host with port", "/debug/pprof/heap", "attacker.example:6060", 403, nil},
 		{"other interface", "/debug/pprof/", "192.0.2.1:6060", 403, nil},
 	}
+	t.Run("POST symbol", func(t *testing.T) {
+		resp, err := srv.Client().Post(srv.URL+"/debug/pprof/symbol", "text/plain", strings.NewReader("0x1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("POST /debug/pprof/symbol: %s, want 405", resp.Status)
+		}
+	})
+	t.Run("no Host (HTTP/1.0)", func(t *testing.T) {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write([]byte("GET /debug/pprof/ HTTP/1.0\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("a request without Host: %s, want 403", resp.Status)
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, b := get(t, tt.path, tt.host)
@@ -81,8 +118,8 @@ func TestDebugHandler(t *testing.T) {
 // serve /debug/pprof/.
 func TestServeDebugListen(t *testing.T) {
 	d := ceremonies(t)
-	debugAddr := freeAddr(t)
-	addr, stop := startServe(t, d, "--debug-listen", debugAddr)
+	debugAddr, distAddr := freeAddr(t), freeAddr(t)
+	addr, stop := startServe(t, d, "--debug-listen", debugAddr, "--http-listen", distAddr)
 	c := &http.Client{Timeout: 30 * time.Second}
 	resp, err := c.Get("http://" + debugAddr + "/debug/pprof/goroutine?debug=1")
 	if err != nil {
@@ -101,19 +138,56 @@ func TestServeDebugListen(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(root)
 	api := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	for _, p := range []string{"/debug/pprof/", "/debug/pprof/heap"} {
-		resp, err := api.Get("https://" + addr + p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound || strings.Contains(string(b), "goroutine") {
-			t.Errorf("API listener GET %s: %s %.200q, want 404", p, resp.Status, b)
+	// Importing net/http/pprof fills http.DefaultServeMux; neither of the
+	// other listeners may serve it.
+	for _, u := range []string{"https://" + addr, "http://" + distAddr} {
+		for _, p := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/cmdline"} {
+			resp, err := api.Get(u + p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound || strings.Contains(string(b), "goroutine") {
+				t.Errorf("GET %s%s: %s %.200q, want 404", u, p, resp.Status, b)
+			}
 		}
 	}
+
+	// A profile running when the server is told to stop is cut, not waited
+	// for: a 50 s profile would outlast the 30 s drain, and serve would exit
+	// with "shutting down: context deadline exceeded".
+	started := make(chan struct{})
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+debugAddr+"/debug/pprof/profile?seconds=50", nil)
+		close(started)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	<-started
+	time.Sleep(500 * time.Millisecond) // the profile's request is in the handler
 	if code := stop(); code != 0 {
-		t.Errorf("serve exited with %d, want 0", code)
+		t.Errorf("serve exited with %d while a profile ran, want 0", code)
+	}
+}
+
+// TestListenDebugRefusesANonLoopbackBind: the bound address is checked
+// again, whatever the name resolved to.
+func TestListenDebugRefusesANonLoopbackBind(t *testing.T) {
+	if ln, err := listenDebug("127.0.0.1:0"); err != nil {
+		t.Fatalf("listenDebug(127.0.0.1:0): %v", err)
+	} else {
+		ln.Close()
+	}
+	ln, err := listenDebug("0.0.0.0:0")
+	if err == nil {
+		ln.Close()
+		t.Fatal("listenDebug bound every interface")
+	}
+	if !strings.Contains(err.Error(), "not a loopback address") {
+		t.Errorf("error %q: want the reason", err)
 	}
 }
 

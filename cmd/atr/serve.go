@@ -214,7 +214,7 @@ atr serve --debug-listen 127.0.0.1:6060   # then: curl -o trace.out 'http://127.
 	var debugSrv *http.Server
 	var debugLn net.Listener
 	if cfg.DebugListen != "" {
-		if debugLn, err = net.Listen("tcp", cfg.DebugListen); err != nil {
+		if debugLn, err = listenDebug(cfg.DebugListen); err != nil {
 			ln.Close()
 			if distLn != nil {
 				distLn.Close()
@@ -264,6 +264,12 @@ atr serve --debug-listen 127.0.0.1:6060   # then: curl -o trace.out 'http://127.
 	defer cancel()
 	var shutdownErr error
 	for _, s := range servers {
+		if s == debugSrv {
+			// A profile runs for its seconds, whatever Shutdown waits for:
+			// the debug listener's requests are cut, not drained.
+			s.Close()
+			continue
+		}
 		if err := s.Shutdown(sctx); err != nil && shutdownErr == nil {
 			shutdownErr = fmt.Errorf("shutting down: %w", err)
 		}
