@@ -82,12 +82,13 @@ func debugHandler() http.Handler {
 	})
 }
 
-// boundedSeconds refuses a seconds parameter above debugMaxSeconds (400);
-// pprof reads the parameter itself.
+// boundedSeconds refuses a seconds parameter above debugMaxSeconds, or NaN
+// (400); pprof reads the parameter itself (and takes its default for one it
+// cannot parse).
 func boundedSeconds(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if v := r.FormValue("seconds"); v != "" {
-			if sec, err := strconv.ParseFloat(v, 64); err == nil && sec > debugMaxSeconds {
+			if sec, err := strconv.ParseFloat(v, 64); err == nil && !(sec <= debugMaxSeconds) {
 				http.Error(w, fmt.Sprintf("seconds: at most %d", debugMaxSeconds), http.StatusBadRequest)
 				return
 			}

@@ -63,6 +63,8 @@ func TestDebugHandler(t *testing.T) {
 		{"IPv4-mapped loopback", "/debug/pprof/", "[::ffff:127.0.0.1]:6060", 200, nil},
 		{"CPU profile too long", "/debug/pprof/profile?seconds=61", "", 400, nil},
 		{"trace too long", "/debug/pprof/trace?seconds=3600", "", 400, nil},
+		{"trace of NaN seconds", "/debug/pprof/trace?seconds=NaN", "", 400, nil},
+		{"profile of infinite seconds", "/debug/pprof/profile?seconds=%2BInf", "", 400, nil},
 		{"command line not served", "/debug/pprof/cmdline", "", 404, nil},
 		{"unknown profile", "/debug/pprof/nothing", "", 404, nil},
 		{"outside /debug/pprof/", "/v1/agents", "", 404, nil},
