@@ -147,7 +147,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 			return nil, err
 		}
 	}
-	if u.Scheme == "http" && !o.allowHTTP && !isLoopback(u.Hostname()) {
+	if u.Scheme == "http" && !o.allowHTTP && !IsLoopbackHost(u.Hostname()) {
 		return nil, fmt.Errorf("client: refusing plain http to %s (use https or WithAllowHTTP)", u.Host)
 	}
 	hc := o.hc
@@ -180,8 +180,11 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	return &Client{base: u, hc: hc, apiKey: o.apiKey, userAgent: o.userAgent}, nil
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" {
+// IsLoopbackHost reports whether host (no port, no brackets) names only the
+// loopback interface: "localhost" in any case, or a loopback IP address
+// (127.0.0.0/8, ::1, or 127.x mapped into IPv6).
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)

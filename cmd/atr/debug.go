@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/agent-trust-registry/atr/api/client"
 )
 
 // The debug listener (--debug-listen, ATR_DEBUG_LISTEN): Go's runtime
@@ -43,20 +45,10 @@ func checkDebugListen(addr string) error {
 		return err
 	}
 	host, _, _ := net.SplitHostPort(addr)
-	if !loopbackHost(host) {
+	if !client.IsLoopbackHost(host) {
 		return errors.New("must be a loopback address (127.0.0.1, ::1 or localhost): the debug listener has no authentication")
 	}
 	return nil
-}
-
-// loopbackHost reports whether host (no port, no brackets) names only the
-// loopback interface.
-func loopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // debugHandler serves net/http/pprof under /debug/pprof/ to requests whose
@@ -73,7 +65,7 @@ func debugHandler() http.Handler {
 		if err != nil {
 			host = r.Host
 		}
-		if !loopbackHost(strings.Trim(host, "[]")) {
+		if !client.IsLoopbackHost(strings.Trim(host, "[]")) {
 			http.Error(w, "the debug listener answers loopback names only", http.StatusForbidden)
 			return
 		}
