@@ -424,16 +424,26 @@ func TestSignCheckpointSignsConcurrently(t *testing.T) {
 }
 
 // A signer's error is SignCheckpoint's error, as with note.Sign; a signer
-// that panics on its goroutine is an error too, not a crash.
+// that panics is an error too, not a crash, whether it signs on a goroutine
+// of its own (first) or on the caller's (last: presign).
 func TestSignCheckpointSignerError(t *testing.T) {
 	s, _ := testSignerVerifier(t, testOrigin, "a")
 	for name, bad := range map[string]note.Signer{"error": failingSigner{s}, "panic": panickingSigner{s}} {
-		t.Run(name, func(t *testing.T) {
-			_, err := SignCheckpoint(testCheckpoint(), s, bad)
-			if err == nil || !strings.Contains(err.Error(), "token gone") {
-				t.Fatalf("SignCheckpoint error = %v, want the signer's", err)
-			}
-		})
+		for _, tc := range []struct {
+			where   string
+			signers []note.Signer
+		}{
+			{"last", []note.Signer{s, bad}},
+			{"first", []note.Signer{bad, s}},
+			{"middle", []note.Signer{s, bad, s}},
+		} {
+			t.Run(name+"/"+tc.where, func(t *testing.T) {
+				_, err := SignCheckpoint(testCheckpoint(), tc.signers[0], tc.signers[1:]...)
+				if err == nil || !strings.Contains(err.Error(), "token gone") {
+					t.Fatalf("SignCheckpoint error = %v, want the signer's", err)
+				}
+			})
+		}
 	}
 }
 
