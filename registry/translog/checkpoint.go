@@ -164,8 +164,7 @@ func parseCanonicalHash(s string) (tlog.Hash, error) {
 // each of more (e.g. the log's ECDSA key and its Ed25519 key for
 // witnesses), one signature line each, in that order. Every signer's key
 // name must equal the checkpoint origin. Several signers sign at the same
-// time (the last on the caller's goroutine, the others on goroutines of
-// their own: presign), so they must be safe to call
+// time, each on its own goroutine, so they must be safe to call
 // concurrently (a signer passed twice signs concurrently with itself): on a
 // token each signature is a round trip of its own, and the issuance waits
 // for the slowest one instead of their sum (docs/performance-history.md, seventh
@@ -194,24 +193,23 @@ func SignCheckpoint(c Checkpoint, s note.Signer, more ...note.Signer) ([]byte, e
 // presign runs every signer's Sign over text at once and returns signers
 // that hand note.Sign those signatures (or errors), so that note.Sign —
 // which calls its signers one after the other — writes the same note it
-// would have written with the signers themselves. The last signer (the
-// slowest, by SignCheckpoint's order: the Ed25519 key for witnesses, about
-// twice as long as ECDSA on SoftHSM2) signs on the caller's goroutine, the
-// others each on a goroutine of their own: a checkpoint starts one
-// goroutine fewer, whose stack would grow again for every checkpoint, and
-// the caller — the group commit's writer — waits only for signatures that
-// finish sooner than its own.
+// would have written with the signers themselves.
 func presign(text []byte, signers []note.Signer) []note.Signer {
 	out := make([]note.Signer, len(signers))
 	var wg sync.WaitGroup
 	for i, s := range signers {
 		p := &presigned{Signer: s, text: text}
 		out[i] = p
-		if i == len(signers)-1 {
-			p.sign()
-		} else {
-			wg.Go(p.sign)
-		}
+		wg.Go(func() {
+			// A panicking signer is an error, as it would be on the
+			// caller's goroutine under a recovering server.
+			defer func() {
+				if v := recover(); v != nil {
+					p.sig, p.err = nil, fmt.Errorf("signer %q panicked: %v", s.Name(), v)
+				}
+			}()
+			p.sig, p.err = s.Sign(text)
+		})
 	}
 	wg.Wait()
 	return out
@@ -223,17 +221,6 @@ type presigned struct {
 	text []byte
 	sig  []byte
 	err  error
-}
-
-// sign makes p's signature. A panicking signer is an error, as it would be
-// on the caller's goroutine under a recovering server.
-func (p *presigned) sign() {
-	defer func() {
-		if v := recover(); v != nil {
-			p.sig, p.err = nil, fmt.Errorf("signer %q panicked: %v", p.Signer.Name(), v)
-		}
-	}()
-	p.sig, p.err = p.Signer.Sign(p.text)
 }
 
 func (p *presigned) Sign(msg []byte) ([]byte, error) {
