@@ -423,9 +423,9 @@ func TestSignCheckpointSignsConcurrently(t *testing.T) {
 	}
 }
 
-// A signer's error is SignCheckpoint's error, as with note.Sign; a signer
-// that panics is an error too, not a crash, whether it signs on a goroutine
-// of its own (first) or on the caller's (last: presign).
+// A signer's error is SignCheckpoint's error, as with note.Sign; among two
+// signers or more (each then signs on a goroutine of its own: presign), one
+// that panics is an error too, not a crash, in any position.
 func TestSignCheckpointSignerError(t *testing.T) {
 	s, _ := testSignerVerifier(t, testOrigin, "a")
 	for name, bad := range map[string]note.Signer{"error": failingSigner{s}, "panic": panickingSigner{s}} {
