@@ -971,6 +971,18 @@ func (l *transparencyLog) signCheckpoint(ctx context.Context) (*knownCheckpoint,
 // hashes do not give, nor one inconsistent with a checkpoint it signed
 // before. It returns the signed note and the root.
 func (l *transparencyLog) signTree(ctx context.Context, hs translog.HashStore, head logHead, latest *storedCheckpoint) ([]byte, tlog.Hash, error) {
+	sign, root, err := l.startSignTree(ctx, hs, head, latest)
+	if err != nil {
+		return nil, tlog.Hash{}, err
+	}
+	msg, err := sign()
+	return msg, root, err
+}
+
+// startSignTree is signTree begun: it makes the same checks, starts the
+// checkpoint's signatures (translog.StartSignCheckpoint) and returns the
+// root and a function that waits for them and returns the signed note.
+func (l *transparencyLog) startSignTree(ctx context.Context, hs translog.HashStore, head logHead, latest *storedCheckpoint) (func() ([]byte, error), tlog.Hash, error) {
 	root, err := translog.RootHash(ctx, hs, head.Size)
 	if err != nil {
 		return nil, tlog.Hash{}, logErr("log: computing root", err)
@@ -997,11 +1009,14 @@ func (l *transparencyLog) signTree(ctx context.Context, hs translog.HashStore, h
 	if l.signerEd25519 != nil {
 		more = append(more, l.signerEd25519)
 	}
-	msg, err := translog.SignCheckpoint(translog.Checkpoint{Origin: l.origin, Size: head.Size, Hash: root}, l.signer, more...)
-	if err != nil {
-		return nil, tlog.Hash{}, fmt.Errorf("registry: log: signing checkpoint: %w: %v", ErrUnavailable, err)
-	}
-	return msg, root, nil
+	sign := translog.StartSignCheckpoint(translog.Checkpoint{Origin: l.origin, Size: head.Size, Hash: root}, l.signer, more...)
+	return func() ([]byte, error) {
+		msg, err := sign()
+		if err != nil {
+			return nil, fmt.Errorf("registry: log: signing checkpoint: %w: %v", ErrUnavailable, err)
+		}
+		return msg, nil
+	}, root, nil
 }
 
 // storeCheckpoint stores msg as the checkpoint of size and returns the note
@@ -1046,14 +1061,22 @@ func storeTopCheckpoint(ctx context.Context, q sqlx.ExtContext, size int64, msg 
 // (writer.go): one commit — on SQLite one fsync — holds the batch's leaves
 // and the checkpoint their receipts are made against, instead of a second
 // transaction after it. The same checks as signCheckpoint's come first
-// (signTree). It returns what to run once tx committed — only then is the
+// (signTree).
+//
+// It works in two steps. sealBatch itself, called once the batch's items
+// have run (on PostgreSQL, with their statements collected but not yet
+// sent: the tree they make is in tx's memo already), makes the checks on
+// that tree and starts the signatures; the batchSeal it returns waits for
+// them and stores the note in tx, so on PostgreSQL the token signs while
+// the batch's statements run (TestSealSignsWhileTheStatementsRun). The
+// batchSeal returns what to run once tx committed — only then is the
 // checkpoint known (covering finds it without a read); a batch that rolls
 // back drops the note unseen, so no signed note of an uncommitted tree ever
-// leaves the process. It returns nil when it sealed nothing: no signer, no
-// growth, a failed check or signature — the receipts then take the usual
-// path (covering signs after the commit). A failed statement is not
-// returned: on PostgreSQL it aborts tx and the commit reports it.
-func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
+// leaves the process. Either step returns nil when it sealed nothing: no
+// signer, no growth, a failed check or signature — the receipts then take
+// the usual path (covering signs after the commit). A failed statement is
+// not returned: on PostgreSQL it aborts tx and the commit reports it.
+func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) batchSeal {
 	if l.signer == nil || l.verifier == nil {
 		return nil
 	}
@@ -1085,30 +1108,40 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) func() {
 		return nil
 	}
 	hs := l.txMemo(ctx, tx, head)
-	msg, root, err := l.signTree(ctx, hs, head, last)
+	sign, root, err := l.startSignTree(ctx, hs, head, last)
 	if err != nil {
 		l.log.WithError(err).WithField("tree_size", head.Size).Warn("checkpoint not sealed with its batch; receipts sign one after the commit")
 		return nil
 	}
-	now := l.now()
-	store := storeCheckpoint
-	if fromMemory {
-		store = storeTopCheckpoint
-	}
-	stored, err := store(ctx, tx, head.Size, msg, now)
-	if err != nil || stored != string(msg) {
-		return nil
-	}
-	// The receipts' copy of the hashes: the memo stays the transaction's.
-	k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: head.Size, Note: stored}, hash: root, hashes: hs.below(tlog.StoredHashCount(head.Size))}
-	return func() {
-		l.mu.Lock()
-		l.lastSigned = now
-		l.mu.Unlock()
-		l.remember(k)
-		l.rememberSealed(k)
-		l.sealed.Add(1)
-		l.log.WithField("tree_size", head.Size).Debug("signed transparency log checkpoint with its batch")
+	return func(store bool) func() {
+		msg, err := sign()
+		if !store {
+			return nil
+		}
+		if err != nil {
+			l.log.WithError(err).WithField("tree_size", head.Size).Warn("checkpoint not sealed with its batch; receipts sign one after the commit")
+			return nil
+		}
+		now := l.now()
+		put := storeCheckpoint
+		if fromMemory {
+			put = storeTopCheckpoint
+		}
+		stored, err := put(ctx, tx, head.Size, msg, now)
+		if err != nil || stored != string(msg) {
+			return nil
+		}
+		// The receipts' copy of the hashes: the memo stays the transaction's.
+		k := &knownCheckpoint{storedCheckpoint: storedCheckpoint{Size: head.Size, Note: stored}, hash: root, hashes: hs.below(tlog.StoredHashCount(head.Size))}
+		return func() {
+			l.mu.Lock()
+			l.lastSigned = now
+			l.mu.Unlock()
+			l.remember(k)
+			l.rememberSealed(k)
+			l.sealed.Add(1)
+			l.log.WithField("tree_size", head.Size).Debug("signed transparency log checkpoint with its batch")
+		}
 	}
 }
 

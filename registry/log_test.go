@@ -954,6 +954,145 @@ func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 	}
 }
 
+// gatedSigner is a note.Signer that says when a signature begins.
+type gatedSigner struct {
+	note.Signer
+	began chan struct{}
+}
+
+func (s *gatedSigner) Sign(msg []byte) ([]byte, error) {
+	select {
+	case s.began <- struct{}{}:
+	default:
+	}
+	return s.Signer.Sign(msg)
+}
+
+// TestSealSignsWhileTheStatementsRun: on PostgreSQL a batch of issuance
+// commits sends its items' statements as one (batchplan.go), a round trip
+// in which the backend does the batch's work, and the seal's signatures
+// begin before it is sent, so that the token signs while PostgreSQL runs
+// them (docs/performance.md, "The seal beside the statements"). Here the
+// batch's statement is held until a signature has begun: the code before,
+// which signed once the statements had run, held it in vain. The batch
+// commits with its checkpoint. A batch whose statement then fails (a
+// guard that misses) keeps no checkpoint from that run: its items run
+// again without the failed one, and the checkpoint kept is that of the
+// tree committed.
+func TestSealSignsWhileTheStatementsRun(t *testing.T) {
+	for _, missing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("guard-misses=%t", missing), func(t *testing.T) {
+			ctx := context.Background()
+			f := newLogFixture(t, "postgres")
+			if _, err := f.appendOne(ctx, 0, "before"); err != nil {
+				t.Fatal(err)
+			}
+			st, l := f.stores[0], f.logs[0]
+			if _, err := st.db.ExecContext(ctx, `CREATE TABLE seal_guard (id INTEGER PRIMARY KEY)`); err != nil {
+				t.Fatal(err)
+			}
+			gate := &gatedSigner{Signer: l.signer, began: make(chan struct{}, 1)}
+			l.signer = gate
+			sealed := l.sealed.Load()
+			seal := l.sealBatch
+			st.sealLog.Store(&seal)
+			t.Cleanup(func() { st.sealLog.Store(nil) })
+			w := st.grouped
+
+			const n = 4
+			var (
+				started = make(chan struct{})
+				release = make(chan struct{})
+				wg      sync.WaitGroup
+				errs    = make([]error, n)
+				refused = errors.New("the guard missed")
+			)
+			item := func(i int) func(tx *sqlx.Tx) error {
+				return func(tx *sqlx.Tx) error {
+					if i == 0 {
+						close(started)
+						<-release // hold the writer until every other item is queued
+						return nil
+					}
+					if _, _, err := l.appendTx(ctx, tx, f.entry(fmt.Sprintf("item-%d", i))); err != nil {
+						return err
+					}
+					if missing && i == 2 { // no row 1: the guard changes none
+						miss := guard{stmt: stmt{`UPDATE seal_guard SET id = id WHERE id = ?`, []any{1}}, miss: func() error { return refused }}
+						return execPlan(ctx, tx, "seal test", []guard{miss}, nil)
+					}
+					return nil
+				}
+			}
+			wg.Go(func() {
+				errs[0] = w.doItem(&txItem{ctx: ctx, op: "hold", fn: item(0), done: make(chan error, 1)})
+			})
+			<-started
+			// The batch's one statement (its first run's) waits for a
+			// signature to begin, for a minute at most: without it the test
+			// fails instead of hanging.
+			var held, unheld atomic.Int64
+			see := func(q string) {
+				if !strings.Contains(q, "INSERT INTO log_entries") || held.Add(1) > 1 {
+					return
+				}
+				select {
+				case <-gate.began:
+				case <-time.After(time.Minute):
+					unheld.Add(1)
+				}
+			}
+			statementHook.Store(&see)
+			t.Cleanup(func() { statementHook.Store(nil) })
+			for i := 1; i < n; i++ {
+				wg.Go(func() {
+					errs[i] = w.doItem(&txItem{ctx: ctx, op: "append", fn: item(i), done: make(chan error, 1), logged: true, rerun: true})
+				})
+			}
+			for len(w.q.ch) < n-1 {
+				time.Sleep(time.Millisecond)
+			}
+			close(release)
+			wg.Wait()
+			statementHook.Store(nil)
+			if unheld.Load() > 0 {
+				t.Fatal("the batch's statement was sent and no signature of its checkpoint had begun")
+			}
+			for i, err := range errs {
+				if want := missing && i == 2; want != errors.Is(err, refused) || (!want && err != nil) {
+					t.Errorf("item %d: %v", i, err)
+				}
+			}
+			head, err := l.head(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantSize := int64(1 + n - 1)
+			if missing {
+				wantSize--
+			}
+			if head.Size != wantSize {
+				t.Fatalf("tree size %d, want %d", head.Size, wantSize)
+			}
+			if got := l.sealed.Load() - sealed; got != 1 {
+				t.Fatalf("%d checkpoints sealed with a batch, want 1", got)
+			}
+			k := l.known.Load()
+			c, err := translog.OpenCheckpoint([]byte(k.Note), f.verifier)
+			if err != nil || c.Size != head.Size || string(c.Hash[:]) != string(head.Root) {
+				t.Errorf("the checkpoint kept %+v, %v; want the committed head of size %d", c, err, head.Size)
+			}
+			var stored []int64
+			if err := st.db.SelectContext(ctx, &stored, `SELECT size FROM log_checkpoints WHERE size > 1 ORDER BY size`); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(stored, []int64{head.Size}) {
+				t.Errorf("stored checkpoints of sizes %v after the first leaf, want only the committed tree's %d", stored, head.Size)
+			}
+		})
+	}
+}
+
 // TestTxMemoGivesOnlyItsTree: a transaction's memo of hashes is used for
 // the next append only for a head its tree extends and only when it gives
 // that head's root: a larger head (another writer's append) or a memo that

@@ -65,10 +65,10 @@ type Store struct {
 		sync.Mutex
 		hooks []*func(begin bool)
 	}
-	// sealLog, when set, seals a batch of issuance commits before it
-	// commits and returns what to run once it did (the checkpoint of the
-	// batch's tree, transparencyLog.sealBatch; writer.go).
-	sealLog atomic.Pointer[func(context.Context, *sqlx.Tx) func()]
+	// sealLog, when set, begins the seal of a batch of issuance commits
+	// once its items ran (the checkpoint of the batch's tree,
+	// transparencyLog.sealBatch; writer.go); nil: nothing to seal.
+	sealLog atomic.Pointer[func(context.Context, *sqlx.Tx) batchSeal]
 	// rollbacks counts the batch items whose savepoint was rolled back
 	// (writer.runItems): the log trusts the head its transaction's last
 	// append left only while none was (transparencyLog.txHead).

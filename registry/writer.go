@@ -64,6 +64,13 @@ const (
 	batchTimeout = 2 * time.Minute
 )
 
+// batchSeal is a batch's seal begun (Store.sealLog): it waits for the
+// checkpoint's signatures and, with store set, stores the note in the
+// batch's transaction and returns what to run once that committed (nil:
+// nothing was sealed); without store it keeps nothing (the batch is rolled
+// back).
+type batchSeal func(store bool) func()
+
 // txItem is one transaction waiting for its batch.
 type txItem struct {
 	ctx  context.Context
@@ -245,6 +252,10 @@ func (w *writer) execBatch(live []*txItem) []error {
 // -1.
 func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (errs []error, failed int) {
 	errs = make([]error, len(live))
+	var (
+		begun  bool   // the seal was begun (and so sealed is what it left)
+		sealed func() // what the seal runs once the batch committed
+	)
 	clock := &w.clock
 	clock.start()
 	tx, err := w.begin(ctx)
@@ -283,12 +294,24 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 		clock.done(phaseItems)
 		if bp != nil {
 			deferredPlans.Delete(tx) // the seal's statements run as they come
+			// The seal begins before the statements are sent: the token
+			// signs the batch's checkpoint while PostgreSQL runs them.
+			seal := w.beginSeal(ctx, tx, live)
+			begun = true
+			clock.done(phaseSeal)
 			failed, ok := w.runPlans(ctx, tx, bp, live, errs)
 			clock.done(phaseStatements)
 			if !ok {
+				if seal != nil {
+					seal(false)
+				}
 				_ = tx.Rollback()
 				clock.done(phaseCommit)
 				return errs, failed
+			}
+			if seal != nil {
+				sealed = seal(true)
+				clock.done(phaseSeal)
 			}
 		}
 	} else {
@@ -306,19 +329,15 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 		}
 		clock.done(phaseItems)
 	}
-	ok, logged := false, false
-	for k, e := range errs {
-		ok = ok || e == nil
-		logged = logged || (e == nil && live[k].logged)
-	}
-	if !ok {
+	if !slices.Contains(errs, nil) {
 		_ = tx.Rollback()
 		clock.done(phaseCommit)
 		return errs, -1
 	}
-	var sealed func()
-	if seal := w.s.sealLog.Load(); seal != nil && logged {
-		sealed = (*seal)(ctx, tx)
+	if !begun {
+		if seal := w.beginSeal(ctx, tx, live, errs...); seal != nil {
+			sealed = seal(true)
+		}
 		clock.done(phaseSeal)
 	}
 	if err := tx.Commit(); err != nil {
@@ -341,6 +360,22 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 	}
 	clock.done(phaseCommit)
 	return errs, -1
+}
+
+// beginSeal begins the seal of a batch whose items ran (Store.sealLog)
+// when one of them that succeeded (errs[k] nil; no errs: all) appends to
+// the log for a receipt (txItem.logged); nil: nothing to seal.
+func (w *writer) beginSeal(ctx context.Context, tx *sqlx.Tx, live []*txItem, errs ...error) batchSeal {
+	seal := w.s.sealLog.Load()
+	if seal == nil {
+		return nil
+	}
+	for k, it := range live {
+		if it.logged && (errs == nil || errs[k] == nil) {
+			return (*seal)(ctx, tx)
+		}
+	}
+	return nil
 }
 
 // failedUnknown is execTx's failed when the batch's one statement failed

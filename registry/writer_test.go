@@ -244,9 +244,14 @@ func TestSealRunsOnlyAfterCommit(t *testing.T) {
 	}, func(t *testing.T, db string, st *Store) {
 		ctx := context.Background()
 		var sealed, kept int
-		seal := func(context.Context, *sqlx.Tx) func() {
+		seal := func(context.Context, *sqlx.Tx) batchSeal {
 			sealed++ // the writer's goroutine only
-			return func() { kept++ }
+			return func(store bool) func() {
+				if !store {
+					return nil
+				}
+				return func() { kept++ }
+			}
 		}
 		st.sealLog.Store(&seal)
 		insert := func(q string, id int) func(tx *sqlx.Tx) error {

@@ -170,19 +170,45 @@ func parseCanonicalHash(s string) (tlog.Hash, error) {
 // for the slowest one instead of their sum (docs/performance-history.md, seventh
 // pass).
 func SignCheckpoint(c Checkpoint, s note.Signer, more ...note.Signer) ([]byte, error) {
+	if len(more) > 0 {
+		return StartSignCheckpoint(c, s, more...)()
+	}
+	text, err := checkpointText(c, s)
+	if err != nil {
+		return nil, err
+	}
+	return signNote(text, s)
+}
+
+// StartSignCheckpoint is SignCheckpoint begun: each signer signs on a
+// goroutine of its own from now on, while the caller does other work (the
+// registry's batches send their statements to PostgreSQL meanwhile), and
+// the function returned waits for them and returns what SignCheckpoint
+// would. It may be called any number of times, and need not be called at
+// all: the signatures end on their own.
+func StartSignCheckpoint(c Checkpoint, s note.Signer, more ...note.Signer) func() ([]byte, error) {
 	signers := append([]note.Signer{s}, more...)
+	text, err := checkpointText(c, signers...)
+	if err != nil {
+		return func() ([]byte, error) { return nil, err }
+	}
+	wait := presign(text, signers)
+	return sync.OnceValues(func() ([]byte, error) { return signNote(text, wait()...) })
+}
+
+// checkpointText returns c's note text, once every signer's key name is
+// c's origin.
+func checkpointText(c Checkpoint, signers ...note.Signer) ([]byte, error) {
 	for _, s := range signers {
 		if s.Name() != c.Origin {
 			return nil, fmt.Errorf("%w: signer name %q is not the checkpoint origin %q", ErrInvalid, s.Name(), c.Origin)
 		}
 	}
-	text, err := c.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	if len(signers) > 1 {
-		signers = presign(text, signers)
-	}
+	return c.Marshal()
+}
+
+// signNote returns the note of text signed by signers, in that order.
+func signNote(text []byte, signers ...note.Signer) ([]byte, error) {
 	msg, err := note.Sign(&note.Note{Text: string(text)}, signers...)
 	if err != nil {
 		return nil, fmt.Errorf("translog: signing checkpoint: %w", err)
@@ -190,11 +216,12 @@ func SignCheckpoint(c Checkpoint, s note.Signer, more ...note.Signer) ([]byte, e
 	return msg, nil
 }
 
-// presign runs every signer's Sign over text at once and returns signers
-// that hand note.Sign those signatures (or errors), so that note.Sign —
-// which calls its signers one after the other — writes the same note it
-// would have written with the signers themselves.
-func presign(text []byte, signers []note.Signer) []note.Signer {
+// presign starts every signer's Sign over text at once, each on a goroutine
+// of its own, and returns a function that waits for them and returns
+// signers that hand note.Sign those signatures (or errors), so that
+// note.Sign — which calls its signers one after the other — writes the
+// same note it would have written with the signers themselves.
+func presign(text []byte, signers []note.Signer) func() []note.Signer {
 	out := make([]note.Signer, len(signers))
 	var wg sync.WaitGroup
 	for i, s := range signers {
@@ -211,8 +238,10 @@ func presign(text []byte, signers []note.Signer) []note.Signer {
 			p.sig, p.err = s.Sign(text)
 		})
 	}
-	wg.Wait()
-	return out
+	return func() []note.Signer {
+		wg.Wait()
+		return out
+	}
 }
 
 // presigned is a note.Signer whose signature over text was made already.

@@ -373,6 +373,20 @@ func newBarrier(n int32) *barrier {
 	return b
 }
 
+// wait is an arrival at b that is not a signature: the caller's, which
+// waits for the signers (TestStartSignCheckpoint).
+func (b *barrier) wait() error {
+	if b.n.Add(-1) == 0 {
+		close(b.open)
+	}
+	select {
+	case <-b.open:
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New("the signers did not sign meanwhile")
+	}
+}
+
 func (s barrierSigner) Sign(msg []byte) ([]byte, error) {
 	s.b.calls.Add(1)
 	if s.b.n.Add(-1) == 0 {
@@ -454,3 +468,51 @@ func (failingSigner) Sign([]byte) ([]byte, error) { return nil, errors.New("toke
 type panickingSigner struct{ note.Signer }
 
 func (panickingSigner) Sign([]byte) ([]byte, error) { panic("token gone") }
+
+// StartSignCheckpoint starts the signatures before its caller waits for
+// them (the registry's batches send their statements meanwhile): here every
+// signer signs while the caller has not waited yet, and the function it
+// returns gives, as often as it is called, the note SignCheckpoint gives.
+// Its refusals (a signer of another origin) come from that function too.
+func TestStartSignCheckpoint(t *testing.T) {
+	c := testCheckpoint()
+	for _, n := range []int{1, 2} {
+		t.Run(fmt.Sprintf("signers=%d", n), func(t *testing.T) {
+			var signers []note.Signer
+			for range n {
+				_, priv, _ := ed25519.GenerateKey(nil)
+				s, err := NewEd25519NoteSigner(testOrigin, priv)
+				if err != nil {
+					t.Fatal(err)
+				}
+				signers = append(signers, s)
+			}
+			want, err := SignCheckpoint(c, signers[0], signers[1:]...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := newBarrier(int32(n + 1)) // the signers and this goroutine, before it waits
+			gated := make([]note.Signer, n)
+			for i, s := range signers {
+				gated[i] = barrierSigner{s, b}
+			}
+			wait := StartSignCheckpoint(c, gated[0], gated[1:]...)
+			if err := b.wait(); err != nil {
+				t.Fatalf("before the wait: %v", err)
+			}
+			for range 2 {
+				got, err := wait()
+				if err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("wait() = %q, %v; want SignCheckpoint's note\n%s", got, err, want)
+				}
+			}
+			if got := b.calls.Load(); got != int32(n) {
+				t.Errorf("%d signatures made, want %d (one per signer)", got, n)
+			}
+		})
+	}
+	other, _ := testSignerVerifier(t, "other.example/log", "a")
+	if _, err := StartSignCheckpoint(c, other)(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a signer of another origin: %v, want ErrInvalid", err)
+	}
+}
