@@ -497,6 +497,11 @@ func (l *transparencyLog) appendWith(ctx context.Context, tx *sqlx.Tx, e translo
 	return p.idx, p.data, nil
 }
 
+// headLockQuery reads and locks the log head on PostgreSQL. It has no
+// parameters, so that it goes to PostgreSQL in one message with its
+// transaction's BEGIN (cachingConn.BeginTx): a batch's first round trip.
+var headLockQuery = fmt.Sprintf(`SELECT size, root FROM log_head WHERE id = %d FOR UPDATE`, singletonID)
+
 // lockHead locks the log_head row in tx on PostgreSQL (SQLite's
 // transaction holds the database's write lock from BEGIN IMMEDIATE). A
 // transaction that will append and also locks rows of its own — an agent's,
@@ -509,7 +514,7 @@ func (l *transparencyLog) lockHead(ctx context.Context, tx *sqlx.Tx) error {
 		return nil
 	}
 	var head logHead
-	if err := tx.GetContext(ctx, &head, `SELECT size, root FROM log_head WHERE id = $1 FOR UPDATE`, singletonID); err != nil {
+	if err := tx.GetContext(ctx, &head, headLockQuery); err != nil {
 		return dbErr("log: locking head", err)
 	}
 	// The first append of tx takes this head (txHead) instead of reading
@@ -548,11 +553,11 @@ func (l *transparencyLog) planAppend(ctx context.Context, tx *sqlx.Tx, e translo
 	}
 	head, held := l.txHead(tx)
 	if !held {
-		q := `SELECT size, root FROM log_head WHERE id = $1`
+		q, args := `SELECT size, root FROM log_head WHERE id = ?`, []any{singletonID}
 		if tx.DriverName() == "postgres" {
-			q += ` FOR UPDATE`
+			q, args = headLockQuery, nil
 		}
-		if err := tx.GetContext(ctx, &head, q, singletonID); err != nil {
+		if err := tx.GetContext(ctx, &head, tx.Rebind(q), args...); err != nil {
 			return nil, dbErr("log: locking head", err)
 		}
 	}
@@ -1064,11 +1069,16 @@ func storeTopCheckpoint(ctx context.Context, q sqlx.ExtContext, size int64, msg 
 // (signTree).
 //
 // It works in two steps. sealBatch itself, called once the batch's items
-// have run (on PostgreSQL, with their statements collected but not yet
-// sent: the tree they make is in tx's memo already), makes the checks on
-// that tree and starts the signatures; the batchSeal it returns waits for
-// them and stores the note in tx, so on PostgreSQL the token signs while
-// the batch's statements run (TestSealSignsWhileTheStatementsRun). The
+// have run, makes the checks on the tree they made and starts the
+// signatures; the batchSeal it returns waits for them and stores the note
+// in tx. On PostgreSQL a batch's statements are collected and sent
+// together (early: not sent yet), so the token signs while PostgreSQL runs
+// them (TestSealSignsWhileTheStatementsRun); the tree is then the one tx
+// holds in memory (txHead), and without it nothing is sealed early — a
+// read of the head would find the tree before the batch. A batch whose
+// statement then fails drops the signed note: a note of a tree that never
+// committed is made more often than before (each such failure, not only a
+// failed COMMIT), and as before it never leaves the process. The
 // batchSeal returns what to run once tx committed — only then is the
 // checkpoint known (covering finds it without a read); a batch that rolls
 // back drops the note unseen, so no signed note of an uncommitted tree ever
@@ -1076,11 +1086,14 @@ func storeTopCheckpoint(ctx context.Context, q sqlx.ExtContext, size int64, msg 
 // signer, no growth, a failed check or signature — the receipts then take
 // the usual path (covering signs after the commit). A failed statement is
 // not returned: on PostgreSQL it aborts tx and the commit reports it.
-func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx) batchSeal {
+func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx, early bool) batchSeal {
 	if l.signer == nil || l.verifier == nil {
 		return nil
 	}
 	head, held := l.txHead(tx)
+	if !held && early {
+		return nil
+	}
 	if !held {
 		var err error
 		if head, err = headIn(ctx, tx); err != nil {

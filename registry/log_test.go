@@ -972,29 +972,45 @@ func (s *gatedSigner) Sign(msg []byte) ([]byte, error) {
 // commits sends its items' statements as one (batchplan.go), a round trip
 // in which the backend does the batch's work, and the seal's signatures
 // begin before it is sent, so that the token signs while PostgreSQL runs
-// them (docs/performance.md, "The seal beside the statements"). Here the
-// batch's statement is held until a signature has begun: the code before,
-// which signed once the statements had run, held it in vain. The batch
-// commits with its checkpoint. A batch whose statement then fails (a
-// guard that misses) keeps no checkpoint from that run: its items run
-// again without the failed one, and the checkpoint kept is that of the
+// them (docs/performance.md, "The seal beside PostgreSQL's statements").
+// Here the batch's statement is held until a signature has begun: the code
+// before, which signed once the statements had run, held it in vain. The
+// batch commits with its checkpoint. A batch whose statement then fails —
+// a guard that misses, or the statement as a whole (a duplicate key) —
+// drops the seal it began (stored nowhere, kept nowhere): its items run
+// again without the failed one, and the one checkpoint kept is that of the
 // tree committed.
 func TestSealSignsWhileTheStatementsRun(t *testing.T) {
-	for _, missing := range []bool{false, true} {
-		t.Run(fmt.Sprintf("guard-misses=%t", missing), func(t *testing.T) {
+	for _, failure := range []string{"none", "guard-misses", "statement-fails"} {
+		t.Run(failure, func(t *testing.T) {
+			missing := failure != "none"
 			ctx := context.Background()
 			f := newLogFixture(t, "postgres")
 			if _, err := f.appendOne(ctx, 0, "before"); err != nil {
 				t.Fatal(err)
 			}
 			st, l := f.stores[0], f.logs[0]
-			if _, err := st.db.ExecContext(ctx, `CREATE TABLE seal_guard (id INTEGER PRIMARY KEY)`); err != nil {
+			if _, err := st.db.ExecContext(ctx, `CREATE TABLE seal_guard (id INTEGER PRIMARY KEY); INSERT INTO seal_guard VALUES (7)`); err != nil {
 				t.Fatal(err)
 			}
 			gate := &gatedSigner{Signer: l.signer, began: make(chan struct{}, 1)}
 			l.signer = gate
 			sealed := l.sealed.Load()
-			seal := l.sealBatch
+			var dropped, kept atomic.Int64 // the seals that ended each way
+			seal := func(ctx context.Context, tx *sqlx.Tx, early bool) batchSeal {
+				s := l.sealBatch(ctx, tx, early)
+				if s == nil {
+					return nil
+				}
+				return func(store bool) func() {
+					if store {
+						kept.Add(1)
+					} else {
+						dropped.Add(1)
+					}
+					return s(store)
+				}
+			}
 			st.sealLog.Store(&seal)
 			t.Cleanup(func() { st.sealLog.Store(nil) })
 			w := st.grouped
@@ -1017,9 +1033,12 @@ func TestSealSignsWhileTheStatementsRun(t *testing.T) {
 					if _, _, err := l.appendTx(ctx, tx, f.entry(fmt.Sprintf("item-%d", i))); err != nil {
 						return err
 					}
-					if missing && i == 2 { // no row 1: the guard changes none
+					switch {
+					case failure == "guard-misses" && i == 2: // no row 1: the guard changes none
 						miss := guard{stmt: stmt{`UPDATE seal_guard SET id = id WHERE id = ?`, []any{1}}, miss: func() error { return refused }}
 						return execPlan(ctx, tx, "seal test", []guard{miss}, nil)
+					case failure == "statement-fails" && i == 2: // row 7 exists
+						return execPlan(ctx, tx, "seal test", nil, []stmt{{`INSERT INTO seal_guard (id) VALUES (?)`, []any{7}}})
 					}
 					return nil
 				}
@@ -1059,9 +1078,25 @@ func TestSealSignsWhileTheStatementsRun(t *testing.T) {
 				t.Fatal("the batch's statement was sent and no signature of its checkpoint had begun")
 			}
 			for i, err := range errs {
-				if want := missing && i == 2; want != errors.Is(err, refused) || (!want && err != nil) {
-					t.Errorf("item %d: %v", i, err)
+				switch {
+				case !missing || i != 2:
+					if err != nil {
+						t.Errorf("item %d: %v", i, err)
+					}
+				case failure == "guard-misses" && !errors.Is(err, refused):
+					t.Errorf("item %d: %v, want its guard's miss", i, err)
+				case failure == "statement-fails" && (err == nil || !strings.Contains(err.Error(), "seal test")):
+					t.Errorf("item %d: %v, want its duplicate key", i, err)
 				}
+			}
+			// The first run's seal began early; a failed run dropped it, and
+			// the rerun (each item in a savepoint) sealed after its items.
+			wantDropped := int64(0)
+			if missing {
+				wantDropped = 1
+			}
+			if dropped.Load() != wantDropped || kept.Load() != 1 {
+				t.Errorf("seals dropped %d, stored %d; want %d, 1", dropped.Load(), kept.Load(), wantDropped)
 			}
 			head, err := l.head(ctx)
 			if err != nil {

@@ -125,7 +125,7 @@ type Registry struct {
 	verify   *ca.Verifier
 	tlog     *transparencyLog
 	// seal is tlog.sealBatch as installed on the Store (Store.sealLog).
-	seal *func(context.Context, *sqlx.Tx) batchSeal
+	seal *func(ctx context.Context, tx *sqlx.Tx, early bool) batchSeal
 	now  func() time.Time
 	rand io.Reader
 	log  *logrus.Entry

@@ -67,8 +67,9 @@ type Store struct {
 	}
 	// sealLog, when set, begins the seal of a batch of issuance commits
 	// once its items ran (the checkpoint of the batch's tree,
-	// transparencyLog.sealBatch; writer.go); nil: nothing to seal.
-	sealLog atomic.Pointer[func(context.Context, *sqlx.Tx) batchSeal]
+	// transparencyLog.sealBatch; writer.go); nil: nothing to seal. early:
+	// the items' statements are not sent yet.
+	sealLog atomic.Pointer[func(ctx context.Context, tx *sqlx.Tx, early bool) batchSeal]
 	// rollbacks counts the batch items whose savepoint was rolled back
 	// (writer.runItems): the log trusts the head its transaction's last
 	// append left only while none was (transparencyLog.txHead).

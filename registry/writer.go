@@ -120,7 +120,7 @@ const (
 	phaseBegin      = iota // BEGIN (SQLite: BEGIN IMMEDIATE, the write lock)
 	phaseItems             // the items' functions: their reads and statements, their savepoints (PostgreSQL: the log head's lock; a batch's statements are collected)
 	phaseStatements        // PostgreSQL: the batch's collected statements (batchplan.go)
-	phaseSeal              // the checkpoint's signatures and its insert
+	phaseSeal              // the checkpoint's checks, its signatures and its insert (PostgreSQL's batch statement: the signatures' part not overlapped by the statements, which phaseStatements counts)
 	phaseCommit            // COMMIT and the hooks after it, or the ROLLBACK of a run that failed
 	numPhases
 )
@@ -296,16 +296,16 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 			deferredPlans.Delete(tx) // the seal's statements run as they come
 			// The seal begins before the statements are sent: the token
 			// signs the batch's checkpoint while PostgreSQL runs them.
-			seal := w.beginSeal(ctx, tx, live)
+			seal := w.beginSeal(ctx, tx, true, live)
 			begun = true
 			clock.done(phaseSeal)
 			failed, ok := w.runPlans(ctx, tx, bp, live, errs)
 			clock.done(phaseStatements)
 			if !ok {
+				_ = tx.Rollback() // first: the head's lock is released at once
 				if seal != nil {
 					seal(false)
 				}
-				_ = tx.Rollback()
 				clock.done(phaseCommit)
 				return errs, failed
 			}
@@ -335,7 +335,7 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 		return errs, -1
 	}
 	if !begun {
-		if seal := w.beginSeal(ctx, tx, live, errs...); seal != nil {
+		if seal := w.beginSeal(ctx, tx, false, live, errs...); seal != nil {
 			sealed = seal(true)
 		}
 		clock.done(phaseSeal)
@@ -364,15 +364,17 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 
 // beginSeal begins the seal of a batch whose items ran (Store.sealLog)
 // when one of them that succeeded (errs[k] nil; no errs: all) appends to
-// the log for a receipt (txItem.logged); nil: nothing to seal.
-func (w *writer) beginSeal(ctx context.Context, tx *sqlx.Tx, live []*txItem, errs ...error) batchSeal {
+// the log for a receipt (txItem.logged); nil: nothing to seal. early: the
+// items' statements are collected and not sent yet (PostgreSQL's batch
+// statement, batchplan.go).
+func (w *writer) beginSeal(ctx context.Context, tx *sqlx.Tx, early bool, live []*txItem, errs ...error) batchSeal {
 	seal := w.s.sealLog.Load()
 	if seal == nil {
 		return nil
 	}
 	for k, it := range live {
 		if it.logged && (errs == nil || errs[k] == nil) {
-			return (*seal)(ctx, tx)
+			return (*seal)(ctx, tx, early)
 		}
 	}
 	return nil

@@ -244,7 +244,7 @@ func TestSealRunsOnlyAfterCommit(t *testing.T) {
 	}, func(t *testing.T, db string, st *Store) {
 		ctx := context.Background()
 		var sealed, kept int
-		seal := func(context.Context, *sqlx.Tx) batchSeal {
+		seal := func(context.Context, *sqlx.Tx, bool) batchSeal {
 			sealed++ // the writer's goroutine only
 			return func(store bool) func() {
 				if !store {

@@ -439,7 +439,8 @@ func TestSignCheckpointSignsConcurrently(t *testing.T) {
 
 // A signer's error is SignCheckpoint's error, as with note.Sign; among two
 // signers or more (each then signs on a goroutine of its own: presign), one
-// that panics is an error too, not a crash, in any position.
+// that panics is an error too, not a crash, in any position — and so is a
+// lone signer's panic under StartSignCheckpoint (the registry's checkpoints).
 func TestSignCheckpointSignerError(t *testing.T) {
 	s, _ := testSignerVerifier(t, testOrigin, "a")
 	for name, bad := range map[string]note.Signer{"error": failingSigner{s}, "panic": panickingSigner{s}} {
@@ -458,6 +459,12 @@ func TestSignCheckpointSignerError(t *testing.T) {
 				}
 			})
 		}
+		// StartSignCheckpoint signs on goroutines even with one signer.
+		t.Run(name+"/alone, begun", func(t *testing.T) {
+			if _, err := StartSignCheckpoint(testCheckpoint(), bad)(); err == nil || !strings.Contains(err.Error(), "token gone") {
+				t.Fatalf("StartSignCheckpoint error = %v, want the signer's", err)
+			}
+		})
 	}
 }
 
