@@ -497,11 +497,6 @@ func (l *transparencyLog) appendWith(ctx context.Context, tx *sqlx.Tx, e translo
 	return p.idx, p.data, nil
 }
 
-// headLockQuery reads and locks the log head on PostgreSQL. It has no
-// parameters, so that it goes to PostgreSQL in one message with its
-// transaction's BEGIN (cachingConn.BeginTx): a batch's first round trip.
-var headLockQuery = fmt.Sprintf(`SELECT size, root FROM log_head WHERE id = %d FOR UPDATE`, singletonID)
-
 // lockHead locks the log_head row in tx on PostgreSQL (SQLite's
 // transaction holds the database's write lock from BEGIN IMMEDIATE). A
 // transaction that will append and also locks rows of its own — an agent's,
@@ -514,7 +509,7 @@ func (l *transparencyLog) lockHead(ctx context.Context, tx *sqlx.Tx) error {
 		return nil
 	}
 	var head logHead
-	if err := tx.GetContext(ctx, &head, headLockQuery); err != nil {
+	if err := tx.GetContext(ctx, &head, `SELECT size, root FROM log_head WHERE id = $1 FOR UPDATE`, singletonID); err != nil {
 		return dbErr("log: locking head", err)
 	}
 	// The first append of tx takes this head (txHead) instead of reading
@@ -553,11 +548,11 @@ func (l *transparencyLog) planAppend(ctx context.Context, tx *sqlx.Tx, e translo
 	}
 	head, held := l.txHead(tx)
 	if !held {
-		q, args := `SELECT size, root FROM log_head WHERE id = ?`, []any{singletonID}
+		q := `SELECT size, root FROM log_head WHERE id = $1`
 		if tx.DriverName() == "postgres" {
-			q, args = headLockQuery, nil
+			q += ` FOR UPDATE`
 		}
-		if err := tx.GetContext(ctx, &head, tx.Rebind(q), args...); err != nil {
+		if err := tx.GetContext(ctx, &head, q, singletonID); err != nil {
 			return nil, dbErr("log: locking head", err)
 		}
 	}

@@ -174,7 +174,3 @@ func SetCheckpointPruneBatches(t testing.TB, rows, transactions int) {
 	checkpointPruneBatch, checkpointPruneBatches = rows, transactions
 	t.Cleanup(func() { checkpointPruneBatch, checkpointPruneBatches = oldRows, oldTx })
 }
-
-// HeadLockQuery is headLockQuery: the one statement of a rotation on
-// PostgreSQL without parameters (TestIssuanceStatements).
-var HeadLockQuery = headLockQuery

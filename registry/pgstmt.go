@@ -3,7 +3,6 @@ package registry
 import (
 	"container/list"
 	"context"
-	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -85,7 +84,6 @@ func (c pqConnector) Connect(ctx context.Context) (driver.Conn, error) {
 // pqConn is what lib/pq's connection implements and database/sql uses.
 type pqConn interface {
 	driver.Conn
-	driver.Tx // lib/pq's connection is its own transaction
 	driver.ConnBeginTx
 	driver.ConnPrepareContext
 	driver.ExecerContext
@@ -108,108 +106,6 @@ type cachingConn struct {
 	// connection then, and a late cancel request could hit the next
 	// statement; database/sql discards the connection instead.
 	cancelled bool
-	// mode is the pending BEGIN statement.
-	mode string
-	// beginPending: a transaction began (BeginTx) and its BEGIN is not
-	// sent yet: it goes with the transaction's first statement.
-	beginPending bool
-}
-
-// BeginTx begins a transaction without a round trip of its own: its BEGIN
-// is sent with the transaction's first statement (sendBegin) — in the same
-// message when that statement has no parameters (the simple protocol
-// carries several statements: the group commit's lock of the log head,
-// headLockQuery), just before it otherwise — and a transaction that sends
-// no statement sends nothing. Every round trip of a batch is one the
-// other replicas' batches wait for behind the log head's lock
-// (docs/performance.md, "BEGIN with the first statement").
-// lib/pq's own BeginTx is never called, so its connection keeps no
-// transaction context to watch: database/sql rolls back a transaction
-// whose context ended and discards its connection, and each statement's
-// context is watched as before.
-func (c *cachingConn) BeginTx(_ context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	mode, err := beginMode(opts)
-	if err != nil {
-		return nil, err
-	}
-	if c.beginPending {
-		return nil, errors.New("registry: a PostgreSQL transaction began inside another")
-	}
-	c.beginPending, c.mode = true, mode
-	return lazyTx{c}, nil
-}
-
-// beginMode is the BEGIN statement of opts, as lib/pq's BeginTx writes it.
-func beginMode(opts driver.TxOptions) (string, error) {
-	mode := "BEGIN"
-	switch sql.IsolationLevel(opts.Isolation) {
-	case sql.LevelDefault:
-	case sql.LevelReadUncommitted:
-		mode += " ISOLATION LEVEL READ UNCOMMITTED"
-	case sql.LevelReadCommitted:
-		mode += " ISOLATION LEVEL READ COMMITTED"
-	case sql.LevelRepeatableRead:
-		mode += " ISOLATION LEVEL REPEATABLE READ"
-	case sql.LevelSerializable:
-		mode += " ISOLATION LEVEL SERIALIZABLE"
-	default:
-		return "", fmt.Errorf("registry: PostgreSQL isolation level %v not supported", sql.IsolationLevel(opts.Isolation))
-	}
-	if opts.ReadOnly {
-		return mode + " READ ONLY", nil
-	}
-	return mode + " READ WRITE", nil
-}
-
-// sendBegin sends a pending BEGIN before query, or returns the one
-// message that holds both when query has no parameters.
-func (c *cachingConn) sendBegin(ctx context.Context, query string, args []driver.NamedValue) (string, error) {
-	if c.beginPending && len(args) == 0 {
-		c.beginPending = false
-		return c.mode + "; " + query, nil
-	}
-	return query, c.beginNow(ctx)
-}
-
-// beginNow sends a pending BEGIN in a message of its own.
-func (c *cachingConn) beginNow(ctx context.Context) error {
-	if !c.beginPending {
-		return nil
-	}
-	c.beginPending = false
-	_, err := c.pqConn.ExecContext(ctx, c.mode, nil)
-	c.after(ctx, c.mode, err)
-	return err
-}
-
-// PrepareContext sends a pending BEGIN first: the statement it prepares
-// runs inside the transaction.
-func (c *cachingConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	if err := c.beginNow(ctx); err != nil {
-		return nil, err
-	}
-	return c.pqConn.PrepareContext(ctx, query)
-}
-
-// lazyTx is a transaction of cachingConn (BeginTx): lib/pq's connection
-// ends it, with lib/pq's checks (a COMMIT of a failed transaction is an
-// error, not a silent rollback), once its BEGIN was sent.
-type lazyTx struct{ c *cachingConn }
-
-func (t lazyTx) Commit() error {
-	if t.c.beginPending {
-		t.c.beginPending = false
-		return nil
-	}
-	return t.c.pqConn.Commit()
-}
-
-func (t lazyTx) Rollback() error {
-	if t.c.beginPending {
-		t.c.beginPending = false
-		return nil
-	}
-	return t.c.pqConn.Rollback()
 }
 
 type cachedStmt struct {
@@ -267,10 +163,6 @@ func (c *cachingConn) forgetOnError(query string, err error) {
 
 func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	seeStatement(query)
-	query, err := c.sendBegin(ctx, query, args)
-	if err != nil {
-		return nil, err
-	}
 	if len(args) == 0 {
 		return c.pqConn.ExecContext(ctx, query, args)
 	}
@@ -307,10 +199,6 @@ func (c *cachingConn) IsValid() bool { return !c.cancelled && c.pqConn.IsValid()
 
 func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
 	seeStatement(query)
-	query, err := c.sendBegin(ctx, query, args)
-	if err != nil {
-		return nil, err
-	}
 	if len(args) == 0 {
 		return c.pqConn.QueryContext(ctx, query, args)
 	}
