@@ -791,6 +791,40 @@ func TestLogBounds(t *testing.T) {
 	}
 }
 
+// heldBatch runs item(1) … item(n-1) as one batch of w, issuance commits
+// (logged; rerun as given): an item queued first holds the writer until
+// they all are. started runs once it holds it, before they queue; a
+// statement hook it sets is removed when t ends. heldBatch returns the
+// holder's error, then each item's.
+func heldBatch(ctx context.Context, t *testing.T, w *writer, n int, rerun bool, started func(), item func(i int) func(*sqlx.Tx) error) []error {
+	t.Cleanup(func() { statementHook.Store(nil) })
+	var (
+		errs             = make([]error, n)
+		wg               sync.WaitGroup
+		holding, release = make(chan struct{}), make(chan struct{})
+	)
+	wg.Go(func() {
+		errs[0] = w.doItem(&txItem{ctx: ctx, op: "hold", done: make(chan error, 1), fn: func(*sqlx.Tx) error {
+			close(holding)
+			<-release
+			return nil
+		}})
+	})
+	<-holding
+	started()
+	for i := 1; i < n; i++ {
+		wg.Go(func() {
+			errs[i] = w.doItem(&txItem{ctx: ctx, op: "append", fn: item(i), done: make(chan error, 1), logged: true, rerun: rerun})
+		})
+	}
+	for len(w.q.ch) < n-1 {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	return errs
+}
+
 // TestLogBatchAppendsAroundRolledBackItems: one batch of the group commit
 // appends for many items, each in its own savepoint, and every third item
 // fails after its append (its savepoint is rolled back, taking its leaf
@@ -829,20 +863,9 @@ func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 
 				const n = 12
 				refused := errors.New("item refused after its append")
-				var (
-					started = make(chan struct{})
-					release = make(chan struct{})
-					wg      sync.WaitGroup
-					errs    = make([]error, n)
-					idxs    = make([]int64, n)
-				)
+				idxs := make([]int64, n)
 				item := func(i int) func(tx *sqlx.Tx) error {
 					return func(tx *sqlx.Tx) error {
-						if i == 0 {
-							close(started)
-							<-release // hold the writer until every other item is queued
-							return nil
-						}
 						var err error
 						idxs[i], _, err = l.appendTx(ctx, tx, f.entry(fmt.Sprintf("item-%d", i)))
 						if err != nil {
@@ -854,12 +877,10 @@ func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 						return nil
 					}
 				}
-				wg.Go(func() {
-					errs[0] = w.doItem(&txItem{ctx: ctx, op: "hold", fn: item(0), done: make(chan error, 1)})
-				})
-				<-started
-				before := w.stats()
-				var hashReads, headReads atomic.Int64
+				var (
+					before               GroupCommitStats
+					hashReads, headReads atomic.Int64
+				)
 				see := func(q string) {
 					if dbName == "sqlite" && strings.Contains(q, "FROM log_hashes") {
 						hashReads.Add(1)
@@ -868,18 +889,10 @@ func TestLogBatchAppendsAroundRolledBackItems(t *testing.T) {
 						headReads.Add(1)
 					}
 				}
-				statementHook.Store(&see)
-				t.Cleanup(func() { statementHook.Store(nil) })
-				for i := 1; i < n; i++ {
-					wg.Go(func() {
-						errs[i] = w.doItem(&txItem{ctx: ctx, op: "append", fn: item(i), done: make(chan error, 1), logged: true, rerun: rerun})
-					})
-				}
-				for len(w.q.ch) < n-1 {
-					time.Sleep(time.Millisecond)
-				}
-				close(release)
-				wg.Wait()
+				errs := heldBatch(ctx, t, w, n, rerun, func() {
+					before = w.stats()
+					statementHook.Store(&see)
+				}, item)
 				statementHook.Store(nil)
 				// Once per transaction: the batch's, and its rerun's.
 				runs := int64(1)
@@ -1016,20 +1029,9 @@ func TestSealSignsWhileTheStatementsRun(t *testing.T) {
 			w := st.grouped
 
 			const n = 4
-			var (
-				started = make(chan struct{})
-				release = make(chan struct{})
-				wg      sync.WaitGroup
-				errs    = make([]error, n)
-				refused = errors.New("the guard missed")
-			)
+			refused := errors.New("the guard missed")
 			item := func(i int) func(tx *sqlx.Tx) error {
 				return func(tx *sqlx.Tx) error {
-					if i == 0 {
-						close(started)
-						<-release // hold the writer until every other item is queued
-						return nil
-					}
 					if _, _, err := l.appendTx(ctx, tx, f.entry(fmt.Sprintf("item-%d", i))); err != nil {
 						return err
 					}
@@ -1043,10 +1045,6 @@ func TestSealSignsWhileTheStatementsRun(t *testing.T) {
 					return nil
 				}
 			}
-			wg.Go(func() {
-				errs[0] = w.doItem(&txItem{ctx: ctx, op: "hold", fn: item(0), done: make(chan error, 1)})
-			})
-			<-started
 			// The batch's one statement (its first run's) waits for a
 			// signature to begin, for a minute at most: without it the test
 			// fails instead of hanging.
@@ -1061,18 +1059,7 @@ func TestSealSignsWhileTheStatementsRun(t *testing.T) {
 					unheld.Add(1)
 				}
 			}
-			statementHook.Store(&see)
-			t.Cleanup(func() { statementHook.Store(nil) })
-			for i := 1; i < n; i++ {
-				wg.Go(func() {
-					errs[i] = w.doItem(&txItem{ctx: ctx, op: "append", fn: item(i), done: make(chan error, 1), logged: true, rerun: true})
-				})
-			}
-			for len(w.q.ch) < n-1 {
-				time.Sleep(time.Millisecond)
-			}
-			close(release)
-			wg.Wait()
+			errs := heldBatch(ctx, t, w, n, true, func() { statementHook.Store(&see) }, item)
 			statementHook.Store(nil)
 			if unheld.Load() > 0 {
 				t.Fatal("the batch's statement was sent and no signature of its checkpoint had begun")
