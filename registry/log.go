@@ -1115,10 +1115,13 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx, early bool
 	if err != nil || (last != nil && last.Size >= head.Size) {
 		return nil
 	}
+	notSealed := func(err error) {
+		l.log.WithError(err).WithField("tree_size", head.Size).Warn("checkpoint not sealed with its batch; receipts sign one after the commit")
+	}
 	hs := l.txMemo(ctx, tx, head)
 	sign, root, err := l.startSignTree(ctx, hs, head, last)
 	if err != nil {
-		l.log.WithError(err).WithField("tree_size", head.Size).Warn("checkpoint not sealed with its batch; receipts sign one after the commit")
+		notSealed(err)
 		return nil
 	}
 	return func(store bool) func() {
@@ -1127,7 +1130,7 @@ func (l *transparencyLog) sealBatch(ctx context.Context, tx *sqlx.Tx, early bool
 			return nil
 		}
 		if err != nil {
-			l.log.WithError(err).WithField("tree_size", head.Size).Warn("checkpoint not sealed with its batch; receipts sign one after the commit")
+			notSealed(err)
 			return nil
 		}
 		now := l.now()

@@ -296,7 +296,7 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 			deferredPlans.Delete(tx) // the seal's statements run as they come
 			// The seal begins before the statements are sent: the token
 			// signs the batch's checkpoint while PostgreSQL runs them.
-			seal := w.beginSeal(ctx, tx, true, live)
+			seal := w.beginSeal(ctx, tx, true, live, errs)
 			begun = true
 			clock.done(phaseSeal)
 			failed, ok := w.runPlans(ctx, tx, bp, live, errs)
@@ -335,7 +335,7 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 		return errs, -1
 	}
 	if !begun {
-		if seal := w.beginSeal(ctx, tx, false, live, errs...); seal != nil {
+		if seal := w.beginSeal(ctx, tx, false, live, errs); seal != nil {
 			sealed = seal(true)
 		}
 		clock.done(phaseSeal)
@@ -363,17 +363,17 @@ func (w *writer) execTx(ctx context.Context, live []*txItem, savepoints bool) (e
 }
 
 // beginSeal begins the seal of a batch whose items ran (Store.sealLog)
-// when one of them that succeeded (errs[k] nil; no errs: all) appends to
-// the log for a receipt (txItem.logged); nil: nothing to seal. early: the
+// when one of them that succeeded (errs[k] nil) appends to the log for a
+// receipt (txItem.logged); nil: nothing to seal. early: the
 // items' statements are collected and not sent yet (PostgreSQL's batch
 // statement, batchplan.go).
-func (w *writer) beginSeal(ctx context.Context, tx *sqlx.Tx, early bool, live []*txItem, errs ...error) batchSeal {
+func (w *writer) beginSeal(ctx context.Context, tx *sqlx.Tx, early bool, live []*txItem, errs []error) batchSeal {
 	seal := w.s.sealLog.Load()
 	if seal == nil {
 		return nil
 	}
 	for k, it := range live {
-		if it.logged && (errs == nil || errs[k] == nil) {
+		if it.logged && errs[k] == nil {
 			return (*seal)(ctx, tx, early)
 		}
 	}
