@@ -22,23 +22,26 @@ import (
 func TestDefaultTransportKeepsHTTP1Connections(t *testing.T) {
 	const inFlight = 16
 	var (
-		mu     sync.Mutex
-		protos = map[string]int{}
-		dials  atomic.Int64
-		start  = make(chan struct{})
-		// entered counts the requests of a burst that reached the handler;
-		// the handler holds each until the whole burst is in, so that the
-		// burst is really inFlight requests wide.
-		entered atomic.Int64
+		mu      sync.Mutex // guards protos, entered and gate
+		protos  = map[string]int{}
+		entered int
+		// gate holds a burst's requests in the handler until all
+		// inFlight of them are in, so that a burst is really that wide;
+		// the request that completes a burst opens it and sets the next.
+		gate  = make(chan struct{})
+		dials atomic.Int64
 	)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		protos[r.Proto]++
-		mu.Unlock()
-		if entered.Add(1)%inFlight == 0 {
-			close(start)
+		entered++
+		g := gate
+		if entered%inFlight == 0 {
+			close(gate)
+			gate = make(chan struct{})
 		}
-		<-start
+		mu.Unlock()
+		<-g
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	}))
@@ -74,7 +77,6 @@ func TestDefaultTransportKeepsHTTP1Connections(t *testing.T) {
 	if got := dials.Load(); got != inFlight {
 		t.Fatalf("first burst: %d connections for %d requests in flight, want one each (HTTP/1.1)", got, inFlight)
 	}
-	start = make(chan struct{})
 	burst()
 	if got := dials.Load(); got != inFlight {
 		t.Errorf("second burst opened %d connections more; want none (the first burst's kept alive)", got-inFlight)
