@@ -11,8 +11,10 @@
 //	cert, err := c.Rotate(ctx, "billing-bot.acme", newCSRPEM)
 //
 // A Client that makes its own http.Client speaks HTTP/1.1 over keep-alive
-// connections (up to 64 idle), which ATR's server answers more cheaply than
-// HTTP/2; WithHTTPClient gives it any other.
+// connections (at most 64, each closed after 50 s unused), which ATR's
+// server answers more cheaply than HTTP/2; WithHTTPClient gives it any
+// other. Keep one Client for the life of the process: each connection it
+// opens costs a TLS handshake, far more than the call it carries.
 //
 // Every method takes a context first. Errors answered by the server are *Error values
 // carrying the HTTP status, the stable error code and the request ID to quote to an
@@ -84,7 +86,8 @@ type options struct {
 type Option func(*options) error
 
 // WithHTTPClient uses hc instead of a fresh http.Client. TLS options (WithRootCAs,
-// WithClientCertificate) are applied to a clone of its *http.Transport.
+// WithClientCertificate) are applied to a clone of its *http.Transport (of
+// http.DefaultTransport, which offers HTTP/2, when hc.Transport is nil).
 func WithHTTPClient(hc *http.Client) Option {
 	return func(o *options) error {
 		if hc == nil {
@@ -139,25 +142,33 @@ func WithAllowHTTP() Option {
 	return func(o *options) error { o.allowHTTP = true; return nil }
 }
 
-// idleConnsPerHost is how many idle keep-alive connections a Client that
-// builds its own transport keeps to its server. http.DefaultTransport keeps
-// 2: over HTTP/1.1 a caller with more requests in flight would close the
-// other connections after each request and pay a TLS handshake for the next.
-const idleConnsPerHost = 64
+// connsPerHost is how many connections a Client that builds its own
+// transport opens to its server, and keeps while idle: http.DefaultTransport
+// keeps 2 idle, and over HTTP/1.1 a caller with more requests in flight
+// would close the others after each request and pay a TLS handshake for the
+// next. Requests beyond it wait for a connection instead of dialing.
+const connsPerHost = 64
+
+// idleConnTimeout closes a kept connection after this long unused: under
+// the 60 s after which common load balancers drop an idle connection, so
+// that a request is not sent on one they are closing (a POST that was
+// written is not retried on another).
+const idleConnTimeout = 50 * time.Second
 
 // newTransport is the transport of a Client that builds its own
 // http.Client: http.DefaultTransport's settings (the proxy from the
-// environment, its timeouts), HTTP/1.1 keep-alive only, and
-// idleConnsPerHost. HTTP/1.1 because ATR's server answers it more cheaply
-// than HTTP/2: in atr-bench's public calls, one request at a time on each
-// of 16 connections, HTTP/2 cost the server 1.4–1.5× the CPU per request
-// (a verify 171–184 µs against 116–121; docs/performance.md, "The public
-// calls over HTTP/2"). A caller that wants HTTP/2 passes an http.Client of
-// its own (WithHTTPClient).
+// environment, its dial and TLS timeouts), HTTP/1.1 keep-alive only, at
+// most connsPerHost connections and idleConnTimeout. HTTP/1.1 because ATR's
+// server answers it more cheaply than HTTP/2: in atr-bench's public calls,
+// one request at a time on each of 16 kept connections, HTTP/2 cost the
+// server 1.4–1.5× the CPU per request (a verify 171–184 µs against
+// 116–121; docs/performance.md, "The public calls over HTTP/2"). A caller
+// that wants HTTP/2 passes an http.Client of its own (WithHTTPClient).
 //
-// It is built, not cloned from http.DefaultTransport: Clone sets up HTTP/2
-// on both (ALPN "h2", an HTTP/2 round tripper), and a clone then limited to
-// HTTP/1.1 offers "h2", which a server takes, and speaks HTTP/1.1 on it.
+// It is built, not cloned from http.DefaultTransport: Clone sets HTTP/2 up
+// on DefaultTransport first and copies its ALPN "h2" into the clone, so a
+// clone limited to HTTP/1.1 still offers "h2", the server takes it, and the
+// request fails.
 func newTransport() *http.Transport {
 	var only1 http.Protocols
 	only1.SetHTTP1(true)
@@ -165,8 +176,9 @@ func newTransport() *http.Transport {
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:          100,
-		MaxIdleConnsPerHost:   idleConnsPerHost,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   connsPerHost,
+		MaxConnsPerHost:       connsPerHost,
+		IdleConnTimeout:       idleConnTimeout,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		Protocols:             &only1,
