@@ -297,9 +297,24 @@ func (c *Client) CurrentCertificate(ctx context.Context, name string) ([]byte, e
 // Verify asks whether certPEM (with optional intermediates chainPEM) is a genuine,
 // current, unrevoked ATR agent certificate. A certificate that does not verify is not an
 // error: the result has Verified false and a Reason.
+// The result carries the certificate's log receipt when the registry has one.
 func (c *Client) Verify(ctx context.Context, certPEM, chainPEM []byte) (*VerifyResult, error) {
+	return c.verify(ctx, VerifyRequest{Certificate: string(certPEM), Chain: string(chainPEM)})
+}
+
+// VerifyWithoutReceipt is Verify for a caller that does not keep log receipts
+// (rp.OnlineChecker): the registry makes none, and its answer is ~200 bytes
+// instead of ~4 KB. In atr-bench ATR's server answered it at 1.13–1.19× the
+// rate of Verify, with 10–17 % less of its CPU (docs/performance.md,
+// "Verify without its receipt").
+func (c *Client) VerifyWithoutReceipt(ctx context.Context, certPEM, chainPEM []byte) (*VerifyResult, error) {
+	no := false
+	return c.verify(ctx, VerifyRequest{Certificate: string(certPEM), Chain: string(chainPEM), Receipt: &no})
+}
+
+func (c *Client) verify(ctx context.Context, req VerifyRequest) (*VerifyResult, error) {
 	var out VerifyResult
-	if err := c.doJSON(ctx, http.MethodPost, "/v1/verify", nil, VerifyRequest{Certificate: string(certPEM), Chain: string(chainPEM)}, &out); err != nil {
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/verify", nil, req, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -32,6 +32,9 @@ type RevokeRequest struct {
 type VerifyRequest struct {
 	Certificate string `json:"certificate"`
 	Chain       string `json:"chain,omitempty"`
+	// Receipt false asks the registry for no log receipt; nil leaves the
+	// server's default, a receipt when it has one.
+	Receipt *bool `json:"receipt,omitempty"`
 }
 
 // CreateAPIKeyRequest is the body of POST /v1/admin/apikeys. ExpiresIn is a Go duration

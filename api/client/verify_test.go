@@ -3,6 +3,7 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -68,6 +69,47 @@ func TestVerifyDecodesAnswer(t *testing.T) {
 			got.NotAfter, got.LogIndex, got.Receipt, tt.want.Receipt = nil, nil, nil, nil
 			if !reflect.DeepEqual(*got, tt.want) {
 				t.Errorf("Verify = %+v, want %+v", *got, tt.want)
+			}
+		})
+	}
+}
+
+// TestVerifyAsksForTheReceipt: Verify leaves the receipt to the server's
+// default (it has one); VerifyWithoutReceipt sends "receipt": false, which
+// the server answers without one.
+func TestVerifyAsksForTheReceipt(t *testing.T) {
+	var body map[string]json.RawMessage
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body = nil
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			t.Errorf("request body: %v", err)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"verified":true}`))
+	}))
+	defer srv.Close()
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := []byte("-----BEGIN CERTIFICATE-----\n")
+	for _, tt := range []struct {
+		name        string
+		call        func(context.Context, []byte, []byte) (*client.VerifyResult, error)
+		wantReceipt string // "" for no receipt member
+	}{
+		{"Verify", c.Verify, ""},
+		{"VerifyWithoutReceipt", c.VerifyWithoutReceipt, "false"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := tt.call(context.Background(), cert, nil); err != nil {
+				t.Fatal(err)
+			}
+			if got := string(body["receipt"]); got != tt.wantReceipt {
+				t.Errorf("receipt member %q, want %q", got, tt.wantReceipt)
+			}
+			if string(body["certificate"]) != `"-----BEGIN CERTIFICATE-----\n"` {
+				t.Errorf("certificate member %s", body["certificate"])
 			}
 		})
 	}

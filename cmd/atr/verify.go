@@ -318,11 +318,12 @@ func verifyOffline(ctx context.Context, leaf *x509.Certificate, extra []*x509.Ce
 	return out, nil
 }
 
-// onlineVerifier asks the registry (POST /v1/verify) for rp.Verifier.
+// onlineVerifier asks the registry (POST /v1/verify) for rp.Verifier,
+// without the log receipt, which rp.OnlineStatus does not carry.
 type onlineVerifier struct{ c *client.Client }
 
 func (o onlineVerifier) CheckOnline(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate) (*rp.OnlineStatus, error) {
-	res, err := o.c.Verify(ctx, ca.EncodeCertificatesPEM(leaf), pemOrNil(chain))
+	res, err := o.c.VerifyWithoutReceipt(ctx, ca.EncodeCertificatesPEM(leaf), pemOrNil(chain))
 	if err != nil {
 		return nil, explain("verifying", err)
 	}

@@ -170,7 +170,9 @@ func TestVerifyOnline(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
-		json.NewDecoder(r.Body).Decode(&gotReq)
+		var req client.VerifyRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		gotReq = req
 		switch mode {
 		case "verified":
 			idx := int64(7)
@@ -223,6 +225,10 @@ func TestVerifyOnline(t *testing.T) {
 		}
 		if got := strings.Count(gotReq.Chain, "BEGIN CERTIFICATE"); got != 1 {
 			t.Errorf("chain field holds %d certificates, want 1", got)
+		}
+		// rp.OnlineStatus carries no receipt: none is asked for.
+		if gotReq.Receipt == nil || *gotReq.Receipt {
+			t.Errorf("receipt = %v, want false", gotReq.Receipt)
 		}
 	})
 }
