@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"reflect"
 	"testing"
 
 	"github.com/agent-trust-registry/atr/api/client"
@@ -82,5 +83,17 @@ func TestAgentLogAndReceipts(t *testing.T) {
 	}
 	if r, err := translog.ParseReceipt(res.Receipt); err != nil || r.LeafIndex != rot.LogIndex || len(r.Opened.VRFProofs) != 3 {
 		t.Errorf("verify receipt: %v (leaf %d); want the rotate leaf's receipt with every proof", err, r.LeafIndex)
+	}
+	// Without the receipt ("receipt": false): the same answer, no receipt.
+	bare, err := anon.VerifyWithoutReceipt(ctx, []byte(rot.Certificate), []byte(rot.Chain))
+	if err != nil {
+		t.Fatalf("verify without receipt: %v", err)
+	}
+	if bare.Receipt != nil {
+		t.Errorf("verify without receipt answered one (%d bytes)", len(bare.Receipt))
+	}
+	res.Receipt = nil
+	if !reflect.DeepEqual(bare, res) {
+		t.Errorf("verify without receipt = %+v, want %+v", bare, res)
 	}
 }

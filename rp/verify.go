@@ -65,8 +65,9 @@ func statusErr(format string, args ...any) error {
 }
 
 // OnlineChecker asks the registry about a certificate (POST /v1/verify;
-// api/client.Client.Verify does, through a small adapter). An error is a
-// failure to ask, not a refusal.
+// api/client.Client.VerifyWithoutReceipt does, through a small adapter:
+// OnlineStatus keeps no log receipt). An error is a failure to ask, not a
+// refusal.
 type OnlineChecker interface {
 	CheckOnline(ctx context.Context, leaf *x509.Certificate, chain []*x509.Certificate) (*OnlineStatus, error)
 }
