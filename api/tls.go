@@ -107,5 +107,8 @@ func TLSConfig(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, erro
 		ClientAuth:     tls.VerifyClientCertIfGiven,
 		ClientCAs:      clientRoots,
 		NextProtos:     []string{"h2", "http/1.1"},
+		// A connection from CoalescingListener whose client offers "h2"
+		// (which the server then picks) writes straight through.
+		GetConfigForClient: markHTTP2,
 	}
 }

@@ -227,7 +227,8 @@ atr serve --debug-listen 127.0.0.1:6060   # then: curl -o trace.out 'http://127.
 	errc := make(chan error, 3)
 	go func() {
 		if srv.TLSConfig != nil {
-			errc <- srv.ServeTLS(ln, "", "")
+			// One write an answer over HTTP/1.1 (api/coalesce.go).
+			errc <- srv.ServeTLS(api.CoalescingListener(ln), "", "")
 		} else {
 			errc <- srv.Serve(ln)
 		}

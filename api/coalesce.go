@@ -1,0 +1,225 @@
+package api
+
+import (
+	"crypto/tls"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// One write an answer.
+//
+// net/http writes an HTTP/1.1 response through a 4 KiB buffer of the
+// connection, a size it does not let a server change (golang/go#13870). An
+// answer whose header and body pass 4,096 bytes — a registration's or a
+// rotation's (~8 KiB), a verify with its receipt (~4.4 KiB) — leaves as two
+// TLS records in two system calls, and the client wakes for each. Both are
+// written within microseconds, while the handler returns.
+//
+// CoalescingListener's connections sit below TLS and hold what TLS writes
+// until net/http is done with the answer, then send it in one system call.
+// net/http shows when it is done: after every HTTP/1.1 response it clears
+// the connection's write deadline, and it reads (the next request) or
+// closes the connection next. A connection sends what it holds whenever a
+// deadline is set, before every read (unless another goroutine is sending)
+// and before it closes; a timer sends it coalesceDelay after the first
+// byte held when nothing else did (an event stream between two events), and
+// a write that brings it to coalesceMax bytes sends at once.
+//
+// HTTP/2 connections hold nothing: that server writes frames while another
+// goroutine waits in Read, and sets no deadline after each. TLSConfig's
+// GetConfigForClient marks a connection whose client offers "h2" — which
+// the server then picks, its first choice — before the handshake writes,
+// and its writes go straight through. docs/performance.md ("One write an
+// answer") has the figures.
+
+// coalesceDelay bounds how long a held byte waits when nothing sends it.
+const coalesceDelay = time.Millisecond
+
+// coalesceMax is the most a connection holds: the write that reaches it
+// sends what is held, itself included, in one system call.
+const coalesceMax = 32 << 10
+
+// CoalescingListener returns ln, whose connections hold the TLS records of
+// an HTTP/1.1 answer and send them together. Serve TLS over it with
+// TLSConfig's configuration (which marks HTTP/2 connections).
+func CoalescingListener(ln net.Listener) net.Listener {
+	return coalescingListener{Listener: ln, delay: coalesceDelay}
+}
+
+type coalescingListener struct {
+	net.Listener
+	delay time.Duration // the timer's; coalesceDelay but in tests
+}
+
+func (l coalescingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &coalescingConn{Conn: c, delay: l.delay}, nil
+}
+
+// coalescingConn is a connection below TLS that holds writes.
+//
+// TLS writes to it one record at a time, never two at once (tls.Conn
+// serializes its writes); the timer and the deadline setters send from
+// other goroutines. sendMu orders the sends: each takes what is held under
+// mu and writes it while holding sendMu, so bytes leave in the order they
+// were written whichever goroutine sends them. The buffer comes from
+// heldBuffers and goes back after each send: an idle connection (a server
+// may keep thousands) holds none.
+type coalescingConn struct {
+	net.Conn
+	delay time.Duration
+
+	through atomic.Bool // HTTP/2: writes are not held
+	holding atomic.Bool // held is not empty
+
+	sendMu sync.Mutex // held while a send writes to Conn
+
+	mu    sync.Mutex
+	held  *[]byte
+	timer *time.Timer
+	err   error // the first failed send; every later write returns it
+}
+
+var heldBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 16<<10)
+	return &b
+}}
+
+// passThrough stops holding writes (an HTTP/2 connection). TLSConfig calls
+// it before the handshake's first write.
+func (c *coalescingConn) passThrough() {
+	c.send()
+	c.through.Store(true)
+}
+
+func (c *coalescingConn) Write(p []byte) (int, error) {
+	if c.through.Load() {
+		return c.Conn.Write(p)
+	}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	if c.held == nil {
+		c.held = heldBuffers.Get().(*[]byte)
+	}
+	if len(*c.held) == 0 {
+		c.holding.Store(true)
+		if c.timer == nil {
+			c.timer = time.AfterFunc(c.delay, c.send)
+		} else {
+			c.timer.Reset(c.delay)
+		}
+	}
+	*c.held = append(*c.held, p...)
+	full := len(*c.held) >= coalesceMax
+	c.mu.Unlock()
+	if !full {
+		return len(p), nil
+	}
+	c.send()
+	c.mu.Lock()
+	err := c.err
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// send sends what is held; a failure is kept for the next write.
+func (c *coalescingConn) send() {
+	if !c.holding.Load() {
+		return
+	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	c.sendLocked()
+}
+
+// sendLocked is send with sendMu held.
+func (c *coalescingConn) sendLocked() {
+	c.mu.Lock()
+	buf, err := c.held, c.err
+	c.held = nil
+	c.holding.Store(false)
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	if buf == nil {
+		return
+	}
+	if err == nil && len(*buf) > 0 {
+		if _, err = c.Conn.Write(*buf); err != nil {
+			c.mu.Lock()
+			if c.err == nil {
+				c.err = err
+			}
+			c.mu.Unlock()
+		}
+	}
+	*buf = (*buf)[:0]
+	heldBuffers.Put(buf)
+}
+
+// Read sends what is held first, unless another goroutine is sending (a
+// send that blocks must not keep the reader from reading): what that send
+// did not take then waits for the timer at most.
+func (c *coalescingConn) Read(p []byte) (int, error) {
+	if c.holding.Load() && c.sendMu.TryLock() {
+		c.sendLocked()
+		c.sendMu.Unlock()
+	}
+	return c.Conn.Read(p)
+}
+
+// A deadline applies from the time it is set: what was held goes out
+// under the deadline of the time it was written.
+func (c *coalescingConn) SetDeadline(t time.Time) error {
+	c.send()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *coalescingConn) SetReadDeadline(t time.Time) error {
+	c.send()
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *coalescingConn) SetWriteDeadline(t time.Time) error {
+	c.send()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// Close sends what is held and closes. When another goroutine is sending
+// (perhaps blocked on a peer that reads nothing) Close closes at once,
+// which ends that send.
+func (c *coalescingConn) Close() error {
+	if c.sendMu.TryLock() {
+		c.sendLocked()
+		c.sendMu.Unlock()
+	}
+	c.mu.Lock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// markHTTP2 is TLSConfig's GetConfigForClient: a connection from
+// CoalescingListener whose client offers "h2" stops holding writes.
+func markHTTP2(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if c, ok := hello.Conn.(*coalescingConn); ok && slices.Contains(hello.SupportedProtos, "h2") {
+		c.passThrough()
+	}
+	return nil, nil
+}
