@@ -20,13 +20,16 @@ import (
 //
 // CoalescingListener's connections sit below TLS and hold what TLS writes
 // until net/http is done with the answer, then send it in one system call.
-// net/http shows when it is done: after every HTTP/1.1 response it clears
-// the connection's write deadline, and it reads (the next request) or
-// closes the connection next. A connection sends what it holds whenever a
-// deadline is set, before every read (unless another goroutine is sending)
-// and before it closes; a timer sends it coalesceDelay after the first
-// byte held when nothing else did (an event stream between two events), and
-// a write that brings it to coalesceMax bytes sends at once.
+// net/http shows when it is done: after every HTTP/1.1 response it ends the
+// read it ran beside the handler (a read deadline in the past), clears the
+// write deadline, and then reads the next request or closes the connection.
+// A connection sends what it holds whenever a deadline is set, before every
+// read and before it closes (these three unless another goroutine is
+// sending); a timer sends it coalesceDelay after the first byte held when
+// nothing else did (an event stream between two events), and a write that
+// brings it to coalesceMax bytes sends at once. The background read may
+// also start, and send, while the handler writes: that answer then takes
+// two writes, as before.
 //
 // HTTP/2 connections hold nothing: that server writes frames while another
 // goroutine waits in Read, and sets no deadline after each. TLSConfig's
@@ -80,10 +83,11 @@ type coalescingConn struct {
 
 	sendMu sync.Mutex // held while a send writes to Conn
 
-	mu    sync.Mutex
-	held  *[]byte
-	timer *time.Timer
-	err   error // the first failed send; every later write returns it
+	mu       sync.Mutex
+	held     *[]byte
+	timer    *time.Timer
+	err      error     // the first failed send; every later write returns it
+	deadline time.Time // the write deadline set last
 }
 
 var heldBuffers = sync.Pool{New: func() any {
@@ -171,42 +175,73 @@ func (c *coalescingConn) sendLocked() {
 	heldBuffers.Put(buf)
 }
 
-// Read sends what is held first, unless another goroutine is sending (a
-// send that blocks must not keep the reader from reading): what that send
-// did not take then waits for the timer at most.
-func (c *coalescingConn) Read(p []byte) (int, error) {
+// sendIfFree sends what is held unless another goroutine is sending: a
+// send that blocks on a peer that reads nothing must not keep a reader from
+// reading or a closer from closing. What that send did not take waits for
+// the timer at most.
+func (c *coalescingConn) sendIfFree() {
 	if c.holding.Load() && c.sendMu.TryLock() {
 		c.sendLocked()
 		c.sendMu.Unlock()
 	}
+}
+
+func (c *coalescingConn) Read(p []byte) (int, error) {
+	c.sendIfFree()
 	return c.Conn.Read(p)
 }
 
-// A deadline applies from the time it is set: what was held goes out
-// under the deadline of the time it was written.
-func (c *coalescingConn) SetDeadline(t time.Time) error {
-	c.send()
-	return c.Conn.SetDeadline(t)
-}
-
 func (c *coalescingConn) SetReadDeadline(t time.Time) error {
-	c.send()
+	c.sendIfFree()
 	return c.Conn.SetReadDeadline(t)
 }
 
+// SetWriteDeadline sends what is held under the deadline in force when it
+// was written, then sets t. A send under way keeps its deadline: a later
+// one, or none (net/http clears it after every answer), waits for the send
+// to end; an earlier one applies to it at once (tls.Conn.Close gives a peer
+// that reads nothing 5 s for its close_notify, then none).
 func (c *coalescingConn) SetWriteDeadline(t time.Time) error {
-	c.send()
-	return c.Conn.SetWriteDeadline(t)
+	return c.setWriteDeadline(t, c.Conn.SetWriteDeadline)
+}
+
+func (c *coalescingConn) SetDeadline(t time.Time) error {
+	return c.setWriteDeadline(t, c.Conn.SetDeadline)
+}
+
+func (c *coalescingConn) setWriteDeadline(t time.Time, set func(time.Time) error) error {
+	if !c.sendMu.TryLock() {
+		c.mu.Lock()
+		earlier := !t.IsZero() && (c.deadline.IsZero() || t.Before(c.deadline))
+		c.mu.Unlock()
+		if earlier {
+			if err := c.setDeadline(t, set); err != nil {
+				return err
+			}
+		}
+		c.sendMu.Lock()
+	}
+	defer c.sendMu.Unlock()
+	c.sendLocked()
+	return c.setDeadline(t, set)
+}
+
+// setDeadline sets t with set and records it as the write deadline.
+func (c *coalescingConn) setDeadline(t time.Time, set func(time.Time) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := set(t)
+	if err == nil {
+		c.deadline = t
+	}
+	return err
 }
 
 // Close sends what is held and closes. When another goroutine is sending
 // (perhaps blocked on a peer that reads nothing) Close closes at once,
 // which ends that send.
 func (c *coalescingConn) Close() error {
-	if c.sendMu.TryLock() {
-		c.sendLocked()
-		c.sendMu.Unlock()
-	}
+	c.sendIfFree()
 	c.mu.Lock()
 	if c.timer != nil {
 		c.timer.Stop()
