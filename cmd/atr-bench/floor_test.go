@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -14,7 +15,8 @@ import (
 // that order of rows; the targets are on verify with the receipt (the
 // API's default, the issue's) and OCSP only. A server that refuses
 // "receipt": false (one older than that field) leaves that row
-// unavailable and the others measured.
+// unavailable and the others measured. The verify row's note gives the
+// size of its answer.
 func TestFloorRows(t *testing.T) {
 	const rounds, n = 2, 6
 	tests := []struct {
@@ -87,6 +89,11 @@ func TestFloorRows(t *testing.T) {
 				}
 				if !r.Unavailable && r.Name != rows[0].Name && r.Ratio == nil {
 					t.Errorf("row %q has no ratio to GET /healthz", r.Name)
+				}
+				// The verify row says how large the answer is (the
+				// fake server's: {"verified":true}).
+				if wantSize := "the answer: 17 bytes of body, "; (r.Name == floorVerifyName) != strings.Contains(r.Note, wantSize) {
+					t.Errorf("row %q note %q: want %q on the verify row alone", r.Name, r.Note, wantSize)
 				}
 			}
 			if got := bare.Load(); got != int64(tt.wantBare) {

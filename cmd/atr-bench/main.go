@@ -18,17 +18,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -998,12 +1002,50 @@ func floorLoad(ctx context.Context, cf *clientFactory, base string, pid, rounds,
 			rows = append(rows, *bareRow)
 			bareRow = nil
 		}
-		rows = append(rows, ratioRow(k))
+		row := ratioRow(k)
+		if names[k] == floorVerifyName {
+			row.Note += verifyAnswerSize(ctx, cf, base, cert, chain)
+		}
+		rows = append(rows, row)
 	}
 	if bareRow != nil {
 		rows = append(rows, *bareRow)
 	}
 	return rows
+}
+
+// verifyAnswerSize is a note on the size of the verify answer (with its
+// receipt) the floor measured: its body and its header as HTTP/1.1 writes
+// them. net/http's server writes an answer through a 4 KiB buffer, and an
+// answer past it took two writes before api.CoalescingListener
+// (docs/performance.md, "One write an answer"); the receipt's inclusion
+// proof grows with the log.
+func verifyAnswerSize(ctx context.Context, cf *clientFactory, base, cert, chain string) string {
+	c, err := cf.client("")
+	if err != nil {
+		return ""
+	}
+	defer c.hc.CloseIdleConnections()
+	body, _ := json.Marshal(client.VerifyRequest{Certificate: cert, Chain: chain})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/verify", bytes.NewReader(body))
+	if err != nil {
+		return ""
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return ""
+	}
+	var hdr bytes.Buffer
+	fmt.Fprintf(&hdr, "HTTP/1.1 %s\r\n", resp.Status)
+	resp.Header.Write(&hdr)
+	hdr.WriteString("\r\n")
+	return fmt.Sprintf("; the answer: %d bytes of body, %d of status line and header", len(b), hdr.Len())
 }
 
 // medianOf returns the median of v (0 for none), leaving v as it was.
