@@ -23,9 +23,10 @@ import (
 // net/http shows when it is done: after every HTTP/1.1 response it ends the
 // read it ran beside the handler (a read deadline in the past), clears the
 // write deadline, and then reads the next request or closes the connection.
-// A connection sends what it holds whenever a deadline is set, before every
-// read and before it closes (these three unless another goroutine is
-// sending); a timer sends it coalesceDelay after the first byte held when
+// A connection sends what it holds whenever a write deadline is set (after
+// the send under way, if one is), and whenever a read deadline is set,
+// before every read and before it closes unless another goroutine is
+// sending; a timer sends it coalesceDelay after the first byte held when
 // nothing else did (an event stream between two events), and a write that
 // brings it to coalesceMax bytes sends at once. The background read may
 // also start, and send, while the handler writes: that answer then takes
