@@ -82,7 +82,8 @@ type coalescingConn struct {
 	through atomic.Bool // HTTP/2: writes are not held
 	holding atomic.Bool // held is not empty
 
-	sendMu sync.Mutex // held while a send writes to Conn
+	sendMu       sync.Mutex   // held while a send writes to Conn
+	sendingSince atomic.Int64 // when the write to Conn under way began (UnixNano); 0: none
 
 	mu       sync.Mutex
 	held     *[]byte
@@ -164,7 +165,10 @@ func (c *coalescingConn) sendLocked() {
 		return
 	}
 	if err == nil && len(*buf) > 0 {
-		if _, err = c.Conn.Write(*buf); err != nil {
+		c.sendingSince.Store(time.Now().UnixNano())
+		_, err = c.Conn.Write(*buf)
+		c.sendingSince.Store(0)
+		if err != nil {
 			c.mu.Lock()
 			if c.err == nil {
 				c.err = err
@@ -200,27 +204,44 @@ func (c *coalescingConn) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline sends what is held under the deadline in force when it
 // was written, then sets t. A send under way keeps its deadline: a later
 // one, or none (net/http clears it after every answer), waits for the send
-// to end; an earlier one applies to it at once (tls.Conn.Close gives a peer
-// that reads nothing 5 s for its close_notify, then none).
+// to end. An earlier one (tls.Conn.Close gives its close_notify 5 s, then
+// none) waits for a send that is quick, and applies at once to one stuck
+// for more than sendStuck on a peer that reads nothing.
 func (c *coalescingConn) SetWriteDeadline(t time.Time) error {
 	return c.setWriteDeadline(t, c.Conn.SetWriteDeadline)
 }
 
+// SetDeadline sets the read deadline at once and the write deadline as
+// SetWriteDeadline does.
 func (c *coalescingConn) SetDeadline(t time.Time) error {
-	return c.setWriteDeadline(t, c.Conn.SetDeadline)
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.setWriteDeadline(t, c.Conn.SetWriteDeadline)
 }
+
+// sendStuck is how long a send must have been under way before an earlier
+// write deadline ends it: a send to a peer that reads takes microseconds.
+const sendStuck = time.Millisecond
 
 func (c *coalescingConn) setWriteDeadline(t time.Time, set func(time.Time) error) error {
 	if !c.sendMu.TryLock() {
 		c.mu.Lock()
 		earlier := !t.IsZero() && (c.deadline.IsZero() || t.Before(c.deadline))
 		c.mu.Unlock()
-		if earlier {
-			if err := c.setDeadline(t, set); err != nil {
-				return err
-			}
+		if !earlier {
+			c.sendMu.Lock()
 		}
-		c.sendMu.Lock()
+		for earlier && !c.sendMu.TryLock() {
+			if since := c.sendingSince.Load(); since != 0 && time.Since(time.Unix(0, since)) > sendStuck {
+				if err := c.setDeadline(t, set); err != nil {
+					return err
+				}
+				c.sendMu.Lock()
+				break
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
 	}
 	defer c.sendMu.Unlock()
 	c.sendLocked()

@@ -413,3 +413,67 @@ func TestCoalescingConnDeadlines(t *testing.T) {
 		}
 	})
 }
+
+// TestCoalescingConnEarlierDeadlineWaitsForAQuickSend: an earlier write
+// deadline does not cut a send that is merely under way — tls.Conn.Close's
+// close_notify, held while another goroutine (a read, the timer) sends, was
+// lost to its "no more writes" deadline (a helper's review: 1 close in
+// ~4,000 with a reader beside it).
+func TestCoalescingConnEarlierDeadlineWaitsForAQuickSend(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	peer, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	go io.Copy(io.Discard, peer)
+	nc, err := coalescingListener{Listener: raw, delay: time.Hour}.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := nc.(*coalescingConn)
+	defer c.Close()
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // as closeNotify does
+	c.Write([]byte("the close_notify alert"))           // held
+	took := make(chan struct{})
+	go func() { // another sender, about to send what is held
+		c.sendMu.Lock()
+		close(took)
+		time.Sleep(5 * time.Millisecond)
+		c.sendLocked()
+		c.sendMu.Unlock()
+	}()
+	<-took
+	c.SetWriteDeadline(time.Now()) // closeNotify: any later write fails
+	c.mu.Lock()
+	err = c.err
+	c.mu.Unlock()
+	if err != nil {
+		t.Errorf("the held alert was not sent: %v", err)
+	}
+}
+
+// TestCoalescingConnSetDeadlineReadsAtOnce: SetDeadline's read half applies
+// at once, even while a send is stuck (it waited for the send to end, and a
+// read timed out under the deadline it replaced).
+func TestCoalescingConnSetDeadlineReadsAtOnce(t *testing.T) {
+	c := stuckConn(t)
+	c.SetWriteDeadline(time.Now().Add(3 * time.Second))
+	timerSendBlocked(t, c)
+	c.Conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	read := make(chan error, 1)
+	go func() {
+		_, err := c.Conn.Read(make([]byte, 1))
+		read <- err
+	}()
+	go c.SetDeadline(time.Time{}) // no deadline, read or write
+	select {
+	case err := <-read:
+		t.Fatalf("the read ended (%v) under the read deadline SetDeadline replaced", err)
+	case <-time.After(time.Second):
+	}
+}
