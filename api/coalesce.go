@@ -208,23 +208,6 @@ func (c *coalescingConn) SetReadDeadline(t time.Time) error {
 // none) waits for a send that is quick, and applies at once to one stuck
 // for more than sendStuck on a peer that reads nothing.
 func (c *coalescingConn) SetWriteDeadline(t time.Time) error {
-	return c.setWriteDeadline(t, c.Conn.SetWriteDeadline)
-}
-
-// SetDeadline sets the read deadline at once and the write deadline as
-// SetWriteDeadline does.
-func (c *coalescingConn) SetDeadline(t time.Time) error {
-	if err := c.Conn.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return c.setWriteDeadline(t, c.Conn.SetWriteDeadline)
-}
-
-// sendStuck is how long a send must have been under way before an earlier
-// write deadline ends it: a send to a peer that reads takes microseconds.
-const sendStuck = time.Millisecond
-
-func (c *coalescingConn) setWriteDeadline(t time.Time, set func(time.Time) error) error {
 	if !c.sendMu.TryLock() {
 		c.mu.Lock()
 		earlier := !t.IsZero() && (c.deadline.IsZero() || t.Before(c.deadline))
@@ -234,7 +217,7 @@ func (c *coalescingConn) setWriteDeadline(t time.Time, set func(time.Time) error
 		}
 		for earlier && !c.sendMu.TryLock() {
 			if since := c.sendingSince.Load(); since != 0 && time.Since(time.Unix(0, since)) > sendStuck {
-				if err := c.setDeadline(t, set); err != nil {
+				if err := c.setDeadline(t); err != nil {
 					return err
 				}
 				c.sendMu.Lock()
@@ -245,14 +228,27 @@ func (c *coalescingConn) setWriteDeadline(t time.Time, set func(time.Time) error
 	}
 	defer c.sendMu.Unlock()
 	c.sendLocked()
-	return c.setDeadline(t, set)
+	return c.setDeadline(t)
 }
 
-// setDeadline sets t with set and records it as the write deadline.
-func (c *coalescingConn) setDeadline(t time.Time, set func(time.Time) error) error {
+// SetDeadline sets the read deadline at once and the write deadline as
+// SetWriteDeadline does.
+func (c *coalescingConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// sendStuck is how long a send must have been under way before an earlier
+// write deadline ends it: a send to a peer that reads takes microseconds.
+const sendStuck = time.Millisecond
+
+// setDeadline sets the write deadline t and records it.
+func (c *coalescingConn) setDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	err := set(t)
+	err := c.Conn.SetWriteDeadline(t)
 	if err == nil {
 		c.deadline = t
 	}
