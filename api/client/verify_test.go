@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 
@@ -112,5 +115,47 @@ func TestVerifyAsksForTheReceipt(t *testing.T) {
 				t.Errorf("certificate member %s", body["certificate"])
 			}
 		})
+	}
+}
+
+// BenchmarkVerify is a relying party's verify of a certificate, the
+// server's answer (testdata/verify-answer.json: a real answer with its
+// receipt, 3.2 KB) replayed by a loopback server: the client's side of
+// atr-bench's verify floor (request encoding, the answer's read and
+// decode), the HTTP exchange included.
+func BenchmarkVerify(b *testing.B) {
+	answer, err := os.ReadFile("testdata/verify-answer.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+		_, _ = w.Write(answer)
+	}))
+	defer srv.Close()
+	c, err := client.New(srv.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var a struct {
+		Receipt struct {
+			Opened struct {
+				Certificate string `json:"certificate"`
+			} `json:"opened"`
+		} `json:"receipt"`
+	}
+	if err := json.Unmarshal(answer, &a); err != nil {
+		b.Fatal(err)
+	}
+	cert := []byte("-----BEGIN CERTIFICATE-----\n" + a.Receipt.Opened.Certificate + "\n-----END CERTIFICATE-----\n")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := c.Verify(ctx, cert, cert)
+		if err != nil || !res.Verified || len(res.Receipt) == 0 {
+			b.Fatalf("Verify = %+v, %v", res, err)
+		}
 	}
 }

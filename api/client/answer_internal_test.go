@@ -1,0 +1,82 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestReadsAnswers: the client reads an answer whole whether its length is
+// declared or not, up to maxResponse; a body longer than that, declared or
+// not, and a body cut short of its declared length are errors, never a
+// short answer taken as whole.
+func TestReadsAnswers(t *testing.T) {
+	big := bytes.Repeat([]byte("a"), maxResponse+1)
+	tests := []struct {
+		name    string
+		serve   func(w http.ResponseWriter)
+		want    []byte
+		wantErr string
+	}{
+		{name: "declared", want: []byte(`{"ok":true}`), serve: func(w http.ResponseWriter) {
+			w.Header().Set("Content-Length", "11")
+			_, _ = w.Write([]byte(`{"ok":true}`))
+		}},
+		{name: "declared empty", want: []byte{}, serve: func(w http.ResponseWriter) {
+			w.Header().Set("Content-Length", "0")
+		}},
+		{name: "chunked", want: []byte("abcdef"), serve: func(w http.ResponseWriter) {
+			_, _ = w.Write([]byte("abc"))
+			w.(http.Flusher).Flush()
+			_, _ = w.Write([]byte("def"))
+		}},
+		{name: "at the cap", want: big[:maxResponse], serve: func(w http.ResponseWriter) {
+			w.Header().Set("Content-Length", strconv.Itoa(maxResponse))
+			_, _ = w.Write(big[:maxResponse])
+		}},
+		{name: "declared past the cap", wantErr: "larger than", serve: func(w http.ResponseWriter) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(big)))
+			_, _ = w.Write(big)
+		}},
+		{name: "chunked past the cap", wantErr: "larger than", serve: func(w http.ResponseWriter) {
+			w.(http.Flusher).Flush()
+			_, _ = w.Write(big)
+		}},
+		{name: "cut short", wantErr: "reading response", serve: func(w http.ResponseWriter) {
+			conn, rw, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				panic(err)
+			}
+			defer conn.Close()
+			_, _ = rw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+			_ = rw.Flush()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { tt.serve(w) }))
+			defer srv.Close()
+			c, err := New(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.doBytes(context.Background(), http.MethodGet, "/x", nil)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("doBytes = %d bytes, %v; want an error with %q", len(got), err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, tt.want) {
+				t.Errorf("doBytes = %.40q (%d bytes), want %.40q (%d bytes)", got, len(got), tt.want, len(tt.want))
+			}
+		})
+	}
+}
