@@ -3,10 +3,12 @@ package client
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -58,24 +60,36 @@ func TestReadsAnswers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { tt.serve(w) }))
+			var conns atomic.Int32
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { tt.serve(w) }))
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			srv.Start()
 			defer srv.Close()
 			c, err := New(srv.URL)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := c.doBytes(context.Background(), http.MethodGet, "/x", nil)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("doBytes = %d bytes, %v; want an error with %q", len(got), err, tt.wantErr)
+			for range 3 {
+				got, err := c.doBytes(context.Background(), http.MethodGet, "/x", nil)
+				if tt.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+						t.Fatalf("doBytes = %d bytes, %v; want an error with %q", len(got), err, tt.wantErr)
+					}
+					return
 				}
-				return
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, tt.want) {
+					t.Fatalf("doBytes = %.40q (%d bytes), want %.40q (%d bytes)", got, len(got), tt.want, len(tt.want))
+				}
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, tt.want) {
-				t.Errorf("doBytes = %.40q (%d bytes), want %.40q (%d bytes)", got, len(got), tt.want, len(tt.want))
+			if n := conns.Load(); n != 1 {
+				t.Errorf("3 requests opened %d connections, want 1", n)
 			}
 		})
 	}
