@@ -91,7 +91,7 @@ func TestWriteVerifyResultMatchesMarshal(t *testing.T) {
 // TestMarshalThenRawOnAnEmptyObject: a raw field after no other field is
 // not preceded by a comma.
 func TestMarshalThenRawOnAnEmptyObject(t *testing.T) {
-	b, err := marshalThenRaw(struct{}{}, rawField{"a", json.RawMessage(`1`)}, rawField{"b", nil}, rawField{"c", json.RawMessage(`{}`)})
+	b, err := marshalThenRaw(nil, struct{}{}, rawField{"a", json.RawMessage(`1`)}, rawField{"b", nil}, rawField{"c", json.RawMessage(`{}`)})
 	if err != nil || string(b) != `{"a":1,"c":{}}` {
 		t.Fatalf("marshalThenRaw = %s, %v", b, err)
 	}

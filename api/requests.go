@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +45,10 @@ func readJSON(r *http.Request, v any) error {
 	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 		return &apiError{Status: http.StatusUnsupportedMediaType, Code: CodeUnsupportedMediaType, Message: "Content-Type must be application/json"}
 	}
-	data, err := readBody(r)
+	buf := scratchBuffer()
+	defer buf.release()
+	data, err := readBodyInto(buf.b, r)
+	buf.b = data
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -58,8 +62,12 @@ func readJSON(r *http.Request, v any) error {
 // readBody reads r's body whole into a buffer first made at its declared
 // length (bodyBuffer); io.ReadAll grows its buffer from 512 bytes, ~2× a
 // verify body in garbage (docs/performance.md).
-func readBody(r *http.Request) ([]byte, error) {
-	buf := bytes.NewBuffer(make([]byte, 0, bodyBuffer(r.ContentLength)))
+func readBody(r *http.Request) ([]byte, error) { return readBodyInto(nil, r) }
+
+// readBodyInto is readBody into dst's room (a scratch buffer's) when it
+// has enough for bodyBuffer.
+func readBodyInto(dst []byte, r *http.Request) ([]byte, error) {
+	buf := bytes.NewBuffer(slices.Grow(dst[:0], bodyBuffer(r.ContentLength)))
 	_, err := buf.ReadFrom(r.Body)
 	return buf.Bytes(), err
 }
