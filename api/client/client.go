@@ -33,10 +33,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/agent-trust-registry/atr/registry/apikey"
@@ -438,11 +436,7 @@ func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, 
 		}
 		body = bytes.NewReader(b)
 	}
-	// The answer's bytes are not kept: the decoded value holds copies.
-	buf := answerBuffers.Get().(*answerBuffer)
-	defer buf.release()
-	data, err := c.do(ctx, method, path, q, body, "application/json", buf.b)
-	buf.b = data
+	data, err := c.do(ctx, method, path, q, body, "application/json")
 	if err != nil {
 		return err
 	}
@@ -459,12 +453,10 @@ func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, 
 }
 
 func (c *Client) doBytes(ctx context.Context, method, path string, q url.Values) ([]byte, error) {
-	return c.do(ctx, method, path, q, nil, "", nil)
+	return c.do(ctx, method, path, q, nil, "")
 }
 
-// do sends the request and returns the answer's body, read into dst's room
-// when it has enough.
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string, dst []byte) ([]byte, error) {
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string) ([]byte, error) {
 	u := *c.base
 	raw := strings.TrimRight(c.base.EscapedPath(), "/") + path // path segments are already escaped
 	p, err := url.PathUnescape(raw)
@@ -492,7 +484,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		return nil, fmt.Errorf("client: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	data, err := readAnswer(dst, resp)
+	data, err := readAnswer(resp)
 	if errors.Is(err, errTooLarge) {
 		return nil, fmt.Errorf("client: %s %s: response larger than %d bytes", method, path, maxResponse)
 	}
@@ -524,11 +516,10 @@ var errTooLarge = errors.New("response too large")
 
 // readAnswer reads resp's body, at most maxResponse bytes (errTooLarge
 // past that). A body of declared length is read into one buffer of its
-// size — dst when it has the room: io.ReadAll starts at 512 bytes and
-// grows, which for a verify's ~3.6 KB answer made six buffers and copied
-// ~7 KB (BenchmarkVerify). net/http's reader ends a declared body at its
-// length.
-func readAnswer(dst []byte, resp *http.Response) ([]byte, error) {
+// size: io.ReadAll starts at 512 bytes and grows, which for a verify's
+// ~3.6 KB answer made six buffers and copied ~7 KB (BenchmarkVerify).
+// net/http's reader ends a declared body at its length.
+func readAnswer(resp *http.Response) ([]byte, error) {
 	n := resp.ContentLength
 	if n < 0 || n > maxResponse {
 		data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
@@ -537,26 +528,9 @@ func readAnswer(dst []byte, resp *http.Response) ([]byte, error) {
 		}
 		return data, err
 	}
-	data := slices.Grow(dst[:0], int(n))[:n]
+	data := make([]byte, n)
 	if _, err := io.ReadFull(resp.Body, data); err != nil {
 		return nil, err
 	}
 	return data, nil
-}
-
-// An answerBuffer holds the bytes of an answer doJSON decodes, for the next
-// one: a verify's 3.6 KB answer was a fifth of the client's garbage.
-type answerBuffer struct{ b []byte }
-
-var answerBuffers = sync.Pool{New: func() any { return new(answerBuffer) }}
-
-// maxKeptAnswer is the largest buffer an answerBuffer keeps.
-const maxKeptAnswer = 64 << 10
-
-func (a *answerBuffer) release() {
-	if cap(a.b) > maxKeptAnswer {
-		a.b = nil
-	}
-	a.b = a.b[:0]
-	answerBuffers.Put(a)
 }
