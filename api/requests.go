@@ -59,13 +59,10 @@ func readJSON(r *http.Request, v any) error {
 	return decodeStrict(data, v)
 }
 
-// readBody reads r's body whole into a buffer first made at its declared
-// length (bodyBuffer); io.ReadAll grows its buffer from 512 bytes, ~2× a
-// verify body in garbage (docs/performance.md).
-func readBody(r *http.Request) ([]byte, error) { return readBodyInto(nil, r) }
-
-// readBodyInto is readBody into dst's room (a scratch buffer's) when it
-// has enough for bodyBuffer.
+// readBodyInto reads r's body whole into dst's room (a scratch buffer's),
+// grown first to its declared length (bodyBuffer); io.ReadAll grows its
+// buffer from 512 bytes, ~2× a verify body in garbage
+// (docs/performance.md).
 func readBodyInto(dst []byte, r *http.Request) ([]byte, error) {
 	buf := bytes.NewBuffer(slices.Grow(dst[:0], bodyBuffer(r.ContentLength)))
 	_, err := buf.ReadFrom(r.Body)

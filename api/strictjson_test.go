@@ -209,15 +209,19 @@ func BenchmarkDecodeStrict(b *testing.B) {
 }
 
 // TestReadBody: a body is read whole whether its length is declared or
-// not; one shorter than it declared is an error, and the body cap's
-// refusal comes through as *http.MaxBytesError (413) either way.
+// not, into a fresh buffer or a used scratch buffer with room or without
+// (and stale bytes in it); one shorter than it declared is an error, and
+// the body cap's refusal comes through as *http.MaxBytesError (413) either
+// way.
 func TestReadBody(t *testing.T) {
 	for _, big := range []bool{false, true} {
 		body := strings.Repeat("x", 3000)
 		if big {
 			body = strings.Repeat("y", 3*maxFirstBuffer) // grows past the first buffer
 		}
-		testReadBody(t, body)
+		for _, dst := range [][]byte{nil, []byte(strings.Repeat("z", 100)), []byte(strings.Repeat("z", 20000))} {
+			testReadBody(t, dst, body)
+		}
 	}
 	// What is reserved before the bytes arrive is bounded, whatever the
 	// declared length (a client that declares a large body and stalls).
@@ -234,7 +238,7 @@ func TestReadBody(t *testing.T) {
 	}
 }
 
-func testReadBody(t *testing.T, body string) {
+func testReadBody(t *testing.T, dst []byte, body string) {
 	t.Helper()
 	size := int64(len(body))
 	tests := []struct {
@@ -251,22 +255,22 @@ func testReadBody(t *testing.T, body string) {
 		{"declared over the cap", size, 1000, true, true},
 	}
 	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%s, %d bytes", tt.name, size), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s, %d bytes, dst of %d", tt.name, size, len(dst)), func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/v1/verify", io.NopCloser(strings.NewReader(body)))
 			r.ContentLength = tt.declared
 			if tt.declared > int64(len(body)) {
 				r.Body = io.NopCloser(io.MultiReader(strings.NewReader(body), iotest.ErrReader(io.ErrUnexpectedEOF)))
 			}
 			r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, tt.limit)
-			got, err := readBody(r)
+			got, err := readBodyInto(bytes.Clone(dst), r)
 			var mbe *http.MaxBytesError
 			switch {
 			case tt.wantErr != (err != nil):
-				t.Fatalf("readBody = %d bytes, %v; want error %v", len(got), err, tt.wantErr)
+				t.Fatalf("readBodyInto = %d bytes, %v; want error %v", len(got), err, tt.wantErr)
 			case tt.want413 != errors.As(err, &mbe):
-				t.Fatalf("readBody error %v; want *http.MaxBytesError %v", err, tt.want413)
+				t.Fatalf("readBodyInto error %v; want *http.MaxBytesError %v", err, tt.want413)
 			case err == nil && string(got) != body:
-				t.Fatalf("readBody = %d bytes, want the %d sent", len(got), len(body))
+				t.Fatalf("readBodyInto = %d bytes, want the %d sent", len(got), len(body))
 			}
 		})
 	}
