@@ -28,7 +28,7 @@ func TestWriteCertificateMatchesMarshal(t *testing.T) {
 	receipt := raw(map[string]any{"format": "atr-receipt-v1", "leaf": []byte{0, 1, 2}, "opened": json.RawMessage(opened),
 		"checkpoint": "atr.example/log\n8\nq80=\n\n— atr.example/log AAAA\n", "witnessed": true})
 	base := registry.Issued{
-		Agent:          registry.Agent{Name: "billing-bot.acme", Owner: "acme", Status: "active"},
+		Agent:          registry.Agent{Name: "billing-bot.acme", Owner: "acme<&>\u2028", Status: "active"},
 		Certificate:    registry.CertificateRecord{Serial: "0a0b", FingerprintSHA256: "ff00", NotBefore: time.Unix(1e9, 0), NotAfter: time.Unix(1e9+3600, 0)},
 		CertificatePEM: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
 		ChainPEM:       "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n",
@@ -75,6 +75,7 @@ func TestWriteVerifyResultMatchesMarshal(t *testing.T) {
 			Serial: "0a0b", FingerprintSHA256: "ff00", NotAfter: &at, LogIndex: &idx, Receipt: receipt}},
 		{"verified without receipt", client.VerifyResult{Verified: true, Agent: "billing-bot.acme", Status: "issued", LogIndex: &idx}},
 		{"refused", client.VerifyResult{Reason: "untrusted_chain", Serial: "0a0b"}},
+		{"HTML characters in an encoded field", client.VerifyResult{Agent: "a<b>&c\u2028.acme", Receipt: receipt}},
 	} {
 		want, got := httptest.NewRecorder(), httptest.NewRecorder()
 		writeJSONStatus(want, http.StatusOK, tc.out)

@@ -3,9 +3,11 @@ package client
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -92,5 +94,70 @@ func TestReadsAnswers(t *testing.T) {
 				t.Errorf("3 requests opened %d connections, want 1", n)
 			}
 		})
+	}
+}
+
+// staleLength is a RoundTripper that doubles the body and leaves its
+// declared length as the wire's (a rewriting middleware that forgets it).
+type staleLength struct{ http.RoundTripper }
+
+func (s staleLength) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := s.RoundTripper.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(append(b, b...)))
+	return resp, nil
+}
+
+// TestReadsAnswersToTheirEnd: the client reads a body to its end, not to
+// its declared length — a body a RoundTripper changed is not cut short
+// (and an HTTP/2 stream is not cancelled before its end) — and a server
+// that declares a large body and sends a few bytes does not make the
+// client reserve it all.
+func TestReadsAnswersToTheirEnd(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/declares-more" {
+			conn, rw, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				panic(err)
+			}
+			defer conn.Close()
+			_, _ = rw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(maxResponse) + "\r\n\r\n0123456789")
+			_ = rw.Flush()
+			return
+		}
+		_, _ = w.Write([]byte("0123456789"))
+	}))
+	defer srv.Close()
+
+	c, err := New(srv.URL, WithHTTPClient(&http.Client{Transport: staleLength{http.DefaultTransport}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.doBytes(context.Background(), http.MethodGet, "/", nil)
+	if err != nil || string(got) != "01234567890123456789" {
+		t.Errorf("doBytes through a rewriting RoundTripper = %q, %v; want all 20 bytes", got, err)
+	}
+
+	c, err = New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err = c.doBytes(context.Background(), http.MethodGet, "/declares-more", nil)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Error("a body cut short of its declared length was taken whole")
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Errorf("a body that declared %d bytes and sent 10 made the client allocate %d", maxResponse, n)
 	}
 }

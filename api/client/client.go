@@ -514,23 +514,25 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 
 var errTooLarge = errors.New("response too large")
 
-// readAnswer reads resp's body, at most maxResponse bytes (errTooLarge
-// past that). A body of declared length is read into one buffer of its
-// size: io.ReadAll starts at 512 bytes and grows, which for a verify's
-// ~3.6 KB answer made six buffers and copied ~7 KB (BenchmarkVerify).
-// net/http's reader ends a declared body at its length.
+// readAnswer reads resp's body to its end, at most maxResponse bytes
+// (errTooLarge past that), into one buffer first made at the declared
+// length, up to firstAnswerBuffer: io.ReadAll starts at 512 bytes and
+// grows, which for a verify's ~3.6 KB answer made six buffers and copied
+// ~7 KB (BenchmarkVerify). It reads to the end, not to the declared length:
+// an HTTP/2 server may end the stream in a frame after the last bytes (a
+// read that stops at the length, then Close, cancels the stream), and a
+// RoundTripper may change a body without its length. A server that
+// declares more than it sends costs no more than the first buffer.
 func readAnswer(resp *http.Response) ([]byte, error) {
-	n := resp.ContentLength
-	if n < 0 || n > maxResponse {
-		data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
-		if err == nil && len(data) > maxResponse {
-			err = errTooLarge
-		}
-		return data, err
+	first := min(max(resp.ContentLength, 0), firstAnswerBuffer) + bytes.MinRead
+	buf := bytes.NewBuffer(make([]byte, 0, first))
+	_, err := buf.ReadFrom(io.LimitReader(resp.Body, maxResponse+1))
+	if err == nil && buf.Len() > maxResponse {
+		err = errTooLarge
 	}
-	data := make([]byte, n)
-	if _, err := io.ReadFull(resp.Body, data); err != nil {
-		return nil, err
-	}
-	return data, nil
+	return buf.Bytes(), err
 }
+
+// firstAnswerBuffer is the most readAnswer reserves before the bytes
+// arrive.
+const firstAnswerBuffer = 64 << 10
