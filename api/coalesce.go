@@ -72,9 +72,9 @@ func (l coalescingListener) Accept() (net.Conn, error) {
 // serializes its writes); the timer and the deadline setters send from
 // other goroutines. sendMu orders the sends: each takes what is held under
 // mu and writes it while holding sendMu, so bytes leave in the order they
-// were written whichever goroutine sends them. The buffer comes from
-// heldBuffers and goes back after each send: an idle connection (a server
-// may keep thousands) holds none.
+// were written whichever goroutine sends them. The buffer is a scratch
+// buffer (convert.go) and goes back after each send: an idle connection (a
+// server may keep thousands) holds none.
 type coalescingConn struct {
 	net.Conn
 	delay time.Duration
@@ -86,16 +86,11 @@ type coalescingConn struct {
 	sendingSince atomic.Int64 // when the write to Conn under way began (UnixNano); 0: none
 
 	mu       sync.Mutex
-	held     *[]byte
+	held     *scratch
 	timer    *time.Timer
 	err      error     // the first failed send; every later write returns it
 	deadline time.Time // the write deadline set last
 }
-
-var heldBuffers = sync.Pool{New: func() any {
-	b := make([]byte, 0, 16<<10)
-	return &b
-}}
 
 // passThrough stops holding writes (an HTTP/2 connection). TLSConfig calls
 // it before the handshake's first write.
@@ -115,9 +110,9 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	if c.held == nil {
-		c.held = heldBuffers.Get().(*[]byte)
+		c.held = scratchBuffer()
 	}
-	if len(*c.held) == 0 {
+	if len(c.held.b) == 0 {
 		c.holding.Store(true)
 		if c.timer == nil {
 			c.timer = time.AfterFunc(c.delay, c.send)
@@ -125,8 +120,8 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 			c.timer.Reset(c.delay)
 		}
 	}
-	*c.held = append(*c.held, p...)
-	full := len(*c.held) >= coalesceMax
+	c.held.b = append(c.held.b, p...)
+	full := len(c.held.b) >= coalesceMax
 	c.mu.Unlock()
 	if !full {
 		return len(p), nil
@@ -164,9 +159,9 @@ func (c *coalescingConn) sendLocked() {
 	if buf == nil {
 		return
 	}
-	if err == nil && len(*buf) > 0 {
+	if err == nil && len(buf.b) > 0 {
 		c.sendingSince.Store(time.Now().UnixNano())
-		_, err = c.Conn.Write(*buf)
+		_, err = c.Conn.Write(buf.b)
 		c.sendingSince.Store(0)
 		if err != nil {
 			c.mu.Lock()
@@ -176,8 +171,7 @@ func (c *coalescingConn) sendLocked() {
 			c.mu.Unlock()
 		}
 	}
-	*buf = (*buf)[:0]
-	heldBuffers.Put(buf)
+	buf.release()
 }
 
 // sendIfFree sends what is held unless another goroutine is sending: a
