@@ -1,12 +1,15 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMedian(t *testing.T) {
@@ -96,6 +99,83 @@ func TestYardsticks(t *testing.T) {
 	} {
 		if got := yardsticks(tc.in); got != tc.want {
 			t.Errorf("yardsticks(%v) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// Round numbers restart with every run-all.sh: each A run is paired with
+// the B run of its own round and file that started nearest to it, never
+// with a run of the same round number made at another time.
+func TestPairUp(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 16, 0, 0, 0, time.UTC)
+	run := func(label string, file, round, minute int) Result {
+		return Result{Label: label, file: file, Round: round, Start: t0.Add(time.Duration(minute) * time.Minute)}
+	}
+	type pair struct{ a, b int } // minutes of the paired runs' starts
+	for _, tc := range []struct {
+		name string
+		a, b []Result
+		want []pair
+	}{
+		{"one file", []Result{run("A", 0, 1, 0), run("A", 0, 2, 2)}, []Result{run("B", 0, 1, 1), run("B", 0, 2, 3)},
+			[]pair{{0, 1}, {2, 3}}},
+		{"two files, the same rounds", []Result{run("A", 0, 1, 0), run("A", 1, 1, 30)}, []Result{run("B", 0, 1, 1), run("B", 1, 1, 31)},
+			[]pair{{0, 1}, {30, 31}}},
+		{"two run-all.sh appended to one file", []Result{run("A", 0, 1, 0), run("A", 0, 1, 30)}, []Result{run("B", 0, 1, 31), run("B", 0, 1, 1)},
+			[]pair{{0, 1}, {30, 31}}},
+		{"no B in an A's round", []Result{run("A", 0, 1, 0), run("A", 0, 2, 2)}, []Result{run("B", 0, 1, 1), run("B", 1, 2, 3)},
+			[]pair{{0, 1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []pair
+			for _, p := range pairUp(tc.a, tc.b) {
+				got = append(got, pair{int(p[0].Start.Sub(t0) / time.Minute), int(p[1].Start.Sub(t0) / time.Minute)})
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("pairs %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestReportPairsWithinFiles gives the report two files of one round each:
+// A/B is 50/100 in the first and 100/50 in the second, a median of 1.25.
+// Pairing by round number alone made four pairs (0.5, 1, 1, 2: a median of
+// 1). Two builds of one system also get the yardsticks' ratio (7/7 and
+// 6.3/7: a median of 0.95); ATR against step-ca does not.
+func TestReportPairsWithinFiles(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 12, 7, 16, 0, 0, 0, time.UTC)
+	write := func(name string, rs ...Result) string {
+		var b strings.Builder
+		for _, r := range rs {
+			line, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(append(line, '\n'))
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	res := func(label, system string, minute int, certs, serverCPU float64) Result {
+		return Result{Label: label, System: system, Round: 1, C: 16, Start: t0.Add(time.Duration(minute) * time.Minute),
+			CertsPerSec: certs, ServerCPUms: 1, ServerCPUs: serverCPU, ClientCPUs: 1}
+	}
+	first := write("first.jsonl", res("ATR-new", "atr", 0, 50, 7), res("ATR-old", "atr", 1, 100, 7), res("step-badger", "stepca", 2, 100, 5))
+	second := write("second.jsonl", res("ATR-new", "atr", 30, 100, 6.3), res("ATR-old", "atr", 31, 50, 7), res("step-badger", "stepca", 32, 100, 5))
+	out := captureStdout(t, func() error {
+		return cmdReport([]string{"-pair", "ATR-new:ATR-old", "-pair", "ATR-new:step-badger", first, second})
+	})
+	for _, want := range []string{
+		"| ATR-new | ATR-old | 1.250 (1.000) | 1.00× (1.00×); total 1.00×; yardstick 0.95× |",
+		"| ATR-new | step-badger | 0.750 (0.750) | 1.00× (1.00×); total 1.00× |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
 }
