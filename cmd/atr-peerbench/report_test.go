@@ -86,6 +86,24 @@ func TestReport(t *testing.T) {
 	}
 }
 
+// Yardsticks compare two builds of one system doing one operation only.
+func TestComparableYardsticks(t *testing.T) {
+	for _, tc := range []struct {
+		x, y Result
+		want bool
+	}{
+		{Result{System: "atr", Op: "rotate"}, Result{System: "atr", Op: "rotate"}, true},
+		{Result{System: "atr"}, Result{System: "atr"}, true},
+		{Result{System: "atr"}, Result{System: "atr", Op: "rotate"}, false},
+		{Result{System: "atr"}, Result{System: "stepca"}, false},
+		{Result{}, Result{}, false},
+	} {
+		if got := comparableYardsticks(tc.x, tc.y); got != tc.want {
+			t.Errorf("comparableYardsticks(%+v, %+v) = %v, want %v", tc.x, tc.y, got, tc.want)
+		}
+	}
+}
+
 // A run without the load generator's CPU (or none timed) has no yardstick:
 // it is left out of the median and the range, and "—" stands for none.
 func TestYardsticks(t *testing.T) {
@@ -104,14 +122,18 @@ func TestYardsticks(t *testing.T) {
 }
 
 // Round numbers restart with every run-all.sh: each A run is paired with
-// the B run of its own round and file that started nearest to it, never
-// with a run of the same round number made at another time.
+// the B run of its own round in its own run-all.sh invocation and file (the
+// one that started nearest to it should there be several), never with a run
+// of the same round number made at another time.
 func TestPairUp(t *testing.T) {
 	t0 := time.Date(2026, 12, 7, 16, 0, 0, 0, time.UTC)
 	run := func(label string, file, round, minute int) Result {
 		return Result{Label: label, file: file, Round: round, Start: t0.Add(time.Duration(minute) * time.Minute)}
 	}
-	type pair struct{ a, b int } // minutes of the paired runs' starts
+	// second marks a run of a second run-all.sh in the same file.
+	second := func(r Result) Result { r.invocation = 1; return r }
+	// pair holds the minutes of the paired runs' starts.
+	type pair struct{ a, b int }
 	for _, tc := range []struct {
 		name string
 		a, b []Result
@@ -121,8 +143,12 @@ func TestPairUp(t *testing.T) {
 			[]pair{{0, 1}, {2, 3}}},
 		{"two files, the same rounds", []Result{run("A", 0, 1, 0), run("A", 1, 1, 30)}, []Result{run("B", 0, 1, 1), run("B", 1, 1, 31)},
 			[]pair{{0, 1}, {30, 31}}},
-		{"two run-all.sh appended to one file", []Result{run("A", 0, 1, 0), run("A", 0, 1, 30)}, []Result{run("B", 0, 1, 31), run("B", 0, 1, 1)},
+		{"two run-all.sh appended to one file", []Result{run("A", 0, 1, 0), second(run("A", 0, 1, 30))}, []Result{second(run("B", 0, 1, 31)), run("B", 0, 1, 1)},
 			[]pair{{0, 1}, {30, 31}}},
+		{"A alone in the second run-all.sh", []Result{run("A", 0, 1, 0), second(run("A", 0, 1, 30))}, []Result{run("B", 0, 1, 1)},
+			[]pair{{0, 1}}},
+		{"several B of the round: the nearest", []Result{run("A", 0, 1, 5)}, []Result{run("B", 0, 1, 1), run("B", 0, 1, 6)},
+			[]pair{{5, 6}}},
 		{"no B in an A's round", []Result{run("A", 0, 1, 0), run("A", 0, 2, 2)}, []Result{run("B", 0, 1, 1), run("B", 1, 2, 3)},
 			[]pair{{0, 1}}},
 	} {
@@ -138,11 +164,40 @@ func TestPairUp(t *testing.T) {
 	}
 }
 
+// A file's runs in the order written: a new run-all.sh invocation starts
+// where the round number falls, or where a system, round and concurrency
+// come again (an invocation stopped and run again, or ROUNDS=1 in a loop).
+func TestInvocations(t *testing.T) {
+	r := func(label string, round, c int) Result { return Result{Label: label, Round: round, C: c} }
+	for _, tc := range []struct {
+		name string
+		in   []Result
+		want []int
+	}{
+		{"one", []Result{r("A", 1, 16), r("B", 1, 16), r("B", 2, 16), r("A", 2, 16)}, []int{0, 0, 0, 0}},
+		{"the rounds fall", []Result{r("A", 1, 16), r("B", 1, 16), r("A", 2, 16), r("A", 1, 16), r("C", 2, 16)}, []int{0, 0, 0, 1, 1}},
+		{"a run comes again", []Result{r("A", 1, 16), r("B", 1, 16), r("A", 1, 16), r("B", 1, 16)}, []int{0, 0, 1, 1}},
+		{"another concurrency", []Result{r("A", 1, 1), r("A", 1, 16), r("A", 2, 1)}, []int{0, 0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []int
+			for _, x := range invocations(tc.in) {
+				got = append(got, x.invocation)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("invocations %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestReportPairsWithinFiles gives the report two files of one round each:
 // A/B is 50/100 in the first and 100/50 in the second, a median of 1.25.
 // Pairing by round number alone made four pairs (0.5, 1, 1, 2: a median of
-// 1). Two builds of one system also get the yardsticks' ratio (7/7 and
-// 6.3/7: a median of 0.95); ATR against step-ca does not.
+// 1), and paired the second file's later run of A alone (1,000/s) as well.
+// The medians' ratio (in brackets) takes every run: 100/75. Two builds of
+// one system also get the yardsticks' ratio (7/7 and 6.3/7: a median of
+// 0.95); ATR against step-ca does not.
 func TestReportPairsWithinFiles(t *testing.T) {
 	dir := t.TempDir()
 	t0 := time.Date(2026, 12, 7, 16, 0, 0, 0, time.UTC)
@@ -166,13 +221,16 @@ func TestReportPairsWithinFiles(t *testing.T) {
 			CertsPerSec: certs, ServerCPUms: 1, ServerCPUs: serverCPU, ClientCPUs: 1}
 	}
 	first := write("first.jsonl", res("ATR-new", "atr", 0, 50, 7), res("ATR-old", "atr", 1, 100, 7), res("step-badger", "stepca", 2, 100, 5))
-	second := write("second.jsonl", res("ATR-new", "atr", 30, 100, 6.3), res("ATR-old", "atr", 31, 50, 7), res("step-badger", "stepca", 32, 100, 5))
+	// The second file also holds a later run-all.sh of ATR-new alone,
+	// which has no ATR-old to pair with.
+	second := write("second.jsonl", res("ATR-new", "atr", 30, 100, 6.3), res("ATR-old", "atr", 31, 50, 7), res("step-badger", "stepca", 32, 100, 5),
+		res("ATR-new", "atr", 60, 1000, 1))
 	out := captureStdout(t, func() error {
 		return cmdReport([]string{"-pair", "ATR-new:ATR-old", "-pair", "ATR-new:step-badger", first, second})
 	})
 	for _, want := range []string{
-		"| ATR-new | ATR-old | 1.250 (1.000) | 1.00× (1.00×); total 1.00×; yardstick 0.95× |",
-		"| ATR-new | step-badger | 0.750 (0.750) | 1.00× (1.00×); total 1.00× |",
+		"| ATR-new | ATR-old | 1.250 (1.333) | 1.00× (1.00×); total 1.00×; yardstick 0.95× |",
+		"| ATR-new | step-badger | 0.750 (1.000) | 1.00× (1.00×); total 1.00× |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
