@@ -18,8 +18,10 @@ import (
 // TLS records in two system calls, and the client wakes for each. Both are
 // written within microseconds, while the handler returns.
 //
-// CoalescingListener's connections sit below TLS and hold what TLS writes
-// until net/http is done with the answer, then send it in one system call.
+// CoalescingListener's connections sit below TLS (or serve plain HTTP
+// behind a TLS-terminating proxy: `atr serve --insecure-http`) and hold
+// what is written until net/http is done with the answer, then send it in
+// one system call.
 // net/http shows when it is done: after every HTTP/1.1 response it ends the
 // read it ran beside the handler (a read deadline in the past), clears the
 // write deadline, and then reads the next request or closes the connection.
@@ -46,9 +48,10 @@ const coalesceDelay = time.Millisecond
 // sends what is held, itself included, in one system call.
 const coalesceMax = 32 << 10
 
-// CoalescingListener returns ln, whose connections hold the TLS records of
-// an HTTP/1.1 answer and send them together. Serve TLS over it with
-// TLSConfig's configuration (which marks HTTP/2 connections).
+// CoalescingListener returns ln, whose connections hold the bytes (the TLS
+// records, or plain HTTP) of an HTTP/1.1 answer and send them together.
+// Serve TLS over it with TLSConfig's configuration (which marks HTTP/2
+// connections), or plain HTTP/1.1.
 func CoalescingListener(ln net.Listener) net.Listener {
 	return coalescingListener{Listener: ln, delay: coalesceDelay}
 }
@@ -260,6 +263,19 @@ func (c *coalescingConn) Close() error {
 	}
 	c.mu.Unlock()
 	return c.Conn.Close()
+}
+
+// CloseWrite sends what is held, then shuts down the writing side of the
+// connection when it can (a TCP connection). net/http half-closes a plain
+// HTTP connection this way before it closes it after an error answer, so
+// that the kernel does not reset the connection under the answer; over
+// TLS it calls tls.Conn's CloseWrite, which writes through Write.
+func (c *coalescingConn) CloseWrite() error {
+	c.send()
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // markHTTP2 is TLSConfig's GetConfigForClient: a connection from

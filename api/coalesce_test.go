@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -475,5 +476,118 @@ func TestCoalescingConnSetDeadlineReadsAtOnce(t *testing.T) {
 	case err := <-read:
 		t.Fatalf("the read ended (%v) under the read deadline SetDeadline replaced", err)
 	case <-time.After(time.Second):
+	}
+}
+
+// plainServer serves h over plain HTTP (as `atr serve --insecure-http`
+// does behind a TLS-terminating proxy), through CoalescingListener when
+// coalesce is set, over a listener that counts writes.
+func plainServer(t *testing.T, h http.Handler, coalesce bool) (url string, writes *atomic.Int64) {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counting := &countingListener{Listener: raw}
+	var ln net.Listener = counting
+	if coalesce {
+		ln = CoalescingListener(counting)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := <-done; err != http.ErrServerClosed {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return "http://" + raw.Addr().String(), &counting.writes
+}
+
+// TestCoalescingListenerPlainHTTP: behind a TLS-terminating proxy (plain
+// HTTP) an answer past net/http's 4 KiB buffer leaves in one write with
+// the listener, as over TLS, and in two without it.
+func TestCoalescingListenerPlainHTTP(t *testing.T) {
+	for _, coalesce := range []bool{true, false} {
+		t.Run(fmt.Sprintf("coalesce=%t", coalesce), func(t *testing.T) {
+			url, writes := plainServer(t, sized, coalesce)
+			cl := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
+			want := int64(2)
+			if coalesce {
+				want = 1
+			}
+			for _, n := range []int{4_200, 7_648} {
+				var got []int64
+				for range 5 {
+					before := writes.Load()
+					resp, err := cl.Get(url + "/?n=" + strconv.Itoa(n))
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err != nil || len(b) != n {
+						t.Fatalf("%d bytes, %v; want %d", len(b), err, n)
+					}
+					got = append(got, writes.Load()-before)
+				}
+				// A write more now and then: net/http's background read
+				// may start while the handler writes (the TLS test's
+				// tolerance).
+				if many := len(slices.DeleteFunc(slices.Clone(got), func(w int64) bool { return w == want })); many > 1 {
+					t.Errorf("a %d-byte answer took %v writes; want %d (all but one)", n, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestCoalescingConnCloseWrite: net/http half-closes a plain connection it
+// is about to close after an error answer (so that the kernel does not
+// reset the connection under the answer); CloseWrite sends what is held
+// first, then shuts the write side, and the peer reads it all, then EOF.
+func TestCoalescingConnCloseWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := CoalescingListener(ln).Accept()
+		if err != nil {
+			t.Error(err)
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c := <-accepted
+	if c == nil {
+		t.FailNow()
+	}
+	defer c.Close()
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatalf("%T has no CloseWrite: net/http cannot half-close it", c)
+	}
+	if _, err := c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(peer)
+	if err != nil || string(got) != "HTTP/1.1 400 Bad Request\r\n\r\n" {
+		t.Errorf("the peer read %q, %v; want the held answer, then EOF", got, err)
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -71,6 +72,17 @@ type app struct {
 	ready chan<- string
 	// readHeaderTimeout, when set, replaces serve's header timeout (tests).
 	readHeaderTimeout time.Duration
+	// listen, when set, replaces net.Listen("tcp", …) for serve's main
+	// listener (tests).
+	listen func(address string) (net.Listener, error)
+}
+
+// listenTCP listens on address for serve's main listener.
+func (a *app) listenTCP(address string) (net.Listener, error) {
+	if a.listen != nil {
+		return a.listen(address)
+	}
+	return net.Listen("tcp", address)
 }
 
 // command is one subcommand.

@@ -196,7 +196,7 @@ atr serve --debug-listen 127.0.0.1:6060   # then: curl -o trace.out 'http://127.
 		log.Warn("serving plain HTTP (--insecure-http): only behind a TLS-terminating proxy")
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := a.listenTCP(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
@@ -226,11 +226,12 @@ atr serve --debug-listen 127.0.0.1:6060   # then: curl -o trace.out 'http://127.
 	servers := []*http.Server{srv}
 	errc := make(chan error, 3)
 	go func() {
+		// One write an answer over HTTP/1.1, with TLS or behind a
+		// TLS-terminating proxy (api/coalesce.go).
 		if srv.TLSConfig != nil {
-			// One write an answer over HTTP/1.1 (api/coalesce.go).
 			errc <- srv.ServeTLS(api.CoalescingListener(ln), "", "")
 		} else {
-			errc <- srv.Serve(ln)
+			errc <- srv.Serve(api.CoalescingListener(ln))
 		}
 	}()
 	scheme := "https"
