@@ -271,27 +271,12 @@ func TestCoalescingListenerBeforeReading(t *testing.T) {
 // TestCoalescingConnKeepsOrder: writes, the timer's sends and the deadline
 // setters' sends from other goroutines leave every byte once, in order.
 func TestCoalescingConnKeepsOrder(t *testing.T) {
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	ln := coalescingListener{Listener: raw, delay: 20 * time.Microsecond}
+	c, peer := coalescingPair(t, 20*time.Microsecond)
 	got := make(chan []byte, 1)
 	go func() {
-		c, err := net.Dial("tcp", raw.Addr().String())
-		if err != nil {
-			got <- nil
-			return
-		}
-		defer c.Close()
-		b, _ := io.ReadAll(c)
+		b, _ := io.ReadAll(peer)
 		got <- b
 	}()
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var want bytes.Buffer
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -325,9 +310,9 @@ func TestCoalescingConnKeepsOrder(t *testing.T) {
 	}
 }
 
-// stuckConn returns a coalescingConn (timer 1 ms) whose peer reads nothing
-// and whose kernel buffers are full: a send blocks until its deadline.
-func stuckConn(t *testing.T) *coalescingConn {
+// coalescingPair returns a coalescingConn on loopback TCP (its timer
+// waiting delay) and its peer, both closed when the test ends.
+func coalescingPair(t *testing.T, delay time.Duration) (*coalescingConn, net.Conn) {
 	t.Helper()
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -339,13 +324,21 @@ func stuckConn(t *testing.T) *coalescingConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { peer.Close() })
-	peer.(*net.TCPConn).SetReadBuffer(4096)
-	nc, err := coalescingListener{Listener: raw, delay: time.Millisecond}.Accept()
+	nc, err := coalescingListener{Listener: raw, delay: delay}.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := nc.(*coalescingConn)
 	t.Cleanup(func() { c.Close() })
+	return c, peer
+}
+
+// stuckConn returns a coalescingConn (timer 1 ms) whose peer reads nothing
+// and whose kernel buffers are full: a send blocks until its deadline.
+func stuckConn(t *testing.T) *coalescingConn {
+	t.Helper()
+	c, peer := coalescingPair(t, time.Millisecond)
+	peer.(*net.TCPConn).SetReadBuffer(4096)
 	c.Conn.(*net.TCPConn).SetWriteBuffer(4096)
 	buf := make([]byte, 64<<10)
 	for {
@@ -550,32 +543,8 @@ func TestCoalescingListenerPlainHTTP(t *testing.T) {
 // reset the connection under the answer); CloseWrite sends what is held
 // first, then shuts the write side, and the peer reads it all, then EOF.
 func TestCoalescingConnCloseWrite(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := CoalescingListener(ln).Accept()
-		if err != nil {
-			t.Error(err)
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	c := <-accepted
-	if c == nil {
-		t.FailNow()
-	}
-	defer c.Close()
-	cw, ok := c.(interface{ CloseWrite() error })
+	c, peer := coalescingPair(t, time.Hour)
+	cw, ok := net.Conn(c).(interface{ CloseWrite() error })
 	if !ok {
 		t.Fatalf("%T has no CloseWrite: net/http cannot half-close it", c)
 	}
