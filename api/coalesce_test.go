@@ -69,6 +69,17 @@ func coalesceServer(t *testing.T, h http.Handler, coalesce bool, delay time.Dura
 	roots = x509.NewCertPool()
 	roots.AddCert(cert)
 	pair := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	srv := &http.Server{Handler: h, TLSConfig: TLSConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return pair, nil }, nil)}
+	addr, writes := countedServer(t, srv, coalesce, delay)
+	return "https://" + addr, writes, roots
+}
+
+// countedServer serves srv (over TLS when it has a TLSConfig, else plain
+// HTTP) on loopback through a coalescingListener whose timer waits delay
+// (none with coalesce false), over a listener that counts writes, until
+// the test ends. It returns the address and the counter.
+func countedServer(t *testing.T, srv *http.Server, coalesce bool, delay time.Duration) (addr string, writes *atomic.Int64) {
+	t.Helper()
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,19 +89,24 @@ func coalesceServer(t *testing.T, h http.Handler, coalesce bool, delay time.Dura
 	if coalesce {
 		ln = coalescingListener{Listener: counting, delay: delay}
 	}
-	srv := &http.Server{Handler: h, TLSConfig: TLSConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return pair, nil }, nil),
-		ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+	srv.ReadHeaderTimeout, srv.WriteTimeout, srv.IdleTimeout = 10*time.Second, 30*time.Second, time.Minute
 	done := make(chan error, 1)
-	go func() { done <- srv.ServeTLS(ln, "", "") }()
+	go func() {
+		if srv.TLSConfig != nil {
+			done <- srv.ServeTLS(ln, "", "")
+		} else {
+			done <- srv.Serve(ln)
+		}
+	}()
 	t.Cleanup(func() {
 		if err := srv.Close(); err != nil {
 			t.Error(err)
 		}
 		if err := <-done; err != http.ErrServerClosed {
-			t.Errorf("ServeTLS: %v", err)
+			t.Errorf("Serve: %v", err)
 		}
 	})
-	return "https://" + raw.Addr().String(), &counting.writes, roots
+	return raw.Addr().String(), &counting.writes
 }
 
 // http1Client speaks HTTP/1.1 over one kept connection.
@@ -477,27 +493,8 @@ func TestCoalescingConnSetDeadlineReadsAtOnce(t *testing.T) {
 // coalesce is set, over a listener that counts writes.
 func plainServer(t *testing.T, h http.Handler, coalesce bool) (url string, writes *atomic.Int64) {
 	t.Helper()
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	counting := &countingListener{Listener: raw}
-	var ln net.Listener = counting
-	if coalesce {
-		ln = CoalescingListener(counting)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Error(err)
-		}
-		if err := <-done; err != http.ErrServerClosed {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return "http://" + raw.Addr().String(), &counting.writes
+	addr, writes := countedServer(t, &http.Server{Handler: h}, coalesce, coalesceDelay)
+	return "http://" + addr, writes
 }
 
 // TestCoalescingListenerPlainHTTP: behind a TLS-terminating proxy (plain
