@@ -268,8 +268,9 @@ func (c *coalescingConn) Close() error {
 // CloseWrite sends what is held, then shuts down the writing side of the
 // connection when it can (a TCP connection). net/http half-closes a plain
 // HTTP connection this way before it closes it after an error answer, so
-// that the kernel does not reset the connection under the answer; over
-// TLS it calls tls.Conn's CloseWrite, which writes through Write.
+// that the kernel does not reset the connection under the answer. (Over
+// TLS net/http calls tls.Conn's CloseWrite instead, whose close_notify
+// comes through Write.)
 func (c *coalescingConn) CloseWrite() error {
 	c.send()
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
