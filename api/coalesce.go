@@ -69,11 +69,15 @@ func (l coalescingListener) Accept() (net.Conn, error) {
 	return &coalescingConn{Conn: c, delay: l.delay}, nil
 }
 
-// coalescingConn is a connection below TLS that holds writes.
+// coalescingConn is a connection below TLS, or under plain HTTP, that
+// holds writes.
 //
-// TLS writes to it one record at a time, never two at once (tls.Conn
-// serializes its writes); the timer and the deadline setters send from
-// other goroutines. sendMu orders the sends: each takes what is held under
+// TLS writes to it one record at a time, net/http's buffered writer (plain
+// HTTP) a buffer or a large piece at a time, never two at once (tls.Conn
+// and net/http serialize their writes); the timer and the deadline setters
+// send from other goroutines. A piece of coalesceMax bytes or more (plain
+// HTTP: a body net/http writes past its buffer in one piece) is not held:
+// what is held goes first, then the piece as it is. sendMu orders the sends: each takes what is held under
 // mu and writes it while holding sendMu, so bytes leave in the order they
 // were written whichever goroutine sends them. The buffer is a scratch
 // buffer (convert.go) and goes back after each send: an idle connection (a
@@ -106,6 +110,9 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	if c.through.Load() {
 		return c.Conn.Write(p)
 	}
+	if len(p) >= coalesceMax {
+		return c.writeAfterHeld(p)
+	}
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -137,6 +144,30 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// writeAfterHeld sends what is held, then p without holding it.
+func (c *coalescingConn) writeAfterHeld(p []byte) (int, error) {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	c.sendLocked()
+	c.mu.Lock()
+	err := c.err
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	c.sendingSince.Store(time.Now().UnixNano())
+	n, err := c.Conn.Write(p)
+	c.sendingSince.Store(0)
+	if err != nil {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = err
+		}
+		c.mu.Unlock()
+	}
+	return n, err
 }
 
 // send sends what is held; a failure is kept for the next write.

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,7 +29,7 @@ import (
 // calls that put bytes on the wire.
 type countingListener struct {
 	net.Listener
-	writes atomic.Int64
+	writes, closeWrites atomic.Int64
 }
 
 func (l *countingListener) Accept() (net.Conn, error) {
@@ -36,17 +37,23 @@ func (l *countingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &countingConn{Conn: c, writes: &l.writes}, nil
+	return &countingConn{Conn: c, l: l}, nil
 }
 
 type countingConn struct {
 	net.Conn
-	writes *atomic.Int64
+	l *countingListener
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {
-	c.writes.Add(1)
+	c.l.writes.Add(1)
 	return c.Conn.Write(p)
+}
+
+// CloseWrite counts the half-closes, and makes them.
+func (c *countingConn) CloseWrite() error {
+	c.l.closeWrites.Add(1)
+	return c.Conn.(*net.TCPConn).CloseWrite()
 }
 
 // coalesceServer serves h over TLS with TLSConfig, through a
@@ -70,21 +77,21 @@ func coalesceServer(t *testing.T, h http.Handler, coalesce bool, delay time.Dura
 	roots.AddCert(cert)
 	pair := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 	srv := &http.Server{Handler: h, TLSConfig: TLSConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return pair, nil }, nil)}
-	addr, writes := countedServer(t, srv, coalesce, delay)
-	return "https://" + addr, writes, roots
+	addr, counting := countedServer(t, srv, coalesce, delay)
+	return "https://" + addr, &counting.writes, roots
 }
 
 // countedServer serves srv (over TLS when it has a TLSConfig, else plain
 // HTTP) on loopback through a coalescingListener whose timer waits delay
 // (none with coalesce false), over a listener that counts writes, until
-// the test ends. It returns the address and the counter.
-func countedServer(t *testing.T, srv *http.Server, coalesce bool, delay time.Duration) (addr string, writes *atomic.Int64) {
+// the test ends. It returns the address and the counting listener.
+func countedServer(t *testing.T, srv *http.Server, coalesce bool, delay time.Duration) (addr string, counting *countingListener) {
 	t.Helper()
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	counting := &countingListener{Listener: raw}
+	counting = &countingListener{Listener: raw}
 	var ln net.Listener = counting
 	if coalesce {
 		ln = coalescingListener{Listener: counting, delay: delay}
@@ -106,7 +113,7 @@ func countedServer(t *testing.T, srv *http.Server, coalesce bool, delay time.Dur
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return raw.Addr().String(), &counting.writes
+	return raw.Addr().String(), counting
 }
 
 // http1Client speaks HTTP/1.1 over one kept connection.
@@ -493,13 +500,15 @@ func TestCoalescingConnSetDeadlineReadsAtOnce(t *testing.T) {
 // coalesce is set, over a listener that counts writes.
 func plainServer(t *testing.T, h http.Handler, coalesce bool) (url string, writes *atomic.Int64) {
 	t.Helper()
-	addr, writes := countedServer(t, &http.Server{Handler: h}, coalesce, coalesceDelay)
-	return "http://" + addr, writes
+	addr, counting := countedServer(t, &http.Server{Handler: h}, coalesce, coalesceDelay)
+	return "http://" + addr, &counting.writes
 }
 
-// TestCoalescingListenerPlainHTTP: behind a TLS-terminating proxy (plain
-// HTTP) an answer past net/http's 4 KiB buffer leaves in one write with
-// the listener, as over TLS, and in two without it.
+// TestCoalescingListenerPlainHTTP is the premise of serving plain HTTP
+// (`atr serve --insecure-http`) through the listener: an answer past
+// net/http's 4 KiB buffer leaves in one write with it, as over TLS, and in
+// two without it. (cmd/atr's TestServePlainHTTPOneWriteAnAnswer checks
+// that the server does.)
 func TestCoalescingListenerPlainHTTP(t *testing.T) {
 	for _, coalesce := range []bool{true, false} {
 		t.Run(fmt.Sprintf("coalesce=%t", coalesce), func(t *testing.T) {
@@ -555,5 +564,70 @@ func TestCoalescingConnCloseWrite(t *testing.T) {
 	got, err := io.ReadAll(peer)
 	if err != nil || string(got) != "HTTP/1.1 400 Bad Request\r\n\r\n" {
 		t.Errorf("the peer read %q, %v; want the held answer, then EOF", got, err)
+	}
+}
+
+// TestPlainHTTPHalfClosesAfterAnErrorAnswer: net/http answers a request
+// whose header is too large, then half-closes the connection before it
+// closes it (so that the kernel does not reset it under the answer); over
+// plain HTTP through the coalescing listener the half-close reaches the
+// TCP connection, after the answer.
+func TestPlainHTTPHalfClosesAfterAnErrorAnswer(t *testing.T) {
+	addr, counting := countedServer(t, &http.Server{Handler: sized, MaxHeaderBytes: 1 << 10}, true, coalesceDelay)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: atr.test\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", 16<<10)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || !strings.HasPrefix(string(got), "HTTP/1.1 431 ") {
+		t.Fatalf("read %.80q, %v; want a 431 answer, then EOF", got, err)
+	}
+	if n := counting.closeWrites.Load(); n != 1 {
+		t.Errorf("%d half-closes of the TCP connection, want 1", n)
+	}
+}
+
+// TestCoalescingConnLargeWriteNotHeld: a write of coalesceMax bytes or
+// more (plain HTTP: a body net/http writes past its buffer in one piece)
+// is not copied into the held buffer: what is held leaves first, then the
+// write as it is, in order.
+func TestCoalescingConnLargeWriteNotHeld(t *testing.T) {
+	c, peer := coalescingPair(t, time.Hour)
+	const writes, size = 10, 1 << 20
+	got := make(chan int64, 1)
+	go func() {
+		head := make([]byte, 5)
+		if _, err := io.ReadFull(peer, head); err != nil || string(head) != "head," {
+			t.Errorf("the peer read %q first (%v), want the held bytes", head, err)
+		}
+		n, _ := io.Copy(io.Discard, peer)
+		got <- n
+	}()
+	big := make([]byte, size)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := c.Write([]byte("head,")); err != nil {
+		t.Fatal(err)
+	}
+	for range writes {
+		if n, err := c.Write(big); n != size || err != nil {
+			t.Fatalf("Write: %d, %v", n, err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if c.holding.Load() {
+		t.Error("bytes still held after a large write")
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > writes*size/4 {
+		t.Errorf("%d large writes of %d bytes allocated %d bytes: copied into the held buffer", writes, size, alloc)
+	}
+	c.Close()
+	if n := <-got; n != writes*size {
+		t.Errorf("the peer read %d bytes after the held ones, want %d", n, writes*size)
 	}
 }
