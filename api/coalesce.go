@@ -303,7 +303,11 @@ func (c *coalescingConn) Close() error {
 // TLS net/http calls tls.Conn's CloseWrite instead, whose close_notify
 // comes through Write.)
 func (c *coalescingConn) CloseWrite() error {
-	c.send()
+	// After a send under way too (the timer's): send returns at once when
+	// nothing is held, which it no longer is while that send writes.
+	c.sendMu.Lock()
+	c.sendLocked()
+	c.sendMu.Unlock()
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

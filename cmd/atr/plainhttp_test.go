@@ -83,7 +83,7 @@ func TestServePlainHTTPOneWriteAnAnswer(t *testing.T) {
 		{"/healthz", 1, 1},
 	} {
 		var got []int64
-		for range 3 {
+		for range 5 {
 			n, w := get(tc.path)
 			if n < tc.minBytes {
 				t.Fatalf("GET %s: %d bytes, want at least %d", tc.path, n, tc.minBytes)
@@ -97,9 +97,10 @@ func TestServePlainHTTPOneWriteAnAnswer(t *testing.T) {
 				got = append(got, w)
 			}
 		}
-		// One answer in three may take a write more: net/http's
-		// background read may start while the handler writes.
-		if len(got) > 1 {
+		// An answer may take a write more now and then, more often
+		// under load: net/http's background read may start while the
+		// handler writes.
+		if len(got) > 2 {
 			t.Errorf("GET %s took %v writes (the ones over the bound)", tc.path, got)
 		}
 	}
