@@ -137,13 +137,17 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	c.send()
-	c.mu.Lock()
-	err := c.err
-	c.mu.Unlock()
-	if err != nil {
+	if err := c.failure(); err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// failure is the first failed send's error (nil: none).
+func (c *coalescingConn) failure() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // writeAfterHeld sends what is held, then p without holding it.
@@ -151,12 +155,15 @@ func (c *coalescingConn) writeAfterHeld(p []byte) (int, error) {
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
 	c.sendLocked()
-	c.mu.Lock()
-	err := c.err
-	c.mu.Unlock()
-	if err != nil {
+	if err := c.failure(); err != nil {
 		return 0, err
 	}
+	return c.writeConn(p)
+}
+
+// writeConn writes p to Conn, with sendMu held, marking the send under way
+// (SetWriteDeadline) and keeping its failure for every later write.
+func (c *coalescingConn) writeConn(p []byte) (int, error) {
 	c.sendingSince.Store(time.Now().UnixNano())
 	n, err := c.Conn.Write(p)
 	c.sendingSince.Store(0)
@@ -194,16 +201,7 @@ func (c *coalescingConn) sendLocked() {
 		return
 	}
 	if err == nil && len(buf.b) > 0 {
-		c.sendingSince.Store(time.Now().UnixNano())
-		_, err = c.Conn.Write(buf.b)
-		c.sendingSince.Store(0)
-		if err != nil {
-			c.mu.Lock()
-			if c.err == nil {
-				c.err = err
-			}
-			c.mu.Unlock()
-		}
+		c.writeConn(buf.b)
 	}
 	buf.release()
 }
