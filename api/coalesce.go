@@ -77,11 +77,12 @@ func (l coalescingListener) Accept() (net.Conn, error) {
 // and net/http serialize their writes); the timer and the deadline setters
 // send from other goroutines. A piece of coalesceMax bytes or more (plain
 // HTTP: a body net/http writes past its buffer in one piece) is not held:
-// what is held goes first, then the piece as it is. sendMu orders the sends: each takes what is held under
-// mu and writes it while holding sendMu, so bytes leave in the order they
-// were written whichever goroutine sends them. The buffer is a scratch
-// buffer (convert.go) and goes back after each send: an idle connection (a
-// server may keep thousands) holds none.
+// what is held goes first, then the piece as it is. sendMu orders the
+// sends: each takes what is held under mu and writes it while holding
+// sendMu, so bytes leave in the order they were written whichever
+// goroutine sends them. The buffer is a scratch buffer (convert.go) and
+// goes back after each send: an idle connection (a server may keep
+// thousands) holds none.
 type coalescingConn struct {
 	net.Conn
 	delay time.Duration
@@ -301,8 +302,9 @@ func (c *coalescingConn) Close() error {
 // TLS net/http calls tls.Conn's CloseWrite instead, whose close_notify
 // comes through Write.)
 func (c *coalescingConn) CloseWrite() error {
-	// After a send under way too (the timer's): send returns at once when
-	// nothing is held, which it no longer is while that send writes.
+	// Not send: it returns at once when nothing is held, and a send under
+	// way (the timer's) holds nothing any more while it writes; this
+	// waits for it.
 	c.sendMu.Lock()
 	c.sendLocked()
 	c.sendMu.Unlock()
