@@ -101,9 +101,9 @@ func marshalThenRaw(dst []byte, v any, fields ...rawField) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// A scratch is a buffer for one request's body or answer, or for the TLS
-// records a coalescing connection holds, reused: a verify's body and answer
-// were ~5.5 KB of its ~20 KB of garbage.
+// A scratch is a buffer for one request's body or answer, or for what a
+// coalescing connection holds (TLS records, or plain HTTP), reused: a
+// verify's body and answer were ~5.5 KB of its ~20 KB of garbage.
 type scratch struct{ b []byte }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
