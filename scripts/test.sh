@@ -25,11 +25,6 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 export CI="${CI:-true}"
 pkgs="${ATR_TEST_PKGS:-./...}"
-# C code without debug information: cgo's default is "-O2 -g", and -g alone
-# is a quarter of SQLite's compile (36 s against 27 s here), paid in each of
-# the three builds below (vet's, the race detector's, the fuzz targets').
-# A CGO_CFLAGS of the caller's own is kept.
-export CGO_CFLAGS="${CGO_CFLAGS:--O2}"
 fuzztime="${ATR_FUZZ_TIME:-10s}"
 
 # step prints a heading with the seconds since the script started, so that a
@@ -109,28 +104,17 @@ if [ "$quick" -eq 1 ]; then
 	exit 0
 fi
 
-# The fuzz targets run from one instrumented test binary per package
-# (`go test -c -fuzz`), built once: a `go test -fuzz` per target linked its
-# package's binary again each time, 17 links more for 25 targets.
-fuzzbin=$(mktemp -d /tmp/atr-fuzz.XXXXXX)
-trap 'rm -rf "$fuzzbin"' EXIT
-fuzzcache="$(go env GOCACHE)/fuzz" # where `go test -fuzz` keeps what it learned
-
-# fuzz_one DIR PKG BIN NAME runs target NAME of package PKG (in DIR) with its
-# binary BIN, from DIR and with PKG's fuzz cache, as `go test -fuzz` would: the
-# seed corpus is read from DIR/testdata/fuzz and a failing input written there.
-# Go 1.26's fuzz coordinator can report a bare "context deadline exceeded" when
-# -fuzztime expires while a worker is mid-input (golang/go#75804, fixed in Go
-# 1.27): such a run, with no failing input written, is run again, at most
-# twice (one CI run on this machine hit the race in three targets, one of them
-# twice in a row). A real finding always writes a failing input and fails at
-# once.
+# fuzz_one DIR NAME runs one target. Go 1.26's fuzz coordinator can report a
+# bare "context deadline exceeded" when -fuzztime expires while a worker is
+# mid-input (golang/go#75804, fixed in Go 1.27): such a run, with no failing
+# input written, is run again, at most twice (one CI run on this machine hit
+# the race in three targets, one of them twice in a row). A real finding
+# always writes a failing input and fails at once.
 fuzz_one() {
-	local dir=$1 pkg=$2 bin=$3 name=$4 out
+	local dir=$1 name=$2 out
 	out=$(mktemp)
 	for attempt in 1 2 3; do
-		if (cd "$dir" && "$bin" -test.run='^$' -test.fuzz="^${name}\$" -test.fuzztime="$fuzztime" \
-			-test.fuzzcachedir="$fuzzcache/$pkg" -test.paniconexit0) 2>&1 | tee "$out"; then
+		if go test -run='^$' -fuzz="^${name}\$" -fuzztime="$fuzztime" "$dir" 2>&1 | tee "$out"; then
 			rm -f "$out"
 			return 0
 		fi
@@ -143,14 +127,11 @@ fuzz_one() {
 }
 
 step "fuzz targets ($fuzztime each)"
-grep -rl --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\(' . | grep -v '^./var/' | xargs -n1 dirname | sort -u | while read -r dir; do
-	bin="$fuzzbin/$(echo "${dir#./}" | tr / _).test"
-	echo "-- [${SECONDS}s] $dir: building its fuzz binary" >&2
-	go test -c -fuzz=. -o "$bin" "$dir"
-	pkg=$(go list "$dir")
-	for name in $(cat "$dir"/*_test.go | grep -oE '^func Fuzz[A-Za-z0-9_]*' | sed 's/^func //'); do
+grep -rl --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\(' . | grep -v '^./var/' | sort | while read -r file; do
+	dir=$(dirname "$file")
+	for name in $(grep -oE '^func Fuzz[A-Za-z0-9_]*' "$file" | sed 's/^func //'); do
 		echo "-- [${SECONDS}s] $dir $name" >&2
-		fuzz_one "$dir" "$pkg" "$bin" "$name"
+		fuzz_one "$dir" "$name"
 	done
 done
 step "all tests passed"
