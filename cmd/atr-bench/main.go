@@ -145,7 +145,9 @@ func main() {
 		fmt.Fprint(fs.Output(), `Usage: atr-bench [flags]
 
 Measures a real atr serve over HTTPS and prints each figure next to its ratio
-to a raw baseline measured in the same run (docs/performance.md).
+to a raw baseline measured in the same run (docs/performance.md). Without
+--target it starts the server itself: run it from the repository, whose
+softhsm/init-tokens.sh makes the server's tokens.
 
 Examples:
   atr-bench --quick                         # SQLite, about 30 s
@@ -272,8 +274,8 @@ func run(ctx context.Context, o options, log *logrus.Entry) (rep *Report, err er
 	var keys []string
 	if o.target == "" {
 		rep.Target = "started atr serve"
-		repo, rerr := moduleRoot(ctx)
-		if rerr != nil && o.atrBinary == "" {
+		repo, rerr := moduleRoot(ctx) // softhsm/init-tokens.sh, and ./cmd/atr unless --atr-binary
+		if rerr != nil {
 			return rep, rerr
 		}
 		if strings.HasPrefix(o.databaseURL, "postgres") {

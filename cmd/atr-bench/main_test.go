@@ -443,3 +443,15 @@ func TestProcCPU(t *testing.T) {
 		t.Error("procCPU(-1) succeeded")
 	}
 }
+
+// TestRunOutsideTheRepository: with --atr-binary, run from outside the atr
+// module, atr-bench still needs the repository's softhsm/init-tokens.sh for
+// the server's tokens. It must say so before it starts anything, not fail
+// later with "fork/exec softhsm/init-tokens.sh: no such file or directory".
+func TestRunOutsideTheRepository(t *testing.T) {
+	t.Chdir(t.TempDir())
+	_, err := run(context.Background(), options{atrBinary: "/bin/true", quick: true}, nil)
+	if err == nil || !strings.Contains(err.Error(), "run atr-bench from the repository") || strings.Contains(err.Error(), "fork/exec") {
+		t.Fatalf("run outside the module with --atr-binary: %v; want the repository named, no fork/exec error", err)
+	}
+}

@@ -76,7 +76,7 @@ func randHex(n int) string {
 }
 
 // moduleRoot is the directory of the atr module (for go build and
-// softhsm/init-tokens.sh).
+// softhsm/init-tokens.sh), or an error that says where to run atr-bench.
 func moduleRoot(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
@@ -84,7 +84,7 @@ func moduleRoot(ctx context.Context) (string, error) {
 	}
 	gomod := strings.TrimSpace(string(out))
 	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the atr module: run from the repository (or pass --atr-binary)")
+		return "", errors.New("not inside the atr module: run atr-bench from the repository (it makes the server's tokens with softhsm/init-tokens.sh and, without --atr-binary, builds ./cmd/atr), or pass --target")
 	}
 	return filepath.Dir(gomod), nil
 }
