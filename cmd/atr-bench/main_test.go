@@ -449,9 +449,25 @@ func TestProcCPU(t *testing.T) {
 // the server's tokens. It must say so before it starts anything, not fail
 // later with "fork/exec softhsm/init-tokens.sh: no such file or directory".
 func TestRunOutsideTheRepository(t *testing.T) {
-	t.Chdir(t.TempDir())
-	_, err := run(context.Background(), options{atrBinary: "/bin/true", quick: true}, nil)
-	if err == nil || !strings.Contains(err.Error(), "run atr-bench from the repository") || strings.Contains(err.Error(), "fork/exec") {
-		t.Fatalf("run outside the module with --atr-binary: %v; want the repository named, no fork/exec error", err)
+	for _, tc := range []struct {
+		name  string
+		gomod string // the working directory's go.mod; none when empty
+	}{
+		{"outside any module", ""},
+		{"inside another module", "module example.com/other\n\ngo 1.26\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.gomod != "" {
+				if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(tc.gomod), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Chdir(dir)
+			_, err := run(context.Background(), options{atrBinary: "/bin/true", quick: true}, nil)
+			if err == nil || !strings.Contains(err.Error(), "run atr-bench from the repository") || strings.Contains(err.Error(), "fork/exec") {
+				t.Fatalf("run with --atr-binary: %v; want the repository named, no fork/exec error", err)
+			}
+		})
 	}
 }

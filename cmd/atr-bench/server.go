@@ -82,11 +82,16 @@ func moduleRoot(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
 	}
+	notHere := errors.New("not inside the atr module: run atr-bench from the repository (it makes the server's tokens with softhsm/init-tokens.sh and, without --atr-binary, builds ./cmd/atr), or pass --target")
 	gomod := strings.TrimSpace(string(out))
 	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the atr module: run atr-bench from the repository (it makes the server's tokens with softhsm/init-tokens.sh and, without --atr-binary, builds ./cmd/atr), or pass --target")
+		return "", notHere
 	}
-	return filepath.Dir(gomod), nil
+	root := filepath.Dir(gomod)
+	if _, err := os.Stat(filepath.Join(root, "softhsm", "init-tokens.sh")); err != nil {
+		return "", notHere // another module
+	}
+	return root, nil
 }
 
 // prepareTokens creates dataDir with softhsm2.conf, tokens/ and pin, the two
