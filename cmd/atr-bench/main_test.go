@@ -471,3 +471,25 @@ func TestRunOutsideTheRepository(t *testing.T) {
 		})
 	}
 }
+
+// TestModuleRootWithoutGo: with no go command (a prebuilt atr-bench and
+// --atr-binary), the repository is the working directory when it holds
+// softhsm/init-tokens.sh, as before the check above.
+func TestModuleRootWithoutGo(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	repo := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(repo, "softhsm"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "softhsm", "init-tokens.sh"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(repo)
+	if root, err := moduleRoot(context.Background()); err != nil || root != repo {
+		t.Errorf("moduleRoot in the repository without go = %q, %v; want %q", root, err, repo)
+	}
+	t.Chdir(t.TempDir())
+	if _, err := moduleRoot(context.Background()); err == nil || !strings.Contains(err.Error(), "run atr-bench from the repository") {
+		t.Errorf("moduleRoot elsewhere without go: %v; want the repository named", err)
+	}
+}

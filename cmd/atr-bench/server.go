@@ -76,20 +76,21 @@ func randHex(n int) string {
 }
 
 // moduleRoot is the directory of the atr module (for go build and
-// softhsm/init-tokens.sh), or an error that says where to run atr-bench.
+// softhsm/init-tokens.sh): go.mod's, or without a go command the working
+// directory; an error that says where to run atr-bench when it does not
+// hold softhsm/init-tokens.sh (outside any module, or in another).
 func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	root, err := os.Getwd()
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", err
 	}
-	notHere := errors.New("not inside the atr module: run atr-bench from the repository (it makes the server's tokens with softhsm/init-tokens.sh and, without --atr-binary, builds ./cmd/atr), or pass --target")
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", notHere
+	if out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output(); err == nil {
+		if gomod := strings.TrimSpace(string(out)); gomod != "" && gomod != os.DevNull {
+			root = filepath.Dir(gomod)
+		}
 	}
-	root := filepath.Dir(gomod)
 	if _, err := os.Stat(filepath.Join(root, "softhsm", "init-tokens.sh")); err != nil {
-		return "", notHere // another module
+		return "", errors.New("not inside the atr module: run atr-bench from the repository (it makes the server's tokens with softhsm/init-tokens.sh and, without --atr-binary, builds ./cmd/atr), or pass --target")
 	}
 	return root, nil
 }
