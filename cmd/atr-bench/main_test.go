@@ -474,7 +474,8 @@ func TestRunOutsideTheRepository(t *testing.T) {
 
 // TestModuleRootWithoutGo: with no go command (a prebuilt atr-bench and
 // --atr-binary), the repository is the working directory when it holds
-// softhsm/init-tokens.sh, as before the check above.
+// softhsm/init-tokens.sh (as it was before moduleRoot refused to go on
+// without one), and elsewhere the error names the repository.
 func TestModuleRootWithoutGo(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	repo := t.TempDir()
