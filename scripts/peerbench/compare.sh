@@ -25,7 +25,8 @@
 #   KEEP=1         keep the servers' data directories, the clone and step-ca's PKI
 #
 # RESULTS.jsonl (default $PERF/results.jsonl) gets one JSON line a run;
-# $PERF/report.txt the report and $PERF/logs the servers' logs: they stay.
+# $PERF/report.txt the report and $PERF/logs the servers' logs (gzipped
+# unless KEEP=1): they stay.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -100,19 +101,29 @@ results=${results:-$PERF/results.jsonl}
 mkdir -p "$PERF/bin" "$PERF/logs"
 say "working in $PERF"
 
-created_db=0
+created_db=0 runner=""
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
+	if [ -n "$runner" ] && kill -0 "$runner" 2>/dev/null; then
+		pkill -TERM -P "$runner" 2>/dev/null || true # timeout, which passes it to the load client
+		kill -TERM "$runner" 2>/dev/null || true
+		wait "$runner" 2>/dev/null || true
+	fi
 	PERF=$PERF bash "$here/stop-all.sh" >&2 || true
 	if [ $created_db = 1 ]; then
 		psql "$pgserver/postgres" -qc 'DROP DATABASE IF EXISTS atr_peer' >/dev/null 2>&1 ||
 			say "could not drop database atr_peer: drop it by hand"
 	fi
 	if [ "${KEEP:-0}" != 1 ]; then
-		rm -rf "$PERF/atr" "$PERF/atr-sqlite" "$PERF/atr-postgres" "$PERF/stepca" "$PERF/bin"
+		rm -rf "$PERF/atr" "$PERF/atr-sqlite" "$PERF/atr-postgres" "$PERF/stepca" "$PERF/bin" "$PERF"/*.keys
+		gzip -qf "$PERF"/logs/*.log 2>/dev/null || true # a log line a request: ~150 MB a comparison
 	fi
-	[ $rc = 0 ] || say "failed (exit $rc); the servers' logs are in $PERF/logs"
+	case $rc in
+	0) ;;
+	130 | 143) say "interrupted; the servers are stopped, their logs in $PERF/logs" ;;
+	*) say "failed (exit $rc); the servers' logs are in $PERF/logs" ;;
+	esac
 	exit $rc
 }
 trap cleanup EXIT
@@ -148,6 +159,11 @@ for label in $SYSTEMS; do
 done
 
 say "SYSTEMS=\"$SYSTEMS\" ROUNDS=$ROUNDS CS=\"$CS\" DUR=$DUR → $results"
-bash "$here/run-all.sh" "$results"
+# In the background, so that a signal runs cleanup at once: bash runs a
+# trap only when the foreground command it waits for has ended.
+bash "$here/run-all.sh" "$results" &
+runner=$!
+wait "$runner"
+runner=""
 "$PERF/bin/peerbench" report "$results" | tee "$PERF/report.txt"
 say "results in $results, the report in $PERF/report.txt"
