@@ -4,8 +4,8 @@
 # for the witness interop test (registry/witness TestLitewitnessCosigns).
 #
 # Builds the pinned version with `go install` through the Go module proxy
-# (go.sum-checked against the checksum database) into a cache directory; the
-# system is not changed. v0.6.1 is the newest torchwood that builds with
+# (go.sum-checked against the checksum database) into a cache directory
+# (go-install-cached.sh); the system is not changed. v0.6.1 is the newest torchwood that builds with
 # this repository's Go 1.26 (v0.10.0 needs Go 1.27). litewitness holds its
 # key in an ssh-agent, so openssh-client (ssh-agent, ssh-add, ssh-keygen) is
 # installed with apt when missing. Idempotent; a no-op when the cache is good.
@@ -20,7 +20,6 @@ version="${ATR_LITEWITNESS_VERSION:-v0.6.1}"
 dir="${ATR_LITEWITNESS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/atr/litewitness}"
 
 say() { echo "install-litewitness: $*" >&2; }
-die() { say "$*"; exit 1; }
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -29,29 +28,5 @@ if ! command -v ssh-agent >/dev/null || ! command -v ssh-add >/dev/null || ! com
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssh-client >/dev/null
 fi
-command -v go >/dev/null || die "go not found"
-
-good() {
-	[ -x "$dir/bin/litewitness" ] && [ -x "$dir/bin/witnessctl" ] &&
-		go version -m "$dir/bin/litewitness" 2>/dev/null | grep -q "filippo.io/torchwood[[:space:]]*$version[[:space:]]"
-}
-if good; then
-	say "torchwood $version in $dir/bin"
-	exit 0
-fi
-
-mkdir -p "$dir"
-exec 9>"$dir/.lock"
-flock 9
-if good; then
-	say "torchwood $version in $dir/bin"
-	exit 0
-fi
-rm -rf "$dir/bin.new"
-say "building litewitness and witnessctl (filippo.io/torchwood $version)"
-GOBIN="$dir/bin.new" GOTOOLCHAIN=local \
-	go install "filippo.io/torchwood/cmd/litewitness@$version" "filippo.io/torchwood/cmd/witnessctl@$version"
-rm -rf "$dir/bin"
-mv "$dir/bin.new" "$dir/bin"
-good || die "the built litewitness is not torchwood $version"
-say "torchwood $version in $dir/bin"
+exec "$(dirname "${BASH_SOURCE[0]}")/go-install-cached.sh" install-litewitness "$dir" filippo.io/torchwood "$version" \
+	filippo.io/torchwood/cmd/litewitness filippo.io/torchwood/cmd/witnessctl

@@ -4,8 +4,8 @@
 # its PKCS#11 KMS can use the same SoftHSM2 as ATR.
 #
 # Builds the pinned version with `go install` through the Go module proxy
-# (go.sum-checked against the checksum database) into a cache directory; the
-# system is not changed but for the Debian packages its build and the token
+# (go.sum-checked against the checksum database) into a cache directory
+# (../go-install-cached.sh); the system is not changed but for the Debian packages its build and the token
 # need (libpcsclite-dev: step-ca's YubiKey KMS is compiled in with cgo;
 # softhsm2 and opensc), installed with apt when missing. The build takes
 # about 4 minutes on 2 cores. Idempotent; a no-op when the cache is good.
@@ -20,7 +20,6 @@ version="${ATR_STEPCA_VERSION:-v0.30.2}"
 dir="${ATR_STEPCA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/atr/step-ca}"
 
 say() { echo "install-stepca: $*" >&2; }
-die() { say "$*"; exit 1; }
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -33,31 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-command -v go >/dev/null || die "go not found"
-
-good() {
-	[ -x "$dir/bin/step-ca" ] &&
-		go version -m "$dir/bin/step-ca" 2>/dev/null | grep -q "github.com/smallstep/certificates[[:space:]]*$version[[:space:]]"
-}
-if good; then
-	say "step-ca $version in $dir/bin"
-	exit 0
-fi
-
-mkdir -p "$dir"
-exec 9>"$dir/.lock"
-flock 9
-if good; then
-	say "step-ca $version in $dir/bin"
-	exit 0
-fi
-rm -rf "$dir/bin.new"
-say "building step-ca (github.com/smallstep/certificates $version, cgo on; ~4 min)"
-# Outside any module, so that this repository's go.mod does not apply;
-# -mod=mod lets the go command resolve step-ca's own requirements.
-(cd "$dir" && GOBIN="$dir/bin.new" CGO_ENABLED=1 GOFLAGS=-mod=mod GOTOOLCHAIN=local \
-	go install "github.com/smallstep/certificates/cmd/step-ca@$version")
-rm -rf "$dir/bin"
-mv "$dir/bin.new" "$dir/bin"
-good || die "the built step-ca is not github.com/smallstep/certificates $version"
-say "step-ca $version in $dir/bin"
+# CGO_ENABLED: step-ca's PKCS#11 KMS is cgo; -mod=mod lets the go command
+# resolve step-ca's own requirements.
+CGO_ENABLED=1 GOFLAGS=-mod=mod exec "$(dirname "${BASH_SOURCE[0]}")/../go-install-cached.sh" install-stepca "$dir" \
+	github.com/smallstep/certificates "$version" github.com/smallstep/certificates/cmd/step-ca
