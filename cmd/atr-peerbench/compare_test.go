@@ -44,6 +44,7 @@ func TestCompareRefusesBeforeStarting(t *testing.T) {
 		{"unknown database", nil, []string{"DBS=mysql"}, 1, "DBS: mysql is neither sqlite nor postgres"},
 		{"a system it does not start", nil, []string{"SYSTEMS=ATR-sqlite-base step-badger"}, 1, "SYSTEMS: ATR-sqlite-base needs servers"},
 		{"a used working directory", nil, []string{"DBS=sqlite", "PERF=" + full}, 1, "is not empty"},
+		{"an existing results file", []string{filepath.Join(full, "results.jsonl")}, []string{"DBS=sqlite"}, 1, "results.jsonl exists"},
 		{"a port in use", nil, []string{"DBS=sqlite", "PERF=" + filepath.Join(t.TempDir(), "new")}, 1, "127.0.0.1:38443 is in use"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,7 +9,7 @@
 # (scripts/dev-up.sh, a fresh database atr_peer) and step-ca on badger with
 # its intermediate key on its own SoftHSM2 token, runs run-all.sh, prints
 # `peerbench report`, then stops every server and drops the database, also
-# when interrupted. About 10 minutes after the first build.
+# when interrupted. About 8 minutes on 2 cores after the first build.
 #
 #   scripts/peerbench/compare.sh                     # SQLite and PostgreSQL against step-ca
 #   DBS=sqlite scripts/peerbench/compare.sh          # without PostgreSQL
@@ -19,12 +19,14 @@
 #   DBS            sqlite and/or postgres (default "sqlite postgres")
 #   SYSTEMS        run-all.sh's labels (default: the ATR-*-rotate of DBS, step-badger)
 #   ROUNDS, CS, DUR  as run-all.sh (defaults 3, "16", 20s)
-#   ATR_PEER_PG    the PostgreSQL server, a URL without its database
+#   ATR_PEER_PG    the PostgreSQL server on this machine (lib.sh reads its backends' CPU
+#                  from their processes), a URL without its database
 #                  (default postgres://postgres@127.0.0.1:5432; its user creates databases)
 #   PERF           the working directory (default: a new /tmp/atr-peerbench.XXXXXX)
-#   KEEP=1         keep the servers' data directories, the clone and step-ca's PKI
+#   KEEP=1         keep the servers' data directories, the clone, step-ca's PKI, the
+#                  owner keys and the logs as they are (the database is dropped all the same)
 #
-# RESULTS.jsonl (default $PERF/results.jsonl) gets one JSON line a run;
+# RESULTS.jsonl (default $PERF/results.jsonl; not one that exists) gets one JSON line a run;
 # $PERF/report.txt the report and $PERF/logs the servers' logs (gzipped
 # unless KEEP=1): they stay.
 set -euo pipefail
@@ -65,6 +67,9 @@ done
 # Everything the comparison needs, before anything starts.
 if [ -n "${PERF:-}" ] && [ -e "$PERF" ] && [ -n "$(ls -A "$PERF")" ]; then
 	die "PERF=$PERF is not empty"
+fi
+if [ -n "${1:-}" ] && [ -s "$1" ]; then
+	die "$1 exists: name a new file (its runs would enter the report)"
 fi
 command -v go >/dev/null || die "go not found"
 command -v git >/dev/null || die "git not found"
