@@ -5,10 +5,11 @@
 #
 # Builds the pinned version with `go install` through the Go module proxy
 # (go.sum-checked against the checksum database) into a cache directory
-# (go-install-cached.sh); the system is not changed. v0.6.1 is the newest torchwood that builds with
-# this repository's Go 1.26 (v0.10.0 needs Go 1.27). litewitness holds its
-# key in an ssh-agent, so openssh-client (ssh-agent, ssh-add, ssh-keygen) is
-# installed with apt when missing. Idempotent; a no-op when the cache is good.
+# (go-install-cached.sh); the system is not changed. v0.6.1 is the newest
+# torchwood that builds with this repository's Go 1.26 (v0.10.0 needs Go
+# 1.27). litewitness holds its key in an ssh-agent, so openssh-client
+# (ssh-agent, ssh-add, ssh-keygen) is installed with apt when missing.
+# Idempotent; a no-op when the cache is good.
 #
 # It leaves DIR/bin/litewitness and DIR/bin/witnessctl.
 #
